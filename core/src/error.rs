@@ -1,0 +1,312 @@
+//! Errors, in two layers.
+//!
+//! - [`Error`]: the internal error, with context (paths, positions, offsets). Never crosses the
+//!   wire as such.
+//! - [`ErrorCode`]: the stable wire code. **Append-only**: a code's number never changes and is
+//!   never reused; the name may. Where Kafka has the same concept we use Kafka's number, so an
+//!   operator's knowledge (and tooling) carries over; Sluiceway's own codes start at 1000.
+//!
+//! [`Error::code`] maps one to the other with an exhaustive `match` (no `_` arm), so adding an
+//! internal variant forces a decision about its code.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::types::{FilePosition, Offset};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The stable wire error code. See the module docs for the numbering rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum ErrorCode {
+    None = 0,
+    UnknownServerError = -1,
+    OffsetOutOfRange = 1,
+    CorruptMessage = 2,
+    UnknownTopicOrPartition = 3,
+    InvalidFetchSize = 4,
+    LeaderNotAvailable = 5,
+    NotLeader = 6,
+    RequestTimedOut = 7,
+    BrokerNotAvailable = 8,
+    MessageTooLarge = 10,
+    NetworkException = 13,
+    CoordinatorNotAvailable = 15,
+    NotCoordinator = 16,
+    InvalidTopic = 17,
+    RecordListTooLarge = 18,
+    NotEnoughReplicas = 19,
+    NotEnoughReplicasAfterAppend = 20,
+    InvalidRequiredAcks = 21,
+    IllegalGeneration = 22,
+    UnknownMemberId = 25,
+    InvalidSessionTimeout = 26,
+    RebalanceInProgress = 27,
+    InvalidTimestamp = 32,
+    TopicAlreadyExists = 36,
+    InvalidPartitions = 37,
+    InvalidReplicationFactor = 38,
+    InvalidConfig = 40,
+    InvalidRequest = 42,
+    KafkaStorageError = 56,
+    FencedLeaderEpoch = 74,
+    UnknownLeaderEpoch = 75,
+    UnsupportedCompressionType = 76,
+    /// Sluiceway: the client itself was misused (closed producer, bad argument).
+    InvalidArgument = 1000,
+    /// Sluiceway: the client or broker is shutting down.
+    ShuttingDown = 1001,
+}
+
+impl ErrorCode {
+    /// Every code, for tests that check each binding maps them all.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::None,
+        ErrorCode::UnknownServerError,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::CorruptMessage,
+        ErrorCode::UnknownTopicOrPartition,
+        ErrorCode::InvalidFetchSize,
+        ErrorCode::LeaderNotAvailable,
+        ErrorCode::NotLeader,
+        ErrorCode::RequestTimedOut,
+        ErrorCode::BrokerNotAvailable,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::NetworkException,
+        ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::NotCoordinator,
+        ErrorCode::InvalidTopic,
+        ErrorCode::RecordListTooLarge,
+        ErrorCode::NotEnoughReplicas,
+        ErrorCode::NotEnoughReplicasAfterAppend,
+        ErrorCode::InvalidRequiredAcks,
+        ErrorCode::IllegalGeneration,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::InvalidSessionTimeout,
+        ErrorCode::RebalanceInProgress,
+        ErrorCode::InvalidTimestamp,
+        ErrorCode::TopicAlreadyExists,
+        ErrorCode::InvalidPartitions,
+        ErrorCode::InvalidReplicationFactor,
+        ErrorCode::InvalidConfig,
+        ErrorCode::InvalidRequest,
+        ErrorCode::KafkaStorageError,
+        ErrorCode::FencedLeaderEpoch,
+        ErrorCode::UnknownLeaderEpoch,
+        ErrorCode::UnsupportedCompressionType,
+        ErrorCode::InvalidArgument,
+        ErrorCode::ShuttingDown,
+    ];
+
+    pub fn as_i32(self) -> i32 {
+        self as i32
+    }
+
+    pub fn from_i32(code: i32) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.as_i32() == code)
+    }
+
+    /// The wire name, `SCREAMING_SNAKE_CASE`, as Kafka prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::None => "NONE",
+            ErrorCode::UnknownServerError => "UNKNOWN_SERVER_ERROR",
+            ErrorCode::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
+            ErrorCode::CorruptMessage => "CORRUPT_MESSAGE",
+            ErrorCode::UnknownTopicOrPartition => "UNKNOWN_TOPIC_OR_PARTITION",
+            ErrorCode::InvalidFetchSize => "INVALID_FETCH_SIZE",
+            ErrorCode::LeaderNotAvailable => "LEADER_NOT_AVAILABLE",
+            ErrorCode::NotLeader => "NOT_LEADER",
+            ErrorCode::RequestTimedOut => "REQUEST_TIMED_OUT",
+            ErrorCode::BrokerNotAvailable => "BROKER_NOT_AVAILABLE",
+            ErrorCode::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            ErrorCode::NetworkException => "NETWORK_EXCEPTION",
+            ErrorCode::CoordinatorNotAvailable => "COORDINATOR_NOT_AVAILABLE",
+            ErrorCode::NotCoordinator => "NOT_COORDINATOR",
+            ErrorCode::InvalidTopic => "INVALID_TOPIC",
+            ErrorCode::RecordListTooLarge => "RECORD_LIST_TOO_LARGE",
+            ErrorCode::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
+            ErrorCode::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+            ErrorCode::InvalidRequiredAcks => "INVALID_REQUIRED_ACKS",
+            ErrorCode::IllegalGeneration => "ILLEGAL_GENERATION",
+            ErrorCode::UnknownMemberId => "UNKNOWN_MEMBER_ID",
+            ErrorCode::InvalidSessionTimeout => "INVALID_SESSION_TIMEOUT",
+            ErrorCode::RebalanceInProgress => "REBALANCE_IN_PROGRESS",
+            ErrorCode::InvalidTimestamp => "INVALID_TIMESTAMP",
+            ErrorCode::TopicAlreadyExists => "TOPIC_ALREADY_EXISTS",
+            ErrorCode::InvalidPartitions => "INVALID_PARTITIONS",
+            ErrorCode::InvalidReplicationFactor => "INVALID_REPLICATION_FACTOR",
+            ErrorCode::InvalidConfig => "INVALID_CONFIG",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::KafkaStorageError => "KAFKA_STORAGE_ERROR",
+            ErrorCode::FencedLeaderEpoch => "FENCED_LEADER_EPOCH",
+            ErrorCode::UnknownLeaderEpoch => "UNKNOWN_LEADER_EPOCH",
+            ErrorCode::UnsupportedCompressionType => "UNSUPPORTED_COMPRESSION_TYPE",
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+        }
+    }
+
+    /// Whether a client may retry the same request and expect it to succeed later.
+    pub fn is_retriable(self) -> bool {
+        match self {
+            ErrorCode::LeaderNotAvailable
+            | ErrorCode::NotLeader
+            | ErrorCode::RequestTimedOut
+            | ErrorCode::BrokerNotAvailable
+            | ErrorCode::NetworkException
+            | ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::NotCoordinator
+            | ErrorCode::NotEnoughReplicas
+            | ErrorCode::NotEnoughReplicasAfterAppend
+            | ErrorCode::RebalanceInProgress
+            | ErrorCode::FencedLeaderEpoch
+            | ErrorCode::UnknownLeaderEpoch
+            | ErrorCode::KafkaStorageError
+            | ErrorCode::UnknownTopicOrPartition => true,
+            ErrorCode::None
+            | ErrorCode::UnknownServerError
+            | ErrorCode::OffsetOutOfRange
+            | ErrorCode::CorruptMessage
+            | ErrorCode::InvalidFetchSize
+            | ErrorCode::MessageTooLarge
+            | ErrorCode::InvalidTopic
+            | ErrorCode::RecordListTooLarge
+            | ErrorCode::InvalidRequiredAcks
+            | ErrorCode::IllegalGeneration
+            | ErrorCode::UnknownMemberId
+            | ErrorCode::InvalidSessionTimeout
+            | ErrorCode::InvalidTimestamp
+            | ErrorCode::TopicAlreadyExists
+            | ErrorCode::InvalidPartitions
+            | ErrorCode::InvalidReplicationFactor
+            | ErrorCode::InvalidConfig
+            | ErrorCode::InvalidRequest
+            | ErrorCode::UnsupportedCompressionType
+            | ErrorCode::InvalidArgument
+            | ErrorCode::ShuttingDown => false,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Sluiceway's internal error. Each variant carries the context a person needs to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A message or message set received from outside failed validation (framing, CRC, magic,
+    /// attributes, compressed payload).
+    #[error("corrupt message at byte {position} of the set: {reason}")]
+    CorruptMessage { position: usize, reason: String },
+
+    /// Data already on disk is damaged somewhere other than the tail, so it cannot be truncated
+    /// away without losing valid entries after it.
+    #[error("corrupt log segment {} at position {position}: {reason}", path.display())]
+    CorruptSegment {
+        path: PathBuf,
+        position: FilePosition,
+        reason: String,
+    },
+
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    MessageTooLarge { size: u64, max: u64 },
+
+    #[error("message set of {size} bytes exceeds the limit of {max} bytes")]
+    RecordListTooLarge { size: u64, max: u64 },
+
+    #[error("unsupported compression codec {codec} (attributes bits 0-2)")]
+    UnsupportedCompression { codec: u8 },
+
+    #[error("offset {offset} is out of range: the log holds [{log_start_offset}, {log_end_offset})")]
+    OffsetOutOfRange {
+        offset: u64,
+        log_start_offset: Offset,
+        log_end_offset: Offset,
+    },
+
+    /// A previous fsync failed: the partition refuses all further writes (after EIO the kernel may
+    /// have dropped dirty pages, so retrying could report data durable that is not).
+    #[error("partition log {} is offline after a failed fsync: {reason}", path.display())]
+    LogOffline { path: PathBuf, reason: String },
+
+    #[error("invalid config {key}: {reason}")]
+    InvalidConfig { key: String, reason: String },
+
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
+
+    #[error("unknown topic or partition: {0}")]
+    UnknownTopicOrPartition(String),
+
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic { name: String, reason: String },
+
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    #[error("shutting down")]
+    ShuttingDown,
+
+    /// An error that arrived over the wire: its code and the peer's message.
+    #[error("{code}: {message}")]
+    Remote { code: ErrorCode, message: String },
+}
+
+impl Error {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn corrupt(position: usize, reason: impl Into<String>) -> Error {
+        Error::CorruptMessage {
+            position,
+            reason: reason.into(),
+        }
+    }
+
+    /// The stable wire code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Io { .. } => ErrorCode::KafkaStorageError,
+            Error::CorruptMessage { .. } => ErrorCode::CorruptMessage,
+            Error::CorruptSegment { .. } => ErrorCode::KafkaStorageError,
+            Error::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            Error::RecordListTooLarge { .. } => ErrorCode::RecordListTooLarge,
+            Error::UnsupportedCompression { .. } => ErrorCode::UnsupportedCompressionType,
+            Error::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            Error::LogOffline { .. } => ErrorCode::KafkaStorageError,
+            Error::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+            Error::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Error::InvalidTimestamp(_) => ErrorCode::InvalidTimestamp,
+            Error::UnknownTopicOrPartition(_) => ErrorCode::UnknownTopicOrPartition,
+            Error::InvalidTopic { .. } => ErrorCode::InvalidTopic,
+            Error::TopicAlreadyExists(_) => ErrorCode::TopicAlreadyExists,
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::ShuttingDown => ErrorCode::ShuttingDown,
+            Error::Remote { code, .. } => *code,
+        }
+    }
+}
