@@ -48,6 +48,20 @@ pub const OFFSET_INDEX_ENTRY_BYTES: u32 = 8;
 /// One time-index entry: timestamp i64 + relative offset u32.
 pub const TIME_INDEX_ENTRY_BYTES: u32 = 12;
 
+/// Smallest configurable `segment.index.bytes`: room for a few time-index entries, one of which
+/// is kept free for the entry written when a segment is sealed. Tests use tiny indexes to
+/// exercise rolling on a full index.
+pub const INDEX_BYTES_MIN: u32 = 4 * TIME_INDEX_ENTRY_BYTES;
+/// Largest configurable `segment.index.bytes` (the index is memory-mapped whole).
+pub const INDEX_BYTES_MAX: u32 = 1 << 30;
+
+/// Default `retention.ms` (Kafka's default, 7 days).
+pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+
+/// Bytes the log reads at a time when it walks entry headers (recovery, index lookups, seeks by
+/// time). An entry larger than this is read whole, bounded by [`MESSAGE_BYTES_MAX`].
+pub const SCAN_CHUNK_BYTES: u32 = 64 << 10;
+
 /// Largest read a fetch may ask of one partition.
 pub const FETCH_BYTES_MAX: u32 = 64 << 20;
 
@@ -64,3 +78,6 @@ const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT && SEGMENT_BYTE
 const _: () = assert!(INDEX_BYTES_MAX_DEFAULT % OFFSET_INDEX_ENTRY_BYTES == 0);
 const _: () = assert!(MESSAGE_V0_HEADER_BYTES + LOG_OVERHEAD_BYTES <= MESSAGE_BYTES_MAX);
 const _: () = assert!(FETCH_BYTES_MAX >= MESSAGE_SET_BYTES_MAX);
+const _: () = assert!(INDEX_BYTES_MIN <= INDEX_BYTES_MAX_DEFAULT && INDEX_BYTES_MAX_DEFAULT <= INDEX_BYTES_MAX);
+const _: () = assert!(INDEX_BYTES_MIN >= 2 * TIME_INDEX_ENTRY_BYTES && INDEX_BYTES_MIN >= 2 * OFFSET_INDEX_ENTRY_BYTES);
+const _: () = assert!(SCAN_CHUNK_BYTES >= LOG_OVERHEAD_BYTES + MESSAGE_V1_HEADER_BYTES);
