@@ -1,0 +1,29 @@
+//! Generates the Rust code for the wire contract from `proto/sluiceway/v1/*.proto`.
+//!
+//! `protoc` comes from the `protoc-bin-vendored` build-dependency so that nothing has to be
+//! installed on the machine; a `PROTOC` already set in the environment wins.
+
+// Edition 2024 makes `std::env::set_var` unsafe; this is a single-threaded build script.
+#![allow(unsafe_code)]
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("PROTOC").is_none() {
+        let protoc = protoc_bin_vendored::protoc_bin_path()?;
+        // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
+        unsafe { std::env::set_var("PROTOC", protoc) };
+    }
+    let files = [
+        "proto/sluiceway/v1/errors.proto",
+        "proto/sluiceway/v1/registry.proto",
+        "proto/sluiceway/v1/admin.proto",
+        "proto/sluiceway/v1/log.proto",
+    ];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_protos(&files, &["proto"])?;
+    Ok(())
+}
