@@ -1,0 +1,34 @@
+# Sluiceway's command vocabulary: the README, developers and .ci/run all use these targets.
+# `make help` lists them.
+
+CARGO ?= cargo
+DATA_DIR ?= ./sluiceway-data
+LISTEN ?= 127.0.0.1:9292
+
+.PHONY: help run test test-rust setup bench build fmt lint
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+run: setup ## The main job: one broker with the embedded registry (release build).
+	$(CARGO) run --release -p sluiceway-broker --bin sluiceway -- broker --data-dir $(DATA_DIR) --listen $(LISTEN)
+
+test: setup test-rust ## Every test in every language (what .ci/run calls).
+
+test-rust: ## Rust tests for the whole workspace (debug build).
+	$(CARGO) test --workspace --locked
+
+setup: ## Install what the project needs (idempotent; safe on a fresh machine).
+	@bash scripts/setup.sh
+
+bench: ## Criterion benchmarks of the storage engine; figures go in docs/benchmarks.md.
+	$(CARGO) bench -p sluiceway-core --bench log
+
+build: ## Debug build of the workspace.
+	$(CARGO) build --workspace
+
+fmt: ## Format the Rust code.
+	$(CARGO) fmt --all
+
+lint: ## Clippy over the workspace.
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
