@@ -260,6 +260,12 @@ pub enum Error {
     #[error("topic {0} already exists")]
     TopicAlreadyExists(String),
 
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
@@ -304,6 +310,8 @@ impl Error {
             Error::UnknownTopicOrPartition(_) => ErrorCode::UnknownTopicOrPartition,
             Error::InvalidTopic { .. } => ErrorCode::InvalidTopic,
             Error::TopicAlreadyExists(_) => ErrorCode::TopicAlreadyExists,
+            Error::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+            Error::InvalidReplicationFactor(_) => ErrorCode::InvalidReplicationFactor,
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::Remote { code, .. } => *code,

@@ -6,12 +6,21 @@
 //!   retention, flush policy with group commit.
 //! - [`limits`] — every bound in one place, with compile-time checks of how they relate.
 //! - [`error`] — the internal [`Error`] and the stable wire [`ErrorCode`].
+//! - [`registry`] — the [`registry::Registry`] trait (brokers, topic and partition metadata) and
+//!   its embedded backend.
+//! - [`topic`] — topic-name validation and topic configuration (Kafka's keys → `LogConfig`).
+//! - [`partitioner`] — Kafka's murmur2 key partitioner and round-robin.
+//! - [`atomic_file`] — temp + fsync + rename + fsync-dir replacement of small state files.
 //! - [`types`] — newtypes for kinds of integers (`Offset`, `RelativeOffset`, `FilePosition`).
 
+pub mod atomic_file;
 pub mod error;
 pub mod format;
 pub mod limits;
+pub mod partitioner;
+pub mod registry;
 pub mod storage;
+pub mod topic;
 pub mod types;
 
 pub use error::{Error, ErrorCode, Result};

@@ -81,3 +81,80 @@ const _: () = assert!(FETCH_BYTES_MAX >= MESSAGE_SET_BYTES_MAX);
 const _: () = assert!(INDEX_BYTES_MIN <= INDEX_BYTES_MAX_DEFAULT && INDEX_BYTES_MAX_DEFAULT <= INDEX_BYTES_MAX);
 const _: () = assert!(INDEX_BYTES_MIN >= 2 * TIME_INDEX_ENTRY_BYTES && INDEX_BYTES_MIN >= 2 * OFFSET_INDEX_ENTRY_BYTES);
 const _: () = assert!(SCAN_CHUNK_BYTES >= LOG_OVERHEAD_BYTES + MESSAGE_V1_HEADER_BYTES);
+
+// ---- Topics, the broker's request path, connections (the broker and its registry) ----
+
+/// Longest topic name (Kafka's bound, so `<topic>-<partition>` fits a 255-byte file name).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Most partitions one topic may have.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 4096;
+/// Largest replication factor a topic may ask for.
+pub const REPLICATION_FACTOR_MAX: u32 = 16;
+/// Most topics one registry holds (bounds the registry state and metadata answers).
+pub const TOPICS_MAX: usize = 10_000;
+/// Largest registry state file the embedded backend will read.
+pub const REGISTRY_STATE_BYTES_MAX: u64 = 64 << 20;
+
+/// Largest gRPC request the broker decodes (tonic's `max_decoding_message_size`). Larger than
+/// one partition's set so a produce can carry several partitions; a single partition's set is
+/// still bounded by [`MESSAGE_SET_BYTES_MAX`] and answered with RECORD_LIST_TOO_LARGE.
+pub const REQUEST_BYTES_MAX: u32 = 2 * MESSAGE_SET_BYTES_MAX + (1 << 20);
+/// Default (and largest useful) bytes a fetch returns for one partition when the request says 0
+/// (Kafka's `max.partition.fetch.bytes` default).
+pub const FETCH_PARTITION_BYTES_DEFAULT: u32 = 1 << 20;
+/// Default bytes of a whole fetch response when the request says 0 (Kafka's `fetch.max.bytes`).
+pub const FETCH_RESPONSE_BYTES_DEFAULT: u32 = 50 << 20;
+/// Largest gRPC response the broker encodes: a full fetch plus one oversized first entry
+/// (KIP-74: the first entry is returned whole even when larger than the fetch's max bytes).
+pub const RESPONSE_BYTES_MAX: u32 = FETCH_BYTES_MAX + MESSAGE_BYTES_MAX + (1 << 20);
+/// Longest `max_wait_ms` a fetch may ask for; larger values are INVALID_REQUEST.
+pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
+/// Most partitions one produce, fetch or list-offsets request may name.
+pub const REQUEST_PARTITIONS_MAX: usize = 4096;
+/// Longest `timeout_ms` a produce may ask for.
+pub const PRODUCE_TIMEOUT_MS_MAX: u32 = 300_000;
+
+/// Most client connections the broker holds open at once; further connections wait in the
+/// kernel's accept backlog until one closes.
+pub const CONNECTIONS_MAX: usize = 4096;
+/// A new connection must send its first bytes (the HTTP/2 preface) within this time or it is
+/// closed, so idle sockets cannot hold connection slots.
+pub const CONNECTION_FIRST_BYTES_TIMEOUT_MS: u64 = 10_000;
+/// Most concurrent gRPC streams (requests) on one connection (HTTP/2 `max_concurrent_streams`).
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
+/// Most produce, list-offsets and admin requests the broker works on at once, over all
+/// connections (acks=0 appends still running in the background count too).
+pub const IN_FLIGHT_REQUESTS_MAX: usize = 1024;
+/// Most fetches waiting (long poll) or reading at once, over all connections.
+pub const IN_FLIGHT_FETCHES_MAX: usize = 4096;
+/// How long a request may wait for an in-flight slot before REQUEST_TIMED_OUT.
+pub const IN_FLIGHT_WAIT_MS_MAX: u64 = 30_000;
+/// How long a graceful shutdown waits for in-flight requests before closing the logs anyway.
+pub const SHUTDOWN_GRACE_MS: u64 = 30_000;
+
+/// How often the broker calls `PartitionLog::tick` (age rolls, interval flushes).
+pub const LOG_TICK_INTERVAL_MS: u64 = 200;
+/// Default interval between retention passes (Kafka's `log.retention.check.interval.ms` is 5 min).
+pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 60_000;
+
+/// Most concurrent connections to the metrics endpoint.
+pub const METRICS_CONNECTIONS_MAX: usize = 16;
+/// Largest HTTP request head the metrics endpoint reads.
+pub const METRICS_REQUEST_BYTES_MAX: usize = 8 << 10;
+/// How long the metrics endpoint waits for a request head.
+pub const METRICS_REQUEST_TIMEOUT_MS: u64 = 5_000;
+
+/// The command-line producer: most messages in one partition's set.
+pub const CLI_BATCH_MESSAGES_MAX: usize = 10_000;
+/// The command-line producer: most bytes of messages in one produce request.
+pub const CLI_BATCH_BYTES_MAX: usize = 1 << 20;
+
+const _: () = assert!(REQUEST_BYTES_MAX > MESSAGE_SET_BYTES_MAX);
+const _: () = assert!(FETCH_PARTITION_BYTES_DEFAULT <= FETCH_RESPONSE_BYTES_DEFAULT);
+const _: () = assert!(FETCH_RESPONSE_BYTES_DEFAULT <= FETCH_BYTES_MAX);
+const _: () = assert!(RESPONSE_BYTES_MAX as u64 >= FETCH_BYTES_MAX as u64 + MESSAGE_BYTES_MAX as u64);
+const _: () = assert!((FETCH_WAIT_MS_MAX as u64) < IN_FLIGHT_WAIT_MS_MAX + SHUTDOWN_GRACE_MS);
+const _: () = assert!(CLI_BATCH_BYTES_MAX as u64 <= MESSAGE_SET_BYTES_MAX as u64);
+// A partition directory `<topic>-<partition>` must fit a 255-byte file name: partition numbers
+// below PARTITIONS_PER_TOPIC_MAX have at most 5 digits.
+const _: () = assert!(PARTITIONS_PER_TOPIC_MAX < 100_000 && TOPIC_NAME_BYTES_MAX + 1 + 5 <= 255);

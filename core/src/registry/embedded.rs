@@ -1,0 +1,307 @@
+//! The embedded registry: one broker is its own registry and controller.
+//!
+//! State: `<data dir>/registry.json` (format version 1, below), read on open and replaced
+//! atomically ([`crate::atomic_file::write_atomically`]) on every change, *before* the change is
+//! visible to readers, so a reader never sees metadata that a crash could take back.
+//! Partition directories are always `<topic>-<digits>`, so the file cannot collide with one.
+//!
+//! ```json
+//! {"version":1,"brokers":[{"id":1,"address":"127.0.0.1:9292"}],
+//!  "topics":[{"name":"orders","replication_factor":1,"configs":{"retention.ms":"1000"},
+//!             "partitions":[{"partition":0,"leader":1,"replicas":[1],"isr":[1],"leader_epoch":0}]}]}
+//! ```
+//! A data directory belongs to one broker id: opening it with another id is refused, because
+//! its partitions name the first id as their leader.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read as _};
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::{BrokerId, BrokerInfo, NewTopic, PartitionInfo, Registry, TopicInfo};
+use crate::atomic_file::write_atomically;
+use crate::error::{Error, Result};
+use crate::limits::{PARTITIONS_PER_TOPIC_MAX, REGISTRY_STATE_BYTES_MAX, REPLICATION_FACTOR_MAX, TOPICS_MAX};
+use crate::topic::validate_topic_name;
+
+/// The state file's name inside the data directory.
+pub const STATE_FILE: &str = "registry.json";
+const STATE_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct State {
+    version: u32,
+    brokers: Vec<BrokerRecord>,
+    topics: Vec<TopicRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct BrokerRecord {
+    id: u32,
+    address: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TopicRecord {
+    name: String,
+    replication_factor: u32,
+    #[serde(default)]
+    configs: BTreeMap<String, String>,
+    partitions: Vec<PartitionRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PartitionRecord {
+    partition: u32,
+    leader: Option<u32>,
+    replicas: Vec<u32>,
+    isr: Vec<u32>,
+    leader_epoch: u32,
+}
+
+impl TopicRecord {
+    fn to_info(&self) -> TopicInfo {
+        TopicInfo {
+            name: self.name.clone(),
+            replication_factor: self.replication_factor,
+            configs: self.configs.clone(),
+            partitions: self
+                .partitions
+                .iter()
+                .map(|p| PartitionInfo {
+                    partition: p.partition,
+                    leader: p.leader.map(BrokerId),
+                    replicas: p.replicas.iter().copied().map(BrokerId).collect(),
+                    isr: p.isr.iter().copied().map(BrokerId).collect(),
+                    leader_epoch: p.leader_epoch,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct EmbeddedRegistry {
+    path: PathBuf,
+    broker_id: BrokerId,
+    state: Mutex<State>,
+}
+
+impl EmbeddedRegistry {
+    /// Opens (or starts) the registry state in `data_dir` for broker `broker_id`.
+    pub fn open(data_dir: &Path, broker_id: BrokerId) -> Result<EmbeddedRegistry> {
+        let path = data_dir.join(STATE_FILE);
+        let state = match fs::File::open(&path) {
+            Ok(f) => {
+                let mut bytes = Vec::new();
+                f.take(REGISTRY_STATE_BYTES_MAX + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| Error::io("read", &path, e))?;
+                if bytes.len() as u64 > REGISTRY_STATE_BYTES_MAX {
+                    return Err(corrupt_state(&path, format!("larger than {REGISTRY_STATE_BYTES_MAX} bytes")));
+                }
+                let state: State = serde_json::from_slice(&bytes).map_err(|e| corrupt_state(&path, e.to_string()))?;
+                if state.version != STATE_VERSION {
+                    return Err(corrupt_state(&path, format!("unsupported state version {}", state.version)));
+                }
+                check_state(&state).map_err(|reason| corrupt_state(&path, reason))?;
+                state
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => State { version: STATE_VERSION, ..State::default() },
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        if let Some(other) = state.brokers.iter().find(|b| b.id != broker_id.0) {
+            return Err(Error::InvalidConfig {
+                key: "broker_id".into(),
+                reason: format!(
+                    "the data directory {} belongs to broker {} (see {}), not broker {broker_id}",
+                    data_dir.display(),
+                    other.id,
+                    path.display()
+                ),
+            });
+        }
+        Ok(EmbeddedRegistry { path, broker_id, state: Mutex::new(state) })
+    }
+
+    /// Persists `next` and only then makes it the current state.
+    fn commit(&self, current: &mut State, next: State) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(&next)
+            .map_err(|e| Error::InvalidRequest(format!("cannot encode the registry state: {e}")))?;
+        write_atomically(&self.path, &bytes)?;
+        *current = next;
+        Ok(())
+    }
+}
+
+fn corrupt_state(path: &Path, reason: String) -> Error {
+    Error::InvalidConfig {
+        key: STATE_FILE.into(),
+        reason: format!("{} is unreadable: {reason}", path.display()),
+    }
+}
+
+/// The invariants of the module docs, checked on load.
+fn check_state(state: &State) -> std::result::Result<(), String> {
+    for t in &state.topics {
+        validate_topic_name(&t.name).map_err(|e| e.to_string())?;
+        for (i, p) in t.partitions.iter().enumerate() {
+            if p.partition as usize != i {
+                return Err(format!("topic {} lists partition {} at position {i}", t.name, p.partition));
+            }
+            if let Some(l) = p.leader
+                && !p.isr.contains(&l)
+            {
+                return Err(format!("{}-{}: leader {l} is not in the in-sync replicas", t.name, p.partition));
+            }
+            if p.isr.iter().any(|b| !p.replicas.contains(b)) {
+                return Err(format!("{}-{}: in-sync replicas are not all replicas", t.name, p.partition));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Registry for EmbeddedRegistry {
+    fn register_broker(&self, id: BrokerId, address: &str) -> Result<()> {
+        let mut state = self.state.lock();
+        if id != self.broker_id {
+            return Err(Error::InvalidArgument(format!(
+                "the embedded registry serves broker {} only, not broker {id}",
+                self.broker_id
+            )));
+        }
+        if state.brokers.len() == 1 && state.brokers[0].address == address {
+            return Ok(());
+        }
+        let mut next = state.clone();
+        next.brokers = vec![BrokerRecord { id: id.0, address: address.to_owned() }];
+        self.commit(&mut state, next)
+    }
+
+    fn brokers(&self) -> Result<Vec<BrokerInfo>> {
+        let state = self.state.lock();
+        Ok(state
+            .brokers
+            .iter()
+            .map(|b| BrokerInfo { id: BrokerId(b.id), address: b.address.clone(), alive: true })
+            .collect())
+    }
+
+    fn controller(&self) -> Option<BrokerId> {
+        Some(self.broker_id)
+    }
+
+    fn topics(&self) -> Result<Vec<TopicInfo>> {
+        let state = self.state.lock();
+        let mut topics: Vec<TopicInfo> = state.topics.iter().map(TopicRecord::to_info).collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    fn topic(&self, name: &str) -> Result<Option<TopicInfo>> {
+        Ok(self.state.lock().topics.iter().find(|t| t.name == name).map(TopicRecord::to_info))
+    }
+
+    fn create_topic(&self, topic: &NewTopic) -> Result<TopicInfo> {
+        validate_topic_name(&topic.name)?;
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&topic.partitions) {
+            return Err(Error::InvalidPartitions(format!(
+                "{} partitions is outside [1, {PARTITIONS_PER_TOPIC_MAX}]",
+                topic.partitions
+            )));
+        }
+        if !(1..=REPLICATION_FACTOR_MAX).contains(&topic.replication_factor) {
+            return Err(Error::InvalidReplicationFactor(format!(
+                "{} is outside [1, {REPLICATION_FACTOR_MAX}]",
+                topic.replication_factor
+            )));
+        }
+        // The embedded registry has exactly one broker: itself. Copies must be on distinct
+        // brokers, so a replication factor above 1 cannot be placed.
+        if topic.replication_factor > 1 {
+            return Err(Error::InvalidReplicationFactor(format!(
+                "replication factor {} is larger than the number of brokers (1, the embedded registry); \
+                 run a cluster with the etcd registry for replication",
+                topic.replication_factor
+            )));
+        }
+        let mut state = self.state.lock();
+        if state.topics.iter().any(|t| t.name == topic.name) {
+            return Err(Error::TopicAlreadyExists(topic.name.clone()));
+        }
+        if state.topics.len() >= TOPICS_MAX {
+            return Err(Error::InvalidRequest(format!("the registry already holds the maximum of {TOPICS_MAX} topics")));
+        }
+        let me = self.broker_id.0;
+        let record = TopicRecord {
+            name: topic.name.clone(),
+            replication_factor: topic.replication_factor,
+            configs: topic.configs.clone(),
+            partitions: (0..topic.partitions)
+                .map(|p| PartitionRecord { partition: p, leader: Some(me), replicas: vec![me], isr: vec![me], leader_epoch: 0 })
+                .collect(),
+        };
+        let info = record.to_info();
+        let mut next = state.clone();
+        next.topics.push(record);
+        self.commit(&mut state, next)?;
+        Ok(info)
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<TopicInfo> {
+        let mut state = self.state.lock();
+        let Some(i) = state.topics.iter().position(|t| t.name == name) else {
+            return Err(Error::UnknownTopicOrPartition(format!("topic {name} does not exist")));
+        };
+        let info = state.topics[i].to_info();
+        let mut next = state.clone();
+        next.topics.remove(i);
+        self.commit(&mut state, next)?;
+        Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_topic(name: &str, partitions: u32) -> NewTopic {
+        NewTopic { name: name.into(), partitions, replication_factor: 1, configs: BTreeMap::new() }
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = EmbeddedRegistry::open(dir.path(), BrokerId(1)).unwrap();
+        r.register_broker(BrokerId(1), "127.0.0.1:1").unwrap();
+        let t = r.create_topic(&new_topic("orders", 3)).unwrap();
+        assert_eq!(t.partitions.len(), 3);
+        assert_eq!(t.partitions[2].leader, Some(BrokerId(1)));
+        r.create_topic(&new_topic("b", 1)).unwrap();
+        assert!(matches!(r.create_topic(&new_topic("b", 1)), Err(Error::TopicAlreadyExists(_))));
+        r.delete_topic("b").unwrap();
+        drop(r);
+        let r = EmbeddedRegistry::open(dir.path(), BrokerId(1)).unwrap();
+        let names: Vec<String> = r.topics().unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["orders"]);
+        assert_eq!(r.brokers().unwrap()[0].address, "127.0.0.1:1");
+        assert!(matches!(EmbeddedRegistry::open(dir.path(), BrokerId(2)), Err(Error::InvalidConfig { .. })));
+    }
+
+    #[test]
+    fn rejects_bad_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = EmbeddedRegistry::open(dir.path(), BrokerId(0)).unwrap();
+        assert!(matches!(r.create_topic(&new_topic("a b", 1)), Err(Error::InvalidTopic { .. })));
+        assert!(matches!(r.create_topic(&new_topic("a", 0)), Err(Error::InvalidPartitions(_))));
+        let mut t = new_topic("a", 1);
+        t.replication_factor = 3;
+        assert!(matches!(r.create_topic(&t), Err(Error::InvalidReplicationFactor(_))));
+        assert!(matches!(r.delete_topic("nope"), Err(Error::UnknownTopicOrPartition(_))));
+    }
+}
