@@ -4,16 +4,29 @@
 //! |---|---|---|
 //! | 1 | gzip | an RFC 1952 gzip stream (several members are accepted on read) |
 //! | 2 | snappy | xerial framing, as Kafka's Java client writes it: the 16-byte header `82 'SNAPPY' 00`, version 1, compatible 1, then blocks of (u32 BE length, raw snappy block). A plain raw snappy block is accepted on read. |
-//! | 3 | lz4 | an LZ4 frame (the standard frame format, with a correct header checksum) |
-//! | 4 | zstd | a zstd frame |
+//! | 3 | lz4 | an LZ4 frame (the standard frame format, with a correct header checksum); several concatenated frames are accepted on read |
+//! | 4 | zstd | a zstd frame (several concatenated frames are accepted on read) |
 //!
 //! Decompression is always bounded by [`DECOMPRESSED_BYTES_MAX`]: a payload that would expand
-//! past it is refused, never allocated.
+//! past it is refused, never allocated. The output buffer never grows beyond that limit (it is
+//! grown by hand, not by `read_to_end`'s doubling), snappy blocks are sized from their header
+//! before anything is allocated, and zstd's window is capped at [`ZSTD_WINDOW_LOG_MAX`].
+//!
+//! Compressed payloads carry no end marker for snappy (xerial) and lz4 frames cut at a block
+//! boundary are not detected by the codec; the wrapper's CRC covers the payload, so such a cut can
+//! only come from a faulty producer, and the inner entries' own framing still catches any cut
+//! that is not also an entry boundary.
 
 use std::io::{Read, Write};
 
 use crate::error::{Error, Result};
 use crate::limits::DECOMPRESSED_BYTES_MAX;
+
+/// Largest zstd window (log2 bytes) a frame may ask the decoder to allocate. zstd's own default
+/// limit (27), made explicit here so the bound does not depend on the library version.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+/// Bytes read from a streaming decoder at a time.
+const READ_CHUNK_BYTES: usize = 64 << 10;
 
 /// The compression codec of a message set, from attributes bits 0–2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -146,9 +159,22 @@ pub fn decompress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> Result
                 snappy_block(input, out)?;
             }
         }
-        Compression::Lz4 => read_bounded(codec, lz4_flex::frame::FrameDecoder::new(input), out)?,
+        Compression::Lz4 => {
+            // lz4_flex's decoder reports end-of-stream at the end of each frame, so frames are
+            // decoded one after another until the input is used up: concatenated frames are
+            // read whole and bytes after the last frame are an error, never silently dropped.
+            let mut rest = input;
+            loop {
+                let mut dec = lz4_flex::frame::FrameDecoder::new(&mut rest);
+                read_bounded(codec, &mut dec, out)?;
+                if rest.is_empty() {
+                    break;
+                }
+            }
+        }
         Compression::Zstd => {
-            let dec = zstd::stream::read::Decoder::with_buffer(input).map_err(|e| codec_error(codec, e))?;
+            let mut dec = zstd::stream::read::Decoder::with_buffer(input).map_err(|e| codec_error(codec, e))?;
+            dec.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| codec_error(codec, e))?;
             read_bounded(codec, dec, out)?
         }
     }
@@ -181,11 +207,39 @@ fn snappy_block(block: &[u8], out: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
-fn read_bounded(codec: Compression, reader: impl Read, out: &mut Vec<u8>) -> Result<()> {
-    let limit = u64::from(DECOMPRESSED_BYTES_MAX) + 1;
-    reader
-        .take(limit)
-        .read_to_end(out)
-        .map_err(|e| codec_error(codec, e))?;
-    check_len(codec, out.len())
+/// Reads `reader` to its end into `out`, refusing more than [`DECOMPRESSED_BYTES_MAX`] bytes.
+/// `out`'s capacity is grown by hand so that it never exceeds the limit either.
+fn read_bounded(codec: Compression, mut reader: impl Read, out: &mut Vec<u8>) -> Result<()> {
+    let limit = DECOMPRESSED_BYTES_MAX as usize;
+    loop {
+        if out.len() == out.capacity() {
+            if out.len() == limit {
+                // Full: one more byte means the payload is too large.
+                let mut probe = [0u8; 1];
+                return match reader.read(&mut probe) {
+                    Ok(0) => Ok(()),
+                    Ok(_) => check_len(codec, limit + 1),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(codec_error(codec, e)),
+                };
+            }
+            let want = out.capacity().saturating_mul(2).clamp(READ_CHUNK_BYTES, limit);
+            out.reserve_exact(want - out.len());
+        }
+        let start = out.len();
+        let room = (out.capacity() - start).min(limit - start);
+        out.resize(start + room, 0);
+        match reader.read(&mut out[start..]) {
+            Ok(0) => {
+                out.truncate(start);
+                return Ok(());
+            }
+            Ok(n) => out.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => out.truncate(start),
+            Err(e) => {
+                out.truncate(start);
+                return Err(codec_error(codec, e));
+            }
+        }
+    }
 }

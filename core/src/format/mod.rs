@@ -16,7 +16,9 @@
 //! message (Kafka's v1 rule), so inner absolute offset = wrapper offset − (n−1) + relative.
 //!
 //! Invariants: decoding never panics and never allocates more than the named limits allow, on
-//! any input; every length is checked against the bytes present first.
+//! any input; every length is checked against the bytes present first. The magic byte is checked
+//! before the CRC, because where the CRC sits depends on the magic (magic 2 keeps its CRC at byte
+//! 17), so a magic-2 batch is reported as an unknown magic rather than as a CRC mismatch.
 
 pub mod compression;
 
@@ -225,6 +227,10 @@ impl<'a> Message<'a> {
     /// Parses an entry whose framing (offset, size) has been checked. `position` is for errors.
     fn parse(entry: &'a [u8], position: usize) -> Result<Message<'a>> {
         let err = |reason: String| Error::corrupt(position, reason);
+        // [`Entries`] guarantees this; checked again because `Entry`'s fields are public.
+        if entry.len() < (LOG_OVERHEAD_BYTES + MESSAGE_V0_HEADER_BYTES) as usize {
+            return Err(err(format!("entry of {} bytes is shorter than the smallest entry", entry.len())));
+        }
         let magic = entry[MAGIC_POS];
         let header = match magic {
             MAGIC_V0 => MESSAGE_V0_HEADER_BYTES,
@@ -293,7 +299,6 @@ pub struct Entries<'a> {
     failed: bool,
 }
 
-/// How a shallow iteration ended when the buffer did not end on an entry boundary.
 impl<'a> Entries<'a> {
     pub fn new(buf: &'a [u8]) -> Entries<'a> {
         Entries { buf, position: 0, failed: false }
@@ -367,11 +372,16 @@ pub struct AppendOptions {
 
 /// Validates a producer's message set and assigns offsets from `base`, in place.
 ///
-/// Checks every entry's framing and CRC; for a wrapper, decompresses it (bounded) and checks
-/// the inner entries: same magic, no nested compression, relative offsets 0..n, valid CRCs.
-/// Only the 8-byte offset fields are rewritten (the CRC does not cover them), unless the topic
-/// uses `LogAppendTime`, in which case timestamps and attributes are rewritten and the CRC of
-/// each shallow entry recomputed. On error the set must be discarded whole.
+/// Checks every entry's framing, magic and CRC; for a wrapper, decompresses it (bounded) and
+/// checks the inner entries: same magic, no nested compression, relative offsets 0..n, valid
+/// CRCs. Producers never set the log-append-time bit (attributes bit 3): the broker does, so a
+/// set carrying it is refused with [`Error::InvalidTimestamp`] (Kafka's rule).
+///
+/// Normally only the 8-byte offset fields are rewritten (the CRC does not cover them). The CRC
+/// of a magic-1 shallow entry is recomputed in two cases: the topic uses `LogAppendTime` (the
+/// timestamp becomes `now` and bit 3 is set), or a wrapper's timestamp is not the largest
+/// timestamp of its inner messages (it is corrected to that, as Kafka does, so the time index
+/// can trust it). On error the set must be discarded whole: it may be partly rewritten.
 pub fn prepare_append(set: &mut [u8], base: Offset, opts: &AppendOptions, scratch: &mut Vec<u8>) -> Result<SetSummary> {
     if set.is_empty() {
         return Err(Error::InvalidRequest("empty message set".into()));
@@ -382,60 +392,34 @@ pub fn prepare_append(set: &mut [u8], base: Offset, opts: &AppendOptions, scratc
     let mut max_ts = TimestampMs::NONE;
     let mut offset_of_max = base;
     let mut position = 0usize;
-    // Collect (position, len) by walking; we mutate after each entry is checked.
     while position < set.len() {
-        let (len, count, entry_magic, ts, codec) = {
-            let mut it = Entries::new(&set[position..]);
-            let entry = match it.next() {
-                Some(Ok(e)) => e,
-                Some(Err(Error::CorruptMessage { position: p, reason })) => {
-                    return Err(Error::corrupt(position + p, reason));
-                }
-                Some(Err(e)) => return Err(e),
-                None => break,
-            };
-            let at = |e: Error| match e {
-                Error::CorruptMessage { position: p, reason } => Error::corrupt(position + p, reason),
-                other => other,
-            };
-            let msg_size = entry.len() as u64 - u64::from(LOG_OVERHEAD_BYTES);
-            if msg_size > u64::from(opts.max_message_bytes) {
-                return Err(Error::MessageTooLarge { size: msg_size, max: u64::from(opts.max_message_bytes) });
-            }
-            entry.check_crc().map_err(at)?;
-            let msg = entry.message().map_err(at)?;
-            if let Some(m) = magic
-                && m != msg.magic
-            {
-                return Err(Error::corrupt(position, format!("mixed magic in one set: {m} then {}", msg.magic)));
-            }
-            let count = if msg.attributes.compression == Compression::None {
-                1u64
-            } else {
-                if msg.key.is_some() {
-                    return Err(Error::corrupt(position, "a compressed wrapper must have a null key"));
-                }
-                let Some(value) = msg.value else {
-                    return Err(Error::corrupt(position, "a compressed wrapper has a null value"));
-                };
-                decompress_and_check(msg.attributes.compression, msg.magic, value, scratch).map_err(|e| at(e))?
-            };
-            (entry.len(), count, msg.magic, msg.timestamp, msg.attributes.compression)
-        };
-        let _ = codec;
-        magic = Some(entry_magic);
+        let checked = check_producer_entry(set, position, opts, scratch)?;
+        if let Some(m) = magic
+            && m != checked.magic
+        {
+            return Err(Error::corrupt(position, format!("mixed magic in one set: {m} then {}", checked.magic)));
+        }
+        magic = Some(checked.magic);
         let last = next
-            .checked_add(count - 1)
+            .checked_add(checked.count - 1)
             .ok_or_else(|| Error::InvalidRequest("offsets would exceed the largest offset".into()))?;
-        let entry = &mut set[position..position + len];
+        let entry = &mut set[position..position + checked.len];
         entry[OFFSET_POS..SIZE_POS].copy_from_slice(&last.0.to_be_bytes());
-        let ts = if opts.timestamp_type == TimestampType::LogAppendTime && entry_magic >= MAGIC_V1 {
-            entry[ATTRIBUTES_POS] |= TIMESTAMP_TYPE_BIT;
-            entry[TIMESTAMP_POS..TIMESTAMP_POS + 8].copy_from_slice(&opts.now.0.to_be_bytes());
-            let crc = crc32fast::hash(&entry[MAGIC_POS..]);
-            entry[CRC_POS..MAGIC_POS].copy_from_slice(&crc.to_be_bytes());
-            opts.now
+        let ts = if checked.magic == MAGIC_V0 {
+            TimestampMs::NONE
         } else {
+            let ts = match opts.timestamp_type {
+                TimestampType::LogAppendTime => {
+                    entry[ATTRIBUTES_POS] |= TIMESTAMP_TYPE_BIT;
+                    opts.now
+                }
+                TimestampType::CreateTime => checked.timestamp,
+            };
+            if ts != checked.stored_timestamp || opts.timestamp_type == TimestampType::LogAppendTime {
+                entry[TIMESTAMP_POS..TIMESTAMP_POS + 8].copy_from_slice(&ts.0.to_be_bytes());
+                let crc = crc32fast::hash(&entry[MAGIC_POS..]);
+                entry[CRC_POS..MAGIC_POS].copy_from_slice(&crc.to_be_bytes());
+            }
             ts
         };
         if ts > max_ts || entry_count == 0 {
@@ -444,7 +428,7 @@ pub fn prepare_append(set: &mut [u8], base: Offset, opts: &AppendOptions, scratc
         }
         next = last.next();
         entry_count += 1;
-        position += len;
+        position += checked.len;
     }
     Ok(SetSummary {
         message_count: next.0 - base.0,
@@ -457,32 +441,121 @@ pub fn prepare_append(set: &mut [u8], base: Offset, opts: &AppendOptions, scratc
     })
 }
 
-/// Decompresses a wrapper's value and checks its inner entries; returns their count.
-fn decompress_and_check(codec: Compression, magic: u8, value: &[u8], scratch: &mut Vec<u8>) -> Result<u64> {
+/// What [`check_producer_entry`] learned about one shallow entry.
+struct CheckedEntry {
+    /// Bytes of the entry, log overhead included.
+    len: usize,
+    /// Offsets it occupies.
+    count: u64,
+    magic: u8,
+    /// Its create time: its own timestamp, or for a wrapper the largest inner timestamp.
+    timestamp: TimestampMs,
+    /// The timestamp field as the producer wrote it.
+    stored_timestamp: TimestampMs,
+}
+
+/// Validates the shallow entry at `position` of a producer's set. Error positions are absolute.
+fn check_producer_entry(set: &[u8], position: usize, opts: &AppendOptions, scratch: &mut Vec<u8>) -> Result<CheckedEntry> {
+    let at = |e: Error| shift(e, position);
+    let entry = match Entries::new(&set[position..]).next() {
+        Some(entry) => entry.map_err(at)?,
+        None => return Err(Error::corrupt(position, "no entry where one was expected")),
+    };
+    check_magic(&entry).map_err(at)?;
+    let msg_size = entry.len() as u64 - u64::from(LOG_OVERHEAD_BYTES);
+    if msg_size > u64::from(opts.max_message_bytes) {
+        return Err(Error::MessageTooLarge { size: msg_size, max: u64::from(opts.max_message_bytes) });
+    }
+    entry.check_crc().map_err(at)?;
+    let msg = entry.message().map_err(at)?;
+    if msg.attributes.timestamp_type == TimestampType::LogAppendTime {
+        return Err(log_append_time_from_producer(position));
+    }
+    let (count, timestamp) = if msg.attributes.compression == Compression::None {
+        (1, msg.timestamp)
+    } else {
+        if msg.key.is_some() {
+            return Err(Error::corrupt(position, "a compressed wrapper must have a null key"));
+        }
+        let Some(value) = msg.value else {
+            return Err(Error::corrupt(position, "a compressed wrapper has a null value"));
+        };
+        let inner = decompress_and_check(msg.attributes.compression, msg.magic, value, scratch).map_err(at)?;
+        if inner.log_append_time {
+            return Err(log_append_time_from_producer(position));
+        }
+        (inner.count, inner.max_timestamp)
+    };
+    Ok(CheckedEntry { len: entry.len(), count, magic: msg.magic, timestamp, stored_timestamp: msg.timestamp })
+}
+
+fn log_append_time_from_producer(position: usize) -> Error {
+    Error::InvalidTimestamp(format!(
+        "message at byte {position} of the set has the log-append-time bit set; only the broker sets it"
+    ))
+}
+
+/// Moves a [`Error::CorruptMessage`] position by `by` bytes (from an entry to its set).
+fn shift(e: Error, by: usize) -> Error {
+    match e {
+        Error::CorruptMessage { position, reason } => Error::corrupt(by + position, reason),
+        other => other,
+    }
+}
+
+/// Refuses magics this reader does not handle. Called before the CRC is checked, because the
+/// CRC's place depends on the magic.
+fn check_magic(entry: &Entry<'_>) -> Result<()> {
+    match entry.magic() {
+        MAGIC_V0 | MAGIC_V1 => Ok(()),
+        MAGIC_V2 => Err(Error::corrupt(
+            entry.position,
+            "unknown magic 2 (reserved for Kafka's RecordBatch v2; this reader handles 0 and 1)",
+        )),
+        m => Err(Error::corrupt(entry.position, format!("unknown magic {m} (this reader handles 0 and 1)"))),
+    }
+}
+
+/// What a wrapper's inner entries hold.
+struct InnerSummary {
+    count: u64,
+    max_timestamp: TimestampMs,
+    /// Whether any inner entry has the log-append-time bit (producers must not set it).
+    log_append_time: bool,
+}
+
+/// Decompresses a wrapper's value into `scratch` and checks its inner entries. Errors carry
+/// position 0 (the wrapper) and name the inner byte in their reason.
+fn decompress_and_check(codec: Compression, magic: u8, value: &[u8], scratch: &mut Vec<u8>) -> Result<InnerSummary> {
     compression::decompress(codec, value, scratch)?;
-    let mut n = 0u64;
+    let mut summary = InnerSummary { count: 0, max_timestamp: TimestampMs::NONE, log_append_time: false };
     for inner in Entries::new(scratch) {
-        let inner = inner.map_err(|e| inner_error(e))?;
+        let inner = inner.map_err(inner_error)?;
+        let inner_at = |reason: String| {
+            Error::corrupt(0, format!("in compressed payload at inner byte {}: {reason}", inner.position))
+        };
+        if inner.magic() != magic {
+            return Err(inner_at(format!("inner message has magic {} inside a magic {magic} wrapper", inner.magic())));
+        }
         inner.check_crc().map_err(inner_error)?;
         let m = inner.message().map_err(inner_error)?;
-        if m.magic != magic {
-            return Err(Error::corrupt(0, format!("inner message has magic {} inside a magic {magic} wrapper", m.magic)));
-        }
         if m.attributes.compression != Compression::None {
-            return Err(Error::corrupt(0, "nested compression inside a wrapper"));
+            return Err(inner_at("nested compression inside a wrapper".into()));
         }
-        if m.offset.0 != n {
-            return Err(Error::corrupt(0, format!("inner relative offset {} where {n} was expected", m.offset.0)));
+        if m.offset.0 != summary.count {
+            return Err(inner_at(format!("inner relative offset {} where {} was expected", m.offset.0, summary.count)));
         }
-        n += 1;
-        if n > u64::from(WRAPPER_MESSAGES_MAX) {
+        summary.count += 1;
+        if summary.count > u64::from(WRAPPER_MESSAGES_MAX) {
             return Err(Error::corrupt(0, format!("wrapper holds more than {WRAPPER_MESSAGES_MAX} messages")));
         }
+        summary.max_timestamp = summary.max_timestamp.max(m.timestamp);
+        summary.log_append_time |= m.attributes.timestamp_type == TimestampType::LogAppendTime;
     }
-    if n == 0 {
+    if summary.count == 0 {
         return Err(Error::corrupt(0, "compressed wrapper holds no messages"));
     }
-    Ok(n)
+    Ok(summary)
 }
 
 fn inner_error(e: Error) -> Error {
@@ -510,6 +583,7 @@ pub struct Record<'a> {
 pub fn for_each_record(set: &[u8], scratch: &mut Vec<u8>, mut f: impl FnMut(Record<'_>)) -> Result<()> {
     for entry in Entries::new(set) {
         let entry = entry?;
+        check_magic(&entry)?;
         entry.check_crc()?;
         let msg = entry.message()?;
         match msg.attributes.compression {
@@ -523,14 +597,13 @@ pub fn for_each_record(set: &[u8], scratch: &mut Vec<u8>, mut f: impl FnMut(Reco
             codec => {
                 let value = msg.value.ok_or_else(|| Error::corrupt(entry.position, "compressed wrapper has a null value"))?;
                 let count = decompress_and_check(codec, msg.magic, value, scratch)
-                    .map_err(|e| match e {
-                        Error::CorruptMessage { reason, .. } => Error::corrupt(entry.position, reason),
-                        other => other,
-                    })?;
+                    .map_err(|e| shift(e, entry.position))?
+                    .count;
                 let first = msg.offset.0.checked_sub(count - 1).ok_or_else(|| {
                     Error::corrupt(entry.position, "wrapper offset is smaller than its message count")
                 })?;
                 for inner in Entries::new(scratch) {
+                    // Checked by `decompress_and_check`; the `?` cannot fire.
                     let m = inner?.message()?;
                     // Log-append time on the wrapper applies to every inner message (Kafka's rule).
                     let (timestamp, timestamp_type) = match msg.attributes.timestamp_type {
