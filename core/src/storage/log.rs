@@ -1,12 +1,48 @@
-//! The partition log. (Being written: the public API is final, bodies are not.)
-#![allow(unused_variables, dead_code)]
+//! `PartitionLog`: one partition's log, Kafka's `UnifiedLog`/`LocalLog`.
+//!
+//! Owns the partition directory and its segments (sorted by base offset, the last one active),
+//! and the four offsets that describe the log:
+//!
+//! - `log_start_offset` — the first offset still readable (moved by retention);
+//! - `high_watermark` — the offset consumers may read up to (moved by replication, monotonic);
+//! - `log_end_offset` — the offset the next message will get;
+//! - `recovery_point` — every offset below it is fsynced.
+//!
+//! **Invariant** (checked with `debug_assert!` after every change):
+//! `log_start_offset <= high_watermark <= log_end_offset`, and `recovery_point <= log_end_offset`.
+//!
+//! Locks, always taken in this order: `writer` (serializes append, roll, retention, close) →
+//! `flush_lock` (serializes fsyncs: group commit) → `checkpoint_lock`. Readers take none of them:
+//! they load `log_end_offset` (acquire), then a snapshot of the segment list, then each segment's
+//! published size, so they see only whole entries.
+//!
+//! Offsets are assigned in exactly one place: [`PartitionLog::append`] calling
+//! [`format::prepare_append`] under the writer lock.
+//!
+//! Group commit (`FlushPolicy::Always`): an appender writes under the writer lock, releases it,
+//! then calls `sync_to(its last offset + 1)`. That takes `flush_lock`; if the recovery point has
+//! meanwhile passed its target (another appender's fsync covered its bytes) it returns at once,
+//! else it fsyncs everything published so far and raises the recovery point to the log end it
+//! read *before* the fsync. So N concurrent appenders cost about two fsyncs, not N.
+//!
+//! A failed fsync (or msync, or checkpoint write) puts the log offline for good: after EIO the
+//! kernel may have dropped the dirty pages, so a retry could succeed without the data.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
+use parking_lot::{Mutex, RwLock};
+
+use super::checkpoint::{self, Checkpoint};
 use super::clock::Clock;
-use super::config::LogConfig;
-use crate::error::Result;
+use super::config::{FlushPolicy, LogConfig};
+use super::recovery;
+use super::segment::{Segment, SegmentConfig};
+use crate::error::{Error, Result};
+use crate::format::{self, AppendOptions, Entries};
+use crate::limits::MESSAGE_SET_BYTES_MAX;
 use crate::types::{Offset, TimestampMs};
 
 /// What an append did.
@@ -30,13 +66,37 @@ pub struct ReadResult {
     pub log_end_offset: Offset,
 }
 
+/// State only the appender touches, reused between appends.
+#[derive(Debug, Default)]
+struct Writer {
+    /// Decompression buffer for validating wrappers.
+    scratch: Vec<u8>,
+    /// The set's shallow entries: (offset, length, timestamp).
+    entries: Vec<(Offset, u32, TimestampMs)>,
+}
+
 /// One partition's log. All methods take `&self` and are safe to call from many threads:
 /// appends are serialized inside, reads run concurrently with appends.
 #[derive(Debug)]
 pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
+    segment_config: SegmentConfig,
     clock: Arc<dyn Clock>,
+    writer: Mutex<Writer>,
+    /// Copy-on-write list: readers clone the `Arc`, the writer replaces it.
+    segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    log_start_offset: AtomicU64,
+    high_watermark: AtomicU64,
+    log_end_offset: AtomicU64,
+    recovery_point: AtomicU64,
+    flush_lock: Mutex<()>,
+    last_flush_ms: AtomicI64,
+    checkpoint_lock: Mutex<()>,
+    /// Why the log went offline; set once, never cleared.
+    offline: Mutex<Option<String>>,
+    is_offline: AtomicBool,
+    closed: AtomicBool,
 }
 
 impl PartitionLog {
@@ -45,9 +105,43 @@ impl PartitionLog {
         format!("{topic}-{partition}")
     }
 
-    /// Opens (creating if absent) and recovers the log in `dir`.
+    /// Opens (creating if absent) and recovers the log in `dir`. See `recovery.rs` for what
+    /// happens without a clean shutdown; `Error::CorruptSegment` when damage is found that is not
+    /// a torn tail.
     pub fn open(dir: impl Into<PathBuf>, config: LogConfig, clock: Arc<dyn Clock>) -> Result<PartitionLog> {
-        unimplemented!()
+        config.validate()?;
+        let dir = dir.into();
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| Error::io("create partition directory", &dir, e))?;
+            if let Some(parent) = dir.parent() {
+                checkpoint::sync_dir(parent)?;
+            }
+        }
+        let segment_config =
+            SegmentConfig { index_interval_bytes: config.index_interval_bytes, index_bytes_max: config.index_bytes_max };
+        let now = clock.now_ms();
+        let loaded = recovery::load(&dir, segment_config, now)?;
+        let log_end = loaded.segments.last().expect("at least one segment").next_offset();
+        let log = PartitionLog {
+            dir,
+            config,
+            segment_config,
+            clock,
+            writer: Mutex::new(Writer::default()),
+            segments: RwLock::new(Arc::new(loaded.segments)),
+            log_start_offset: AtomicU64::new(loaded.log_start_offset.0),
+            high_watermark: AtomicU64::new(loaded.high_watermark.0),
+            log_end_offset: AtomicU64::new(log_end.0),
+            recovery_point: AtomicU64::new(loaded.recovery_point.0),
+            flush_lock: Mutex::new(()),
+            last_flush_ms: AtomicI64::new(now.0),
+            checkpoint_lock: Mutex::new(()),
+            offline: Mutex::new(None),
+            is_offline: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        };
+        log.check_invariants();
+        Ok(log)
     }
 
     pub fn dir(&self) -> &Path {
@@ -58,63 +152,388 @@ impl PartitionLog {
         self.config.clone()
     }
 
+    fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
+        Arc::clone(&self.segments.read())
+    }
+
+    fn active(&self) -> Arc<Segment> {
+        Arc::clone(self.segments.read().last().expect("at least one segment"))
+    }
+
+    fn check_invariants(&self) {
+        // Loaded in this order because each only grows and the later ones bound the earlier.
+        let ls = self.log_start_offset();
+        let hw = self.high_watermark();
+        let le = self.log_end_offset();
+        debug_assert!(ls <= hw && hw <= le, "log_start_offset {ls} <= high_watermark {hw} <= log_end_offset {le}");
+        debug_assert!(self.recovery_point() <= self.log_end_offset());
+    }
+
+    fn offline_error(&self) -> Error {
+        let reason = self.offline.lock().clone().unwrap_or_default();
+        Error::LogOffline { path: self.dir.clone(), reason }
+    }
+
+    fn check_online(&self) -> Result<()> {
+        if self.is_offline.load(Ordering::Acquire) {
+            return Err(self.offline_error());
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        self.check_online()?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Runs a durability step (fsync, msync, checkpoint). Its failure takes the log offline for
+    /// good (see the module docs).
+    fn durable<T>(&self, step: Result<T>) -> Result<T> {
+        step.map_err(|e| {
+            let reason = e.to_string();
+            tracing::error!(dir = %self.dir.display(), %reason, "a durability step failed: the partition log goes offline");
+            let mut offline = self.offline.lock();
+            offline.get_or_insert(reason);
+            self.is_offline.store(true, Ordering::Release);
+            drop(offline);
+            self.offline_error()
+        })
+    }
+
+    /// Validates (every CRC, framing, size limits), assigns offsets, appends; rolls the segment
+    /// first if needed. With `FlushPolicy::Always` it returns only after the data is fsynced
+    /// (concurrent appends share one fsync: group commit). Does not move the high watermark.
+    /// On error nothing was appended (the caller's buffer may have had offsets rewritten).
     pub fn append(&self, set: &mut [u8]) -> Result<AppendInfo> {
-        unimplemented!()
+        self.check_writable()?;
+        if set.len() > MESSAGE_SET_BYTES_MAX as usize {
+            return Err(Error::RecordListTooLarge { size: set.len() as u64, max: u64::from(MESSAGE_SET_BYTES_MAX) });
+        }
+        let mut w = self.writer.lock();
+        self.check_writable()?;
+        let now = self.clock.now_ms();
+        let base = self.log_end_offset();
+        let opts = AppendOptions {
+            max_message_bytes: self.config.max_message_bytes,
+            timestamp_type: self.config.timestamp_type,
+            now,
+        };
+        let Writer { scratch, entries } = &mut *w;
+        let summary = format::prepare_append(set, base, &opts, scratch)?;
+        entries.clear();
+        for entry in Entries::new(set) {
+            // prepare_append checked framing and layout of every entry.
+            let entry = entry.expect("a validated set is framed");
+            let timestamp = entry.message().expect("a validated entry parses").timestamp;
+            entries.push((entry.offset(), entry.len() as u32, timestamp));
+        }
+        let active = self.active();
+        let active = if active.should_roll(set.len() as u64, summary.last_offset, now, self.config.segment_bytes, self.config.segment_ms) {
+            self.roll(&active)?
+        } else {
+            active
+        };
+        active.append(set, entries, now)?;
+        self.log_end_offset.store(summary.last_offset.0 + 1, Ordering::Release);
+        drop(w);
+        self.check_invariants();
+
+        match self.config.flush {
+            FlushPolicy::Always => self.sync_to(summary.last_offset.next())?,
+            FlushPolicy::Interval { ms } => {
+                if self.flush_due(now, ms) {
+                    self.flush()?;
+                }
+            }
+            FlushPolicy::Os => {}
+        }
+        Ok(AppendInfo {
+            base_offset: summary.base_offset,
+            last_offset: summary.last_offset,
+            message_count: summary.message_count,
+            log_append_time: now,
+            max_timestamp: summary.max_timestamp,
+        })
     }
 
+    fn flush_due(&self, now: TimestampMs, ms: u64) -> bool {
+        now.0.saturating_sub(self.last_flush_ms.load(Ordering::Acquire)) >= i64::try_from(ms).unwrap_or(i64::MAX)
+    }
+
+    /// Seals `old` (the active segment) and starts a new one at the log end. Called with the
+    /// writer lock held. Rolling always fsyncs the sealed segment, whatever the flush policy, so
+    /// the recovery point can move to the new segment's base and only the active segment ever
+    /// needs recovery.
+    fn roll(&self, old: &Arc<Segment>) -> Result<Arc<Segment>> {
+        let base = self.log_end_offset();
+        debug_assert_eq!(base, old.next_offset());
+        self.durable(old.sync())?;
+        self.durable(old.seal())?;
+        let segment = Arc::new(Segment::create(&self.dir, base, self.segment_config)?);
+        // The new file's directory entry must be durable before data in it is reported durable.
+        self.durable(checkpoint::sync_dir(&self.dir))?;
+        {
+            let mut list = self.segments.write();
+            let mut next = Vec::with_capacity(list.len() + 1);
+            next.extend(list.iter().cloned());
+            next.push(Arc::clone(&segment));
+            *list = Arc::new(next);
+        }
+        self.recovery_point.fetch_max(base.0, Ordering::AcqRel);
+        tracing::debug!(dir = %self.dir.display(), base_offset = base.0, "rolled a new segment");
+        self.write_checkpoint()?;
+        Ok(segment)
+    }
+
+    /// fsyncs every segment holding data above the recovery point, then raises the recovery
+    /// point to the log end read before the fsyncs. Returns at once if `target` is already
+    /// durable, which is how concurrent appenders share one fsync.
+    fn sync_to(&self, target: Offset) -> Result<()> {
+        if self.recovery_point() >= target {
+            return Ok(());
+        }
+        let _flushing = self.flush_lock.lock();
+        if self.recovery_point() >= target {
+            return Ok(());
+        }
+        self.sync_published()
+    }
+
+    /// With `flush_lock` held: fsync everything published so far.
+    fn sync_published(&self) -> Result<()> {
+        self.check_online()?;
+        let end = self.log_end_offset();
+        let durable = self.recovery_point();
+        for segment in self.segments().iter().filter(|s| s.next_offset() > durable) {
+            self.durable(segment.sync())?;
+        }
+        self.recovery_point.fetch_max(end.0, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Reads whole entries starting with the entry that contains `offset`, up to `max_bytes`
+    /// (but always at least one whole entry if one exists below `upper`, KIP-74), never
+    /// returning an entry whose (last) offset is ≥ `upper` (pass the high watermark for
+    /// consumers, the log end offset for replicas). Entries come from one segment at a time, as
+    /// in Kafka: a read that reaches a segment's end returns what it has.
+    ///
+    /// `offset` below the log start or above the log end → `Error::OffsetOutOfRange`;
+    /// `offset` equal to the log end → empty bytes.
     pub fn read(&self, offset: Offset, max_bytes: u32, upper: Offset) -> Result<ReadResult> {
-        unimplemented!()
+        self.check_online()?;
+        let log_start_offset = self.log_start_offset();
+        let high_watermark = self.high_watermark();
+        let log_end_offset = self.log_end_offset();
+        let out_of_range = |ls: Offset| Error::OffsetOutOfRange { offset: offset.0, log_start_offset: ls, log_end_offset };
+        if offset < log_start_offset || offset > log_end_offset {
+            return Err(out_of_range(log_start_offset));
+        }
+        let result = |bytes: Vec<u8>| ReadResult { bytes, high_watermark, log_start_offset, log_end_offset };
+        let upper = upper.min(log_end_offset);
+        if offset >= upper {
+            return Ok(result(Vec::new()));
+        }
+        let segments = self.segments();
+        if offset < segments[0].base_offset() {
+            // Retention removed the segment between our loads: the offset is gone now.
+            return Err(out_of_range(self.log_start_offset()));
+        }
+        let first = segments.partition_point(|s| s.base_offset() <= offset) - 1;
+        for segment in &segments[first..] {
+            let size = segment.size();
+            if let Some(position) = segment.position_of(offset, size)? {
+                return Ok(result(segment.read_entries(position, max_bytes, upper, size)?));
+            }
+        }
+        Ok(result(Vec::new()))
     }
 
+    /// The first offset whose message timestamp is ≥ `ts` (`None` if no such message). Segments
+    /// whose largest timestamp is below `ts` are skipped whole; in the first other one the time
+    /// index gives a starting point, and a compressed wrapper is decoded to find its first inner
+    /// message at or after `ts`.
     pub fn offset_for_timestamp(&self, ts: TimestampMs) -> Result<Option<Offset>> {
-        unimplemented!()
+        self.check_online()?;
+        let mut scratch = Vec::new();
+        for segment in self.segments().iter() {
+            if segment.max_timestamp() < ts {
+                continue;
+            }
+            let size = segment.size();
+            if let Some(offset) = segment.offset_for_timestamp(ts, size, &mut scratch)? {
+                return Ok(Some(offset.max(self.log_start_offset())));
+            }
+        }
+        Ok(None)
     }
 
     pub fn log_start_offset(&self) -> Offset {
-        unimplemented!()
+        Offset(self.log_start_offset.load(Ordering::Acquire))
     }
 
     pub fn log_end_offset(&self) -> Offset {
-        unimplemented!()
+        Offset(self.log_end_offset.load(Ordering::Acquire))
     }
 
     pub fn high_watermark(&self) -> Offset {
-        unimplemented!()
+        Offset(self.high_watermark.load(Ordering::Acquire))
     }
 
+    /// Moves the high watermark: monotonic (a lower value is ignored) and clamped to
+    /// `[log_start_offset, log_end_offset]`. Checkpointed on flush, roll, retention and close.
     pub fn set_high_watermark(&self, hw: Offset) {
-        unimplemented!()
+        let clamped = hw.min(self.log_end_offset()).max(self.log_start_offset());
+        self.high_watermark.fetch_max(clamped.0, Ordering::AcqRel);
+        self.check_invariants();
     }
 
+    /// Every offset below this is fsynced.
     pub fn recovery_point(&self) -> Offset {
-        unimplemented!()
+        Offset(self.recovery_point.load(Ordering::Acquire))
     }
 
+    /// Bytes of all segments' published entries.
     pub fn size_bytes(&self) -> u64 {
-        unimplemented!()
+        self.segments().iter().map(|s| u64::from(s.size())).sum()
     }
 
     pub fn segment_count(&self) -> usize {
-        unimplemented!()
+        self.segments.read().len()
     }
 
+    /// Deletes whole sealed segments, oldest first, while the oldest is past `retention.ms` (its
+    /// largest timestamp, or its file's modification time when it has no timestamps, is older
+    /// than now − retention.ms) or the log is larger than `retention.bytes`. Never the active
+    /// segment, and — as in Kafka — only segments wholly below the high watermark, so retention
+    /// never removes data consumers or replicas have not been allowed to see. Advances and
+    /// checkpoints `log_start_offset` before deleting files. Returns how many were deleted.
     pub fn enforce_retention(&self) -> Result<usize> {
-        unimplemented!()
+        self.check_writable()?;
+        if self.config.retention_ms.is_none() && self.config.retention_bytes.is_none() {
+            return Ok(0);
+        }
+        let _w = self.writer.lock();
+        self.check_writable()?;
+        let now = self.clock.now_ms();
+        let segments = self.segments();
+        let high_watermark = self.high_watermark();
+        let mut total: u64 = segments.iter().map(|s| u64::from(s.size())).sum();
+        let mut count = 0usize;
+        for (i, segment) in segments[..segments.len() - 1].iter().enumerate() {
+            if segments[i + 1].base_offset() > high_watermark {
+                break;
+            }
+            let expired = match self.config.retention_ms {
+                Some(ms) => {
+                    let newest = match segment.max_timestamp() {
+                        t if t.0 >= 0 => t.0,
+                        _ => modified_ms(segment.log_path()).unwrap_or(now.0),
+                    };
+                    now.0.saturating_sub(newest) > i64::try_from(ms).unwrap_or(i64::MAX)
+                }
+                None => false,
+            };
+            let oversize = self.config.retention_bytes.is_some_and(|max| total > max);
+            if !(expired || oversize) {
+                break;
+            }
+            total -= u64::from(segment.size());
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        let new_start = segments[count].base_offset();
+        self.log_start_offset.fetch_max(new_start.0, Ordering::AcqRel);
+        self.recovery_point.fetch_max(new_start.0, Ordering::AcqRel);
+        // The new start must be durable before any file goes: a crash in between then finishes
+        // the deletion on open instead of resurrecting a partial log.
+        self.write_checkpoint()?;
+        *self.segments.write() = Arc::new(segments[count..].to_vec());
+        for segment in &segments[..count] {
+            tracing::info!(path = %segment.log_path().display(), "retention deletes a segment");
+            segment.delete_files()?;
+        }
+        self.check_invariants();
+        Ok(count)
     }
 
+    /// Rolls by age if `segment.ms` has passed; flushes if the `interval` policy is due.
+    /// The broker calls this from a periodic task (cheap when nothing is due).
     pub fn tick(&self) -> Result<()> {
-        unimplemented!()
+        self.check_writable()?;
+        let now = self.clock.now_ms();
+        if self.active().is_due_for_roll(now, self.config.segment_ms) {
+            let _w = self.writer.lock();
+            self.check_writable()?;
+            let active = self.active();
+            if active.is_due_for_roll(now, self.config.segment_ms) {
+                self.roll(&active)?;
+            }
+        }
+        if let FlushPolicy::Interval { ms } = self.config.flush
+            && self.flush_due(now, ms)
+        {
+            self.flush()?;
+        }
+        Ok(())
     }
 
+    /// fsync everything, advance the recovery point, write the checkpoint.
     pub fn flush(&self) -> Result<()> {
-        unimplemented!()
+        self.check_online()?;
+        {
+            let _flushing = self.flush_lock.lock();
+            self.sync_published()?;
+            self.durable(self.active().flush_indexes())?;
+            self.last_flush_ms.store(self.clock.now_ms().0, Ordering::Release);
+        }
+        self.write_checkpoint()
     }
 
+    fn write_checkpoint(&self) -> Result<()> {
+        let _g = self.checkpoint_lock.lock();
+        let c = Checkpoint {
+            log_start_offset: self.log_start_offset(),
+            high_watermark: self.high_watermark(),
+            recovery_point: self.recovery_point(),
+        };
+        self.durable(checkpoint::write(&self.dir, &c))
+    }
+
+    /// Flushes and marks the log cleanly closed, so the next open skips recovery. Later appends
+    /// fail with `Error::ShuttingDown`; reads keep working. Closing twice is harmless.
     pub fn close(&self) -> Result<()> {
-        unimplemented!()
+        let _w = self.writer.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.flush()?;
+        self.durable(self.active().trim_indexes())?;
+        self.closed.store(true, Ordering::Release);
+        self.durable(checkpoint::write_clean_shutdown(&self.dir))?;
+        tracing::debug!(dir = %self.dir.display(), log_end_offset = self.log_end_offset().0, "closed the partition log");
+        Ok(())
     }
 
+    /// Removes the log's directory (topic deletion).
     pub fn delete(self) -> Result<()> {
-        unimplemented!()
+        let _w = self.writer.lock();
+        self.closed.store(true, Ordering::Release);
+        fs::remove_dir_all(&self.dir).map_err(|e| Error::io("delete partition directory", &self.dir, e))?;
+        if let Some(parent) = self.dir.parent() {
+            checkpoint::sync_dir(parent)?;
+        }
+        Ok(())
     }
+}
+
+/// A file's modification time in ms since the epoch.
+fn modified_ms(path: &Path) -> Option<i64> {
+    let modified = fs::metadata(path).ok()?.modified().ok()?;
+    let ms = modified.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    i64::try_from(ms).ok()
 }
