@@ -579,7 +579,8 @@ fn arb_codec() -> impl Strategy<Value = Compression> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // proptest's default of 256 cases per property; `PROPTEST_CASES=20000` for a longer soak.
+    #![proptest_config(ProptestConfig::default())]
 
     /// Sets built from arbitrary records, magics and codecs (several parts, mixed), appended at
     /// an arbitrary base, give back the same records at dense offsets from the base.

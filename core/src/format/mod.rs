@@ -110,7 +110,9 @@ pub fn message_size(magic: u8, key: Option<&[u8]>, value: Option<&[u8]>) -> usiz
     header as usize + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len)
 }
 
-/// Appends one entry to `out`: offset, size, CRC and message.
+/// Appends one entry to `out`: offset, size, CRC and message. The caller bounds key and value
+/// (producers check sizes against the limits before building a set): a message larger than
+/// `i32::MAX` bytes cannot be framed at all.
 pub fn write_entry(
     out: &mut Vec<u8>,
     offset: u64,
@@ -121,6 +123,7 @@ pub fn write_entry(
     value: Option<&[u8]>,
 ) {
     let size = message_size(magic, key, value);
+    debug_assert!(i32::try_from(size).is_ok(), "a message of {size} bytes cannot be framed");
     out.reserve(LOG_OVERHEAD_BYTES as usize + size);
     let start = out.len();
     out.extend_from_slice(&offset.to_be_bytes());
