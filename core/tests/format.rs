@@ -556,6 +556,9 @@ fn golden_vectors() {
 
 #[test]
 fn golden_max_size_is_exactly_the_default_limit() {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        return; // `golden_vectors` is rewriting the file right now (tests run in parallel).
+    }
     let bin = std::fs::read(golden_dir().join("v1_max_size.bin")).unwrap();
     assert_eq!(bin.len(), 12 + MESSAGE_BYTES_DEFAULT as usize);
     append(&mut bin.clone(), 0).unwrap();
