@@ -40,6 +40,7 @@ pub enum ErrorCode {
     NotEnoughReplicasAfterAppend = 20,
     InvalidRequiredAcks = 21,
     IllegalGeneration = 22,
+    InconsistentGroupProtocol = 23,
     UnknownMemberId = 25,
     InvalidSessionTimeout = 26,
     RebalanceInProgress = 27,
@@ -53,6 +54,7 @@ pub enum ErrorCode {
     FencedLeaderEpoch = 74,
     UnknownLeaderEpoch = 75,
     UnsupportedCompressionType = 76,
+    GroupMaxSizeReached = 81,
     /// Sluiceway: the client itself was misused (closed producer, bad argument).
     InvalidArgument = 1000,
     /// Sluiceway: the client or broker is shutting down.
@@ -82,6 +84,7 @@ impl ErrorCode {
         ErrorCode::NotEnoughReplicasAfterAppend,
         ErrorCode::InvalidRequiredAcks,
         ErrorCode::IllegalGeneration,
+        ErrorCode::InconsistentGroupProtocol,
         ErrorCode::UnknownMemberId,
         ErrorCode::InvalidSessionTimeout,
         ErrorCode::RebalanceInProgress,
@@ -95,6 +98,7 @@ impl ErrorCode {
         ErrorCode::FencedLeaderEpoch,
         ErrorCode::UnknownLeaderEpoch,
         ErrorCode::UnsupportedCompressionType,
+        ErrorCode::GroupMaxSizeReached,
         ErrorCode::InvalidArgument,
         ErrorCode::ShuttingDown,
     ];
@@ -130,6 +134,7 @@ impl ErrorCode {
             ErrorCode::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
             ErrorCode::InvalidRequiredAcks => "INVALID_REQUIRED_ACKS",
             ErrorCode::IllegalGeneration => "ILLEGAL_GENERATION",
+            ErrorCode::InconsistentGroupProtocol => "INCONSISTENT_GROUP_PROTOCOL",
             ErrorCode::UnknownMemberId => "UNKNOWN_MEMBER_ID",
             ErrorCode::InvalidSessionTimeout => "INVALID_SESSION_TIMEOUT",
             ErrorCode::RebalanceInProgress => "REBALANCE_IN_PROGRESS",
@@ -143,6 +148,7 @@ impl ErrorCode {
             ErrorCode::FencedLeaderEpoch => "FENCED_LEADER_EPOCH",
             ErrorCode::UnknownLeaderEpoch => "UNKNOWN_LEADER_EPOCH",
             ErrorCode::UnsupportedCompressionType => "UNSUPPORTED_COMPRESSION_TYPE",
+            ErrorCode::GroupMaxSizeReached => "GROUP_MAX_SIZE_REACHED",
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
         }
@@ -175,6 +181,8 @@ impl ErrorCode {
             | ErrorCode::RecordListTooLarge
             | ErrorCode::InvalidRequiredAcks
             | ErrorCode::IllegalGeneration
+            | ErrorCode::InconsistentGroupProtocol
+            | ErrorCode::GroupMaxSizeReached
             | ErrorCode::UnknownMemberId
             | ErrorCode::InvalidSessionTimeout
             | ErrorCode::InvalidTimestamp

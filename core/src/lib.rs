@@ -4,6 +4,7 @@
 //!   wrapper sets), encode, decode and validate. See `docs/FORMAT.md`.
 //! - [`storage`] — the partition log: segments, sparse offset and time indexes, recovery,
 //!   retention, flush policy with group commit.
+//! - [`group`] — the consumer-group coordinator, a sans-IO state machine, and the assignors.
 //! - [`limits`] — every bound in one place, with compile-time checks of how they relate.
 //! - [`error`] — the internal [`Error`] and the stable wire [`ErrorCode`].
 //! - [`registry`] — the [`registry::Registry`] trait (brokers, topic and partition metadata) and
@@ -16,6 +17,7 @@
 pub mod atomic_file;
 pub mod error;
 pub mod format;
+pub mod group;
 pub mod limits;
 pub mod partitioner;
 pub mod registry;

@@ -158,3 +158,11 @@ const _: () = assert!(CLI_BATCH_BYTES_MAX as u64 <= MESSAGE_SET_BYTES_MAX as u64
 // A partition directory `<topic>-<partition>` must fit a 255-byte file name: partition numbers
 // below PARTITIONS_PER_TOPIC_MAX have at most 5 digits.
 const _: () = assert!(PARTITIONS_PER_TOPIC_MAX < 100_000 && TOPIC_NAME_BYTES_MAX + 1 + 5 <= 255);
+
+/// Most members one consumer group may hold (Kafka's `group.max.size`).
+pub const GROUP_MEMBERS_MAX: usize = 1000;
+/// Bounds on a member's `session.timeout.ms` (Kafka's `group.min/max.session.timeout.ms`; the
+/// minimum is lower than Kafka's 6 s so tests and small deployments can detect failures fast).
+pub const GROUP_SESSION_TIMEOUT_MS_MIN: u64 = 500;
+pub const GROUP_SESSION_TIMEOUT_MS_MAX: u64 = 30 * 60 * 1000;
+const _: () = assert!(GROUP_SESSION_TIMEOUT_MS_MIN < GROUP_SESSION_TIMEOUT_MS_MAX);

@@ -1,2 +1,3 @@
 //! One integration-test binary for the core crate.
 mod format;
+mod group;

@@ -1,0 +1,30 @@
+//! Consumer groups: the coordinator that lives in the broker, as a sans-IO state machine.
+//!
+//! - [`Coordinator`] (`coordinator.rs`) — one group's membership, generations, heartbeats,
+//!   session timeouts and rebalances. Events in ([`Coordinator::join`], [`Coordinator::heartbeat`],
+//!   [`Coordinator::leave`], [`Coordinator::tick`]), [`Action`]s out. No clock, socket or file
+//!   inside: the broker feeds it time and performs the actions, so tests drive it exactly.
+//! - [`assignor`] — the range and round-robin partition assignors.
+//!
+//! The protocol is Kafka's eager rebalance with the assignment computed by the coordinator
+//! (Kafka lets the group leader compute it; Sluiceway's clients are all one core, so the broker
+//! can do it and the client stays simple):
+//! 1. A join, a leave, a member's missed session timeout or a change in a subscribed topic's
+//!    partition count starts a rebalance: the generation's members learn it from their next
+//!    heartbeat (`REBALANCE_IN_PROGRESS`), stop fetching, commit, and join again.
+//! 2. The rebalance completes when every member of the old generation has rejoined, or when the
+//!    rebalance timeout passes (members that did not rejoin are removed). The coordinator then
+//!    bumps the generation, computes the assignment and answers every pending join with it.
+//! 3. Offset commits carry the generation; a commit from an older generation is refused
+//!    (`ILLEGAL_GENERATION`), which fences a member that was expelled but keeps running.
+//!
+//! **Invariant:** in a stable generation each partition of the subscribed topics is assigned to
+//! exactly one member, and no member of the new generation receives its assignment before every
+//! member of the previous generation has rejoined (and so given up its partitions) or been
+//! removed.
+
+pub mod assignor;
+mod coordinator;
+
+pub use assignor::Assignor;
+pub use coordinator::{Action, Coordinator, GroupConfig, GroupState, JoinRequest, MemberDescription, TopicPartition};

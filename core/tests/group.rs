@@ -1,0 +1,260 @@
+//! The consumer-group coordinator, driven exactly: scripted joins, heartbeats and ticks with
+//! explicit times, no sockets and no clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use sluiceway_core::ErrorCode;
+use sluiceway_core::group::{Action, Assignor, Coordinator, GroupConfig, GroupState, JoinRequest, TopicPartition};
+
+const SESSION_MS: u64 = 1_000;
+const REBALANCE_MS: u64 = 5_000;
+
+fn topics(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn req(member_id: Option<&str>, client: &str, subscribed: &[&str]) -> JoinRequest {
+    JoinRequest {
+        member_id: member_id.map(str::to_owned),
+        client_id: client.to_owned(),
+        topics: topics(subscribed),
+        session_timeout_ms: SESSION_MS,
+        rebalance_timeout_ms: REBALANCE_MS,
+        assignor: Assignor::Range,
+    }
+}
+
+fn group(partitions: &[(&str, u32)]) -> Coordinator {
+    let mut c = Coordinator::new("g", "i1", GroupConfig::default());
+    c.set_topic_partitions(0, partitions.iter().map(|(t, n)| (t.to_string(), *n)).collect());
+    c
+}
+
+/// Renders the join answers of a batch of actions as `member: gen [t-p, …]` lines.
+fn render(actions: &[Action]) -> String {
+    let mut lines: Vec<String> = actions
+        .iter()
+        .map(|a| match a {
+            Action::JoinComplete { member_id, generation, assignment } => {
+                let parts: Vec<String> = assignment.iter().map(|tp| format!("{}-{}", tp.topic, tp.partition)).collect();
+                format!("{member_id}: gen {generation} [{}]", parts.join(", "))
+            }
+            Action::JoinFailed { member_id, code } => format!("{member_id}: failed {code}"),
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+fn subs(entries: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
+    entries.iter().map(|(m, t)| (m.to_string(), topics(t))).collect()
+}
+
+#[test]
+fn range_assignor_matches_kafka() {
+    // Kafka's RangeAssignor javadoc example: C0, C1 subscribed to t0 and t1, 3 partitions each.
+    let s = subs(&[("C0", &["t0", "t1"]), ("C1", &["t0", "t1"])]);
+    let p: BTreeMap<String, u32> = [("t0".to_string(), 3), ("t1".to_string(), 3)].into();
+    let a = Assignor::Range.assign(&s, &p);
+    assert_eq!(a["C0"], vec![TopicPartition::new("t0", 0), TopicPartition::new("t0", 1), TopicPartition::new("t1", 0), TopicPartition::new("t1", 1)]);
+    assert_eq!(a["C1"], vec![TopicPartition::new("t0", 2), TopicPartition::new("t1", 2)]);
+}
+
+#[test]
+fn round_robin_assignor_matches_kafka() {
+    // Kafka's RoundRobinAssignor javadoc example: same inputs give t0p0, t0p2, t1p1 / t0p1, t1p0, t1p2.
+    let s = subs(&[("C0", &["t0", "t1"]), ("C1", &["t0", "t1"])]);
+    let p: BTreeMap<String, u32> = [("t0".to_string(), 3), ("t1".to_string(), 3)].into();
+    let a = Assignor::RoundRobin.assign(&s, &p);
+    assert_eq!(a["C0"], vec![TopicPartition::new("t0", 0), TopicPartition::new("t0", 2), TopicPartition::new("t1", 1)]);
+    assert_eq!(a["C1"], vec![TopicPartition::new("t0", 1), TopicPartition::new("t1", 0), TopicPartition::new("t1", 2)]);
+}
+
+#[test]
+fn round_robin_skips_members_not_subscribed() {
+    let s = subs(&[("A", &["t0"]), ("B", &["t0", "t1"])]);
+    let p: BTreeMap<String, u32> = [("t0".to_string(), 2), ("t1".to_string(), 2)].into();
+    let a = Assignor::RoundRobin.assign(&s, &p);
+    assert_eq!(a["A"], vec![TopicPartition::new("t0", 0)]);
+    assert_eq!(a["B"], vec![TopicPartition::new("t0", 1), TopicPartition::new("t1", 0), TopicPartition::new("t1", 1)]);
+}
+
+proptest! {
+    /// Every partition of a subscribed topic goes to exactly one member subscribed to it.
+    #[test]
+    fn assignors_give_each_partition_to_exactly_one_member(
+        members in 1usize..8,
+        counts in proptest::collection::vec(0u32..20, 1..4),
+        masks in proptest::collection::vec(1u8..16, 8),
+        round_robin in any::<bool>(),
+    ) {
+        let topic_names: Vec<String> = (0..counts.len()).map(|i| format!("t{i}")).collect();
+        let partitions: BTreeMap<String, u32> = topic_names.iter().cloned().zip(counts.iter().copied()).collect();
+        let subscriptions: BTreeMap<String, BTreeSet<String>> = (0..members)
+            .map(|m| {
+                let mut t: BTreeSet<String> = topic_names.iter().enumerate()
+                    .filter(|(i, _)| masks[m] & (1 << (i % 4)) != 0).map(|(_, t)| t.clone()).collect();
+                if t.is_empty() { t.insert(topic_names[0].clone()); }
+                (format!("m{m}"), t)
+            })
+            .collect();
+        let assignor = if round_robin { Assignor::RoundRobin } else { Assignor::Range };
+        let a = assignor.assign(&subscriptions, &partitions);
+        let mut seen = BTreeSet::new();
+        for (member, tps) in &a {
+            for tp in tps {
+                prop_assert!(subscriptions[member].contains(&tp.topic), "{member} got {tp:?} without subscribing");
+                prop_assert!(seen.insert(tp.clone()), "{tp:?} assigned twice");
+            }
+        }
+        let expected: usize = partitions.iter()
+            .filter(|(t, _)| subscriptions.values().any(|s| s.contains(*t)))
+            .map(|(_, n)| *n as usize).sum();
+        prop_assert_eq!(seen.len(), expected);
+    }
+}
+
+#[test]
+fn three_members_split_six_partitions() {
+    let mut g = group(&[("t", 6)]);
+    let a = g.join(0, req(None, "c", &["t"])).unwrap();
+    // The first member completes alone at once (no initial delay configured).
+    assert_eq!(render(&g.take_actions()), "c-i1-1: gen 1 [t-0, t-1, t-2, t-3, t-4, t-5]");
+    let b = g.join(10, req(None, "c", &["t"])).unwrap();
+    let c = g.join(20, req(None, "c", &["t"])).unwrap();
+    assert!(g.take_actions().is_empty(), "new members wait for the existing member to rejoin");
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    assert_eq!(g.heartbeat(30, &a, 1), Err(ErrorCode::RebalanceInProgress));
+    g.join(40, req(Some(&a), "c", &["t"])).unwrap();
+    assert_eq!(
+        render(&g.take_actions()),
+        "c-i1-1: gen 2 [t-0, t-1]\nc-i1-2: gen 2 [t-2, t-3]\nc-i1-3: gen 2 [t-4, t-5]"
+    );
+    assert_eq!(g.state(), GroupState::Stable);
+    for m in [&a, &b, &c] {
+        assert_eq!(g.heartbeat(50, m, 2), Ok(()));
+    }
+}
+
+#[test]
+fn missed_heartbeats_expire_a_member_and_move_its_partitions() {
+    let mut g = group(&[("t", 4)]);
+    let a = g.join(0, req(None, "a", &["t"])).unwrap();
+    g.take_actions();
+    let b = g.join(0, req(None, "b", &["t"])).unwrap();
+    g.join(0, req(Some(&a), "a", &["t"])).unwrap();
+    assert_eq!(render(&g.take_actions()), "a-i1-1: gen 2 [t-0, t-1]\nb-i1-2: gen 2 [t-2, t-3]");
+    // a keeps heartbeating; b goes silent.
+    g.heartbeat(600, &a, 2).unwrap();
+    g.tick(999);
+    assert_eq!(g.state(), GroupState::Stable, "b's session has not expired yet");
+    g.tick(1_000);
+    assert_eq!(g.state(), GroupState::PreparingRebalance, "b expired at 0 + 1000 ms");
+    assert_eq!(g.heartbeat(1_100, &b, 2), Err(ErrorCode::UnknownMemberId));
+    assert_eq!(g.heartbeat(1_100, &a, 2), Err(ErrorCode::RebalanceInProgress));
+    g.join(1_200, req(Some(&a), "a", &["t"])).unwrap();
+    assert_eq!(render(&g.take_actions()), "a-i1-1: gen 3 [t-0, t-1, t-2, t-3]");
+    // b's late commit is refused: it is no longer a member.
+    assert_eq!(g.validate_commit(Some(&b), Some(2)), Err(ErrorCode::UnknownMemberId));
+}
+
+#[test]
+fn a_member_that_does_not_rejoin_is_removed_at_the_rebalance_deadline() {
+    let mut g = group(&[("t", 2)]);
+    let a = g.join(0, req(None, "a", &["t"])).unwrap();
+    g.take_actions();
+    // b joins; a keeps heartbeating (so its session never expires) but never rejoins: the
+    // rebalance deadline removes it.
+    let _b = g.join(100, req(None, "b", &["t"])).unwrap();
+    for t in (600..REBALANCE_MS + 100).step_by(500) {
+        assert_eq!(g.heartbeat(t, &a, 1), Err(ErrorCode::RebalanceInProgress));
+        g.tick(t);
+    }
+    g.tick(REBALANCE_MS + 99);
+    assert!(g.take_actions().is_empty());
+    g.tick(REBALANCE_MS + 100);
+    assert_eq!(render(&g.take_actions()), "b-i1-2: gen 2 [t-0, t-1]");
+    assert_eq!(g.validate_commit(Some(&a), Some(1)), Err(ErrorCode::UnknownMemberId));
+}
+
+#[test]
+fn a_stale_generation_cannot_commit() {
+    let mut g = group(&[("t", 2)]);
+    let a = g.join(0, req(None, "a", &["t"])).unwrap();
+    g.take_actions();
+    assert_eq!(g.validate_commit(Some(&a), Some(1)), Ok(()));
+    let b = g.join(10, req(None, "b", &["t"])).unwrap();
+    // During the rebalance a commits its progress for the generation it owned.
+    assert_eq!(g.validate_commit(Some(&a), Some(1)), Ok(()));
+    g.join(20, req(Some(&a), "a", &["t"])).unwrap();
+    g.take_actions();
+    assert_eq!(g.validate_commit(Some(&a), Some(1)), Err(ErrorCode::IllegalGeneration));
+    assert_eq!(g.validate_commit(Some(&b), Some(2)), Ok(()));
+    assert_eq!(g.validate_commit(None, None), Err(ErrorCode::UnknownMemberId), "standalone commits only to an empty group");
+}
+
+#[test]
+fn leaving_rebalances_at_once() {
+    let mut g = group(&[("t", 2)]);
+    let a = g.join(0, req(None, "a", &["t"])).unwrap();
+    let b = g.join(0, req(None, "b", &["t"])).unwrap();
+    g.join(0, req(Some(&a), "a", &["t"])).unwrap();
+    assert_eq!(render(&g.take_actions()), "a-i1-1: gen 1 [t-0, t-1]\na-i1-1: gen 2 [t-0]\nb-i1-2: gen 2 [t-1]");
+    g.leave(10, &b).unwrap();
+    g.join(20, req(Some(&a), "a", &["t"])).unwrap();
+    assert_eq!(render(&g.take_actions()), "a-i1-1: gen 3 [t-0, t-1]");
+    g.leave(30, &a).unwrap();
+    assert_eq!(g.state(), GroupState::Empty);
+    assert_eq!(g.validate_commit(None, None), Ok(()));
+    assert_eq!(g.leave(40, &a), Err(ErrorCode::UnknownMemberId));
+}
+
+#[test]
+fn initial_delay_gathers_members_into_one_generation() {
+    let config = GroupConfig { initial_rebalance_delay_ms: 300, ..GroupConfig::default() };
+    let mut g = Coordinator::new("g", "i1", config);
+    g.set_topic_partitions(0, [("t".to_string(), 2)].into());
+    g.join(0, req(None, "a", &["t"])).unwrap();
+    g.join(100, req(None, "b", &["t"])).unwrap();
+    g.tick(299);
+    assert!(g.take_actions().is_empty());
+    assert_eq!(g.next_deadline_ms(), Some(REBALANCE_MS));
+    g.tick(300);
+    assert_eq!(render(&g.take_actions()), "a-i1-1: gen 1 [t-0]\nb-i1-2: gen 1 [t-1]");
+}
+
+#[test]
+fn a_stable_member_rejoining_unchanged_keeps_its_assignment() {
+    let mut g = group(&[("t", 2)]);
+    let a = g.join(0, req(None, "a", &["t"])).unwrap();
+    g.take_actions();
+    g.join(10, req(Some(&a), "a", &["t"])).unwrap();
+    assert_eq!(render(&g.take_actions()), "a-i1-1: gen 1 [t-0, t-1]");
+    assert_eq!(g.state(), GroupState::Stable);
+}
+
+#[test]
+fn more_partitions_start_a_rebalance() {
+    let mut g = group(&[("t", 1)]);
+    let a = g.join(0, req(None, "a", &["t"])).unwrap();
+    g.take_actions();
+    g.set_topic_partitions(10, [("t".to_string(), 3)].into());
+    assert_eq!(g.heartbeat(20, &a, 1), Err(ErrorCode::RebalanceInProgress));
+    g.join(30, req(Some(&a), "a", &["t"])).unwrap();
+    assert_eq!(render(&g.take_actions()), "a-i1-1: gen 2 [t-0, t-1, t-2]");
+}
+
+#[test]
+fn bad_joins_are_refused_with_their_codes() {
+    let mut g = group(&[("t", 1)]);
+    let mut r = req(None, "a", &["t"]);
+    r.session_timeout_ms = 10;
+    assert_eq!(g.join(0, r), Err(ErrorCode::InvalidSessionTimeout));
+    assert_eq!(g.join(0, req(None, "a", &[])), Err(ErrorCode::InvalidRequest));
+    assert_eq!(g.join(0, req(Some("nobody"), "a", &["t"])), Err(ErrorCode::UnknownMemberId));
+    g.join(0, req(None, "a", &["t"])).unwrap();
+    let mut rr = req(None, "b", &["t"]);
+    rr.assignor = Assignor::RoundRobin;
+    assert_eq!(g.join(1, rr), Err(ErrorCode::InconsistentGroupProtocol));
+}
