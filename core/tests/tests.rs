@@ -1,3 +1,4 @@
 //! One integration-test binary for the core crate.
 mod format;
 mod group;
+mod storage;
