@@ -1,0 +1,187 @@
+//! The broker's configuration: command-line flags, `SLUICEWAY_*` environment variables and an
+//! optional TOML file, merged (flag > environment > file > default) and validated into one
+//! [`BrokerConfig`]. Every rejection names the setting.
+//!
+//! | flag | environment | TOML key | default |
+//! |---|---|---|---|
+//! | `--data-dir DIR` | `SLUICEWAY_DATA_DIR` | `data_dir` | `./sluiceway-data` |
+//! | `--listen HOST:PORT` | `SLUICEWAY_LISTEN` | `listen` | `127.0.0.1:9292` |
+//! | `--broker-id N` | `SLUICEWAY_BROKER_ID` | `broker_id` | `0` |
+//! | `--advertised-address HOST:PORT` | `SLUICEWAY_ADVERTISED_ADDRESS` | `advertised_address` | the bound address |
+//! | `--metrics-listen HOST:PORT` | `SLUICEWAY_METRICS_LISTEN` | `metrics_listen` | off |
+//! | `--log FILTER` | `SLUICEWAY_LOG` | `log` | `info` |
+//! | `--retention-check-interval-ms N` | `SLUICEWAY_RETENTION_CHECK_INTERVAL_MS` | `retention_check_interval_ms` | 60000 |
+//! | `--topic-default KEY=VALUE`… | `SLUICEWAY_TOPIC_DEFAULTS` (comma-separated) | `[topic_defaults]` table | none |
+//! | `--config FILE` | `SLUICEWAY_CONFIG` | — | none |
+//!
+//! `topic_defaults` are topic configuration keys (Kafka names, see `sluiceway_core::topic`) that
+//! apply to every topic that does not override them, e.g. `flush.policy = "interval"`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Deserialize;
+use sluiceway_core::registry::BrokerId;
+use sluiceway_core::topic::{TopicConfig, parse_key_value};
+use sluiceway_core::{Error, Result};
+
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:9292";
+pub const DATA_DIR_DEFAULT: &str = "./sluiceway-data";
+
+/// `sluiceway broker` flags. Every value is optional here so that the merge can tell "given" from
+/// "defaulted".
+#[derive(Args, Debug, Clone, Default)]
+pub struct BrokerArgs {
+    /// Directory holding the partition logs and the embedded registry's state.
+    #[arg(long, env = "SLUICEWAY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the gRPC server binds, HOST:PORT (port 0 picks a free port; the chosen address is
+    /// printed as `listening on HOST:PORT`).
+    #[arg(long, env = "SLUICEWAY_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// This broker's id, unique in the cluster.
+    #[arg(long, env = "SLUICEWAY_BROKER_ID", value_name = "N")]
+    pub broker_id: Option<u32>,
+    /// Address registered for clients, when it differs from the bound one (e.g. 0.0.0.0).
+    #[arg(long, env = "SLUICEWAY_ADVERTISED_ADDRESS", value_name = "HOST:PORT")]
+    pub advertised_address: Option<String>,
+    /// Serve Prometheus metrics over HTTP on HOST:PORT (off by default).
+    #[arg(long, env = "SLUICEWAY_METRICS_LISTEN", value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `sluiceway_broker=debug`.
+    #[arg(long, env = "SLUICEWAY_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Milliseconds between retention passes.
+    #[arg(long, env = "SLUICEWAY_RETENTION_CHECK_INTERVAL_MS", value_name = "MS")]
+    pub retention_check_interval_ms: Option<u64>,
+    /// A default topic configuration, KEY=VALUE (repeatable), e.g. `flush.policy=interval`.
+    #[arg(long = "topic-default", env = "SLUICEWAY_TOPIC_DEFAULTS", value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub topic_defaults: Vec<String>,
+    /// A TOML file with any of the settings above (flags and environment win over it).
+    #[arg(long, env = "SLUICEWAY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML file's shape; unknown keys are errors.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    broker_id: Option<u32>,
+    advertised_address: Option<String>,
+    metrics_listen: Option<String>,
+    log: Option<String>,
+    retention_check_interval_ms: Option<u64>,
+    #[serde(default)]
+    topic_defaults: BTreeMap<String, toml::Value>,
+}
+
+/// The validated broker configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub broker_id: BrokerId,
+    pub advertised_address: Option<String>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub log: String,
+    pub retention_check_interval_ms: u64,
+    /// Validated: parses as a topic configuration.
+    pub topic_defaults: BTreeMap<String, String>,
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidConfig { key: key.to_owned(), reason: reason.into() }
+}
+
+fn socket_addr(key: &str, v: &str) -> Result<SocketAddr> {
+    v.parse::<SocketAddr>().map_err(|_| invalid(key, format!("{v:?} is not HOST:PORT with a numeric IP address (e.g. 127.0.0.1:9292)")))
+}
+
+impl BrokerConfig {
+    /// Merges flags/environment (`args`) over the TOML file named by `args.config`, then defaults.
+    pub fn load(args: &BrokerArgs) -> Result<BrokerConfig> {
+        let file = match &args.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io("read config file", path, e))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| invalid("--config", format!("{}: {e}", path.display())))?
+            }
+        };
+        let listen = args.listen.clone().or(file.listen).unwrap_or_else(|| LISTEN_DEFAULT.to_owned());
+        let metrics_listen = args.metrics_listen.clone().or(file.metrics_listen);
+        let broker_id = args.broker_id.or(file.broker_id).unwrap_or(0);
+        if broker_id > BrokerId::MAX.0 {
+            return Err(invalid("broker_id", format!("{broker_id} is larger than {}", BrokerId::MAX)));
+        }
+        let retention_check_interval_ms = args
+            .retention_check_interval_ms
+            .or(file.retention_check_interval_ms)
+            .unwrap_or(sluiceway_core::limits::RETENTION_CHECK_INTERVAL_MS_DEFAULT);
+        if retention_check_interval_ms == 0 {
+            return Err(invalid("retention_check_interval_ms", "must be at least 1"));
+        }
+        let mut topic_defaults = BTreeMap::new();
+        for (k, v) in file.topic_defaults {
+            let v = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                other => return Err(invalid(&format!("topic_defaults.{k}"), format!("{other} is neither a string nor an integer"))),
+            };
+            topic_defaults.insert(k, v);
+        }
+        for kv in &args.topic_defaults {
+            let (k, v) = parse_key_value(kv).map_err(|e| invalid("--topic-default", e.to_string()))?;
+            topic_defaults.insert(k, v);
+        }
+        TopicConfig::parse(&topic_defaults, &BTreeMap::new())?;
+        if let Some(a) = args.advertised_address.as_deref().or(file.advertised_address.as_deref())
+            && !a.contains(':')
+        {
+            return Err(invalid("advertised_address", format!("{a:?} is not HOST:PORT")));
+        }
+        Ok(BrokerConfig {
+            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
+            listen: socket_addr("listen", &listen)?,
+            broker_id: BrokerId(broker_id),
+            advertised_address: args.advertised_address.clone().or(file.advertised_address),
+            metrics_listen: metrics_listen.as_deref().map(|m| socket_addr("metrics_listen", m)).transpose()?,
+            log: args.log.clone().or(file.log).unwrap_or_else(|| "info".to_owned()),
+            retention_check_interval_ms,
+            topic_defaults,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\nbroker_id = 7\n[topic_defaults]\n\"retention.ms\" = 1000\n\"flush.policy\" = \"os\"\n",
+        )
+        .unwrap();
+        let args = BrokerArgs { config: Some(file.clone()), listen: Some("127.0.0.1:2".into()), ..BrokerArgs::default() };
+        let c = BrokerConfig::load(&args).unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.broker_id, BrokerId(7));
+        assert_eq!(c.topic_defaults["retention.ms"], "1000");
+
+        std::fs::write(&file, "no_such_key = 1\n").unwrap();
+        let err = BrokerConfig::load(&BrokerArgs { config: Some(file), ..BrokerArgs::default() }).unwrap_err();
+        assert!(err.to_string().contains("no_such_key"), "{err}");
+
+        let err = BrokerConfig::load(&BrokerArgs { listen: Some("nowhere".into()), ..BrokerArgs::default() }).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+        let args = BrokerArgs { topic_defaults: vec!["segment.bytes=1".into()], ..BrokerArgs::default() };
+        assert!(BrokerConfig::load(&args).unwrap_err().to_string().contains("segment.bytes"));
+    }
+}

@@ -1,0 +1,20 @@
+//! The Sluiceway broker and the `sluiceway` command line.
+//!
+//! - [`config`] — flags + `SLUICEWAY_*` environment + TOML file → one validated `BrokerConfig`.
+//! - [`broker`] — the broker's state and request logic (produce, long-poll fetch, list offsets,
+//!   topic administration) over core's `PartitionLog` and `Registry`.
+//! - [`partition`] — one hosted partition and its high-watermark notification.
+//! - [`service`] — the tonic services (Log, Admin, Registry), thin wrappers over [`broker`].
+//! - [`server`] — binding, bounded connections, housekeeping, graceful shutdown.
+//! - [`metrics`] — Prometheus text endpoint.
+//! - [`errors`] — core errors ↔ gRPC statuses and proto codes.
+//! - [`cli`] — the command line.
+
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod errors;
+pub mod metrics;
+pub mod partition;
+pub mod server;
+pub mod service;

@@ -1,0 +1,199 @@
+//! Prometheus metrics: counters and latency histograms kept in atomics, rendered in the text
+//! exposition format (version 0.0.4) by a tiny HTTP/1.1 endpoint (`--metrics-listen`, off by
+//! default). Per-partition gauges (log end offset, high watermark, size) are read from the logs
+//! at scrape time, so they cost nothing between scrapes.
+//!
+//! The endpoint answers `GET /metrics` (and `GET /`) and closes the connection after each answer;
+//! it bounds connections, request size and time with `limits::METRICS_*`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sluiceway_core::limits::{METRICS_CONNECTIONS_MAX, METRICS_REQUEST_BYTES_MAX, METRICS_REQUEST_TIMEOUT_MS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::debug;
+
+use crate::broker::Broker;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS_SECONDS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A latency histogram (cumulative on render).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_SECONDS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = BUCKETS_SECONDS.iter().position(|b| s <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Counters for one request type.
+#[derive(Debug, Default)]
+pub struct RequestMetrics {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub latency: Histogram,
+}
+
+impl RequestMetrics {
+    /// Records one finished request.
+    pub fn record(&self, started: Instant, ok: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency.observe(started.elapsed());
+    }
+}
+
+/// The broker's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub produce: RequestMetrics,
+    pub fetch: RequestMetrics,
+    pub list_offsets: RequestMetrics,
+    pub metadata: RequestMetrics,
+    pub admin: RequestMetrics,
+    pub connections_open: AtomicU64,
+    pub connections_accepted: AtomicU64,
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Renders every metric in the Prometheus text format.
+pub fn render(broker: &Broker) -> String {
+    let m = &broker.metrics;
+    let mut out = String::with_capacity(4096);
+    let kinds: [(&str, &RequestMetrics); 5] = [
+        ("produce", &m.produce),
+        ("fetch", &m.fetch),
+        ("list_offsets", &m.list_offsets),
+        ("metadata", &m.metadata),
+        ("admin", &m.admin),
+    ];
+    out.push_str("# HELP sluiceway_requests_total Requests handled, by type.\n# TYPE sluiceway_requests_total counter\n");
+    for (k, r) in &kinds {
+        let _ = writeln!(out, "sluiceway_requests_total{{request=\"{k}\"}} {}", r.requests.load(Ordering::Relaxed));
+    }
+    out.push_str(
+        "# HELP sluiceway_request_errors_total Requests answered with a request-level error, by type.\n\
+         # TYPE sluiceway_request_errors_total counter\n",
+    );
+    for (k, r) in &kinds {
+        let _ = writeln!(out, "sluiceway_request_errors_total{{request=\"{k}\"}} {}", r.errors.load(Ordering::Relaxed));
+    }
+    out.push_str(
+        "# HELP sluiceway_request_duration_seconds Request latency, by type (fetch includes its long-poll wait).\n\
+         # TYPE sluiceway_request_duration_seconds histogram\n",
+    );
+    for (k, r) in &kinds {
+        let h = &r.latency;
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS_SECONDS.iter().enumerate() {
+            cumulative += h.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "sluiceway_request_duration_seconds_bucket{{request=\"{k}\",le=\"{b}\"}} {cumulative}");
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "sluiceway_request_duration_seconds_bucket{{request=\"{k}\",le=\"+Inf\"}} {count}");
+        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "sluiceway_request_duration_seconds_sum{{request=\"{k}\"}} {sum}");
+        let _ = writeln!(out, "sluiceway_request_duration_seconds_count{{request=\"{k}\"}} {count}");
+    }
+    let _ = write!(
+        out,
+        "# HELP sluiceway_connections_open Client connections open now.\n# TYPE sluiceway_connections_open gauge\n\
+         sluiceway_connections_open {}\n\
+         # HELP sluiceway_connections_accepted_total Client connections accepted.\n# TYPE sluiceway_connections_accepted_total counter\n\
+         sluiceway_connections_accepted_total {}\n",
+        m.connections_open.load(Ordering::Relaxed),
+        m.connections_accepted.load(Ordering::Relaxed)
+    );
+    let topics = broker.hosted_topics();
+    let gauges: [(&str, &str, &str); 7] = [
+        ("sluiceway_partition_log_end_offset", "gauge", "The offset the next appended message gets."),
+        ("sluiceway_partition_high_watermark", "gauge", "Consumers see offsets below it."),
+        ("sluiceway_partition_log_start_offset", "gauge", "The first offset still in the log."),
+        ("sluiceway_partition_size_bytes", "gauge", "Bytes of log segments on disk."),
+        ("sluiceway_partition_produced_messages_total", "counter", "Messages appended since the broker started."),
+        ("sluiceway_partition_produced_bytes_total", "counter", "Message-set bytes appended since the broker started."),
+        ("sluiceway_partition_fetched_bytes_total", "counter", "Message-set bytes returned to fetches since the broker started."),
+    ];
+    for (name, kind, help) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (topic, t) in &topics {
+            for p in &t.partitions {
+                let v = match name {
+                    "sluiceway_partition_log_end_offset" => p.log.log_end_offset().0,
+                    "sluiceway_partition_high_watermark" => p.log.high_watermark().0,
+                    "sluiceway_partition_log_start_offset" => p.log.log_start_offset().0,
+                    "sluiceway_partition_size_bytes" => p.log.size_bytes(),
+                    "sluiceway_partition_produced_messages_total" => p.produced_messages.load(Ordering::Relaxed),
+                    "sluiceway_partition_produced_bytes_total" => p.produced_bytes.load(Ordering::Relaxed),
+                    _ => p.fetched_bytes.load(Ordering::Relaxed),
+                };
+                let _ = writeln!(out, "{name}{{topic=\"{}\",partition=\"{}\"}} {v}", escape(topic), p.partition);
+            }
+        }
+    }
+    out
+}
+
+/// Serves the metrics endpoint until the task is dropped.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+    let slots = Arc::new(Semaphore::new(METRICS_CONNECTIONS_MAX));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Ok((mut stream, peer)) = listener.accept().await else { continue };
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let r = tokio::time::timeout(Duration::from_millis(METRICS_REQUEST_TIMEOUT_MS), async {
+                let mut buf = Vec::with_capacity(1024);
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut chunk).await?;
+                    if n == 0 || buf.len() + n > METRICS_REQUEST_BYTES_MAX {
+                        return Ok(());
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+                let line = String::from_utf8_lossy(line);
+                let mut parts = line.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let (status, ctype, body) = match (method, path) {
+                    ("GET", "/metrics" | "/") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(&broker)),
+                    ("GET", _) => ("404 Not Found", "text/plain", "not found; try /metrics\n".to_owned()),
+                    _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_owned()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(body.as_bytes()).await?;
+                stream.shutdown().await
+            })
+            .await;
+            if let Ok(Err(e)) = r {
+                debug!(%peer, error = %e, "metrics connection failed");
+            }
+        });
+    }
+}

@@ -1,0 +1,275 @@
+//! Running a broker: bind, serve gRPC with bounded connections, housekeeping tasks, metrics, and
+//! a graceful shutdown on SIGTERM / SIGINT.
+//!
+//! Shutdown order: stop accepting and tell waiting fetches to answer → let in-flight requests
+//! finish (bounded by `SHUTDOWN_GRACE_MS`; acks=0 appends included) → close every log (flush +
+//! clean-shutdown marker), so the next start needs no recovery.
+//!
+//! Connections: the accept loop takes a slot (`CONNECTIONS_MAX`) before accepting, so excess
+//! connections wait in the kernel's backlog; a connection must send its first bytes within
+//! `CONNECTION_FIRST_BYTES_TIMEOUT_MS` or it is closed, so idle sockets cannot hold slots.
+
+use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use sluiceway_core::limits::{
+    CONNECTION_FIRST_BYTES_TIMEOUT_MS, CONNECTIONS_MAX, LOG_TICK_INTERVAL_MS, REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX,
+    SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX,
+};
+use sluiceway_core::{Error, Result};
+use sluiceway_proto::v1;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tracing::{debug, error, info, warn};
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::metrics;
+use crate::service::Service;
+
+/// An accepted connection holding its connection slot until dropped.
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    broker: Arc<Broker>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.broker.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Connected for Conn {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Accepts connections (bounded) and hands those that speak within the timeout to the server.
+async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, tx: mpsc::Sender<std::io::Result<Conn>>) {
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let mut shutdown = broker_shutdown(&broker);
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        broker.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        broker.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        let conn = Conn { stream, _slot: slot, broker: broker.clone() };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(CONNECTION_FIRST_BYTES_TIMEOUT_MS), conn.stream.peek(&mut probe)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    let _ = tx.send(Ok(conn)).await;
+                }
+                Ok(Ok(_)) => debug!(%peer, "connection closed before sending anything"),
+                Ok(Err(e)) => debug!(%peer, error = %e, "connection failed before sending anything"),
+                Err(_) => debug!(%peer, "connection sent nothing in time; closing it"),
+            }
+        });
+    }
+}
+
+fn broker_shutdown(broker: &Broker) -> tokio::sync::watch::Receiver<bool> {
+    broker.shutdown_receiver()
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("interrupted: shutting down");
+    }
+}
+
+/// Runs a broker until SIGTERM / SIGINT. Prints `listening on HOST:PORT` to stdout once serving.
+pub async fn run(config: BrokerConfig) -> Result<()> {
+    let listen = config.listen;
+    let metrics_listen = config.metrics_listen;
+    let retention_interval = Duration::from_millis(config.retention_check_interval_ms);
+    let broker = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Broker::open(config))
+            .await
+            .map_err(|e| Error::InvalidRequest(format!("opening the broker failed: {e}")))??
+    };
+    let broker = Arc::new(broker);
+    let listener = TcpListener::bind(listen).await.map_err(|e| Error::io("bind", listen.to_string(), e))?;
+    let bound = listener.local_addr().map_err(|e| Error::io("local address of", listen.to_string(), e))?;
+    let advertised = config.advertised_address.clone().unwrap_or_else(|| bound.to_string());
+    {
+        let (b, a) = (broker.clone(), advertised.clone());
+        tokio::task::spawn_blocking(move || b.registry.register_broker(b.config.broker_id, &a))
+            .await
+            .map_err(|e| Error::InvalidRequest(format!("registering failed: {e}")))??;
+    }
+
+    let mut background = Vec::new();
+    if let Some(addr) = metrics_listen {
+        let l = TcpListener::bind(addr).await.map_err(|e| Error::io("bind metrics", addr.to_string(), e))?;
+        let local = l.local_addr().map_err(|e| Error::io("local address of", addr.to_string(), e))?;
+        info!(address = %local, "metrics endpoint listening");
+        println!("metrics on {local}");
+        background.push(tokio::spawn(metrics::serve(l, broker.clone())));
+    }
+    {
+        let b = broker.clone();
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(LOG_TICK_INTERVAL_MS));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut retention = tokio::time::interval(retention_interval);
+            retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let b = b.clone();
+                        let _ = tokio::task::spawn_blocking(move || b.tick_all()).await;
+                    }
+                    _ = retention.tick() => {
+                        let b = b.clone();
+                        let _ = tokio::task::spawn_blocking(move || b.enforce_retention_all()).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    let (tx, rx) = mpsc::channel(64);
+    background.push(tokio::spawn(accept_loop(listener, broker.clone(), tx)));
+    let service = Service { broker: broker.clone() };
+    let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        .add_service(
+            v1::log_server::LogServer::new(service.clone())
+                .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
+        )
+        .add_service(
+            v1::admin_server::AdminServer::new(service.clone())
+                .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
+        )
+        .add_service(
+            v1::registry_server::RegistryServer::new(service)
+                .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
+        );
+
+    info!(address = %bound, advertised = %advertised, broker_id = %broker.config.broker_id,
+        data_dir = %broker.config.data_dir.display(), "broker serving");
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {bound}");
+        let _ = out.flush();
+    }
+
+    let b = broker.clone();
+    let signal = async move {
+        wait_for_signal().await;
+        b.begin_shutdown();
+    };
+    let serve = server.serve_with_incoming_shutdown(ReceiverStream::new(rx), signal);
+    tokio::pin!(serve);
+    let mut shutdown = broker.shutdown_receiver();
+    let served = tokio::select! {
+        r = &mut serve => Some(r),
+        _ = shutdown.changed() => None,
+    };
+    let served = match served {
+        Some(r) => r,
+        // The signal arrived: in-flight requests get a bounded grace period.
+        None => match tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), &mut serve).await {
+            Ok(r) => r,
+            Err(_) => {
+                warn!("in-flight requests did not finish within the grace period");
+                Ok(())
+            }
+        },
+    };
+    if let Err(e) = served {
+        error!(error = %e, "the gRPC server failed");
+    }
+    broker.begin_shutdown();
+    if !broker.drain(Duration::from_millis(SHUTDOWN_GRACE_MS)).await {
+        warn!("background appends did not finish within the grace period");
+    }
+    for t in background {
+        t.abort();
+    }
+    let b = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || b.close_all()).await;
+    info!("broker stopped; logs closed cleanly");
+    Ok(())
+}
