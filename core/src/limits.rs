@@ -166,3 +166,11 @@ pub const GROUP_MEMBERS_MAX: usize = 1000;
 pub const GROUP_SESSION_TIMEOUT_MS_MIN: u64 = 500;
 pub const GROUP_SESSION_TIMEOUT_MS_MAX: u64 = 30 * 60 * 1000;
 const _: () = assert!(GROUP_SESSION_TIMEOUT_MS_MIN < GROUP_SESSION_TIMEOUT_MS_MAX);
+/// Most offsets one group commit may carry.
+pub const GROUP_COMMIT_OFFSETS_MAX: usize = 10_000;
+/// Largest `metadata` string attached to one committed offset (Kafka's
+/// `offset.metadata.max.bytes` default).
+pub const GROUP_METADATA_BYTES_MAX: usize = 4096;
+/// Default partition count of `__consumer_offsets` (Kafka uses 50; a Sluiceway broker is often
+/// alone and each partition is a directory of files, so fewer).
+pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: u32 = 4;

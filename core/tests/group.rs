@@ -258,3 +258,73 @@ fn bad_joins_are_refused_with_their_codes() {
     rr.assignor = Assignor::RoundRobin;
     assert_eq!(g.join(1, rr), Err(ErrorCode::InconsistentGroupProtocol));
 }
+
+mod offsets {
+    use std::sync::Arc;
+
+    use sluiceway_core::group::offsets::{decode_key, decode_value, encode_key, encode_value, partition_for_group};
+    use sluiceway_core::group::{GroupOffsetStore, OffsetCommit, TopicPartition};
+    use sluiceway_core::storage::{LogConfig, SystemClock};
+    use sluiceway_core::{Offset, TimestampMs};
+
+    fn commit(offset: u64, metadata: &str) -> OffsetCommit {
+        OffsetCommit { offset: Offset(offset), metadata: metadata.to_owned(), commit_timestamp: TimestampMs(1_700_000_000_000) }
+    }
+
+    fn open(dir: &std::path::Path) -> GroupOffsetStore {
+        GroupOffsetStore::open(dir, 3, LogConfig::default(), Arc::new(SystemClock)).unwrap()
+    }
+
+    #[test]
+    fn records_use_kafkas_offset_commit_schema() {
+        let key = encode_key("g", &TopicPartition::new("t", 7));
+        // version 1 · "g" · "t" · partition 7
+        assert_eq!(key, [0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 7]);
+        let value = encode_value(&OffsetCommit { offset: Offset(258), metadata: "m".into(), commit_timestamp: TimestampMs(5) });
+        let mut want = vec![0, 1];
+        want.extend_from_slice(&258i64.to_be_bytes());
+        want.extend_from_slice(&[0, 1, b'm']);
+        want.extend_from_slice(&5i64.to_be_bytes());
+        want.extend_from_slice(&(-1i64).to_be_bytes());
+        assert_eq!(value, want);
+        assert_eq!(decode_key(&key).unwrap(), Some(("g".to_string(), TopicPartition::new("t", 7))));
+        assert_eq!(decode_value(&value).unwrap().offset, Offset(258));
+        // Kafka's group-metadata records (key version 2) are skipped, not errors.
+        assert_eq!(decode_key(&[0, 2, 0, 1, b'g']).unwrap(), None);
+        // Truncated records are errors, never panics.
+        for cut in 0..key.len() - 1 {
+            let _ = decode_key(&key[..cut]);
+        }
+        for cut in 0..value.len() {
+            assert!(decode_value(&value[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn commits_survive_a_restart_and_tombstones_delete() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let store = open(tmp.path());
+            store.commit("g1", &[(TopicPartition::new("a", 0), commit(10, "")), (TopicPartition::new("a", 1), commit(20, "x"))]).unwrap();
+            store.commit("g1", &[(TopicPartition::new("a", 0), commit(15, ""))]).unwrap();
+            store.commit("g2", &[(TopicPartition::new("b", 0), commit(1, ""))]).unwrap();
+            store.close().unwrap();
+        }
+        {
+            let store = open(tmp.path());
+            let g1 = store.fetch("g1", None);
+            assert_eq!(g1[&TopicPartition::new("a", 0)].offset, Offset(15), "the later commit wins on replay");
+            assert_eq!(g1[&TopicPartition::new("a", 1)], commit(20, "x"));
+            assert_eq!(store.groups(), vec!["g1".to_string(), "g2".to_string()]);
+            assert_eq!(store.fetch("g1", Some(&[TopicPartition::new("a", 1)])).len(), 1);
+            store.forget_topic("a").unwrap();
+            assert!(store.fetch("g1", None).is_empty());
+            // Not closed cleanly this time: replay after recovery must give the same answer.
+        }
+        let store = open(tmp.path());
+        assert!(store.fetch("g1", None).is_empty(), "tombstones replay too");
+        assert_eq!(store.fetch("g2", None)[&TopicPartition::new("b", 0)].offset, Offset(1));
+        assert_eq!(partition_for_group("g1", 3), partition_for_group("g1", 3));
+        assert!(store.commit("", &[(TopicPartition::new("a", 0), commit(1, ""))]).is_err());
+    }
+}

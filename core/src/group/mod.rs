@@ -5,6 +5,7 @@
 //!   [`Coordinator::leave`], [`Coordinator::tick`]), [`Action`]s out. No clock, socket or file
 //!   inside: the broker feeds it time and performs the actions, so tests drive it exactly.
 //! - [`assignor`] — the range and round-robin partition assignors.
+//! - [`offsets`] — committed group offsets in the internal `__consumer_offsets` topic.
 //!
 //! The protocol is Kafka's eager rebalance with the assignment computed by the coordinator
 //! (Kafka lets the group leader compute it; Sluiceway's clients are all one core, so the broker
@@ -25,6 +26,8 @@
 
 pub mod assignor;
 mod coordinator;
+pub mod offsets;
 
 pub use assignor::Assignor;
+pub use offsets::{GroupOffsetStore, OFFSETS_TOPIC, OffsetCommit};
 pub use coordinator::{Action, Coordinator, GroupConfig, GroupState, JoinRequest, MemberDescription, TopicPartition};

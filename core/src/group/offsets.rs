@@ -1,0 +1,346 @@
+//! Group offsets: the internal `__consumer_offsets` topic, as Kafka ≥ 0.9 keeps it.
+//!
+//! Group progress must survive a partition moving to a member on another machine, so a group's
+//! commits go to the broker as well as to the consumer's local store. Each commit request is
+//! **one message set** appended to partition `partition_for_group(group)` of
+//! `__consumer_offsets` — all of its offsets become durable together or not at all — and the
+//! in-memory map is updated only after the append returned (so it never shows an offset the log
+//! could lose). On start the store replays every partition from its log start.
+//!
+//! Records use Kafka's own offset-commit schemas, byte for byte (big-endian; a string is an
+//! `i16` length then UTF-8 bytes):
+//!
+//! ```text
+//! key   (version 1) = version i16 = 1 · group string · topic string · partition i32
+//! value (version 1) = version i16 = 1 · offset i64 · metadata string · commit_timestamp i64
+//!                     · expire_timestamp i64 (-1: none)
+//! ```
+//! A null value (tombstone) deletes the key (used when a topic is deleted).
+//!
+//! The logs of this topic must not be subject to time or size retention (it would drop live
+//! commits); `GroupOffsetStore::open` forces both off.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::TopicPartition;
+use crate::error::{Error, Result};
+use crate::format::{self, Compression, MAGIC_V1, MessageSetBuilder};
+use crate::limits::{GROUP_COMMIT_OFFSETS_MAX, GROUP_METADATA_BYTES_MAX, MESSAGE_SET_BYTES_MAX};
+use crate::partitioner::murmur2;
+use crate::storage::{Clock, LogConfig, PartitionLog};
+use crate::types::{Offset, TimestampMs};
+
+/// The internal topic's name (Kafka's).
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+const KEY_VERSION: i16 = 1;
+const VALUE_VERSION: i16 = 1;
+
+/// One committed position: the offset of the next message the group will read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetCommit {
+    pub offset: Offset,
+    /// Free-form text the committer attaches (Kafka's `metadata`).
+    pub metadata: String,
+    pub commit_timestamp: TimestampMs,
+}
+
+/// The partition of `__consumer_offsets` that holds `group`'s commits (and, in a cluster, whose
+/// leader coordinates the group).
+pub fn partition_for_group(group: &str, partitions: u32) -> u32 {
+    assert!(partitions > 0, "the offsets topic has at least one partition");
+    ((murmur2(group.as_bytes()) & 0x7fff_ffff) as u32) % partitions
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as i16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Kafka's offset-commit key, version 1.
+pub fn encode_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + 2 + group.len() + 2 + tp.topic.len() + 4);
+    out.extend_from_slice(&KEY_VERSION.to_be_bytes());
+    put_str(&mut out, group);
+    put_str(&mut out, &tp.topic);
+    out.extend_from_slice(&(tp.partition as i32).to_be_bytes());
+    out
+}
+
+/// Kafka's offset-commit value, version 1 (no expiry).
+pub fn encode_value(commit: &OffsetCommit) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + 8 + 2 + commit.metadata.len() + 16);
+    out.extend_from_slice(&VALUE_VERSION.to_be_bytes());
+    out.extend_from_slice(&(commit.offset.0 as i64).to_be_bytes());
+    put_str(&mut out, &commit.metadata);
+    out.extend_from_slice(&commit.commit_timestamp.0.to_be_bytes());
+    out.extend_from_slice(&(-1i64).to_be_bytes());
+    out
+}
+
+/// A bounds-checked reader over a record's bytes.
+struct Reader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.buf.len() < n {
+            return Err(Error::corrupt(0, format!("{} record cut short", self.what)));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn i16(&mut self) -> Result<i16> {
+        let b = self.take(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self) -> Result<i32> {
+        let b = self.take(4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn i64(&mut self) -> Result<i64> {
+        let mut a = [0; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(i64::from_be_bytes(a))
+    }
+
+    fn string(&mut self) -> Result<String> {
+        let len = self.i16()?;
+        if len < 0 {
+            return Err(Error::corrupt(0, format!("{} record has a negative string length", self.what)));
+        }
+        let bytes = self.take(len as usize)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| Error::corrupt(0, format!("{} record has a non-UTF-8 string", self.what)))
+    }
+}
+
+/// Decodes a key; `Ok(None)` for key versions this store does not use (Kafka's group-metadata
+/// records, version 2), which replay skips.
+pub fn decode_key(key: &[u8]) -> Result<Option<(String, TopicPartition)>> {
+    let mut r = Reader { buf: key, what: "offset-commit key" };
+    match r.i16()? {
+        0 | 1 => {}
+        _ => return Ok(None),
+    }
+    let group = r.string()?;
+    let topic = r.string()?;
+    let partition = r.i32()?;
+    if partition < 0 {
+        return Err(Error::corrupt(0, "offset-commit key has a negative partition"));
+    }
+    Ok(Some((group, TopicPartition::new(topic, partition as u32))))
+}
+
+/// Decodes a value (versions 0 and 1 of Kafka's schema).
+pub fn decode_value(value: &[u8]) -> Result<OffsetCommit> {
+    let mut r = Reader { buf: value, what: "offset-commit value" };
+    let version = r.i16()?;
+    if !(0..=1).contains(&version) {
+        return Err(Error::corrupt(0, format!("offset-commit value version {version} is not supported")));
+    }
+    let offset = r.i64()?;
+    if offset < 0 {
+        return Err(Error::corrupt(0, "offset-commit value has a negative offset"));
+    }
+    let metadata = r.string()?;
+    let commit_timestamp = TimestampMs(r.i64()?);
+    if version == 1 {
+        r.i64()?; // expire_timestamp: Sluiceway does not expire commits.
+    }
+    Ok(OffsetCommit { offset: Offset(offset as u64), metadata, commit_timestamp })
+}
+
+type GroupMap = BTreeMap<String, BTreeMap<TopicPartition, OffsetCommit>>;
+
+/// The committed offsets of every group, backed by the `__consumer_offsets` partition logs.
+#[derive(Debug)]
+pub struct GroupOffsetStore {
+    /// One entry per partition of the offsets topic: its log and the map replayed from it.
+    partitions: Vec<(PartitionLog, Mutex<GroupMap>)>,
+}
+
+impl GroupOffsetStore {
+    /// Opens (creating) `partitions` logs `__consumer_offsets-N` under `data_dir` and replays
+    /// them. Retention is forced off, whatever `config` says.
+    pub fn open(data_dir: &Path, partitions: u32, mut config: LogConfig, clock: Arc<dyn Clock>) -> Result<GroupOffsetStore> {
+        if partitions == 0 {
+            return Err(Error::InvalidConfig { key: "offsets.topic.num.partitions".into(), reason: "must be at least 1".into() });
+        }
+        config.retention_ms = None;
+        config.retention_bytes = None;
+        let mut out = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let log = PartitionLog::open(data_dir.join(PartitionLog::dir_name(OFFSETS_TOPIC, p)), config.clone(), clock.clone())?;
+            let map = replay(&log)?;
+            // Everything in this log was written by a completed commit of this broker.
+            log.set_high_watermark(log.log_end_offset());
+            out.push((log, Mutex::new(map)));
+        }
+        Ok(GroupOffsetStore { partitions: out })
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    fn slot(&self, group: &str) -> &(PartitionLog, Mutex<GroupMap>) {
+        &self.partitions[partition_for_group(group, self.partition_count()) as usize]
+    }
+
+    /// Durably records `offsets` for `group` as one message set; all or nothing.
+    pub fn commit(&self, group: &str, offsets: &[(TopicPartition, OffsetCommit)]) -> Result<()> {
+        if group.is_empty() {
+            return Err(Error::InvalidRequest("a group id must not be empty".into()));
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        if offsets.len() > GROUP_COMMIT_OFFSETS_MAX {
+            return Err(Error::InvalidRequest(format!(
+                "{} offsets in one commit exceeds the limit of {GROUP_COMMIT_OFFSETS_MAX}",
+                offsets.len()
+            )));
+        }
+        let mut builder = MessageSetBuilder::new(MAGIC_V1, Compression::None);
+        for (tp, commit) in offsets {
+            if commit.metadata.len() > GROUP_METADATA_BYTES_MAX {
+                return Err(Error::InvalidRequest(format!(
+                    "commit metadata for {}-{} is {} bytes, over the limit of {GROUP_METADATA_BYTES_MAX}",
+                    tp.topic,
+                    tp.partition,
+                    commit.metadata.len()
+                )));
+            }
+            builder.push(commit.commit_timestamp, Some(&encode_key(group, tp)), Some(&encode_value(commit)));
+        }
+        if builder.size_bytes() > MESSAGE_SET_BYTES_MAX as usize {
+            return Err(Error::RecordListTooLarge { size: builder.size_bytes() as u64, max: u64::from(MESSAGE_SET_BYTES_MAX) });
+        }
+        let mut set = builder.finish()?;
+        let (log, map) = self.slot(group);
+        // The map lock is held across the append so two commits of one group apply to the map in
+        // the order they reached the log.
+        let mut map = map.lock();
+        let info = log.append(&mut set)?;
+        log.set_high_watermark(info.last_offset.next());
+        let entry = map.entry(group.to_owned()).or_default();
+        for (tp, commit) in offsets {
+            entry.insert(tp.clone(), commit.clone());
+        }
+        Ok(())
+    }
+
+    /// The committed offsets of `group`, for `only` the given partitions if set.
+    pub fn fetch(&self, group: &str, only: Option<&[TopicPartition]>) -> BTreeMap<TopicPartition, OffsetCommit> {
+        let (_, map) = self.slot(group);
+        let map = map.lock();
+        let Some(all) = map.get(group) else { return BTreeMap::new() };
+        match only {
+            None => all.clone(),
+            Some(tps) => tps.iter().filter_map(|tp| all.get(tp).map(|c| (tp.clone(), c.clone()))).collect(),
+        }
+    }
+
+    /// Every group with at least one committed offset.
+    pub fn groups(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.partitions.iter().flat_map(|(_, m)| m.lock().keys().cloned().collect::<Vec<_>>()).collect();
+        out.sort();
+        out
+    }
+
+    /// Writes tombstones for every commit on `topic` (the topic was deleted).
+    pub fn forget_topic(&self, topic: &str) -> Result<()> {
+        for (log, map) in &self.partitions {
+            let mut map = map.lock();
+            let mut builder = MessageSetBuilder::new(MAGIC_V1, Compression::None);
+            for (group, commits) in map.iter() {
+                for tp in commits.keys().filter(|tp| tp.topic == topic) {
+                    builder.push(TimestampMs::NONE, Some(&encode_key(group, tp)), None);
+                }
+            }
+            if builder.is_empty() {
+                continue;
+            }
+            let mut set = builder.finish()?;
+            let info = log.append(&mut set)?;
+            log.set_high_watermark(info.last_offset.next());
+            for commits in map.values_mut() {
+                commits.retain(|tp, _| tp.topic != topic);
+            }
+            map.retain(|_, commits| !commits.is_empty());
+        }
+        Ok(())
+    }
+
+    /// Flush and close every log (clean shutdown).
+    pub fn close(&self) -> Result<()> {
+        for (log, _) in &self.partitions {
+            log.close()?;
+        }
+        Ok(())
+    }
+
+    /// Periodic work: the logs' flush and roll timers.
+    pub fn tick(&self) -> Result<()> {
+        for (log, _) in &self.partitions {
+            log.tick()?;
+        }
+        Ok(())
+    }
+}
+
+/// Rebuilds the map from a log, oldest first, so the last commit of each key wins.
+fn replay(log: &PartitionLog) -> Result<GroupMap> {
+    let mut map = GroupMap::new();
+    let mut next = log.log_start_offset();
+    let end = log.log_end_offset();
+    let mut scratch = Vec::new();
+    while next < end {
+        let read = log.read(next, MESSAGE_SET_BYTES_MAX, end)?;
+        if read.bytes.is_empty() {
+            break;
+        }
+        let mut failure = None;
+        format::for_each_record(&read.bytes, &mut scratch, |record| {
+            next = record.offset.next();
+            if failure.is_some() {
+                return;
+            }
+            let Some(key) = record.key else { return };
+            match decode_key(key) {
+                Ok(Some((group, tp))) => match record.value {
+                    None => {
+                        if let Some(commits) = map.get_mut(&group) {
+                            commits.remove(&tp);
+                            if commits.is_empty() {
+                                map.remove(&group);
+                            }
+                        }
+                    }
+                    Some(value) => match decode_value(value) {
+                        Ok(commit) => {
+                            map.entry(group).or_default().insert(tp, commit);
+                        }
+                        Err(e) => failure = Some(e),
+                    },
+                },
+                Ok(None) => {}
+                Err(e) => failure = Some(e),
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(Error::InvalidRequest(format!("{OFFSETS_TOPIC} in {} holds an unreadable record: {e}", log.dir().display())));
+        }
+    }
+    Ok(map)
+}
