@@ -488,6 +488,39 @@ fn flipped_bit_mid_segment_is_an_error_naming_segment_and_position() {
 }
 
 #[test]
+fn damaged_last_entry_of_a_sealed_segment_is_an_error_when_later_segments_hold_data() {
+    let f = crashed_log();
+    let logs = f.files("log");
+    let g = f.copy();
+    fs::remove_file(g.dir.join("checkpoint")).unwrap();
+    let path = g.dir.join(logs[0].file_name().unwrap());
+    let (pos, _, len) = *entries_of(&path).last().unwrap();
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len((pos + len - 1) as u64).unwrap();
+    match g.try_open() {
+        Err(Error::CorruptSegment { path: p, position, .. }) => assert_eq!((p, position.0 as usize), (path, pos)),
+        other => panic!("{:?}", other.map(|l| l.log_end_offset())),
+    }
+}
+
+#[test]
+fn a_segment_that_does_not_follow_its_predecessor_is_an_error() {
+    let f = crashed_log();
+    let logs = f.files("log");
+    let g = f.copy();
+    fs::remove_file(g.dir.join("checkpoint")).unwrap();
+    // Drop the whole second segment: the third no longer follows the first.
+    for suffix in ["log", "index", "timeindex"] {
+        fs::remove_file(g.dir.join(logs[1].file_name().unwrap()).with_extension(suffix)).unwrap();
+    }
+    match g.try_open() {
+        Err(Error::CorruptSegment { path, position, .. }) => {
+            assert_eq!((path.file_name(), position.0), (logs[2].file_name(), 0));
+        }
+        other => panic!("{:?}", other.map(|l| l.log_end_offset())),
+    }
+}
+
+#[test]
 fn torn_segment_with_only_garbage_after_is_truncated_and_later_segments_removed() {
     let f = crashed_log();
     let logs = f.files("log");
@@ -520,7 +553,8 @@ fn lost_or_garbage_indexes_are_rebuilt() {
     drop(log);
     let indexes = f.files("index");
     let time_indexes = f.files("timeindex");
-    let cases: Vec<Box<dyn Fn(&Fixture)>> = vec![
+    type Damage<'a> = Box<dyn Fn(&Fixture) + 'a>;
+    let cases: Vec<Damage<'_>> = vec![
         Box::new(|g| fs::remove_file(g.dir.join(indexes[1].file_name().unwrap())).unwrap()),
         Box::new(|g| fs::remove_file(g.dir.join(time_indexes[2].file_name().unwrap())).unwrap()),
         Box::new(|g| fs::remove_file(g.dir.join(indexes.last().unwrap().file_name().unwrap())).unwrap()),
