@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluiceway_core::format::{Compression, MAGIC_V1, MessageSetBuilder, for_each_record};
-use sluiceway_core::limits::{CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, FETCH_WAIT_MS_MAX, REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX};
+use sluiceway_core::limits::{CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, FETCH_WAIT_MS_MAX, RESPONSE_BYTES_MAX};
 use sluiceway_core::partitioner::Partitioner;
 use sluiceway_core::topic::parse_key_value;
 use sluiceway_core::{Error, ErrorCode, Result, TimestampMs};
@@ -201,11 +201,13 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
         let channel = endpoint.connect().await.map_err(|e| unavailable(format!("cannot connect to {address}: {e}")))?;
-        let (req, resp) = (REQUEST_BYTES_MAX as usize, RESPONSE_BYTES_MAX as usize);
+        // No encoding limit on this side: the broker's decoding limit (`REQUEST_BYTES_MAX`) decides,
+        // and its refusal arrives as a clean status (a client-side limit would reset the stream).
+        let resp = RESPONSE_BYTES_MAX as usize;
         Ok(Client {
-            log: v1::log_client::LogClient::new(channel.clone()).max_decoding_message_size(resp).max_encoding_message_size(req),
-            admin: v1::admin_client::AdminClient::new(channel.clone()).max_decoding_message_size(resp).max_encoding_message_size(req),
-            registry: v1::registry_client::RegistryClient::new(channel).max_decoding_message_size(resp).max_encoding_message_size(req),
+            log: v1::log_client::LogClient::new(channel.clone()).max_decoding_message_size(resp),
+            admin: v1::admin_client::AdminClient::new(channel.clone()).max_decoding_message_size(resp),
+            registry: v1::registry_client::RegistryClient::new(channel).max_decoding_message_size(resp),
         })
     }
 

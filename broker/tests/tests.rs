@@ -1,1 +1,10 @@
+//! The broker's integration tests: one binary (`autotests = false`), modules by area. Every test
+//! runs the real `sluiceway` binary on a free loopback port with a temporary data directory
+//! ([`support::TestBroker`]).
 
+mod support;
+
+mod bad_input;
+mod cli;
+mod durability;
+mod grpc;

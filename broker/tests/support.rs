@@ -1,0 +1,263 @@
+//! Test helpers: a real broker process on loopback, and gRPC shorthands.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sluiceway_broker::cli::Client;
+use sluiceway_broker::errors::from_proto;
+use sluiceway_core::format::{Compression, MAGIC_V1, MessageSetBuilder, for_each_record};
+use sluiceway_core::{ErrorCode, TimestampMs};
+use sluiceway_proto::v1;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sluiceway")
+}
+
+/// A `sluiceway broker` process on 127.0.0.1:0 over `data_dir`; killed on drop.
+#[derive(Debug)]
+pub struct TestBroker {
+    child: Option<Child>,
+    pub addr: String,
+    pub metrics_addr: Option<String>,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl TestBroker {
+    /// Starts a broker over `<root>/data`, logging to `<root>/broker.log`.
+    pub fn start(root: &Path) -> TestBroker {
+        TestBroker::start_with(root, &[])
+    }
+
+    pub fn start_with(root: &Path, extra: &[&str]) -> TestBroker {
+        let data_dir = root.join("data");
+        let log = root.join("broker.log");
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut child = Command::new(bin())
+            .args(["broker", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--listen", "127.0.0.1:0", "--log", "info,sluiceway_broker=debug"])
+            .args(extra)
+            .env_remove("SLUICEWAY_BOOTSTRAP")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("spawn sluiceway broker");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout);
+            loop {
+                let mut line = String::new();
+                match lines.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if tx.send(line.trim_end().to_owned()).is_err() {
+                            // Keep draining so the broker never blocks on a full pipe.
+                            continue;
+                        }
+                    }
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut metrics_addr = None;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("listening on ") {
+                        break a.to_owned();
+                    }
+                    if let Some(a) = line.strip_prefix("metrics on ") {
+                        metrics_addr = Some(a.to_owned());
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the broker did not print its address; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                }
+            }
+        };
+        TestBroker { child: Some(child), addr, metrics_addr, data_dir, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the broker did not stop after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush or close anything.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// A `sluiceway` command pointed at this broker through `SLUICEWAY_BOOTSTRAP`.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env("SLUICEWAY_BOOTSTRAP", &self.addr);
+        c
+    }
+
+    /// Runs the command line with `stdin` as its input.
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = self.cli().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr).await.expect("connect")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// An uncompressed magic-1 set of `values` stamped now.
+pub fn set_of<V: AsRef<[u8]>>(values: &[V]) -> Vec<u8> {
+    let mut b = MessageSetBuilder::new(MAGIC_V1, Compression::None);
+    let ts = TimestampMs(now_ms());
+    for v in values {
+        b.push(ts, None, Some(v.as_ref()));
+    }
+    b.finish().unwrap()
+}
+
+/// A set with explicit timestamps.
+pub fn set_with_timestamps(messages: &[(i64, &[u8])]) -> Vec<u8> {
+    let mut b = MessageSetBuilder::new(MAGIC_V1, Compression::None);
+    for (ts, v) in messages {
+        b.push(TimestampMs(*ts), None, Some(v));
+    }
+    b.finish().unwrap()
+}
+
+/// (offset, value) of every record of a fetched set at or after `from`.
+pub fn records(set: &[u8], from: i64) -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut scratch = Vec::new();
+    for_each_record(set, &mut scratch, |r| {
+        if r.offset.0 as i64 >= from {
+            out.push((r.offset.0 as i64, r.value.unwrap_or_default().to_vec()));
+        }
+    })
+    .unwrap();
+    out
+}
+
+pub async fn create_topic(c: &mut Client, name: &str, partitions: u32, configs: &[(&str, &str)]) {
+    c.admin
+        .create_topic(v1::CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            configs: configs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        })
+        .await
+        .unwrap();
+}
+
+pub fn produce_partition(topic: &str, partition: u32, set: Vec<u8>) -> v1::ProducePartition {
+    v1::ProducePartition { topic: topic.into(), partition, message_set: set, leader_epoch: None }
+}
+
+/// Produces one set with acks=1 and returns its result.
+pub async fn produce(c: &mut Client, topic: &str, partition: u32, set: Vec<u8>) -> v1::ProducePartitionResult {
+    let resp = c
+        .log
+        .produce(v1::ProduceRequest { acks: 1, timeout_ms: 0, partitions: vec![produce_partition(topic, partition, set)] })
+        .await
+        .unwrap()
+        .into_inner();
+    resp.results.into_iter().next().unwrap()
+}
+
+pub fn fetch_partition(topic: &str, partition: u32, offset: i64) -> v1::FetchPartition {
+    v1::FetchPartition { topic: topic.into(), partition, fetch_offset: offset, max_bytes: 0, leader_epoch: None }
+}
+
+/// One fetch of one partition without waiting.
+pub async fn fetch_once(c: &mut Client, topic: &str, partition: u32, offset: i64) -> v1::FetchPartitionResult {
+    let resp = c
+        .log
+        .fetch(v1::FetchRequest { max_wait_ms: 0, min_bytes: 1, max_bytes: 0, partitions: vec![fetch_partition(topic, partition, offset)] })
+        .await
+        .unwrap()
+        .into_inner();
+    resp.results.into_iter().next().unwrap()
+}
+
+/// Every record of a partition from `from` up to its high watermark.
+pub async fn fetch_all(c: &mut Client, topic: &str, partition: u32, from: i64) -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let r = fetch_once(c, topic, partition, next).await;
+        assert_eq!(code(r.error_code), ErrorCode::None, "{}", r.error_message);
+        let recs = records(&r.message_set, next);
+        if let Some(last) = recs.last() {
+            next = last.0 + 1;
+        }
+        out.extend(recs);
+        if next >= r.high_watermark {
+            return out;
+        }
+    }
+}
+
+pub fn code(c: i32) -> ErrorCode {
+    from_proto(c)
+}
+
+/// The stable code carried by a request-level status.
+pub fn status_code(s: &tonic::Status) -> ErrorCode {
+    let d = sluiceway_proto::error_detail(s).unwrap_or_else(|| panic!("no ErrorDetail in {s:?}"));
+    from_proto(d.code)
+}
