@@ -20,8 +20,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use sluiceway_core::limits::{
-    FETCH_BYTES_MAX, FETCH_PARTITION_BYTES_DEFAULT, FETCH_RESPONSE_BYTES_DEFAULT, FETCH_WAIT_MS_MAX, IN_FLIGHT_FETCHES_MAX,
-    IN_FLIGHT_REQUESTS_MAX, IN_FLIGHT_WAIT_MS_MAX, MESSAGE_SET_BYTES_MAX, PRODUCE_TIMEOUT_MS_MAX, REQUEST_PARTITIONS_MAX,
+    FETCH_BYTES_MAX, FETCH_PARTITION_BYTES_DEFAULT, FETCH_RESPONSE_BYTES_DEFAULT,
+    FETCH_WAIT_MS_MAX, IN_FLIGHT_FETCHES_MAX, IN_FLIGHT_REQUESTS_MAX, IN_FLIGHT_WAIT_MS_MAX,
+    MESSAGE_SET_BYTES_MAX, PRODUCE_TIMEOUT_MS_MAX, REQUEST_PARTITIONS_MAX,
 };
 use sluiceway_core::registry::{EmbeddedRegistry, NewTopic, Registry, TopicInfo};
 use sluiceway_core::storage::{Clock, PartitionLog, SystemClock};
@@ -65,7 +66,10 @@ fn perr(e: &Error) -> PartitionError {
 }
 
 fn unknown(topic: &str, partition: u32) -> PartitionError {
-    (ErrorCode::UnknownTopicOrPartition, format!("unknown topic or partition {topic}-{partition}"))
+    (
+        ErrorCode::UnknownTopicOrPartition,
+        format!("unknown topic or partition {topic}-{partition}"),
+    )
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -77,7 +81,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 impl Broker {
     /// Opens the registry in the data directory and every partition log it assigns to this broker.
     pub fn open(config: BrokerConfig) -> Result<Broker> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::io("create data directory", &config.data_dir, e))?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| Error::io("create data directory", &config.data_dir, e))?;
         let registry = Arc::new(EmbeddedRegistry::open(&config.data_dir, config.broker_id)?);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let mut topics = HashMap::new();
@@ -101,18 +106,31 @@ impl Broker {
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Every hosted topic, sorted by name.
     pub fn hosted_topics(&self) -> Vec<(String, Arc<Topic>)> {
-        let mut v: Vec<(String, Arc<Topic>)> =
-            self.topics.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut v: Vec<(String, Arc<Topic>)> = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
 
-    fn partition(&self, topic: &str, partition: u32) -> std::result::Result<Arc<Partition>, PartitionError> {
+    fn partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> std::result::Result<Arc<Partition>, PartitionError> {
         self.topic(topic)
             .and_then(|t| t.partitions.get(partition as usize).cloned())
             .filter(|p| !p.is_deleted())
@@ -136,8 +154,14 @@ impl Broker {
     /// Waits (bounded) until no request holds an in-flight slot, acks=0 appends included.
     pub async fn drain(&self, within: Duration) -> bool {
         let all = async {
-            let r = self.requests.acquire_many(IN_FLIGHT_REQUESTS_MAX as u32).await;
-            let f = self.fetches.acquire_many(IN_FLIGHT_FETCHES_MAX as u32).await;
+            let r = self
+                .requests
+                .acquire_many(IN_FLIGHT_REQUESTS_MAX as u32)
+                .await;
+            let f = self
+                .fetches
+                .acquire_many(IN_FLIGHT_FETCHES_MAX as u32)
+                .await;
             drop((r, f));
         };
         tokio::time::timeout(within, all).await.is_ok()
@@ -171,23 +195,43 @@ impl Broker {
             for p in &topic.partitions {
                 match p.log.enforce_retention() {
                     Ok(0) => {}
-                    Ok(n) => info!(topic = %name, partition = p.partition, segments = n, "retention deleted segments"),
-                    Err(e) => warn!(topic = %name, partition = p.partition, error = %e, "retention failed"),
+                    Ok(n) => {
+                        info!(topic = %name, partition = p.partition, segments = n, "retention deleted segments")
+                    }
+                    Err(e) => {
+                        warn!(topic = %name, partition = p.partition, error = %e, "retention failed")
+                    }
                 }
             }
         }
     }
 
-    async fn permit(&self, sem: &Arc<Semaphore>) -> std::result::Result<OwnedSemaphorePermit, tonic::Status> {
+    async fn permit(
+        &self,
+        sem: &Arc<Semaphore>,
+    ) -> std::result::Result<OwnedSemaphorePermit, tonic::Status> {
         if self.is_shutting_down() {
-            return Err(status(ErrorCode::ShuttingDown, "the broker is shutting down"));
+            return Err(status(
+                ErrorCode::ShuttingDown,
+                "the broker is shutting down",
+            ));
         }
-        match tokio::time::timeout(Duration::from_millis(IN_FLIGHT_WAIT_MS_MAX), sem.clone().acquire_owned()).await {
+        match tokio::time::timeout(
+            Duration::from_millis(IN_FLIGHT_WAIT_MS_MAX),
+            sem.clone().acquire_owned(),
+        )
+        .await
+        {
             Ok(Ok(p)) => Ok(p),
-            Ok(Err(_)) => Err(status(ErrorCode::ShuttingDown, "the broker is shutting down")),
+            Ok(Err(_)) => Err(status(
+                ErrorCode::ShuttingDown,
+                "the broker is shutting down",
+            )),
             Err(_) => Err(status(
                 ErrorCode::RequestTimedOut,
-                format!("the broker is at its in-flight request limit; waited {IN_FLIGHT_WAIT_MS_MAX} ms"),
+                format!(
+                    "the broker is at its in-flight request limit; waited {IN_FLIGHT_WAIT_MS_MAX} ms"
+                ),
             )),
         }
     }
@@ -205,7 +249,11 @@ impl Broker {
         let new = NewTopic {
             name: req.name,
             partitions: req.partitions,
-            replication_factor: if req.replication_factor == 0 { 1 } else { req.replication_factor },
+            replication_factor: if req.replication_factor == 0 {
+                1
+            } else {
+                req.replication_factor
+            },
             configs,
         };
         let _admin = self.admin_lock.lock().await;
@@ -215,11 +263,17 @@ impl Broker {
         let (info, topic) = blocking(move || {
             // A directory left by a deletion that crashed half-way must not become this new
             // topic's data: the registry says the topic does not exist, so it is an orphan.
-            for p in 0..new.partitions.min(sluiceway_core::limits::PARTITIONS_PER_TOPIC_MAX) {
-                let dir = broker_config.data_dir.join(PartitionLog::dir_name(&new.name, p));
+            for p in 0..new
+                .partitions
+                .min(sluiceway_core::limits::PARTITIONS_PER_TOPIC_MAX)
+            {
+                let dir = broker_config
+                    .data_dir
+                    .join(PartitionLog::dir_name(&new.name, p));
                 if dir.exists() && registry.topic(&new.name)?.is_none() {
                     warn!(dir = %dir.display(), "removing an orphaned partition directory");
-                    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove orphaned partition directory", &dir, e))?;
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(|e| Error::io("remove orphaned partition directory", &dir, e))?;
                 }
             }
             let info = registry.create_topic(&new)?;
@@ -234,7 +288,10 @@ impl Broker {
         })
         .await?;
         info!(topic = %info.name, partitions = info.partitions.len(), "created topic");
-        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(info.name.clone(), Arc::new(topic));
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(info.name.clone(), Arc::new(topic));
         Ok(info)
     }
 
@@ -243,7 +300,11 @@ impl Broker {
         let registry = self.registry.clone();
         let n = name.to_owned();
         blocking(move || registry.delete_topic(&n)).await?;
-        let removed = self.topics.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        let removed = self
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         if let Some(topic) = removed {
             for p in &topic.partitions {
                 p.mark_deleted();
@@ -255,7 +316,8 @@ impl Broker {
                     // unlinked files readable); appends after this fail and are answered as such.
                     let _ = p.log.close();
                     let dir = p.log.dir().to_path_buf();
-                    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove partition directory", &dir, e))?;
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(|e| Error::io("remove partition directory", &dir, e))?;
                 }
                 Ok(())
             })
@@ -267,18 +329,31 @@ impl Broker {
 
     // ---- Produce ----
 
-    pub async fn produce(&self, req: v1::ProduceRequest) -> std::result::Result<v1::ProduceResponse, tonic::Status> {
+    pub async fn produce(
+        &self,
+        req: v1::ProduceRequest,
+    ) -> std::result::Result<v1::ProduceResponse, tonic::Status> {
         if !matches!(req.acks, -1..=1) {
-            return Err(status(ErrorCode::InvalidRequiredAcks, format!("acks {} is not one of -1 (all), 0, 1", req.acks)));
+            return Err(status(
+                ErrorCode::InvalidRequiredAcks,
+                format!("acks {} is not one of -1 (all), 0, 1", req.acks),
+            ));
         }
         check_partition_count(req.partitions.len())?;
         if req.timeout_ms > PRODUCE_TIMEOUT_MS_MAX {
             return Err(status(
                 ErrorCode::InvalidRequest,
-                format!("timeout_ms {} exceeds the limit of {PRODUCE_TIMEOUT_MS_MAX}", req.timeout_ms),
+                format!(
+                    "timeout_ms {} exceeds the limit of {PRODUCE_TIMEOUT_MS_MAX}",
+                    req.timeout_ms
+                ),
             ));
         }
-        check_duplicates(req.partitions.iter().map(|p| (p.topic.as_str(), p.partition)))?;
+        check_duplicates(
+            req.partitions
+                .iter()
+                .map(|p| (p.topic.as_str(), p.partition)),
+        )?;
         let permit = self.permit(&self.requests).await?;
         let acks = req.acks;
         let mut results = Vec::with_capacity(req.partitions.len());
@@ -293,7 +368,7 @@ impl Broker {
                 log_append_time_ms: -1,
                 log_start_offset: -1,
             };
-            match self.check_produce(&p) {
+            match self.check_produce(&p, acks) {
                 Err((code, message)) => {
                     result.error_code = to_proto(code);
                     result.error_message = message;
@@ -305,8 +380,13 @@ impl Broker {
                         let r = partition.log.append(&mut set);
                         if let Ok(info) = &r {
                             partition.advance_high_watermark(info.last_offset.next());
-                            partition.produced_messages.fetch_add(info.message_count, std::sync::atomic::Ordering::Relaxed);
-                            partition.produced_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                            partition.produced_messages.fetch_add(
+                                info.message_count,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                            partition
+                                .produced_bytes
+                                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
                             debug!(topic = %partition.topic, partition = partition.partition, base_offset = info.base_offset.0,
                                 last_offset = info.last_offset.0, "appended");
                         }
@@ -352,46 +432,93 @@ impl Broker {
         Ok(v1::ProduceResponse { results })
     }
 
-    fn check_produce(&self, p: &v1::ProducePartition) -> std::result::Result<Arc<Partition>, PartitionError> {
+    fn check_produce(
+        &self,
+        p: &v1::ProducePartition,
+        acks: i32,
+    ) -> std::result::Result<Arc<Partition>, PartitionError> {
         let partition = self.partition(&p.topic, p.partition)?;
         check_epoch(&partition, p.leader_epoch)?;
+        if acks == -1 && partition.isr_size < partition.min_insync_replicas {
+            return Err((
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "{} has {} in-sync replica(s), fewer than its min.insync.replicas of {}",
+                    partition.name(),
+                    partition.isr_size,
+                    partition.min_insync_replicas
+                ),
+            ));
+        }
         if p.message_set.len() > MESSAGE_SET_BYTES_MAX as usize {
-            return Err(perr(&Error::RecordListTooLarge { size: p.message_set.len() as u64, max: u64::from(MESSAGE_SET_BYTES_MAX) }));
+            return Err(perr(&Error::RecordListTooLarge {
+                size: p.message_set.len() as u64,
+                max: u64::from(MESSAGE_SET_BYTES_MAX),
+            }));
         }
         if p.message_set.is_empty() {
-            return Err((ErrorCode::InvalidRequest, format!("empty message set for {}", partition.name())));
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!("empty message set for {}", partition.name()),
+            ));
         }
         Ok(partition)
     }
 
     // ---- Fetch ----
 
-    pub async fn fetch(&self, req: v1::FetchRequest) -> std::result::Result<v1::FetchResponse, tonic::Status> {
+    pub async fn fetch(
+        &self,
+        req: v1::FetchRequest,
+    ) -> std::result::Result<v1::FetchResponse, tonic::Status> {
         if req.max_wait_ms > FETCH_WAIT_MS_MAX {
             return Err(status(
                 ErrorCode::InvalidRequest,
-                format!("max_wait_ms {} exceeds the limit of {FETCH_WAIT_MS_MAX} ms", req.max_wait_ms),
+                format!(
+                    "max_wait_ms {} exceeds the limit of {FETCH_WAIT_MS_MAX} ms",
+                    req.max_wait_ms
+                ),
             ));
         }
         check_partition_count(req.partitions.len())?;
-        check_duplicates(req.partitions.iter().map(|p| (p.topic.as_str(), p.partition)))?;
+        check_duplicates(
+            req.partitions
+                .iter()
+                .map(|p| (p.topic.as_str(), p.partition)),
+        )?;
         let _permit = self.permit(&self.fetches).await?;
         let deadline = Instant::now() + Duration::from_millis(u64::from(req.max_wait_ms));
         let min_bytes = u64::from(req.min_bytes.max(1));
-        let response_max = if req.max_bytes == 0 { FETCH_RESPONSE_BYTES_DEFAULT } else { req.max_bytes.min(FETCH_BYTES_MAX) };
+        let response_max = if req.max_bytes == 0 {
+            FETCH_RESPONSE_BYTES_DEFAULT
+        } else {
+            req.max_bytes.min(FETCH_BYTES_MAX)
+        };
         let requests = Arc::new(req.partitions);
         let mut shutdown = self.shutdown.subscribe();
         loop {
             // Subscribe before reading, so an append that lands between the read and the wait
             // still wakes us (no lost wake-up).
-            let resolved: Vec<std::result::Result<Arc<Partition>, PartitionError>> =
-                requests.iter().map(|p| self.partition(&p.topic, p.partition)).collect();
-            let mut receivers: Vec<watch::Receiver<u64>> =
-                resolved.iter().filter_map(|r| r.as_ref().ok()).map(|p| p.subscribe()).collect();
+            let resolved: Vec<std::result::Result<Arc<Partition>, PartitionError>> = requests
+                .iter()
+                .map(|p| self.partition(&p.topic, p.partition))
+                .collect();
+            let mut receivers: Vec<watch::Receiver<u64>> = resolved
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .map(|p| p.subscribe())
+                .collect();
             let reqs = requests.clone();
-            let (results, bytes, failed) = tokio::task::spawn_blocking(move || read_partitions(&reqs, &resolved, response_max))
-                .await
-                .map_err(|e| status(ErrorCode::UnknownServerError, format!("fetch task failed: {e}")))?;
+            let (results, bytes, failed) = tokio::task::spawn_blocking(move || {
+                read_partitions(&reqs, &resolved, response_max)
+            })
+            .await
+            .map_err(|e| {
+                status(
+                    ErrorCode::UnknownServerError,
+                    format!("fetch task failed: {e}"),
+                )
+            })?;
             if bytes >= min_bytes || failed || Instant::now() >= deadline || *shutdown.borrow() {
                 return Ok(v1::FetchResponse { results });
             }
@@ -424,7 +551,10 @@ impl Broker {
 
     // ---- ListOffsets ----
 
-    pub async fn list_offsets(&self, req: v1::ListOffsetsRequest) -> std::result::Result<v1::ListOffsetsResponse, tonic::Status> {
+    pub async fn list_offsets(
+        &self,
+        req: v1::ListOffsetsRequest,
+    ) -> std::result::Result<v1::ListOffsetsResponse, tonic::Status> {
         check_partition_count(req.partitions.len())?;
         let _permit = self.permit(&self.requests).await?;
         let mut results = Vec::with_capacity(req.partitions.len());
@@ -454,22 +584,36 @@ impl Broker {
         Ok(v1::ListOffsetsResponse { results })
     }
 
-    async fn list_offset(&self, p: &v1::ListOffsetsPartition) -> std::result::Result<(i64, Arc<Partition>), PartitionError> {
+    async fn list_offset(
+        &self,
+        p: &v1::ListOffsetsPartition,
+    ) -> std::result::Result<(i64, Arc<Partition>), PartitionError> {
         let partition = self.partition(&p.topic, p.partition)?;
         let spec = v1::OffsetSpec::try_from(p.spec).unwrap_or(v1::OffsetSpec::Unspecified);
         let offset = match spec {
             v1::OffsetSpec::Unspecified => {
-                return Err((ErrorCode::InvalidRequest, format!("offset spec {} is not EARLIEST, LATEST or TIMESTAMP", p.spec)));
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "offset spec {} is not EARLIEST, LATEST or TIMESTAMP",
+                        p.spec
+                    ),
+                ));
             }
             v1::OffsetSpec::Earliest => partition.log.log_start_offset().0 as i64,
             v1::OffsetSpec::Latest => partition.log.high_watermark().0 as i64,
             v1::OffsetSpec::Timestamp => {
                 if p.timestamp_ms < 0 {
-                    return Err((ErrorCode::InvalidTimestamp, format!("timestamp {} is negative", p.timestamp_ms)));
+                    return Err((
+                        ErrorCode::InvalidTimestamp,
+                        format!("timestamp {} is negative", p.timestamp_ms),
+                    ));
                 }
                 let ts = TimestampMs(p.timestamp_ms);
                 let part = partition.clone();
-                let found = blocking(move || part.log.offset_for_timestamp(ts)).await.map_err(|e| perr(&e))?;
+                let found = blocking(move || part.log.offset_for_timestamp(ts))
+                    .await
+                    .map_err(|e| perr(&e))?;
                 // Consumers see nothing at or above the high watermark.
                 match found {
                     Some(o) if o < partition.log.high_watermark() => o.0 as i64,
@@ -491,7 +635,11 @@ impl Broker {
                 .iter()
                 .map(|p| v1::PartitionMetadata {
                     partition: p.partition,
-                    error_code: if p.leader.is_some() { 0 } else { to_proto(ErrorCode::LeaderNotAvailable) },
+                    error_code: if p.leader.is_some() {
+                        0
+                    } else {
+                        to_proto(ErrorCode::LeaderNotAvailable)
+                    },
                     leader_id: p.leader.map_or(-1, |b| b.0 as i32),
                     replicas: p.replicas.iter().map(|b| b.0 as i32).collect(),
                     isr: p.isr.iter().map(|b| b.0 as i32).collect(),
@@ -511,7 +659,12 @@ fn open_topic(config: &BrokerConfig, clock: &Arc<dyn Clock>, info: &TopicInfo) -
     open_topic_with(&config.data_dir, clock, info, topic_config)
 }
 
-fn open_topic_with(data_dir: &Path, clock: &Arc<dyn Clock>, info: &TopicInfo, config: TopicConfig) -> Result<Topic> {
+fn open_topic_with(
+    data_dir: &Path,
+    clock: &Arc<dyn Clock>,
+    info: &TopicInfo,
+    config: TopicConfig,
+) -> Result<Topic> {
     let name: Arc<str> = Arc::from(info.name.as_str());
     let mut partitions = Vec::with_capacity(info.partitions.len());
     for p in &info.partitions {
@@ -520,7 +673,14 @@ fn open_topic_with(data_dir: &Path, clock: &Arc<dyn Clock>, info: &TopicInfo, co
         // A single broker: everything appended is replicated everywhere it needs to be, so the
         // high watermark is the log end (a log recovered after a crash may have a stale one).
         log.set_high_watermark(log.log_end_offset());
-        partitions.push(Arc::new(Partition::new(name.clone(), p.partition, p.leader_epoch, log)));
+        partitions.push(Arc::new(Partition::new(
+            name.clone(),
+            p.partition,
+            p.leader_epoch,
+            p.isr.len() as u32,
+            config.min_insync_replicas,
+            log,
+        )));
     }
     Ok(Topic { config, partitions })
 }
@@ -535,11 +695,16 @@ fn check_partition_count(n: usize) -> std::result::Result<(), tonic::Status> {
     Ok(())
 }
 
-fn check_duplicates<'a>(it: impl Iterator<Item = (&'a str, u32)>) -> std::result::Result<(), tonic::Status> {
+fn check_duplicates<'a>(
+    it: impl Iterator<Item = (&'a str, u32)>,
+) -> std::result::Result<(), tonic::Status> {
     let mut seen = HashSet::new();
     for (t, p) in it {
         if !seen.insert((t, p)) {
-            return Err(status(ErrorCode::InvalidRequest, format!("partition {t}-{p} appears more than once in the request")));
+            return Err(status(
+                ErrorCode::InvalidRequest,
+                format!("partition {t}-{p} appears more than once in the request"),
+            ));
         }
     }
     Ok(())
@@ -550,11 +715,19 @@ fn check_epoch(p: &Partition, epoch: Option<i32>) -> std::result::Result<(), Par
         None => Ok(()),
         Some(e) if e < 0 || (e as u32) < p.leader_epoch => Err((
             ErrorCode::FencedLeaderEpoch,
-            format!("leader epoch {e} of {} is older than the current {}", p.name(), p.leader_epoch),
+            format!(
+                "leader epoch {e} of {} is older than the current {}",
+                p.name(),
+                p.leader_epoch
+            ),
         )),
         Some(e) if e as u32 > p.leader_epoch => Err((
             ErrorCode::UnknownLeaderEpoch,
-            format!("leader epoch {e} of {} is newer than the current {}", p.name(), p.leader_epoch),
+            format!(
+                "leader epoch {e} of {} is newer than the current {}",
+                p.name(),
+                p.leader_epoch
+            ),
         )),
         Some(_) => Ok(()),
     }
@@ -598,15 +771,34 @@ fn read_partitions(
                     ),
                 ));
             }
-            let want = if req.max_bytes == 0 { FETCH_PARTITION_BYTES_DEFAULT } else { req.max_bytes.min(FETCH_BYTES_MAX) };
+            let want = if req.max_bytes == 0 {
+                FETCH_PARTITION_BYTES_DEFAULT
+            } else {
+                req.max_bytes.min(FETCH_BYTES_MAX)
+            };
             let max = want.min(budget);
             if max == 0 && total > 0 {
                 // The response is full: report positions only.
-                return Ok((p.log.high_watermark(), p.log.log_start_offset(), p.log.log_end_offset(), Vec::new(), p));
+                return Ok((
+                    p.log.high_watermark(),
+                    p.log.log_start_offset(),
+                    p.log.log_end_offset(),
+                    Vec::new(),
+                    p,
+                ));
             }
             let hw = p.log.high_watermark();
-            let read = p.log.read(Offset(req.fetch_offset as u64), max.max(1), hw).map_err(|e| perr(&e))?;
-            Ok((read.high_watermark, read.log_start_offset, read.log_end_offset, read.bytes, p))
+            let read = p
+                .log
+                .read(Offset(req.fetch_offset as u64), max.max(1), hw)
+                .map_err(|e| perr(&e))?;
+            Ok((
+                read.high_watermark,
+                read.log_start_offset,
+                read.log_end_offset,
+                read.bytes,
+                p,
+            ))
         });
         match outcome {
             Ok((hw, start, end, bytes, p)) => {
@@ -614,7 +806,8 @@ fn read_partitions(
                 r.log_start_offset = start.0 as i64;
                 r.log_end_offset = end.0 as i64;
                 let n = bytes.len() as u64;
-                p.fetched_bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                p.fetched_bytes
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 total += n;
                 budget = budget.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
                 r.message_set = bytes;

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluiceway_core::format::{Compression, MAGIC_V1, MessageSetBuilder, for_each_record};
-use sluiceway_core::limits::{CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, FETCH_WAIT_MS_MAX, RESPONSE_BYTES_MAX};
+use sluiceway_core::limits::{
+    CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, FETCH_WAIT_MS_MAX, RESPONSE_BYTES_MAX,
+};
 use sluiceway_core::partitioner::Partitioner;
 use sluiceway_core::topic::parse_key_value;
 use sluiceway_core::{Error, ErrorCode, Result, TimestampMs};
@@ -23,7 +25,11 @@ use crate::config::{BrokerArgs, BrokerConfig};
 use crate::errors::{error_from_status, from_proto};
 
 #[derive(Parser, Debug)]
-#[command(name = "sluiceway", version, about = "Sluiceway: a persistent, partitioned, replicated message log")]
+#[command(
+    name = "sluiceway",
+    version,
+    about = "Sluiceway: a persistent, partitioned, replicated message log"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,7 +53,12 @@ enum Command {
 #[derive(Args, Debug, Clone)]
 struct Bootstrap {
     /// A broker to talk to, HOST:PORT.
-    #[arg(long, env = "SLUICEWAY_BOOTSTRAP", default_value = "127.0.0.1:9292", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "SLUICEWAY_BOOTSTRAP",
+        default_value = "127.0.0.1:9292",
+        value_name = "HOST:PORT"
+    )]
     bootstrap: String,
 }
 
@@ -153,7 +164,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Broker(args) => run_broker(&args),
-        other => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        other => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt.block_on(run_client(other)),
             Err(e) => Err(Error::io("start the async runtime", "", e)),
         },
@@ -169,8 +183,11 @@ pub fn main() -> ExitCode {
 
 fn run_broker(args: &BrokerArgs) -> Result<ExitCode> {
     let config = BrokerConfig::load(args)?;
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
-        .map_err(|e| Error::InvalidConfig { key: "log".into(), reason: e.to_string() })?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| Error::InvalidConfig {
+            key: "log".into(),
+            reason: e.to_string(),
+        })?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -195,19 +212,27 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(address: &str) -> Result<Client> {
-        let unavailable = |m: String| Error::Remote { code: ErrorCode::BrokerNotAvailable, message: m };
+        let unavailable = |m: String| Error::Remote {
+            code: ErrorCode::BrokerNotAvailable,
+            message: m,
+        };
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| Error::InvalidArgument(format!("bad address {address:?}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
-        let channel = endpoint.connect().await.map_err(|e| unavailable(format!("cannot connect to {address}: {e}")))?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unavailable(format!("cannot connect to {address}: {e}")))?;
         // No encoding limit on this side: the broker's decoding limit (`REQUEST_BYTES_MAX`) decides,
         // and its refusal arrives as a clean status (a client-side limit would reset the stream).
         let resp = RESPONSE_BYTES_MAX as usize;
         Ok(Client {
             log: v1::log_client::LogClient::new(channel.clone()).max_decoding_message_size(resp),
-            admin: v1::admin_client::AdminClient::new(channel.clone()).max_decoding_message_size(resp),
-            registry: v1::registry_client::RegistryClient::new(channel).max_decoding_message_size(resp),
+            admin: v1::admin_client::AdminClient::new(channel.clone())
+                .max_decoding_message_size(resp),
+            registry: v1::registry_client::RegistryClient::new(channel)
+                .max_decoding_message_size(resp),
         })
     }
 
@@ -215,16 +240,25 @@ impl Client {
     pub async fn topic_metadata(&mut self, topic: &str) -> Result<v1::TopicMetadata> {
         let resp = self
             .registry
-            .get_metadata(v1::GetMetadataRequest { topics: vec![topic.to_owned()] })
+            .get_metadata(v1::GetMetadataRequest {
+                topics: vec![topic.to_owned()],
+            })
             .await
             .map_err(|s| error_from_status(&s))?
             .into_inner();
-        let t = resp.topics.into_iter().next().ok_or_else(|| Error::Remote {
-            code: ErrorCode::UnknownServerError,
-            message: format!("the broker returned no metadata for {topic}"),
-        })?;
+        let t = resp
+            .topics
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Remote {
+                code: ErrorCode::UnknownServerError,
+                message: format!("the broker returned no metadata for {topic}"),
+            })?;
         if t.error_code != 0 {
-            return Err(Error::Remote { code: from_proto(t.error_code), message: t.error_message });
+            return Err(Error::Remote {
+                code: from_proto(t.error_code),
+                message: t.error_message,
+            });
         }
         Ok(t)
     }
@@ -246,7 +280,13 @@ fn join(ids: &[i32]) -> String {
 async fn topic(command: TopicCommand) -> Result<ExitCode> {
     let st = |s: tonic::Status| error_from_status(&s);
     match command {
-        TopicCommand::Create { name, partitions, replication_factor, configs, bootstrap } => {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            bootstrap,
+        } => {
             let mut map = BTreeMap::new();
             for kv in &configs {
                 let (k, v) = parse_key_value(kv)?;
@@ -254,31 +294,58 @@ async fn topic(command: TopicCommand) -> Result<ExitCode> {
             }
             let mut c = Client::connect(&bootstrap.bootstrap).await?;
             c.admin
-                .create_topic(v1::CreateTopicRequest { name: name.clone(), partitions, replication_factor, configs: map.into_iter().collect() })
+                .create_topic(v1::CreateTopicRequest {
+                    name: name.clone(),
+                    partitions,
+                    replication_factor,
+                    configs: map.into_iter().collect(),
+                })
                 .await
                 .map_err(st)?;
             println!("Created topic {name}.");
         }
         TopicCommand::List { bootstrap } => {
             let mut c = Client::connect(&bootstrap.bootstrap).await?;
-            let resp = c.admin.list_topics(v1::ListTopicsRequest {}).await.map_err(st)?.into_inner();
+            let resp = c
+                .admin
+                .list_topics(v1::ListTopicsRequest {})
+                .await
+                .map_err(st)?
+                .into_inner();
             for t in resp.topics {
                 println!("{}", t.name);
             }
         }
         TopicCommand::Describe { name, bootstrap } => {
             let mut c = Client::connect(&bootstrap.bootstrap).await?;
-            let resp = c.admin.describe_topic(v1::DescribeTopicRequest { name: name.clone() }).await.map_err(st)?.into_inner();
+            let resp = c
+                .admin
+                .describe_topic(v1::DescribeTopicRequest { name: name.clone() })
+                .await
+                .map_err(st)?
+                .into_inner();
             let t = resp.topic.unwrap_or_default();
             let configs: BTreeMap<_, _> = resp.configs.into_iter().collect();
-            let configs = configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            let configs = configs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
             let rf = t.partitions.first().map_or(0, |p| p.replicas.len());
-            println!("Topic: {}  PartitionCount: {}  ReplicationFactor: {rf}  Configs: {configs}", t.name, t.partitions.len());
+            println!(
+                "Topic: {}  PartitionCount: {}  ReplicationFactor: {rf}  Configs: {configs}",
+                t.name,
+                t.partitions.len()
+            );
             for p in &t.partitions {
                 println!(
                     "Partition: {}  Leader: {}  Replicas: {}  Isr: {}  LeaderEpoch: {}",
                     p.partition,
-                    if p.leader_id < 0 { "none".to_owned() } else { p.leader_id.to_string() },
+                    if p.leader_id < 0 {
+                        "none".to_owned()
+                    } else {
+                        p.leader_id.to_string()
+                    },
                     join(&p.replicas),
                     join(&p.isr),
                     p.leader_epoch
@@ -287,7 +354,10 @@ async fn topic(command: TopicCommand) -> Result<ExitCode> {
         }
         TopicCommand::Delete { name, bootstrap } => {
             let mut c = Client::connect(&bootstrap.bootstrap).await?;
-            c.admin.delete_topic(v1::DeleteTopicRequest { name: name.clone() }).await.map_err(st)?;
+            c.admin
+                .delete_topic(v1::DeleteTopicRequest { name: name.clone() })
+                .await
+                .map_err(st)?;
             println!("Deleted topic {name}.");
         }
     }
@@ -295,7 +365,11 @@ async fn topic(command: TopicCommand) -> Result<ExitCode> {
 }
 
 fn now_ms() -> TimestampMs {
-    TimestampMs(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+    TimestampMs(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    )
 }
 
 async fn produce(args: ProduceArgs) -> Result<ExitCode> {
@@ -312,13 +386,17 @@ async fn produce(args: ProduceArgs) -> Result<ExitCode> {
     {
         return Err(Error::Remote {
             code: ErrorCode::UnknownTopicOrPartition,
-            message: format!("topic {} has {partitions} partitions; there is no partition {p}", args.topic),
+            message: format!(
+                "topic {} has {partitions} partitions; there is no partition {p}",
+                args.topic
+            ),
         });
     }
     // Standard input is read on its own thread; the sender batches whatever lines are already
     // waiting (no linger), so interactive use sends each line at once and piped input goes in
     // large batches.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(CLI_BATCH_MESSAGES_MAX);
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(CLI_BATCH_MESSAGES_MAX);
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
@@ -376,13 +454,19 @@ async fn produce(args: ProduceArgs) -> Result<ExitCode> {
                     }
                 },
             };
-            let p = args.partition.unwrap_or_else(|| partitioner.partition(key, partitions));
+            let p = args
+                .partition
+                .unwrap_or_else(|| partitioner.partition(key, partitions));
             builders
                 .entry(p)
                 .or_insert_with(|| MessageSetBuilder::new(MAGIC_V1, Compression::None))
                 .push(ts, key, Some(value));
         }
-        let mut request = v1::ProduceRequest { acks, timeout_ms: 0, partitions: Vec::with_capacity(builders.len()) };
+        let mut request = v1::ProduceRequest {
+            acks,
+            timeout_ms: 0,
+            partitions: Vec::with_capacity(builders.len()),
+        };
         for (p, b) in builders {
             request.partitions.push(v1::ProducePartition {
                 topic: args.topic.clone(),
@@ -391,12 +475,20 @@ async fn produce(args: ProduceArgs) -> Result<ExitCode> {
                 leader_epoch: None,
             });
         }
-        let resp = client.log.produce(request).await.map_err(|s| error_from_status(&s))?.into_inner();
+        let resp = client
+            .log
+            .produce(request)
+            .await
+            .map_err(|s| error_from_status(&s))?
+            .into_inner();
         for r in resp.results {
             if r.error_code != 0 {
                 return Err(Error::Remote {
                     code: from_proto(r.error_code),
-                    message: format!("{} (partition {}-{})", r.error_message, r.topic, r.partition),
+                    message: format!(
+                        "{} (partition {}-{})",
+                        r.error_message, r.topic, r.partition
+                    ),
                 });
             }
         }
@@ -404,21 +496,39 @@ async fn produce(args: ProduceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn list_offset(client: &mut Client, topic: &str, partition: u32, spec: v1::OffsetSpec, ts: i64) -> Result<i64> {
+async fn list_offset(
+    client: &mut Client,
+    topic: &str,
+    partition: u32,
+    spec: v1::OffsetSpec,
+    ts: i64,
+) -> Result<i64> {
     let resp = client
         .log
         .list_offsets(v1::ListOffsetsRequest {
-            partitions: vec![v1::ListOffsetsPartition { topic: topic.to_owned(), partition, spec: spec as i32, timestamp_ms: ts }],
+            partitions: vec![v1::ListOffsetsPartition {
+                topic: topic.to_owned(),
+                partition,
+                spec: spec as i32,
+                timestamp_ms: ts,
+            }],
         })
         .await
         .map_err(|s| error_from_status(&s))?
         .into_inner();
-    let r = resp.results.into_iter().next().ok_or_else(|| Error::Remote {
-        code: ErrorCode::UnknownServerError,
-        message: "empty list-offsets answer".into(),
-    })?;
+    let r = resp
+        .results
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Remote {
+            code: ErrorCode::UnknownServerError,
+            message: "empty list-offsets answer".into(),
+        })?;
     if r.error_code != 0 {
-        return Err(Error::Remote { code: from_proto(r.error_code), message: r.error_message });
+        return Err(Error::Remote {
+            code: from_proto(r.error_code),
+            message: r.error_message,
+        });
     }
     Ok(r.offset)
 }
@@ -431,7 +541,10 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
         Some(p) if p >= count => {
             return Err(Error::Remote {
                 code: ErrorCode::UnknownTopicOrPartition,
-                message: format!("topic {} has {count} partitions; there is no partition {p}", args.topic),
+                message: format!(
+                    "topic {} has {count} partitions; there is no partition {p}",
+                    args.topic
+                ),
             });
         }
         Some(p) => vec![p],
@@ -479,16 +592,31 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
             max_bytes: 0,
             partitions: positions
                 .iter()
-                .map(|&(p, o)| v1::FetchPartition { topic: args.topic.clone(), partition: p, fetch_offset: o, max_bytes: 0, leader_epoch: None })
+                .map(|&(p, o)| v1::FetchPartition {
+                    topic: args.topic.clone(),
+                    partition: p,
+                    fetch_offset: o,
+                    max_bytes: 0,
+                    leader_epoch: None,
+                })
                 .collect(),
         };
-        let resp = client.log.fetch(request).await.map_err(|s| error_from_status(&s))?.into_inner();
+        let resp = client
+            .log
+            .fetch(request)
+            .await
+            .map_err(|s| error_from_status(&s))?
+            .into_inner();
         for (i, r) in resp.results.into_iter().enumerate() {
             if r.error_code != 0 {
-                out.flush().map_err(|e| Error::io("write", "standard output", e))?;
+                out.flush()
+                    .map_err(|e| Error::io("write", "standard output", e))?;
                 return Err(Error::Remote {
                     code: from_proto(r.error_code),
-                    message: format!("{} (partition {}-{})", r.error_message, r.topic, r.partition),
+                    message: format!(
+                        "{} (partition {}-{})",
+                        r.error_message, r.topic, r.partition
+                    ),
                 });
             }
             let (partition, ref mut position) = positions[i];
@@ -504,7 +632,9 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
                         let enc = |b: Option<&[u8]>| match b {
                             None => serde_json::Value::Null,
                             Some(b) if args.base64 => serde_json::Value::String(b64.encode(b)),
-                            Some(b) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
+                            Some(b) => {
+                                serde_json::Value::String(String::from_utf8_lossy(b).into_owned())
+                            }
                         };
                         // Written by hand to keep the documented field order.
                         let s = format!(
@@ -519,7 +649,11 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
                     }
                     Format::Text => {
                         let v = rec.value.unwrap_or_default();
-                        let mut l = if args.base64 { b64.encode(v).into_bytes() } else { v.to_vec() };
+                        let mut l = if args.base64 {
+                            b64.encode(v).into_bytes()
+                        } else {
+                            v.to_vec()
+                        };
                         l.push(b'\n');
                         l
                     }
@@ -542,12 +676,15 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
                 return Err(Error::io("write", "standard output", e));
             }
             if done {
-                out.flush().map_err(|e| Error::io("write", "standard output", e))?;
+                out.flush()
+                    .map_err(|e| Error::io("write", "standard output", e))?;
                 return Ok(ExitCode::SUCCESS);
             }
         }
-        out.flush().map_err(|e| Error::io("write", "standard output", e))?;
+        out.flush()
+            .map_err(|e| Error::io("write", "standard output", e))?;
     }
-    out.flush().map_err(|e| Error::io("write", "standard output", e))?;
+    out.flush()
+        .map_err(|e| Error::io("write", "standard output", e))?;
     Ok(ExitCode::SUCCESS)
 }

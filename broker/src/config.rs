@@ -57,7 +57,12 @@ pub struct BrokerArgs {
     #[arg(long, env = "SLUICEWAY_RETENTION_CHECK_INTERVAL_MS", value_name = "MS")]
     pub retention_check_interval_ms: Option<u64>,
     /// A default topic configuration, KEY=VALUE (repeatable), e.g. `flush.policy=interval`.
-    #[arg(long = "topic-default", env = "SLUICEWAY_TOPIC_DEFAULTS", value_name = "KEY=VALUE", value_delimiter = ',')]
+    #[arg(
+        long = "topic-default",
+        env = "SLUICEWAY_TOPIC_DEFAULTS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
     pub topic_defaults: Vec<String>,
     /// A TOML file with any of the settings above (flags and environment win over it).
     #[arg(long, env = "SLUICEWAY_CONFIG", value_name = "FILE")]
@@ -94,11 +99,19 @@ pub struct BrokerConfig {
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidConfig { key: key.to_owned(), reason: reason.into() }
+    Error::InvalidConfig {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn socket_addr(key: &str, v: &str) -> Result<SocketAddr> {
-    v.parse::<SocketAddr>().map_err(|_| invalid(key, format!("{v:?} is not HOST:PORT with a numeric IP address (e.g. 127.0.0.1:9292)")))
+    v.parse::<SocketAddr>().map_err(|_| {
+        invalid(
+            key,
+            format!("{v:?} is not HOST:PORT with a numeric IP address (e.g. 127.0.0.1:9292)"),
+        )
+    })
 }
 
 impl BrokerConfig {
@@ -107,15 +120,24 @@ impl BrokerConfig {
         let file = match &args.config {
             None => FileConfig::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| Error::io("read config file", path, e))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| invalid("--config", format!("{}: {e}", path.display())))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::io("read config file", path, e))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| invalid("--config", format!("{}: {e}", path.display())))?
             }
         };
-        let listen = args.listen.clone().or(file.listen).unwrap_or_else(|| LISTEN_DEFAULT.to_owned());
+        let listen = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| LISTEN_DEFAULT.to_owned());
         let metrics_listen = args.metrics_listen.clone().or(file.metrics_listen);
         let broker_id = args.broker_id.or(file.broker_id).unwrap_or(0);
         if broker_id > BrokerId::MAX.0 {
-            return Err(invalid("broker_id", format!("{broker_id} is larger than {}", BrokerId::MAX)));
+            return Err(invalid(
+                "broker_id",
+                format!("{broker_id} is larger than {}", BrokerId::MAX),
+            ));
         }
         let retention_check_interval_ms = args
             .retention_check_interval_ms
@@ -129,27 +151,50 @@ impl BrokerConfig {
             let v = match v {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
-                other => return Err(invalid(&format!("topic_defaults.{k}"), format!("{other} is neither a string nor an integer"))),
+                other => {
+                    return Err(invalid(
+                        &format!("topic_defaults.{k}"),
+                        format!("{other} is neither a string nor an integer"),
+                    ));
+                }
             };
             topic_defaults.insert(k, v);
         }
         for kv in &args.topic_defaults {
-            let (k, v) = parse_key_value(kv).map_err(|e| invalid("--topic-default", e.to_string()))?;
+            let (k, v) =
+                parse_key_value(kv).map_err(|e| invalid("--topic-default", e.to_string()))?;
             topic_defaults.insert(k, v);
         }
         TopicConfig::parse(&topic_defaults, &BTreeMap::new())?;
-        if let Some(a) = args.advertised_address.as_deref().or(file.advertised_address.as_deref())
+        if let Some(a) = args
+            .advertised_address
+            .as_deref()
+            .or(file.advertised_address.as_deref())
             && !a.contains(':')
         {
-            return Err(invalid("advertised_address", format!("{a:?} is not HOST:PORT")));
+            return Err(invalid(
+                "advertised_address",
+                format!("{a:?} is not HOST:PORT"),
+            ));
         }
         Ok(BrokerConfig {
-            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
             listen: socket_addr("listen", &listen)?,
             broker_id: BrokerId(broker_id),
             advertised_address: args.advertised_address.clone().or(file.advertised_address),
-            metrics_listen: metrics_listen.as_deref().map(|m| socket_addr("metrics_listen", m)).transpose()?,
-            log: args.log.clone().or(file.log).unwrap_or_else(|| "info".to_owned()),
+            metrics_listen: metrics_listen
+                .as_deref()
+                .map(|m| socket_addr("metrics_listen", m))
+                .transpose()?,
+            log: args
+                .log
+                .clone()
+                .or(file.log)
+                .unwrap_or_else(|| "info".to_owned()),
             retention_check_interval_ms,
             topic_defaults,
         })
@@ -169,19 +214,39 @@ mod tests {
             "listen = \"127.0.0.1:1\"\nbroker_id = 7\n[topic_defaults]\n\"retention.ms\" = 1000\n\"flush.policy\" = \"os\"\n",
         )
         .unwrap();
-        let args = BrokerArgs { config: Some(file.clone()), listen: Some("127.0.0.1:2".into()), ..BrokerArgs::default() };
+        let args = BrokerArgs {
+            config: Some(file.clone()),
+            listen: Some("127.0.0.1:2".into()),
+            ..BrokerArgs::default()
+        };
         let c = BrokerConfig::load(&args).unwrap();
         assert_eq!(c.listen.port(), 2);
         assert_eq!(c.broker_id, BrokerId(7));
         assert_eq!(c.topic_defaults["retention.ms"], "1000");
 
         std::fs::write(&file, "no_such_key = 1\n").unwrap();
-        let err = BrokerConfig::load(&BrokerArgs { config: Some(file), ..BrokerArgs::default() }).unwrap_err();
+        let err = BrokerConfig::load(&BrokerArgs {
+            config: Some(file),
+            ..BrokerArgs::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("no_such_key"), "{err}");
 
-        let err = BrokerConfig::load(&BrokerArgs { listen: Some("nowhere".into()), ..BrokerArgs::default() }).unwrap_err();
+        let err = BrokerConfig::load(&BrokerArgs {
+            listen: Some("nowhere".into()),
+            ..BrokerArgs::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
-        let args = BrokerArgs { topic_defaults: vec!["segment.bytes=1".into()], ..BrokerArgs::default() };
-        assert!(BrokerConfig::load(&args).unwrap_err().to_string().contains("segment.bytes"));
+        let args = BrokerArgs {
+            topic_defaults: vec!["segment.bytes=1".into()],
+            ..BrokerArgs::default()
+        };
+        assert!(
+            BrokerConfig::load(&args)
+                .unwrap_err()
+                .to_string()
+                .contains("segment.bytes")
+        );
     }
 }

@@ -9,7 +9,8 @@ use tonic::{Code, Status};
 /// The proto value of a core code. The two enums have the same numbers (checked by a test), so
 /// the fallback never happens for a code core knows.
 pub fn to_proto(code: ErrorCode) -> i32 {
-    v1::ErrorCode::try_from(code.as_i32()).map_or(v1::ErrorCode::UnknownServerError as i32, |c| c as i32)
+    v1::ErrorCode::try_from(code.as_i32())
+        .map_or(v1::ErrorCode::UnknownServerError as i32, |c| c as i32)
 }
 
 /// A wire code as core's, `UNKNOWN_SERVER_ERROR` for a number this build does not know.
@@ -73,17 +74,25 @@ pub fn status_from_error(e: &Error) -> Status {
 /// itself answered) the gRPC code is mapped to the closest stable code.
 pub fn error_from_status(s: &Status) -> Error {
     if let Some(d) = sluiceway_proto::error_detail(s) {
-        return Error::Remote { code: from_proto(d.code), message: d.message };
+        return Error::Remote {
+            code: from_proto(d.code),
+            message: d.message,
+        };
     }
     let code = match s.code() {
         Code::Unavailable => ErrorCode::BrokerNotAvailable,
         Code::DeadlineExceeded | Code::Cancelled => ErrorCode::RequestTimedOut,
         // tonic's own answer to a request above the decoding limit.
-        Code::OutOfRange | Code::ResourceExhausted if s.message().contains("too large") => ErrorCode::RecordListTooLarge,
+        Code::OutOfRange | Code::ResourceExhausted if s.message().contains("too large") => {
+            ErrorCode::RecordListTooLarge
+        }
         Code::InvalidArgument => ErrorCode::InvalidRequest,
         _ => ErrorCode::UnknownServerError,
     };
-    Error::Remote { code, message: format!("{} ({:?})", s.message(), s.code()) }
+    Error::Remote {
+        code,
+        message: format!("{} ({:?})", s.message(), s.code()),
+    }
 }
 
 #[cfg(test)]
@@ -94,7 +103,8 @@ mod tests {
     #[test]
     fn every_core_code_is_on_the_wire() {
         for &code in ErrorCode::ALL {
-            let wire = v1::ErrorCode::try_from(code.as_i32()).unwrap_or_else(|_| panic!("{code} missing from the proto"));
+            let wire = v1::ErrorCode::try_from(code.as_i32())
+                .unwrap_or_else(|_| panic!("{code} missing from the proto"));
             assert_eq!(wire.as_str_name(), code.name());
             assert_eq!(from_proto(to_proto(code)), code);
         }

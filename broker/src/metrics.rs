@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sluiceway_core::limits::{METRICS_CONNECTIONS_MAX, METRICS_REQUEST_BYTES_MAX, METRICS_REQUEST_TIMEOUT_MS};
+use sluiceway_core::limits::{
+    METRICS_CONNECTIONS_MAX, METRICS_REQUEST_BYTES_MAX, METRICS_REQUEST_TIMEOUT_MS,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -20,7 +22,9 @@ use tracing::debug;
 use crate::broker::Broker;
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS_SECONDS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BUCKETS_SECONDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// A latency histogram (cumulative on render).
 #[derive(Debug, Default)]
@@ -37,7 +41,8 @@ impl Histogram {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -73,7 +78,10 @@ pub struct Metrics {
 }
 
 fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Renders every metric in the Prometheus text format.
@@ -89,14 +97,22 @@ pub fn render(broker: &Broker) -> String {
     ];
     out.push_str("# HELP sluiceway_requests_total Requests handled, by type.\n# TYPE sluiceway_requests_total counter\n");
     for (k, r) in &kinds {
-        let _ = writeln!(out, "sluiceway_requests_total{{request=\"{k}\"}} {}", r.requests.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "sluiceway_requests_total{{request=\"{k}\"}} {}",
+            r.requests.load(Ordering::Relaxed)
+        );
     }
     out.push_str(
         "# HELP sluiceway_request_errors_total Requests answered with a request-level error, by type.\n\
          # TYPE sluiceway_request_errors_total counter\n",
     );
     for (k, r) in &kinds {
-        let _ = writeln!(out, "sluiceway_request_errors_total{{request=\"{k}\"}} {}", r.errors.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "sluiceway_request_errors_total{{request=\"{k}\"}} {}",
+            r.errors.load(Ordering::Relaxed)
+        );
     }
     out.push_str(
         "# HELP sluiceway_request_duration_seconds Request latency, by type (fetch includes its long-poll wait).\n\
@@ -107,13 +123,25 @@ pub fn render(broker: &Broker) -> String {
         let mut cumulative = 0;
         for (i, b) in BUCKETS_SECONDS.iter().enumerate() {
             cumulative += h.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "sluiceway_request_duration_seconds_bucket{{request=\"{k}\",le=\"{b}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "sluiceway_request_duration_seconds_bucket{{request=\"{k}\",le=\"{b}\"}} {cumulative}"
+            );
         }
         let count = h.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "sluiceway_request_duration_seconds_bucket{{request=\"{k}\",le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "sluiceway_request_duration_seconds_bucket{{request=\"{k}\",le=\"+Inf\"}} {count}"
+        );
         let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "sluiceway_request_duration_seconds_sum{{request=\"{k}\"}} {sum}");
-        let _ = writeln!(out, "sluiceway_request_duration_seconds_count{{request=\"{k}\"}} {count}");
+        let _ = writeln!(
+            out,
+            "sluiceway_request_duration_seconds_sum{{request=\"{k}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "sluiceway_request_duration_seconds_count{{request=\"{k}\"}} {count}"
+        );
     }
     let _ = write!(
         out,
@@ -126,13 +154,41 @@ pub fn render(broker: &Broker) -> String {
     );
     let topics = broker.hosted_topics();
     let gauges: [(&str, &str, &str); 7] = [
-        ("sluiceway_partition_log_end_offset", "gauge", "The offset the next appended message gets."),
-        ("sluiceway_partition_high_watermark", "gauge", "Consumers see offsets below it."),
-        ("sluiceway_partition_log_start_offset", "gauge", "The first offset still in the log."),
-        ("sluiceway_partition_size_bytes", "gauge", "Bytes of log segments on disk."),
-        ("sluiceway_partition_produced_messages_total", "counter", "Messages appended since the broker started."),
-        ("sluiceway_partition_produced_bytes_total", "counter", "Message-set bytes appended since the broker started."),
-        ("sluiceway_partition_fetched_bytes_total", "counter", "Message-set bytes returned to fetches since the broker started."),
+        (
+            "sluiceway_partition_log_end_offset",
+            "gauge",
+            "The offset the next appended message gets.",
+        ),
+        (
+            "sluiceway_partition_high_watermark",
+            "gauge",
+            "Consumers see offsets below it.",
+        ),
+        (
+            "sluiceway_partition_log_start_offset",
+            "gauge",
+            "The first offset still in the log.",
+        ),
+        (
+            "sluiceway_partition_size_bytes",
+            "gauge",
+            "Bytes of log segments on disk.",
+        ),
+        (
+            "sluiceway_partition_produced_messages_total",
+            "counter",
+            "Messages appended since the broker started.",
+        ),
+        (
+            "sluiceway_partition_produced_bytes_total",
+            "counter",
+            "Message-set bytes appended since the broker started.",
+        ),
+        (
+            "sluiceway_partition_fetched_bytes_total",
+            "counter",
+            "Message-set bytes returned to fetches since the broker started.",
+        ),
     ];
     for (name, kind, help) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -143,11 +199,20 @@ pub fn render(broker: &Broker) -> String {
                     "sluiceway_partition_high_watermark" => p.log.high_watermark().0,
                     "sluiceway_partition_log_start_offset" => p.log.log_start_offset().0,
                     "sluiceway_partition_size_bytes" => p.log.size_bytes(),
-                    "sluiceway_partition_produced_messages_total" => p.produced_messages.load(Ordering::Relaxed),
-                    "sluiceway_partition_produced_bytes_total" => p.produced_bytes.load(Ordering::Relaxed),
+                    "sluiceway_partition_produced_messages_total" => {
+                        p.produced_messages.load(Ordering::Relaxed)
+                    }
+                    "sluiceway_partition_produced_bytes_total" => {
+                        p.produced_bytes.load(Ordering::Relaxed)
+                    }
                     _ => p.fetched_bytes.load(Ordering::Relaxed),
                 };
-                let _ = writeln!(out, "{name}{{topic=\"{}\",partition=\"{}\"}} {v}", escape(topic), p.partition);
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{}\",partition=\"{}\"}} {v}",
+                    escape(topic),
+                    p.partition
+                );
             }
         }
     }
@@ -158,8 +223,12 @@ pub fn render(broker: &Broker) -> String {
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     let slots = Arc::new(Semaphore::new(METRICS_CONNECTIONS_MAX));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let Ok((mut stream, peer)) = listener.accept().await else { continue };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((mut stream, peer)) = listener.accept().await else {
+            continue;
+        };
         let broker = broker.clone();
         tokio::spawn(async move {
             let _permit = permit;

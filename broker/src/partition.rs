@@ -17,6 +17,10 @@ pub struct Partition {
     pub topic: Arc<str>,
     pub partition: u32,
     pub leader_epoch: u32,
+    /// Members of the in-sync replica set (the leader included) and the topic's
+    /// `min.insync.replicas`: acks=all needs `isr_size >= min_insync_replicas`.
+    pub isr_size: u32,
+    pub min_insync_replicas: u32,
     pub log: PartitionLog,
     hw: watch::Sender<u64>,
     deleted: AtomicBool,
@@ -26,12 +30,21 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(topic: Arc<str>, partition: u32, leader_epoch: u32, log: PartitionLog) -> Partition {
+    pub fn new(
+        topic: Arc<str>,
+        partition: u32,
+        leader_epoch: u32,
+        isr_size: u32,
+        min_insync_replicas: u32,
+        log: PartitionLog,
+    ) -> Partition {
         let (hw, _) = watch::channel(log.high_watermark().0);
         Partition {
             topic,
             partition,
             leader_epoch,
+            isr_size,
+            min_insync_replicas,
             log,
             hw,
             deleted: AtomicBool::new(false),

@@ -17,8 +17,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sluiceway_core::limits::{
-    CONNECTION_FIRST_BYTES_TIMEOUT_MS, CONNECTIONS_MAX, LOG_TICK_INTERVAL_MS, REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX,
-    SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX,
+    CONNECTION_FIRST_BYTES_TIMEOUT_MS, CONNECTIONS_MAX, LOG_TICK_INTERVAL_MS, REQUEST_BYTES_MAX,
+    RESPONSE_BYTES_MAX, SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX,
 };
 use sluiceway_core::{Error, Result};
 use sluiceway_proto::v1;
@@ -44,7 +44,10 @@ struct Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        self.broker.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.broker
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -56,13 +59,21 @@ impl Connected for Conn {
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -84,7 +95,11 @@ impl AsyncWrite for Conn {
 }
 
 /// Accepts connections (bounded) and hands those that speak within the timeout to the server.
-async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, tx: mpsc::Sender<std::io::Result<Conn>>) {
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    tx: mpsc::Sender<std::io::Result<Conn>>,
+) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let mut shutdown = broker_shutdown(&broker);
     loop {
@@ -105,18 +120,35 @@ async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, tx: mpsc::Sende
             _ = shutdown.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        broker.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
-        broker.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-        let conn = Conn { stream, _slot: slot, broker: broker.clone() };
+        broker
+            .metrics
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        broker
+            .metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        let conn = Conn {
+            stream,
+            _slot: slot,
+            broker: broker.clone(),
+        };
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut probe = [0u8; 1];
-            match tokio::time::timeout(Duration::from_millis(CONNECTION_FIRST_BYTES_TIMEOUT_MS), conn.stream.peek(&mut probe)).await {
+            match tokio::time::timeout(
+                Duration::from_millis(CONNECTION_FIRST_BYTES_TIMEOUT_MS),
+                conn.stream.peek(&mut probe),
+            )
+            .await
+            {
                 Ok(Ok(n)) if n > 0 => {
                     let _ = tx.send(Ok(conn)).await;
                 }
                 Ok(Ok(_)) => debug!(%peer, "connection closed before sending anything"),
-                Ok(Err(e)) => debug!(%peer, error = %e, "connection failed before sending anything"),
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "connection failed before sending anything")
+                }
                 Err(_) => debug!(%peer, "connection sent nothing in time; closing it"),
             }
         });
@@ -163,9 +195,16 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
             .map_err(|e| Error::InvalidRequest(format!("opening the broker failed: {e}")))??
     };
     let broker = Arc::new(broker);
-    let listener = TcpListener::bind(listen).await.map_err(|e| Error::io("bind", listen.to_string(), e))?;
-    let bound = listener.local_addr().map_err(|e| Error::io("local address of", listen.to_string(), e))?;
-    let advertised = config.advertised_address.clone().unwrap_or_else(|| bound.to_string());
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::io("bind", listen.to_string(), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("local address of", listen.to_string(), e))?;
+    let advertised = config
+        .advertised_address
+        .clone()
+        .unwrap_or_else(|| bound.to_string());
     {
         let (b, a) = (broker.clone(), advertised.clone());
         tokio::task::spawn_blocking(move || b.registry.register_broker(b.config.broker_id, &a))
@@ -175,8 +214,12 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
 
     let mut background = Vec::new();
     if let Some(addr) = metrics_listen {
-        let l = TcpListener::bind(addr).await.map_err(|e| Error::io("bind metrics", addr.to_string(), e))?;
-        let local = l.local_addr().map_err(|e| Error::io("local address of", addr.to_string(), e))?;
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io("bind metrics", addr.to_string(), e))?;
+        let local = l
+            .local_addr()
+            .map_err(|e| Error::io("local address of", addr.to_string(), e))?;
         info!(address = %local, "metrics endpoint listening");
         println!("metrics on {local}");
         background.push(tokio::spawn(metrics::serve(l, broker.clone())));
@@ -205,7 +248,9 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
 
     let (tx, rx) = mpsc::channel(64);
     background.push(tokio::spawn(accept_loop(listener, broker.clone(), tx)));
-    let service = Service { broker: broker.clone() };
+    let service = Service {
+        broker: broker.clone(),
+    };
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -250,13 +295,15 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
     let served = match served {
         Some(r) => r,
         // The signal arrived: in-flight requests get a bounded grace period.
-        None => match tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), &mut serve).await {
-            Ok(r) => r,
-            Err(_) => {
-                warn!("in-flight requests did not finish within the grace period");
-                Ok(())
+        None => {
+            match tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), &mut serve).await {
+                Ok(r) => r,
+                Err(_) => {
+                    warn!("in-flight requests did not finish within the grace period");
+                    Ok(())
+                }
             }
-        },
+        }
     };
     if let Err(e) = served {
         error!(error = %e, "the gRPC server failed");

@@ -20,7 +20,11 @@ pub struct Service {
     pub broker: Arc<Broker>,
 }
 
-fn timed<T>(m: &RequestMetrics, started: Instant, r: Result<T, Status>) -> Result<Response<T>, Status> {
+fn timed<T>(
+    m: &RequestMetrics,
+    started: Instant,
+    r: Result<T, Status>,
+) -> Result<Response<T>, Status> {
     m.record(started, r.is_ok());
     r.map(Response::new)
 }
@@ -30,7 +34,11 @@ fn brokers(b: &Broker) -> Result<Vec<v1::BrokerInfo>, Status> {
         .brokers()
         .map_err(|e| status_from_error(&e))?
         .into_iter()
-        .map(|i| v1::BrokerInfo { broker_id: i.id.0 as i32, address: i.address, alive: i.alive })
+        .map(|i| v1::BrokerInfo {
+            broker_id: i.id.0 as i32,
+            address: i.address,
+            alive: i.alive,
+        })
         .collect())
 }
 
@@ -40,19 +48,28 @@ fn controller_id(b: &Broker) -> i32 {
 
 #[tonic::async_trait]
 impl v1::log_server::Log for Service {
-    async fn produce(&self, request: Request<v1::ProduceRequest>) -> Result<Response<v1::ProduceResponse>, Status> {
+    async fn produce(
+        &self,
+        request: Request<v1::ProduceRequest>,
+    ) -> Result<Response<v1::ProduceResponse>, Status> {
         let started = Instant::now();
         let r = self.broker.produce(request.into_inner()).await;
         timed(&self.broker.metrics.produce, started, r)
     }
 
-    async fn fetch(&self, request: Request<v1::FetchRequest>) -> Result<Response<v1::FetchResponse>, Status> {
+    async fn fetch(
+        &self,
+        request: Request<v1::FetchRequest>,
+    ) -> Result<Response<v1::FetchResponse>, Status> {
         let started = Instant::now();
         let r = self.broker.fetch(request.into_inner()).await;
         timed(&self.broker.metrics.fetch, started, r)
     }
 
-    async fn list_offsets(&self, request: Request<v1::ListOffsetsRequest>) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+    async fn list_offsets(
+        &self,
+        request: Request<v1::ListOffsetsRequest>,
+    ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
         let started = Instant::now();
         let r = self.broker.list_offsets(request.into_inner()).await;
         timed(&self.broker.metrics.list_offsets, started, r)
@@ -61,33 +78,57 @@ impl v1::log_server::Log for Service {
 
 #[tonic::async_trait]
 impl v1::admin_server::Admin for Service {
-    async fn create_topic(&self, request: Request<v1::CreateTopicRequest>) -> Result<Response<v1::CreateTopicResponse>, Status> {
+    async fn create_topic(
+        &self,
+        request: Request<v1::CreateTopicRequest>,
+    ) -> Result<Response<v1::CreateTopicResponse>, Status> {
         let started = Instant::now();
         let r = match self.broker.create_topic(request.into_inner()).await {
-            Ok(info) => Ok(v1::CreateTopicResponse { topic: Some(self.broker.topic_metadata(&info)) }),
+            Ok(info) => Ok(v1::CreateTopicResponse {
+                topic: Some(self.broker.topic_metadata(&info)),
+            }),
             Err(e) => Err(status_from_error(&e)),
         };
         timed(&self.broker.metrics.admin, started, r)
     }
 
-    async fn delete_topic(&self, request: Request<v1::DeleteTopicRequest>) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+    async fn delete_topic(
+        &self,
+        request: Request<v1::DeleteTopicRequest>,
+    ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
         let started = Instant::now();
-        let r = self.broker.delete_topic(&request.into_inner().name).await.map(|()| v1::DeleteTopicResponse {});
-        timed(&self.broker.metrics.admin, started, r.map_err(|e| status_from_error(&e)))
+        let r = self
+            .broker
+            .delete_topic(&request.into_inner().name)
+            .await
+            .map(|()| v1::DeleteTopicResponse {});
+        timed(
+            &self.broker.metrics.admin,
+            started,
+            r.map_err(|e| status_from_error(&e)),
+        )
     }
 
-    async fn list_topics(&self, _request: Request<v1::ListTopicsRequest>) -> Result<Response<v1::ListTopicsResponse>, Status> {
+    async fn list_topics(
+        &self,
+        _request: Request<v1::ListTopicsRequest>,
+    ) -> Result<Response<v1::ListTopicsResponse>, Status> {
         let started = Instant::now();
-        let r = self.broker.registry.topics().map_err(|e| status_from_error(&e)).map(|topics| v1::ListTopicsResponse {
-            topics: topics
-                .into_iter()
-                .map(|t| v1::TopicListing {
-                    partitions: t.partitions.len() as u32,
-                    replication_factor: t.replication_factor,
-                    name: t.name,
-                })
-                .collect(),
-        });
+        let r = self
+            .broker
+            .registry
+            .topics()
+            .map_err(|e| status_from_error(&e))
+            .map(|topics| v1::ListTopicsResponse {
+                topics: topics
+                    .into_iter()
+                    .map(|t| v1::TopicListing {
+                        partitions: t.partitions.len() as u32,
+                        replication_factor: t.replication_factor,
+                        name: t.name,
+                    })
+                    .collect(),
+            });
         timed(&self.broker.metrics.admin, started, r)
     }
 
@@ -104,8 +145,14 @@ impl v1::admin_server::Admin for Service {
                 .registry
                 .topic(&name)
                 .map_err(|e| status_from_error(&e))?
-                .ok_or_else(|| status(ErrorCode::UnknownTopicOrPartition, format!("topic {name} does not exist")))?;
-            let effective = TopicConfig::parse(self.broker.topic_defaults(), &info.configs).map_err(|e| status_from_error(&e))?;
+                .ok_or_else(|| {
+                    status(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("topic {name} does not exist"),
+                    )
+                })?;
+            let effective = TopicConfig::parse(self.broker.topic_defaults(), &info.configs)
+                .map_err(|e| status_from_error(&e))?;
             Ok(v1::DescribeTopicResponse {
                 topic: Some(self.broker.topic_metadata(&info)),
                 configs: info.configs.clone().into_iter().collect::<HashMap<_, _>>(),
@@ -118,39 +165,68 @@ impl v1::admin_server::Admin for Service {
 
 #[tonic::async_trait]
 impl v1::registry_server::Registry for Service {
-    async fn list_brokers(&self, _request: Request<v1::ListBrokersRequest>) -> Result<Response<v1::ListBrokersResponse>, Status> {
+    async fn list_brokers(
+        &self,
+        _request: Request<v1::ListBrokersRequest>,
+    ) -> Result<Response<v1::ListBrokersResponse>, Status> {
         let started = Instant::now();
-        let r = brokers(&self.broker).map(|brokers| v1::ListBrokersResponse { brokers, controller_id: controller_id(&self.broker) });
+        let r = brokers(&self.broker).map(|brokers| v1::ListBrokersResponse {
+            brokers,
+            controller_id: controller_id(&self.broker),
+        });
         timed(&self.broker.metrics.metadata, started, r)
     }
 
-    async fn get_metadata(&self, request: Request<v1::GetMetadataRequest>) -> Result<Response<v1::GetMetadataResponse>, Status> {
+    async fn get_metadata(
+        &self,
+        request: Request<v1::GetMetadataRequest>,
+    ) -> Result<Response<v1::GetMetadataResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
         let r = (|| {
             let b = &self.broker;
             let topics = if req.topics.is_empty() {
-                b.registry.topics().map_err(|e| status_from_error(&e))?.iter().map(|t| b.topic_metadata(t)).collect()
+                b.registry
+                    .topics()
+                    .map_err(|e| status_from_error(&e))?
+                    .iter()
+                    .map(|t| b.topic_metadata(t))
+                    .collect()
             } else {
                 let mut out = Vec::with_capacity(req.topics.len());
                 for name in &req.topics {
                     let meta = match validate_topic_name(name) {
                         Err(e) => error_topic(name, e.code(), e.to_string()),
-                        Ok(()) => match b.registry.topic(name).map_err(|e| status_from_error(&e))? {
-                            Some(info) => b.topic_metadata(&info),
-                            None => error_topic(name, ErrorCode::UnknownTopicOrPartition, format!("topic {name} does not exist")),
-                        },
+                        Ok(()) => {
+                            match b.registry.topic(name).map_err(|e| status_from_error(&e))? {
+                                Some(info) => b.topic_metadata(&info),
+                                None => error_topic(
+                                    name,
+                                    ErrorCode::UnknownTopicOrPartition,
+                                    format!("topic {name} does not exist"),
+                                ),
+                            }
+                        }
                     };
                     out.push(meta);
                 }
                 out
             };
-            Ok(v1::GetMetadataResponse { brokers: brokers(b)?, topics, controller_id: controller_id(b) })
+            Ok(v1::GetMetadataResponse {
+                brokers: brokers(b)?,
+                topics,
+                controller_id: controller_id(b),
+            })
         })();
         timed(&self.broker.metrics.metadata, started, r)
     }
 }
 
 fn error_topic(name: &str, code: ErrorCode, message: String) -> v1::TopicMetadata {
-    v1::TopicMetadata { name: name.to_owned(), error_code: to_proto(code), error_message: message, partitions: Vec::new() }
+    v1::TopicMetadata {
+        name: name.to_owned(),
+        error_code: to_proto(code),
+        error_message: message,
+        partitions: Vec::new(),
+    }
 }

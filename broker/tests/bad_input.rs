@@ -8,8 +8,20 @@ use sluiceway_proto::v1;
 
 use crate::support::*;
 
-async fn produce_err(c: &mut sluiceway_broker::cli::Client, p: v1::ProducePartition) -> (ErrorCode, String) {
-    let resp = c.log.produce(v1::ProduceRequest { acks: 1, timeout_ms: 0, partitions: vec![p] }).await.unwrap().into_inner();
+async fn produce_err(
+    c: &mut sluiceway_broker::cli::Client,
+    p: v1::ProducePartition,
+) -> (ErrorCode, String) {
+    let resp = c
+        .log
+        .produce(v1::ProduceRequest {
+            acks: 1,
+            timeout_ms: 0,
+            partitions: vec![p],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let r = &resp.results[0];
     (code(r.error_code), r.error_message.clone())
 }
@@ -42,17 +54,40 @@ async fn bad_produce_requests_get_their_codes() {
     assert_eq!(code_, ErrorCode::InvalidRequest);
 
     // A message above the topic's max.message.bytes.
-    let (code_, msg) = produce_err(&mut c, produce_partition("t", 0, set_of(&[vec![b'x'; 2000]]))).await;
+    let (code_, msg) = produce_err(
+        &mut c,
+        produce_partition("t", 0, set_of(&[vec![b'x'; 2000]])),
+    )
+    .await;
     assert_eq!(code_, ErrorCode::MessageTooLarge, "{msg}");
 
     // A partition's set above the per-partition limit.
-    let (code_, msg) = produce_err(&mut c, produce_partition("t", 0, vec![0; MESSAGE_SET_BYTES_MAX as usize + 1])).await;
+    let (code_, msg) = produce_err(
+        &mut c,
+        produce_partition("t", 0, vec![0; MESSAGE_SET_BYTES_MAX as usize + 1]),
+    )
+    .await;
     assert_eq!(code_, ErrorCode::RecordListTooLarge, "{msg}");
 
     // A request above the decoding limit: refused by the gRPC layer, mapped by the client.
-    let huge = vec![produce_partition("t", 0, vec![0; REQUEST_BYTES_MAX as usize / 2 + 1]), produce_partition("t", 1, vec![0; REQUEST_BYTES_MAX as usize / 2 + 1])];
-    let e = c.log.produce(v1::ProduceRequest { acks: 1, timeout_ms: 0, partitions: huge }).await.unwrap_err();
-    assert_eq!(sluiceway_broker::errors::error_from_status(&e).code(), ErrorCode::RecordListTooLarge, "{e:?}");
+    let huge = vec![
+        produce_partition("t", 0, vec![0; REQUEST_BYTES_MAX as usize / 2 + 1]),
+        produce_partition("t", 1, vec![0; REQUEST_BYTES_MAX as usize / 2 + 1]),
+    ];
+    let e = c
+        .log
+        .produce(v1::ProduceRequest {
+            acks: 1,
+            timeout_ms: 0,
+            partitions: huge,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sluiceway_broker::errors::error_from_status(&e).code(),
+        ErrorCode::RecordListTooLarge,
+        "{e:?}"
+    );
 
     // Unknown topic, unknown partition; the good partition in the same request still lands.
     let resp = c
@@ -70,25 +105,81 @@ async fn bad_produce_requests_get_their_codes() {
         .unwrap()
         .into_inner();
     let codes: Vec<ErrorCode> = resp.results.iter().map(|r| code(r.error_code)).collect();
-    assert_eq!(codes, [ErrorCode::UnknownTopicOrPartition, ErrorCode::UnknownTopicOrPartition, ErrorCode::None]);
-    assert!(resp.results[1].error_message.contains("t-7"), "{}", resp.results[1].error_message);
+    assert_eq!(
+        codes,
+        [
+            ErrorCode::UnknownTopicOrPartition,
+            ErrorCode::UnknownTopicOrPartition,
+            ErrorCode::None
+        ]
+    );
+    assert!(
+        resp.results[1].error_message.contains("t-7"),
+        "{}",
+        resp.results[1].error_message
+    );
 
     // Request-level: bad acks, duplicate partitions.
-    let e = c.log.produce(v1::ProduceRequest { acks: 2, timeout_ms: 0, partitions: vec![] }).await.unwrap_err();
+    let e = c
+        .log
+        .produce(v1::ProduceRequest {
+            acks: 2,
+            timeout_ms: 0,
+            partitions: vec![],
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status_code(&e), ErrorCode::InvalidRequiredAcks);
-    let dup = vec![produce_partition("t", 1, set_of(&["a"])), produce_partition("t", 1, set_of(&["b"]))];
-    let e = c.log.produce(v1::ProduceRequest { acks: 1, timeout_ms: 0, partitions: dup }).await.unwrap_err();
+    let dup = vec![
+        produce_partition("t", 1, set_of(&["a"])),
+        produce_partition("t", 1, set_of(&["b"])),
+    ];
+    let e = c
+        .log
+        .produce(v1::ProduceRequest {
+            acks: 1,
+            timeout_ms: 0,
+            partitions: dup,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status_code(&e), ErrorCode::InvalidRequest);
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
+
+    // acks=all with fewer in-sync replicas than min.insync.replicas; acks=1 is still accepted.
+    create_topic(&mut c, "strict", 1, &[("min.insync.replicas", "2")]).await;
+    let all = |acks| v1::ProduceRequest {
+        acks,
+        timeout_ms: 0,
+        partitions: vec![produce_partition("strict", 0, set_of(&["a"]))],
+    };
+    let resp = c.log.produce(all(-1)).await.unwrap().into_inner();
+    assert_eq!(
+        code(resp.results[0].error_code),
+        ErrorCode::NotEnoughReplicas
+    );
+    assert!(
+        resp.results[0]
+            .error_message
+            .contains("min.insync.replicas")
+    );
+    let resp = c.log.produce(all(1)).await.unwrap().into_inner();
+    assert_eq!(code(resp.results[0].error_code), ErrorCode::None);
 
     // Stale leader epoch is fenced.
     let mut p = produce_partition("t", 1, set_of(&["a"]));
     p.leader_epoch = Some(5);
-    assert_eq!(produce_err(&mut c, p).await.0, ErrorCode::UnknownLeaderEpoch);
+    assert_eq!(
+        produce_err(&mut c, p).await.0,
+        ErrorCode::UnknownLeaderEpoch
+    );
 
     // Nothing bad was appended: partition 0 is empty, partition 1 holds only "good".
     assert!(fetch_all(&mut c, "t", 0, 0).await.is_empty());
-    assert_eq!(fetch_all(&mut c, "t", 1, 0).await, vec![(0, b"good".to_vec())]);
+    assert_eq!(
+        fetch_all(&mut c, "t", 1, 0).await,
+        vec![(0, b"good".to_vec())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,11 +190,26 @@ async fn bad_fetches_and_admin_requests_get_their_codes() {
     create_topic(&mut c, "t", 1, &[]).await;
     produce(&mut c, "t", 0, set_of(&["a", "b"])).await;
 
-    for (offset, want) in [(3, ErrorCode::OffsetOutOfRange), (-1, ErrorCode::OffsetOutOfRange), (i64::MAX, ErrorCode::OffsetOutOfRange), (i64::MIN, ErrorCode::OffsetOutOfRange), (2, ErrorCode::None)] {
+    for (offset, want) in [
+        (3, ErrorCode::OffsetOutOfRange),
+        (-1, ErrorCode::OffsetOutOfRange),
+        (i64::MAX, ErrorCode::OffsetOutOfRange),
+        (i64::MIN, ErrorCode::OffsetOutOfRange),
+        (2, ErrorCode::None),
+    ] {
         let r = fetch_once(&mut c, "t", 0, offset).await;
-        assert_eq!(code(r.error_code), want, "offset {offset}: {}", r.error_message);
+        assert_eq!(
+            code(r.error_code),
+            want,
+            "offset {offset}: {}",
+            r.error_message
+        );
         if want != ErrorCode::None {
-            assert!(r.error_message.contains("out of range"), "{}", r.error_message);
+            assert!(
+                r.error_message.contains("out of range"),
+                "{}",
+                r.error_message
+            );
         }
     }
     let r = fetch_once(&mut c, "absent", 0, 0).await;
@@ -112,14 +218,24 @@ async fn bad_fetches_and_admin_requests_get_their_codes() {
     // max_wait beyond its limit.
     let e = c
         .log
-        .fetch(v1::FetchRequest { max_wait_ms: FETCH_WAIT_MS_MAX + 1, min_bytes: 1, max_bytes: 0, partitions: vec![fetch_partition("t", 0, 0)] })
+        .fetch(v1::FetchRequest {
+            max_wait_ms: FETCH_WAIT_MS_MAX + 1,
+            min_bytes: 1,
+            max_bytes: 0,
+            partitions: vec![fetch_partition("t", 0, 0)],
+        })
         .await
         .unwrap_err();
     assert_eq!(status_code(&e), ErrorCode::InvalidRequest);
     assert!(e.message().contains("max_wait_ms"), "{}", e.message());
 
     // Admin.
-    let bad_name = |name: &str| v1::CreateTopicRequest { name: name.into(), partitions: 1, replication_factor: 1, configs: Default::default() };
+    let bad_name = |name: &str| v1::CreateTopicRequest {
+        name: name.into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: Default::default(),
+    };
     for name in ["", ".", "..", "a/b", "white space", &"x".repeat(250)] {
         let e = c.admin.create_topic(bad_name(name)).await.unwrap_err();
         assert_eq!(status_code(&e), ErrorCode::InvalidTopic, "{name:?}");
@@ -132,7 +248,13 @@ async fn bad_fetches_and_admin_requests_get_their_codes() {
     let e = c.admin.create_topic(req).await.unwrap_err();
     assert_eq!(status_code(&e), ErrorCode::InvalidConfig);
     assert!(e.message().contains("retention.bytes"), "{}", e.message());
-    let e = c.admin.describe_topic(v1::DescribeTopicRequest { name: "absent".into() }).await.unwrap_err();
+    let e = c
+        .admin
+        .describe_topic(v1::DescribeTopicRequest {
+            name: "absent".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status_code(&e), ErrorCode::UnknownTopicOrPartition);
     assert_eq!(e.code(), tonic::Code::NotFound);
 

@@ -14,9 +14,31 @@ fn stderr(o: &std::process::Output) -> String {
 fn topic_create_list_describe_delete() {
     let tmp = tempfile::tempdir().unwrap();
     let b = TestBroker::start(tmp.path());
-    let o = b.run(&["topic", "create", "orders", "--partitions", "3", "--config", "retention.ms=86400000"], b"");
+    let o = b.run(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=86400000",
+        ],
+        b"",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = b.run(&["topic", "create", "audit.log_v2", "--partitions", "1", "--replication-factor", "1"], b"");
+    let o = b.run(
+        &[
+            "topic",
+            "create",
+            "audit.log_v2",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+        b"",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 
     let o = b.run(&["topic", "list"], b"");
@@ -25,7 +47,10 @@ fn topic_create_list_describe_delete() {
     let o = b.run(&["topic", "describe", "orders"], b"");
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Partition:")).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("Partition:"))
+        .collect();
     assert_eq!(
         lines,
         [
@@ -38,19 +63,70 @@ fn topic_create_list_describe_delete() {
 
     // Errors: one line on stderr, `error: CODE: message`, non-zero exit.
     for (args, code) in [
-        (&["topic", "create", "orders", "--partitions", "1"][..], "TOPIC_ALREADY_EXISTS"),
-        (&["topic", "create", "bad/name", "--partitions", "1"][..], "INVALID_TOPIC"),
-        (&["topic", "create", "x", "--partitions", "0"][..], "INVALID_PARTITIONS"),
-        (&["topic", "create", "x", "--partitions", "1", "--replication-factor", "3"][..], "INVALID_REPLICATION_FACTOR"),
-        (&["topic", "create", "x", "--partitions", "1", "--config", "segment.bytes=12"][..], "INVALID_CONFIG"),
-        (&["topic", "create", "x", "--partitions", "1", "--config", "no.such=1"][..], "INVALID_CONFIG"),
-        (&["topic", "describe", "nope"][..], "UNKNOWN_TOPIC_OR_PARTITION"),
-        (&["topic", "delete", "nope"][..], "UNKNOWN_TOPIC_OR_PARTITION"),
+        (
+            &["topic", "create", "orders", "--partitions", "1"][..],
+            "TOPIC_ALREADY_EXISTS",
+        ),
+        (
+            &["topic", "create", "bad/name", "--partitions", "1"][..],
+            "INVALID_TOPIC",
+        ),
+        (
+            &["topic", "create", "x", "--partitions", "0"][..],
+            "INVALID_PARTITIONS",
+        ),
+        (
+            &[
+                "topic",
+                "create",
+                "x",
+                "--partitions",
+                "1",
+                "--replication-factor",
+                "3",
+            ][..],
+            "INVALID_REPLICATION_FACTOR",
+        ),
+        (
+            &[
+                "topic",
+                "create",
+                "x",
+                "--partitions",
+                "1",
+                "--config",
+                "segment.bytes=12",
+            ][..],
+            "INVALID_CONFIG",
+        ),
+        (
+            &[
+                "topic",
+                "create",
+                "x",
+                "--partitions",
+                "1",
+                "--config",
+                "no.such=1",
+            ][..],
+            "INVALID_CONFIG",
+        ),
+        (
+            &["topic", "describe", "nope"][..],
+            "UNKNOWN_TOPIC_OR_PARTITION",
+        ),
+        (
+            &["topic", "delete", "nope"][..],
+            "UNKNOWN_TOPIC_OR_PARTITION",
+        ),
     ] {
         let o = b.run(args, b"");
         assert!(!o.status.success(), "{args:?} succeeded");
         let err = stderr(&o);
-        assert!(err.starts_with(&format!("error: {code}: ")), "{args:?}: {err}");
+        assert!(
+            err.starts_with(&format!("error: {code}: ")),
+            "{args:?}: {err}"
+        );
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 
@@ -64,20 +140,52 @@ fn topic_create_list_describe_delete() {
 fn produce_then_consume_text_and_json() {
     let tmp = tempfile::tempdir().unwrap();
     let b = TestBroker::start(tmp.path());
-    assert!(b.run(&["topic", "create", "t", "--partitions", "2"], b"").status.success());
+    assert!(
+        b.run(&["topic", "create", "t", "--partitions", "2"], b"")
+            .status
+            .success()
+    );
 
     let o = b.run(&["produce", "t", "--partition", "1"], b"hello\nworld\n");
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = b.run(&["consume", "t", "--partition", "1", "--from-beginning", "--max-messages", "2"], b"");
+    let o = b.run(
+        &[
+            "consume",
+            "t",
+            "--partition",
+            "1",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+        ],
+        b"",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "hello\nworld\n");
 
     // Keys: the same key always lands on the same partition.
-    let o = b.run(&["produce", "t", "--key-separator", ":", "--acks", "1"], b"k:v1\nk:v2\nk:v3\n");
+    let o = b.run(
+        &["produce", "t", "--key-separator", ":", "--acks", "1"],
+        b"k:v1\nk:v2\nk:v3\n",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = b.run(&["consume", "t", "--from-beginning", "--format", "json", "--timeout-ms", "500"], b"");
+    let o = b.run(
+        &[
+            "consume",
+            "t",
+            "--from-beginning",
+            "--format",
+            "json",
+            "--timeout-ms",
+            "500",
+        ],
+        b"",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let rows: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 5, "{rows:?}");
     let keyed: Vec<&serde_json::Value> = rows.iter().filter(|r| r["key"] == "k").collect();
     assert_eq!(keyed.len(), 3);
@@ -91,10 +199,31 @@ fn produce_then_consume_text_and_json() {
         }
     }
     // The first line's field order is the documented one.
-    assert!(stdout(&o).lines().next().unwrap().starts_with("{\"topic\":\"t\",\"partition\":"));
+    assert!(
+        stdout(&o)
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("{\"topic\":\"t\",\"partition\":")
+    );
 
     // --base64 and --offset.
-    let o = b.run(&["consume", "t", "--partition", "1", "--offset", "1", "--max-messages", "1", "--format", "json", "--base64"], b"");
+    let o = b.run(
+        &[
+            "consume",
+            "t",
+            "--partition",
+            "1",
+            "--offset",
+            "1",
+            "--max-messages",
+            "1",
+            "--format",
+            "json",
+            "--base64",
+        ],
+        b"",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let row: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(row["offset"], 1);
@@ -103,29 +232,74 @@ fn produce_then_consume_text_and_json() {
     // A line without the separator is refused.
     let o = b.run(&["produce", "t", "--key-separator", ":"], b"no-separator\n");
     assert!(!o.status.success());
-    assert!(stderr(&o).starts_with("error: INVALID_ARGUMENT: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: INVALID_ARGUMENT: "),
+        "{}",
+        stderr(&o)
+    );
 
     // Unknown topic or partition.
     let o = b.run(&["produce", "nope"], b"x\n");
-    assert!(stderr(&o).starts_with("error: UNKNOWN_TOPIC_OR_PARTITION: "), "{}", stderr(&o));
-    let o = b.run(&["consume", "t", "--partition", "9", "--timeout-ms", "100"], b"");
-    assert!(stderr(&o).starts_with("error: UNKNOWN_TOPIC_OR_PARTITION: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: UNKNOWN_TOPIC_OR_PARTITION: "),
+        "{}",
+        stderr(&o)
+    );
+    let o = b.run(
+        &["consume", "t", "--partition", "9", "--timeout-ms", "100"],
+        b"",
+    );
+    assert!(
+        stderr(&o).starts_with("error: UNKNOWN_TOPIC_OR_PARTITION: "),
+        "{}",
+        stderr(&o)
+    );
     // An offset above the log end.
-    let o = b.run(&["consume", "t", "--partition", "1", "--offset", "1000", "--timeout-ms", "100"], b"");
-    assert!(stderr(&o).starts_with("error: OFFSET_OUT_OF_RANGE: "), "{}", stderr(&o));
+    let o = b.run(
+        &[
+            "consume",
+            "t",
+            "--partition",
+            "1",
+            "--offset",
+            "1000",
+            "--timeout-ms",
+            "100",
+        ],
+        b"",
+    );
+    assert!(
+        stderr(&o).starts_with("error: OFFSET_OUT_OF_RANGE: "),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn consume_from_time_and_latest() {
     let tmp = tempfile::tempdir().unwrap();
     let b = TestBroker::start(tmp.path());
-    assert!(b.run(&["topic", "create", "t", "--partitions", "1"], b"").status.success());
+    assert!(
+        b.run(&["topic", "create", "t", "--partitions", "1"], b"")
+            .status
+            .success()
+    );
     assert!(b.run(&["produce", "t"], b"old\n").status.success());
     std::thread::sleep(std::time::Duration::from_millis(20));
     let cut = crate::support::now_ms();
     std::thread::sleep(std::time::Duration::from_millis(20));
     assert!(b.run(&["produce", "t"], b"new\n").status.success());
-    let o = b.run(&["consume", "t", "--from-time", &cut.to_string(), "--timeout-ms", "300"], b"");
+    let o = b.run(
+        &[
+            "consume",
+            "t",
+            "--from-time",
+            &cut.to_string(),
+            "--timeout-ms",
+            "300",
+        ],
+        b"",
+    );
     assert_eq!(stdout(&o), "new\n", "{}", stderr(&o));
     // Default start is the end: nothing old is printed.
     let o = b.run(&["consume", "t", "--timeout-ms", "300"], b"");
@@ -140,7 +314,11 @@ fn unreachable_broker_and_bad_config() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(stderr(&o).starts_with("error: BROKER_NOT_AVAILABLE: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: BROKER_NOT_AVAILABLE: "),
+        "{}",
+        stderr(&o)
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let o = std::process::Command::new(crate::support::bin())
@@ -149,7 +327,11 @@ fn unreachable_broker_and_bad_config() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(stderr(&o).starts_with("error: INVALID_CONFIG: invalid config listen: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: INVALID_CONFIG: invalid config listen: "),
+        "{}",
+        stderr(&o)
+    );
 
     let cfg = tmp.path().join("broker.toml");
     std::fs::write(&cfg, "[topic_defaults]\n\"retention.ms\" = \"soon\"\n").unwrap();

@@ -5,7 +5,13 @@ use sluiceway_proto::v1;
 
 use crate::support::*;
 
-async fn produce_batch(b: &TestBroker, topic: &str, partitions: u32, from: usize, n: usize) -> Vec<(u32, String)> {
+async fn produce_batch(
+    b: &TestBroker,
+    topic: &str,
+    partitions: u32,
+    from: usize,
+    n: usize,
+) -> Vec<(u32, String)> {
     let mut c = b.client().await;
     let mut acked = Vec::new();
     for i in from..from + n {
@@ -13,11 +19,20 @@ async fn produce_batch(b: &TestBroker, topic: &str, partitions: u32, from: usize
         let v = format!("msg-{i}");
         let resp = c
             .log
-            .produce(v1::ProduceRequest { acks: 1, timeout_ms: 0, partitions: vec![produce_partition(topic, p, set_of(&[&v]))] })
+            .produce(v1::ProduceRequest {
+                acks: 1,
+                timeout_ms: 0,
+                partitions: vec![produce_partition(topic, p, set_of(&[&v]))],
+            })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(code(resp.results[0].error_code), ErrorCode::None, "{}", resp.results[0].error_message);
+        assert_eq!(
+            code(resp.results[0].error_code),
+            ErrorCode::None,
+            "{}",
+            resp.results[0].error_message
+        );
         acked.push((p, v));
     }
     acked
@@ -26,8 +41,16 @@ async fn produce_batch(b: &TestBroker, topic: &str, partitions: u32, from: usize
 async fn assert_all_there(b: &TestBroker, topic: &str, partitions: u32, acked: &[(u32, String)]) {
     let mut c = b.client().await;
     for p in 0..partitions {
-        let want: Vec<&str> = acked.iter().filter(|(q, _)| *q == p).map(|(_, v)| v.as_str()).collect();
-        let got: Vec<String> = fetch_all(&mut c, topic, p, 0).await.into_iter().map(|(_, v)| String::from_utf8(v).unwrap()).collect();
+        let want: Vec<&str> = acked
+            .iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let got: Vec<String> = fetch_all(&mut c, topic, p, 0)
+            .await
+            .into_iter()
+            .map(|(_, v)| String::from_utf8(v).unwrap())
+            .collect();
         assert_eq!(got, want, "partition {p}");
     }
 }
@@ -44,7 +67,11 @@ async fn restart_after_sigterm_and_after_kill_9_loses_nothing_acknowledged() {
 
     // Graceful: SIGTERM exits 0 and marks the logs cleanly closed.
     let status = b.stop();
-    assert!(status.success(), "exit status {status:?}; log:\n{}", b.log_text());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        b.log_text()
+    );
     assert!(b.log_text().contains("logs closed cleanly"));
     let b = TestBroker::start(tmp.path());
     assert_all_there(&b, "d", 3, &acked).await;
@@ -59,10 +86,25 @@ async fn restart_after_sigterm_and_after_kill_9_loses_nothing_acknowledged() {
     // New appends continue after the recovered end.
     let mut c = b.client().await;
     let r = produce(&mut c, "d", 0, set_of(&["after"])).await;
-    assert_eq!(r.base_offset, acked.iter().filter(|(p, _)| *p == 0).count() as i64);
+    assert_eq!(
+        r.base_offset,
+        acked.iter().filter(|(p, _)| *p == 0).count() as i64
+    );
     // Topics survive restarts too.
-    let topics = c.admin.list_topics(v1::ListTopicsRequest {}).await.unwrap().into_inner();
-    assert_eq!(topics.topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["d"]);
+    let topics = c
+        .admin
+        .list_topics(v1::ListTopicsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        topics
+            .topics
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        ["d"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +123,11 @@ async fn kill_9_under_concurrent_load_keeps_every_acknowledged_message() {
                 let v = format!("p{p}-{i}");
                 let r = c
                     .log
-                    .produce(v1::ProduceRequest { acks: 1, timeout_ms: 0, partitions: vec![produce_partition("load", p, set_of(&[&v]))] })
+                    .produce(v1::ProduceRequest {
+                        acks: 1,
+                        timeout_ms: 0,
+                        partitions: vec![produce_partition("load", p, set_of(&[&v]))],
+                    })
                     .await;
                 match r {
                     Ok(resp) if resp.get_ref().results[0].error_code == 0 => acked.push((p, v)),
@@ -97,15 +143,32 @@ async fn kill_9_under_concurrent_load_keeps_every_acknowledged_message() {
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
-    assert!(acked.len() > 10, "only {} messages acknowledged before the kill", acked.len());
+    assert!(
+        acked.len() > 10,
+        "only {} messages acknowledged before the kill",
+        acked.len()
+    );
     let b = TestBroker::start(tmp.path());
     let mut c = b.client().await;
     for p in 0..4u32 {
-        let want: Vec<&str> = acked.iter().filter(|(q, _)| *q == p).map(|(_, v)| v.as_str()).collect();
-        let got: Vec<String> = fetch_all(&mut c, "load", p, 0).await.into_iter().map(|(_, v)| String::from_utf8(v).unwrap()).collect();
+        let want: Vec<&str> = acked
+            .iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let got: Vec<String> = fetch_all(&mut c, "load", p, 0)
+            .await
+            .into_iter()
+            .map(|(_, v)| String::from_utf8(v).unwrap())
+            .collect();
         // Every acknowledged message is there, in order; at most the one in flight at the kill
         // may also have been written without its acknowledgement arriving.
-        assert!(got.len() >= want.len() && got.len() <= want.len() + 1, "partition {p}: {} vs {}", got.len(), want.len());
+        assert!(
+            got.len() >= want.len() && got.len() <= want.len() + 1,
+            "partition {p}: {} vs {}",
+            got.len(),
+            want.len()
+        );
         assert_eq!(&got[..want.len()], &want[..], "partition {p}");
     }
 }

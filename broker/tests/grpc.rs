@@ -23,15 +23,33 @@ async fn ten_thousand_messages_over_eight_partitions_in_order() {
     while i < TOTAL {
         let mut by_partition: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         for _ in 0..PER_SET * 8 {
-            by_partition.entry((i % 8) as u32).or_default().push(format!("m{i}"));
+            by_partition
+                .entry((i % 8) as u32)
+                .or_default()
+                .push(format!("m{i}"));
             i += 1;
         }
-        let partitions = by_partition.iter().map(|(p, vals)| produce_partition("bulk", *p, set_of(vals))).collect();
-        let resp = c.log.produce(v1::ProduceRequest { acks: -1, timeout_ms: 0, partitions }).await.unwrap().into_inner();
+        let partitions = by_partition
+            .iter()
+            .map(|(p, vals)| produce_partition("bulk", *p, set_of(vals)))
+            .collect();
+        let resp = c
+            .log
+            .produce(v1::ProduceRequest {
+                acks: -1,
+                timeout_ms: 0,
+                partitions,
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(resp.results.len(), 8);
         for r in &resp.results {
             assert_eq!(code(r.error_code), ErrorCode::None, "{}", r.error_message);
-            assert_eq!(r.base_offset as usize, sent.get(&r.partition).map_or(0, Vec::len));
+            assert_eq!(
+                r.base_offset as usize,
+                sent.get(&r.partition).map_or(0, Vec::len)
+            );
             assert!(r.log_append_time_ms > 0);
         }
         for (p, vals) in by_partition {
@@ -42,14 +60,32 @@ async fn ten_thousand_messages_over_eight_partitions_in_order() {
     for p in 0..8u32 {
         let got = fetch_all(&mut c, "bulk", p, 0).await;
         let offsets: Vec<i64> = got.iter().map(|(o, _)| *o).collect();
-        assert_eq!(offsets, (0..got.len() as i64).collect::<Vec<_>>(), "dense offsets in partition {p}");
-        let values: Vec<String> = got.into_iter().map(|(_, v)| String::from_utf8(v).unwrap()).collect();
+        assert_eq!(
+            offsets,
+            (0..got.len() as i64).collect::<Vec<_>>(),
+            "dense offsets in partition {p}"
+        );
+        let values: Vec<String> = got
+            .into_iter()
+            .map(|(_, v)| String::from_utf8(v).unwrap())
+            .collect();
         assert_eq!(values, sent[&p], "partition {p} complete and in order");
         received += values.len();
     }
     assert_eq!(received, TOTAL);
     // The same through the command line: everything comes back.
-    let o = b.run(&["consume", "bulk", "--from-beginning", "--max-messages", "10000", "--timeout-ms", "5000"], b"");
+    let o = b.run(
+        &[
+            "consume",
+            "bulk",
+            "--from-beginning",
+            "--max-messages",
+            "10000",
+            "--timeout-ms",
+            "5000",
+        ],
+        b"",
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), TOTAL);
 }
@@ -76,7 +112,10 @@ async fn long_poll_wakes_on_new_data() {
             .into_inner()
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!fetch.is_finished(), "the fetch must wait while there is no data");
+    assert!(
+        !fetch.is_finished(),
+        "the fetch must wait while there is no data"
+    );
     let r = produce(&mut c, "lp", 1, set_of(&["wake up"])).await;
     assert_eq!(code(r.error_code), ErrorCode::None);
     let resp = fetch.await.unwrap();
@@ -84,14 +123,22 @@ async fn long_poll_wakes_on_new_data() {
     // It returned because data arrived, with the data, not because max_wait passed.
     assert!(elapsed < Duration::from_millis(10_000), "{elapsed:?}");
     assert!(resp.results[0].message_set.is_empty());
-    assert_eq!(records(&resp.results[1].message_set, 0), vec![(0, b"wake up".to_vec())]);
+    assert_eq!(
+        records(&resp.results[1].message_set, 0),
+        vec![(0, b"wake up".to_vec())]
+    );
     assert_eq!(resp.results[1].high_watermark, 1);
 
     // With no data the fetch answers empty once max_wait has passed.
     let started = Instant::now();
     let resp = c
         .log
-        .fetch(v1::FetchRequest { max_wait_ms: 200, min_bytes: 1, max_bytes: 0, partitions: vec![fetch_partition("lp", 0, 0)] })
+        .fetch(v1::FetchRequest {
+            max_wait_ms: 200,
+            min_bytes: 1,
+            max_bytes: 0,
+            partitions: vec![fetch_partition("lp", 0, 0)],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -107,11 +154,19 @@ async fn list_offsets_earliest_latest_and_by_timestamp() {
     let mut c = b.client().await;
     create_topic(&mut c, "ts", 1, &[]).await;
     let base = 1_700_000_000_000i64;
-    for chunk in [[(base, &b"a"[..]), (base + 1000, b"b")], [(base + 2000, b"c"), (base + 3000, b"d")]] {
+    for chunk in [
+        [(base, &b"a"[..]), (base + 1000, b"b")],
+        [(base + 2000, b"c"), (base + 3000, b"d")],
+    ] {
         let r = produce(&mut c, "ts", 0, set_with_timestamps(&chunk)).await;
         assert_eq!(code(r.error_code), ErrorCode::None, "{}", r.error_message);
     }
-    let lookup = |spec: v1::OffsetSpec, ts: i64| v1::ListOffsetsPartition { topic: "ts".into(), partition: 0, spec: spec as i32, timestamp_ms: ts };
+    let lookup = |spec: v1::OffsetSpec, ts: i64| v1::ListOffsetsPartition {
+        topic: "ts".into(),
+        partition: 0,
+        spec: spec as i32,
+        timestamp_ms: ts,
+    };
     let resp = c
         .log
         .list_offsets(v1::ListOffsetsRequest {
@@ -131,7 +186,10 @@ async fn list_offsets_earliest_latest_and_by_timestamp() {
         .into_inner();
     let offsets: Vec<i64> = resp.results.iter().map(|r| r.offset).collect();
     assert_eq!(&offsets[..6], &[0, 4, 0, 2, 3, -1]);
-    assert_eq!(code(resp.results[6].error_code), ErrorCode::InvalidTimestamp);
+    assert_eq!(
+        code(resp.results[6].error_code),
+        ErrorCode::InvalidTimestamp
+    );
     assert_eq!(code(resp.results[7].error_code), ErrorCode::InvalidRequest);
     assert_eq!(resp.results[1].high_watermark, 4);
 }
@@ -142,45 +200,90 @@ async fn metadata_brokers_and_topic_lifecycle() {
     let b = TestBroker::start_with(tmp.path(), &["--broker-id", "3"]);
     let mut c = b.client().await;
     create_topic(&mut c, "m", 2, &[("retention.ms", "-1")]).await;
-    let brokers = c.registry.list_brokers(v1::ListBrokersRequest {}).await.unwrap().into_inner();
+    let brokers = c
+        .registry
+        .list_brokers(v1::ListBrokersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(brokers.brokers.len(), 1);
     assert_eq!(brokers.brokers[0].broker_id, 3);
     assert_eq!(brokers.brokers[0].address, b.addr);
     assert_eq!(brokers.controller_id, 3);
     let meta = c
         .registry
-        .get_metadata(v1::GetMetadataRequest { topics: vec!["m".into(), "absent".into(), "bad name".into()] })
+        .get_metadata(v1::GetMetadataRequest {
+            topics: vec!["m".into(), "absent".into(), "bad name".into()],
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(meta.topics.len(), 3);
     let m = &meta.topics[0];
     assert_eq!(m.partitions.len(), 2);
-    assert_eq!((m.partitions[1].leader_id, m.partitions[1].replicas.clone(), m.partitions[1].isr.clone()), (3, vec![3], vec![3]));
+    assert_eq!(
+        (
+            m.partitions[1].leader_id,
+            m.partitions[1].replicas.clone(),
+            m.partitions[1].isr.clone()
+        ),
+        (3, vec![3], vec![3])
+    );
     assert_eq!(m.partitions[1].leader_epoch, 0);
-    assert_eq!(code(meta.topics[1].error_code), ErrorCode::UnknownTopicOrPartition);
+    assert_eq!(
+        code(meta.topics[1].error_code),
+        ErrorCode::UnknownTopicOrPartition
+    );
     assert_eq!(code(meta.topics[2].error_code), ErrorCode::InvalidTopic);
 
-    let d = c.admin.describe_topic(v1::DescribeTopicRequest { name: "m".into() }).await.unwrap().into_inner();
-    assert_eq!(d.configs.get("retention.ms").map(String::as_str), Some("-1"));
-    assert_eq!(d.effective_configs.get("flush.policy").map(String::as_str), Some("always"));
+    let d = c
+        .admin
+        .describe_topic(v1::DescribeTopicRequest { name: "m".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        d.configs.get("retention.ms").map(String::as_str),
+        Some("-1")
+    );
+    assert_eq!(
+        d.effective_configs.get("flush.policy").map(String::as_str),
+        Some("always")
+    );
 
     // Delete wakes and fails waiting fetches; a re-created topic starts empty.
-    assert_eq!(code(produce(&mut c, "m", 0, set_of(&["x"])).await.error_code), ErrorCode::None);
+    assert_eq!(
+        code(produce(&mut c, "m", 0, set_of(&["x"])).await.error_code),
+        ErrorCode::None
+    );
     let mut waiter = c.clone();
     let fetch = tokio::spawn(async move {
         waiter
             .log
-            .fetch(v1::FetchRequest { max_wait_ms: 10_000, min_bytes: 1, max_bytes: 0, partitions: vec![fetch_partition("m", 1, 0)] })
+            .fetch(v1::FetchRequest {
+                max_wait_ms: 10_000,
+                min_bytes: 1,
+                max_bytes: 0,
+                partitions: vec![fetch_partition("m", 1, 0)],
+            })
             .await
             .unwrap()
             .into_inner()
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    c.admin.delete_topic(v1::DeleteTopicRequest { name: "m".into() }).await.unwrap();
+    c.admin
+        .delete_topic(v1::DeleteTopicRequest { name: "m".into() })
+        .await
+        .unwrap();
     let resp = fetch.await.unwrap();
-    assert_eq!(code(resp.results[0].error_code), ErrorCode::UnknownTopicOrPartition);
-    assert_eq!(code(produce(&mut c, "m", 0, set_of(&["x"])).await.error_code), ErrorCode::UnknownTopicOrPartition);
+    assert_eq!(
+        code(resp.results[0].error_code),
+        ErrorCode::UnknownTopicOrPartition
+    );
+    assert_eq!(
+        code(produce(&mut c, "m", 0, set_of(&["x"])).await.error_code),
+        ErrorCode::UnknownTopicOrPartition
+    );
     create_topic(&mut c, "m", 1, &[]).await;
     let r = produce(&mut c, "m", 0, set_of(&["fresh"])).await;
     assert_eq!((code(r.error_code), r.base_offset), (ErrorCode::None, 0));
@@ -194,7 +297,11 @@ async fn acks_zero_is_answered_and_appended() {
     create_topic(&mut c, "fire", 1, &[]).await;
     let resp = c
         .log
-        .produce(v1::ProduceRequest { acks: 0, timeout_ms: 0, partitions: vec![produce_partition("fire", 0, set_of(&["a", "b"]))] })
+        .produce(v1::ProduceRequest {
+            acks: 0,
+            timeout_ms: 0,
+            partitions: vec![produce_partition("fire", 0, set_of(&["a", "b"]))],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -202,7 +309,12 @@ async fn acks_zero_is_answered_and_appended() {
     // The append completes in the background: a long poll sees it.
     let resp = c
         .log
-        .fetch(v1::FetchRequest { max_wait_ms: 5_000, min_bytes: 1, max_bytes: 0, partitions: vec![fetch_partition("fire", 0, 0)] })
+        .fetch(v1::FetchRequest {
+            max_wait_ms: 5_000,
+            min_bytes: 1,
+            max_bytes: 0,
+            partitions: vec![fetch_partition("fire", 0, 0)],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -222,7 +334,9 @@ async fn metrics_endpoint_reports_partitions_and_requests() {
     fetch_once(&mut c, "mt", 0, 0).await;
     let addr = b.metrics_addr.clone().expect("metrics address printed");
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).await.unwrap();
     assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");

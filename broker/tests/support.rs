@@ -37,11 +37,20 @@ impl TestBroker {
     pub fn start_with(root: &Path, extra: &[&str]) -> TestBroker {
         let data_dir = root.join("data");
         let log = root.join("broker.log");
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut child = Command::new(bin())
             .args(["broker", "--data-dir"])
             .arg(&data_dir)
-            .args(["--listen", "127.0.0.1:0", "--log", "info,sluiceway_broker=debug"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                "info,sluiceway_broker=debug",
+            ])
             .args(extra)
             .env_remove("SLUICEWAY_BOOTSTRAP")
             .stdin(Stdio::null())
@@ -82,11 +91,20 @@ impl TestBroker {
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("the broker did not print its address; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                    panic!(
+                        "the broker did not print its address; log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
                 }
             }
         };
-        TestBroker { child: Some(child), addr, metrics_addr, data_dir, log }
+        TestBroker {
+            child: Some(child),
+            addr,
+            metrics_addr,
+            data_dir,
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -96,7 +114,10 @@ impl TestBroker {
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
@@ -127,7 +148,14 @@ impl TestBroker {
 
     /// Runs the command line with `stdin` as its input.
     pub fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = self.cli().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .cli()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut input = child.stdin.take().unwrap();
         let data = stdin.to_vec();
         let writer = std::thread::spawn(move || {
@@ -157,7 +185,10 @@ impl Drop for TestBroker {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// An uncompressed magic-1 set of `values` stamped now.
@@ -198,21 +229,38 @@ pub async fn create_topic(c: &mut Client, name: &str, partitions: u32, configs: 
             name: name.into(),
             partitions,
             replication_factor: 1,
-            configs: configs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            configs: configs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         })
         .await
         .unwrap();
 }
 
 pub fn produce_partition(topic: &str, partition: u32, set: Vec<u8>) -> v1::ProducePartition {
-    v1::ProducePartition { topic: topic.into(), partition, message_set: set, leader_epoch: None }
+    v1::ProducePartition {
+        topic: topic.into(),
+        partition,
+        message_set: set,
+        leader_epoch: None,
+    }
 }
 
 /// Produces one set with acks=1 and returns its result.
-pub async fn produce(c: &mut Client, topic: &str, partition: u32, set: Vec<u8>) -> v1::ProducePartitionResult {
+pub async fn produce(
+    c: &mut Client,
+    topic: &str,
+    partition: u32,
+    set: Vec<u8>,
+) -> v1::ProducePartitionResult {
     let resp = c
         .log
-        .produce(v1::ProduceRequest { acks: 1, timeout_ms: 0, partitions: vec![produce_partition(topic, partition, set)] })
+        .produce(v1::ProduceRequest {
+            acks: 1,
+            timeout_ms: 0,
+            partitions: vec![produce_partition(topic, partition, set)],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -220,14 +268,30 @@ pub async fn produce(c: &mut Client, topic: &str, partition: u32, set: Vec<u8>) 
 }
 
 pub fn fetch_partition(topic: &str, partition: u32, offset: i64) -> v1::FetchPartition {
-    v1::FetchPartition { topic: topic.into(), partition, fetch_offset: offset, max_bytes: 0, leader_epoch: None }
+    v1::FetchPartition {
+        topic: topic.into(),
+        partition,
+        fetch_offset: offset,
+        max_bytes: 0,
+        leader_epoch: None,
+    }
 }
 
 /// One fetch of one partition without waiting.
-pub async fn fetch_once(c: &mut Client, topic: &str, partition: u32, offset: i64) -> v1::FetchPartitionResult {
+pub async fn fetch_once(
+    c: &mut Client,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+) -> v1::FetchPartitionResult {
     let resp = c
         .log
-        .fetch(v1::FetchRequest { max_wait_ms: 0, min_bytes: 1, max_bytes: 0, partitions: vec![fetch_partition(topic, partition, offset)] })
+        .fetch(v1::FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 1,
+            max_bytes: 0,
+            partitions: vec![fetch_partition(topic, partition, offset)],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -235,7 +299,12 @@ pub async fn fetch_once(c: &mut Client, topic: &str, partition: u32, offset: i64
 }
 
 /// Every record of a partition from `from` up to its high watermark.
-pub async fn fetch_all(c: &mut Client, topic: &str, partition: u32, from: i64) -> Vec<(i64, Vec<u8>)> {
+pub async fn fetch_all(
+    c: &mut Client,
+    topic: &str,
+    partition: u32,
+    from: i64,
+) -> Vec<(i64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut next = from;
     loop {

@@ -11,7 +11,10 @@ use crate::error::{Error, Result};
 
 /// Replaces `path` with `bytes` atomically and durably (see the module docs).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
@@ -21,7 +24,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .truncate(true)
         .open(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write", &tmp, e))?;
     f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
     drop(f);
     fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
@@ -30,7 +34,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// fsyncs a directory so that a rename or a new entry in it is durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 #[cfg(test)]

@@ -78,7 +78,10 @@ mod tests {
             (b"foobar", -790_332_482),
             (b"a-little-bit-long-string", -985_981_536),
             (b"a-little-bit-longer-string", -1_486_304_829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
             (b"abc", 479_470_107),
         ];
         for (input, want) in cases {
@@ -91,6 +94,9 @@ mod tests {
         let p = Partitioner::new();
         let got: Vec<u32> = (0..6).map(|_| p.partition(None, 3)).collect();
         assert_eq!(got, [0, 1, 2, 0, 1, 2]);
-        assert_eq!(p.partition(Some(b"foobar"), 7), partition_for_key(b"foobar", 7));
+        assert_eq!(
+            p.partition(Some(b"foobar"), 7),
+            partition_for_key(b"foobar", 7)
+        );
     }
 }

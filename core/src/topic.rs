@@ -22,18 +22,29 @@ use crate::storage::{FlushPolicy, LogConfig};
 
 /// Checks a topic name: `[a-zA-Z0-9._-]{1,249}`, and not `.` or `..` (they are directory names).
 pub fn validate_topic_name(name: &str) -> Result<()> {
-    let invalid = |reason: String| Error::InvalidTopic { name: name.to_owned(), reason };
+    let invalid = |reason: String| Error::InvalidTopic {
+        name: name.to_owned(),
+        reason,
+    };
     if name.is_empty() {
         return Err(invalid("a topic name must not be empty".into()));
     }
     if name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err(invalid(format!("{} characters is longer than the limit of {TOPIC_NAME_BYTES_MAX}", name.len())));
+        return Err(invalid(format!(
+            "{} characters is longer than the limit of {TOPIC_NAME_BYTES_MAX}",
+            name.len()
+        )));
     }
     if name == "." || name == ".." {
         return Err(invalid("'.' and '..' are not allowed".into()));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(invalid(format!("character {c:?} is not allowed; use [a-zA-Z0-9._-]")));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(invalid(format!(
+            "character {c:?} is not allowed; use [a-zA-Z0-9._-]"
+        )));
     }
     Ok(())
 }
@@ -76,20 +87,30 @@ pub struct TopicConfig {
 
 impl Default for TopicConfig {
     fn default() -> TopicConfig {
-        TopicConfig { log: LogConfig::default(), min_insync_replicas: 1 }
+        TopicConfig {
+            log: LogConfig::default(),
+            min_insync_replicas: 1,
+        }
     }
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidConfig { key: key.to_owned(), reason: reason.into() }
+    Error::InvalidConfig {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn parse_u64(key: &str, v: &str) -> Result<u64> {
-    v.trim().parse::<u64>().map_err(|_| invalid(key, format!("{v:?} is not a non-negative integer")))
+    v.trim()
+        .parse::<u64>()
+        .map_err(|_| invalid(key, format!("{v:?} is not a non-negative integer")))
 }
 
 fn parse_u32(key: &str, v: &str) -> Result<u32> {
-    v.trim().parse::<u32>().map_err(|_| invalid(key, format!("{v:?} is not an integer in [0, {}]", u32::MAX)))
+    v.trim()
+        .parse::<u32>()
+        .map_err(|_| invalid(key, format!("{v:?} is not an integer in [0, {}]", u32::MAX)))
 }
 
 /// `-1` means "no bound" (Kafka's convention), otherwise a non-negative integer.
@@ -103,7 +124,10 @@ fn parse_optional_u64(key: &str, v: &str) -> Result<Option<u64>> {
 impl TopicConfig {
     /// Lays `overrides` over `defaults` (both maps of Kafka keys) and validates the result.
     /// Unknown keys and bad values are [`Error::InvalidConfig`] naming the key.
-    pub fn parse(defaults: &BTreeMap<String, String>, overrides: &BTreeMap<String, String>) -> Result<TopicConfig> {
+    pub fn parse(
+        defaults: &BTreeMap<String, String>,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig> {
         let mut merged = defaults.clone();
         merged.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut config = TopicConfig::default();
@@ -117,14 +141,21 @@ impl TopicConfig {
                 RETENTION_MS => log.retention_ms = parse_optional_u64(key, value)?,
                 RETENTION_BYTES => log.retention_bytes = parse_optional_u64(key, value)?,
                 MESSAGE_TIMESTAMP_TYPE => {
-                    log.timestamp_type = TimestampType::from_name(value.trim()).ok_or_else(|| {
-                        invalid(key, format!("{value:?} is neither CreateTime nor LogAppendTime"))
-                    })?;
+                    log.timestamp_type =
+                        TimestampType::from_name(value.trim()).ok_or_else(|| {
+                            invalid(
+                                key,
+                                format!("{value:?} is neither CreateTime nor LogAppendTime"),
+                            )
+                        })?;
                 }
                 MIN_INSYNC_REPLICAS => {
                     let n = parse_u32(key, value)?;
                     if !(1..=REPLICATION_FACTOR_MAX).contains(&n) {
-                        return Err(invalid(key, format!("{n} is outside [1, {REPLICATION_FACTOR_MAX}]")));
+                        return Err(invalid(
+                            key,
+                            format!("{n} is outside [1, {REPLICATION_FACTOR_MAX}]"),
+                        ));
                     }
                     config.min_insync_replicas = n;
                 }
@@ -134,20 +165,34 @@ impl TopicConfig {
                 FLUSH_POLICY => flush_policy = Some(value.trim()),
                 FLUSH_MS => flush_ms = Some(parse_u64(key, value)?),
                 other => {
-                    return Err(invalid(other, format!("unknown topic config key; known keys: {}", TOPIC_CONFIG_KEYS.join(", "))));
+                    return Err(invalid(
+                        other,
+                        format!(
+                            "unknown topic config key; known keys: {}",
+                            TOPIC_CONFIG_KEYS.join(", ")
+                        ),
+                    ));
                 }
             }
         }
         config.log.flush = match (flush_policy, flush_ms) {
             (None, None) => config.log.flush,
-            (None | Some("interval"), ms) => FlushPolicy::Interval { ms: ms.unwrap_or(FLUSH_INTERVAL_MS_DEFAULT) },
+            (None | Some("interval"), ms) => FlushPolicy::Interval {
+                ms: ms.unwrap_or(FLUSH_INTERVAL_MS_DEFAULT),
+            },
             (Some("always"), None) => FlushPolicy::Always,
             (Some("os"), None) => FlushPolicy::Os,
             (Some(p @ ("always" | "os")), Some(_)) => {
-                return Err(invalid(FLUSH_MS, format!("only applies to flush.policy=interval, not {p}")));
+                return Err(invalid(
+                    FLUSH_MS,
+                    format!("only applies to flush.policy=interval, not {p}"),
+                ));
             }
             (Some(other), _) => {
-                return Err(invalid(FLUSH_POLICY, format!("{other:?} is not one of always, interval, os")));
+                return Err(invalid(
+                    FLUSH_POLICY,
+                    format!("{other:?} is not one of always, interval, os"),
+                ));
             }
         };
         config.log.validate()?;
@@ -168,11 +213,26 @@ impl TopicConfig {
         m.insert(SEGMENT_MS.to_owned(), log.segment_ms.to_string());
         m.insert(RETENTION_MS.to_owned(), opt(log.retention_ms));
         m.insert(RETENTION_BYTES.to_owned(), opt(log.retention_bytes));
-        m.insert(MESSAGE_TIMESTAMP_TYPE.to_owned(), log.timestamp_type.name().to_owned());
-        m.insert(MIN_INSYNC_REPLICAS.to_owned(), self.min_insync_replicas.to_string());
-        m.insert(MAX_MESSAGE_BYTES.to_owned(), log.max_message_bytes.to_string());
-        m.insert(INDEX_INTERVAL_BYTES.to_owned(), log.index_interval_bytes.to_string());
-        m.insert(SEGMENT_INDEX_BYTES.to_owned(), log.index_bytes_max.to_string());
+        m.insert(
+            MESSAGE_TIMESTAMP_TYPE.to_owned(),
+            log.timestamp_type.name().to_owned(),
+        );
+        m.insert(
+            MIN_INSYNC_REPLICAS.to_owned(),
+            self.min_insync_replicas.to_string(),
+        );
+        m.insert(
+            MAX_MESSAGE_BYTES.to_owned(),
+            log.max_message_bytes.to_string(),
+        );
+        m.insert(
+            INDEX_INTERVAL_BYTES.to_owned(),
+            log.index_interval_bytes.to_string(),
+        );
+        m.insert(
+            SEGMENT_INDEX_BYTES.to_owned(),
+            log.index_bytes_max.to_string(),
+        );
         m.insert(FLUSH_POLICY.to_owned(), policy.to_owned());
         if let Some(ms) = ms {
             m.insert(FLUSH_MS.to_owned(), ms.to_string());
@@ -194,7 +254,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -203,7 +266,10 @@ mod tests {
             validate_topic_name(ok).unwrap();
         }
         for bad in ["", ".", "..", "a b", "a/b", "é", &"x".repeat(250)] {
-            assert!(matches!(validate_topic_name(bad), Err(Error::InvalidTopic { .. })), "{bad:?}");
+            assert!(
+                matches!(validate_topic_name(bad), Err(Error::InvalidTopic { .. })),
+                "{bad:?}"
+            );
         }
     }
 
@@ -211,7 +277,11 @@ mod tests {
     fn parse_and_render() {
         let c = TopicConfig::parse(
             &map(&[("retention.ms", "1000")]),
-            &map(&[("retention.ms", "-1"), ("segment.bytes", "4096"), ("flush.ms", "50")]),
+            &map(&[
+                ("retention.ms", "-1"),
+                ("segment.bytes", "4096"),
+                ("flush.ms", "50"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.log.retention_ms, None);
@@ -223,16 +293,26 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let key_of = |pairs: &[(&str, &str)]| match TopicConfig::parse(&BTreeMap::new(), &map(pairs)) {
-            Err(Error::InvalidConfig { key, .. }) => key,
-            other => panic!("{other:?}"),
-        };
+        let key_of =
+            |pairs: &[(&str, &str)]| match TopicConfig::parse(&BTreeMap::new(), &map(pairs)) {
+                Err(Error::InvalidConfig { key, .. }) => key,
+                other => panic!("{other:?}"),
+            };
         assert_eq!(key_of(&[("segment.bytes", "ten")]), "segment.bytes");
         assert_eq!(key_of(&[("segment.bytes", "1")]), "segment.bytes");
         assert_eq!(key_of(&[("no.such.key", "1")]), "no.such.key");
-        assert_eq!(key_of(&[("message.timestamp.type", "Now")]), "message.timestamp.type");
-        assert_eq!(key_of(&[("min.insync.replicas", "0")]), "min.insync.replicas");
+        assert_eq!(
+            key_of(&[("message.timestamp.type", "Now")]),
+            "message.timestamp.type"
+        );
+        assert_eq!(
+            key_of(&[("min.insync.replicas", "0")]),
+            "min.insync.replicas"
+        );
         assert_eq!(key_of(&[("flush.policy", "sometimes")]), "flush.policy");
-        assert_eq!(key_of(&[("flush.policy", "always"), ("flush.ms", "5")]), "flush.ms");
+        assert_eq!(
+            key_of(&[("flush.policy", "always"), ("flush.ms", "5")]),
+            "flush.ms"
+        );
     }
 }

@@ -25,7 +25,10 @@ use prost::Message as _;
 /// stable Sluiceway code and message in the status details.
 pub fn status(grpc: tonic::Code, code: v1::ErrorCode, message: impl Into<String>) -> tonic::Status {
     let message = message.into();
-    let detail = v1::ErrorDetail { code: code as i32, message: message.clone() };
+    let detail = v1::ErrorDetail {
+        code: code as i32,
+        message: message.clone(),
+    };
     tonic::Status::with_details(grpc, message, detail.encode_to_vec().into())
 }
 

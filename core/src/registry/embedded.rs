@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use super::{BrokerId, BrokerInfo, NewTopic, PartitionInfo, Registry, TopicInfo};
 use crate::atomic_file::write_atomically;
 use crate::error::{Error, Result};
-use crate::limits::{PARTITIONS_PER_TOPIC_MAX, REGISTRY_STATE_BYTES_MAX, REPLICATION_FACTOR_MAX, TOPICS_MAX};
+use crate::limits::{
+    PARTITIONS_PER_TOPIC_MAX, REGISTRY_STATE_BYTES_MAX, REPLICATION_FACTOR_MAX, TOPICS_MAX,
+};
 use crate::topic::validate_topic_name;
 
 /// The state file's name inside the data directory.
@@ -102,16 +104,26 @@ impl EmbeddedRegistry {
                     .read_to_end(&mut bytes)
                     .map_err(|e| Error::io("read", &path, e))?;
                 if bytes.len() as u64 > REGISTRY_STATE_BYTES_MAX {
-                    return Err(corrupt_state(&path, format!("larger than {REGISTRY_STATE_BYTES_MAX} bytes")));
+                    return Err(corrupt_state(
+                        &path,
+                        format!("larger than {REGISTRY_STATE_BYTES_MAX} bytes"),
+                    ));
                 }
-                let state: State = serde_json::from_slice(&bytes).map_err(|e| corrupt_state(&path, e.to_string()))?;
+                let state: State = serde_json::from_slice(&bytes)
+                    .map_err(|e| corrupt_state(&path, e.to_string()))?;
                 if state.version != STATE_VERSION {
-                    return Err(corrupt_state(&path, format!("unsupported state version {}", state.version)));
+                    return Err(corrupt_state(
+                        &path,
+                        format!("unsupported state version {}", state.version),
+                    ));
                 }
                 check_state(&state).map_err(|reason| corrupt_state(&path, reason))?;
                 state
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => State { version: STATE_VERSION, ..State::default() },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => State {
+                version: STATE_VERSION,
+                ..State::default()
+            },
             Err(e) => return Err(Error::io("open", &path, e)),
         };
         if let Some(other) = state.brokers.iter().find(|b| b.id != broker_id.0) {
@@ -125,7 +137,11 @@ impl EmbeddedRegistry {
                 ),
             });
         }
-        Ok(EmbeddedRegistry { path, broker_id, state: Mutex::new(state) })
+        Ok(EmbeddedRegistry {
+            path,
+            broker_id,
+            state: Mutex::new(state),
+        })
     }
 
     /// Persists `next` and only then makes it the current state.
@@ -151,15 +167,24 @@ fn check_state(state: &State) -> std::result::Result<(), String> {
         validate_topic_name(&t.name).map_err(|e| e.to_string())?;
         for (i, p) in t.partitions.iter().enumerate() {
             if p.partition as usize != i {
-                return Err(format!("topic {} lists partition {} at position {i}", t.name, p.partition));
+                return Err(format!(
+                    "topic {} lists partition {} at position {i}",
+                    t.name, p.partition
+                ));
             }
             if let Some(l) = p.leader
                 && !p.isr.contains(&l)
             {
-                return Err(format!("{}-{}: leader {l} is not in the in-sync replicas", t.name, p.partition));
+                return Err(format!(
+                    "{}-{}: leader {l} is not in the in-sync replicas",
+                    t.name, p.partition
+                ));
             }
             if p.isr.iter().any(|b| !p.replicas.contains(b)) {
-                return Err(format!("{}-{}: in-sync replicas are not all replicas", t.name, p.partition));
+                return Err(format!(
+                    "{}-{}: in-sync replicas are not all replicas",
+                    t.name, p.partition
+                ));
             }
         }
     }
@@ -179,7 +204,10 @@ impl Registry for EmbeddedRegistry {
             return Ok(());
         }
         let mut next = state.clone();
-        next.brokers = vec![BrokerRecord { id: id.0, address: address.to_owned() }];
+        next.brokers = vec![BrokerRecord {
+            id: id.0,
+            address: address.to_owned(),
+        }];
         self.commit(&mut state, next)
     }
 
@@ -188,7 +216,11 @@ impl Registry for EmbeddedRegistry {
         Ok(state
             .brokers
             .iter()
-            .map(|b| BrokerInfo { id: BrokerId(b.id), address: b.address.clone(), alive: true })
+            .map(|b| BrokerInfo {
+                id: BrokerId(b.id),
+                address: b.address.clone(),
+                alive: true,
+            })
             .collect())
     }
 
@@ -204,7 +236,13 @@ impl Registry for EmbeddedRegistry {
     }
 
     fn topic(&self, name: &str) -> Result<Option<TopicInfo>> {
-        Ok(self.state.lock().topics.iter().find(|t| t.name == name).map(TopicRecord::to_info))
+        Ok(self
+            .state
+            .lock()
+            .topics
+            .iter()
+            .find(|t| t.name == name)
+            .map(TopicRecord::to_info))
     }
 
     fn create_topic(&self, topic: &NewTopic) -> Result<TopicInfo> {
@@ -235,7 +273,9 @@ impl Registry for EmbeddedRegistry {
             return Err(Error::TopicAlreadyExists(topic.name.clone()));
         }
         if state.topics.len() >= TOPICS_MAX {
-            return Err(Error::InvalidRequest(format!("the registry already holds the maximum of {TOPICS_MAX} topics")));
+            return Err(Error::InvalidRequest(format!(
+                "the registry already holds the maximum of {TOPICS_MAX} topics"
+            )));
         }
         let me = self.broker_id.0;
         let record = TopicRecord {
@@ -243,7 +283,13 @@ impl Registry for EmbeddedRegistry {
             replication_factor: topic.replication_factor,
             configs: topic.configs.clone(),
             partitions: (0..topic.partitions)
-                .map(|p| PartitionRecord { partition: p, leader: Some(me), replicas: vec![me], isr: vec![me], leader_epoch: 0 })
+                .map(|p| PartitionRecord {
+                    partition: p,
+                    leader: Some(me),
+                    replicas: vec![me],
+                    isr: vec![me],
+                    leader_epoch: 0,
+                })
                 .collect(),
         };
         let info = record.to_info();
@@ -256,7 +302,9 @@ impl Registry for EmbeddedRegistry {
     fn delete_topic(&self, name: &str) -> Result<TopicInfo> {
         let mut state = self.state.lock();
         let Some(i) = state.topics.iter().position(|t| t.name == name) else {
-            return Err(Error::UnknownTopicOrPartition(format!("topic {name} does not exist")));
+            return Err(Error::UnknownTopicOrPartition(format!(
+                "topic {name} does not exist"
+            )));
         };
         let info = state.topics[i].to_info();
         let mut next = state.clone();
@@ -271,7 +319,12 @@ mod tests {
     use super::*;
 
     fn new_topic(name: &str, partitions: u32) -> NewTopic {
-        NewTopic { name: name.into(), partitions, replication_factor: 1, configs: BTreeMap::new() }
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+        }
     }
 
     #[test]
@@ -283,25 +336,43 @@ mod tests {
         assert_eq!(t.partitions.len(), 3);
         assert_eq!(t.partitions[2].leader, Some(BrokerId(1)));
         r.create_topic(&new_topic("b", 1)).unwrap();
-        assert!(matches!(r.create_topic(&new_topic("b", 1)), Err(Error::TopicAlreadyExists(_))));
+        assert!(matches!(
+            r.create_topic(&new_topic("b", 1)),
+            Err(Error::TopicAlreadyExists(_))
+        ));
         r.delete_topic("b").unwrap();
         drop(r);
         let r = EmbeddedRegistry::open(dir.path(), BrokerId(1)).unwrap();
         let names: Vec<String> = r.topics().unwrap().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["orders"]);
         assert_eq!(r.brokers().unwrap()[0].address, "127.0.0.1:1");
-        assert!(matches!(EmbeddedRegistry::open(dir.path(), BrokerId(2)), Err(Error::InvalidConfig { .. })));
+        assert!(matches!(
+            EmbeddedRegistry::open(dir.path(), BrokerId(2)),
+            Err(Error::InvalidConfig { .. })
+        ));
     }
 
     #[test]
     fn rejects_bad_topics() {
         let dir = tempfile::tempdir().unwrap();
         let r = EmbeddedRegistry::open(dir.path(), BrokerId(0)).unwrap();
-        assert!(matches!(r.create_topic(&new_topic("a b", 1)), Err(Error::InvalidTopic { .. })));
-        assert!(matches!(r.create_topic(&new_topic("a", 0)), Err(Error::InvalidPartitions(_))));
+        assert!(matches!(
+            r.create_topic(&new_topic("a b", 1)),
+            Err(Error::InvalidTopic { .. })
+        ));
+        assert!(matches!(
+            r.create_topic(&new_topic("a", 0)),
+            Err(Error::InvalidPartitions(_))
+        ));
         let mut t = new_topic("a", 1);
         t.replication_factor = 3;
-        assert!(matches!(r.create_topic(&t), Err(Error::InvalidReplicationFactor(_))));
-        assert!(matches!(r.delete_topic("nope"), Err(Error::UnknownTopicOrPartition(_))));
+        assert!(matches!(
+            r.create_topic(&t),
+            Err(Error::InvalidReplicationFactor(_))
+        ));
+        assert!(matches!(
+            r.delete_topic("nope"),
+            Err(Error::UnknownTopicOrPartition(_))
+        ));
     }
 }
