@@ -886,3 +886,142 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn follower_append_keeps_the_leaders_offsets() {
+    let leader = Fixture::new(small_config());
+    let leader_log = leader.open();
+    let mut next = 0;
+    for k in 0..30u64 {
+        let n = 1 + k % 4;
+        let mut bytes = if k % 3 == 0 { compressed(next, n, Compression::Snappy) } else { set(next, n) };
+        leader_log.append(&mut bytes).unwrap();
+        next += n;
+    }
+    let follower = Fixture::new(small_config());
+    let log = follower.open();
+    // Replicate by fetching from the leader at the follower's log end, as a follower does.
+    while log.log_end_offset() < leader_log.log_end_offset() {
+        let fetched = leader_log.read(log.log_end_offset(), 300, leader_log.log_end_offset()).unwrap();
+        let info = log.append_as_follower(&fetched.bytes).unwrap();
+        assert_eq!(info.last_offset.next(), log.log_end_offset());
+    }
+    assert_eq!(read_all(&log, log.log_end_offset()), expected(0..next));
+    assert!(log.segment_count() > 1);
+
+    // A set that does not continue the log, or is damaged, is refused and changes nothing.
+    let (end, size) = (log.log_end_offset(), log.size_bytes());
+    let again = leader_log.read(Offset(0), 1, Offset(next)).unwrap().bytes;
+    assert!(matches!(log.append_as_follower(&again), Err(Error::CorruptMessage { .. })));
+    let mut gap = set(0, 2);
+    gap[..8].copy_from_slice(&(next + 1).to_be_bytes());
+    assert!(log.append_as_follower(&gap).is_err());
+    let mut damaged = set(0, 1);
+    damaged[..8].copy_from_slice(&next.to_be_bytes());
+    let n = damaged.len();
+    damaged[n - 1] ^= 0x20;
+    assert!(matches!(log.append_as_follower(&damaged), Err(Error::CorruptMessage { .. })));
+    assert_eq!((log.log_end_offset(), log.size_bytes()), (end, size));
+    let mut ok = set(next, 1);
+    ok[..8].copy_from_slice(&next.to_be_bytes());
+    assert_eq!(log.append_as_follower(&ok).unwrap().base_offset, Offset(next));
+}
+
+#[test]
+fn truncate_to_cuts_whole_entries_and_the_log_continues() {
+    let f = Fixture::new(small_config());
+    let log = f.open();
+    // Plain sets, then a compressed wrapper of 5 at 100..105, then more plain ones.
+    fill(&log, 100, 1);
+    log.append(&mut compressed(100, 5, Compression::Gzip)).unwrap();
+    fill_from(&log, 105, 45);
+    log.set_high_watermark(Offset(140));
+    let bases = f.bases();
+
+    // Past the end: nothing happens.
+    log.truncate_to(Offset(500)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(150));
+
+    // Inside the last segment.
+    log.truncate_to(Offset(147)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(147));
+    assert_eq!(read_all(&log, log.log_end_offset()), expected(0..147));
+
+    // Into the middle of the wrapper: it goes whole, and later segments are deleted.
+    log.truncate_to(Offset(102)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(100));
+    assert_eq!(log.high_watermark(), Offset(100));
+    assert!(log.recovery_point() <= Offset(100));
+    assert!(f.bases().iter().all(|b| *b <= 100));
+    assert_eq!(read_all(&log, log.log_end_offset()), expected(0..100));
+    match log.read(Offset(101), 100, Offset(200)) {
+        Err(Error::OffsetOutOfRange { log_end_offset: Offset(100), .. }) => {}
+        other => panic!("{other:?}"),
+    }
+
+    // Exactly at a segment base: that segment goes (unless it is the first).
+    let b = bases[2];
+    log.truncate_to(Offset(b)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(b));
+    assert_eq!(*f.bases().last().unwrap(), bases[1]);
+    for o in [0, b / 2, b - 1] {
+        assert_eq!(first_offset(&log, o), o);
+        assert_eq!(log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(), Some(Offset(o)));
+    }
+    assert_eq!(log.offset_for_timestamp(TimestampMs(ts(b))).unwrap(), None);
+
+    // Appends continue at the new end, and a restart (crash or clean) sees the same log.
+    fill_from(&log, b, 30);
+    assert_eq!(read_all(&log, log.log_end_offset()), expected(0..b + 30));
+    drop(log);
+    let log = f.open();
+    assert_eq!(read_all(&log, log.log_end_offset()), expected(0..b + 30));
+    log.close().unwrap();
+    let log = f.open();
+    assert_eq!(log.log_end_offset(), Offset(b + 30));
+
+    // To the very start, and then fully to a new offset.
+    log.truncate_to(Offset(0)).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.segment_count()), (Offset(0), Offset(0), 1));
+    fill(&log, 10, 2);
+    log.truncate_fully_and_start_at(Offset(1000)).unwrap();
+    assert_eq!(
+        (log.log_start_offset(), log.high_watermark(), log.log_end_offset(), log.recovery_point()),
+        (Offset(1000), Offset(1000), Offset(1000), Offset(1000))
+    );
+    assert_eq!(f.bases(), vec![1000]);
+    assert_eq!(log.append(&mut set(0, 3)).unwrap().base_offset, Offset(1000));
+    drop(log);
+    let log = f.open();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (Offset(1000), Offset(1003)));
+}
+
+#[test]
+fn truncation_races_with_readers_and_appenders_safely() {
+    let f = Fixture::new(LogConfig { flush: FlushPolicy::Always, ..small_config() });
+    let log = Arc::new(f.open());
+    fill(&log, 200, 2);
+    let reader = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for _ in 0..300 {
+                let end = log.log_end_offset();
+                // Reads may fail transiently while a truncation cuts under them; they must never
+                // return damaged entries.
+                if let Ok(r) = log.read(Offset(end.0.saturating_sub(20)), 4096, end) {
+                    let mut scratch = Vec::new();
+                    format::for_each_record(&r.bytes, &mut scratch, |_| {}).unwrap();
+                }
+                log.set_high_watermark(end);
+            }
+        })
+    };
+    for round in 0..20u64 {
+        let end = log.log_end_offset().0;
+        log.truncate_to(Offset(end - 7)).unwrap();
+        fill_from(&log, end - 7, 5 + round % 3);
+    }
+    reader.join().unwrap();
+    let end = log.log_end_offset();
+    assert_eq!(read_all(&log, end), expected(0..end.0));
+}

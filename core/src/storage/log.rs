@@ -11,8 +11,9 @@
 //! **Invariant** (checked with `debug_assert!` after every change):
 //! `log_start_offset <= high_watermark <= log_end_offset`, and `recovery_point <= log_end_offset`.
 //!
-//! Locks, always taken in this order: `writer` (serializes append, roll, retention, close) →
-//! `flush_lock` (serializes fsyncs: group commit) → `checkpoint_lock`. Readers take none of them:
+//! Locks, always taken in this order: `writer` (serializes append, roll, retention,
+//! truncation, close) → `hw_lock` (serializes the high watermark's movers) → `flush_lock`
+//! (serializes fsyncs: group commit) → `checkpoint_lock`. Readers take none of them:
 //! they load `log_end_offset` (acquire), then a snapshot of the segment list, then each segment's
 //! published size, so they see only whole entries.
 //!
@@ -43,7 +44,7 @@ use super::segment::{Segment, SegmentConfig};
 use crate::error::{Error, Result};
 use crate::format::{self, AppendOptions, Entries};
 use crate::limits::MESSAGE_SET_BYTES_MAX;
-use crate::types::{Offset, TimestampMs};
+use crate::types::{FilePosition, Offset, TimestampMs};
 
 /// What an append did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +91,8 @@ pub struct PartitionLog {
     high_watermark: AtomicU64,
     log_end_offset: AtomicU64,
     recovery_point: AtomicU64,
+    /// Serializes the high watermark's movers (see `truncate_to`).
+    hw_lock: Mutex<()>,
     flush_lock: Mutex<()>,
     last_flush_ms: AtomicI64,
     checkpoint_lock: Mutex<()>,
@@ -133,6 +136,7 @@ impl PartitionLog {
             high_watermark: AtomicU64::new(loaded.high_watermark.0),
             log_end_offset: AtomicU64::new(log_end.0),
             recovery_point: AtomicU64::new(loaded.recovery_point.0),
+            hw_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),
             last_flush_ms: AtomicI64::new(now.0),
             checkpoint_lock: Mutex::new(()),
@@ -209,9 +213,7 @@ impl PartitionLog {
     /// On error nothing was appended (the caller's buffer may have had offsets rewritten).
     pub fn append(&self, set: &mut [u8]) -> Result<AppendInfo> {
         self.check_writable()?;
-        if set.len() > MESSAGE_SET_BYTES_MAX as usize {
-            return Err(Error::RecordListTooLarge { size: set.len() as u64, max: u64::from(MESSAGE_SET_BYTES_MAX) });
-        }
+        check_set_size(set)?;
         let mut w = self.writer.lock();
         self.check_writable()?;
         let now = self.clock.now_ms();
@@ -221,35 +223,17 @@ impl PartitionLog {
             timestamp_type: self.config.timestamp_type,
             now,
         };
-        let Writer { scratch, entries } = &mut *w;
-        let summary = format::prepare_append(set, base, &opts, scratch)?;
-        entries.clear();
+        let summary = format::prepare_append(set, base, &opts, &mut w.scratch)?;
+        w.entries.clear();
         for entry in Entries::new(set) {
             // prepare_append checked framing and layout of every entry.
             let entry = entry.expect("a validated set is framed");
             let timestamp = entry.message().expect("a validated entry parses").timestamp;
-            entries.push((entry.offset(), entry.len() as u32, timestamp));
+            w.entries.push((entry.offset(), entry.len() as u32, timestamp));
         }
-        let active = self.active();
-        let active = if active.should_roll(set.len() as u64, summary.last_offset, now, self.config.segment_bytes, self.config.segment_ms) {
-            self.roll(&active)?
-        } else {
-            active
-        };
-        active.append(set, entries, now)?;
-        self.log_end_offset.store(summary.last_offset.0 + 1, Ordering::Release);
+        self.write_locked(&w, set, summary.last_offset, now)?;
         drop(w);
-        self.check_invariants();
-
-        match self.config.flush {
-            FlushPolicy::Always => self.sync_to(summary.last_offset.next())?,
-            FlushPolicy::Interval { ms } => {
-                if self.flush_due(now, ms) {
-                    self.flush()?;
-                }
-            }
-            FlushPolicy::Os => {}
-        }
+        self.after_append(summary.last_offset, now)?;
         Ok(AppendInfo {
             base_offset: summary.base_offset,
             last_offset: summary.last_offset,
@@ -257,6 +241,201 @@ impl PartitionLog {
             log_append_time: now,
             max_timestamp: summary.max_timestamp,
         })
+    }
+
+    /// Appends a set whose offsets were assigned by the partition's leader (Kafka's
+    /// `appendAsFollower`): the one append that does not assign offsets. Checks framing, every
+    /// CRC (inner ones too) and that the offsets continue this log densely from its log end;
+    /// timestamps are kept as the leader wrote them. Rolls, indexes and flushes like
+    /// [`append`](Self::append). On error nothing was appended.
+    pub fn append_as_follower(&self, set: &[u8]) -> Result<AppendInfo> {
+        self.check_writable()?;
+        check_set_size(set)?;
+        if set.is_empty() {
+            return Err(Error::InvalidRequest("empty message set".into()));
+        }
+        let mut w = self.writer.lock();
+        self.check_writable()?;
+        let now = self.clock.now_ms();
+        let base = self.log_end_offset();
+        let mut expected = base;
+        let mut max_timestamp = TimestampMs::NONE;
+        let Writer { scratch, entries } = &mut *w;
+        entries.clear();
+        for entry in Entries::new(set) {
+            let entry = entry?;
+            let at = |e: Error| match e {
+                Error::CorruptMessage { reason, .. } => Error::corrupt(entry.position, reason),
+                other => other,
+            };
+            entry.check_crc().map_err(at)?;
+            let msg = entry.message().map_err(at)?;
+            // Decoding checks the inner entries of a wrapper and yields their absolute offsets.
+            let mut offsets = (None, Offset(0));
+            format::for_each_record(entry.bytes, scratch, |r| {
+                offsets.0.get_or_insert(r.offset);
+                offsets.1 = r.offset;
+            })
+            .map_err(at)?;
+            let (first, last) = (offsets.0.unwrap_or(entry.offset()), offsets.1);
+            if first != expected || last != entry.offset() {
+                return Err(Error::corrupt(
+                    entry.position,
+                    format!("entry holds offsets {first}..={last} where offset {expected} comes next in this log"),
+                ));
+            }
+            max_timestamp = max_timestamp.max(msg.timestamp);
+            entries.push((entry.offset(), entry.len() as u32, msg.timestamp));
+            expected = last.next();
+        }
+        let last_offset = Offset(expected.0 - 1);
+        self.write_locked(&w, set, last_offset, now)?;
+        drop(w);
+        self.after_append(last_offset, now)?;
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset,
+            message_count: expected.0 - base.0,
+            log_append_time: now,
+            max_timestamp,
+        })
+    }
+
+    /// With the writer lock held: rolls if needed, writes the validated `set` (its shallow
+    /// entries in `w.entries`), publishes the new log end.
+    fn write_locked(&self, w: &Writer, set: &[u8], last_offset: Offset, now: TimestampMs) -> Result<()> {
+        let active = self.active();
+        let active = if active.should_roll(set.len() as u64, last_offset, now, self.config.segment_bytes, self.config.segment_ms) {
+            self.roll(&active)?
+        } else {
+            active
+        };
+        active.append(set, &w.entries, now)?;
+        self.log_end_offset.store(last_offset.0 + 1, Ordering::Release);
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// After the writer lock is released: what the flush policy asks of an append.
+    fn after_append(&self, last_offset: Offset, now: TimestampMs) -> Result<()> {
+        match self.config.flush {
+            FlushPolicy::Always => self.sync_to(last_offset.next()),
+            FlushPolicy::Interval { ms } if self.flush_due(now, ms) => self.flush(),
+            FlushPolicy::Interval { .. } | FlushPolicy::Os => Ok(()),
+        }
+    }
+
+    /// Removes every message at offset ≥ `target` (Kafka's `truncateTo`, for a follower whose
+    /// log diverged from its leader). A compressed wrapper holding `target` goes whole, so the
+    /// new log end may be below `target`; it is never above. The high watermark and recovery
+    /// point come down with the log end if they were above it (the one case where the high
+    /// watermark decreases). `target` at or past the log end does nothing; `target` below the
+    /// log start empties the log and restarts it at `target`
+    /// ([`truncate_fully_and_start_at`](Self::truncate_fully_and_start_at)).
+    ///
+    /// A reader racing the truncation may see an I/O error (it read past the cut) and retries.
+    pub fn truncate_to(&self, target: Offset) -> Result<()> {
+        self.check_writable()?;
+        let _w = self.writer.lock();
+        // The offsets move down here, so nothing may move them up meanwhile: hold the locks of
+        // everyone else who changes them (set_high_watermark, the group-commit fsync).
+        let _hw = self.hw_lock.lock();
+        let _flushing = self.flush_lock.lock();
+        self.check_writable()?;
+        if target >= self.log_end_offset() {
+            return Ok(());
+        }
+        if target < self.log_start_offset() {
+            return self.truncate_fully_locked(target);
+        }
+        let segments = self.segments();
+        // Keep the segments that start below the target (at least the first); the last kept
+        // one is cut at the entry holding the target.
+        let keep = segments.partition_point(|s| s.base_offset() < target).max(1);
+        let last = &segments[keep - 1];
+        let position = last.position_of(target, last.size())?.unwrap_or(last.size());
+        // Readers first: no new read looks at the doomed range.
+        self.lower_offsets_to(target);
+        last.shrink_published(position, target.min(last.next_offset()));
+        for segment in &segments[keep..] {
+            segment.shrink_published(0, segment.base_offset());
+        }
+        *self.segments.write() = Arc::new(segments[..keep].to_vec());
+        self.durable(last.truncate_file(position))?;
+        for segment in &segments[keep..] {
+            tracing::info!(path = %segment.log_path().display(), "truncation deletes a segment");
+            segment.delete_files()?;
+        }
+        // Rebuild the cut segment's indexes and running maximum from what is left: simple, and
+        // truncation is rare (leadership changes).
+        let (rebuilt, end) = Segment::recover(&self.dir, last.base_offset(), self.segment_config, self.clock.now_ms())?;
+        if let super::segment::ScanEnd::Bad { position, reason } = end {
+            return Err(Error::CorruptSegment { path: last.log_path().to_owned(), position: FilePosition(position), reason });
+        }
+        let new_end = rebuilt.next_offset();
+        {
+            let mut list = self.segments.write();
+            let mut next = list.to_vec();
+            *next.last_mut().expect("kept at least one segment") = Arc::new(rebuilt);
+            *list = Arc::new(next);
+        }
+        self.lower_offsets_to(new_end);
+        self.durable(checkpoint::sync_dir(&self.dir))?;
+        self.write_checkpoint()?;
+        tracing::info!(dir = %self.dir.display(), target = target.0, log_end_offset = new_end.0, "truncated the log");
+        Ok(())
+    }
+
+    /// Deletes every segment and restarts the log empty at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`, for a follower too far behind its leader's log start).
+    /// All four offsets become `offset`.
+    pub fn truncate_fully_and_start_at(&self, offset: Offset) -> Result<()> {
+        self.check_writable()?;
+        let _w = self.writer.lock();
+        let _hw = self.hw_lock.lock();
+        let _flushing = self.flush_lock.lock();
+        self.check_writable()?;
+        self.truncate_fully_locked(offset)
+    }
+
+    /// With the writer, high-watermark and flush locks held.
+    fn truncate_fully_locked(&self, offset: Offset) -> Result<()> {
+        if offset > Offset::MAX {
+            return Err(Error::InvalidArgument(format!("offset {offset} exceeds the largest offset")));
+        }
+        let old = self.segments();
+        for segment in old.iter() {
+            segment.shrink_published(0, segment.base_offset());
+        }
+        // The new segment may reuse an old one's name: delete first.
+        for segment in old.iter() {
+            segment.delete_files()?;
+        }
+        let segment = Arc::new(Segment::create(&self.dir, offset, self.segment_config)?);
+        self.durable(checkpoint::sync_dir(&self.dir))?;
+        *self.segments.write() = Arc::new(vec![segment]);
+        // Every writer of these offsets is locked out, so the order of the stores is free.
+        self.log_end_offset.store(offset.0, Ordering::Release);
+        self.log_start_offset.store(offset.0, Ordering::Release);
+        self.high_watermark.store(offset.0, Ordering::Release);
+        self.recovery_point.store(offset.0, Ordering::Release);
+        self.write_checkpoint()?;
+        self.check_invariants();
+        tracing::info!(dir = %self.dir.display(), offset = offset.0, "emptied the log and restarted it");
+        Ok(())
+    }
+
+    /// Truncation, with the writer, high-watermark and flush locks held: the log end, and the
+    /// high watermark and recovery point where above it, come down to `end`.
+    fn lower_offsets_to(&self, end: Offset) {
+        if self.log_start_offset() > end {
+            // A wrapper straddling the log start was cut whole.
+            self.log_start_offset.store(end.0, Ordering::Release);
+        }
+        self.high_watermark.fetch_min(end.0, Ordering::AcqRel);
+        self.recovery_point.fetch_min(end.0, Ordering::AcqRel);
+        self.log_end_offset.fetch_min(end.0, Ordering::AcqRel);
+        self.check_invariants();
     }
 
     fn flush_due(&self, now: TimestampMs, ms: u64) -> bool {
@@ -385,6 +564,8 @@ impl PartitionLog {
     /// Moves the high watermark: monotonic (a lower value is ignored) and clamped to
     /// `[log_start_offset, log_end_offset]`. Checkpointed on flush, roll, retention and close.
     pub fn set_high_watermark(&self, hw: Offset) {
+        // Serialized with truncation, the one place the high watermark comes down.
+        let _hw = self.hw_lock.lock();
         let clamped = hw.min(self.log_end_offset()).max(self.log_start_offset());
         self.high_watermark.fetch_max(clamped.0, Ordering::AcqRel);
         self.check_invariants();
@@ -529,6 +710,13 @@ impl PartitionLog {
         }
         Ok(())
     }
+}
+
+fn check_set_size(set: &[u8]) -> Result<()> {
+    if set.len() > MESSAGE_SET_BYTES_MAX as usize {
+        return Err(Error::RecordListTooLarge { size: set.len() as u64, max: u64::from(MESSAGE_SET_BYTES_MAX) });
+    }
+    Ok(())
 }
 
 /// A file's modification time in ms since the epoch.

@@ -30,8 +30,10 @@ const ENTRY: usize = OFFSET_INDEX_ENTRY_BYTES as usize;
 pub(super) fn map(file: &File, path: &Path) -> Result<MmapMut> {
     // SAFETY: the file lives in a partition directory owned by this process (no other process
     // writes it), the map covers exactly the file's current length, and the length is never
-    // changed while this map is alive: callers drop the map before `set_len` and map again
-    // after. All access goes through the `&[u8]`/`&mut [u8]` views under the segment's lock.
+    // changed while this map is alive: `IndexFile::resize` drops the map before `set_len` and
+    // maps again after, and a rebuilt index is a new file (the old one is unlinked, never
+    // truncated, so maps still held by readers stay valid). All access goes through the
+    // `&[u8]`/`&mut [u8]` views, under the owning segment's lock.
     #[allow(unsafe_code)]
     let map = unsafe { MmapMut::map_mut(file) };
     map.map_err(|e| Error::io("memory-map", path, e))
@@ -74,14 +76,19 @@ impl IndexFile {
         Ok(index)
     }
 
-    /// Creates a fresh, empty file at `path` (replacing any file there), with room for
-    /// `capacity_bytes`.
+    /// Creates a fresh, empty file at `path`, with room for `capacity_bytes`. A file already
+    /// there is unlinked first rather than truncated: a reader may still have it mapped (a
+    /// segment replaced by truncation), and shrinking a mapped file would fault that reader.
     pub(super) fn create(path: PathBuf, entry_bytes: usize, capacity_bytes: u32) -> Result<IndexFile> {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("replace index", &path, e)),
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&path)
             .map_err(|e| Error::io("create index", &path, e))?;
         let mut index = IndexFile { mmap: map(&file, &path)?, path, file, entry_bytes, entries: 0, capacity: 0 };

@@ -379,7 +379,15 @@ impl Segment {
         TimestampMs(self.max_timestamp.load(Ordering::Acquire))
     }
 
-    /// Cuts the `.log` at `size` (recovery only, before the log is shared) and re-syncs it.
+    /// Lowers the published end before the file is cut (truncation), so readers that load the
+    /// size from now on never look past the cut.
+    pub(crate) fn shrink_published(&self, size: u32, next: Offset) {
+        debug_assert!(size <= self.size() && next <= self.next_offset());
+        self.size.store(size, Ordering::Release);
+        self.next_offset.store(next.0, Ordering::Release);
+    }
+
+    /// Cuts the `.log` at `size` (the published size, already lowered) and fsyncs it.
     pub(crate) fn truncate_file(&self, size: u32) -> Result<()> {
         debug_assert_eq!(size, self.size());
         self.log.set_len(u64::from(size)).map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
