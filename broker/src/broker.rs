@@ -47,6 +47,8 @@ pub struct Topic {
 /// See the module docs.
 #[derive(Debug)]
 pub struct Broker {
+    /// Held (locked) for the broker's lifetime: one broker per data directory.
+    _lock: std::fs::File,
     pub config: BrokerConfig,
     pub registry: Arc<dyn Registry>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
@@ -83,6 +85,7 @@ impl Broker {
     pub fn open(config: BrokerConfig) -> Result<Broker> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| Error::io("create data directory", &config.data_dir, e))?;
+        let lock = lock_data_dir(&config.data_dir)?;
         let registry = Arc::new(EmbeddedRegistry::open(&config.data_dir, config.broker_id)?);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let mut topics = HashMap::new();
@@ -93,6 +96,7 @@ impl Broker {
         }
         let (shutdown, _) = watch::channel(false);
         Ok(Broker {
+            _lock: lock,
             config,
             registry,
             topics: RwLock::new(topics),
@@ -651,6 +655,31 @@ impl Broker {
 
     pub fn now(&self) -> TimestampMs {
         self.clock.now_ms()
+    }
+}
+
+/// The lock file that keeps a second broker off a data directory in use. The OS releases the
+/// lock when the process dies, even by `kill -9`.
+pub const LOCK_FILE: &str = "broker.lock";
+
+// `File::try_lock` is std since Rust 1.89, above the workspace's declared rust-version; the
+// toolchain in use is newer (see shared/toolchain.md) and the alternative is unsafe `flock`.
+#[allow(clippy::incompatible_msrv)]
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::InvalidConfig {
+            key: "data_dir".into(),
+            reason: format!("{} is in use by another broker (it holds {})", dir.display(), path.display()),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
     }
 }
 

@@ -333,6 +333,17 @@ fn unreachable_broker_and_bad_config() {
         stderr(&o)
     );
 
+    // A second broker on a data directory in use is refused.
+    let running = crate::support::TestBroker::start(tmp.path());
+    let o = std::process::Command::new(crate::support::bin())
+        .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&running.data_dir)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("in use by another broker"), "{}", stderr(&o));
+    drop(running);
+
     let cfg = tmp.path().join("broker.toml");
     std::fs::write(&cfg, "[topic_defaults]\n\"retention.ms\" = \"soon\"\n").unwrap();
     let o = std::process::Command::new(crate::support::bin())
