@@ -3,8 +3,10 @@
 //! Owns the partition directory and its segments (sorted by base offset, the last one active),
 //! and the four offsets that describe the log:
 //!
-//! - `log_start_offset` — the first offset still readable (moved by retention);
-//! - `high_watermark` — the offset consumers may read up to (moved by replication, monotonic);
+//! - `log_start_offset` — the first offset still readable (moved up by retention, which only
+//!   deletes segments wholly below the high watermark);
+//! - `high_watermark` — the offset consumers may read up to (moved up by replication; only a
+//!   truncation brings it down);
 //! - `log_end_offset` — the offset the next message will get;
 //! - `recovery_point` — every offset below it is fsynced.
 //!
@@ -18,7 +20,9 @@
 //! published size, so they see only whole entries.
 //!
 //! Offsets are assigned in exactly one place: [`PartitionLog::append`] calling
-//! [`format::prepare_append`] under the writer lock.
+//! [`format::prepare_append`] under the writer lock. [`PartitionLog::append_as_follower`]
+//! keeps the offsets a leader assigned, after checking they continue the log densely; and
+//! the two truncations are the only other ways the log end moves.
 //!
 //! Group commit (`FlushPolicy::Always`): an appender writes under the writer lock, releases it,
 //! then calls `sync_to(its last offset + 1)`. That takes `flush_lock`; if the recovery point has

@@ -5,7 +5,8 @@
 //!   flush policy with group commit, checkpoints, clean shutdown.
 //! - `segment.rs` — one segment: its `.log` file and its indexes.
 //! - `offset_index.rs`, `time_index.rs` — Kafka's sparse `.index` and `.timeindex`.
-//! - `recovery.rs` — what `open` does when the log was not shut down cleanly.
+//! - `recovery.rs` — what `open` does when the log was not shut down cleanly, and the rule that
+//!   tells a torn tail (truncated) from damage followed by valid data (`Error::CorruptSegment`).
 //! - `checkpoint.rs` — the per-partition checkpoint file and the clean-shutdown marker.
 //! - [`LogConfig`] (`config.rs`) and [`Clock`] (`clock.rs`).
 //!

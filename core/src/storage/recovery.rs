@@ -34,6 +34,13 @@
 //! it; a random 32-bit CRC match (2^-32 per candidate) is the only way to mistake garbage for
 //! data, and then the log refuses to open rather than losing anything.
 //!
+//! Known limit of the rule: after a power loss (not a process crash) under the `os` or
+//! `interval` policy, the page cache may have written an unflushed tail back out of order,
+//! leaving a hole followed by valid entries that were never fsynced. The rule reports that as
+//! `CorruptSegment` too: it cannot tell such a hole from damage to acknowledged data, and it
+//! prefers refusing to open over guessing. (Under `always`, at most the sets in flight at the
+//! crash can be affected.)
+//!
 //! After recovery everything kept is fsynced, so the recovery point becomes the log end offset.
 
 use std::collections::BTreeMap;
