@@ -821,11 +821,18 @@ fn read_partitions(
                 .log
                 .read(Offset(req.fetch_offset as u64), max.max(1), hw)
                 .map_err(|e| perr(&e))?;
+            // The log returns at least one whole entry even above `max` (KIP-74). Only the first
+            // partition with data may overshoot that way, so the response stays bounded.
+            let bytes = if total > 0 && read.bytes.len() > max as usize {
+                Vec::new()
+            } else {
+                read.bytes
+            };
             Ok((
                 read.high_watermark,
                 read.log_start_offset,
                 read.log_end_offset,
-                read.bytes,
+                bytes,
                 p,
             ))
         });
