@@ -677,7 +677,11 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::InvalidConfig {
             key: "data_dir".into(),
-            reason: format!("{} is in use by another broker (it holds {})", dir.display(), path.display()),
+            reason: format!(
+                "{} is in use by another broker (it holds {})",
+                dir.display(),
+                path.display()
+            ),
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
     }

@@ -341,7 +341,11 @@ fn unreachable_broker_and_bad_config() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("in use by another broker"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("in use by another broker"),
+        "{}",
+        stderr(&o)
+    );
     drop(running);
 
     let cfg = tmp.path().join("broker.toml");

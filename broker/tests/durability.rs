@@ -77,7 +77,11 @@ async fn restart_after_sigterm_and_after_kill_9_loses_nothing_acknowledged() {
     let b = TestBroker::start(tmp.path());
     assert_all_there(&b, "d", 3, &acked).await;
     // A clean shutdown leaves nothing to recover.
-    assert!(!b.log_text()[log_len..].contains("recovering the log"), "{}", b.log_text());
+    assert!(
+        !b.log_text()[log_len..].contains("recovering the log"),
+        "{}",
+        b.log_text()
+    );
     acked.extend(produce_batch(&b, "d", 3, 300, 300).await);
     assert_all_there(&b, "d", 3, &acked).await;
 
@@ -88,7 +92,11 @@ async fn restart_after_sigterm_and_after_kill_9_loses_nothing_acknowledged() {
     let b = TestBroker::start(tmp.path());
     assert_all_there(&b, "d", 3, &acked).await;
     // After kill -9 the active segments are recovered (CRC-checked from the last clean point).
-    assert!(b.log_text()[log_len..].contains("recovering the log"), "{}", b.log_text());
+    assert!(
+        b.log_text()[log_len..].contains("recovering the log"),
+        "{}",
+        b.log_text()
+    );
     // New appends continue after the recovered end.
     let mut c = b.client().await;
     let r = produce(&mut c, "d", 0, set_of(&["after"])).await;
