@@ -82,6 +82,8 @@ struct Writer {
 
 /// One partition's log. All methods take `&self` and are safe to call from many threads:
 /// appends are serialized inside, reads run concurrently with appends.
+///
+/// Dropping a log without [`close`](Self::close) is, for the next `open`, a crash: it recovers.
 #[derive(Debug)]
 pub struct PartitionLog {
     dir: PathBuf,
