@@ -359,3 +359,95 @@ fn unreachable_broker_and_bad_config() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("retention.ms"), "{}", stderr(&o));
 }
+
+#[test]
+fn many_lines_through_the_command_line_keep_per_key_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    assert!(
+        b.run(&["topic", "create", "lines", "--partitions", "4"], b"")
+            .status
+            .success()
+    );
+    let mut input = String::new();
+    for i in 0..2000 {
+        input.push_str(&format!("key{}|value-{i}\n", i % 10));
+    }
+    let o = b.run(
+        &["produce", "lines", "--key-separator", "|"],
+        input.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = b.run(
+        &[
+            "consume",
+            "lines",
+            "--from-beginning",
+            "--format",
+            "json",
+            "--max-messages",
+            "2000",
+            "--timeout-ms",
+            "5000",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2000);
+    // Per key: one partition, values in the order they were written.
+    for k in 0..10 {
+        let key = format!("key{k}");
+        let mine: Vec<&serde_json::Value> =
+            rows.iter().filter(|r| r["key"] == key.as_str()).collect();
+        assert_eq!(mine.len(), 200);
+        assert!(mine.iter().all(|r| r["partition"] == mine[0]["partition"]));
+        let want: Vec<String> = (0..2000)
+            .filter(|i| i % 10 == k)
+            .map(|i| format!("value-{i}"))
+            .collect();
+        let got: Vec<&str> = mine.iter().map(|r| r["value"].as_str().unwrap()).collect();
+        assert_eq!(got, want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_environment_and_flags_merge() {
+    use sluiceway_proto::v1;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("broker.toml");
+    // The file says broker 1 and a retention default; the environment overrides the id.
+    std::fs::write(
+        &cfg,
+        "broker_id = 1\nlisten = \"127.0.0.1:1\"\n[topic_defaults]\n\"retention.ms\" = 3600000\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let b = TestBroker::start_full(
+        tmp.path(),
+        &["--config", &cfg],
+        &[("SLUICEWAY_BROKER_ID", "5")],
+    );
+    let mut c = b.client().await;
+    let brokers = c
+        .registry
+        .list_brokers(v1::ListBrokersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(brokers.brokers[0].broker_id, 5);
+    // The --listen flag (127.0.0.1:0) won over the file's port 1.
+    assert_ne!(brokers.brokers[0].address, "127.0.0.1:1");
+    crate::support::create_topic(&mut c, "cfg", 1, &[]).await;
+    let d = c
+        .admin
+        .describe_topic(v1::DescribeTopicRequest { name: "cfg".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.effective_configs["retention.ms"], "3600000");
+    assert!(d.configs.is_empty());
+}

@@ -186,3 +186,43 @@ async fn kill_9_under_concurrent_load_keeps_every_acknowledged_message() {
         assert_eq!(&got[..want.len()], &want[..], "partition {p}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_waiting_fetches_and_exits_promptly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start(tmp.path());
+    let mut c = b.client().await;
+    create_topic(&mut c, "w", 1, &[]).await;
+    let mut waiter = c.clone();
+    let fetch = tokio::spawn(async move {
+        waiter
+            .log
+            .fetch(v1::FetchRequest {
+                max_wait_ms: 30_000,
+                min_bytes: 1,
+                max_bytes: 0,
+                partitions: vec![fetch_partition("w", 0, 0)],
+            })
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let s = b.stop();
+        (s, b)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "{}", status.1.log_text());
+    // It did not wait for the 30 s long poll.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // The waiting fetch was answered (empty) or its connection closed; it did not hang.
+    match fetch.await.unwrap() {
+        Ok(resp) => assert!(resp.into_inner().results[0].message_set.is_empty()),
+        Err(status) => assert_ne!(status.code(), tonic::Code::Ok),
+    }
+}

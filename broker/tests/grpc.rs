@@ -129,6 +129,22 @@ async fn long_poll_wakes_on_new_data() {
     );
     assert_eq!(resp.results[1].high_watermark, 1);
 
+    // min_bytes not reached: the fetch waits out max_wait, then answers with what there is.
+    let started = Instant::now();
+    let resp = c
+        .log
+        .fetch(v1::FetchRequest {
+            max_wait_ms: 300,
+            min_bytes: 1 << 20,
+            max_bytes: 0,
+            partitions: vec![fetch_partition("lp", 1, 0)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(records(&resp.results[0].message_set, 0).len(), 1);
+
     // With no data the fetch answers empty once max_wait has passed.
     let started = Instant::now();
     let resp = c

@@ -35,6 +35,11 @@ impl TestBroker {
     }
 
     pub fn start_with(root: &Path, extra: &[&str]) -> TestBroker {
+        TestBroker::start_full(root, extra, &[])
+    }
+
+    /// With extra flags and environment variables.
+    pub fn start_full(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> TestBroker {
         let data_dir = root.join("data");
         let log = root.join("broker.log");
         let log_file = std::fs::OpenOptions::new()
@@ -52,6 +57,7 @@ impl TestBroker {
                 "info,sluiceway_broker=debug",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .env_remove("SLUICEWAY_BOOTSTRAP")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
