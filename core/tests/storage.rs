@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use sluiceway_core::format::{self, Compression, Entries, MAGIC_V1, MessageSetBuilder};
-use sluiceway_core::storage::{Clock, FlushPolicy, LogConfig, ManualClock, PartitionLog, TimestampType};
+use sluiceway_core::storage::{
+    Clock, FlushPolicy, LogConfig, ManualClock, PartitionLog, TimestampType,
+};
 use sluiceway_core::{Error, Offset, TimestampMs};
 
 const T0: i64 = 1_700_000_000_000;
@@ -36,7 +38,12 @@ impl Fixture {
     fn new(config: LogConfig) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join(PartitionLog::dir_name("events", 0));
-        Fixture { _tmp: tmp, dir, clock: Arc::new(ManualClock::new(TimestampMs(T0))), config }
+        Fixture {
+            _tmp: tmp,
+            dir,
+            clock: Arc::new(ManualClock::new(TimestampMs(T0))),
+            config,
+        }
     }
 
     fn open(&self) -> PartitionLog {
@@ -61,14 +68,20 @@ impl Fixture {
     }
 
     fn files(&self, suffix: &str) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> =
-            fs::read_dir(&self.dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == suffix)).collect();
+        let mut v: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == suffix))
+            .collect();
         v.sort();
         v
     }
 
     fn bases(&self) -> Vec<u64> {
-        self.files("log").iter().map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap()).collect()
+        self.files("log")
+            .iter()
+            .map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap())
+            .collect()
     }
 }
 
@@ -101,8 +114,14 @@ fn compressed(first: u64, n: u64, codec: Compression) -> Vec<u8> {
 fn records(bytes: &[u8]) -> Vec<(u64, i64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut scratch = Vec::new();
-    format::for_each_record(bytes, &mut scratch, |r| out.push((r.offset.0, r.timestamp.0, r.value.unwrap_or_default().to_vec())))
-        .unwrap();
+    format::for_each_record(bytes, &mut scratch, |r| {
+        out.push((
+            r.offset.0,
+            r.timestamp.0,
+            r.value.unwrap_or_default().to_vec(),
+        ))
+    })
+    .unwrap();
     out
 }
 
@@ -112,7 +131,10 @@ fn read_all(log: &PartitionLog, upper: Offset) -> Vec<(u64, i64, Vec<u8>)> {
     let mut next = log.log_start_offset();
     while next < upper {
         let r = log.read(next, 700, upper).unwrap();
-        let recs: Vec<_> = records(&r.bytes).into_iter().filter(|r| r.0 >= next.0).collect();
+        let recs: Vec<_> = records(&r.bytes)
+            .into_iter()
+            .filter(|r| r.0 >= next.0)
+            .collect();
         assert!(!recs.is_empty(), "no progress reading at {next}");
         next = Offset(recs.last().unwrap().0 + 1);
         out.extend(recs);
@@ -130,7 +152,10 @@ fn fill(log: &PartitionLog, n: u64, per: u64) {
     while i < n {
         let k = per.min(n - i);
         let info = log.append(&mut set(i, k)).unwrap();
-        assert_eq!((info.base_offset, info.last_offset, info.message_count), (Offset(i), Offset(i + k - 1), k));
+        assert_eq!(
+            (info.base_offset, info.last_offset, info.message_count),
+            (Offset(i), Offset(i + k - 1), k)
+        );
         i += k;
     }
 }
@@ -138,15 +163,22 @@ fn fill(log: &PartitionLog, n: u64, per: u64) {
 /// (position, offset, length) of each entry in a `.log` file.
 fn entries_of(path: &Path) -> Vec<(usize, u64, usize)> {
     let bytes = fs::read(path).unwrap();
-    Entries::new(&bytes).map(|e| e.unwrap()).map(|e| (e.position, e.offset().0, e.len())).collect()
+    Entries::new(&bytes)
+        .map(|e| e.unwrap())
+        .map(|e| (e.position, e.offset().0, e.len()))
+        .collect()
 }
 
 fn first_offset(log: &PartitionLog, offset: u64) -> u64 {
-    records(&log.read(Offset(offset), 1, log.log_end_offset()).unwrap().bytes)
-        .into_iter()
-        .find(|r| r.0 >= offset)
-        .unwrap()
-        .0
+    records(
+        &log.read(Offset(offset), 1, log.log_end_offset())
+            .unwrap()
+            .bytes,
+    )
+    .into_iter()
+    .find(|r| r.0 >= offset)
+    .unwrap()
+    .0
 }
 
 #[test]
@@ -154,7 +186,11 @@ fn append_and_read_across_many_segments() {
     let f = Fixture::new(small_config());
     let log = f.open();
     fill(&log, 300, 1);
-    assert!(log.segment_count() > 10, "only {} segments", log.segment_count());
+    assert!(
+        log.segment_count() > 10,
+        "only {} segments",
+        log.segment_count()
+    );
     assert_eq!(log.log_end_offset(), Offset(300));
     assert_eq!(read_all(&log, log.log_end_offset()), expected(0..300));
     for o in 0..300 {
@@ -165,10 +201,19 @@ fn append_and_read_across_many_segments() {
     }
     // Segment file names are the 20-digit base offsets, and each segment's first entry has it.
     for (path, base) in f.files("log").iter().zip(f.bases()) {
-        assert_eq!(path.file_name().unwrap().to_str().unwrap(), format!("{base:020}.log"));
+        assert_eq!(
+            path.file_name().unwrap().to_str().unwrap(),
+            format!("{base:020}.log")
+        );
         assert_eq!(entries_of(path)[0].1, base);
     }
-    assert_eq!(log.size_bytes(), f.files("log").iter().map(|p| fs::metadata(p).unwrap().len()).sum::<u64>());
+    assert_eq!(
+        log.size_bytes(),
+        f.files("log")
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum::<u64>()
+    );
 }
 
 #[test]
@@ -182,34 +227,77 @@ fn lookups_at_segment_boundaries() {
         // First offset of a segment and last offset of the previous one.
         assert_eq!(first_offset(&log, b), b);
         assert_eq!(first_offset(&log, b - 1), b - 1);
-        assert_eq!(log.offset_for_timestamp(TimestampMs(ts(b))).unwrap(), Some(Offset(b)));
-        assert_eq!(log.offset_for_timestamp(TimestampMs(ts(b - 1))).unwrap(), Some(Offset(b - 1)));
-        assert_eq!(log.offset_for_timestamp(TimestampMs(ts(b - 1) + 1)).unwrap(), Some(Offset(b)));
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(ts(b))).unwrap(),
+            Some(Offset(b))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(ts(b - 1))).unwrap(),
+            Some(Offset(b - 1))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(ts(b - 1) + 1))
+                .unwrap(),
+            Some(Offset(b))
+        );
     }
     for o in 0..200 {
-        assert_eq!(log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(), Some(Offset(o)), "timestamp of {o}");
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(),
+            Some(Offset(o)),
+            "timestamp of {o}"
+        );
     }
-    assert_eq!(log.offset_for_timestamp(TimestampMs(0)).unwrap(), Some(Offset(0)));
-    assert_eq!(log.offset_for_timestamp(TimestampMs(ts(199) + 1)).unwrap(), None);
+    assert_eq!(
+        log.offset_for_timestamp(TimestampMs(0)).unwrap(),
+        Some(Offset(0))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(TimestampMs(ts(199) + 1)).unwrap(),
+        None
+    );
 }
 
 #[test]
 fn read_bounds_and_kip74() {
-    let f = Fixture::new(LogConfig { flush: FlushPolicy::Os, ..LogConfig::default() });
+    let f = Fixture::new(LogConfig {
+        flush: FlushPolicy::Os,
+        ..LogConfig::default()
+    });
     let log = f.open();
     fill(&log, 10, 1);
     // offset == log end: empty; past it or below the start: out of range with context.
-    assert!(log.read(Offset(10), 1000, Offset(10)).unwrap().bytes.is_empty());
+    assert!(
+        log.read(Offset(10), 1000, Offset(10))
+            .unwrap()
+            .bytes
+            .is_empty()
+    );
     match log.read(Offset(11), 1000, Offset(11)) {
-        Err(Error::OffsetOutOfRange { offset: 11, log_start_offset: Offset(0), log_end_offset: Offset(10) }) => {}
+        Err(Error::OffsetOutOfRange {
+            offset: 11,
+            log_start_offset: Offset(0),
+            log_end_offset: Offset(10),
+        }) => {}
         other => panic!("{other:?}"),
     }
     // Never past `upper` (the high watermark for consumers).
     log.set_high_watermark(Offset(4));
     let r = log.read(Offset(0), 1 << 20, log.high_watermark()).unwrap();
-    assert_eq!(records(&r.bytes).iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
-    assert_eq!((r.high_watermark, r.log_start_offset, r.log_end_offset), (Offset(4), Offset(0), Offset(10)));
-    assert!(log.read(Offset(4), 1000, Offset(4)).unwrap().bytes.is_empty());
+    assert_eq!(
+        records(&r.bytes).iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(
+        (r.high_watermark, r.log_start_offset, r.log_end_offset),
+        (Offset(4), Offset(0), Offset(10))
+    );
+    assert!(
+        log.read(Offset(4), 1000, Offset(4))
+            .unwrap()
+            .bytes
+            .is_empty()
+    );
     // The high watermark is monotonic and clamped to the log end.
     log.set_high_watermark(Offset(2));
     assert_eq!(log.high_watermark(), Offset(4));
@@ -217,20 +305,35 @@ fn read_bounds_and_kip74() {
     assert_eq!(log.high_watermark(), Offset(10));
     // max_bytes cuts at whole entries.
     let one = log.read(Offset(0), 1, Offset(10)).unwrap().bytes.len();
-    let r = log.read(Offset(0), (2 * one + one / 2) as u32, Offset(10)).unwrap();
+    let r = log
+        .read(Offset(0), (2 * one + one / 2) as u32, Offset(10))
+        .unwrap();
     assert_eq!(records(&r.bytes).len(), 2);
 }
 
 #[test]
 fn compressed_wrappers_read_from_the_middle() {
-    let f = Fixture::new(LogConfig { segment_bytes: 2048, ..small_config() });
+    let f = Fixture::new(LogConfig {
+        segment_bytes: 2048,
+        ..small_config()
+    });
     let log = f.open();
-    let codecs = [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+    let codecs = [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
     let mut next = 0;
     for k in 0..24 {
         let n = 5 + k % 4;
-        let info = log.append(&mut compressed(next, n, codecs[k as usize % 4])).unwrap();
-        assert_eq!((info.base_offset, info.last_offset), (Offset(next), Offset(next + n - 1)));
+        let info = log
+            .append(&mut compressed(next, n, codecs[k as usize % 4]))
+            .unwrap();
+        assert_eq!(
+            (info.base_offset, info.last_offset),
+            (Offset(next), Offset(next + n - 1))
+        );
         assert_eq!(info.max_timestamp, TimestampMs(ts(next + n - 1)));
         next += n;
     }
@@ -239,9 +342,16 @@ fn compressed_wrappers_read_from_the_middle() {
     for o in 0..next {
         // The returned entry is the wrapper containing `o`; it decodes to include `o`.
         let recs = records(&log.read(Offset(o), 1, Offset(next)).unwrap().bytes);
-        assert!(recs.first().unwrap().0 <= o && recs.last().unwrap().0 >= o, "offset {o}: {:?}", recs.iter().map(|r| r.0).collect::<Vec<_>>());
+        assert!(
+            recs.first().unwrap().0 <= o && recs.last().unwrap().0 >= o,
+            "offset {o}: {:?}",
+            recs.iter().map(|r| r.0).collect::<Vec<_>>()
+        );
         // Seek by time finds the inner message, not just its wrapper.
-        assert_eq!(log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(), Some(Offset(o)));
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(),
+            Some(Offset(o))
+        );
     }
     // A wrapper straddling `upper` is not returned (its last offset is ≥ upper).
     let r = log.read(Offset(0), 1 << 20, Offset(3)).unwrap();
@@ -254,7 +364,13 @@ fn compressed_wrappers_read_from_the_middle() {
 
 #[test]
 fn rolls_by_segment_ms_and_full_index() {
-    let f = Fixture::new(LogConfig { segment_ms: 60_000, ..LogConfig { flush: FlushPolicy::Os, ..LogConfig::default() } });
+    let f = Fixture::new(LogConfig {
+        segment_ms: 60_000,
+        ..LogConfig {
+            flush: FlushPolicy::Os,
+            ..LogConfig::default()
+        }
+    });
     let log = f.open();
     log.append(&mut set(0, 1)).unwrap();
     f.clock.advance(59_999);
@@ -275,19 +391,32 @@ fn rolls_by_segment_ms_and_full_index() {
     assert_eq!(f.bases(), vec![0, 1, 2]);
 
     // A tiny index fills up and rolls the segment.
-    let g = Fixture::new(LogConfig { index_bytes_max: 48, index_interval_bytes: 0, ..LogConfig { flush: FlushPolicy::Os, ..LogConfig::default() } });
+    let g = Fixture::new(LogConfig {
+        index_bytes_max: 48,
+        index_interval_bytes: 0,
+        ..LogConfig {
+            flush: FlushPolicy::Os,
+            ..LogConfig::default()
+        }
+    });
     let log = g.open();
     fill(&log, 40, 1);
     assert!(log.segment_count() >= 5, "{} segments", log.segment_count());
     assert_eq!(read_all(&log, log.log_end_offset()), expected(0..40));
     for o in 0..40 {
-        assert_eq!(log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(), Some(Offset(o)));
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(),
+            Some(Offset(o))
+        );
     }
 }
 
 #[test]
 fn retention_by_time() {
-    let f = Fixture::new(LogConfig { retention_ms: Some(3_600_000), ..small_config() });
+    let f = Fixture::new(LogConfig {
+        retention_ms: Some(3_600_000),
+        ..small_config()
+    });
     let log = f.open();
     // Messages stamped with the clock: 0..100 an hour and a half ago, 100..200 now.
     let msgs = |first: u64, n: u64, at: i64| {
@@ -310,7 +439,10 @@ fn retention_by_time() {
     let start = log.log_start_offset();
     assert!(start.0 <= 100 && start.0 + 25 > 100, "log start {start}");
     assert_eq!(start.0, f.bases()[0]);
-    assert!(matches!(log.read(Offset(0), 100, log.log_end_offset()), Err(Error::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(Offset(0), 100, log.log_end_offset()),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
     assert_eq!(first_offset(&log, start.0), start.0);
     // Later everything expires, but the active segment stays.
     f.clock.advance(10 * 3_600_000);
@@ -328,14 +460,21 @@ fn retention_by_time() {
 
 #[test]
 fn retention_by_size() {
-    let f = Fixture::new(LogConfig { retention_bytes: Some(4096), ..small_config() });
+    let f = Fixture::new(LogConfig {
+        retention_bytes: Some(4096),
+        ..small_config()
+    });
     let log = f.open();
     fill(&log, 300, 2);
     log.set_high_watermark(log.log_end_offset());
     let before = log.size_bytes();
     let deleted = log.enforce_retention().unwrap();
     assert!(deleted > 0);
-    assert!(log.size_bytes() <= 4096, "{} bytes left of {before}", log.size_bytes());
+    assert!(
+        log.size_bytes() <= 4096,
+        "{} bytes left of {before}",
+        log.size_bytes()
+    );
     // Deleting one more segment would not have been needed: the previous total exceeded the bound.
     let start = log.log_start_offset();
     assert_eq!(read_all(&log, log.log_end_offset()), expected(start.0..300));
@@ -351,12 +490,18 @@ fn restart_after_clean_close_keeps_everything() {
     let before = read_all(&log, log.log_end_offset());
     let segments = log.segment_count();
     log.close().unwrap();
-    assert!(matches!(log.append(&mut set(150, 1)), Err(Error::ShuttingDown)));
+    assert!(matches!(
+        log.append(&mut set(150, 1)),
+        Err(Error::ShuttingDown)
+    ));
     assert!(f.dir.join("clean-shutdown").exists());
     drop(log);
 
     let log = f.open();
-    assert!(!f.dir.join("clean-shutdown").exists(), "open removes the marker");
+    assert!(
+        !f.dir.join("clean-shutdown").exists(),
+        "open removes the marker"
+    );
     assert_eq!(log.segment_count(), segments);
     assert_eq!(log.log_end_offset(), Offset(150));
     assert_eq!(log.high_watermark(), Offset(120));
@@ -366,7 +511,10 @@ fn restart_after_clean_close_keeps_everything() {
     assert_eq!(info.base_offset, Offset(150));
     for o in [0, 37, 149, 150, 154] {
         assert_eq!(first_offset(&log, o), o);
-        assert_eq!(log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(), Some(Offset(o)));
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(),
+            Some(Offset(o))
+        );
     }
     log.close().unwrap();
     let log = f.open();
@@ -412,7 +560,12 @@ fn cut_at_every_byte_of_the_last_entry_truncates_to_the_entry_before() {
     for cut in pos..pos + len {
         let g = f.copy();
         let path = g.dir.join(last.file_name().unwrap());
-        fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(cut as u64).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(cut as u64)
+            .unwrap();
         let log = g.open();
         assert_eq!(log.log_end_offset(), Offset(59), "cut at {cut}");
         assert_eq!(fs::metadata(&path).unwrap().len(), pos as u64);
@@ -431,7 +584,12 @@ fn cut_after_a_clean_close_is_caught_by_the_tail_check() {
     drop(log);
     let last = f.files("log").pop().unwrap();
     let (pos, _, len) = *entries_of(&last).last().unwrap();
-    fs::OpenOptions::new().write(true).open(&last).unwrap().set_len((pos + len / 2) as u64).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len((pos + len / 2) as u64)
+        .unwrap();
     let log = f.open();
     assert_eq!(log.log_end_offset(), Offset(59));
     assert_eq!(read_all(&log, log.log_end_offset()), expected(0..59));
@@ -453,7 +611,9 @@ fn flipped_bit_in_the_tail_entry_is_truncated() {
             let g = f.copy();
             let path = g.dir.join(last.file_name().unwrap());
             flip(&path, at, mask);
-            let log = g.try_open().unwrap_or_else(|e| panic!("flip {mask:#x} at {at}: {e}"));
+            let log = g
+                .try_open()
+                .unwrap_or_else(|e| panic!("flip {mask:#x} at {at}: {e}"));
             assert_eq!(log.log_end_offset(), Offset(59), "flip {mask:#x} at {at}");
             assert_eq!(read_all(&log, log.log_end_offset()), expected(0..59));
         }
@@ -476,11 +636,20 @@ fn flipped_bit_mid_segment_is_an_error_naming_segment_and_position() {
             let path = g.dir.join(logs[file].file_name().unwrap());
             flip(&path, pos + field, 0x04);
             match g.try_open() {
-                Err(Error::CorruptSegment { path: p, position, reason }) => {
+                Err(Error::CorruptSegment {
+                    path: p,
+                    position,
+                    reason,
+                }) => {
                     assert_eq!(p, path, "{reason}");
                     assert_eq!(position.0 as usize, pos, "{reason}");
                 }
-                Ok(log) => panic!("opened with log end {} after a flip at {} of {}", log.log_end_offset(), pos + field, path.display()),
+                Ok(log) => panic!(
+                    "opened with log end {} after a flip at {} of {}",
+                    log.log_end_offset(),
+                    pos + field,
+                    path.display()
+                ),
                 Err(e) => panic!("{e}"),
             }
         }
@@ -495,9 +664,16 @@ fn damaged_last_entry_of_a_sealed_segment_is_an_error_when_later_segments_hold_d
     fs::remove_file(g.dir.join("checkpoint")).unwrap();
     let path = g.dir.join(logs[0].file_name().unwrap());
     let (pos, _, len) = *entries_of(&path).last().unwrap();
-    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len((pos + len - 1) as u64).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len((pos + len - 1) as u64)
+        .unwrap();
     match g.try_open() {
-        Err(Error::CorruptSegment { path: p, position, .. }) => assert_eq!((p, position.0 as usize), (path, pos)),
+        Err(Error::CorruptSegment {
+            path: p, position, ..
+        }) => assert_eq!((p, position.0 as usize), (path, pos)),
         other => panic!("{:?}", other.map(|l| l.log_end_offset())),
     }
 }
@@ -510,7 +686,12 @@ fn a_segment_that_does_not_follow_its_predecessor_is_an_error() {
     fs::remove_file(g.dir.join("checkpoint")).unwrap();
     // Drop the whole second segment: the third no longer follows the first.
     for suffix in ["log", "index", "timeindex"] {
-        fs::remove_file(g.dir.join(logs[1].file_name().unwrap()).with_extension(suffix)).unwrap();
+        fs::remove_file(
+            g.dir
+                .join(logs[1].file_name().unwrap())
+                .with_extension(suffix),
+        )
+        .unwrap();
     }
     match g.try_open() {
         Err(Error::CorruptSegment { path, position, .. }) => {
@@ -530,7 +711,12 @@ fn torn_segment_with_only_garbage_after_is_truncated_and_later_segments_removed(
     // Segment 1 gets a torn tail; segments 2.. hold only zeros (no valid entry anywhere after).
     let seg1 = g.dir.join(logs[1].file_name().unwrap());
     let (pos, offset, len) = *entries_of(&seg1).last().unwrap();
-    fs::OpenOptions::new().write(true).open(&seg1).unwrap().set_len((pos + len - 3) as u64).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg1)
+        .unwrap()
+        .set_len((pos + len - 3) as u64)
+        .unwrap();
     for later in &logs[2..] {
         let p = g.dir.join(later.file_name().unwrap());
         let n = fs::metadata(&p).unwrap().len();
@@ -541,7 +727,10 @@ fn torn_segment_with_only_garbage_after_is_truncated_and_later_segments_removed(
     assert_eq!(log.segment_count(), 2);
     assert_eq!(g.files("log").len(), 2);
     assert_eq!(read_all(&log, log.log_end_offset()), expected(0..offset));
-    assert_eq!(log.append(&mut set(offset, 1)).unwrap().base_offset, Offset(offset));
+    assert_eq!(
+        log.append(&mut set(offset, 1)).unwrap().base_offset,
+        Offset(offset)
+    );
 }
 
 #[test]
@@ -557,7 +746,9 @@ fn lost_or_garbage_indexes_are_rebuilt() {
     let cases: Vec<Damage<'_>> = vec![
         Box::new(|g| fs::remove_file(g.dir.join(indexes[1].file_name().unwrap())).unwrap()),
         Box::new(|g| fs::remove_file(g.dir.join(time_indexes[2].file_name().unwrap())).unwrap()),
-        Box::new(|g| fs::remove_file(g.dir.join(indexes.last().unwrap().file_name().unwrap())).unwrap()),
+        Box::new(|g| {
+            fs::remove_file(g.dir.join(indexes.last().unwrap().file_name().unwrap())).unwrap()
+        }),
         Box::new(|g| {
             for p in g.files("index").into_iter().chain(g.files("timeindex")) {
                 fs::remove_file(p).unwrap();
@@ -567,11 +758,19 @@ fn lost_or_garbage_indexes_are_rebuilt() {
             // Garbage of the same length (deterministic pseudo-random bytes).
             for p in g.files("index").into_iter().chain(g.files("timeindex")) {
                 let n = fs::metadata(&p).unwrap().len() as usize;
-                let junk: Vec<u8> = (0..n).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0]).collect();
+                let junk: Vec<u8> = (0..n)
+                    .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0])
+                    .collect();
                 fs::write(p, junk).unwrap();
             }
         }),
-        Box::new(|g| fs::write(g.dir.join(indexes[0].file_name().unwrap()), b"garbage!garbage").unwrap()),
+        Box::new(|g| {
+            fs::write(
+                g.dir.join(indexes[0].file_name().unwrap()),
+                b"garbage!garbage",
+            )
+            .unwrap()
+        }),
     ];
     for (n, damage) in cases.iter().enumerate() {
         let g = f.copy();
@@ -582,12 +781,21 @@ fn lost_or_garbage_indexes_are_rebuilt() {
         assert_eq!(log.log_end_offset(), Offset(200), "case {n}");
         for o in 0..200 {
             assert_eq!(first_offset(&log, o), o, "case {n}");
-            assert_eq!(log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(), Some(Offset(o)), "case {n}");
+            assert_eq!(
+                log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(),
+                Some(Offset(o)),
+                "case {n}"
+            );
         }
         // Rebuilt indexes equal the originals.
         log.close().unwrap();
         for p in indexes.iter().chain(&time_indexes) {
-            assert_eq!(fs::read(p).unwrap(), fs::read(g.dir.join(p.file_name().unwrap())).unwrap(), "case {n}: {}", p.display());
+            assert_eq!(
+                fs::read(p).unwrap(),
+                fs::read(g.dir.join(p.file_name().unwrap())).unwrap(),
+                "case {n}: {}",
+                p.display()
+            );
         }
     }
 }
@@ -606,7 +814,10 @@ fn stray_files_are_tidied() {
     let log = f.open();
     assert!(!f.dir.join("checkpoint.tmp").exists());
     assert!(!f.dir.join(format!("{:020}.index", 999_999)).exists());
-    assert!(f.dir.join("notes.txt").exists(), "unknown files are left alone");
+    assert!(
+        f.dir.join("notes.txt").exists(),
+        "unknown files are left alone"
+    );
     assert_eq!(read_all(&log, log.log_end_offset()), expected(0..50));
     drop(log);
     // An empty last segment (a roll that crashed before its first append) is the active one.
@@ -617,7 +828,11 @@ fn stray_files_are_tidied() {
     assert_eq!(f.bases().last(), Some(&50));
     // A damaged checkpoint is ignored: the whole log is recovered.
     drop(log);
-    fs::write(f.dir.join("checkpoint"), b"sluiceway-checkpoint 1\nlog_start_offset 7\n").unwrap();
+    fs::write(
+        f.dir.join("checkpoint"),
+        b"sluiceway-checkpoint 1\nlog_start_offset 7\n",
+    )
+    .unwrap();
     let log = f.open();
     assert_eq!(log.log_start_offset(), Offset(0));
     assert_eq!(read_all(&log, log.log_end_offset()), expected(0..51));
@@ -625,7 +840,10 @@ fn stray_files_are_tidied() {
 
 #[test]
 fn bad_input_is_refused_and_leaves_the_log_unchanged() {
-    let f = Fixture::new(LogConfig { max_message_bytes: 200, ..small_config() });
+    let f = Fixture::new(LogConfig {
+        max_message_bytes: 200,
+        ..small_config()
+    });
     let log = f.open();
     fill(&log, 5, 1);
     let (end, size) = (log.log_end_offset(), log.size_bytes());
@@ -653,18 +871,31 @@ fn bad_input_is_refused_and_leaves_the_log_unchanged() {
         let err = log.append(&mut bytes).unwrap_err();
         let ok = match name {
             "empty" => matches!(err, Error::InvalidRequest(_)),
-            "unknown codec" => matches!(err, Error::CorruptMessage { .. } | Error::UnsupportedCompression { .. }),
+            "unknown codec" => matches!(
+                err,
+                Error::CorruptMessage { .. } | Error::UnsupportedCompression { .. }
+            ),
             _ => matches!(err, Error::CorruptMessage { .. }),
         };
         assert!(ok, "{name}: {err:?}");
-        assert_eq!((log.log_end_offset(), log.size_bytes()), (end, size), "{name}");
+        assert_eq!(
+            (log.log_end_offset(), log.size_bytes()),
+            (end, size),
+            "{name}"
+        );
     }
     // Oversize message and oversize set.
     let mut b = MessageSetBuilder::new(MAGIC_V1, Compression::None);
     b.push(TimestampMs(T0), None, Some(&[1u8; 300]));
-    assert!(matches!(log.append(&mut b.finish().unwrap()), Err(Error::MessageTooLarge { max: 200, .. })));
+    assert!(matches!(
+        log.append(&mut b.finish().unwrap()),
+        Err(Error::MessageTooLarge { max: 200, .. })
+    ));
     let mut huge = vec![0u8; sluiceway_core::limits::MESSAGE_SET_BYTES_MAX as usize + 1];
-    assert!(matches!(log.append(&mut huge), Err(Error::RecordListTooLarge { .. })));
+    assert!(matches!(
+        log.append(&mut huge),
+        Err(Error::RecordListTooLarge { .. })
+    ));
     assert_eq!((log.log_end_offset(), log.size_bytes()), (end, size));
     // Log-append-time bits from a producer are refused (the broker sets them).
     let mut lat = good.clone();
@@ -681,27 +912,75 @@ fn bad_input_is_refused_and_leaves_the_log_unchanged() {
 
 #[test]
 fn log_append_time_rewrites_timestamps() {
-    let f = Fixture::new(LogConfig { timestamp_type: TimestampType::LogAppendTime, ..small_config() });
+    let f = Fixture::new(LogConfig {
+        timestamp_type: TimestampType::LogAppendTime,
+        ..small_config()
+    });
     let log = f.open();
     f.clock.set(TimestampMs(5_000));
     let info = log.append(&mut set(0, 3)).unwrap();
-    assert_eq!((info.log_append_time, info.max_timestamp), (TimestampMs(5_000), TimestampMs(5_000)));
+    assert_eq!(
+        (info.log_append_time, info.max_timestamp),
+        (TimestampMs(5_000), TimestampMs(5_000))
+    );
     f.clock.set(TimestampMs(6_000));
     log.append(&mut compressed(3, 3, Compression::Lz4)).unwrap();
     let recs = read_all(&log, log.log_end_offset());
-    assert_eq!(recs.iter().map(|r| r.1).collect::<Vec<_>>(), vec![5_000, 5_000, 5_000, 6_000, 6_000, 6_000]);
-    assert_eq!(log.offset_for_timestamp(TimestampMs(5_500)).unwrap(), Some(Offset(3)));
+    assert_eq!(
+        recs.iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![5_000, 5_000, 5_000, 6_000, 6_000, 6_000]
+    );
+    assert_eq!(
+        log.offset_for_timestamp(TimestampMs(5_500)).unwrap(),
+        Some(Offset(3))
+    );
 }
 
 #[test]
 fn config_validation_names_kafka_keys() {
     let bad = [
-        (LogConfig { segment_bytes: 10, ..LogConfig::default() }, "segment.bytes"),
-        (LogConfig { segment_ms: 0, ..LogConfig::default() }, "segment.ms"),
-        (LogConfig { index_bytes_max: 8, ..LogConfig::default() }, "segment.index.bytes"),
-        (LogConfig { max_message_bytes: 1 << 30, ..LogConfig::default() }, "max.message.bytes"),
-        (LogConfig { retention_ms: Some(u64::MAX), ..LogConfig::default() }, "retention.ms"),
-        (LogConfig { flush: FlushPolicy::Interval { ms: 0 }, ..LogConfig::default() }, "flush.ms"),
+        (
+            LogConfig {
+                segment_bytes: 10,
+                ..LogConfig::default()
+            },
+            "segment.bytes",
+        ),
+        (
+            LogConfig {
+                segment_ms: 0,
+                ..LogConfig::default()
+            },
+            "segment.ms",
+        ),
+        (
+            LogConfig {
+                index_bytes_max: 8,
+                ..LogConfig::default()
+            },
+            "segment.index.bytes",
+        ),
+        (
+            LogConfig {
+                max_message_bytes: 1 << 30,
+                ..LogConfig::default()
+            },
+            "max.message.bytes",
+        ),
+        (
+            LogConfig {
+                retention_ms: Some(u64::MAX),
+                ..LogConfig::default()
+            },
+            "retention.ms",
+        ),
+        (
+            LogConfig {
+                flush: FlushPolicy::Interval { ms: 0 },
+                ..LogConfig::default()
+            },
+            "flush.ms",
+        ),
     ];
     for (config, key) in bad {
         match config.validate() {
@@ -709,7 +988,14 @@ fn config_validation_names_kafka_keys() {
             other => panic!("{key}: {other:?}"),
         }
         let tmp = tempfile::tempdir().unwrap();
-        assert!(PartitionLog::open(tmp.path().join("t-0"), config, Arc::new(ManualClock::default())).is_err());
+        assert!(
+            PartitionLog::open(
+                tmp.path().join("t-0"),
+                config,
+                Arc::new(ManualClock::default())
+            )
+            .is_err()
+        );
     }
     LogConfig::default().validate().unwrap();
     assert_eq!(LogConfig::default().flush, FlushPolicy::Always);
@@ -718,13 +1004,19 @@ fn config_validation_names_kafka_keys() {
 #[test]
 fn flush_policies_move_the_recovery_point() {
     // Always: durable before append returns.
-    let f = Fixture::new(LogConfig { flush: FlushPolicy::Always, ..small_config() });
+    let f = Fixture::new(LogConfig {
+        flush: FlushPolicy::Always,
+        ..small_config()
+    });
     let log = f.open();
     log.append(&mut set(0, 3)).unwrap();
     assert_eq!(log.recovery_point(), Offset(3));
 
     // Interval: only once the interval has passed, on append or tick.
-    let f = Fixture::new(LogConfig { flush: FlushPolicy::Interval { ms: 1000 }, ..small_config() });
+    let f = Fixture::new(LogConfig {
+        flush: FlushPolicy::Interval { ms: 1000 },
+        ..small_config()
+    });
     let log = f.open();
     log.append(&mut set(0, 3)).unwrap();
     assert_eq!(log.recovery_point(), Offset(0));
@@ -746,14 +1038,21 @@ fn flush_policies_move_the_recovery_point() {
     log.append(&mut set(0, 3)).unwrap();
     assert_eq!(log.recovery_point(), Offset(0));
     fill_from(&log, 3, 60);
-    assert!(log.recovery_point() > Offset(0), "a roll fsyncs the sealed segment");
+    assert!(
+        log.recovery_point() > Offset(0),
+        "a roll fsyncs the sealed segment"
+    );
     log.flush().unwrap();
     assert_eq!(log.recovery_point(), log.log_end_offset());
 }
 
 #[test]
 fn concurrent_appends_with_group_commit() {
-    let f = Fixture::new(LogConfig { flush: FlushPolicy::Always, segment_bytes: 16 << 10, ..small_config() });
+    let f = Fixture::new(LogConfig {
+        flush: FlushPolicy::Always,
+        segment_bytes: 16 << 10,
+        ..small_config()
+    });
     let log = Arc::new(f.open());
     const THREADS: u64 = 4;
     const SETS: u64 = 40;
@@ -776,7 +1075,11 @@ fn concurrent_appends_with_group_commit() {
                 for s in 0..SETS {
                     let mut b = MessageSetBuilder::new(MAGIC_V1, Compression::None);
                     for m in 0..3 {
-                        b.push(TimestampMs(T0), None, Some(format!("t{t}-s{s}-m{m}").as_bytes()));
+                        b.push(
+                            TimestampMs(T0),
+                            None,
+                            Some(format!("t{t}-s{s}-m{m}").as_bytes()),
+                        );
                     }
                     let info = log.append(&mut b.finish().unwrap()).unwrap();
                     // Durable before it returned.
@@ -822,9 +1125,17 @@ fn delete_removes_the_directory() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { n: u64, size: usize, codec: Option<u8> },
-    Reopen { clean: bool },
-    Advance { ms: u64 },
+    Append {
+        n: u64,
+        size: usize,
+        codec: Option<u8>,
+    },
+    Reopen {
+        clean: bool,
+    },
+    Advance {
+        ms: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -894,7 +1205,11 @@ fn follower_append_keeps_the_leaders_offsets() {
     let mut next = 0;
     for k in 0..30u64 {
         let n = 1 + k % 4;
-        let mut bytes = if k % 3 == 0 { compressed(next, n, Compression::Snappy) } else { set(next, n) };
+        let mut bytes = if k % 3 == 0 {
+            compressed(next, n, Compression::Snappy)
+        } else {
+            set(next, n)
+        };
         leader_log.append(&mut bytes).unwrap();
         next += n;
     }
@@ -902,7 +1217,9 @@ fn follower_append_keeps_the_leaders_offsets() {
     let log = follower.open();
     // Replicate by fetching from the leader at the follower's log end, as a follower does.
     while log.log_end_offset() < leader_log.log_end_offset() {
-        let fetched = leader_log.read(log.log_end_offset(), 300, leader_log.log_end_offset()).unwrap();
+        let fetched = leader_log
+            .read(log.log_end_offset(), 300, leader_log.log_end_offset())
+            .unwrap();
         let info = log.append_as_follower(&fetched.bytes).unwrap();
         assert_eq!(info.last_offset.next(), log.log_end_offset());
     }
@@ -912,7 +1229,10 @@ fn follower_append_keeps_the_leaders_offsets() {
     // A set that does not continue the log, or is damaged, is refused and changes nothing.
     let (end, size) = (log.log_end_offset(), log.size_bytes());
     let again = leader_log.read(Offset(0), 1, Offset(next)).unwrap().bytes;
-    assert!(matches!(log.append_as_follower(&again), Err(Error::CorruptMessage { .. })));
+    assert!(matches!(
+        log.append_as_follower(&again),
+        Err(Error::CorruptMessage { .. })
+    ));
     let mut gap = set(0, 2);
     gap[..8].copy_from_slice(&(next + 1).to_be_bytes());
     assert!(log.append_as_follower(&gap).is_err());
@@ -920,11 +1240,17 @@ fn follower_append_keeps_the_leaders_offsets() {
     damaged[..8].copy_from_slice(&next.to_be_bytes());
     let n = damaged.len();
     damaged[n - 1] ^= 0x20;
-    assert!(matches!(log.append_as_follower(&damaged), Err(Error::CorruptMessage { .. })));
+    assert!(matches!(
+        log.append_as_follower(&damaged),
+        Err(Error::CorruptMessage { .. })
+    ));
     assert_eq!((log.log_end_offset(), log.size_bytes()), (end, size));
     let mut ok = set(next, 1);
     ok[..8].copy_from_slice(&next.to_be_bytes());
-    assert_eq!(log.append_as_follower(&ok).unwrap().base_offset, Offset(next));
+    assert_eq!(
+        log.append_as_follower(&ok).unwrap().base_offset,
+        Offset(next)
+    );
 }
 
 #[test]
@@ -933,7 +1259,8 @@ fn truncate_to_cuts_whole_entries_and_the_log_continues() {
     let log = f.open();
     // Plain sets, then a compressed wrapper of 5 at 100..105, then more plain ones.
     fill(&log, 100, 1);
-    log.append(&mut compressed(100, 5, Compression::Gzip)).unwrap();
+    log.append(&mut compressed(100, 5, Compression::Gzip))
+        .unwrap();
     fill_from(&log, 105, 45);
     log.set_high_watermark(Offset(140));
     let bases = f.bases();
@@ -955,7 +1282,10 @@ fn truncate_to_cuts_whole_entries_and_the_log_continues() {
     assert!(f.bases().iter().all(|b| *b <= 100));
     assert_eq!(read_all(&log, log.log_end_offset()), expected(0..100));
     match log.read(Offset(101), 100, Offset(200)) {
-        Err(Error::OffsetOutOfRange { log_end_offset: Offset(100), .. }) => {}
+        Err(Error::OffsetOutOfRange {
+            log_end_offset: Offset(100),
+            ..
+        }) => {}
         other => panic!("{other:?}"),
     }
 
@@ -966,7 +1296,10 @@ fn truncate_to_cuts_whole_entries_and_the_log_continues() {
     assert_eq!(*f.bases().last().unwrap(), bases[1]);
     for o in [0, b / 2, b - 1] {
         assert_eq!(first_offset(&log, o), o);
-        assert_eq!(log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(), Some(Offset(o)));
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(),
+            Some(Offset(o))
+        );
     }
     assert_eq!(log.offset_for_timestamp(TimestampMs(ts(b))).unwrap(), None);
 
@@ -982,23 +1315,44 @@ fn truncate_to_cuts_whole_entries_and_the_log_continues() {
 
     // To the very start, and then fully to a new offset.
     log.truncate_to(Offset(0)).unwrap();
-    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.segment_count()), (Offset(0), Offset(0), 1));
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.segment_count()
+        ),
+        (Offset(0), Offset(0), 1)
+    );
     fill(&log, 10, 2);
     log.truncate_fully_and_start_at(Offset(1000)).unwrap();
     assert_eq!(
-        (log.log_start_offset(), log.high_watermark(), log.log_end_offset(), log.recovery_point()),
+        (
+            log.log_start_offset(),
+            log.high_watermark(),
+            log.log_end_offset(),
+            log.recovery_point()
+        ),
         (Offset(1000), Offset(1000), Offset(1000), Offset(1000))
     );
     assert_eq!(f.bases(), vec![1000]);
-    assert_eq!(log.append(&mut set(0, 3)).unwrap().base_offset, Offset(1000));
+    assert_eq!(
+        log.append(&mut set(0, 3)).unwrap().base_offset,
+        Offset(1000)
+    );
     drop(log);
     let log = f.open();
-    assert_eq!((log.log_start_offset(), log.log_end_offset()), (Offset(1000), Offset(1003)));
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (Offset(1000), Offset(1003))
+    );
 }
 
 #[test]
 fn truncation_races_with_readers_and_appenders_safely() {
-    let f = Fixture::new(LogConfig { flush: FlushPolicy::Always, ..small_config() });
+    let f = Fixture::new(LogConfig {
+        flush: FlushPolicy::Always,
+        ..small_config()
+    });
     let log = Arc::new(f.open());
     fill(&log, 200, 2);
     let reader = {

@@ -63,8 +63,10 @@ pub(crate) fn write(dir: &Path, c: &Checkpoint) -> Result<()> {
         .truncate(true)
         .open(&tmp)
         .map_err(|e| Error::io("create checkpoint", &tmp, e))?;
-    f.write_all(text.as_bytes()).map_err(|e| Error::io("write checkpoint", &tmp, e))?;
-    f.sync_all().map_err(|e| Error::io("fsync checkpoint", &tmp, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| Error::io("write checkpoint", &tmp, e))?;
+    f.sync_all()
+        .map_err(|e| Error::io("fsync checkpoint", &tmp, e))?;
     drop(f);
     let path = dir.join(CHECKPOINT_FILE);
     fs::rename(&tmp, &path).map_err(|e| Error::io("rename checkpoint", &path, e))?;
@@ -117,7 +119,8 @@ fn parse(text: &str) -> Option<Checkpoint> {
 pub(crate) fn write_clean_shutdown(dir: &Path) -> Result<()> {
     let path = dir.join(CLEAN_SHUTDOWN_FILE);
     let f = File::create(&path).map_err(|e| Error::io("create clean-shutdown marker", &path, e))?;
-    f.sync_all().map_err(|e| Error::io("fsync clean-shutdown marker", &path, e))?;
+    f.sync_all()
+        .map_err(|e| Error::io("fsync clean-shutdown marker", &path, e))?;
     sync_dir(dir)
 }
 

@@ -20,7 +20,9 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> TimestampMs {
         // A clock before 1970 is a misconfigured machine; report the epoch rather than panic.
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
         TimestampMs(i64::try_from(ms).unwrap_or(i64::MAX))
     }
 }
@@ -33,7 +35,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: TimestampMs) -> ManualClock {
-        ManualClock { now: AtomicI64::new(start.0) }
+        ManualClock {
+            now: AtomicI64::new(start.0),
+        }
     }
 
     pub fn set(&self, now: TimestampMs) {
@@ -43,7 +47,11 @@ impl ManualClock {
     pub fn advance(&self, ms: u64) {
         let ms = i64::try_from(ms).unwrap_or(i64::MAX);
         // Saturate instead of wrapping: a test that advances "forever" means "very late".
-        let _ = self.now.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_add(ms)));
+        let _ = self
+            .now
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                Some(t.saturating_add(ms))
+            });
     }
 }
 

@@ -4,9 +4,10 @@
 use crate::error::{Error, Result};
 use crate::format::TimestampType;
 use crate::limits::{
-    FLUSH_INTERVAL_MS_DEFAULT, INDEX_BYTES_MAX, INDEX_BYTES_MAX_DEFAULT, INDEX_BYTES_MIN, INDEX_INTERVAL_BYTES_DEFAULT,
-    MESSAGE_BYTES_DEFAULT, MESSAGE_BYTES_MAX, MESSAGE_V0_HEADER_BYTES, RETENTION_MS_DEFAULT, SEGMENT_BYTES_DEFAULT,
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT,
+    FLUSH_INTERVAL_MS_DEFAULT, INDEX_BYTES_MAX, INDEX_BYTES_MAX_DEFAULT, INDEX_BYTES_MIN,
+    INDEX_INTERVAL_BYTES_DEFAULT, MESSAGE_BYTES_DEFAULT, MESSAGE_BYTES_MAX,
+    MESSAGE_V0_HEADER_BYTES, RETENTION_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT,
 };
 
 /// When appended data is forced to disk.
@@ -25,7 +26,9 @@ pub enum FlushPolicy {
 impl FlushPolicy {
     /// The `interval` policy at its default period.
     pub fn interval_default() -> FlushPolicy {
-        FlushPolicy::Interval { ms: FLUSH_INTERVAL_MS_DEFAULT }
+        FlushPolicy::Interval {
+            ms: FLUSH_INTERVAL_MS_DEFAULT,
+        }
     }
 }
 
@@ -70,7 +73,10 @@ impl Default for LogConfig {
 }
 
 fn invalid(key: &str, reason: String) -> Error {
-    Error::InvalidConfig { key: key.to_owned(), reason }
+    Error::InvalidConfig {
+        key: key.to_owned(),
+        reason,
+    }
 }
 
 impl LogConfig {
@@ -79,7 +85,10 @@ impl LogConfig {
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
             return Err(invalid(
                 "segment.bytes",
-                format!("{} is outside [{SEGMENT_BYTES_MIN}, {SEGMENT_BYTES_MAX}]", self.segment_bytes),
+                format!(
+                    "{} is outside [{SEGMENT_BYTES_MIN}, {SEGMENT_BYTES_MAX}]",
+                    self.segment_bytes
+                ),
             ));
         }
         if self.segment_ms == 0 {
@@ -87,35 +96,53 @@ impl LogConfig {
         }
         // Offsets relative to a segment's base are u32 in the indexes, and the age arithmetic is
         // done in i64 milliseconds: keep the durations representable.
-        for (key, v) in [("segment.ms", Some(self.segment_ms)), ("retention.ms", self.retention_ms)] {
+        for (key, v) in [
+            ("segment.ms", Some(self.segment_ms)),
+            ("retention.ms", self.retention_ms),
+        ] {
             if let Some(v) = v
                 && v > i64::MAX as u64
             {
-                return Err(invalid(key, format!("{v} does not fit a signed 64-bit millisecond count")));
+                return Err(invalid(
+                    key,
+                    format!("{v} does not fit a signed 64-bit millisecond count"),
+                ));
             }
         }
         if u64::from(self.index_interval_bytes) > SEGMENT_BYTES_MAX {
             return Err(invalid(
                 "index.interval.bytes",
-                format!("{} exceeds the largest segment ({SEGMENT_BYTES_MAX})", self.index_interval_bytes),
+                format!(
+                    "{} exceeds the largest segment ({SEGMENT_BYTES_MAX})",
+                    self.index_interval_bytes
+                ),
             ));
         }
         if !(INDEX_BYTES_MIN..=INDEX_BYTES_MAX).contains(&self.index_bytes_max) {
             return Err(invalid(
                 "segment.index.bytes",
-                format!("{} is outside [{INDEX_BYTES_MIN}, {INDEX_BYTES_MAX}]", self.index_bytes_max),
+                format!(
+                    "{} is outside [{INDEX_BYTES_MIN}, {INDEX_BYTES_MAX}]",
+                    self.index_bytes_max
+                ),
             ));
         }
         if !(MESSAGE_V0_HEADER_BYTES..=MESSAGE_BYTES_MAX).contains(&self.max_message_bytes) {
             return Err(invalid(
                 "max.message.bytes",
-                format!("{} is outside [{MESSAGE_V0_HEADER_BYTES}, {MESSAGE_BYTES_MAX}]", self.max_message_bytes),
+                format!(
+                    "{} is outside [{MESSAGE_V0_HEADER_BYTES}, {MESSAGE_BYTES_MAX}]",
+                    self.max_message_bytes
+                ),
             ));
         }
         if let FlushPolicy::Interval { ms } = self.flush
             && (ms == 0 || ms > i64::MAX as u64)
         {
-            return Err(invalid("flush.ms", format!("{ms} must be at least 1 and fit a signed 64-bit count")));
+            return Err(invalid(
+                "flush.ms",
+                format!("{ms} must be at least 1 and fit a signed 64-bit count"),
+            ));
         }
         Ok(())
     }

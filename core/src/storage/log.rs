@@ -117,20 +117,31 @@ impl PartitionLog {
     /// Opens (creating if absent) and recovers the log in `dir`. See `recovery.rs` for what
     /// happens without a clean shutdown; `Error::CorruptSegment` when damage is found that is not
     /// a torn tail.
-    pub fn open(dir: impl Into<PathBuf>, config: LogConfig, clock: Arc<dyn Clock>) -> Result<PartitionLog> {
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<PartitionLog> {
         config.validate()?;
         let dir = dir.into();
         if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(|e| Error::io("create partition directory", &dir, e))?;
+            fs::create_dir_all(&dir)
+                .map_err(|e| Error::io("create partition directory", &dir, e))?;
             if let Some(parent) = dir.parent() {
                 checkpoint::sync_dir(parent)?;
             }
         }
-        let segment_config =
-            SegmentConfig { index_interval_bytes: config.index_interval_bytes, index_bytes_max: config.index_bytes_max };
+        let segment_config = SegmentConfig {
+            index_interval_bytes: config.index_interval_bytes,
+            index_bytes_max: config.index_bytes_max,
+        };
         let now = clock.now_ms();
         let loaded = recovery::load(&dir, segment_config, now)?;
-        let log_end = loaded.segments.last().expect("at least one segment").next_offset();
+        let log_end = loaded
+            .segments
+            .last()
+            .expect("at least one segment")
+            .next_offset();
         let log = PartitionLog {
             dir,
             config,
@@ -175,13 +186,19 @@ impl PartitionLog {
         let ls = self.log_start_offset();
         let hw = self.high_watermark();
         let le = self.log_end_offset();
-        debug_assert!(ls <= hw && hw <= le, "log_start_offset {ls} <= high_watermark {hw} <= log_end_offset {le}");
+        debug_assert!(
+            ls <= hw && hw <= le,
+            "log_start_offset {ls} <= high_watermark {hw} <= log_end_offset {le}"
+        );
         debug_assert!(self.recovery_point() <= self.log_end_offset());
     }
 
     fn offline_error(&self) -> Error {
         let reason = self.offline.lock().clone().unwrap_or_default();
-        Error::LogOffline { path: self.dir.clone(), reason }
+        Error::LogOffline {
+            path: self.dir.clone(),
+            reason,
+        }
     }
 
     fn check_online(&self) -> Result<()> {
@@ -235,7 +252,8 @@ impl PartitionLog {
             // prepare_append checked framing and layout of every entry.
             let entry = entry.expect("a validated set is framed");
             let timestamp = entry.message().expect("a validated entry parses").timestamp;
-            w.entries.push((entry.offset(), entry.len() as u32, timestamp));
+            w.entries
+                .push((entry.offset(), entry.len() as u32, timestamp));
         }
         self.write_locked(&w, set, summary.last_offset, now)?;
         drop(w);
@@ -287,7 +305,9 @@ impl PartitionLog {
             if first != expected || last != entry.offset() {
                 return Err(Error::corrupt(
                     entry.position,
-                    format!("entry holds offsets {first}..={last} where offset {expected} comes next in this log"),
+                    format!(
+                        "entry holds offsets {first}..={last} where offset {expected} comes next in this log"
+                    ),
                 ));
             }
             max_timestamp = max_timestamp.max(msg.timestamp);
@@ -309,15 +329,28 @@ impl PartitionLog {
 
     /// With the writer lock held: rolls if needed, writes the validated `set` (its shallow
     /// entries in `w.entries`), publishes the new log end.
-    fn write_locked(&self, w: &Writer, set: &[u8], last_offset: Offset, now: TimestampMs) -> Result<()> {
+    fn write_locked(
+        &self,
+        w: &Writer,
+        set: &[u8],
+        last_offset: Offset,
+        now: TimestampMs,
+    ) -> Result<()> {
         let active = self.active();
-        let active = if active.should_roll(set.len() as u64, last_offset, now, self.config.segment_bytes, self.config.segment_ms) {
+        let active = if active.should_roll(
+            set.len() as u64,
+            last_offset,
+            now,
+            self.config.segment_bytes,
+            self.config.segment_ms,
+        ) {
             self.roll(&active)?
         } else {
             active
         };
         active.append(set, &w.entries, now)?;
-        self.log_end_offset.store(last_offset.0 + 1, Ordering::Release);
+        self.log_end_offset
+            .store(last_offset.0 + 1, Ordering::Release);
         self.check_invariants();
         Ok(())
     }
@@ -357,9 +390,13 @@ impl PartitionLog {
         let segments = self.segments();
         // Keep the segments that start below the target (at least the first); the last kept
         // one is cut at the entry holding the target.
-        let keep = segments.partition_point(|s| s.base_offset() < target).max(1);
+        let keep = segments
+            .partition_point(|s| s.base_offset() < target)
+            .max(1);
         let last = &segments[keep - 1];
-        let position = last.position_of(target, last.size())?.unwrap_or(last.size());
+        let position = last
+            .position_of(target, last.size())?
+            .unwrap_or(last.size());
         // Readers first: no new read looks at the doomed range.
         self.lower_offsets_to(target);
         last.shrink_published(position, target.min(last.next_offset()));
@@ -374,9 +411,18 @@ impl PartitionLog {
         }
         // Rebuild the cut segment's indexes and running maximum from what is left: simple, and
         // truncation is rare (leadership changes).
-        let (rebuilt, end) = Segment::recover(&self.dir, last.base_offset(), self.segment_config, self.clock.now_ms())?;
+        let (rebuilt, end) = Segment::recover(
+            &self.dir,
+            last.base_offset(),
+            self.segment_config,
+            self.clock.now_ms(),
+        )?;
         if let super::segment::ScanEnd::Bad { position, reason } = end {
-            return Err(Error::CorruptSegment { path: last.log_path().to_owned(), position: FilePosition(position), reason });
+            return Err(Error::CorruptSegment {
+                path: last.log_path().to_owned(),
+                position: FilePosition(position),
+                reason,
+            });
         }
         let new_end = rebuilt.next_offset();
         {
@@ -407,7 +453,9 @@ impl PartitionLog {
     /// With the writer, high-watermark and flush locks held.
     fn truncate_fully_locked(&self, offset: Offset) -> Result<()> {
         if offset > Offset::MAX {
-            return Err(Error::InvalidArgument(format!("offset {offset} exceeds the largest offset")));
+            return Err(Error::InvalidArgument(format!(
+                "offset {offset} exceeds the largest offset"
+            )));
         }
         let old = self.segments();
         for segment in old.iter() {
@@ -445,7 +493,9 @@ impl PartitionLog {
     }
 
     fn flush_due(&self, now: TimestampMs, ms: u64) -> bool {
-        now.0.saturating_sub(self.last_flush_ms.load(Ordering::Acquire)) >= i64::try_from(ms).unwrap_or(i64::MAX)
+        now.0
+            .saturating_sub(self.last_flush_ms.load(Ordering::Acquire))
+            >= i64::try_from(ms).unwrap_or(i64::MAX)
     }
 
     /// Seals `old` (the active segment) and starts a new one at the log end. Called with the
@@ -512,11 +562,20 @@ impl PartitionLog {
         let log_start_offset = self.log_start_offset();
         let high_watermark = self.high_watermark();
         let log_end_offset = self.log_end_offset();
-        let out_of_range = |ls: Offset| Error::OffsetOutOfRange { offset: offset.0, log_start_offset: ls, log_end_offset };
+        let out_of_range = |ls: Offset| Error::OffsetOutOfRange {
+            offset: offset.0,
+            log_start_offset: ls,
+            log_end_offset,
+        };
         if offset < log_start_offset || offset > log_end_offset {
             return Err(out_of_range(log_start_offset));
         }
-        let result = |bytes: Vec<u8>| ReadResult { bytes, high_watermark, log_start_offset, log_end_offset };
+        let result = |bytes: Vec<u8>| ReadResult {
+            bytes,
+            high_watermark,
+            log_start_offset,
+            log_end_offset,
+        };
         let upper = upper.min(log_end_offset);
         if offset >= upper {
             return Ok(result(Vec::new()));
@@ -530,7 +589,9 @@ impl PartitionLog {
         for segment in &segments[first..] {
             let size = segment.size();
             if let Some(position) = segment.position_of(offset, size)? {
-                return Ok(result(segment.read_entries(position, max_bytes, upper, size)?));
+                return Ok(result(
+                    segment.read_entries(position, max_bytes, upper, size)?,
+                ));
             }
         }
         Ok(result(Vec::new()))
@@ -634,7 +695,8 @@ impl PartitionLog {
             return Ok(0);
         }
         let new_start = segments[count].base_offset();
-        self.log_start_offset.fetch_max(new_start.0, Ordering::AcqRel);
+        self.log_start_offset
+            .fetch_max(new_start.0, Ordering::AcqRel);
         self.recovery_point.fetch_max(new_start.0, Ordering::AcqRel);
         // The new start must be durable before any file goes: a crash in between then finishes
         // the deletion on open instead of resurrecting a partial log.
@@ -676,7 +738,8 @@ impl PartitionLog {
             let _flushing = self.flush_lock.lock();
             self.sync_published()?;
             self.durable(self.active().flush_indexes())?;
-            self.last_flush_ms.store(self.clock.now_ms().0, Ordering::Release);
+            self.last_flush_ms
+                .store(self.clock.now_ms().0, Ordering::Release);
         }
         self.write_checkpoint()
     }
@@ -710,7 +773,8 @@ impl PartitionLog {
     pub fn delete(self) -> Result<()> {
         let _w = self.writer.lock();
         self.closed.store(true, Ordering::Release);
-        fs::remove_dir_all(&self.dir).map_err(|e| Error::io("delete partition directory", &self.dir, e))?;
+        fs::remove_dir_all(&self.dir)
+            .map_err(|e| Error::io("delete partition directory", &self.dir, e))?;
         if let Some(parent) = self.dir.parent() {
             checkpoint::sync_dir(parent)?;
         }
@@ -720,7 +784,10 @@ impl PartitionLog {
 
 fn check_set_size(set: &[u8]) -> Result<()> {
     if set.len() > MESSAGE_SET_BYTES_MAX as usize {
-        return Err(Error::RecordListTooLarge { size: set.len() as u64, max: u64::from(MESSAGE_SET_BYTES_MAX) });
+        return Err(Error::RecordListTooLarge {
+            size: set.len() as u64,
+            max: u64::from(MESSAGE_SET_BYTES_MAX),
+        });
     }
     Ok(())
 }
@@ -728,6 +795,9 @@ fn check_set_size(set: &[u8]) -> Result<()> {
 /// A file's modification time in ms since the epoch.
 fn modified_ms(path: &Path) -> Option<i64> {
     let modified = fs::metadata(path).ok()?.modified().ok()?;
-    let ms = modified.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    let ms = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis();
     i64::try_from(ms).ok()
 }

@@ -56,7 +56,11 @@ impl IndexFile {
     /// Opens (creating if absent) the file at `path`. Its entries are `file length / entry size`
     /// (a trimmed file). When `capacity_bytes` is `Some`, the file is then grown to that size so
     /// entries can be appended (the active segment).
-    pub(super) fn open(path: PathBuf, entry_bytes: usize, capacity_bytes: Option<u32>) -> Result<IndexFile> {
+    pub(super) fn open(
+        path: PathBuf,
+        entry_bytes: usize,
+        capacity_bytes: Option<u32>,
+    ) -> Result<IndexFile> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -64,9 +68,19 @@ impl IndexFile {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io("open index", &path, e))?;
-        let len = file.metadata().map_err(|e| Error::io("stat index", &path, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat index", &path, e))?
+            .len();
         let entries = usize::try_from(len).unwrap_or(usize::MAX) / entry_bytes;
-        let mut index = IndexFile { mmap: map(&file, &path)?, path, file, entry_bytes, entries, capacity: entries };
+        let mut index = IndexFile {
+            mmap: map(&file, &path)?,
+            path,
+            file,
+            entry_bytes,
+            entries,
+            capacity: entries,
+        };
         if let Some(cap) = capacity_bytes {
             index.resize(cap as usize / entry_bytes)?;
         } else if len % entry_bytes as u64 != 0 {
@@ -79,7 +93,11 @@ impl IndexFile {
     /// Creates a fresh, empty file at `path`, with room for `capacity_bytes`. A file already
     /// there is unlinked first rather than truncated: a reader may still have it mapped (a
     /// segment replaced by truncation), and shrinking a mapped file would fault that reader.
-    pub(super) fn create(path: PathBuf, entry_bytes: usize, capacity_bytes: u32) -> Result<IndexFile> {
+    pub(super) fn create(
+        path: PathBuf,
+        entry_bytes: usize,
+        capacity_bytes: u32,
+    ) -> Result<IndexFile> {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -91,7 +109,14 @@ impl IndexFile {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io("create index", &path, e))?;
-        let mut index = IndexFile { mmap: map(&file, &path)?, path, file, entry_bytes, entries: 0, capacity: 0 };
+        let mut index = IndexFile {
+            mmap: map(&file, &path)?,
+            path,
+            file,
+            entry_bytes,
+            entries: 0,
+            capacity: 0,
+        };
         index.resize(capacity_bytes as usize / entry_bytes)?;
         Ok(index)
     }
@@ -122,14 +147,18 @@ impl IndexFile {
 
     /// Forces the mapped entries to disk.
     pub(super) fn flush(&self) -> Result<()> {
-        self.mmap.flush().map_err(|e| Error::io("flush index", &self.path, e))
+        self.mmap
+            .flush()
+            .map_err(|e| Error::io("flush index", &self.path, e))
     }
 
     /// Seals the file: flushes it and trims it to its entries.
     pub(super) fn trim(&mut self) -> Result<()> {
         self.flush()?;
         self.resize(self.entries)?;
-        self.file.sync_all().map_err(|e| Error::io("fsync index", &self.path, e))
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("fsync index", &self.path, e))
     }
 
     /// Grows a trimmed file back to `capacity_bytes` so it can take appends again.
@@ -146,13 +175,27 @@ pub(crate) struct OffsetIndex {
 
 impl OffsetIndex {
     /// Opens an existing (trimmed) index, or creates an empty one; see [`IndexFile::open`].
-    pub(crate) fn open(path: PathBuf, base_offset: Offset, capacity_bytes: Option<u32>) -> Result<OffsetIndex> {
-        Ok(OffsetIndex { base_offset, file: IndexFile::open(path, ENTRY, capacity_bytes)? })
+    pub(crate) fn open(
+        path: PathBuf,
+        base_offset: Offset,
+        capacity_bytes: Option<u32>,
+    ) -> Result<OffsetIndex> {
+        Ok(OffsetIndex {
+            base_offset,
+            file: IndexFile::open(path, ENTRY, capacity_bytes)?,
+        })
     }
 
     /// Creates a fresh, empty index (replacing any file there) with room for `capacity_bytes`.
-    pub(crate) fn create(path: PathBuf, base_offset: Offset, capacity_bytes: u32) -> Result<OffsetIndex> {
-        Ok(OffsetIndex { base_offset, file: IndexFile::create(path, ENTRY, capacity_bytes)? })
+    pub(crate) fn create(
+        path: PathBuf,
+        base_offset: Offset,
+        capacity_bytes: u32,
+    ) -> Result<OffsetIndex> {
+        Ok(OffsetIndex {
+            base_offset,
+            file: IndexFile::create(path, ENTRY, capacity_bytes)?,
+        })
     }
 
     pub(crate) fn entries(&self) -> usize {
@@ -183,9 +226,14 @@ impl OffsetIndex {
         if self.is_full() {
             return false;
         }
-        let rel = offset.relative_to(self.base_offset).expect("index entry offset fits the segment");
+        let rel = offset
+            .relative_to(self.base_offset)
+            .expect("index entry offset fits the segment");
         if let Some((last_offset, last_pos)) = self.last_entry() {
-            debug_assert!(offset > last_offset && position > last_pos, "offset index entries must increase");
+            debug_assert!(
+                offset > last_offset && position > last_pos,
+                "offset index entries must increase"
+            );
         }
         let mut entry = [0u8; ENTRY];
         entry[..4].copy_from_slice(&rel.0.to_be_bytes());
@@ -211,21 +259,34 @@ impl OffsetIndex {
                 hi = mid;
             }
         }
-        if lo == 0 { FilePosition(0) } else { self.entry(lo - 1).1 }
+        if lo == 0 {
+            FilePosition(0)
+        } else {
+            self.entry(lo - 1).1
+        }
     }
 
     /// Checks the invariants against what the segment holds: entries strictly increasing, every
     /// relative offset below `next_offset`, every position below `log_size`. Kafka runs the same
     /// check on load; a failure means "rebuild from the log".
-    pub(crate) fn sanity_check(&self, next_offset: Offset, log_size: u32) -> std::result::Result<(), String> {
+    pub(crate) fn sanity_check(
+        &self,
+        next_offset: Offset,
+        log_size: u32,
+    ) -> std::result::Result<(), String> {
         let mut prev: Option<(RelativeOffset, FilePosition)> = None;
         for i in 0..self.file.entries {
             let (rel, pos) = self.entry(i);
             if rel.absolute(self.base_offset) >= next_offset {
-                return Err(format!("entry {i} has offset {} at or past the segment's end {next_offset}", rel.absolute(self.base_offset)));
+                return Err(format!(
+                    "entry {i} has offset {} at or past the segment's end {next_offset}",
+                    rel.absolute(self.base_offset)
+                ));
             }
             if pos.0 >= log_size {
-                return Err(format!("entry {i} has position {pos} at or past the log's size {log_size}"));
+                return Err(format!(
+                    "entry {i} has position {pos} at or past the log's size {log_size}"
+                ));
             }
             if let Some((p_rel, p_pos)) = prev
                 && (rel <= p_rel || pos <= p_pos)

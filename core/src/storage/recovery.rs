@@ -51,11 +51,14 @@ use std::sync::Arc;
 
 use super::checkpoint::{self, CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE, Checkpoint};
 use super::segment::{
-    INDEX_SUFFIX, LOG_SUFFIX, ScanEnd, Segment, SegmentConfig, TIME_INDEX_SUFFIX, file_path, plausible_header,
+    INDEX_SUFFIX, LOG_SUFFIX, ScanEnd, Segment, SegmentConfig, TIME_INDEX_SUFFIX, file_path,
+    plausible_header,
 };
 use crate::error::{Error, Result};
 use crate::format::{Entry, MAGIC_POS};
-use crate::limits::{LOG_OVERHEAD_BYTES, MESSAGE_V0_HEADER_BYTES, SCAN_CHUNK_BYTES, WRAPPER_MESSAGES_MAX};
+use crate::limits::{
+    LOG_OVERHEAD_BYTES, MESSAGE_V0_HEADER_BYTES, SCAN_CHUNK_BYTES, WRAPPER_MESSAGES_MAX,
+};
 use crate::types::{FilePosition, Offset, TimestampMs};
 
 /// What loading found.
@@ -111,7 +114,8 @@ fn list_segments(dir: &Path) -> Result<BTreeMap<Offset, Files>> {
             continue;
         }
         let parsed = name.split_once('.').and_then(|(stem, ext)| {
-            let base = (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse::<u64>().ok())??;
+            let base = (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| stem.parse::<u64>().ok())??;
             Some((Offset(base), ext))
         });
         let Some((base, ext)) = parsed else {
@@ -123,10 +127,16 @@ fn list_segments(dir: &Path) -> Result<BTreeMap<Offset, Files>> {
             LOG_SUFFIX => files.log = true,
             INDEX_SUFFIX => files.index = true,
             TIME_INDEX_SUFFIX => files.time_index = true,
-            _ => tracing::warn!(path = %entry.path().display(), "ignoring an unknown file in a partition directory"),
+            _ => {
+                tracing::warn!(path = %entry.path().display(), "ignoring an unknown file in a partition directory")
+            }
         }
     }
-    let orphans: Vec<Offset> = found.iter().filter(|(_, f)| !f.log).map(|(b, _)| *b).collect();
+    let orphans: Vec<Offset> = found
+        .iter()
+        .filter(|(_, f)| !f.log)
+        .map(|(b, _)| *b)
+        .collect();
     for base in orphans {
         tracing::info!(dir = %dir.display(), base_offset = base.0, "removing index files without a log");
         remove_segment_files(dir, base)?;
@@ -146,7 +156,9 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
     let mut i = 0;
     while i + 1 < bases.len() {
         let path = file_path(dir, bases[i], LOG_SUFFIX);
-        let len = fs::metadata(&path).map_err(|e| Error::io("stat segment", &path, e))?.len();
+        let len = fs::metadata(&path)
+            .map_err(|e| Error::io("stat segment", &path, e))?
+            .len();
         if len == 0 {
             tracing::warn!(path = %path.display(), "removing an empty segment that is not the last");
             remove_segment_files(dir, bases[i])?;
@@ -181,7 +193,9 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
 
     let recover_from = match (clean, saved) {
         (true, Some(_)) => bases.len(),
-        (_, Some(c)) => bases.partition_point(|b| *b <= c.recovery_point).saturating_sub(1),
+        (_, Some(c)) => bases
+            .partition_point(|b| *b <= c.recovery_point)
+            .saturating_sub(1),
         (_, None) => 0,
     };
     if recover_from < bases.len() {
@@ -238,7 +252,9 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
             }
             ScanEnd::Bad { position, reason } => {
                 let expected = segment.next_offset();
-                if let Some((path, at)) = find_valid_entry_after(dir, &bases[i..], position, expected)? {
+                if let Some((path, at)) =
+                    find_valid_entry_after(dir, &bases[i..], position, expected)?
+                {
                     return Err(Error::CorruptSegment {
                         path: segment.log_path().to_owned(),
                         position: FilePosition(position),
@@ -273,7 +289,10 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
     let log_end = last.next_offset();
     let first_base = segments[0].base_offset();
     let log_start_offset = log_start.max(first_base).min(log_end);
-    let high_watermark = saved.map_or(log_start_offset, |c| c.high_watermark).max(log_start_offset).min(log_end);
+    let high_watermark = saved
+        .map_or(log_start_offset, |c| c.high_watermark)
+        .max(log_start_offset)
+        .min(log_end);
     let loaded = Loaded {
         segments,
         log_start_offset,
@@ -288,19 +307,34 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
 fn write_checkpoint(dir: &Path, l: &Loaded) -> Result<()> {
     checkpoint::write(
         dir,
-        &Checkpoint { log_start_offset: l.log_start_offset, high_watermark: l.high_watermark, recovery_point: l.recovery_point },
+        &Checkpoint {
+            log_start_offset: l.log_start_offset,
+            high_watermark: l.high_watermark,
+            recovery_point: l.recovery_point,
+        },
     )
 }
 
 /// Searches segment `bases[0]` after `bad_position`, then every later segment, for a valid entry
 /// (see the module docs). Returns where one was found.
-fn find_valid_entry_after(dir: &Path, bases: &[Offset], bad_position: u32, expected: Offset) -> Result<Option<(PathBuf, u64)>> {
+fn find_valid_entry_after(
+    dir: &Path,
+    bases: &[Offset],
+    bad_position: u32,
+    expected: Offset,
+) -> Result<Option<(PathBuf, u64)>> {
     let mut ranges = Vec::with_capacity(bases.len());
     let mut total = 0u64;
     for (k, &base) in bases.iter().enumerate() {
         let path = file_path(dir, base, LOG_SUFFIX);
-        let len = fs::metadata(&path).map_err(|e| Error::io("stat segment", &path, e))?.len();
-        let start = if k == 0 { u64::from(bad_position) + 1 } else { 0 };
+        let len = fs::metadata(&path)
+            .map_err(|e| Error::io("stat segment", &path, e))?
+            .len();
+        let start = if k == 0 {
+            u64::from(bad_position) + 1
+        } else {
+            0
+        };
         total += len.saturating_sub(start);
         ranges.push((path, start, len));
     }
@@ -316,7 +350,8 @@ fn find_valid_entry_after(dir: &Path, bases: &[Offset], bad_position: u32, expec
         while p + smallest <= len {
             let n = u64::from(SCAN_CHUNK_BYTES).min(len - p) as usize;
             buf.resize(n, 0);
-            file.read_exact_at(&mut buf, p).map_err(|e| Error::io("read segment", &path, e))?;
+            file.read_exact_at(&mut buf, p)
+                .map_err(|e| Error::io("read segment", &path, e))?;
             let mut q = 0usize;
             while q + header <= n && p + q as u64 + smallest <= len {
                 if let Some((offset, size)) = plausible_header(&buf[q..q + header]) {
@@ -324,8 +359,12 @@ fn find_valid_entry_after(dir: &Path, bases: &[Offset], bad_position: u32, expec
                     let total = u64::from(LOG_OVERHEAD_BYTES) + u64::from(size);
                     if (lo..=hi).contains(&offset.0) && at + total <= len {
                         let mut bytes = vec![0u8; total as usize];
-                        file.read_exact_at(&mut bytes, at).map_err(|e| Error::io("read segment", &path, e))?;
-                        let entry = Entry { position: 0, bytes: &bytes };
+                        file.read_exact_at(&mut bytes, at)
+                            .map_err(|e| Error::io("read segment", &path, e))?;
+                        let entry = Entry {
+                            position: 0,
+                            bytes: &bytes,
+                        };
                         if entry.check_crc().is_ok() && entry.message().is_ok() {
                             return Ok(Some((path, at)));
                         }

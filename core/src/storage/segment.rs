@@ -28,7 +28,9 @@ use super::offset_index::OffsetIndex;
 use super::time_index::TimeIndex;
 use crate::error::{Error, Result};
 use crate::format::{Compression, Entry, MAGIC_POS, MAGIC_V0, MAGIC_V1, SIZE_POS};
-use crate::limits::{LOG_OVERHEAD_BYTES, MESSAGE_BYTES_MAX, MESSAGE_V0_HEADER_BYTES, SCAN_CHUNK_BYTES};
+use crate::limits::{
+    LOG_OVERHEAD_BYTES, MESSAGE_BYTES_MAX, MESSAGE_V0_HEADER_BYTES, SCAN_CHUNK_BYTES,
+};
 use crate::types::{FilePosition, Offset, TimestampMs};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -89,7 +91,11 @@ pub(crate) enum ScanEnd {
 /// Checks one entry read back from disk: CRC, message layout (magic 0/1, attributes, key and
 /// value lengths), and that its offset continues the segment (`expected_next` is the offset the
 /// next message must have).
-pub(crate) fn validate_entry(entry: &Entry<'_>, base: Offset, expected_next: Offset) -> std::result::Result<TimestampMs, String> {
+pub(crate) fn validate_entry(
+    entry: &Entry<'_>,
+    base: Offset,
+    expected_next: Offset,
+) -> std::result::Result<TimestampMs, String> {
     let reason = |e: Error| match e {
         Error::CorruptMessage { reason, .. } => reason,
         other => other.to_string(),
@@ -98,7 +104,9 @@ pub(crate) fn validate_entry(entry: &Entry<'_>, base: Offset, expected_next: Off
     entry.check_crc().map_err(reason)?;
     let offset = entry.offset();
     if offset.relative_to(base).is_none() {
-        return Err(format!("offset {offset} does not fit the segment with base offset {base}"));
+        return Err(format!(
+            "offset {offset} does not fit the segment with base offset {base}"
+        ));
     }
     let ok = match msg.attributes.compression {
         Compression::None => offset == expected_next,
@@ -106,7 +114,9 @@ pub(crate) fn validate_entry(entry: &Entry<'_>, base: Offset, expected_next: Off
         _ => offset >= expected_next,
     };
     if !ok {
-        return Err(format!("offset {offset} does not follow the previous entry (expected {expected_next})"));
+        return Err(format!(
+            "offset {offset} does not follow the previous entry (expected {expected_next})"
+        ));
     }
     Ok(msg.timestamp)
 }
@@ -124,21 +134,33 @@ pub(crate) struct Scanner<'a> {
 
 impl std::fmt::Debug for Scanner<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scanner").field("path", &self.path).field("end", &self.end).finish()
+        f.debug_struct("Scanner")
+            .field("path", &self.path)
+            .field("end", &self.end)
+            .finish()
     }
 }
 
 impl<'a> Scanner<'a> {
     pub(crate) fn new(file: &'a File, path: &'a Path, end: u64) -> Scanner<'a> {
-        Scanner { file, path, end, buf: Vec::new(), buf_start: 0 }
+        Scanner {
+            file,
+            path,
+            end,
+            buf: Vec::new(),
+            buf_start: 0,
+        }
     }
 
     /// The bytes `[pos, pos + len)`, which the caller has checked lie within `end`.
     pub(crate) fn bytes(&mut self, pos: u64, len: usize) -> Result<&[u8]> {
         debug_assert!(pos + len as u64 <= self.end);
-        let have = pos >= self.buf_start && pos + len as u64 <= self.buf_start + self.buf.len() as u64;
+        let have =
+            pos >= self.buf_start && pos + len as u64 <= self.buf_start + self.buf.len() as u64;
         if !have {
-            let want = (len as u64).max(u64::from(SCAN_CHUNK_BYTES)).min(self.end - pos);
+            let want = (len as u64)
+                .max(u64::from(SCAN_CHUNK_BYTES))
+                .min(self.end - pos);
             self.buf.resize(want as usize, 0);
             self.file
                 .read_exact_at(&mut self.buf, pos)
@@ -151,26 +173,43 @@ impl<'a> Scanner<'a> {
 
     /// The entry at `pos` if its framing holds (header present, size within limits, all bytes
     /// inside `end`); otherwise why not. `Ok(None)` at exactly `end`.
-    pub(crate) fn entry(&mut self, pos: u32) -> Result<Option<std::result::Result<Entry<'_>, String>>> {
+    pub(crate) fn entry(
+        &mut self,
+        pos: u32,
+    ) -> Result<Option<std::result::Result<Entry<'_>, String>>> {
         let p = u64::from(pos);
         if p >= self.end {
             return Ok(None);
         }
         let left = self.end - p;
         if left < u64::from(LOG_OVERHEAD_BYTES) {
-            return Ok(Some(Err(format!("{left} bytes left, fewer than the 12-byte entry header"))));
+            return Ok(Some(Err(format!(
+                "{left} bytes left, fewer than the 12-byte entry header"
+            ))));
         }
         let header = self.bytes(p, LOG_OVERHEAD_BYTES as usize)?;
-        let size = u32::from_be_bytes([header[SIZE_POS], header[SIZE_POS + 1], header[SIZE_POS + 2], header[SIZE_POS + 3]]);
+        let size = u32::from_be_bytes([
+            header[SIZE_POS],
+            header[SIZE_POS + 1],
+            header[SIZE_POS + 2],
+            header[SIZE_POS + 3],
+        ]);
         if !(MESSAGE_V0_HEADER_BYTES..=MESSAGE_BYTES_MAX).contains(&size) {
-            return Ok(Some(Err(format!("entry size {size} is outside [{MESSAGE_V0_HEADER_BYTES}, {MESSAGE_BYTES_MAX}]"))));
+            return Ok(Some(Err(format!(
+                "entry size {size} is outside [{MESSAGE_V0_HEADER_BYTES}, {MESSAGE_BYTES_MAX}]"
+            ))));
         }
         let total = u64::from(LOG_OVERHEAD_BYTES) + u64::from(size);
         if total > left {
-            return Ok(Some(Err(format!("entry of {total} bytes runs past the end of the log ({left} bytes left)"))));
+            return Ok(Some(Err(format!(
+                "entry of {total} bytes runs past the end of the log ({left} bytes left)"
+            ))));
         }
         let bytes = self.bytes(p, total as usize)?;
-        Ok(Some(Ok(Entry { position: pos as usize, bytes })))
+        Ok(Some(Ok(Entry {
+            position: pos as usize,
+            bytes,
+        })))
     }
 }
 
@@ -181,7 +220,17 @@ impl Segment {
         if create_new {
             opts.create_new(true);
         }
-        opts.open(path).map_err(|e| Error::io(if create_new { "create segment" } else { "open segment" }, path, e))
+        opts.open(path).map_err(|e| {
+            Error::io(
+                if create_new {
+                    "create segment"
+                } else {
+                    "open segment"
+                },
+                path,
+                e,
+            )
+        })
     }
 
     fn with_state(
@@ -209,8 +258,16 @@ impl Segment {
     pub(crate) fn create(dir: &Path, base: Offset, config: SegmentConfig) -> Result<Segment> {
         let log = Segment::open_log(&file_path(dir, base, LOG_SUFFIX), true)?;
         let state = SegmentState {
-            offset_index: OffsetIndex::create(file_path(dir, base, INDEX_SUFFIX), base, config.index_bytes_max)?,
-            time_index: TimeIndex::create(file_path(dir, base, TIME_INDEX_SUFFIX), base, config.index_bytes_max)?,
+            offset_index: OffsetIndex::create(
+                file_path(dir, base, INDEX_SUFFIX),
+                base,
+                config.index_bytes_max,
+            )?,
+            time_index: TimeIndex::create(
+                file_path(dir, base, TIME_INDEX_SUFFIX),
+                base,
+                config.index_bytes_max,
+            )?,
             bytes_since_index: 0,
             max_timestamp: TimestampMs::NONE,
             offset_of_max_timestamp: base,
@@ -235,9 +292,14 @@ impl Segment {
     ) -> Result<std::result::Result<Segment, String>> {
         let log_path = file_path(dir, base, LOG_SUFFIX);
         let log = Segment::open_log(&log_path, false)?;
-        let len = log.metadata().map_err(|e| Error::io("stat segment", &log_path, e))?.len();
+        let len = log
+            .metadata()
+            .map_err(|e| Error::io("stat segment", &log_path, e))?
+            .len();
         let Ok(size) = u32::try_from(len) else {
-            return Ok(Err(format!("log of {len} bytes is larger than a segment can be")));
+            return Ok(Err(format!(
+                "log of {len} bytes is larger than a segment can be"
+            )));
         };
         let active = next_base.is_none();
         let cap = active.then_some(config.index_bytes_max);
@@ -253,7 +315,10 @@ impl Segment {
             rolling_base_ms: None,
             sealed: !active,
         };
-        let (index_offset, index_pos) = state.offset_index.last_entry().unwrap_or((base, FilePosition(0)));
+        let (index_offset, index_pos) = state
+            .offset_index
+            .last_entry()
+            .unwrap_or((base, FilePosition(0)));
         let next = match next_base {
             Some(next) => {
                 // Check the last index entry points at an entry with its offset: one read that
@@ -262,7 +327,11 @@ impl Segment {
                     let mut scan = Scanner::new(&log, &log_path, len);
                     match scan.entry(index_pos.0)? {
                         Some(Ok(e)) if e.offset() == index_offset => {}
-                        _ => return Ok(Err(format!("last index entry ({index_offset}, {index_pos}) does not point at its entry"))),
+                        _ => {
+                            return Ok(Err(format!(
+                                "last index entry ({index_offset}, {index_pos}) does not point at its entry"
+                            )));
+                        }
                     }
                 }
                 next
@@ -270,7 +339,11 @@ impl Segment {
             None => {
                 let mut scan = Scanner::new(&log, &log_path, len);
                 let mut pos = index_pos.0;
-                let mut expected = if state.offset_index.entries() > 0 { index_offset } else { base };
+                let mut expected = if state.offset_index.entries() > 0 {
+                    index_offset
+                } else {
+                    base
+                };
                 while let Some(entry) = scan.entry(pos)? {
                     let entry = match entry {
                         Ok(e) => e,
@@ -305,19 +378,37 @@ impl Segment {
             state.offset_index.grow(cap)?;
             state.time_index.grow(cap)?;
         }
-        Ok(Ok(Segment::with_state(dir, base, log, config, state, size, next)))
+        Ok(Ok(Segment::with_state(
+            dir, base, log, config, state, size, next,
+        )))
     }
 
     /// Rebuilds a segment from its `.log`: validates every entry from the start (framing, CRC,
     /// layout, offsets) and writes fresh indexes. Stops at the first bad entry, leaving the
     /// segment's published state at the last valid entry (the file itself is not cut here).
-    pub(crate) fn recover(dir: &Path, base: Offset, config: SegmentConfig, now: TimestampMs) -> Result<(Segment, ScanEnd)> {
+    pub(crate) fn recover(
+        dir: &Path,
+        base: Offset,
+        config: SegmentConfig,
+        now: TimestampMs,
+    ) -> Result<(Segment, ScanEnd)> {
         let log_path = file_path(dir, base, LOG_SUFFIX);
         let log = Segment::open_log(&log_path, false)?;
-        let len = log.metadata().map_err(|e| Error::io("stat segment", &log_path, e))?.len();
+        let len = log
+            .metadata()
+            .map_err(|e| Error::io("stat segment", &log_path, e))?
+            .len();
         let mut state = SegmentState {
-            offset_index: OffsetIndex::create(file_path(dir, base, INDEX_SUFFIX), base, config.index_bytes_max)?,
-            time_index: TimeIndex::create(file_path(dir, base, TIME_INDEX_SUFFIX), base, config.index_bytes_max)?,
+            offset_index: OffsetIndex::create(
+                file_path(dir, base, INDEX_SUFFIX),
+                base,
+                config.index_bytes_max,
+            )?,
+            time_index: TimeIndex::create(
+                file_path(dir, base, TIME_INDEX_SUFFIX),
+                base,
+                config.index_bytes_max,
+            )?,
             bytes_since_index: 0,
             max_timestamp: TimestampMs::NONE,
             offset_of_max_timestamp: base,
@@ -332,7 +423,12 @@ impl Segment {
         let outcome = loop {
             let entry = match scan.entry(pos)? {
                 None => break ScanEnd::Clean,
-                Some(Err(reason)) => break ScanEnd::Bad { position: pos, reason },
+                Some(Err(reason)) => {
+                    break ScanEnd::Bad {
+                        position: pos,
+                        reason,
+                    };
+                }
                 Some(Ok(e)) => e,
             };
             match validate_entry(&entry, base, expected) {
@@ -343,19 +439,30 @@ impl Segment {
                     expected = offset.next();
                     pos += len;
                 }
-                Err(reason) => break ScanEnd::Bad { position: pos, reason },
+                Err(reason) => {
+                    break ScanEnd::Bad {
+                        position: pos,
+                        reason,
+                    };
+                }
             }
         };
         if len > u64::from(u32::MAX) && outcome == ScanEnd::Clean {
             return Ok((
                 Segment::with_state(dir, base, log, config, state, pos, expected),
-                ScanEnd::Bad { position: pos, reason: format!("log of {len} bytes is larger than a segment can be") },
+                ScanEnd::Bad {
+                    position: pos,
+                    reason: format!("log of {len} bytes is larger than a segment can be"),
+                },
             ));
         }
         if pos > 0 {
             state.rolling_base_ms = Some(now.0);
         }
-        Ok((Segment::with_state(dir, base, log, config, state, pos, expected), outcome))
+        Ok((
+            Segment::with_state(dir, base, log, config, state, pos, expected),
+            outcome,
+        ))
     }
 
     pub(crate) fn base_offset(&self) -> Offset {
@@ -390,27 +497,40 @@ impl Segment {
     /// Cuts the `.log` at `size` (the published size, already lowered) and fsyncs it.
     pub(crate) fn truncate_file(&self, size: u32) -> Result<()> {
         debug_assert_eq!(size, self.size());
-        self.log.set_len(u64::from(size)).map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
+        self.log
+            .set_len(u64::from(size))
+            .map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
         self.sync()
     }
 
     /// The file's length on disk (may exceed the published size after a failed write).
     pub(crate) fn file_len(&self) -> Result<u64> {
-        Ok(self.log.metadata().map_err(|e| Error::io("stat segment", &self.log_path, e))?.len())
+        Ok(self
+            .log
+            .metadata()
+            .map_err(|e| Error::io("stat segment", &self.log_path, e))?
+            .len())
     }
 
     /// Whether appending `bytes` more bytes ending at `last_offset` needs a new segment first
     /// (Kafka's `shouldRoll`): never for an empty segment, else on size, age, a full index, or
     /// an offset that no longer fits the index's u32 relative offsets.
-    pub(crate) fn should_roll(&self, bytes: u64, last_offset: Offset, now: TimestampMs, segment_bytes: u64, segment_ms: u64) -> bool {
+    pub(crate) fn should_roll(
+        &self,
+        bytes: u64,
+        last_offset: Offset,
+        now: TimestampMs,
+        segment_bytes: u64,
+        segment_ms: u64,
+    ) -> bool {
         let size = u64::from(self.size());
         if size == 0 {
             return false;
         }
         let state = self.state.read();
-        let too_old = state
-            .rolling_base_ms
-            .is_some_and(|start| now.0.saturating_sub(start) >= i64::try_from(segment_ms).unwrap_or(i64::MAX));
+        let too_old = state.rolling_base_ms.is_some_and(|start| {
+            now.0.saturating_sub(start) >= i64::try_from(segment_ms).unwrap_or(i64::MAX)
+        });
         size + bytes > segment_bytes
             || too_old
             || state.offset_index.is_full()
@@ -425,13 +545,22 @@ impl Segment {
 
     /// Appends a validated set whose offsets are assigned (the writer only). `entries` are the
     /// set's shallow entries as (last offset, length, timestamp).
-    pub(crate) fn append(&self, set: &[u8], entries: &[(Offset, u32, TimestampMs)], now: TimestampMs) -> Result<()> {
+    pub(crate) fn append(
+        &self,
+        set: &[u8],
+        entries: &[(Offset, u32, TimestampMs)],
+        now: TimestampMs,
+    ) -> Result<()> {
         let pos = self.size();
         let len = u32::try_from(set.len()).expect("a set fits a segment");
-        let end = pos.checked_add(len).expect("a segment's positions fit a u32 (limits::SEGMENT_BYTES_MAX)");
+        let end = pos
+            .checked_add(len)
+            .expect("a segment's positions fit a u32 (limits::SEGMENT_BYTES_MAX)");
         // A positional write at the published end: a failed (partial) write leaves bytes past
         // the published size, which the next append overwrites and recovery would truncate.
-        self.log.write_all_at(set, u64::from(pos)).map_err(|e| Error::io("write segment", &self.log_path, e))?;
+        self.log
+            .write_all_at(set, u64::from(pos))
+            .map_err(|e| Error::io("write segment", &self.log_path, e))?;
         let mut state = self.state.write();
         debug_assert!(!state.sealed, "append to a sealed segment");
         let mut at = pos;
@@ -448,13 +577,16 @@ impl Segment {
         // includes its entry (seeks by time load it first).
         self.next_offset.store(last.0 + 1, Ordering::Release);
         self.size.store(end, Ordering::Release);
-        self.max_timestamp.store(state.max_timestamp.0, Ordering::Release);
+        self.max_timestamp
+            .store(state.max_timestamp.0, Ordering::Release);
         Ok(())
     }
 
     /// fsync the `.log` (data and the length that makes it readable).
     pub(crate) fn sync(&self) -> Result<()> {
-        self.log.sync_data().map_err(|e| Error::io("fsync segment", &self.log_path, e))
+        self.log
+            .sync_data()
+            .map_err(|e| Error::io("fsync segment", &self.log_path, e))
     }
 
     /// Flushes both index maps (they are trusted on a clean open).
@@ -498,7 +630,11 @@ impl Segment {
     }
 
     fn corrupt(&self, position: u32, reason: String) -> Error {
-        Error::CorruptSegment { path: self.log_path.clone(), position: FilePosition(position), reason }
+        Error::CorruptSegment {
+            path: self.log_path.clone(),
+            position: FilePosition(position),
+            reason,
+        }
     }
 
     /// The position of the first entry whose (last) offset is ≥ `target`, looking only below
@@ -527,10 +663,18 @@ impl Segment {
 
     /// Whole entries from `start` (an entry boundary): at least the first one (KIP-74), then as
     /// many as fit `max_bytes`, none whose offset is ≥ `upper`, none past `size`.
-    pub(crate) fn read_entries(&self, start: u32, max_bytes: u32, upper: Offset, size: u32) -> Result<Vec<u8>> {
+    pub(crate) fn read_entries(
+        &self,
+        start: u32,
+        max_bytes: u32,
+        upper: Offset,
+        size: u32,
+    ) -> Result<Vec<u8>> {
         // One read of what max_bytes could hold, then cut at the last whole entry that is
         // allowed. Only a first entry larger than max_bytes needs a second read.
-        let want = max_bytes.min(size - start).max(LOG_OVERHEAD_BYTES.min(size - start));
+        let want = max_bytes
+            .min(size - start)
+            .max(LOG_OVERHEAD_BYTES.min(size - start));
         let mut buf = self.read_at(start, want)?;
         let mut end = 0usize;
         loop {
@@ -541,14 +685,20 @@ impl Segment {
             let offset = Offset(u64::from_be_bytes(rest[..8].try_into().expect("8 bytes")));
             let msg = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
             if !(MESSAGE_V0_HEADER_BYTES..=MESSAGE_BYTES_MAX).contains(&msg) {
-                return Err(self.corrupt(start + end as u32, format!("entry size {msg} out of range on read")));
+                return Err(self.corrupt(
+                    start + end as u32,
+                    format!("entry size {msg} out of range on read"),
+                ));
             }
             if offset >= upper {
                 break;
             }
             let total = (LOG_OVERHEAD_BYTES + msg) as usize;
             if u64::from(start) + (end + total) as u64 > u64::from(size) {
-                return Err(self.corrupt(start + end as u32, "entry runs past the segment's published end".into()));
+                return Err(self.corrupt(
+                    start + end as u32,
+                    "entry runs past the segment's published end".into(),
+                ));
             }
             if total > rest.len() {
                 if end == 0 {
@@ -566,14 +716,21 @@ impl Segment {
         // above what the fetch path moves.
         for entry in crate::format::Entries::new(&buf) {
             let entry = entry.map_err(|e| self.corrupt(start, e.to_string()))?;
-            entry.check_crc().map_err(|e| self.corrupt(start + entry.position as u32, e.to_string()))?;
+            entry
+                .check_crc()
+                .map_err(|e| self.corrupt(start + entry.position as u32, e.to_string()))?;
         }
         Ok(buf)
     }
 
     /// The first offset at or after `start` whose timestamp is ≥ `target`, scanning below
     /// `size`. A compressed wrapper is decoded to find its first inner message that qualifies.
-    pub(crate) fn offset_for_timestamp(&self, target: TimestampMs, size: u32, scratch: &mut Vec<u8>) -> Result<Option<Offset>> {
+    pub(crate) fn offset_for_timestamp(
+        &self,
+        target: TimestampMs,
+        size: u32,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Option<Offset>> {
         let start = {
             let state = self.state.read();
             match state.time_index.lookup(target) {
@@ -586,7 +743,9 @@ impl Segment {
         let mut pos = start;
         while let Some(entry) = scan.entry(pos)? {
             let entry = entry.map_err(|reason| self.corrupt(pos, reason))?;
-            let msg = entry.message().map_err(|e| self.corrupt(pos, e.to_string()))?;
+            let msg = entry
+                .message()
+                .map_err(|e| self.corrupt(pos, e.to_string()))?;
             if msg.timestamp >= target {
                 if msg.attributes.compression == Compression::None {
                     return Ok(Some(entry.offset()));
@@ -625,14 +784,22 @@ impl Segment {
 impl SegmentState {
     /// Records one appended entry in the running maximum timestamp and, every
     /// `index.interval.bytes`, in both indexes (Kafka's `LogSegment.append`).
-    fn track(&mut self, config: &SegmentConfig, offset: Offset, position: FilePosition, len: u32, ts: TimestampMs) {
+    fn track(
+        &mut self,
+        config: &SegmentConfig,
+        offset: Offset,
+        position: FilePosition,
+        len: u32,
+        ts: TimestampMs,
+    ) {
         if ts > self.max_timestamp {
             self.max_timestamp = ts;
             self.offset_of_max_timestamp = offset;
         }
         if self.bytes_since_index > u64::from(config.index_interval_bytes) {
             self.offset_index.append(offset, position);
-            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp, false);
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp, false);
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += u64::from(len);

@@ -34,12 +34,26 @@ pub(crate) struct TimeIndex {
 }
 
 impl TimeIndex {
-    pub(crate) fn open(path: PathBuf, base_offset: Offset, capacity_bytes: Option<u32>) -> Result<TimeIndex> {
-        Ok(TimeIndex { base_offset, file: IndexFile::open(path, ENTRY, capacity_bytes)? })
+    pub(crate) fn open(
+        path: PathBuf,
+        base_offset: Offset,
+        capacity_bytes: Option<u32>,
+    ) -> Result<TimeIndex> {
+        Ok(TimeIndex {
+            base_offset,
+            file: IndexFile::open(path, ENTRY, capacity_bytes)?,
+        })
     }
 
-    pub(crate) fn create(path: PathBuf, base_offset: Offset, capacity_bytes: u32) -> Result<TimeIndex> {
-        Ok(TimeIndex { base_offset, file: IndexFile::create(path, ENTRY, capacity_bytes)? })
+    pub(crate) fn create(
+        path: PathBuf,
+        base_offset: Offset,
+        capacity_bytes: u32,
+    ) -> Result<TimeIndex> {
+        Ok(TimeIndex {
+            base_offset,
+            file: IndexFile::create(path, ENTRY, capacity_bytes)?,
+        })
     }
 
     /// Full for ordinary appends: only the slot reserved for the sealing entry is left.
@@ -51,7 +65,10 @@ impl TimeIndex {
         let b = self.file.slot(i);
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&b[..8]);
-        (TimestampMs(i64::from_be_bytes(ts)), RelativeOffset(u32::from_be_bytes([b[8], b[9], b[10], b[11]])))
+        (
+            TimestampMs(i64::from_be_bytes(ts)),
+            RelativeOffset(u32::from_be_bytes([b[8], b[9], b[10], b[11]])),
+        )
     }
 
     pub(crate) fn last_entry(&self) -> Option<(TimestampMs, Offset)> {
@@ -62,7 +79,12 @@ impl TimeIndex {
 
     /// Adds `(timestamp, offset)` if `timestamp` is larger than the last entry's (and, unless
     /// `sealing`, if the index is not full). Returns whether it was added.
-    pub(crate) fn maybe_append(&mut self, timestamp: TimestampMs, offset: Offset, sealing: bool) -> bool {
+    pub(crate) fn maybe_append(
+        &mut self,
+        timestamp: TimestampMs,
+        offset: Offset,
+        sealing: bool,
+    ) -> bool {
         if timestamp == TimestampMs::NONE || timestamp.0 < 0 {
             // No timestamp (magic 0) is never an index entry: nothing can be found by it.
             return false;
@@ -72,11 +94,17 @@ impl TimeIndex {
         {
             return false;
         }
-        let full = if sealing { self.file.entries >= self.file.capacity } else { self.is_full() };
+        let full = if sealing {
+            self.file.entries >= self.file.capacity
+        } else {
+            self.is_full()
+        };
         if full {
             return false;
         }
-        let rel = offset.relative_to(self.base_offset).expect("time index entry offset fits the segment");
+        let rel = offset
+            .relative_to(self.base_offset)
+            .expect("time index entry offset fits the segment");
         let mut entry = [0u8; ENTRY];
         entry[..8].copy_from_slice(&timestamp.0.to_be_bytes());
         entry[8..].copy_from_slice(&rel.0.to_be_bytes());
@@ -106,7 +134,10 @@ impl TimeIndex {
         for i in 0..self.file.entries {
             let (ts, rel) = self.entry(i);
             if rel.absolute(self.base_offset) >= next_offset {
-                return Err(format!("entry {i} has offset {} at or past the segment's end {next_offset}", rel.absolute(self.base_offset)));
+                return Err(format!(
+                    "entry {i} has offset {} at or past the segment's end {next_offset}",
+                    rel.absolute(self.base_offset)
+                ));
             }
             if ts.0 < 0 {
                 return Err(format!("entry {i} has a negative timestamp {}", ts.0));
