@@ -74,10 +74,18 @@ fn unknown(topic: &str, partition: u32) -> PartitionError {
     )
 }
 
+/// An unexpected failure inside the broker (a panicked task), as UNKNOWN_SERVER_ERROR.
+pub fn internal(message: String) -> Error {
+    Error::Remote {
+        code: ErrorCode::UnknownServerError,
+        message,
+    }
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::InvalidRequest(format!("internal task failed: {e}")))?
+        .map_err(|e| internal(format!("internal task failed: {e}")))?
 }
 
 impl Broker {

@@ -192,7 +192,7 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
         let config = config.clone();
         tokio::task::spawn_blocking(move || Broker::open(config))
             .await
-            .map_err(|e| Error::InvalidRequest(format!("opening the broker failed: {e}")))??
+            .map_err(|e| crate::broker::internal(format!("opening the broker failed: {e}")))??
     };
     let broker = Arc::new(broker);
     let listener = TcpListener::bind(listen)
@@ -209,7 +209,7 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
         let (b, a) = (broker.clone(), advertised.clone());
         tokio::task::spawn_blocking(move || b.registry.register_broker(b.config.broker_id, &a))
             .await
-            .map_err(|e| Error::InvalidRequest(format!("registering failed: {e}")))??;
+            .map_err(|e| crate::broker::internal(format!("registering failed: {e}")))??;
     }
 
     let mut background = Vec::new();

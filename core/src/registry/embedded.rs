@@ -146,8 +146,10 @@ impl EmbeddedRegistry {
 
     /// Persists `next` and only then makes it the current state.
     fn commit(&self, current: &mut State, next: State) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(&next)
-            .map_err(|e| Error::InvalidRequest(format!("cannot encode the registry state: {e}")))?;
+        let bytes = serde_json::to_vec_pretty(&next).map_err(|e| Error::Remote {
+            code: crate::ErrorCode::UnknownServerError,
+            message: format!("cannot encode the registry state: {e}"),
+        })?;
         write_atomically(&self.path, &bytes)?;
         *current = next;
         Ok(())
