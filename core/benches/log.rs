@@ -49,6 +49,8 @@ fn bench_append(c: &mut Criterion) {
                     || {
                         appended += 1;
                         if appended % 256 == 0 {
+                            // Retention deletes only segments below the high watermark.
+                            log.set_high_watermark(log.log_end_offset());
                             log.enforce_retention().expect("retention");
                         }
                         set.clone()
