@@ -152,9 +152,12 @@ struct ConsumeArgs {
 }
 
 /// `error: CODE: message`.
+/// A local I/O failure (binding a port, reading stdin) has no wire code worth printing: its
+/// code would say KAFKA_STORAGE_ERROR, which misleads.
 fn describe(e: &Error) -> String {
     match e {
         Error::Remote { code, message } => format!("{code}: {message}"),
+        Error::Io { .. } => e.to_string(),
         other => format!("{}: {other}", other.code()),
     }
 }
@@ -174,6 +177,10 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // `sluiceway consume … | head`: the reader is gone, which is not an error.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
