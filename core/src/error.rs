@@ -280,6 +280,22 @@ pub enum Error {
     #[error("shutting down")]
     ShuttingDown,
 
+    /// A client-side wait ran out (delivery timeout, a full producer buffer, a request timeout).
+    #[error("timed out: {0}")]
+    TimedOut(String),
+
+    /// A connection to a broker failed or broke (the client retries these).
+    #[error("network error: {0}")]
+    Network(String),
+
+    /// A client object was used after `close()`.
+    #[error("{0} is closed")]
+    Closed(&'static str),
+
+    /// The consumer's local offset store file is damaged: it is reported, never silently reset.
+    #[error("corrupt offset store {}: {reason}", path.display())]
+    CorruptOffsetStore { path: PathBuf, reason: String },
+
     /// An error that arrived over the wire: its code and the peer's message.
     #[error("{code}: {message}")]
     Remote { code: ErrorCode, message: String },
@@ -322,6 +338,10 @@ impl Error {
             Error::InvalidReplicationFactor(_) => ErrorCode::InvalidReplicationFactor,
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
+            Error::TimedOut(_) => ErrorCode::RequestTimedOut,
+            Error::Network(_) => ErrorCode::NetworkException,
+            Error::Closed(_) => ErrorCode::InvalidArgument,
+            Error::CorruptOffsetStore { .. } => ErrorCode::KafkaStorageError,
             Error::Remote { code, .. } => *code,
         }
     }

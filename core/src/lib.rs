@@ -11,10 +11,13 @@
 //!   its embedded backend.
 //! - [`topic`] — topic-name validation and topic configuration (Kafka's keys → `LogConfig`).
 //! - [`partitioner`] — Kafka's murmur2 key partitioner and round-robin.
+//! - [`client`] — the one native client (producer, standalone consumer, local offset store,
+//!   admin) that every language binding wraps. The only module that uses tokio and tonic.
 //! - [`atomic_file`] — temp + fsync + rename + fsync-dir replacement of small state files.
 //! - [`types`] — newtypes for kinds of integers (`Offset`, `RelativeOffset`, `FilePosition`).
 
 pub mod atomic_file;
+pub mod client;
 pub mod error;
 pub mod format;
 pub mod group;

@@ -174,3 +174,78 @@ pub const GROUP_METADATA_BYTES_MAX: usize = 4096;
 /// Default partition count of `__consumer_offsets` (Kafka uses 50; a Sluiceway broker is often
 /// alone and each partition is a directory of files, so fewer).
 pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: u32 = 4;
+
+// ---- The client core (`client/`): producer, consumer, offset store, admin ----
+
+/// Most addresses `bootstrap.servers` may list.
+pub const CLIENT_BOOTSTRAP_SERVERS_MAX: usize = 64;
+/// Longest `client.id` and `group.id`.
+pub const CLIENT_ID_BYTES_MAX: usize = 255;
+/// `request.timeout.ms`: default (Kafka's) and bounds.
+pub const CLIENT_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+pub const CLIENT_REQUEST_TIMEOUT_MS_MIN: u64 = 10;
+pub const CLIENT_REQUEST_TIMEOUT_MS_MAX: u64 = 300_000;
+/// `retry.backoff.ms`: default (Kafka's) and largest.
+pub const CLIENT_RETRY_BACKOFF_MS_DEFAULT: u64 = 100;
+pub const CLIENT_RETRY_BACKOFF_MS_MAX: u64 = 60_000;
+/// `metadata.max.age.ms`: default (Kafka's) and bounds.
+pub const CLIENT_METADATA_MAX_AGE_MS_DEFAULT: u64 = 300_000;
+pub const CLIENT_METADATA_MAX_AGE_MS_MIN: u64 = 100;
+pub const CLIENT_METADATA_MAX_AGE_MS_MAX: u64 = 24 * 3600 * 1000;
+/// Shortest interval between two metadata refreshes triggered by errors, so a burst of
+/// NOT_LEADER answers costs one round trip, not one per batch.
+pub const CLIENT_METADATA_REFRESH_MS_MIN: u64 = 50;
+/// Most topics a client's metadata cache tracks.
+pub const CLIENT_METADATA_TOPICS_MAX: usize = TOPICS_MAX;
+
+/// `linger.ms`: default (Kafka ≥ 4.0's) and largest.
+pub const PRODUCER_LINGER_MS_DEFAULT: u64 = 5;
+pub const PRODUCER_LINGER_MS_MAX: u64 = 60_000;
+/// `batch.size`: default (Kafka's) and largest (one partition's set in one request).
+pub const PRODUCER_BATCH_BYTES_DEFAULT: u32 = 16 << 10;
+pub const PRODUCER_BATCH_BYTES_MAX: u32 = MESSAGE_SET_BYTES_MAX;
+/// `buffer.memory`: bytes of records a producer holds queued or in flight (Kafka's default);
+/// `send` waits up to `max.block.ms` for room, then fails with REQUEST_TIMED_OUT.
+pub const PRODUCER_BUFFER_BYTES_DEFAULT: u64 = 32 << 20;
+pub const PRODUCER_BUFFER_BYTES_MIN: u64 = MESSAGE_BYTES_MAX as u64 + (1 << 20);
+pub const PRODUCER_BUFFER_BYTES_MAX: u64 = 4 << 30;
+/// `max.block.ms`: longest `send` waits for metadata or buffer room.
+pub const PRODUCER_MAX_BLOCK_MS_DEFAULT: u64 = 60_000;
+pub const PRODUCER_MAX_BLOCK_MS_MAX: u64 = 3_600_000;
+/// `retries`: Kafka's default (effectively "until delivery.timeout.ms").
+pub const PRODUCER_RETRIES_DEFAULT: u32 = i32::MAX as u32;
+/// `delivery.timeout.ms`: default (Kafka's) and largest. Every retry loop ends by this deadline.
+pub const PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT: u64 = 120_000;
+pub const PRODUCER_DELIVERY_TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
+/// `max.in.flight.requests.per.connection`: default (Kafka's) and largest.
+pub const PRODUCER_IN_FLIGHT_PER_BROKER_DEFAULT: u32 = 5;
+pub const PRODUCER_IN_FLIGHT_PER_BROKER_MAX: u32 = 64;
+/// Most bytes of sets the producer puts in one Produce request (below the broker's decoding limit).
+pub const PRODUCER_REQUEST_BYTES_MAX: u32 = REQUEST_BYTES_MAX - (1 << 20);
+/// Most batches `close()` waits for is bounded by `buffer.memory`; this bounds how long it waits
+/// beyond `delivery.timeout.ms` before failing what is left with SHUTTING_DOWN.
+pub const PRODUCER_CLOSE_GRACE_MS: u64 = 5_000;
+
+/// Consumer defaults (Kafka's) and bounds.
+pub const CONSUMER_AUTO_COMMIT_INTERVAL_MS_DEFAULT: u64 = 5_000;
+pub const CONSUMER_AUTO_COMMIT_INTERVAL_MS_MIN: u64 = 1;
+pub const CONSUMER_AUTO_COMMIT_INTERVAL_MS_MAX: u64 = 24 * 3600 * 1000;
+pub const CONSUMER_FETCH_MIN_BYTES_DEFAULT: u32 = 1;
+pub const CONSUMER_FETCH_MAX_WAIT_MS_DEFAULT: u32 = 500;
+pub const CONSUMER_MAX_POLL_RECORDS_DEFAULT: u32 = 500;
+pub const CONSUMER_MAX_POLL_RECORDS_MAX: u32 = 1_000_000;
+/// Bytes of fetched, not yet polled data the consumer buffers (beyond this it stops
+/// prefetching until `poll` drains it); `fetch.max.bytes` above this is clamped to it.
+pub const CONSUMER_BUFFER_BYTES_MAX: u64 = FETCH_BYTES_MAX as u64;
+/// Largest local offset-store file the consumer reads.
+pub const OFFSET_STORE_BYTES_MAX: u64 = 16 << 20;
+
+const _: () = assert!(PRODUCER_BATCH_BYTES_DEFAULT <= PRODUCER_BATCH_BYTES_MAX);
+const _: () = assert!(PRODUCER_BATCH_BYTES_MAX as u64 <= PRODUCER_BUFFER_BYTES_MIN);
+const _: () = assert!(PRODUCER_BUFFER_BYTES_MIN <= PRODUCER_BUFFER_BYTES_DEFAULT);
+const _: () = assert!(PRODUCER_BUFFER_BYTES_DEFAULT <= PRODUCER_BUFFER_BYTES_MAX);
+const _: () = assert!(PRODUCER_REQUEST_BYTES_MAX >= MESSAGE_SET_BYTES_MAX);
+const _: () = assert!(CLIENT_REQUEST_TIMEOUT_MS_DEFAULT <= CLIENT_REQUEST_TIMEOUT_MS_MAX);
+const _: () = assert!(CLIENT_METADATA_REFRESH_MS_MIN <= CLIENT_METADATA_MAX_AGE_MS_MIN);
+const _: () = assert!(CONSUMER_FETCH_MAX_WAIT_MS_DEFAULT <= FETCH_WAIT_MS_MAX);
+const _: () = assert!(CONSUMER_BUFFER_BYTES_MAX >= FETCH_RESPONSE_BYTES_DEFAULT as u64);

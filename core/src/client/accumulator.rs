@@ -1,0 +1,576 @@
+//! The producer's record accumulator and the delivery futures `send` hands back.
+//!
+//! Owns, per partition, a queue of batches (a [`MessageSetBuilder`] each, compressed with the
+//! producer's codec when sealed). No I/O and no clock of its own: the sender task passes `now`,
+//! so the batching rules are tested without a broker.
+//!
+//! Rules:
+//! - A record goes into the partition's last batch while that batch is still open (not yet
+//!   built for sending) and has room (`batch.size`); otherwise a new batch is opened. A record
+//!   larger than `batch.size` gets a batch of its own.
+//! - A partition's front batch is *ready* when the producer is flushing or closing, when it is
+//!   full (its bytes reached `batch.size`, or a later batch exists), or when it is `linger.ms`
+//!   old — and it is not waiting out a retry backoff.
+//! - **Ordering:** at most one batch per partition is in flight (the front one). It leaves the
+//!   queue only when it is acknowledged or has failed for good; a retriable failure puts it
+//!   back at the front. So a partition's records reach the log in `send` order even across
+//!   retries (with acks ≠ 0, a retry after a lost answer may write a batch twice: there is no
+//!   idempotent producer yet).
+//! - Every batch has a deadline (`delivery.timeout.ms` from its creation); one that passes it
+//!   while not in flight fails with REQUEST_TIMED_OUT. So every future resolves.
+//!
+//! A batch's futures share one [`BatchShared`] (one allocation per batch, not per record): each
+//! [`DeliveryFuture`] holds the `Arc` and its index in the batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::cluster::clone_error;
+use crate::error::{Error, Result};
+use crate::format::{Compression, MAGIC_V1, MessageSetBuilder, message_size};
+use crate::group::TopicPartition;
+use crate::limits::LOG_OVERHEAD_BYTES;
+use crate::types::{Offset, TimestampMs};
+
+/// Where a delivered record landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    /// The record's offset; `None` with `acks=0` (the broker answers before appending).
+    pub offset: Option<Offset>,
+    /// The record's timestamp as sent (its create time; ms since the epoch).
+    pub timestamp: i64,
+}
+
+#[derive(Debug)]
+enum Outcome {
+    /// The batch's base offset (`None` with acks=0).
+    Delivered(Option<u64>),
+    Failed(Error),
+}
+
+#[derive(Debug)]
+struct SharedState {
+    outcome: Option<Outcome>,
+    /// One slot per record of the batch, so polling a future twice keeps one waker.
+    wakers: Vec<Option<Waker>>,
+}
+
+/// The completion shared by the records of one batch.
+#[derive(Debug)]
+pub(crate) struct BatchShared {
+    topic: Arc<str>,
+    partition: u32,
+    state: Mutex<SharedState>,
+    /// Woken on resolution, for `flush` (which waits for batches, not records).
+    done: tokio::sync::Notify,
+}
+
+impl BatchShared {
+    fn new(topic: Arc<str>, partition: u32) -> Arc<BatchShared> {
+        Arc::new(BatchShared { topic, partition, state: Mutex::new(SharedState { outcome: None, wakers: Vec::new() }), done: tokio::sync::Notify::new() })
+    }
+
+    /// Resolves every record of the batch (the first resolution wins).
+    pub(crate) fn resolve(&self, outcome: Result<Option<u64>>) {
+        let wakers = {
+            let mut s = self.state.lock();
+            if s.outcome.is_some() {
+                return;
+            }
+            s.outcome = Some(match outcome {
+                Ok(base) => Outcome::Delivered(base),
+                Err(e) => Outcome::Failed(e),
+            });
+            std::mem::take(&mut s.wakers)
+        };
+        for w in wakers.into_iter().flatten() {
+            w.wake();
+        }
+        self.done.notify_waiters();
+    }
+
+    /// Waits until the batch is resolved.
+    pub(crate) async fn wait(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_resolved() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn is_resolved(&self) -> bool {
+        self.state.lock().outcome.is_some()
+    }
+}
+
+/// Resolves to where one sent record landed, or to why it was not delivered. Every future a
+/// producer hands out resolves: at the latest when `delivery.timeout.ms` passes or when the
+/// producer is closed.
+#[derive(Debug)]
+#[must_use = "a DeliveryFuture reports whether the record was delivered"]
+pub struct DeliveryFuture {
+    inner: FutureInner,
+}
+
+#[derive(Debug)]
+enum FutureInner {
+    Pending { shared: Arc<BatchShared>, index: u32, timestamp: i64 },
+    Failed(Option<Error>),
+}
+
+impl DeliveryFuture {
+    pub(crate) fn pending(shared: Arc<BatchShared>, index: u32, timestamp: i64) -> DeliveryFuture {
+        DeliveryFuture { inner: FutureInner::Pending { shared, index, timestamp } }
+    }
+
+    /// A future that has already failed (for `send_batch`, whose records fail one by one).
+    pub(crate) fn failed(e: Error) -> DeliveryFuture {
+        DeliveryFuture { inner: FutureInner::Failed(Some(e)) }
+    }
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.inner {
+            FutureInner::Failed(e) => Poll::Ready(Err(e.take().unwrap_or(Error::InvalidArgument("DeliveryFuture polled after completion".into())))),
+            FutureInner::Pending { shared, index, timestamp } => {
+                let mut s = shared.state.lock();
+                match &s.outcome {
+                    Some(Outcome::Delivered(base)) => Poll::Ready(Ok(RecordMetadata {
+                        topic: shared.topic.clone(),
+                        partition: shared.partition,
+                        offset: base.map(|b| Offset(b + u64::from(*index))),
+                        timestamp: *timestamp,
+                    })),
+                    Some(Outcome::Failed(e)) => Poll::Ready(Err(clone_error(e))),
+                    None => {
+                        let i = *index as usize;
+                        if s.wakers.len() <= i {
+                            s.wakers.resize(i + 1, None);
+                        }
+                        match &s.wakers[i] {
+                            Some(w) if w.will_wake(cx.waker()) => {}
+                            _ => s.wakers[i] = Some(cx.waker().clone()),
+                        }
+                        Poll::Pending
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One batch of records for one partition.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) id: u64,
+    builder: Option<MessageSetBuilder>,
+    /// The built (and compressed) set, kept for retries.
+    set: Option<Bytes>,
+    pub(crate) records: u32,
+    /// Uncompressed bytes (what `batch.size` counts).
+    pub(crate) bytes: usize,
+    created: Instant,
+    deadline: Instant,
+    pub(crate) attempts: u32,
+    retry_at: Option<Instant>,
+    pub(crate) shared: Arc<BatchShared>,
+    /// `buffer.memory` held by this batch's records, released when it completes.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionQueue {
+    batches: VecDeque<Batch>,
+    in_flight: bool,
+}
+
+/// A batch taken for sending.
+#[derive(Debug)]
+pub(crate) struct Drained {
+    pub(crate) tp: TopicPartition,
+    pub(crate) batch_id: u64,
+    pub(crate) set: Bytes,
+}
+
+/// Per-partition batching (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Accumulator {
+    queues: HashMap<TopicPartition, PartitionQueue>,
+    topics: HashMap<String, Arc<str>>,
+    batch_size: usize,
+    linger: Duration,
+    compression: Compression,
+    delivery_timeout: Duration,
+    next_id: u64,
+}
+
+/// Bytes a record adds to an uncompressed set.
+pub(crate) fn record_size(key: Option<&[u8]>, value: Option<&[u8]>) -> usize {
+    LOG_OVERHEAD_BYTES as usize + message_size(MAGIC_V1, key, value)
+}
+
+impl Accumulator {
+    pub(crate) fn new(batch_size: u32, linger: Duration, compression: Compression, delivery_timeout: Duration) -> Accumulator {
+        Accumulator {
+            queues: HashMap::new(),
+            topics: HashMap::new(),
+            batch_size: batch_size as usize,
+            linger,
+            compression,
+            delivery_timeout,
+            next_id: 0,
+        }
+    }
+
+    /// Adds one record; returns its future. `permit` is the record's share of `buffer.memory`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn append(
+        &mut self,
+        tp: &TopicPartition,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        now: Instant,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> DeliveryFuture {
+        let size = record_size(key, value);
+        let queue = match self.queues.get_mut(tp) {
+            Some(q) => q,
+            None => self.queues.entry(tp.clone()).or_default(),
+        };
+        let has_room = |b: &Batch| b.builder.is_some() && (b.records == 0 || b.bytes + size <= self.batch_size);
+        if !queue.batches.back().is_some_and(has_room) {
+            let topic = match self.topics.get(&tp.topic) {
+                Some(t) => t.clone(),
+                None => {
+                    let t: Arc<str> = Arc::from(tp.topic.as_str());
+                    self.topics.insert(tp.topic.clone(), t.clone());
+                    t
+                }
+            };
+            self.next_id += 1;
+            queue.batches.push_back(Batch {
+                id: self.next_id,
+                builder: Some(MessageSetBuilder::with_capacity(MAGIC_V1, self.compression, self.batch_size.max(size))),
+                set: None,
+                records: 0,
+                bytes: 0,
+                created: now,
+                deadline: now + self.delivery_timeout,
+                attempts: 0,
+                retry_at: None,
+                shared: BatchShared::new(topic, tp.partition),
+                permit: None,
+            });
+        }
+        let batch = queue.batches.back_mut().expect("a batch was just ensured");
+        let builder = batch.builder.as_mut().expect("an open batch has a builder");
+        builder.push(TimestampMs(timestamp), key, value);
+        let index = batch.records;
+        batch.records += 1;
+        batch.bytes += size;
+        match (&mut batch.permit, permit) {
+            (Some(held), Some(p)) => held.merge(p),
+            (held @ None, p) => *held = p,
+            (Some(_), None) => {}
+        }
+        DeliveryFuture::pending(batch.shared.clone(), index, timestamp)
+    }
+
+    fn is_ready(&self, q: &PartitionQueue, now: Instant, flushing: bool) -> (bool, Option<Instant>) {
+        let Some(front) = q.batches.front() else { return (false, None) };
+        if q.in_flight {
+            return (false, None);
+        }
+        if let Some(t) = front.retry_at {
+            if t > now {
+                return (false, Some(t));
+            }
+        }
+        let full = q.batches.len() > 1 || front.bytes >= self.batch_size || front.builder.is_none();
+        let linger_end = front.created + self.linger;
+        if flushing || full || now >= linger_end { (true, None) } else { (false, Some(linger_end)) }
+    }
+
+    /// Partitions whose front batch is ready to send, and the earliest time another may become
+    /// ready (linger end, retry backoff or a delivery deadline).
+    pub(crate) fn ready(&self, now: Instant, flushing: bool) -> (Vec<TopicPartition>, Option<Instant>) {
+        let mut ready = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (tp, q) in &self.queues {
+            let (r, wake) = self.is_ready(q, now, flushing);
+            if r {
+                ready.push(tp.clone());
+            }
+            for w in wake.into_iter().chain(q.batches.iter().filter(|_| !q.in_flight).map(|b| b.deadline).take(1)) {
+                next = Some(next.map_or(w, |n| n.min(w)));
+            }
+        }
+        ready.sort();
+        (ready, next)
+    }
+
+    /// Takes the partition's front batch for sending: builds (compresses) it on first use and
+    /// marks the partition in flight.
+    pub(crate) fn drain(&mut self, tp: &TopicPartition) -> Result<Option<Drained>> {
+        let Some(q) = self.queues.get_mut(tp) else { return Ok(None) };
+        if q.in_flight {
+            return Ok(None);
+        }
+        let Some(front) = q.batches.front_mut() else { return Ok(None) };
+        if front.set.is_none() {
+            let builder = front.builder.take().expect("an unbuilt batch has a builder");
+            match builder.finish() {
+                Ok(set) => front.set = Some(Bytes::from(set)),
+                Err(e) => {
+                    let b = q.batches.pop_front().expect("front exists");
+                    b.shared.resolve(Err(e));
+                    return Ok(None);
+                }
+            }
+        }
+        front.attempts += 1;
+        front.retry_at = None;
+        q.in_flight = true;
+        Ok(Some(Drained {
+            tp: tp.clone(),
+            batch_id: front.id,
+            set: front.set.clone().expect("built above"),
+        }))
+    }
+
+    /// The size in bytes of the partition's front set when it is built (for request packing).
+    pub(crate) fn front_bytes(&self, tp: &TopicPartition) -> usize {
+        self.queues.get(tp).and_then(|q| q.batches.front()).map_or(0, |b| b.set.as_ref().map_or(b.bytes, Bytes::len))
+    }
+
+    fn front_if(&mut self, tp: &TopicPartition, batch_id: u64) -> Option<&mut PartitionQueue> {
+        self.queues.get_mut(tp).filter(|q| q.batches.front().is_some_and(|b| b.id == batch_id))
+    }
+
+    /// The in-flight batch finished: delivered (`Ok(base offset)`) or failed for good.
+    pub(crate) fn complete(&mut self, tp: &TopicPartition, batch_id: u64, outcome: Result<Option<u64>>) {
+        if let Some(q) = self.front_if(tp, batch_id) {
+            let b = q.batches.pop_front().expect("checked");
+            q.in_flight = false;
+            b.shared.resolve(outcome);
+            if q.batches.is_empty() {
+                self.queues.remove(tp);
+            }
+        }
+    }
+
+    /// The in-flight batch failed with a retriable error: put it back with a backoff, or fail it
+    /// when it is out of retries or past its delivery deadline. Returns whether it will retry.
+    pub(crate) fn retry_or_fail(
+        &mut self,
+        tp: &TopicPartition,
+        batch_id: u64,
+        err: Error,
+        now: Instant,
+        backoff: Duration,
+        retries: u32,
+    ) -> bool {
+        let Some(q) = self.front_if(tp, batch_id) else { return false };
+        let b = q.batches.front_mut().expect("checked");
+        if b.attempts <= retries && now + backoff < b.deadline {
+            b.retry_at = Some(now + backoff);
+            q.in_flight = false;
+            true
+        } else {
+            self.complete(tp, batch_id, Err(err));
+            false
+        }
+    }
+
+    /// Fails every batch that is not in flight and is past its delivery deadline.
+    pub(crate) fn expire(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        self.queues.retain(|tp, q| {
+            let skip = usize::from(q.in_flight);
+            let mut i = skip;
+            while i < q.batches.len() {
+                if q.batches[i].deadline <= now {
+                    let b = q.batches.remove(i).expect("index checked");
+                    b.shared.resolve(Err(Error::TimedOut(format!(
+                        "{} record(s) for {}-{} not delivered within delivery.timeout.ms",
+                        b.records, tp.topic, tp.partition
+                    ))));
+                    n += 1;
+                } else {
+                    i += 1;
+                }
+            }
+            !q.batches.is_empty()
+        });
+        n
+    }
+
+    /// Fails every batch, in flight or not (close's last resort).
+    pub(crate) fn fail_all(&mut self, mut err: impl FnMut() -> Error) {
+        for (_, q) in self.queues.drain() {
+            for b in q.batches {
+                b.shared.resolve(Err(err()));
+            }
+        }
+    }
+
+    /// The completions of every queued batch (what `flush` waits for).
+    pub(crate) fn pending(&self) -> Vec<Arc<BatchShared>> {
+        self.queues.values().flat_map(|q| q.batches.iter().map(|b| b.shared.clone())).collect()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// Queued batches of one partition (tests).
+    #[cfg(test)]
+    fn batch_count(&self, tp: &TopicPartition) -> usize {
+        self.queues.get(tp).map_or(0, |q| q.batches.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+    use crate::format::for_each_record;
+
+    fn tp(p: u32) -> TopicPartition {
+        TopicPartition::new("t", p)
+    }
+
+    fn poll_now(f: &mut DeliveryFuture) -> Poll<Result<RecordMetadata>> {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        Pin::new(f).poll(&mut cx)
+    }
+
+    #[test]
+    fn records_fill_a_batch_up_to_batch_size_then_open_a_new_one() {
+        let now = Instant::now();
+        let per = record_size(None, Some(&[0u8; 100]));
+        let mut acc = Accumulator::new((per * 3) as u32, Duration::from_millis(10), Compression::None, Duration::from_secs(60));
+        for _ in 0..7 {
+            drop(acc.append(&tp(0), 1, None, Some(&[0u8; 100]), now, None));
+        }
+        assert_eq!(acc.batch_count(&tp(0)), 3, "3 + 3 + 1");
+        // The first batch is full (a later one exists): ready at once, before linger.
+        let (ready, _) = acc.ready(now, false);
+        assert_eq!(ready, [tp(0)]);
+    }
+
+    #[test]
+    fn a_lone_small_batch_waits_for_linger_unless_flushing() {
+        let now = Instant::now();
+        let mut acc = Accumulator::new(16 << 10, Duration::from_millis(10), Compression::None, Duration::from_secs(60));
+        drop(acc.append(&tp(1), 1, Some(b"k"), Some(b"v"), now, None));
+        let (ready, next) = acc.ready(now, false);
+        assert!(ready.is_empty());
+        assert_eq!(next, Some(now + Duration::from_millis(10)));
+        assert_eq!(acc.ready(now, true).0, [tp(1)]);
+        assert_eq!(acc.ready(now + Duration::from_millis(10), false).0, [tp(1)]);
+    }
+
+    #[test]
+    fn an_oversized_record_gets_its_own_batch() {
+        let now = Instant::now();
+        let mut acc = Accumulator::new(1000, Duration::ZERO, Compression::None, Duration::from_secs(60));
+        drop(acc.append(&tp(0), 1, None, Some(b"small"), now, None));
+        drop(acc.append(&tp(0), 1, None, Some(&[7u8; 5000]), now, None));
+        drop(acc.append(&tp(0), 1, None, Some(b"small"), now, None));
+        assert_eq!(acc.batch_count(&tp(0)), 3);
+    }
+
+    #[test]
+    fn one_batch_in_flight_per_partition_and_offsets_per_record() {
+        let now = Instant::now();
+        let mut acc = Accumulator::new(100, Duration::ZERO, Compression::Gzip, Duration::from_secs(60));
+        let mut futs: Vec<_> = (0..4).map(|i| acc.append(&tp(0), 10 + i, None, Some(&[i as u8; 60]), now, None)).collect();
+        let d = acc.drain(&tp(0)).unwrap().unwrap();
+        // The set is a gzip wrapper holding the batch's records.
+        let mut n = 0;
+        for_each_record(&d.set, &mut Vec::new(), |_| n += 1).unwrap();
+        assert_eq!(n, 1);
+        assert!(acc.drain(&tp(0)).unwrap().is_none(), "front already in flight");
+        assert!(acc.ready(now, true).0.is_empty());
+        acc.complete(&tp(0), d.batch_id, Ok(Some(40)));
+        match poll_now(&mut futs[0]) {
+            Poll::Ready(Ok(m)) => {
+                assert_eq!(m.offset, Some(Offset(40)));
+                assert_eq!(m.timestamp, 10);
+                assert_eq!(&*m.topic, "t");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(poll_now(&mut futs[1]).is_pending());
+        assert_eq!(acc.ready(now, false).0, [tp(0)]);
+    }
+
+    #[test]
+    fn retriable_failures_back_off_then_give_up_at_the_deadline() {
+        let now = Instant::now();
+        let mut acc = Accumulator::new(1000, Duration::ZERO, Compression::None, Duration::from_millis(500));
+        let mut f = acc.append(&tp(0), 1, None, Some(b"v"), now, None);
+        let d = acc.drain(&tp(0)).unwrap().unwrap();
+        let err = || Error::Remote { code: ErrorCode::NotLeader, message: "moved".into() };
+        assert!(acc.retry_or_fail(&tp(0), d.batch_id, err(), now, Duration::from_millis(100), 10));
+        let (ready, next) = acc.ready(now, false);
+        assert!(ready.is_empty());
+        assert_eq!(next, Some(now + Duration::from_millis(100)));
+        let later = now + Duration::from_millis(450);
+        let d = acc.drain(&tp(0)).unwrap().unwrap();
+        assert!(!acc.retry_or_fail(&tp(0), d.batch_id, err(), later, Duration::from_millis(100), 10));
+        match poll_now(&mut f) {
+            Poll::Ready(Err(e)) => assert_eq!(e.code(), ErrorCode::NotLeader),
+            other => panic!("{other:?}"),
+        }
+        assert!(acc.is_empty());
+    }
+
+    #[test]
+    fn retries_zero_fails_on_first_error() {
+        let now = Instant::now();
+        let mut acc = Accumulator::new(1000, Duration::ZERO, Compression::None, Duration::from_secs(60));
+        let _f = acc.append(&tp(0), 1, None, Some(b"v"), now, None);
+        let d = acc.drain(&tp(0)).unwrap().unwrap();
+        let err = Error::Network("reset".into());
+        assert!(!acc.retry_or_fail(&tp(0), d.batch_id, err, now, Duration::ZERO, 0));
+    }
+
+    #[test]
+    fn expired_batches_fail_with_timed_out_and_stale_completions_are_ignored() {
+        let now = Instant::now();
+        let mut acc = Accumulator::new(10, Duration::ZERO, Compression::None, Duration::from_millis(50));
+        let mut f1 = acc.append(&tp(0), 1, None, Some(b"first"), now, None);
+        let mut f2 = acc.append(&tp(0), 1, None, Some(b"second"), now, None);
+        let d = acc.drain(&tp(0)).unwrap().unwrap();
+        assert_eq!(acc.expire(now + Duration::from_millis(60)), 1, "the in-flight batch is left alone");
+        match poll_now(&mut f2) {
+            Poll::Ready(Err(e)) => assert_eq!(e.code(), ErrorCode::RequestTimedOut),
+            other => panic!("{other:?}"),
+        }
+        acc.complete(&tp(0), d.batch_id + 100, Ok(Some(0)));
+        assert!(poll_now(&mut f1).is_pending());
+        acc.fail_all(|| Error::ShuttingDown);
+        assert!(matches!(poll_now(&mut f1), Poll::Ready(Err(Error::ShuttingDown))));
+    }
+}

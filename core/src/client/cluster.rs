@@ -1,0 +1,525 @@
+//! The connection and metadata layer every client shares.
+//!
+//! Owns: one tonic `Channel` per broker address (cached, created lazily, reconnecting by
+//! itself), the list of known broker addresses (bootstrap ∪ the registry's answer), and the
+//! metadata cache (topic → partitions → leader broker and epoch).
+//!
+//! - Metadata requests (`Registry.GetMetadata`) go round-robin over the known addresses; when
+//!   one fails with a connection error the next is tried, so one dead bootstrap address does not
+//!   stop a client. Only when every address failed is the last error returned.
+//! - The cache is refreshed when a caller reports NOT_LEADER / UNKNOWN_TOPIC_OR_PARTITION /
+//!   connection errors ([`Cluster::request_refresh`]), and when it is older than
+//!   `metadata.max.age.ms`. Refreshes are serialised and rate-limited
+//!   ([`CLIENT_METADATA_REFRESH_MS_MIN`]) so a burst of errors costs one round trip.
+//! - [`status_to_error`] maps a `tonic::Status` to [`Error`]: an `ErrorDetail` in the status
+//!   gives `Error::Remote { code, message }` with the broker's message kept; a status produced by
+//!   the transport itself (connection refused, reset, timeout) gives the retriable
+//!   [`Error::Network`] / [`Error::TimedOut`].
+//!
+//! Invariant: the cache only ever holds topics some caller asked about (bounded by
+//! [`CLIENT_METADATA_TOPICS_MAX`]); a refresh asks for exactly those.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use sluiceway_proto::v1;
+use sluiceway_proto::v1::log_client::LogClient;
+use sluiceway_proto::v1::registry_client::RegistryClient;
+use tonic::transport::{Channel, Endpoint};
+
+use super::config::CommonConfig;
+use crate::error::{Error, ErrorCode, Result};
+use crate::group::TopicPartition;
+use crate::limits::{
+    CLIENT_METADATA_REFRESH_MS_MIN, CLIENT_METADATA_TOPICS_MAX, REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX,
+};
+
+/// A broker as the registry describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub broker_id: i32,
+    pub address: String,
+    pub alive: bool,
+}
+
+/// One partition's placement, as cached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionMetadata {
+    pub partition: u32,
+    /// NONE, or why the partition is unusable now (LEADER_NOT_AVAILABLE …).
+    pub error: ErrorCode,
+    /// -1 when the partition has no leader.
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// One topic's placement, as cached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicMetadata {
+    pub name: String,
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+impl TopicMetadata {
+    pub(crate) fn from_proto(t: v1::TopicMetadata) -> TopicMetadata {
+        TopicMetadata {
+            name: t.name,
+            partitions: t
+                .partitions
+                .into_iter()
+                .map(|p| PartitionMetadata {
+                    partition: p.partition,
+                    error: code_from_i32(p.error_code),
+                    leader_id: p.leader_id,
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replicas,
+                    isr: p.isr,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A wire code as core's; a number this build does not know is UNKNOWN_SERVER_ERROR.
+pub(crate) fn code_from_i32(code: i32) -> ErrorCode {
+    ErrorCode::from_i32(code).unwrap_or(ErrorCode::UnknownServerError)
+}
+
+/// A per-partition error from a response as [`Error`] (the broker's message kept).
+pub(crate) fn partition_error(code: i32, message: &str, tp: &TopicPartition) -> Error {
+    let code = code_from_i32(code);
+    let message = if message.is_empty() { format!("{}-{}", tp.topic, tp.partition) } else { message.to_owned() };
+    Error::Remote { code, message }
+}
+
+/// Maps a `tonic::Status` to [`Error`] (see the module docs).
+pub fn status_to_error(s: &tonic::Status) -> Error {
+    if let Some(d) = sluiceway_proto::error_detail(s) {
+        return Error::Remote { code: code_from_i32(d.code), message: d.message };
+    }
+    use tonic::Code;
+    match s.code() {
+        // tonic reports connection refused / reset / h2 errors as Unavailable or Unknown.
+        Code::Unavailable | Code::Unknown => Error::Network(format!("{} ({:?})", s.message(), s.code())),
+        Code::DeadlineExceeded | Code::Cancelled => Error::TimedOut(format!("{} ({:?})", s.message(), s.code())),
+        Code::OutOfRange | Code::ResourceExhausted if s.message().contains("too large") => {
+            Error::Remote { code: ErrorCode::RecordListTooLarge, message: s.message().to_owned() }
+        }
+        Code::InvalidArgument => Error::Remote { code: ErrorCode::InvalidRequest, message: s.message().to_owned() },
+        other => Error::Remote { code: ErrorCode::UnknownServerError, message: format!("{} ({other:?})", s.message()) },
+    }
+}
+
+/// Whether an error means "this broker could not be reached" (try another, refresh metadata).
+pub(crate) fn is_connection_error(e: &Error) -> bool {
+    matches!(e, Error::Network(_) | Error::TimedOut(_))
+        || matches!(e, Error::Remote { code: ErrorCode::BrokerNotAvailable | ErrorCode::NetworkException, .. })
+}
+
+/// Whether the cached metadata should be refreshed after this error.
+pub(crate) fn needs_metadata_refresh(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NotLeader
+            | ErrorCode::UnknownTopicOrPartition
+            | ErrorCode::LeaderNotAvailable
+            | ErrorCode::FencedLeaderEpoch
+            | ErrorCode::UnknownLeaderEpoch
+            | ErrorCode::BrokerNotAvailable
+            | ErrorCode::NetworkException
+            | ErrorCode::RequestTimedOut
+            | ErrorCode::KafkaStorageError
+    )
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    /// broker id → address, from the last answer.
+    brokers: HashMap<i32, String>,
+    topics: HashMap<String, Arc<TopicMetadata>>,
+    /// Topics asked about that the registry said do not exist (answered from cache until the
+    /// next refresh).
+    missing: BTreeSet<String>,
+    refreshed_at: Option<Instant>,
+    /// Set by `request_refresh`: the next lookup refreshes first.
+    stale: bool,
+}
+
+/// Connections and metadata; shared by a client's tasks behind an `Arc`.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    pub(crate) config: CommonConfig,
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Addresses metadata requests rotate over: bootstrap first, then every broker learned.
+    addresses: RwLock<Vec<String>>,
+    next: AtomicUsize,
+    cache: RwLock<Cache>,
+    /// Serialises refreshes (a refresh is a network round trip; waiters reuse its answer).
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+impl Cluster {
+    pub(crate) fn new(config: CommonConfig) -> Cluster {
+        let addresses = config.bootstrap_servers.clone();
+        Cluster {
+            config,
+            channels: Mutex::new(HashMap::new()),
+            addresses: RwLock::new(addresses),
+            next: AtomicUsize::new(0),
+            cache: RwLock::new(Cache::default()),
+            refresh_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The cached channel to `address`, created (lazily connecting) on first use.
+    pub(crate) fn channel(&self, address: &str) -> Result<Channel> {
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(address) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Error::InvalidConfig { key: "bootstrap.servers".into(), reason: format!("{address:?}: {e}") })?
+            .connect_timeout(self.config.request_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    pub(crate) fn log_client(&self, address: &str) -> Result<LogClient<Channel>> {
+        Ok(LogClient::new(self.channel(address)?)
+            .max_decoding_message_size(RESPONSE_BYTES_MAX as usize)
+            .max_encoding_message_size(REQUEST_BYTES_MAX as usize))
+    }
+
+    /// A request with the client's timeout (plus `extra`, for long polls).
+    pub(crate) fn request<T>(&self, msg: T, extra: Duration) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(self.config.request_timeout + extra);
+        r
+    }
+
+    /// The addresses to try for a request that any broker can answer, starting at the next one
+    /// in the rotation.
+    fn rotation(&self) -> Vec<String> {
+        let addresses = self.addresses.read();
+        let n = addresses.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        (0..n).map(|i| addresses[(start + i) % n].clone()).collect()
+    }
+
+    /// Runs `f` against brokers in round-robin order, failing over on connection errors.
+    pub(crate) async fn any_broker<T, F, Fut>(&self, mut f: F) -> Result<T>
+    where
+        F: FnMut(Channel, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut last = None;
+        for address in self.rotation() {
+            let channel = self.channel(&address)?;
+            match f(channel, address.clone()).await {
+                Err(e) if is_connection_error(&e) => {
+                    tracing::debug!(%address, error = %e, "broker unreachable; trying the next");
+                    last = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Network("no broker addresses known".into())))
+    }
+
+    /// Every broker, from the registry.
+    pub(crate) async fn list_brokers(&self) -> Result<(Vec<BrokerInfo>, i32)> {
+        let timeout = self.config.request_timeout;
+        self.any_broker(|ch, _| async move {
+            let mut req = tonic::Request::new(v1::ListBrokersRequest {});
+            req.set_timeout(timeout);
+            let r = RegistryClient::new(ch).list_brokers(req).await.map_err(|s| status_to_error(&s))?.into_inner();
+            let brokers =
+                r.brokers.into_iter().map(|b| BrokerInfo { broker_id: b.broker_id, address: b.address, alive: b.alive }).collect();
+            Ok((brokers, r.controller_id))
+        })
+        .await
+    }
+
+    /// Marks the cache stale: the next lookup refreshes it.
+    pub(crate) fn request_refresh(&self) {
+        self.cache.write().stale = true;
+    }
+
+    fn fresh(&self, cache: &Cache) -> bool {
+        !cache.stale && cache.refreshed_at.is_some_and(|t| t.elapsed() < self.config.metadata_max_age)
+    }
+
+    /// Refreshes the cached metadata for the tracked topics plus `extra`.
+    pub(crate) async fn refresh(&self, extra: &[&str]) -> Result<()> {
+        let started = Instant::now();
+        let _guard = self.refresh_lock.lock().await;
+        let wait = {
+            // Someone else refreshed while we waited, and it covers what we need: reuse it.
+            let c = self.cache.read();
+            match c.refreshed_at {
+                Some(t) => {
+                    let covered = extra.iter().all(|x| c.topics.contains_key(*x) || c.missing.contains(*x));
+                    if t >= started && covered && !c.stale {
+                        return Ok(());
+                    }
+                    // Rate limit: error-triggered refreshes come at most every CLIENT_METADATA_REFRESH_MS_MIN.
+                    let min = Duration::from_millis(CLIENT_METADATA_REFRESH_MS_MIN);
+                    if covered { min.saturating_sub(t.elapsed()) } else { Duration::ZERO }
+                }
+                None => Duration::ZERO,
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let mut topics: BTreeSet<String> = {
+            let c = self.cache.read();
+            c.topics.keys().cloned().chain(c.missing.iter().cloned()).collect()
+        };
+        topics.extend(extra.iter().map(|s| (*s).to_owned()));
+        if topics.len() > CLIENT_METADATA_TOPICS_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "a client tracks at most {CLIENT_METADATA_TOPICS_MAX} topics"
+            )));
+        }
+        let request = v1::GetMetadataRequest { topics: topics.into_iter().collect() };
+        let timeout = self.config.request_timeout;
+        let resp = self
+            .any_broker(|ch, _| {
+                let request = request.clone();
+                async move {
+                    let mut req = tonic::Request::new(request);
+                    req.set_timeout(timeout);
+                    RegistryClient::new(ch).get_metadata(req).await.map(|r| r.into_inner()).map_err(|s| status_to_error(&s))
+                }
+            })
+            .await?;
+        let mut cache = Cache { refreshed_at: Some(Instant::now()), ..Cache::default() };
+        for b in &resp.brokers {
+            cache.brokers.insert(b.broker_id, b.address.clone());
+        }
+        for t in resp.topics {
+            if code_from_i32(t.error_code) == ErrorCode::None {
+                cache.topics.insert(t.name.clone(), Arc::new(TopicMetadata::from_proto(t)));
+            } else {
+                cache.missing.insert(t.name);
+            }
+        }
+        // Learn broker addresses so later metadata requests spread over the whole cluster and
+        // survive the loss of the bootstrap brokers.
+        {
+            let mut addresses = self.addresses.write();
+            for b in resp.brokers {
+                if !addresses.contains(&b.address) {
+                    addresses.push(b.address);
+                }
+            }
+        }
+        *self.cache.write() = cache;
+        Ok(())
+    }
+
+    /// The topic's metadata, refreshing when stale or unknown. A topic the registry does not know
+    /// is UNKNOWN_TOPIC_OR_PARTITION.
+    pub(crate) async fn topic(&self, topic: &str) -> Result<Arc<TopicMetadata>> {
+        {
+            let c = self.cache.read();
+            if self.fresh(&c) {
+                if let Some(t) = c.topics.get(topic) {
+                    return Ok(t.clone());
+                }
+            }
+        }
+        // Unknown or stale: ask the registry (a topic created a moment ago appears here).
+        self.refresh(&[topic]).await?;
+        let c = self.cache.read();
+        c.topics.get(topic).cloned().ok_or_else(|| Error::Remote {
+            code: ErrorCode::UnknownTopicOrPartition,
+            message: format!("topic {topic} does not exist"),
+        })
+    }
+
+    /// The cached leader address of a partition without any I/O: `None` when unknown (the caller
+    /// asks for a refresh and retries later).
+    pub(crate) fn cached_leader(&self, tp: &TopicPartition) -> Option<(String, i32)> {
+        let c = self.cache.read();
+        let t = c.topics.get(&tp.topic)?;
+        let p = t.partitions.get(tp.partition as usize)?;
+        if p.leader_id < 0 {
+            return None;
+        }
+        c.brokers.get(&p.leader_id).map(|a| (a.clone(), p.leader_epoch))
+    }
+
+    /// The leader address of a partition, refreshing metadata when needed.
+    pub(crate) async fn leader(&self, tp: &TopicPartition) -> Result<String> {
+        let t = self.topic(&tp.topic).await?;
+        if tp.partition as usize >= t.partitions.len() {
+            return Err(Error::Remote {
+                code: ErrorCode::UnknownTopicOrPartition,
+                message: format!("topic {} has {} partitions; there is no partition {}", tp.topic, t.partitions.len(), tp.partition),
+            });
+        }
+        if let Some((a, _)) = self.cached_leader(tp) {
+            return Ok(a);
+        }
+        self.request_refresh();
+        self.refresh(&[&tp.topic]).await?;
+        self.cached_leader(tp).map(|(a, _)| a).ok_or_else(|| Error::Remote {
+            code: ErrorCode::LeaderNotAvailable,
+            message: format!("partition {}-{} has no leader", tp.topic, tp.partition),
+        })
+    }
+
+    /// Whether the cache is older than `metadata.max.age.ms` (the producer's and consumer's
+    /// background tasks refresh it then).
+    pub(crate) fn is_stale(&self) -> bool {
+        !self.fresh(&self.cache.read())
+    }
+
+    /// Looks offsets up (`Log.ListOffsets`), one request per leader. Results in request order;
+    /// each is the offset (−1 when a timestamp lookup found nothing) or the partition's error.
+    pub(crate) async fn list_offsets(&self, specs: &[(TopicPartition, OffsetSpec)]) -> Vec<Result<ListedOffset>> {
+        let mut out: Vec<Option<Result<ListedOffset>>> = (0..specs.len()).map(|_| None).collect();
+        let mut by_leader: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, (tp, _)) in specs.iter().enumerate() {
+            match self.leader(tp).await {
+                Ok(a) => by_leader.entry(a).or_default().push(i),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        for (address, idx) in by_leader {
+            let partitions = idx
+                .iter()
+                .map(|&i| {
+                    let (tp, spec) = &specs[i];
+                    let (spec, timestamp_ms) = match spec {
+                        OffsetSpec::Earliest => (v1::OffsetSpec::Earliest, 0),
+                        OffsetSpec::Latest => (v1::OffsetSpec::Latest, 0),
+                        OffsetSpec::Timestamp(t) => (v1::OffsetSpec::Timestamp, *t),
+                    };
+                    v1::ListOffsetsPartition { topic: tp.topic.clone(), partition: tp.partition, spec: spec as i32, timestamp_ms }
+                })
+                .collect();
+            let result = match self.log_client(&address) {
+                Ok(mut c) => c
+                    .list_offsets(self.request(v1::ListOffsetsRequest { partitions }, Duration::ZERO))
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| status_to_error(&s)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(resp) => {
+                    for (&i, r) in idx.iter().zip(resp.results) {
+                        let tp = &specs[i].0;
+                        out[i] = Some(if code_from_i32(r.error_code) == ErrorCode::None {
+                            Ok(ListedOffset {
+                                offset: r.offset,
+                                log_start_offset: r.log_start_offset,
+                                high_watermark: r.high_watermark,
+                            })
+                        } else {
+                            if needs_metadata_refresh(code_from_i32(r.error_code)) {
+                                self.request_refresh();
+                            }
+                            Err(partition_error(r.error_code, &r.error_message, tp))
+                        });
+                    }
+                }
+                Err(e) => {
+                    if is_connection_error(&e) {
+                        self.request_refresh();
+                    }
+                    for &i in &idx {
+                        out[i] = Some(Err(clone_error(&e)));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Remote { code: ErrorCode::UnknownServerError, message: "no answer for partition".into() })))
+            .collect()
+    }
+}
+
+/// What `list_offsets` looks up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetSpec {
+    Earliest,
+    Latest,
+    /// The first offset whose timestamp is ≥ this many ms since the epoch.
+    Timestamp(i64),
+}
+
+/// A `list_offsets` answer for one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedOffset {
+    /// The offset found; −1 when a timestamp lookup found no message at or after it.
+    pub offset: i64,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+}
+
+/// A copy of an error for fanning one failure out to many waiters. `Error` holds an
+/// `io::Error` and so is not `Clone`; the copy keeps the code and the message.
+pub(crate) fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Network(m) => Error::Network(m.clone()),
+        Error::TimedOut(m) => Error::TimedOut(m.clone()),
+        Error::ShuttingDown => Error::ShuttingDown,
+        Error::Closed(w) => Error::Closed(w),
+        Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+        Error::MessageTooLarge { size, max } => Error::MessageTooLarge { size: *size, max: *max },
+        Error::RecordListTooLarge { size, max } => Error::RecordListTooLarge { size: *size, max: *max },
+        Error::InvalidConfig { key, reason } => Error::InvalidConfig { key: key.clone(), reason: reason.clone() },
+        Error::Remote { code, message } => Error::Remote { code: *code, message: message.clone() },
+        other => Error::Remote { code: other.code(), message: other.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_with_detail_keeps_code_and_message() {
+        let s = sluiceway_proto::status(tonic::Code::NotFound, v1::ErrorCode::UnknownTopicOrPartition, "topic nope does not exist");
+        match status_to_error(&s) {
+            Error::Remote { code, message } => {
+                assert_eq!(code, ErrorCode::UnknownTopicOrPartition);
+                assert_eq!(message, "topic nope does not exist");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn transport_statuses_are_retriable() {
+        let e = status_to_error(&tonic::Status::unavailable("connection refused"));
+        assert_eq!(e.code(), ErrorCode::NetworkException);
+        assert!(e.code().is_retriable());
+        assert!(is_connection_error(&e));
+        let e = status_to_error(&tonic::Status::deadline_exceeded("slow"));
+        assert_eq!(e.code(), ErrorCode::RequestTimedOut);
+        assert!(e.code().is_retriable());
+    }
+
+    #[test]
+    fn rotation_round_robins() {
+        let c = CommonConfig { bootstrap_servers: vec!["a:1".into(), "b:2".into(), "c:3".into()], ..CommonConfig::default() };
+        let cl = Cluster::new(c);
+        assert_eq!(cl.rotation(), ["a:1", "b:2", "c:3"]);
+        assert_eq!(cl.rotation(), ["b:2", "c:3", "a:1"]);
+        assert_eq!(cl.rotation(), ["c:3", "a:1", "b:2"]);
+    }
+}

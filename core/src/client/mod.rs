@@ -1,0 +1,35 @@
+//! The one native client core that every language binding wraps (Python, Node, Kotlin, Swift):
+//! bindings convert types and errors only; batching, retries, partitioning and positions live
+//! here. Async, on tokio; the only part of `sluiceway-core` that uses tokio and tonic.
+//!
+//! - [`config`] — Kafka-named configuration from a string map or typed builders, validated.
+//! - `cluster` — tonic channels per broker, round-robin metadata with fail-over, the metadata
+//!   cache, `Status` → [`crate::Error`] mapping.
+//! - `accumulator` — per-partition batching and the [`DeliveryFuture`]s of `send`.
+//! - [`Producer`] — partitioning (explicit, Kafka murmur2 of the key, sticky), one
+//!   multi-partition Produce per broker, acks, retries, ordering, flush and close.
+//! - [`Consumer`] — standalone consumer: assign, prefetching poll, seeks, positions, commits.
+//! - [`offset_store`] — the consumer's local offset store (atomic file per consumer id).
+//! - [`Admin`] — topics, offsets, brokers.
+//!
+//! **API boundary:** everything public here is what bindings expose; types are plain Rust
+//! (`bytes::Bytes`, `Arc<str>`, [`crate::Offset`]), never prost messages. Every error is a
+//! [`crate::Error`] whose [`crate::Error::code`] is the stable wire code.
+
+mod accumulator;
+mod admin;
+mod cluster;
+pub mod config;
+mod consumer;
+pub mod offset_store;
+mod producer;
+
+pub use crate::format::{Compression, TimestampType};
+pub use crate::group::TopicPartition;
+pub use accumulator::{DeliveryFuture, RecordMetadata};
+pub use admin::{Admin, NewTopic, TopicDescription, TopicListing};
+pub use cluster::{BrokerInfo, ListedOffset, OffsetSpec, PartitionMetadata, TopicMetadata, status_to_error};
+pub use config::{Acks, AdminConfig, CommonConfig, ConsumerConfig, OffsetReset, ProducerConfig};
+pub use consumer::{Consumer, ConsumerRecord};
+pub use offset_store::OffsetStore;
+pub use producer::{Producer, ProducerRecord};
