@@ -670,9 +670,7 @@ impl Broker {
 /// lock when the process dies, even by `kill -9`.
 pub const LOCK_FILE: &str = "broker.lock";
 
-// `File::try_lock` is std since Rust 1.89, above the workspace's declared rust-version; the
-// toolchain in use is newer (see shared/toolchain.md) and the alternative is unsafe `flock`.
-#[allow(clippy::incompatible_msrv)]
+// `File::try_lock` (std since Rust 1.89, the workspace's rust-version) avoids an unsafe `flock`.
 fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
