@@ -40,6 +40,11 @@ impl TestBroker {
 
     /// With extra flags and environment variables.
     pub fn start_full(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> TestBroker {
+        TestBroker::start_on(root, "127.0.0.1:0", extra, env)
+    }
+
+    /// Listening on `listen` (e.g. the address of a stopped broker, to restart it in place).
+    pub fn start_on(root: &Path, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> TestBroker {
         let data_dir = root.join("data");
         let log = root.join("broker.log");
         let log_file = std::fs::OpenOptions::new()
@@ -52,7 +57,7 @@ impl TestBroker {
             .arg(&data_dir)
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--log",
                 "info,sluiceway_broker=debug",
             ])

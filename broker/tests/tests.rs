@@ -8,3 +8,4 @@ mod bad_input;
 mod cli;
 mod durability;
 mod grpc;
+mod client;

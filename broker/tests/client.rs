@@ -1,0 +1,552 @@
+//! The client core (`sluiceway_core::client`) against the real broker binary: the conformance
+//! scenarios (C1–C3, C5–C7, C10–C13 of `conformance.md`), fail-over between bootstrap
+//! addresses, and metadata refresh across a broker restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use sluiceway_core::ErrorCode;
+use sluiceway_core::client::{
+    Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, NewTopic, OffsetReset,
+    OffsetSpec, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TopicPartition,
+};
+use sluiceway_core::partitioner::partition_for_key;
+
+use crate::support::{TestBroker, now_ms};
+
+/// Every test is bounded: a hang is a failure, not a stuck CI job.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn admin(b: &TestBroker) -> Admin {
+    Admin::new(AdminConfig::new(&b.addr)).await.expect("admin")
+}
+
+async fn create(b: &TestBroker, topic: &str, partitions: u32) {
+    admin(b).await.create_topic(NewTopic::new(topic, partitions)).await.expect("create topic");
+}
+
+async fn producer(b: &TestBroker, extra: &[(&str, &str)]) -> Producer {
+    let mut map: Vec<(&str, &str)> = vec![("bootstrap.servers", b.addr.as_str()), ("linger.ms", "2")];
+    map.extend_from_slice(extra);
+    Producer::new(ProducerConfig::from_map(map).expect("config")).await.expect("producer")
+}
+
+fn consumer_config(b: &TestBroker) -> ConsumerConfig {
+    ConsumerConfig::new(&b.addr).auto_offset_reset(OffsetReset::Earliest).fetch_max_wait(Duration::from_millis(100))
+}
+
+async fn deliver_all(futures: Vec<DeliveryFuture>) -> Vec<RecordMetadata> {
+    let mut out = Vec::with_capacity(futures.len());
+    for f in futures {
+        out.push(f.await.expect("delivered"));
+    }
+    out
+}
+
+/// Polls until `n` records arrived (or the test times out).
+async fn poll_n(c: &Consumer, n: usize) -> Vec<ConsumerRecord> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        out.extend(c.poll(Duration::from_secs(5)).await.expect("poll"));
+    }
+    out
+}
+
+fn value(r: &ConsumerRecord) -> String {
+    String::from_utf8(r.value.as_deref().unwrap_or_default().to_vec()).unwrap()
+}
+
+fn tps(topic: &str, n: u32) -> Vec<TopicPartition> {
+    (0..n).map(|p| TopicPartition::new(topic, p)).collect()
+}
+
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(TEST_TIMEOUT, f).await.expect("test timed out")
+}
+
+/// C1: 1,000 keyed values to 3 partitions, all read back once, in order within each partition;
+/// each key's partition is Kafka's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_round_trip_keeps_order_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "t", 3).await;
+        let p = producer(&b, &[]).await;
+        let records = (0..1000)
+            .map(|i| ProducerRecord::new("t", format!("v{i}")).key(format!("k{}", i % 7)))
+            .collect();
+        let metas = deliver_all(p.send_batch(records).await).await;
+        for (i, m) in metas.iter().enumerate() {
+            assert_eq!(m.partition, partition_for_key(format!("k{}", i % 7).as_bytes(), 3), "record {i}");
+            assert!(m.offset.is_some());
+        }
+        p.close().await.unwrap();
+
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        c.assign(tps("t", 3)).unwrap();
+        let got = poll_n(&c, 1000).await;
+        assert_eq!(got.len(), 1000, "nothing extra");
+        let mut seen = vec![false; 1000];
+        let mut last_offset: HashMap<u32, u64> = HashMap::new();
+        let mut last_value_per_key: HashMap<String, usize> = HashMap::new();
+        for r in &got {
+            let i: usize = value(r)[1..].parse().unwrap();
+            assert!(!seen[i], "v{i} read twice");
+            seen[i] = true;
+            if let Some(prev) = last_offset.insert(r.partition, r.offset.0) {
+                assert_eq!(r.offset.0, prev + 1, "offsets dense and in order in partition {}", r.partition);
+            }
+            let key = String::from_utf8(r.key.as_deref().unwrap().to_vec()).unwrap();
+            if let Some(prev) = last_value_per_key.insert(key.clone(), i) {
+                assert!(i > prev, "key {key}: v{i} after v{prev}");
+            }
+            assert_eq!(metas[i].offset.unwrap(), r.offset);
+            assert_eq!(metas[i].partition, r.partition);
+        }
+        assert!(seen.iter().all(|s| *s));
+        assert!(c.poll(Duration::from_millis(200)).await.unwrap().is_empty());
+        c.close().await.unwrap();
+    })
+    .await;
+}
+
+/// C2: keys land on Kafka's murmur2 partitions (vectors from Kafka's documented algorithm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c2_keys_map_to_kafka_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "keys", 6).await;
+        let p = producer(&b, &[]).await;
+        let want: &[(&str, u32)] = &[
+            ("a", 4),
+            ("b", 2),
+            ("hello", 3),
+            ("sluiceway", 4),
+            ("0", 2),
+            ("1", 3),
+            ("2", 2),
+            ("3", 5),
+            ("4", 1),
+            ("5", 0),
+            ("6", 4),
+            ("7", 3),
+            ("8", 3),
+            ("9", 5),
+        ];
+        for (k, part) in want {
+            let m = p.send(ProducerRecord::new("keys", "x").key(*k)).await.unwrap().await.unwrap();
+            assert_eq!(m.partition, *part, "key {k}");
+        }
+        p.close().await.unwrap();
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        c.assign(tps("keys", 6)).unwrap();
+        for r in poll_n(&c, want.len()).await {
+            let k = String::from_utf8(r.key.as_deref().unwrap().to_vec()).unwrap();
+            let (_, part) = want.iter().find(|(w, _)| *w == k).unwrap();
+            assert_eq!(r.partition, *part, "key {k} read back from its partition");
+        }
+    })
+    .await;
+}
+
+/// C3: an explicit partition is honoured and readable there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c3_explicit_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "t", 3).await;
+        let p = producer(&b, &[]).await;
+        let m = p.send(ProducerRecord::new("t", "to-two").key("a").partition(2)).await.unwrap().await.unwrap();
+        assert_eq!((m.partition, m.offset.map(|o| o.0)), (2, Some(0)));
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        c.assign(vec![TopicPartition::new("t", 2)]).unwrap();
+        let got = poll_n(&c, 1).await;
+        assert_eq!((got[0].partition, got[0].offset.0, value(&got[0]).as_str()), (2, 0, "to-two"));
+    })
+    .await;
+}
+
+/// Keyless records spread over every partition (sticky batches, rotated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_records_spread_over_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "spread", 4).await;
+        let p = producer(&b, &[("batch.size", "1000")]).await;
+        let records = (0..400).map(|i| ProducerRecord::new("spread", format!("value-{i:04}"))).collect();
+        let metas = deliver_all(p.send_batch(records).await).await;
+        let mut per: BTreeMap<u32, usize> = BTreeMap::new();
+        for m in &metas {
+            *per.entry(m.partition).or_default() += 1;
+        }
+        assert_eq!(per.len(), 4, "{per:?}");
+        assert!(per.values().all(|n| *n >= 50), "roughly even: {per:?}");
+    })
+    .await;
+}
+
+/// C5 + C6: consume 300 of 1,000 with a local store, close, reopen: resumes at 300 with no gap
+/// and no repeat; then seek to the beginning replays offset 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c5_c6_local_offsets_resume_then_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("offsets");
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "log", 1).await;
+        let p = producer(&b, &[]).await;
+        deliver_all(p.send_batch((0..1000).map(|i| ProducerRecord::new("log", format!("v{i}"))).collect()).await).await;
+        let tp = TopicPartition::new("log", 0);
+        let config = || consumer_config(&b).offset_store_dir(&store).group_id("c5").max_poll_records(1);
+
+        let c = Consumer::new(config()).await.unwrap();
+        c.assign(vec![tp.clone()]).unwrap();
+        let first = poll_n(&c, 300).await;
+        assert_eq!(first.iter().map(|r| r.offset.0).collect::<Vec<_>>(), (0..300).collect::<Vec<_>>());
+        assert_eq!(c.position(&tp).await.unwrap(), 300);
+        c.close().await.unwrap(); // enable.auto.commit (default) commits on close
+        assert!(store.join("c5.offsets").exists());
+
+        let c = Consumer::new(config().max_poll_records(500)).await.unwrap();
+        assert_eq!(c.committed(&tp), Some(300));
+        c.assign(vec![tp.clone()]).unwrap();
+        assert_eq!(c.position(&tp).await.unwrap(), 300);
+        let rest = poll_n(&c, 700).await;
+        assert_eq!(rest.iter().map(|r| r.offset.0).collect::<Vec<_>>(), (300..1000).collect::<Vec<_>>(), "no gap, no repeat");
+        assert_eq!(value(&rest[0]), "v300");
+
+        // C6: replay.
+        c.seek_to_beginning(&[]).await.unwrap();
+        let again = poll_n(&c, 1).await;
+        assert_eq!(again[0].offset.0, 0);
+        assert_eq!(value(&again[0]), "v0");
+        c.commit().await.unwrap();
+        assert_eq!(c.committed(&tp), Some(again.last().unwrap().offset.0 + 1));
+        c.close().await.unwrap();
+    })
+    .await;
+}
+
+/// A damaged store file stops the consumer with a clear error instead of resetting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_offset_store_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("offsets");
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(store.join("standalone.offsets"), b"sluiceway-offsets 1\nt 0 12\n").unwrap();
+        let e = Consumer::new(consumer_config(&b).offset_store_dir(&store)).await.unwrap_err();
+        assert!(e.to_string().contains("corrupt offset store"), "{e}");
+    })
+    .await;
+}
+
+/// C7: seek by time lands on the first record at or after the time — the 501st.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c7_seek_by_time_lands_on_the_501st() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "time", 1).await;
+        let p = producer(&b, &[]).await;
+        let t0 = now_ms() - 60_000;
+        let first = (0..500).map(|i| ProducerRecord::new("time", format!("v{i}")).timestamp(t0 + i / 10)).collect();
+        deliver_all(p.send_batch(first).await).await;
+        let t = t0 + 1_000;
+        let second = (500..1000).map(|i| ProducerRecord::new("time", format!("v{i}")).timestamp(t + (i - 500) / 10)).collect();
+        deliver_all(p.send_batch(second).await).await;
+
+        let tp = TopicPartition::new("time", 0);
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        c.assign(vec![tp.clone()]).unwrap();
+        c.seek_to_timestamp(&[], t).await.unwrap();
+        let got = poll_n(&c, 1).await;
+        assert_eq!((got[0].offset.0, value(&got[0]).as_str()), (500, "v500"));
+        assert_eq!(got[0].timestamp, t);
+        // After the last record: the end.
+        c.seek_to_timestamp(&[], now_ms() + 3_600_000).await.unwrap();
+        assert_eq!(c.position(&tp).await.unwrap(), 1000);
+        c.seek_to_end(&[]).await.unwrap();
+        assert_eq!(c.position(&tp).await.unwrap(), 1000);
+    })
+    .await;
+}
+
+/// C10: typed errors with the stable code and a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c10_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "t", 3).await;
+        let p = producer(&b, &[]).await;
+        // Send to a missing topic.
+        let e = p.send(ProducerRecord::new("missing", "x")).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition);
+        assert!(e.to_string().contains("missing"), "{e}");
+        // A partition the topic does not have.
+        let e = p.send(ProducerRecord::new("t", "x").partition(9)).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition);
+        // send_batch: the bad record fails alone.
+        let fs = p.send_batch(vec![ProducerRecord::new("missing", "x"), ProducerRecord::new("t", "ok")]).await;
+        let mut fs = fs.into_iter();
+        assert_eq!(fs.next().unwrap().await.unwrap_err().code(), ErrorCode::UnknownTopicOrPartition);
+        fs.next().unwrap().await.unwrap();
+
+        // Seek a missing partition.
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        c.assign(vec![TopicPartition::new("t", 99)]).unwrap();
+        let e = c.seek_to_beginning(&[]).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition);
+        assert!(e.to_string().contains("99"), "{e}");
+        // Seek on a partition that is not assigned is the caller's mistake.
+        let e = c.seek(&TopicPartition::new("t", 0), 0).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+
+        // A bad config value names the key.
+        let e = ProducerConfig::from_map([("bootstrap.servers", b.addr.as_str()), ("acks", "2")]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidConfig);
+        assert!(e.to_string().contains("acks"), "{e}");
+
+        // Broker-side errors keep their code and message.
+        let e = admin(&b).await.create_topic(NewTopic::new("t", 3)).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::TopicAlreadyExists);
+        assert!(e.to_string().contains('t'), "{e}");
+        let e = admin(&b).await.create_topic(NewTopic::new("t2", 1).config("retention.ms", "soon")).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidConfig);
+        assert!(e.to_string().contains("retention.ms"), "{e}");
+
+        // auto.offset.reset=none: poll says why instead of guessing a position.
+        let c = Consumer::new(consumer_config(&b).auto_offset_reset(OffsetReset::Error)).await.unwrap();
+        c.assign(vec![TopicPartition::new("t", 0)]).unwrap();
+        let e = c.poll(Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::OffsetOutOfRange);
+
+        // After close, send fails with a typed error.
+        p.close().await.unwrap();
+        let e = p.send(ProducerRecord::new("t", "late")).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        assert!(e.to_string().contains("closed"), "{e}");
+    })
+    .await;
+}
+
+/// An out-of-range position is reset by auto.offset.reset (earliest here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_position_applies_auto_offset_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "oor", 1).await;
+        let p = producer(&b, &[]).await;
+        deliver_all(p.send_batch((0..5).map(|i| ProducerRecord::new("oor", format!("v{i}"))).collect()).await).await;
+        let tp = TopicPartition::new("oor", 0);
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        c.assign(vec![tp.clone()]).unwrap();
+        c.seek(&tp, 1_000_000).unwrap();
+        let got = poll_n(&c, 5).await;
+        assert_eq!(got[0].offset.0, 0);
+    })
+    .await;
+}
+
+/// C11: every codec round-trips; a seek into the middle of a compressed wrapper skips the
+/// records before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c11_every_codec_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        for codec in Compression::ALL {
+            let topic = format!("codec-{}", codec.name());
+            create(&b, &topic, 1).await;
+            let p = producer(&b, &[("compression.type", codec.name()), ("linger.ms", "50"), ("batch.size", "1000000")]).await;
+            let values: Vec<String> = (0..50).map(|i| format!("{}-value-{i}-{}", codec.name(), "x".repeat(i))).collect();
+            let metas = deliver_all(p.send_batch(values.iter().map(|v| ProducerRecord::new(topic.as_str(), v.clone())).collect()).await).await;
+            assert_eq!(metas.iter().map(|m| m.offset.unwrap().0).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
+            let tp = TopicPartition::new(topic.as_str(), 0);
+            let c = Consumer::new(consumer_config(&b)).await.unwrap();
+            c.assign(vec![tp.clone()]).unwrap();
+            let got = poll_n(&c, 50).await;
+            assert_eq!(got.iter().map(value).collect::<Vec<_>>(), values, "{codec:?}");
+            c.seek(&tp, 25).unwrap();
+            let got = poll_n(&c, 25).await;
+            assert_eq!(got[0].offset.0, 25, "{codec:?}");
+            assert_eq!(value(&got[0]), values[25]);
+        }
+    })
+    .await;
+}
+
+/// C12: a 1 MiB value comes back byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c12_one_mib_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "big", 1).await;
+        let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let p = producer(&b, &[]).await;
+        let m = p.send(ProducerRecord::new("big", big.clone()).key("k")).await.unwrap().await.unwrap();
+        assert_eq!(m.offset.unwrap().0, 0);
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        c.assign(vec![TopicPartition::new("big", 0)]).unwrap();
+        let got = poll_n(&c, 1).await;
+        assert_eq!(got[0].value.as_deref().unwrap().len(), big.len());
+        assert!(got[0].value.as_deref().unwrap() == big.as_slice());
+    })
+    .await;
+}
+
+/// C13: close with pending sends resolves every one of them — delivered when the broker is up,
+/// failed (never hanging) when it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c13_close_resolves_every_pending_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "t", 3).await;
+        // A long linger: nothing is sent until close flushes.
+        let p = producer(&b, &[("linger.ms", "60000")]).await;
+        let fs = p.send_batch((0..200).map(|i| ProducerRecord::new("t", format!("v{i}")).key(format!("k{i}"))).collect()).await;
+        p.close().await.unwrap();
+        let metas = deliver_all(fs).await;
+        assert_eq!(metas.len(), 200);
+
+        // The broker goes away with sends pending: each fails within the delivery timeout.
+        let p = producer(&b, &[("linger.ms", "60000"), ("delivery.timeout.ms", "2000"), ("retry.backoff.ms", "50")]).await;
+        let fs = p.send_batch((0..50).map(|i| ProducerRecord::new("t", format!("v{i}"))).collect()).await;
+        b.stop();
+        p.close().await.unwrap();
+        for f in fs {
+            let e = f.await.unwrap_err();
+            assert!(e.code().is_retriable() || e.code() == ErrorCode::ShuttingDown, "{e}");
+        }
+        // Flush with nothing pending returns at once.
+        p.flush().await.unwrap();
+    })
+    .await;
+}
+
+/// A closed loopback port: nothing listens there.
+fn dead_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap().to_string();
+    drop(l);
+    a
+}
+
+/// Two bootstrap addresses, one dead: producer, consumer and admin still work, whichever order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dead_bootstrap_address_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        let dead = dead_address();
+        for servers in [format!("{dead},{}", b.addr), format!("{},{dead}", b.addr)] {
+            let admin = Admin::new(AdminConfig::from_map([("bootstrap.servers", servers.as_str())]).unwrap()).await.unwrap();
+            let topic = format!("t{}", servers.len() + usize::from(servers.starts_with(&dead)));
+            admin.create_topic(NewTopic::new(topic.as_str(), 2)).await.unwrap();
+            for _ in 0..3 {
+                // Several calls, so the round-robin reaches the dead address too.
+                assert!(admin.list_topics().await.unwrap().iter().any(|t| t.name == topic));
+            }
+            let p = Producer::new(ProducerConfig::from_map([("bootstrap.servers", servers.as_str())]).unwrap()).await.unwrap();
+            let m = p.send(ProducerRecord::new(topic.as_str(), "hi").partition(1)).await.unwrap().await.unwrap();
+            assert_eq!(m.partition, 1);
+            p.close().await.unwrap();
+            let c = Consumer::new(ConsumerConfig::new(&servers).auto_offset_reset(OffsetReset::Earliest)).await.unwrap();
+            c.assign(vec![TopicPartition::new(topic.as_str(), 1)]).unwrap();
+            assert_eq!(value(&poll_n(&c, 1).await[0]), "hi");
+        }
+        // Every address dead: a clear, retriable error rather than a hang.
+        let e = Producer::new(ProducerConfig::new(&dead).request_timeout(Duration::from_secs(2))).await.unwrap_err();
+        assert!(e.code().is_retriable(), "{e}");
+    })
+    .await;
+}
+
+/// The broker restarts (same address): the producer and consumer reconnect, refresh their
+/// metadata and carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_survive_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start(dir.path());
+    let addr = b.addr.clone();
+    bounded(async {
+        create(&b, "r", 2).await;
+        let p = producer(&b, &[("retry.backoff.ms", "50"), ("metadata.max.age.ms", "500")]).await;
+        deliver_all(p.send_batch((0..10).map(|i| ProducerRecord::new("r", format!("a{i}")).key(format!("{i}"))).collect()).await).await;
+        let c = Consumer::new(consumer_config(&b).retry_backoff(Duration::from_millis(50))).await.unwrap();
+        c.assign(tps("r", 2)).unwrap();
+        assert_eq!(poll_n(&c, 10).await.len(), 10);
+
+        b.stop();
+        // Sends while the broker is down are retried until it is back.
+        let pending = p.send_batch((0..10).map(|i| ProducerRecord::new("r", format!("b{i}")).key(format!("{i}"))).collect()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let b2 = TestBroker::start_on(dir.path(), &addr, &[], &[]);
+        let metas = deliver_all(pending).await;
+        assert!(metas.iter().all(|m| m.offset.is_some()));
+        let got = poll_n(&c, 10).await;
+        assert!(got.iter().all(|r| value(r).starts_with('b')), "no repeat after the restart");
+        drop(b2);
+    })
+    .await;
+}
+
+/// Admin: list, describe, list offsets, list brokers, delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        let a = admin(&b).await;
+        let meta = a.create_topic(NewTopic::new("adm", 2).config("retention.ms", "3600000")).await.unwrap();
+        assert_eq!(meta.partitions.len(), 2);
+        let listed = a.list_topics().await.unwrap();
+        assert_eq!(listed.iter().map(|t| (t.name.as_str(), t.partitions)).collect::<Vec<_>>(), [("adm", 2)]);
+        let d = a.describe_topic("adm").await.unwrap();
+        assert_eq!(d.configs.get("retention.ms").map(String::as_str), Some("3600000"));
+        assert!(d.effective_configs.contains_key("segment.bytes"));
+
+        let p = producer(&b, &[("acks", "1")]).await;
+        deliver_all(p.send_batch((0..7).map(|i| ProducerRecord::new("adm", format!("v{i}")).partition(1)).collect()).await).await;
+        let tp = TopicPartition::new("adm", 1);
+        let r = a.list_offsets(&[(tp.clone(), OffsetSpec::Earliest), (tp.clone(), OffsetSpec::Latest)]).await;
+        assert_eq!(r[0].as_ref().unwrap().offset, 0);
+        assert_eq!(r[1].as_ref().unwrap().offset, 7);
+
+        let (brokers, _controller) = a.list_brokers().await.unwrap();
+        assert_eq!(brokers.len(), 1);
+        assert_eq!(brokers[0].address, b.addr);
+
+        a.delete_topic("adm").await.unwrap();
+        assert!(a.list_topics().await.unwrap().is_empty());
+        let e = a.describe_topic("adm").await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition);
+    })
+    .await;
+}
+
+/// acks=0: delivered without offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_zero_has_no_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "z", 1).await;
+        let p = Producer::new(ProducerConfig::new(&b.addr).acks(Acks::None)).await.unwrap();
+        let m = p.send(ProducerRecord::new("z", "fire")).await.unwrap().await.unwrap();
+        assert_eq!(m.offset, None);
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        c.assign(vec![TopicPartition::new("z", 0)]).unwrap();
+        assert_eq!(value(&poll_n(&c, 1).await[0]), "fire");
+    })
+    .await;
+}
