@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/sluiceway/v1/registry.proto",
         "proto/sluiceway/v1/admin.proto",
         "proto/sluiceway/v1/log.proto",
+        "proto/sluiceway/v1/group.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

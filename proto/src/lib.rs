@@ -6,7 +6,8 @@
 //! number for number; the broker crate checks that in a test.
 //!
 //! Services: `Registry` (ListBrokers, GetMetadata), `Admin` (CreateTopic, DeleteTopic,
-//! ListTopics, DescribeTopic), `Log` (Produce, Fetch, ListOffsets). Request-level errors are a
+//! ListTopics, DescribeTopic), `Log` (Produce, Fetch, ListOffsets), `Group` (JoinGroup,
+//! Heartbeat, LeaveGroup, CommitOffsets, FetchOffsets, ListGroups, DescribeGroup). Request-level errors are a
 //! `tonic::Status` whose `details` hold an encoded [`v1::ErrorDetail`]; see [`status`] and
 //! [`error_detail`].
 
