@@ -211,6 +211,8 @@ mod tests {
         let body = "sluiceway-offsets 1\norders 0 1000\norders 1 42\n";
         let want = format!("{body}crc32 {:08x}\n", crc32fast::hash(body.as_bytes()));
         assert_eq!(String::from_utf8(bytes.clone()).unwrap(), want);
+        // The worked example in docs/FORMAT.md.
+        assert!(want.ends_with("crc32 6be9ec90\n"), "{want}");
         assert_eq!(decode(&bytes, Path::new("x")).unwrap(), m);
         assert_eq!(decode(&encode(&BTreeMap::new()), Path::new("x")).unwrap(), BTreeMap::new());
     }
