@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use sluiceway_core::ErrorCode;
 use sluiceway_core::client::{
-    Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
-    TopicPartition,
+    Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, TopicPartition,
 };
 
 #[tokio::main]
@@ -30,11 +30,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 2. Produce ten keyed messages to partition 0 and wait for their offsets.
-    let producer = Producer::new(ProducerConfig::from_map([("bootstrap.servers", bootstrap.as_str()), ("acks", "all")])?).await?;
-    let records = (0..10).map(|i| ProducerRecord::new(topic, format!("hello {i}")).key(format!("k{i}")).partition(0)).collect();
+    let producer = Producer::new(ProducerConfig::from_map([
+        ("bootstrap.servers", bootstrap.as_str()),
+        ("acks", "all"),
+    ])?)
+    .await?;
+    let records = (0..10)
+        .map(|i| {
+            ProducerRecord::new(topic, format!("hello {i}"))
+                .key(format!("k{i}"))
+                .partition(0)
+        })
+        .collect();
     for delivery in producer.send_batch(records).await {
         let m = delivery.await?;
-        println!("delivered to {}-{} at offset {:?}", m.topic, m.partition, m.offset);
+        println!(
+            "delivered to {}-{} at offset {:?}",
+            m.topic, m.partition, m.offset
+        );
     }
     producer.close().await?;
 
@@ -54,15 +67,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
         for r in &batch {
-            println!("consumed offset {} value {:?}", r.offset, r.value.as_deref().map(String::from_utf8_lossy));
+            println!(
+                "consumed offset {} value {:?}",
+                r.offset,
+                r.value.as_deref().map(String::from_utf8_lossy)
+            );
         }
         seen += batch.len();
     }
     consumer.commit().await?;
-    println!("committed position {:?} in {}", consumer.committed(&tp), store.display());
+    println!(
+        "committed position {:?} in {}",
+        consumer.committed(&tp),
+        store.display()
+    );
 
     // 4. Replay: seek to the beginning and read the first record again.
-    consumer.seek_to_beginning(std::slice::from_ref(&tp)).await?;
+    consumer
+        .seek_to_beginning(std::slice::from_ref(&tp))
+        .await?;
     let again = consumer.poll(Duration::from_secs(5)).await?;
     if let Some(r) = again.first() {
         println!("after seek to beginning: offset {}", r.offset);

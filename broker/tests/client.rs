@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use sluiceway_core::ErrorCode;
 use sluiceway_core::client::{
-    Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, NewTopic, OffsetReset,
-    OffsetSpec, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TopicPartition,
+    Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord,
+    DeliveryFuture, NewTopic, OffsetReset, OffsetSpec, Producer, ProducerConfig, ProducerRecord,
+    RecordMetadata, TopicPartition,
 };
 use sluiceway_core::partitioner::partition_for_key;
 
@@ -22,17 +23,26 @@ async fn admin(b: &TestBroker) -> Admin {
 }
 
 async fn create(b: &TestBroker, topic: &str, partitions: u32) {
-    admin(b).await.create_topic(NewTopic::new(topic, partitions)).await.expect("create topic");
+    admin(b)
+        .await
+        .create_topic(NewTopic::new(topic, partitions))
+        .await
+        .expect("create topic");
 }
 
 async fn producer(b: &TestBroker, extra: &[(&str, &str)]) -> Producer {
-    let mut map: Vec<(&str, &str)> = vec![("bootstrap.servers", b.addr.as_str()), ("linger.ms", "2")];
+    let mut map: Vec<(&str, &str)> =
+        vec![("bootstrap.servers", b.addr.as_str()), ("linger.ms", "2")];
     map.extend_from_slice(extra);
-    Producer::new(ProducerConfig::from_map(map).expect("config")).await.expect("producer")
+    Producer::new(ProducerConfig::from_map(map).expect("config"))
+        .await
+        .expect("producer")
 }
 
 fn consumer_config(b: &TestBroker) -> ConsumerConfig {
-    ConsumerConfig::new(&b.addr).auto_offset_reset(OffsetReset::Earliest).fetch_max_wait(Duration::from_millis(100))
+    ConsumerConfig::new(&b.addr)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(100))
 }
 
 async fn deliver_all(futures: Vec<DeliveryFuture>) -> Vec<RecordMetadata> {
@@ -61,7 +71,9 @@ fn tps(topic: &str, n: u32) -> Vec<TopicPartition> {
 }
 
 async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(TEST_TIMEOUT, f).await.expect("test timed out")
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .expect("test timed out")
 }
 
 /// C1: 1,000 keyed values to 3 partitions, all read back once, in order within each partition;
@@ -78,7 +90,11 @@ async fn c1_round_trip_keeps_order_per_partition() {
             .collect();
         let metas = deliver_all(p.send_batch(records).await).await;
         for (i, m) in metas.iter().enumerate() {
-            assert_eq!(m.partition, partition_for_key(format!("k{}", i % 7).as_bytes(), 3), "record {i}");
+            assert_eq!(
+                m.partition,
+                partition_for_key(format!("k{}", i % 7).as_bytes(), 3),
+                "record {i}"
+            );
             assert!(m.offset.is_some());
         }
         p.close().await.unwrap();
@@ -95,7 +111,12 @@ async fn c1_round_trip_keeps_order_per_partition() {
             assert!(!seen[i], "v{i} read twice");
             seen[i] = true;
             if let Some(prev) = last_offset.insert(r.partition, r.offset.0) {
-                assert_eq!(r.offset.0, prev + 1, "offsets dense and in order in partition {}", r.partition);
+                assert_eq!(
+                    r.offset.0,
+                    prev + 1,
+                    "offsets dense and in order in partition {}",
+                    r.partition
+                );
             }
             let key = String::from_utf8(r.key.as_deref().unwrap().to_vec()).unwrap();
             if let Some(prev) = last_value_per_key.insert(key.clone(), i) {
@@ -136,7 +157,12 @@ async fn c2_keys_map_to_kafka_partitions() {
             ("9", 5),
         ];
         for (k, part) in want {
-            let m = p.send(ProducerRecord::new("keys", "x").key(*k)).await.unwrap().await.unwrap();
+            let m = p
+                .send(ProducerRecord::new("keys", "x").key(*k))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
             assert_eq!(m.partition, *part, "key {k}");
         }
         p.close().await.unwrap();
@@ -159,12 +185,20 @@ async fn c3_explicit_partition() {
     bounded(async {
         create(&b, "t", 3).await;
         let p = producer(&b, &[]).await;
-        let m = p.send(ProducerRecord::new("t", "to-two").key("a").partition(2)).await.unwrap().await.unwrap();
+        let m = p
+            .send(ProducerRecord::new("t", "to-two").key("a").partition(2))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         assert_eq!((m.partition, m.offset.map(|o| o.0)), (2, Some(0)));
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(vec![TopicPartition::new("t", 2)]).unwrap();
         let got = poll_n(&c, 1).await;
-        assert_eq!((got[0].partition, got[0].offset.0, value(&got[0]).as_str()), (2, 0, "to-two"));
+        assert_eq!(
+            (got[0].partition, got[0].offset.0, value(&got[0]).as_str()),
+            (2, 0, "to-two")
+        );
     })
     .await;
 }
@@ -177,7 +211,9 @@ async fn keyless_records_spread_over_partitions() {
     bounded(async {
         create(&b, "spread", 4).await;
         let p = producer(&b, &[("batch.size", "1000")]).await;
-        let records = (0..400).map(|i| ProducerRecord::new("spread", format!("value-{i:04}"))).collect();
+        let records = (0..400)
+            .map(|i| ProducerRecord::new("spread", format!("value-{i:04}")))
+            .collect();
         let metas = deliver_all(p.send_batch(records).await).await;
         let mut per: BTreeMap<u32, usize> = BTreeMap::new();
         for m in &metas {
@@ -199,14 +235,30 @@ async fn c5_c6_local_offsets_resume_then_replay() {
     bounded(async {
         create(&b, "log", 1).await;
         let p = producer(&b, &[]).await;
-        deliver_all(p.send_batch((0..1000).map(|i| ProducerRecord::new("log", format!("v{i}"))).collect()).await).await;
+        deliver_all(
+            p.send_batch(
+                (0..1000)
+                    .map(|i| ProducerRecord::new("log", format!("v{i}")))
+                    .collect(),
+            )
+            .await,
+        )
+        .await;
         let tp = TopicPartition::new("log", 0);
-        let config = || consumer_config(&b).offset_store_dir(&store).group_id("c5").max_poll_records(1);
+        let config = || {
+            consumer_config(&b)
+                .offset_store_dir(&store)
+                .group_id("c5")
+                .max_poll_records(1)
+        };
 
         let c = Consumer::new(config()).await.unwrap();
         c.assign(vec![tp.clone()]).unwrap();
         let first = poll_n(&c, 300).await;
-        assert_eq!(first.iter().map(|r| r.offset.0).collect::<Vec<_>>(), (0..300).collect::<Vec<_>>());
+        assert_eq!(
+            first.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+            (0..300).collect::<Vec<_>>()
+        );
         assert_eq!(c.position(&tp).await.unwrap(), 300);
         c.close().await.unwrap(); // enable.auto.commit (default) commits on close
         assert!(store.join("c5.offsets").exists());
@@ -216,7 +268,11 @@ async fn c5_c6_local_offsets_resume_then_replay() {
         c.assign(vec![tp.clone()]).unwrap();
         assert_eq!(c.position(&tp).await.unwrap(), 300);
         let rest = poll_n(&c, 700).await;
-        assert_eq!(rest.iter().map(|r| r.offset.0).collect::<Vec<_>>(), (300..1000).collect::<Vec<_>>(), "no gap, no repeat");
+        assert_eq!(
+            rest.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+            (300..1000).collect::<Vec<_>>(),
+            "no gap, no repeat"
+        );
         assert_eq!(value(&rest[0]), "v300");
 
         // C6: replay.
@@ -239,8 +295,14 @@ async fn corrupt_offset_store_is_an_error() {
     let b = TestBroker::start(dir.path());
     bounded(async {
         std::fs::create_dir_all(&store).unwrap();
-        std::fs::write(store.join("standalone.offsets"), b"sluiceway-offsets 1\nt 0 12\n").unwrap();
-        let e = Consumer::new(consumer_config(&b).offset_store_dir(&store)).await.unwrap_err();
+        std::fs::write(
+            store.join("standalone.offsets"),
+            b"sluiceway-offsets 1\nt 0 12\n",
+        )
+        .unwrap();
+        let e = Consumer::new(consumer_config(&b).offset_store_dir(&store))
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("corrupt offset store"), "{e}");
     })
     .await;
@@ -255,10 +317,14 @@ async fn c7_seek_by_time_lands_on_the_501st() {
         create(&b, "time", 1).await;
         let p = producer(&b, &[]).await;
         let t0 = now_ms() - 60_000;
-        let first = (0..500).map(|i| ProducerRecord::new("time", format!("v{i}")).timestamp(t0 + i / 10)).collect();
+        let first = (0..500)
+            .map(|i| ProducerRecord::new("time", format!("v{i}")).timestamp(t0 + i / 10))
+            .collect();
         deliver_all(p.send_batch(first).await).await;
         let t = t0 + 1_000;
-        let second = (500..1000).map(|i| ProducerRecord::new("time", format!("v{i}")).timestamp(t + (i - 500) / 10)).collect();
+        let second = (500..1000)
+            .map(|i| ProducerRecord::new("time", format!("v{i}")).timestamp(t + (i - 500) / 10))
+            .collect();
         deliver_all(p.send_batch(second).await).await;
 
         let tp = TopicPartition::new("time", 0);
@@ -269,7 +335,9 @@ async fn c7_seek_by_time_lands_on_the_501st() {
         assert_eq!((got[0].offset.0, value(&got[0]).as_str()), (500, "v500"));
         assert_eq!(got[0].timestamp, t);
         // After the last record: the end.
-        c.seek_to_timestamp(&[], now_ms() + 3_600_000).await.unwrap();
+        c.seek_to_timestamp(&[], now_ms() + 3_600_000)
+            .await
+            .unwrap();
         assert_eq!(c.position(&tp).await.unwrap(), 1000);
         c.seek_to_end(&[]).await.unwrap();
         assert_eq!(c.position(&tp).await.unwrap(), 1000);
@@ -286,16 +354,30 @@ async fn c10_typed_errors() {
         create(&b, "t", 3).await;
         let p = producer(&b, &[]).await;
         // Send to a missing topic.
-        let e = p.send(ProducerRecord::new("missing", "x")).await.unwrap_err();
+        let e = p
+            .send(ProducerRecord::new("missing", "x"))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition);
         assert!(e.to_string().contains("missing"), "{e}");
         // A partition the topic does not have.
-        let e = p.send(ProducerRecord::new("t", "x").partition(9)).await.unwrap_err();
+        let e = p
+            .send(ProducerRecord::new("t", "x").partition(9))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition);
         // send_batch: the bad record fails alone.
-        let fs = p.send_batch(vec![ProducerRecord::new("missing", "x"), ProducerRecord::new("t", "ok")]).await;
+        let fs = p
+            .send_batch(vec![
+                ProducerRecord::new("missing", "x"),
+                ProducerRecord::new("t", "ok"),
+            ])
+            .await;
         let mut fs = fs.into_iter();
-        assert_eq!(fs.next().unwrap().await.unwrap_err().code(), ErrorCode::UnknownTopicOrPartition);
+        assert_eq!(
+            fs.next().unwrap().await.unwrap_err().code(),
+            ErrorCode::UnknownTopicOrPartition
+        );
         fs.next().unwrap().await.unwrap();
 
         // Seek a missing partition.
@@ -309,20 +391,31 @@ async fn c10_typed_errors() {
         assert_eq!(e.code(), ErrorCode::InvalidArgument);
 
         // A bad config value names the key.
-        let e = ProducerConfig::from_map([("bootstrap.servers", b.addr.as_str()), ("acks", "2")]).unwrap_err();
+        let e = ProducerConfig::from_map([("bootstrap.servers", b.addr.as_str()), ("acks", "2")])
+            .unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidConfig);
         assert!(e.to_string().contains("acks"), "{e}");
 
         // Broker-side errors keep their code and message.
-        let e = admin(&b).await.create_topic(NewTopic::new("t", 3)).await.unwrap_err();
+        let e = admin(&b)
+            .await
+            .create_topic(NewTopic::new("t", 3))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), ErrorCode::TopicAlreadyExists);
         assert!(e.to_string().contains('t'), "{e}");
-        let e = admin(&b).await.create_topic(NewTopic::new("t2", 1).config("retention.ms", "soon")).await.unwrap_err();
+        let e = admin(&b)
+            .await
+            .create_topic(NewTopic::new("t2", 1).config("retention.ms", "soon"))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidConfig);
         assert!(e.to_string().contains("retention.ms"), "{e}");
 
         // auto.offset.reset=none: poll says why instead of guessing a position.
-        let c = Consumer::new(consumer_config(&b).auto_offset_reset(OffsetReset::Error)).await.unwrap();
+        let c = Consumer::new(consumer_config(&b).auto_offset_reset(OffsetReset::Error))
+            .await
+            .unwrap();
         c.assign(vec![TopicPartition::new("t", 0)]).unwrap();
         let e = c.poll(Duration::from_secs(5)).await.unwrap_err();
         assert_eq!(e.code(), ErrorCode::OffsetOutOfRange);
@@ -344,7 +437,15 @@ async fn out_of_range_position_applies_auto_offset_reset() {
     bounded(async {
         create(&b, "oor", 1).await;
         let p = producer(&b, &[]).await;
-        deliver_all(p.send_batch((0..5).map(|i| ProducerRecord::new("oor", format!("v{i}"))).collect()).await).await;
+        deliver_all(
+            p.send_batch(
+                (0..5)
+                    .map(|i| ProducerRecord::new("oor", format!("v{i}")))
+                    .collect(),
+            )
+            .await,
+        )
+        .await;
         let tp = TopicPartition::new("oor", 0);
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(vec![tp.clone()]).unwrap();
@@ -365,15 +466,44 @@ async fn c11_every_codec_round_trips() {
         for codec in Compression::ALL {
             let topic = format!("codec-{}", codec.name());
             create(&b, &topic, 1).await;
-            let p = producer(&b, &[("compression.type", codec.name()), ("linger.ms", "50"), ("batch.size", "1000000")]).await;
-            let values: Vec<String> = (0..50).map(|i| format!("{}-value-{i}-{}", codec.name(), "x".repeat(i))).collect();
-            let metas = deliver_all(p.send_batch(values.iter().map(|v| ProducerRecord::new(topic.as_str(), v.clone())).collect()).await).await;
-            assert_eq!(metas.iter().map(|m| m.offset.unwrap().0).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
+            let p = producer(
+                &b,
+                &[
+                    ("compression.type", codec.name()),
+                    ("linger.ms", "50"),
+                    ("batch.size", "1000000"),
+                ],
+            )
+            .await;
+            let values: Vec<String> = (0..50)
+                .map(|i| format!("{}-value-{i}-{}", codec.name(), "x".repeat(i)))
+                .collect();
+            let metas = deliver_all(
+                p.send_batch(
+                    values
+                        .iter()
+                        .map(|v| ProducerRecord::new(topic.as_str(), v.clone()))
+                        .collect(),
+                )
+                .await,
+            )
+            .await;
+            assert_eq!(
+                metas
+                    .iter()
+                    .map(|m| m.offset.unwrap().0)
+                    .collect::<Vec<_>>(),
+                (0..50).collect::<Vec<_>>()
+            );
             let tp = TopicPartition::new(topic.as_str(), 0);
             let c = Consumer::new(consumer_config(&b)).await.unwrap();
             c.assign(vec![tp.clone()]).unwrap();
             let got = poll_n(&c, 50).await;
-            assert_eq!(got.iter().map(value).collect::<Vec<_>>(), values, "{codec:?}");
+            assert_eq!(
+                got.iter().map(value).collect::<Vec<_>>(),
+                values,
+                "{codec:?}"
+            );
             c.seek(&tp, 25).unwrap();
             let got = poll_n(&c, 25).await;
             assert_eq!(got[0].offset.0, 25, "{codec:?}");
@@ -390,9 +520,16 @@ async fn c12_one_mib_value() {
     let b = TestBroker::start(dir.path());
     bounded(async {
         create(&b, "big", 1).await;
-        let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let big: Vec<u8> = (0..(1u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let p = producer(&b, &[]).await;
-        let m = p.send(ProducerRecord::new("big", big.clone()).key("k")).await.unwrap().await.unwrap();
+        let m = p
+            .send(ProducerRecord::new("big", big.clone()).key("k"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         assert_eq!(m.offset.unwrap().0, 0);
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(vec![TopicPartition::new("big", 0)]).unwrap();
@@ -413,19 +550,42 @@ async fn c13_close_resolves_every_pending_send() {
         create(&b, "t", 3).await;
         // A long linger: nothing is sent until close flushes.
         let p = producer(&b, &[("linger.ms", "60000")]).await;
-        let fs = p.send_batch((0..200).map(|i| ProducerRecord::new("t", format!("v{i}")).key(format!("k{i}"))).collect()).await;
+        let fs = p
+            .send_batch(
+                (0..200)
+                    .map(|i| ProducerRecord::new("t", format!("v{i}")).key(format!("k{i}")))
+                    .collect(),
+            )
+            .await;
         p.close().await.unwrap();
         let metas = deliver_all(fs).await;
         assert_eq!(metas.len(), 200);
 
         // The broker goes away with sends pending: each fails within the delivery timeout.
-        let p = producer(&b, &[("linger.ms", "60000"), ("delivery.timeout.ms", "2000"), ("retry.backoff.ms", "50")]).await;
-        let fs = p.send_batch((0..50).map(|i| ProducerRecord::new("t", format!("v{i}"))).collect()).await;
+        let p = producer(
+            &b,
+            &[
+                ("linger.ms", "60000"),
+                ("delivery.timeout.ms", "2000"),
+                ("retry.backoff.ms", "50"),
+            ],
+        )
+        .await;
+        let fs = p
+            .send_batch(
+                (0..50)
+                    .map(|i| ProducerRecord::new("t", format!("v{i}")))
+                    .collect(),
+            )
+            .await;
         b.stop();
         p.close().await.unwrap();
         for f in fs {
             let e = f.await.unwrap_err();
-            assert!(e.code().is_retriable() || e.code() == ErrorCode::ShuttingDown, "{e}");
+            assert!(
+                e.code().is_retriable() || e.code() == ErrorCode::ShuttingDown,
+                "{e}"
+            );
         }
         // Flush with nothing pending returns at once.
         p.flush().await.unwrap();
@@ -449,23 +609,56 @@ async fn one_dead_bootstrap_address_is_skipped() {
     bounded(async {
         let dead = dead_address();
         for servers in [format!("{dead},{}", b.addr), format!("{},{dead}", b.addr)] {
-            let admin = Admin::new(AdminConfig::from_map([("bootstrap.servers", servers.as_str())]).unwrap()).await.unwrap();
-            let topic = format!("t{}", servers.len() + usize::from(servers.starts_with(&dead)));
-            admin.create_topic(NewTopic::new(topic.as_str(), 2)).await.unwrap();
+            let admin = Admin::new(
+                AdminConfig::from_map([("bootstrap.servers", servers.as_str())]).unwrap(),
+            )
+            .await
+            .unwrap();
+            let topic = format!(
+                "t{}",
+                servers.len() + usize::from(servers.starts_with(&dead))
+            );
+            admin
+                .create_topic(NewTopic::new(topic.as_str(), 2))
+                .await
+                .unwrap();
             for _ in 0..3 {
                 // Several calls, so the round-robin reaches the dead address too.
-                assert!(admin.list_topics().await.unwrap().iter().any(|t| t.name == topic));
+                assert!(
+                    admin
+                        .list_topics()
+                        .await
+                        .unwrap()
+                        .iter()
+                        .any(|t| t.name == topic)
+                );
             }
-            let p = Producer::new(ProducerConfig::from_map([("bootstrap.servers", servers.as_str())]).unwrap()).await.unwrap();
-            let m = p.send(ProducerRecord::new(topic.as_str(), "hi").partition(1)).await.unwrap().await.unwrap();
+            let p = Producer::new(
+                ProducerConfig::from_map([("bootstrap.servers", servers.as_str())]).unwrap(),
+            )
+            .await
+            .unwrap();
+            let m = p
+                .send(ProducerRecord::new(topic.as_str(), "hi").partition(1))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
             assert_eq!(m.partition, 1);
             p.close().await.unwrap();
-            let c = Consumer::new(ConsumerConfig::new(&servers).auto_offset_reset(OffsetReset::Earliest)).await.unwrap();
-            c.assign(vec![TopicPartition::new(topic.as_str(), 1)]).unwrap();
+            let c = Consumer::new(
+                ConsumerConfig::new(&servers).auto_offset_reset(OffsetReset::Earliest),
+            )
+            .await
+            .unwrap();
+            c.assign(vec![TopicPartition::new(topic.as_str(), 1)])
+                .unwrap();
             assert_eq!(value(&poll_n(&c, 1).await[0]), "hi");
         }
         // Every address dead: a clear, retriable error rather than a hang.
-        let e = Producer::new(ProducerConfig::new(&dead).request_timeout(Duration::from_secs(2))).await.unwrap_err();
+        let e = Producer::new(ProducerConfig::new(&dead).request_timeout(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
         assert!(e.code().is_retriable(), "{e}");
     })
     .await;
@@ -480,21 +673,44 @@ async fn clients_survive_a_broker_restart() {
     let addr = b.addr.clone();
     bounded(async {
         create(&b, "r", 2).await;
-        let p = producer(&b, &[("retry.backoff.ms", "50"), ("metadata.max.age.ms", "500")]).await;
-        deliver_all(p.send_batch((0..10).map(|i| ProducerRecord::new("r", format!("a{i}")).key(format!("{i}"))).collect()).await).await;
-        let c = Consumer::new(consumer_config(&b).retry_backoff(Duration::from_millis(50))).await.unwrap();
+        let p = producer(
+            &b,
+            &[("retry.backoff.ms", "50"), ("metadata.max.age.ms", "500")],
+        )
+        .await;
+        deliver_all(
+            p.send_batch(
+                (0..10)
+                    .map(|i| ProducerRecord::new("r", format!("a{i}")).key(format!("{i}")))
+                    .collect(),
+            )
+            .await,
+        )
+        .await;
+        let c = Consumer::new(consumer_config(&b).retry_backoff(Duration::from_millis(50)))
+            .await
+            .unwrap();
         c.assign(tps("r", 2)).unwrap();
         assert_eq!(poll_n(&c, 10).await.len(), 10);
 
         b.stop();
         // Sends while the broker is down are retried until it is back.
-        let pending = p.send_batch((0..10).map(|i| ProducerRecord::new("r", format!("b{i}")).key(format!("{i}"))).collect()).await;
+        let pending = p
+            .send_batch(
+                (0..10)
+                    .map(|i| ProducerRecord::new("r", format!("b{i}")).key(format!("{i}")))
+                    .collect(),
+            )
+            .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let b2 = TestBroker::start_on(dir.path(), &addr, &[], &[]);
         let metas = deliver_all(pending).await;
         assert!(metas.iter().all(|m| m.offset.is_some()));
         let got = poll_n(&c, 10).await;
-        assert!(got.iter().all(|r| value(r).starts_with('b')), "no repeat after the restart");
+        assert!(
+            got.iter().all(|r| value(r).starts_with('b')),
+            "no repeat after the restart"
+        );
         drop(b2);
     })
     .await;
@@ -507,18 +723,43 @@ async fn admin_operations() {
     let b = TestBroker::start(dir.path());
     bounded(async {
         let a = admin(&b).await;
-        let meta = a.create_topic(NewTopic::new("adm", 2).config("retention.ms", "3600000")).await.unwrap();
+        let meta = a
+            .create_topic(NewTopic::new("adm", 2).config("retention.ms", "3600000"))
+            .await
+            .unwrap();
         assert_eq!(meta.partitions.len(), 2);
         let listed = a.list_topics().await.unwrap();
-        assert_eq!(listed.iter().map(|t| (t.name.as_str(), t.partitions)).collect::<Vec<_>>(), [("adm", 2)]);
+        assert_eq!(
+            listed
+                .iter()
+                .map(|t| (t.name.as_str(), t.partitions))
+                .collect::<Vec<_>>(),
+            [("adm", 2)]
+        );
         let d = a.describe_topic("adm").await.unwrap();
-        assert_eq!(d.configs.get("retention.ms").map(String::as_str), Some("3600000"));
+        assert_eq!(
+            d.configs.get("retention.ms").map(String::as_str),
+            Some("3600000")
+        );
         assert!(d.effective_configs.contains_key("segment.bytes"));
 
         let p = producer(&b, &[("acks", "1")]).await;
-        deliver_all(p.send_batch((0..7).map(|i| ProducerRecord::new("adm", format!("v{i}")).partition(1)).collect()).await).await;
+        deliver_all(
+            p.send_batch(
+                (0..7)
+                    .map(|i| ProducerRecord::new("adm", format!("v{i}")).partition(1))
+                    .collect(),
+            )
+            .await,
+        )
+        .await;
         let tp = TopicPartition::new("adm", 1);
-        let r = a.list_offsets(&[(tp.clone(), OffsetSpec::Earliest), (tp.clone(), OffsetSpec::Latest)]).await;
+        let r = a
+            .list_offsets(&[
+                (tp.clone(), OffsetSpec::Earliest),
+                (tp.clone(), OffsetSpec::Latest),
+            ])
+            .await;
         assert_eq!(r[0].as_ref().unwrap().offset, 0);
         assert_eq!(r[1].as_ref().unwrap().offset, 7);
 
@@ -541,8 +782,15 @@ async fn acks_zero_has_no_offsets() {
     let b = TestBroker::start(dir.path());
     bounded(async {
         create(&b, "z", 1).await;
-        let p = Producer::new(ProducerConfig::new(&b.addr).acks(Acks::None)).await.unwrap();
-        let m = p.send(ProducerRecord::new("z", "fire")).await.unwrap().await.unwrap();
+        let p = Producer::new(ProducerConfig::new(&b.addr).acks(Acks::None))
+            .await
+            .unwrap();
+        let m = p
+            .send(ProducerRecord::new("z", "fire"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         assert_eq!(m.offset, None);
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(vec![TopicPartition::new("z", 0)]).unwrap();

@@ -77,7 +77,15 @@ pub(crate) struct BatchShared {
 
 impl BatchShared {
     fn new(topic: Arc<str>, partition: u32) -> Arc<BatchShared> {
-        Arc::new(BatchShared { topic, partition, state: Mutex::new(SharedState { outcome: None, wakers: Vec::new() }), done: tokio::sync::Notify::new() })
+        Arc::new(BatchShared {
+            topic,
+            partition,
+            state: Mutex::new(SharedState {
+                outcome: None,
+                wakers: Vec::new(),
+            }),
+            done: tokio::sync::Notify::new(),
+        })
     }
 
     /// Resolves every record of the batch (the first resolution wins).
@@ -128,18 +136,30 @@ pub struct DeliveryFuture {
 
 #[derive(Debug)]
 enum FutureInner {
-    Pending { shared: Arc<BatchShared>, index: u32, timestamp: i64 },
+    Pending {
+        shared: Arc<BatchShared>,
+        index: u32,
+        timestamp: i64,
+    },
     Failed(Option<Error>),
 }
 
 impl DeliveryFuture {
     pub(crate) fn pending(shared: Arc<BatchShared>, index: u32, timestamp: i64) -> DeliveryFuture {
-        DeliveryFuture { inner: FutureInner::Pending { shared, index, timestamp } }
+        DeliveryFuture {
+            inner: FutureInner::Pending {
+                shared,
+                index,
+                timestamp,
+            },
+        }
     }
 
     /// A future that has already failed (for `send_batch`, whose records fail one by one).
     pub(crate) fn failed(e: Error) -> DeliveryFuture {
-        DeliveryFuture { inner: FutureInner::Failed(Some(e)) }
+        DeliveryFuture {
+            inner: FutureInner::Failed(Some(e)),
+        }
     }
 }
 
@@ -148,8 +168,14 @@ impl Future for DeliveryFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.inner {
-            FutureInner::Failed(e) => Poll::Ready(Err(e.take().unwrap_or(Error::InvalidArgument("DeliveryFuture polled after completion".into())))),
-            FutureInner::Pending { shared, index, timestamp } => {
+            FutureInner::Failed(e) => Poll::Ready(Err(e.take().unwrap_or(Error::InvalidArgument(
+                "DeliveryFuture polled after completion".into(),
+            )))),
+            FutureInner::Pending {
+                shared,
+                index,
+                timestamp,
+            } => {
                 let mut s = shared.state.lock();
                 match &s.outcome {
                     Some(Outcome::Delivered(base)) => Poll::Ready(Ok(RecordMetadata {
@@ -227,7 +253,12 @@ pub(crate) fn record_size(key: Option<&[u8]>, value: Option<&[u8]>) -> usize {
 }
 
 impl Accumulator {
-    pub(crate) fn new(batch_size: u32, linger: Duration, compression: Compression, delivery_timeout: Duration) -> Accumulator {
+    pub(crate) fn new(
+        batch_size: u32,
+        linger: Duration,
+        compression: Compression,
+        delivery_timeout: Duration,
+    ) -> Accumulator {
         Accumulator {
             queues: HashMap::new(),
             topics: HashMap::new(),
@@ -255,7 +286,9 @@ impl Accumulator {
             Some(q) => q,
             None => self.queues.entry(tp.clone()).or_default(),
         };
-        let has_room = |b: &Batch| b.builder.is_some() && (b.records == 0 || b.bytes + size <= self.batch_size);
+        let has_room = |b: &Batch| {
+            b.builder.is_some() && (b.records == 0 || b.bytes + size <= self.batch_size)
+        };
         if !queue.batches.back().is_some_and(has_room) {
             let topic = match self.topics.get(&tp.topic) {
                 Some(t) => t.clone(),
@@ -268,7 +301,11 @@ impl Accumulator {
             self.next_id += 1;
             queue.batches.push_back(Batch {
                 id: self.next_id,
-                builder: Some(MessageSetBuilder::with_capacity(MAGIC_V1, self.compression, self.batch_size.max(size))),
+                builder: Some(MessageSetBuilder::with_capacity(
+                    MAGIC_V1,
+                    self.compression,
+                    self.batch_size.max(size),
+                )),
                 set: None,
                 records: 0,
                 bytes: 0,
@@ -294,24 +331,39 @@ impl Accumulator {
         DeliveryFuture::pending(batch.shared.clone(), index, timestamp)
     }
 
-    fn is_ready(&self, q: &PartitionQueue, now: Instant, flushing: bool) -> (bool, Option<Instant>) {
-        let Some(front) = q.batches.front() else { return (false, None) };
+    fn is_ready(
+        &self,
+        q: &PartitionQueue,
+        now: Instant,
+        flushing: bool,
+    ) -> (bool, Option<Instant>) {
+        let Some(front) = q.batches.front() else {
+            return (false, None);
+        };
         if q.in_flight {
             return (false, None);
         }
-        if let Some(t) = front.retry_at {
-            if t > now {
-                return (false, Some(t));
-            }
+        if let Some(t) = front.retry_at
+            && t > now
+        {
+            return (false, Some(t));
         }
         let full = q.batches.len() > 1 || front.bytes >= self.batch_size || front.builder.is_none();
         let linger_end = front.created + self.linger;
-        if flushing || full || now >= linger_end { (true, None) } else { (false, Some(linger_end)) }
+        if flushing || full || now >= linger_end {
+            (true, None)
+        } else {
+            (false, Some(linger_end))
+        }
     }
 
     /// Partitions whose front batch is ready to send, and the earliest time another may become
     /// ready (linger end, retry backoff or a delivery deadline).
-    pub(crate) fn ready(&self, now: Instant, flushing: bool) -> (Vec<TopicPartition>, Option<Instant>) {
+    pub(crate) fn ready(
+        &self,
+        now: Instant,
+        flushing: bool,
+    ) -> (Vec<TopicPartition>, Option<Instant>) {
         let mut ready = Vec::new();
         let mut next: Option<Instant> = None;
         for (tp, q) in &self.queues {
@@ -319,7 +371,13 @@ impl Accumulator {
             if r {
                 ready.push(tp.clone());
             }
-            for w in wake.into_iter().chain(q.batches.iter().filter(|_| !q.in_flight).map(|b| b.deadline).take(1)) {
+            for w in wake.into_iter().chain(
+                q.batches
+                    .iter()
+                    .filter(|_| !q.in_flight)
+                    .map(|b| b.deadline)
+                    .take(1),
+            ) {
                 next = Some(next.map_or(w, |n| n.min(w)));
             }
         }
@@ -330,13 +388,20 @@ impl Accumulator {
     /// Takes the partition's front batch for sending: builds (compresses) it on first use and
     /// marks the partition in flight.
     pub(crate) fn drain(&mut self, tp: &TopicPartition) -> Result<Option<Drained>> {
-        let Some(q) = self.queues.get_mut(tp) else { return Ok(None) };
+        let Some(q) = self.queues.get_mut(tp) else {
+            return Ok(None);
+        };
         if q.in_flight {
             return Ok(None);
         }
-        let Some(front) = q.batches.front_mut() else { return Ok(None) };
+        let Some(front) = q.batches.front_mut() else {
+            return Ok(None);
+        };
         if front.set.is_none() {
-            let builder = front.builder.take().expect("an unbuilt batch has a builder");
+            let builder = front
+                .builder
+                .take()
+                .expect("an unbuilt batch has a builder");
             match builder.finish() {
                 Ok(set) => front.set = Some(Bytes::from(set)),
                 Err(e) => {
@@ -358,15 +423,25 @@ impl Accumulator {
 
     /// The size in bytes of the partition's front set when it is built (for request packing).
     pub(crate) fn front_bytes(&self, tp: &TopicPartition) -> usize {
-        self.queues.get(tp).and_then(|q| q.batches.front()).map_or(0, |b| b.set.as_ref().map_or(b.bytes, Bytes::len))
+        self.queues
+            .get(tp)
+            .and_then(|q| q.batches.front())
+            .map_or(0, |b| b.set.as_ref().map_or(b.bytes, Bytes::len))
     }
 
     fn front_if(&mut self, tp: &TopicPartition, batch_id: u64) -> Option<&mut PartitionQueue> {
-        self.queues.get_mut(tp).filter(|q| q.batches.front().is_some_and(|b| b.id == batch_id))
+        self.queues
+            .get_mut(tp)
+            .filter(|q| q.batches.front().is_some_and(|b| b.id == batch_id))
     }
 
     /// The in-flight batch finished: delivered (`Ok(base offset)`) or failed for good.
-    pub(crate) fn complete(&mut self, tp: &TopicPartition, batch_id: u64, outcome: Result<Option<u64>>) {
+    pub(crate) fn complete(
+        &mut self,
+        tp: &TopicPartition,
+        batch_id: u64,
+        outcome: Result<Option<u64>>,
+    ) {
         if let Some(q) = self.front_if(tp, batch_id) {
             let b = q.batches.pop_front().expect("checked");
             q.in_flight = false;
@@ -388,7 +463,9 @@ impl Accumulator {
         backoff: Duration,
         retries: u32,
     ) -> bool {
-        let Some(q) = self.front_if(tp, batch_id) else { return false };
+        let Some(q) = self.front_if(tp, batch_id) else {
+            return false;
+        };
         let b = q.batches.front_mut().expect("checked");
         if b.attempts <= retries && now + backoff < b.deadline {
             b.retry_at = Some(now + backoff);
@@ -434,7 +511,10 @@ impl Accumulator {
 
     /// The completions of every queued batch (what `flush` waits for).
     pub(crate) fn pending(&self) -> Vec<Arc<BatchShared>> {
-        self.queues.values().flat_map(|q| q.batches.iter().map(|b| b.shared.clone())).collect()
+        self.queues
+            .values()
+            .flat_map(|q| q.batches.iter().map(|b| b.shared.clone()))
+            .collect()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -468,7 +548,12 @@ mod tests {
     fn records_fill_a_batch_up_to_batch_size_then_open_a_new_one() {
         let now = Instant::now();
         let per = record_size(None, Some(&[0u8; 100]));
-        let mut acc = Accumulator::new((per * 3) as u32, Duration::from_millis(10), Compression::None, Duration::from_secs(60));
+        let mut acc = Accumulator::new(
+            (per * 3) as u32,
+            Duration::from_millis(10),
+            Compression::None,
+            Duration::from_secs(60),
+        );
         for _ in 0..7 {
             drop(acc.append(&tp(0), 1, None, Some(&[0u8; 100]), now, None));
         }
@@ -481,7 +566,12 @@ mod tests {
     #[test]
     fn a_lone_small_batch_waits_for_linger_unless_flushing() {
         let now = Instant::now();
-        let mut acc = Accumulator::new(16 << 10, Duration::from_millis(10), Compression::None, Duration::from_secs(60));
+        let mut acc = Accumulator::new(
+            16 << 10,
+            Duration::from_millis(10),
+            Compression::None,
+            Duration::from_secs(60),
+        );
         drop(acc.append(&tp(1), 1, Some(b"k"), Some(b"v"), now, None));
         let (ready, next) = acc.ready(now, false);
         assert!(ready.is_empty());
@@ -493,7 +583,12 @@ mod tests {
     #[test]
     fn an_oversized_record_gets_its_own_batch() {
         let now = Instant::now();
-        let mut acc = Accumulator::new(1000, Duration::ZERO, Compression::None, Duration::from_secs(60));
+        let mut acc = Accumulator::new(
+            1000,
+            Duration::ZERO,
+            Compression::None,
+            Duration::from_secs(60),
+        );
         drop(acc.append(&tp(0), 1, None, Some(b"small"), now, None));
         drop(acc.append(&tp(0), 1, None, Some(&[7u8; 5000]), now, None));
         drop(acc.append(&tp(0), 1, None, Some(b"small"), now, None));
@@ -503,14 +598,24 @@ mod tests {
     #[test]
     fn one_batch_in_flight_per_partition_and_offsets_per_record() {
         let now = Instant::now();
-        let mut acc = Accumulator::new(100, Duration::ZERO, Compression::Gzip, Duration::from_secs(60));
-        let mut futs: Vec<_> = (0..4).map(|i| acc.append(&tp(0), 10 + i, None, Some(&[i as u8; 60]), now, None)).collect();
+        let mut acc = Accumulator::new(
+            100,
+            Duration::ZERO,
+            Compression::Gzip,
+            Duration::from_secs(60),
+        );
+        let mut futs: Vec<_> = (0..4)
+            .map(|i| acc.append(&tp(0), 10 + i, None, Some(&[i as u8; 60]), now, None))
+            .collect();
         let d = acc.drain(&tp(0)).unwrap().unwrap();
         // The set is a gzip wrapper holding the batch's records.
         let mut n = 0;
         for_each_record(&d.set, &mut Vec::new(), |_| n += 1).unwrap();
         assert_eq!(n, 1);
-        assert!(acc.drain(&tp(0)).unwrap().is_none(), "front already in flight");
+        assert!(
+            acc.drain(&tp(0)).unwrap().is_none(),
+            "front already in flight"
+        );
         assert!(acc.ready(now, true).0.is_empty());
         acc.complete(&tp(0), d.batch_id, Ok(Some(40)));
         match poll_now(&mut futs[0]) {
@@ -528,17 +633,39 @@ mod tests {
     #[test]
     fn retriable_failures_back_off_then_give_up_at_the_deadline() {
         let now = Instant::now();
-        let mut acc = Accumulator::new(1000, Duration::ZERO, Compression::None, Duration::from_millis(500));
+        let mut acc = Accumulator::new(
+            1000,
+            Duration::ZERO,
+            Compression::None,
+            Duration::from_millis(500),
+        );
         let mut f = acc.append(&tp(0), 1, None, Some(b"v"), now, None);
         let d = acc.drain(&tp(0)).unwrap().unwrap();
-        let err = || Error::Remote { code: ErrorCode::NotLeader, message: "moved".into() };
-        assert!(acc.retry_or_fail(&tp(0), d.batch_id, err(), now, Duration::from_millis(100), 10));
+        let err = || Error::Remote {
+            code: ErrorCode::NotLeader,
+            message: "moved".into(),
+        };
+        assert!(acc.retry_or_fail(
+            &tp(0),
+            d.batch_id,
+            err(),
+            now,
+            Duration::from_millis(100),
+            10
+        ));
         let (ready, next) = acc.ready(now, false);
         assert!(ready.is_empty());
         assert_eq!(next, Some(now + Duration::from_millis(100)));
         let later = now + Duration::from_millis(450);
         let d = acc.drain(&tp(0)).unwrap().unwrap();
-        assert!(!acc.retry_or_fail(&tp(0), d.batch_id, err(), later, Duration::from_millis(100), 10));
+        assert!(!acc.retry_or_fail(
+            &tp(0),
+            d.batch_id,
+            err(),
+            later,
+            Duration::from_millis(100),
+            10
+        ));
         match poll_now(&mut f) {
             Poll::Ready(Err(e)) => assert_eq!(e.code(), ErrorCode::NotLeader),
             other => panic!("{other:?}"),
@@ -549,7 +676,12 @@ mod tests {
     #[test]
     fn retries_zero_fails_on_first_error() {
         let now = Instant::now();
-        let mut acc = Accumulator::new(1000, Duration::ZERO, Compression::None, Duration::from_secs(60));
+        let mut acc = Accumulator::new(
+            1000,
+            Duration::ZERO,
+            Compression::None,
+            Duration::from_secs(60),
+        );
         let _f = acc.append(&tp(0), 1, None, Some(b"v"), now, None);
         let d = acc.drain(&tp(0)).unwrap().unwrap();
         let err = Error::Network("reset".into());
@@ -559,11 +691,20 @@ mod tests {
     #[test]
     fn expired_batches_fail_with_timed_out_and_stale_completions_are_ignored() {
         let now = Instant::now();
-        let mut acc = Accumulator::new(10, Duration::ZERO, Compression::None, Duration::from_millis(50));
+        let mut acc = Accumulator::new(
+            10,
+            Duration::ZERO,
+            Compression::None,
+            Duration::from_millis(50),
+        );
         let mut f1 = acc.append(&tp(0), 1, None, Some(b"first"), now, None);
         let mut f2 = acc.append(&tp(0), 1, None, Some(b"second"), now, None);
         let d = acc.drain(&tp(0)).unwrap().unwrap();
-        assert_eq!(acc.expire(now + Duration::from_millis(60)), 1, "the in-flight batch is left alone");
+        assert_eq!(
+            acc.expire(now + Duration::from_millis(60)),
+            1,
+            "the in-flight batch is left alone"
+        );
         match poll_now(&mut f2) {
             Poll::Ready(Err(e)) => assert_eq!(e.code(), ErrorCode::RequestTimedOut),
             other => panic!("{other:?}"),
@@ -571,6 +712,9 @@ mod tests {
         acc.complete(&tp(0), d.batch_id + 100, Ok(Some(0)));
         assert!(poll_now(&mut f1).is_pending());
         acc.fail_all(|| Error::ShuttingDown);
-        assert!(matches!(poll_now(&mut f1), Poll::Ready(Err(Error::ShuttingDown))));
+        assert!(matches!(
+            poll_now(&mut f1),
+            Poll::Ready(Err(Error::ShuttingDown))
+        ));
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use sluiceway_proto::v1;
 use sluiceway_proto::v1::admin_client::AdminClient as GrpcAdmin;
 
-use super::cluster::{BrokerInfo, Cluster, ListedOffset, OffsetSpec, TopicMetadata, status_to_error};
+use super::cluster::{
+    BrokerInfo, Cluster, ListedOffset, OffsetSpec, TopicMetadata, status_to_error,
+};
 use super::config::AdminConfig;
 use crate::error::{Error, Result};
 use crate::group::TopicPartition;
@@ -29,7 +31,11 @@ pub struct NewTopic {
 
 impl NewTopic {
     pub fn new(name: impl Into<String>, partitions: u32) -> NewTopic {
-        NewTopic { name: name.into(), partitions, ..NewTopic::default() }
+        NewTopic {
+            name: name.into(),
+            partitions,
+            ..NewTopic::default()
+        }
     }
     /// Sets the replication factor.
     pub fn replication_factor(mut self, n: u32) -> NewTopic {
@@ -82,11 +88,12 @@ impl Admin {
         Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
     {
         let timeout = self.cluster.config.request_timeout;
-        self.cluster.any_broker(|ch, _| {
-            let fut = f(GrpcAdmin::new(ch), timeout);
-            async move { fut.await.map_err(|s| status_to_error(&s)) }
-        })
-        .await
+        self.cluster
+            .any_broker(|ch, _| {
+                let fut = f(GrpcAdmin::new(ch), timeout);
+                async move { fut.await.map_err(|s| status_to_error(&s)) }
+            })
+            .await
     }
 
     /// Creates a topic; returns its placement.
@@ -113,7 +120,9 @@ impl Admin {
 
     /// Deletes a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
-        let req = v1::DeleteTopicRequest { name: name.to_owned() };
+        let req = v1::DeleteTopicRequest {
+            name: name.to_owned(),
+        };
         self.call(|mut c, t| {
             let mut r = tonic::Request::new(req.clone());
             r.set_timeout(t);
@@ -136,13 +145,19 @@ impl Admin {
         Ok(resp
             .topics
             .into_iter()
-            .map(|t| TopicListing { name: t.name, partitions: t.partitions, replication_factor: t.replication_factor })
+            .map(|t| TopicListing {
+                name: t.name,
+                partitions: t.partitions,
+                replication_factor: t.replication_factor,
+            })
             .collect())
     }
 
     /// One topic's partitions, leaders, replicas and configuration.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
-        let req = v1::DescribeTopicRequest { name: name.to_owned() };
+        let req = v1::DescribeTopicRequest {
+            name: name.to_owned(),
+        };
         let resp = self
             .call(|mut c, t| {
                 let mut r = tonic::Request::new(req.clone());
@@ -150,10 +165,9 @@ impl Admin {
                 async move { c.describe_topic(r).await.map(|r| r.into_inner()) }
             })
             .await?;
-        let topic = resp
-            .topic
-            .map(TopicMetadata::from_proto)
-            .ok_or_else(|| Error::InvalidRequest("DescribeTopic answered without the topic".into()))?;
+        let topic = resp.topic.map(TopicMetadata::from_proto).ok_or_else(|| {
+            Error::InvalidRequest("DescribeTopic answered without the topic".into())
+        })?;
         Ok(TopicDescription {
             topic,
             configs: resp.configs.into_iter().collect(),
@@ -162,7 +176,10 @@ impl Admin {
     }
 
     /// Looks offsets up at each partition's leader: one result per request entry, in order.
-    pub async fn list_offsets(&self, specs: &[(TopicPartition, OffsetSpec)]) -> Vec<Result<ListedOffset>> {
+    pub async fn list_offsets(
+        &self,
+        specs: &[(TopicPartition, OffsetSpec)],
+    ) -> Vec<Result<ListedOffset>> {
         self.cluster.list_offsets(specs).await
     }
 

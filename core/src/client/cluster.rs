@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -34,7 +34,8 @@ use super::config::CommonConfig;
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
 use crate::limits::{
-    CLIENT_METADATA_REFRESH_MS_MIN, CLIENT_METADATA_TOPICS_MAX, REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX,
+    CLIENT_METADATA_REFRESH_MS_MIN, CLIENT_METADATA_TOPICS_MAX, REQUEST_BYTES_MAX,
+    RESPONSE_BYTES_MAX,
 };
 
 /// A broker as the registry describes it.
@@ -93,32 +94,58 @@ pub(crate) fn code_from_i32(code: i32) -> ErrorCode {
 /// A per-partition error from a response as [`Error`] (the broker's message kept).
 pub(crate) fn partition_error(code: i32, message: &str, tp: &TopicPartition) -> Error {
     let code = code_from_i32(code);
-    let message = if message.is_empty() { format!("{}-{}", tp.topic, tp.partition) } else { message.to_owned() };
+    let message = if message.is_empty() {
+        format!("{}-{}", tp.topic, tp.partition)
+    } else {
+        message.to_owned()
+    };
     Error::Remote { code, message }
 }
 
 /// Maps a `tonic::Status` to [`Error`] (see the module docs).
 pub fn status_to_error(s: &tonic::Status) -> Error {
     if let Some(d) = sluiceway_proto::error_detail(s) {
-        return Error::Remote { code: code_from_i32(d.code), message: d.message };
+        return Error::Remote {
+            code: code_from_i32(d.code),
+            message: d.message,
+        };
     }
     use tonic::Code;
     match s.code() {
         // tonic reports connection refused / reset / h2 errors as Unavailable or Unknown.
-        Code::Unavailable | Code::Unknown => Error::Network(format!("{} ({:?})", s.message(), s.code())),
-        Code::DeadlineExceeded | Code::Cancelled => Error::TimedOut(format!("{} ({:?})", s.message(), s.code())),
-        Code::OutOfRange | Code::ResourceExhausted if s.message().contains("too large") => {
-            Error::Remote { code: ErrorCode::RecordListTooLarge, message: s.message().to_owned() }
+        Code::Unavailable | Code::Unknown => {
+            Error::Network(format!("{} ({:?})", s.message(), s.code()))
         }
-        Code::InvalidArgument => Error::Remote { code: ErrorCode::InvalidRequest, message: s.message().to_owned() },
-        other => Error::Remote { code: ErrorCode::UnknownServerError, message: format!("{} ({other:?})", s.message()) },
+        Code::DeadlineExceeded | Code::Cancelled => {
+            Error::TimedOut(format!("{} ({:?})", s.message(), s.code()))
+        }
+        Code::OutOfRange | Code::ResourceExhausted if s.message().contains("too large") => {
+            Error::Remote {
+                code: ErrorCode::RecordListTooLarge,
+                message: s.message().to_owned(),
+            }
+        }
+        Code::InvalidArgument => Error::Remote {
+            code: ErrorCode::InvalidRequest,
+            message: s.message().to_owned(),
+        },
+        other => Error::Remote {
+            code: ErrorCode::UnknownServerError,
+            message: format!("{} ({other:?})", s.message()),
+        },
     }
 }
 
 /// Whether an error means "this broker could not be reached" (try another, refresh metadata).
 pub(crate) fn is_connection_error(e: &Error) -> bool {
     matches!(e, Error::Network(_) | Error::TimedOut(_))
-        || matches!(e, Error::Remote { code: ErrorCode::BrokerNotAvailable | ErrorCode::NetworkException, .. })
+        || matches!(
+            e,
+            Error::Remote {
+                code: ErrorCode::BrokerNotAvailable | ErrorCode::NetworkException,
+                ..
+            }
+        )
 }
 
 /// Whether the cached metadata should be refreshed after this error.
@@ -161,6 +188,12 @@ pub(crate) struct Cluster {
     cache: RwLock<Cache>,
     /// Serialises refreshes (a refresh is a network round trip; waiters reuse its answer).
     refresh_lock: tokio::sync::Mutex<()>,
+    /// When the last refresh was attempted, successful or not: attempts are spaced by
+    /// `retry.backoff.ms` (at least [`CLIENT_METADATA_REFRESH_MS_MIN`]) so a cluster that is
+    /// down is not polled in a tight loop.
+    last_attempt: Mutex<Option<Instant>>,
+    /// A background refresh is running ([`Cluster::spawn_refresh`]).
+    refreshing: AtomicBool,
 }
 
 impl Cluster {
@@ -173,6 +206,8 @@ impl Cluster {
             next: AtomicUsize::new(0),
             cache: RwLock::new(Cache::default()),
             refresh_lock: tokio::sync::Mutex::new(()),
+            last_attempt: Mutex::new(None),
+            refreshing: AtomicBool::new(false),
         }
     }
 
@@ -183,7 +218,10 @@ impl Cluster {
             return Ok(c.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Error::InvalidConfig { key: "bootstrap.servers".into(), reason: format!("{address:?}: {e}") })?
+            .map_err(|e| Error::InvalidConfig {
+                key: "bootstrap.servers".into(),
+                reason: format!("{address:?}: {e}"),
+            })?
             .connect_timeout(self.config.request_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -241,12 +279,39 @@ impl Cluster {
         self.any_broker(|ch, _| async move {
             let mut req = tonic::Request::new(v1::ListBrokersRequest {});
             req.set_timeout(timeout);
-            let r = RegistryClient::new(ch).list_brokers(req).await.map_err(|s| status_to_error(&s))?.into_inner();
-            let brokers =
-                r.brokers.into_iter().map(|b| BrokerInfo { broker_id: b.broker_id, address: b.address, alive: b.alive }).collect();
+            let r = RegistryClient::new(ch)
+                .list_brokers(req)
+                .await
+                .map_err(|s| status_to_error(&s))?
+                .into_inner();
+            let brokers = r
+                .brokers
+                .into_iter()
+                .map(|b| BrokerInfo {
+                    broker_id: b.broker_id,
+                    address: b.address,
+                    alive: b.alive,
+                })
+                .collect();
             Ok((brokers, r.controller_id))
         })
         .await
+    }
+
+    /// Starts a refresh of the tracked topics in the background unless one is running; calls
+    /// `done` when it finished (either way).
+    pub(crate) fn spawn_refresh(self: &Arc<Self>, done: impl FnOnce() + Send + 'static) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cluster.refresh(&[]).await {
+                tracing::debug!(error = %e, "background metadata refresh failed");
+            }
+            cluster.refreshing.store(false, Ordering::Release);
+            done();
+        });
     }
 
     /// Marks the cache stale: the next lookup refreshes it.
@@ -255,35 +320,46 @@ impl Cluster {
     }
 
     fn fresh(&self, cache: &Cache) -> bool {
-        !cache.stale && cache.refreshed_at.is_some_and(|t| t.elapsed() < self.config.metadata_max_age)
+        !cache.stale
+            && cache
+                .refreshed_at
+                .is_some_and(|t| t.elapsed() < self.config.metadata_max_age)
     }
 
     /// Refreshes the cached metadata for the tracked topics plus `extra`.
     pub(crate) async fn refresh(&self, extra: &[&str]) -> Result<()> {
         let started = Instant::now();
         let _guard = self.refresh_lock.lock().await;
-        let wait = {
+        {
             // Someone else refreshed while we waited, and it covers what we need: reuse it.
             let c = self.cache.read();
-            match c.refreshed_at {
-                Some(t) => {
-                    let covered = extra.iter().all(|x| c.topics.contains_key(*x) || c.missing.contains(*x));
-                    if t >= started && covered && !c.stale {
-                        return Ok(());
-                    }
-                    // Rate limit: error-triggered refreshes come at most every CLIENT_METADATA_REFRESH_MS_MIN.
-                    let min = Duration::from_millis(CLIENT_METADATA_REFRESH_MS_MIN);
-                    if covered { min.saturating_sub(t.elapsed()) } else { Duration::ZERO }
-                }
-                None => Duration::ZERO,
+            let covered = extra
+                .iter()
+                .all(|x| c.topics.contains_key(*x) || c.missing.contains(*x));
+            if c.refreshed_at.is_some_and(|t| t >= started) && covered && !c.stale {
+                return Ok(());
             }
-        };
+        }
+        // Space attempts out, failed ones included.
+        let spacing = self
+            .config
+            .retry_backoff
+            .max(Duration::from_millis(CLIENT_METADATA_REFRESH_MS_MIN));
+        let wait = self
+            .last_attempt
+            .lock()
+            .map_or(Duration::ZERO, |t| spacing.saturating_sub(t.elapsed()));
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        *self.last_attempt.lock() = Some(Instant::now());
         let mut topics: BTreeSet<String> = {
             let c = self.cache.read();
-            c.topics.keys().cloned().chain(c.missing.iter().cloned()).collect()
+            c.topics
+                .keys()
+                .cloned()
+                .chain(c.missing.iter().cloned())
+                .collect()
         };
         topics.extend(extra.iter().map(|s| (*s).to_owned()));
         if topics.len() > CLIENT_METADATA_TOPICS_MAX {
@@ -291,7 +367,9 @@ impl Cluster {
                 "a client tracks at most {CLIENT_METADATA_TOPICS_MAX} topics"
             )));
         }
-        let request = v1::GetMetadataRequest { topics: topics.into_iter().collect() };
+        let request = v1::GetMetadataRequest {
+            topics: topics.into_iter().collect(),
+        };
         let timeout = self.config.request_timeout;
         let resp = self
             .any_broker(|ch, _| {
@@ -299,17 +377,26 @@ impl Cluster {
                 async move {
                     let mut req = tonic::Request::new(request);
                     req.set_timeout(timeout);
-                    RegistryClient::new(ch).get_metadata(req).await.map(|r| r.into_inner()).map_err(|s| status_to_error(&s))
+                    RegistryClient::new(ch)
+                        .get_metadata(req)
+                        .await
+                        .map(|r| r.into_inner())
+                        .map_err(|s| status_to_error(&s))
                 }
             })
             .await?;
-        let mut cache = Cache { refreshed_at: Some(Instant::now()), ..Cache::default() };
+        let mut cache = Cache {
+            refreshed_at: Some(Instant::now()),
+            ..Cache::default()
+        };
         for b in &resp.brokers {
             cache.brokers.insert(b.broker_id, b.address.clone());
         }
         for t in resp.topics {
             if code_from_i32(t.error_code) == ErrorCode::None {
-                cache.topics.insert(t.name.clone(), Arc::new(TopicMetadata::from_proto(t)));
+                cache
+                    .topics
+                    .insert(t.name.clone(), Arc::new(TopicMetadata::from_proto(t)));
             } else {
                 cache.missing.insert(t.name);
             }
@@ -333,10 +420,10 @@ impl Cluster {
     pub(crate) async fn topic(&self, topic: &str) -> Result<Arc<TopicMetadata>> {
         {
             let c = self.cache.read();
-            if self.fresh(&c) {
-                if let Some(t) = c.topics.get(topic) {
-                    return Ok(t.clone());
-                }
+            if self.fresh(&c)
+                && let Some(t) = c.topics.get(topic)
+            {
+                return Ok(t.clone());
             }
         }
         // Unknown or stale: ask the registry (a topic created a moment ago appears here).
@@ -357,7 +444,9 @@ impl Cluster {
         if p.leader_id < 0 {
             return None;
         }
-        c.brokers.get(&p.leader_id).map(|a| (a.clone(), p.leader_epoch))
+        c.brokers
+            .get(&p.leader_id)
+            .map(|a| (a.clone(), p.leader_epoch))
     }
 
     /// The leader address of a partition, refreshing metadata when needed.
@@ -366,7 +455,12 @@ impl Cluster {
         if tp.partition as usize >= t.partitions.len() {
             return Err(Error::Remote {
                 code: ErrorCode::UnknownTopicOrPartition,
-                message: format!("topic {} has {} partitions; there is no partition {}", tp.topic, t.partitions.len(), tp.partition),
+                message: format!(
+                    "topic {} has {} partitions; there is no partition {}",
+                    tp.topic,
+                    t.partitions.len(),
+                    tp.partition
+                ),
             });
         }
         if let Some((a, _)) = self.cached_leader(tp) {
@@ -374,10 +468,12 @@ impl Cluster {
         }
         self.request_refresh();
         self.refresh(&[&tp.topic]).await?;
-        self.cached_leader(tp).map(|(a, _)| a).ok_or_else(|| Error::Remote {
-            code: ErrorCode::LeaderNotAvailable,
-            message: format!("partition {}-{} has no leader", tp.topic, tp.partition),
-        })
+        self.cached_leader(tp)
+            .map(|(a, _)| a)
+            .ok_or_else(|| Error::Remote {
+                code: ErrorCode::LeaderNotAvailable,
+                message: format!("partition {}-{} has no leader", tp.topic, tp.partition),
+            })
     }
 
     /// Whether the cache is older than `metadata.max.age.ms` (the producer's and consumer's
@@ -388,7 +484,10 @@ impl Cluster {
 
     /// Looks offsets up (`Log.ListOffsets`), one request per leader. Results in request order;
     /// each is the offset (−1 when a timestamp lookup found nothing) or the partition's error.
-    pub(crate) async fn list_offsets(&self, specs: &[(TopicPartition, OffsetSpec)]) -> Vec<Result<ListedOffset>> {
+    pub(crate) async fn list_offsets(
+        &self,
+        specs: &[(TopicPartition, OffsetSpec)],
+    ) -> Vec<Result<ListedOffset>> {
         let mut out: Vec<Option<Result<ListedOffset>>> = (0..specs.len()).map(|_| None).collect();
         let mut by_leader: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, (tp, _)) in specs.iter().enumerate() {
@@ -407,12 +506,19 @@ impl Cluster {
                         OffsetSpec::Latest => (v1::OffsetSpec::Latest, 0),
                         OffsetSpec::Timestamp(t) => (v1::OffsetSpec::Timestamp, *t),
                     };
-                    v1::ListOffsetsPartition { topic: tp.topic.clone(), partition: tp.partition, spec: spec as i32, timestamp_ms }
+                    v1::ListOffsetsPartition {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                        spec: spec as i32,
+                        timestamp_ms,
+                    }
                 })
                 .collect();
             let result = match self.log_client(&address) {
                 Ok(mut c) => c
-                    .list_offsets(self.request(v1::ListOffsetsRequest { partitions }, Duration::ZERO))
+                    .list_offsets(
+                        self.request(v1::ListOffsetsRequest { partitions }, Duration::ZERO),
+                    )
                     .await
                     .map(|r| r.into_inner())
                     .map_err(|s| status_to_error(&s)),
@@ -447,7 +553,14 @@ impl Cluster {
             }
         }
         out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::Remote { code: ErrorCode::UnknownServerError, message: "no answer for partition".into() })))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::Remote {
+                        code: ErrorCode::UnknownServerError,
+                        message: "no answer for partition".into(),
+                    })
+                })
+            })
             .collect()
     }
 }
@@ -479,11 +592,26 @@ pub(crate) fn clone_error(e: &Error) -> Error {
         Error::ShuttingDown => Error::ShuttingDown,
         Error::Closed(w) => Error::Closed(w),
         Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
-        Error::MessageTooLarge { size, max } => Error::MessageTooLarge { size: *size, max: *max },
-        Error::RecordListTooLarge { size, max } => Error::RecordListTooLarge { size: *size, max: *max },
-        Error::InvalidConfig { key, reason } => Error::InvalidConfig { key: key.clone(), reason: reason.clone() },
-        Error::Remote { code, message } => Error::Remote { code: *code, message: message.clone() },
-        other => Error::Remote { code: other.code(), message: other.to_string() },
+        Error::MessageTooLarge { size, max } => Error::MessageTooLarge {
+            size: *size,
+            max: *max,
+        },
+        Error::RecordListTooLarge { size, max } => Error::RecordListTooLarge {
+            size: *size,
+            max: *max,
+        },
+        Error::InvalidConfig { key, reason } => Error::InvalidConfig {
+            key: key.clone(),
+            reason: reason.clone(),
+        },
+        Error::Remote { code, message } => Error::Remote {
+            code: *code,
+            message: message.clone(),
+        },
+        other => Error::Remote {
+            code: other.code(),
+            message: other.to_string(),
+        },
     }
 }
 
@@ -493,7 +621,11 @@ mod tests {
 
     #[test]
     fn status_with_detail_keeps_code_and_message() {
-        let s = sluiceway_proto::status(tonic::Code::NotFound, v1::ErrorCode::UnknownTopicOrPartition, "topic nope does not exist");
+        let s = sluiceway_proto::status(
+            tonic::Code::NotFound,
+            v1::ErrorCode::UnknownTopicOrPartition,
+            "topic nope does not exist",
+        );
         match status_to_error(&s) {
             Error::Remote { code, message } => {
                 assert_eq!(code, ErrorCode::UnknownTopicOrPartition);
@@ -516,7 +648,10 @@ mod tests {
 
     #[test]
     fn rotation_round_robins() {
-        let c = CommonConfig { bootstrap_servers: vec!["a:1".into(), "b:2".into(), "c:3".into()], ..CommonConfig::default() };
+        let c = CommonConfig {
+            bootstrap_servers: vec!["a:1".into(), "b:2".into(), "c:3".into()],
+            ..CommonConfig::default()
+        };
         let cl = Cluster::new(c);
         assert_eq!(cl.rotation(), ["a:1", "b:2", "c:3"]);
         assert_eq!(cl.rotation(), ["b:2", "c:3", "a:1"]);

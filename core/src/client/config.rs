@@ -41,21 +41,29 @@ use crate::format::Compression;
 use crate::limits::*;
 
 fn invalid(key: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidConfig { key: key.to_owned(), reason: reason.into() }
+    Error::InvalidConfig {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn parse_u64(key: &str, v: &str, min: u64, max: u64) -> Result<u64> {
-    let n: u64 = v
-        .trim()
-        .parse()
-        .map_err(|_| invalid(key, format!("{v:?} is not a whole number; allowed: {min}..={max}")))?;
+    let n: u64 = v.trim().parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{v:?} is not a whole number; allowed: {min}..={max}"),
+        )
+    })?;
     check_range(key, n, min, max)?;
     Ok(n)
 }
 
 fn check_range(key: &str, n: u64, min: u64, max: u64) -> Result<()> {
     if n < min || n > max {
-        return Err(invalid(key, format!("{n} is out of range; allowed: {min}..={max}")));
+        return Err(invalid(
+            key,
+            format!("{n} is out of range; allowed: {min}..={max}"),
+        ));
     }
     Ok(())
 }
@@ -64,7 +72,10 @@ fn parse_bool(key: &str, v: &str) -> Result<bool> {
     match v.trim() {
         "true" => Ok(true),
         "false" => Ok(false),
-        other => Err(invalid(key, format!("{other:?} is not a boolean; allowed: true, false"))),
+        other => Err(invalid(
+            key,
+            format!("{other:?} is not a boolean; allowed: true, false"),
+        )),
     }
 }
 
@@ -128,16 +139,24 @@ impl Default for CommonConfig {
     }
 }
 
-const COMMON_KEYS: &[&str] =
-    &["bootstrap.servers", "client.id", "request.timeout.ms", "retry.backoff.ms", "metadata.max.age.ms"];
+const COMMON_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "client.id",
+    "request.timeout.ms",
+    "retry.backoff.ms",
+    "metadata.max.age.ms",
+];
 
 impl CommonConfig {
     /// Sets one common key; `Ok(false)` when `key` is not a common key.
     fn set(&mut self, key: &str, v: &str) -> Result<bool> {
         match key {
             "bootstrap.servers" => {
-                self.bootstrap_servers =
-                    v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+                self.bootstrap_servers = v
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
             }
             "client.id" => self.client_id = v.to_owned(),
             "request.timeout.ms" => {
@@ -149,7 +168,8 @@ impl CommonConfig {
                 )?)
             }
             "retry.backoff.ms" => {
-                self.retry_backoff = Duration::from_millis(parse_u64(key, v, 0, CLIENT_RETRY_BACKOFF_MS_MAX)?)
+                self.retry_backoff =
+                    Duration::from_millis(parse_u64(key, v, 0, CLIENT_RETRY_BACKOFF_MS_MAX)?)
             }
             "metadata.max.age.ms" => {
                 self.metadata_max_age = Duration::from_millis(parse_u64(
@@ -167,16 +187,25 @@ impl CommonConfig {
     fn validate(&self) -> Result<()> {
         let key = "bootstrap.servers";
         if self.bootstrap_servers.is_empty() {
-            return Err(invalid(key, "is required: one or more HOST:PORT, comma-separated"));
+            return Err(invalid(
+                key,
+                "is required: one or more HOST:PORT, comma-separated",
+            ));
         }
         if self.bootstrap_servers.len() > CLIENT_BOOTSTRAP_SERVERS_MAX {
-            return Err(invalid(key, format!("lists more than {CLIENT_BOOTSTRAP_SERVERS_MAX} addresses")));
+            return Err(invalid(
+                key,
+                format!("lists more than {CLIENT_BOOTSTRAP_SERVERS_MAX} addresses"),
+            ));
         }
         for a in &self.bootstrap_servers {
             validate_address(key, a)?;
         }
         if self.client_id.len() > CLIENT_ID_BYTES_MAX {
-            return Err(invalid("client.id", format!("is longer than {CLIENT_ID_BYTES_MAX} bytes")));
+            return Err(invalid(
+                "client.id",
+                format!("is longer than {CLIENT_ID_BYTES_MAX} bytes"),
+            ));
         }
         check_range(
             "request.timeout.ms",
@@ -184,7 +213,12 @@ impl CommonConfig {
             CLIENT_REQUEST_TIMEOUT_MS_MIN,
             CLIENT_REQUEST_TIMEOUT_MS_MAX,
         )?;
-        check_range("retry.backoff.ms", ms(self.retry_backoff), 0, CLIENT_RETRY_BACKOFF_MS_MAX)?;
+        check_range(
+            "retry.backoff.ms",
+            ms(self.retry_backoff),
+            0,
+            CLIENT_RETRY_BACKOFF_MS_MAX,
+        )?;
         check_range(
             "metadata.max.age.ms",
             ms(self.metadata_max_age),
@@ -200,19 +234,32 @@ pub(crate) fn validate_address(key: &str, a: &str) -> Result<()> {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok() && !a.contains('/'),
         None => false,
     };
-    if ok { Ok(()) } else { Err(invalid(key, format!("{a:?} is not HOST:PORT (e.g. 127.0.0.1:9292)"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{a:?} is not HOST:PORT (e.g. 127.0.0.1:9292)"),
+        ))
+    }
 }
 
 fn unknown(kind: &str, key: &str, own: &[&str]) -> Error {
     let mut all: Vec<&str> = COMMON_KEYS.iter().chain(own.iter()).copied().collect();
     all.sort_unstable();
-    invalid(key, format!("is not a {kind} setting; known keys: {}", all.join(", ")))
+    invalid(
+        key,
+        format!("is not a {kind} setting; known keys: {}", all.join(", ")),
+    )
 }
 
 macro_rules! common_builders {
     () => {
         /// Sets `bootstrap.servers` (one or more `HOST:PORT`).
-        pub fn bootstrap_servers<S: Into<String>>(mut self, servers: impl IntoIterator<Item = S>) -> Self {
+        pub fn bootstrap_servers<S: Into<String>>(
+            mut self,
+            servers: impl IntoIterator<Item = S>,
+        ) -> Self {
             self.common.bootstrap_servers = servers.into_iter().map(Into::into).collect();
             self
         }
@@ -237,7 +284,9 @@ macro_rules! common_builders {
             self
         }
         /// Builds from `key → value` pairs (what bindings pass), then validates.
-        pub fn from_map<K: AsRef<str>, V: AsRef<str>>(map: impl IntoIterator<Item = (K, V)>) -> Result<Self> {
+        pub fn from_map<K: AsRef<str>, V: AsRef<str>>(
+            map: impl IntoIterator<Item = (K, V)>,
+        ) -> Result<Self> {
             let mut c = Self::default();
             for (k, v) in map {
                 c.set(k.as_ref(), v.as_ref())?;
@@ -313,27 +362,47 @@ impl ProducerConfig {
                     "all" | "-1" => Acks::All,
                     "1" => Acks::Leader,
                     "0" => Acks::None,
-                    other => return Err(invalid(key, format!("{other:?} is not allowed; allowed: all, -1, 1, 0"))),
+                    other => {
+                        return Err(invalid(
+                            key,
+                            format!("{other:?} is not allowed; allowed: all, -1, 1, 0"),
+                        ));
+                    }
                 }
             }
-            "linger.ms" => self.linger = Duration::from_millis(parse_u64(key, v, 0, PRODUCER_LINGER_MS_MAX)?),
-            "batch.size" => self.batch_size = parse_u64(key, v, 1, u64::from(PRODUCER_BATCH_BYTES_MAX))? as u32,
+            "linger.ms" => {
+                self.linger = Duration::from_millis(parse_u64(key, v, 0, PRODUCER_LINGER_MS_MAX)?)
+            }
+            "batch.size" => {
+                self.batch_size = parse_u64(key, v, 1, u64::from(PRODUCER_BATCH_BYTES_MAX))? as u32
+            }
             "compression.type" => {
                 self.compression = Compression::from_name(v.trim()).ok_or_else(|| {
-                    invalid(key, format!("{v:?} is not a codec; allowed: none, gzip, snappy, lz4, zstd"))
+                    invalid(
+                        key,
+                        format!("{v:?} is not a codec; allowed: none, gzip, snappy, lz4, zstd"),
+                    )
                 })?
             }
-            "retries" => self.retries = parse_u64(key, v, 0, u64::from(PRODUCER_RETRIES_DEFAULT))? as u32,
+            "retries" => {
+                self.retries = parse_u64(key, v, 0, u64::from(PRODUCER_RETRIES_DEFAULT))? as u32
+            }
             "delivery.timeout.ms" => {
-                self.delivery_timeout = Duration::from_millis(parse_u64(key, v, 1, PRODUCER_DELIVERY_TIMEOUT_MS_MAX)?)
+                self.delivery_timeout =
+                    Duration::from_millis(parse_u64(key, v, 1, PRODUCER_DELIVERY_TIMEOUT_MS_MAX)?)
             }
             "max.in.flight.requests.per.connection" => {
-                self.max_in_flight = parse_u64(key, v, 1, u64::from(PRODUCER_IN_FLIGHT_PER_BROKER_MAX))? as u32
+                self.max_in_flight =
+                    parse_u64(key, v, 1, u64::from(PRODUCER_IN_FLIGHT_PER_BROKER_MAX))? as u32
             }
             "buffer.memory" => {
-                self.buffer_memory = parse_u64(key, v, PRODUCER_BUFFER_BYTES_MIN, PRODUCER_BUFFER_BYTES_MAX)?
+                self.buffer_memory =
+                    parse_u64(key, v, PRODUCER_BUFFER_BYTES_MIN, PRODUCER_BUFFER_BYTES_MAX)?
             }
-            "max.block.ms" => self.max_block = Duration::from_millis(parse_u64(key, v, 0, PRODUCER_MAX_BLOCK_MS_MAX)?),
+            "max.block.ms" => {
+                self.max_block =
+                    Duration::from_millis(parse_u64(key, v, 0, PRODUCER_MAX_BLOCK_MS_MAX)?)
+            }
             _ => return Err(unknown("producer", key, PRODUCER_KEYS)),
         }
         Ok(self)
@@ -389,16 +458,36 @@ impl ProducerConfig {
     pub fn validate(&self) -> Result<()> {
         self.common.validate()?;
         check_range("linger.ms", ms(self.linger), 0, PRODUCER_LINGER_MS_MAX)?;
-        check_range("batch.size", u64::from(self.batch_size), 1, u64::from(PRODUCER_BATCH_BYTES_MAX))?;
-        check_range("delivery.timeout.ms", ms(self.delivery_timeout), 1, PRODUCER_DELIVERY_TIMEOUT_MS_MAX)?;
+        check_range(
+            "batch.size",
+            u64::from(self.batch_size),
+            1,
+            u64::from(PRODUCER_BATCH_BYTES_MAX),
+        )?;
+        check_range(
+            "delivery.timeout.ms",
+            ms(self.delivery_timeout),
+            1,
+            PRODUCER_DELIVERY_TIMEOUT_MS_MAX,
+        )?;
         check_range(
             "max.in.flight.requests.per.connection",
             u64::from(self.max_in_flight),
             1,
             u64::from(PRODUCER_IN_FLIGHT_PER_BROKER_MAX),
         )?;
-        check_range("buffer.memory", self.buffer_memory, PRODUCER_BUFFER_BYTES_MIN, PRODUCER_BUFFER_BYTES_MAX)?;
-        check_range("max.block.ms", ms(self.max_block), 0, PRODUCER_MAX_BLOCK_MS_MAX)
+        check_range(
+            "buffer.memory",
+            self.buffer_memory,
+            PRODUCER_BUFFER_BYTES_MIN,
+            PRODUCER_BUFFER_BYTES_MAX,
+        )?;
+        check_range(
+            "max.block.ms",
+            ms(self.max_block),
+            0,
+            PRODUCER_MAX_BLOCK_MS_MAX,
+        )
     }
 }
 
@@ -473,7 +562,12 @@ impl ConsumerConfig {
                     "latest" => OffsetReset::Latest,
                     "none" | "error" => OffsetReset::Error,
                     other => {
-                        return Err(invalid(key, format!("{other:?} is not allowed; allowed: earliest, latest, none (= error)")));
+                        return Err(invalid(
+                            key,
+                            format!(
+                                "{other:?} is not allowed; allowed: earliest, latest, none (= error)"
+                            ),
+                        ));
                     }
                 }
             }
@@ -486,16 +580,23 @@ impl ConsumerConfig {
                     CONSUMER_AUTO_COMMIT_INTERVAL_MS_MAX,
                 )?)
             }
-            "fetch.min.bytes" => self.fetch_min_bytes = parse_u64(key, v, 0, u64::from(FETCH_BYTES_MAX))? as u32,
+            "fetch.min.bytes" => {
+                self.fetch_min_bytes = parse_u64(key, v, 0, u64::from(FETCH_BYTES_MAX))? as u32
+            }
             "fetch.max.wait.ms" => {
-                self.fetch_max_wait = Duration::from_millis(parse_u64(key, v, 0, u64::from(FETCH_WAIT_MS_MAX))?)
+                self.fetch_max_wait =
+                    Duration::from_millis(parse_u64(key, v, 0, u64::from(FETCH_WAIT_MS_MAX))?)
             }
             "max.partition.fetch.bytes" => {
-                self.max_partition_fetch_bytes = parse_u64(key, v, 1, u64::from(FETCH_BYTES_MAX))? as u32
+                self.max_partition_fetch_bytes =
+                    parse_u64(key, v, 1, u64::from(FETCH_BYTES_MAX))? as u32
             }
-            "fetch.max.bytes" => self.fetch_max_bytes = parse_u64(key, v, 1, u64::from(FETCH_BYTES_MAX))? as u32,
+            "fetch.max.bytes" => {
+                self.fetch_max_bytes = parse_u64(key, v, 1, u64::from(FETCH_BYTES_MAX))? as u32
+            }
             "max.poll.records" => {
-                self.max_poll_records = parse_u64(key, v, 1, u64::from(CONSUMER_MAX_POLL_RECORDS_MAX))? as u32
+                self.max_poll_records =
+                    parse_u64(key, v, 1, u64::from(CONSUMER_MAX_POLL_RECORDS_MAX))? as u32
             }
             "offset.store.dir" => {
                 if v.trim().is_empty() {
@@ -562,10 +663,13 @@ impl ConsumerConfig {
     /// Checks every value against its bounds (also what the typed builders set).
     pub fn validate(&self) -> Result<()> {
         self.common.validate()?;
-        if let Some(g) = &self.group_id {
-            if g.is_empty() || g.len() > CLIENT_ID_BYTES_MAX {
-                return Err(invalid("group.id", format!("must be 1..={CLIENT_ID_BYTES_MAX} bytes")));
-            }
+        if let Some(g) = &self.group_id
+            && (g.is_empty() || g.len() > CLIENT_ID_BYTES_MAX)
+        {
+            return Err(invalid(
+                "group.id",
+                format!("must be 1..={CLIENT_ID_BYTES_MAX} bytes"),
+            ));
         }
         check_range(
             "auto.commit.interval.ms",
@@ -573,11 +677,36 @@ impl ConsumerConfig {
             CONSUMER_AUTO_COMMIT_INTERVAL_MS_MIN,
             CONSUMER_AUTO_COMMIT_INTERVAL_MS_MAX,
         )?;
-        check_range("fetch.min.bytes", u64::from(self.fetch_min_bytes), 0, u64::from(FETCH_BYTES_MAX))?;
-        check_range("fetch.max.wait.ms", ms(self.fetch_max_wait), 0, u64::from(FETCH_WAIT_MS_MAX))?;
-        check_range("max.partition.fetch.bytes", u64::from(self.max_partition_fetch_bytes), 1, u64::from(FETCH_BYTES_MAX))?;
-        check_range("fetch.max.bytes", u64::from(self.fetch_max_bytes), 1, u64::from(FETCH_BYTES_MAX))?;
-        check_range("max.poll.records", u64::from(self.max_poll_records), 1, u64::from(CONSUMER_MAX_POLL_RECORDS_MAX))
+        check_range(
+            "fetch.min.bytes",
+            u64::from(self.fetch_min_bytes),
+            0,
+            u64::from(FETCH_BYTES_MAX),
+        )?;
+        check_range(
+            "fetch.max.wait.ms",
+            ms(self.fetch_max_wait),
+            0,
+            u64::from(FETCH_WAIT_MS_MAX),
+        )?;
+        check_range(
+            "max.partition.fetch.bytes",
+            u64::from(self.max_partition_fetch_bytes),
+            1,
+            u64::from(FETCH_BYTES_MAX),
+        )?;
+        check_range(
+            "fetch.max.bytes",
+            u64::from(self.fetch_max_bytes),
+            1,
+            u64::from(FETCH_BYTES_MAX),
+        )?;
+        check_range(
+            "max.poll.records",
+            u64::from(self.max_poll_records),
+            1,
+            u64::from(CONSUMER_MAX_POLL_RECORDS_MAX),
+        )
     }
 }
 
@@ -612,8 +741,13 @@ impl AdminConfig {
 }
 
 /// Turns `&[("k","v")]`-like input into the map form; a convenience for tests and examples.
-pub fn config_map<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, String> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+pub fn config_map<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> BTreeMap<String, String> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -657,7 +791,11 @@ mod tests {
     fn bad_values_name_the_key_and_what_is_allowed() {
         let cases: &[(&str, &str, &str)] = &[
             ("acks", "2", "allowed: all, -1, 1, 0"),
-            ("compression.type", "brotli", "allowed: none, gzip, snappy, lz4, zstd"),
+            (
+                "compression.type",
+                "brotli",
+                "allowed: none, gzip, snappy, lz4, zstd",
+            ),
             ("linger.ms", "-5", "allowed: 0..=60000"),
             ("linger.ms", "999999", "out of range"),
             ("batch.size", "0", "allowed: 1..="),
@@ -675,12 +813,23 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors() {
-        let (key, reason) = key_of(ProducerConfig::from_map([("bootstrap.servers", "h:1"), ("group.id", "g")]).unwrap_err());
+        let (key, reason) = key_of(
+            ProducerConfig::from_map([("bootstrap.servers", "h:1"), ("group.id", "g")])
+                .unwrap_err(),
+        );
         assert_eq!(key, "group.id");
-        assert!(reason.contains("not a producer setting") && reason.contains("linger.ms"), "{reason}");
-        let (key, _) = key_of(ConsumerConfig::from_map([("bootstrap.servers", "h:1"), ("linger.ms", "1")]).unwrap_err());
+        assert!(
+            reason.contains("not a producer setting") && reason.contains("linger.ms"),
+            "{reason}"
+        );
+        let (key, _) = key_of(
+            ConsumerConfig::from_map([("bootstrap.servers", "h:1"), ("linger.ms", "1")])
+                .unwrap_err(),
+        );
         assert_eq!(key, "linger.ms");
-        let (key, _) = key_of(AdminConfig::from_map([("bootstrap.servers", "h:1"), ("acks", "1")]).unwrap_err());
+        let (key, _) = key_of(
+            AdminConfig::from_map([("bootstrap.servers", "h:1"), ("acks", "1")]).unwrap_err(),
+        );
         assert_eq!(key, "acks");
     }
 
@@ -698,7 +847,9 @@ mod tests {
             ("none", OffsetReset::Error),
             ("error", OffsetReset::Error),
         ] {
-            let c = ConsumerConfig::from_map([("bootstrap.servers", "h:1"), ("auto.offset.reset", v)]).unwrap();
+            let c =
+                ConsumerConfig::from_map([("bootstrap.servers", "h:1"), ("auto.offset.reset", v)])
+                    .unwrap();
             assert_eq!(c.auto_offset_reset, want);
         }
         let c = ConsumerConfig::from_map([
@@ -714,12 +865,19 @@ mod tests {
         assert!(!c.enable_auto_commit);
         assert_eq!(c.max_poll_records, 7);
         assert_eq!(c.offset_store_dir, Some(PathBuf::from("/tmp/x")));
-        let (key, reason) =
-            key_of(ConsumerConfig::from_map([("bootstrap.servers", "h:1"), ("enable.auto.commit", "yes")]).unwrap_err());
+        let (key, reason) = key_of(
+            ConsumerConfig::from_map([("bootstrap.servers", "h:1"), ("enable.auto.commit", "yes")])
+                .unwrap_err(),
+        );
         assert_eq!(key, "enable.auto.commit");
         assert!(reason.contains("true, false"));
-        let (key, _) =
-            key_of(ConsumerConfig::from_map([("bootstrap.servers", "h:1"), ("fetch.max.wait.ms", "30001")]).unwrap_err());
+        let (key, _) = key_of(
+            ConsumerConfig::from_map([
+                ("bootstrap.servers", "h:1"),
+                ("fetch.max.wait.ms", "30001"),
+            ])
+            .unwrap_err(),
+        );
         assert_eq!(key, "fetch.max.wait.ms");
     }
 
@@ -731,6 +889,10 @@ mod tests {
         assert_eq!(key_of(c.validate().unwrap_err()).0, "buffer.memory");
         let c = ConsumerConfig::new("h:1").max_poll_records(0);
         assert_eq!(key_of(c.validate().unwrap_err()).0, "max.poll.records");
-        ProducerConfig::new("a:1,b:2").acks(Acks::Leader).compression(Compression::Lz4).validate().unwrap();
+        ProducerConfig::new("a:1,b:2")
+            .acks(Acks::Leader)
+            .compression(Compression::Lz4)
+            .validate()
+            .unwrap();
     }
 }

@@ -40,7 +40,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::cluster::{
-    Cluster, OffsetSpec, clone_error, code_from_i32, is_connection_error, needs_metadata_refresh, partition_error, status_to_error,
+    Cluster, OffsetSpec, clone_error, code_from_i32, is_connection_error, needs_metadata_refresh,
+    partition_error, status_to_error,
 };
 use super::config::{ConsumerConfig, OffsetReset};
 use super::offset_store::{OffsetStore, STANDALONE_ID};
@@ -116,7 +117,10 @@ pub struct Consumer {
 }
 
 fn not_assigned(tp: &TopicPartition) -> Error {
-    Error::InvalidArgument(format!("partition {}-{} is not assigned to this consumer", tp.topic, tp.partition))
+    Error::InvalidArgument(format!(
+        "partition {}-{} is not assigned to this consumer",
+        tp.topic, tp.partition
+    ))
 }
 
 impl Consumer {
@@ -127,10 +131,15 @@ impl Consumer {
         let store = match &config.offset_store_dir {
             Some(dir) => {
                 let dir = dir.clone();
-                let id = config.group_id.clone().unwrap_or_else(|| STANDALONE_ID.to_owned());
+                let id = config
+                    .group_id
+                    .clone()
+                    .unwrap_or_else(|| STANDALONE_ID.to_owned());
                 let s = tokio::task::spawn_blocking(move || OffsetStore::open(&dir, &id))
                     .await
-                    .map_err(|e| Error::InvalidArgument(format!("offset store task failed: {e}")))??;
+                    .map_err(|e| {
+                        Error::InvalidArgument(format!("offset store task failed: {e}"))
+                    })??;
                 Some(Arc::new(Mutex::new(s)))
             }
             None => None,
@@ -148,7 +157,10 @@ impl Consumer {
             buffer_limit,
         });
         let fetcher = tokio::spawn(fetcher_loop(inner.clone()));
-        Ok(Consumer { inner, fetcher: Mutex::new(Some(fetcher)) })
+        Ok(Consumer {
+            inner,
+            fetcher: Mutex::new(Some(fetcher)),
+        })
     }
 
     /// The configuration in use.
@@ -160,7 +172,9 @@ impl Consumer {
     /// new ones start at their committed offset, else by `auto.offset.reset`.
     pub fn assign(&self, partitions: Vec<TopicPartition>) -> Result<()> {
         if partitions.len() > REQUEST_PARTITIONS_MAX {
-            return Err(Error::InvalidArgument(format!("at most {REQUEST_PARTITIONS_MAX} partitions may be assigned")));
+            return Err(Error::InvalidArgument(format!(
+                "at most {REQUEST_PARTITIONS_MAX} partitions may be assigned"
+            )));
         }
         self.set_assignment(partitions)
     }
@@ -175,15 +189,25 @@ impl Consumer {
         for tp in partitions {
             let state = st.parts.remove(&tp).unwrap_or_else(|| {
                 let committed = self.inner.store.as_ref().and_then(|s| s.lock().get(&tp));
-                PartState { position: committed, fetch_offset: committed, ..PartState::default() }
+                PartState {
+                    position: committed,
+                    fetch_offset: committed,
+                    ..PartState::default()
+                }
             });
             if !st.topics.contains_key(&tp.topic) {
-                st.topics.insert(tp.topic.clone(), Arc::from(tp.topic.as_str()));
+                st.topics
+                    .insert(tp.topic.clone(), Arc::from(tp.topic.as_str()));
             }
             parts.insert(tp, state);
         }
         st.parts = parts;
-        let State { parts, buffer, buffered_bytes, .. } = &mut *st;
+        let State {
+            parts,
+            buffer,
+            buffered_bytes,
+            ..
+        } = &mut *st;
         buffer.retain(|c| {
             let keep = parts.get(&c.tp).is_some_and(|p| p.epoch == c.epoch);
             if !keep {
@@ -247,7 +271,11 @@ impl Consumer {
         p.retry_at = None;
         p.error = None;
         let epoch = p.epoch;
-        let State { buffer, buffered_bytes, .. } = &mut *st;
+        let State {
+            buffer,
+            buffered_bytes,
+            ..
+        } = &mut *st;
         buffer.retain(|c| {
             let keep = !(c.tp == *tp && c.epoch != epoch);
             if !keep {
@@ -281,7 +309,11 @@ impl Consumer {
         for (tp, r) in targets.iter().zip(results) {
             let r = r?;
             // −1: no record at or after the timestamp; start at the end (Kafka's rule).
-            let off = if r.offset < 0 { r.high_watermark.max(0) } else { r.offset };
+            let off = if r.offset < 0 {
+                r.high_watermark.max(0)
+            } else {
+                r.offset
+            };
             offsets.push((tp, off as u64));
         }
         for (tp, off) in offsets {
@@ -302,11 +334,18 @@ impl Consumer {
 
     /// Moves the given partitions (all assigned ones when empty) to the first record whose
     /// timestamp is ≥ `timestamp_ms`; to the end where there is none.
-    pub async fn seek_to_timestamp(&self, partitions: &[TopicPartition], timestamp_ms: i64) -> Result<()> {
+    pub async fn seek_to_timestamp(
+        &self,
+        partitions: &[TopicPartition],
+        timestamp_ms: i64,
+    ) -> Result<()> {
         if timestamp_ms < 0 {
-            return Err(Error::InvalidArgument(format!("timestamp {timestamp_ms} is negative")));
+            return Err(Error::InvalidArgument(format!(
+                "timestamp {timestamp_ms} is negative"
+            )));
         }
-        self.seek_to(partitions, OffsetSpec::Timestamp(timestamp_ms)).await
+        self.seek_to(partitions, OffsetSpec::Timestamp(timestamp_ms))
+            .await
     }
 
     /// The offset of the next record `poll` returns for `tp`, resolving it first (committed
@@ -341,17 +380,27 @@ impl Consumer {
     pub async fn commit(&self) -> Result<()> {
         let positions: Vec<_> = {
             let st = self.inner.state.lock();
-            st.parts.iter().filter_map(|(tp, p)| p.position.map(|o| (tp.clone(), o))).collect()
+            st.parts
+                .iter()
+                .filter_map(|(tp, p)| p.position.map(|o| (tp.clone(), o)))
+                .collect()
         };
         self.commit_offsets(positions).await
     }
 
     /// Commits the given positions (the offset of the next record to read, per partition).
-    pub async fn commit_offsets(&self, offsets: impl IntoIterator<Item = (TopicPartition, u64)>) -> Result<()> {
-        let store = self.inner.store.clone().ok_or_else(|| Error::InvalidConfig {
-            key: "offset.store.dir".into(),
-            reason: "is not set; committing needs a local offset store directory".into(),
-        })?;
+    pub async fn commit_offsets(
+        &self,
+        offsets: impl IntoIterator<Item = (TopicPartition, u64)>,
+    ) -> Result<()> {
+        let store = self
+            .inner
+            .store
+            .clone()
+            .ok_or_else(|| Error::InvalidConfig {
+                key: "offset.store.dir".into(),
+                reason: "is not set; committing needs a local offset store directory".into(),
+            })?;
         let offsets: Vec<_> = offsets.into_iter().collect();
         tokio::task::spawn_blocking(move || store.lock().commit(offsets))
             .await
@@ -407,9 +456,16 @@ impl Drop for Consumer {
 /// Takes up to `max` records from the buffer, advancing positions.
 fn drain_records(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
     let mut out = Vec::new();
-    let State { parts, buffer, buffered_bytes, .. } = st;
+    let State {
+        parts,
+        buffer,
+        buffered_bytes,
+        ..
+    } = st;
     while out.len() < max {
-        let Some(chunk) = buffer.front_mut() else { break };
+        let Some(chunk) = buffer.front_mut() else {
+            break;
+        };
         let live = parts.get(&chunk.tp).filter(|p| p.epoch == chunk.epoch);
         let Some(_) = live else {
             *buffered_bytes -= chunk.bytes;
@@ -418,7 +474,9 @@ fn drain_records(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
         };
         let p = parts.get_mut(&chunk.tp).expect("checked");
         while out.len() < max {
-            let Some(r) = chunk.records.pop_front() else { break };
+            let Some(r) = chunk.records.pop_front() else {
+                break;
+            };
             // The fetcher only buffers records at or after the fetch offset, in order; a
             // record below the position cannot be here, but dropping one keeps "no repeat" true.
             if p.position.is_some_and(|pos| r.offset.0 < pos) {
@@ -437,10 +495,8 @@ fn drain_records(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
 
 /// The committed offset (unless `by_policy`), else the `auto.offset.reset` answer.
 async fn resolve_position(inner: &Inner, tp: &TopicPartition, by_policy: bool) -> Result<u64> {
-    if !by_policy {
-        if let Some(o) = inner.store.as_ref().and_then(|s| s.lock().get(tp)) {
-            return Ok(o);
-        }
+    if !by_policy && let Some(o) = inner.store.as_ref().and_then(|s| s.lock().get(tp)) {
+        return Ok(o);
     }
     let spec = match inner.config.auto_offset_reset {
         OffsetReset::Earliest => OffsetSpec::Earliest,
@@ -457,20 +513,27 @@ async fn resolve_position(inner: &Inner, tp: &TopicPartition, by_policy: bool) -
             });
         }
     };
-    let r = inner.cluster.list_offsets(&[(tp.clone(), spec)]).await.pop().expect("one answer per request");
+    let r = inner
+        .cluster
+        .list_offsets(&[(tp.clone(), spec)])
+        .await
+        .pop()
+        .expect("one answer per request");
     Ok(r?.offset.max(0) as u64)
 }
 
 async fn fetcher_loop(inner: Arc<Inner>) {
-    let backoff = inner.config.common.retry_backoff.max(Duration::from_millis(1));
+    let backoff = inner
+        .config
+        .common
+        .retry_backoff
+        .max(Duration::from_millis(1));
     loop {
         let now = Instant::now();
         if inner.cluster.is_stale() {
-            let inner = inner.clone();
-            // Bounded: `refresh` is serialised and rate-limited inside the cluster.
-            tokio::spawn(async move {
-                let _ = inner.cluster.refresh(&[]).await;
-            });
+            // At most one at a time, spaced out inside the cluster.
+            let wake = inner.clone();
+            inner.cluster.spawn_refresh(move || wake.wake.notify_one());
         }
         let mut next_wake: Option<Instant> = None;
         let mut resolves = Vec::new();
@@ -500,12 +563,16 @@ async fn fetcher_loop(inner: Arc<Inner>) {
                     Some(off) if room => match inner.cluster.cached_leader(tp) {
                         Some((address, _)) => {
                             p.busy = true;
-                            by_leader.entry(address).or_default().push((tp.clone(), off, p.epoch));
+                            by_leader
+                                .entry(address)
+                                .or_default()
+                                .push((tp.clone(), off, p.epoch));
                         }
                         None => {
                             inner.cluster.request_refresh();
                             p.retry_at = Some(now + backoff);
-                            next_wake = Some(next_wake.map_or(now + backoff, |w| w.min(now + backoff)));
+                            next_wake =
+                                Some(next_wake.map_or(now + backoff, |w| w.min(now + backoff)));
                         }
                     },
                     Some(_) => {}
@@ -580,9 +647,20 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
     match result {
         Ok(resp) => {
             for ((tp, off, epoch), r) in parts.iter().zip(resp.results) {
-                let topic = st.topics.get(&tp.topic).cloned().unwrap_or_else(|| Arc::from(tp.topic.as_str()));
-                let State { parts: states, buffer, buffered_bytes, .. } = &mut *st;
-                let Some(p) = states.get_mut(tp).filter(|p| p.epoch == *epoch) else { continue };
+                let topic = st
+                    .topics
+                    .get(&tp.topic)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(tp.topic.as_str()));
+                let State {
+                    parts: states,
+                    buffer,
+                    buffered_bytes,
+                    ..
+                } = &mut *st;
+                let Some(p) = states.get_mut(tp).filter(|p| p.epoch == *epoch) else {
+                    continue;
+                };
                 p.busy = false;
                 let code = code_from_i32(r.error_code);
                 match code {
@@ -593,14 +671,21 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
                                 if let Some(last) = records.back() {
                                     p.fetch_offset = Some(last.offset.0 + 1);
                                     *buffered_bytes += set.len();
-                                    buffer.push_back(Chunk { tp: tp.clone(), epoch: *epoch, records, bytes: set.len() });
+                                    buffer.push_back(Chunk {
+                                        tp: tp.clone(),
+                                        epoch: *epoch,
+                                        records,
+                                        bytes: set.len(),
+                                    });
                                 }
                             }
                             Err(e) => p.error = Some(e),
                         }
                     }
                     ErrorCode::OffsetOutOfRange => match cfg.auto_offset_reset {
-                        OffsetReset::Error => p.error = Some(partition_error(r.error_code, &r.error_message, tp)),
+                        OffsetReset::Error => {
+                            p.error = Some(partition_error(r.error_code, &r.error_message, tp))
+                        }
                         OffsetReset::Earliest | OffsetReset::Latest => {
                             tracing::info!(topic = %tp.topic, partition = tp.partition, offset = off, "offset out of range; applying auto.offset.reset");
                             p.epoch += 1;
@@ -644,14 +729,23 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
 /// Deep-decodes a fetched set into records at or after `from`. Uncompressed keys and values
 /// are zero-copy slices of `set`; records from a compressed wrapper are copied out of the
 /// decompression buffer.
-fn decode(topic: &Arc<str>, partition: u32, set: &Bytes, from: u64) -> Result<VecDeque<ConsumerRecord>> {
+fn decode(
+    topic: &Arc<str>,
+    partition: u32,
+    set: &Bytes,
+    from: u64,
+) -> Result<VecDeque<ConsumerRecord>> {
     let mut out = VecDeque::new();
     let mut scratch = Vec::new();
     let base = set.as_ptr() as usize;
     let end = base + set.len();
     let slice = |b: &[u8]| {
         let p = b.as_ptr() as usize;
-        if p >= base && p + b.len() <= end { set.slice_ref(b) } else { Bytes::copy_from_slice(b) }
+        if p >= base && p + b.len() <= end {
+            set.slice_ref(b)
+        } else {
+            Bytes::copy_from_slice(b)
+        }
     };
     for_each_record(set, &mut scratch, |r| {
         if r.offset.0 < from {
@@ -673,22 +767,31 @@ fn decode(topic: &Arc<str>, partition: u32, set: &Bytes, from: u64) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{Compression, MAGIC_V1, MessageSetBuilder, prepare_append, AppendOptions};
+    use crate::format::{AppendOptions, Compression, MAGIC_V1, MessageSetBuilder, prepare_append};
     use crate::types::TimestampMs;
 
     /// A set as the broker stores it: built by a producer, offsets assigned from `base`.
     fn stored_set(codec: Compression, base: u64, n: u64) -> Bytes {
         let mut b = MessageSetBuilder::new(MAGIC_V1, codec);
         for i in 0..n {
-            b.push(TimestampMs(1000 + i as i64), Some(format!("k{i}").as_bytes()), Some(format!("v{}", base + i).as_bytes()));
+            b.push(
+                TimestampMs(1000 + i as i64),
+                Some(format!("k{i}").as_bytes()),
+                Some(format!("v{}", base + i).as_bytes()),
+            );
         }
         let mut set = b.finish().unwrap();
         prepare_append(
             &mut set,
             Offset(base),
-            &AppendOptions { max_message_bytes: crate::limits::MESSAGE_BYTES_MAX, timestamp_type: TimestampType::CreateTime, now: TimestampMs(0) },
+            &AppendOptions {
+                max_message_bytes: crate::limits::MESSAGE_BYTES_MAX,
+                timestamp_type: TimestampType::CreateTime,
+                now: TimestampMs(0),
+            },
             &mut Vec::new(),
-        ).unwrap();
+        )
+        .unwrap();
         Bytes::from(set)
     }
 
@@ -710,13 +813,34 @@ mod tests {
         let topic: Arc<str> = Arc::from("t");
         let tp = TopicPartition::new("t", 0);
         let mut st = State::default();
-        st.parts.insert(tp.clone(), PartState { position: Some(0), fetch_offset: Some(10), epoch: 1, ..PartState::default() });
+        st.parts.insert(
+            tp.clone(),
+            PartState {
+                position: Some(0),
+                fetch_offset: Some(10),
+                epoch: 1,
+                ..PartState::default()
+            },
+        );
         let records = decode(&topic, 0, &stored_set(Compression::None, 0, 10), 0).unwrap();
-        st.buffer.push_back(Chunk { tp: tp.clone(), epoch: 0, records: records.clone(), bytes: 5 });
-        st.buffer.push_back(Chunk { tp: tp.clone(), epoch: 1, records, bytes: 7 });
+        st.buffer.push_back(Chunk {
+            tp: tp.clone(),
+            epoch: 0,
+            records: records.clone(),
+            bytes: 5,
+        });
+        st.buffer.push_back(Chunk {
+            tp: tp.clone(),
+            epoch: 1,
+            records,
+            bytes: 7,
+        });
         st.buffered_bytes = 12;
         let got = drain_records(&mut st, 4);
-        assert_eq!(got.iter().map(|r| r.offset.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            got.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
         assert_eq!(st.parts[&tp].position, Some(4));
         assert_eq!(st.buffered_bytes, 7, "the stale chunk was dropped");
         let got = drain_records(&mut st, 100);

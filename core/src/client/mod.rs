@@ -28,7 +28,9 @@ pub use crate::format::{Compression, TimestampType};
 pub use crate::group::TopicPartition;
 pub use accumulator::{DeliveryFuture, RecordMetadata};
 pub use admin::{Admin, NewTopic, TopicDescription, TopicListing};
-pub use cluster::{BrokerInfo, ListedOffset, OffsetSpec, PartitionMetadata, TopicMetadata, status_to_error};
+pub use cluster::{
+    BrokerInfo, ListedOffset, OffsetSpec, PartitionMetadata, TopicMetadata, status_to_error,
+};
 pub use config::{Acks, AdminConfig, CommonConfig, ConsumerConfig, OffsetReset, ProducerConfig};
 pub use consumer::{Consumer, ConsumerRecord};
 pub use offset_store::OffsetStore;

@@ -79,7 +79,10 @@ pub fn encode(offsets: &BTreeMap<TopicPartition, u64>) -> Vec<u8> {
 
 /// Parses a store file; `path` is for error messages.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<BTreeMap<TopicPartition, u64>> {
-    let corrupt = |reason: String| Error::CorruptOffsetStore { path: path.to_owned(), reason };
+    let corrupt = |reason: String| Error::CorruptOffsetStore {
+        path: path.to_owned(),
+        reason,
+    };
     let text = std::str::from_utf8(bytes).map_err(|e| corrupt(format!("not UTF-8 text: {e}")))?;
     let body_end = text
         .trim_end_matches('\n')
@@ -90,27 +93,55 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<BTreeMap<TopicPartition, u64>
     let crc_hex = trailer
         .strip_prefix("crc32 ")
         .and_then(|t| t.strip_suffix('\n'))
-        .ok_or_else(|| corrupt(format!("last line is not `crc32 <hex>` (truncated?): {:?}", trailer.trim_end())))?;
-    let want = u32::from_str_radix(crc_hex, 16).map_err(|_| corrupt(format!("bad checksum {crc_hex:?}")))?;
+        .ok_or_else(|| {
+            corrupt(format!(
+                "last line is not `crc32 <hex>` (truncated?): {:?}",
+                trailer.trim_end()
+            ))
+        })?;
+    let want = u32::from_str_radix(crc_hex, 16)
+        .map_err(|_| corrupt(format!("bad checksum {crc_hex:?}")))?;
     let got = crc32fast::hash(body.as_bytes());
     if want != got {
-        return Err(corrupt(format!("checksum mismatch: file says {want:08x}, contents hash to {got:08x}")));
+        return Err(corrupt(format!(
+            "checksum mismatch: file says {want:08x}, contents hash to {got:08x}"
+        )));
     }
     let mut lines = body.lines();
     match lines.next() {
         Some(HEADER) => {}
-        other => return Err(corrupt(format!("first line is {other:?}, expected {HEADER:?}"))),
+        other => {
+            return Err(corrupt(format!(
+                "first line is {other:?}, expected {HEADER:?}"
+            )));
+        }
     }
     let mut out = BTreeMap::new();
     for (i, line) in lines.enumerate() {
         let mut parts = line.split(' ');
-        let (Some(topic), Some(p), Some(o), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(corrupt(format!("line {}: expected `<topic> <partition> <offset>`, got {line:?}", i + 2)));
+        let (Some(topic), Some(p), Some(o), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(corrupt(format!(
+                "line {}: expected `<topic> <partition> <offset>`, got {line:?}",
+                i + 2
+            )));
         };
-        let partition: u32 = p.parse().map_err(|_| corrupt(format!("line {}: bad partition {p:?}", i + 2)))?;
-        let offset: u64 = o.parse().map_err(|_| corrupt(format!("line {}: bad offset {o:?}", i + 2)))?;
-        if topic.is_empty() || out.insert(TopicPartition::new(topic, partition), offset).is_some() {
-            return Err(corrupt(format!("line {}: empty or repeated topic-partition {topic}-{partition}", i + 2)));
+        let partition: u32 = p
+            .parse()
+            .map_err(|_| corrupt(format!("line {}: bad partition {p:?}", i + 2)))?;
+        let offset: u64 = o
+            .parse()
+            .map_err(|_| corrupt(format!("line {}: bad offset {o:?}", i + 2)))?;
+        if topic.is_empty()
+            || out
+                .insert(TopicPartition::new(topic, partition), offset)
+                .is_some()
+        {
+            return Err(corrupt(format!(
+                "line {}: empty or repeated topic-partition {topic}-{partition}",
+                i + 2
+            )));
         }
     }
     Ok(out)
@@ -125,7 +156,9 @@ impl OffsetStore {
         let offsets = match fs::File::open(&path) {
             Ok(f) => {
                 let mut bytes = Vec::new();
-                f.take(OFFSET_STORE_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(|e| Error::io("read", &path, e))?;
+                f.take(OFFSET_STORE_BYTES_MAX + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| Error::io("read", &path, e))?;
                 if bytes.len() as u64 > OFFSET_STORE_BYTES_MAX {
                     return Err(Error::CorruptOffsetStore {
                         path,
@@ -161,7 +194,10 @@ impl OffsetStore {
 
     /// Merges `offsets` into the store and writes the file atomically and durably. On error the
     /// store (in memory and on disk) is unchanged.
-    pub fn commit(&mut self, offsets: impl IntoIterator<Item = (TopicPartition, u64)>) -> Result<()> {
+    pub fn commit(
+        &mut self,
+        offsets: impl IntoIterator<Item = (TopicPartition, u64)>,
+    ) -> Result<()> {
         let mut next = self.offsets.clone();
         let mut changed = false;
         for (tp, o) in offsets {
@@ -190,7 +226,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = OffsetStore::open(dir.path(), "g1").unwrap();
         assert!(s.all().is_empty());
-        s.commit([(tp("t", 0), 300), (tp("t", 2), 7), (tp("a.b", 1), 0)]).unwrap();
+        s.commit([(tp("t", 0), 300), (tp("t", 2), 7), (tp("a.b", 1), 0)])
+            .unwrap();
         s.commit([(tp("t", 0), 301)]).unwrap();
         let s2 = OffsetStore::open(dir.path(), "g1").unwrap();
         assert_eq!(s2.get(&tp("t", 0)), Some(301));
@@ -198,8 +235,16 @@ mod tests {
         assert_eq!(s2.get(&tp("a.b", 1)), Some(0));
         assert_eq!(s2.get(&tp("t", 1)), None);
         // Another id is another file.
-        assert!(OffsetStore::open(dir.path(), "g2").unwrap().all().is_empty());
-        assert!(!dir.path().join("g1.offsets.tmp").exists(), "no temp file is left behind");
+        assert!(
+            OffsetStore::open(dir.path(), "g2")
+                .unwrap()
+                .all()
+                .is_empty()
+        );
+        assert!(
+            !dir.path().join("g1.offsets.tmp").exists(),
+            "no temp file is left behind"
+        );
     }
 
     #[test]
@@ -214,7 +259,10 @@ mod tests {
         // The worked example in docs/FORMAT.md.
         assert!(want.ends_with("crc32 6be9ec90\n"), "{want}");
         assert_eq!(decode(&bytes, Path::new("x")).unwrap(), m);
-        assert_eq!(decode(&encode(&BTreeMap::new()), Path::new("x")).unwrap(), BTreeMap::new());
+        assert_eq!(
+            decode(&encode(&BTreeMap::new()), Path::new("x")).unwrap(),
+            BTreeMap::new()
+        );
     }
 
     #[test]
@@ -232,7 +280,13 @@ mod tests {
         let path = s.path().to_owned();
         let good = fs::read(&path).unwrap();
         let cases: Vec<(&str, Vec<u8>)> = vec![
-            ("flipped digit", String::from_utf8(good.clone()).unwrap().replace("300", "301").into_bytes()),
+            (
+                "flipped digit",
+                String::from_utf8(good.clone())
+                    .unwrap()
+                    .replace("300", "301")
+                    .into_bytes(),
+            ),
             ("truncated", good[..good.len() - 5].to_vec()),
             ("cut before the checksum", good[..good.len() - 16].to_vec()),
             ("empty", Vec::new()),
@@ -243,7 +297,10 @@ mod tests {
             let e = OffsetStore::open(dir.path(), "g").unwrap_err();
             assert_eq!(e.code(), ErrorCode::KafkaStorageError, "{what}");
             let msg = e.to_string();
-            assert!(msg.contains("corrupt offset store") && msg.contains("g.offsets"), "{what}: {msg}");
+            assert!(
+                msg.contains("corrupt offset store") && msg.contains("g.offsets"),
+                "{what}: {msg}"
+            );
         }
     }
 
@@ -266,7 +323,14 @@ mod tests {
         let mut s = OffsetStore::open(dir.path(), "g").unwrap();
         s.commit([(tp("t", 0), 10)]).unwrap();
         // A crash between writing the temp file and the rename leaves it behind, half written.
-        fs::write(dir.path().join("g.offsets.tmp"), b"sluiceway-offsets 1\nt 0 9").unwrap();
-        assert_eq!(OffsetStore::open(dir.path(), "g").unwrap().get(&tp("t", 0)), Some(10));
+        fs::write(
+            dir.path().join("g.offsets.tmp"),
+            b"sluiceway-offsets 1\nt 0 9",
+        )
+        .unwrap();
+        assert_eq!(
+            OffsetStore::open(dir.path(), "g").unwrap().get(&tp("t", 0)),
+            Some(10)
+        );
     }
 }

@@ -36,7 +36,10 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::accumulator::{Accumulator, DeliveryFuture, Drained, record_size};
-use super::cluster::{Cluster, clone_error, code_from_i32, is_connection_error, needs_metadata_refresh, partition_error, status_to_error};
+use super::cluster::{
+    Cluster, clone_error, code_from_i32, is_connection_error, needs_metadata_refresh,
+    partition_error, status_to_error,
+};
 use super::config::{Acks, ProducerConfig};
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
@@ -58,7 +61,11 @@ pub struct ProducerRecord {
 impl ProducerRecord {
     /// A keyless record.
     pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
-        ProducerRecord { topic: topic.into(), value: Some(value.into()), ..ProducerRecord::default() }
+        ProducerRecord {
+            topic: topic.into(),
+            value: Some(value.into()),
+            ..ProducerRecord::default()
+        }
     }
     /// Sets the key.
     pub fn key(mut self, key: impl Into<Bytes>) -> ProducerRecord {
@@ -78,7 +85,9 @@ impl ProducerRecord {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Where keyless records of one topic currently go.
@@ -108,12 +117,26 @@ pub(crate) fn choose_partition(
         return partition_for_key(k, partitions);
     }
     let s = match sticky {
-        Some(s) if s.partition < partitions && s.bytes + size <= batch_size.max(1) && now < s.since + linger.max(Duration::from_millis(1)) => s,
-        Some(s) => {
-            *s = Sticky { partition: (s.partition + 1) % partitions, bytes: 0, since: now };
+        Some(s)
+            if s.partition < partitions
+                && s.bytes + size <= batch_size.max(1)
+                && now < s.since + linger.max(Duration::from_millis(1)) =>
+        {
             s
         }
-        None => sticky.insert(Sticky { partition: 0, bytes: 0, since: now }),
+        Some(s) => {
+            *s = Sticky {
+                partition: (s.partition + 1) % partitions,
+                bytes: 0,
+                since: now,
+            };
+            s
+        }
+        None => sticky.insert(Sticky {
+            partition: 0,
+            bytes: 0,
+            since: now,
+        }),
     };
     s.bytes += size;
     s.partition
@@ -131,7 +154,6 @@ struct Inner {
     closed: AtomicBool,
     flushing: AtomicUsize,
     in_flight: Mutex<HashMap<String, u32>>,
-    refreshing: AtomicBool,
 }
 
 /// An asynchronous producer (see the module docs). Cheap to share behind an `Arc`; every
@@ -150,7 +172,12 @@ impl Producer {
         let cluster = Arc::new(Cluster::new(config.common.clone()));
         cluster.refresh(&[]).await?;
         let inner = Arc::new(Inner {
-            acc: Mutex::new(Accumulator::new(config.batch_size, config.linger, config.compression, config.delivery_timeout)),
+            acc: Mutex::new(Accumulator::new(
+                config.batch_size,
+                config.linger,
+                config.compression,
+                config.delivery_timeout,
+            )),
             buffer: Arc::new(Semaphore::new(config.buffer_memory as usize)),
             cluster,
             config,
@@ -159,10 +186,12 @@ impl Producer {
             closed: AtomicBool::new(false),
             flushing: AtomicUsize::new(0),
             in_flight: Mutex::new(HashMap::new()),
-            refreshing: AtomicBool::new(false),
         });
         let sender = tokio::spawn(sender_loop(inner.clone()));
-        Ok(Producer { inner, sender: Mutex::new(Some(sender)) })
+        Ok(Producer {
+            inner,
+            sender: Mutex::new(Some(sender)),
+        })
     }
 
     /// The configuration in use.
@@ -197,33 +226,56 @@ impl Producer {
         if inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed("producer"));
         }
-        let ProducerRecord { topic, partition, key, value, timestamp } = record;
+        let ProducerRecord {
+            topic,
+            partition,
+            key,
+            value,
+            timestamp,
+        } = record;
         let size = record_size(key.as_deref(), value.as_deref());
         let max = (MESSAGE_BYTES_MAX as usize).min(inner.config.buffer_memory as usize);
         if size > max {
-            return Err(Error::MessageTooLarge { size: size as u64, max: max as u64 });
+            return Err(Error::MessageTooLarge {
+                size: size as u64,
+                max: max as u64,
+            });
         }
         let max_block = inner.config.max_block;
         let meta = match tokio::time::timeout(max_block, inner.cluster.topic(&topic)).await {
             Ok(m) => m?,
-            Err(_) => return Err(Error::TimedOut(format!("metadata for topic {topic} not available within max.block.ms"))),
+            Err(_) => {
+                return Err(Error::TimedOut(format!(
+                    "metadata for topic {topic} not available within max.block.ms"
+                )));
+            }
         };
         let partitions = meta.partitions.len() as u32;
         if partitions == 0 {
-            return Err(Error::Remote { code: ErrorCode::LeaderNotAvailable, message: format!("topic {topic} has no partitions yet") });
+            return Err(Error::Remote {
+                code: ErrorCode::LeaderNotAvailable,
+                message: format!("topic {topic} has no partitions yet"),
+            });
         }
-        if let Some(p) = partition {
-            if p >= partitions {
-                return Err(Error::Remote {
-                    code: ErrorCode::UnknownTopicOrPartition,
-                    message: format!("topic {topic} has {partitions} partitions; there is no partition {p}"),
-                });
-            }
+        if let Some(p) = partition
+            && p >= partitions
+        {
+            return Err(Error::Remote {
+                code: ErrorCode::UnknownTopicOrPartition,
+                message: format!(
+                    "topic {topic} has {partitions} partitions; there is no partition {p}"
+                ),
+            });
         }
         // Fast path without a timer when there is room.
         let permit = match inner.buffer.clone().try_acquire_many_owned(size as u32) {
             Ok(p) => p,
-            Err(_) => match tokio::time::timeout(max_block, inner.buffer.clone().acquire_many_owned(size as u32)).await {
+            Err(_) => match tokio::time::timeout(
+                max_block,
+                inner.buffer.clone().acquire_many_owned(size as u32),
+            )
+            .await
+            {
                 Ok(Ok(p)) => p,
                 Ok(Err(_)) => return Err(Error::Closed("producer")),
                 Err(_) => {
@@ -245,13 +297,38 @@ impl Producer {
                 Some(s) => s,
                 None => sticky.entry(topic.clone()).or_default(),
             };
-            choose_partition(None, None, partitions, size, slot, inner.config.batch_size as usize, inner.config.linger, now)
+            choose_partition(
+                None,
+                None,
+                partitions,
+                size,
+                slot,
+                inner.config.batch_size as usize,
+                inner.config.linger,
+                now,
+            )
         } else {
-            choose_partition(partition, key.as_deref(), partitions, size, &mut None, 0, Duration::ZERO, now)
+            choose_partition(
+                partition,
+                key.as_deref(),
+                partitions,
+                size,
+                &mut None,
+                0,
+                Duration::ZERO,
+                now,
+            )
         };
         let ts = timestamp.unwrap_or_else(now_ms);
-        let tp = TopicPartition { topic, partition: p };
-        let f = inner.acc.lock().append(&tp, ts, key.as_deref(), value.as_deref(), now, Some(permit));
+        let tp = TopicPartition {
+            topic,
+            partition: p,
+        };
+        let f =
+            inner
+                .acc
+                .lock()
+                .append(&tp, ts, key.as_deref(), value.as_deref(), now, Some(permit));
         Ok(f)
     }
 
@@ -280,11 +357,13 @@ impl Producer {
             inner.wake.notify_one();
         }
         let handle = self.sender.lock().take();
-        if let Some(h) = handle {
-            if tokio::time::timeout(Duration::from_millis(PRODUCER_CLOSE_GRACE_MS), h).await.is_err() {
-                // The sender exits once the queue is empty; it cannot be left non-empty here.
-                inner.acc.lock().fail_all(|| Error::ShuttingDown);
-            }
+        if let Some(h) = handle
+            && tokio::time::timeout(Duration::from_millis(PRODUCER_CLOSE_GRACE_MS), h)
+                .await
+                .is_err()
+        {
+            // The sender exits once the queue is empty; it cannot be left non-empty here.
+            inner.acc.lock().fail_all(|| Error::ShuttingDown);
         }
         Ok(())
     }
@@ -315,21 +394,16 @@ async fn flush(inner: &Arc<Inner>) {
 }
 
 fn refresh_in_background(inner: &Arc<Inner>) {
-    if inner.refreshing.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let inner = inner.clone();
-    tokio::spawn(async move {
-        if let Err(e) = inner.cluster.refresh(&[]).await {
-            tracing::debug!(error = %e, "producer metadata refresh failed");
-        }
-        inner.refreshing.store(false, Ordering::Release);
-        inner.wake.notify_one();
-    });
+    let wake = inner.clone();
+    inner.cluster.spawn_refresh(move || wake.wake.notify_one());
 }
 
 async fn sender_loop(inner: Arc<Inner>) {
-    let backoff = inner.config.common.retry_backoff.max(Duration::from_millis(1));
+    let backoff = inner
+        .config
+        .common
+        .retry_backoff
+        .max(Duration::from_millis(1));
     loop {
         let closed = inner.closed.load(Ordering::Acquire);
         let flushing = closed || inner.flushing.load(Ordering::Acquire) > 0;
@@ -337,13 +411,13 @@ async fn sender_loop(inner: Arc<Inner>) {
             refresh_in_background(&inner);
         }
         let now = Instant::now();
-        let mut wake_at: Option<Instant> = None;
         let mut requests: Vec<(String, Vec<Drained>)> = Vec::new();
+        let mut wake_at: Option<Instant>;
         {
             let mut acc = inner.acc.lock();
             acc.expire(now);
             let (ready, next) = acc.ready(now, flushing);
-            wake_at = wake_at.min(next).or(next);
+            wake_at = next;
             let mut by_leader: HashMap<String, Vec<TopicPartition>> = HashMap::new();
             for tp in ready {
                 match inner.cluster.cached_leader(&tp) {
@@ -405,7 +479,8 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
     let acks = inner.config.acks;
     let request = v1::ProduceRequest {
         acks: acks.as_i32(),
-        timeout_ms: u32::try_from(inner.config.common.request_timeout.as_millis()).unwrap_or(u32::MAX),
+        timeout_ms: u32::try_from(inner.config.common.request_timeout.as_millis())
+            .unwrap_or(u32::MAX),
         partitions: drained
             .iter()
             .map(|d| v1::ProducePartition {
@@ -434,7 +509,11 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
                 for (d, r) in drained.iter().zip(resp.results) {
                     let code = code_from_i32(r.error_code);
                     if code == ErrorCode::None {
-                        let base = if acks == Acks::None || r.base_offset < 0 { None } else { Some(r.base_offset as u64) };
+                        let base = if acks == Acks::None || r.base_offset < 0 {
+                            None
+                        } else {
+                            Some(r.base_offset as u64)
+                        };
                         acc.complete(&d.tp, d.batch_id, Ok(base));
                         continue;
                     }
@@ -450,9 +529,20 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
                 }
             }
             Ok(resp) => {
-                let msg = format!("broker {address} answered {} results for {} partitions", resp.results.len(), drained.len());
+                let msg = format!(
+                    "broker {address} answered {} results for {} partitions",
+                    resp.results.len(),
+                    drained.len()
+                );
                 for d in &drained {
-                    acc.complete(&d.tp, d.batch_id, Err(Error::Remote { code: ErrorCode::UnknownServerError, message: msg.clone() }));
+                    acc.complete(
+                        &d.tp,
+                        d.batch_id,
+                        Err(Error::Remote {
+                            code: ErrorCode::UnknownServerError,
+                            message: msg.clone(),
+                        }),
+                    );
                 }
             }
             Err(e) => {
@@ -462,7 +552,14 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
                 }
                 for d in &drained {
                     if retriable {
-                        acc.retry_or_fail(&d.tp, d.batch_id, clone_error(&e), now, backoff, retries);
+                        acc.retry_or_fail(
+                            &d.tp,
+                            d.batch_id,
+                            clone_error(&e),
+                            now,
+                            backoff,
+                            retries,
+                        );
                     } else {
                         acc.complete(&d.tp, d.batch_id, Err(clone_error(&e)));
                     }
@@ -484,9 +581,21 @@ mod tests {
     fn explicit_partition_wins_then_key_hash() {
         let now = Instant::now();
         let mut s = None;
-        assert_eq!(choose_partition(Some(2), Some(b"a"), 6, 10, &mut s, 100, Duration::ZERO, now), 2);
         assert_eq!(
-            choose_partition(None, Some(b"hello"), 6, 10, &mut s, 100, Duration::ZERO, now),
+            choose_partition(Some(2), Some(b"a"), 6, 10, &mut s, 100, Duration::ZERO, now),
+            2
+        );
+        assert_eq!(
+            choose_partition(
+                None,
+                Some(b"hello"),
+                6,
+                10,
+                &mut s,
+                100,
+                Duration::ZERO,
+                now
+            ),
             partition_for_key(b"hello", 6)
         );
         assert!(s.is_none(), "keyed records leave the sticky state alone");
@@ -498,12 +607,20 @@ mod tests {
         let mut s = None;
         let linger = Duration::from_secs(10);
         // Batches of 3 records of 10 bytes over 3 partitions.
-        let got: Vec<u32> = (0..18).map(|_| choose_partition(None, None, 3, 10, &mut s, 30, linger, now)).collect();
+        let got: Vec<u32> = (0..18)
+            .map(|_| choose_partition(None, None, 3, 10, &mut s, 30, linger, now))
+            .collect();
         assert_eq!(got, [0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0, 1, 1, 1, 2, 2, 2]);
         // A new linger window moves on even when the batch is not full.
         let later = now + linger;
-        assert_eq!(choose_partition(None, None, 3, 10, &mut s, 30, linger, later), 0);
-        assert_eq!(choose_partition(None, None, 3, 10, &mut s, 30, linger, later), 0);
+        assert_eq!(
+            choose_partition(None, None, 3, 10, &mut s, 30, linger, later),
+            0
+        );
+        assert_eq!(
+            choose_partition(None, None, 3, 10, &mut s, 30, linger, later),
+            0
+        );
     }
 
     /// Conformance C2's vectors: Kafka's default partitioner over 6 partitions, computed by an
@@ -529,7 +646,20 @@ mod tests {
         ];
         let now = Instant::now();
         for (k, p) in want {
-            assert_eq!(choose_partition(None, Some(k.as_bytes()), 6, 1, &mut None, 1, Duration::ZERO, now), *p, "key {k}");
+            assert_eq!(
+                choose_partition(
+                    None,
+                    Some(k.as_bytes()),
+                    6,
+                    1,
+                    &mut None,
+                    1,
+                    Duration::ZERO,
+                    now
+                ),
+                *p,
+                "key {k}"
+            );
         }
     }
 }
