@@ -19,6 +19,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .or_else(|| std::env::var("SLUICEWAY_BOOTSTRAP").ok())
         .unwrap_or_else(|| "127.0.0.1:9292".to_owned());
+    let store = std::env::temp_dir().join("sluiceway-quickstart-offsets");
+    run(&bootstrap, &store).await
+}
+
+/// The quickstart's steps against `bootstrap`, keeping consumer offsets under `store`.
+/// (The broker's integration tests run this too.)
+pub async fn run(
+    bootstrap: &str,
+    store: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let bootstrap = bootstrap.to_owned();
     let topic = "quickstart";
 
     // 1. Create the topic (an existing one is fine).
@@ -52,11 +63,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     producer.close().await?;
 
     // 3. Consume partition 0 from the beginning with a local offset store, then commit.
-    let store = std::env::temp_dir().join("sluiceway-quickstart-offsets");
     let config = ConsumerConfig::new(&bootstrap)
         .auto_offset_reset(OffsetReset::Earliest)
         .enable_auto_commit(false)
-        .offset_store_dir(&store);
+        .offset_store_dir(store);
     let consumer = Consumer::new(config).await?;
     let tp = TopicPartition::new(topic, 0);
     consumer.assign(vec![tp.clone()])?;

@@ -798,3 +798,167 @@ async fn acks_zero_has_no_offsets() {
     })
     .await;
 }
+
+#[allow(dead_code)] // its `main` is for `cargo run --example quickstart`
+#[path = "../../examples/quickstart.rs"]
+mod quickstart;
+
+/// The Rust quickstart runs as written against a real broker (twice: the second run resumes
+/// from the offsets the first committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_example_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    let store = dir.path().join("quickstart-offsets");
+    bounded(async {
+        quickstart::run(&b.addr, &store).await.expect("first run");
+        quickstart::run(&b.addr, &store).await.expect("second run");
+        let c = Consumer::new(consumer_config(&b).offset_store_dir(&store))
+            .await
+            .unwrap();
+        assert_eq!(c.committed(&TopicPartition::new("quickstart", 0)), Some(20));
+    })
+    .await;
+}
+
+/// A smoke check of throughput (debug build): 100,000 records of 100 bytes produced in batches
+/// of 1,000 and consumed back, timed. Prints figures; fails only if something is pathologically
+/// slow (e.g. a round trip per record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "tp", 3).await;
+        let p = producer(
+            &b,
+            &[("linger.ms", "5"), ("batch.size", "262144"), ("acks", "1")],
+        )
+        .await;
+        let value = vec![b'x'; 100];
+        let n = 100_000;
+        let started = std::time::Instant::now();
+        let mut pending = Vec::new();
+        for chunk in 0..(n / 1000) {
+            let records = (0..1000)
+                .map(|i| {
+                    ProducerRecord::new("tp", value.clone()).key(format!("{}", chunk * 1000 + i))
+                })
+                .collect();
+            pending.extend(p.send_batch(records).await);
+        }
+        deliver_all(pending).await;
+        let produce = started.elapsed();
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        c.assign(tps("tp", 3)).unwrap();
+        let started = std::time::Instant::now();
+        let mut got = 0;
+        while got < n {
+            got += c.poll(Duration::from_secs(5)).await.unwrap().len();
+        }
+        let consume = started.elapsed();
+        eprintln!(
+            "throughput_smoke: produce {:.0} msg/s, consume {:.0} msg/s",
+            n as f64 / produce.as_secs_f64(),
+            n as f64 / consume.as_secs_f64()
+        );
+        assert!(produce < Duration::from_secs(30) && consume < Duration::from_secs(30));
+    })
+    .await;
+}
+
+/// `buffer.memory` bounds what a producer holds: with the broker gone, `send` waits up to
+/// `max.block.ms` for room and then fails with REQUEST_TIMED_OUT; the queued sends still
+/// resolve on close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_buffer_blocks_then_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "buf", 1).await;
+        let min = sluiceway_core::limits::PRODUCER_BUFFER_BYTES_MIN.to_string();
+        let p = producer(
+            &b,
+            &[
+                ("buffer.memory", min.as_str()),
+                ("max.block.ms", "300"),
+                ("delivery.timeout.ms", "3000"),
+                ("retry.backoff.ms", "50"),
+            ],
+        )
+        .await;
+        b.stop();
+        let value = vec![7u8; 1 << 20];
+        let mut queued = Vec::new();
+        let err = loop {
+            match p.send(ProducerRecord::new("buf", value.clone())).await {
+                Ok(f) => queued.push(f),
+                Err(e) => break e,
+            }
+            assert!(queued.len() < 64, "buffer.memory is not enforced");
+        };
+        assert_eq!(err.code(), ErrorCode::RequestTimedOut);
+        assert!(err.to_string().contains("buffer.memory"), "{err}");
+        assert!(queued.len() >= 16, "{} queued", queued.len());
+        p.close().await.unwrap();
+        for f in queued {
+            assert!(f.await.is_err());
+        }
+    })
+    .await;
+}
+
+/// `enable.auto.commit`: `poll` commits the positions reached by earlier polls every
+/// `auto.commit.interval.ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_commit_commits_positions_from_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("offsets");
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "ac", 1).await;
+        let p = producer(&b, &[]).await;
+        deliver_all(
+            p.send_batch(
+                (0..20)
+                    .map(|i| ProducerRecord::new("ac", format!("v{i}")))
+                    .collect(),
+            )
+            .await,
+        )
+        .await;
+        let tp = TopicPartition::new("ac", 0);
+        let c = Consumer::new(
+            consumer_config(&b)
+                .offset_store_dir(&store)
+                .auto_commit_interval(Duration::from_millis(10))
+                .max_poll_records(5),
+        )
+        .await
+        .unwrap();
+        c.assign(vec![tp.clone()]).unwrap();
+        let first = poll_n(&c, 5).await;
+        assert_eq!(
+            c.committed(&tp),
+            None,
+            "nothing is committed before the interval passes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _ = c.poll(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(c.committed(&tp), Some(first.last().unwrap().offset.0 + 1));
+        // With auto commit off, nothing is written until commit().
+        let c2 = Consumer::new(
+            consumer_config(&b)
+                .group_id("manual")
+                .offset_store_dir(&store)
+                .enable_auto_commit(false),
+        )
+        .await
+        .unwrap();
+        c2.assign(vec![tp.clone()]).unwrap();
+        poll_n(&c2, 20).await;
+        c2.close().await.unwrap();
+        assert!(!store.join("manual.offsets").exists());
+    })
+    .await;
+}

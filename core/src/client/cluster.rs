@@ -415,18 +415,19 @@ impl Cluster {
         Ok(())
     }
 
-    /// The topic's metadata, refreshing when stale or unknown. A topic the registry does not know
-    /// is UNKNOWN_TOPIC_OR_PARTITION.
+    /// The topic's metadata, from the cache when known, else from the registry. A topic the
+    /// registry does not know is UNKNOWN_TOPIC_OR_PARTITION.
     pub(crate) async fn topic(&self, topic: &str) -> Result<Arc<TopicMetadata>> {
         {
+            // A known topic is answered from the cache even when a refresh is due: the
+            // background tasks refresh it, and a client must keep working from what it knows
+            // while the cluster is unreachable (as Kafka's producer does).
             let c = self.cache.read();
-            if self.fresh(&c)
-                && let Some(t) = c.topics.get(topic)
-            {
+            if let Some(t) = c.topics.get(topic) {
                 return Ok(t.clone());
             }
         }
-        // Unknown or stale: ask the registry (a topic created a moment ago appears here).
+        // Unknown: ask the registry (a topic created a moment ago appears here).
         self.refresh(&[topic]).await?;
         let c = self.cache.read();
         c.topics.get(topic).cloned().ok_or_else(|| Error::Remote {
