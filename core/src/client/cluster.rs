@@ -16,8 +16,9 @@
 //!   the transport itself (connection refused, reset, timeout) gives the retriable
 //!   [`Error::Network`] / [`Error::TimedOut`].
 //!
-//! Invariant: the cache only ever holds topics some caller asked about (bounded by
-//! [`CLIENT_METADATA_TOPICS_MAX`]); a refresh asks for exactly those.
+//! The first refresh asks for every topic (an empty request means all); later ones ask for the
+//! topics already cached plus any a caller is looking up, so a topic created since appears as
+//! soon as someone asks for it. Bounded by [`CLIENT_METADATA_TOPICS_MAX`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -35,7 +36,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
 use crate::limits::{
     CLIENT_METADATA_REFRESH_MS_MIN, CLIENT_METADATA_TOPICS_MAX, REQUEST_BYTES_MAX,
-    RESPONSE_BYTES_MAX,
+    REQUEST_PARTITIONS_MAX, RESPONSE_BYTES_MAX,
 };
 
 /// A broker as the registry describes it.
@@ -402,14 +403,16 @@ impl Cluster {
             }
         }
         // Learn broker addresses so later metadata requests spread over the whole cluster and
-        // survive the loss of the bootstrap brokers.
+        // survive the loss of the bootstrap brokers. Rebuilt on each answer (bootstrap, then the
+        // live brokers), so the list is bounded by the bootstrap list plus the cluster's size.
         {
-            let mut addresses = self.addresses.write();
+            let mut addresses = self.config.bootstrap_servers.clone();
             for b in resp.brokers {
                 if !addresses.contains(&b.address) {
                     addresses.push(b.address);
                 }
             }
+            *self.addresses.write() = addresses;
         }
         *self.cache.write() = cache;
         Ok(())
@@ -497,7 +500,33 @@ impl Cluster {
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
-        for (address, idx) in by_leader {
+        for (address, all) in by_leader {
+            // The broker takes at most REQUEST_PARTITIONS_MAX partitions per request.
+            for idx in all.chunks(REQUEST_PARTITIONS_MAX) {
+                self.list_offsets_at(&address, specs, idx, &mut out).await;
+            }
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::Remote {
+                        code: ErrorCode::UnknownServerError,
+                        message: "no answer for partition".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// One ListOffsets request to `address` for `specs[i]`, `i` in `idx`; answers go to `out[i]`.
+    async fn list_offsets_at(
+        &self,
+        address: &str,
+        specs: &[(TopicPartition, OffsetSpec)],
+        idx: &[usize],
+        out: &mut [Option<Result<ListedOffset>>],
+    ) {
+        {
             let partitions = idx
                 .iter()
                 .map(|&i| {
@@ -515,7 +544,7 @@ impl Cluster {
                     }
                 })
                 .collect();
-            let result = match self.log_client(&address) {
+            let result = match self.log_client(address) {
                 Ok(mut c) => c
                     .list_offsets(
                         self.request(v1::ListOffsetsRequest { partitions }, Duration::ZERO),
@@ -547,22 +576,12 @@ impl Cluster {
                     if is_connection_error(&e) {
                         self.request_refresh();
                     }
-                    for &i in &idx {
+                    for &i in idx {
                         out[i] = Some(Err(clone_error(&e)));
                     }
                 }
             }
         }
-        out.into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(Error::Remote {
-                        code: ErrorCode::UnknownServerError,
-                        message: "no answer for partition".into(),
-                    })
-                })
-            })
-            .collect()
     }
 }
 

@@ -35,3 +35,15 @@ pub use config::{Acks, AdminConfig, CommonConfig, ConsumerConfig, OffsetReset, P
 pub use consumer::{Consumer, ConsumerRecord};
 pub use offset_store::OffsetStore;
 pub use producer::{Producer, ProducerRecord};
+
+// Language bindings share clients across threads and move futures between them: keep every
+// public client type `Send + Sync` (checked at compile time).
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Producer>();
+    send_sync::<Consumer>();
+    send_sync::<Admin>();
+    send_sync::<DeliveryFuture>();
+    send_sync::<RecordMetadata>();
+    send_sync::<ConsumerRecord>();
+};

@@ -8,7 +8,8 @@
 //!   round-robin — full batches, spread evenly.
 //! - **Sending**: ready batches are grouped by their partition's leader into ONE multi-partition
 //!   `Log.Produce` per broker (at most `max.in.flight.requests.per.connection` requests in
-//!   flight per broker, each at most [`PRODUCER_REQUEST_BYTES_MAX`]). Per-partition results are
+//!   flight per broker, each at most [`PRODUCER_REQUEST_BYTES_MAX`] and
+//!   [`REQUEST_PARTITIONS_MAX`] partitions). Per-partition results are
 //!   handled one by one: success resolves the batch's futures; a retriable code (NOT_LEADER,
 //!   connection errors, …) refreshes metadata when the code calls for it and retries after
 //!   `retry.backoff.ms`, while `retries` and `delivery.timeout.ms` allow; anything else fails
@@ -43,7 +44,9 @@ use super::cluster::{
 use super::config::{Acks, ProducerConfig};
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
-use crate::limits::{MESSAGE_BYTES_MAX, PRODUCER_CLOSE_GRACE_MS, PRODUCER_REQUEST_BYTES_MAX};
+use crate::limits::{
+    MESSAGE_BYTES_MAX, PRODUCER_CLOSE_GRACE_MS, PRODUCER_REQUEST_BYTES_MAX, REQUEST_PARTITIONS_MAX,
+};
 use crate::partitioner::partition_for_key;
 
 /// One record to send.
@@ -440,7 +443,9 @@ async fn sender_loop(inner: Arc<Inner>) {
                 let mut bytes = 0usize;
                 for tp in tps {
                     let b = acc.front_bytes(&tp);
-                    if !drained.is_empty() && bytes + b > PRODUCER_REQUEST_BYTES_MAX as usize {
+                    let full = drained.len() >= REQUEST_PARTITIONS_MAX
+                        || bytes + b > PRODUCER_REQUEST_BYTES_MAX as usize;
+                    if !drained.is_empty() && full {
                         // The rest waits for the next request to this broker.
                         wake_at = Some(now);
                         break;
