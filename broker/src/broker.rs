@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::errors::{status, to_proto};
+use crate::groups::{Groups, internal_topic_error, is_internal_topic};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 
@@ -58,6 +59,8 @@ pub struct Broker {
     fetches: Arc<Semaphore>,
     shutdown: watch::Sender<bool>,
     pub metrics: Metrics,
+    /// The consumer-group coordinators and `__consumer_offsets`.
+    pub groups: Arc<Groups>,
 }
 
 /// A per-partition failure: its code and message.
@@ -102,6 +105,16 @@ impl Broker {
             info!(topic = %t.name, partitions = t.partitions.len(), "opened topic");
             topics.insert(t.name.clone(), Arc::new(topic));
         }
+        // `__consumer_offsets` gets the broker's default log configuration (its flush policy);
+        // the store itself turns retention off.
+        let defaults = TopicConfig::parse(&config.topic_defaults, &BTreeMap::new())?;
+        let groups = Groups::open(&config.data_dir, defaults.log, clock.clone())?;
+        groups.topics_changed(
+            topics
+                .iter()
+                .map(|(name, t): (&String, &Arc<Topic>)| (name.clone(), t.partitions.len() as u32))
+                .collect(),
+        );
         let (shutdown, _) = watch::channel(false);
         Ok(Broker {
             _lock: lock,
@@ -114,6 +127,7 @@ impl Broker {
             fetches: Arc::new(Semaphore::new(IN_FLIGHT_FETCHES_MAX)),
             shutdown,
             metrics: Metrics::default(),
+            groups: Arc::new(groups),
         })
     }
 
@@ -136,6 +150,19 @@ impl Broker {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// Partition counts of the hosted topics (what the group coordinators assign).
+    pub fn topic_partition_counts(&self) -> BTreeMap<String, u32> {
+        self.hosted_topics()
+            .into_iter()
+            .map(|(name, t)| (name, t.partitions.len() as u32))
+            .collect()
+    }
+
+    /// Whether this broker hosts the partition (and it is not being deleted).
+    pub fn has_partition(&self, topic: &str, partition: u32) -> bool {
+        self.partition(topic, partition).is_ok()
     }
 
     fn partition(
@@ -188,6 +215,7 @@ impl Broker {
                 }
             }
         }
+        self.groups.close();
     }
 
     /// One round of housekeeping on every log: age rolls and interval flushes.
@@ -199,6 +227,7 @@ impl Broker {
                 }
             }
         }
+        self.groups.tick();
     }
 
     /// One retention pass over every log.
@@ -218,7 +247,12 @@ impl Broker {
         }
     }
 
-    async fn permit(
+    /// The in-flight bound shared by produce, list-offsets, admin and group commits.
+    pub(crate) fn requests(&self) -> &Arc<Semaphore> {
+        &self.requests
+    }
+
+    pub(crate) async fn permit(
         &self,
         sem: &Arc<Semaphore>,
     ) -> std::result::Result<OwnedSemaphorePermit, tonic::Status> {
@@ -256,6 +290,9 @@ impl Broker {
 
     pub async fn create_topic(&self, req: v1::CreateTopicRequest) -> Result<TopicInfo> {
         validate_topic_name(&req.name)?;
+        if is_internal_topic(&req.name) {
+            return Err(internal_topic_error(&req.name));
+        }
         let configs: BTreeMap<String, String> = req.configs.into_iter().collect();
         let config = TopicConfig::parse(self.topic_defaults(), &configs)?;
         let new = NewTopic {
@@ -304,6 +341,7 @@ impl Broker {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(info.name.clone(), Arc::new(topic));
+        self.groups.topics_changed(self.topic_partition_counts());
         Ok(info)
     }
 
@@ -334,6 +372,8 @@ impl Broker {
                 Ok(())
             })
             .await?;
+            self.groups.topics_changed(self.topic_partition_counts());
+            self.groups.forget_topic(name).await;
         }
         info!(topic = %name, "deleted topic");
         Ok(())

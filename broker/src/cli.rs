@@ -1,5 +1,5 @@
 //! The `sluiceway` command line: `broker`, `topic create|list|describe|delete`, `produce`,
-//! `consume`. Errors print one line to stderr, `error: CODE: message`, and exit non-zero.
+//! `consume`, `group list|describe`. Errors print one line to stderr, `error: CODE: message`, and exit non-zero.
 //!
 //! Until the client core lands (`core/src/client/`), the command-line client talks gRPC
 //! directly to the bootstrap broker, which on a single broker is every partition's leader.
@@ -48,6 +48,27 @@ enum Command {
     Produce(ProduceArgs),
     /// Print messages from a topic.
     Consume(ConsumeArgs),
+    /// List and describe consumer groups.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// List the consumer groups (with members or committed offsets).
+    List {
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// Describe a group: its members, and per partition the committed offset, the log end
+    /// (high watermark), the lag and the owning member.
+    Describe {
+        group: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -215,6 +236,7 @@ pub struct Client {
     pub log: v1::log_client::LogClient<Channel>,
     pub admin: v1::admin_client::AdminClient<Channel>,
     pub registry: v1::registry_client::RegistryClient<Channel>,
+    pub group: v1::group_client::GroupClient<Channel>,
 }
 
 impl Client {
@@ -238,8 +260,9 @@ impl Client {
             log: v1::log_client::LogClient::new(channel.clone()).max_decoding_message_size(resp),
             admin: v1::admin_client::AdminClient::new(channel.clone())
                 .max_decoding_message_size(resp),
-            registry: v1::registry_client::RegistryClient::new(channel)
+            registry: v1::registry_client::RegistryClient::new(channel.clone())
                 .max_decoding_message_size(resp),
+            group: v1::group_client::GroupClient::new(channel).max_decoding_message_size(resp),
         })
     }
 
@@ -277,7 +300,147 @@ async fn run_client(command: Command) -> Result<ExitCode> {
         Command::Topic { command } => topic(command).await,
         Command::Produce(args) => produce(args).await,
         Command::Consume(args) => consume(args).await,
+        Command::Group { command } => group(command).await,
     }
+}
+
+/// Prints rows as left-aligned columns separated by two spaces.
+fn print_table(rows: &[Vec<String>]) -> Result<()> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().filter_map(|r| r.get(i)).map(String::len).max().unwrap_or(0))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        writeln!(out, "{}", line.trim_end()).map_err(|e| Error::io("write", "stdout", e))?;
+    }
+    Ok(())
+}
+
+async fn group(command: GroupCommand) -> Result<ExitCode> {
+    let st = |s: tonic::Status| error_from_status(&s);
+    match command {
+        GroupCommand::List { bootstrap } => {
+            let mut c = Client::connect(&bootstrap.bootstrap).await?;
+            let resp = c
+                .group
+                .list_groups(v1::ListGroupsRequest {})
+                .await
+                .map_err(st)?
+                .into_inner();
+            let mut rows = vec![vec![
+                "GROUP".to_owned(),
+                "STATE".to_owned(),
+                "MEMBERS".to_owned(),
+                "GENERATION".to_owned(),
+            ]];
+            for g in resp.groups {
+                rows.push(vec![
+                    g.group_id,
+                    g.state,
+                    g.members.to_string(),
+                    g.generation.to_string(),
+                ]);
+            }
+            print_table(&rows)?;
+        }
+        GroupCommand::Describe { group, bootstrap } => {
+            let mut c = Client::connect(&bootstrap.bootstrap).await?;
+            let d = c
+                .group
+                .describe_group(v1::DescribeGroupRequest {
+                    group_id: group.clone(),
+                })
+                .await
+                .map_err(st)?
+                .into_inner();
+            if d.state == "Dead" {
+                return Err(Error::Remote {
+                    code: ErrorCode::InvalidArgument,
+                    message: format!("group {group} does not exist (no members, no committed offsets)"),
+                });
+            }
+            println!(
+                "Group: {}  State: {}  Generation: {}  Assignor: {}  Members: {}",
+                d.group_id,
+                d.state,
+                d.generation,
+                if d.assignor.is_empty() { "-" } else { &d.assignor },
+                d.members.len()
+            );
+            // Every partition that is assigned or committed: its owner and committed offset.
+            let mut rows_by_tp: BTreeMap<(String, u32), (String, String, i64)> = BTreeMap::new();
+            for m in &d.members {
+                for tps in &m.assignment {
+                    for p in &tps.partitions {
+                        rows_by_tp.insert(
+                            (tps.topic.clone(), *p),
+                            (m.member_id.clone(), m.client_id.clone(), -1),
+                        );
+                    }
+                }
+            }
+            for o in &d.offsets {
+                rows_by_tp
+                    .entry((o.topic.clone(), o.partition))
+                    .or_insert_with(|| ("-".to_owned(), "-".to_owned(), -1))
+                    .2 = o.offset;
+            }
+            let latest = if rows_by_tp.is_empty() {
+                Vec::new()
+            } else {
+                c.log
+                    .list_offsets(v1::ListOffsetsRequest {
+                        partitions: rows_by_tp
+                            .keys()
+                            .map(|(t, p)| v1::ListOffsetsPartition {
+                                topic: t.clone(),
+                                partition: *p,
+                                spec: v1::OffsetSpec::Latest as i32,
+                                timestamp_ms: 0,
+                            })
+                            .collect(),
+                    })
+                    .await
+                    .map_err(st)?
+                    .into_inner()
+                    .results
+            };
+            let mut rows = vec![
+                ["TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "MEMBER-ID", "CLIENT-ID"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ];
+            for (((topic, partition), (member, client, committed)), l) in
+                rows_by_tp.into_iter().zip(latest.into_iter().map(Some).chain(std::iter::repeat_with(|| None)))
+            {
+                let end = l.filter(|l| l.error_code == 0).map(|l| l.offset);
+                let dash = || "-".to_owned();
+                rows.push(vec![
+                    topic,
+                    partition.to_string(),
+                    if committed >= 0 { committed.to_string() } else { dash() },
+                    end.map_or_else(dash, |e| e.to_string()),
+                    match end {
+                        Some(e) if committed >= 0 => (e - committed).max(0).to_string(),
+                        _ => dash(),
+                    },
+                    member,
+                    client,
+                ]);
+            }
+            print_table(&rows)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn join(ids: &[i32]) -> String {

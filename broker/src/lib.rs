@@ -4,7 +4,10 @@
 //! - [`broker`] — the broker's state and request logic (produce, long-poll fetch, list offsets,
 //!   topic administration) over core's `PartitionLog` and `Registry`.
 //! - [`partition`] — one hosted partition and its high-watermark notification.
-//! - [`service`] — the tonic services (Log, Admin, Registry), thin wrappers over [`broker`].
+//! - [`groups`] — the consumer-group coordinators (core's sans-IO `Coordinator`, driven by a
+//!   timer task) and `__consumer_offsets`.
+//! - [`service`] — the tonic services (Log, Admin, Registry, Group), thin wrappers over
+//!   [`broker`] and [`groups`].
 //! - [`server`] — binding, bounded connections, housekeeping, graceful shutdown.
 //! - [`metrics`] — Prometheus text endpoint.
 //! - [`errors`] — core errors ↔ gRPC statuses and proto codes.
@@ -14,6 +17,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod errors;
+pub mod groups;
 pub mod metrics;
 pub mod partition;
 pub mod server;

@@ -73,6 +73,10 @@ pub struct Metrics {
     pub list_offsets: RequestMetrics,
     pub metadata: RequestMetrics,
     pub admin: RequestMetrics,
+    /// Group requests except JoinGroup.
+    pub group: RequestMetrics,
+    /// JoinGroup, apart because it waits for the rebalance.
+    pub join_group: RequestMetrics,
     pub connections_open: AtomicU64,
     pub connections_accepted: AtomicU64,
 }
@@ -88,12 +92,14 @@ fn escape(label: &str) -> String {
 pub fn render(broker: &Broker) -> String {
     let m = &broker.metrics;
     let mut out = String::with_capacity(4096);
-    let kinds: [(&str, &RequestMetrics); 5] = [
+    let kinds: [(&str, &RequestMetrics); 7] = [
         ("produce", &m.produce),
         ("fetch", &m.fetch),
         ("list_offsets", &m.list_offsets),
         ("metadata", &m.metadata),
         ("admin", &m.admin),
+        ("group", &m.group),
+        ("join_group", &m.join_group),
     ];
     out.push_str("# HELP sluiceway_requests_total Requests handled, by type.\n# TYPE sluiceway_requests_total counter\n");
     for (k, r) in &kinds {
@@ -151,6 +157,20 @@ pub fn render(broker: &Broker) -> String {
          sluiceway_connections_accepted_total {}\n",
         m.connections_open.load(Ordering::Relaxed),
         m.connections_accepted.load(Ordering::Relaxed)
+    );
+    let (groups, members) = broker.groups.counts();
+    let _ = write!(
+        out,
+        "# HELP sluiceway_groups Consumer groups with members now.\n# TYPE sluiceway_groups gauge\n\
+         sluiceway_groups {groups}\n\
+         # HELP sluiceway_group_members Members of all consumer groups now.\n# TYPE sluiceway_group_members gauge\n\
+         sluiceway_group_members {members}\n\
+         # HELP sluiceway_group_rebalances_total Rebalances completed since the broker started.\n# TYPE sluiceway_group_rebalances_total counter\n\
+         sluiceway_group_rebalances_total {}\n\
+         # HELP sluiceway_group_offsets_size_bytes Bytes of the __consumer_offsets logs.\n# TYPE sluiceway_group_offsets_size_bytes gauge\n\
+         sluiceway_group_offsets_size_bytes {}\n",
+        broker.groups.rebalances.load(Ordering::Relaxed),
+        broker.groups.offsets.size_bytes()
     );
     let topics = broker.hosted_topics();
     let gauges: [(&str, &str, &str); 7] = [

@@ -246,6 +246,10 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
         }));
     }
 
+    background.push(tokio::spawn(
+        broker.groups.clone().run_timer(broker.shutdown_receiver()),
+    ));
+
     let (tx, rx) = mpsc::channel(64);
     background.push(tokio::spawn(accept_loop(listener, broker.clone(), tx)));
     let service = Service {
@@ -263,6 +267,11 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
         )
         .add_service(
             v1::admin_server::AdminServer::new(service.clone())
+                .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
+        )
+        .add_service(
+            v1::group_server::GroupServer::new(service.clone())
                 .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
                 .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
         )

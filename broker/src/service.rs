@@ -1,4 +1,5 @@
-//! The gRPC services: thin wrappers that time each request, call [`Broker`] and map errors.
+//! The gRPC services: thin wrappers that time each request, call [`Broker`] (or its
+//! [`Groups`](crate::groups::Groups)) and map errors.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use crate::broker::Broker;
 use crate::errors::{status, status_from_error, to_proto};
 use crate::metrics::RequestMetrics;
 
-/// Implements the Log, Admin and Registry services over one broker.
+/// Implements the Log, Admin, Registry and Group services over one broker.
 #[derive(Debug, Clone)]
 pub struct Service {
     pub broker: Arc<Broker>,
@@ -228,5 +229,103 @@ fn error_topic(name: &str, code: ErrorCode, message: String) -> v1::TopicMetadat
         error_code: to_proto(code),
         error_message: message,
         partitions: Vec::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl v1::group_server::Group for Service {
+    async fn join_group(
+        &self,
+        request: Request<v1::JoinGroupRequest>,
+    ) -> Result<Response<v1::JoinGroupResponse>, Status> {
+        let started = Instant::now();
+        let b = &self.broker;
+        let r = b
+            .groups
+            .join(request.into_inner(), b.shutdown_receiver())
+            .await;
+        timed(&b.metrics.join_group, started, r)
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let started = Instant::now();
+        let r = self
+            .broker
+            .groups
+            .heartbeat(&request.into_inner())
+            .map(|()| v1::HeartbeatResponse {});
+        timed(&self.broker.metrics.group, started, r)
+    }
+
+    async fn leave_group(
+        &self,
+        request: Request<v1::LeaveGroupRequest>,
+    ) -> Result<Response<v1::LeaveGroupResponse>, Status> {
+        let started = Instant::now();
+        let r = self
+            .broker
+            .groups
+            .leave(&request.into_inner())
+            .map(|()| v1::LeaveGroupResponse {});
+        timed(&self.broker.metrics.group, started, r)
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<v1::CommitOffsetsRequest>,
+    ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
+        let started = Instant::now();
+        let b = &self.broker;
+        let r = async {
+            // Counted with the other writes, so a graceful shutdown waits for the append.
+            let _permit = b.permit(b.requests()).await?;
+            b.groups
+                .commit(
+                    request.into_inner(),
+                    |t, p| b.has_partition(t, p),
+                    b.now(),
+                )
+                .await
+        }
+        .await;
+        timed(&b.metrics.group, started, r)
+    }
+
+    async fn fetch_offsets(
+        &self,
+        request: Request<v1::FetchOffsetsRequest>,
+    ) -> Result<Response<v1::FetchOffsetsResponse>, Status> {
+        let started = Instant::now();
+        let b = &self.broker;
+        let r = b
+            .groups
+            .fetch_offsets(request.into_inner(), |t, p| b.has_partition(t, p))
+            .await;
+        timed(&b.metrics.group, started, r)
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<v1::ListGroupsRequest>,
+    ) -> Result<Response<v1::ListGroupsResponse>, Status> {
+        let started = Instant::now();
+        let r = self.broker.groups.list().await;
+        timed(&self.broker.metrics.group, started, r)
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<v1::DescribeGroupRequest>,
+    ) -> Result<Response<v1::DescribeGroupResponse>, Status> {
+        let started = Instant::now();
+        let r = self
+            .broker
+            .groups
+            .describe(&request.into_inner().group_id)
+            .await;
+        timed(&self.broker.metrics.group, started, r)
     }
 }

@@ -174,6 +174,34 @@ pub const GROUP_METADATA_BYTES_MAX: usize = 4096;
 /// Default partition count of `__consumer_offsets` (Kafka uses 50; a Sluiceway broker is often
 /// alone and each partition is a directory of files, so fewer).
 pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: u32 = 4;
+/// Longest group id.
+pub const GROUP_ID_BYTES_MAX: usize = 255;
+/// Longest `rebalance_timeout_ms` a member may ask for (Kafka's `max.poll.interval.ms` has no
+/// bound; ours keeps every pending join answered within a known time).
+pub const GROUP_REBALANCE_TIMEOUT_MS_MAX: u64 = GROUP_SESSION_TIMEOUT_MS_MAX;
+/// Extra time a pending JoinGroup waits beyond the longest possible rebalance before the broker
+/// gives up on it (REQUEST_TIMED_OUT). A backstop only: the coordinator's own deadline answers
+/// every join before it.
+pub const GROUP_JOIN_SLACK_MS: u64 = 5_000;
+/// Most consumer groups one broker coordinates at once (a new group beyond it is refused with
+/// GROUP_MAX_SIZE_REACHED); empty groups are forgotten, so this bounds live groups only.
+pub const GROUPS_MAX: usize = 10_000;
+/// A `__consumer_offsets` partition log larger than this is compacted: the partition's current
+/// state is appended as a snapshot and every segment wholly before it is deleted. The log then
+/// holds at most about this bound plus one snapshot (the bound is raised to twice the last
+/// snapshot's size when the live state itself is large, so compaction never runs back to back).
+pub const OFFSETS_TOPIC_COMPACT_BYTES: u64 = 64 << 20;
+/// Largest message set of a `__consumer_offsets` snapshot (a snapshot is written as several).
+pub const OFFSETS_SNAPSHOT_SET_BYTES_MAX: u32 = 1 << 20;
+const _: () = assert!(OFFSETS_SNAPSHOT_SET_BYTES_MAX <= MESSAGE_SET_BYTES_MAX);
+// One record (key with the longest group id and topic, value with the longest metadata) fits a
+// snapshot set with room to spare.
+const _: () = assert!(
+    (LOG_OVERHEAD_BYTES + MESSAGE_V1_HEADER_BYTES) as usize + 2 + 2 + GROUP_ID_BYTES_MAX + 2 + TOPIC_NAME_BYTES_MAX + 4
+        + 2 + 8 + 2 + GROUP_METADATA_BYTES_MAX + 16
+        < OFFSETS_SNAPSHOT_SET_BYTES_MAX as usize / 16
+);
+const _: () = assert!(GROUP_ID_BYTES_MAX == CLIENT_ID_BYTES_MAX);
 
 // ---- The client core (`client/`): producer, consumer, offset store, admin ----
 

@@ -18,18 +18,24 @@
 //! A null value (tombstone) deletes the key (used when a topic is deleted).
 //!
 //! The logs of this topic must not be subject to time or size retention (it would drop live
-//! commits); `GroupOffsetStore::open` forces both off.
+//! commits); `GroupOffsetStore::open` forces both off. Instead they are compacted by snapshot
+//! (see [`GroupOffsetStore`]): the log of a partition stays within about
+//! `limits::OFFSETS_TOPIC_COMPACT_BYTES` plus one snapshot of its live state.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
 use super::TopicPartition;
 use crate::error::{Error, Result};
 use crate::format::{self, Compression, MAGIC_V1, MessageSetBuilder};
-use crate::limits::{GROUP_COMMIT_OFFSETS_MAX, GROUP_METADATA_BYTES_MAX, MESSAGE_SET_BYTES_MAX};
+use crate::limits::{
+    GROUP_COMMIT_OFFSETS_MAX, GROUP_METADATA_BYTES_MAX, LOG_OVERHEAD_BYTES, MESSAGE_SET_BYTES_MAX, OFFSETS_SNAPSHOT_SET_BYTES_MAX,
+    OFFSETS_TOPIC_COMPACT_BYTES,
+};
 use crate::partitioner::murmur2;
 use crate::storage::{Clock, LogConfig, PartitionLog};
 use crate::types::{Offset, TimestampMs};
@@ -162,17 +168,50 @@ pub fn decode_value(value: &[u8]) -> Result<OffsetCommit> {
 
 type GroupMap = BTreeMap<String, BTreeMap<TopicPartition, OffsetCommit>>;
 
+/// One partition of the offsets topic: its log and the map replayed from it.
+#[derive(Debug)]
+struct Slot {
+    log: PartitionLog,
+    /// Held across every append to `log` (commit, tombstones, snapshot), so the map applies
+    /// changes in log order and a snapshot sees no concurrent commit.
+    map: Mutex<GroupMap>,
+    /// Bytes of the last snapshot written to this partition (0 before any).
+    snapshot_bytes: AtomicU64,
+}
+
 /// The committed offsets of every group, backed by the `__consumer_offsets` partition logs.
+///
+/// **Compaction by snapshot**: the log would otherwise grow by one record per committed
+/// partition forever. When a partition's log exceeds `compact_bytes` (or twice its last
+/// snapshot, whichever is larger) after an append, the store rolls the log, appends the
+/// partition's complete current state (one record per live key, in sets of at most
+/// `OFFSETS_SNAPSHOT_SET_BYTES_MAX`) and then deletes every segment wholly before the snapshot's
+/// first offset (`PartitionLog::delete_segments_before`). Replaying from the new log start gives
+/// the same map; a crash at any point is safe, because until the old segments are deleted the
+/// snapshot only repeats values the older records already hold.
 #[derive(Debug)]
 pub struct GroupOffsetStore {
-    /// One entry per partition of the offsets topic: its log and the map replayed from it.
-    partitions: Vec<(PartitionLog, Mutex<GroupMap>)>,
+    partitions: Vec<Slot>,
+    compact_bytes: u64,
 }
 
 impl GroupOffsetStore {
     /// Opens (creating) `partitions` logs `__consumer_offsets-N` under `data_dir` and replays
-    /// them. Retention is forced off, whatever `config` says.
-    pub fn open(data_dir: &Path, partitions: u32, mut config: LogConfig, clock: Arc<dyn Clock>) -> Result<GroupOffsetStore> {
+    /// them. Retention is forced off, whatever `config` says; compaction starts above
+    /// [`OFFSETS_TOPIC_COMPACT_BYTES`].
+    pub fn open(data_dir: &Path, partitions: u32, config: LogConfig, clock: Arc<dyn Clock>) -> Result<GroupOffsetStore> {
+        GroupOffsetStore::open_with_compaction(data_dir, partitions, config, clock, OFFSETS_TOPIC_COMPACT_BYTES)
+    }
+
+    /// As [`open`](Self::open), compacting a partition log once it is larger than `compact_bytes`
+    /// (tests use a small bound).
+    pub fn open_with_compaction(
+        data_dir: &Path,
+        partitions: u32,
+        mut config: LogConfig,
+        clock: Arc<dyn Clock>,
+        compact_bytes: u64,
+    ) -> Result<GroupOffsetStore> {
         if partitions == 0 {
             return Err(Error::InvalidConfig { key: "offsets.topic.num.partitions".into(), reason: "must be at least 1".into() });
         }
@@ -184,16 +223,16 @@ impl GroupOffsetStore {
             let map = replay(&log)?;
             // Everything in this log was written by a completed commit of this broker.
             log.set_high_watermark(log.log_end_offset());
-            out.push((log, Mutex::new(map)));
+            out.push(Slot { log, map: Mutex::new(map), snapshot_bytes: AtomicU64::new(0) });
         }
-        Ok(GroupOffsetStore { partitions: out })
+        Ok(GroupOffsetStore { partitions: out, compact_bytes })
     }
 
     pub fn partition_count(&self) -> u32 {
         self.partitions.len() as u32
     }
 
-    fn slot(&self, group: &str) -> &(PartitionLog, Mutex<GroupMap>) {
+    fn slot(&self, group: &str) -> &Slot {
         &self.partitions[partition_for_group(group, self.partition_count()) as usize]
     }
 
@@ -227,23 +266,23 @@ impl GroupOffsetStore {
             return Err(Error::RecordListTooLarge { size: builder.size_bytes() as u64, max: u64::from(MESSAGE_SET_BYTES_MAX) });
         }
         let mut set = builder.finish()?;
-        let (log, map) = self.slot(group);
+        let slot = self.slot(group);
         // The map lock is held across the append so two commits of one group apply to the map in
         // the order they reached the log.
-        let mut map = map.lock();
-        let info = log.append(&mut set)?;
-        log.set_high_watermark(info.last_offset.next());
+        let mut map = slot.map.lock();
+        let info = slot.log.append(&mut set)?;
+        slot.log.set_high_watermark(info.last_offset.next());
         let entry = map.entry(group.to_owned()).or_default();
         for (tp, commit) in offsets {
             entry.insert(tp.clone(), commit.clone());
         }
+        self.maybe_compact(slot, &map);
         Ok(())
     }
 
     /// The committed offsets of `group`, for `only` the given partitions if set.
     pub fn fetch(&self, group: &str, only: Option<&[TopicPartition]>) -> BTreeMap<TopicPartition, OffsetCommit> {
-        let (_, map) = self.slot(group);
-        let map = map.lock();
+        let map = self.slot(group).map.lock();
         let Some(all) = map.get(group) else { return BTreeMap::new() };
         match only {
             None => all.clone(),
@@ -253,15 +292,15 @@ impl GroupOffsetStore {
 
     /// Every group with at least one committed offset.
     pub fn groups(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.partitions.iter().flat_map(|(_, m)| m.lock().keys().cloned().collect::<Vec<_>>()).collect();
+        let mut out: Vec<String> = self.partitions.iter().flat_map(|s| s.map.lock().keys().cloned().collect::<Vec<_>>()).collect();
         out.sort();
         out
     }
 
     /// Writes tombstones for every commit on `topic` (the topic was deleted).
     pub fn forget_topic(&self, topic: &str) -> Result<()> {
-        for (log, map) in &self.partitions {
-            let mut map = map.lock();
+        for slot in &self.partitions {
+            let mut map = slot.map.lock();
             let mut builder = MessageSetBuilder::new(MAGIC_V1, Compression::None);
             for (group, commits) in map.iter() {
                 for tp in commits.keys().filter(|tp| tp.topic == topic) {
@@ -272,31 +311,101 @@ impl GroupOffsetStore {
                 continue;
             }
             let mut set = builder.finish()?;
-            let info = log.append(&mut set)?;
-            log.set_high_watermark(info.last_offset.next());
+            let info = slot.log.append(&mut set)?;
+            slot.log.set_high_watermark(info.last_offset.next());
             for commits in map.values_mut() {
                 commits.retain(|tp, _| tp.topic != topic);
             }
             map.retain(|_, commits| !commits.is_empty());
+            self.maybe_compact(slot, &map);
         }
         Ok(())
     }
 
+    /// Bytes of every partition log of the offsets topic.
+    pub fn size_bytes(&self) -> u64 {
+        self.partitions.iter().map(|s| s.log.size_bytes()).sum()
+    }
+
+    /// Compacts every partition now, whatever its size (operators and tests).
+    pub fn compact(&self) -> Result<()> {
+        for slot in &self.partitions {
+            let map = slot.map.lock();
+            compact_locked(slot, &map)?;
+        }
+        Ok(())
+    }
+
+    /// With the slot's map lock held, after an append: compacts when the log is over its bound.
+    /// A failed compaction does not fail the append that preceded it (that is durable already);
+    /// it is logged, and the next append tries again.
+    fn maybe_compact(&self, slot: &Slot, map: &GroupMap) {
+        let bound = self.compact_bytes.max(slot.snapshot_bytes.load(Ordering::Relaxed).saturating_mul(2));
+        if slot.log.size_bytes() <= bound {
+            return;
+        }
+        if let Err(e) = compact_locked(slot, map) {
+            tracing::warn!(dir = %slot.log.dir().display(), error = %e, "compacting the offsets log failed");
+        }
+    }
+
     /// Flush and close every log (clean shutdown).
     pub fn close(&self) -> Result<()> {
-        for (log, _) in &self.partitions {
-            log.close()?;
+        for slot in &self.partitions {
+            slot.log.close()?;
         }
         Ok(())
     }
 
     /// Periodic work: the logs' flush and roll timers.
     pub fn tick(&self) -> Result<()> {
-        for (log, _) in &self.partitions {
-            log.tick()?;
+        for slot in &self.partitions {
+            slot.log.tick()?;
         }
         Ok(())
     }
+}
+
+/// With the slot's map lock held: roll, append `map` whole as a snapshot, delete every segment
+/// before it. See [`GroupOffsetStore`].
+fn compact_locked(slot: &Slot, map: &GroupMap) -> Result<()> {
+    let log = &slot.log;
+    let before = log.size_bytes();
+    log.roll()?;
+    let first = log.log_end_offset();
+    let mut written = 0u64;
+    let mut builder = MessageSetBuilder::new(MAGIC_V1, Compression::None);
+    let mut flush = |builder: MessageSetBuilder| -> Result<()> {
+        let mut set = builder.finish()?;
+        written += set.len() as u64;
+        let info = log.append(&mut set)?;
+        log.set_high_watermark(info.last_offset.next());
+        Ok(())
+    };
+    for (group, commits) in map {
+        for (tp, commit) in commits {
+            let (key, value) = (encode_key(group, tp), encode_value(commit));
+            let entry = LOG_OVERHEAD_BYTES as usize + format::message_size(MAGIC_V1, Some(&key), Some(&value));
+            if !builder.is_empty() && builder.size_bytes() + entry > OFFSETS_SNAPSHOT_SET_BYTES_MAX as usize {
+                flush(std::mem::replace(&mut builder, MessageSetBuilder::new(MAGIC_V1, Compression::None)))?;
+            }
+            builder.push(commit.commit_timestamp, Some(&key), Some(&value));
+        }
+    }
+    if !builder.is_empty() {
+        flush(builder)?;
+    }
+    let deleted = log.delete_segments_before(first)?;
+    slot.snapshot_bytes.store(written, Ordering::Relaxed);
+    tracing::info!(
+        dir = %log.dir().display(),
+        before_bytes = before,
+        after_bytes = log.size_bytes(),
+        snapshot_bytes = written,
+        deleted_segments = deleted,
+        "compacted the offsets log"
+    );
+    Ok(())
 }
 
 /// Rebuilds the map from a log, oldest first, so the last commit of each key wins.

@@ -3,8 +3,8 @@
 //! Owns the partition directory and its segments (sorted by base offset, the last one active),
 //! and the four offsets that describe the log:
 //!
-//! - `log_start_offset` — the first offset still readable (moved up by retention, which only
-//!   deletes segments wholly below the high watermark);
+//! - `log_start_offset` — the first offset still readable (moved up by retention and by
+//!   `delete_segments_before`, which only delete whole sealed segments below the high watermark);
 //! - `high_watermark` — the offset consumers may read up to (moved up by replication; only a
 //!   truncation brings it down);
 //! - `log_end_offset` — the offset the next message will get;
@@ -344,7 +344,7 @@ impl PartitionLog {
             self.config.segment_bytes,
             self.config.segment_ms,
         ) {
-            self.roll(&active)?
+            self.roll_locked(&active)?
         } else {
             active
         };
@@ -502,7 +502,7 @@ impl PartitionLog {
     /// writer lock held. Rolling always fsyncs the sealed segment, whatever the flush policy, so
     /// the recovery point can move to the new segment's base and only the active segment ever
     /// needs recovery.
-    fn roll(&self, old: &Arc<Segment>) -> Result<Arc<Segment>> {
+    fn roll_locked(&self, old: &Arc<Segment>) -> Result<Arc<Segment>> {
         let base = self.log_end_offset();
         debug_assert_eq!(base, old.next_offset());
         self.durable(old.sync())?;
@@ -691,9 +691,56 @@ impl PartitionLog {
             total -= u64::from(segment.size());
             count += 1;
         }
+        self.delete_leading_segments_locked(&segments, count, "retention")
+    }
+
+    /// Deletes every whole sealed segment whose offsets all lie below `offset` (its next
+    /// segment's base is `<= offset`), and only below the high watermark, as retention does.
+    /// Kafka's `maybeIncrementLogStartOffset` with segment granularity: `log_start_offset` moves
+    /// to the base of the first remaining segment (never into the middle of one), is checkpointed
+    /// before any file goes, and never past the high watermark. Never deletes the active segment:
+    /// call [`roll`](Self::roll) first so that `offset` starts a segment of its own. Returns how
+    /// many segments were deleted. Used by `__consumer_offsets` compaction (`group::offsets`).
+    pub fn delete_segments_before(&self, offset: Offset) -> Result<usize> {
+        self.check_writable()?;
+        let _w = self.writer.lock();
+        self.check_writable()?;
+        let segments = self.segments();
+        let bound = offset.min(self.high_watermark());
+        let count = segments
+            .windows(2)
+            .take_while(|pair| pair[1].base_offset() <= bound)
+            .count();
+        self.delete_leading_segments_locked(&segments, count, "delete_segments_before")
+    }
+
+    /// Seals the active segment and starts a new one at the log end, unless the active segment
+    /// is empty (then the next append starts it anyway). Afterwards the next appended offset is
+    /// the base of the active segment. Returns whether it rolled.
+    pub fn roll(&self) -> Result<bool> {
+        self.check_writable()?;
+        let _w = self.writer.lock();
+        self.check_writable()?;
+        let active = self.active();
+        if active.size() == 0 {
+            return Ok(false);
+        }
+        self.roll_locked(&active)?;
+        Ok(true)
+    }
+
+    /// With the writer lock held: deletes `segments[..count]` (the oldest, all sealed). Advances
+    /// and checkpoints `log_start_offset` before deleting files.
+    fn delete_leading_segments_locked(
+        &self,
+        segments: &Arc<Vec<Arc<Segment>>>,
+        count: usize,
+        why: &'static str,
+    ) -> Result<usize> {
         if count == 0 {
             return Ok(0);
         }
+        debug_assert!(count < segments.len(), "the active segment is never deleted");
         let new_start = segments[count].base_offset();
         self.log_start_offset
             .fetch_max(new_start.0, Ordering::AcqRel);
@@ -703,7 +750,7 @@ impl PartitionLog {
         self.write_checkpoint()?;
         *self.segments.write() = Arc::new(segments[count..].to_vec());
         for segment in &segments[..count] {
-            tracing::info!(path = %segment.log_path().display(), "retention deletes a segment");
+            tracing::info!(path = %segment.log_path().display(), why, "deleting a segment");
             segment.delete_files()?;
         }
         self.check_invariants();
@@ -720,7 +767,7 @@ impl PartitionLog {
             self.check_writable()?;
             let active = self.active();
             if active.is_due_for_roll(now, self.config.segment_ms) {
-                self.roll(&active)?;
+                self.roll_locked(&active)?;
             }
         }
         if let FlushPolicy::Interval { ms } = self.config.flush
