@@ -962,3 +962,35 @@ async fn auto_commit_commits_positions_from_poll() {
     })
     .await;
 }
+
+/// `metadata.max.age.ms`: cached metadata is refreshed on a timer, so a topic re-created with
+/// more partitions is seen without any error having happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_refreshes_on_a_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        let a = admin(&b).await;
+        a.create_topic(NewTopic::new("grow", 1)).await.unwrap();
+        let p = producer(&b, &[("metadata.max.age.ms", "200")]).await;
+        // "hello" is partition 0 of 1, partition 3 of 6.
+        let m = p
+            .send(ProducerRecord::new("grow", "x").key("hello"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(m.partition, 0);
+        a.delete_topic("grow").await.unwrap();
+        a.create_topic(NewTopic::new("grow", 6)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let m = p
+            .send(ProducerRecord::new("grow", "x").key("hello"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(m.partition, 3);
+    })
+    .await;
+}
