@@ -587,6 +587,9 @@ async fn fetcher_loop(inner: Arc<Inner>) {
                 if let Some(p) = st.parts.get_mut(&tp).filter(|p| p.epoch == epoch) {
                     p.busy = false;
                     match r {
+                        // `position()` may have resolved it meanwhile; the first answer stands
+                        // (a second "latest" lookup could differ and skip records).
+                        Ok(_) if p.position.is_some() => {}
                         Ok(o) => {
                             p.position = Some(o);
                             p.fetch_offset = Some(o);

@@ -327,12 +327,14 @@ impl Producer {
             topic,
             partition: p,
         };
-        let f =
-            inner
-                .acc
-                .lock()
-                .append(&tp, ts, key.as_deref(), value.as_deref(), now, Some(permit));
-        Ok(f)
+        let mut acc = inner.acc.lock();
+        // Checked again under the accumulator's lock: the sender exits only when it sees the
+        // producer closed and the accumulator empty under this lock, so no record can be
+        // appended after it left (its future would never resolve).
+        if inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed("producer"));
+        }
+        Ok(acc.append(&tp, ts, key.as_deref(), value.as_deref(), now, Some(permit)))
     }
 
     /// Sends everything queued now (ignoring `linger.ms`) and waits until each of those records
@@ -353,7 +355,7 @@ impl Producer {
     /// with SHUTTING_DOWN and stops the sender task. Idempotent.
     pub async fn close_timeout(&self, timeout: Duration) -> Result<()> {
         let inner = &self.inner;
-        inner.closed.store(true, Ordering::Release);
+        inner.closed.store(true, Ordering::SeqCst);
         inner.wake.notify_one();
         if tokio::time::timeout(timeout, flush(inner)).await.is_err() {
             inner.acc.lock().fail_all(|| Error::ShuttingDown);
@@ -375,7 +377,7 @@ impl Producer {
 impl Drop for Producer {
     fn drop(&mut self) {
         // The sender task delivers what is queued, then exits (see the module docs).
-        self.inner.closed.store(true, Ordering::Release);
+        self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.wake.notify_one();
     }
 }
@@ -468,7 +470,7 @@ async fn sender_loop(inner: Arc<Inner>) {
         for (address, drained) in requests {
             tokio::spawn(send_request(inner.clone(), address, drained));
         }
-        if closed && inner.acc.lock().is_empty() {
+        if inner.closed.load(Ordering::SeqCst) && inner.acc.lock().is_empty() {
             return;
         }
         let idle = inner.config.common.metadata_max_age;
