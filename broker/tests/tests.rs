@@ -8,4 +8,5 @@ mod bad_input;
 mod cli;
 mod durability;
 mod grpc;
+mod groups;
 mod client;
