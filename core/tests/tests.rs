@@ -2,3 +2,4 @@
 mod format;
 mod group;
 mod storage;
+mod client_unit;

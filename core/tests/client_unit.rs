@@ -1,0 +1,357 @@
+//! The producer against a scripted, in-process fake broker (tonic on loopback): the error paths
+//! a single real broker cannot produce on demand — NOT_LEADER with a metadata refresh and a
+//! retry, non-retriable codes, `retries = 0`, request-level statuses with an `ErrorDetail` —
+//! and the request shape (one multi-partition Produce per leader, order kept across retries).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sluiceway_core::ErrorCode;
+use sluiceway_core::client::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use sluiceway_core::format::for_each_record;
+use sluiceway_proto::v1;
+use tonic::{Request, Response, Status};
+
+/// What the fake answers a produce with, per partition, one entry per Produce call (then NONE).
+#[derive(Debug, Clone)]
+enum Answer {
+    Code(v1::ErrorCode),
+    Status(v1::ErrorCode, &'static str),
+}
+
+#[derive(Debug, Default)]
+struct FakeState {
+    address: String,
+    partitions: u32,
+    metadata_calls: u32,
+    /// Partitions named in each Produce call, in order.
+    produce_calls: Vec<Vec<u32>>,
+    script: VecDeque<Answer>,
+    log: HashMap<u32, Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+struct Fake(Arc<Mutex<FakeState>>);
+
+#[tonic::async_trait]
+impl v1::registry_server::Registry for Fake {
+    async fn list_brokers(
+        &self,
+        _: Request<v1::ListBrokersRequest>,
+    ) -> Result<Response<v1::ListBrokersResponse>, Status> {
+        let s = self.0.lock();
+        Ok(Response::new(v1::ListBrokersResponse {
+            brokers: vec![v1::BrokerInfo {
+                broker_id: 0,
+                address: s.address.clone(),
+                alive: true,
+            }],
+            controller_id: 0,
+        }))
+    }
+
+    async fn get_metadata(
+        &self,
+        r: Request<v1::GetMetadataRequest>,
+    ) -> Result<Response<v1::GetMetadataResponse>, Status> {
+        let mut s = self.0.lock();
+        s.metadata_calls += 1;
+        let wanted = r.into_inner().topics;
+        let topics = if wanted.is_empty() || wanted.iter().any(|t| t == "t") {
+            vec![v1::TopicMetadata {
+                name: "t".into(),
+                error_code: 0,
+                error_message: String::new(),
+                partitions: (0..s.partitions)
+                    .map(|p| v1::PartitionMetadata {
+                        partition: p,
+                        error_code: 0,
+                        leader_id: 0,
+                        replicas: vec![0],
+                        isr: vec![0],
+                        leader_epoch: 0,
+                    })
+                    .collect(),
+            }]
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(v1::GetMetadataResponse {
+            brokers: vec![v1::BrokerInfo {
+                broker_id: 0,
+                address: s.address.clone(),
+                alive: true,
+            }],
+            topics,
+            controller_id: 0,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::log_server::Log for Fake {
+    async fn produce(
+        &self,
+        r: Request<v1::ProduceRequest>,
+    ) -> Result<Response<v1::ProduceResponse>, Status> {
+        let mut s = self.0.lock();
+        let req = r.into_inner();
+        s.produce_calls
+            .push(req.partitions.iter().map(|p| p.partition).collect());
+        let answer = s.script.pop_front();
+        if let Some(Answer::Status(code, msg)) = answer {
+            return Err(sluiceway_proto::status(
+                tonic::Code::InvalidArgument,
+                code,
+                msg,
+            ));
+        }
+        let mut results = Vec::new();
+        for p in req.partitions {
+            let code = match &answer {
+                Some(Answer::Code(c)) => *c,
+                _ => v1::ErrorCode::None,
+            };
+            let mut r = v1::ProducePartitionResult {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                error_code: code as i32,
+                error_message: if code == v1::ErrorCode::None {
+                    String::new()
+                } else {
+                    format!("scripted {}", code.as_str_name())
+                },
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+            };
+            if code == v1::ErrorCode::None {
+                let log = s.log.entry(p.partition).or_default();
+                r.base_offset = log.len() as i64;
+                for_each_record(&p.message_set, &mut Vec::new(), |rec| {
+                    log.push(String::from_utf8(rec.value.unwrap_or_default().to_vec()).unwrap());
+                })
+                .unwrap();
+            }
+            results.push(r);
+        }
+        Ok(Response::new(v1::ProduceResponse { results }))
+    }
+
+    async fn fetch(
+        &self,
+        _: Request<v1::FetchRequest>,
+    ) -> Result<Response<v1::FetchResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn list_offsets(
+        &self,
+        _: Request<v1::ListOffsetsRequest>,
+    ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+async fn start(partitions: u32, script: Vec<Answer>) -> Fake {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let fake = Fake(Arc::new(Mutex::new(FakeState {
+        address,
+        partitions,
+        script: script.into(),
+        ..FakeState::default()
+    })));
+    let f = fake.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(v1::registry_server::RegistryServer::new(f.clone()))
+            .add_service(v1::log_server::LogServer::new(f))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .unwrap();
+    });
+    fake
+}
+
+async fn producer(fake: &Fake, extra: &[(&str, &str)]) -> Producer {
+    let address = fake.0.lock().address.clone();
+    let mut map = vec![
+        ("bootstrap.servers", address.as_str()),
+        ("retry.backoff.ms", "10"),
+        ("linger.ms", "20"),
+    ];
+    map.extend_from_slice(extra);
+    Producer::new(ProducerConfig::from_map(map).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .expect("test timed out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_leader_refreshes_metadata_and_retries() {
+    bounded(async {
+        let fake = start(
+            1,
+            vec![
+                Answer::Code(v1::ErrorCode::NotLeader),
+                Answer::Code(v1::ErrorCode::NotLeader),
+            ],
+        )
+        .await;
+        let p = producer(&fake, &[]).await;
+        let m = p
+            .send(ProducerRecord::new("t", "v0"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(m.offset.unwrap().0, 0);
+        let s = fake.0.lock();
+        assert_eq!(
+            s.produce_calls.len(),
+            3,
+            "two NOT_LEADER answers, then success"
+        );
+        assert!(
+            s.metadata_calls >= 2,
+            "NOT_LEADER refreshed the metadata ({} calls)",
+            s.metadata_calls
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_retriable_code_fails_at_once_with_the_brokers_message() {
+    bounded(async {
+        let fake = start(1, vec![Answer::Code(v1::ErrorCode::MessageTooLarge)]).await;
+        let p = producer(&fake, &[]).await;
+        let e = p
+            .send(ProducerRecord::new("t", "v0"))
+            .await
+            .unwrap()
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::MessageTooLarge);
+        assert!(e.to_string().contains("scripted MESSAGE_TOO_LARGE"), "{e}");
+        assert_eq!(fake.0.lock().produce_calls.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_zero_gives_up_on_the_first_retriable_error() {
+    bounded(async {
+        let fake = start(1, vec![Answer::Code(v1::ErrorCode::NotLeader)]).await;
+        let p = producer(&fake, &[("retries", "0")]).await;
+        let e = p
+            .send(ProducerRecord::new("t", "v0"))
+            .await
+            .unwrap()
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::NotLeader);
+        assert_eq!(fake.0.lock().produce_calls.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_level_status_keeps_its_code_and_message() {
+    bounded(async {
+        let fake = start(
+            2,
+            vec![Answer::Status(
+                v1::ErrorCode::InvalidRequest,
+                "partition listed twice",
+            )],
+        )
+        .await;
+        let p = producer(&fake, &[]).await;
+        let fs = p
+            .send_batch(vec![
+                ProducerRecord::new("t", "a").partition(0),
+                ProducerRecord::new("t", "b").partition(1),
+            ])
+            .await;
+        for f in fs {
+            let e = f.await.unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidRequest);
+            assert!(e.to_string().contains("partition listed twice"), "{e}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_batches_for_one_leader_go_in_one_request() {
+    bounded(async {
+        let fake = start(4, vec![]).await;
+        let p = producer(&fake, &[("linger.ms", "100")]).await;
+        let fs = p
+            .send_batch(
+                (0..4)
+                    .map(|i| ProducerRecord::new("t", format!("v{i}")).partition(i))
+                    .collect(),
+            )
+            .await;
+        for f in fs {
+            f.await.unwrap();
+        }
+        let calls = fake.0.lock().produce_calls.clone();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        let mut parts = calls[0].clone();
+        parts.sort_unstable();
+        assert_eq!(parts, [0, 1, 2, 3]);
+    })
+    .await;
+}
+
+/// Order within a partition survives a retry of its first batch, with several requests allowed
+/// in flight: the later batches wait for the retried one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_within_a_partition_survives_retries() {
+    bounded(async {
+        let fake = start(
+            1,
+            vec![
+                Answer::Code(v1::ErrorCode::NotLeader),
+                Answer::Code(v1::ErrorCode::RequestTimedOut),
+            ],
+        )
+        .await;
+        let p = producer(
+            &fake,
+            &[
+                ("batch.size", "100"),
+                ("linger.ms", "0"),
+                ("max.in.flight.requests.per.connection", "5"),
+            ],
+        )
+        .await;
+        let mut fs: Vec<DeliveryFuture> = Vec::new();
+        for i in 0..30 {
+            fs.push(
+                p.send(ProducerRecord::new("t", format!("v{i:02}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut offsets = Vec::new();
+        for f in fs {
+            offsets.push(f.await.unwrap().offset.unwrap().0);
+        }
+        assert_eq!(offsets, (0..30).collect::<Vec<_>>());
+        let log = fake.0.lock().log.get(&0).cloned().unwrap();
+        assert_eq!(log, (0..30).map(|i| format!("v{i:02}")).collect::<Vec<_>>());
+    })
+    .await;
+}
