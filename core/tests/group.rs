@@ -327,4 +327,88 @@ mod offsets {
         assert_eq!(partition_for_group("g1", 3), partition_for_group("g1", 3));
         assert!(store.commit("", &[(TopicPartition::new("a", 0), commit(1, ""))]).is_err());
     }
+
+    fn open_compacting(dir: &std::path::Path, partitions: u32, compact_bytes: u64) -> GroupOffsetStore {
+        let config = LogConfig { segment_bytes: 64 << 10, ..LogConfig::default() };
+        GroupOffsetStore::open_with_compaction(dir, partitions, config, Arc::new(SystemClock), compact_bytes).unwrap()
+    }
+
+    type State = std::collections::BTreeMap<String, std::collections::BTreeMap<TopicPartition, OffsetCommit>>;
+
+    fn state(store: &GroupOffsetStore, groups: &[String]) -> State {
+        groups.iter().map(|g| (g.clone(), store.fetch(g, None))).filter(|(_, m)| !m.is_empty()).collect()
+    }
+
+    #[test]
+    fn compaction_keeps_the_state_and_bounds_the_log() {
+        const BOUND: u64 = 32 << 10;
+        let tmp = tempfile::tempdir().unwrap();
+        let groups: Vec<String> = (0..8).map(|g| format!("group-{g}")).collect();
+        let mut model = State::new();
+        {
+            let store = open_compacting(tmp.path(), 2, BOUND);
+            let mut largest = 0;
+            for round in 0..2_000u64 {
+                let group = &groups[(round % 8) as usize];
+                let tp = TopicPartition::new(format!("topic-{}", round % 5), (round % 3) as u32);
+                let c = commit(round, &"m".repeat((round % 50) as usize));
+                store.commit(group, &[(tp.clone(), c.clone())]).unwrap();
+                model.entry(group.clone()).or_default().insert(tp, c);
+                largest = largest.max(store.size_bytes());
+                if round == 1_000 {
+                    // A deleted topic's tombstones are compacted away too.
+                    store.forget_topic("topic-4").unwrap();
+                    for m in model.values_mut() {
+                        m.retain(|tp, _| tp.topic != "topic-4");
+                    }
+                    model.retain(|_, m| !m.is_empty());
+                }
+            }
+            // Each of the 2 partitions holds at most the bound, one commit and one small
+            // snapshot (the live state is a few KiB).
+            assert!(largest <= 2 * (BOUND + (16 << 10)), "{largest} bytes");
+            assert_eq!(state(&store, &groups), model);
+            // Not closed: replay after recovery gives the same map.
+        }
+        let store = open_compacting(tmp.path(), 2, BOUND);
+        assert_eq!(state(&store, &groups), model);
+        // A forced compaction of everything replays the same too, and leaves only the snapshots.
+        store.compact().unwrap();
+        assert_eq!(state(&store, &groups), model);
+        let compacted = store.size_bytes();
+        assert!(compacted < 16 << 10, "{compacted} bytes");
+        store.close().unwrap();
+        let store = open_compacting(tmp.path(), 2, BOUND);
+        assert_eq!(state(&store, &groups), model);
+        assert_eq!(store.size_bytes(), compacted);
+    }
+
+    #[test]
+    fn a_snapshot_larger_than_one_set_is_split_and_replays() {
+        let tmp = tempfile::tempdir().unwrap();
+        // One group, 9000 partitions with 200-byte metadata: about 2.3 MiB of live state, so the
+        // snapshot takes several sets of at most OFFSETS_SNAPSHOT_SET_BYTES_MAX.
+        let offsets: Vec<(TopicPartition, OffsetCommit)> =
+            (0..9_000u32).map(|p| (TopicPartition::new("wide", p), commit(u64::from(p), &"z".repeat(200)))).collect();
+        let want: std::collections::BTreeMap<TopicPartition, OffsetCommit> = offsets.iter().cloned().collect();
+        {
+            let store = open_compacting(tmp.path(), 1, 1 << 20);
+            store.commit("big", &offsets).unwrap();
+            assert_eq!(store.fetch("big", None), want);
+            // Over the bound already: the commit compacted.
+            let after_first = store.size_bytes();
+            store.commit("big", &offsets[..10]).unwrap();
+            // The bound is now twice the snapshot, so one more small commit does not compact again.
+            assert!(store.size_bytes() > after_first);
+            store.compact().unwrap();
+            assert_eq!(store.fetch("big", None), want);
+            store.close().unwrap();
+        }
+        let store = open_compacting(tmp.path(), 1, 1 << 20);
+        assert_eq!(store.fetch("big", None), want);
+        let empty = tempfile::tempdir().unwrap();
+        let store = open_compacting(empty.path(), 1, 1 << 20);
+        store.compact().unwrap();
+        assert!(store.groups().is_empty());
+    }
 }

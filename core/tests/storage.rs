@@ -1,5 +1,6 @@
 //! The partition log against real files in temp directories: append/read across segments,
-//! lookups by offset and time at segment boundaries, compressed wrappers, retention, restart,
+//! lookups by offset and time at segment boundaries, compressed wrappers, retention and
+//! `delete_segments_before`, restart,
 //! crash damage (cut and flipped bytes, lost and garbage indexes), bad input, concurrency, and
 //! a property test against a `Vec` model.
 
@@ -479,6 +480,58 @@ fn retention_by_size() {
     let start = log.log_start_offset();
     assert_eq!(read_all(&log, log.log_end_offset()), expected(start.0..300));
     assert_eq!(log.enforce_retention().unwrap(), 0);
+}
+
+#[test]
+fn delete_segments_before_drops_whole_sealed_segments_below_the_high_watermark() {
+    let f = Fixture::new(small_config());
+    let log = f.open();
+    fill(&log, 300, 2);
+    let bases = f.bases();
+    assert!(bases.len() > 5, "{bases:?}");
+    // Nothing below the high watermark (0) may go.
+    assert_eq!(log.delete_segments_before(Offset(250)).unwrap(), 0);
+    log.set_high_watermark(Offset(120));
+    // Only segments whose every offset is below min(offset, high watermark) go; the log start
+    // moves to the first remaining segment's base, never into a segment.
+    let target = Offset(250);
+    let deleted = log.delete_segments_before(target).unwrap();
+    let kept_from = bases.iter().rev().find(|b| **b <= 120).copied().unwrap();
+    assert_eq!(deleted, bases.iter().filter(|b| **b < kept_from).count());
+    assert_eq!(log.log_start_offset(), Offset(kept_from));
+    assert_eq!(f.bases()[0], kept_from);
+    assert_eq!(read_all(&log, log.log_end_offset()), expected(kept_from..300));
+    assert!(matches!(
+        log.read(Offset(kept_from - 1), 100, log.log_end_offset()),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    // Idempotent.
+    assert_eq!(log.delete_segments_before(target).unwrap(), 0);
+
+    // Roll so that the next append starts a segment, then delete everything before it.
+    log.set_high_watermark(log.log_end_offset());
+    assert!(log.roll().unwrap());
+    assert!(!log.roll().unwrap(), "an empty active segment is not rolled again");
+    let snapshot_start = log.log_end_offset();
+    assert_eq!(f.bases().last().copied(), Some(snapshot_start.0));
+    log.append(&mut set(300, 3)).unwrap();
+    log.set_high_watermark(log.log_end_offset());
+    assert!(log.delete_segments_before(snapshot_start).unwrap() > 0);
+    assert_eq!(f.bases(), vec![snapshot_start.0]);
+    assert_eq!(log.log_start_offset(), snapshot_start);
+    assert_eq!(read_all(&log, log.log_end_offset()), expected(300..303));
+    // The active segment is never deleted, whatever the offset.
+    assert_eq!(log.delete_segments_before(Offset(u64::MAX)).unwrap(), 0);
+
+    // The new log start is checkpointed: it survives a crash (no clean close) and a restart.
+    drop(log);
+    let log = f.open();
+    assert_eq!(log.log_start_offset(), snapshot_start);
+    assert_eq!(read_all(&log, log.log_end_offset()), expected(300..303));
+    log.close().unwrap();
+    let log = f.open();
+    assert_eq!(log.log_start_offset(), snapshot_start);
+    assert!(log.delete_segments_before(Offset(0)).unwrap() == 0);
 }
 
 #[test]
