@@ -9,8 +9,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use sluiceway_core::ErrorCode;
+use sluiceway_core::client::{Consumer, ConsumerConfig, OffsetReset, TopicPartition};
 use sluiceway_core::client::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
-use sluiceway_core::format::for_each_record;
+use sluiceway_core::format::{
+    AppendOptions, Compression, MAGIC_V1, MessageSetBuilder, TimestampType, for_each_record,
+    prepare_append,
+};
+use sluiceway_core::{Offset, TimestampMs};
 use sluiceway_proto::v1;
 use tonic::{Request, Response, Status};
 
@@ -29,6 +34,9 @@ struct FakeState {
     /// Partitions named in each Produce call, in order.
     produce_calls: Vec<Vec<u32>>,
     script: VecDeque<Answer>,
+    /// Codes answered to Fetch calls, one per call (then data).
+    fetch_script: VecDeque<v1::ErrorCode>,
+    fetch_calls: u32,
     log: HashMap<u32, Vec<String>>,
 }
 
@@ -142,9 +150,14 @@ impl v1::log_server::Log for Fake {
 
     async fn fetch(
         &self,
-        _: Request<v1::FetchRequest>,
+        r: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::FetchResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+        let (code, results) = self.fetch_now(r);
+        if code == v1::ErrorCode::None && results.iter().all(|r| r.message_set.is_empty()) {
+            // A long poll with nothing to return: wait a little, as the broker would.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Response::new(v1::FetchResponse { results }))
     }
 
     async fn list_offsets(
@@ -152,6 +165,49 @@ impl v1::log_server::Log for Fake {
         _: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
         Err(Status::unimplemented("fake"))
+    }
+}
+
+impl Fake {
+    /// The fetch answer, computed under the state lock (not held across the long-poll wait).
+    fn fetch_now(
+        &self,
+        r: Request<v1::FetchRequest>,
+    ) -> (v1::ErrorCode, Vec<v1::FetchPartitionResult>) {
+        let mut s = self.0.lock();
+        s.fetch_calls += 1;
+        let code = s.fetch_script.pop_front().unwrap_or(v1::ErrorCode::None);
+        let mut results = Vec::new();
+
+        for p in r.into_inner().partitions {
+            let log = s.log.get(&p.partition).cloned().unwrap_or_default();
+            let mut message_set = Vec::new();
+            if code == v1::ErrorCode::None && (p.fetch_offset as usize) < log.len() {
+                let mut b = MessageSetBuilder::new(MAGIC_V1, Compression::None);
+                for v in &log[p.fetch_offset as usize..] {
+                    b.push(TimestampMs(1), None, Some(v.as_bytes()));
+                }
+                message_set = b.finish().unwrap();
+                let opts = AppendOptions {
+                    max_message_bytes: 1 << 20,
+                    timestamp_type: TimestampType::CreateTime,
+                    now: TimestampMs(1),
+                };
+                let base = Offset(p.fetch_offset as u64);
+                prepare_append(&mut message_set, base, &opts, &mut Vec::new()).unwrap();
+            }
+            results.push(v1::FetchPartitionResult {
+                topic: p.topic,
+                partition: p.partition,
+                error_code: code as i32,
+                error_message: String::new(),
+                high_watermark: log.len() as i64,
+                log_start_offset: 0,
+                log_end_offset: log.len() as i64,
+                message_set,
+            });
+        }
+        (code, results)
     }
 }
 
@@ -352,6 +408,46 @@ async fn order_within_a_partition_survives_retries() {
         assert_eq!(offsets, (0..30).collect::<Vec<_>>());
         let log = fake.0.lock().log.get(&0).cloned().unwrap();
         assert_eq!(log, (0..30).map(|i| format!("v{i:02}")).collect::<Vec<_>>());
+    })
+    .await;
+}
+
+/// The consumer retries fetches answered NOT_LEADER / UNKNOWN_TOPIC_OR_PARTITION (refreshing
+/// metadata) and keeps its position: every record arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_retries_not_leader_fetches() {
+    bounded(async {
+        let fake = start(1, vec![]).await;
+        fake.0
+            .lock()
+            .log
+            .insert(0, (0..10).map(|i| format!("v{i}")).collect());
+        fake.0.lock().fetch_script = vec![
+            v1::ErrorCode::NotLeader,
+            v1::ErrorCode::UnknownTopicOrPartition,
+        ]
+        .into();
+        let address = fake.0.lock().address.clone();
+        let config = ConsumerConfig::new(&address)
+            .auto_offset_reset(OffsetReset::Earliest)
+            .retry_backoff(Duration::from_millis(10));
+        let c = Consumer::new(config).await.unwrap();
+        let tp = TopicPartition::new("t", 0);
+        c.assign(vec![tp.clone()]).unwrap();
+        c.seek(&tp, 0).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            got.extend(c.poll(Duration::from_secs(5)).await.unwrap());
+        }
+        let offsets: Vec<u64> = got.iter().map(|r| r.offset.0).collect();
+        assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+        let s = fake.0.lock();
+        assert!(s.fetch_calls >= 3, "{} fetches", s.fetch_calls);
+        assert!(
+            s.metadata_calls >= 2,
+            "metadata refreshed ({} calls)",
+            s.metadata_calls
+        );
     })
     .await;
 }
