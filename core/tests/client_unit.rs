@@ -1,7 +1,8 @@
 //! The producer against a scripted, in-process fake broker (tonic on loopback): the error paths
 //! a single real broker cannot produce on demand — NOT_LEADER with a metadata refresh and a
 //! retry, non-retriable codes, `retries = 0`, request-level statuses with an `ErrorDetail` —
-//! and the request shape (one multi-partition Produce per leader, order kept across retries).
+//! and the request shape (one multi-partition Produce per leader, order kept across retries);
+//! and the consumer's fetch retries.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
