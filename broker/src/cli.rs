@@ -308,7 +308,13 @@ async fn run_client(command: Command) -> Result<ExitCode> {
 fn print_table(rows: &[Vec<String>]) -> Result<()> {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|i| rows.iter().filter_map(|r| r.get(i)).map(String::len).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = std::io::stdout().lock();
     for row in rows {
@@ -365,7 +371,9 @@ async fn group(command: GroupCommand) -> Result<ExitCode> {
             if d.state == "Dead" {
                 return Err(Error::Remote {
                     code: ErrorCode::InvalidArgument,
-                    message: format!("group {group} does not exist (no members, no committed offsets)"),
+                    message: format!(
+                        "group {group} does not exist (no members, no committed offsets)"
+                    ),
                 });
             }
             println!(
@@ -373,7 +381,11 @@ async fn group(command: GroupCommand) -> Result<ExitCode> {
                 d.group_id,
                 d.state,
                 d.generation,
-                if d.assignor.is_empty() { "-" } else { &d.assignor },
+                if d.assignor.is_empty() {
+                    "-"
+                } else {
+                    &d.assignor
+                },
                 d.members.len()
             );
             // Every partition that is assigned or committed: its owner and committed offset.
@@ -415,19 +427,36 @@ async fn group(command: GroupCommand) -> Result<ExitCode> {
                     .results
             };
             let mut rows = vec![
-                ["TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "MEMBER-ID", "CLIENT-ID"]
-                    .map(str::to_owned)
-                    .to_vec(),
+                [
+                    "TOPIC",
+                    "PARTITION",
+                    "CURRENT-OFFSET",
+                    "LOG-END-OFFSET",
+                    "LAG",
+                    "MEMBER-ID",
+                    "CLIENT-ID",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
             ];
             for (((topic, partition), (member, client, committed)), l) in
-                rows_by_tp.into_iter().zip(latest.into_iter().map(Some).chain(std::iter::repeat_with(|| None)))
+                rows_by_tp.into_iter().zip(
+                    latest
+                        .into_iter()
+                        .map(Some)
+                        .chain(std::iter::repeat_with(|| None)),
+                )
             {
                 let end = l.filter(|l| l.error_code == 0).map(|l| l.offset);
                 let dash = || "-".to_owned();
                 rows.push(vec![
                     topic,
                     partition.to_string(),
-                    if committed >= 0 { committed.to_string() } else { dash() },
+                    if committed >= 0 {
+                        committed.to_string()
+                    } else {
+                        dash()
+                    },
                     end.map_or_else(dash, |e| e.to_string()),
                     match end {
                         Some(e) if committed >= 0 => (e - committed).max(0).to_string(),

@@ -124,7 +124,9 @@ fn check_group_id(group: &str) -> std::result::Result<(), Status> {
 pub fn by_topic(tps: &[TopicPartition]) -> Vec<v1::TopicPartitions> {
     let mut map: BTreeMap<&str, BTreeSet<u32>> = BTreeMap::new();
     for tp in tps {
-        map.entry(tp.topic.as_str()).or_default().insert(tp.partition);
+        map.entry(tp.topic.as_str())
+            .or_default()
+            .insert(tp.partition);
     }
     map.into_iter()
         .map(|(topic, ps)| v1::TopicPartitions {
@@ -396,8 +398,7 @@ impl Groups {
         let mut map = lock(&self.groups);
         map.retain(|_, e| match e.try_lock() {
             Ok(mut g) => {
-                let empty =
-                    g.coordinator.state() == GroupState::Empty && g.waiters.is_empty();
+                let empty = g.coordinator.state() == GroupState::Empty && g.waiters.is_empty();
                 if empty {
                     g.removed = true;
                 }
@@ -453,7 +454,10 @@ impl Groups {
             )));
         }
         if *shutdown.borrow() {
-            return Err(status(ErrorCode::ShuttingDown, "the broker is shutting down"));
+            return Err(status(
+                ErrorCode::ShuttingDown,
+                "the broker is shutting down",
+            ));
         }
         let session_timeout_ms = u64::from(req.session_timeout_ms);
         let rebalance_timeout_ms = match req.rebalance_timeout_ms {
@@ -556,10 +560,7 @@ impl Groups {
         let unknown = || {
             status(
                 ErrorCode::UnknownMemberId,
-                format!(
-                    "member {} is not in group {}",
-                    req.member_id, req.group_id
-                ),
+                format!("member {} is not in group {}", req.member_id, req.group_id),
             )
         };
         let now = self.now_ms();
@@ -601,10 +602,7 @@ impl Groups {
         r.map_err(|code| {
             status(
                 code,
-                format!(
-                    "member {} is not in group {}",
-                    req.member_id, req.group_id
-                ),
+                format!("member {} is not in group {}", req.member_id, req.group_id),
             )
         })
     }
@@ -655,10 +653,9 @@ impl Groups {
                     "group {} has members: a commit without a member id is refused",
                     req.group_id
                 ),
-                ErrorCode::UnknownMemberId => format!(
-                    "member {} is not in group {}",
-                    req.member_id, req.group_id
-                ),
+                ErrorCode::UnknownMemberId => {
+                    format!("member {} is not in group {}", req.member_id, req.group_id)
+                }
                 ErrorCode::IllegalGeneration => format!(
                     "generation {} of group {} is not current",
                     req.generation.unwrap_or(-1),
@@ -827,7 +824,9 @@ impl Groups {
                     assignor: if c.members().is_empty() {
                         String::new()
                     } else {
-                        c.assignor().map(|a| a.name().to_owned()).unwrap_or_default()
+                        c.assignor()
+                            .map(|a| a.name().to_owned())
+                            .unwrap_or_default()
                     },
                     members: c
                         .members()
@@ -892,6 +891,8 @@ pub fn is_internal_topic(name: &str) -> bool {
 pub fn internal_topic_error(name: &str) -> Error {
     Error::InvalidTopic {
         name: name.to_owned(),
-        reason: "names starting with \"__\" are reserved for internal topics such as __consumer_offsets".into(),
+        reason:
+            "names starting with \"__\" are reserved for internal topics such as __consumer_offsets"
+                .into(),
     }
 }

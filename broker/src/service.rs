@@ -283,11 +283,7 @@ impl v1::group_server::Group for Service {
             // Counted with the other writes, so a graceful shutdown waits for the append.
             let _permit = b.permit(b.requests()).await?;
             b.groups
-                .commit(
-                    request.into_inner(),
-                    |t, p| b.has_partition(t, p),
-                    b.now(),
-                )
+                .commit(request.into_inner(), |t, p| b.has_partition(t, p), b.now())
                 .await
         }
         .await;

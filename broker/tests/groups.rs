@@ -71,7 +71,10 @@ fn spawn_member(
 ) -> (tokio::task::JoinHandle<()>, watch::Receiver<Joined>) {
     let (tx, rx) = watch::channel(None);
     let task = tokio::spawn(async move {
-        let mut g = sluiceway_broker::cli::Client::connect(&addr).await.unwrap().group;
+        let mut g = sluiceway_broker::cli::Client::connect(&addr)
+            .await
+            .unwrap()
+            .group;
         let mut id = String::new();
         loop {
             let r = join(&mut g, join_request(group, &id, topics)).await;
@@ -129,7 +132,10 @@ async fn wait_stable(
                 answers.into_iter().map(|a| a.unwrap().2).collect(),
             );
         }
-        assert!(Instant::now() < deadline, "the group did not settle: {d:?} {answers:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the group did not settle: {d:?} {answers:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -139,7 +145,11 @@ fn assert_covers(assignments: &[Vec<(String, u32)>], topic: &str, n: u32) {
     let count = all.len();
     all.sort();
     all.dedup();
-    assert_eq!(all.len(), count, "a partition is assigned twice: {assignments:?}");
+    assert_eq!(
+        all.len(),
+        count,
+        "a partition is assigned twice: {assignments:?}"
+    );
     let want: Vec<(String, u32)> = (0..n).map(|p| (topic.to_owned(), p)).collect();
     assert_eq!(all, want);
 }
@@ -158,7 +168,11 @@ async fn three_members_split_six_partitions() {
     assert!(generation >= 1);
     assert_covers(&assignments, "six", 6);
     for a in &assignments {
-        assert_eq!(a.len(), 2, "range over 3 members gives 2 each: {assignments:?}");
+        assert_eq!(
+            a.len(),
+            2,
+            "range over 3 members gives 2 each: {assignments:?}"
+        );
     }
     let d = describe(&mut c, "split").await;
     assert_eq!(d.assignor, "range");
@@ -179,7 +193,10 @@ async fn three_members_split_six_partitions() {
         .unwrap()
         .into_inner();
     let g = list.groups.iter().find(|g| g.group_id == "split").unwrap();
-    assert_eq!((g.state.as_str(), g.members, g.generation), ("Stable", 3, generation));
+    assert_eq!(
+        (g.state.as_str(), g.members, g.generation),
+        ("Stable", 3, generation)
+    );
     for (t, _) in members {
         t.abort();
     }
@@ -198,11 +215,16 @@ async fn a_silent_member_expires_and_its_partitions_move() {
     // B joins: its answer waits until A has rejoined.
     let addr = b.addr.clone();
     let pending_b = tokio::spawn(async move {
-        let mut g = sluiceway_broker::cli::Client::connect(&addr).await.unwrap().group;
+        let mut g = sluiceway_broker::cli::Client::connect(&addr)
+            .await
+            .unwrap()
+            .group;
         join(&mut g, join_request("g", "", &["six"])).await
     });
     let deadline = Instant::now() + PATIENCE;
-    while heartbeat(&mut a, "g", &ra.member_id, ra.generation).await != ErrorCode::RebalanceInProgress {
+    while heartbeat(&mut a, "g", &ra.member_id, ra.generation).await
+        != ErrorCode::RebalanceInProgress
+    {
         assert!(Instant::now() < deadline, "A never heard of the rebalance");
         tokio::time::sleep(HEARTBEAT_EVERY).await;
     }
@@ -211,7 +233,11 @@ async fn a_silent_member_expires_and_its_partitions_move() {
     let rb = pending_b.await.unwrap();
     assert_eq!(ra2.generation, rb.generation);
     assert!(ra2.generation > ra.generation);
-    assert_covers(&[partitions(&ra2.assignment), partitions(&rb.assignment)], "six", 6);
+    assert_covers(
+        &[partitions(&ra2.assignment), partitions(&rb.assignment)],
+        "six",
+        6,
+    );
     // B goes silent (no heartbeat, no leave). A keeps heartbeating and is told to rejoin once
     // B's session has expired.
     let deadline = Instant::now() + PATIENCE;
@@ -232,7 +258,10 @@ async fn a_silent_member_expires_and_its_partitions_move() {
     assert_eq!(d.state, "Stable");
     // B, back from the dead, is unknown and must join as a new member.
     let mut bg = b.client().await.group;
-    assert_eq!(heartbeat(&mut bg, "g", &rb.member_id, rb.generation).await, ErrorCode::UnknownMemberId);
+    assert_eq!(
+        heartbeat(&mut bg, "g", &rb.member_id, rb.generation).await,
+        ErrorCode::UnknownMemberId
+    );
     // A leaves cleanly: the group is empty.
     a.leave_group(v1::LeaveGroupRequest {
         group_id: "g".into(),
@@ -250,7 +279,12 @@ async fn a_silent_member_expires_and_its_partitions_move() {
     assert_eq!(status_code(&err), ErrorCode::UnknownMemberId);
 }
 
-fn commit_partition(topic: &str, partition: u32, offset: i64, metadata: &str) -> v1::CommitOffsetPartition {
+fn commit_partition(
+    topic: &str,
+    partition: u32,
+    offset: i64,
+    metadata: &str,
+) -> v1::CommitOffsetPartition {
     v1::CommitOffsetPartition {
         topic: topic.into(),
         partition,
@@ -306,11 +340,23 @@ async fn commits_survive_sigterm_and_kill9() {
     let mut c = b.client().await;
     create_topic(&mut c, "t", 3, &[]).await;
     let ok = vec![(ErrorCode::None, String::new()); 3];
-    let parts = |base: i64| (0..3).map(|p| commit_partition("t", p, base + i64::from(p), "m")).collect();
-    assert_eq!(commit(&mut c.group, "keep", "", None, parts(10)).await, Ok(ok.clone()));
-    assert_eq!(commit(&mut c.group, "other", "", Some(-1), parts(100)).await, Ok(ok.clone()));
+    let parts = |base: i64| {
+        (0..3)
+            .map(|p| commit_partition("t", p, base + i64::from(p), "m"))
+            .collect()
+    };
+    assert_eq!(
+        commit(&mut c.group, "keep", "", None, parts(10)).await,
+        Ok(ok.clone())
+    );
+    assert_eq!(
+        commit(&mut c.group, "other", "", Some(-1), parts(100)).await,
+        Ok(ok.clone())
+    );
     let want = |base: i64| -> Vec<(String, u32, i64, String)> {
-        (0..3).map(|p| ("t".to_owned(), p, base + i64::from(p), "m".to_owned())).collect()
+        (0..3)
+            .map(|p| ("t".to_owned(), p, base + i64::from(p), "m".to_owned()))
+            .collect()
     };
     assert_eq!(fetch_offsets(&mut c.group, "keep").await, want(10));
 
@@ -319,7 +365,10 @@ async fn commits_survive_sigterm_and_kill9() {
     let mut c = b.client().await;
     assert_eq!(fetch_offsets(&mut c.group, "keep").await, want(10));
     assert_eq!(fetch_offsets(&mut c.group, "other").await, want(100));
-    assert_eq!(commit(&mut c.group, "keep", "", None, parts(20)).await, Ok(ok.clone()));
+    assert_eq!(
+        commit(&mut c.group, "keep", "", None, parts(20)).await,
+        Ok(ok.clone())
+    );
 
     b.kill9();
     let b = TestBroker::start(tmp.path());
@@ -331,8 +380,14 @@ async fn commits_survive_sigterm_and_kill9() {
         .fetch_offsets(v1::FetchOffsetsRequest {
             group_id: "keep".into(),
             partitions: vec![
-                v1::TopicPartitions { topic: "t".into(), partitions: vec![2] },
-                v1::TopicPartitions { topic: "nope".into(), partitions: vec![0] },
+                v1::TopicPartitions {
+                    topic: "t".into(),
+                    partitions: vec![2],
+                },
+                v1::TopicPartitions {
+                    topic: "nope".into(),
+                    partitions: vec![0],
+                },
             ],
         })
         .await
@@ -340,7 +395,10 @@ async fn commits_survive_sigterm_and_kill9() {
         .into_inner()
         .offsets;
     assert_eq!(r[0].offset, 22);
-    assert_eq!((r[1].offset, code(r[1].error_code)), (-1, ErrorCode::UnknownTopicOrPartition));
+    assert_eq!(
+        (r[1].offset, code(r[1].error_code)),
+        (-1, ErrorCode::UnknownTopicOrPartition)
+    );
     let none = fetch_offsets(&mut c.group, "never").await;
     assert!(none.is_empty());
     // Deleting the topic forgets its commits.
@@ -365,15 +423,36 @@ async fn stale_generations_and_unknown_members_are_fenced() {
         Ok(vec![(ErrorCode::None, String::new())])
     );
     // A standalone commit while the group has members is refused.
-    assert_eq!(commit(&mut a, "fence", "", None, one()).await, Err(ErrorCode::UnknownMemberId));
+    assert_eq!(
+        commit(&mut a, "fence", "", None, one()).await,
+        Err(ErrorCode::UnknownMemberId)
+    );
     // A member id without a generation (or the reverse) is malformed.
-    assert_eq!(commit(&mut a, "fence", &r1.member_id, None, one()).await, Err(ErrorCode::InvalidRequest));
-    assert_eq!(commit(&mut a, "fence", "", Some(r1.generation), one()).await, Err(ErrorCode::InvalidRequest));
-    assert_eq!(commit(&mut a, "fence", "ghost", Some(r1.generation), one()).await, Err(ErrorCode::UnknownMemberId));
-    assert_eq!(heartbeat(&mut a, "fence", "ghost", r1.generation).await, ErrorCode::UnknownMemberId);
-    assert_eq!(heartbeat(&mut a, "fence", &r1.member_id, r1.generation + 7).await, ErrorCode::IllegalGeneration);
+    assert_eq!(
+        commit(&mut a, "fence", &r1.member_id, None, one()).await,
+        Err(ErrorCode::InvalidRequest)
+    );
+    assert_eq!(
+        commit(&mut a, "fence", "", Some(r1.generation), one()).await,
+        Err(ErrorCode::InvalidRequest)
+    );
+    assert_eq!(
+        commit(&mut a, "fence", "ghost", Some(r1.generation), one()).await,
+        Err(ErrorCode::UnknownMemberId)
+    );
+    assert_eq!(
+        heartbeat(&mut a, "fence", "ghost", r1.generation).await,
+        ErrorCode::UnknownMemberId
+    );
+    assert_eq!(
+        heartbeat(&mut a, "fence", &r1.member_id, r1.generation + 7).await,
+        ErrorCode::IllegalGeneration
+    );
     // A rejoin with an unknown member id is refused.
-    let err = a.join_group(join_request("fence", "ghost", &["t"])).await.unwrap_err();
+    let err = a
+        .join_group(join_request("fence", "ghost", &["t"]))
+        .await
+        .unwrap_err();
     assert_eq!(status_code(&err), ErrorCode::UnknownMemberId);
     // Another assignor than the group's is refused.
     let mut rr = join_request("fence", "", &["t"]);
@@ -383,11 +462,16 @@ async fn stale_generations_and_unknown_members_are_fenced() {
     // A second member makes a new generation; the first generation's commits are fenced.
     let addr = b.addr.clone();
     let pending = tokio::spawn(async move {
-        let mut g = sluiceway_broker::cli::Client::connect(&addr).await.unwrap().group;
+        let mut g = sluiceway_broker::cli::Client::connect(&addr)
+            .await
+            .unwrap()
+            .group;
         join(&mut g, join_request("fence", "", &["t"])).await
     });
     let deadline = Instant::now() + PATIENCE;
-    while heartbeat(&mut a, "fence", &r1.member_id, r1.generation).await != ErrorCode::RebalanceInProgress {
+    while heartbeat(&mut a, "fence", &r1.member_id, r1.generation).await
+        != ErrorCode::RebalanceInProgress
+    {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -420,13 +504,24 @@ async fn bad_group_input_gets_the_right_codes() {
         status_code(&r.expect_err("refused"))
     };
     // Empty and overlong group ids.
-    assert_eq!(join_code(g.join_group(join_request("", "", &["t"])).await), ErrorCode::InvalidRequest);
+    assert_eq!(
+        join_code(g.join_group(join_request("", "", &["t"])).await),
+        ErrorCode::InvalidRequest
+    );
     let long = "g".repeat(256);
-    assert_eq!(join_code(g.join_group(join_request(&long, "", &["t"])).await), ErrorCode::InvalidRequest);
-    assert_eq!(commit(g, "", "", None, vec![commit_partition("t", 0, 1, "")]).await, Err(ErrorCode::InvalidRequest));
+    assert_eq!(
+        join_code(g.join_group(join_request(&long, "", &["t"])).await),
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(
+        commit(g, "", "", None, vec![commit_partition("t", 0, 1, "")]).await,
+        Err(ErrorCode::InvalidRequest)
+    );
     assert_eq!(heartbeat(g, "", "m", 1).await, ErrorCode::InvalidRequest);
     let err = g
-        .describe_group(v1::DescribeGroupRequest { group_id: String::new() })
+        .describe_group(v1::DescribeGroupRequest {
+            group_id: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(status_code(&err), ErrorCode::InvalidRequest);
@@ -434,11 +529,21 @@ async fn bad_group_input_gets_the_right_codes() {
     for ms in [0, 100, u32::MAX] {
         let mut r = join_request("g", "", &["t"]);
         r.session_timeout_ms = ms;
-        assert_eq!(join_code(g.join_group(r).await), ErrorCode::InvalidSessionTimeout, "{ms}");
+        assert_eq!(
+            join_code(g.join_group(r).await),
+            ErrorCode::InvalidSessionTimeout,
+            "{ms}"
+        );
     }
     // No topics, a bad topic name, an unknown assignor, a huge rebalance timeout.
-    assert_eq!(join_code(g.join_group(join_request("g", "", &[])).await), ErrorCode::InvalidRequest);
-    assert_eq!(join_code(g.join_group(join_request("g", "", &["a b"])).await), ErrorCode::InvalidTopic);
+    assert_eq!(
+        join_code(g.join_group(join_request("g", "", &[])).await),
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(
+        join_code(g.join_group(join_request("g", "", &["a b"])).await),
+        ErrorCode::InvalidTopic
+    );
     let mut r = join_request("g", "", &["t"]);
     r.assignor = "sticky".into();
     assert_eq!(join_code(g.join_group(r).await), ErrorCode::InvalidRequest);
@@ -493,15 +598,26 @@ async fn bad_group_input_gets_the_right_codes() {
         "g",
         "",
         None,
-        vec![commit_partition("nope", 0, 1, ""), commit_partition("t", 1, 3, "ok")],
+        vec![
+            commit_partition("nope", 0, 1, ""),
+            commit_partition("t", 1, 3, "ok"),
+        ],
     )
     .await
     .unwrap();
     assert_eq!(results[1], (ErrorCode::None, String::new()));
-    assert_eq!(fetch_offsets(g, "g").await, vec![("t".to_owned(), 1, 3, "ok".to_owned())]);
+    assert_eq!(
+        fetch_offsets(g, "g").await,
+        vec![("t".to_owned(), 1, 3, "ok".to_owned())]
+    );
     // Too many offsets in one commit.
-    let many = (0..10_001).map(|i| commit_partition(&format!("t{i}"), 0, 1, "")).collect();
-    assert_eq!(commit(g, "g", "", None, many).await, Err(ErrorCode::InvalidRequest));
+    let many = (0..10_001)
+        .map(|i| commit_partition(&format!("t{i}"), 0, 1, ""))
+        .collect();
+    assert_eq!(
+        commit(g, "g", "", None, many).await,
+        Err(ErrorCode::InvalidRequest)
+    );
     // `__consumer_offsets` is internal: not creatable (nor is any `__` name), not listed.
     for name in ["__consumer_offsets", "__mine"] {
         let err = c
@@ -516,8 +632,17 @@ async fn bad_group_input_gets_the_right_codes() {
             .unwrap_err();
         assert_eq!(status_code(&err), ErrorCode::InvalidTopic, "{name}");
     }
-    let topics = c.admin.list_topics(v1::ListTopicsRequest {}).await.unwrap().into_inner().topics;
-    assert_eq!(topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t"]);
+    let topics = c
+        .admin
+        .list_topics(v1::ListTopicsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .topics;
+    assert_eq!(
+        topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["t"]
+    );
     let meta = c
         .registry
         .get_metadata(v1::GetMetadataRequest { topics: vec![] })
@@ -541,12 +666,28 @@ async fn cli_group_list_and_describe_with_lag() {
     let ten: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
     produce(&mut c, "orders", 0, set_of(&ten)).await;
     produce(&mut c, "orders", 1, set_of(&ten[..4])).await;
-    assert!(commit(&mut c.group, "billing", "", None, vec![commit_partition("orders", 0, 7, "")])
+    assert!(
+        commit(
+            &mut c.group,
+            "billing",
+            "",
+            None,
+            vec![commit_partition("orders", 0, 7, "")]
+        )
         .await
-        .is_ok());
-    assert!(commit(&mut c.group, "audit", "", None, vec![commit_partition("orders", 1, 4, "")])
+        .is_ok()
+    );
+    assert!(
+        commit(
+            &mut c.group,
+            "audit",
+            "",
+            None,
+            vec![commit_partition("orders", 1, 4, "")]
+        )
         .await
-        .is_ok());
+        .is_ok()
+    );
     // A live member of "billing" with a long session, so it is still there when described.
     let mut req = join_request("billing", "", &["orders"]);
     req.session_timeout_ms = 60_000;
@@ -554,9 +695,16 @@ async fn cli_group_list_and_describe_with_lag() {
     let member = join(&mut c.group, req).await;
 
     let out = b.run(&["group", "list"], b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(
         rows,
         vec![
@@ -568,21 +716,50 @@ async fn cli_group_list_and_describe_with_lag() {
     );
 
     // --bootstrap works like the other commands.
-    let out = b.run(&["group", "describe", "billing", "--bootstrap", &b.addr], b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = b.run(
+        &["group", "describe", "billing", "--bootstrap", &b.addr],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     println!("{text}");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
-        ["Group:", "billing", "State:", "Stable", "Generation:", "1", "Assignor:", "range", "Members:", "1"]
+        [
+            "Group:",
+            "billing",
+            "State:",
+            "Stable",
+            "Generation:",
+            "1",
+            "Assignor:",
+            "range",
+            "Members:",
+            "1"
+        ]
     );
-    let rows: Vec<Vec<&str>> = lines[1..].iter().map(|l| l.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     let id = member.member_id.as_str();
     assert_eq!(
         rows,
         vec![
-            vec!["TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "MEMBER-ID", "CLIENT-ID"],
+            vec![
+                "TOPIC",
+                "PARTITION",
+                "CURRENT-OFFSET",
+                "LOG-END-OFFSET",
+                "LAG",
+                "MEMBER-ID",
+                "CLIENT-ID"
+            ],
             vec!["orders", "0", "7", "10", "3", id, "cli-test"],
             vec!["orders", "1", "-", "4", "-", id, "cli-test"],
         ],
@@ -590,15 +767,26 @@ async fn cli_group_list_and_describe_with_lag() {
     );
     let out = b.run(&["group", "describe", "audit"], b"");
     let text = String::from_utf8(out.stdout).unwrap();
-    let rows: Vec<Vec<&str>> = text.lines().skip(2).map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows, vec![vec!["orders", "1", "4", "4", "0", "-", "-"]], "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![vec!["orders", "1", "4", "4", "0", "-", "-"]],
+        "{text}"
+    );
 
     // Errors: one line on stderr, non-zero exit.
     let out = b.run(&["group", "describe", "nobody"], b"");
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: ") && err.contains("nobody"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("nobody"),
+        "{err}"
+    );
     let out = b.run(&["group", "describe", ""], b"");
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
