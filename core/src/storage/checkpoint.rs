@@ -19,15 +19,14 @@
 //! removes it before changing anything, so its presence means "nothing happened since a clean
 //! close" and recovery can be skipped.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::path::Path;
 
+use crate::atomic_file::write_atomically;
 use crate::error::{Error, Result};
 use crate::types::Offset;
 
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
-pub(crate) const CHECKPOINT_TMP_FILE: &str = "checkpoint.tmp";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 const HEADER: &str = "sluiceway-checkpoint 1";
 
@@ -45,32 +44,14 @@ fn body(c: &Checkpoint) -> String {
     )
 }
 
-/// fsync a directory so that creations, renames and deletions in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
-}
+pub(crate) use crate::atomic_file::sync_dir;
 
 pub(crate) fn write(dir: &Path, c: &Checkpoint) -> Result<()> {
     let mut text = body(c);
     let crc = crc32fast::hash(text.as_bytes());
     text.push_str(&format!("crc32 {crc:08x}\n"));
-    let tmp = dir.join(CHECKPOINT_TMP_FILE);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| Error::io("create checkpoint", &tmp, e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| Error::io("write checkpoint", &tmp, e))?;
-    f.sync_all()
-        .map_err(|e| Error::io("fsync checkpoint", &tmp, e))?;
-    drop(f);
-    let path = dir.join(CHECKPOINT_FILE);
-    fs::rename(&tmp, &path).map_err(|e| Error::io("rename checkpoint", &path, e))?;
-    sync_dir(dir)
+    // Writes `checkpoint.tmp`, fsyncs, renames, fsyncs the directory (recovery removes a leftover `*.tmp`).
+    write_atomically(&dir.join(CHECKPOINT_FILE), text.as_bytes())
 }
 
 /// The checkpoint, or `None` when absent or unreadable (logged).
