@@ -793,3 +793,84 @@ async fn cli_group_list_and_describe_with_lag() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("INVALID_REQUEST"), "{err}");
 }
+
+/// A JoinGroup whose caller goes away (cancelled) takes its member out of the group, so the
+/// rebalance does not wait for a member that can never hear its answer; a pending join is
+/// answered SHUTTING_DOWN by a graceful shutdown, which it does not hold up. Metrics count
+/// groups, members and rebalances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abandoned_joins_leave_and_shutdown_answers_pending_joins() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start_with(tmp.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    let mut c = b.client().await;
+    create_topic(&mut c, "six", 6, &[]).await;
+    let mut a = b.client().await.group;
+    let ra = join(&mut a, join_request("g", "", &["six"])).await;
+    // B's join waits for A to rejoin; B's caller gives up before that.
+    let addr = b.addr.clone();
+    let abandoned = tokio::spawn(async move {
+        let mut g = sluiceway_broker::cli::Client::connect(&addr)
+            .await
+            .unwrap()
+            .group;
+        join(&mut g, join_request("g", "", &["six"])).await
+    });
+    let deadline = Instant::now() + PATIENCE;
+    while describe(&mut c, "g").await.members.len() < 2 {
+        assert!(Instant::now() < deadline, "B never joined");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    abandoned.abort();
+    let deadline = Instant::now() + PATIENCE;
+    while describe(&mut c, "g").await.members.len() > 1 {
+        assert!(Instant::now() < deadline, "the abandoned member stayed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A's rejoin completes the rebalance alone, with everything.
+    assert_eq!(
+        heartbeat(&mut a, "g", &ra.member_id, ra.generation).await,
+        ErrorCode::RebalanceInProgress
+    );
+    let ra2 = join(&mut a, join_request("g", &ra.member_id, &["six"])).await;
+    assert_covers(&[partitions(&ra2.assignment)], "six", 6);
+
+    let metrics_addr = b.metrics_addr.clone().expect("metrics address printed");
+    let mut s = tokio::net::TcpStream::connect(&metrics_addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    for want in [
+        "sluiceway_groups 1\n",
+        "sluiceway_group_members 1\n",
+        "sluiceway_group_rebalances_total 2\n",
+        "sluiceway_requests_total{request=\"join_group\"} 2\n",
+    ] {
+        assert!(body.contains(want), "missing {want:?} in\n{body}");
+    }
+
+    // A new member's join is pending (A must rejoin) when the broker is asked to stop.
+    let addr = b.addr.clone();
+    let pending = tokio::spawn(async move {
+        let mut g = sluiceway_broker::cli::Client::connect(&addr)
+            .await
+            .unwrap()
+            .group;
+        g.join_group(join_request("g", "", &["six"])).await
+    });
+    let deadline = Instant::now() + PATIENCE;
+    while describe(&mut c, "g").await.members.len() < 2 {
+        assert!(Instant::now() < deadline, "the new member never joined");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b.stop().success());
+    let err = pending.await.unwrap().unwrap_err();
+    assert_eq!(status_code(&err), ErrorCode::ShuttingDown);
+    assert!(
+        !b.log_text()
+            .contains("did not finish within the grace period"),
+        "the pending join held up the shutdown"
+    );
+}
