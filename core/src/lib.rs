@@ -1,6 +1,6 @@
 //! Sluiceway's core: everything that is not a socket or a language binding.
 //!
-//! - [`format`] — the on-disk and on-the-wire message format (magic 0/1 entries, compressed
+//! - [`format`](mod@format) — the on-disk and on-the-wire message format (magic 0/1 entries, compressed
 //!   wrapper sets), encode, decode and validate. See `docs/FORMAT.md`.
 //! - [`storage`] — the partition log: segments, sparse offset and time indexes, recovery,
 //!   retention, flush policy with group commit.

@@ -75,7 +75,7 @@ const _: () = assert!(MESSAGE_SET_BYTES_MAX <= DECOMPRESSED_BYTES_MAX);
 // addressable by a u32 file position.
 const _: () = assert!(SEGMENT_BYTES_MAX + MESSAGE_SET_BYTES_MAX as u64 <= u32::MAX as u64);
 const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT && SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
-const _: () = assert!(INDEX_BYTES_MAX_DEFAULT % OFFSET_INDEX_ENTRY_BYTES == 0);
+const _: () = assert!(INDEX_BYTES_MAX_DEFAULT.is_multiple_of(OFFSET_INDEX_ENTRY_BYTES));
 const _: () = assert!(MESSAGE_V0_HEADER_BYTES + LOG_OVERHEAD_BYTES <= MESSAGE_BYTES_MAX);
 const _: () = assert!(FETCH_BYTES_MAX >= MESSAGE_SET_BYTES_MAX);
 const _: () = assert!(INDEX_BYTES_MIN <= INDEX_BYTES_MAX_DEFAULT && INDEX_BYTES_MAX_DEFAULT <= INDEX_BYTES_MAX);
@@ -262,6 +262,24 @@ pub const CONSUMER_FETCH_MIN_BYTES_DEFAULT: u32 = 1;
 pub const CONSUMER_FETCH_MAX_WAIT_MS_DEFAULT: u32 = 500;
 pub const CONSUMER_MAX_POLL_RECORDS_DEFAULT: u32 = 500;
 pub const CONSUMER_MAX_POLL_RECORDS_MAX: u32 = 1_000_000;
+/// Kafka's default `session.timeout.ms` (since 3.0).
+pub const CONSUMER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 45_000;
+/// Smallest `heartbeat.interval.ms` (and the floor of the derived one).
+pub const CONSUMER_HEARTBEAT_INTERVAL_MS_MIN: u64 = 10;
+/// Kafka's default `max.poll.interval.ms`, sent as the join's rebalance timeout.
+pub const CONSUMER_MAX_POLL_INTERVAL_MS_DEFAULT: u64 = 300_000;
+/// Attempts of one group request (join, heartbeat, commit, leave, fetch offsets) on connection
+/// or retriable errors before the error is returned or the membership is given up.
+pub const CONSUMER_GROUP_RETRIES_MAX: u32 = 5;
+/// Longest wait between two attempts to rejoin a group after a failure.
+pub const CONSUMER_GROUP_BACKOFF_MS_MAX: u64 = 5_000;
+/// Topics one `subscribe` may name.
+pub const CONSUMER_SUBSCRIBE_TOPICS_MAX: usize = 1_000;
+/// Largest `--messages` and in-flight window of `sluiceway bench`.
+pub const BENCH_MESSAGES_MAX: u64 = 1_000_000_000;
+pub const BENCH_IN_FLIGHT_MAX: usize = 100_000;
+/// Largest `--size` of a benchmark message.
+pub const BENCH_MESSAGE_BYTES_MAX: usize = 1 << 20;
 /// Bytes of fetched, not yet polled data the consumer buffers (beyond this it stops
 /// prefetching until `poll` drains it); `fetch.max.bytes` above this is clamped to it.
 pub const CONSUMER_BUFFER_BYTES_MAX: u64 = FETCH_BYTES_MAX as u64;
@@ -277,3 +295,7 @@ const _: () = assert!(CLIENT_REQUEST_TIMEOUT_MS_DEFAULT <= CLIENT_REQUEST_TIMEOU
 const _: () = assert!(CLIENT_METADATA_REFRESH_MS_MIN <= CLIENT_METADATA_MAX_AGE_MS_MIN);
 const _: () = assert!(CONSUMER_FETCH_MAX_WAIT_MS_DEFAULT <= FETCH_WAIT_MS_MAX);
 const _: () = assert!(CONSUMER_BUFFER_BYTES_MAX >= FETCH_RESPONSE_BYTES_DEFAULT as u64);
+const _: () = assert!(CONSUMER_SESSION_TIMEOUT_MS_DEFAULT >= GROUP_SESSION_TIMEOUT_MS_MIN);
+const _: () = assert!(CONSUMER_SESSION_TIMEOUT_MS_DEFAULT <= GROUP_SESSION_TIMEOUT_MS_MAX);
+const _: () = assert!(CONSUMER_MAX_POLL_INTERVAL_MS_DEFAULT <= GROUP_REBALANCE_TIMEOUT_MS_MAX);
+const _: () = assert!(CONSUMER_HEARTBEAT_INTERVAL_MS_MIN * 3 <= GROUP_SESSION_TIMEOUT_MS_MIN);
