@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use sluiceway_proto::v1;
+use sluiceway_proto::v1::group_client::GroupClient;
 use sluiceway_proto::v1::log_client::LogClient;
 use sluiceway_proto::v1::registry_client::RegistryClient;
 use tonic::transport::{Channel, Endpoint};
@@ -195,6 +196,8 @@ pub(crate) struct Cluster {
     last_attempt: Mutex<Option<Instant>>,
     /// A background refresh is running ([`Cluster::spawn_refresh`]).
     refreshing: AtomicBool,
+    /// group id → the address of its coordinator ([`Cluster::coordinator_for`]).
+    coordinators: Mutex<HashMap<String, String>>,
 }
 
 impl Cluster {
@@ -209,6 +212,7 @@ impl Cluster {
             refresh_lock: tokio::sync::Mutex::new(()),
             last_attempt: Mutex::new(None),
             refreshing: AtomicBool::new(false),
+            coordinators: Mutex::new(HashMap::new()),
         }
     }
 
@@ -236,6 +240,40 @@ impl Cluster {
         Ok(LogClient::new(self.channel(address)?)
             .max_decoding_message_size(RESPONSE_BYTES_MAX as usize)
             .max_encoding_message_size(REQUEST_BYTES_MAX as usize))
+    }
+
+    pub(crate) fn group_client(&self, address: &str) -> Result<GroupClient<Channel>> {
+        Ok(GroupClient::new(self.channel(address)?)
+            .max_decoding_message_size(RESPONSE_BYTES_MAX as usize)
+            .max_encoding_message_size(REQUEST_BYTES_MAX as usize))
+    }
+
+    /// The address of the broker coordinating `group`.
+    ///
+    /// On one broker every broker is the coordinator of every group, so this is the next
+    /// address of the metadata rotation (fail-over comes from the caller retrying after
+    /// [`Cluster::coordinator_failed`]). The answer is cached per group so a member keeps
+    /// talking to one coordinator. A cluster with a registry that places groups (etcd) answers
+    /// here instead, and every group request already goes through this one lookup.
+    pub(crate) fn coordinator_for(&self, group: &str) -> Result<String> {
+        if let Some(a) = self.coordinators.lock().get(group) {
+            return Ok(a.clone());
+        }
+        let address = self
+            .rotation()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Network("no broker addresses known".into()))?;
+        self.coordinators
+            .lock()
+            .insert(group.to_owned(), address.clone());
+        Ok(address)
+    }
+
+    /// Forgets `group`'s coordinator after a connection error or NOT_COORDINATOR-like answer;
+    /// the next [`Cluster::coordinator_for`] picks another broker.
+    pub(crate) fn coordinator_failed(&self, group: &str) {
+        self.coordinators.lock().remove(group);
     }
 
     /// A request with the client's timeout (plus `extra`, for long polls).

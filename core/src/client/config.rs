@@ -31,6 +31,10 @@
 //! | `fetch.max.bytes` | | ✓ | | 52428800 |
 //! | `max.poll.records` | | ✓ | | 500 |
 //! | `offset.store.dir` | | ✓ | | none (no local store) |
+//! | `session.timeout.ms` | | ✓ | | 45000 (groups: the member is removed after this long unheard) |
+//! | `heartbeat.interval.ms` | | ✓ | | `session.timeout.ms` / 3 (must be below the session timeout) |
+//! | `max.poll.interval.ms` | | ✓ | | 300000 (groups: how long the coordinator waits for a rejoin) |
+//! | `partition.assignment.strategy` | | ✓ | | `range` (`range`, `roundrobin`) |
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,6 +42,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::Compression;
+use crate::group::Assignor;
 use crate::limits::*;
 
 fn invalid(key: &str, reason: impl Into<String>) -> Error {
@@ -506,6 +511,14 @@ pub struct ConsumerConfig {
     pub fetch_max_bytes: u32,
     pub max_poll_records: u32,
     pub offset_store_dir: Option<PathBuf>,
+    /// `session.timeout.ms` (groups).
+    pub session_timeout: Duration,
+    /// `heartbeat.interval.ms`; `None` means a third of the session timeout.
+    pub heartbeat_interval: Option<Duration>,
+    /// `max.poll.interval.ms`: sent as the join's rebalance timeout (groups).
+    pub max_poll_interval: Duration,
+    /// `partition.assignment.strategy` (groups).
+    pub assignor: Assignor,
 }
 
 impl Default for ConsumerConfig {
@@ -522,6 +535,10 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: FETCH_RESPONSE_BYTES_DEFAULT,
             max_poll_records: CONSUMER_MAX_POLL_RECORDS_DEFAULT,
             offset_store_dir: None,
+            session_timeout: Duration::from_millis(CONSUMER_SESSION_TIMEOUT_MS_DEFAULT),
+            heartbeat_interval: None,
+            max_poll_interval: Duration::from_millis(CONSUMER_MAX_POLL_INTERVAL_MS_DEFAULT),
+            assignor: Assignor::Range,
         }
     }
 }
@@ -537,6 +554,10 @@ const CONSUMER_KEYS: &[&str] = &[
     "fetch.max.bytes",
     "max.poll.records",
     "offset.store.dir",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
 ];
 
 impl ConsumerConfig {
@@ -604,6 +625,38 @@ impl ConsumerConfig {
                 }
                 self.offset_store_dir = Some(PathBuf::from(v))
             }
+            "session.timeout.ms" => {
+                self.session_timeout = Duration::from_millis(parse_u64(
+                    key,
+                    v,
+                    GROUP_SESSION_TIMEOUT_MS_MIN,
+                    GROUP_SESSION_TIMEOUT_MS_MAX,
+                )?)
+            }
+            "heartbeat.interval.ms" => {
+                self.heartbeat_interval = Some(Duration::from_millis(parse_u64(
+                    key,
+                    v,
+                    CONSUMER_HEARTBEAT_INTERVAL_MS_MIN,
+                    GROUP_SESSION_TIMEOUT_MS_MAX,
+                )?))
+            }
+            "max.poll.interval.ms" => {
+                self.max_poll_interval = Duration::from_millis(parse_u64(
+                    key,
+                    v,
+                    1,
+                    GROUP_REBALANCE_TIMEOUT_MS_MAX,
+                )?)
+            }
+            "partition.assignment.strategy" => {
+                self.assignor = Assignor::from_name(v.trim()).ok_or_else(|| {
+                    invalid(
+                        key,
+                        format!("{:?} is not allowed; allowed: range, roundrobin", v.trim()),
+                    )
+                })?
+            }
             _ => return Err(unknown("consumer", key, CONSUMER_KEYS)),
         }
         Ok(self)
@@ -660,9 +713,62 @@ impl ConsumerConfig {
         self
     }
 
+    /// Sets `session.timeout.ms`.
+    pub fn session_timeout(mut self, d: Duration) -> Self {
+        self.session_timeout = d;
+        self
+    }
+    /// Sets `heartbeat.interval.ms`.
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.heartbeat_interval = Some(d);
+        self
+    }
+    /// Sets `max.poll.interval.ms`.
+    pub fn max_poll_interval(mut self, d: Duration) -> Self {
+        self.max_poll_interval = d;
+        self
+    }
+    /// Sets `partition.assignment.strategy`.
+    pub fn assignor(mut self, a: Assignor) -> Self {
+        self.assignor = a;
+        self
+    }
+
+    /// The heartbeat interval in effect: `heartbeat.interval.ms`, else a third of
+    /// `session.timeout.ms` (so two heartbeats may be lost before the session expires).
+    pub fn effective_heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+            .unwrap_or(self.session_timeout / 3)
+            .max(Duration::from_millis(CONSUMER_HEARTBEAT_INTERVAL_MS_MIN))
+    }
+
     /// Checks every value against its bounds (also what the typed builders set).
     pub fn validate(&self) -> Result<()> {
         self.common.validate()?;
+        check_range(
+            "session.timeout.ms",
+            ms(self.session_timeout),
+            GROUP_SESSION_TIMEOUT_MS_MIN,
+            GROUP_SESSION_TIMEOUT_MS_MAX,
+        )?;
+        if let Some(h) = self.heartbeat_interval
+            && (ms(h) < CONSUMER_HEARTBEAT_INTERVAL_MS_MIN || h >= self.session_timeout)
+        {
+            return Err(invalid(
+                "heartbeat.interval.ms",
+                format!(
+                    "{} is not allowed; allowed: {CONSUMER_HEARTBEAT_INTERVAL_MS_MIN}..{} (below session.timeout.ms)",
+                    ms(h),
+                    ms(self.session_timeout)
+                ),
+            ));
+        }
+        check_range(
+            "max.poll.interval.ms",
+            ms(self.max_poll_interval),
+            1,
+            GROUP_REBALANCE_TIMEOUT_MS_MAX,
+        )?;
         if let Some(g) = &self.group_id
             && (g.is_empty() || g.len() > CLIENT_ID_BYTES_MAX)
         {

@@ -25,9 +25,14 @@
 //! `poll` commits the positions reached by the previous poll every `auto.commit.interval.ms`
 //! (at-least-once), and `close` commits once more.
 //!
-//! Consumer groups will add `subscribe(topics)`: the group membership task will call the same
-//! internal `set_assignment` that `assign` uses (committing revoked partitions first), so the
-//! fetcher, positions and store below are unchanged by it.
+//! Consumer groups: `subscribe(topics)` (needs `group.id`) starts the membership task of
+//! `consumer/group.rs`, which joins the group through the broker's coordinator and calls the
+//! same internal `set_assignment` that `assign` uses, so the fetcher, positions and store are
+//! shared by both modes. For a group member `commit()` writes to the broker (with its member
+//! id and generation) and to the local store when one is configured.
+//!
+//! **Invariant:** epochs come from one counter per consumer, so a partition that is revoked and
+//! later assigned again never matches a fetch answer from its earlier ownership.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -45,6 +50,8 @@ use super::cluster::{
 };
 use super::config::{ConsumerConfig, OffsetReset};
 use super::offset_store::{OffsetStore, STANDALONE_ID};
+
+mod group;
 use crate::error::{Error, ErrorCode, Result};
 use crate::format::{TimestampType, for_each_record};
 use crate::group::TopicPartition;
@@ -94,6 +101,17 @@ struct State {
     topics: HashMap<String, Arc<str>>,
     closed: bool,
     last_commit: Option<Instant>,
+    /// Source of partition epochs (see the module invariant).
+    next_epoch: u64,
+    /// A group membership failure the next `poll` reports (once).
+    group_error: Option<Error>,
+}
+
+impl State {
+    fn new_epoch(&mut self) -> u64 {
+        self.next_epoch += 1;
+        self.next_epoch
+    }
 }
 
 #[derive(Debug)]
@@ -107,6 +125,8 @@ struct Inner {
     wake: Notify,
     store: Option<Arc<Mutex<OffsetStore>>>,
     buffer_limit: usize,
+    /// The group membership while subscribed (`None` for a standalone consumer).
+    member: Mutex<Option<group::Member>>,
 }
 
 /// A standalone consumer (see the module docs). Every method takes `&self`.
@@ -114,6 +134,9 @@ struct Inner {
 pub struct Consumer {
     inner: Arc<Inner>,
     fetcher: Mutex<Option<JoinHandle<()>>>,
+    /// The group membership task while subscribed.
+    membership: Mutex<Option<JoinHandle<()>>>,
+    runtime: tokio::runtime::Handle,
 }
 
 fn not_assigned(tp: &TopicPartition) -> Error {
@@ -121,6 +144,98 @@ fn not_assigned(tp: &TopicPartition) -> Error {
         "partition {}-{} is not assigned to this consumer",
         tp.topic, tp.partition
     ))
+}
+
+impl Inner {
+    /// The assignment seam of `assign` and of the group membership. Partitions that stay keep
+    /// their position and buffered records; new ones start at `committed` (the group's
+    /// broker-committed offsets), else the local store, else `auto.offset.reset`. Buffered
+    /// records of partitions that went away are dropped here, under the lock `poll` drains
+    /// with, so no record of a revoked partition is returned after this call.
+    fn set_assignment(
+        &self,
+        partitions: Vec<TopicPartition>,
+        committed: &HashMap<TopicPartition, u64>,
+    ) -> Result<()> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(Error::Closed("consumer"));
+        }
+        let mut parts = BTreeMap::new();
+        for tp in partitions {
+            let state = match st.parts.remove(&tp) {
+                Some(p) => p,
+                None => {
+                    let start = committed
+                        .get(&tp)
+                        .copied()
+                        .or_else(|| self.store.as_ref().and_then(|s| s.lock().get(&tp)));
+                    PartState {
+                        position: start,
+                        fetch_offset: start,
+                        epoch: st.new_epoch(),
+                        ..PartState::default()
+                    }
+                }
+            };
+            if !st.topics.contains_key(&tp.topic) {
+                st.topics
+                    .insert(tp.topic.clone(), Arc::from(tp.topic.as_str()));
+            }
+            parts.insert(tp, state);
+        }
+        st.parts = parts;
+        let State {
+            parts,
+            buffer,
+            buffered_bytes,
+            ..
+        } = &mut *st;
+        buffer.retain(|c| {
+            let keep = parts.get(&c.tp).is_some_and(|p| p.epoch == c.epoch);
+            if !keep {
+                *buffered_bytes -= c.bytes;
+            }
+            keep
+        });
+        drop(st);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Takes every partition away (a group rebalance revokes them all) and returns the
+    /// positions reached, atomically with respect to `poll`.
+    fn revoke_all(&self) -> Vec<(TopicPartition, u64)> {
+        let mut st = self.state.lock();
+        let positions = st
+            .parts
+            .iter()
+            .filter_map(|(tp, p)| p.position.map(|o| (tp.clone(), o)))
+            .collect();
+        st.parts.clear();
+        st.buffer.clear();
+        st.buffered_bytes = 0;
+        positions
+    }
+
+    /// The current position of every assigned partition that has one.
+    fn positions(&self) -> Vec<(TopicPartition, u64)> {
+        let st = self.state.lock();
+        st.parts
+            .iter()
+            .filter_map(|(tp, p)| p.position.map(|o| (tp.clone(), o)))
+            .collect()
+    }
+
+    /// Writes `offsets` to the local store (when configured).
+    async fn commit_local(&self, offsets: Vec<(TopicPartition, u64)>) -> Result<()> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || store.lock().commit(offsets))
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("offset store task failed: {e}")))?
+    }
 }
 
 impl Consumer {
@@ -155,11 +270,14 @@ impl Consumer {
             wake: Notify::new(),
             store,
             buffer_limit,
+            member: Mutex::new(None),
         });
         let fetcher = tokio::spawn(fetcher_loop(inner.clone()));
         Ok(Consumer {
             inner,
             fetcher: Mutex::new(Some(fetcher)),
+            membership: Mutex::new(None),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -176,54 +294,21 @@ impl Consumer {
                 "at most {REQUEST_PARTITIONS_MAX} partitions may be assigned"
             )));
         }
-        self.set_assignment(partitions)
+        if self.inner.member.lock().is_some() {
+            return Err(Error::InvalidArgument(
+                "the consumer is subscribed to a group: unsubscribe before assigning partitions"
+                    .into(),
+            ));
+        }
+        self.inner.set_assignment(partitions, &HashMap::new())
     }
 
-    /// The assignment seam `subscribe` will use too.
-    fn set_assignment(&self, partitions: Vec<TopicPartition>) -> Result<()> {
-        let mut st = self.inner.state.lock();
-        if st.closed {
-            return Err(Error::Closed("consumer"));
-        }
-        let mut parts = BTreeMap::new();
-        for tp in partitions {
-            let state = st.parts.remove(&tp).unwrap_or_else(|| {
-                let committed = self.inner.store.as_ref().and_then(|s| s.lock().get(&tp));
-                PartState {
-                    position: committed,
-                    fetch_offset: committed,
-                    ..PartState::default()
-                }
-            });
-            if !st.topics.contains_key(&tp.topic) {
-                st.topics
-                    .insert(tp.topic.clone(), Arc::from(tp.topic.as_str()));
-            }
-            parts.insert(tp, state);
-        }
-        st.parts = parts;
-        let State {
-            parts,
-            buffer,
-            buffered_bytes,
-            ..
-        } = &mut *st;
-        buffer.retain(|c| {
-            let keep = parts.get(&c.tp).is_some_and(|p| p.epoch == c.epoch);
-            if !keep {
-                *buffered_bytes -= c.bytes;
-            }
-            keep
-        });
-        drop(st);
-        self.inner.wake.notify_one();
-        Ok(())
-    }
-
-    /// The assigned partitions.
+    /// The assigned partitions: for a group member, those of the current generation (empty
+    /// while a rebalance is in progress).
     pub fn assignment(&self) -> Vec<TopicPartition> {
         self.inner.state.lock().parts.keys().cloned().collect()
     }
+
 
     /// Returns the next batch of records (at most `max.poll.records`), waiting up to `timeout`
     /// for some; an empty batch when none came. An error a partition hit (no position with
@@ -241,6 +326,9 @@ impl Consumer {
                 let mut st = self.inner.state.lock();
                 if st.closed {
                     return Err(Error::Closed("consumer"));
+                }
+                if let Some(e) = st.group_error.take() {
+                    return Err(e);
                 }
                 if let Some(e) = st.parts.values_mut().find_map(|p| p.error.take()) {
                     return Err(e);
@@ -262,8 +350,9 @@ impl Consumer {
     /// Moves a partition's position: the next `poll` returns records from `offset` on.
     pub fn seek(&self, tp: &TopicPartition, offset: u64) -> Result<()> {
         let mut st = self.inner.state.lock();
+        let epoch = st.new_epoch();
         let p = st.parts.get_mut(tp).ok_or_else(|| not_assigned(tp))?;
-        p.epoch += 1;
+        p.epoch = epoch;
         p.position = Some(offset);
         p.fetch_offset = Some(offset);
         p.busy = false;
@@ -378,39 +467,40 @@ impl Consumer {
 
     /// Commits the current position of every assigned partition that has one.
     pub async fn commit(&self) -> Result<()> {
-        let positions: Vec<_> = {
-            let st = self.inner.state.lock();
-            st.parts
-                .iter()
-                .filter_map(|(tp, p)| p.position.map(|o| (tp.clone(), o)))
-                .collect()
-        };
+        let positions = self.inner.positions();
         self.commit_offsets(positions).await
     }
 
-    /// Commits the given positions (the offset of the next record to read, per partition).
+    /// Commits the given positions (the offset of the next record to read, per partition): for
+    /// a group member to the broker (with its member id and generation; during a rebalance this
+    /// fails with the retriable REBALANCE_IN_PROGRESS) and then to the local store when
+    /// `offset.store.dir` is set; for a standalone consumer to the local store, which must then
+    /// be configured.
     pub async fn commit_offsets(
         &self,
         offsets: impl IntoIterator<Item = (TopicPartition, u64)>,
     ) -> Result<()> {
-        let store = self
-            .inner
-            .store
-            .clone()
-            .ok_or_else(|| Error::InvalidConfig {
+        let member = self.inner.member.lock().is_some();
+        if !member && self.inner.store.is_none() {
+            return Err(Error::InvalidConfig {
                 key: "offset.store.dir".into(),
-                reason: "is not set; committing needs a local offset store directory".into(),
-            })?;
+                reason: "is not set; committing needs a local offset store directory (or a \
+                         group subscription)"
+                    .into(),
+            });
+        }
         let offsets: Vec<_> = offsets.into_iter().collect();
-        tokio::task::spawn_blocking(move || store.lock().commit(offsets))
-            .await
-            .map_err(|e| Error::InvalidArgument(format!("offset store task failed: {e}")))??;
+        if member {
+            group::commit_to_group(&self.inner, &offsets).await?;
+        }
+        self.inner.commit_local(offsets).await?;
         self.inner.state.lock().last_commit = Some(Instant::now());
         Ok(())
     }
 
     async fn maybe_auto_commit(&self) -> Result<()> {
-        if !self.inner.config.enable_auto_commit || self.inner.store.is_none() {
+        let member = self.inner.member.lock().is_some();
+        if !self.inner.config.enable_auto_commit || (self.inner.store.is_none() && !member) {
             return Ok(());
         }
         let due = {
@@ -424,16 +514,151 @@ impl Consumer {
                 }
             }
         };
-        if due { self.commit().await } else { Ok(()) }
+        if !due {
+            return Ok(());
+        }
+        match self.commit().await {
+            // Around a rebalance: the membership task commits the revoked positions itself.
+            Err(e) if group::is_rebalance_error(&e) => {
+                tracing::debug!(error = %e, "auto commit skipped during a rebalance");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
-    /// Commits (with `enable.auto.commit` and a store), stops the fetcher. Idempotent; later
-    /// calls other than `close` fail with [`Error::Closed`].
+    /// Joins the consumer group `group.id` with a subscription to `topics` (replacing an
+    /// earlier subscription) and returns once the membership task runs; the assignment arrives
+    /// in the background (see `consumer/group.rs`): `poll` returns records of the assigned
+    /// partitions as soon as the group's rebalance completes. Fails with
+    /// [`Error::InvalidConfig`] without `group.id`, [`Error::InvalidArgument`] for no topics,
+    /// a bad topic name, or a consumer with a manual `assign`ment.
+    pub async fn subscribe<S: Into<String>>(
+        &self,
+        topics: impl IntoIterator<Item = S>,
+    ) -> Result<()> {
+        let group_id = self
+            .inner
+            .config
+            .group_id
+            .clone()
+            .ok_or_else(|| Error::InvalidConfig {
+                key: "group.id".into(),
+                reason: "is not set; subscribe needs a consumer group id".into(),
+            })?;
+        let topics: std::collections::BTreeSet<String> =
+            topics.into_iter().map(Into::into).collect();
+        if topics.is_empty() || topics.len() > crate::limits::CONSUMER_SUBSCRIBE_TOPICS_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "subscribe needs 1..={} topics",
+                crate::limits::CONSUMER_SUBSCRIBE_TOPICS_MAX
+            )));
+        }
+        for t in &topics {
+            crate::topic::validate_topic_name(t)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        }
+        let topics: Vec<String> = topics.into_iter().collect();
+        if self.inner.state.lock().closed {
+            return Err(Error::Closed("consumer"));
+        }
+        let previous = self.inner.member.lock().clone();
+        match previous {
+            Some(m) if m.topics == topics => return Ok(()),
+            Some(_) => {
+                // A new subscription: give the partitions back (committing them) and rejoin
+                // with the same member id, which rebalances the group.
+                if let Some(t) = self.membership.lock().take() {
+                    t.abort();
+                    let _ = t.await;
+                }
+                group::revoke(&self.inner).await;
+            }
+            None => {
+                if !self.inner.state.lock().parts.is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "the consumer has a manual assignment: assign(vec![]) before subscribing"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        {
+            let mut member = self.inner.member.lock();
+            let member_id = member.as_ref().map(|m| m.member_id.clone()).unwrap_or_default();
+            *member = Some(group::Member {
+                group_id,
+                topics,
+                member_id,
+                generation: None,
+            });
+        }
+        let task = self.runtime.spawn(group::run(self.inner.clone()));
+        *self.membership.lock() = Some(task);
+        Ok(())
+    }
+
+    /// The topics of the current subscription (empty when not subscribed).
+    pub fn subscription(&self) -> Vec<String> {
+        self.inner
+            .member
+            .lock()
+            .as_ref()
+            .map(|m| m.topics.clone())
+            .unwrap_or_default()
+    }
+
+    /// The member id the group coordinator gave this consumer and its generation, once joined.
+    pub fn group_membership(&self) -> Option<(String, i32)> {
+        let m = self.inner.member.lock();
+        let m = m.as_ref()?;
+        Some((m.member_id.clone(), m.generation?))
+    }
+
+    /// Leaves the group: commits the positions (with `enable.auto.commit`), sends LeaveGroup so
+    /// the group rebalances at once, and drops the assignment. A no-op when not subscribed.
+    pub async fn unsubscribe(&self) -> Result<()> {
+        self.stop_membership().await
+    }
+
+    async fn stop_membership(&self) -> Result<()> {
+        let task = self.membership.lock().take();
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
+        }
+        if self.inner.member.lock().is_none() {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        if self.inner.config.enable_auto_commit {
+            result = match self.commit().await {
+                Err(e) if group::is_rebalance_error(&e) => {
+                    tracing::warn!(error = %e, "final commit refused by the group coordinator");
+                    Ok(())
+                }
+                other => other,
+            };
+        }
+        let left = group::leave(&self.inner).await;
+        self.inner.member.lock().take();
+        self.inner.revoke_all();
+        result.and(left)
+    }
+
+    /// Commits (with `enable.auto.commit` and a store or a group), leaves the group when
+    /// subscribed, stops the fetcher. Bounded: each request has the client's timeout and the
+    /// group task is aborted, never awaited on the network. Idempotent; later calls other than
+    /// `close` fail with [`Error::Closed`].
     pub async fn close(&self) -> Result<()> {
         let already = self.inner.state.lock().closed;
         let mut result = Ok(());
-        if !already && self.inner.config.enable_auto_commit && self.inner.store.is_some() {
-            result = self.commit().await;
+        if !already {
+            if self.inner.member.lock().is_some() || self.membership.lock().is_some() {
+                result = self.stop_membership().await;
+            } else if self.inner.config.enable_auto_commit && self.inner.store.is_some() {
+                result = self.commit().await;
+            }
         }
         self.inner.state.lock().closed = true;
         self.inner.wake.notify_one();
@@ -447,6 +672,11 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        // Dropped without `close`: the membership stops heartbeating (the coordinator removes
+        // it after `session.timeout.ms`, as for a crashed process).
+        if let Some(h) = self.membership.lock().take() {
+            h.abort();
+        }
         if let Some(h) = self.fetcher.lock().take() {
             h.abort();
         }
@@ -659,6 +889,7 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
                     parts: states,
                     buffer,
                     buffered_bytes,
+                    next_epoch,
                     ..
                 } = &mut *st;
                 let Some(p) = states.get_mut(tp).filter(|p| p.epoch == *epoch) else {
@@ -691,7 +922,8 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
                         }
                         OffsetReset::Earliest | OffsetReset::Latest => {
                             tracing::info!(topic = %tp.topic, partition = tp.partition, offset = off, "offset out of range; applying auto.offset.reset");
-                            p.epoch += 1;
+                            *next_epoch += 1;
+                            p.epoch = *next_epoch;
                             p.position = None;
                             p.fetch_offset = None;
                             p.reset_by_policy = true;
