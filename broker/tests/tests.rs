@@ -10,3 +10,4 @@ mod durability;
 mod grpc;
 mod groups;
 mod client;
+mod client_groups;

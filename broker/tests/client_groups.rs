@@ -1,0 +1,461 @@
+//! Consumer groups through the client core (`Consumer::subscribe`) against the real broker:
+//! C8 (split) and C9 (broadcast) of `conformance.md`, issue 4's three members over six
+//! partitions, a member killed with `kill -9` (a separate process: this test binary re-run as
+//! the ignored test `child_group_member`), a member dropped without leaving, resuming from
+//! broker-committed offsets after every member restarted, and close → LeaveGroup → immediate
+//! rebalance. Session timeouts are about a second; every wait is on an event, bounded by
+//! [`TEST_TIMEOUT`], never an assertion on elapsed time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use sluiceway_core::ErrorCode;
+use sluiceway_core::client::{
+    Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition,
+};
+
+use crate::support::TestBroker;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn create(b: &TestBroker, topic: &str, partitions: u32) {
+    Admin::new(AdminConfig::new(&b.addr))
+        .await
+        .expect("admin")
+        .create_topic(NewTopic::new(topic, partitions))
+        .await
+        .expect("create topic");
+}
+
+/// Sends `values` round-robin over `partitions` partitions and waits for every delivery.
+async fn produce(b: &TestBroker, topic: &str, partitions: u32, values: &[String]) {
+    let p = Producer::new(ProducerConfig::new(&b.addr).linger(Duration::from_millis(2)))
+        .await
+        .expect("producer");
+    let mut futures = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let record = ProducerRecord::new(topic, v.clone().into_bytes())
+            .partition(i as u32 % partitions);
+        futures.push(p.send(record).await.expect("send"));
+    }
+    for f in futures {
+        f.await.expect("delivered");
+    }
+    p.close().await.expect("close producer");
+}
+
+fn values(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn group_config(b: &TestBroker, group: &str) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(&b.addr)
+        .group_id(group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(100))
+        .session_timeout(Duration::from_millis(1000))
+        .max_poll_interval(Duration::from_millis(10_000));
+    c.set("auto.commit.interval.ms", "100").unwrap();
+    c
+}
+
+async fn member(b: &TestBroker, group: &str, topic: &str) -> Consumer {
+    let c = Consumer::new(group_config(b, group)).await.expect("consumer");
+    c.subscribe([topic]).await.expect("subscribe");
+    c
+}
+
+/// Waits until the members' assignments are non-empty, disjoint and cover `partitions`.
+async fn wait_split(members: &[&Consumer], partitions: u32) -> Vec<Vec<TopicPartition>> {
+    loop {
+        let a: Vec<Vec<TopicPartition>> = members.iter().map(|c| c.assignment()).collect();
+        let all: BTreeSet<&TopicPartition> = a.iter().flatten().collect();
+        let total: usize = a.iter().map(Vec::len).sum();
+        if a.iter().all(|x| !x.is_empty()) && total == all.len() && all.len() == partitions as usize
+        {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls every member in turn until `n` records arrived between them; then keeps polling a
+/// little to catch duplicates. Returns value → how often it was received, per member.
+async fn consume_between(members: &[&Consumer], n: usize) -> Vec<BTreeMap<String, usize>> {
+    let mut got = vec![BTreeMap::new(); members.len()];
+    let mut total = 0;
+    let mut extra_rounds = 5;
+    while total < n || extra_rounds > 0 {
+        if total >= n {
+            extra_rounds -= 1;
+        }
+        for (i, c) in members.iter().enumerate() {
+            for r in c.poll(Duration::from_millis(50)).await.expect("poll") {
+                let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+                *got[i].entry(v).or_insert(0) += 1;
+                total += 1;
+            }
+        }
+    }
+    got
+}
+
+fn assert_exactly_once(got: &[BTreeMap<String, usize>], expected: &[String]) {
+    let mut all: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in got {
+        for (v, n) in m {
+            *all.entry(v.as_str()).or_insert(0) += n;
+        }
+    }
+    let dup: Vec<_> = all.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dup.is_empty(), "received more than once: {dup:?}");
+    let want: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
+    let have: BTreeSet<&str> = all.keys().copied().collect();
+    assert_eq!(
+        want.difference(&have).count(),
+        0,
+        "missing: {:?}",
+        want.difference(&have).take(10).collect::<Vec<_>>()
+    );
+    assert_eq!(have.len(), want.len(), "unexpected extra records");
+}
+
+/// C8 + C9: two members of `g` split a 4-partition topic and see every message once between
+/// them; a consumer in group `h` then reads every message again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c8_group_split_and_c9_broadcast() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = TestBroker::start(tmp.path());
+        create(&b, "c8", 4).await;
+        let msgs = values("c8", 200);
+        produce(&b, "c8", 4, &msgs).await;
+
+        let c1 = member(&b, "g", "c8").await;
+        let c2 = member(&b, "g", "c8").await;
+        let split = wait_split(&[&c1, &c2], 4).await;
+        assert!(split.iter().all(|a| !a.is_empty()), "{split:?}");
+        let got = consume_between(&[&c1, &c2], msgs.len()).await;
+        assert_exactly_once(&got, &msgs);
+        assert!(got.iter().all(|m| !m.is_empty()), "both members received records");
+        c1.close().await.expect("close c1");
+        c2.close().await.expect("close c2");
+
+        // C9: another group gets everything again.
+        let h = member(&b, "h", "c8").await;
+        let got = consume_between(&[&h], msgs.len()).await;
+        assert_exactly_once(&got, &msgs);
+        h.close().await.expect("close h");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Issue 4: three consumers in one group over six partitions receive every message exactly
+/// once between them in a clean run (including the rebalances while they join).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_over_six_partitions_get_every_message_once() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = TestBroker::start(tmp.path());
+        create(&b, "six", 6).await;
+        let first = values("a", 300);
+        produce(&b, "six", 6, &first).await;
+        let c1 = member(&b, "g3", "six").await;
+        let c2 = member(&b, "g3", "six").await;
+        let c3 = member(&b, "g3", "six").await;
+        let split = wait_split(&[&c1, &c2, &c3], 6).await;
+        assert!(split.iter().all(|a| a.len() == 2), "range assignor: 2 each, {split:?}");
+        // More messages while the group is stable, consumed together with the first ones.
+        let second = values("b", 300);
+        produce(&b, "six", 6, &second).await;
+        let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+        let got = consume_between(&[&c1, &c2, &c3], all.len()).await;
+        assert_exactly_once(&got, &all);
+        for c in [&c1, &c2, &c3] {
+            c.close().await.expect("close");
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A member dropped without `close` (its heartbeats stop) is removed after the session
+/// timeout; the survivor takes its partitions and continues from the committed offsets: no
+/// loss, no repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_member_expires_and_survivor_continues_from_commits() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = TestBroker::start(tmp.path());
+        create(&b, "exp", 4).await;
+        let first = values("x", 100);
+        produce(&b, "exp", 4, &first).await;
+        let c1 = member(&b, "ge", "exp").await;
+        let c2 = member(&b, "ge", "exp").await;
+        wait_split(&[&c1, &c2], 4).await;
+        let got = consume_between(&[&c1, &c2], first.len()).await;
+        assert_exactly_once(&got, &first);
+        c1.commit().await.expect("commit c1");
+        c2.commit().await.expect("commit c2");
+        drop(c2); // no LeaveGroup: only the session timeout can remove it
+        let second = values("y", 100);
+        produce(&b, "exp", 4, &second).await;
+        let mut got: BTreeMap<String, usize> = BTreeMap::new();
+        // Records of c1's own partitions may arrive before the takeover: they count too.
+        while c1.assignment().len() < 4 || got.values().sum::<usize>() < second.len() {
+            for r in c1.poll(Duration::from_millis(50)).await.expect("poll") {
+                let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+                *got.entry(v).or_insert(0) += 1;
+            }
+        }
+        let more = consume_between(&[&c1], 0).await;
+        let merged = merge(&[vec![got], more]);
+        assert_exactly_once(&merged, &second);
+        c1.close().await.expect("close");
+    })
+    .await
+    .expect("test timed out");
+}
+
+fn merge(parts: &[Vec<BTreeMap<String, usize>>]) -> Vec<BTreeMap<String, usize>> {
+    let mut out = BTreeMap::new();
+    for p in parts {
+        for m in p {
+            for (v, n) in m {
+                *out.entry(v.clone()).or_insert(0) += n;
+            }
+        }
+    }
+    vec![out]
+}
+
+/// Every member closes (committing to the broker); fresh members of the same group (no local
+/// store, `auto.offset.reset=earliest`) resume from the broker-committed offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_resume_from_broker_commits_after_a_full_restart() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = TestBroker::start(tmp.path());
+        create(&b, "rs", 3).await;
+        let first = values("r1", 90);
+        produce(&b, "rs", 3, &first).await;
+        let c1 = member(&b, "gr", "rs").await;
+        let c2 = member(&b, "gr", "rs").await;
+        wait_split(&[&c1, &c2], 3).await;
+        let got = consume_between(&[&c1, &c2], first.len()).await;
+        assert_exactly_once(&got, &first);
+        c1.close().await.expect("close c1 commits and leaves");
+        c2.close().await.expect("close c2 commits and leaves");
+        drop((c1, c2));
+
+        let second = values("r2", 60);
+        produce(&b, "rs", 3, &second).await;
+        let d1 = member(&b, "gr", "rs").await;
+        let d2 = member(&b, "gr", "rs").await;
+        let got = consume_between(&[&d1, &d2], second.len()).await;
+        assert_exactly_once(&got, &second);
+        d1.close().await.unwrap();
+        d2.close().await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// `close()` sends LeaveGroup: with a 30 s session the survivor gets every partition only
+/// because of the leave (the wait is bounded well below the session timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_leaves_the_group_and_it_rebalances_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    create(&b, "lv", 4).await;
+    let config = |g: &str| {
+        group_config(&b, g)
+            .session_timeout(Duration::from_secs(30))
+            .heartbeat_interval(Duration::from_millis(100))
+    };
+    let c1 = Consumer::new(config("gl")).await.unwrap();
+    c1.subscribe(["lv"]).await.unwrap();
+    let c2 = Consumer::new(config("gl")).await.unwrap();
+    c2.subscribe(["lv"]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), wait_split(&[&c1, &c2], 4))
+        .await
+        .expect("split");
+    let (_, gen_before) = c1.group_membership().expect("member");
+    c2.close().await.expect("close");
+    assert!(c2.assignment().is_empty());
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while c1.assignment().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the leave rebalanced the group before any session could expire");
+    let (_, gen_after) = c1.group_membership().expect("member");
+    assert!(gen_after > gen_before);
+    c1.close().await.unwrap();
+}
+
+/// API rules: `subscribe` needs `group.id`; assign and subscribe do not mix; a bad assignor
+/// name is a config error naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_errors_are_typed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    create(&b, "api", 1).await;
+    let plain = Consumer::new(ConsumerConfig::new(&b.addr)).await.unwrap();
+    let e = plain.subscribe(["api"]).await.unwrap_err();
+    assert!(matches!(e, sluiceway_core::Error::InvalidConfig { ref key, .. } if key == "group.id"), "{e}");
+    let c = Consumer::new(group_config(&b, "ga")).await.unwrap();
+    c.subscribe(["api"]).await.unwrap();
+    assert!(c.assign(vec![TopicPartition::new("api", 0)]).is_err());
+    assert!(c.subscribe(Vec::<String>::new()).await.is_err());
+    c.unsubscribe().await.unwrap();
+    assert!(c.assignment().is_empty());
+    c.assign(vec![TopicPartition::new("api", 0)]).unwrap();
+    c.close().await.unwrap();
+    let mut cfg = ConsumerConfig::new(&b.addr);
+    let e = cfg.set("partition.assignment.strategy", "sticky").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidConfig);
+    assert!(cfg.set("session.timeout.ms", "100").is_err());
+}
+
+/// A group member in a separate process (this test binary, re-run as the ignored test
+/// `child_group_member`) is killed with SIGKILL: the coordinator notices within the session
+/// timeout and the survivor takes over its partitions from its committed offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_killed_with_kill_9_is_replaced_from_committed_offsets() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = TestBroker::start(tmp.path());
+        create(&b, "k9", 4).await;
+        let first = values("k1", 120);
+        produce(&b, "k9", 4, &first).await;
+        let c1 = member(&b, "gk", "k9").await;
+
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["client_groups::child_group_member", "--exact", "--ignored", "--nocapture"])
+            .env("SLUICEWAY_CHILD_BOOTSTRAP", &b.addr)
+            .env("SLUICEWAY_CHILD_GROUP", "gk")
+            .env("SLUICEWAY_CHILD_TOPIC", "k9")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the child member");
+        let (tx, rx) = mpsc::channel::<String>();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+                if let Some(l) = line.strip_prefix("CHILD ")
+                    && tx.send(l.to_owned()).is_err()
+                {
+                    return;
+                }
+            }
+        });
+
+        // Consume the first batch between c1 and the child; the child commits after each poll.
+        let mut mine: BTreeMap<String, usize> = BTreeMap::new();
+        let mut child_got: BTreeMap<String, usize> = BTreeMap::new();
+        let mut child_committed = 0usize;
+        let mut child_seen = 0usize;
+        let mut child_partitions = 0usize;
+        loop {
+            for r in c1.poll(Duration::from_millis(50)).await.expect("poll") {
+                let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+                *mine.entry(v).or_insert(0) += 1;
+            }
+            while let Ok(line) = rx.try_recv() {
+                if let Some(v) = line.strip_prefix("GOT ") {
+                    *child_got.entry(v.to_owned()).or_insert(0) += 1;
+                    child_seen += 1;
+                } else if let Some(n) = line.strip_prefix("COMMITTED ") {
+                    child_committed = n.parse().unwrap();
+                } else if let Some(n) = line.strip_prefix("ASSIGNED ") {
+                    child_partitions = n.parse().unwrap();
+                }
+            }
+            let total = mine.values().sum::<usize>() + child_seen;
+            if total >= first.len()
+                && child_committed == child_seen
+                && child_partitions > 0
+                && c1.assignment().len() + child_partitions == 4
+            {
+                break;
+            }
+        }
+        assert_exactly_once(&[mine, child_got], &first);
+        // SIGKILL: no LeaveGroup, no final commit.
+        child.kill().expect("kill -9");
+        child.wait().unwrap();
+
+        let second = values("k2", 80);
+        produce(&b, "k9", 4, &second).await;
+        let mut got: BTreeMap<String, usize> = BTreeMap::new();
+        while c1.assignment().len() < 4 || got.values().sum::<usize>() < second.len() {
+            for r in c1.poll(Duration::from_millis(50)).await.expect("poll") {
+                let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+                *got.entry(v).or_insert(0) += 1;
+            }
+        }
+        let rest = consume_between(&[&c1], 0).await;
+        let merged = merge(&[vec![got], rest]);
+        assert_exactly_once(&merged, &second);
+        c1.close().await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The child process of `member_killed_with_kill_9_is_replaced_from_committed_offsets`; does
+/// nothing unless run by it (ignored, and needs its environment variables).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by member_killed_with_kill_9_is_replaced_from_committed_offsets"]
+async fn child_group_member() {
+    let (Ok(bootstrap), Ok(group), Ok(topic)) = (
+        std::env::var("SLUICEWAY_CHILD_BOOTSTRAP"),
+        std::env::var("SLUICEWAY_CHILD_GROUP"),
+        std::env::var("SLUICEWAY_CHILD_TOPIC"),
+    ) else {
+        return;
+    };
+    let mut config = ConsumerConfig::new(&bootstrap)
+        .group_id(group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .enable_auto_commit(false)
+        .fetch_max_wait(Duration::from_millis(100))
+        .session_timeout(Duration::from_millis(1000));
+    config.set("max.poll.interval.ms", "10000").unwrap();
+    let c = Consumer::new(config).await.expect("child consumer");
+    c.subscribe([topic]).await.expect("subscribe");
+    let mut seen = 0usize;
+    let mut assigned = usize::MAX;
+    // Bounded: the parent kills it long before this.
+    for _ in 0..1200 {
+        let records = c.poll(Duration::from_millis(50)).await.expect("poll");
+        let n = c.assignment().len();
+        if n != assigned {
+            assigned = n;
+            println!("CHILD ASSIGNED {n}");
+        }
+        if records.is_empty() {
+            continue;
+        }
+        for r in &records {
+            println!(
+                "CHILD GOT {}",
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
+            );
+        }
+        seen += records.len();
+        match c.commit().await {
+            Ok(()) => println!("CHILD COMMITTED {seen}"),
+            Err(e) => println!("CHILD COMMITFAILED {e}"),
+        }
+    }
+}
