@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use sluiceway_core::format::TimestampType;
 use sluiceway_core::limits::{
     FETCH_BYTES_MAX, FETCH_PARTITION_BYTES_DEFAULT, FETCH_RESPONSE_BYTES_DEFAULT,
     FETCH_WAIT_MS_MAX, IN_FLIGHT_FETCHES_MAX, IN_FLIGHT_REQUESTS_MAX, IN_FLIGHT_WAIT_MS_MAX,
@@ -466,7 +467,12 @@ impl Broker {
             match h.await {
                 Ok((p, Ok(info))) => {
                     r.base_offset = info.base_offset.0 as i64;
-                    r.log_append_time_ms = info.log_append_time.0;
+                    // Kafka's rule: the append time only when the topic stamps it
+                    // (LogAppendTime); -1 for CreateTime topics, whose records keep the
+                    // producer's timestamps.
+                    if p.log.config().timestamp_type == TimestampType::LogAppendTime {
+                        r.log_append_time_ms = info.log_append_time.0;
+                    }
                     r.log_start_offset = p.log.log_start_offset().0 as i64;
                 }
                 Ok((p, Err(e))) => {

@@ -50,7 +50,8 @@ async fn ten_thousand_messages_over_eight_partitions_in_order() {
                 r.base_offset as usize,
                 sent.get(&r.partition).map_or(0, Vec::len)
             );
-            assert!(r.log_append_time_ms > 0);
+            // A CreateTime topic: no append time comes back (Kafka's -1).
+            assert_eq!(r.log_append_time_ms, -1);
         }
         for (p, vals) in by_partition {
             sent.entry(p).or_default().extend(vals);
@@ -88,6 +89,39 @@ async fn ten_thousand_messages_over_eight_partitions_in_order() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), TOTAL);
+}
+
+/// Kafka's rule for `log_append_time_ms`: -1 on a CreateTime topic, the broker's append time
+/// (which every record of the set then carries) on a LogAppendTime topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_returns_the_append_time_only_for_log_append_time_topics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    let mut c = b.client().await;
+    create_topic(&mut c, "create", 1, &[]).await;
+    create_topic(
+        &mut c,
+        "append",
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    )
+    .await;
+    let old = 1_000;
+    let r = produce(&mut c, "create", 0, set_with_timestamps(&[(old, b"a")])).await;
+    assert_eq!(code(r.error_code), ErrorCode::None, "{}", r.error_message);
+    assert_eq!(r.log_append_time_ms, -1);
+
+    let before = now_ms();
+    let r = produce(&mut c, "append", 0, set_with_timestamps(&[(old, b"a")])).await;
+    assert_eq!(code(r.error_code), ErrorCode::None, "{}", r.error_message);
+    assert!(r.log_append_time_ms >= before, "{}", r.log_append_time_ms);
+    let f = fetch_once(&mut c, "append", 0, 0).await;
+    let mut stamps = Vec::new();
+    sluiceway_core::format::for_each_record(&f.message_set, &mut Vec::new(), |rec| {
+        stamps.push(rec.timestamp.0)
+    })
+    .unwrap();
+    assert_eq!(stamps, [r.log_append_time_ms]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
