@@ -13,6 +13,7 @@
 //! - [`errors`] — core errors ↔ gRPC statuses and proto codes.
 //! - [`cli`] — the command line.
 
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;

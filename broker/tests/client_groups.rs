@@ -459,3 +459,54 @@ async fn child_group_member() {
         }
     }
 }
+
+/// `sluiceway bench produce|consume` (its library entry, `sluiceway_broker::bench`) on a small
+/// run: every message delivered and read back, percentiles ordered, the JSON summary parses,
+/// and a run bounded by `--duration-s` alone ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_produce_and_consume_report_figures() {
+    use sluiceway_broker::bench::{BenchArgs, measure, summary};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = TestBroker::start(tmp.path());
+        let common = ["--bootstrap", b.addr.as_str(), "--topic", "bt", "--partitions", "2"];
+        let args = |mode: &str, extra: &[&str]| {
+            let argv: Vec<&str> = [mode]
+                .into_iter()
+                .chain(common)
+                .chain(extra.iter().copied())
+                .collect();
+            BenchArgs::parse_from(argv).expect("bench args")
+        };
+
+        let produce = args("produce", &["--messages", "500", "--size", "100", "--linger-ms", "1", "--format", "json"]);
+        let mut ticks = 0;
+        let r = measure(&produce, |_| ticks += 1).await.expect("bench produce");
+        assert_eq!((r.messages, r.errors, r.bytes), (500, 0, 50_000));
+        assert!(r.p50_us > 0 && r.p50_us <= r.p99_us && r.p99_us <= r.p999_us && r.p999_us <= r.max_us);
+        assert!(r.messages_per_sec > 0.0 && r.mb_per_sec > 0.0);
+        let json: serde_json::Value = serde_json::from_str(&summary(&produce, &r)).expect("json");
+        assert_eq!(json["messages"], 500);
+        assert_eq!(json["mode"], "produce");
+        assert!(json["latency_ms"]["p99_9"].as_f64().is_some());
+
+        let consume = args("consume", &["--messages", "500"]);
+        let r = measure(&consume, |_| {}).await.expect("bench consume");
+        assert_eq!((r.mode, r.messages, r.bytes), ("consume", 500, 50_000));
+        assert!(r.p50_us <= r.max_us);
+        let text = summary(&consume, &r);
+        assert!(text.starts_with("consume: 500 msgs"), "{text}");
+
+        // Bounded by time only (and compressed, acks=all).
+        let timed = args("produce", &["--duration-s", "1", "--size", "1024", "--acks", "all", "--compression", "lz4", "--quiet"]);
+        let r = measure(&timed, |_| {}).await.expect("timed bench");
+        assert!(r.messages > 0 && r.errors == 0);
+
+        // Bad values are errors, not panics.
+        assert!(BenchArgs::parse_from(["sideways"]).is_err());
+        let bad = args("produce", &["--messages", "10", "--acks", "2"]);
+        assert!(measure(&bad, |_| {}).await.is_err());
+    })
+    .await
+    .expect("test timed out");
+}

@@ -10,7 +10,10 @@
 //!   multi-partition Produce per broker, acks, retries, ordering, flush and close.
 //! - [`Consumer`] — standalone consumer: assign, prefetching poll, seeks, positions, commits.
 //! - [`offset_store`] — the consumer's local offset store (atomic file per consumer id).
+//! - [`Consumer::subscribe`] — consumer groups (`consumer/group.rs`): join, heartbeats, eager
+//!   rebalances, commits to the broker's coordinator.
 //! - [`Admin`] — topics, offsets, brokers.
+//! - [`bench`] — the measurement loops of `sluiceway bench produce|consume`.
 //!
 //! **API boundary:** everything public here is what bindings expose; types are plain Rust
 //! (`bytes::Bytes`, `Arc<str>`, [`crate::Offset`]), never prost messages. Every error is a
@@ -18,6 +21,7 @@
 
 mod accumulator;
 mod admin;
+pub mod bench;
 mod cluster;
 pub mod config;
 mod consumer;
