@@ -1,23 +1,28 @@
 //! The `sluiceway` command line: `broker`, `topic create|list|describe|delete`, `produce`,
-//! `consume`, `group list|describe`. Errors print one line to stderr, `error: CODE: message`, and exit non-zero.
+//! `consume`, `group list|describe`. Errors print one line to stderr, `error: CODE: message`,
+//! and exit non-zero.
 //!
-//! Until the client core lands (`core/src/client/`), the command-line client talks gRPC
-//! directly to the bootstrap broker, which on a single broker is every partition's leader.
+//! **API boundary:** `produce` and `consume` are thin shells over the client core
+//! (`sluiceway_core::client::{Producer, Consumer}`): this file parses flags, reads standard
+//! input, prints records and maps errors; partitioning, batching, retries, leader routing,
+//! positions, offset stores and group membership all live in `core/src/client/`.
+//! `topic` and `group` speak the Admin/Group gRPC services to one bootstrap broker ([`Client`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sluiceway_core::format::{Compression, MAGIC_V1, MessageSetBuilder, for_each_record};
-use sluiceway_core::limits::{
-    CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, FETCH_WAIT_MS_MAX, RESPONSE_BYTES_MAX,
+use sluiceway_core::client::{
+    Admin, AdminConfig, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, OffsetReset,
+    Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
-use sluiceway_core::partitioner::Partitioner;
+use sluiceway_core::limits::{CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, RESPONSE_BYTES_MAX};
 use sluiceway_core::topic::parse_key_value;
-use sluiceway_core::{Error, ErrorCode, Result, TimestampMs};
+use sluiceway_core::{Error, ErrorCode, Result};
 use sluiceway_proto::v1;
 use tonic::transport::Channel;
 
@@ -73,7 +78,7 @@ enum GroupCommand {
 
 #[derive(Args, Debug, Clone)]
 struct Bootstrap {
-    /// A broker to talk to, HOST:PORT.
+    /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT…] (the first that answers is used).
     #[arg(
         long,
         env = "SLUICEWAY_BOOTSTRAP",
@@ -124,15 +129,26 @@ struct ProduceArgs {
     topic: String,
     #[command(flatten)]
     bootstrap: Bootstrap,
-    /// Acknowledgement: all (every in-sync replica), 1 (the leader), 0 (none).
-    #[arg(long, default_value = "all", value_parser = ["all", "-1", "1", "0"])]
-    acks: String,
-    /// Send every message to this partition (default: hash of the key, else round-robin).
+    /// Acknowledgement: all (every in-sync replica), 1 (the leader), 0 (none) [default: all].
+    #[arg(long, value_parser = ["all", "-1", "1", "0"])]
+    acks: Option<String>,
+    /// Send every message to this partition (default: hash of the key, else sticky batches
+    /// spread round-robin).
     #[arg(long)]
     partition: Option<u32>,
     /// Split each line at the first S into key and value.
     #[arg(long, value_name = "S")]
     key_separator: Option<String>,
+    /// Compress batches: none, gzip, snappy, lz4 or zstd (`compression.type`).
+    #[arg(long, value_name = "CODEC")]
+    compression: Option<String>,
+    /// Wait up to this long to fill a batch (`linger.ms`, default 5).
+    #[arg(long, value_name = "MS")]
+    linger_ms: Option<u64>,
+    /// A producer setting with its Kafka name, KEY=VALUE (repeatable), e.g. batch.size=65536.
+    /// The dedicated flags above win over it.
+    #[arg(long = "producer-property", value_name = "KEY=VALUE")]
+    producer_properties: Vec<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +157,19 @@ enum Format {
     Json,
 }
 
+/// Where each partition starts: its committed offset (the `--offset-store` directory, or the
+/// group's offsets on the broker with `--group`) when it has one; otherwise `--offset N`,
+/// `--from-time UNIX_MS` or `--from-beginning`; otherwise the end of the log (only new
+/// messages), as Kafka's console consumer does. With `--offset-store` or `--group` the
+/// positions after the printed records are committed when the command stops (after
+/// `--max-messages`, `--timeout-ms`, SIGINT or SIGTERM) and every `auto.commit.interval.ms`
+/// while it runs, so the same command run again continues where the last one stopped.
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Start positions: committed offset (--offset-store / --group), else \
+    --offset / --from-time / --from-beginning, else the end of the log. With --group, \
+    --partition, --offset and --from-time are refused (the group assigns partitions)."
+)]
 struct ConsumeArgs {
     topic: String,
     #[command(flatten)]
@@ -149,27 +177,42 @@ struct ConsumeArgs {
     /// Read only this partition (default: all).
     #[arg(long)]
     partition: Option<u32>,
-    /// Start at the first offset still in the log.
+    /// Start partitions without a committed offset at the first offset still in the log.
     #[arg(long, conflicts_with_all = ["offset", "from_time"])]
     from_beginning: bool,
-    /// Start at this offset (in every partition read).
+    /// Start partitions without a committed offset at this offset (in every partition read);
+    /// an offset outside the log is an OFFSET_OUT_OF_RANGE error.
     #[arg(long, conflicts_with = "from_time")]
-    offset: Option<i64>,
-    /// Start at the first message with a timestamp at or after this time (ms since the epoch).
+    offset: Option<u64>,
+    /// Start partitions without a committed offset at the first message with a timestamp at
+    /// or after this time (ms since the epoch); at the end where there is none.
     #[arg(long, value_name = "UNIX_MS")]
     from_time: Option<i64>,
-    /// Stop after this many messages.
+    /// Stop after printing this many messages (exactly these are committed).
     #[arg(long)]
     max_messages: Option<u64>,
     /// Stop after this many milliseconds without a new message.
     #[arg(long)]
     timeout_ms: Option<u64>,
-    /// Output: text (the value, one per line) or json (one object per line).
+    /// Output: text (the value, one per line) or json (one object per line: topic, partition,
+    /// offset, timestamp, key, value).
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// Print keys and values base64-encoded.
     #[arg(long)]
     base64: bool,
+    /// Join this consumer group: the group's members split the topic's partitions, and
+    /// progress is committed to the broker (and to --offset-store when given).
+    #[arg(long, value_name = "G")]
+    group: Option<String>,
+    /// Resume from and commit to the local offset store in this directory
+    /// (`offset.store.dir`; one file per group id, `standalone` without --group).
+    #[arg(long, value_name = "DIR")]
+    offset_store: Option<PathBuf>,
+    /// A consumer setting with its Kafka name, KEY=VALUE (repeatable), e.g.
+    /// session.timeout.ms=10000. The dedicated flags above win over it.
+    #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
+    consumer_properties: Vec<String>,
 }
 
 /// `error: CODE: message`.
@@ -240,7 +283,23 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn connect(address: &str) -> Result<Client> {
+    /// Connects to the first address of `addresses` (`HOST:PORT[,HOST:PORT…]`) that answers.
+    pub async fn connect(addresses: &str) -> Result<Client> {
+        let mut last = None;
+        for address in addresses
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match Client::connect_one(address).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::InvalidArgument("no bootstrap address given".into())))
+    }
+
+    async fn connect_one(address: &str) -> Result<Client> {
         let unavailable = |m: String| Error::Remote {
             code: ErrorCode::BrokerNotAvailable,
             message: m,
@@ -563,39 +622,22 @@ async fn topic(command: TopicCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn now_ms() -> TimestampMs {
-    TimestampMs(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    )
+/// Sets each `KEY=VALUE` of a `--producer-property` / `--consumer-property` list through `set`.
+fn apply_properties(
+    properties: &[String],
+    mut set: impl FnMut(&str, &str) -> Result<()>,
+) -> Result<()> {
+    for kv in properties {
+        let (k, v) = parse_key_value(kv)?;
+        set(&k, &v)?;
+    }
+    Ok(())
 }
 
-async fn produce(args: ProduceArgs) -> Result<ExitCode> {
-    let acks = match args.acks.as_str() {
-        "all" | "-1" => -1,
-        "1" => 1,
-        _ => 0,
-    };
-    let mut client = Client::connect(&args.bootstrap.bootstrap).await?;
-    let meta = client.topic_metadata(&args.topic).await?;
-    let partitions = meta.partitions.len() as u32;
-    if let Some(p) = args.partition
-        && p >= partitions
-    {
-        return Err(Error::Remote {
-            code: ErrorCode::UnknownTopicOrPartition,
-            message: format!(
-                "topic {} has {partitions} partitions; there is no partition {p}",
-                args.topic
-            ),
-        });
-    }
-    // Standard input is read on its own thread; the sender batches whatever lines are already
-    // waiting (no linger), so interactive use sends each line at once and piped input goes in
-    // large batches.
-    let (tx, mut rx) =
-        tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(CLI_BATCH_MESSAGES_MAX);
+/// Reads standard input on its own thread, one message per line (`\n` or `\r\n` removed),
+/// into a bounded channel.
+fn spawn_stdin_reader() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(CLI_BATCH_MESSAGES_MAX);
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
@@ -621,10 +663,42 @@ async fn produce(args: ProduceArgs) -> Result<ExitCode> {
             }
         }
     });
-    let partitioner = Partitioner::new();
+    rx
+}
+
+/// Messages sent but not yet acknowledged before `produce` waits for the oldest: bounds the
+/// delivery futures held (the producer's `buffer.memory` bounds the bytes).
+const PRODUCE_UNACKED_MESSAGES_MAX: usize = 4 * CLI_BATCH_MESSAGES_MAX;
+
+/// `sluiceway produce`: every line becomes a record of the client core's [`Producer`]
+/// (partitioning, batching, retries, leader routing all live there); the command exits 0
+/// only when every record's delivery future resolved successfully.
+async fn produce(args: ProduceArgs) -> Result<ExitCode> {
+    let mut config = ProducerConfig::new(&args.bootstrap.bootstrap);
+    config = config.client_id("sluiceway-cli");
+    apply_properties(&args.producer_properties, |k, v| {
+        config.set(k, v).map(|_| ())
+    })?;
+    // The dedicated flags win over --producer-property.
+    if let Some(acks) = &args.acks {
+        config.set("acks", acks)?;
+    }
+    if let Some(c) = &args.compression {
+        config.set("compression.type", c)?;
+    }
+    if let Some(l) = args.linger_ms {
+        config.set("linger.ms", &l.to_string())?;
+    }
+    let producer = Producer::new(config).await?;
+    let mut rx = spawn_stdin_reader();
     let sep = args.key_separator.as_deref().map(str::as_bytes);
     let mut line_no = 0u64;
-    while let Some(first) = rx.recv().await {
+    let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
+    let mut refused = None;
+    let mut first_chunk = true;
+    'input: while let Some(first) = rx.recv().await {
+        // Whatever lines are already waiting go in one call: piped input is sent in large
+        // chunks, an interactive line at once (after `linger.ms`).
         let mut lines = vec![first.map_err(|e| Error::io("read", "standard input", e))?];
         let mut bytes = lines[0].len();
         while lines.len() < CLI_BATCH_MESSAGES_MAX && bytes < CLI_BATCH_BYTES_MAX {
@@ -637,106 +711,150 @@ async fn produce(args: ProduceArgs) -> Result<ExitCode> {
                 Err(_) => break,
             }
         }
-        let ts = now_ms();
-        let mut builders: BTreeMap<u32, MessageSetBuilder> = BTreeMap::new();
-        for line in &lines {
+        let mut records = Vec::with_capacity(lines.len());
+        for mut line in lines {
             line_no += 1;
-            let (key, value) = match sep {
-                None => (None, line.as_slice()),
-                Some(sep) => match line.windows(sep.len()).position(|w| w == sep) {
-                    Some(i) => (Some(&line[..i]), &line[i + sep.len()..]),
-                    None => {
-                        return Err(Error::InvalidArgument(format!(
-                            "line {line_no} has no key separator {:?}",
-                            String::from_utf8_lossy(sep)
-                        )));
-                    }
-                },
-            };
-            let p = args
-                .partition
-                .unwrap_or_else(|| partitioner.partition(key, partitions));
-            builders
-                .entry(p)
-                .or_insert_with(|| MessageSetBuilder::new(MAGIC_V1, Compression::None))
-                .push(ts, key, Some(value));
-        }
-        let mut request = v1::ProduceRequest {
-            acks,
-            timeout_ms: 0,
-            partitions: Vec::with_capacity(builders.len()),
-        };
-        for (p, b) in builders {
-            request.partitions.push(v1::ProducePartition {
+            let mut record = ProducerRecord {
                 topic: args.topic.clone(),
-                partition: p,
-                message_set: b.finish()?,
-                leader_epoch: None,
-            });
+                partition: args.partition,
+                ..ProducerRecord::default()
+            };
+            if let Some(sep) = sep {
+                let Some(i) = line.windows(sep.len()).position(|w| w == sep) else {
+                    // Deliver (and check) what came before the bad line, then refuse it.
+                    refused = Some(Error::InvalidArgument(format!(
+                        "line {line_no} has no key separator {:?}",
+                        String::from_utf8_lossy(sep)
+                    )));
+                    pending.extend(producer.send_batch(records).await);
+                    break 'input;
+                };
+                let value = line.split_off(i + sep.len());
+                line.truncate(i);
+                record = record.key(line);
+                record.value = Some(value.into());
+            } else {
+                record.value = Some(line.into());
+            }
+            records.push(record);
         }
-        let resp = client
-            .log
-            .produce(request)
-            .await
-            .map_err(|s| error_from_status(&s))?
-            .into_inner();
-        for r in resp.results {
-            if r.error_code != 0 {
-                return Err(Error::Remote {
-                    code: from_proto(r.error_code),
-                    message: format!(
-                        "{} (partition {}-{})",
-                        r.error_message, r.topic, r.partition
-                    ),
-                });
+        if first_chunk {
+            first_chunk = false;
+            // The first record alone: an unknown topic or partition fails here once, not once
+            // per line of the chunk.
+            let mut rest = records.split_off(1);
+            let first = records.pop().expect("a chunk has a line");
+            pending.push_back(producer.send(first).await?);
+            records = std::mem::take(&mut rest);
+        }
+        pending.extend(producer.send_batch(records).await);
+        while pending.len() > PRODUCE_UNACKED_MESSAGES_MAX {
+            pending.pop_front().expect("not empty").await?;
+        }
+    }
+    producer.flush().await?;
+    for f in pending {
+        f.await?;
+    }
+    producer.close().await?;
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM: `consume` then stops like after `--timeout-ms`, committing
+/// what it printed.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn list_offset(
-    client: &mut Client,
-    topic: &str,
-    partition: u32,
-    spec: v1::OffsetSpec,
-    ts: i64,
-) -> Result<i64> {
-    let resp = client
-        .log
-        .list_offsets(v1::ListOffsetsRequest {
-            partitions: vec![v1::ListOffsetsPartition {
-                topic: topic.to_owned(),
-                partition,
-                spec: spec as i32,
-                timestamp_ms: ts,
-            }],
-        })
-        .await
-        .map_err(|s| error_from_status(&s))?
-        .into_inner();
-    let r = resp
-        .results
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Remote {
-            code: ErrorCode::UnknownServerError,
-            message: "empty list-offsets answer".into(),
-        })?;
-    if r.error_code != 0 {
-        return Err(Error::Remote {
-            code: from_proto(r.error_code),
-            message: r.error_message,
-        });
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
-    Ok(r.offset)
 }
 
+/// One record as `consume` prints it.
+fn render(record: &ConsumerRecord, format: Format, base64: bool) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match format {
+        Format::Json => {
+            let enc = |b: Option<&[u8]>| match b {
+                None => serde_json::Value::Null,
+                Some(b) if base64 => serde_json::Value::String(b64.encode(b)),
+                Some(b) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
+            };
+            // Written by hand to keep the documented field order.
+            format!(
+                "{{\"topic\":{},\"partition\":{},\"offset\":{},\"timestamp\":{},\"key\":{},\"value\":{}}}\n",
+                serde_json::Value::String(record.topic.to_string()),
+                record.partition,
+                record.offset.0,
+                record.timestamp,
+                enc(record.key.as_deref()),
+                enc(record.value.as_deref())
+            )
+            .into_bytes()
+        }
+        Format::Text => {
+            let v = record.value.as_deref().unwrap_or_default();
+            let mut l = if base64 {
+                b64.encode(v).into_bytes()
+            } else {
+                v.to_vec()
+            };
+            l.push(b'\n');
+            l
+        }
+    }
+}
+
+/// How long one `poll` waits when `--timeout-ms` is not given (the loop then runs until a
+/// signal or `--max-messages`).
+const CONSUME_POLL_MS: u64 = 1_000;
+
+/// `sluiceway consume`: the client core's [`Consumer`], standalone (`assign`: one or every
+/// partition) or a group member (`subscribe`). Records are printed as `poll` returns them;
+/// on exit the consumer is closed, which commits (local store and/or group) the positions
+/// after the last *printed* record of each partition.
 async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
-    let mut client = Client::connect(&args.bootstrap.bootstrap).await?;
-    let meta = client.topic_metadata(&args.topic).await?;
-    let count = meta.partitions.len() as u32;
-    let partitions: Vec<u32> = match args.partition {
+    if args.group.is_some()
+        && (args.partition.is_some() || args.offset.is_some() || args.from_time.is_some())
+    {
+        return Err(Error::InvalidArgument(
+            "--group cannot be combined with --partition, --offset or --from-time: the group \
+             assigns partitions, and each starts at its committed offset (else at the \
+             beginning with --from-beginning, else at the end)"
+                .into(),
+        ));
+    }
+    if args.max_messages == Some(0) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The topic must exist (and the partition too): an error now, rather than a consumer
+    // waiting for metadata that never comes.
+    let admin = Admin::new(AdminConfig::new(&args.bootstrap.bootstrap)).await?;
+    let count = admin
+        .describe_topic(&args.topic)
+        .await?
+        .topic
+        .partitions
+        .len() as u32;
+    drop(admin);
+    let partitions: Vec<TopicPartition> = match args.partition {
         Some(p) if p >= count => {
             return Err(Error::Remote {
                 code: ErrorCode::UnknownTopicOrPartition,
@@ -746,147 +864,127 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
                 ),
             });
         }
-        Some(p) => vec![p],
-        None => (0..count).collect(),
+        Some(p) => vec![TopicPartition::new(args.topic.as_str(), p)],
+        None => (0..count)
+            .map(|p| TopicPartition::new(args.topic.as_str(), p))
+            .collect(),
     };
-    let mut positions = Vec::with_capacity(partitions.len());
-    for &p in &partitions {
-        let offset = if let Some(o) = args.offset {
-            o
-        } else if args.from_beginning {
-            list_offset(&mut client, &args.topic, p, v1::OffsetSpec::Earliest, 0).await?
-        } else if let Some(ts) = args.from_time {
-            match list_offset(&mut client, &args.topic, p, v1::OffsetSpec::Timestamp, ts).await? {
-                -1 => list_offset(&mut client, &args.topic, p, v1::OffsetSpec::Latest, 0).await?,
-                o => o,
-            }
-        } else {
-            list_offset(&mut client, &args.topic, p, v1::OffsetSpec::Latest, 0).await?
-        };
-        positions.push((p, offset));
+
+    let mut config = ConsumerConfig::new(&args.bootstrap.bootstrap);
+    config = config.client_id("sluiceway-cli");
+    apply_properties(&args.consumer_properties, |k, v| {
+        config.set(k, v).map(|_| ())
+    })?;
+    if let Some(dir) = &args.offset_store {
+        config = config.offset_store_dir(dir.clone());
     }
+    if let Some(g) = &args.group {
+        config = config.group_id(g.clone());
+    }
+    // Partitions without a committed offset start at the beginning with --from-beginning,
+    // else at the end (Kafka's console consumer). An explicit --offset turns resets off, so an
+    // offset outside the log is an error rather than a silent jump.
+    config = config.auto_offset_reset(if args.offset.is_some() {
+        OffsetReset::Error
+    } else if args.from_beginning {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    });
+    // Commits happen at every poll (every auto.commit.interval.ms, covering what the previous
+    // polls returned, all printed by then), on a group rebalance and when the consumer closes.
+    config = config.enable_auto_commit(true);
+    let consumer = Consumer::new(config).await?;
+
+    if args.group.is_some() {
+        consumer.subscribe([args.topic.clone()]).await?;
+    } else {
+        consumer.assign(partitions.clone())?;
+        // A committed offset in the local store wins: the same command run again continues.
+        let fresh: Vec<TopicPartition> = partitions
+            .into_iter()
+            .filter(|tp| consumer.committed(tp).is_none())
+            .collect();
+        if !fresh.is_empty() {
+            if let Some(o) = args.offset {
+                for tp in &fresh {
+                    consumer.seek(tp, o)?;
+                }
+            } else if let Some(t) = args.from_time {
+                consumer.seek_to_timestamp(&fresh, t).await?;
+            }
+        }
+    }
+
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut printed = 0u64;
     let mut last_message = Instant::now();
-    let mut scratch = Vec::new();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    if args.max_messages == Some(0) {
-        return Ok(ExitCode::SUCCESS);
-    }
-    loop {
-        let wait_ms = match args.timeout_ms {
-            Some(t) => {
-                let waited = last_message.elapsed().as_millis() as u64;
-                if waited >= t {
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let result: Result<()> = async {
+        loop {
+            let wait = match args.timeout_ms {
+                Some(t) => {
+                    let waited = last_message.elapsed().as_millis() as u64;
+                    if waited >= t {
+                        return Ok(());
+                    }
+                    t - waited
+                }
+                None => CONSUME_POLL_MS,
+            };
+            let batch = tokio::select! {
+                r = consumer.poll(Duration::from_millis(wait)) => r?,
+                _ = &mut stop => return Ok(()),
+            };
+            let mut unprinted = &batch[..];
+            for (i, record) in batch.iter().enumerate() {
+                if args.max_messages.is_some_and(|m| printed >= m) {
+                    unprinted = &batch[i..];
                     break;
                 }
-                (t - waited).min(u64::from(FETCH_WAIT_MS_MAX))
-            }
-            None => 5_000,
-        };
-        let request = v1::FetchRequest {
-            max_wait_ms: wait_ms as u32,
-            min_bytes: 1,
-            max_bytes: 0,
-            partitions: positions
-                .iter()
-                .map(|&(p, o)| v1::FetchPartition {
-                    topic: args.topic.clone(),
-                    partition: p,
-                    fetch_offset: o,
-                    max_bytes: 0,
-                    leader_epoch: None,
-                })
-                .collect(),
-        };
-        let resp = client
-            .log
-            .fetch(request)
-            .await
-            .map_err(|s| error_from_status(&s))?
-            .into_inner();
-        for (i, r) in resp.results.into_iter().enumerate() {
-            if r.error_code != 0 {
-                out.flush()
+                out.write_all(&render(record, args.format, args.base64))
                     .map_err(|e| Error::io("write", "standard output", e))?;
-                return Err(Error::Remote {
-                    code: from_proto(r.error_code),
-                    message: format!(
-                        "{} (partition {}-{})",
-                        r.error_message, r.topic, r.partition
-                    ),
-                });
-            }
-            let (partition, ref mut position) = positions[i];
-            let mut write_err = None;
-            let mut done = false;
-            for_each_record(&r.message_set, &mut scratch, |rec| {
-                if done || (rec.offset.0 as i64) < *position {
-                    return;
-                }
-                *position = rec.offset.0 as i64 + 1;
-                let line = match args.format {
-                    Format::Json => {
-                        let enc = |b: Option<&[u8]>| match b {
-                            None => serde_json::Value::Null,
-                            Some(b) if args.base64 => serde_json::Value::String(b64.encode(b)),
-                            Some(b) => {
-                                serde_json::Value::String(String::from_utf8_lossy(b).into_owned())
-                            }
-                        };
-                        // Written by hand to keep the documented field order.
-                        let s = format!(
-                            "{{\"topic\":{},\"partition\":{partition},\"offset\":{},\"timestamp\":{},\"key\":{},\"value\":{}}}\n",
-                            serde_json::Value::String(args.topic.clone()),
-                            rec.offset.0,
-                            rec.timestamp.0,
-                            enc(rec.key),
-                            enc(rec.value)
-                        );
-                        s.into_bytes()
-                    }
-                    Format::Text => {
-                        let v = rec.value.unwrap_or_default();
-                        let mut l = if args.base64 {
-                            b64.encode(v).into_bytes()
-                        } else {
-                            v.to_vec()
-                        };
-                        l.push(b'\n');
-                        l
-                    }
-                };
-                if let Err(e) = out.write_all(&line) {
-                    write_err = Some(e);
-                    done = true;
-                    return;
-                }
                 printed += 1;
-                last_message = Instant::now();
-                if args.max_messages.is_some_and(|m| printed >= m) {
-                    done = true;
-                }
-            })?;
-            if let Some(e) = write_err {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                return Err(Error::io("write", "standard output", e));
+                unprinted = &batch[i + 1..];
             }
-            if done {
-                out.flush()
-                    .map_err(|e| Error::io("write", "standard output", e))?;
-                return Ok(ExitCode::SUCCESS);
+            if !batch.is_empty() {
+                last_message = Instant::now();
+            }
+            // Before the next poll may commit these positions, they are really written.
+            out.flush()
+                .map_err(|e| Error::io("write", "standard output", e))?;
+            if args.max_messages.is_some_and(|m| printed >= m) {
+                // Records polled but not printed go back: each partition's position returns to
+                // its first unprinted record, so the commit at close covers exactly what was
+                // printed (no loss, no repeat on the next run).
+                let mut first: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+                for r in unprinted {
+                    first
+                        .entry(TopicPartition::new(&*r.topic, r.partition))
+                        .or_insert(r.offset.0);
+                }
+                for (tp, o) in first {
+                    // A partition revoked meanwhile was committed by the rebalance.
+                    let _ = consumer.seek(&tp, o);
+                }
+                return Ok(());
             }
         }
-        out.flush()
-            .map_err(|e| Error::io("write", "standard output", e))?;
-        // Only the first partition of a fetch may return an entry above the byte budget:
-        // rotate the order so that no partition waits behind the others for long.
-        positions.rotate_left(1);
     }
-    out.flush()
-        .map_err(|e| Error::io("write", "standard output", e))?;
-    Ok(ExitCode::SUCCESS)
+    .await;
+    match result {
+        // `sluiceway consume … | head`: the reader is gone. What it read is unknown, so
+        // nothing is committed (the next run repeats rather than loses).
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::SUCCESS)
+        }
+        // Not closed, so nothing is committed: a failed run must not move the stored positions.
+        Err(e) => Err(e),
+        Ok(()) => {
+            consumer.close().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
