@@ -92,7 +92,8 @@ struct Standalone {
 impl BenchArgs {
     /// Parses `argv` (without the program name and `bench`), e.g. for tests.
     pub fn parse_from<I: IntoIterator<Item = S>, S: Into<String>>(argv: I) -> Result<BenchArgs> {
-        let argv = std::iter::once("sluiceway-bench".to_owned()).chain(argv.into_iter().map(Into::into));
+        let argv =
+            std::iter::once("sluiceway-bench".to_owned()).chain(argv.into_iter().map(Into::into));
         Standalone::try_parse_from(argv)
             .map(|s| s.args)
             .map_err(|e| Error::InvalidArgument(e.to_string()))

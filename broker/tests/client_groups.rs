@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use sluiceway_core::ErrorCode;
 use sluiceway_core::client::{
-    Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, TopicPartition,
+    Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, TopicPartition,
 };
 
 use crate::support::TestBroker;
@@ -38,8 +38,8 @@ async fn produce(b: &TestBroker, topic: &str, partitions: u32, values: &[String]
         .expect("producer");
     let mut futures = Vec::new();
     for (i, v) in values.iter().enumerate() {
-        let record = ProducerRecord::new(topic, v.clone().into_bytes())
-            .partition(i as u32 % partitions);
+        let record =
+            ProducerRecord::new(topic, v.clone().into_bytes()).partition(i as u32 % partitions);
         futures.push(p.send(record).await.expect("send"));
     }
     for f in futures {
@@ -64,7 +64,9 @@ fn group_config(b: &TestBroker, group: &str) -> ConsumerConfig {
 }
 
 async fn member(b: &TestBroker, group: &str, topic: &str) -> Consumer {
-    let c = Consumer::new(group_config(b, group)).await.expect("consumer");
+    let c = Consumer::new(group_config(b, group))
+        .await
+        .expect("consumer");
     c.subscribe([topic]).await.expect("subscribe");
     c
 }
@@ -141,7 +143,10 @@ async fn c8_group_split_and_c9_broadcast() {
         assert!(split.iter().all(|a| !a.is_empty()), "{split:?}");
         let got = consume_between(&[&c1, &c2], msgs.len()).await;
         assert_exactly_once(&got, &msgs);
-        assert!(got.iter().all(|m| !m.is_empty()), "both members received records");
+        assert!(
+            got.iter().all(|m| !m.is_empty()),
+            "both members received records"
+        );
         c1.close().await.expect("close c1");
         c2.close().await.expect("close c2");
 
@@ -169,7 +174,10 @@ async fn three_members_over_six_partitions_get_every_message_once() {
         let c2 = member(&b, "g3", "six").await;
         let c3 = member(&b, "g3", "six").await;
         let split = wait_split(&[&c1, &c2, &c3], 6).await;
-        assert!(split.iter().all(|a| a.len() == 2), "range assignor: 2 each, {split:?}");
+        assert!(
+            split.iter().all(|a| a.len() == 2),
+            "range assignor: 2 each, {split:?}"
+        );
         // More messages while the group is stable, consumed together with the first ones.
         let second = values("b", 300);
         produce(&b, "six", 6, &second).await;
@@ -309,7 +317,10 @@ async fn subscribe_errors_are_typed() {
     create(&b, "api", 1).await;
     let plain = Consumer::new(ConsumerConfig::new(&b.addr)).await.unwrap();
     let e = plain.subscribe(["api"]).await.unwrap_err();
-    assert!(matches!(e, sluiceway_core::Error::InvalidConfig { ref key, .. } if key == "group.id"), "{e}");
+    assert!(
+        matches!(e, sluiceway_core::Error::InvalidConfig { ref key, .. } if key == "group.id"),
+        "{e}"
+    );
     let c = Consumer::new(group_config(&b, "ga")).await.unwrap();
     c.subscribe(["api"]).await.unwrap();
     assert!(c.assign(vec![TopicPartition::new("api", 0)]).is_err());
@@ -319,7 +330,9 @@ async fn subscribe_errors_are_typed() {
     c.assign(vec![TopicPartition::new("api", 0)]).unwrap();
     c.close().await.unwrap();
     let mut cfg = ConsumerConfig::new(&b.addr);
-    let e = cfg.set("partition.assignment.strategy", "sticky").unwrap_err();
+    let e = cfg
+        .set("partition.assignment.strategy", "sticky")
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidConfig);
     assert!(cfg.set("session.timeout.ms", "100").is_err());
 }
@@ -338,7 +351,12 @@ async fn member_killed_with_kill_9_is_replaced_from_committed_offsets() {
         let c1 = member(&b, "gk", "k9").await;
 
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["client_groups::child_group_member", "--exact", "--ignored", "--nocapture"])
+            .args([
+                "client_groups::child_group_member",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
             .env("SLUICEWAY_CHILD_BOOTSTRAP", &b.addr)
             .env("SLUICEWAY_CHILD_GROUP", "gk")
             .env("SLUICEWAY_CHILD_TOPIC", "k9")
@@ -469,7 +487,14 @@ async fn bench_produce_and_consume_report_figures() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let tmp = tempfile::tempdir().unwrap();
         let b = TestBroker::start(tmp.path());
-        let common = ["--bootstrap", b.addr.as_str(), "--topic", "bt", "--partitions", "2"];
+        let common = [
+            "--bootstrap",
+            b.addr.as_str(),
+            "--topic",
+            "bt",
+            "--partitions",
+            "2",
+        ];
         let args = |mode: &str, extra: &[&str]| {
             let argv: Vec<&str> = [mode]
                 .into_iter()
@@ -479,11 +504,27 @@ async fn bench_produce_and_consume_report_figures() {
             BenchArgs::parse_from(argv).expect("bench args")
         };
 
-        let produce = args("produce", &["--messages", "500", "--size", "100", "--linger-ms", "1", "--format", "json"]);
+        let produce = args(
+            "produce",
+            &[
+                "--messages",
+                "500",
+                "--size",
+                "100",
+                "--linger-ms",
+                "1",
+                "--format",
+                "json",
+            ],
+        );
         let mut ticks = 0;
-        let r = measure(&produce, |_| ticks += 1).await.expect("bench produce");
+        let r = measure(&produce, |_| ticks += 1)
+            .await
+            .expect("bench produce");
         assert_eq!((r.messages, r.errors, r.bytes), (500, 0, 50_000));
-        assert!(r.p50_us > 0 && r.p50_us <= r.p99_us && r.p99_us <= r.p999_us && r.p999_us <= r.max_us);
+        assert!(
+            r.p50_us > 0 && r.p50_us <= r.p99_us && r.p99_us <= r.p999_us && r.p999_us <= r.max_us
+        );
         assert!(r.messages_per_sec > 0.0 && r.mb_per_sec > 0.0);
         let json: serde_json::Value = serde_json::from_str(&summary(&produce, &r)).expect("json");
         assert_eq!(json["messages"], 500);
@@ -498,7 +539,20 @@ async fn bench_produce_and_consume_report_figures() {
         assert!(text.starts_with("consume: 500 msgs"), "{text}");
 
         // Bounded by time only (and compressed, acks=all).
-        let timed = args("produce", &["--duration-s", "1", "--size", "1024", "--acks", "all", "--compression", "lz4", "--quiet"]);
+        let timed = args(
+            "produce",
+            &[
+                "--duration-s",
+                "1",
+                "--size",
+                "1024",
+                "--acks",
+                "all",
+                "--compression",
+                "lz4",
+                "--quiet",
+            ],
+        );
         let r = measure(&timed, |_| {}).await.expect("timed bench");
         assert!(r.messages > 0 && r.errors == 0);
 

@@ -19,8 +19,8 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use super::{
-    Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, TopicPartition,
+    Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, TopicPartition,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::limits::{BENCH_IN_FLIGHT_MAX, BENCH_MESSAGE_BYTES_MAX, BENCH_MESSAGES_MAX};
@@ -52,7 +52,10 @@ impl BenchOptions {
                 "give --messages, --duration-s or both".into(),
             ));
         }
-        if self.messages.is_some_and(|n| n == 0 || n > BENCH_MESSAGES_MAX) {
+        if self
+            .messages
+            .is_some_and(|n| n == 0 || n > BENCH_MESSAGES_MAX)
+        {
             return Err(Error::InvalidArgument(format!(
                 "--messages must be 1..={BENCH_MESSAGES_MAX}"
             )));
@@ -68,7 +71,9 @@ impl BenchOptions {
             )));
         }
         if self.partitions == 0 {
-            return Err(Error::InvalidArgument("--partitions must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "--partitions must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -114,7 +119,13 @@ fn report(
     h: &Histogram<u64>,
 ) -> BenchReport {
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let q = |x: f64| if h.is_empty() { 0 } else { h.value_at_quantile(x) };
+    let q = |x: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(x)
+        }
+    };
     BenchReport {
         mode,
         messages,
@@ -140,7 +151,11 @@ struct Ticker {
 impl Ticker {
     fn new() -> Ticker {
         let now = Instant::now();
-        Ticker { start: now, last: now, last_messages: 0 }
+        Ticker {
+            start: now,
+            last: now,
+            last_messages: 0,
+        }
     }
     fn tick(&mut self, messages: u64, bytes: u64, progress: &mut impl FnMut(BenchProgress)) {
         let now = Instant::now();

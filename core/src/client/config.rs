@@ -642,12 +642,8 @@ impl ConsumerConfig {
                 )?))
             }
             "max.poll.interval.ms" => {
-                self.max_poll_interval = Duration::from_millis(parse_u64(
-                    key,
-                    v,
-                    1,
-                    GROUP_REBALANCE_TIMEOUT_MS_MAX,
-                )?)
+                self.max_poll_interval =
+                    Duration::from_millis(parse_u64(key, v, 1, GROUP_REBALANCE_TIMEOUT_MS_MAX)?)
             }
             "partition.assignment.strategy" => {
                 self.assignor = Assignor::from_name(v.trim()).ok_or_else(|| {

@@ -309,7 +309,6 @@ impl Consumer {
         self.inner.state.lock().parts.keys().cloned().collect()
     }
 
-
     /// Returns the next batch of records (at most `max.poll.records`), waiting up to `timeout`
     /// for some; an empty batch when none came. An error a partition hit (no position with
     /// `auto.offset.reset=none`, OFFSET_OUT_OF_RANGE with it, a non-retriable fetch error, a
@@ -568,7 +567,8 @@ impl Consumer {
             Some(_) => {
                 // A new subscription: give the partitions back (committing them) and rejoin
                 // with the same member id, which rebalances the group.
-                if let Some(t) = self.membership.lock().take() {
+                let task = self.membership.lock().take();
+                if let Some(t) = task {
                     t.abort();
                     let _ = t.await;
                 }
@@ -585,7 +585,10 @@ impl Consumer {
         }
         {
             let mut member = self.inner.member.lock();
-            let member_id = member.as_ref().map(|m| m.member_id.clone()).unwrap_or_default();
+            let member_id = member
+                .as_ref()
+                .map(|m| m.member_id.clone())
+                .unwrap_or_default();
             *member = Some(group::Member {
                 group_id,
                 topics,

@@ -212,8 +212,8 @@ async fn join(inner: &Inner) -> Result<(String, i32, Vec<TopicPartition>)> {
     };
     // The answer comes when the rebalance completes: at most the rebalance timeout (the
     // coordinator's bound), plus the broker's slack.
-    let wait = cfg.max_poll_interval.max(cfg.session_timeout)
-        + Duration::from_millis(GROUP_JOIN_SLACK_MS);
+    let wait =
+        cfg.max_poll_interval.max(cfg.session_timeout) + Duration::from_millis(GROUP_JOIN_SLACK_MS);
     let r = at_coordinator(inner, &m.group_id, |mut c| {
         let req = inner.cluster.request(request.clone(), wait);
         async move { c.join_group(req).await.map(|r| r.into_inner()) }
@@ -329,7 +329,10 @@ async fn fetch_committed(
 }
 
 /// Commits `offsets` to the broker as this member in its current generation.
-pub(super) async fn commit_to_group(inner: &Inner, offsets: &[(TopicPartition, u64)]) -> Result<()> {
+pub(super) async fn commit_to_group(
+    inner: &Inner,
+    offsets: &[(TopicPartition, u64)],
+) -> Result<()> {
     if offsets.is_empty() {
         return Ok(());
     }
