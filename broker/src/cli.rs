@@ -1,5 +1,5 @@
 //! The `sluiceway` command line: `broker`, `topic create|list|describe|delete`, `produce`,
-//! `consume`, `group list|describe`. Errors print one line to stderr, `error: CODE: message`,
+//! `consume`, `group list|describe`, `bench produce|consume` ([`crate::bench`]). Errors print one line to stderr, `error: CODE: message`,
 //! and exit non-zero.
 //!
 //! **API boundary:** `produce` and `consume` are thin shells over the client core
@@ -58,6 +58,8 @@ enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
+    /// Measure produce or consume throughput and latency (messages/s, MB/s, p50/p99/p99.9).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -360,6 +362,7 @@ async fn run_client(command: Command) -> Result<ExitCode> {
         Command::Produce(args) => produce(args).await,
         Command::Consume(args) => consume(args).await,
         Command::Group { command } => group(command).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 
