@@ -168,9 +168,14 @@ enum Format {
 /// while it runs, so the same command run again continues where the last one stopped.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Start positions: committed offset (--offset-store / --group), else \
-    --offset / --from-time / --from-beginning, else the end of the log. With --group, \
-    --partition, --offset and --from-time are refused (the group assigns partitions)."
+    after_help = "Start positions: each partition starts at its committed offset \
+    (--offset-store directory, or the group's broker-side offsets with --group); without one at \
+    --offset / --from-time / --from-beginning; otherwise at the end of the log (new messages \
+    only), as Kafka's console consumer does. With --offset-store or --group, the positions after \
+    the printed records are committed when the command stops (--max-messages, --timeout-ms, \
+    SIGINT, SIGTERM) and every auto.commit.interval.ms while it runs: the same command run again \
+    continues where the last one stopped. --group refuses --partition, --offset and \
+    --from-time (the group assigns partitions)."
 )]
 struct ConsumeArgs {
     topic: String,

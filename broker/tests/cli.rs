@@ -451,3 +451,436 @@ async fn config_file_environment_and_flags_merge() {
     assert_eq!(d.effective_configs["retention.ms"], "3600000");
     assert!(d.configs.is_empty());
 }
+
+/// A `sluiceway` process whose standard output lines are collected by a thread.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn spawn(b: &TestBroker, args: &[&str]) -> Running {
+        use std::io::BufRead;
+        let mut child = b
+            .cli()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines() {
+                match l {
+                    Ok(l) => sink.lock().unwrap().push(l),
+                    Err(_) => return,
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to exit by itself (bounded: killed after two minutes).
+    fn wait(mut self) -> (std::process::ExitStatus, Vec<String>, String) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("a consume process did not stop by itself");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        self.reader.take().unwrap().join().unwrap();
+        let mut err = String::new();
+        use std::io::Read;
+        let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
+        (status, self.lines(), err)
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Produces `values` to one partition through the command line.
+fn produce_to(b: &TestBroker, topic: &str, partition: u32, values: &[String]) {
+    let mut input = values.join("\n");
+    input.push('\n');
+    let o = b.run(
+        &["produce", topic, "--partition", &partition.to_string()],
+        input.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Polls `group describe G` until the group is Stable with `members` members (bounded).
+fn wait_for_stable_group(b: &TestBroker, group: &str, members: usize) {
+    let want = format!("Members: {members}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = b.run(&["group", "describe", group], b"");
+        let text = stdout(&o);
+        if text.contains("State: Stable") && text.contains(&want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {group} never became Stable with {members} members: {text}{}",
+            stderr(&o)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Two runs of the same `--offset-store` command with `--max-messages`: the second starts
+/// exactly after the last record the first printed (no gap, no repeat), also when a poll
+/// returned more records than were printed, and on several partitions.
+#[test]
+fn consume_with_an_offset_store_continues_where_the_last_run_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    let store = tmp.path().join("offsets");
+    let store = store.to_str().unwrap();
+    assert!(
+        b.run(&["topic", "create", "one", "--partitions", "1"], b"")
+            .status
+            .success()
+    );
+    let values: Vec<String> = (0..600).map(|i| format!("m{i}")).collect();
+    produce_to(&b, "one", 0, &values);
+    let args = [
+        "consume",
+        "one",
+        "--offset-store",
+        store,
+        "--from-beginning",
+        "--max-messages",
+        "300",
+        "--timeout-ms",
+        "10000",
+    ];
+    let o = b.run(&args, b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(first, values[..300]);
+    let o = b.run(&args, b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let second: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(second, values[300..], "the 301st message comes first");
+    // Everything was read: a third run prints nothing.
+    let o = b.run(
+        &[
+            "consume",
+            "one",
+            "--offset-store",
+            store,
+            "--timeout-ms",
+            "300",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+
+    // Three partitions, three runs of 250 with a store of their own: every message once.
+    assert!(
+        b.run(&["topic", "create", "three", "--partitions", "3"], b"")
+            .status
+            .success()
+    );
+    let mut all = std::collections::BTreeSet::new();
+    for p in 0..3u32 {
+        let vals: Vec<String> = (0..200).map(|i| format!("p{p}-{i}")).collect();
+        all.extend(vals.iter().cloned());
+        produce_to(&b, "three", p, &vals);
+    }
+    let store3 = tmp.path().join("offsets3");
+    let store3 = store3.to_str().unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let o = b.run(
+            &[
+                "consume",
+                "three",
+                "--offset-store",
+                store3,
+                "--from-beginning",
+                "--max-messages",
+                "250",
+                "--timeout-ms",
+                "3000",
+            ],
+            b"",
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        seen.extend(stdout(&o).lines().map(str::to_owned));
+    }
+    assert_eq!(seen.len(), 600, "no repeat");
+    let seen_set: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(seen_set, all, "no gap");
+    // Per partition, in order.
+    for p in 0..3 {
+        let prefix = format!("p{p}-");
+        let mine: Vec<&String> = seen.iter().filter(|v| v.starts_with(&prefix)).collect();
+        let want: Vec<String> = (0..200).map(|i| format!("p{p}-{i}")).collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>());
+    }
+}
+
+/// Two `consume --group g` processes started together split a 4-partition topic (each
+/// message printed by exactly one of them); `--group h` afterwards reads everything again.
+#[test]
+fn two_group_consumers_split_the_partitions_and_another_group_reads_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    assert!(
+        b.run(&["topic", "create", "work", "--partitions", "4"], b"")
+            .status
+            .success()
+    );
+    let member = [
+        "consume",
+        "work",
+        "--group",
+        "g",
+        "--from-beginning",
+        "--timeout-ms",
+        "8000",
+        "--consumer-property",
+        "session.timeout.ms=6000",
+        "--consumer-property",
+        "heartbeat.interval.ms=100",
+    ];
+    let a = Running::spawn(&b, &member);
+    let c = Running::spawn(&b, &member);
+    wait_for_stable_group(&b, "g", 2);
+    let mut all = std::collections::BTreeSet::new();
+    for p in 0..4u32 {
+        let vals: Vec<String> = (0..100).map(|i| format!("p{p}-{i}")).collect();
+        all.extend(vals.iter().cloned());
+        produce_to(&b, "work", p, &vals);
+    }
+    let (sa, la, ea) = a.wait();
+    let (sc, lc, ec) = c.wait();
+    assert!(sa.success(), "{ea}");
+    assert!(sc.success(), "{ec}");
+    assert!(
+        !la.is_empty() && !lc.is_empty(),
+        "both members got partitions"
+    );
+    let mut together = la.clone();
+    together.extend(lc.iter().cloned());
+    assert_eq!(together.len(), 400, "each message printed once");
+    let set: std::collections::BTreeSet<String> = together.into_iter().collect();
+    assert_eq!(set, all);
+
+    // Another group sees every message again.
+    let o = b.run(
+        &[
+            "consume",
+            "work",
+            "--group",
+            "h",
+            "--from-beginning",
+            "--max-messages",
+            "400",
+            "--timeout-ms",
+            "10000",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(got.len(), 400);
+    let set: std::collections::BTreeSet<String> = got.into_iter().collect();
+    assert_eq!(set, all);
+}
+
+/// One of two `consume --group` processes is killed with SIGKILL: after the session timeout
+/// the survivor owns every partition and prints every message produced after the kill.
+#[test]
+fn a_killed_group_consumer_s_partitions_move_to_the_survivor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    assert!(
+        b.run(&["topic", "create", "work", "--partitions", "4"], b"")
+            .status
+            .success()
+    );
+    let member = [
+        "consume",
+        "work",
+        "--group",
+        "g",
+        "--from-beginning",
+        "--timeout-ms",
+        "15000",
+        "--consumer-property",
+        "session.timeout.ms=3000",
+        "--consumer-property",
+        "heartbeat.interval.ms=100",
+    ];
+    let mut victim = Running::spawn(&b, &member);
+    let survivor = Running::spawn(&b, &member);
+    wait_for_stable_group(&b, "g", 2);
+    let mut before = std::collections::BTreeSet::new();
+    for p in 0..4u32 {
+        let vals: Vec<String> = (0..50).map(|i| format!("before-p{p}-{i}")).collect();
+        before.extend(vals.iter().cloned());
+        produce_to(&b, "work", p, &vals);
+    }
+    // Both have printed their share before one dies.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while victim.lines().len() + survivor.lines().len() < before.len() {
+        assert!(std::time::Instant::now() < deadline, "the members stalled");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let victim_lines = victim.lines();
+    assert!(!victim_lines.is_empty(), "the victim owned partitions");
+    victim.kill9();
+
+    let mut after = std::collections::BTreeSet::new();
+    for p in 0..4u32 {
+        let vals: Vec<String> = (0..50).map(|i| format!("after-p{p}-{i}")).collect();
+        after.extend(vals.iter().cloned());
+        produce_to(&b, "work", p, &vals);
+    }
+    let (status, lines, err) = survivor.wait();
+    assert!(status.success(), "{err}");
+    let printed: std::collections::BTreeSet<String> = lines.iter().cloned().collect();
+    assert!(
+        after.is_subset(&printed),
+        "missing after the kill: {:?}",
+        after.difference(&printed).collect::<Vec<_>>()
+    );
+    // Nothing produced before the kill was lost either (at least once across both).
+    let mut union: std::collections::BTreeSet<String> = victim_lines.into_iter().collect();
+    union.extend(printed);
+    assert!(before.is_subset(&union));
+}
+
+/// `--bootstrap` with a dead first address: produce and consume fail over to the live one.
+#[test]
+fn produce_and_consume_with_a_dead_first_bootstrap_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    assert!(
+        b.run(&["topic", "create", "t", "--partitions", "2"], b"")
+            .status
+            .success()
+    );
+    let bootstrap = format!("127.0.0.1:1,{}", b.addr);
+    let o = b.run(
+        &["produce", "t", "--bootstrap", &bootstrap, "--acks", "all"],
+        b"a\nb\nc\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = b.run(
+        &[
+            "consume",
+            "t",
+            "--bootstrap",
+            &bootstrap,
+            "--from-beginning",
+            "--max-messages",
+            "3",
+            "--timeout-ms",
+            "5000",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut got: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    got.sort();
+    assert_eq!(got, ["a", "b", "c"]);
+}
+
+/// `--compression`, `--linger-ms` and `--producer-property` reach the producer; a bad
+/// property is refused with the key named; `--group` with `--offset` is refused.
+#[test]
+fn producer_and_consumer_properties_pass_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    assert!(
+        b.run(&["topic", "create", "z", "--partitions", "1"], b"")
+            .status
+            .success()
+    );
+    let input: String = (0..100).map(|i| format!("v{i}\n")).collect();
+    let o = b.run(
+        &[
+            "produce",
+            "z",
+            "--compression",
+            "zstd",
+            "--linger-ms",
+            "20",
+            "--producer-property",
+            "batch.size=4096",
+        ],
+        input.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = b.run(
+        &[
+            "consume",
+            "z",
+            "--from-beginning",
+            "--max-messages",
+            "100",
+            "--consumer-property",
+            "max.poll.records=7",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), input);
+
+    let o = b.run(
+        &["produce", "z", "--producer-property", "no.such=1"],
+        b"x\n",
+    );
+    assert!(
+        stderr(&o).starts_with("error: INVALID_CONFIG: ") && stderr(&o).contains("no.such"),
+        "{}",
+        stderr(&o)
+    );
+    let o = b.run(
+        &["consume", "z", "--consumer-property", "fetch.max.wait.ms=x"],
+        b"",
+    );
+    assert!(
+        stderr(&o).starts_with("error: INVALID_CONFIG: "),
+        "{}",
+        stderr(&o)
+    );
+    let o = b.run(&["consume", "z", "--group", "g", "--offset", "0"], b"");
+    assert!(
+        stderr(&o).starts_with("error: INVALID_ARGUMENT: "),
+        "{}",
+        stderr(&o)
+    );
+}
