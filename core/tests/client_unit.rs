@@ -452,3 +452,99 @@ async fn consumer_retries_not_leader_fetches() {
     })
     .await;
 }
+
+/// The consumer-group keys: Kafka's names, bounds from `limits.rs`, the heartbeat derived from
+/// the session timeout unless set, and clear errors naming the key.
+#[test]
+fn group_config_keys_parse_validate_and_derive_the_heartbeat() {
+    use sluiceway_core::group::Assignor;
+    let c = ConsumerConfig::from_map([
+        ("bootstrap.servers", "h:1"),
+        ("group.id", "g"),
+        ("session.timeout.ms", "900"),
+        ("partition.assignment.strategy", "roundrobin"),
+        ("max.poll.interval.ms", "5000"),
+    ])
+    .expect("config");
+    assert_eq!(c.session_timeout, Duration::from_millis(900));
+    assert_eq!(c.effective_heartbeat_interval(), Duration::from_millis(300));
+    assert_eq!(c.assignor, Assignor::RoundRobin);
+    assert_eq!(c.max_poll_interval, Duration::from_millis(5000));
+
+    let defaults = ConsumerConfig::new("h:1");
+    assert_eq!(defaults.session_timeout, Duration::from_secs(45));
+    assert_eq!(
+        defaults.effective_heartbeat_interval(),
+        Duration::from_secs(15)
+    );
+    assert_eq!(defaults.assignor, Assignor::Range);
+
+    let explicit = ConsumerConfig::new("h:1")
+        .session_timeout(Duration::from_secs(10))
+        .heartbeat_interval(Duration::from_secs(3));
+    explicit.validate().unwrap();
+    assert_eq!(
+        explicit.effective_heartbeat_interval(),
+        Duration::from_secs(3)
+    );
+
+    let bad = |k: &str, v: &str| {
+        let e = ConsumerConfig::from_map([("bootstrap.servers", "h:1"), (k, v)]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidConfig, "{k}={v}");
+        assert!(e.to_string().contains(k), "{e}");
+    };
+    bad("session.timeout.ms", "499");
+    bad("partition.assignment.strategy", "sticky");
+    bad("heartbeat.interval.ms", "5");
+    bad("max.poll.interval.ms", "0");
+    // The heartbeat must be below the session timeout.
+    let e = ConsumerConfig::new("h:1")
+        .session_timeout(Duration::from_secs(1))
+        .heartbeat_interval(Duration::from_secs(1))
+        .validate()
+        .unwrap_err();
+    assert!(e.to_string().contains("heartbeat.interval.ms"), "{e}");
+}
+
+/// The benchmark's options are checked before anything connects.
+#[test]
+fn bench_options_are_bounded() {
+    use sluiceway_core::client::bench::BenchOptions;
+    let ok = BenchOptions {
+        topic: "t".into(),
+        partitions: 1,
+        messages: Some(10),
+        duration: None,
+        size: 100,
+        in_flight: 10,
+    };
+    ok.validate().unwrap();
+    for bad in [
+        BenchOptions {
+            messages: None,
+            ..ok.clone()
+        },
+        BenchOptions {
+            messages: Some(0),
+            ..ok.clone()
+        },
+        BenchOptions {
+            size: 2 << 20,
+            ..ok.clone()
+        },
+        BenchOptions {
+            in_flight: 0,
+            ..ok.clone()
+        },
+        BenchOptions {
+            partitions: 0,
+            ..ok.clone()
+        },
+    ] {
+        assert_eq!(
+            bad.validate().unwrap_err().code(),
+            ErrorCode::InvalidArgument,
+            "{bad:?}"
+        );
+    }
+}
