@@ -564,3 +564,60 @@ async fn bench_produce_and_consume_report_figures() {
     .await
     .expect("test timed out");
 }
+
+/// `close()` of a group member whose broker is gone returns (the final commit and the
+/// LeaveGroup fail fast or hit their bound) instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_with_the_broker_gone_does_not_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = TestBroker::start(tmp.path());
+    create(&b, "gone", 2).await;
+    let config = group_config(&b, "gg").request_timeout(Duration::from_secs(5));
+    let c = Consumer::new(config).await.unwrap();
+    c.subscribe(["gone"]).await.unwrap();
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        while c.assignment().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("assigned");
+    b.stop();
+    let r = tokio::time::timeout(Duration::from_secs(30), c.close())
+        .await
+        .expect("close is bounded");
+    // Without a broker the commit or the leave fails; either way the consumer is closed.
+    let _ = r;
+    assert!(c.assignment().is_empty());
+    assert!(c.poll(Duration::from_millis(10)).await.is_err(), "closed");
+}
+
+/// A join the coordinator refuses for good (another assignor than the group's) ends the
+/// subscription and is reported once by `poll`, typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_join_is_reported_by_poll() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = TestBroker::start(tmp.path());
+        create(&b, "inc", 2).await;
+        let c1 = member(&b, "gi", "inc").await;
+        while c1.assignment().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let other = group_config(&b, "gi").assignor(sluiceway_core::group::Assignor::RoundRobin);
+        let c2 = Consumer::new(other).await.unwrap();
+        c2.subscribe(["inc"]).await.unwrap();
+        let e = loop {
+            match c2.poll(Duration::from_millis(50)).await {
+                Err(e) => break e,
+                Ok(r) => assert!(r.is_empty()),
+            }
+        };
+        assert_eq!(e.code(), ErrorCode::InconsistentGroupProtocol, "{e}");
+        assert!(c2.assignment().is_empty());
+        c2.close().await.unwrap();
+        c1.close().await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}

@@ -657,8 +657,25 @@ impl Consumer {
         let already = self.inner.state.lock().closed;
         let mut result = Ok(());
         if !already {
-            if self.inner.member.lock().is_some() || self.membership.lock().is_some() {
-                result = self.stop_membership().await;
+            let subscribed = self.inner.member.lock().is_some();
+            if subscribed || self.membership.lock().is_some() {
+                // One budget for the final commit and the LeaveGroup together: a coordinator
+                // that stopped answering must not hold `close` for retries × timeouts.
+                let budget = self.inner.config.common.request_timeout;
+                result = match tokio::time::timeout(budget, self.stop_membership()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        if let Some(t) = self.membership.lock().take() {
+                            t.abort();
+                        }
+                        self.inner.member.lock().take();
+                        self.inner.revoke_all();
+                        Err(Error::TimedOut(format!(
+                            "leaving the group took longer than request.timeout.ms ({} ms)",
+                            budget.as_millis()
+                        )))
+                    }
+                };
             } else if self.inner.config.enable_auto_commit && self.inner.store.is_some() {
                 result = self.commit().await;
             }
