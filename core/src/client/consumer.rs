@@ -1103,4 +1103,55 @@ mod tests {
         assert_eq!(st.parts[&tp].position, Some(10));
         assert_eq!(st.buffered_bytes, 0);
     }
+
+    fn bare_inner() -> Inner {
+        let config = ConsumerConfig::new("127.0.0.1:1");
+        Inner {
+            cluster: Arc::new(Cluster::new(config.common.clone())),
+            config,
+            state: Mutex::new(State::default()),
+            data: Notify::new(),
+            wake: Notify::new(),
+            store: None,
+            buffer_limit: 1 << 20,
+            member: Mutex::new(None),
+        }
+    }
+
+    #[test]
+    fn revoking_returns_positions_and_a_reassigned_partition_starts_at_the_group_commit() {
+        let inner = bare_inner();
+        let tp = TopicPartition::new("t", 0);
+        inner
+            .set_assignment(vec![tp.clone()], &HashMap::from([(tp.clone(), 3)]))
+            .unwrap();
+        let first_epoch = inner.state.lock().parts[&tp].epoch;
+        {
+            let mut st = inner.state.lock();
+            let topic: Arc<str> = Arc::from("t");
+            let records = decode(&topic, 0, &stored_set(Compression::None, 3, 4), 3).unwrap();
+            st.buffer.push_back(Chunk {
+                tp: tp.clone(),
+                epoch: first_epoch,
+                records,
+                bytes: 9,
+            });
+            st.buffered_bytes = 9;
+            assert_eq!(drain_records(&mut st, 2).len(), 2);
+        }
+        assert_eq!(inner.revoke_all(), vec![(tp.clone(), 5)]);
+        {
+            let st = inner.state.lock();
+            assert!(st.parts.is_empty() && st.buffer.is_empty());
+            assert_eq!(st.buffered_bytes, 0);
+        }
+        // Another member committed 9 meanwhile: the new ownership starts there, with an epoch
+        // no answer to a fetch of the first ownership can carry.
+        inner
+            .set_assignment(vec![tp.clone()], &HashMap::from([(tp.clone(), 9)]))
+            .unwrap();
+        let st = inner.state.lock();
+        assert_eq!(st.parts[&tp].position, Some(9));
+        assert_ne!(st.parts[&tp].epoch, first_epoch);
+    }
 }
