@@ -21,7 +21,7 @@
 //! | `max.in.flight.requests.per.connection` | ✓ | | | 5 |
 //! | `buffer.memory` | ✓ | | | 33554432 |
 //! | `max.block.ms` | ✓ | | | 60000 |
-//! | `group.id` | | ✓ | | none (the local store then uses the id `standalone`) |
+//! | `group.id` | | ✓ | | none (needed by `subscribe`; the local store then uses the id `standalone`) |
 //! | `auto.offset.reset` | | ✓ | | `latest` (`earliest`, `latest`, `none` = `error`) |
 //! | `enable.auto.commit` | | ✓ | | `true` (only acts with `offset.store.dir`) |
 //! | `auto.commit.interval.ms` | | ✓ | | 5000 |
@@ -500,7 +500,7 @@ impl ProducerConfig {
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
     pub common: CommonConfig,
-    /// Accepted now; consumer groups (`subscribe`) use it later. Also names the local store file.
+    /// The consumer group `subscribe` joins; also names the local store file.
     pub group_id: Option<String>,
     pub auto_offset_reset: OffsetReset,
     pub enable_auto_commit: bool,
