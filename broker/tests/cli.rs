@@ -884,3 +884,66 @@ fn producer_and_consumer_properties_pass_through() {
         stderr(&o)
     );
 }
+
+/// README's quick-start block, run line by line with `sh` against a test broker: every
+/// command exits 0 and the offset-store pair continues without gap or repeat.
+#[test]
+fn readme_quick_start_runs() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("## Quick start")
+        .nth(1)
+        .expect("a Quick start section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a sh block");
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    let work = tmp.path().join("cwd");
+    std::fs::create_dir(&work).unwrap();
+    let bin_dir = std::path::Path::new(crate::support::bin())
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut outputs = Vec::new();
+    for line in block.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        let o = std::process::Command::new("sh")
+            .args(["-c", line])
+            .current_dir(&work)
+            .env("PATH", &path)
+            .env("SLUICEWAY_BOOTSTRAP", &b.addr)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{line}: {}", stderr(&o));
+        outputs.push((line, stdout(&o)));
+    }
+    let out = |needle: &str| {
+        outputs
+            .iter()
+            .filter(|(l, _)| l.contains(needle))
+            .map(|(_, o)| o.clone())
+            .collect::<Vec<_>>()
+    };
+    let json = out("--format json");
+    assert_eq!(json[0].lines().count(), 3, "{}", json[0]);
+    let stored = out("--offset-store");
+    let mut values: Vec<&str> = stored.iter().flat_map(|o| o.lines()).collect();
+    assert_eq!(values.len(), 3, "{stored:?}");
+    values.sort();
+    assert_eq!(values, ["again", "hello", "world"]);
+    assert_eq!(out("--group readers")[0].lines().count(), 3);
+    assert!(out("group describe")[0].contains("Group: readers"));
+    assert!(
+        out("bench produce")[0].contains("20000 msgs"),
+        "{:?}",
+        out("bench produce")
+    );
+}
