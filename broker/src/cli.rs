@@ -750,10 +750,10 @@ async fn produce(args: ProduceArgs) -> Result<ExitCode> {
             first_chunk = false;
             // The first record alone: an unknown topic or partition fails here once, not once
             // per line of the chunk.
-            let mut rest = records.split_off(1);
+            let rest = records.split_off(1);
             let first = records.pop().expect("a chunk has a line");
             pending.push_back(producer.send(first).await?);
-            records = std::mem::take(&mut rest);
+            records = rest;
         }
         pending.extend(producer.send_batch(records).await);
         while pending.len() > PRODUCE_UNACKED_MESSAGES_MAX {

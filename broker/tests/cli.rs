@@ -947,3 +947,55 @@ fn readme_quick_start_runs() {
         out("bench produce")
     );
 }
+
+/// SIGTERM stops a `consume --offset-store` that has no stop condition; what it printed is
+/// committed, so the next run prints only what came after.
+#[test]
+fn sigterm_commits_what_consume_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    let store = tmp.path().join("offsets");
+    let store = store.to_str().unwrap();
+    assert!(
+        b.run(&["topic", "create", "t", "--partitions", "2"], b"")
+            .status
+            .success()
+    );
+    let first: Vec<String> = (0..100).map(|i| format!("a{i}")).collect();
+    produce_to(&b, "t", 0, &first[..50]);
+    produce_to(&b, "t", 1, &first[50..]);
+    let run = Running::spawn(
+        &b,
+        &["consume", "t", "--offset-store", store, "--from-beginning"],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while run.lines().len() < first.len() {
+        assert!(std::time::Instant::now() < deadline, "consume stalled");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &run.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (status, lines, err) = run.wait();
+    assert!(status.success(), "{err}");
+    assert_eq!(lines.len(), 100);
+
+    let second: Vec<String> = (0..20).map(|i| format!("b{i}")).collect();
+    produce_to(&b, "t", 1, &second);
+    let o = b.run(
+        &[
+            "consume",
+            "t",
+            "--offset-store",
+            store,
+            "--from-beginning",
+            "--timeout-ms",
+            "1000",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), second);
+}
