@@ -4,9 +4,11 @@
 //! - **produce**: sends `size`-byte values (no key, round-robin/sticky partitioning) with at
 //!   most `in_flight` sends outstanding; latency = `send` called → delivery future resolved,
 //!   in microseconds.
-//! - **consume**: a standalone consumer assigned every partition of the topic from the earliest
-//!   offset; latency = local wall clock at `poll` return − the record's timestamp (create time,
-//!   so meaningful only on the producing machine's clock), in milliseconds recorded as µs.
+//! - **consume**: a standalone consumer assigned every partition of the topic (created when
+//!   absent, like for produce) from the earliest offset; latency = local wall clock at `poll`
+//!   return − the record's timestamp (create time, so meaningful only on the producing
+//!   machine's clock; a backlog read after the fact measures its age), in milliseconds
+//!   recorded as µs.
 //!
 //! Both are bounded: by `messages` and/or `duration`, and a consume run also stops after
 //! [`BENCH_IDLE_MS`] without a record (the topic ran dry). Latencies go into an HdrHistogram
@@ -298,10 +300,12 @@ pub async fn bench_consume(
     mut progress: impl FnMut(BenchProgress),
 ) -> Result<BenchReport> {
     options.validate()?;
-    let admin = Admin::new(AdminConfig {
+    let admin_config = AdminConfig {
         common: config.common.clone(),
-    })
-    .await?;
+    };
+    // Created when absent, so a consume run may start before the producer's.
+    ensure_topic(admin_config.clone(), &options.topic, options.partitions).await?;
+    let admin = Admin::new(admin_config).await?;
     let topic = admin.describe_topic(&options.topic).await?;
     let consumer = Consumer::new(config.auto_offset_reset(OffsetReset::Earliest)).await?;
     consumer.assign(
