@@ -147,14 +147,27 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// The value size: as asked for a produce run, the average read for a consume run.
+fn value_size(args: &BenchArgs, r: &BenchReport) -> u64 {
+    match args.mode {
+        BenchMode::Produce => args.size as u64,
+        BenchMode::Consume => r.bytes.checked_div(r.messages).unwrap_or(0),
+    }
+}
+
 /// The one-line summary, as text or JSON.
 pub fn summary(args: &BenchArgs, r: &BenchReport) -> String {
     match args.format {
         BenchFormat::Text => format!(
-            "{}: {} msgs ({} B values) in {:.2} s: {:.0} msg/s, {:.2} MB/s; latency ms p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}; errors {}",
+            "{}: {} msgs ({} B values{}) in {:.2} s: {:.0} msg/s, {:.2} MB/s; latency ms p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}; errors {}",
             r.mode,
             r.messages,
-            args.size,
+            value_size(args, r),
+            if args.mode == BenchMode::Consume {
+                " on average"
+            } else {
+                ""
+            },
             r.elapsed.as_secs_f64(),
             r.messages_per_sec,
             r.mb_per_sec,
@@ -169,7 +182,7 @@ pub fn summary(args: &BenchArgs, r: &BenchReport) -> String {
             "topic": args.topic,
             "messages": r.messages,
             "bytes": r.bytes,
-            "size": args.size,
+            "size": value_size(args, r),
             "acks": args.acks,
             "compression": args.compression,
             "linger_ms": args.linger_ms,
