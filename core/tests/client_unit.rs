@@ -544,6 +544,9 @@ fn bench_options_are_bounded() {
     }
 }
 
+/// (member id, generation, [(partition, offset)]) of one CommitOffsets.
+type Commit = (String, i32, Vec<(u32, i64)>);
+
 /// A scripted group coordinator: joins hand out every partition of `t`, heartbeats answer the
 /// code the test set (once), commits and leaves are recorded.
 #[derive(Debug, Default)]
@@ -552,8 +555,7 @@ struct GroupState {
     joins: Vec<(String, i32)>,
     next_heartbeat: Option<v1::ErrorCode>,
     heartbeats: u32,
-    /// (member id, generation, [(partition, offset)]) per CommitOffsets.
-    commits: Vec<(String, i32, Vec<(u32, i64)>)>,
+    commits: Vec<Commit>,
     committed: HashMap<u32, i64>,
     leaves: Vec<String>,
     partitions: u32,
