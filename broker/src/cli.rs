@@ -20,7 +20,7 @@ use sluiceway_core::client::{
     Admin, AdminConfig, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, OffsetReset,
     Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
-use sluiceway_core::limits::{CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, RESPONSE_BYTES_MAX};
+use sluiceway_core::limits::{CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, CLI_UNACKED_MESSAGES_MAX, RESPONSE_BYTES_MAX};
 use sluiceway_core::topic::parse_key_value;
 use sluiceway_core::{Error, ErrorCode, Result};
 use sluiceway_proto::v1;
@@ -674,9 +674,6 @@ fn spawn_stdin_reader() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>
     rx
 }
 
-/// Messages sent but not yet acknowledged before `produce` waits for the oldest: bounds the
-/// delivery futures held (the producer's `buffer.memory` bounds the bytes).
-const PRODUCE_UNACKED_MESSAGES_MAX: usize = 4 * CLI_BATCH_MESSAGES_MAX;
 
 /// `sluiceway produce`: every line becomes a record of the client core's [`Producer`]
 /// (partitioning, batching, retries, leader routing all live there); the command exits 0
@@ -756,7 +753,7 @@ async fn produce(args: ProduceArgs) -> Result<ExitCode> {
             records = rest;
         }
         pending.extend(producer.send_batch(records).await);
-        while pending.len() > PRODUCE_UNACKED_MESSAGES_MAX {
+        while pending.len() > CLI_UNACKED_MESSAGES_MAX {
             pending.pop_front().expect("not empty").await?;
         }
     }

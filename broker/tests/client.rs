@@ -994,3 +994,37 @@ async fn metadata_refreshes_on_a_timer() {
     })
     .await;
 }
+
+/// RecordMetadata's timestamp is the broker's append time on a LogAppendTime topic and the
+/// record's own create time otherwise (Kafka's rule).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_metadata_timestamp_follows_the_topic_timestamp_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        let a = admin(&b).await;
+        a.create_topic(NewTopic::new("created", 1)).await.expect("create");
+        a.create_topic(NewTopic::new("appended", 1).config("message.timestamp.type", "LogAppendTime"))
+            .await
+            .expect("create");
+        let p = producer(&b, &[]).await;
+        let sent_at = 1_000_000;
+        let before = now_ms();
+        let created = p
+            .send(ProducerRecord::new("created", "v").timestamp(sent_at))
+            .await
+            .expect("queued")
+            .await
+            .expect("delivered");
+        let appended = p
+            .send(ProducerRecord::new("appended", "v").timestamp(sent_at))
+            .await
+            .expect("queued")
+            .await
+            .expect("delivered");
+        assert_eq!(created.timestamp, sent_at);
+        assert!(appended.timestamp >= before, "append time {} is the broker's clock, not {sent_at}", appended.timestamp);
+        p.close().await.expect("close");
+    })
+    .await;
+}

@@ -48,7 +48,7 @@ fn bench_append(c: &mut Criterion) {
                 b.iter_batched_ref(
                     || {
                         appended += 1;
-                        if appended % 256 == 0 {
+                        if appended.is_multiple_of(256) {
                             // Retention deletes only segments below the high watermark.
                             log.set_high_watermark(log.log_end_offset());
                             log.enforce_retention().expect("retention");

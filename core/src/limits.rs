@@ -146,6 +146,9 @@ pub const METRICS_REQUEST_TIMEOUT_MS: u64 = 5_000;
 
 /// The command-line producer: most messages in one partition's set.
 pub const CLI_BATCH_MESSAGES_MAX: usize = 10_000;
+/// Messages `sluiceway produce` has sent but not seen acknowledged before it waits for the
+/// oldest: bounds the delivery futures held (the producer's `buffer.memory` bounds the bytes).
+pub const CLI_UNACKED_MESSAGES_MAX: usize = 4 * CLI_BATCH_MESSAGES_MAX;
 /// The command-line producer: most bytes of messages in one produce request.
 pub const CLI_BATCH_BYTES_MAX: usize = 1 << 20;
 

@@ -156,7 +156,7 @@ fn b64_encode(bytes: &[u8]) -> String {
 
 fn b64_decode(s: &str) -> Vec<u8> {
     let s = s.as_bytes();
-    assert!(s.len() % 4 == 0, "base64 length {} is not a multiple of 4", s.len());
+    assert!(s.len().is_multiple_of(4), "base64 length {} is not a multiple of 4", s.len());
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
     for quad in s.chunks(4) {
         let mut n = 0u32;

@@ -47,14 +47,23 @@ pub struct RecordMetadata {
     pub partition: u32,
     /// The record's offset; `None` with `acks=0` (the broker answers before appending).
     pub offset: Option<Offset>,
-    /// The record's timestamp as sent (its create time; ms since the epoch).
+    /// The record's timestamp (ms since the epoch): the broker's append time on a
+    /// `LogAppendTime` topic, otherwise the create time it was sent with (Kafka's rule).
     pub timestamp: i64,
+}
+
+/// What the broker answered for a delivered batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    /// The batch's base offset (`None` with acks=0).
+    pub base_offset: Option<u64>,
+    /// The broker's append time on a `LogAppendTime` topic (`None` otherwise).
+    pub log_append_time: Option<i64>,
 }
 
 #[derive(Debug)]
 enum Outcome {
-    /// The batch's base offset (`None` with acks=0).
-    Delivered(Option<u64>),
+    Delivered(Delivered),
     Failed(Error),
 }
 
@@ -89,14 +98,14 @@ impl BatchShared {
     }
 
     /// Resolves every record of the batch (the first resolution wins).
-    pub(crate) fn resolve(&self, outcome: Result<Option<u64>>) {
+    pub(crate) fn resolve(&self, outcome: Result<Delivered>) {
         let wakers = {
             let mut s = self.state.lock();
             if s.outcome.is_some() {
                 return;
             }
             s.outcome = Some(match outcome {
-                Ok(base) => Outcome::Delivered(base),
+                Ok(d) => Outcome::Delivered(d),
                 Err(e) => Outcome::Failed(e),
             });
             std::mem::take(&mut s.wakers)
@@ -178,11 +187,11 @@ impl Future for DeliveryFuture {
             } => {
                 let mut s = shared.state.lock();
                 match &s.outcome {
-                    Some(Outcome::Delivered(base)) => Poll::Ready(Ok(RecordMetadata {
+                    Some(Outcome::Delivered(d)) => Poll::Ready(Ok(RecordMetadata {
                         topic: shared.topic.clone(),
                         partition: shared.partition,
-                        offset: base.map(|b| Offset(b + u64::from(*index))),
-                        timestamp: *timestamp,
+                        offset: d.base_offset.map(|b| Offset(b + u64::from(*index))),
+                        timestamp: d.log_append_time.unwrap_or(*timestamp),
                     })),
                     Some(Outcome::Failed(e)) => Poll::Ready(Err(clone_error(e))),
                     None => {
@@ -435,12 +444,12 @@ impl Accumulator {
             .filter(|q| q.batches.front().is_some_and(|b| b.id == batch_id))
     }
 
-    /// The in-flight batch finished: delivered (`Ok(base offset)`) or failed for good.
+    /// The in-flight batch finished: delivered or failed for good.
     pub(crate) fn complete(
         &mut self,
         tp: &TopicPartition,
         batch_id: u64,
-        outcome: Result<Option<u64>>,
+        outcome: Result<Delivered>,
     ) {
         if let Some(q) = self.front_if(tp, batch_id) {
             let b = q.batches.pop_front().expect("checked");
@@ -617,7 +626,7 @@ mod tests {
             "front already in flight"
         );
         assert!(acc.ready(now, true).0.is_empty());
-        acc.complete(&tp(0), d.batch_id, Ok(Some(40)));
+        acc.complete(&tp(0), d.batch_id, Ok(Delivered { base_offset: Some(40), log_append_time: None }));
         match poll_now(&mut futs[0]) {
             Poll::Ready(Ok(m)) => {
                 assert_eq!(m.offset, Some(Offset(40)));
@@ -709,7 +718,7 @@ mod tests {
             Poll::Ready(Err(e)) => assert_eq!(e.code(), ErrorCode::RequestTimedOut),
             other => panic!("{other:?}"),
         }
-        acc.complete(&tp(0), d.batch_id + 100, Ok(Some(0)));
+        acc.complete(&tp(0), d.batch_id + 100, Ok(Delivered { base_offset: Some(0), log_append_time: None }));
         assert!(poll_now(&mut f1).is_pending());
         acc.fail_all(|| Error::ShuttingDown);
         assert!(matches!(

@@ -114,8 +114,11 @@ pub fn status_to_error(s: &tonic::Status) -> Error {
     }
     use tonic::Code;
     match s.code() {
-        // tonic reports connection refused / reset / h2 errors as Unavailable or Unknown.
-        Code::Unavailable | Code::Unknown => {
+        // tonic reports connection refused / reset / h2 errors as Unavailable, Unknown or
+        // Internal ("h2 protocol error", a stream reset by a broker going away). The broker's own
+        // internal errors always carry an ErrorDetail, handled above, so without one these are
+        // transport failures: retriable against another broker.
+        Code::Unavailable | Code::Unknown | Code::Internal => {
             Error::Network(format!("{} ({:?})", s.message(), s.code()))
         }
         Code::DeadlineExceeded | Code::Cancelled => {

@@ -36,7 +36,7 @@ use sluiceway_proto::v1;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::accumulator::{Accumulator, DeliveryFuture, Drained, record_size};
+use super::accumulator::{Accumulator, Delivered, DeliveryFuture, Drained, record_size};
 use super::cluster::{
     Cluster, clone_error, code_from_i32, is_connection_error, needs_metadata_refresh,
     partition_error, status_to_error,
@@ -521,7 +521,9 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
                         } else {
                             Some(r.base_offset as u64)
                         };
-                        acc.complete(&d.tp, d.batch_id, Ok(base));
+                        // -1: a CreateTime topic (Kafka's convention).
+                        let log_append_time = (r.log_append_time_ms >= 0).then_some(r.log_append_time_ms);
+                        acc.complete(&d.tp, d.batch_id, Ok(Delivered { base_offset: base, log_append_time }));
                         continue;
                     }
                     let err = partition_error(r.error_code, &r.error_message, &d.tp);
