@@ -20,7 +20,9 @@ use sluiceway_core::client::{
     Admin, AdminConfig, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, OffsetReset,
     Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
-use sluiceway_core::limits::{CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, CLI_UNACKED_MESSAGES_MAX, RESPONSE_BYTES_MAX};
+use sluiceway_core::limits::{
+    CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, CLI_UNACKED_MESSAGES_MAX, RESPONSE_BYTES_MAX,
+};
 use sluiceway_core::topic::parse_key_value;
 use sluiceway_core::{Error, ErrorCode, Result};
 use sluiceway_proto::v1;
@@ -673,7 +675,6 @@ fn spawn_stdin_reader() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>
     });
     rx
 }
-
 
 /// `sluiceway produce`: every line becomes a record of the client core's [`Producer`]
 /// (partitioning, batching, retries, leader routing all live there); the command exits 0

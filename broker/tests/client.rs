@@ -1003,10 +1003,14 @@ async fn record_metadata_timestamp_follows_the_topic_timestamp_type() {
     let b = TestBroker::start(dir.path());
     bounded(async {
         let a = admin(&b).await;
-        a.create_topic(NewTopic::new("created", 1)).await.expect("create");
-        a.create_topic(NewTopic::new("appended", 1).config("message.timestamp.type", "LogAppendTime"))
+        a.create_topic(NewTopic::new("created", 1))
             .await
             .expect("create");
+        a.create_topic(
+            NewTopic::new("appended", 1).config("message.timestamp.type", "LogAppendTime"),
+        )
+        .await
+        .expect("create");
         let p = producer(&b, &[]).await;
         let sent_at = 1_000_000;
         let before = now_ms();
@@ -1023,7 +1027,11 @@ async fn record_metadata_timestamp_follows_the_topic_timestamp_type() {
             .await
             .expect("delivered");
         assert_eq!(created.timestamp, sent_at);
-        assert!(appended.timestamp >= before, "append time {} is the broker's clock, not {sent_at}", appended.timestamp);
+        assert!(
+            appended.timestamp >= before,
+            "append time {} is the broker's clock, not {sent_at}",
+            appended.timestamp
+        );
         p.close().await.expect("close");
     })
     .await;

@@ -55,12 +55,7 @@ impl TestBroker {
         let mut child = Command::new(bin())
             .args(["broker", "--data-dir"])
             .arg(&data_dir)
-            .args([
-                "--listen",
-                listen,
-                "--log",
-                "info,sluiceway_broker=debug",
-            ])
+            .args(["--listen", listen, "--log", "info,sluiceway_broker=debug"])
             .args(extra)
             .envs(env.iter().copied())
             .env_remove("SLUICEWAY_BOOTSTRAP")

@@ -6,8 +6,8 @@ mod support;
 
 mod bad_input;
 mod cli;
-mod durability;
-mod grpc;
-mod groups;
 mod client;
 mod client_groups;
+mod durability;
+mod groups;
+mod grpc;

@@ -18,9 +18,17 @@ const RETENTION_BYTES: u64 = 2 << 30;
 
 fn message_set(value_bytes: usize) -> Vec<u8> {
     let value = vec![b'x'; value_bytes];
-    let mut b = MessageSetBuilder::with_capacity(MAGIC_V1, Compression::None, SET_MESSAGES * (value_bytes + 40));
+    let mut b = MessageSetBuilder::with_capacity(
+        MAGIC_V1,
+        Compression::None,
+        SET_MESSAGES * (value_bytes + 40),
+    );
     for i in 0..SET_MESSAGES {
-        b.push(TimestampMs(1_700_000_000_000 + i as i64), None, Some(&value));
+        b.push(
+            TimestampMs(1_700_000_000_000 + i as i64),
+            None,
+            Some(&value),
+        );
     }
     b.finish().expect("uncompressed sets always build")
 }

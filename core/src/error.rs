@@ -238,7 +238,9 @@ pub enum Error {
     #[error("unsupported compression codec {codec} (attributes bits 0-2)")]
     UnsupportedCompression { codec: u8 },
 
-    #[error("offset {offset} is out of range: the log holds [{log_start_offset}, {log_end_offset})")]
+    #[error(
+        "offset {offset} is out of range: the log holds [{log_start_offset}, {log_end_offset})"
+    )]
     OffsetOutOfRange {
         offset: u64,
         log_start_offset: Offset,

@@ -74,12 +74,19 @@ const _: () = assert!(MESSAGE_SET_BYTES_MAX <= DECOMPRESSED_BYTES_MAX);
 // A segment at its largest configured size plus one set that overshoots it must still be
 // addressable by a u32 file position.
 const _: () = assert!(SEGMENT_BYTES_MAX + MESSAGE_SET_BYTES_MAX as u64 <= u32::MAX as u64);
-const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT && SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+const _: () = assert!(
+    SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT && SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX
+);
 const _: () = assert!(INDEX_BYTES_MAX_DEFAULT.is_multiple_of(OFFSET_INDEX_ENTRY_BYTES));
 const _: () = assert!(MESSAGE_V0_HEADER_BYTES + LOG_OVERHEAD_BYTES <= MESSAGE_BYTES_MAX);
 const _: () = assert!(FETCH_BYTES_MAX >= MESSAGE_SET_BYTES_MAX);
-const _: () = assert!(INDEX_BYTES_MIN <= INDEX_BYTES_MAX_DEFAULT && INDEX_BYTES_MAX_DEFAULT <= INDEX_BYTES_MAX);
-const _: () = assert!(INDEX_BYTES_MIN >= 2 * TIME_INDEX_ENTRY_BYTES && INDEX_BYTES_MIN >= 2 * OFFSET_INDEX_ENTRY_BYTES);
+const _: () = assert!(
+    INDEX_BYTES_MIN <= INDEX_BYTES_MAX_DEFAULT && INDEX_BYTES_MAX_DEFAULT <= INDEX_BYTES_MAX
+);
+const _: () = assert!(
+    INDEX_BYTES_MIN >= 2 * TIME_INDEX_ENTRY_BYTES
+        && INDEX_BYTES_MIN >= 2 * OFFSET_INDEX_ENTRY_BYTES
+);
 const _: () = assert!(SCAN_CHUNK_BYTES >= LOG_OVERHEAD_BYTES + MESSAGE_V1_HEADER_BYTES);
 
 // ---- Topics, the broker's request path, connections (the broker and its registry) ----
@@ -155,7 +162,8 @@ pub const CLI_BATCH_BYTES_MAX: usize = 1 << 20;
 const _: () = assert!(REQUEST_BYTES_MAX > MESSAGE_SET_BYTES_MAX);
 const _: () = assert!(FETCH_PARTITION_BYTES_DEFAULT <= FETCH_RESPONSE_BYTES_DEFAULT);
 const _: () = assert!(FETCH_RESPONSE_BYTES_DEFAULT <= FETCH_BYTES_MAX);
-const _: () = assert!(RESPONSE_BYTES_MAX as u64 >= FETCH_BYTES_MAX as u64 + MESSAGE_BYTES_MAX as u64);
+const _: () =
+    assert!(RESPONSE_BYTES_MAX as u64 >= FETCH_BYTES_MAX as u64 + MESSAGE_BYTES_MAX as u64);
 const _: () = assert!((FETCH_WAIT_MS_MAX as u64) < IN_FLIGHT_WAIT_MS_MAX + SHUTDOWN_GRACE_MS);
 const _: () = assert!(CLI_BATCH_BYTES_MAX as u64 <= MESSAGE_SET_BYTES_MAX as u64);
 // A partition directory `<topic>-<partition>` must fit a 255-byte file name: partition numbers
@@ -200,8 +208,18 @@ const _: () = assert!(OFFSETS_SNAPSHOT_SET_BYTES_MAX <= MESSAGE_SET_BYTES_MAX);
 // One record (key with the longest group id and topic, value with the longest metadata) fits a
 // snapshot set with room to spare.
 const _: () = assert!(
-    (LOG_OVERHEAD_BYTES + MESSAGE_V1_HEADER_BYTES) as usize + 2 + 2 + GROUP_ID_BYTES_MAX + 2 + TOPIC_NAME_BYTES_MAX + 4
-        + 2 + 8 + 2 + GROUP_METADATA_BYTES_MAX + 16
+    (LOG_OVERHEAD_BYTES + MESSAGE_V1_HEADER_BYTES) as usize
+        + 2
+        + 2
+        + GROUP_ID_BYTES_MAX
+        + 2
+        + TOPIC_NAME_BYTES_MAX
+        + 4
+        + 2
+        + 8
+        + 2
+        + GROUP_METADATA_BYTES_MAX
+        + 16
         < OFFSETS_SNAPSHOT_SET_BYTES_MAX as usize / 16
 );
 const _: () = assert!(GROUP_ID_BYTES_MAX == CLIENT_ID_BYTES_MAX);

@@ -20,7 +20,10 @@ impl Offset {
     }
 
     pub fn checked_add(self, n: u64) -> Option<Offset> {
-        self.0.checked_add(n).filter(|o| *o <= Offset::MAX.0).map(Offset)
+        self.0
+            .checked_add(n)
+            .filter(|o| *o <= Offset::MAX.0)
+            .map(Offset)
     }
 
     pub fn next(self) -> Offset {

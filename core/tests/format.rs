@@ -9,8 +9,9 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use sluiceway_core::format::compression::{self, Compression};
 use sluiceway_core::format::{
-    AppendOptions, Attributes, CRC_POS, Entries, MAGIC_POS, MAGIC_V0, MAGIC_V1, MessageSetBuilder, OFFSET_POS,
-    Record, SIZE_POS, SetSummary, TIMESTAMP_POS, TimestampType, for_each_record, prepare_append, write_entry,
+    AppendOptions, Attributes, CRC_POS, Entries, MAGIC_POS, MAGIC_V0, MAGIC_V1, MessageSetBuilder,
+    OFFSET_POS, Record, SIZE_POS, SetSummary, TIMESTAMP_POS, TimestampType, for_each_record,
+    prepare_append, write_entry,
 };
 use sluiceway_core::limits::{DECOMPRESSED_BYTES_MAX, MESSAGE_BYTES_DEFAULT, MESSAGE_BYTES_MAX};
 use sluiceway_core::{Error, Offset, TimestampMs};
@@ -70,19 +71,27 @@ fn build(magic: u8, codec: Compression, msgs: &[Msg]) -> Vec<u8> {
 }
 
 fn msg(ts: i64, key: Option<&str>, value: Option<&str>) -> Msg {
-    (ts, key.map(|k| k.as_bytes().to_vec()), value.map(|v| v.as_bytes().to_vec()))
+    (
+        ts,
+        key.map(|k| k.as_bytes().to_vec()),
+        value.map(|v| v.as_bytes().to_vec()),
+    )
 }
 
 /// Recomputes the CRC of the entry at `pos` (after a test has changed a byte the CRC covers).
 fn fix_crc(set: &mut [u8], pos: usize) {
-    let size = u32::from_be_bytes(set[pos + SIZE_POS..pos + SIZE_POS + 4].try_into().unwrap()) as usize;
+    let size =
+        u32::from_be_bytes(set[pos + SIZE_POS..pos + SIZE_POS + 4].try_into().unwrap()) as usize;
     let crc = crc32fast::hash(&set[pos + MAGIC_POS..pos + 12 + size]);
     set[pos + CRC_POS..pos + MAGIC_POS].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Recomputes the CRC of every entry whose framing holds, in place.
 fn fix_all_crcs(set: &mut [u8]) {
-    let positions: Vec<usize> = Entries::new(set).filter_map(|e| e.ok()).map(|e| e.position).collect();
+    let positions: Vec<usize> = Entries::new(set)
+        .filter_map(|e| e.ok())
+        .map(|e| e.position)
+        .collect();
     for p in positions {
         fix_crc(set, p);
     }
@@ -108,26 +117,58 @@ fn entries_error(set: &[u8]) -> Option<Error> {
 #[track_caller]
 fn assert_refused(set: &[u8], position: usize, needle: &str, framing: bool) {
     let (p, reason) = corrupt(records(set));
-    assert_eq!((p, reason.contains(needle)), (position, true), "for_each_record: {reason}");
+    assert_eq!(
+        (p, reason.contains(needle)),
+        (position, true),
+        "for_each_record: {reason}"
+    );
     let (p, reason) = corrupt(append(&mut set.to_vec(), 10));
-    assert_eq!((p, reason.contains(needle)), (position, true), "prepare_append: {reason}");
+    assert_eq!(
+        (p, reason.contains(needle)),
+        (position, true),
+        "prepare_append: {reason}"
+    );
     if framing {
         let (p, reason) = corrupt(entries_error(set).map_or(Ok(()), Err));
-        assert_eq!((p, reason.contains(needle)), (position, true), "Entries: {reason}");
+        assert_eq!(
+            (p, reason.contains(needle)),
+            (position, true),
+            "Entries: {reason}"
+        );
     }
 }
 
 fn three_v1() -> Vec<u8> {
-    build(MAGIC_V1, Compression::None, &[msg(1, Some("a"), Some("one")), msg(2, None, Some("two")), msg(3, Some("c"), None)])
+    build(
+        MAGIC_V1,
+        Compression::None,
+        &[
+            msg(1, Some("a"), Some("one")),
+            msg(2, None, Some("two")),
+            msg(3, Some("c"), None),
+        ],
+    )
 }
 
 /// Wraps `inner` (raw inner entries) in a gzip wrapper, as a faulty producer might.
 fn wrap(magic: u8, codec: Compression, offset: u64, inner: &[u8]) -> Vec<u8> {
     let mut payload = Vec::new();
     compression::compress(codec, inner, &mut payload).unwrap();
-    let attrs = Attributes { compression: codec, timestamp_type: TimestampType::CreateTime }.to_byte();
+    let attrs = Attributes {
+        compression: codec,
+        timestamp_type: TimestampType::CreateTime,
+    }
+    .to_byte();
     let mut out = Vec::new();
-    write_entry(&mut out, offset, magic, attrs, TimestampMs(9), None, Some(&payload));
+    write_entry(
+        &mut out,
+        offset,
+        magic,
+        attrs,
+        TimestampMs(9),
+        None,
+        Some(&payload),
+    );
     out
 }
 
@@ -156,7 +197,11 @@ fn b64_encode(bytes: &[u8]) -> String {
 
 fn b64_decode(s: &str) -> Vec<u8> {
     let s = s.as_bytes();
-    assert!(s.len().is_multiple_of(4), "base64 length {} is not a multiple of 4", s.len());
+    assert!(
+        s.len().is_multiple_of(4),
+        "base64 length {} is not a multiple of 4",
+        s.len()
+    );
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
     for quad in s.chunks(4) {
         let mut n = 0u32;
@@ -167,7 +212,10 @@ fn b64_decode(s: &str) -> Vec<u8> {
                     pad += 1;
                     0
                 }
-                _ => B64.iter().position(|&b| b == c).unwrap_or_else(|| panic!("bad base64 byte {c}")) as u32,
+                _ => B64
+                    .iter()
+                    .position(|&b| b == c)
+                    .unwrap_or_else(|| panic!("bad base64 byte {c}")) as u32,
             };
             n = n << 6 | v;
         }
@@ -178,7 +226,15 @@ fn b64_decode(s: &str) -> Vec<u8> {
 
 #[test]
 fn base64_matches_rfc4648_examples() {
-    for (raw, enc) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+    for (raw, enc) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+        ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ] {
         assert_eq!(b64_encode(raw.as_bytes()), enc);
         assert_eq!(b64_decode(enc), raw.as_bytes());
     }
@@ -353,35 +409,102 @@ fn specs() -> Vec<Spec> {
         vec![
             msg(T0, Some("k0"), Some("first value")),
             msg(T0 + 5, None, Some("no key")),
-            (T0 + 3, Some(b"bin\x00\xff".to_vec()), Some((0u8..=255).collect())),
+            (
+                T0 + 3,
+                Some(b"bin\x00\xff".to_vec()),
+                Some((0u8..=255).collect()),
+            ),
             msg(T0 + 9, Some("k3"), Some("")),
         ]
     };
     let max_value_len = MESSAGE_BYTES_DEFAULT as usize - 22 - 3;
     let max_value: Vec<u8> = (0..max_value_len).map(|i| (i % 251) as u8).collect();
     let mut v = vec![
-        one("v0_uncompressed", "magic 0, no compression, three messages at base offset 0", MAGIC_V0, Compression::None, 0,
-            vec![msg(-1, Some("k0"), Some("hello")), msg(-1, Some("k1"), Some("world")), msg(-1, None, Some("no key"))]),
-        one("v1_uncompressed", "magic 1, no compression, five messages (timestamps not monotonic) at base offset 0", MAGIC_V1, Compression::None, 0,
+        one(
+            "v0_uncompressed",
+            "magic 0, no compression, three messages at base offset 0",
+            MAGIC_V0,
+            Compression::None,
+            0,
+            vec![
+                msg(-1, Some("k0"), Some("hello")),
+                msg(-1, Some("k1"), Some("world")),
+                msg(-1, None, Some("no key")),
+            ],
+        ),
+        one(
+            "v1_uncompressed",
+            "magic 1, no compression, five messages (timestamps not monotonic) at base offset 0",
+            MAGIC_V1,
+            Compression::None,
+            0,
             vec![
                 msg(T0, Some("alpha"), Some("one")),
                 msg(T0 + 1, Some("beta"), Some("two")),
                 msg(T0 - 1000, Some("gamma"), Some("three (older timestamp)")),
                 msg(T0 + 2, Some("delta"), Some("four")),
                 msg(T0 + 3, Some("epsilon"), Some("five")),
-            ]),
-        one("v1_null_key", "magic 1, a message with a null key (key length -1)", MAGIC_V1, Compression::None, 0,
-            vec![msg(T0, None, Some("value without a key"))]),
-        one("v1_empty_value", "magic 1, a zero-length value and a zero-length key (length 0, not null)", MAGIC_V1, Compression::None, 0,
-            vec![msg(T0, Some("empty-value"), Some("")), msg(T0 + 1, Some(""), Some("empty key"))]),
-        one("v1_null_value", "magic 1, a null value (a tombstone), then a message with both null", MAGIC_V1, Compression::None, 0,
-            vec![msg(T0, Some("deleted-key"), None), msg(T0 + 1, None, None)]),
-        one("v0_gzip", "magic 0 gzip wrapper holding three messages, at base offset 7", MAGIC_V0, Compression::Gzip, 7,
-            vec![msg(-1, Some("k0"), Some("hello")), msg(-1, None, Some("world")), msg(-1, Some("k2"), Some(""))]),
-        one("v1_base_offset", "magic 1, offsets assigned by the broker at base offset 4294968296 (beyond u32)", MAGIC_V1, Compression::None, 4_294_968_296,
-            vec![msg(T0, Some("a"), Some("x")), msg(T0 + 1, Some("b"), Some("y")), msg(T0 + 2, Some("c"), Some("z"))]),
-        one("v1_max_size", "magic 1, one message of exactly limits::MESSAGE_BYTES_DEFAULT bytes (1114112), at base offset 5", MAGIC_V1, Compression::None, 5,
-            vec![(T0, Some(b"max".to_vec()), Some(max_value))]),
+            ],
+        ),
+        one(
+            "v1_null_key",
+            "magic 1, a message with a null key (key length -1)",
+            MAGIC_V1,
+            Compression::None,
+            0,
+            vec![msg(T0, None, Some("value without a key"))],
+        ),
+        one(
+            "v1_empty_value",
+            "magic 1, a zero-length value and a zero-length key (length 0, not null)",
+            MAGIC_V1,
+            Compression::None,
+            0,
+            vec![
+                msg(T0, Some("empty-value"), Some("")),
+                msg(T0 + 1, Some(""), Some("empty key")),
+            ],
+        ),
+        one(
+            "v1_null_value",
+            "magic 1, a null value (a tombstone), then a message with both null",
+            MAGIC_V1,
+            Compression::None,
+            0,
+            vec![msg(T0, Some("deleted-key"), None), msg(T0 + 1, None, None)],
+        ),
+        one(
+            "v0_gzip",
+            "magic 0 gzip wrapper holding three messages, at base offset 7",
+            MAGIC_V0,
+            Compression::Gzip,
+            7,
+            vec![
+                msg(-1, Some("k0"), Some("hello")),
+                msg(-1, None, Some("world")),
+                msg(-1, Some("k2"), Some("")),
+            ],
+        ),
+        one(
+            "v1_base_offset",
+            "magic 1, offsets assigned by the broker at base offset 4294968296 (beyond u32)",
+            MAGIC_V1,
+            Compression::None,
+            4_294_968_296,
+            vec![
+                msg(T0, Some("a"), Some("x")),
+                msg(T0 + 1, Some("b"), Some("y")),
+                msg(T0 + 2, Some("c"), Some("z")),
+            ],
+        ),
+        one(
+            "v1_max_size",
+            "magic 1, one message of exactly limits::MESSAGE_BYTES_DEFAULT bytes (1114112), at base offset 5",
+            MAGIC_V1,
+            Compression::None,
+            5,
+            vec![(T0, Some(b"max".to_vec()), Some(max_value))],
+        ),
         Spec {
             name: "v1_log_append_time",
             description: "magic 1 gzip wrapper appended to a LogAppendTime topic: wrapper timestamp and bit 3 rewritten, inner messages untouched",
@@ -394,7 +517,13 @@ fn specs() -> Vec<Spec> {
             name: "v1_log_append_time_uncompressed",
             description: "magic 1 uncompressed messages appended to a LogAppendTime topic: each timestamp and bit 3 rewritten",
             magic: MAGIC_V1,
-            parts: vec![(Compression::None, vec![msg(T0, Some("a"), Some("x")), msg(T0 + 1, Some("b"), Some("y"))])],
+            parts: vec![(
+                Compression::None,
+                vec![
+                    msg(T0, Some("a"), Some("x")),
+                    msg(T0 + 1, Some("b"), Some("y")),
+                ],
+            )],
             base: 200,
             timestamp_type: TimestampType::LogAppendTime,
         },
@@ -403,15 +532,36 @@ fn specs() -> Vec<Spec> {
             description: "magic 1: two plain messages, a snappy wrapper of three, one plain message, at base offset 300",
             magic: MAGIC_V1,
             parts: vec![
-                (Compression::None, vec![msg(T0, Some("p0"), Some("plain 0")), msg(T0 + 1, Some("p1"), Some("plain 1"))]),
-                (Compression::Snappy, vec![msg(T0 + 2, Some("s0"), Some("snappy 0")), msg(T0 + 3, None, Some("snappy 1")), msg(T0 + 4, Some("s2"), None)]),
-                (Compression::None, vec![msg(T0 + 5, Some("p2"), Some("plain 2"))]),
+                (
+                    Compression::None,
+                    vec![
+                        msg(T0, Some("p0"), Some("plain 0")),
+                        msg(T0 + 1, Some("p1"), Some("plain 1")),
+                    ],
+                ),
+                (
+                    Compression::Snappy,
+                    vec![
+                        msg(T0 + 2, Some("s0"), Some("snappy 0")),
+                        msg(T0 + 3, None, Some("snappy 1")),
+                        msg(T0 + 4, Some("s2"), None),
+                    ],
+                ),
+                (
+                    Compression::None,
+                    vec![msg(T0 + 5, Some("p2"), Some("plain 2"))],
+                ),
             ],
             base: 300,
             timestamp_type: TimestampType::CreateTime,
         },
     ];
-    for (name, codec) in [("v1_gzip", Compression::Gzip), ("v1_snappy", Compression::Snappy), ("v1_lz4", Compression::Lz4), ("v1_zstd", Compression::Zstd)] {
+    for (name, codec) in [
+        ("v1_gzip", Compression::Gzip),
+        ("v1_snappy", Compression::Snappy),
+        ("v1_lz4", Compression::Lz4),
+        ("v1_zstd", Compression::Zstd),
+    ] {
         v.push(Spec {
             name,
             description: match codec {
@@ -434,7 +584,10 @@ fn generate(spec: &Spec) -> Vec<u8> {
     for (codec, msgs) in &spec.parts {
         set.extend(build(spec.magic, *codec, msgs));
     }
-    let opts = AppendOptions { timestamp_type: spec.timestamp_type, ..opts() };
+    let opts = AppendOptions {
+        timestamp_type: spec.timestamp_type,
+        ..opts()
+    };
     let summary = prepare_append(&mut set, Offset(spec.base), &opts, &mut Vec::new()).unwrap();
     let n: usize = spec.parts.iter().map(|p| p.1.len()).sum();
     assert_eq!(summary.message_count, n as u64);
@@ -459,26 +612,57 @@ fn check_vector(name: &str, bin: &[u8], v: &Vector) {
     assert_eq!(v.size_bytes, bin.len() as u64, "{name}: size_bytes");
     // Decoding gives exactly what the JSON says (the JSON was written by `describe`, so compare
     // whole structures, then check the fields that `describe` derives against raw bytes).
-    assert_eq!(&describe(&v.description, bin), v, "{name}: decoded set differs from the JSON");
+    assert_eq!(
+        &describe(&v.description, bin),
+        v,
+        "{name}: decoded set differs from the JSON"
+    );
     for r in &v.records {
-        assert_eq!(r.key_utf8.as_ref().map(|s| s.as_bytes().to_vec()).filter(|_| r.key.is_some()), r.key_utf8.as_ref().and(b64_opt(&r.key)));
-        assert_eq!(r.value_utf8.as_ref().map(|s| s.as_bytes().to_vec()).filter(|_| r.value.is_some()), r.value_utf8.as_ref().and(b64_opt(&r.value)));
+        assert_eq!(
+            r.key_utf8
+                .as_ref()
+                .map(|s| s.as_bytes().to_vec())
+                .filter(|_| r.key.is_some()),
+            r.key_utf8.as_ref().and(b64_opt(&r.key))
+        );
+        assert_eq!(
+            r.value_utf8
+                .as_ref()
+                .map(|s| s.as_bytes().to_vec())
+                .filter(|_| r.value.is_some()),
+            r.value_utf8.as_ref().and(b64_opt(&r.value))
+        );
     }
     // Re-encode every entry from the JSON fields alone.
     let mut recs = v.records.iter();
     let mut rebuilt = Vec::new();
     for e in &v.entries {
-        assert_eq!(e.position, rebuilt.len() as u64, "{name}: entry positions are contiguous");
+        assert_eq!(
+            e.position,
+            rebuilt.len() as u64,
+            "{name}: entry positions are contiguous"
+        );
         let at = e.position as usize;
         let stored = &bin[at..at + 12 + e.size as usize];
-        assert_eq!(hex_u32(&e.crc), u32::from_be_bytes(stored[CRC_POS..MAGIC_POS].try_into().unwrap()));
+        assert_eq!(
+            hex_u32(&e.crc),
+            u32::from_be_bytes(stored[CRC_POS..MAGIC_POS].try_into().unwrap())
+        );
         assert_eq!(stored[MAGIC_POS], e.magic, "{name}: magic is byte 16");
         assert_eq!(e.magic, v.magic);
         let ts = TimestampMs(e.timestamp.unwrap_or(-1));
         match &e.inner {
             None => {
                 let r = recs.next().unwrap();
-                write_entry(&mut rebuilt, e.offset, e.magic, e.attributes, ts, b64_opt(&r.key).as_deref(), b64_opt(&r.value).as_deref());
+                write_entry(
+                    &mut rebuilt,
+                    e.offset,
+                    e.magic,
+                    e.attributes,
+                    ts,
+                    b64_opt(&r.key).as_deref(),
+                    b64_opt(&r.value).as_deref(),
+                );
             }
             Some(inner) => {
                 // Inner entries rebuilt from the JSON equal the stored payload, decompressed.
@@ -486,25 +670,62 @@ fn check_vector(name: &str, bin: &[u8], v: &Vector) {
                 let first = e.offset - (inner.len() as u64 - 1);
                 for (i, ie) in inner.iter().enumerate() {
                     let r = recs.next().unwrap();
-                    assert_eq!((ie.offset, r.offset), (i as u64, first + i as u64), "{name}: inner offsets");
+                    assert_eq!(
+                        (ie.offset, r.offset),
+                        (i as u64, first + i as u64),
+                        "{name}: inner offsets"
+                    );
                     let before = expected_inner.len();
-                    write_entry(&mut expected_inner, ie.offset, e.magic, ie.attributes, TimestampMs(ie.timestamp.unwrap_or(-1)), b64_opt(&r.key).as_deref(), b64_opt(&r.value).as_deref());
+                    write_entry(
+                        &mut expected_inner,
+                        ie.offset,
+                        e.magic,
+                        ie.attributes,
+                        TimestampMs(ie.timestamp.unwrap_or(-1)),
+                        b64_opt(&r.key).as_deref(),
+                        b64_opt(&r.value).as_deref(),
+                    );
                     assert_eq!(expected_inner.len() - before, 12 + ie.size as usize);
-                    assert_eq!(hex_u32(&ie.crc), u32::from_be_bytes(expected_inner[before + CRC_POS..before + MAGIC_POS].try_into().unwrap()));
+                    assert_eq!(
+                        hex_u32(&ie.crc),
+                        u32::from_be_bytes(
+                            expected_inner[before + CRC_POS..before + MAGIC_POS]
+                                .try_into()
+                                .unwrap()
+                        )
+                    );
                 }
                 let payload = &stored[stored.len() - e.payload_size.unwrap() as usize..];
                 let codec = Compression::from_name(&e.compression).unwrap();
                 let mut decompressed = Vec::new();
                 compression::decompress(codec, payload, &mut decompressed).unwrap();
-                assert_eq!(decompressed, expected_inner, "{name}: inner entries re-encoded from the JSON");
+                assert_eq!(
+                    decompressed, expected_inner,
+                    "{name}: inner entries re-encoded from the JSON"
+                );
                 assert_eq!(Some(decompressed.len() as u32), e.decompressed_size);
                 // Re-wrapping the stored payload gives the stored wrapper, byte for byte.
-                write_entry(&mut rebuilt, e.offset, e.magic, e.attributes, ts, None, Some(payload));
+                write_entry(
+                    &mut rebuilt,
+                    e.offset,
+                    e.magic,
+                    e.attributes,
+                    ts,
+                    None,
+                    Some(payload),
+                );
             }
         }
-        assert_eq!(&rebuilt[at..], stored, "{name}: entry at byte {at} re-encoded from the JSON");
+        assert_eq!(
+            &rebuilt[at..],
+            stored,
+            "{name}: entry at byte {at} re-encoded from the JSON"
+        );
     }
-    assert!(recs.next().is_none(), "{name}: every record belongs to an entry");
+    assert!(
+        recs.next().is_none(),
+        "{name}: every record belongs to an entry"
+    );
     assert_eq!(rebuilt, bin, "{name}: whole set re-encoded");
 }
 
@@ -517,18 +738,27 @@ fn golden_vectors() {
         std::fs::create_dir_all(&dir).unwrap();
         for spec in &specs {
             let set = generate(spec);
-            let json = serde_json::to_string_pretty(&describe(spec.description, &set)).unwrap() + "\n";
+            let json =
+                serde_json::to_string_pretty(&describe(spec.description, &set)).unwrap() + "\n";
             std::fs::write(dir.join(format!("{}.bin", spec.name)), &set).unwrap();
             std::fs::write(dir.join(format!("{}.json", spec.name)), json).unwrap();
         }
     }
     // Exactly the expected files are there: none missing, none stray.
     let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create)", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run with UPDATE_GOLDEN=1 to create)",
+                dir.display()
+            )
+        })
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".bin") || n.ends_with(".json"))
         .collect();
-    let expected: BTreeSet<String> = specs.iter().flat_map(|s| [format!("{}.bin", s.name), format!("{}.json", s.name)]).collect();
+    let expected: BTreeSet<String> = specs
+        .iter()
+        .flat_map(|s| [format!("{}.bin", s.name), format!("{}.json", s.name)])
+        .collect();
     assert_eq!(on_disk, expected, "golden files in {}", dir.display());
     let mut total = 0;
     for spec in &specs {
@@ -540,12 +770,20 @@ fn golden_vectors() {
         // The codec still produces uncompressed vectors byte for byte (compressor output may
         // legitimately change with a library version, so compressed ones are not regenerated).
         if spec.parts.iter().all(|p| p.0 == Compression::None) {
-            assert_eq!(generate(spec), bin, "{}: the codec no longer writes this vector", spec.name);
+            assert_eq!(
+                generate(spec),
+                bin,
+                "{}: the codec no longer writes this vector",
+                spec.name
+            );
         }
         // Appending the stored vector again at its own base changes nothing.
         let mut again = bin.clone();
         let first = v.records[0].offset;
-        let o = AppendOptions { timestamp_type: spec.timestamp_type, ..opts() };
+        let o = AppendOptions {
+            timestamp_type: spec.timestamp_type,
+            ..opts()
+        };
         if spec.timestamp_type == TimestampType::CreateTime {
             prepare_append(&mut again, Offset(first), &o, &mut Vec::new()).unwrap();
             assert_eq!(again, bin, "{}: re-append at the same base", spec.name);
@@ -562,9 +800,15 @@ fn golden_max_size_is_exactly_the_default_limit() {
     let bin = std::fs::read(golden_dir().join("v1_max_size.bin")).unwrap();
     assert_eq!(bin.len(), 12 + MESSAGE_BYTES_DEFAULT as usize);
     append(&mut bin.clone(), 0).unwrap();
-    let small = AppendOptions { max_message_bytes: MESSAGE_BYTES_DEFAULT - 1, ..opts() };
+    let small = AppendOptions {
+        max_message_bytes: MESSAGE_BYTES_DEFAULT - 1,
+        ..opts()
+    };
     let err = prepare_append(&mut bin.clone(), Offset(0), &small, &mut Vec::new()).unwrap_err();
-    assert!(matches!(err, Error::MessageTooLarge { size, max } if size == u64::from(MESSAGE_BYTES_DEFAULT) && max == size - 1), "{err:?}");
+    assert!(
+        matches!(err, Error::MessageTooLarge { size, max } if size == u64::from(MESSAGE_BYTES_DEFAULT) && max == size - 1),
+        "{err:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -572,7 +816,11 @@ fn golden_max_size_is_exactly_the_default_limit() {
 
 fn arb_msgs(max: usize) -> impl Strategy<Value = Vec<Msg>> {
     prop::collection::vec(
-        (-1i64..2_000_000_000_000, prop::option::of(prop::collection::vec(any::<u8>(), 0..24)), prop::option::of(prop::collection::vec(any::<u8>(), 0..64))),
+        (
+            -1i64..2_000_000_000_000,
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..24)),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..64)),
+        ),
         1..max,
     )
 }
@@ -678,7 +926,10 @@ fn exercise(bytes: &[u8]) {
     }
     let _ = for_each_record(bytes, &mut Vec::new(), |_| {});
     let _ = prepare_append(&mut bytes.to_vec(), Offset(7), &opts(), &mut Vec::new());
-    let lat = AppendOptions { timestamp_type: TimestampType::LogAppendTime, ..opts() };
+    let lat = AppendOptions {
+        timestamp_type: TimestampType::LogAppendTime,
+        ..opts()
+    };
     let _ = prepare_append(&mut bytes.to_vec(), Offset::MAX, &lat, &mut Vec::new());
 }
 
@@ -688,8 +939,16 @@ fn exercise(bytes: &[u8]) {
 #[test]
 fn truncated_sets_fail_at_the_cut_entry_at_every_cut_point() {
     let mut set = three_v1();
-    set.extend(build(MAGIC_V1, Compression::Gzip, &[msg(4, Some("g"), Some("gz")), msg(5, None, Some("gz2"))]));
-    set.extend(build(MAGIC_V0, Compression::None, &[msg(-1, Some("zero"), Some("v0"))]));
+    set.extend(build(
+        MAGIC_V1,
+        Compression::Gzip,
+        &[msg(4, Some("g"), Some("gz")), msg(5, None, Some("gz2"))],
+    ));
+    set.extend(build(
+        MAGIC_V0,
+        Compression::None,
+        &[msg(-1, Some("zero"), Some("v0"))],
+    ));
     let starts: Vec<usize> = Entries::new(&set).map(|e| e.unwrap().position).collect();
     for cut in 0..set.len() {
         let part = &set[..cut];
@@ -705,11 +964,19 @@ fn truncated_sets_fail_at_the_cut_entry_at_every_cut_point() {
                 assert_eq!(p, starts[i], "cut {cut}: {reason}");
                 let mut it = Entries::new(part);
                 it.by_ref().for_each(drop);
-                assert_eq!(it.position(), starts[i], "cut {cut}: position() stops at the last good entry");
+                assert_eq!(
+                    it.position(),
+                    starts[i],
+                    "cut {cut}: position() stops at the last good entry"
+                );
                 assert_eq!(corrupt(records(part)).0, starts[i], "cut {cut}");
                 if i < 4 {
                     // The v0 entry would make the set mixed; before it, the cut is what fails.
-                    assert_eq!(corrupt(append(&mut part.to_vec(), 0)).0, starts[i], "cut {cut}");
+                    assert_eq!(
+                        corrupt(append(&mut part.to_vec(), 0)).0,
+                        starts[i],
+                        "cut {cut}"
+                    );
                 }
             }
             None => unreachable!(),
@@ -759,7 +1026,10 @@ fn negative_key_and_value_lengths_are_refused() {
 fn key_and_value_lengths_past_the_message_are_refused() {
     let key_len_at = TIMESTAMP_POS + 8;
     let second = Entries::new(&three_v1()).nth(1).unwrap().unwrap().position;
-    for (at, needle) in [(key_len_at, "key length 100"), (key_len_at + 5, "value length 100")] {
+    for (at, needle) in [
+        (key_len_at, "key length 100"),
+        (key_len_at + 5, "value length 100"),
+    ] {
         let mut set = three_v1();
         set[at..at + 4].copy_from_slice(&100i32.to_be_bytes());
         fix_crc(&mut set, 0);
@@ -821,8 +1091,12 @@ fn reserved_attribute_bits_and_unknown_codecs_are_refused() {
         let mut set = three_v1();
         set[MAGIC_POS + 1] = codec;
         fix_crc(&mut set, 0);
-        assert!(matches!(records(&set), Err(Error::UnsupportedCompression { codec: c }) if c == codec));
-        assert!(matches!(append(&mut set, 0), Err(Error::UnsupportedCompression { codec: c }) if c == codec));
+        assert!(
+            matches!(records(&set), Err(Error::UnsupportedCompression { codec: c }) if c == codec)
+        );
+        assert!(
+            matches!(append(&mut set, 0), Err(Error::UnsupportedCompression { codec: c }) if c == codec)
+        );
     }
 }
 
@@ -831,13 +1105,26 @@ fn oversize_messages_are_refused() {
     // Over the topic's max.message.bytes: MessageTooLarge, whether plain or a wrapper.
     let big = vec![7u8; 2000];
     for codec in [Compression::None, Compression::Gzip] {
-        let mut set = build(MAGIC_V1, codec, &[(1, None, Some(big.clone())), (2, None, Some(vec![1; 1000]))]);
+        let mut set = build(
+            MAGIC_V1,
+            codec,
+            &[(1, None, Some(big.clone())), (2, None, Some(vec![1; 1000]))],
+        );
         let first = Entries::new(&set).next().unwrap().unwrap();
         let size = (first.len() - 12) as u32;
-        let o = AppendOptions { max_message_bytes: size - 1, ..opts() };
+        let o = AppendOptions {
+            max_message_bytes: size - 1,
+            ..opts()
+        };
         let err = prepare_append(&mut set.clone(), Offset(0), &o, &mut Vec::new()).unwrap_err();
-        assert!(matches!(err, Error::MessageTooLarge { size: s, max } if s == u64::from(size) && max == u64::from(size) - 1), "{err:?}");
-        let o = AppendOptions { max_message_bytes: size, ..opts() };
+        assert!(
+            matches!(err, Error::MessageTooLarge { size: s, max } if s == u64::from(size) && max == u64::from(size) - 1),
+            "{err:?}"
+        );
+        let o = AppendOptions {
+            max_message_bytes: size,
+            ..opts()
+        };
         if codec == Compression::None {
             // Exactly at the limit is accepted; the second (smaller) entry too.
             prepare_append(&mut set, Offset(0), &o, &mut Vec::new()).unwrap();
@@ -865,12 +1152,33 @@ fn magic_1_message_shorter_than_its_header_is_refused() {
 
 #[test]
 fn wrappers_with_garbage_payloads_are_refused() {
-    for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
-        for garbage in [&b"definitely not compressed"[..], b"", b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01\xff\xff\xff\xff"] {
-            let attrs = Attributes { compression: codec, timestamp_type: TimestampType::CreateTime }.to_byte();
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        for garbage in [
+            &b"definitely not compressed"[..],
+            b"",
+            b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01\xff\xff\xff\xff",
+        ] {
+            let attrs = Attributes {
+                compression: codec,
+                timestamp_type: TimestampType::CreateTime,
+            }
+            .to_byte();
             let mut set = three_v1();
             let at = set.len();
-            write_entry(&mut set, 3, MAGIC_V1, attrs, TimestampMs(1), None, Some(garbage));
+            write_entry(
+                &mut set,
+                3,
+                MAGIC_V1,
+                attrs,
+                TimestampMs(1),
+                None,
+                Some(garbage),
+            );
             let (p, reason) = corrupt(records(&set));
             assert_eq!(p, at, "{codec:?} {garbage:?}: {reason}");
             let (p, reason) = corrupt(append(&mut set, 0));
@@ -878,21 +1186,46 @@ fn wrappers_with_garbage_payloads_are_refused() {
         }
     }
     // Compressed payloads that decompress to something other than entries.
-    for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
         let w = wrap(MAGIC_V1, codec, 0, b"these bytes are not entries at all");
         assert_refused(&w, 0, "in compressed payload at inner byte 0", false);
         let w = wrap(MAGIC_V1, codec, 0, b"");
         assert_refused(&w, 0, "holds no messages", false);
     }
     // A wrapper with a null value, or (from a producer) a key.
-    let attrs = Attributes { compression: Compression::Gzip, timestamp_type: TimestampType::CreateTime }.to_byte();
+    let attrs = Attributes {
+        compression: Compression::Gzip,
+        timestamp_type: TimestampType::CreateTime,
+    }
+    .to_byte();
     let mut set = Vec::new();
     write_entry(&mut set, 0, MAGIC_V1, attrs, TimestampMs(1), None, None);
     assert_refused(&set, 0, "null value", false);
     let good = build(MAGIC_V1, Compression::Gzip, &[msg(1, None, Some("x"))]);
-    let payload = Entries::new(&good).next().unwrap().unwrap().message().unwrap().value.unwrap().to_vec();
+    let payload = Entries::new(&good)
+        .next()
+        .unwrap()
+        .unwrap()
+        .message()
+        .unwrap()
+        .value
+        .unwrap()
+        .to_vec();
     let mut set = Vec::new();
-    write_entry(&mut set, 0, MAGIC_V1, attrs, TimestampMs(1), Some(b"key"), Some(&payload));
+    write_entry(
+        &mut set,
+        0,
+        MAGIC_V1,
+        attrs,
+        TimestampMs(1),
+        Some(b"key"),
+        Some(&payload),
+    );
     assert!(corrupt(append(&mut set, 0)).1.contains("null key"));
 }
 
@@ -927,20 +1260,52 @@ fn bomb(codec: Compression, unit: usize, repeats: usize) -> Vec<u8> {
 #[test]
 fn zip_bombs_are_refused() {
     let limit = DECOMPRESSED_BYTES_MAX as usize;
-    for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
-        let unit = if codec == Compression::Snappy { 32 << 10 } else { 1 << 20 };
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let unit = if codec == Compression::Snappy {
+            32 << 10
+        } else {
+            1 << 20
+        };
         let payload = bomb(codec, unit, limit / unit + 1);
         let mut out = Vec::new();
         let (p, reason) = corrupt(compression::decompress(codec, &payload, &mut out));
         assert_eq!(p, 0);
-        assert!(reason.contains("expands beyond the limit"), "{codec:?}: {reason}");
-        assert!(out.capacity() <= limit, "{codec:?}: grew the buffer to {}", out.capacity());
+        assert!(
+            reason.contains("expands beyond the limit"),
+            "{codec:?}: {reason}"
+        );
+        assert!(
+            out.capacity() <= limit,
+            "{codec:?}: grew the buffer to {}",
+            out.capacity()
+        );
         if codec == Compression::Gzip {
-            assert!(payload.len() < 128 << 10, "a small payload: {} bytes", payload.len());
-            let attrs = Attributes { compression: codec, timestamp_type: TimestampType::CreateTime }.to_byte();
+            assert!(
+                payload.len() < 128 << 10,
+                "a small payload: {} bytes",
+                payload.len()
+            );
+            let attrs = Attributes {
+                compression: codec,
+                timestamp_type: TimestampType::CreateTime,
+            }
+            .to_byte();
             let mut set = three_v1();
             let at = set.len();
-            write_entry(&mut set, 9, MAGIC_V1, attrs, TimestampMs(1), None, Some(&payload));
+            write_entry(
+                &mut set,
+                9,
+                MAGIC_V1,
+                attrs,
+                TimestampMs(1),
+                None,
+                Some(&payload),
+            );
             let (p, reason) = corrupt(records(&set));
             assert_eq!(p, at);
             assert!(reason.contains("expands beyond the limit"), "{reason}");
@@ -956,14 +1321,23 @@ fn zip_bombs_are_refused() {
     // A raw snappy block whose header claims 4 GiB is refused before anything is allocated.
     let mut out = Vec::new();
     let claim = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
-    corrupt(compression::decompress(Compression::Snappy, &claim, &mut out));
+    corrupt(compression::decompress(
+        Compression::Snappy,
+        &claim,
+        &mut out,
+    ));
     assert_eq!(out.capacity(), 0);
 }
 
 #[test]
 fn bytes_after_a_compressed_stream_are_refused() {
     let inner = three_v1();
-    for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
         let mut payload = Vec::new();
         compression::compress(codec, &inner, &mut payload).unwrap();
         let mut out = Vec::new();
@@ -971,14 +1345,22 @@ fn bytes_after_a_compressed_stream_are_refused() {
         assert_eq!(out, inner);
         // Two streams back to back decode to both (snappy: blocks after the one header).
         let mut twice = payload.clone();
-        twice.extend_from_slice(if codec == Compression::Snappy { &payload[16..] } else { &payload });
+        twice.extend_from_slice(if codec == Compression::Snappy {
+            &payload[16..]
+        } else {
+            &payload
+        });
         compression::decompress(codec, &twice, &mut out).unwrap();
         assert_eq!(out, [inner.clone(), inner.clone()].concat(), "{codec:?}");
         for junk in [&b"\x00"[..], b"junk after the stream", &[0xff; 7]] {
             let mut bad = payload.clone();
             bad.extend_from_slice(junk);
             let r = compression::decompress(codec, &bad, &mut out);
-            assert!(matches!(r, Err(Error::CorruptMessage { .. })), "{codec:?} + {junk:?}: {r:?} ({} bytes out)", out.len());
+            assert!(
+                matches!(r, Err(Error::CorruptMessage { .. })),
+                "{codec:?} + {junk:?}: {r:?} ({} bytes out)",
+                out.len()
+            );
         }
     }
 }
@@ -1001,7 +1383,12 @@ fn wrong_inner_offsets_are_refused() {
     let second = Entries::new(&inner).nth(1).unwrap().unwrap().position;
     inner[second..second + 8].copy_from_slice(&5u64.to_be_bytes());
     let w = wrap(MAGIC_V1, Compression::Gzip, 2, &inner);
-    assert_refused(&w, 0, &format!("at inner byte {second}: inner relative offset 5 where 1 was expected"), false);
+    assert_refused(
+        &w,
+        0,
+        &format!("at inner byte {second}: inner relative offset 5 where 1 was expected"),
+        false,
+    );
     // Starting at 1 instead of 0.
     let mut inner = build(MAGIC_V1, Compression::None, &[msg(1, None, Some("a"))]);
     inner[7] = 1;
@@ -1009,7 +1396,11 @@ fn wrong_inner_offsets_are_refused() {
     assert_refused(&w, 0, "inner relative offset 1 where 0 was expected", false);
     // A wrapper whose offset is smaller than its count - 1 cannot be read back.
     let w = wrap(MAGIC_V1, Compression::Lz4, 1, &three_v1());
-    assert!(corrupt(records(&w)).1.contains("smaller than its message count"));
+    assert!(
+        corrupt(records(&w))
+            .1
+            .contains("smaller than its message count")
+    );
     // Inner magic differing from the wrapper's; an inner entry with a bad CRC.
     let w = wrap(MAGIC_V0, Compression::Gzip, 2, &three_v1());
     assert_refused(&w, 0, "magic 1 inside a magic 0 wrapper", false);
@@ -1023,7 +1414,11 @@ fn wrong_inner_offsets_are_refused() {
 fn mixed_magic_in_one_produced_set_is_refused() {
     let mut set = three_v1();
     let at = set.len();
-    set.extend(build(MAGIC_V0, Compression::None, &[msg(-1, None, Some("v0"))]));
+    set.extend(build(
+        MAGIC_V0,
+        Compression::None,
+        &[msg(-1, None, Some("v0"))],
+    ));
     let (p, reason) = corrupt(append(&mut set, 0));
     assert_eq!(p, at);
     assert!(reason.contains("mixed magic"), "{reason}");
@@ -1036,31 +1431,59 @@ fn producers_may_not_set_log_append_time() {
     set[second + MAGIC_POS + 1] |= 0x08;
     fix_crc(&mut set, second);
     let err = append(&mut set.clone(), 0).unwrap_err();
-    assert!(matches!(&err, Error::InvalidTimestamp(m) if m.contains(&format!("byte {second}"))), "{err:?}");
+    assert!(
+        matches!(&err, Error::InvalidTimestamp(m) if m.contains(&format!("byte {second}"))),
+        "{err:?}"
+    );
     // Readers accept it: it is how stored LogAppendTime entries look.
-    assert_eq!(records(&set).unwrap()[1].timestamp_type, TimestampType::LogAppendTime);
+    assert_eq!(
+        records(&set).unwrap()[1].timestamp_type,
+        TimestampType::LogAppendTime
+    );
     // Inside a wrapper too.
     let w = wrap(MAGIC_V1, Compression::Gzip, 2, &set);
-    assert!(matches!(append(&mut w.clone(), 0), Err(Error::InvalidTimestamp(_))));
+    assert!(matches!(
+        append(&mut w.clone(), 0),
+        Err(Error::InvalidTimestamp(_))
+    ));
 }
 
 #[test]
 fn log_append_time_rewrites_timestamps_and_keeps_crcs_valid() {
     let mut set = three_v1();
-    set.extend(build(MAGIC_V1, Compression::Zstd, &[msg(10, Some("z"), Some("zz")), msg(11, None, None)]));
+    set.extend(build(
+        MAGIC_V1,
+        Compression::Zstd,
+        &[msg(10, Some("z"), Some("zz")), msg(11, None, None)],
+    ));
     let now = TimestampMs(1_800_000_000_000);
-    let o = AppendOptions { timestamp_type: TimestampType::LogAppendTime, now, ..opts() };
+    let o = AppendOptions {
+        timestamp_type: TimestampType::LogAppendTime,
+        now,
+        ..opts()
+    };
     let summary = prepare_append(&mut set, Offset(1000), &o, &mut Vec::new()).unwrap();
-    assert_eq!((summary.max_timestamp, summary.offset_of_max_timestamp), (now, Offset(1000)));
+    assert_eq!(
+        (summary.max_timestamp, summary.offset_of_max_timestamp),
+        (now, Offset(1000))
+    );
     assert_eq!(summary.last_offset, Offset(1004));
     for e in Entries::new(&set) {
         let e = e.unwrap();
         e.check_crc().unwrap();
         let m = e.message().unwrap();
-        assert_eq!((m.timestamp, m.attributes.timestamp_type), (now, TimestampType::LogAppendTime));
+        assert_eq!(
+            (m.timestamp, m.attributes.timestamp_type),
+            (now, TimestampType::LogAppendTime)
+        );
     }
     let recs = records(&set).unwrap();
-    assert_eq!(recs.iter().map(|r| (r.offset, r.timestamp)).collect::<Vec<_>>(), (1000..1005).map(|o| (o, now.0)).collect::<Vec<_>>());
+    assert_eq!(
+        recs.iter()
+            .map(|r| (r.offset, r.timestamp))
+            .collect::<Vec<_>>(),
+        (1000..1005).map(|o| (o, now.0)).collect::<Vec<_>>()
+    );
     // Magic 0 has no timestamp: LogAppendTime leaves it alone.
     let mut v0 = build(MAGIC_V0, Compression::None, &[msg(-1, None, Some("a"))]);
     let before = v0.clone();
@@ -1071,31 +1494,62 @@ fn log_append_time_rewrites_timestamps_and_keeps_crcs_valid() {
 #[test]
 fn offsets_are_assigned_without_touching_crcs() {
     let mut set = three_v1();
-    set.extend(build(MAGIC_V1, Compression::Gzip, &[msg(4, None, Some("a")), msg(5, None, Some("b"))]));
+    set.extend(build(
+        MAGIC_V1,
+        Compression::Gzip,
+        &[msg(4, None, Some("a")), msg(5, None, Some("b"))],
+    ));
     let before = set.clone();
     let summary = append(&mut set, 1 << 40).unwrap();
     assert_eq!((summary.message_count, summary.entry_count), (5, 4));
-    assert_eq!((summary.max_timestamp, summary.offset_of_max_timestamp), (TimestampMs(5), Offset((1 << 40) + 4)));
+    assert_eq!(
+        (summary.max_timestamp, summary.offset_of_max_timestamp),
+        (TimestampMs(5), Offset((1 << 40) + 4))
+    );
     let offsets: Vec<u64> = Entries::new(&set).map(|e| e.unwrap().offset().0).collect();
     // The wrapper carries the offset of its last inner message.
-    assert_eq!(offsets, vec![1 << 40, (1 << 40) + 1, (1 << 40) + 2, (1 << 40) + 4]);
+    assert_eq!(
+        offsets,
+        vec![1 << 40, (1 << 40) + 1, (1 << 40) + 2, (1 << 40) + 4]
+    );
     for (a, b) in Entries::new(&set).zip(Entries::new(&before)) {
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(a.bytes[8..], b.bytes[8..], "only the offset field changes");
     }
     // Offsets past Offset::MAX are refused.
-    assert!(matches!(append(&mut set, Offset::MAX.0 - 2), Err(Error::InvalidRequest(_))));
+    assert!(matches!(
+        append(&mut set, Offset::MAX.0 - 2),
+        Err(Error::InvalidRequest(_))
+    ));
 }
 
 #[test]
 fn wrapper_timestamp_is_corrected_to_the_largest_inner_timestamp() {
     // A producer wrote the wrapper with timestamp 9 while its messages go up to 30.
-    let inner = build(MAGIC_V1, Compression::None, &[msg(20, None, Some("a")), msg(30, None, Some("b")), msg(10, None, Some("c"))]);
+    let inner = build(
+        MAGIC_V1,
+        Compression::None,
+        &[
+            msg(20, None, Some("a")),
+            msg(30, None, Some("b")),
+            msg(10, None, Some("c")),
+        ],
+    );
     let mut set = wrap(MAGIC_V1, Compression::Gzip, 2, &inner);
     let summary = append(&mut set, 50).unwrap();
-    assert_eq!((summary.max_timestamp, summary.offset_of_max_timestamp), (TimestampMs(30), Offset(52)));
+    assert_eq!(
+        (summary.max_timestamp, summary.offset_of_max_timestamp),
+        (TimestampMs(30), Offset(52))
+    );
     let e = Entries::new(&set).next().unwrap().unwrap();
     e.check_crc().unwrap();
     assert_eq!(e.message().unwrap().timestamp, TimestampMs(30));
-    assert_eq!(records(&set).unwrap().iter().map(|r| r.timestamp).collect::<Vec<_>>(), vec![20, 30, 10]);
+    assert_eq!(
+        records(&set)
+            .unwrap()
+            .iter()
+            .map(|r| r.timestamp)
+            .collect::<Vec<_>>(),
+        vec![20, 30, 10]
+    );
 }

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use sluiceway_core::ErrorCode;
-use sluiceway_core::group::{Action, Assignor, Coordinator, GroupConfig, GroupState, JoinRequest, TopicPartition};
+use sluiceway_core::group::{
+    Action, Assignor, Coordinator, GroupConfig, GroupState, JoinRequest, TopicPartition,
+};
 
 const SESSION_MS: u64 = 1_000;
 const REBALANCE_MS: u64 = 5_000;
@@ -27,7 +29,13 @@ fn req(member_id: Option<&str>, client: &str, subscribed: &[&str]) -> JoinReques
 
 fn group(partitions: &[(&str, u32)]) -> Coordinator {
     let mut c = Coordinator::new("g", "i1", GroupConfig::default());
-    c.set_topic_partitions(0, partitions.iter().map(|(t, n)| (t.to_string(), *n)).collect());
+    c.set_topic_partitions(
+        0,
+        partitions
+            .iter()
+            .map(|(t, n)| (t.to_string(), *n))
+            .collect(),
+    );
     c
 }
 
@@ -36,8 +44,15 @@ fn render(actions: &[Action]) -> String {
     let mut lines: Vec<String> = actions
         .iter()
         .map(|a| match a {
-            Action::JoinComplete { member_id, generation, assignment } => {
-                let parts: Vec<String> = assignment.iter().map(|tp| format!("{}-{}", tp.topic, tp.partition)).collect();
+            Action::JoinComplete {
+                member_id,
+                generation,
+                assignment,
+            } => {
+                let parts: Vec<String> = assignment
+                    .iter()
+                    .map(|tp| format!("{}-{}", tp.topic, tp.partition))
+                    .collect();
                 format!("{member_id}: gen {generation} [{}]", parts.join(", "))
             }
             Action::JoinFailed { member_id, code } => format!("{member_id}: failed {code}"),
@@ -48,7 +63,10 @@ fn render(actions: &[Action]) -> String {
 }
 
 fn subs(entries: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
-    entries.iter().map(|(m, t)| (m.to_string(), topics(t))).collect()
+    entries
+        .iter()
+        .map(|(m, t)| (m.to_string(), topics(t)))
+        .collect()
 }
 
 #[test]
@@ -57,8 +75,19 @@ fn range_assignor_matches_kafka() {
     let s = subs(&[("C0", &["t0", "t1"]), ("C1", &["t0", "t1"])]);
     let p: BTreeMap<String, u32> = [("t0".to_string(), 3), ("t1".to_string(), 3)].into();
     let a = Assignor::Range.assign(&s, &p);
-    assert_eq!(a["C0"], vec![TopicPartition::new("t0", 0), TopicPartition::new("t0", 1), TopicPartition::new("t1", 0), TopicPartition::new("t1", 1)]);
-    assert_eq!(a["C1"], vec![TopicPartition::new("t0", 2), TopicPartition::new("t1", 2)]);
+    assert_eq!(
+        a["C0"],
+        vec![
+            TopicPartition::new("t0", 0),
+            TopicPartition::new("t0", 1),
+            TopicPartition::new("t1", 0),
+            TopicPartition::new("t1", 1)
+        ]
+    );
+    assert_eq!(
+        a["C1"],
+        vec![TopicPartition::new("t0", 2), TopicPartition::new("t1", 2)]
+    );
 }
 
 #[test]
@@ -67,8 +96,22 @@ fn round_robin_assignor_matches_kafka() {
     let s = subs(&[("C0", &["t0", "t1"]), ("C1", &["t0", "t1"])]);
     let p: BTreeMap<String, u32> = [("t0".to_string(), 3), ("t1".to_string(), 3)].into();
     let a = Assignor::RoundRobin.assign(&s, &p);
-    assert_eq!(a["C0"], vec![TopicPartition::new("t0", 0), TopicPartition::new("t0", 2), TopicPartition::new("t1", 1)]);
-    assert_eq!(a["C1"], vec![TopicPartition::new("t0", 1), TopicPartition::new("t1", 0), TopicPartition::new("t1", 2)]);
+    assert_eq!(
+        a["C0"],
+        vec![
+            TopicPartition::new("t0", 0),
+            TopicPartition::new("t0", 2),
+            TopicPartition::new("t1", 1)
+        ]
+    );
+    assert_eq!(
+        a["C1"],
+        vec![
+            TopicPartition::new("t0", 1),
+            TopicPartition::new("t1", 0),
+            TopicPartition::new("t1", 2)
+        ]
+    );
 }
 
 #[test]
@@ -77,7 +120,14 @@ fn round_robin_skips_members_not_subscribed() {
     let p: BTreeMap<String, u32> = [("t0".to_string(), 2), ("t1".to_string(), 2)].into();
     let a = Assignor::RoundRobin.assign(&s, &p);
     assert_eq!(a["A"], vec![TopicPartition::new("t0", 0)]);
-    assert_eq!(a["B"], vec![TopicPartition::new("t0", 1), TopicPartition::new("t1", 0), TopicPartition::new("t1", 1)]);
+    assert_eq!(
+        a["B"],
+        vec![
+            TopicPartition::new("t0", 1),
+            TopicPartition::new("t1", 0),
+            TopicPartition::new("t1", 1)
+        ]
+    );
 }
 
 proptest! {
@@ -120,10 +170,16 @@ fn three_members_split_six_partitions() {
     let mut g = group(&[("t", 6)]);
     let a = g.join(0, req(None, "c", &["t"])).unwrap();
     // The first member completes alone at once (no initial delay configured).
-    assert_eq!(render(&g.take_actions()), "c-i1-1: gen 1 [t-0, t-1, t-2, t-3, t-4, t-5]");
+    assert_eq!(
+        render(&g.take_actions()),
+        "c-i1-1: gen 1 [t-0, t-1, t-2, t-3, t-4, t-5]"
+    );
     let b = g.join(10, req(None, "c", &["t"])).unwrap();
     let c = g.join(20, req(None, "c", &["t"])).unwrap();
-    assert!(g.take_actions().is_empty(), "new members wait for the existing member to rejoin");
+    assert!(
+        g.take_actions().is_empty(),
+        "new members wait for the existing member to rejoin"
+    );
     assert_eq!(g.state(), GroupState::PreparingRebalance);
     assert_eq!(g.heartbeat(30, &a, 1), Err(ErrorCode::RebalanceInProgress));
     g.join(40, req(Some(&a), "c", &["t"])).unwrap();
@@ -144,19 +200,39 @@ fn missed_heartbeats_expire_a_member_and_move_its_partitions() {
     g.take_actions();
     let b = g.join(0, req(None, "b", &["t"])).unwrap();
     g.join(0, req(Some(&a), "a", &["t"])).unwrap();
-    assert_eq!(render(&g.take_actions()), "a-i1-1: gen 2 [t-0, t-1]\nb-i1-2: gen 2 [t-2, t-3]");
+    assert_eq!(
+        render(&g.take_actions()),
+        "a-i1-1: gen 2 [t-0, t-1]\nb-i1-2: gen 2 [t-2, t-3]"
+    );
     // a keeps heartbeating; b goes silent.
     g.heartbeat(600, &a, 2).unwrap();
     g.tick(999);
-    assert_eq!(g.state(), GroupState::Stable, "b's session has not expired yet");
+    assert_eq!(
+        g.state(),
+        GroupState::Stable,
+        "b's session has not expired yet"
+    );
     g.tick(1_000);
-    assert_eq!(g.state(), GroupState::PreparingRebalance, "b expired at 0 + 1000 ms");
+    assert_eq!(
+        g.state(),
+        GroupState::PreparingRebalance,
+        "b expired at 0 + 1000 ms"
+    );
     assert_eq!(g.heartbeat(1_100, &b, 2), Err(ErrorCode::UnknownMemberId));
-    assert_eq!(g.heartbeat(1_100, &a, 2), Err(ErrorCode::RebalanceInProgress));
+    assert_eq!(
+        g.heartbeat(1_100, &a, 2),
+        Err(ErrorCode::RebalanceInProgress)
+    );
     g.join(1_200, req(Some(&a), "a", &["t"])).unwrap();
-    assert_eq!(render(&g.take_actions()), "a-i1-1: gen 3 [t-0, t-1, t-2, t-3]");
+    assert_eq!(
+        render(&g.take_actions()),
+        "a-i1-1: gen 3 [t-0, t-1, t-2, t-3]"
+    );
     // b's late commit is refused: it is no longer a member.
-    assert_eq!(g.validate_commit(Some(&b), Some(2)), Err(ErrorCode::UnknownMemberId));
+    assert_eq!(
+        g.validate_commit(Some(&b), Some(2)),
+        Err(ErrorCode::UnknownMemberId)
+    );
 }
 
 #[test]
@@ -175,7 +251,10 @@ fn a_member_that_does_not_rejoin_is_removed_at_the_rebalance_deadline() {
     assert!(g.take_actions().is_empty());
     g.tick(REBALANCE_MS + 100);
     assert_eq!(render(&g.take_actions()), "b-i1-2: gen 2 [t-0, t-1]");
-    assert_eq!(g.validate_commit(Some(&a), Some(1)), Err(ErrorCode::UnknownMemberId));
+    assert_eq!(
+        g.validate_commit(Some(&a), Some(1)),
+        Err(ErrorCode::UnknownMemberId)
+    );
 }
 
 #[test]
@@ -189,9 +268,16 @@ fn a_stale_generation_cannot_commit() {
     assert_eq!(g.validate_commit(Some(&a), Some(1)), Ok(()));
     g.join(20, req(Some(&a), "a", &["t"])).unwrap();
     g.take_actions();
-    assert_eq!(g.validate_commit(Some(&a), Some(1)), Err(ErrorCode::IllegalGeneration));
+    assert_eq!(
+        g.validate_commit(Some(&a), Some(1)),
+        Err(ErrorCode::IllegalGeneration)
+    );
     assert_eq!(g.validate_commit(Some(&b), Some(2)), Ok(()));
-    assert_eq!(g.validate_commit(None, None), Err(ErrorCode::UnknownMemberId), "standalone commits only to an empty group");
+    assert_eq!(
+        g.validate_commit(None, None),
+        Err(ErrorCode::UnknownMemberId),
+        "standalone commits only to an empty group"
+    );
 }
 
 #[test]
@@ -200,7 +286,10 @@ fn leaving_rebalances_at_once() {
     let a = g.join(0, req(None, "a", &["t"])).unwrap();
     let b = g.join(0, req(None, "b", &["t"])).unwrap();
     g.join(0, req(Some(&a), "a", &["t"])).unwrap();
-    assert_eq!(render(&g.take_actions()), "a-i1-1: gen 1 [t-0, t-1]\na-i1-1: gen 2 [t-0]\nb-i1-2: gen 2 [t-1]");
+    assert_eq!(
+        render(&g.take_actions()),
+        "a-i1-1: gen 1 [t-0, t-1]\na-i1-1: gen 2 [t-0]\nb-i1-2: gen 2 [t-1]"
+    );
     g.leave(10, &b).unwrap();
     g.join(20, req(Some(&a), "a", &["t"])).unwrap();
     assert_eq!(render(&g.take_actions()), "a-i1-1: gen 3 [t-0, t-1]");
@@ -212,7 +301,10 @@ fn leaving_rebalances_at_once() {
 
 #[test]
 fn initial_delay_gathers_members_into_one_generation() {
-    let config = GroupConfig { initial_rebalance_delay_ms: 300, ..GroupConfig::default() };
+    let config = GroupConfig {
+        initial_rebalance_delay_ms: 300,
+        ..GroupConfig::default()
+    };
     let mut g = Coordinator::new("g", "i1", config);
     g.set_topic_partitions(0, [("t".to_string(), 2)].into());
     g.join(0, req(None, "a", &["t"])).unwrap();
@@ -221,7 +313,10 @@ fn initial_delay_gathers_members_into_one_generation() {
     assert!(g.take_actions().is_empty());
     assert_eq!(g.next_deadline_ms(), Some(REBALANCE_MS));
     g.tick(300);
-    assert_eq!(render(&g.take_actions()), "a-i1-1: gen 1 [t-0]\nb-i1-2: gen 1 [t-1]");
+    assert_eq!(
+        render(&g.take_actions()),
+        "a-i1-1: gen 1 [t-0]\nb-i1-2: gen 1 [t-1]"
+    );
 }
 
 #[test]
@@ -251,8 +346,14 @@ fn bad_joins_are_refused_with_their_codes() {
     let mut r = req(None, "a", &["t"]);
     r.session_timeout_ms = 10;
     assert_eq!(g.join(0, r), Err(ErrorCode::InvalidSessionTimeout));
-    assert_eq!(g.join(0, req(None, "a", &[])), Err(ErrorCode::InvalidRequest));
-    assert_eq!(g.join(0, req(Some("nobody"), "a", &["t"])), Err(ErrorCode::UnknownMemberId));
+    assert_eq!(
+        g.join(0, req(None, "a", &[])),
+        Err(ErrorCode::InvalidRequest)
+    );
+    assert_eq!(
+        g.join(0, req(Some("nobody"), "a", &["t"])),
+        Err(ErrorCode::UnknownMemberId)
+    );
     g.join(0, req(None, "a", &["t"])).unwrap();
     let mut rr = req(None, "b", &["t"]);
     rr.assignor = Assignor::RoundRobin;
@@ -262,13 +363,19 @@ fn bad_joins_are_refused_with_their_codes() {
 mod offsets {
     use std::sync::Arc;
 
-    use sluiceway_core::group::offsets::{decode_key, decode_value, encode_key, encode_value, partition_for_group};
+    use sluiceway_core::group::offsets::{
+        decode_key, decode_value, encode_key, encode_value, partition_for_group,
+    };
     use sluiceway_core::group::{GroupOffsetStore, OffsetCommit, TopicPartition};
     use sluiceway_core::storage::{LogConfig, SystemClock};
     use sluiceway_core::{Offset, TimestampMs};
 
     fn commit(offset: u64, metadata: &str) -> OffsetCommit {
-        OffsetCommit { offset: Offset(offset), metadata: metadata.to_owned(), commit_timestamp: TimestampMs(1_700_000_000_000) }
+        OffsetCommit {
+            offset: Offset(offset),
+            metadata: metadata.to_owned(),
+            commit_timestamp: TimestampMs(1_700_000_000_000),
+        }
     }
 
     fn open(dir: &std::path::Path) -> GroupOffsetStore {
@@ -280,14 +387,21 @@ mod offsets {
         let key = encode_key("g", &TopicPartition::new("t", 7));
         // version 1 · "g" · "t" · partition 7
         assert_eq!(key, [0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 7]);
-        let value = encode_value(&OffsetCommit { offset: Offset(258), metadata: "m".into(), commit_timestamp: TimestampMs(5) });
+        let value = encode_value(&OffsetCommit {
+            offset: Offset(258),
+            metadata: "m".into(),
+            commit_timestamp: TimestampMs(5),
+        });
         let mut want = vec![0, 1];
         want.extend_from_slice(&258i64.to_be_bytes());
         want.extend_from_slice(&[0, 1, b'm']);
         want.extend_from_slice(&5i64.to_be_bytes());
         want.extend_from_slice(&(-1i64).to_be_bytes());
         assert_eq!(value, want);
-        assert_eq!(decode_key(&key).unwrap(), Some(("g".to_string(), TopicPartition::new("t", 7))));
+        assert_eq!(
+            decode_key(&key).unwrap(),
+            Some(("g".to_string(), TopicPartition::new("t", 7)))
+        );
         assert_eq!(decode_value(&value).unwrap().offset, Offset(258));
         // Kafka's group-metadata records (key version 2) are skipped, not errors.
         assert_eq!(decode_key(&[0, 2, 0, 1, b'g']).unwrap(), None);
@@ -305,38 +419,87 @@ mod offsets {
         let tmp = tempfile::tempdir().unwrap();
         {
             let store = open(tmp.path());
-            store.commit("g1", &[(TopicPartition::new("a", 0), commit(10, "")), (TopicPartition::new("a", 1), commit(20, "x"))]).unwrap();
-            store.commit("g1", &[(TopicPartition::new("a", 0), commit(15, ""))]).unwrap();
-            store.commit("g2", &[(TopicPartition::new("b", 0), commit(1, ""))]).unwrap();
+            store
+                .commit(
+                    "g1",
+                    &[
+                        (TopicPartition::new("a", 0), commit(10, "")),
+                        (TopicPartition::new("a", 1), commit(20, "x")),
+                    ],
+                )
+                .unwrap();
+            store
+                .commit("g1", &[(TopicPartition::new("a", 0), commit(15, ""))])
+                .unwrap();
+            store
+                .commit("g2", &[(TopicPartition::new("b", 0), commit(1, ""))])
+                .unwrap();
             store.close().unwrap();
         }
         {
             let store = open(tmp.path());
             let g1 = store.fetch("g1", None);
-            assert_eq!(g1[&TopicPartition::new("a", 0)].offset, Offset(15), "the later commit wins on replay");
+            assert_eq!(
+                g1[&TopicPartition::new("a", 0)].offset,
+                Offset(15),
+                "the later commit wins on replay"
+            );
             assert_eq!(g1[&TopicPartition::new("a", 1)], commit(20, "x"));
             assert_eq!(store.groups(), vec!["g1".to_string(), "g2".to_string()]);
-            assert_eq!(store.fetch("g1", Some(&[TopicPartition::new("a", 1)])).len(), 1);
+            assert_eq!(
+                store
+                    .fetch("g1", Some(&[TopicPartition::new("a", 1)]))
+                    .len(),
+                1
+            );
             store.forget_topic("a").unwrap();
             assert!(store.fetch("g1", None).is_empty());
             // Not closed cleanly this time: replay after recovery must give the same answer.
         }
         let store = open(tmp.path());
         assert!(store.fetch("g1", None).is_empty(), "tombstones replay too");
-        assert_eq!(store.fetch("g2", None)[&TopicPartition::new("b", 0)].offset, Offset(1));
+        assert_eq!(
+            store.fetch("g2", None)[&TopicPartition::new("b", 0)].offset,
+            Offset(1)
+        );
         assert_eq!(partition_for_group("g1", 3), partition_for_group("g1", 3));
-        assert!(store.commit("", &[(TopicPartition::new("a", 0), commit(1, ""))]).is_err());
+        assert!(
+            store
+                .commit("", &[(TopicPartition::new("a", 0), commit(1, ""))])
+                .is_err()
+        );
     }
 
-    fn open_compacting(dir: &std::path::Path, partitions: u32, compact_bytes: u64) -> GroupOffsetStore {
-        let config = LogConfig { segment_bytes: 64 << 10, ..LogConfig::default() };
-        GroupOffsetStore::open_with_compaction(dir, partitions, config, Arc::new(SystemClock), compact_bytes).unwrap()
+    fn open_compacting(
+        dir: &std::path::Path,
+        partitions: u32,
+        compact_bytes: u64,
+    ) -> GroupOffsetStore {
+        let config = LogConfig {
+            segment_bytes: 64 << 10,
+            ..LogConfig::default()
+        };
+        GroupOffsetStore::open_with_compaction(
+            dir,
+            partitions,
+            config,
+            Arc::new(SystemClock),
+            compact_bytes,
+        )
+        .unwrap()
     }
 
-    type State = std::collections::BTreeMap<String, std::collections::BTreeMap<TopicPartition, OffsetCommit>>;
+    type State = std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<TopicPartition, OffsetCommit>,
+    >;
 
     fn state(store: &GroupOffsetStore, groups: &[String]) -> State {
-        groups.iter().map(|g| (g.clone(), store.fetch(g, None))).filter(|(_, m)| !m.is_empty()).collect()
+        groups
+            .iter()
+            .map(|g| (g.clone(), store.fetch(g, None)))
+            .filter(|(_, m)| !m.is_empty())
+            .collect()
     }
 
     #[test]
@@ -388,9 +551,16 @@ mod offsets {
         let tmp = tempfile::tempdir().unwrap();
         // One group, 9000 partitions with 200-byte metadata: about 2.3 MiB of live state, so the
         // snapshot takes several sets of at most OFFSETS_SNAPSHOT_SET_BYTES_MAX.
-        let offsets: Vec<(TopicPartition, OffsetCommit)> =
-            (0..9_000u32).map(|p| (TopicPartition::new("wide", p), commit(u64::from(p), &"z".repeat(200)))).collect();
-        let want: std::collections::BTreeMap<TopicPartition, OffsetCommit> = offsets.iter().cloned().collect();
+        let offsets: Vec<(TopicPartition, OffsetCommit)> = (0..9_000u32)
+            .map(|p| {
+                (
+                    TopicPartition::new("wide", p),
+                    commit(u64::from(p), &"z".repeat(200)),
+                )
+            })
+            .collect();
+        let want: std::collections::BTreeMap<TopicPartition, OffsetCommit> =
+            offsets.iter().cloned().collect();
         {
             let store = open_compacting(tmp.path(), 1, 1 << 20);
             store.commit("big", &offsets).unwrap();

@@ -500,7 +500,10 @@ fn delete_segments_before_drops_whole_sealed_segments_below_the_high_watermark()
     assert_eq!(deleted, bases.iter().filter(|b| **b < kept_from).count());
     assert_eq!(log.log_start_offset(), Offset(kept_from));
     assert_eq!(f.bases()[0], kept_from);
-    assert_eq!(read_all(&log, log.log_end_offset()), expected(kept_from..300));
+    assert_eq!(
+        read_all(&log, log.log_end_offset()),
+        expected(kept_from..300)
+    );
     assert!(matches!(
         log.read(Offset(kept_from - 1), 100, log.log_end_offset()),
         Err(Error::OffsetOutOfRange { .. })
@@ -511,7 +514,10 @@ fn delete_segments_before_drops_whole_sealed_segments_below_the_high_watermark()
     // Roll so that the next append starts a segment, then delete everything before it.
     log.set_high_watermark(log.log_end_offset());
     assert!(log.roll().unwrap());
-    assert!(!log.roll().unwrap(), "an empty active segment is not rolled again");
+    assert!(
+        !log.roll().unwrap(),
+        "an empty active segment is not rolled again"
+    );
     let snapshot_start = log.log_end_offset();
     assert_eq!(f.bases().last().copied(), Some(snapshot_start.0));
     log.append(&mut set(300, 3)).unwrap();

@@ -1,5 +1,5 @@
 //! One integration-test binary for the core crate.
+mod client_unit;
 mod format;
 mod group;
 mod storage;
-mod client_unit;

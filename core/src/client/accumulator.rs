@@ -626,7 +626,14 @@ mod tests {
             "front already in flight"
         );
         assert!(acc.ready(now, true).0.is_empty());
-        acc.complete(&tp(0), d.batch_id, Ok(Delivered { base_offset: Some(40), log_append_time: None }));
+        acc.complete(
+            &tp(0),
+            d.batch_id,
+            Ok(Delivered {
+                base_offset: Some(40),
+                log_append_time: None,
+            }),
+        );
         match poll_now(&mut futs[0]) {
             Poll::Ready(Ok(m)) => {
                 assert_eq!(m.offset, Some(Offset(40)));
@@ -718,7 +725,14 @@ mod tests {
             Poll::Ready(Err(e)) => assert_eq!(e.code(), ErrorCode::RequestTimedOut),
             other => panic!("{other:?}"),
         }
-        acc.complete(&tp(0), d.batch_id + 100, Ok(Delivered { base_offset: Some(0), log_append_time: None }));
+        acc.complete(
+            &tp(0),
+            d.batch_id + 100,
+            Ok(Delivered {
+                base_offset: Some(0),
+                log_append_time: None,
+            }),
+        );
         assert!(poll_now(&mut f1).is_pending());
         acc.fail_all(|| Error::ShuttingDown);
         assert!(matches!(

@@ -522,8 +522,16 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
                             Some(r.base_offset as u64)
                         };
                         // -1: a CreateTime topic (Kafka's convention).
-                        let log_append_time = (r.log_append_time_ms >= 0).then_some(r.log_append_time_ms);
-                        acc.complete(&d.tp, d.batch_id, Ok(Delivered { base_offset: base, log_append_time }));
+                        let log_append_time =
+                            (r.log_append_time_ms >= 0).then_some(r.log_append_time_ms);
+                        acc.complete(
+                            &d.tp,
+                            d.batch_id,
+                            Ok(Delivered {
+                                base_offset: base,
+                                log_append_time,
+                            }),
+                        );
                         continue;
                     }
                     let err = partition_error(r.error_code, &r.error_message, &d.tp);

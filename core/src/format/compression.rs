@@ -85,7 +85,10 @@ const XERIAL_HEADER_BYTES: usize = 16;
 const XERIAL_BLOCK_BYTES: usize = 32 << 10;
 
 fn codec_error(codec: Compression, e: impl std::fmt::Display) -> Error {
-    Error::corrupt(0, format!("{} payload does not decompress: {e}", codec.name()))
+    Error::corrupt(
+        0,
+        format!("{} payload does not decompress: {e}", codec.name()),
+    )
 }
 
 /// Compresses `input` with `codec`, appending to `out`.
@@ -94,7 +97,8 @@ pub fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> Result<(
         Compression::None => out.extend_from_slice(input),
         Compression::Gzip => {
             let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-            enc.write_all(input).and_then(|_| enc.finish().map(|_| ()))
+            enc.write_all(input)
+                .and_then(|_| enc.finish().map(|_| ()))
                 .map_err(|e| codec_error(codec, e))?;
         }
         Compression::Snappy => {
@@ -122,7 +126,8 @@ pub fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> Result<(
             enc.finish().map_err(|e| codec_error(codec, e))?;
         }
         Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(out, 1).map_err(|e| codec_error(codec, e))?;
+            let mut enc =
+                zstd::stream::write::Encoder::new(out, 1).map_err(|e| codec_error(codec, e))?;
             enc.write_all(input).map_err(|e| codec_error(codec, e))?;
             enc.finish().map_err(|e| codec_error(codec, e))?;
         }
@@ -173,8 +178,10 @@ pub fn decompress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> Result
             }
         }
         Compression::Zstd => {
-            let mut dec = zstd::stream::read::Decoder::with_buffer(input).map_err(|e| codec_error(codec, e))?;
-            dec.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| codec_error(codec, e))?;
+            let mut dec = zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|e| codec_error(codec, e))?;
+            dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(|e| codec_error(codec, e))?;
             read_bounded(codec, dec, out)?
         }
     }
@@ -223,7 +230,10 @@ fn read_bounded(codec: Compression, mut reader: impl Read, out: &mut Vec<u8>) ->
                     Err(e) => Err(codec_error(codec, e)),
                 };
             }
-            let want = out.capacity().saturating_mul(2).clamp(READ_CHUNK_BYTES, limit);
+            let want = out
+                .capacity()
+                .saturating_mul(2)
+                .clamp(READ_CHUNK_BYTES, limit);
             out.reserve_exact(want - out.len());
         }
         let start = out.len();

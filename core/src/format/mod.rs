@@ -91,7 +91,10 @@ impl Attributes {
 
     pub fn from_byte(b: u8) -> Result<Attributes> {
         if b & RESERVED_BITS != 0 {
-            return Err(Error::corrupt(0, format!("reserved attribute bits set: {b:#04x}")));
+            return Err(Error::corrupt(
+                0,
+                format!("reserved attribute bits set: {b:#04x}"),
+            ));
         }
         Ok(Attributes {
             compression: Compression::from_code(b & COMPRESSION_MASK)?,
@@ -106,7 +109,11 @@ impl Attributes {
 
 /// Bytes one message takes (without the 12-byte log overhead).
 pub fn message_size(magic: u8, key: Option<&[u8]>, value: Option<&[u8]>) -> usize {
-    let header = if magic == MAGIC_V0 { MESSAGE_V0_HEADER_BYTES } else { MESSAGE_V1_HEADER_BYTES };
+    let header = if magic == MAGIC_V0 {
+        MESSAGE_V0_HEADER_BYTES
+    } else {
+        MESSAGE_V1_HEADER_BYTES
+    };
     header as usize + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len)
 }
 
@@ -123,7 +130,10 @@ pub fn write_entry(
     value: Option<&[u8]>,
 ) {
     let size = message_size(magic, key, value);
-    debug_assert!(i32::try_from(size).is_ok(), "a message of {size} bytes cannot be framed");
+    debug_assert!(
+        i32::try_from(size).is_ok(),
+        "a message of {size} bytes cannot be framed"
+    );
     out.reserve(LOG_OVERHEAD_BYTES as usize + size);
     let start = out.len();
     out.extend_from_slice(&offset.to_be_bytes());
@@ -232,17 +242,26 @@ impl<'a> Message<'a> {
         let err = |reason: String| Error::corrupt(position, reason);
         // [`Entries`] guarantees this; checked again because `Entry`'s fields are public.
         if entry.len() < (LOG_OVERHEAD_BYTES + MESSAGE_V0_HEADER_BYTES) as usize {
-            return Err(err(format!("entry of {} bytes is shorter than the smallest entry", entry.len())));
+            return Err(err(format!(
+                "entry of {} bytes is shorter than the smallest entry",
+                entry.len()
+            )));
         }
         let magic = entry[MAGIC_POS];
         let header = match magic {
             MAGIC_V0 => MESSAGE_V0_HEADER_BYTES,
             MAGIC_V1 => MESSAGE_V1_HEADER_BYTES,
-            m => return Err(err(format!("unknown magic {m} (this reader handles 0 and 1)"))),
+            m => {
+                return Err(err(format!(
+                    "unknown magic {m} (this reader handles 0 and 1)"
+                )));
+            }
         } as usize;
         let size = entry.len() - LOG_OVERHEAD_BYTES as usize;
         if size < header {
-            return Err(err(format!("message of {size} bytes is shorter than the {header}-byte header of magic {magic}")));
+            return Err(err(format!(
+                "message of {size} bytes is shorter than the {header}-byte header of magic {magic}"
+            )));
         }
         let attributes = Attributes::from_byte(entry[ATTRIBUTES_POS]).map_err(|e| match e {
             Error::CorruptMessage { reason, .. } => err(reason),
@@ -251,11 +270,16 @@ impl<'a> Message<'a> {
         let (timestamp, mut at) = if magic == MAGIC_V0 {
             (TimestampMs::NONE, TIMESTAMP_POS)
         } else {
-            (TimestampMs(be_u64(entry, TIMESTAMP_POS) as i64), TIMESTAMP_POS + 8)
+            (
+                TimestampMs(be_u64(entry, TIMESTAMP_POS) as i64),
+                TIMESTAMP_POS + 8,
+            )
         };
         let mut field = |name: &str| -> Result<Option<&'a [u8]>> {
             if entry.len() - at < 4 {
-                return Err(err(format!("{name} length runs past the end of the message")));
+                return Err(err(format!(
+                    "{name} length runs past the end of the message"
+                )));
             }
             let len = be_u32(entry, at) as i32;
             at += 4;
@@ -279,7 +303,10 @@ impl<'a> Message<'a> {
         let key = field("key")?;
         let value = field("value")?;
         if at != entry.len() {
-            return Err(err(format!("{} trailing bytes after the value", entry.len() - at)));
+            return Err(err(format!(
+                "{} trailing bytes after the value",
+                entry.len() - at
+            )));
         }
         Ok(Message {
             offset: Offset(be_u64(entry, OFFSET_POS)),
@@ -304,7 +331,11 @@ pub struct Entries<'a> {
 
 impl<'a> Entries<'a> {
     pub fn new(buf: &'a [u8]) -> Entries<'a> {
-        Entries { buf, position: 0, failed: false }
+        Entries {
+            buf,
+            position: 0,
+            failed: false,
+        }
     }
 
     /// Byte position of the next entry (after iteration: the end of the last good entry).
@@ -326,20 +357,43 @@ impl<'a> Iterator for Entries<'a> {
             Some(Err(Error::corrupt(this.position, reason)))
         };
         if rest.len() < LOG_OVERHEAD_BYTES as usize {
-            return fail(self, format!("{} bytes left, fewer than the 12-byte entry header", rest.len()));
+            return fail(
+                self,
+                format!(
+                    "{} bytes left, fewer than the 12-byte entry header",
+                    rest.len()
+                ),
+            );
         }
         let size = be_u32(rest, SIZE_POS) as i32;
         if size < MESSAGE_V0_HEADER_BYTES as i32 {
-            return fail(self, format!("entry size {size} is smaller than the smallest message ({MESSAGE_V0_HEADER_BYTES} bytes)"));
+            return fail(
+                self,
+                format!(
+                    "entry size {size} is smaller than the smallest message ({MESSAGE_V0_HEADER_BYTES} bytes)"
+                ),
+            );
         }
         if size as u32 > MESSAGE_BYTES_MAX {
-            return fail(self, format!("entry size {size} exceeds the limit of {MESSAGE_BYTES_MAX} bytes"));
+            return fail(
+                self,
+                format!("entry size {size} exceeds the limit of {MESSAGE_BYTES_MAX} bytes"),
+            );
         }
         let total = LOG_OVERHEAD_BYTES as usize + size as usize;
         if total > rest.len() {
-            return fail(self, format!("entry of {total} bytes runs past the end of the set ({} bytes left)", rest.len()));
+            return fail(
+                self,
+                format!(
+                    "entry of {total} bytes runs past the end of the set ({} bytes left)",
+                    rest.len()
+                ),
+            );
         }
-        let entry = Entry { position: self.position, bytes: &rest[..total] };
+        let entry = Entry {
+            position: self.position,
+            bytes: &rest[..total],
+        };
         self.position += total;
         Some(Ok(entry))
     }
@@ -385,7 +439,12 @@ pub struct AppendOptions {
 /// timestamp becomes `now` and bit 3 is set), or a wrapper's timestamp is not the largest
 /// timestamp of its inner messages (it is corrected to that, as Kafka does, so the time index
 /// can trust it). On error the set must be discarded whole: it may be partly rewritten.
-pub fn prepare_append(set: &mut [u8], base: Offset, opts: &AppendOptions, scratch: &mut Vec<u8>) -> Result<SetSummary> {
+pub fn prepare_append(
+    set: &mut [u8],
+    base: Offset,
+    opts: &AppendOptions,
+    scratch: &mut Vec<u8>,
+) -> Result<SetSummary> {
     if set.is_empty() {
         return Err(Error::InvalidRequest("empty message set".into()));
     }
@@ -400,12 +459,15 @@ pub fn prepare_append(set: &mut [u8], base: Offset, opts: &AppendOptions, scratc
         if let Some(m) = magic
             && m != checked.magic
         {
-            return Err(Error::corrupt(position, format!("mixed magic in one set: {m} then {}", checked.magic)));
+            return Err(Error::corrupt(
+                position,
+                format!("mixed magic in one set: {m} then {}", checked.magic),
+            ));
         }
         magic = Some(checked.magic);
-        let last = next
-            .checked_add(checked.count - 1)
-            .ok_or_else(|| Error::InvalidRequest("offsets would exceed the largest offset".into()))?;
+        let last = next.checked_add(checked.count - 1).ok_or_else(|| {
+            Error::InvalidRequest("offsets would exceed the largest offset".into())
+        })?;
         let entry = &mut set[position..position + checked.len];
         entry[OFFSET_POS..SIZE_POS].copy_from_slice(&last.0.to_be_bytes());
         let ts = if checked.magic == MAGIC_V0 {
@@ -418,7 +480,8 @@ pub fn prepare_append(set: &mut [u8], base: Offset, opts: &AppendOptions, scratc
                 }
                 TimestampType::CreateTime => checked.timestamp,
             };
-            if ts != checked.stored_timestamp || opts.timestamp_type == TimestampType::LogAppendTime {
+            if ts != checked.stored_timestamp || opts.timestamp_type == TimestampType::LogAppendTime
+            {
                 entry[TIMESTAMP_POS..TIMESTAMP_POS + 8].copy_from_slice(&ts.0.to_be_bytes());
                 let crc = crc32fast::hash(&entry[MAGIC_POS..]);
                 entry[CRC_POS..MAGIC_POS].copy_from_slice(&crc.to_be_bytes());
@@ -458,7 +521,12 @@ struct CheckedEntry {
 }
 
 /// Validates the shallow entry at `position` of a producer's set. Error positions are absolute.
-fn check_producer_entry(set: &[u8], position: usize, opts: &AppendOptions, scratch: &mut Vec<u8>) -> Result<CheckedEntry> {
+fn check_producer_entry(
+    set: &[u8],
+    position: usize,
+    opts: &AppendOptions,
+    scratch: &mut Vec<u8>,
+) -> Result<CheckedEntry> {
     let at = |e: Error| shift(e, position);
     let entry = match Entries::new(&set[position..]).next() {
         Some(entry) => entry.map_err(at)?,
@@ -467,7 +535,10 @@ fn check_producer_entry(set: &[u8], position: usize, opts: &AppendOptions, scrat
     check_magic(&entry).map_err(at)?;
     let msg_size = entry.len() as u64 - u64::from(LOG_OVERHEAD_BYTES);
     if msg_size > u64::from(opts.max_message_bytes) {
-        return Err(Error::MessageTooLarge { size: msg_size, max: u64::from(opts.max_message_bytes) });
+        return Err(Error::MessageTooLarge {
+            size: msg_size,
+            max: u64::from(opts.max_message_bytes),
+        });
     }
     entry.check_crc().map_err(at)?;
     let msg = entry.message().map_err(at)?;
@@ -478,18 +549,31 @@ fn check_producer_entry(set: &[u8], position: usize, opts: &AppendOptions, scrat
         (1, msg.timestamp)
     } else {
         if msg.key.is_some() {
-            return Err(Error::corrupt(position, "a compressed wrapper must have a null key"));
+            return Err(Error::corrupt(
+                position,
+                "a compressed wrapper must have a null key",
+            ));
         }
         let Some(value) = msg.value else {
-            return Err(Error::corrupt(position, "a compressed wrapper has a null value"));
+            return Err(Error::corrupt(
+                position,
+                "a compressed wrapper has a null value",
+            ));
         };
-        let inner = decompress_and_check(msg.attributes.compression, msg.magic, value, scratch).map_err(at)?;
+        let inner = decompress_and_check(msg.attributes.compression, msg.magic, value, scratch)
+            .map_err(at)?;
         if inner.log_append_time {
             return Err(log_append_time_from_producer(position));
         }
         (inner.count, inner.max_timestamp)
     };
-    Ok(CheckedEntry { len: entry.len(), count, magic: msg.magic, timestamp, stored_timestamp: msg.timestamp })
+    Ok(CheckedEntry {
+        len: entry.len(),
+        count,
+        magic: msg.magic,
+        timestamp,
+        stored_timestamp: msg.timestamp,
+    })
 }
 
 fn log_append_time_from_producer(position: usize) -> Error {
@@ -515,7 +599,10 @@ fn check_magic(entry: &Entry<'_>) -> Result<()> {
             entry.position,
             "unknown magic 2 (reserved for Kafka's RecordBatch v2; this reader handles 0 and 1)",
         )),
-        m => Err(Error::corrupt(entry.position, format!("unknown magic {m} (this reader handles 0 and 1)"))),
+        m => Err(Error::corrupt(
+            entry.position,
+            format!("unknown magic {m} (this reader handles 0 and 1)"),
+        )),
     }
 }
 
@@ -529,16 +616,34 @@ struct InnerSummary {
 
 /// Decompresses a wrapper's value into `scratch` and checks its inner entries. Errors carry
 /// position 0 (the wrapper) and name the inner byte in their reason.
-fn decompress_and_check(codec: Compression, magic: u8, value: &[u8], scratch: &mut Vec<u8>) -> Result<InnerSummary> {
+fn decompress_and_check(
+    codec: Compression,
+    magic: u8,
+    value: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<InnerSummary> {
     compression::decompress(codec, value, scratch)?;
-    let mut summary = InnerSummary { count: 0, max_timestamp: TimestampMs::NONE, log_append_time: false };
+    let mut summary = InnerSummary {
+        count: 0,
+        max_timestamp: TimestampMs::NONE,
+        log_append_time: false,
+    };
     for inner in Entries::new(scratch) {
         let inner = inner.map_err(inner_error)?;
         let inner_at = |reason: String| {
-            Error::corrupt(0, format!("in compressed payload at inner byte {}: {reason}", inner.position))
+            Error::corrupt(
+                0,
+                format!(
+                    "in compressed payload at inner byte {}: {reason}",
+                    inner.position
+                ),
+            )
         };
         if inner.magic() != magic {
-            return Err(inner_at(format!("inner message has magic {} inside a magic {magic} wrapper", inner.magic())));
+            return Err(inner_at(format!(
+                "inner message has magic {} inside a magic {magic} wrapper",
+                inner.magic()
+            )));
         }
         inner.check_crc().map_err(inner_error)?;
         let m = inner.message().map_err(inner_error)?;
@@ -546,11 +651,17 @@ fn decompress_and_check(codec: Compression, magic: u8, value: &[u8], scratch: &m
             return Err(inner_at("nested compression inside a wrapper".into()));
         }
         if m.offset.0 != summary.count {
-            return Err(inner_at(format!("inner relative offset {} where {} was expected", m.offset.0, summary.count)));
+            return Err(inner_at(format!(
+                "inner relative offset {} where {} was expected",
+                m.offset.0, summary.count
+            )));
         }
         summary.count += 1;
         if summary.count > u64::from(WRAPPER_MESSAGES_MAX) {
-            return Err(Error::corrupt(0, format!("wrapper holds more than {WRAPPER_MESSAGES_MAX} messages")));
+            return Err(Error::corrupt(
+                0,
+                format!("wrapper holds more than {WRAPPER_MESSAGES_MAX} messages"),
+            ));
         }
         summary.max_timestamp = summary.max_timestamp.max(m.timestamp);
         summary.log_append_time |= m.attributes.timestamp_type == TimestampType::LogAppendTime;
@@ -563,9 +674,10 @@ fn decompress_and_check(codec: Compression, magic: u8, value: &[u8], scratch: &m
 
 fn inner_error(e: Error) -> Error {
     match e {
-        Error::CorruptMessage { position, reason } => {
-            Error::corrupt(0, format!("in compressed payload at inner byte {position}: {reason}"))
-        }
+        Error::CorruptMessage { position, reason } => Error::corrupt(
+            0,
+            format!("in compressed payload at inner byte {position}: {reason}"),
+        ),
         other => other,
     }
 }
@@ -583,7 +695,11 @@ pub struct Record<'a> {
 /// Visits every logical message of a set in offset order, decompressing wrappers into
 /// `scratch`. Every CRC is checked. Used by consumers and by tests; the broker never calls it on
 /// the fetch path. Stops at the first error.
-pub fn for_each_record(set: &[u8], scratch: &mut Vec<u8>, mut f: impl FnMut(Record<'_>)) -> Result<()> {
+pub fn for_each_record(
+    set: &[u8],
+    scratch: &mut Vec<u8>,
+    mut f: impl FnMut(Record<'_>),
+) -> Result<()> {
     for entry in Entries::new(set) {
         let entry = entry?;
         check_magic(&entry)?;
@@ -598,19 +714,26 @@ pub fn for_each_record(set: &[u8], scratch: &mut Vec<u8>, mut f: impl FnMut(Reco
                 value: msg.value,
             }),
             codec => {
-                let value = msg.value.ok_or_else(|| Error::corrupt(entry.position, "compressed wrapper has a null value"))?;
+                let value = msg.value.ok_or_else(|| {
+                    Error::corrupt(entry.position, "compressed wrapper has a null value")
+                })?;
                 let count = decompress_and_check(codec, msg.magic, value, scratch)
                     .map_err(|e| shift(e, entry.position))?
                     .count;
                 let first = msg.offset.0.checked_sub(count - 1).ok_or_else(|| {
-                    Error::corrupt(entry.position, "wrapper offset is smaller than its message count")
+                    Error::corrupt(
+                        entry.position,
+                        "wrapper offset is smaller than its message count",
+                    )
                 })?;
                 for inner in Entries::new(scratch) {
                     // Checked by `decompress_and_check`; the `?` cannot fire.
                     let m = inner?.message()?;
                     // Log-append time on the wrapper applies to every inner message (Kafka's rule).
                     let (timestamp, timestamp_type) = match msg.attributes.timestamp_type {
-                        TimestampType::LogAppendTime => (msg.timestamp, TimestampType::LogAppendTime),
+                        TimestampType::LogAppendTime => {
+                            (msg.timestamp, TimestampType::LogAppendTime)
+                        }
                         TimestampType::CreateTime => (m.timestamp, TimestampType::CreateTime),
                     };
                     f(Record {
@@ -640,8 +763,17 @@ pub struct MessageSetBuilder {
 
 impl MessageSetBuilder {
     pub fn new(magic: u8, compression: Compression) -> MessageSetBuilder {
-        assert!(magic <= MAGIC_V1, "magic {magic} is not a message-set magic");
-        MessageSetBuilder { magic, compression, buf: Vec::new(), count: 0, max_timestamp: TimestampMs::NONE }
+        assert!(
+            magic <= MAGIC_V1,
+            "magic {magic} is not a message-set magic"
+        );
+        MessageSetBuilder {
+            magic,
+            compression,
+            buf: Vec::new(),
+            count: 0,
+            max_timestamp: TimestampMs::NONE,
+        }
     }
 
     pub fn with_capacity(magic: u8, compression: Compression, bytes: usize) -> MessageSetBuilder {
@@ -651,7 +783,11 @@ impl MessageSetBuilder {
     }
 
     pub fn push(&mut self, timestamp: TimestampMs, key: Option<&[u8]>, value: Option<&[u8]>) {
-        let ts = if self.magic == MAGIC_V0 { TimestampMs::NONE } else { timestamp };
+        let ts = if self.magic == MAGIC_V0 {
+            TimestampMs::NONE
+        } else {
+            timestamp
+        };
         write_entry(&mut self.buf, self.count, self.magic, 0, ts, key, value);
         self.count += 1;
         self.max_timestamp = self.max_timestamp.max(ts);
@@ -677,8 +813,19 @@ impl MessageSetBuilder {
         let mut compressed = Vec::with_capacity(self.buf.len() / 2 + 64);
         compression::compress(self.compression, &self.buf, &mut compressed)?;
         let mut out = Vec::with_capacity(compressed.len() + 64);
-        let attrs = Attributes { compression: self.compression, timestamp_type: TimestampType::CreateTime };
-        write_entry(&mut out, self.count - 1, self.magic, attrs.to_byte(), self.max_timestamp, None, Some(&compressed));
+        let attrs = Attributes {
+            compression: self.compression,
+            timestamp_type: TimestampType::CreateTime,
+        };
+        write_entry(
+            &mut out,
+            self.count - 1,
+            self.magic,
+            attrs.to_byte(),
+            self.max_timestamp,
+            None,
+            Some(&compressed),
+        );
         Ok(out)
     }
 }

@@ -44,15 +44,22 @@ impl Assignor {
         subscriptions: &BTreeMap<String, BTreeSet<String>>,
         partitions: &BTreeMap<String, u32>,
     ) -> BTreeMap<String, Vec<TopicPartition>> {
-        let mut out: BTreeMap<String, Vec<TopicPartition>> =
-            subscriptions.keys().map(|m| (m.clone(), Vec::new())).collect();
+        let mut out: BTreeMap<String, Vec<TopicPartition>> = subscriptions
+            .keys()
+            .map(|m| (m.clone(), Vec::new()))
+            .collect();
         match self {
             Assignor::Range => {
                 let topics: BTreeSet<&String> = subscriptions.values().flatten().collect();
                 for topic in topics {
-                    let Some(&count) = partitions.get(topic) else { continue };
-                    let members: Vec<&String> =
-                        subscriptions.iter().filter(|(_, t)| t.contains(topic)).map(|(m, _)| m).collect();
+                    let Some(&count) = partitions.get(topic) else {
+                        continue;
+                    };
+                    let members: Vec<&String> = subscriptions
+                        .iter()
+                        .filter(|(_, t)| t.contains(topic))
+                        .map(|(m, _)| m)
+                        .collect();
                     if members.is_empty() {
                         continue;
                     }
@@ -75,7 +82,9 @@ impl Assignor {
                 let topics: BTreeSet<&String> = subscriptions.values().flatten().collect();
                 let mut turn = 0usize;
                 for topic in topics {
-                    let Some(&count) = partitions.get(topic) else { continue };
+                    let Some(&count) = partitions.get(topic) else {
+                        continue;
+                    };
                     for p in 0..count {
                         // Skip members not subscribed to this topic; at least one is.
                         loop {

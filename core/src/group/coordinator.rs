@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::assignor::Assignor;
 use crate::error::ErrorCode;
-use crate::limits::{GROUP_MEMBERS_MAX, GROUP_SESSION_TIMEOUT_MS_MAX, GROUP_SESSION_TIMEOUT_MS_MIN};
+use crate::limits::{
+    GROUP_MEMBERS_MAX, GROUP_SESSION_TIMEOUT_MS_MAX, GROUP_SESSION_TIMEOUT_MS_MIN,
+};
 
 /// A partition of a topic.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -19,7 +21,10 @@ pub struct TopicPartition {
 
 impl TopicPartition {
     pub fn new(topic: impl Into<String>, partition: u32) -> TopicPartition {
-        TopicPartition { topic: topic.into(), partition }
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
     }
 }
 
@@ -60,7 +65,11 @@ pub struct JoinRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Answer the pending join of `member_id`: it is in `generation` and owns `assignment`.
-    JoinComplete { member_id: String, generation: u32, assignment: Vec<TopicPartition> },
+    JoinComplete {
+        member_id: String,
+        generation: u32,
+        assignment: Vec<TopicPartition>,
+    },
     /// Answer the pending join of `member_id` with an error (it was removed while waiting).
     JoinFailed { member_id: String, code: ErrorCode },
 }
@@ -128,7 +137,11 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(group_id: impl Into<String>, incarnation: impl Into<String>, config: GroupConfig) -> Coordinator {
+    pub fn new(
+        group_id: impl Into<String>,
+        incarnation: impl Into<String>,
+        config: GroupConfig,
+    ) -> Coordinator {
         Coordinator {
             group_id: group_id.into(),
             config,
@@ -182,8 +195,14 @@ impl Coordinator {
     pub fn next_deadline_ms(&self) -> Option<u64> {
         match self.state {
             GroupState::Empty => None,
-            GroupState::PreparingRebalance => Some(self.rebalance_deadline_ms.max(self.rebalance_not_before_ms)),
-            GroupState::Stable => self.members.values().map(|m| m.last_heartbeat_ms + m.session_timeout_ms).min(),
+            GroupState::PreparingRebalance => {
+                Some(self.rebalance_deadline_ms.max(self.rebalance_not_before_ms))
+            }
+            GroupState::Stable => self
+                .members
+                .values()
+                .map(|m| m.last_heartbeat_ms + m.session_timeout_ms)
+                .min(),
         }
     }
 
@@ -191,7 +210,9 @@ impl Coordinator {
     /// starts a rebalance (partitions were added, or a topic appeared).
     pub fn set_topic_partitions(&mut self, now_ms: u64, topic_partitions: BTreeMap<String, u32>) {
         let subscribed: BTreeSet<&String> = self.members.values().flat_map(|m| &m.topics).collect();
-        let changed = subscribed.iter().any(|t| self.topic_partitions.get(*t) != topic_partitions.get(*t));
+        let changed = subscribed
+            .iter()
+            .any(|t| self.topic_partitions.get(*t) != topic_partitions.get(*t));
         self.topic_partitions = topic_partitions;
         if changed && self.state == GroupState::Stable {
             self.begin_rebalance(now_ms);
@@ -211,7 +232,11 @@ impl Coordinator {
         }
         // Every member must agree on the assignor (Kafka's protocol selection); a member asking
         // for another one while the group has members is refused rather than silently overruled.
-        let others = self.members.keys().filter(|id| Some(id.as_str()) != req.member_id.as_deref()).count();
+        let others = self
+            .members
+            .keys()
+            .filter(|id| Some(id.as_str()) != req.member_id.as_deref())
+            .count();
         if others > 0 && self.assignor.is_some_and(|a| a != req.assignor) {
             return Err(ErrorCode::InconsistentGroupProtocol);
         }
@@ -223,21 +248,30 @@ impl Coordinator {
                     return Err(ErrorCode::GroupMaxSizeReached);
                 }
                 self.next_member += 1;
-                format!("{}-{}-{}", req.client_id, self.incarnation, self.next_member)
+                format!(
+                    "{}-{}-{}",
+                    req.client_id, self.incarnation, self.next_member
+                )
             }
         };
         self.assignor = Some(req.assignor);
-        let unchanged = self.members.get(&member_id).is_some_and(|m| m.topics == req.topics);
-        let member = self.members.entry(member_id.clone()).or_insert_with(|| Member {
-            client_id: req.client_id.clone(),
-            topics: BTreeSet::new(),
-            session_timeout_ms: req.session_timeout_ms,
-            rebalance_timeout_ms: req.rebalance_timeout_ms,
-            assignor: req.assignor,
-            last_heartbeat_ms: now_ms,
-            awaiting_join: false,
-            assignment: Vec::new(),
-        });
+        let unchanged = self
+            .members
+            .get(&member_id)
+            .is_some_and(|m| m.topics == req.topics);
+        let member = self
+            .members
+            .entry(member_id.clone())
+            .or_insert_with(|| Member {
+                client_id: req.client_id.clone(),
+                topics: BTreeSet::new(),
+                session_timeout_ms: req.session_timeout_ms,
+                rebalance_timeout_ms: req.rebalance_timeout_ms,
+                assignor: req.assignor,
+                last_heartbeat_ms: now_ms,
+                awaiting_join: false,
+                assignment: Vec::new(),
+            });
         member.client_id = req.client_id;
         member.topics = req.topics;
         member.session_timeout_ms = req.session_timeout_ms;
@@ -267,8 +301,16 @@ impl Coordinator {
 
     /// A member's heartbeat. `Err(RebalanceInProgress)` tells it to stop fetching, commit and
     /// rejoin; `Err(UnknownMemberId)` that it was removed and must join as a new member.
-    pub fn heartbeat(&mut self, now_ms: u64, member_id: &str, generation: u32) -> Result<(), ErrorCode> {
-        let member = self.members.get_mut(member_id).ok_or(ErrorCode::UnknownMemberId)?;
+    pub fn heartbeat(
+        &mut self,
+        now_ms: u64,
+        member_id: &str,
+        generation: u32,
+    ) -> Result<(), ErrorCode> {
+        let member = self
+            .members
+            .get_mut(member_id)
+            .ok_or(ErrorCode::UnknownMemberId)?;
         member.last_heartbeat_ms = now_ms;
         if self.state == GroupState::PreparingRebalance {
             return Err(ErrorCode::RebalanceInProgress);
@@ -282,9 +324,15 @@ impl Coordinator {
     /// A member leaves on purpose (a clean close): the group rebalances at once instead of
     /// waiting for its session to time out.
     pub fn leave(&mut self, now_ms: u64, member_id: &str) -> Result<(), ErrorCode> {
-        let member = self.members.remove(member_id).ok_or(ErrorCode::UnknownMemberId)?;
+        let member = self
+            .members
+            .remove(member_id)
+            .ok_or(ErrorCode::UnknownMemberId)?;
         if member.awaiting_join {
-            self.actions.push(Action::JoinFailed { member_id: member_id.to_owned(), code: ErrorCode::UnknownMemberId });
+            self.actions.push(Action::JoinFailed {
+                member_id: member_id.to_owned(),
+                code: ErrorCode::UnknownMemberId,
+            });
         }
         self.after_removal(now_ms);
         Ok(())
@@ -293,7 +341,11 @@ impl Coordinator {
     /// Whether an offset commit from `member_id` in `generation` may be written.
     /// `None` for both is a standalone consumer using the group only for storage, allowed
     /// while the group has no members (Kafka's rule).
-    pub fn validate_commit(&self, member_id: Option<&str>, generation: Option<u32>) -> Result<(), ErrorCode> {
+    pub fn validate_commit(
+        &self,
+        member_id: Option<&str>,
+        generation: Option<u32>,
+    ) -> Result<(), ErrorCode> {
         match (member_id, generation) {
             (None, None) if self.members.is_empty() => Ok(()),
             (None, None) => Err(ErrorCode::UnknownMemberId),
@@ -318,7 +370,9 @@ impl Coordinator {
             .iter()
             // A member waiting for its join answer is not heartbeating; the rebalance deadline
             // bounds its wait instead.
-            .filter(|(_, m)| !m.awaiting_join && now_ms >= m.last_heartbeat_ms + m.session_timeout_ms)
+            .filter(|(_, m)| {
+                !m.awaiting_join && now_ms >= m.last_heartbeat_ms + m.session_timeout_ms
+            })
             .map(|(id, _)| id.clone())
             .collect();
         if !expired.is_empty() {
@@ -345,7 +399,12 @@ impl Coordinator {
     }
 
     fn begin_rebalance(&mut self, now_ms: u64) {
-        let timeout = self.members.values().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0);
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0);
         if self.state == GroupState::Empty {
             self.rebalance_not_before_ms = now_ms + self.config.initial_rebalance_delay_ms;
         } else {
@@ -373,9 +432,15 @@ impl Coordinator {
             return;
         }
         self.generation += 1;
-        let subscriptions: BTreeMap<String, BTreeSet<String>> =
-            self.members.iter().map(|(id, m)| (id.clone(), m.topics.clone())).collect();
-        let mut assignment = self.assignor.unwrap_or_default().assign(&subscriptions, &self.topic_partitions);
+        let subscriptions: BTreeMap<String, BTreeSet<String>> = self
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.topics.clone()))
+            .collect();
+        let mut assignment = self
+            .assignor
+            .unwrap_or_default()
+            .assign(&subscriptions, &self.topic_partitions);
         for (id, member) in self.members.iter_mut() {
             member.assignment = assignment.remove(id).unwrap_or_default();
             member.awaiting_join = false;

@@ -29,5 +29,7 @@ mod coordinator;
 pub mod offsets;
 
 pub use assignor::Assignor;
+pub use coordinator::{
+    Action, Coordinator, GroupConfig, GroupState, JoinRequest, MemberDescription, TopicPartition,
+};
 pub use offsets::{GroupOffsetStore, OFFSETS_TOPIC, OffsetCommit};
-pub use coordinator::{Action, Coordinator, GroupConfig, GroupState, JoinRequest, MemberDescription, TopicPartition};

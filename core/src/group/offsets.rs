@@ -33,8 +33,8 @@ use super::TopicPartition;
 use crate::error::{Error, Result};
 use crate::format::{self, Compression, MAGIC_V1, MessageSetBuilder};
 use crate::limits::{
-    GROUP_COMMIT_OFFSETS_MAX, GROUP_METADATA_BYTES_MAX, LOG_OVERHEAD_BYTES, MESSAGE_SET_BYTES_MAX, OFFSETS_SNAPSHOT_SET_BYTES_MAX,
-    OFFSETS_TOPIC_COMPACT_BYTES,
+    GROUP_COMMIT_OFFSETS_MAX, GROUP_METADATA_BYTES_MAX, LOG_OVERHEAD_BYTES, MESSAGE_SET_BYTES_MAX,
+    OFFSETS_SNAPSHOT_SET_BYTES_MAX, OFFSETS_TOPIC_COMPACT_BYTES,
 };
 use crate::partitioner::murmur2;
 use crate::storage::{Clock, LogConfig, PartitionLog};
@@ -58,7 +58,10 @@ pub struct OffsetCommit {
 /// The partition of `__consumer_offsets` that holds `group`'s commits (and, in a cluster, whose
 /// leader coordinates the group).
 pub fn partition_for_group(group: &str, partitions: u32) -> u32 {
-    assert!(partitions > 0, "the offsets topic has at least one partition");
+    assert!(
+        partitions > 0,
+        "the offsets topic has at least one partition"
+    );
     ((murmur2(group.as_bytes()) & 0x7fff_ffff) as u32) % partitions
 }
 
@@ -123,17 +126,24 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<String> {
         let len = self.i16()?;
         if len < 0 {
-            return Err(Error::corrupt(0, format!("{} record has a negative string length", self.what)));
+            return Err(Error::corrupt(
+                0,
+                format!("{} record has a negative string length", self.what),
+            ));
         }
         let bytes = self.take(len as usize)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| Error::corrupt(0, format!("{} record has a non-UTF-8 string", self.what)))
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| Error::corrupt(0, format!("{} record has a non-UTF-8 string", self.what)))
     }
 }
 
 /// Decodes a key; `Ok(None)` for key versions this store does not use (Kafka's group-metadata
 /// records, version 2), which replay skips.
 pub fn decode_key(key: &[u8]) -> Result<Option<(String, TopicPartition)>> {
-    let mut r = Reader { buf: key, what: "offset-commit key" };
+    let mut r = Reader {
+        buf: key,
+        what: "offset-commit key",
+    };
     match r.i16()? {
         0 | 1 => {}
         _ => return Ok(None),
@@ -142,28 +152,44 @@ pub fn decode_key(key: &[u8]) -> Result<Option<(String, TopicPartition)>> {
     let topic = r.string()?;
     let partition = r.i32()?;
     if partition < 0 {
-        return Err(Error::corrupt(0, "offset-commit key has a negative partition"));
+        return Err(Error::corrupt(
+            0,
+            "offset-commit key has a negative partition",
+        ));
     }
     Ok(Some((group, TopicPartition::new(topic, partition as u32))))
 }
 
 /// Decodes a value (versions 0 and 1 of Kafka's schema).
 pub fn decode_value(value: &[u8]) -> Result<OffsetCommit> {
-    let mut r = Reader { buf: value, what: "offset-commit value" };
+    let mut r = Reader {
+        buf: value,
+        what: "offset-commit value",
+    };
     let version = r.i16()?;
     if !(0..=1).contains(&version) {
-        return Err(Error::corrupt(0, format!("offset-commit value version {version} is not supported")));
+        return Err(Error::corrupt(
+            0,
+            format!("offset-commit value version {version} is not supported"),
+        ));
     }
     let offset = r.i64()?;
     if offset < 0 {
-        return Err(Error::corrupt(0, "offset-commit value has a negative offset"));
+        return Err(Error::corrupt(
+            0,
+            "offset-commit value has a negative offset",
+        ));
     }
     let metadata = r.string()?;
     let commit_timestamp = TimestampMs(r.i64()?);
     if version == 1 {
         r.i64()?; // expire_timestamp: Sluiceway does not expire commits.
     }
-    Ok(OffsetCommit { offset: Offset(offset as u64), metadata, commit_timestamp })
+    Ok(OffsetCommit {
+        offset: Offset(offset as u64),
+        metadata,
+        commit_timestamp,
+    })
 }
 
 type GroupMap = BTreeMap<String, BTreeMap<TopicPartition, OffsetCommit>>;
@@ -199,8 +225,19 @@ impl GroupOffsetStore {
     /// Opens (creating) `partitions` logs `__consumer_offsets-N` under `data_dir` and replays
     /// them. Retention is forced off, whatever `config` says; compaction starts above
     /// [`OFFSETS_TOPIC_COMPACT_BYTES`].
-    pub fn open(data_dir: &Path, partitions: u32, config: LogConfig, clock: Arc<dyn Clock>) -> Result<GroupOffsetStore> {
-        GroupOffsetStore::open_with_compaction(data_dir, partitions, config, clock, OFFSETS_TOPIC_COMPACT_BYTES)
+    pub fn open(
+        data_dir: &Path,
+        partitions: u32,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<GroupOffsetStore> {
+        GroupOffsetStore::open_with_compaction(
+            data_dir,
+            partitions,
+            config,
+            clock,
+            OFFSETS_TOPIC_COMPACT_BYTES,
+        )
     }
 
     /// As [`open`](Self::open), compacting a partition log once it is larger than `compact_bytes`
@@ -213,19 +250,33 @@ impl GroupOffsetStore {
         compact_bytes: u64,
     ) -> Result<GroupOffsetStore> {
         if partitions == 0 {
-            return Err(Error::InvalidConfig { key: "offsets.topic.num.partitions".into(), reason: "must be at least 1".into() });
+            return Err(Error::InvalidConfig {
+                key: "offsets.topic.num.partitions".into(),
+                reason: "must be at least 1".into(),
+            });
         }
         config.retention_ms = None;
         config.retention_bytes = None;
         let mut out = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
-            let log = PartitionLog::open(data_dir.join(PartitionLog::dir_name(OFFSETS_TOPIC, p)), config.clone(), clock.clone())?;
+            let log = PartitionLog::open(
+                data_dir.join(PartitionLog::dir_name(OFFSETS_TOPIC, p)),
+                config.clone(),
+                clock.clone(),
+            )?;
             let map = replay(&log)?;
             // Everything in this log was written by a completed commit of this broker.
             log.set_high_watermark(log.log_end_offset());
-            out.push(Slot { log, map: Mutex::new(map), snapshot_bytes: AtomicU64::new(0) });
+            out.push(Slot {
+                log,
+                map: Mutex::new(map),
+                snapshot_bytes: AtomicU64::new(0),
+            });
         }
-        Ok(GroupOffsetStore { partitions: out, compact_bytes })
+        Ok(GroupOffsetStore {
+            partitions: out,
+            compact_bytes,
+        })
     }
 
     pub fn partition_count(&self) -> u32 {
@@ -260,10 +311,17 @@ impl GroupOffsetStore {
                     commit.metadata.len()
                 )));
             }
-            builder.push(commit.commit_timestamp, Some(&encode_key(group, tp)), Some(&encode_value(commit)));
+            builder.push(
+                commit.commit_timestamp,
+                Some(&encode_key(group, tp)),
+                Some(&encode_value(commit)),
+            );
         }
         if builder.size_bytes() > MESSAGE_SET_BYTES_MAX as usize {
-            return Err(Error::RecordListTooLarge { size: builder.size_bytes() as u64, max: u64::from(MESSAGE_SET_BYTES_MAX) });
+            return Err(Error::RecordListTooLarge {
+                size: builder.size_bytes() as u64,
+                max: u64::from(MESSAGE_SET_BYTES_MAX),
+            });
         }
         let mut set = builder.finish()?;
         let slot = self.slot(group);
@@ -281,18 +339,31 @@ impl GroupOffsetStore {
     }
 
     /// The committed offsets of `group`, for `only` the given partitions if set.
-    pub fn fetch(&self, group: &str, only: Option<&[TopicPartition]>) -> BTreeMap<TopicPartition, OffsetCommit> {
+    pub fn fetch(
+        &self,
+        group: &str,
+        only: Option<&[TopicPartition]>,
+    ) -> BTreeMap<TopicPartition, OffsetCommit> {
         let map = self.slot(group).map.lock();
-        let Some(all) = map.get(group) else { return BTreeMap::new() };
+        let Some(all) = map.get(group) else {
+            return BTreeMap::new();
+        };
         match only {
             None => all.clone(),
-            Some(tps) => tps.iter().filter_map(|tp| all.get(tp).map(|c| (tp.clone(), c.clone()))).collect(),
+            Some(tps) => tps
+                .iter()
+                .filter_map(|tp| all.get(tp).map(|c| (tp.clone(), c.clone())))
+                .collect(),
         }
     }
 
     /// Every group with at least one committed offset.
     pub fn groups(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.partitions.iter().flat_map(|s| s.map.lock().keys().cloned().collect::<Vec<_>>()).collect();
+        let mut out: Vec<String> = self
+            .partitions
+            .iter()
+            .flat_map(|s| s.map.lock().keys().cloned().collect::<Vec<_>>())
+            .collect();
         out.sort();
         out
     }
@@ -340,7 +411,11 @@ impl GroupOffsetStore {
     /// A failed compaction does not fail the append that preceded it (that is durable already);
     /// it is logged, and the next append tries again.
     fn maybe_compact(&self, slot: &Slot, map: &GroupMap) {
-        let bound = self.compact_bytes.max(slot.snapshot_bytes.load(Ordering::Relaxed).saturating_mul(2));
+        let bound = self.compact_bytes.max(
+            slot.snapshot_bytes
+                .load(Ordering::Relaxed)
+                .saturating_mul(2),
+        );
         if slot.log.size_bytes() <= bound {
             return;
         }
@@ -385,9 +460,15 @@ fn compact_locked(slot: &Slot, map: &GroupMap) -> Result<()> {
     for (group, commits) in map {
         for (tp, commit) in commits {
             let (key, value) = (encode_key(group, tp), encode_value(commit));
-            let entry = LOG_OVERHEAD_BYTES as usize + format::message_size(MAGIC_V1, Some(&key), Some(&value));
-            if !builder.is_empty() && builder.size_bytes() + entry > OFFSETS_SNAPSHOT_SET_BYTES_MAX as usize {
-                flush(std::mem::replace(&mut builder, MessageSetBuilder::new(MAGIC_V1, Compression::None)))?;
+            let entry = LOG_OVERHEAD_BYTES as usize
+                + format::message_size(MAGIC_V1, Some(&key), Some(&value));
+            if !builder.is_empty()
+                && builder.size_bytes() + entry > OFFSETS_SNAPSHOT_SET_BYTES_MAX as usize
+            {
+                flush(std::mem::replace(
+                    &mut builder,
+                    MessageSetBuilder::new(MAGIC_V1, Compression::None),
+                ))?;
             }
             builder.push(commit.commit_timestamp, Some(&key), Some(&value));
         }
@@ -448,7 +529,10 @@ fn replay(log: &PartitionLog) -> Result<GroupMap> {
             }
         })?;
         if let Some(e) = failure {
-            return Err(Error::InvalidRequest(format!("{OFFSETS_TOPIC} in {} holds an unreadable record: {e}", log.dir().display())));
+            return Err(Error::InvalidRequest(format!(
+                "{OFFSETS_TOPIC} in {} holds an unreadable record: {e}",
+                log.dir().display()
+            )));
         }
     }
     Ok(map)

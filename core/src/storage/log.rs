@@ -740,7 +740,10 @@ impl PartitionLog {
         if count == 0 {
             return Ok(0);
         }
-        debug_assert!(count < segments.len(), "the active segment is never deleted");
+        debug_assert!(
+            count < segments.len(),
+            "the active segment is never deleted"
+        );
         let new_start = segments[count].base_offset();
         self.log_start_offset
             .fetch_max(new_start.0, Ordering::AcqRel);
