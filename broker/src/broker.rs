@@ -427,7 +427,8 @@ impl Broker {
                     result.error_message = message;
                 }
                 Ok(partition) => {
-                    let mut set = p.message_set;
+                    // The one copy of a produced set: the log rewrites its offset fields in place.
+                    let mut set = Vec::from(p.message_set);
                     let bytes = set.len() as u64;
                     let handle = tokio::task::spawn_blocking(move || {
                         let r = partition.log.append(&mut set);
@@ -838,7 +839,7 @@ fn read_partitions(
             high_watermark: -1,
             log_start_offset: -1,
             log_end_offset: -1,
-            message_set: Vec::new(),
+            message_set: Default::default(),
         };
         let outcome = part.clone().and_then(|p| {
             if p.is_deleted() {
@@ -902,7 +903,7 @@ fn read_partitions(
                     .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 total += n;
                 budget = budget.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
-                r.message_set = bytes;
+                r.message_set = bytes.into();
             }
             Err((code, message)) => {
                 failed = true;

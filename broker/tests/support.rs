@@ -248,7 +248,7 @@ pub fn produce_partition(topic: &str, partition: u32, set: Vec<u8>) -> v1::Produ
     v1::ProducePartition {
         topic: topic.into(),
         partition,
-        message_set: set,
+        message_set: set.into(),
         leader_epoch: None,
     }
 }

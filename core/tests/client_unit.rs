@@ -205,7 +205,7 @@ impl Fake {
                 high_watermark: log.len() as i64,
                 log_start_offset: 0,
                 log_end_offset: log.len() as i64,
-                message_set,
+                message_set: message_set.into(),
             });
         }
         (code, results)

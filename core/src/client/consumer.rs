@@ -919,7 +919,7 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
                 let code = code_from_i32(r.error_code);
                 match code {
                     ErrorCode::None => {
-                        let set = Bytes::from(r.message_set);
+                        let set = r.message_set;
                         match decode(&topic, tp.partition, &set, *off) {
                             Ok(records) => {
                                 if let Some(last) = records.back() {

@@ -493,7 +493,7 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
             .map(|d| v1::ProducePartition {
                 topic: d.tp.topic.clone(),
                 partition: d.tp.partition,
-                message_set: d.set.to_vec(),
+                message_set: d.set.clone(),
                 leader_epoch: None,
             })
             .collect(),
