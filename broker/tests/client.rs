@@ -53,6 +53,23 @@ async fn deliver_all(futures: Vec<DeliveryFuture>) -> Vec<RecordMetadata> {
     out
 }
 
+/// Sends `v{i}` for every `i` in `range` to `topic` (keyless) and waits for every delivery.
+async fn send_values(
+    p: &Producer,
+    topic: &str,
+    range: std::ops::Range<u32>,
+) -> Vec<RecordMetadata> {
+    deliver_all(
+        p.send_batch(
+            range
+                .map(|i| ProducerRecord::new(topic, format!("v{i}")))
+                .collect(),
+        )
+        .await,
+    )
+    .await
+}
+
 /// Polls until `n` records arrived (or the test times out).
 async fn poll_n(c: &Consumer, n: usize) -> Vec<ConsumerRecord> {
     let mut out = Vec::new();
@@ -235,15 +252,7 @@ async fn c5_c6_local_offsets_resume_then_replay() {
     bounded(async {
         create(&b, "log", 1).await;
         let p = producer(&b, &[]).await;
-        deliver_all(
-            p.send_batch(
-                (0..1000)
-                    .map(|i| ProducerRecord::new("log", format!("v{i}")))
-                    .collect(),
-            )
-            .await,
-        )
-        .await;
+        send_values(&p, "log", 0..1000).await;
         let tp = TopicPartition::new("log", 0);
         let config = || {
             consumer_config(&b)
@@ -437,15 +446,7 @@ async fn out_of_range_position_applies_auto_offset_reset() {
     bounded(async {
         create(&b, "oor", 1).await;
         let p = producer(&b, &[]).await;
-        deliver_all(
-            p.send_batch(
-                (0..5)
-                    .map(|i| ProducerRecord::new("oor", format!("v{i}")))
-                    .collect(),
-            )
-            .await,
-        )
-        .await;
+        send_values(&p, "oor", 0..5).await;
         let tp = TopicPartition::new("oor", 0);
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(vec![tp.clone()]).unwrap();
@@ -918,15 +919,7 @@ async fn auto_commit_commits_positions_from_poll() {
     bounded(async {
         create(&b, "ac", 1).await;
         let p = producer(&b, &[]).await;
-        deliver_all(
-            p.send_batch(
-                (0..20)
-                    .map(|i| ProducerRecord::new("ac", format!("v{i}")))
-                    .collect(),
-            )
-            .await,
-        )
-        .await;
+        send_values(&p, "ac", 0..20).await;
         let tp = TopicPartition::new("ac", 0);
         let c = Consumer::new(
             consumer_config(&b)
