@@ -840,6 +840,7 @@ fn read_partitions(
             log_start_offset: -1,
             log_end_offset: -1,
             message_set: Default::default(),
+            leader_epochs: Vec::new(),
         };
         let outcome = part.clone().and_then(|p| {
             if p.is_deleted() {

@@ -75,6 +75,13 @@ impl v1::log_server::Log for Service {
         let r = self.broker.list_offsets(request.into_inner()).await;
         timed(&self.broker.metrics.list_offsets, started, r)
     }
+
+    async fn offset_for_leader_epoch(
+        &self,
+        _request: Request<v1::OffsetForLeaderEpochRequest>,
+    ) -> Result<Response<v1::OffsetForLeaderEpochResponse>, Status> {
+        Err(Status::unimplemented("replication is not built yet"))
+    }
 }
 
 #[tonic::async_trait]

@@ -219,6 +219,7 @@ async fn bad_fetches_and_admin_requests_get_their_codes() {
     let e = c
         .log
         .fetch(v1::FetchRequest {
+            replica_id: None,
             max_wait_ms: FETCH_WAIT_MS_MAX + 1,
             min_bytes: 1,
             max_bytes: 0,

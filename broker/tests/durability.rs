@@ -198,6 +198,7 @@ async fn sigterm_answers_waiting_fetches_and_exits_promptly() {
         waiter
             .log
             .fetch(v1::FetchRequest {
+                replica_id: None,
                 max_wait_ms: 30_000,
                 min_bytes: 1,
                 max_bytes: 0,

@@ -136,6 +136,7 @@ async fn long_poll_wakes_on_new_data() {
         waiter
             .log
             .fetch(v1::FetchRequest {
+                replica_id: None,
                 max_wait_ms: 10_000,
                 min_bytes: 1,
                 max_bytes: 0,
@@ -168,6 +169,7 @@ async fn long_poll_wakes_on_new_data() {
     let resp = c
         .log
         .fetch(v1::FetchRequest {
+            replica_id: None,
             max_wait_ms: 300,
             min_bytes: 1 << 20,
             max_bytes: 0,
@@ -184,6 +186,7 @@ async fn long_poll_wakes_on_new_data() {
     let resp = c
         .log
         .fetch(v1::FetchRequest {
+            replica_id: None,
             max_wait_ms: 200,
             min_bytes: 1,
             max_bytes: 0,
@@ -311,6 +314,7 @@ async fn metadata_brokers_and_topic_lifecycle() {
         waiter
             .log
             .fetch(v1::FetchRequest {
+                replica_id: None,
                 max_wait_ms: 10_000,
                 min_bytes: 1,
                 max_bytes: 0,
@@ -360,6 +364,7 @@ async fn acks_zero_is_answered_and_appended() {
     let resp = c
         .log
         .fetch(v1::FetchRequest {
+            replica_id: None,
             max_wait_ms: 5_000,
             min_bytes: 1,
             max_bytes: 0,

@@ -293,6 +293,7 @@ pub async fn fetch_once(
     let resp = c
         .log
         .fetch(v1::FetchRequest {
+            replica_id: None,
             max_wait_ms: 0,
             min_bytes: 1,
             max_bytes: 0,

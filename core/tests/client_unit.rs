@@ -101,6 +101,13 @@ impl v1::registry_server::Registry for Fake {
 
 #[tonic::async_trait]
 impl v1::log_server::Log for Fake {
+    async fn offset_for_leader_epoch(
+        &self,
+        _r: Request<v1::OffsetForLeaderEpochRequest>,
+    ) -> Result<Response<v1::OffsetForLeaderEpochResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn produce(
         &self,
         r: Request<v1::ProduceRequest>,
@@ -206,6 +213,7 @@ impl Fake {
                 log_start_offset: 0,
                 log_end_offset: log.len() as i64,
                 message_set: message_set.into(),
+                leader_epochs: Vec::new(),
             });
         }
         (code, results)

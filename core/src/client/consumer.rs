@@ -875,6 +875,7 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
         max_wait_ms: max_wait.as_millis() as u32,
         min_bytes: cfg.fetch_min_bytes,
         max_bytes: cfg.fetch_max_bytes,
+        replica_id: None,
         partitions: parts
             .iter()
             .map(|(tp, off, _)| v1::FetchPartition {

@@ -91,6 +91,8 @@ pub struct EmbeddedRegistry {
     path: PathBuf,
     broker_id: BrokerId,
     state: Mutex<State>,
+    /// Bumped after every committed change ([`Registry::subscribe`]).
+    version: tokio::sync::watch::Sender<u64>,
 }
 
 impl EmbeddedRegistry {
@@ -141,6 +143,7 @@ impl EmbeddedRegistry {
             path,
             broker_id,
             state: Mutex::new(state),
+            version: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -152,6 +155,7 @@ impl EmbeddedRegistry {
         })?;
         write_atomically(&self.path, &bytes)?;
         *current = next;
+        self.version.send_modify(|v| *v += 1);
         Ok(())
     }
 }
@@ -313,6 +317,48 @@ impl Registry for EmbeddedRegistry {
         next.topics.remove(i);
         self.commit(&mut state, next)?;
         Ok(info)
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    fn alter_isr(
+        &self,
+        topic: &str,
+        partition: u32,
+        leader: BrokerId,
+        leader_epoch: u32,
+        isr: &[BrokerId],
+    ) -> Result<PartitionInfo> {
+        let mut state = self.state.lock();
+        let Some(t) = state.topics.iter().position(|t| t.name == topic) else {
+            return Err(Error::UnknownTopicOrPartition(format!(
+                "topic {topic} does not exist"
+            )));
+        };
+        let Some(p) = state.topics[t].partitions.get(partition as usize) else {
+            return Err(Error::UnknownTopicOrPartition(format!(
+                "{topic}-{partition} does not exist"
+            )));
+        };
+        if p.leader != Some(leader.0) || p.leader_epoch != leader_epoch {
+            return Err(Error::Remote {
+                code: crate::ErrorCode::FencedLeaderEpoch,
+                message: format!(
+                    "{topic}-{partition}: broker {leader} at epoch {leader_epoch} no longer leads it"
+                ),
+            });
+        }
+        if !isr.contains(&leader) || isr.iter().any(|b| !p.replicas.contains(&b.0)) {
+            return Err(Error::InvalidRequest(format!(
+                "{topic}-{partition}: in-sync replicas {isr:?} must include the leader and be replicas"
+            )));
+        }
+        let mut next = state.clone();
+        next.topics[t].partitions[partition as usize].isr = isr.iter().map(|b| b.0).collect();
+        self.commit(&mut state, next)?;
+        Ok(state.topics[t].to_info().partitions[partition as usize].clone())
     }
 }
 

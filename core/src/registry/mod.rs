@@ -104,4 +104,30 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Deletes a topic's metadata and returns what it was (the caller deletes the data).
     /// UnknownTopicOrPartition when absent.
     fn delete_topic(&self, name: &str) -> Result<TopicInfo>;
+    /// A version number that grows whenever anything above changes (brokers, controller, topics,
+    /// partition leaders / ISR / epochs). The broker waits on it to re-check its partitions' roles.
+    /// The snapshot read after a change is at least as new as the version seen.
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Leader only: replaces the in-sync replicas of `topic`-`partition`, provided `leader` still
+    /// leads it at `leader_epoch` (etcd: a transaction guarded by the partition state's revision,
+    /// so a deposed leader's write fails). Returns the partition as now stored. Errors:
+    /// FencedLeaderEpoch / NotLeader when the state moved on, UnknownTopicOrPartition, and a
+    /// retriable error when the registry cannot be reached. `isr` must contain `leader` and be a
+    /// subset of the replicas (InvalidRequest otherwise).
+    fn alter_isr(
+        &self,
+        topic: &str,
+        partition: u32,
+        leader: BrokerId,
+        leader_epoch: u32,
+        isr: &[BrokerId],
+    ) -> Result<PartitionInfo>;
+    /// Whether partitions have replicas on other brokers (the etcd backend): the broker then runs
+    /// replication. The embedded registry answers false.
+    fn is_cluster(&self) -> bool {
+        false
+    }
+    /// Leaves the registry on a graceful shutdown (etcd: revokes the lease, so the controller
+    /// moves leadership away at once instead of after the session timeout).
+    fn shutdown(&self) {}
 }
