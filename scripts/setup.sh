@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs what Sluiceway's build and tests need on a fresh machine, and nothing by hand.
 # Idempotent: each step checks before it installs.
+#   - Rust (rustup) must already be there.
+#   - Debian packages: etcd-server (the cluster registry the cluster tests start for real) and
+#     protobuf-compiler (protoc, which the etcd-client crate's build script needs; our own proto
+#     crate uses the vendored protoc).
 set -euo pipefail
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -10,5 +14,20 @@ if ! need cargo; then
   exit 1
 fi
 
-# protoc comes from the protoc-bin-vendored crate at build time; nothing to install for it.
+apt_packages=()
+need etcd || apt_packages+=(etcd-server)
+need protoc || apt_packages+=(protobuf-compiler)
+if ((${#apt_packages[@]})); then
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then
+    need sudo || { echo "setup: need root or sudo to install ${apt_packages[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "setup: installing ${apt_packages[*]} (apt)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+# Debian's etcd-server package starts an etcd on the default ports; tests start their own on free
+# ports, so the packaged service is not needed (and is harmless if running).
+
 echo "setup: ok"
