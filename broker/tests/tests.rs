@@ -2,12 +2,14 @@
 //! runs the real `sluiceway` binary on a free loopback port with a temporary data directory
 //! ([`support::TestBroker`]).
 
+mod cluster_support;
 mod support;
 
 mod bad_input;
 mod cli;
 mod client;
 mod client_groups;
+mod cluster;
 mod durability;
 mod groups;
 mod grpc;
