@@ -24,6 +24,7 @@ pub mod group;
 pub mod limits;
 pub mod partitioner;
 pub mod registry;
+pub mod replication;
 pub mod storage;
 pub mod topic;
 pub mod types;

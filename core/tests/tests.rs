@@ -2,4 +2,5 @@
 mod client_unit;
 mod format;
 mod group;
+mod replication;
 mod storage;
