@@ -102,6 +102,60 @@ pub const TOPICS_MAX: usize = 10_000;
 /// Largest registry state file the embedded backend will read.
 pub const REGISTRY_STATE_BYTES_MAX: u64 = 64 << 20;
 
+// ---- The etcd registry (`registry/etcd.rs`) ----
+
+/// `--registry-session-timeout-ms`: how long a broker may go without reaching etcd before its
+/// lease expires and it counts as dead (Kafka's `zookeeper.session.timeout.ms` role). The lease
+/// TTL is this rounded up to whole seconds; etcd's smallest TTL is about 2 s.
+pub const REGISTRY_SESSION_TIMEOUT_MS_DEFAULT: u64 = 6_000;
+pub const REGISTRY_SESSION_TIMEOUT_MS_MIN: u64 = 2_000;
+pub const REGISTRY_SESSION_TIMEOUT_MS_MAX: u64 = 300_000;
+/// How often the controller re-checks every partition even when nothing changed.
+pub const REGISTRY_RECONCILE_MS_DEFAULT: u64 = 1_000;
+pub const REGISTRY_RECONCILE_MS_MIN: u64 = 10;
+pub const REGISTRY_RECONCILE_MS_MAX: u64 = 60_000;
+/// Longest one etcd request (get, transaction, lease grant, keep-alive) may take before it fails
+/// with a retriable REQUEST_TIMED_OUT naming etcd as unreachable.
+pub const REGISTRY_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Longest a TCP connection to an etcd endpoint may take to open.
+pub const REGISTRY_CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// Pause between two attempts of a background registry loop (re-registration, watch and
+/// keep-alive reconnection) and of `register_broker` while the id is still taken.
+pub const REGISTRY_RETRY_MS: u64 = 500;
+/// How much longer than the session timeout `register_broker` waits for an earlier
+/// incarnation's registration to expire before refusing the id.
+pub const REGISTRY_REGISTER_GRACE_MS: u64 = 5_000;
+/// Largest value the registry writes or accepts under one key (a topic's placement with the
+/// most partitions and the largest replication factor fits; etcd's own request limit is 1.5 MiB).
+pub const REGISTRY_VALUE_BYTES_MAX: usize = 1 << 20;
+/// Most operations the registry puts in one etcd transaction (etcd's default `--max-txn-ops`).
+pub const REGISTRY_TXN_OPS_MAX: usize = 128;
+/// Keys per page when the whole cluster state is loaded (pages are read at one revision).
+pub const REGISTRY_GET_PAGE_KEYS: i64 = 64;
+/// Largest gRPC message the registry decodes from etcd (a page of the largest values, or one
+/// watch response).
+pub const REGISTRY_MESSAGE_BYTES_MAX: usize =
+    2 * REGISTRY_GET_PAGE_KEYS as usize * REGISTRY_VALUE_BYTES_MAX;
+/// Most brokers a cluster's registry tracks.
+pub const REGISTRY_BROKERS_MAX: usize = 1_024;
+/// Most etcd endpoints one `etcd://` spec may list.
+pub const REGISTRY_ENDPOINTS_MAX: usize = 16;
+/// Attempts of `alter_isr`'s read-check-write when another write to the same partition raced it.
+pub const REGISTRY_CAS_ATTEMPTS_MAX: u32 = 3;
+const _: () = assert!(REGISTRY_SESSION_TIMEOUT_MS_MIN <= REGISTRY_SESSION_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(REGISTRY_SESSION_TIMEOUT_MS_DEFAULT <= REGISTRY_SESSION_TIMEOUT_MS_MAX);
+const _: () = assert!(REGISTRY_RECONCILE_MS_MIN <= REGISTRY_RECONCILE_MS_DEFAULT);
+const _: () = assert!(REGISTRY_RECONCILE_MS_DEFAULT <= REGISTRY_RECONCILE_MS_MAX);
+// Keep-alives go every TTL/3; each must be able to fail and be retried within one session.
+const _: () = assert!(REGISTRY_RETRY_MS * 3 <= REGISTRY_SESSION_TIMEOUT_MS_MIN);
+// A topic value: up to PARTITIONS_PER_TOPIC_MAX lists of REPLICATION_FACTOR_MAX ids of at most
+// 10 digits and a comma, plus brackets and the configs.
+const _: () = assert!(
+    (PARTITIONS_PER_TOPIC_MAX as usize) * (REPLICATION_FACTOR_MAX as usize * 11 + 3) + (64 << 10)
+        <= REGISTRY_VALUE_BYTES_MAX
+);
+const _: () = assert!(REGISTRY_MESSAGE_BYTES_MAX as u64 <= REGISTRY_STATE_BYTES_MAX * 2);
+
 /// Largest gRPC request the broker decodes (tonic's `max_decoding_message_size`). Larger than
 /// one partition's set so a produce can carry several partitions; a single partition's set is
 /// still bounded by [`MESSAGE_SET_BYTES_MAX`] and answered with RECORD_LIST_TOO_LARGE.

@@ -1,5 +1,6 @@
 //! One integration-test binary for the core crate.
 mod client_unit;
+mod etcd;
 mod format;
 mod group;
 mod replication;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{BrokerId, BrokerInfo, NewTopic, PartitionInfo, Registry, TopicInfo};
+use super::{BrokerId, BrokerInfo, NewTopic, PartitionInfo, Registry, TopicInfo, place_replicas};
 use crate::atomic_file::write_atomically;
 use crate::error::{Error, Result};
 use crate::limits::{
@@ -283,18 +283,23 @@ impl Registry for EmbeddedRegistry {
                 "the registry already holds the maximum of {TOPICS_MAX} topics"
             )));
         }
-        let me = self.broker_id.0;
+        // The same placement rule as a cluster's, over the one broker there is.
+        let placement = place_replicas(&[self.broker_id], topic.partitions, 1, 0)?;
         let record = TopicRecord {
             name: topic.name.clone(),
             replication_factor: topic.replication_factor,
             configs: topic.configs.clone(),
             partitions: (0..topic.partitions)
-                .map(|p| PartitionRecord {
-                    partition: p,
-                    leader: Some(me),
-                    replicas: vec![me],
-                    isr: vec![me],
-                    leader_epoch: 0,
+                .zip(placement)
+                .map(|(p, replicas)| {
+                    let replicas: Vec<u32> = replicas.iter().map(|b| b.0).collect();
+                    PartitionRecord {
+                        partition: p,
+                        leader: replicas.first().copied(),
+                        isr: replicas.clone(),
+                        replicas,
+                        leader_epoch: 0,
+                    }
                 })
                 .collect(),
         };

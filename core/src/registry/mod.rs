@@ -5,8 +5,8 @@
 //! Two backends behind one trait:
 //! - [`EmbeddedRegistry`] (default, one machine): the broker is its own registry and controller;
 //!   the state is one JSON file in its data directory, replaced atomically on every change.
-//! - etcd (clusters; the replication issue): leases for liveness, an elected controller, metadata
-//!   in etcd.
+//! - [`EtcdRegistry`] (clusters): leases for liveness, an elected controller, metadata in etcd
+//!   (key layout in `docs/FORMAT.md`, "Cluster metadata in etcd").
 //!
 //! **API Boundary**: calls may block (file or network I/O), so async callers run them on a
 //! blocking thread. Reads are answered from an in-memory snapshot in both backends and are cheap.
@@ -16,13 +16,15 @@
 //! `leader_epoch` only grows.
 
 mod embedded;
+mod etcd;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 pub use embedded::EmbeddedRegistry;
+pub use etcd::{EtcdOptions, EtcdRegistry, EtcdSpec};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A broker's id (`--broker-id`), unique in a cluster. Kafka's ids are non-negative `int32`s on
 /// the wire; ours are too.
@@ -130,4 +132,93 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Leaves the registry on a graceful shutdown (etcd: revokes the lease, so the controller
     /// moves leadership away at once instead of after the session timeout).
     fn shutdown(&self) {}
+}
+
+/// Places `partitions` partitions with `replication_factor` copies on `brokers` (sorted, distinct
+/// live broker ids): Kafka's rack-unaware assignment (`AdminUtils.assignReplicasToBrokers`).
+/// Partition p's first replica (its preferred leader) is `brokers[(start + p) % n]`, so leaders
+/// go round the brokers; the followers follow it at a shift that grows by one after every `n`
+/// partitions, so the followers of one broker's partitions spread over the others too. Copies of
+/// one partition are always on distinct brokers. `start` (a hash of the topic name) makes
+/// different topics start on different brokers; Kafka picks it at random, we derive it so the
+/// result is deterministic. Returns `replicas[p]`.
+///
+/// Errors: InvalidReplicationFactor when the factor is 0 or larger than the number of brokers,
+/// InvalidPartitions when `partitions` is 0.
+pub fn place_replicas(
+    brokers: &[BrokerId],
+    partitions: u32,
+    replication_factor: u32,
+    start: u32,
+) -> Result<Vec<Vec<BrokerId>>> {
+    let n = brokers.len();
+    if replication_factor == 0 || replication_factor as usize > n {
+        return Err(Error::InvalidReplicationFactor(format!(
+            "replication factor {replication_factor} is larger than the number of live brokers ({n})"
+        )));
+    }
+    if partitions == 0 {
+        return Err(Error::InvalidPartitions("0 partitions".into()));
+    }
+    debug_assert!(brokers.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
+    let start = start as usize % n;
+    let mut shift = start;
+    let mut placement = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions as usize {
+        if p > 0 && p % n == 0 {
+            shift += 1;
+        }
+        let first = (start + p) % n;
+        let mut replicas = Vec::with_capacity(replication_factor as usize);
+        replicas.push(brokers[first]);
+        for j in 0..replication_factor as usize - 1 {
+            // 1 + (shift + j) % (n - 1) takes rf - 1 distinct values in [1, n - 1]: never `first`.
+            let offset = 1 + (shift + j) % (n - 1);
+            replicas.push(brokers[(first + offset) % n]);
+        }
+        placement.push(replicas);
+    }
+    Ok(placement)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn placement_is_distinct_and_spreads_leaders() {
+        for n in 1..=7u32 {
+            let brokers: Vec<BrokerId> = (1..=n).map(BrokerId).collect();
+            for rf in 1..=n {
+                for start in [0, 5, 1234567] {
+                    let placement = place_replicas(&brokers, 3 * n, rf, start).unwrap();
+                    let mut leaders = BTreeMap::new();
+                    for replicas in &placement {
+                        let distinct: BTreeSet<_> = replicas.iter().collect();
+                        assert_eq!(distinct.len(), rf as usize, "{replicas:?}");
+                        *leaders.entry(replicas[0]).or_insert(0) += 1;
+                    }
+                    assert!(leaders.values().all(|c| *c == 3), "{leaders:?}");
+                }
+            }
+        }
+        assert!(matches!(
+            place_replicas(&[BrokerId(1)], 1, 2, 0),
+            Err(Error::InvalidReplicationFactor(_))
+        ));
+    }
+
+    #[test]
+    fn placement_matches_kafkas_example() {
+        // Kafka's javadoc example: 5 brokers, 10 partitions, 3 replicas, start 0 (shift 0 too).
+        let brokers: Vec<BrokerId> = (0..5).map(BrokerId).collect();
+        let placement = place_replicas(&brokers, 10, 3, 0).unwrap();
+        let ids = |p: usize| placement[p].iter().map(|b| b.0).collect::<Vec<_>>();
+        assert_eq!(ids(0), [0, 1, 2]);
+        assert_eq!(ids(4), [4, 0, 1]);
+        assert_eq!(ids(5), [0, 2, 3]);
+        assert_eq!(ids(9), [4, 1, 2]);
+    }
 }
