@@ -1,15 +1,31 @@
 //! The broker's state and request logic: the hosted partitions, the registry backend, the
 //! in-flight bounds, and the produce / fetch / list-offsets / admin operations (the gRPC
-//! services in [`crate::service`] are thin wrappers over these).
+//! services in [`crate::service`] are thin wrappers over these). Replication lives beside it:
+//! [`crate::roles`] (which partitions this broker hosts and leads, from the registry),
+//! [`crate::replica`] (the leader's side: replica fetches, OffsetForLeaderEpoch, the ISR) and
+//! [`crate::fetcher`] (the follower's side).
 //!
 //! Concurrency: appends run on tokio's blocking pool (`spawn_blocking`); the log serializes
 //! appends to one partition, different partitions proceed in parallel. Reads also run on the
-//! blocking pool. Admin changes (create / delete topic) are serialized by `admin_lock`.
+//! blocking pool. Admin changes (create / delete topic) and the role loop's passes are
+//! serialized by `admin_lock`.
 //!
-//! acks: `1` answers after the append returned, i.e. once it is durable per the topic's flush
-//! policy; `0` answers before appending (errors found later are only logged); `-1` (all) waits
-//! for every in-sync replica — on a single broker the in-sync set is the leader alone, so it is
-//! the same as `1`. The high watermark on a single broker is the end of the last completed append.
+//! **Only the leader serves clients**: produce, consumer fetches and list-offsets for a
+//! partition this broker does not lead (it follows it, or does not host it although the topic
+//! exists) answer NOT_LEADER, so the client refreshes its metadata. Consumers never see offsets
+//! at or above the high watermark (HW).
+//!
+//! acks: `0` answers before appending (errors found later are only logged); `1` answers after
+//! the leader's append returned, i.e. once it is durable on the leader per the topic's flush
+//! policy; `-1` (all), Kafka's rules: before appending, the committed in-sync replica set (ISR)
+//! must have at least `min.insync.replicas` members (else NOT_ENOUGH_REPLICAS, nothing
+//! appended); after appending, the answer waits until the HW passes the set's last offset, i.e.
+//! every ISR member has it (on disk, with flush policy `always`) — then NOT_ENOUGH_REPLICAS_AFTER_APPEND
+//! if the ISR shrank below `min.insync.replicas` meanwhile, else success. The wait ends with
+//! REQUEST_TIMED_OUT after the request's `timeout_ms` (0: `ACKS_ALL_TIMEOUT_MS_DEFAULT`) and with
+//! NOT_LEADER when this broker stops leading the partition (deposed: it acknowledges nothing
+//! more) or shuts down. On one broker (the embedded registry) the ISR is the leader alone, so
+//! the HW is the log end after each append and `-1` behaves as `1`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::poll_fn;
@@ -25,26 +41,39 @@ use sluiceway_core::limits::{
     FETCH_WAIT_MS_MAX, IN_FLIGHT_FETCHES_MAX, IN_FLIGHT_REQUESTS_MAX, IN_FLIGHT_WAIT_MS_MAX,
     MESSAGE_SET_BYTES_MAX, PRODUCE_TIMEOUT_MS_MAX, REQUEST_PARTITIONS_MAX,
 };
-use sluiceway_core::registry::{EmbeddedRegistry, NewTopic, Registry, TopicInfo};
-use sluiceway_core::storage::{Clock, PartitionLog, SystemClock};
+use sluiceway_core::registry::{
+    BrokerId, EmbeddedRegistry, EtcdOptions, EtcdRegistry, EtcdSpec, NewTopic, Registry, TopicInfo,
+};
+use sluiceway_core::replication::{LeaderEpochCache, ReplicationConfig};
+use sluiceway_core::storage::{AppendInfo, Clock, PartitionLog, SystemClock};
 use sluiceway_core::topic::{TopicConfig, validate_topic_name};
 use sluiceway_core::{Error, ErrorCode, Offset, Result, TimestampMs};
 use sluiceway_proto::v1;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, RegistryKind};
 use crate::errors::{status, to_proto};
 use crate::groups::{Groups, internal_topic_error, is_internal_topic};
 use crate::metrics::Metrics;
-use crate::partition::Partition;
+use crate::partition::{Partition, Role};
 
-/// A hosted topic: its effective configuration and its partitions (index = partition number).
+/// A hosted topic: its effective configuration and the partitions this broker holds a replica
+/// of (all of them on one broker; in a cluster, those whose replicas include this broker).
 #[derive(Debug)]
 pub struct Topic {
     pub config: TopicConfig,
-    pub partitions: Vec<Arc<Partition>>,
+    /// The topic's partition count in the registry.
+    pub partition_count: u32,
+    pub partitions: BTreeMap<u32, Arc<Partition>>,
 }
+
+/// How long an acks=all produce waits for the in-sync replicas when its `timeout_ms` is 0.
+pub const ACKS_ALL_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// How long CreateTopic / DeleteTopic in a cluster wait for this broker to apply the change (so
+/// the next request to this broker sees it); the change is made either way.
+pub const ADMIN_APPLY_WAIT_MS: u64 = 5_000;
+const _: () = assert!(ACKS_ALL_TIMEOUT_MS_DEFAULT <= PRODUCE_TIMEOUT_MS_MAX as u64);
 
 /// See the module docs.
 #[derive(Debug)]
@@ -53,21 +82,33 @@ pub struct Broker {
     _lock: std::fs::File,
     pub config: BrokerConfig,
     pub registry: Arc<dyn Registry>,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
-    clock: Arc<dyn Clock>,
-    admin_lock: tokio::sync::Mutex<()>,
+    pub(crate) topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Partition counts of every topic in the registry, hosted here or not (what the group
+    /// coordinators assign, and what tells NOT_LEADER from UNKNOWN_TOPIC_OR_PARTITION).
+    pub(crate) known: RwLock<BTreeMap<String, u32>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The replication state machines' clock (monotonic ms since start).
+    started: Instant,
+    pub(crate) admin_lock: tokio::sync::Mutex<()>,
     requests: Arc<Semaphore>,
     fetches: Arc<Semaphore>,
     shutdown: watch::Sender<bool>,
     pub metrics: Metrics,
     /// The consumer-group coordinators and `__consumer_offsets`.
     pub groups: Arc<Groups>,
+    pub(crate) replication: ReplicationConfig,
+    /// Counts the role loop's completed passes (admin requests wait on it).
+    pub(crate) applied: watch::Sender<u64>,
+    /// Bumped when a follower role changed: fetchers re-read their partitions.
+    pub(crate) follower_roles: watch::Sender<u64>,
+    /// Source brokers that have a fetcher task.
+    pub(crate) fetchers: std::sync::Mutex<HashSet<BrokerId>>,
 }
 
 /// A per-partition failure: its code and message.
-type PartitionError = (ErrorCode, String);
+pub(crate) type PartitionError = (ErrorCode, String);
 
-fn perr(e: &Error) -> PartitionError {
+pub(crate) fn perr(e: &Error) -> PartitionError {
     (e.code(), e.to_string())
 }
 
@@ -86,49 +127,75 @@ pub fn internal(message: String) -> Error {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| internal(format!("internal task failed: {e}")))?
 }
 
+/// Opens the registry backend the configuration names: the embedded one in the data directory,
+/// or a connection to etcd.
+pub async fn open_registry(config: &BrokerConfig) -> Result<Arc<dyn Registry>> {
+    match &config.registry {
+        RegistryKind::Embedded => {
+            let (dir, id) = (config.data_dir.clone(), config.broker_id);
+            let r = blocking(move || {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::io("create data directory", &dir, e))?;
+                EmbeddedRegistry::open(&dir, id)
+            })
+            .await?;
+            Ok(Arc::new(r))
+        }
+        RegistryKind::Etcd(spec) => {
+            let spec = EtcdSpec::parse(spec)?;
+            let options = EtcdOptions {
+                session_timeout_ms: config.registry_session_timeout_ms,
+                ..EtcdOptions::default()
+            };
+            let r: Arc<dyn Registry> =
+                EtcdRegistry::connect(&spec, config.broker_id, options).await?;
+            Ok(r)
+        }
+    }
+}
+
 impl Broker {
-    /// Opens the registry in the data directory and every partition log it assigns to this broker.
-    pub fn open(config: BrokerConfig) -> Result<Broker> {
+    /// Takes the data directory and opens `__consumer_offsets`. The partitions are opened by the
+    /// first [`apply_registry`](Broker::apply_registry) pass (the caller runs it before serving).
+    pub fn open(config: BrokerConfig, registry: Arc<dyn Registry>) -> Result<Broker> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| Error::io("create data directory", &config.data_dir, e))?;
         let lock = lock_data_dir(&config.data_dir)?;
-        let registry = Arc::new(EmbeddedRegistry::open(&config.data_dir, config.broker_id)?);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let mut topics = HashMap::new();
-        for t in registry.topics()? {
-            let topic = open_topic(&config, &clock, &t)?;
-            info!(topic = %t.name, partitions = t.partitions.len(), "opened topic");
-            topics.insert(t.name.clone(), Arc::new(topic));
-        }
         // `__consumer_offsets` gets the broker's default log configuration (its flush policy);
         // the store itself turns retention off.
         let defaults = TopicConfig::parse(&config.topic_defaults, &BTreeMap::new())?;
         let groups = Groups::open(&config.data_dir, defaults.log, clock.clone())?;
-        groups.topics_changed(
-            topics
-                .iter()
-                .map(|(name, t): (&String, &Arc<Topic>)| (name.clone(), t.partitions.len() as u32))
-                .collect(),
-        );
         let (shutdown, _) = watch::channel(false);
+        let replication = ReplicationConfig {
+            replica_lag_time_max_ms: config.replica_lag_time_max_ms,
+        };
         Ok(Broker {
             _lock: lock,
             config,
             registry,
-            topics: RwLock::new(topics),
+            topics: RwLock::new(HashMap::new()),
+            known: RwLock::new(BTreeMap::new()),
             clock,
+            started: Instant::now(),
             admin_lock: tokio::sync::Mutex::new(()),
             requests: Arc::new(Semaphore::new(IN_FLIGHT_REQUESTS_MAX)),
             fetches: Arc::new(Semaphore::new(IN_FLIGHT_FETCHES_MAX)),
             shutdown,
             metrics: Metrics::default(),
             groups: Arc::new(groups),
+            replication,
+            applied: watch::channel(0).0,
+            follower_roles: watch::channel(0).0,
+            fetchers: std::sync::Mutex::new(HashSet::new()),
         })
     }
 
@@ -153,28 +220,70 @@ impl Broker {
         v
     }
 
-    /// Partition counts of the hosted topics (what the group coordinators assign).
-    pub fn topic_partition_counts(&self) -> BTreeMap<String, u32> {
+    /// Every hosted partition.
+    pub fn hosted_partitions(&self) -> Vec<Arc<Partition>> {
         self.hosted_topics()
             .into_iter()
-            .map(|(name, t)| (name, t.partitions.len() as u32))
+            .flat_map(|(_, t)| t.partitions.values().cloned().collect::<Vec<_>>())
             .collect()
     }
 
-    /// Whether this broker hosts the partition (and it is not being deleted).
-    pub fn has_partition(&self, topic: &str, partition: u32) -> bool {
-        self.partition(topic, partition).is_ok()
+    /// Partition counts of every topic in the registry (what the group coordinators assign).
+    pub fn topic_partition_counts(&self) -> BTreeMap<String, u32> {
+        self.known.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn partition(
+    /// Whether the partition exists in the registry (commits to it are accepted; in a cluster
+    /// this broker need not host it).
+    pub fn has_partition(&self, topic: &str, partition: u32) -> bool {
+        self.known
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .is_some_and(|n| partition < *n)
+    }
+
+    /// The hosted partition; NOT_LEADER when the topic has it but this broker holds no replica
+    /// (in a cluster), UNKNOWN_TOPIC_OR_PARTITION when it does not exist.
+    pub(crate) fn partition(
         &self,
         topic: &str,
         partition: u32,
     ) -> std::result::Result<Arc<Partition>, PartitionError> {
-        self.topic(topic)
-            .and_then(|t| t.partitions.get(partition as usize).cloned())
+        if let Some(p) = self
+            .topic(topic)
+            .and_then(|t| t.partitions.get(&partition).cloned())
             .filter(|p| !p.is_deleted())
-            .ok_or_else(|| unknown(topic, partition))
+        {
+            return Ok(p);
+        }
+        if self.has_partition(topic, partition) {
+            return Err((
+                ErrorCode::NotLeader,
+                format!(
+                    "this broker holds no replica of {topic}-{partition}; refresh the metadata"
+                ),
+            ));
+        }
+        Err(unknown(topic, partition))
+    }
+
+    /// The hosted partition if this broker leads it (NOT_LEADER otherwise).
+    fn led_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> std::result::Result<Arc<Partition>, PartitionError> {
+        let p = self.partition(topic, partition)?;
+        if !p.is_leader() {
+            return Err(p.not_leader());
+        }
+        Ok(p)
+    }
+
+    /// The replication clock: monotonic milliseconds since the broker started.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// Starts the graceful shutdown: waiting fetches answer at once, new requests are refused.
@@ -209,11 +318,9 @@ impl Broker {
 
     /// Closes every log cleanly (flush + clean-shutdown marker) so the next start skips recovery.
     pub fn close_all(&self) {
-        for (name, topic) in self.hosted_topics() {
-            for p in &topic.partitions {
-                if let Err(e) = p.log.close() {
-                    warn!(topic = %name, partition = p.partition, error = %e, "closing the log failed");
-                }
+        for p in self.hosted_partitions() {
+            if let Err(e) = p.log.close() {
+                warn!(partition = %p.name(), error = %e, "closing the log failed");
             }
         }
         self.groups.close();
@@ -221,28 +328,30 @@ impl Broker {
 
     /// One round of housekeeping on every log: age rolls and interval flushes.
     pub fn tick_all(&self) {
-        for (name, topic) in self.hosted_topics() {
-            for p in &topic.partitions {
-                if let Err(e) = p.log.tick() {
-                    warn!(topic = %name, partition = p.partition, error = %e, "log tick failed");
-                }
+        for p in self.hosted_partitions() {
+            if let Err(e) = p.log.tick() {
+                warn!(partition = %p.name(), error = %e, "log tick failed");
             }
         }
         self.groups.tick();
     }
 
-    /// One retention pass over every log.
+    /// One retention pass over every log; the leader-epoch history follows the log start.
     pub fn enforce_retention_all(&self) {
-        for (name, topic) in self.hosted_topics() {
-            for p in &topic.partitions {
-                match p.log.enforce_retention() {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        info!(topic = %name, partition = p.partition, segments = n, "retention deleted segments")
+        for p in self.hosted_partitions() {
+            match p.log.enforce_retention() {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!(partition = %p.name(), segments = n, "retention deleted segments");
+                    if let Err(e) = p
+                        .epoch_cache()
+                        .truncate_from_start(p.log.log_start_offset())
+                    {
+                        warn!(partition = %p.name(), error = %e, "updating the leader-epoch checkpoint failed");
                     }
-                    Err(e) => {
-                        warn!(topic = %name, partition = p.partition, error = %e, "retention failed")
-                    }
+                }
+                Err(e) => {
+                    warn!(partition = %p.name(), error = %e, "retention failed")
                 }
             }
         }
@@ -300,12 +409,33 @@ impl Broker {
             name: req.name,
             partitions: req.partitions,
             replication_factor: if req.replication_factor == 0 {
-                1
+                self.config.default_replication_factor
             } else {
                 req.replication_factor
             },
             configs,
         };
+        if self.registry.is_cluster() {
+            // The registry is the one place topics are created; the role loop opens the logs
+            // (here and on the other replicas). Waiting for it here means the creator's next
+            // request to this broker finds the topic.
+            let registry = self.registry.clone();
+            let info = blocking(move || registry.create_topic(&new)).await?;
+            info!(topic = %info.name, partitions = info.partitions.len(), "created topic");
+            let me = self.config.broker_id;
+            let mine = info
+                .partitions
+                .iter()
+                .filter(|p| p.replicas.contains(&me))
+                .count();
+            let name = info.name.clone();
+            self.wait_applied(|b| {
+                b.has_partition(&name, 0)
+                    && b.topic(&name).map_or(0, |t| t.partitions.len()) >= mine
+            })
+            .await;
+            return Ok(info);
+        }
         let _admin = self.admin_lock.lock().await;
         let registry = self.registry.clone();
         let broker_config = self.config.clone();
@@ -327,8 +457,29 @@ impl Broker {
                 }
             }
             let info = registry.create_topic(&new)?;
-            match open_topic_with(&broker_config.data_dir, &clock, &info, config) {
-                Ok(topic) => Ok((info, topic)),
+            let opened = info
+                .partitions
+                .iter()
+                .map(|p| {
+                    open_partition(
+                        &broker_config.data_dir,
+                        &clock,
+                        &info.name,
+                        p.partition,
+                        &config,
+                    )
+                    .map(|part| (p.partition, part))
+                })
+                .collect::<Result<BTreeMap<u32, Arc<Partition>>>>();
+            match opened {
+                Ok(partitions) => Ok((
+                    info.clone(),
+                    Topic {
+                        config,
+                        partition_count: info.partitions.len() as u32,
+                        partitions,
+                    },
+                )),
                 Err(e) => {
                     // Undo the registration so the topic can be created again once fixed.
                     let _ = registry.delete_topic(&info.name);
@@ -337,47 +488,71 @@ impl Broker {
             }
         })
         .await?;
+        for p in &info.partitions {
+            if let Some(part) = topic.partitions.get(&p.partition) {
+                self.apply_role(part, p);
+            }
+        }
         info!(topic = %info.name, partitions = info.partitions.len(), "created topic");
         self.topics
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(info.name.clone(), Arc::new(topic));
+        self.known
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(info.name.clone(), info.partitions.len() as u32);
         self.groups.topics_changed(self.topic_partition_counts());
         Ok(info)
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        if self.registry.is_cluster() {
+            let registry = self.registry.clone();
+            let n = name.to_owned();
+            blocking(move || registry.delete_topic(&n)).await?;
+            info!(topic = %name, "deleted topic");
+            // The role loop deletes the data (here and on the other replicas).
+            self.wait_applied(|b| !b.has_partition(name, 0) && b.topic(name).is_none())
+                .await;
+            self.groups.forget_topic(name).await;
+            return Ok(());
+        }
         let _admin = self.admin_lock.lock().await;
         let registry = self.registry.clone();
         let n = name.to_owned();
         blocking(move || registry.delete_topic(&n)).await?;
+        self.known
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         let removed = self
             .topics
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         if let Some(topic) = removed {
-            for p in &topic.partitions {
-                p.mark_deleted();
-            }
-            let topic = topic.clone();
-            blocking(move || {
-                for p in &topic.partitions {
-                    // Readers still holding the partition keep their open files (Linux keeps
-                    // unlinked files readable); appends after this fail and are answered as such.
-                    let _ = p.log.close();
-                    let dir = p.log.dir().to_path_buf();
-                    std::fs::remove_dir_all(&dir)
-                        .map_err(|e| Error::io("remove partition directory", &dir, e))?;
-                }
-                Ok(())
-            })
-            .await?;
+            blocking(move || remove_topic_data(&topic)).await?;
             self.groups.topics_changed(self.topic_partition_counts());
             self.groups.forget_topic(name).await;
         }
         info!(topic = %name, "deleted topic");
         Ok(())
+    }
+
+    /// Waits (at most `ADMIN_APPLY_WAIT_MS`) until the role loop's state satisfies `done`.
+    async fn wait_applied(&self, done: impl Fn(&Broker) -> bool) {
+        let mut applied = self.applied.subscribe();
+        let deadline = Instant::now() + Duration::from_millis(ADMIN_APPLY_WAIT_MS);
+        while !done(self) {
+            tokio::select! {
+                r = applied.changed() => if r.is_err() { return },
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    warn!("the registry change was not applied on this broker within {ADMIN_APPLY_WAIT_MS} ms");
+                    return;
+                }
+            }
+        }
     }
 
     // ---- Produce ----
@@ -407,6 +582,12 @@ impl Broker {
                 .iter()
                 .map(|p| (p.topic.as_str(), p.partition)),
         )?;
+        let timeout_ms = if req.timeout_ms == 0 {
+            ACKS_ALL_TIMEOUT_MS_DEFAULT
+        } else {
+            u64::from(req.timeout_ms)
+        };
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let permit = self.permit(&self.requests).await?;
         let acks = req.acks;
         let mut results = Vec::with_capacity(req.partitions.len());
@@ -429,21 +610,8 @@ impl Broker {
                 Ok(partition) => {
                     // The one copy of a produced set: the log rewrites its offset fields in place.
                     let mut set = Vec::from(p.message_set);
-                    let bytes = set.len() as u64;
                     let handle = tokio::task::spawn_blocking(move || {
-                        let r = partition.log.append(&mut set);
-                        if let Ok(info) = &r {
-                            partition.advance_high_watermark(info.last_offset.next());
-                            partition.produced_messages.fetch_add(
-                                info.message_count,
-                                std::sync::atomic::Ordering::Relaxed,
-                            );
-                            partition
-                                .produced_bytes
-                                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-                            debug!(topic = %partition.topic, partition = partition.partition, base_offset = info.base_offset.0,
-                                last_offset = info.last_offset.0, "appended");
-                        }
+                        let r = leader_append(&partition, &mut set, acks);
                         (partition, r)
                     });
                     pending.push((i, handle));
@@ -456,17 +624,18 @@ impl Broker {
             tokio::spawn(async move {
                 for (_, h) in pending {
                     if let Ok((p, Err(e))) = h.await {
-                        warn!(topic = %p.topic, partition = p.partition, error = %e, "acks=0 append failed");
+                        warn!(topic = %p.topic, partition = p.partition, error = ?e, "acks=0 append failed");
                     }
                 }
                 drop(permit);
             });
             return Ok(v1::ProduceResponse { results });
         }
+        let mut appended = Vec::new();
         for (i, h) in pending {
             let r = &mut results[i];
             match h.await {
-                Ok((p, Ok(info))) => {
+                Ok((p, Ok((info, leadership)))) => {
                     r.base_offset = info.base_offset.0 as i64;
                     // Kafka's rule: the append time only when the topic stamps it
                     // (LogAppendTime); -1 for CreateTime topics, whose records keep the
@@ -475,11 +644,12 @@ impl Broker {
                         r.log_append_time_ms = info.log_append_time.0;
                     }
                     r.log_start_offset = p.log.log_start_offset().0 as i64;
+                    appended.push((i, p, info.last_offset, leadership));
                 }
-                Ok((p, Err(e))) => {
-                    debug!(topic = %p.topic, partition = p.partition, error = %e, "append refused");
-                    r.error_code = to_proto(e.code());
-                    r.error_message = e.to_string();
+                Ok((p, Err((code, message)))) => {
+                    debug!(topic = %p.topic, partition = p.partition, %message, "append refused");
+                    r.error_code = to_proto(code);
+                    r.error_message = message;
                 }
                 Err(e) => {
                     r.error_code = to_proto(ErrorCode::UnknownServerError);
@@ -487,8 +657,86 @@ impl Broker {
                 }
             }
         }
+        if acks == -1 {
+            for (i, p, last, leadership) in appended {
+                if let Err((code, message)) = self
+                    .wait_for_replicas(&p, last, leadership, deadline, timeout_ms)
+                    .await
+                {
+                    let r = &mut results[i];
+                    r.error_code = to_proto(code);
+                    r.error_message = message;
+                    r.base_offset = -1;
+                    r.log_append_time_ms = -1;
+                    r.log_start_offset = -1;
+                }
+            }
+        }
         drop(permit);
         Ok(v1::ProduceResponse { results })
+    }
+
+    /// acks=all: waits until the high watermark passes `last` (every in-sync replica has it).
+    async fn wait_for_replicas(
+        &self,
+        p: &Partition,
+        last: Offset,
+        leadership: u64,
+        deadline: Instant,
+        timeout_ms: u64,
+    ) -> std::result::Result<(), PartitionError> {
+        // Subscribe before checking, so a change between the check and the wait still wakes us.
+        let mut hw = p.subscribe();
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            if p.is_deleted() {
+                return Err(unknown(&p.topic, p.partition));
+            }
+            if p.leadership() != leadership || !p.is_leader() {
+                let (code, message) = p.not_leader();
+                return Err((
+                    code,
+                    format!("{message}; the append at offset {last} may not be replicated"),
+                ));
+            }
+            if p.log.high_watermark() > last {
+                let isr = p.isr_size().unwrap_or(0);
+                if isr < p.min_insync_replicas {
+                    return Err((
+                        ErrorCode::NotEnoughReplicasAfterAppend,
+                        format!(
+                            "{} was appended at offset {last} but its in-sync replica set shrank to {isr}, below min.insync.replicas {}",
+                            p.name(),
+                            p.min_insync_replicas
+                        ),
+                    ));
+                }
+                return Ok(());
+            }
+            if *shutdown.borrow() {
+                return Err((
+                    ErrorCode::NotLeader,
+                    format!(
+                        "the broker is shutting down before the in-sync replicas of {} confirmed offset {last}",
+                        p.name()
+                    ),
+                ));
+            }
+            tokio::select! {
+                r = hw.changed() => if r.is_err() { return Err(unknown(&p.topic, p.partition)) },
+                _ = shutdown.changed() => {}
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    return Err((
+                        ErrorCode::RequestTimedOut,
+                        format!(
+                            "the in-sync replicas of {} did not confirm offset {last} within {timeout_ms} ms (high watermark {})",
+                            p.name(),
+                            p.log.high_watermark()
+                        ),
+                    ));
+                }
+            }
+        }
     }
 
     fn check_produce(
@@ -496,18 +744,10 @@ impl Broker {
         p: &v1::ProducePartition,
         acks: i32,
     ) -> std::result::Result<Arc<Partition>, PartitionError> {
-        let partition = self.partition(&p.topic, p.partition)?;
+        let partition = self.led_partition(&p.topic, p.partition)?;
         check_epoch(&partition, p.leader_epoch)?;
-        if acks == -1 && partition.isr_size < partition.min_insync_replicas {
-            return Err((
-                ErrorCode::NotEnoughReplicas,
-                format!(
-                    "{} has {} in-sync replica(s), fewer than its min.insync.replicas of {}",
-                    partition.name(),
-                    partition.isr_size,
-                    partition.min_insync_replicas
-                ),
-            ));
+        if acks == -1 {
+            check_min_insync(&partition)?;
         }
         if p.message_set.len() > MESSAGE_SET_BYTES_MAX as usize {
             return Err(perr(&Error::RecordListTooLarge {
@@ -545,6 +785,16 @@ impl Broker {
                 .iter()
                 .map(|p| (p.topic.as_str(), p.partition)),
         )?;
+        let replica = match req.replica_id {
+            None => None,
+            Some(id) if id < 0 || id as u32 == self.config.broker_id.0 => {
+                return Err(status(
+                    ErrorCode::InvalidRequest,
+                    format!("replica_id {id} is not another broker's id"),
+                ));
+            }
+            Some(id) => Some(BrokerId(id as u32)),
+        };
         let _permit = self.permit(&self.fetches).await?;
         let deadline = Instant::now() + Duration::from_millis(u64::from(req.max_wait_ms));
         let min_bytes = u64::from(req.min_bytes.max(1));
@@ -557,7 +807,8 @@ impl Broker {
         let mut shutdown = self.shutdown.subscribe();
         loop {
             // Subscribe before reading, so an append that lands between the read and the wait
-            // still wakes us (no lost wake-up).
+            // still wakes us (no lost wake-up). Consumers wait for the high watermark; followers
+            // for the log end (they must get data before it can be committed).
             let resolved: Vec<std::result::Result<Arc<Partition>, PartitionError>> = requests
                 .iter()
                 .map(|p| self.partition(&p.topic, p.partition))
@@ -565,11 +816,18 @@ impl Broker {
             let mut receivers: Vec<watch::Receiver<u64>> = resolved
                 .iter()
                 .filter_map(|r| r.as_ref().ok())
-                .map(|p| p.subscribe())
+                .map(|p| {
+                    if replica.is_some() {
+                        p.subscribe_end()
+                    } else {
+                        p.subscribe()
+                    }
+                })
                 .collect();
             let reqs = requests.clone();
-            let (results, bytes, failed) = tokio::task::spawn_blocking(move || {
-                read_partitions(&reqs, &resolved, response_max)
+            let now_ms = self.now_ms();
+            let (results, bytes, failed, proposals) = tokio::task::spawn_blocking(move || {
+                read_partitions(&reqs, &resolved, response_max, replica, now_ms)
             })
             .await
             .map_err(|e| {
@@ -578,10 +836,19 @@ impl Broker {
                     format!("fetch task failed: {e}"),
                 )
             })?;
+            for (p, epoch, isr) in proposals {
+                self.submit_isr(p, epoch, isr);
+            }
+            if let Some(r) = replica {
+                self.metrics
+                    .replica_fetches_served
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                debug!(replica = %r, bytes, "served a replica fetch");
+            }
             if bytes >= min_bytes || failed || Instant::now() >= deadline || *shutdown.borrow() {
                 return Ok(v1::FetchResponse { results });
             }
-            // Wait for any partition's high watermark to move, the deadline, or shutdown.
+            // Wait for any partition's watch to move, the deadline, or shutdown.
             let mut changes: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = receivers
                 .iter_mut()
                 .map(|rx| -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -647,7 +914,7 @@ impl Broker {
         &self,
         p: &v1::ListOffsetsPartition,
     ) -> std::result::Result<(i64, Arc<Partition>), PartitionError> {
-        let partition = self.partition(&p.topic, p.partition)?;
+        let partition = self.led_partition(&p.topic, p.partition)?;
         let spec = v1::OffsetSpec::try_from(p.spec).unwrap_or(v1::OffsetSpec::Unspecified);
         let offset = match spec {
             v1::OffsetSpec::Unspecified => {
@@ -740,35 +1007,99 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
     }
 }
 
-fn open_topic(config: &BrokerConfig, clock: &Arc<dyn Clock>, info: &TopicInfo) -> Result<Topic> {
-    let topic_config = TopicConfig::parse(&config.topic_defaults, &info.configs)?;
-    open_topic_with(&config.data_dir, clock, info, topic_config)
-}
-
-fn open_topic_with(
+/// Opens one partition's log and leader-epoch history in the data directory (creating them).
+pub(crate) fn open_partition(
     data_dir: &Path,
     clock: &Arc<dyn Clock>,
-    info: &TopicInfo,
-    config: TopicConfig,
-) -> Result<Topic> {
-    let name: Arc<str> = Arc::from(info.name.as_str());
-    let mut partitions = Vec::with_capacity(info.partitions.len());
-    for p in &info.partitions {
-        let dir: PathBuf = data_dir.join(PartitionLog::dir_name(&info.name, p.partition));
-        let log = PartitionLog::open(dir, config.log.clone(), clock.clone())?;
-        // A single broker: everything appended is replicated everywhere it needs to be, so the
-        // high watermark is the log end (a log recovered after a crash may have a stale one).
-        log.set_high_watermark(log.log_end_offset());
-        partitions.push(Arc::new(Partition::new(
-            name.clone(),
-            p.partition,
-            p.leader_epoch,
-            p.isr.len() as u32,
-            config.min_insync_replicas,
-            log,
-        )));
+    topic: &str,
+    partition: u32,
+    config: &TopicConfig,
+) -> Result<Arc<Partition>> {
+    let dir: PathBuf = data_dir.join(PartitionLog::dir_name(topic, partition));
+    let log = PartitionLog::open(dir.clone(), config.log.clone(), clock.clone())?;
+    let mut cache = LeaderEpochCache::open(&dir)?;
+    // A crash between a truncation of the log and of the history leaves entries past the log
+    // end; Kafka drops them on open too.
+    cache.truncate_from_end(log.log_end_offset().next())?;
+    Ok(Arc::new(Partition::new(
+        Arc::from(topic),
+        partition,
+        config.min_insync_replicas,
+        log,
+        cache,
+    )))
+}
+
+/// Deletes a topic's local data (its logs and their directories). Readers still holding a
+/// partition keep their open files (Linux keeps unlinked files readable); appends after this fail
+/// and are answered as such.
+pub(crate) fn remove_topic_data(topic: &Topic) -> Result<()> {
+    for p in topic.partitions.values() {
+        p.mark_deleted();
     }
-    Ok(Topic { config, partitions })
+    for p in topic.partitions.values() {
+        let _ = p.log.close();
+        let dir = p.log.dir().to_path_buf();
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove partition directory", &dir, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Appends as the leader, on a blocking thread: under the append gate, re-checks that this
+/// broker still leads (and for acks=all that the ISR is large enough), appends, feeds the
+/// leader state (which may move the HW) and publishes the new log end. Returns the append and
+/// the leadership term it happened in.
+fn leader_append(
+    p: &Partition,
+    set: &mut [u8],
+    acks: i32,
+) -> std::result::Result<(AppendInfo, u64), PartitionError> {
+    let _gate = p.append_gate();
+    if !p.is_leader() {
+        return Err(p.not_leader());
+    }
+    if acks == -1 {
+        check_min_insync(p)?;
+    }
+    let leadership = p.leadership();
+    let bytes = set.len() as u64;
+    let info = p.log.append(set).map_err(|e| perr(&e))?;
+    {
+        let mut role = p.role();
+        if let Role::Leader(ls) = &mut *role
+            && let Some(hw) = ls.on_append(p.log.log_end_offset())
+        {
+            p.advance_high_watermark(hw);
+        }
+    }
+    p.publish_log_end();
+    p.produced_messages
+        .fetch_add(info.message_count, std::sync::atomic::Ordering::Relaxed);
+    p.produced_bytes
+        .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    debug!(topic = %p.topic, partition = p.partition, base_offset = info.base_offset.0,
+        last_offset = info.last_offset.0, "appended");
+    Ok((info, leadership))
+}
+
+/// acks=all's precondition: the committed ISR has at least `min.insync.replicas` members.
+fn check_min_insync(p: &Partition) -> std::result::Result<(), PartitionError> {
+    match p.isr_size() {
+        Some(n) if n >= p.min_insync_replicas => Ok(()),
+        Some(n) => Err((
+            ErrorCode::NotEnoughReplicas,
+            format!(
+                "{} has {n} in-sync replica(s), fewer than its min.insync.replicas of {}",
+                p.name(),
+                p.min_insync_replicas
+            ),
+        )),
+        None => Err(p.not_leader()),
+    }
 }
 
 fn check_partition_count(n: usize) -> std::result::Result<(), tonic::Status> {
@@ -796,39 +1127,49 @@ fn check_duplicates<'a>(
     Ok(())
 }
 
-fn check_epoch(p: &Partition, epoch: Option<i32>) -> std::result::Result<(), PartitionError> {
+/// Fences a request carrying a leader epoch against the partition's current one.
+pub(crate) fn check_epoch(
+    p: &Partition,
+    epoch: Option<i32>,
+) -> std::result::Result<(), PartitionError> {
+    let current = p.leader_epoch();
     match epoch {
         None => Ok(()),
-        Some(e) if e < 0 || (e as u32) < p.leader_epoch => Err((
+        Some(e) if e < 0 || (e as u32) < current => Err((
             ErrorCode::FencedLeaderEpoch,
             format!(
-                "leader epoch {e} of {} is older than the current {}",
+                "leader epoch {e} of {} is older than the current {current}",
                 p.name(),
-                p.leader_epoch
             ),
         )),
-        Some(e) if e as u32 > p.leader_epoch => Err((
+        Some(e) if e as u32 > current => Err((
             ErrorCode::UnknownLeaderEpoch,
             format!(
-                "leader epoch {e} of {} is newer than the current {}",
+                "leader epoch {e} of {} is newer than the current {current}",
                 p.name(),
-                p.leader_epoch
             ),
         )),
         Some(_) => Ok(()),
     }
 }
 
-/// Reads every requested partition once. Returns the results, the bytes read, and whether any
-/// partition failed (a failure answers the fetch at once, as Kafka does).
+/// An ISR change a replica fetch produced: the partition, the leader epoch, the proposed ISR.
+pub(crate) type IsrProposal = (Arc<Partition>, u32, Vec<BrokerId>);
+
+/// Reads every requested partition once. Returns the results, the bytes read, whether any
+/// partition failed (a failure answers the fetch at once, as Kafka does), and the ISR changes
+/// that replica fetches proposed.
 fn read_partitions(
     requests: &[v1::FetchPartition],
     resolved: &[std::result::Result<Arc<Partition>, PartitionError>],
     response_max: u32,
-) -> (Vec<v1::FetchPartitionResult>, u64, bool) {
+    replica: Option<BrokerId>,
+    now_ms: u64,
+) -> (Vec<v1::FetchPartitionResult>, u64, bool, Vec<IsrProposal>) {
     let mut budget = response_max;
     let mut total = 0u64;
     let mut failed = false;
+    let mut proposals = Vec::new();
     let mut results = Vec::with_capacity(requests.len());
     for (req, part) in requests.iter().zip(resolved) {
         let mut r = v1::FetchPartitionResult {
@@ -846,7 +1187,15 @@ fn read_partitions(
             if p.is_deleted() {
                 return Err(unknown(&req.topic, req.partition));
             }
-            check_epoch(&p, req.leader_epoch)?;
+            match replica {
+                None => {
+                    if !p.is_leader() {
+                        return Err(p.not_leader());
+                    }
+                    check_epoch(&p, req.leader_epoch)?;
+                }
+                Some(_) => crate::replica::check_replica_fetch(&p, req.leader_epoch)?,
+            }
             if req.fetch_offset < 0 {
                 return Err((
                     ErrorCode::OffsetOutOfRange,
@@ -864,55 +1213,94 @@ fn read_partitions(
                 req.max_bytes.min(FETCH_BYTES_MAX)
             };
             let max = want.min(budget);
-            if max == 0 && total > 0 {
+            // Consumers read below the high watermark; followers up to the log end.
+            let upper = match replica {
+                None => p.log.high_watermark(),
+                Some(_) => p.log.log_end_offset(),
+            };
+            let read = if max == 0 && total > 0 {
                 // The response is full: report positions only.
-                return Ok((
+                None
+            } else {
+                Some(
+                    p.log
+                        .read(Offset(req.fetch_offset as u64), max.max(1), upper)
+                        .map_err(|e| perr(&e))?,
+                )
+            };
+            let (mut hw, start, end, bytes) = match read {
+                None => (
                     p.log.high_watermark(),
                     p.log.log_start_offset(),
                     p.log.log_end_offset(),
                     Vec::new(),
-                    p,
-                ));
-            }
-            let hw = p.log.high_watermark();
-            let read = p
-                .log
-                .read(Offset(req.fetch_offset as u64), max.max(1), hw)
-                .map_err(|e| perr(&e))?;
-            // The log returns at least one whole entry even above `max` (KIP-74). Only the first
-            // partition with data may overshoot that way, so the response stays bounded.
-            let bytes = if total > 0 && read.bytes.len() > max as usize {
-                Vec::new()
-            } else {
-                read.bytes
+                ),
+                Some(read) => {
+                    // The log returns at least one whole entry even above `max` (KIP-74). Only
+                    // the first partition with data may overshoot that way, so the response
+                    // stays bounded.
+                    let bytes = if total > 0 && read.bytes.len() > max as usize {
+                        Vec::new()
+                    } else {
+                        read.bytes
+                    };
+                    (
+                        read.high_watermark,
+                        read.log_start_offset,
+                        read.log_end_offset,
+                        bytes,
+                    )
+                }
             };
-            Ok((
-                read.high_watermark,
-                read.log_start_offset,
-                read.log_end_offset,
-                bytes,
-                p,
-            ))
+            let mut epochs = Vec::new();
+            if let Some(follower) = replica {
+                let fetched = crate::replica::on_replica_fetch(
+                    &p,
+                    follower,
+                    Offset(req.fetch_offset as u64),
+                    end,
+                    now_ms,
+                )?;
+                if let Some(proposal) = fetched {
+                    proposals.push(proposal);
+                }
+                hw = p.log.high_watermark();
+                epochs = crate::replica::epochs_covering(&p, Offset(req.fetch_offset as u64), end);
+            }
+            Ok((hw, start, end, bytes, epochs, p))
         });
         match outcome {
-            Ok((hw, start, end, bytes, p)) => {
+            Ok((hw, start, end, bytes, epochs, p)) => {
                 r.high_watermark = hw.0 as i64;
                 r.log_start_offset = start.0 as i64;
                 r.log_end_offset = end.0 as i64;
                 let n = bytes.len() as u64;
-                p.fetched_bytes
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                let counter = if replica.is_some() {
+                    &p.replicated_bytes
+                } else {
+                    &p.fetched_bytes
+                };
+                counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 total += n;
                 budget = budget.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
                 r.message_set = bytes.into();
+                r.leader_epochs = epochs;
             }
             Err((code, message)) => {
                 failed = true;
                 r.error_code = to_proto(code);
                 r.error_message = message;
+                // A follower needs the leader's range to recover from OFFSET_OUT_OF_RANGE.
+                if replica.is_some()
+                    && let Ok(p) = part
+                {
+                    r.log_start_offset = p.log.log_start_offset().0 as i64;
+                    r.log_end_offset = p.log.log_end_offset().0 as i64;
+                    r.high_watermark = p.log.high_watermark().0 as i64;
+                }
             }
         }
         results.push(r);
     }
-    (results, total, failed)
+    (results, total, failed, proposals)
 }

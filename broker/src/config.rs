@@ -12,10 +12,24 @@
 //! | `--log FILTER` | `SLUICEWAY_LOG` | `log` | `info` |
 //! | `--retention-check-interval-ms N` | `SLUICEWAY_RETENTION_CHECK_INTERVAL_MS` | `retention_check_interval_ms` | 60000 |
 //! | `--topic-default KEY=VALUE`… | `SLUICEWAY_TOPIC_DEFAULTS` (comma-separated) | `[topic_defaults]` table | none |
+//! | `--registry embedded\|etcd://HOST:PORT[,…][/ROOT]` | `SLUICEWAY_REGISTRY` | `registry` | `embedded` |
+//! | `--registry-session-timeout-ms N` | `SLUICEWAY_REGISTRY_SESSION_TIMEOUT_MS` | `registry_session_timeout_ms` | 6000 |
+//! | `--replica-lag-time-max-ms N` | `SLUICEWAY_REPLICA_LAG_TIME_MAX_MS` | `replica_lag_time_max_ms` | 30000 |
+//! | `--replica-fetch-wait-max-ms N` | `SLUICEWAY_REPLICA_FETCH_WAIT_MAX_MS` | `replica_fetch_wait_max_ms` | 500 |
+//! | `--default-replication-factor N` | `SLUICEWAY_DEFAULT_REPLICATION_FACTOR` | `default_replication_factor` | 1 |
 //! | `--config FILE` | `SLUICEWAY_CONFIG` | — | none |
 //!
 //! `topic_defaults` are topic configuration keys (Kafka names, see `sluiceway_core::topic`) that
 //! apply to every topic that does not override them, e.g. `flush.policy = "interval"`.
+//!
+//! Clusters: `registry = "etcd://…"` keeps the metadata in etcd (brokers register under a lease
+//! of `registry_session_timeout_ms`; a broker whose lease expires is dead and loses its
+//! leaderships). `replica_lag_time_max_ms` is Kafka's `replica.lag.time.max.ms` (a follower not
+//! caught up for that long leaves the in-sync set), `replica_fetch_wait_max_ms` the long-poll
+//! wait of a follower's fetch (Kafka's `replica.fetch.wait.max.ms`), and
+//! `default_replication_factor` (Kafka's `default.replication.factor`) applies to a CreateTopic
+//! that asks for replication factor 0. With the embedded registry the replication settings have
+//! no effect beyond the replication factor check (one broker: only 1 is possible).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,12 +37,30 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::Deserialize;
+use sluiceway_core::limits::{FETCH_WAIT_MS_MAX, REPLICATION_FACTOR_MAX};
 use sluiceway_core::registry::BrokerId;
 use sluiceway_core::topic::{TopicConfig, parse_key_value};
 use sluiceway_core::{Error, Result};
 
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:9292";
 pub const DATA_DIR_DEFAULT: &str = "./sluiceway-data";
+pub const REGISTRY_DEFAULT: &str = "embedded";
+/// etcd lease time: a broker that stops renewing is dead this long after its last renewal.
+pub const REGISTRY_SESSION_TIMEOUT_MS_DEFAULT: u64 = 6_000;
+/// The etcd backend rounds the lease up to whole seconds and needs at least 2 s (keep-alives
+/// go out every third of it).
+pub const REGISTRY_SESSION_TIMEOUT_MS_MIN: u64 = 2_000;
+pub const REGISTRY_SESSION_TIMEOUT_MS_MAX: u64 = 300_000;
+/// Kafka's `replica.lag.time.max.ms` default.
+pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 30_000;
+pub const REPLICA_LAG_TIME_MAX_MS_MIN: u64 = 100;
+pub const REPLICA_LAG_TIME_MAX_MS_MAX: u64 = 3_600_000;
+/// Kafka's `replica.fetch.wait.max.ms` default.
+pub const REPLICA_FETCH_WAIT_MAX_MS_DEFAULT: u32 = 500;
+// A follower's long poll must end within the lag time (checked for given values at load), and
+// the broker refuses longer waits than FETCH_WAIT_MS_MAX anyway.
+const _: () = assert!((REPLICA_FETCH_WAIT_MAX_MS_DEFAULT as u64) < REPLICA_LAG_TIME_MAX_MS_DEFAULT);
+const _: () = assert!(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT <= FETCH_WAIT_MS_MAX);
 
 /// `sluiceway broker` flags. Every value is optional here so that the merge can tell "given" from
 /// "defaulted".
@@ -64,6 +96,26 @@ pub struct BrokerArgs {
         value_delimiter = ','
     )]
     pub topic_defaults: Vec<String>,
+    /// Where the cluster metadata lives: `embedded` (one machine, the default) or
+    /// `etcd://HOST:PORT[,HOST:PORT…][/ROOT]` (a cluster; ROOT defaults to `/sluiceway`).
+    #[arg(long, env = "SLUICEWAY_REGISTRY", value_name = "embedded|etcd://…")]
+    pub registry: Option<String>,
+    /// etcd: the broker's lease time; a broker that stops renewing it is declared dead this long
+    /// after its last renewal and its leaderships move.
+    #[arg(long, env = "SLUICEWAY_REGISTRY_SESSION_TIMEOUT_MS", value_name = "MS")]
+    pub registry_session_timeout_ms: Option<u64>,
+    /// A follower not caught up with the leader for this long leaves the in-sync replica set
+    /// (Kafka's replica.lag.time.max.ms).
+    #[arg(long, env = "SLUICEWAY_REPLICA_LAG_TIME_MAX_MS", value_name = "MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// Longest wait of a follower's fetch when the leader has no new data (Kafka's
+    /// replica.fetch.wait.max.ms).
+    #[arg(long, env = "SLUICEWAY_REPLICA_FETCH_WAIT_MAX_MS", value_name = "MS")]
+    pub replica_fetch_wait_max_ms: Option<u32>,
+    /// Replication factor of topics created with replication factor 0 (Kafka's
+    /// default.replication.factor).
+    #[arg(long, env = "SLUICEWAY_DEFAULT_REPLICATION_FACTOR", value_name = "N")]
+    pub default_replication_factor: Option<u32>,
     /// A TOML file with any of the settings above (flags and environment win over it).
     #[arg(long, env = "SLUICEWAY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -80,6 +132,11 @@ struct FileConfig {
     metrics_listen: Option<String>,
     log: Option<String>,
     retention_check_interval_ms: Option<u64>,
+    registry: Option<String>,
+    registry_session_timeout_ms: Option<u64>,
+    replica_lag_time_max_ms: Option<u64>,
+    replica_fetch_wait_max_ms: Option<u32>,
+    default_replication_factor: Option<u32>,
     #[serde(default)]
     topic_defaults: BTreeMap<String, toml::Value>,
 }
@@ -96,6 +153,44 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Validated: parses as a topic configuration.
     pub topic_defaults: BTreeMap<String, String>,
+    pub registry: RegistryKind,
+    pub registry_session_timeout_ms: u64,
+    pub replica_lag_time_max_ms: u64,
+    pub replica_fetch_wait_max_ms: u32,
+    pub default_replication_factor: u32,
+}
+
+/// Which registry backend holds the metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryKind {
+    /// One machine: the broker is its own registry (a JSON file in the data directory).
+    Embedded,
+    /// A cluster: the spec as given (`etcd://…`), parsed by the etcd backend at start.
+    Etcd(String),
+}
+
+impl RegistryKind {
+    fn parse(v: &str) -> Result<RegistryKind> {
+        if v == "embedded" {
+            return Ok(RegistryKind::Embedded);
+        }
+        if v.starts_with("etcd://") {
+            // The backend parses the spec itself; this catches typos before anything starts.
+            sluiceway_core::registry::EtcdSpec::parse(v)?;
+            return Ok(RegistryKind::Etcd(v.to_owned()));
+        }
+        Err(invalid(
+            "registry",
+            format!("{v:?} is neither `embedded` nor `etcd://HOST:PORT[,HOST:PORT…][/ROOT]`"),
+        ))
+    }
+}
+
+fn in_range(key: &str, v: u64, min: u64, max: u64) -> Result<u64> {
+    if v < min || v > max {
+        return Err(invalid(key, format!("{v} is outside {min}..={max}")));
+    }
+    Ok(v)
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> Error {
@@ -177,7 +272,63 @@ impl BrokerConfig {
                 format!("{a:?} is not HOST:PORT"),
             ));
         }
+        let registry = RegistryKind::parse(
+            args.registry
+                .as_deref()
+                .or(file.registry.as_deref())
+                .unwrap_or(REGISTRY_DEFAULT),
+        )?;
+        let registry_session_timeout_ms = in_range(
+            "registry_session_timeout_ms",
+            args.registry_session_timeout_ms
+                .or(file.registry_session_timeout_ms)
+                .unwrap_or(REGISTRY_SESSION_TIMEOUT_MS_DEFAULT),
+            REGISTRY_SESSION_TIMEOUT_MS_MIN,
+            REGISTRY_SESSION_TIMEOUT_MS_MAX,
+        )?;
+        let replica_lag_time_max_ms = in_range(
+            "replica_lag_time_max_ms",
+            args.replica_lag_time_max_ms
+                .or(file.replica_lag_time_max_ms)
+                .unwrap_or(REPLICA_LAG_TIME_MAX_MS_DEFAULT),
+            REPLICA_LAG_TIME_MAX_MS_MIN,
+            REPLICA_LAG_TIME_MAX_MS_MAX,
+        )?;
+        let replica_fetch_wait_max_ms = in_range(
+            "replica_fetch_wait_max_ms",
+            u64::from(
+                args.replica_fetch_wait_max_ms
+                    .or(file.replica_fetch_wait_max_ms)
+                    .unwrap_or(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT),
+            ),
+            1,
+            u64::from(FETCH_WAIT_MS_MAX),
+        )? as u32;
+        if u64::from(replica_fetch_wait_max_ms) >= replica_lag_time_max_ms {
+            return Err(invalid(
+                "replica_fetch_wait_max_ms",
+                format!(
+                    "{replica_fetch_wait_max_ms} must be below replica_lag_time_max_ms \
+                     ({replica_lag_time_max_ms}), or an idle follower would drop out of the in-sync set"
+                ),
+            ));
+        }
+        let default_replication_factor = in_range(
+            "default_replication_factor",
+            u64::from(
+                args.default_replication_factor
+                    .or(file.default_replication_factor)
+                    .unwrap_or(1),
+            ),
+            1,
+            u64::from(REPLICATION_FACTOR_MAX),
+        )? as u32;
         Ok(BrokerConfig {
+            registry,
+            registry_session_timeout_ms,
+            replica_lag_time_max_ms,
+            replica_fetch_wait_max_ms,
+            default_replication_factor,
             data_dir: args
                 .data_dir
                 .clone()

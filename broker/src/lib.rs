@@ -3,7 +3,11 @@
 //! - [`config`] — flags + `SLUICEWAY_*` environment + TOML file → one validated `BrokerConfig`.
 //! - [`broker`] — the broker's state and request logic (produce, long-poll fetch, list offsets,
 //!   topic administration) over core's `PartitionLog` and `Registry`.
-//! - [`partition`] — one hosted partition and its high-watermark notification.
+//! - [`partition`] — one hosted partition: its log, leader-epoch history, replication role and
+//!   the high-watermark / log-end notifications.
+//! - [`roles`] — the role loop: hosting, leading and following partitions as the registry says.
+//! - [`replica`] — replication, leader side: replica fetches, OffsetForLeaderEpoch, the ISR.
+//! - [`fetcher`] — replication, follower side: one fetcher task per leader broker.
 //! - [`groups`] — the consumer-group coordinators (core's sans-IO `Coordinator`, driven by a
 //!   timer task) and `__consumer_offsets`.
 //! - [`service`] — the tonic services (Log, Admin, Registry, Group), thin wrappers over
@@ -18,8 +22,11 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod errors;
+pub mod fetcher;
 pub mod groups;
 pub mod metrics;
 pub mod partition;
+pub mod replica;
+pub mod roles;
 pub mod server;
 pub mod service;

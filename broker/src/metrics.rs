@@ -1,7 +1,9 @@
 //! Prometheus metrics: counters and latency histograms kept in atomics, rendered in the text
 //! exposition format (version 0.0.4) by a tiny HTTP/1.1 endpoint (`--metrics-listen`, off by
-//! default). Per-partition gauges (log end offset, high watermark, size) are read from the logs
-//! at scrape time, so they cost nothing between scrapes.
+//! default). Per-partition gauges (log end offset, high watermark, size; the in-sync replica
+//! count and under-replicated flag of partitions this broker leads) are read at scrape time, so
+//! they cost nothing between scrapes. Replication counters: replica fetches sent and failed
+//! (follower), served (leader), ISR shrinks and expansions written (leader).
 //!
 //! The endpoint answers `GET /metrics` (and `GET /`) and closes the connection after each answer;
 //! it bounds connections, request size and time with `limits::METRICS_*`.
@@ -79,6 +81,15 @@ pub struct Metrics {
     pub join_group: RequestMetrics,
     pub connections_open: AtomicU64,
     pub connections_accepted: AtomicU64,
+    /// Follower side: fetches sent to leaders, failed ones, bytes appended from them.
+    pub replica_fetches: AtomicU64,
+    pub replica_fetch_errors: AtomicU64,
+    pub replica_fetched_bytes: AtomicU64,
+    /// Leader side: replica fetch reads served (a long poll may read more than once).
+    pub replica_fetches_served: AtomicU64,
+    /// Leader side: ISR changes written to the registry.
+    pub isr_shrinks: Arc<AtomicU64>,
+    pub isr_expands: Arc<AtomicU64>,
 }
 
 fn escape(label: &str) -> String {
@@ -172,8 +183,66 @@ pub fn render(broker: &Broker) -> String {
         broker.groups.rebalances.load(Ordering::Relaxed),
         broker.groups.offsets.size_bytes()
     );
+    let counters: [(&str, &str, u64); 6] = [
+        (
+            "sluiceway_replica_fetches_total",
+            "Fetches this broker sent to leaders as a follower.",
+            m.replica_fetches.load(Ordering::Relaxed),
+        ),
+        (
+            "sluiceway_replica_fetch_errors_total",
+            "Follower fetches or truncation requests that failed (connection, timeout).",
+            m.replica_fetch_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "sluiceway_replica_fetched_bytes_total",
+            "Bytes this broker appended from leaders as a follower.",
+            m.replica_fetched_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "sluiceway_replica_fetches_served_total",
+            "Replica fetch reads this broker served as a leader.",
+            m.replica_fetches_served.load(Ordering::Relaxed),
+        ),
+        (
+            "sluiceway_isr_shrinks_total",
+            "In-sync replica set shrinks this broker wrote as a leader.",
+            m.isr_shrinks.load(Ordering::Relaxed),
+        ),
+        (
+            "sluiceway_isr_expands_total",
+            "In-sync replica set expansions this broker wrote as a leader.",
+            m.isr_expands.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
     let topics = broker.hosted_topics();
-    let gauges: [(&str, &str, &str); 7] = [
+    // Leader-only gauges: only the leader knows the in-sync set.
+    let _ = writeln!(
+        out,
+        "# HELP sluiceway_partition_isr_size In-sync replicas of the partitions this broker leads.\n\
+         # TYPE sluiceway_partition_isr_size gauge\n\
+         # HELP sluiceway_partition_under_replicated 1 when a partition this broker leads has fewer in-sync replicas than replicas.\n\
+         # TYPE sluiceway_partition_under_replicated gauge"
+    );
+    for (topic, t) in &topics {
+        for p in t.partitions.values() {
+            if let Some(isr) = p.isr_size() {
+                let labels = format!("topic=\"{}\",partition=\"{}\"", escape(topic), p.partition);
+                let _ = writeln!(
+                    out,
+                    "sluiceway_partition_isr_size{{{labels}}} {isr}\nsluiceway_partition_under_replicated{{{labels}}} {}",
+                    u8::from(isr < p.replica_count())
+                );
+            }
+        }
+    }
+    let gauges: [(&str, &str, &str); 8] = [
         (
             "sluiceway_partition_log_end_offset",
             "gauge",
@@ -209,11 +278,16 @@ pub fn render(broker: &Broker) -> String {
             "counter",
             "Message-set bytes returned to fetches since the broker started.",
         ),
+        (
+            "sluiceway_partition_replicated_bytes_total",
+            "counter",
+            "Message-set bytes served to followers (leader) or appended from the leader (follower).",
+        ),
     ];
     for (name, kind, help) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (topic, t) in &topics {
-            for p in &t.partitions {
+            for p in t.partitions.values() {
                 let v = match name {
                     "sluiceway_partition_log_end_offset" => p.log.log_end_offset().0,
                     "sluiceway_partition_high_watermark" => p.log.high_watermark().0,
@@ -225,7 +299,10 @@ pub fn render(broker: &Broker) -> String {
                     "sluiceway_partition_produced_bytes_total" => {
                         p.produced_bytes.load(Ordering::Relaxed)
                     }
-                    _ => p.fetched_bytes.load(Ordering::Relaxed),
+                    "sluiceway_partition_fetched_bytes_total" => {
+                        p.fetched_bytes.load(Ordering::Relaxed)
+                    }
+                    _ => p.replicated_bytes.load(Ordering::Relaxed),
                 };
                 let _ = writeln!(
                     out,

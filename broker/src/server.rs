@@ -1,9 +1,16 @@
 //! Running a broker: bind, serve gRPC with bounded connections, housekeeping tasks, metrics, and
 //! a graceful shutdown on SIGTERM / SIGINT.
 //!
-//! Shutdown order: stop accepting and tell waiting fetches to answer → let in-flight requests
-//! finish (bounded by `SHUTDOWN_GRACE_MS`; acks=0 appends included) → close every log (flush +
-//! clean-shutdown marker), so the next start needs no recovery.
+//! Start order: open the registry (embedded: the file in the data directory; etcd: connect) →
+//! take the data directory → bind → register this broker with its advertised address (the bound
+//! one unless `--advertised-address`) → one role pass (open the assigned partitions, take their
+//! roles) → serve, print `listening on HOST:PORT`, and run the role loop, the ISR timer and the
+//! housekeeping tasks.
+//!
+//! Shutdown order: stop accepting and tell waiting fetches (and acks=all waits) to answer →
+//! let in-flight requests finish (bounded by `SHUTDOWN_GRACE_MS`; acks=0 appends included) →
+//! close every log (flush + clean-shutdown marker), so the next start needs no recovery →
+//! `Registry::shutdown` (etcd: revoke the lease, so leadership moves at once).
 //!
 //! Connections: the accept loop takes a slot (`CONNECTIONS_MAX`) before accepting, so excess
 //! connections wait in the kernel's backlog; a connection must send its first bytes within
@@ -188,9 +195,10 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
     let listen = config.listen;
     let metrics_listen = config.metrics_listen;
     let retention_interval = Duration::from_millis(config.retention_check_interval_ms);
+    let registry = crate::broker::open_registry(&config).await?;
     let broker = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || Broker::open(config))
+        let (config, registry) = (config.clone(), registry.clone());
+        tokio::task::spawn_blocking(move || Broker::open(config, registry))
             .await
             .map_err(|e| crate::broker::internal(format!("opening the broker failed: {e}")))??
     };
@@ -210,6 +218,16 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
         tokio::task::spawn_blocking(move || b.registry.register_broker(b.config.broker_id, &a))
             .await
             .map_err(|e| crate::broker::internal(format!("registering failed: {e}")))??;
+    }
+    // Open the assigned partitions and take their roles before serving, so the first requests
+    // find them.
+    {
+        let b = broker.clone();
+        let admin = broker.admin_lock.lock().await;
+        tokio::task::spawn_blocking(move || b.apply_registry(true))
+            .await
+            .map_err(|e| crate::broker::internal(format!("applying the registry failed: {e}")))??;
+        drop(admin);
     }
 
     let mut background = Vec::new();
@@ -249,6 +267,8 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
     background.push(tokio::spawn(
         broker.groups.clone().run_timer(broker.shutdown_receiver()),
     ));
+    background.push(tokio::spawn(crate::roles::run_role_loop(broker.clone())));
+    background.push(tokio::spawn(crate::replica::run_isr_timer(broker.clone())));
 
     let (tx, rx) = mpsc::channel(64);
     background.push(tokio::spawn(accept_loop(listener, broker.clone(), tx)));
@@ -325,7 +345,13 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
         t.abort();
     }
     let b = broker.clone();
-    let _ = tokio::task::spawn_blocking(move || b.close_all()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        b.close_all();
+        // etcd: revoke the lease, so the controller moves leadership away now instead of after
+        // the session timeout.
+        b.registry.shutdown();
+    })
+    .await;
     info!("broker stopped; logs closed cleanly");
     Ok(())
 }

@@ -78,9 +78,14 @@ impl v1::log_server::Log for Service {
 
     async fn offset_for_leader_epoch(
         &self,
-        _request: Request<v1::OffsetForLeaderEpochRequest>,
+        request: Request<v1::OffsetForLeaderEpochRequest>,
     ) -> Result<Response<v1::OffsetForLeaderEpochResponse>, Status> {
-        Err(Status::unimplemented("replication is not built yet"))
+        let started = Instant::now();
+        let r = self
+            .broker
+            .offset_for_leader_epoch(request.into_inner())
+            .await;
+        timed(&self.broker.metrics.fetch, started, r)
     }
 }
 
