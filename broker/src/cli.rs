@@ -44,7 +44,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a broker (with the embedded registry).
+    /// Run a broker (the embedded registry by default; `--registry etcd://…` joins a cluster).
     Broker(BrokerArgs),
     /// Create, list, describe and delete topics.
     Topic {

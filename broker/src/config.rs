@@ -400,4 +400,83 @@ mod tests {
                 .contains("segment.bytes")
         );
     }
+
+    #[test]
+    fn replication_settings_default_merge_and_are_checked() {
+        let c = BrokerConfig::load(&BrokerArgs::default()).unwrap();
+        assert_eq!(c.registry, RegistryKind::Embedded);
+        assert_eq!(
+            c.registry_session_timeout_ms,
+            REGISTRY_SESSION_TIMEOUT_MS_DEFAULT
+        );
+        assert_eq!(c.replica_lag_time_max_ms, REPLICA_LAG_TIME_MAX_MS_DEFAULT);
+        assert_eq!(
+            c.replica_fetch_wait_max_ms,
+            REPLICA_FETCH_WAIT_MAX_MS_DEFAULT
+        );
+        assert_eq!(c.default_replication_factor, 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.toml");
+        std::fs::write(
+            &file,
+            "registry = \"etcd://127.0.0.1:2379\"\nreplica_lag_time_max_ms = 2000\ndefault_replication_factor = 3\n",
+        )
+        .unwrap();
+        let c = BrokerConfig::load(&BrokerArgs {
+            config: Some(file),
+            registry_session_timeout_ms: Some(2000),
+            ..BrokerArgs::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.registry,
+            RegistryKind::Etcd("etcd://127.0.0.1:2379".into())
+        );
+        assert_eq!(c.registry_session_timeout_ms, 2000);
+        assert_eq!(c.replica_lag_time_max_ms, 2000);
+        assert_eq!(c.default_replication_factor, 3);
+
+        let bad = [
+            (
+                BrokerArgs {
+                    registry: Some("zookeeper://x".into()),
+                    ..BrokerArgs::default()
+                },
+                "registry",
+            ),
+            (
+                BrokerArgs {
+                    registry_session_timeout_ms: Some(10),
+                    ..BrokerArgs::default()
+                },
+                "registry_session_timeout_ms",
+            ),
+            (
+                BrokerArgs {
+                    default_replication_factor: Some(0),
+                    ..BrokerArgs::default()
+                },
+                "default_replication_factor",
+            ),
+            (
+                BrokerArgs {
+                    replica_lag_time_max_ms: Some(400),
+                    ..BrokerArgs::default()
+                },
+                "replica_fetch_wait_max_ms",
+            ),
+            (
+                BrokerArgs {
+                    replica_fetch_wait_max_ms: Some(0),
+                    ..BrokerArgs::default()
+                },
+                "replica_fetch_wait_max_ms",
+            ),
+        ];
+        for (args, key) in bad {
+            let err = BrokerConfig::load(&args).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
 }
