@@ -319,6 +319,8 @@ impl Broker {
     /// Closes every log cleanly (flush + clean-shutdown marker) so the next start skips recovery.
     pub fn close_all(&self) {
         for p in self.hosted_partitions() {
+            // Waits for a follower append in flight; later ones see the shutdown and skip.
+            let _gate = p.role_change_gate();
             if let Err(e) = p.log.close() {
                 warn!(partition = %p.name(), error = %e, "closing the log failed");
             }

@@ -197,7 +197,7 @@ pub async fn run_fetcher(broker: Arc<Broker>, source: BrokerId) {
                 let mut client = v1::log_client::LogClient::new(channel)
                     .max_decoding_message_size(RESPONSE_BYTES_MAX as usize);
                 if !to_truncate.is_empty() {
-                    truncate(&mut client, me, to_truncate).await
+                    truncate(&broker, &mut client, me, to_truncate).await
                 } else {
                     let wait = broker.config.replica_fetch_wait_max_ms;
                     let mut request = tonic::Request::new(v1::FetchRequest {
@@ -281,6 +281,7 @@ pub async fn run_fetcher(broker: Arc<Broker>, source: BrokerId) {
 
 /// One truncation round (module docs, step 1). Errors are transport failures.
 async fn truncate(
+    broker: &Arc<Broker>,
     client: &mut v1::log_client::LogClient<Channel>,
     me: BrokerId,
     parts: Vec<Followed>,
@@ -319,6 +320,7 @@ async fn truncate(
         .map_err(|s| format!("OffsetForLeaderEpoch failed: {}", s.message()))?
         .into_inner()
         .results;
+    let b = broker.clone();
     let _ = tokio::task::spawn_blocking(move || {
         for ((p, f, requested), r) in ask.into_iter().zip(results) {
             if r.topic != *p.topic || r.partition != p.partition {
@@ -331,7 +333,7 @@ async fn truncate(
                         epoch: r.leader_epoch as u32,
                         start_offset: Offset(r.end_offset as u64),
                     });
-                    apply_truncation(&p, &f, requested, answer);
+                    apply_truncation(&b, &p, &f, requested, answer);
                 }
                 ErrorCode::FencedLeaderEpoch => pause(&p, &f, REPLICA_PAUSE_MS, &r.error_message),
                 _ => pause(&p, &f, REPLICA_RETRY_MS, &r.error_message),
@@ -344,9 +346,15 @@ async fn truncate(
 
 /// Applies one OffsetForLeaderEpoch answer: truncates the log and the epoch history, and marks
 /// the partition ready to fetch when the step is `Done`.
-fn apply_truncation(p: &Partition, f: &FollowerRole, requested: u32, answer: Option<EpochEntry>) {
+fn apply_truncation(
+    broker: &Broker,
+    p: &Partition,
+    f: &FollowerRole,
+    requested: u32,
+    answer: Option<EpochEntry>,
+) {
     let _gate = p.append_gate();
-    if !update_follower(p, f, |_| {}) {
+    if broker.is_shutting_down() || !update_follower(p, f, |_| {}) {
         return;
     }
     let step = {
@@ -397,7 +405,10 @@ fn apply_fetched(
             ErrorCode::None => append_fetched(broker, &p, &f, fetch_offset, &r),
             ErrorCode::OffsetOutOfRange => {
                 let _gate = p.append_gate();
-                if !update_follower(&p, &f, |_| {}) || p.log.log_end_offset() != fetch_offset {
+                if broker.is_shutting_down()
+                    || !update_follower(&p, &f, |_| {})
+                    || p.log.log_end_offset() != fetch_offset
+                {
                     continue;
                 }
                 let (start, end) = (r.log_start_offset, r.log_end_offset);
@@ -451,6 +462,9 @@ fn append_fetched(
     r: &v1::FetchPartitionResult,
 ) {
     let _gate = p.append_gate();
+    if broker.is_shutting_down() {
+        return; // The logs are being closed.
+    }
     match &*p.role() {
         Role::Follower(now)
             if now.leader == f.leader
