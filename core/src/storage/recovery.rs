@@ -104,7 +104,11 @@ fn list_segments(dir: &Path) -> Result<BTreeMap<Offset, Files>> {
             tracing::warn!(dir = %dir.display(), name = ?name, "ignoring a file with a non-UTF-8 name");
             continue;
         };
-        if name == CHECKPOINT_FILE || name == CLEAN_SHUTDOWN_FILE {
+        // The leader-epoch checkpoint belongs to replication, which keeps it beside the log.
+        if name == CHECKPOINT_FILE
+            || name == CLEAN_SHUTDOWN_FILE
+            || name == crate::replication::EPOCH_CHECKPOINT_FILE
+        {
             continue;
         }
         if name.ends_with(".tmp") {
