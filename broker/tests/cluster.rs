@@ -276,17 +276,18 @@ async fn partition_state(cluster: &TestCluster, topic: &str, p: u32) -> (i32, i3
     .await
 }
 
-/// A raw acks=all produce of one value to broker `id` (no client retries, no routing).
-async fn raw_produce_all(
+/// A raw produce of one value to partition 0 through `client` (no client retries, no routing).
+async fn raw_produce(
     client: &mut sluiceway_broker::cli::Client,
     topic: &str,
+    acks: i32,
     value: &str,
     timeout_ms: u32,
 ) -> Result<ErrorCode, tonic::Status> {
     client
         .log
         .produce(v1::ProduceRequest {
-            acks: -1,
+            acks,
             timeout_ms,
             partitions: vec![produce_partition(topic, 0, set_of(&[value]))],
         })
@@ -416,17 +417,23 @@ struct Ledger {
     failed: Vec<(String, String)>,
 }
 
-/// Sends `m-<n>` for every n in `range` through `p`, keeping a window of sub-batches in flight,
-/// recording each outcome in `ledger` and counting settled records in `settled`.
+/// Sends `m-<n>` for every n in `range` through `p` at a bounded pace, keeping a window of
+/// sub-batches in flight, recording each outcome in `ledger` and counting settled records in
+/// `settled`. When `signal` is given, it fires once the records below `signal.0` were handed to
+/// the producer, and sending goes on: the test kills the leader at that moment, mid-stream.
 async fn produce_range(
     p: Arc<Producer>,
     topic: &'static str,
     range: std::ops::Range<u64>,
+    mut signal: Option<(u64, tokio::sync::oneshot::Sender<()>)>,
     ledger: Arc<Mutex<Ledger>>,
     settled: Arc<AtomicU64>,
 ) {
-    const SUB_BATCH: u64 = 500;
-    const WINDOW: usize = 8;
+    const SUB_BATCH: u64 = 100;
+    const WINDOW: usize = 20;
+    // A pace (at most 100 records per 20 ms) so that a round outlasts the moment of its kill
+    // whatever the machine's speed: the kill always lands while records are still being sent.
+    const PAUSE: Duration = Duration::from_millis(20);
     let mut window: VecDeque<(u64, Vec<DeliveryFuture>)> = VecDeque::new();
     async fn settle(
         (start, futures): (u64, Vec<DeliveryFuture>),
@@ -455,10 +462,16 @@ async fn produce_range(
             .map(|n| ProducerRecord::new(topic, format!("m-{n}")))
             .collect();
         window.push_back((start, p.send_batch(records).await));
+        if signal.as_ref().is_some_and(|(at, _)| end >= *at) {
+            let _ = signal.take().unwrap().1.send(());
+        }
+        // Settle what is done without waiting; wait only when the window is full (a dead leader
+        // stalls sending here until the failover).
         while window.len() > WINDOW {
             settle(window.pop_front().unwrap(), &ledger, &settled).await;
         }
         start = end;
+        tokio::time::sleep(PAUSE).await;
     }
     while let Some(w) = window.pop_front() {
         settle(w, &ledger, &settled).await;
@@ -471,7 +484,8 @@ async fn leader_kill9_three_times_during_50k_acks_all_messages_loses_nothing_ack
     const PARTITIONS: u32 = 3;
     const MESSAGES: u64 = 50_000;
     const KILLS: u64 = 3;
-    // One round per kill plus a last quiet one; each kill happens a quarter into its round.
+    // One round per kill plus a last quiet one; each kill happens a quarter into its round, while
+    // the round's records are still being sent.
     const ROUND: u64 = MESSAGES / (KILLS + 1);
     let mut cluster = TestCluster::start(3, &[]).await;
     bounded(Duration::from_secs(900), async {
@@ -492,40 +506,50 @@ async fn leader_kill9_three_times_during_50k_acks_all_messages_loses_nothing_ack
             } else {
                 (round + 1) * ROUND
             };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let kill_at = range.start + ROUND / 4;
             let task = tokio::spawn(produce_range(
                 p.clone(),
                 TOPIC,
                 range.clone(),
+                (round < KILLS).then_some((kill_at, tx)),
                 ledger.clone(),
                 settled.clone(),
             ));
             if round < KILLS {
-                let at = range.start + ROUND / 4;
-                wait_until(
-                    &format!("{at} records settled"),
-                    Duration::from_secs(120),
-                    async || settled.load(Ordering::Relaxed) >= at,
-                )
-                .await;
+                tokio::time::timeout(Duration::from_secs(120), rx)
+                    .await
+                    .expect("the producer reached the kill point")
+                    .expect("producer task");
                 let partition = (round % u64::from(PARTITIONS)) as u32;
                 let (leader, epoch) = partition_state(&cluster, TOPIC, partition).await;
+                let killed = std::time::Instant::now();
+                cluster.kill9(leader);
                 eprintln!(
                     "kill {}: kill -9 broker {leader}, leader of {TOPIC}-{partition} at epoch \
-                     {epoch}, after {} settled",
+                     {epoch}, with m-0..m-{kill_at} sent and {} settled",
                     round + 1,
                     settled.load(Ordering::Relaxed)
                 );
-                cluster.kill9(leader);
                 let (new_leader, new_epoch) = cluster
                     .wait_new_leader(TOPIC, partition, leader, epoch)
                     .await;
                 eprintln!(
-                    "kill {}: broker {new_leader} leads at epoch {new_epoch}",
-                    round + 1
+                    "kill {}: broker {new_leader} leads at epoch {new_epoch}; {} settled \
+                     ({:?} after the kill)",
+                    round + 1,
+                    settled.load(Ordering::Relaxed),
+                    killed.elapsed()
                 );
                 cluster.restart(leader);
                 cluster.wait_fully_replicated(TOPIC).await;
-                eprintln!("kill {}: broker {leader} is back in every ISR", round + 1);
+                eprintln!(
+                    "kill {}: broker {leader} is back in every ISR; {} settled ({:?} after the \
+                     kill)",
+                    round + 1,
+                    settled.load(Ordering::Relaxed),
+                    killed.elapsed()
+                );
             }
             tokio::time::timeout(Duration::from_secs(300), task)
                 .await
@@ -699,7 +723,7 @@ async fn min_insync_2_with_two_replicas_down_refuses_acks_all_and_loses_nothing_
         let mut raw = cluster.client(leader).await;
         let mut refused = false;
         for i in 0..100 {
-            let r = raw_produce_all(&mut raw, TOPIC, &format!("x-{i}"), 3000).await;
+            let r = raw_produce(&mut raw, TOPIC, -1, &format!("x-{i}"), 3000).await;
             match r {
                 Ok(ErrorCode::NotEnoughReplicas) => {
                     refused = true;
@@ -753,15 +777,22 @@ async fn deposed_leader_acknowledges_nothing_and_truncates_when_it_rejoins() {
         let mut acked = send_all(&p, TOPIC, &values("a", 0..300)).await;
         p.close().await.unwrap();
 
-        // Connected before the pause, so that a request can reach the paused leader's socket
-        // and be handled the moment it wakes up, before it has heard of its deposition.
+        // Connected before the pause, so that requests can reach the paused leader's socket and
+        // be handled the moment it wakes up, before it has heard of its deposition: an acks=all
+        // write (must fail) and an acks=1 write (a stale leader may append and acknowledge it, as
+        // Kafka's does; either way it creates a divergent tail that must be truncated).
         let mut to_old = cluster.client(old).await;
+        let mut to_old_one = cluster.client(old).await;
         cluster.sigstop(old);
         eprintln!("SIGSTOP broker {old}, leader at epoch {epoch}");
         let pending = tokio::spawn(async move {
-            let r = raw_produce_all(&mut to_old, TOPIC, "deposed-0", 10_000).await;
+            let r = raw_produce(&mut to_old, TOPIC, -1, "deposed-0", 10_000).await;
             (r, to_old)
         });
+        let pending_one =
+            tokio::spawn(
+                async move { raw_produce(&mut to_old_one, TOPIC, 1, "stale-0", 10_000).await },
+            );
 
         let (new, new_epoch) = cluster.wait_new_leader(TOPIC, 0, old, epoch).await;
         eprintln!("broker {new} leads at epoch {new_epoch}");
@@ -778,10 +809,15 @@ async fn deposed_leader_acknowledges_nothing_and_truncates_when_it_rejoins() {
             Ok(ErrorCode::None) => {
                 panic!("the deposed leader acknowledged an acks=all write it got while deposed")
             }
-            Ok(c) => eprintln!("write queued at the deposed leader: {c}"),
-            Err(s) => eprintln!("write queued at the deposed leader: {s:?}"),
+            Ok(c) => eprintln!("acks=all write queued at the deposed leader: {c}"),
+            Err(s) => eprintln!("acks=all write queued at the deposed leader: {s:?}"),
         }
-        let r = raw_produce_all(&mut to_old, TOPIC, "deposed-1", 5000).await;
+        let one = tokio::time::timeout(Duration::from_secs(60), pending_one)
+            .await
+            .expect("the deposed leader never answered")
+            .unwrap();
+        eprintln!("acks=1 write queued at the deposed leader: {one:?}");
+        let r = raw_produce(&mut to_old, TOPIC, -1, "deposed-1", 5000).await;
         assert!(
             !matches!(r, Ok(ErrorCode::None)),
             "the deposed leader acknowledged an acks=all write after waking up"
@@ -805,9 +841,16 @@ async fn deposed_leader_acknowledges_nothing_and_truncates_when_it_rejoins() {
         let on_disk = compare_replicas(&cluster, TOPIC, &hws);
         assert_acked_present("every replica", &acked, &on_disk);
         assert!(
-            on_disk.values().all(|v| !v.starts_with("deposed-")),
-            "a write refused by the deposed leader is below the high watermark"
+            on_disk
+                .values()
+                .all(|v| !v.starts_with("deposed-") && !v.starts_with("stale-")),
+            "a write sent to the deposed leader is below the high watermark"
         );
+        let truncated = cluster
+            .broker(old)
+            .log_text()
+            .contains("truncated the divergent tail");
+        eprintln!("the deposed leader truncated a divergent tail: {truncated}");
     })
     .await;
 }
