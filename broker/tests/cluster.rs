@@ -7,10 +7,12 @@
 //!   lost, replicas are identical below the high watermark, no offset ever holds two messages
 //!   (retry duplicates are counted and printed);
 //! - a stopped follower leaves the in-sync set and rejoins after SIGCONT;
+//! - consumers never read above the high watermark (followers stopped, acks=1 write invisible);
 //! - `min.insync.replicas=2` with two replicas down refuses `acks=all` with NOT_ENOUGH_REPLICAS;
 //! - a deposed leader acknowledges nothing and truncates when it rejoins;
 //! - consumers and a group keep reading across a failover;
-//! - etcd down for seconds does not stop produce and fetch on the existing leaders.
+//! - etcd down for seconds does not stop produce and fetch on the existing leaders;
+//! - `scripts/cluster.sh` starts three brokers and stops exactly what it started.
 //!
 //! Every test is bounded (a hang is a failure); waits are on conditions with generous deadlines
 //! ([`CONDITION_TIMEOUT`]), never assertions on speed.
@@ -29,7 +31,7 @@ use sluiceway_core::client::{
 use sluiceway_proto::v1;
 
 use crate::cluster_support::*;
-use crate::support::{bin, code, produce_partition, set_of};
+use crate::support::{bin, code, fetch_once, produce_partition, records, set_of};
 
 async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
     tokio::time::timeout(limit, f)
@@ -1118,4 +1120,91 @@ fn cluster_script_starts_three_brokers_and_stops_exactly_them() {
             "pid {pid} outlived `cluster.sh stop`"
         );
     }
+}
+
+/// Consumers never see a message above the high watermark: with both followers stopped (and a
+/// lag time long enough to keep them in the in-sync set), an acks=1 write is in the leader's log
+/// but invisible to fetch and to `ListOffsets`, until the followers resume and the watermark
+/// passes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_never_read_above_the_high_watermark() {
+    const TOPIC: &str = "hw";
+    let mut cluster = TestCluster::start(
+        3,
+        &[
+            "--registry-session-timeout-ms",
+            "60000",
+            "--replica-lag-time-max-ms",
+            "60000",
+        ],
+    )
+    .await;
+    bounded(Duration::from_secs(300), async {
+        create_rf3(&cluster, TOPIC, 1, &[]).await;
+        let p = producer(&cluster.bootstrap(), Acks::All, &[]).await;
+        let acked = send_all(&p, TOPIC, &values("a", 0..100)).await;
+        p.close().await.unwrap();
+        let (leader, _) = partition_state(&cluster, TOPIC, 0).await;
+        let followers: Vec<i32> = (1..=3).filter(|id| *id != leader).collect();
+        let c = Consumer::new(consumer_config(&cluster.bootstrap()))
+            .await
+            .unwrap();
+        c.assign(vec![TopicPartition::new(TOPIC, 0)]).unwrap();
+        let want = acked.iter().map(|a| a.value.clone()).collect();
+        read_values(&c, &want, "before").await;
+
+        for f in &followers {
+            cluster.sigstop(*f);
+        }
+        let mut raw = cluster.client(leader).await;
+        let r = raw
+            .log
+            .produce(v1::ProduceRequest {
+                acks: 1,
+                timeout_ms: 5000,
+                partitions: vec![produce_partition(TOPIC, 0, set_of(&["hidden-0"]))],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .results
+            .remove(0);
+        assert_eq!(code(r.error_code), ErrorCode::None, "{}", r.error_message);
+        let hidden = r.base_offset;
+        assert_eq!(hidden, 100, "appended after a-0..a-99");
+
+        // Nothing at or above the watermark comes back, however often we ask.
+        for _ in 0..10 {
+            let f = fetch_once(&mut raw, TOPIC, 0, hidden).await;
+            assert_eq!(code(f.error_code), ErrorCode::None, "{}", f.error_message);
+            assert_eq!(
+                f.high_watermark, hidden,
+                "the followers have not fetched it"
+            );
+            assert!(f.log_end_offset > hidden, "the leader has it");
+            assert!(
+                records(&f.message_set, hidden).is_empty(),
+                "a consumer fetch returned a record above the high watermark"
+            );
+            let polled = c.poll(Duration::from_millis(100)).await.unwrap();
+            assert!(
+                polled.is_empty(),
+                "the consumer read above the watermark: {polled:?}"
+            );
+        }
+        let latest = high_watermarks(&cluster, TOPIC, 1).await;
+        assert_eq!(
+            latest,
+            [hidden as u64],
+            "ListOffsets latest is the high watermark"
+        );
+
+        for f in &followers {
+            cluster.sigcont(*f);
+        }
+        let got = read_values(&c, &BTreeSet::from(["hidden-0".to_owned()]), "after").await;
+        assert_eq!(got, ["hidden-0"]);
+        c.close().await.ok();
+    })
+    .await;
 }
