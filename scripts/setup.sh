@@ -2,9 +2,10 @@
 # Installs what Sluiceway's build and tests need on a fresh machine, and nothing by hand.
 # Idempotent: each step checks before it installs.
 #   - Rust (rustup) must already be there.
-#   - Debian packages: etcd-server (the cluster registry the cluster tests start for real) and
+#   - Debian packages: etcd-server (the cluster registry the cluster tests start for real),
 #     protobuf-compiler (protoc, which the etcd-client crate's build script needs; our own proto
-#     crate uses the vendored protoc).
+#     crate uses the vendored protoc) and libprotobuf-dev (the well-known types such as
+#     google/protobuf/descriptor.proto that etcd's protos import; protoc alone lacks them).
 set -euo pipefail
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -17,6 +18,7 @@ fi
 apt_packages=()
 need etcd || apt_packages+=(etcd-server)
 need protoc || apt_packages+=(protobuf-compiler)
+[[ -f /usr/include/google/protobuf/descriptor.proto ]] || apt_packages+=(libprotobuf-dev)
 if ((${#apt_packages[@]})); then
   sudo=""
   if [[ $(id -u) -ne 0 ]]; then
