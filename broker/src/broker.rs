@@ -173,7 +173,12 @@ impl Broker {
         // `__consumer_offsets` gets the broker's default log configuration (its flush policy);
         // the store itself turns retention off.
         let defaults = TopicConfig::parse(&config.topic_defaults, &BTreeMap::new())?;
-        let groups = Groups::open(&config.data_dir, defaults.log, clock.clone())?;
+        let groups = Groups::open(
+            &config.data_dir,
+            defaults.log,
+            clock.clone(),
+            registry.is_cluster(),
+        )?;
         let (shutdown, _) = watch::channel(false);
         let replication = ReplicationConfig {
             replica_lag_time_max_ms: config.replica_lag_time_max_ms,
@@ -230,7 +235,18 @@ impl Broker {
 
     /// Partition counts of every topic in the registry (what the group coordinators assign).
     pub fn topic_partition_counts(&self) -> BTreeMap<String, u32> {
-        self.known.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut counts = self.known.read().unwrap_or_else(|e| e.into_inner()).clone();
+        counts.retain(|name, _| !is_internal_topic(name));
+        counts
+    }
+
+    /// The partition count of `topic` in the registry as last applied.
+    pub(crate) fn known_partition_count(&self, topic: &str) -> Option<u32> {
+        self.known
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .copied()
     }
 
     /// Whether the partition exists in the registry (commits to it are accepted; in a cluster
@@ -509,15 +525,19 @@ impl Broker {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        if is_internal_topic(name) {
+            return Err(internal_topic_error(name));
+        }
         if self.registry.is_cluster() {
             let registry = self.registry.clone();
             let n = name.to_owned();
             blocking(move || registry.delete_topic(&n)).await?;
             info!(topic = %name, "deleted topic");
             // The role loop deletes the data (here and on the other replicas).
+            // Each coordinator tombstones the topic's commits when its role pass sees the
+            // deletion (roles.rs).
             self.wait_applied(|b| !b.has_partition(name, 0) && b.topic(name).is_none())
                 .await;
-            self.groups.forget_topic(name).await;
             return Ok(());
         }
         let _admin = self.admin_lock.lock().await;
@@ -679,7 +699,7 @@ impl Broker {
     }
 
     /// acks=all: waits until the high watermark passes `last` (every in-sync replica has it).
-    async fn wait_for_replicas(
+    pub(crate) async fn wait_for_replicas(
         &self,
         p: &Partition,
         last: Offset,
@@ -746,6 +766,15 @@ impl Broker {
         p: &v1::ProducePartition,
         acks: i32,
     ) -> std::result::Result<Arc<Partition>, PartitionError> {
+        if is_internal_topic(&p.topic) {
+            return Err((
+                ErrorCode::InvalidTopic,
+                format!(
+                    "{} is an internal topic: clients cannot produce to it",
+                    p.topic
+                ),
+            ));
+        }
         let partition = self.led_partition(&p.topic, p.partition)?;
         check_epoch(&partition, p.leader_epoch)?;
         if acks == -1 {
@@ -1055,7 +1084,7 @@ pub(crate) fn remove_topic_data(topic: &Topic) -> Result<()> {
 /// broker still leads (and for acks=all that the ISR is large enough), appends, feeds the
 /// leader state (which may move the HW) and publishes the new log end. Returns the append and
 /// the leadership term it happened in.
-fn leader_append(
+pub(crate) fn leader_append(
     p: &Partition,
     set: &mut [u8],
     acks: i32,

@@ -18,7 +18,7 @@ use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluiceway_core::client::{
     Admin, AdminConfig, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, OffsetReset,
-    Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    OffsetSpec, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use sluiceway_core::limits::{
     CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, CLI_UNACKED_MESSAGES_MAX, RESPONSE_BYTES_MAX,
@@ -401,23 +401,17 @@ fn print_table(rows: &[Vec<String>]) -> Result<()> {
 }
 
 async fn group(command: GroupCommand) -> Result<ExitCode> {
-    let st = |s: tonic::Status| error_from_status(&s);
     match command {
         GroupCommand::List { bootstrap } => {
-            let mut c = Client::connect(&bootstrap.bootstrap).await?;
-            let resp = c
-                .group
-                .list_groups(v1::ListGroupsRequest {})
-                .await
-                .map_err(st)?
-                .into_inner();
+            let admin = Admin::new(AdminConfig::new(&bootstrap.bootstrap)).await?;
+            let groups = admin.list_groups().await?;
             let mut rows = vec![vec![
                 "GROUP".to_owned(),
                 "STATE".to_owned(),
                 "MEMBERS".to_owned(),
                 "GENERATION".to_owned(),
             ]];
-            for g in resp.groups {
+            for g in groups {
                 rows.push(vec![
                     g.group_id,
                     g.state,
@@ -428,15 +422,8 @@ async fn group(command: GroupCommand) -> Result<ExitCode> {
             print_table(&rows)?;
         }
         GroupCommand::Describe { group, bootstrap } => {
-            let mut c = Client::connect(&bootstrap.bootstrap).await?;
-            let d = c
-                .group
-                .describe_group(v1::DescribeGroupRequest {
-                    group_id: group.clone(),
-                })
-                .await
-                .map_err(st)?
-                .into_inner();
+            let admin = Admin::new(AdminConfig::new(&bootstrap.bootstrap)).await?;
+            let d = admin.describe_group(&group).await?;
             if d.state == "Dead" {
                 return Err(Error::Remote {
                     code: ErrorCode::InvalidArgument,
@@ -475,26 +462,12 @@ async fn group(command: GroupCommand) -> Result<ExitCode> {
                     .or_insert_with(|| ("-".to_owned(), "-".to_owned(), -1))
                     .2 = o.offset;
             }
-            let latest = if rows_by_tp.is_empty() {
-                Vec::new()
-            } else {
-                c.log
-                    .list_offsets(v1::ListOffsetsRequest {
-                        partitions: rows_by_tp
-                            .keys()
-                            .map(|(t, p)| v1::ListOffsetsPartition {
-                                topic: t.clone(),
-                                partition: *p,
-                                spec: v1::OffsetSpec::Latest as i32,
-                                timestamp_ms: 0,
-                            })
-                            .collect(),
-                    })
-                    .await
-                    .map_err(st)?
-                    .into_inner()
-                    .results
-            };
+            // Each partition's log end from its leader (the partitions may live on any broker).
+            let specs: Vec<(TopicPartition, OffsetSpec)> = rows_by_tp
+                .keys()
+                .map(|(t, p)| (TopicPartition::new(t.clone(), *p), OffsetSpec::Latest))
+                .collect();
+            let latest = admin.list_offsets(&specs).await;
             let mut rows = vec![
                 [
                     "TOPIC",
@@ -516,7 +489,7 @@ async fn group(command: GroupCommand) -> Result<ExitCode> {
                         .chain(std::iter::repeat_with(|| None)),
                 )
             {
-                let end = l.filter(|l| l.error_code == 0).map(|l| l.offset);
+                let end = l.and_then(|l| l.ok()).map(|l| l.offset);
                 let dash = || "-".to_owned();
                 rows.push(vec![
                     topic,

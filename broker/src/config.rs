@@ -17,6 +17,7 @@
 //! | `--replica-lag-time-max-ms N` | `SLUICEWAY_REPLICA_LAG_TIME_MAX_MS` | `replica_lag_time_max_ms` | 30000 |
 //! | `--replica-fetch-wait-max-ms N` | `SLUICEWAY_REPLICA_FETCH_WAIT_MAX_MS` | `replica_fetch_wait_max_ms` | 500 |
 //! | `--default-replication-factor N` | `SLUICEWAY_DEFAULT_REPLICATION_FACTOR` | `default_replication_factor` | 1 |
+//! | `--offsets-topic-replication-factor N` | `SLUICEWAY_OFFSETS_TOPIC_REPLICATION_FACTOR` | `offsets_topic_replication_factor` | 3 |
 //! | `--config FILE` | `SLUICEWAY_CONFIG` | — | none |
 //!
 //! `topic_defaults` are topic configuration keys (Kafka names, see `sluiceway_core::topic`) that
@@ -28,7 +29,9 @@
 //! caught up for that long leaves the in-sync set), `replica_fetch_wait_max_ms` the long-poll
 //! wait of a follower's fetch (Kafka's `replica.fetch.wait.max.ms`), and
 //! `default_replication_factor` (Kafka's `default.replication.factor`) applies to a CreateTopic
-//! that asks for replication factor 0. With the embedded registry the replication settings have
+//! that asks for replication factor 0. `offsets_topic_replication_factor` (Kafka's
+//! `offsets.topic.replication.factor`) is the replication factor of `__consumer_offsets`, which a
+//! cluster creates on the first group request once that many brokers are alive. With the embedded registry the replication settings have
 //! no effect beyond the replication factor check (one broker: only 1 is possible).
 
 use std::collections::BTreeMap;
@@ -37,7 +40,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::Deserialize;
-use sluiceway_core::limits::{FETCH_WAIT_MS_MAX, REPLICATION_FACTOR_MAX};
+use sluiceway_core::limits::{
+    FETCH_WAIT_MS_MAX, OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT, REPLICATION_FACTOR_MAX,
+};
 use sluiceway_core::registry::BrokerId;
 use sluiceway_core::topic::{TopicConfig, parse_key_value};
 use sluiceway_core::{Error, Result};
@@ -116,6 +121,14 @@ pub struct BrokerArgs {
     /// default.replication.factor).
     #[arg(long, env = "SLUICEWAY_DEFAULT_REPLICATION_FACTOR", value_name = "N")]
     pub default_replication_factor: Option<u32>,
+    /// Replication factor of the internal __consumer_offsets topic in a cluster (Kafka's
+    /// offsets.topic.replication.factor); it is created once this many brokers are alive.
+    #[arg(
+        long,
+        env = "SLUICEWAY_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        value_name = "N"
+    )]
+    pub offsets_topic_replication_factor: Option<u32>,
     /// A TOML file with any of the settings above (flags and environment win over it).
     #[arg(long, env = "SLUICEWAY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -137,6 +150,7 @@ struct FileConfig {
     replica_lag_time_max_ms: Option<u64>,
     replica_fetch_wait_max_ms: Option<u32>,
     default_replication_factor: Option<u32>,
+    offsets_topic_replication_factor: Option<u32>,
     #[serde(default)]
     topic_defaults: BTreeMap<String, toml::Value>,
 }
@@ -158,6 +172,7 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     pub replica_fetch_wait_max_ms: u32,
     pub default_replication_factor: u32,
+    pub offsets_topic_replication_factor: u32,
 }
 
 /// Which registry backend holds the metadata.
@@ -323,7 +338,18 @@ impl BrokerConfig {
             1,
             u64::from(REPLICATION_FACTOR_MAX),
         )? as u32;
+        let offsets_topic_replication_factor = in_range(
+            "offsets_topic_replication_factor",
+            u64::from(
+                args.offsets_topic_replication_factor
+                    .or(file.offsets_topic_replication_factor)
+                    .unwrap_or(OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT),
+            ),
+            1,
+            u64::from(REPLICATION_FACTOR_MAX),
+        )? as u32;
         Ok(BrokerConfig {
+            offsets_topic_replication_factor,
             registry,
             registry_session_timeout_ms,
             replica_lag_time_max_ms,

@@ -34,12 +34,13 @@ use std::time::{Duration, Instant};
 
 use sluiceway_core::group::{
     Action, Assignor, Coordinator, GroupConfig, GroupOffsetStore, GroupState, JoinRequest,
-    OffsetCommit, TopicPartition,
+    OffsetCommit, OffsetsLog, TopicPartition,
 };
 use sluiceway_core::limits::{
     CLIENT_ID_BYTES_MAX, GROUP_COMMIT_OFFSETS_MAX, GROUP_ID_BYTES_MAX, GROUP_JOIN_SLACK_MS,
     GROUP_METADATA_BYTES_MAX, GROUP_REBALANCE_TIMEOUT_MS_MAX, GROUPS_MAX,
-    OFFSETS_TOPIC_PARTITIONS_DEFAULT, REQUEST_PARTITIONS_MAX, TOPICS_MAX,
+    OFFSETS_TOPIC_COMPACT_BYTES, OFFSETS_TOPIC_PARTITIONS_DEFAULT, REQUEST_PARTITIONS_MAX,
+    TOPICS_MAX,
 };
 use sluiceway_core::storage::{Clock, LogConfig};
 use sluiceway_core::topic::validate_topic_name;
@@ -101,7 +102,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Group ids: non-empty and bounded.
-fn check_group_id(group: &str) -> std::result::Result<(), Status> {
+pub(crate) fn check_group_id(group: &str) -> std::result::Result<(), Status> {
     if group.is_empty() {
         return Err(status(
             ErrorCode::InvalidRequest,
@@ -193,25 +194,33 @@ impl Drop for JoinGuard<'_> {
 }
 
 impl Groups {
-    /// Opens `__consumer_offsets` under `data_dir` (replaying it) with the broker's default log
-    /// configuration (its flush policy).
+    /// One broker: opens `__consumer_offsets` under `data_dir` (replaying it) with the broker's
+    /// default log configuration (its flush policy), and coordinates every group. In a cluster
+    /// (`cluster`), the offsets topic is a replicated topic in the registry: nothing is opened
+    /// here, and the role pass loads each partition this broker leads ([`Groups::load`]).
     pub fn open(
         data_dir: &std::path::Path,
         log_config: LogConfig,
         clock: Arc<dyn Clock>,
+        cluster: bool,
     ) -> Result<Groups> {
         let started_ms = clock.now_ms().0;
-        let offsets = GroupOffsetStore::open(
-            data_dir,
-            OFFSETS_TOPIC_PARTITIONS_DEFAULT,
-            log_config,
-            clock,
-        )?;
-        info!(
-            partitions = offsets.partition_count(),
-            groups = offsets.groups().len(),
-            "opened the group offsets"
-        );
+        let offsets = if cluster {
+            GroupOffsetStore::unloaded(OFFSETS_TOPIC_COMPACT_BYTES)
+        } else {
+            let offsets = GroupOffsetStore::open(
+                data_dir,
+                OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+                log_config,
+                clock,
+            )?;
+            info!(
+                partitions = offsets.partition_count(),
+                groups = offsets.groups().len(),
+                "opened the group offsets"
+            );
+            offsets
+        };
         Ok(Groups {
             started: Instant::now(),
             started_ms,
@@ -224,6 +233,63 @@ impl Groups {
             wake: Notify::new(),
             rebalances: AtomicU64::new(0),
         })
+    }
+
+    /// Whether this broker coordinates `group` (in a cluster: leads its offsets partition and
+    /// has loaded it); NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE otherwise.
+    fn check_coordinator(&self, group: &str) -> std::result::Result<(), Status> {
+        check_group_id(group)?;
+        self.offsets
+            .check_coordinator(group)
+            .map_err(|e| status_from_error(&e))
+    }
+
+    /// This broker now leads `__consumer_offsets`-`p` (term `term`): replays it and
+    /// coordinates its groups. Blocking (reads the log).
+    pub fn load(&self, p: u32, log: Arc<dyn OffsetsLog>, term: u64) -> Result<()> {
+        let started = Instant::now();
+        self.offsets.load(p, log, term)?;
+        info!(
+            partition = p,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "coordinating the groups of this offsets partition"
+        );
+        Ok(())
+    }
+
+    /// This broker no longer leads `__consumer_offsets`-`p`: forgets its groups (their pending
+    /// joins answer NOT_COORDINATOR, so the members find the new coordinator and rejoin there).
+    pub fn unload(&self, p: u32) {
+        if !self.offsets.unload(p) {
+            return;
+        }
+        let mut map = lock(&self.groups);
+        let moved: Vec<String> = map
+            .keys()
+            .filter(|g| self.offsets.partition_of(g) == Some(p))
+            .cloned()
+            .collect();
+        for group in moved {
+            let Some(e) = map.remove(&group) else {
+                continue;
+            };
+            let mut g = lock(&e);
+            g.removed = true;
+            for (_, w) in g.waiters.drain() {
+                let _ = w.tx.send(Err((
+                    ErrorCode::NotCoordinator,
+                    format!(
+                        "this broker stopped coordinating group {group}; find the coordinator again"
+                    ),
+                )));
+            }
+        }
+        drop(map);
+        info!(
+            partition = p,
+            "no longer coordinating the groups of this offsets partition"
+        );
+        self.wake.notify_one();
     }
 
     /// The coordinators' clock: ms since this broker started (monotonic).
@@ -417,7 +483,7 @@ impl Groups {
         req: v1::JoinGroupRequest,
         mut shutdown: watch::Receiver<bool>,
     ) -> std::result::Result<v1::JoinGroupResponse, Status> {
-        check_group_id(&req.group_id)?;
+        self.check_coordinator(&req.group_id)?;
         let bad = |m: String| status(ErrorCode::InvalidRequest, m);
         if req.client_id.len() > CLIENT_ID_BYTES_MAX {
             return Err(bad(format!(
@@ -556,7 +622,7 @@ impl Groups {
 
     /// Heartbeat.
     pub fn heartbeat(&self, req: &v1::HeartbeatRequest) -> std::result::Result<(), Status> {
-        check_group_id(&req.group_id)?;
+        self.check_coordinator(&req.group_id)?;
         let unknown = || {
             status(
                 ErrorCode::UnknownMemberId,
@@ -591,7 +657,7 @@ impl Groups {
 
     /// LeaveGroup.
     pub fn leave(&self, req: &v1::LeaveGroupRequest) -> std::result::Result<(), Status> {
-        check_group_id(&req.group_id)?;
+        self.check_coordinator(&req.group_id)?;
         let now = self.now_ms();
         let r = self
             .with_entry(&req.group_id, false, |e| {
@@ -614,7 +680,7 @@ impl Groups {
         exists: impl Fn(&str, u32) -> bool,
         now: TimestampMs,
     ) -> std::result::Result<v1::CommitOffsetsResponse, Status> {
-        check_group_id(&req.group_id)?;
+        self.check_coordinator(&req.group_id)?;
         let bad = |m: String| status(ErrorCode::InvalidRequest, m);
         if req.partitions.len() > GROUP_COMMIT_OFFSETS_MAX {
             return Err(bad(format!(
@@ -733,7 +799,7 @@ impl Groups {
         req: v1::FetchOffsetsRequest,
         exists: impl Fn(&str, u32) -> bool,
     ) -> std::result::Result<v1::FetchOffsetsResponse, Status> {
-        check_group_id(&req.group_id)?;
+        self.check_coordinator(&req.group_id)?;
         let wanted: Vec<TopicPartition> = req
             .partitions
             .iter()
@@ -754,7 +820,7 @@ impl Groups {
         }
         let offsets = self.offsets.clone();
         let group = req.group_id.clone();
-        let all = blocking(move || Ok(offsets.fetch(&group, None))).await?;
+        let all = blocking(move || offsets.fetch(&group, None)).await?;
         if wanted.is_empty() {
             return Ok(v1::FetchOffsetsResponse {
                 offsets: all.iter().map(|(tp, c)| committed(tp, Some(c))).collect(),
@@ -775,7 +841,8 @@ impl Groups {
         Ok(v1::FetchOffsetsResponse { offsets })
     }
 
-    /// ListGroups: groups with an entry (members) or with committed offsets.
+    /// ListGroups: groups with an entry (members) or with committed offsets — in a cluster, the
+    /// groups this broker coordinates (a client lists every broker, as Kafka's admin does).
     pub async fn list(&self) -> std::result::Result<v1::ListGroupsResponse, Status> {
         let mut out: BTreeMap<String, v1::GroupListing> = BTreeMap::new();
         for e in self.entries() {
@@ -813,7 +880,7 @@ impl Groups {
         &self,
         group: &str,
     ) -> std::result::Result<v1::DescribeGroupResponse, Status> {
-        check_group_id(group)?;
+        self.check_coordinator(group)?;
         let mut out = self
             .with_entry(group, false, |e| {
                 let c = &e.coordinator;
@@ -848,7 +915,7 @@ impl Groups {
             });
         let offsets = self.offsets.clone();
         let g = group.to_owned();
-        let all = blocking(move || Ok(offsets.fetch(&g, None))).await?;
+        let all = blocking(move || offsets.fetch(&g, None)).await?;
         out.offsets = all.iter().map(|(tp, c)| committed(tp, Some(c))).collect();
         if out.members.is_empty() && out.offsets.is_empty() && out.generation == 0 {
             out.state = "Dead".to_owned();

@@ -10,6 +10,8 @@
 //! - [`fetcher`] — replication, follower side: one fetcher task per leader broker.
 //! - [`groups`] — the consumer-group coordinators (core's sans-IO `Coordinator`, driven by a
 //!   timer task) and `__consumer_offsets`.
+//! - [`coordination`] — in a cluster: `__consumer_offsets` as a replicated topic, which broker
+//!   coordinates which group (FindCoordinator), commits acknowledged once replicated.
 //! - [`service`] — the tonic services (Log, Admin, Registry, Group), thin wrappers over
 //!   [`broker`] and [`groups`].
 //! - [`server`] — binding, bounded connections, housekeeping, graceful shutdown.
@@ -21,6 +23,7 @@ pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod coordination;
 pub mod errors;
 pub mod fetcher;
 pub mod groups;

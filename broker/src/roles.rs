@@ -97,14 +97,35 @@ impl Broker {
                 warn!(topic = %name, error = %e, "deleting the topic's data failed");
             }
         }
-        let counts_changed = {
+        let (counts_changed, deleted) = {
             let mut k = self.known.write().unwrap_or_else(|e| e.into_inner());
             let changed = *k != known;
+            let deleted: Vec<String> = k
+                .keys()
+                .filter(|n| !known.contains_key(*n))
+                .cloned()
+                .collect();
             *k = known;
-            changed
+            (changed, deleted)
         };
         if counts_changed || !gone.is_empty() {
             self.groups.topics_changed(self.topic_partition_counts());
+        }
+        if self.registry.is_cluster() {
+            self.sync_group_coordination();
+            // Every coordinator tombstones the commits of a deleted topic in the offsets
+            // partitions it leads (in the background: the appends wait for replicas).
+            if !first
+                && !deleted.is_empty()
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+            {
+                let groups = self.groups.clone();
+                rt.spawn(async move {
+                    for topic in deleted {
+                        groups.forget_topic(&topic).await;
+                    }
+                });
+            }
         }
         if followers_changed {
             self.follower_roles.send_modify(|v| *v += 1);

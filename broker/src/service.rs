@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
 use crate::errors::{status, status_from_error, to_proto};
+use crate::groups::{check_group_id, is_internal_topic};
 use crate::metrics::RequestMetrics;
 
 /// Implements the Log, Admin, Registry and Group services over one broker.
@@ -135,6 +136,7 @@ impl v1::admin_server::Admin for Service {
             .map(|topics| v1::ListTopicsResponse {
                 topics: topics
                     .into_iter()
+                    .filter(|t| !is_internal_topic(&t.name))
                     .map(|t| v1::TopicListing {
                         partitions: t.partitions.len() as u32,
                         replication_factor: t.replication_factor,
@@ -203,6 +205,7 @@ impl v1::registry_server::Registry for Service {
                     .topics()
                     .map_err(|e| status_from_error(&e))?
                     .iter()
+                    .filter(|t| !is_internal_topic(&t.name))
                     .map(|t| b.topic_metadata(t))
                     .collect()
             } else {
@@ -335,5 +338,26 @@ impl v1::group_server::Group for Service {
             .describe(&request.into_inner().group_id)
             .await;
         timed(&self.broker.metrics.group, started, r)
+    }
+
+    async fn find_coordinator(
+        &self,
+        request: Request<v1::FindCoordinatorRequest>,
+    ) -> Result<Response<v1::FindCoordinatorResponse>, Status> {
+        let started = Instant::now();
+        let group = request.into_inner().group_id;
+        let r = async {
+            check_group_id(&group)?;
+            self.broker
+                .find_coordinator(&group)
+                .await
+                .map(|(id, address)| v1::FindCoordinatorResponse {
+                    broker_id: id.0,
+                    address,
+                })
+                .map_err(|e| status_from_error(&e))
+        }
+        .await;
+        timed(&self.broker.metrics.metadata, started, r)
     }
 }

@@ -1208,3 +1208,121 @@ async fn consumers_never_read_above_the_high_watermark() {
     })
     .await;
 }
+
+/// Polls `c` until `n` records were read in total; returns (partition, value) of each.
+async fn read_n(c: &Consumer, n: usize, what: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let ok = tokio::time::timeout(Duration::from_secs(90), async {
+        while out.len() < n {
+            match c.poll(Duration::from_secs(1)).await {
+                Ok(rs) => out.extend(rs.into_iter().map(|r| {
+                    let v = String::from_utf8(r.value.as_deref().unwrap_or_default().to_vec());
+                    (r.partition, v.unwrap())
+                })),
+                Err(e) => eprintln!("{what}: poll: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        ok.is_ok(),
+        "{what}: {} of {n} records before the deadline",
+        out.len()
+    );
+    out
+}
+
+/// Group coordination on a cluster (issue #5's "consumer groups keep working across
+/// failovers"): two members that bootstrap from *different* brokers still meet at one
+/// coordinator (the leader of the group's `__consumer_offsets` partition) and split the
+/// partitions; their commits are replicated, so after the coordinator is killed with `kill -9`
+/// a new member resumes exactly after them, neither re-reading nor skipping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_on_different_brokers_share_one_coordinator_and_its_commits_survive_its_kill9()
+ {
+    const TOPIC: &str = "jobs";
+    const GROUP: &str = "workers";
+    let mut cluster = TestCluster::start(3, &[]).await;
+    bounded(Duration::from_secs(300), async {
+        create_rf3(&cluster, TOPIC, 4, &[]).await;
+        let p = producer(&cluster.bootstrap(), Acks::All, &[]).await;
+        send_all(&p, TOPIC, &values("a", 0..400)).await;
+
+        let member = |bootstrap: String| async move {
+            let c = Consumer::new(
+                consumer_config(&bootstrap)
+                    .group_id(GROUP)
+                    .enable_auto_commit(false)
+                    .session_timeout(Duration::from_secs(6)),
+            )
+            .await
+            .unwrap();
+            c.subscribe([TOPIC]).await.unwrap();
+            c
+        };
+        let one = member(cluster.broker(1).addr.clone()).await;
+        let three = member(cluster.broker(3).addr.clone()).await;
+        // Poll both until they hold non-empty shares covering the topic and have read to its end
+        // (positions add up to 400). Two coordinators would hand each member all 4 partitions.
+        wait_until("both members to hold a share and read it to the end", CONDITION_TIMEOUT * 3, async || {
+            for c in [&one, &three] {
+                let _ = c.poll(Duration::from_millis(300)).await;
+            }
+            let (s1, s3) = (one.assignment(), three.assignment());
+            if s1.is_empty() || s3.is_empty() || s1.len() + s3.len() < 4 {
+                return false;
+            }
+            let mut total = 0;
+            for (c, share) in [(&one, &s1), (&three, &s3)] {
+                for tp in share {
+                    total += c.position(tp).await.unwrap_or(0);
+                }
+            }
+            total >= 400
+        })
+        .await;
+        let a1: BTreeSet<u32> = one.assignment().iter().map(|tp| tp.partition).collect();
+        let a3: BTreeSet<u32> = three.assignment().iter().map(|tp| tp.partition).collect();
+        eprintln!("member via broker 1: {a1:?}; member via broker 3: {a3:?}");
+        assert!(a1.is_disjoint(&a3), "one coordinator: disjoint assignments");
+        assert_eq!(a1.union(&a3).count(), 4, "every partition assigned");
+        one.commit().await.expect("commit via broker 1's member");
+        three.commit().await.expect("commit via broker 3's member");
+
+        // Kill the coordinator: the leader of the group's offsets partition.
+        let op = sluiceway_core::group::offsets::partition_for_group(GROUP, 4);
+        let offsets_topic = sluiceway_core::group::OFFSETS_TOPIC;
+        let (coordinator, epoch) = partition_state(&cluster, offsets_topic, op).await;
+        assert_eq!(
+            cluster.isr_of(offsets_topic, op).await.len(),
+            3,
+            "{offsets_topic}-{op} is replicated on every broker"
+        );
+        one.close().await.ok();
+        three.close().await.ok();
+        cluster.kill9(coordinator);
+        eprintln!("kill -9 broker {coordinator}, coordinator of {GROUP} ({offsets_topic}-{op})");
+        let (next, _) = cluster
+            .wait_new_leader(offsets_topic, op, coordinator, epoch)
+            .await;
+        eprintln!("broker {next} coordinates {GROUP} now");
+
+        send_all(&p, TOPIC, &values("b", 0..100)).await;
+        p.close().await.unwrap();
+        let again = member(cluster.bootstrap_without(coordinator)).await;
+        let got = read_n(&again, 100, "the new member").await;
+        let reread: Vec<&String> = got.iter().map(|(_, v)| v).filter(|v| v.starts_with("a-")).collect();
+        assert!(
+            reread.is_empty(),
+            "the commits survived the coordinator's kill: nothing committed is read again ({} were)",
+            reread.len()
+        );
+        let distinct: BTreeSet<&String> = got.iter().map(|(_, v)| v).collect();
+        assert_eq!(distinct.len(), 100, "every new record once");
+        // Nothing more arrives (no duplicates trailing behind).
+        let extra = again.poll(Duration::from_secs(1)).await.unwrap_or_default();
+        assert!(extra.is_empty(), "{} records beyond the 100 new ones", extra.len());
+        again.close().await.ok();
+    })
+    .await;
+}

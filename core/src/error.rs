@@ -298,6 +298,16 @@ pub enum Error {
     #[error("corrupt offset store {}: {reason}", path.display())]
     CorruptOffsetStore { path: PathBuf, reason: String },
 
+    /// This broker does not coordinate the group (it does not lead the group's partition of
+    /// `__consumer_offsets`): the client finds the coordinator again.
+    #[error("not the group coordinator: {0}")]
+    NotCoordinator(String),
+
+    /// The group's coordinator cannot serve it now (the offsets topic does not exist yet, or
+    /// its replicas did not confirm a commit in time): retriable.
+    #[error("group coordinator not available: {0}")]
+    CoordinatorNotAvailable(String),
+
     /// An error that arrived over the wire: its code and the peer's message.
     #[error("{code}: {message}")]
     Remote { code: ErrorCode, message: String },
@@ -344,6 +354,8 @@ impl Error {
             Error::Network(_) => ErrorCode::NetworkException,
             Error::Closed(_) => ErrorCode::InvalidArgument,
             Error::CorruptOffsetStore { .. } => ErrorCode::KafkaStorageError,
+            Error::NotCoordinator(_) => ErrorCode::NotCoordinator,
+            Error::CoordinatorNotAvailable(_) => ErrorCode::CoordinatorNotAvailable,
             Error::Remote { code, .. } => *code,
         }
     }

@@ -239,6 +239,13 @@ pub const GROUP_METADATA_BYTES_MAX: usize = 4096;
 /// Default partition count of `__consumer_offsets` (Kafka uses 50; a Sluiceway broker is often
 /// alone and each partition is a directory of files, so fewer).
 pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: u32 = 4;
+/// Replication factor of `__consumer_offsets` in a cluster (Kafka's
+/// `offsets.topic.replication.factor` default): created only once this many brokers are alive.
+pub const OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT: u32 = 3;
+/// How long a group commit (or an offsets snapshot) waits for the in-sync replicas of its
+/// `__consumer_offsets` partition before it fails as COORDINATOR_NOT_AVAILABLE (Kafka's
+/// `offsets.commit.timeout.ms`).
+pub const OFFSETS_COMMIT_TIMEOUT_MS: u64 = 5_000;
 /// Longest group id.
 pub const GROUP_ID_BYTES_MAX: usize = 255;
 /// Longest `rebalance_timeout_ms` a member may ask for (Kafka's `max.poll.interval.ms` has no

@@ -567,6 +567,8 @@ struct GroupState {
     committed: HashMap<u32, i64>,
     leaves: Vec<String>,
     partitions: u32,
+    /// Where FindCoordinator points: this fake itself.
+    address: String,
 }
 
 #[derive(Debug, Clone)]
@@ -687,19 +689,31 @@ impl v1::group_server::Group for FakeGroup {
     ) -> Result<Response<v1::DescribeGroupResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn find_coordinator(
+        &self,
+        _: Request<v1::FindCoordinatorRequest>,
+    ) -> Result<Response<v1::FindCoordinatorResponse>, Status> {
+        let address = self.0.lock().address.clone();
+        Ok(Response::new(v1::FindCoordinatorResponse {
+            broker_id: 0,
+            address,
+        }))
+    }
 }
 
 async fn start_with_group(partitions: u32, committed: HashMap<u32, i64>) -> (Fake, FakeGroup) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let fake = Fake(Arc::new(Mutex::new(FakeState {
-        address,
+        address: address.clone(),
         partitions,
         ..FakeState::default()
     })));
     let group = FakeGroup(Arc::new(Mutex::new(GroupState {
         partitions,
         committed,
+        address,
         ..GroupState::default()
     })));
     let (f, g) = (fake.clone(), group.clone());

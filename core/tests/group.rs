@@ -438,7 +438,7 @@ mod offsets {
         }
         {
             let store = open(tmp.path());
-            let g1 = store.fetch("g1", None);
+            let g1 = store.fetch("g1", None).unwrap();
             assert_eq!(
                 g1[&TopicPartition::new("a", 0)].offset,
                 Offset(15),
@@ -449,17 +449,21 @@ mod offsets {
             assert_eq!(
                 store
                     .fetch("g1", Some(&[TopicPartition::new("a", 1)]))
+                    .unwrap()
                     .len(),
                 1
             );
             store.forget_topic("a").unwrap();
-            assert!(store.fetch("g1", None).is_empty());
+            assert!(store.fetch("g1", None).unwrap().is_empty());
             // Not closed cleanly this time: replay after recovery must give the same answer.
         }
         let store = open(tmp.path());
-        assert!(store.fetch("g1", None).is_empty(), "tombstones replay too");
+        assert!(
+            store.fetch("g1", None).unwrap().is_empty(),
+            "tombstones replay too"
+        );
         assert_eq!(
-            store.fetch("g2", None)[&TopicPartition::new("b", 0)].offset,
+            store.fetch("g2", None).unwrap()[&TopicPartition::new("b", 0)].offset,
             Offset(1)
         );
         assert_eq!(partition_for_group("g1", 3), partition_for_group("g1", 3));
@@ -497,7 +501,7 @@ mod offsets {
     fn state(store: &GroupOffsetStore, groups: &[String]) -> State {
         groups
             .iter()
-            .map(|g| (g.clone(), store.fetch(g, None)))
+            .map(|g| (g.clone(), store.fetch(g, None).unwrap()))
             .filter(|(_, m)| !m.is_empty())
             .collect()
     }
@@ -564,18 +568,18 @@ mod offsets {
         {
             let store = open_compacting(tmp.path(), 1, 1 << 20);
             store.commit("big", &offsets).unwrap();
-            assert_eq!(store.fetch("big", None), want);
+            assert_eq!(store.fetch("big", None).unwrap(), want);
             // Over the bound already: the commit compacted.
             let after_first = store.size_bytes();
             store.commit("big", &offsets[..10]).unwrap();
             // The bound is now twice the snapshot, so one more small commit does not compact again.
             assert!(store.size_bytes() > after_first);
             store.compact().unwrap();
-            assert_eq!(store.fetch("big", None), want);
+            assert_eq!(store.fetch("big", None).unwrap(), want);
             store.close().unwrap();
         }
         let store = open_compacting(tmp.path(), 1, 1 << 20);
-        assert_eq!(store.fetch("big", None), want);
+        assert_eq!(store.fetch("big", None).unwrap(), want);
         let empty = tempfile::tempdir().unwrap();
         let store = open_compacting(empty.path(), 1, 1 << 20);
         store.compact().unwrap();

@@ -1,5 +1,6 @@
 //! The admin client: topic administration (`Admin` service), offset lookups (`Log.ListOffsets`
-//! at each partition's leader) and the broker list (`Registry.ListBrokers`).
+//! at each partition's leader), the broker list (`Registry.ListBrokers`) and consumer groups
+//! (`Group.ListGroups` on every broker, `Group.DescribeGroup` at the group's coordinator).
 //!
 //! Topic requests go to any broker, round-robin with fail-over on connection errors (every
 //! broker serves the `Admin` service and forwards to the registry). Errors keep the broker's
@@ -12,7 +13,8 @@ use sluiceway_proto::v1;
 use sluiceway_proto::v1::admin_client::AdminClient as GrpcAdmin;
 
 use super::cluster::{
-    BrokerInfo, Cluster, ListedOffset, OffsetSpec, TopicMetadata, status_to_error,
+    BrokerInfo, Cluster, ListedOffset, OffsetSpec, TopicMetadata, coordinator_moved,
+    status_to_error,
 };
 use super::config::AdminConfig;
 use crate::error::{Error, Result};
@@ -186,5 +188,54 @@ impl Admin {
     /// Every broker the registry knows, and the controller's id (−1 when none).
     pub async fn list_brokers(&self) -> Result<(Vec<BrokerInfo>, i32)> {
         self.cluster.list_brokers().await
+    }
+
+    /// Every group of the cluster, sorted by id. A broker lists the groups it coordinates, so
+    /// this asks every live broker and merges the answers (as Kafka's admin client does); a
+    /// broker that cannot be reached fails the call, so the listing is never silently partial.
+    pub async fn list_groups(&self) -> Result<Vec<v1::GroupListing>> {
+        let (brokers, _) = self.cluster.list_brokers().await?;
+        let mut out = BTreeMap::new();
+        for b in brokers.iter().filter(|b| b.alive) {
+            let mut c = self.cluster.group_client(&b.address)?;
+            let r = c
+                .list_groups(
+                    self.cluster
+                        .request(v1::ListGroupsRequest {}, Duration::ZERO),
+                )
+                .await
+                .map_err(|s| status_to_error(&s))?
+                .into_inner();
+            for g in r.groups {
+                out.insert(g.group_id.clone(), g);
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// One group's state, members and committed offsets, from its coordinator (found again
+    /// once if it moved).
+    pub async fn describe_group(&self, group: &str) -> Result<v1::DescribeGroupResponse> {
+        let req = v1::DescribeGroupRequest {
+            group_id: group.to_owned(),
+        };
+        let mut attempt = 0;
+        loop {
+            let r = async {
+                let mut c = self.cluster.coordinator_client(group).await?;
+                c.describe_group(self.cluster.request(req.clone(), Duration::ZERO))
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| status_to_error(&s))
+            }
+            .await;
+            match r {
+                Err(e) if coordinator_moved(&e) && attempt == 0 => {
+                    attempt += 1;
+                    self.cluster.coordinator_failed(group);
+                }
+                other => return other,
+            }
+        }
     }
 }

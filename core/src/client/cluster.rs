@@ -153,6 +153,16 @@ pub(crate) fn is_connection_error(e: &Error) -> bool {
         )
 }
 
+/// Whether a group request's error means the coordinator moved or is unreachable, so the
+/// client must find it again (Kafka's NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE handling).
+pub(crate) fn coordinator_moved(e: &Error) -> bool {
+    is_connection_error(e)
+        || matches!(
+            e.code(),
+            ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable
+        )
+}
+
 /// Whether the cached metadata should be refreshed after this error.
 pub(crate) fn needs_metadata_refresh(code: ErrorCode) -> bool {
     matches!(
@@ -251,30 +261,44 @@ impl Cluster {
             .max_encoding_message_size(REQUEST_BYTES_MAX as usize))
     }
 
-    /// The address of the broker coordinating `group`.
-    ///
-    /// On one broker every broker is the coordinator of every group, so this is the next
-    /// address of the metadata rotation (fail-over comes from the caller retrying after
-    /// [`Cluster::coordinator_failed`]). The answer is cached per group so a member keeps
-    /// talking to one coordinator. A cluster with a registry that places groups (etcd) answers
-    /// here instead, and every group request already goes through this one lookup.
-    pub(crate) fn coordinator_for(&self, group: &str) -> Result<String> {
+    /// The address of the broker coordinating `group`, asked of any broker with FindCoordinator
+    /// (in a cluster: the leader of the group's `__consumer_offsets` partition) and cached per
+    /// group, so a member keeps talking to one coordinator until
+    /// [`Cluster::coordinator_failed`]. Every group request goes through this one lookup.
+    pub(crate) async fn coordinator_for(&self, group: &str) -> Result<String> {
         if let Some(a) = self.coordinators.lock().get(group) {
             return Ok(a.clone());
         }
+        let timeout = self.config.request_timeout;
         let address = self
-            .rotation()
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Network("no broker addresses known".into()))?;
+            .any_broker(|ch, _| {
+                let group_id = group.to_owned();
+                async move {
+                    let mut req = tonic::Request::new(v1::FindCoordinatorRequest { group_id });
+                    req.set_timeout(timeout);
+                    let r = GroupClient::new(ch)
+                        .find_coordinator(req)
+                        .await
+                        .map_err(|s| status_to_error(&s))?
+                        .into_inner();
+                    Ok(r.address)
+                }
+            })
+            .await?;
         self.coordinators
             .lock()
             .insert(group.to_owned(), address.clone());
         Ok(address)
     }
 
-    /// Forgets `group`'s coordinator after a connection error or NOT_COORDINATOR-like answer;
-    /// the next [`Cluster::coordinator_for`] picks another broker.
+    /// A group client at `group`'s coordinator ([`Cluster::coordinator_for`]).
+    pub(crate) async fn coordinator_client(&self, group: &str) -> Result<GroupClient<Channel>> {
+        let address = self.coordinator_for(group).await?;
+        self.group_client(&address)
+    }
+
+    /// Forgets `group`'s coordinator after a connection error or NOT_COORDINATOR-like answer
+    /// ([`coordinator_moved`]); the next [`Cluster::coordinator_for`] asks again.
     pub(crate) fn coordinator_failed(&self, group: &str) {
         self.coordinators.lock().remove(group);
     }

@@ -32,4 +32,4 @@ pub use assignor::Assignor;
 pub use coordinator::{
     Action, Coordinator, GroupConfig, GroupState, JoinRequest, MemberDescription, TopicPartition,
 };
-pub use offsets::{GroupOffsetStore, OFFSETS_TOPIC, OffsetCommit};
+pub use offsets::{GroupOffsetStore, LocalOffsetsLog, OFFSETS_TOPIC, OffsetCommit, OffsetsLog};

@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::TopicPartition;
 use crate::error::{Error, Result};
@@ -37,7 +37,7 @@ use crate::limits::{
     OFFSETS_SNAPSHOT_SET_BYTES_MAX, OFFSETS_TOPIC_COMPACT_BYTES,
 };
 use crate::partitioner::murmur2;
-use crate::storage::{Clock, LogConfig, PartitionLog};
+use crate::storage::{AppendInfo, Clock, LogConfig, PartitionLog};
 use crate::types::{Offset, TimestampMs};
 
 /// The internal topic's name (Kafka's).
@@ -194,18 +194,81 @@ pub fn decode_value(value: &[u8]) -> Result<OffsetCommit> {
 
 type GroupMap = BTreeMap<String, BTreeMap<TopicPartition, OffsetCommit>>;
 
-/// One partition of the offsets topic: its log and the map replayed from it.
+/// Where one partition of the offsets topic lives, as the store sees it: a log to replay, roll
+/// and trim, and a way to append to it that returns only once the append is *committed*.
+///
+/// On one broker ([`LocalOffsetsLog`]) committed means durable under the log's flush policy. In
+/// a cluster the broker implements it over the partition it leads: the append goes through the
+/// leader's fenced append path and returns once the high watermark passed it (every in-sync
+/// replica has it), so a commit acknowledged to a consumer survives the loss of the coordinator.
+pub trait OffsetsLog: Send + Sync + std::fmt::Debug {
+    /// The partition's log (replay, roll, segment deletion, size).
+    fn log(&self) -> &PartitionLog;
+    /// Appends `set` and returns once it is committed. A leader that lost the partition fails
+    /// with [`Error::NotCoordinator`]; one whose replicas do not confirm in time with
+    /// [`Error::CoordinatorNotAvailable`] (both retriable: the client finds the coordinator
+    /// again).
+    fn append_committed(&self, set: &mut [u8]) -> Result<AppendInfo>;
+    /// Flush and close (a log the store owns); the broker closes the logs it hosts itself.
+    fn close(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Periodic work (flush and roll timers) of a log the store owns.
+    fn tick(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A partition log this store owns on a single broker: committed = appended (and durable as
+/// the flush policy says), so the high watermark follows the log end.
+#[derive(Debug)]
+pub struct LocalOffsetsLog(pub PartitionLog);
+
+impl OffsetsLog for LocalOffsetsLog {
+    fn log(&self) -> &PartitionLog {
+        &self.0
+    }
+
+    fn append_committed(&self, set: &mut [u8]) -> Result<AppendInfo> {
+        let info = self.0.append(set)?;
+        self.0.set_high_watermark(info.last_offset.next());
+        Ok(info)
+    }
+
+    fn close(&self) -> Result<()> {
+        self.0.close()
+    }
+
+    fn tick(&self) -> Result<()> {
+        self.0.tick()
+    }
+}
+
+/// One loaded partition of the offsets topic: its log and the map replayed from it.
 #[derive(Debug)]
 struct Slot {
-    log: PartitionLog,
-    /// Held across every append to `log` (commit, tombstones, snapshot), so the map applies
-    /// changes in log order and a snapshot sees no concurrent commit.
+    log: Arc<dyn OffsetsLog>,
+    /// Which load this is (the broker passes its leadership term): a partition led again after
+    /// a gap is replayed again, since another leader may have appended in between.
+    term: u64,
+    /// Held across every append to `log` (commit, tombstones, snapshot) and the map update that
+    /// follows, so the map applies changes in log order and a snapshot sees no concurrent
+    /// commit. Separate from `map` so reads do not wait for a replicated append.
+    append: Mutex<()>,
     map: Mutex<GroupMap>,
     /// Bytes of the last snapshot written to this partition (0 before any).
     snapshot_bytes: AtomicU64,
 }
 
 /// The committed offsets of every group, backed by the `__consumer_offsets` partition logs.
+///
+/// **Which partitions are here.** On one broker ([`GroupOffsetStore::open`]) the store owns every
+/// partition's log and all are loaded. In a cluster ([`GroupOffsetStore::unloaded`]) the
+/// offsets topic is a replicated topic like any other, and this broker coordinates exactly the
+/// groups whose partition ([`partition_for_group`]) it leads: the broker [`load`]s a partition
+/// when it becomes its leader (replaying the log) and [`unload`]s it when it stops. Requests for
+/// a group whose partition is not loaded fail with [`Error::NotCoordinator`] — Kafka's rule, so
+/// exactly one broker coordinates a group at a time.
 ///
 /// **Compaction by snapshot**: the log would otherwise grow by one record per committed
 /// partition forever. When a partition's log exceeds `compact_bytes` (or twice its last
@@ -215,16 +278,20 @@ struct Slot {
 /// first offset (`PartitionLog::delete_segments_before`). Replaying from the new log start gives
 /// the same map; a crash at any point is safe, because until the old segments are deleted the
 /// snapshot only repeats values the older records already hold.
+///
+/// [`load`]: GroupOffsetStore::load
+/// [`unload`]: GroupOffsetStore::unload
 #[derive(Debug)]
 pub struct GroupOffsetStore {
-    partitions: Vec<Slot>,
+    /// `slots[p]` is partition p when loaded. The length is the topic's partition count.
+    slots: RwLock<Vec<Option<Arc<Slot>>>>,
     compact_bytes: u64,
 }
 
 impl GroupOffsetStore {
     /// Opens (creating) `partitions` logs `__consumer_offsets-N` under `data_dir` and replays
-    /// them. Retention is forced off, whatever `config` says; compaction starts above
-    /// [`OFFSETS_TOPIC_COMPACT_BYTES`].
+    /// them (one broker: this store owns them). Retention is forced off, whatever `config`
+    /// says; compaction starts above [`OFFSETS_TOPIC_COMPACT_BYTES`].
     pub fn open(
         data_dir: &Path,
         partitions: u32,
@@ -245,7 +312,7 @@ impl GroupOffsetStore {
     pub fn open_with_compaction(
         data_dir: &Path,
         partitions: u32,
-        mut config: LogConfig,
+        config: LogConfig,
         clock: Arc<dyn Clock>,
         compact_bytes: u64,
     ) -> Result<GroupOffsetStore> {
@@ -255,36 +322,112 @@ impl GroupOffsetStore {
                 reason: "must be at least 1".into(),
             });
         }
-        config.retention_ms = None;
-        config.retention_bytes = None;
-        let mut out = Vec::with_capacity(partitions as usize);
+        let config = offsets_log_config(config);
+        let store = GroupOffsetStore::unloaded(compact_bytes);
+        store.set_partition_count(partitions);
         for p in 0..partitions {
             let log = PartitionLog::open(
                 data_dir.join(PartitionLog::dir_name(OFFSETS_TOPIC, p)),
                 config.clone(),
                 clock.clone(),
             )?;
-            let map = replay(&log)?;
             // Everything in this log was written by a completed commit of this broker.
             log.set_high_watermark(log.log_end_offset());
-            out.push(Slot {
-                log,
-                map: Mutex::new(map),
-                snapshot_bytes: AtomicU64::new(0),
-            });
+            store.load(p, Arc::new(LocalOffsetsLog(log)), 0)?;
         }
-        Ok(GroupOffsetStore {
-            partitions: out,
+        Ok(store)
+    }
+
+    /// A store with no partition loaded and no partition count yet (a broker in a cluster: see
+    /// the type's docs).
+    pub fn unloaded(compact_bytes: u64) -> GroupOffsetStore {
+        GroupOffsetStore {
+            slots: RwLock::new(Vec::new()),
             compact_bytes,
-        })
+        }
+    }
+
+    /// Sets the offsets topic's partition count (from the registry, the one source every
+    /// broker agrees on). A change unloads everything: the group → partition map moved.
+    pub fn set_partition_count(&self, partitions: u32) {
+        let mut slots = self.slots.write();
+        if slots.len() != partitions as usize {
+            *slots = vec![None; partitions as usize];
+        }
     }
 
     pub fn partition_count(&self) -> u32 {
-        self.partitions.len() as u32
+        self.slots.read().len() as u32
     }
 
-    fn slot(&self, group: &str) -> &Slot {
-        &self.partitions[partition_for_group(group, self.partition_count()) as usize]
+    /// Replays partition `p` from `log` and serves its groups from now on. `term` tells loads
+    /// apart ([`loaded_term`](Self::loaded_term)).
+    pub fn load(&self, p: u32, log: Arc<dyn OffsetsLog>, term: u64) -> Result<()> {
+        let map = replay(log.log())?;
+        let slot = Arc::new(Slot {
+            log,
+            term,
+            append: Mutex::new(()),
+            map: Mutex::new(map),
+            snapshot_bytes: AtomicU64::new(0),
+        });
+        let mut slots = self.slots.write();
+        let Some(s) = slots.get_mut(p as usize) else {
+            return Err(Error::InvalidRequest(format!(
+                "{OFFSETS_TOPIC}-{p} does not exist: the topic has {} partitions",
+                slots.len()
+            )));
+        };
+        *s = Some(slot);
+        Ok(())
+    }
+
+    /// Stops serving partition `p`'s groups (this broker no longer leads it). Returns whether
+    /// it was loaded.
+    pub fn unload(&self, p: u32) -> bool {
+        self.slots
+            .write()
+            .get_mut(p as usize)
+            .and_then(Option::take)
+            .is_some()
+    }
+
+    /// The `term` partition `p` was loaded with, `None` when not loaded.
+    pub fn loaded_term(&self, p: u32) -> Option<u64> {
+        self.slots
+            .read()
+            .get(p as usize)
+            .and_then(|s| s.as_ref().map(|s| s.term))
+    }
+
+    /// The offsets partition of `group` (`None` before the partition count is known).
+    pub fn partition_of(&self, group: &str) -> Option<u32> {
+        let n = self.partition_count();
+        (n > 0).then(|| partition_for_group(group, n))
+    }
+
+    /// Whether this store coordinates `group` now; [`Error::NotCoordinator`] if not.
+    pub fn check_coordinator(&self, group: &str) -> Result<()> {
+        self.slot(group).map(|_| ())
+    }
+
+    fn slot(&self, group: &str) -> Result<Arc<Slot>> {
+        let slots = self.slots.read();
+        if slots.is_empty() {
+            return Err(Error::CoordinatorNotAvailable(format!(
+                "the {OFFSETS_TOPIC} topic does not exist yet"
+            )));
+        }
+        let p = partition_for_group(group, slots.len() as u32);
+        slots[p as usize].clone().ok_or_else(|| {
+            Error::NotCoordinator(format!(
+                "this broker does not coordinate group {group:?}: it does not lead {OFFSETS_TOPIC}-{p}"
+            ))
+        })
+    }
+
+    fn loaded(&self) -> Vec<Arc<Slot>> {
+        self.slots.read().iter().flatten().cloned().collect()
     }
 
     /// Durably records `offsets` for `group` as one message set; all or nothing.
@@ -324,17 +467,19 @@ impl GroupOffsetStore {
             });
         }
         let mut set = builder.finish()?;
-        let slot = self.slot(group);
-        // The map lock is held across the append so two commits of one group apply to the map in
-        // the order they reached the log.
-        let mut map = slot.map.lock();
-        let info = slot.log.append(&mut set)?;
-        slot.log.set_high_watermark(info.last_offset.next());
-        let entry = map.entry(group.to_owned()).or_default();
-        for (tp, commit) in offsets {
-            entry.insert(tp.clone(), commit.clone());
+        let slot = self.slot(group)?;
+        // The append lock is held across the append and the map update, so two commits of one
+        // group apply to the map in the order they reached the log.
+        let _append = slot.append.lock();
+        slot.log.append_committed(&mut set)?;
+        {
+            let mut map = slot.map.lock();
+            let entry = map.entry(group.to_owned()).or_default();
+            for (tp, commit) in offsets {
+                entry.insert(tp.clone(), commit.clone());
+            }
         }
-        self.maybe_compact(slot, &map);
+        self.maybe_compact(&slot);
         Ok(())
     }
 
@@ -343,24 +488,26 @@ impl GroupOffsetStore {
         &self,
         group: &str,
         only: Option<&[TopicPartition]>,
-    ) -> BTreeMap<TopicPartition, OffsetCommit> {
-        let map = self.slot(group).map.lock();
+    ) -> Result<BTreeMap<TopicPartition, OffsetCommit>> {
+        let slot = self.slot(group)?;
+        let map = slot.map.lock();
         let Some(all) = map.get(group) else {
-            return BTreeMap::new();
+            return Ok(BTreeMap::new());
         };
-        match only {
+        Ok(match only {
             None => all.clone(),
             Some(tps) => tps
                 .iter()
                 .filter_map(|tp| all.get(tp).map(|c| (tp.clone(), c.clone())))
                 .collect(),
-        }
+        })
     }
 
-    /// Every group with at least one committed offset.
+    /// Every group with at least one committed offset in a loaded partition (in a cluster: the
+    /// groups this broker coordinates).
     pub fn groups(&self) -> Vec<String> {
         let mut out: Vec<String> = self
-            .partitions
+            .loaded()
             .iter()
             .flat_map(|s| s.map.lock().keys().cloned().collect::<Vec<_>>())
             .collect();
@@ -368,12 +515,13 @@ impl GroupOffsetStore {
         out
     }
 
-    /// Writes tombstones for every commit on `topic` (the topic was deleted).
+    /// Writes tombstones for every commit on `topic` (the topic was deleted), in the loaded
+    /// partitions (in a cluster each partition's leader does it for its own).
     pub fn forget_topic(&self, topic: &str) -> Result<()> {
-        for slot in &self.partitions {
-            let mut map = slot.map.lock();
+        for slot in self.loaded() {
+            let _append = slot.append.lock();
             let mut builder = MessageSetBuilder::new(MAGIC_V1, Compression::None);
-            for (group, commits) in map.iter() {
+            for (group, commits) in slot.map.lock().iter() {
                 for tp in commits.keys().filter(|tp| tp.topic == topic) {
                     builder.push(TimestampMs::NONE, Some(&encode_key(group, tp)), None);
                 }
@@ -382,69 +530,81 @@ impl GroupOffsetStore {
                 continue;
             }
             let mut set = builder.finish()?;
-            let info = slot.log.append(&mut set)?;
-            slot.log.set_high_watermark(info.last_offset.next());
-            for commits in map.values_mut() {
-                commits.retain(|tp, _| tp.topic != topic);
+            slot.log.append_committed(&mut set)?;
+            {
+                let mut map = slot.map.lock();
+                for commits in map.values_mut() {
+                    commits.retain(|tp, _| tp.topic != topic);
+                }
+                map.retain(|_, commits| !commits.is_empty());
             }
-            map.retain(|_, commits| !commits.is_empty());
-            self.maybe_compact(slot, &map);
+            self.maybe_compact(&slot);
         }
         Ok(())
     }
 
-    /// Bytes of every partition log of the offsets topic.
+    /// Bytes of every loaded partition log of the offsets topic.
     pub fn size_bytes(&self) -> u64 {
-        self.partitions.iter().map(|s| s.log.size_bytes()).sum()
+        self.loaded().iter().map(|s| s.log.log().size_bytes()).sum()
     }
 
-    /// Compacts every partition now, whatever its size (operators and tests).
+    /// Compacts every loaded partition now, whatever its size (operators and tests).
     pub fn compact(&self) -> Result<()> {
-        for slot in &self.partitions {
-            let map = slot.map.lock();
-            compact_locked(slot, &map)?;
+        for slot in self.loaded() {
+            let _append = slot.append.lock();
+            compact_locked(&slot)?;
         }
         Ok(())
     }
 
-    /// With the slot's map lock held, after an append: compacts when the log is over its bound.
-    /// A failed compaction does not fail the append that preceded it (that is durable already);
-    /// it is logged, and the next append tries again.
-    fn maybe_compact(&self, slot: &Slot, map: &GroupMap) {
+    /// With the slot's append lock held, after an append: compacts when the log is over its
+    /// bound. A failed compaction does not fail the append that preceded it (that is committed
+    /// already); it is logged, and the next append tries again.
+    fn maybe_compact(&self, slot: &Slot) {
         let bound = self.compact_bytes.max(
             slot.snapshot_bytes
                 .load(Ordering::Relaxed)
                 .saturating_mul(2),
         );
-        if slot.log.size_bytes() <= bound {
+        if slot.log.log().size_bytes() <= bound {
             return;
         }
-        if let Err(e) = compact_locked(slot, map) {
-            tracing::warn!(dir = %slot.log.dir().display(), error = %e, "compacting the offsets log failed");
+        if let Err(e) = compact_locked(slot) {
+            tracing::warn!(dir = %slot.log.log().dir().display(), error = %e, "compacting the offsets log failed");
         }
     }
 
-    /// Flush and close every log (clean shutdown).
+    /// Flush and close every loaded log the store owns (clean shutdown).
     pub fn close(&self) -> Result<()> {
-        for slot in &self.partitions {
+        for slot in self.loaded() {
             slot.log.close()?;
         }
         Ok(())
     }
 
-    /// Periodic work: the logs' flush and roll timers.
+    /// Periodic work: the owned logs' flush and roll timers.
     pub fn tick(&self) -> Result<()> {
-        for slot in &self.partitions {
+        for slot in self.loaded() {
             slot.log.tick()?;
         }
         Ok(())
     }
 }
 
-/// With the slot's map lock held: roll, append `map` whole as a snapshot, delete every segment
-/// before it. See [`GroupOffsetStore`].
-fn compact_locked(slot: &Slot, map: &GroupMap) -> Result<()> {
-    let log = &slot.log;
+/// The log configuration of an offsets partition: the broker's, without time or size retention
+/// (it would drop live commits; compaction by snapshot bounds the log instead).
+pub fn offsets_log_config(mut config: LogConfig) -> LogConfig {
+    config.retention_ms = None;
+    config.retention_bytes = None;
+    config
+}
+
+/// With the slot's append lock held: roll, append the map whole as a snapshot, delete every
+/// segment before it. See [`GroupOffsetStore`].
+fn compact_locked(slot: &Slot) -> Result<()> {
+    let log = slot.log.log();
+    // A copy of the state: the snapshot's appends may wait for replicas, and reads must not.
+    let map = slot.map.lock().clone();
     let before = log.size_bytes();
     log.roll()?;
     let first = log.log_end_offset();
@@ -453,11 +613,10 @@ fn compact_locked(slot: &Slot, map: &GroupMap) -> Result<()> {
     let mut flush = |builder: MessageSetBuilder| -> Result<()> {
         let mut set = builder.finish()?;
         written += set.len() as u64;
-        let info = log.append(&mut set)?;
-        log.set_high_watermark(info.last_offset.next());
+        slot.log.append_committed(&mut set)?;
         Ok(())
     };
-    for (group, commits) in map {
+    for (group, commits) in &map {
         for (tp, commit) in commits {
             let (key, value) = (encode_key(group, tp), encode_value(commit));
             let entry = LOG_OVERHEAD_BYTES as usize
@@ -476,7 +635,9 @@ fn compact_locked(slot: &Slot, map: &GroupMap) -> Result<()> {
     if !builder.is_empty() {
         flush(builder)?;
     }
-    let deleted = log.delete_segments_before(first)?;
+    // Never past the high watermark: the log start stays at or below it (a new leader may
+    // still hold an uncommitted tail of its predecessor's).
+    let deleted = log.delete_segments_before(first.min(log.high_watermark()))?;
     slot.snapshot_bytes.store(written, Ordering::Relaxed);
     tracing::info!(
         dir = %log.dir().display(),

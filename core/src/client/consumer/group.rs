@@ -33,7 +33,7 @@ use sluiceway_proto::v1;
 
 use super::Inner;
 use crate::client::cluster::{
-    code_from_i32, is_connection_error, partition_error, status_to_error,
+    code_from_i32, coordinator_moved, is_connection_error, partition_error, status_to_error,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
@@ -170,17 +170,14 @@ where
     let cluster = &inner.cluster;
     let mut attempt = 0;
     loop {
-        let result = match cluster
-            .coordinator_for(group_id)
-            .and_then(|a| cluster.group_client(&a))
-        {
+        let result = match cluster.coordinator_client(group_id).await {
             Ok(client) => f(client).await.map_err(|s| status_to_error(&s)),
             Err(e) => Err(e),
         };
         match result {
             Err(e) if retriable(&e) && attempt + 1 < CONSUMER_GROUP_RETRIES_MAX => {
                 attempt += 1;
-                if is_connection_error(&e) {
+                if coordinator_moved(&e) {
                     cluster.coordinator_failed(group_id);
                 }
                 tokio::time::sleep(inner.config.common.retry_backoff).await;
@@ -246,11 +243,7 @@ async fn heartbeat_loop(inner: &Inner) -> Rejoin {
             member_id: m.member_id.clone(),
             generation: m.generation.unwrap_or(-1),
         };
-        let mut c = match inner
-            .cluster
-            .coordinator_for(&m.group_id)
-            .and_then(|a| inner.cluster.group_client(&a))
-        {
+        let mut c = match inner.cluster.coordinator_client(&m.group_id).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "no group coordinator address");
@@ -272,7 +265,7 @@ async fn heartbeat_loop(inner: &Inner) -> Rejoin {
                     return Rejoin::NewMember;
                 }
                 _ => {
-                    if is_connection_error(&e) {
+                    if coordinator_moved(&e) {
                         inner.cluster.coordinator_failed(&m.group_id);
                     }
                     if last_ok.elapsed() >= session {
@@ -384,9 +377,7 @@ pub(super) async fn leave(inner: &Inner) -> Result<()> {
         group_id: m.group_id.clone(),
         member_id: m.member_id.clone(),
     };
-    let mut c = inner
-        .cluster
-        .group_client(&inner.cluster.coordinator_for(&m.group_id)?)?;
+    let mut c = inner.cluster.coordinator_client(&m.group_id).await?;
     match c
         .leave_group(inner.cluster.request(request, Duration::ZERO))
         .await
