@@ -13,7 +13,8 @@
 //! 3. **Apply** each partition's answer on a blocking thread, under the append gate and only if
 //!    the role is unchanged: `append_as_follower` (with flush policy `always` the data is on
 //!    disk before the next fetch reports it to the leader), then record the leader-epoch entries
-//!    that start inside the appended range, then HW = min(leader HW, our log end).
+//!    that start inside the appended range, then HW = min(leader HW, our log end), then drop
+//!    whole segments below the leader's log start (as Kafka's followers do).
 //!    OFFSET_OUT_OF_RANGE below the leader's log start empties the log and restarts it there;
 //!    above the leader's log end truncates again. FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH,
 //!    NOT_LEADER and the like **pause** the partition until the next registry change — bounded
@@ -514,5 +515,16 @@ fn append_fetched(
     if r.high_watermark >= 0 {
         let hw = Offset(r.high_watermark as u64).min(p.log.log_end_offset());
         p.advance_high_watermark(hw);
+    }
+    // Follow the leader's log start (Kafka's maybeIncrementLogStartOffset on followers): what
+    // the leader dropped — `__consumer_offsets` compaction, for one — goes here too, in whole
+    // segments and never past our high watermark, so a follower's copy stays bounded like the
+    // leader's.
+    if r.log_start_offset > p.log.log_start_offset().0 as i64
+        && let Err(e) = p
+            .log
+            .delete_segments_before(Offset(r.log_start_offset as u64))
+    {
+        warn!(partition = %p.name(), error = %e, "following the leader's log start failed");
     }
 }

@@ -585,4 +585,128 @@ mod offsets {
         store.compact().unwrap();
         assert!(store.groups().is_empty());
     }
+
+    /// An offsets partition whose committed appends can be made to fail, as a cluster leader's
+    /// do when its replicas are missing or it lost the partition.
+    #[derive(Debug)]
+    struct FlakyLog {
+        log: sluiceway_core::storage::PartitionLog,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl sluiceway_core::group::OffsetsLog for FlakyLog {
+        fn log(&self) -> &sluiceway_core::storage::PartitionLog {
+            &self.log
+        }
+
+        fn append_committed(
+            &self,
+            set: &mut [u8],
+        ) -> sluiceway_core::Result<sluiceway_core::storage::AppendInfo> {
+            // Appended, but not committed: as a leader whose followers never confirm.
+            let info = self.log.append(set)?;
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(sluiceway_core::Error::CoordinatorNotAvailable(
+                    "replicas did not confirm".into(),
+                ));
+            }
+            self.log.set_high_watermark(info.last_offset.next());
+            Ok(info)
+        }
+    }
+
+    /// A cluster's store: partitions are served only while loaded (the broker leads them);
+    /// every other group is NOT_COORDINATOR; a commit whose append is not committed changes
+    /// nothing a reader sees; a new load replays what the log holds.
+    #[test]
+    fn only_loaded_partitions_are_coordinated_and_uncommitted_appends_are_not_applied() {
+        use sluiceway_core::ErrorCode;
+        use sluiceway_core::storage::PartitionLog;
+
+        let store = GroupOffsetStore::unloaded(1 << 20);
+        let tp = TopicPartition::new("t", 0);
+        assert_eq!(
+            store.check_coordinator("g").unwrap_err().code(),
+            ErrorCode::CoordinatorNotAvailable,
+            "no partition count yet: the offsets topic does not exist"
+        );
+        store.set_partition_count(4);
+        // Two groups in different partitions of the offsets topic.
+        let mine = "g";
+        let p = partition_for_group(mine, 4);
+        let other = (0..100)
+            .map(|i| format!("other-{i}"))
+            .find(|g| partition_for_group(g, 4) != p)
+            .unwrap();
+        assert_eq!(
+            store.check_coordinator(mine).unwrap_err().code(),
+            ErrorCode::NotCoordinator
+        );
+
+        let tmp = tempfile::tempdir().unwrap();
+        let open_log = || {
+            PartitionLog::open(
+                tmp.path()
+                    .join(PartitionLog::dir_name("__consumer_offsets", p)),
+                LogConfig::default(),
+                Arc::new(SystemClock),
+            )
+            .unwrap()
+        };
+        let log = Arc::new(FlakyLog {
+            log: open_log(),
+            fail: false.into(),
+        });
+        store.load(p, log.clone(), 7).unwrap();
+        assert_eq!(store.loaded_term(p), Some(7));
+        store.check_coordinator(mine).unwrap();
+        assert_eq!(
+            store
+                .commit(&other, &[(tp.clone(), commit(1, ""))])
+                .unwrap_err()
+                .code(),
+            ErrorCode::NotCoordinator,
+            "a group of a partition this broker does not lead"
+        );
+        assert_eq!(
+            store.fetch(&other, None).unwrap_err().code(),
+            ErrorCode::NotCoordinator
+        );
+
+        store
+            .commit(mine, &[(tp.clone(), commit(10, "a"))])
+            .unwrap();
+        log.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            store
+                .commit(mine, &[(tp.clone(), commit(20, "b"))])
+                .unwrap_err()
+                .code(),
+            ErrorCode::CoordinatorNotAvailable
+        );
+        assert_eq!(
+            store.fetch(mine, None).unwrap()[&tp],
+            commit(10, "a"),
+            "an append the replicas did not confirm is not applied"
+        );
+
+        store.unload(p);
+        assert_eq!(store.loaded_term(p), None);
+        assert_eq!(
+            store
+                .commit(mine, &[(tp.clone(), commit(30, ""))])
+                .unwrap_err()
+                .code(),
+            ErrorCode::NotCoordinator,
+            "an unloaded partition's groups are not coordinated here"
+        );
+        assert!(store.groups().is_empty());
+
+        // Leading it again replays the log: the unconfirmed record is in this leader's log, so
+        // (as in Kafka) it becomes the committed value once this leader's log is the one kept.
+        log.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        store.load(p, log.clone(), 8).unwrap();
+        assert_eq!(store.fetch(mine, None).unwrap()[&tp].offset.0, 20);
+        assert_eq!(store.groups(), vec![mine.to_string()]);
+    }
 }
