@@ -1298,6 +1298,28 @@ async fn group_members_on_different_brokers_share_one_coordinator_and_its_commit
             3,
             "{offsets_topic}-{op} is replicated on every broker"
         );
+        // The command line finds the group at its coordinator from any broker, lists it once,
+        // and keeps the internal topic out of the topic list.
+        let other = (1..=3).find(|b| *b != coordinator).unwrap();
+        let cli = |args: &[&str]| {
+            let out = Command::new(bin())
+                .env("SLUICEWAY_BOOTSTRAP", &cluster.broker(other).addr)
+                .args(args)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            text
+        };
+        let described = cli(&["group", "describe", GROUP]);
+        assert!(described.contains(&format!("Group: {GROUP}  State: Stable")), "{described}");
+        let rows = described.lines().filter(|l| l.starts_with(TOPIC)).count();
+        assert_eq!(rows, 4, "one row per partition, each with its commit:\n{described}");
+        let listed = cli(&["group", "list"]);
+        assert_eq!(listed.lines().filter(|l| l.starts_with(GROUP)).count(), 1, "{listed}");
+        let topics = cli(&["topic", "list"]);
+        assert!(!topics.contains(offsets_topic), "internal topics are not listed:\n{topics}");
+
         one.close().await.ok();
         three.close().await.ok();
         cluster.kill9(coordinator);
