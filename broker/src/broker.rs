@@ -153,6 +153,7 @@ pub async fn open_registry(config: &BrokerConfig) -> Result<Arc<dyn Registry>> {
             let spec = EtcdSpec::parse(spec)?;
             let options = EtcdOptions {
                 session_timeout_ms: config.registry_session_timeout_ms,
+                leader_rebalance_interval_ms: config.leader_rebalance_interval_ms,
                 ..EtcdOptions::default()
             };
             let r: Arc<dyn Registry> =

@@ -17,6 +17,7 @@
 //! | `--replica-lag-time-max-ms N` | `SLUICEWAY_REPLICA_LAG_TIME_MAX_MS` | `replica_lag_time_max_ms` | 30000 |
 //! | `--replica-fetch-wait-max-ms N` | `SLUICEWAY_REPLICA_FETCH_WAIT_MAX_MS` | `replica_fetch_wait_max_ms` | 500 |
 //! | `--default-replication-factor N` | `SLUICEWAY_DEFAULT_REPLICATION_FACTOR` | `default_replication_factor` | 1 |
+//! | `--leader-rebalance-interval-ms N` | `SLUICEWAY_LEADER_REBALANCE_INTERVAL_MS` | `leader_rebalance_interval_ms` | 300000 (0: off) |
 //! | `--offsets-topic-replication-factor N` | `SLUICEWAY_OFFSETS_TOPIC_REPLICATION_FACTOR` | `offsets_topic_replication_factor` | 3 |
 //! | `--config FILE` | `SLUICEWAY_CONFIG` | — | none |
 //!
@@ -29,7 +30,10 @@
 //! caught up for that long leaves the in-sync set), `replica_fetch_wait_max_ms` the long-poll
 //! wait of a follower's fetch (Kafka's `replica.fetch.wait.max.ms`), and
 //! `default_replication_factor` (Kafka's `default.replication.factor`) applies to a CreateTopic
-//! that asks for replication factor 0. `offsets_topic_replication_factor` (Kafka's
+//! that asks for replication factor 0. `leader_rebalance_interval_ms` is how often the
+//! controller hands leadership back to in-sync preferred replicas (Kafka's
+//! `auto.leader.rebalance.enable` / `leader.imbalance.check.interval.seconds`).
+//! `offsets_topic_replication_factor` (Kafka's
 //! `offsets.topic.replication.factor`) is the replication factor of `__consumer_offsets`, which a
 //! cluster creates on the first group request once that many brokers are alive. With the embedded registry the replication settings have
 //! no effect beyond the replication factor check (one broker: only 1 is possible).
@@ -41,7 +45,9 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 use sluiceway_core::limits::{
-    FETCH_WAIT_MS_MAX, OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT, REPLICATION_FACTOR_MAX,
+    FETCH_WAIT_MS_MAX, LEADER_REBALANCE_INTERVAL_MS_DEFAULT, LEADER_REBALANCE_INTERVAL_MS_MAX,
+    LEADER_REBALANCE_INTERVAL_MS_MIN, OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT,
+    REPLICATION_FACTOR_MAX,
 };
 use sluiceway_core::registry::BrokerId;
 use sluiceway_core::topic::{TopicConfig, parse_key_value};
@@ -121,6 +127,14 @@ pub struct BrokerArgs {
     /// default.replication.factor).
     #[arg(long, env = "SLUICEWAY_DEFAULT_REPLICATION_FACTOR", value_name = "N")]
     pub default_replication_factor: Option<u32>,
+    /// How often the controller moves leadership back to preferred replicas that are in sync
+    /// again (Kafka's leader.imbalance.check.interval.seconds); 0 turns it off.
+    #[arg(
+        long,
+        env = "SLUICEWAY_LEADER_REBALANCE_INTERVAL_MS",
+        value_name = "MS"
+    )]
+    pub leader_rebalance_interval_ms: Option<u64>,
     /// Replication factor of the internal __consumer_offsets topic in a cluster (Kafka's
     /// offsets.topic.replication.factor); it is created once this many brokers are alive.
     #[arg(
@@ -151,6 +165,7 @@ struct FileConfig {
     replica_fetch_wait_max_ms: Option<u32>,
     default_replication_factor: Option<u32>,
     offsets_topic_replication_factor: Option<u32>,
+    leader_rebalance_interval_ms: Option<u64>,
     #[serde(default)]
     topic_defaults: BTreeMap<String, toml::Value>,
 }
@@ -173,6 +188,8 @@ pub struct BrokerConfig {
     pub replica_fetch_wait_max_ms: u32,
     pub default_replication_factor: u32,
     pub offsets_topic_replication_factor: u32,
+    /// 0: off. Range-checked by the etcd registry (`EtcdOptions`).
+    pub leader_rebalance_interval_ms: u64,
 }
 
 /// Which registry backend holds the metadata.
@@ -348,7 +365,20 @@ impl BrokerConfig {
             1,
             u64::from(REPLICATION_FACTOR_MAX),
         )? as u32;
+        let leader_rebalance_interval_ms = args
+            .leader_rebalance_interval_ms
+            .or(file.leader_rebalance_interval_ms)
+            .unwrap_or(LEADER_REBALANCE_INTERVAL_MS_DEFAULT);
+        if leader_rebalance_interval_ms != 0 {
+            in_range(
+                "leader_rebalance_interval_ms",
+                leader_rebalance_interval_ms,
+                LEADER_REBALANCE_INTERVAL_MS_MIN,
+                LEADER_REBALANCE_INTERVAL_MS_MAX,
+            )?;
+        }
         Ok(BrokerConfig {
+            leader_rebalance_interval_ms,
             offsets_topic_replication_factor,
             registry,
             registry_session_timeout_ms,

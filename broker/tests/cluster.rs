@@ -1348,3 +1348,45 @@ async fn group_members_on_different_brokers_share_one_coordinator_and_its_commit
     })
     .await;
 }
+
+/// Preferred leaders (Kafka's auto leader rebalance): after a failover and the old leader's
+/// return, the controller hands each partition back to its first replica once that replica is
+/// in sync again, so leadership is spread as placement made it; nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_broker_leads_its_preferred_partitions_again() {
+    const TOPIC: &str = "spread";
+    let mut cluster = TestCluster::start(3, &["--leader-rebalance-interval-ms", "500"]).await;
+    bounded(Duration::from_secs(300), async {
+        create_rf3(&cluster, TOPIC, 3, &[]).await;
+        let t = cluster.metadata(TOPIC).await.expect("metadata");
+        let preferred: Vec<i32> = t.partitions.iter().map(|p| p.replicas[0]).collect();
+        let p = producer(&cluster.bootstrap(), Acks::All, &[]).await;
+        let mut acked = send_all(&p, TOPIC, &values("a", 0..300)).await;
+
+        let victim = preferred[0];
+        let (_, epoch) = partition_state(&cluster, TOPIC, 0).await;
+        cluster.kill9(victim);
+        cluster.wait_new_leader(TOPIC, 0, victim, epoch).await;
+        acked.extend(send_all(&p, TOPIC, &values("b", 0..300)).await);
+        cluster.restart(victim);
+        eprintln!("kill -9 and restart of broker {victim}, preferred leader of {TOPIC}-0");
+        wait_until(
+            "every partition to be led by its preferred replica again",
+            CONDITION_TIMEOUT,
+            async || {
+                let Some(t) = cluster.metadata(TOPIC).await else {
+                    return false;
+                };
+                t.partitions.iter().map(|p| p.leader_id).collect::<Vec<_>>() == preferred
+            },
+        )
+        .await;
+        acked.extend(send_all(&p, TOPIC, &values("c", 0..300)).await);
+        p.close().await.unwrap();
+        let hws = high_watermarks(&cluster, TOPIC, 3).await;
+        let log = read_up_to(&cluster.bootstrap(), TOPIC, &hws).await;
+        assert_acked_present("after the preferred leader returned", &acked, &log);
+        assert_acks_distinct(&acked);
+    })
+    .await;
+}

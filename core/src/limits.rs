@@ -114,6 +114,11 @@ pub const REGISTRY_SESSION_TIMEOUT_MS_MAX: u64 = 300_000;
 pub const REGISTRY_RECONCILE_MS_DEFAULT: u64 = 1_000;
 pub const REGISTRY_RECONCILE_MS_MIN: u64 = 10;
 pub const REGISTRY_RECONCILE_MS_MAX: u64 = 60_000;
+/// How often the controller moves leadership back to in-sync preferred replicas (Kafka's
+/// `leader.imbalance.check.interval.seconds` default, 300 s), and the bounds of the setting.
+pub const LEADER_REBALANCE_INTERVAL_MS_DEFAULT: u64 = 300_000;
+pub const LEADER_REBALANCE_INTERVAL_MS_MIN: u64 = 100;
+pub const LEADER_REBALANCE_INTERVAL_MS_MAX: u64 = 86_400_000;
 /// Longest one etcd request (get, transaction, lease grant, keep-alive) may take before it fails
 /// with a retriable REQUEST_TIMED_OUT naming etcd as unreachable.
 pub const REGISTRY_REQUEST_TIMEOUT_MS: u64 = 5_000;

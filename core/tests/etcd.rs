@@ -145,6 +145,9 @@ fn options() -> EtcdOptions {
     EtcdOptions {
         session_timeout_ms: 2_000,
         controller_reconcile_ms: 200,
+        // Off: these tests check where failovers put leadership; handing it back to preferred
+        // replicas is tested on a broker cluster (`cluster.rs`).
+        leader_rebalance_interval_ms: 0,
     }
 }
 

@@ -50,7 +50,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use self::controller::{PartitionChange, reconcile};
+use self::controller::{PartitionChange, preferred_leader_changes, reconcile};
 use self::state::{
     Applied, BrokerValue, ControllerValue, Event, Keys, PartitionValue, Snapshot, TopicValue,
     partition_info, prefix_end,
@@ -58,11 +58,12 @@ use self::state::{
 use super::{BrokerId, BrokerInfo, NewTopic, PartitionInfo, Registry, TopicInfo, place_replicas};
 use crate::error::{Error, ErrorCode, Result};
 use crate::limits::{
-    PARTITIONS_PER_TOPIC_MAX, REGISTRY_CAS_ATTEMPTS_MAX, REGISTRY_CONNECT_TIMEOUT_MS,
-    REGISTRY_ENDPOINTS_MAX, REGISTRY_GET_PAGE_KEYS, REGISTRY_MESSAGE_BYTES_MAX,
-    REGISTRY_RECONCILE_MS_DEFAULT, REGISTRY_RECONCILE_MS_MAX, REGISTRY_RECONCILE_MS_MIN,
-    REGISTRY_REGISTER_GRACE_MS, REGISTRY_REQUEST_TIMEOUT_MS, REGISTRY_RETRY_MS,
-    REGISTRY_SESSION_TIMEOUT_MS_DEFAULT, REGISTRY_SESSION_TIMEOUT_MS_MAX,
+    LEADER_REBALANCE_INTERVAL_MS_DEFAULT, LEADER_REBALANCE_INTERVAL_MS_MAX,
+    LEADER_REBALANCE_INTERVAL_MS_MIN, PARTITIONS_PER_TOPIC_MAX, REGISTRY_CAS_ATTEMPTS_MAX,
+    REGISTRY_CONNECT_TIMEOUT_MS, REGISTRY_ENDPOINTS_MAX, REGISTRY_GET_PAGE_KEYS,
+    REGISTRY_MESSAGE_BYTES_MAX, REGISTRY_RECONCILE_MS_DEFAULT, REGISTRY_RECONCILE_MS_MAX,
+    REGISTRY_RECONCILE_MS_MIN, REGISTRY_REGISTER_GRACE_MS, REGISTRY_REQUEST_TIMEOUT_MS,
+    REGISTRY_RETRY_MS, REGISTRY_SESSION_TIMEOUT_MS_DEFAULT, REGISTRY_SESSION_TIMEOUT_MS_MAX,
     REGISTRY_SESSION_TIMEOUT_MS_MIN, REGISTRY_STATE_BYTES_MAX, REGISTRY_TXN_OPS_MAX,
     REGISTRY_VALUE_BYTES_MAX, REPLICATION_FACTOR_MAX, TOPICS_MAX,
 };
@@ -154,6 +155,10 @@ pub struct EtcdOptions {
     pub session_timeout_ms: u64,
     /// How often the controller re-checks every partition without a change. Default 1000.
     pub controller_reconcile_ms: u64,
+    /// How often the controller hands leadership back to preferred replicas that are in sync
+    /// again (Kafka's `leader.imbalance.check.interval.seconds` with
+    /// `auto.leader.rebalance.enable`); 0 turns it off. Default 300000, Kafka's.
+    pub leader_rebalance_interval_ms: u64,
 }
 
 impl Default for EtcdOptions {
@@ -161,6 +166,7 @@ impl Default for EtcdOptions {
         EtcdOptions {
             session_timeout_ms: REGISTRY_SESSION_TIMEOUT_MS_DEFAULT,
             controller_reconcile_ms: REGISTRY_RECONCILE_MS_DEFAULT,
+            leader_rebalance_interval_ms: LEADER_REBALANCE_INTERVAL_MS_DEFAULT,
         }
     }
 }
@@ -188,7 +194,16 @@ impl EtcdOptions {
             self.controller_reconcile_ms,
             REGISTRY_RECONCILE_MS_MIN,
             REGISTRY_RECONCILE_MS_MAX,
-        )
+        )?;
+        if self.leader_rebalance_interval_ms != 0 {
+            range(
+                "leader-rebalance-interval-ms",
+                self.leader_rebalance_interval_ms,
+                LEADER_REBALANCE_INTERVAL_MS_MIN,
+                LEADER_REBALANCE_INTERVAL_MS_MAX,
+            )?;
+        }
+        Ok(())
     }
 
     /// The lease TTL in seconds.
@@ -916,6 +931,9 @@ impl Inner {
         let mut health = Health::new("the controller");
         // (lease, epoch) while this broker is the controller.
         let mut mine: Option<(i64, i64)> = None;
+        let rebalance_every = (self.options.leader_rebalance_interval_ms > 0)
+            .then(|| Duration::from_millis(self.options.leader_rebalance_interval_ms));
+        let mut last_rebalance = std::time::Instant::now();
         loop {
             if *stop.borrow() {
                 return;
@@ -938,6 +956,12 @@ impl Inner {
                         Ok(()) => health.ok(),
                         Err(e) => health.failed(&e),
                     }
+                    if rebalance_every.is_some_and(|every| last_rebalance.elapsed() >= every) {
+                        last_rebalance = std::time::Instant::now();
+                        if let Err(e) = self.preferred_leader_pass(epoch).await {
+                            health.failed(&e);
+                        }
+                    }
                 }
                 None if registered && lease != 0 => {
                     if current.is_none_or(|c| c.broker == self.me) {
@@ -946,6 +970,7 @@ impl Inner {
                                 tracing::info!(broker = %self.me, epoch, "registry: elected controller");
                                 self.wait_for_revision(epoch).await;
                                 mine = Some((lease, epoch));
+                                last_rebalance = std::time::Instant::now();
                                 health.ok();
                                 continue;
                             }
@@ -997,6 +1022,31 @@ impl Inner {
             }
         }
         if last_revision > 0 {
+            self.wait_for_revision(last_revision).await;
+        }
+        Ok(())
+    }
+
+    /// Hands leadership back to in-sync preferred replicas ([`preferred_leader_changes`]), each
+    /// change guarded like any other.
+    async fn preferred_leader_pass(&self, epoch: i64) -> Result<()> {
+        let failed: Vec<BrokerId> = self.failed.lock().iter().copied().collect();
+        let changes = {
+            let state = self.state.read();
+            let live: BTreeSet<BrokerId> = state.brokers.keys().copied().collect();
+            preferred_leader_changes(&state, &live, &failed)
+        };
+        let mut last_revision = 0;
+        for change in &changes {
+            if let Some(revision) = self.write_change(epoch, change).await? {
+                last_revision = revision;
+            }
+        }
+        if last_revision > 0 {
+            tracing::info!(
+                partitions = changes.len(),
+                "registry: preferred replicas lead again"
+            );
             self.wait_for_revision(last_revision).await;
         }
         Ok(())

@@ -15,6 +15,12 @@
 //! - Every change bumps the leader epoch by one; a leaderless partition that stays leaderless is
 //!   not changed again (the epoch is bumped once when it loses its leader, not on every pass).
 //!
+//! - *Preferred leaders* ([`preferred_leader_changes`], Kafka's `auto.leader.rebalance.enable`,
+//!   run every `leader_rebalance_interval_ms` rather than on every pass): a partition whose
+//!   first replica (its preferred leader, which placement spread evenly) is alive and in the ISR
+//!   but does not lead gets it back as leader; the ISR is kept and the epoch bumped. Without it,
+//!   leadership piles up on the brokers that survived the last failovers.
+//!
 //! **Architecture Invariant**: only ISR members are elected unless the topic opts into unclean
 //! election, so no acknowledged write (on every ISR member) is lost by a failover.
 
@@ -69,6 +75,43 @@ pub(crate) fn reconcile(
                     before: view.info,
                 });
             }
+        }
+    }
+    changes
+}
+
+/// Every partition led by an alive broker other than its alive, in-sync preferred replica: the
+/// change that hands leadership back to the preferred replica (module docs). Partitions that
+/// [`reconcile`] would change are left to it.
+pub(crate) fn preferred_leader_changes(
+    snapshot: &Snapshot,
+    live: &BTreeSet<BrokerId>,
+    failed: &[BrokerId],
+) -> Vec<PartitionChange> {
+    let alive = |b: BrokerId| live.contains(&b) && !failed.contains(&b);
+    let mut changes = Vec::new();
+    for (name, entry) in &snapshot.topics {
+        for view in snapshot.partition_views(name, entry) {
+            let p = &view.info;
+            let (Some(leader), Some(&preferred)) = (p.leader, p.replicas.first()) else {
+                continue;
+            };
+            let healthy = alive(leader) && p.isr.iter().all(|b| alive(*b));
+            if !healthy || leader == preferred || !alive(preferred) || !p.isr.contains(&preferred) {
+                continue;
+            }
+            changes.push(PartitionChange {
+                topic: name.clone(),
+                partition: p.partition,
+                topic_revision: entry.create_revision,
+                seen_mod_revision: view.mod_revision,
+                after: PartitionValue {
+                    leader: Some(preferred.0),
+                    leader_epoch: p.leader_epoch.saturating_add(1),
+                    isr: p.isr.iter().map(|b| b.0).collect(),
+                },
+                before: view.info,
+            });
         }
     }
     changes
@@ -162,6 +205,73 @@ mod tests {
         assert_eq!(run(&leaderless, &[], true), None);
         // The last ISR member comes back: it leads again.
         assert_eq!(run(&leaderless, &[1], false), Some((Some(1), vec![1])));
+    }
+
+    /// (leader, replicas, isr, leader epoch) of one partition.
+    type Part<'a> = (Option<u32>, &'a [u32], &'a [u32], u32);
+
+    fn snapshot_with(partitions: &[Part]) -> Snapshot {
+        use crate::registry::etcd::state::PartitionEntry;
+        let mut s = Snapshot::default();
+        s.topics.insert(
+            "t".into(),
+            TopicEntry {
+                value: TopicValue {
+                    replication_factor: 3,
+                    configs: BTreeMap::new(),
+                    replicas: partitions.iter().map(|p| p.1.to_vec()).collect(),
+                },
+                create_revision: 3,
+            },
+        );
+        for (i, (leader, _, isr, epoch)) in partitions.iter().enumerate() {
+            s.partitions.entry("t".into()).or_default().insert(
+                i as u32,
+                PartitionEntry {
+                    value: PartitionValue {
+                        leader: *leader,
+                        leader_epoch: *epoch,
+                        isr: isr.to_vec(),
+                    },
+                    mod_revision: 10 + i as i64,
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn preferred_replica_back_in_sync_leads_again() {
+        let s = snapshot_with(&[
+            // 0: led by 2 after a failover; preferred 1 is back in the ISR → 1 leads again.
+            (Some(2), &[1, 2, 3], &[2, 3, 1], 4),
+            // 1: preferred 2 leads already.
+            (Some(2), &[2, 3, 1], &[2, 3, 1], 0),
+            // 2: preferred 3 is alive but not yet in sync → no change.
+            (Some(1), &[3, 1, 2], &[1, 2], 2),
+            // 3: led by 3, preferred 1 in sync → 1 leads again (unless 3 is dead: see below).
+            (Some(3), &[1, 3, 2], &[3, 1, 2], 1),
+        ]);
+        let all: BTreeSet<BrokerId> = b(&[1, 2, 3]).into_iter().collect();
+        let changes = preferred_leader_changes(&s, &all, &[]);
+        let moved: Vec<u32> = changes.iter().map(|c| c.partition).collect();
+        assert_eq!(moved, [0, 3], "{changes:?}");
+        assert_eq!(changes[0].seen_mod_revision, 10);
+        assert_eq!(
+            changes[0].after,
+            PartitionValue {
+                leader: Some(1),
+                leader_epoch: 5,
+                isr: vec![2, 3, 1]
+            }
+        );
+        // With broker 3 dead, partition 3's leader is reconcile's business, and partition 0
+        // (whose ISR holds the dead 3) waits for reconcile to shrink the ISR first.
+        let without_3: BTreeSet<BrokerId> = b(&[1, 2]).into_iter().collect();
+        let changes = preferred_leader_changes(&s, &without_3, &[]);
+        assert!(changes.is_empty(), "{changes:?}");
+        // A preferred replica whose old incarnation just failed is not trusted yet.
+        assert!(preferred_leader_changes(&s, &all, &b(&[1])).is_empty());
     }
 
     #[test]
