@@ -471,6 +471,19 @@ mod tests {
             REPLICA_FETCH_WAIT_MAX_MS_DEFAULT
         );
         assert_eq!(c.default_replication_factor, 1);
+        assert_eq!(c.offsets_topic_replication_factor, 3);
+        assert_eq!(
+            c.leader_rebalance_interval_ms,
+            LEADER_REBALANCE_INTERVAL_MS_DEFAULT
+        );
+        let off = BrokerConfig::load(&BrokerArgs {
+            leader_rebalance_interval_ms: Some(0),
+            offsets_topic_replication_factor: Some(1),
+            ..BrokerArgs::default()
+        })
+        .unwrap();
+        assert_eq!(off.leader_rebalance_interval_ms, 0, "0 turns it off");
+        assert_eq!(off.offsets_topic_replication_factor, 1);
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("b.toml");
@@ -528,6 +541,20 @@ mod tests {
                     ..BrokerArgs::default()
                 },
                 "replica_fetch_wait_max_ms",
+            ),
+            (
+                BrokerArgs {
+                    offsets_topic_replication_factor: Some(0),
+                    ..BrokerArgs::default()
+                },
+                "offsets_topic_replication_factor",
+            ),
+            (
+                BrokerArgs {
+                    leader_rebalance_interval_ms: Some(5),
+                    ..BrokerArgs::default()
+                },
+                "leader_rebalance_interval_ms",
             ),
         ];
         for (args, key) in bad {

@@ -110,8 +110,12 @@ impl Broker {
             match led {
                 Some(part) => {
                     let term = part.leadership();
-                    if self.groups.offsets.loaded_term(p) == Some(term) {
-                        continue;
+                    match self.groups.offsets.loaded_term(p) {
+                        Some(loaded) if loaded == term => continue,
+                        // Led again after a gap this pass did not see: another coordinator may
+                        // have served these groups meanwhile, so start from the log afresh.
+                        Some(_) => self.groups.unload(p),
+                        None => {}
                     }
                     let log = Arc::new(ReplicatedOffsetsLog {
                         broker: Arc::downgrade(self),

@@ -1024,8 +1024,7 @@ fn cluster_script_starts_three_brokers_and_stops_exactly_them() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
-    let ports: Vec<String> = (0..3).map(|_| free_port().to_string()).collect();
-    let run = |cmd: &str| {
+    let run_with = |ports: &[String], cmd: &str| {
         Command::new("bash")
             .args([script, cmd])
             .arg(&dir)
@@ -1053,7 +1052,25 @@ fn cluster_script_starts_three_brokers_and_stops_exactly_them() {
             })
             .unwrap_or_default()
     };
-    let started = run("start");
+    // The ports are picked free and released, so a test running alongside may take one before
+    // the script binds it: that race is the test's, not the script's, so it picks other ports
+    // (the script itself refused cleanly, naming the port).
+    let mut attempt = 0;
+    let (ports, started) = loop {
+        attempt += 1;
+        let ports: Vec<String> = (0..3).map(|_| free_port().to_string()).collect();
+        let started = run_with(&ports, "start");
+        let out = text(&started);
+        if !started.status.success()
+            && attempt < 3
+            && (out.contains("is taken") || out.contains("in use"))
+        {
+            eprintln!("a port was taken meanwhile; retrying with others:\n{out}");
+            continue;
+        }
+        break (ports, started);
+    };
+    let run = |cmd: &str| run_with(&ports, cmd);
     // Whatever happens below, nothing the script started outlives the test.
     struct StopOnDrop<'a>(&'a dyn Fn(&str) -> std::process::Output);
     impl Drop for StopOnDrop<'_> {
