@@ -355,9 +355,11 @@ pub const CONSUMER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 45_000;
 pub const CONSUMER_HEARTBEAT_INTERVAL_MS_MIN: u64 = 10;
 /// Kafka's default `max.poll.interval.ms`, sent as the join's rebalance timeout.
 pub const CONSUMER_MAX_POLL_INTERVAL_MS_DEFAULT: u64 = 300_000;
-/// Attempts of one group request (join, heartbeat, commit, leave, fetch offsets) on connection
-/// or retriable errors before the error is returned or the membership is given up.
-pub const CONSUMER_GROUP_RETRIES_MAX: u32 = 5;
+/// Attempts of one group request (join, commit, fetch offsets, describe) on connection or
+/// retriable errors before the error is returned; the attempts also stop at
+/// `request.timeout.ms`. With the backoff doubling from 100 ms to 5 s, 12 attempts span about
+/// 30 s: a coordinator failover (a lease timeout plus an election) fits.
+pub const CONSUMER_GROUP_RETRIES_MAX: u32 = 12;
 /// Longest wait between two attempts to rejoin a group after a failure.
 pub const CONSUMER_GROUP_BACKOFF_MS_MAX: u64 = 5_000;
 /// Topics one `subscribe` may name.

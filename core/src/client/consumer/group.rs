@@ -23,8 +23,9 @@
 //!
 //! Errors that retrying cannot fix (INVALID_SESSION_TIMEOUT, INCONSISTENT_GROUP_PROTOCOL,
 //! GROUP_MAX_SIZE_REACHED, INVALID_REQUEST, …) end the task and are reported by the next `poll`.
-//! Retries are bounded ([`CONSUMER_GROUP_RETRIES_MAX`] per request) and spaced by
-//! `retry.backoff.ms`, doubling up to [`CONSUMER_GROUP_BACKOFF_MS_MAX`] between joins.
+//! Retries are bounded (per request: `request.timeout.ms` in all and
+//! [`CONSUMER_GROUP_RETRIES_MAX`] attempts) and spaced by `retry.backoff.ms`, doubling up to
+//! [`CONSUMER_GROUP_BACKOFF_MS_MAX`]; a coordinator that moved is found again between attempts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -160,27 +161,43 @@ pub(super) async fn revoke(inner: &Inner) {
     }
 }
 
-/// Runs one group request at the coordinator, retrying connection and retriable errors
-/// (another address each time) at most [`CONSUMER_GROUP_RETRIES_MAX`] times.
+/// Runs one group request at the coordinator, retrying connection and retriable errors —
+/// finding the coordinator again after NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE or a lost
+/// connection — for at most `request.timeout.ms` in all (Kafka's commitSync likewise retries
+/// through a coordinator failover until its API timeout), backing off from `retry.backoff.ms`
+/// doubling to [`CONSUMER_GROUP_BACKOFF_MS_MAX`], and at most [`CONSUMER_GROUP_RETRIES_MAX`]
+/// attempts.
 async fn at_coordinator<T, F, Fut>(inner: &Inner, group_id: &str, mut f: F) -> Result<T>
 where
     F: FnMut(v1::group_client::GroupClient<tonic::transport::Channel>) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
 {
     let cluster = &inner.cluster;
+    let deadline = Instant::now() + inner.config.common.request_timeout;
+    let mut backoff = inner
+        .config
+        .common
+        .retry_backoff
+        .max(Duration::from_millis(1));
     let mut attempt = 0;
     loop {
         let result = match cluster.coordinator_client(group_id).await {
             Ok(client) => f(client).await.map_err(|s| status_to_error(&s)),
             Err(e) => Err(e),
         };
+        attempt += 1;
         match result {
-            Err(e) if retriable(&e) && attempt + 1 < CONSUMER_GROUP_RETRIES_MAX => {
-                attempt += 1;
+            Err(e)
+                if retriable(&e)
+                    && attempt < CONSUMER_GROUP_RETRIES_MAX
+                    && Instant::now() + backoff < deadline =>
+            {
                 if coordinator_moved(&e) {
                     cluster.coordinator_failed(group_id);
                 }
-                tokio::time::sleep(inner.config.common.retry_backoff).await;
+                tracing::debug!(error = %e, attempt, "group request failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(CONSUMER_GROUP_BACKOFF_MS_MAX));
             }
             other => return other,
         }
