@@ -12,7 +12,11 @@
 //! - a deposed leader acknowledges nothing and truncates when it rejoins;
 //! - consumers and a group keep reading across a failover;
 //! - etcd down for seconds does not stop produce and fetch on the existing leaders;
-//! - `scripts/cluster.sh` starts three brokers and stops exactly what it started.
+//! - `scripts/cluster.sh` starts three brokers and stops exactly what it started;
+//! - group members that bootstrap from different brokers share one coordinator, whose commits
+//!   survive its `kill -9`;
+//! - preferred replicas lead again after a restart; a rolling restart with SIGTERM fails no
+//!   acks=all send and loses nothing.
 //!
 //! Every test is bounded (a hang is a failure); waits are on conditions with generous deadlines
 //! ([`CONDITION_TIMEOUT`]), never assertions on speed.
@@ -1404,6 +1408,112 @@ async fn a_restarted_broker_leads_its_preferred_partitions_again() {
         let log = read_up_to(&cluster.bootstrap(), TOPIC, &hws).await;
         assert_acked_present("after the preferred leader returned", &acked, &log);
         assert_acks_distinct(&acked);
+    })
+    .await;
+}
+
+/// A rolling restart, the operator's everyday procedure: each broker in turn gets SIGTERM (a
+/// graceful shutdown: it leaves the registry, so its leaderships move at once), is started again
+/// over its data and waits until it is back in every ISR — while a producer keeps sending with
+/// acks=all. No send fails, nothing acknowledged is lost or doubled, and the preferred leaders
+/// lead again at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_restart_with_sigterm_fails_no_send_and_loses_nothing() {
+    const TOPIC: &str = "rolling";
+    let mut cluster = TestCluster::start(3, &["--leader-rebalance-interval-ms", "1000"]).await;
+    bounded(Duration::from_secs(600), async {
+        create_rf3(&cluster, TOPIC, 3, &[("min.insync.replicas", "2")]).await;
+        let preferred: Vec<i32> = cluster
+            .metadata(TOPIC)
+            .await
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.replicas[0])
+            .collect();
+        let p = Arc::new(
+            producer(
+                &cluster.bootstrap(),
+                Acks::All,
+                &[("retries", "2147483647"), ("delivery.timeout.ms", "120000")],
+            )
+            .await,
+        );
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = {
+            let (p, ledger, stop) = (p.clone(), ledger.clone(), stop.clone());
+            tokio::spawn(async move {
+                // Batches of 100 every 20 ms until told to stop, at most 100,000 records.
+                let mut pending = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < 100_000 {
+                    let values: Vec<String> = (n..n + 100).map(|i| format!("r-{i}")).collect();
+                    let records = values
+                        .iter()
+                        .map(|v| ProducerRecord::new(TOPIC, v.clone()))
+                        .collect();
+                    pending.push((values, p.send_batch(records).await));
+                    n += 100;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                for (values, futures) in pending {
+                    for (v, f) in values.into_iter().zip(futures) {
+                        let outcome = f.await;
+                        let mut l = ledger.lock().unwrap();
+                        match outcome {
+                            Ok(m) => l.acked.push(Acked {
+                                partition: m.partition,
+                                offset: m.offset.expect("acks=all gives an offset").0,
+                                value: v,
+                            }),
+                            Err(e) => l.failed.push((v, e.to_string())),
+                        }
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for id in 1..=3 {
+            cluster.stop(id);
+            eprintln!("broker {id} stopped with SIGTERM");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            cluster.restart(id);
+            cluster.wait_fully_replicated(TOPIC).await;
+            eprintln!("broker {id} restarted and back in every ISR");
+        }
+        wait_until(
+            "the preferred replicas to lead again",
+            CONDITION_TIMEOUT,
+            async || {
+                cluster.metadata(TOPIC).await.is_some_and(|t| {
+                    t.partitions.iter().map(|p| p.leader_id).collect::<Vec<_>>() == preferred
+                })
+            },
+        )
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        sender.await.unwrap();
+        let ledger = std::mem::take(&mut *ledger.lock().unwrap());
+        eprintln!(
+            "{} acknowledged, {} failed",
+            ledger.acked.len(),
+            ledger.failed.len()
+        );
+        assert!(
+            ledger.failed.is_empty(),
+            "no send fails across a rolling restart: {:?}",
+            &ledger.failed[..ledger.failed.len().min(5)]
+        );
+        assert_acks_distinct(&ledger.acked);
+        let hws = high_watermarks(&cluster, TOPIC, 3).await;
+        let log = read_up_to(&cluster.bootstrap(), TOPIC, &hws).await;
+        assert_acked_present("after the rolling restart", &ledger.acked, &log);
+        eprintln!(
+            "{} records below the high watermarks; duplicates from producer retries: {}",
+            log.len(),
+            count_duplicates(&log)
+        );
     })
     .await;
 }
