@@ -48,7 +48,7 @@ use sluiceway_core::{Error, ErrorCode, Offset, Result, TimestampMs};
 use sluiceway_proto::v1;
 use tokio::sync::{Notify, oneshot, watch};
 use tonic::Status;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::errors::{status, status_from_error, to_proto};
 
@@ -75,6 +75,9 @@ struct Entry {
     waiters: HashMap<String, Waiter>,
     /// The last generation counted as a completed rebalance (metrics).
     counted_generation: u32,
+    /// The generation whose membership was last sent to the store (`None`: none, or the
+    /// group's record was deleted since).
+    persisted: Option<u32>,
     /// Forgotten by the timer: look the group up again.
     removed: bool,
 }
@@ -221,7 +224,7 @@ impl Groups {
             );
             offsets
         };
-        Ok(Groups {
+        let groups = Groups {
             started: Instant::now(),
             started_ms,
             next_entry: AtomicU64::new(0),
@@ -232,7 +235,12 @@ impl Groups {
             offsets: Arc::new(offsets),
             wake: Notify::new(),
             rebalances: AtomicU64::new(0),
-        })
+        };
+        // One broker owns every offsets partition: its groups continue after a restart.
+        for p in 0..groups.offsets.partition_count() {
+            groups.restore_groups(p);
+        }
+        Ok(groups)
     }
 
     /// Whether this broker coordinates `group` (in a cluster: leads its offsets partition and
@@ -249,6 +257,7 @@ impl Groups {
     pub fn load(&self, p: u32, log: Arc<dyn OffsetsLog>, term: u64) -> Result<()> {
         let started = Instant::now();
         self.offsets.load(p, log, term)?;
+        self.restore_groups(p);
         info!(
             partition = p,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -322,6 +331,7 @@ impl Groups {
             coordinator: Coordinator::new(group, incarnation, self.config.clone()),
             waiters: HashMap::new(),
             counted_generation: 0,
+            persisted: None,
             removed: false,
         }));
         map.insert(group.to_owned(), entry.clone());
@@ -386,6 +396,79 @@ impl Groups {
         {
             e.counted_generation = e.coordinator.generation();
             self.rebalances.fetch_add(1, Ordering::Relaxed);
+        }
+        // Persist the membership of each new stable generation, and forget it once the group
+        // is empty, so a coordinator that takes the group over continues it.
+        match e.coordinator.state() {
+            GroupState::Stable if e.persisted != Some(e.coordinator.generation()) => {
+                e.persisted = Some(e.coordinator.generation());
+                self.persist(e.coordinator.group_id(), e.coordinator.snapshot());
+            }
+            GroupState::Empty if e.persisted.is_some() => {
+                e.persisted = None;
+                self.persist(e.coordinator.group_id(), None);
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes a group's membership record in the background (it waits for replicas; the
+    /// entry's lock is held by the caller). Best effort: a failed write only means a new
+    /// coordinator rebalances the group instead of continuing its generation.
+    fn persist(&self, group: &str, snapshot: Option<sluiceway_core::group::GroupSnapshot>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (offsets, group) = (self.offsets.clone(), group.to_owned());
+        runtime.spawn_blocking(move || {
+            if let Err(e) = offsets.store_group(&group, snapshot.as_ref()) {
+                debug!(group = %group, error = %e, "persisting the group's membership failed");
+            }
+        });
+    }
+
+    /// Recreates the coordinators of partition `p`'s groups from their persisted membership
+    /// (after [`GroupOffsetStore::load`]): same generation, members and assignments, sessions
+    /// starting now.
+    fn restore_groups(&self, p: u32) {
+        let topic_partitions = lock(&self.topic_partitions).clone();
+        let now = self.now_ms();
+        let mut map = lock(&self.groups);
+        let mut restored = 0;
+        for (group, snapshot) in self.offsets.group_snapshots(p) {
+            if map.contains_key(&group) || snapshot.members.is_empty() {
+                continue;
+            }
+            let seq = self.next_entry.fetch_add(1, Ordering::Relaxed);
+            let generation = snapshot.generation;
+            let coordinator = Coordinator::restore(
+                group.clone(),
+                format!("{}.{seq}", self.started_ms),
+                self.config.clone(),
+                snapshot,
+                now,
+                topic_partitions.clone(),
+            );
+            map.insert(
+                group,
+                Arc::new(Mutex::new(Entry {
+                    coordinator,
+                    waiters: HashMap::new(),
+                    counted_generation: generation,
+                    persisted: Some(generation),
+                    removed: false,
+                })),
+            );
+            restored += 1;
+        }
+        drop(map);
+        if restored > 0 {
+            info!(
+                partition = p,
+                groups = restored,
+                "restored the groups' membership"
+            );
+            self.wake.notify_one();
         }
     }
 

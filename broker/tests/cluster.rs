@@ -1253,11 +1253,54 @@ async fn read_n(c: &Consumer, n: usize, what: &str) -> Vec<(u32, String)> {
     out
 }
 
+/// Waits until `group`'s membership record for `generation` is committed in its partition of
+/// `__consumer_offsets` (read below the high watermark like any topic, decoded with core's
+/// codec).
+async fn wait_persisted(cluster: &TestCluster, group: &str, partition: u32, generation: i32) {
+    use sluiceway_core::group::offsets::{RecordKey, decode_group_value, decode_record_key};
+    let reader = Consumer::new(consumer_config(&cluster.bootstrap()))
+        .await
+        .unwrap();
+    reader
+        .assign(vec![TopicPartition::new(
+            sluiceway_core::group::OFFSETS_TOPIC,
+            partition,
+        )])
+        .unwrap();
+    let mut last = None;
+    wait_until(
+        &format!("the membership of {group} in generation {generation} to be persisted"),
+        CONDITION_TIMEOUT,
+        async || {
+            for r in reader
+                .poll(Duration::from_millis(300))
+                .await
+                .unwrap_or_default()
+            {
+                let key = r.key.as_deref().map(decode_record_key);
+                if let Some(Ok(Some(RecordKey::Group(g)))) = key
+                    && g == group
+                {
+                    last = r
+                        .value
+                        .as_deref()
+                        .map(|v| decode_group_value(v).unwrap().generation);
+                }
+            }
+            last == Some(generation as u32)
+        },
+    )
+    .await;
+    reader.close().await.ok();
+}
+
 /// Group coordination on a cluster (issue #5's "consumer groups keep working across
 /// failovers"): two members that bootstrap from *different* brokers still meet at one
 /// coordinator (the leader of the group's `__consumer_offsets` partition) and split the
-/// partitions; their commits are replicated, so after the coordinator is killed with `kill -9`
-/// a new member resumes exactly after them, neither re-reading nor skipping.
+/// partitions; the group's membership and commits are replicated, so after the coordinator is
+/// killed with `kill -9` the remaining member goes on in its generation at the new coordinator
+/// and commits there, and a new member resumes exactly after those commits, neither re-reading
+/// nor skipping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_members_on_different_brokers_share_one_coordinator_and_its_commits_survive_its_kill9()
  {
@@ -1362,9 +1405,23 @@ async fn group_members_on_different_brokers_share_one_coordinator_and_its_commit
             "internal topics are not listed:\n{topics}"
         );
 
-        // One member stays through the kill: it must find the new coordinator, rejoin, take
-        // every partition and read what is produced after the failover.
+        // One member stays through the kill. Once it holds every partition and that generation
+        // is persisted (the group's membership record is committed in its offsets partition),
+        // the coordinator is killed: the new one restores the group, so the member goes on in
+        // the same generation, without a rebalance, and reads what is produced after.
         three.close().await.ok();
+        let before = wait_for(
+            "the remaining member to hold every partition in a new generation",
+            CONDITION_TIMEOUT,
+            async || {
+                let _ = one.poll(Duration::from_millis(200)).await;
+                (one.assignment().len() == 4)
+                    .then(|| one.group_membership())
+                    .flatten()
+            },
+        )
+        .await;
+        wait_persisted(&cluster, GROUP, op, before.1).await;
         cluster.kill9(coordinator);
         eprintln!("kill -9 broker {coordinator}, coordinator of {GROUP} ({offsets_topic}-{op})");
         let (next, _) = cluster
@@ -1378,6 +1435,11 @@ async fn group_members_on_different_brokers_share_one_coordinator_and_its_commit
             "the member that stayed read {} records after the failover ({} re-read)",
             got.len(),
             got.iter().filter(|v| v.starts_with("a-")).count()
+        );
+        assert_eq!(
+            one.group_membership(),
+            Some(before.clone()),
+            "the new coordinator restored the group: same member id and generation"
         );
         // Its commit reaches the new coordinator (retrying while the group rebalances).
         wait_until(
@@ -1397,7 +1459,25 @@ async fn group_members_on_different_brokers_share_one_coordinator_and_its_commit
         send_all(&p, TOPIC, &values("b", 0..100)).await;
         p.close().await.unwrap();
         let again = member(cluster.bootstrap_without(coordinator)).await;
-        let got = read_n(&again, 100, "the new member").await;
+        let got = match tokio::time::timeout(
+            Duration::from_secs(60),
+            read_n(&again, 100, "the new member"),
+        )
+        .await
+        {
+            Ok(got) => got,
+            Err(_) => {
+                for b in 1..=3 {
+                    let log = cluster.broker(b).log_text();
+                    let lines: Vec<&str> = log
+                        .lines()
+                        .filter(|l| l.contains(GROUP) || l.contains("offsets"))
+                        .collect();
+                    eprintln!("broker {b}:\n{}", lines.join("\n"));
+                }
+                panic!("the new member read nothing");
+            }
+        };
         let reread: Vec<&String> = got
             .iter()
             .map(|(_, v)| v)

@@ -432,7 +432,16 @@ fn etcd_controller_fails_over_on_shutdown_and_on_crash() {
     // Graceful: the lease is revoked, the controller key goes with it at once.
     brokers[&first.0].shutdown();
     brokers.remove(&first.0);
-    let second = agreed_controller(&brokers.values().collect::<Vec<_>>());
+    // Right after the shutdown the others may not have seen the controller key go yet: wait
+    // for them to agree on a new one (regression: this asserted on the stale view).
+    let remaining: Vec<&Arc<EtcdRegistry>> = brokers.values().collect();
+    let second = wait_for("a new controller seen by every remaining broker", || {
+        let seen: BTreeSet<Option<BrokerId>> = remaining.iter().map(|r| r.controller()).collect();
+        match seen.into_iter().collect::<Vec<_>>()[..] {
+            [Some(c)] if c != first => Some(c),
+            _ => None,
+        }
+    });
     assert_ne!(second, first);
     let any = Arc::clone(brokers.values().next().unwrap());
     assert!(any.controller_epoch().unwrap() > first_epoch);

@@ -360,6 +360,73 @@ fn bad_joins_are_refused_with_their_codes() {
     assert_eq!(g.join(1, rr), Err(ErrorCode::InconsistentGroupProtocol));
 }
 
+/// A stable group's snapshot restored by another coordinator continues its generation: the
+/// members' heartbeats and commits are accepted as before, a member that never comes back is
+/// expired after its session and the group rebalances; counts learned after the restore start
+/// a rebalance only when the restored assignment does not cover them.
+#[test]
+fn a_restored_group_continues_its_generation() {
+    let mut g = group(&[("t", 4)]);
+    let a = g.join(0, req(None, "a", &["t"])).unwrap();
+    let b = g.join(0, req(None, "b", &["t"])).unwrap();
+    assert_eq!(
+        g.snapshot(),
+        None,
+        "a rebalance in progress is not persisted"
+    );
+    g.join(1, req(Some(&a), "a", &["t"])).unwrap();
+    assert_eq!(g.state(), GroupState::Stable);
+    let snapshot = g.snapshot().expect("stable");
+    assert_eq!(snapshot.generation, 2);
+    assert_eq!(snapshot.members.len(), 2);
+
+    let counts: BTreeMap<String, u32> = [("t".to_string(), 4)].into();
+    let mut r = Coordinator::restore(
+        "g",
+        "i2",
+        GroupConfig::default(),
+        snapshot.clone(),
+        100,
+        counts,
+    );
+    assert_eq!(r.state(), GroupState::Stable);
+    assert_eq!(r.generation(), 2);
+    assert_eq!(r.members(), g.members(), "same members and assignments");
+    r.heartbeat(200, &a, 2).unwrap();
+    r.validate_commit(Some(&b), Some(2)).unwrap();
+    // b never comes back: expired one session after the restore; a must rejoin.
+    r.tick(100 + SESSION_MS + 1);
+    assert_eq!(r.state(), GroupState::PreparingRebalance);
+    assert_eq!(
+        r.heartbeat(1_200, &a, 1),
+        Err(ErrorCode::RebalanceInProgress)
+    );
+
+    // Restored before the partition counts were known (one broker restarting): the first
+    // counts are adopted when the assignment covers them...
+    let mut r = Coordinator::restore(
+        "g",
+        "i3",
+        GroupConfig::default(),
+        snapshot.clone(),
+        0,
+        BTreeMap::new(),
+    );
+    r.set_topic_partitions(1, [("t".to_string(), 4)].into());
+    assert_eq!(r.state(), GroupState::Stable);
+    // ... and rebalance when the topic grew meanwhile.
+    let mut r = Coordinator::restore(
+        "g",
+        "i4",
+        GroupConfig::default(),
+        snapshot,
+        0,
+        BTreeMap::new(),
+    );
+    r.set_topic_partitions(1, [("t".to_string(), 6)].into());
+    assert_eq!(r.state(), GroupState::PreparingRebalance);
+}
+
 mod offsets {
     use std::sync::Arc;
 
@@ -584,6 +651,115 @@ mod offsets {
         let store = open_compacting(empty.path(), 1, 1 << 20);
         store.compact().unwrap();
         assert!(store.groups().is_empty());
+    }
+
+    /// Group memberships are Kafka's group-metadata records (key version 2, value version 3,
+    /// consumer protocol), byte for byte; they replay after a restart, an older generation never
+    /// overwrites a newer one, and a tombstone forgets the group.
+    #[test]
+    fn group_membership_records_use_kafkas_schema_and_replay() {
+        use sluiceway_core::group::offsets::{
+            RecordKey, decode_group_value, decode_record_key, encode_group_key, encode_group_value,
+        };
+        use sluiceway_core::group::{Assignor, GroupSnapshot, SnapshotMember};
+
+        let key = encode_group_key("g");
+        assert_eq!(key, [0, 2, 0, 1, b'g']);
+        assert_eq!(
+            decode_record_key(&key).unwrap(),
+            Some(RecordKey::Group("g".into()))
+        );
+        let snapshot = GroupSnapshot {
+            generation: 7,
+            assignor: Assignor::Range,
+            members: vec![SnapshotMember {
+                member_id: "m".into(),
+                client_id: "c".into(),
+                topics: ["t".to_string()].into(),
+                session_timeout_ms: 10,
+                rebalance_timeout_ms: 20,
+                assignment: vec![TopicPartition::new("t", 1)],
+            }],
+        };
+        let value = encode_group_value(&snapshot);
+        let mut want: Vec<u8> = vec![0, 3]; // version 3
+        want.extend_from_slice(&[0, 8]);
+        want.extend_from_slice(b"consumer");
+        want.extend_from_slice(&7i32.to_be_bytes());
+        want.extend_from_slice(&[0, 5]);
+        want.extend_from_slice(b"range");
+        want.extend_from_slice(&[0, 1, b'm']); // leader
+        want.extend_from_slice(&(-1i64).to_be_bytes()); // current_state_timestamp
+        want.extend_from_slice(&1i32.to_be_bytes()); // one member
+        want.extend_from_slice(&[0, 1, b'm']);
+        want.extend_from_slice(&(-1i16).to_be_bytes()); // group_instance_id: null
+        want.extend_from_slice(&[0, 1, b'c']);
+        want.extend_from_slice(&[0, 0]); // client_host ""
+        want.extend_from_slice(&20i32.to_be_bytes());
+        want.extend_from_slice(&10i32.to_be_bytes());
+        let subscription: Vec<u8> = [
+            &[0u8, 0][..],
+            &1i32.to_be_bytes(),
+            &[0, 1, b't'],
+            &(-1i32).to_be_bytes(),
+        ]
+        .concat();
+        want.extend_from_slice(&(subscription.len() as i32).to_be_bytes());
+        want.extend_from_slice(&subscription);
+        let assignment: Vec<u8> = [
+            &[0u8, 0][..],
+            &1i32.to_be_bytes(),
+            &[0, 1, b't'],
+            &1i32.to_be_bytes(),
+            &1i32.to_be_bytes(),
+            &(-1i32).to_be_bytes(),
+        ]
+        .concat();
+        want.extend_from_slice(&(assignment.len() as i32).to_be_bytes());
+        want.extend_from_slice(&assignment);
+        assert_eq!(value, want);
+        assert_eq!(decode_group_value(&value).unwrap(), snapshot);
+        for cut in 0..value.len() {
+            assert!(decode_group_value(&value[..cut]).is_err(), "cut at {cut}");
+        }
+
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let store = open(tmp.path());
+            store.store_group("g", Some(&snapshot)).unwrap();
+            let older = GroupSnapshot {
+                generation: 6,
+                ..snapshot.clone()
+            };
+            store.store_group("g", Some(&older)).unwrap();
+            store
+                .commit("g", &[(TopicPartition::new("t", 1), commit(5, ""))])
+                .unwrap();
+            store.close().unwrap();
+        }
+        let store = open(tmp.path());
+        let p = partition_for_group("g", 3);
+        assert_eq!(
+            store.group_snapshots(p),
+            vec![("g".to_string(), snapshot.clone())],
+            "replayed; the older generation did not overwrite the newer"
+        );
+        store.compact().unwrap();
+        assert_eq!(store.group_snapshots(p).len(), 1, "compaction keeps it");
+        store.store_group("g", None).unwrap();
+        store.close().unwrap();
+        let store = open(tmp.path());
+        assert!(
+            store.group_snapshots(p).is_empty(),
+            "the tombstone forgets it"
+        );
+        assert_eq!(
+            store.fetch("g", None).unwrap()[&TopicPartition::new("t", 1)]
+                .offset
+                .0,
+            5,
+            "offsets are separate from membership"
+        );
     }
 
     /// An offsets partition whose committed appends can be made to fail, as a cluster leader's

@@ -103,6 +103,28 @@ pub struct MemberDescription {
     pub assignment: Vec<TopicPartition>,
 }
 
+/// A stable group's membership as the coordinator persists it (`__consumer_offsets`, Kafka's
+/// group-metadata record), so a coordinator that takes the group over after a failover
+/// continues the generation instead of forcing every member to rejoin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    pub generation: u32,
+    pub assignor: Assignor,
+    /// Sorted by member id.
+    pub members: Vec<SnapshotMember>,
+}
+
+/// One member of a [`GroupSnapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotMember {
+    pub member_id: String,
+    pub client_id: String,
+    pub topics: BTreeSet<String>,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    pub assignment: Vec<TopicPartition>,
+}
+
 #[derive(Debug)]
 struct Member {
     client_id: String,
@@ -158,6 +180,70 @@ impl Coordinator {
         }
     }
 
+    /// A coordinator taking over a stable group from its persisted [`GroupSnapshot`]: same
+    /// generation, members and assignments. Every member's session starts at `now_ms` (it
+    /// has not heard from them yet); those that do not heartbeat within their session timeout
+    /// are removed and the group rebalances, as for any expired member.
+    pub fn restore(
+        group_id: impl Into<String>,
+        incarnation: impl Into<String>,
+        config: GroupConfig,
+        snapshot: GroupSnapshot,
+        now_ms: u64,
+        topic_partitions: BTreeMap<String, u32>,
+    ) -> Coordinator {
+        let mut c = Coordinator::new(group_id, incarnation, config);
+        c.topic_partitions = topic_partitions;
+        if snapshot.members.is_empty() {
+            c.generation = snapshot.generation;
+            return c;
+        }
+        c.generation = snapshot.generation;
+        c.assignor = Some(snapshot.assignor);
+        c.state = GroupState::Stable;
+        for m in snapshot.members {
+            c.members.insert(
+                m.member_id,
+                Member {
+                    client_id: m.client_id,
+                    topics: m.topics,
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    assignor: snapshot.assignor,
+                    last_heartbeat_ms: now_ms,
+                    awaiting_join: false,
+                    assignment: m.assignment,
+                },
+            );
+        }
+        c
+    }
+
+    /// The state to persist: `Some` for a stable group (members, generation, assignments),
+    /// `None` otherwise (a rebalance in progress is not worth restoring; an empty group has
+    /// nothing to restore).
+    pub fn snapshot(&self) -> Option<GroupSnapshot> {
+        if self.state != GroupState::Stable {
+            return None;
+        }
+        Some(GroupSnapshot {
+            generation: self.generation,
+            assignor: self.assignor.unwrap_or_default(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| SnapshotMember {
+                    member_id: id.clone(),
+                    client_id: m.client_id.clone(),
+                    topics: m.topics.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
     pub fn group_id(&self) -> &str {
         &self.group_id
     }
@@ -195,8 +281,19 @@ impl Coordinator {
     pub fn next_deadline_ms(&self) -> Option<u64> {
         match self.state {
             GroupState::Empty => None,
+            // The rebalance's deadline, or earlier the session expiry of a member that has not
+            // rejoined yet: a member that died mid-rebalance is removed after its session
+            // timeout (then the rebalance completes without it), not after the much longer
+            // rebalance timeout.
             GroupState::PreparingRebalance => {
-                Some(self.rebalance_deadline_ms.max(self.rebalance_not_before_ms))
+                let rebalance = self.rebalance_deadline_ms.max(self.rebalance_not_before_ms);
+                let expiry = self
+                    .members
+                    .values()
+                    .filter(|m| !m.awaiting_join)
+                    .map(|m| m.last_heartbeat_ms + m.session_timeout_ms)
+                    .min();
+                Some(expiry.map_or(rebalance, |e| e.min(rebalance)))
             }
             GroupState::Stable => self
                 .members
@@ -210,9 +307,22 @@ impl Coordinator {
     /// starts a rebalance (partitions were added, or a topic appeared).
     pub fn set_topic_partitions(&mut self, now_ms: u64, topic_partitions: BTreeMap<String, u32>) {
         let subscribed: BTreeSet<&String> = self.members.values().flat_map(|m| &m.topics).collect();
-        let changed = subscribed
-            .iter()
-            .any(|t| self.topic_partitions.get(*t) != topic_partitions.get(*t));
+        let changed = if self.topic_partitions.is_empty() && self.state == GroupState::Stable {
+            // Restored before the counts were known: a change is a topic whose partitions the
+            // restored assignment does not cover exactly.
+            let mut assigned: BTreeMap<&str, u32> = BTreeMap::new();
+            for tp in self.members.values().flat_map(|m| &m.assignment) {
+                *assigned.entry(tp.topic.as_str()).or_default() += 1;
+            }
+            subscribed.iter().any(|t| {
+                assigned.get(t.as_str()).copied().unwrap_or(0)
+                    != topic_partitions.get(*t).copied().unwrap_or(0)
+            })
+        } else {
+            subscribed
+                .iter()
+                .any(|t| self.topic_partitions.get(*t) != topic_partitions.get(*t))
+        };
         self.topic_partitions = topic_partitions;
         if changed && self.state == GroupState::Stable {
             self.begin_rebalance(now_ms);

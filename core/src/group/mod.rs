@@ -30,6 +30,7 @@ pub mod offsets;
 
 pub use assignor::Assignor;
 pub use coordinator::{
-    Action, Coordinator, GroupConfig, GroupState, JoinRequest, MemberDescription, TopicPartition,
+    Action, Coordinator, GroupConfig, GroupSnapshot, GroupState, JoinRequest, MemberDescription,
+    SnapshotMember, TopicPartition,
 };
 pub use offsets::{GroupOffsetStore, LocalOffsetsLog, OFFSETS_TOPIC, OffsetCommit, OffsetsLog};

@@ -22,14 +22,14 @@
 //! (see [`GroupOffsetStore`]): the log of a partition stays within about
 //! `limits::OFFSETS_TOPIC_COMPACT_BYTES` plus one snapshot of its live state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
-use super::TopicPartition;
+use super::{Assignor, GroupSnapshot, SnapshotMember, TopicPartition};
 use crate::error::{Error, Result};
 use crate::format::{self, Compression, MAGIC_V1, MessageSetBuilder};
 use crate::limits::{
@@ -45,6 +45,8 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 const KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 1;
+const GROUP_KEY_VERSION: i16 = 2;
+const GROUP_VALUE_VERSION: i16 = 3;
 
 /// One committed position: the offset of the next message the group will read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,28 +126,78 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self) -> Result<String> {
-        let len = self.i16()?;
-        if len < 0 {
-            return Err(Error::corrupt(
+        self.nullable_string()?.ok_or_else(|| {
+            Error::corrupt(
                 0,
                 format!("{} record has a negative string length", self.what),
-            ));
+            )
+        })
+    }
+
+    /// A string whose length -1 means null.
+    fn nullable_string(&mut self) -> Result<Option<String>> {
+        let len = self.i16()?;
+        if len < 0 {
+            return Ok(None);
         }
         let bytes = self.take(len as usize)?;
         String::from_utf8(bytes.to_vec())
+            .map(Some)
             .map_err(|_| Error::corrupt(0, format!("{} record has a non-UTF-8 string", self.what)))
+    }
+
+    /// An `i32` length then that many bytes (-1: null, read as empty).
+    fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len = self.i32()?;
+        if len < 0 {
+            return Ok(&[]);
+        }
+        self.take(len as usize)
+    }
+
+    /// An array's `i32` element count, checked against the bytes left (every element takes at
+    /// least `min_element` bytes), so a corrupt count never drives a huge allocation.
+    fn count(&mut self, min_element: usize) -> Result<usize> {
+        let n = self.i32()?;
+        if n < 0 || (n as usize).saturating_mul(min_element) > self.buf.len() {
+            return Err(Error::corrupt(
+                0,
+                format!(
+                    "{} record has an array count {n} beyond its bytes",
+                    self.what
+                ),
+            ));
+        }
+        Ok(n as usize)
     }
 }
 
-/// Decodes a key; `Ok(None)` for key versions this store does not use (Kafka's group-metadata
-/// records, version 2), which replay skips.
-pub fn decode_key(key: &[u8]) -> Result<Option<(String, TopicPartition)>> {
+/// A record key of the offsets topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordKey {
+    /// Key versions 0 and 1: a committed offset of (group, partition).
+    Offset(String, TopicPartition),
+    /// Key version 2: a group's membership (Kafka's group-metadata record).
+    Group(String),
+}
+
+/// Kafka's group-metadata key, version 2: `version i16 = 2 · group string`.
+pub fn encode_group_key(group: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + group.len());
+    out.extend_from_slice(&GROUP_KEY_VERSION.to_be_bytes());
+    put_str(&mut out, group);
+    out
+}
+
+/// Decodes any key of the offsets topic; `Ok(None)` for versions this store does not know.
+pub fn decode_record_key(key: &[u8]) -> Result<Option<RecordKey>> {
     let mut r = Reader {
         buf: key,
-        what: "offset-commit key",
+        what: "offsets-topic key",
     };
     match r.i16()? {
         0 | 1 => {}
+        GROUP_KEY_VERSION => return Ok(Some(RecordKey::Group(r.string()?))),
         _ => return Ok(None),
     }
     let group = r.string()?;
@@ -157,7 +209,187 @@ pub fn decode_key(key: &[u8]) -> Result<Option<(String, TopicPartition)>> {
             "offset-commit key has a negative partition",
         ));
     }
-    Ok(Some((group, TopicPartition::new(topic, partition as u32))))
+    Ok(Some(RecordKey::Offset(
+        group,
+        TopicPartition::new(topic, partition as u32),
+    )))
+}
+
+fn put_i32(out: &mut Vec<u8>, v: i32) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_i32(out, b.len() as i32);
+    out.extend_from_slice(b);
+}
+
+/// Kafka's group-metadata value, version 3, for a consumer group, byte for byte:
+///
+/// ```text
+/// version i16 = 3 · protocol_type string = "consumer" · generation i32
+/// · protocol nullable string (the assignor) · leader nullable string (the first member)
+/// · current_state_timestamp i64 = -1
+/// · members i32 count, each: member_id string · group_instance_id nullable string = null
+///   · client_id string · client_host string = "" · rebalance_timeout i32 · session_timeout i32
+///   · subscription bytes · assignment bytes
+/// ```
+/// `subscription` is Kafka's ConsumerProtocolSubscription v0 (`version i16 = 0 · topics i32
+/// count of strings · user_data bytes = null`), `assignment` its ConsumerProtocolAssignment v0
+/// (`version i16 = 0 · i32 count of (topic string · i32 count of partition i32) · user_data
+/// bytes = null`).
+pub fn encode_group_value(s: &GroupSnapshot) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + s.members.len() * 128);
+    out.extend_from_slice(&GROUP_VALUE_VERSION.to_be_bytes());
+    put_str(&mut out, "consumer");
+    put_i32(&mut out, s.generation as i32);
+    put_str(&mut out, s.assignor.name());
+    match s.members.first() {
+        Some(m) => put_str(&mut out, &m.member_id),
+        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
+    }
+    out.extend_from_slice(&(-1i64).to_be_bytes());
+    put_i32(&mut out, s.members.len() as i32);
+    for m in &s.members {
+        put_str(&mut out, &m.member_id);
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        put_str(&mut out, &m.client_id);
+        put_str(&mut out, "");
+        put_i32(&mut out, m.rebalance_timeout_ms.min(i32::MAX as u64) as i32);
+        put_i32(&mut out, m.session_timeout_ms.min(i32::MAX as u64) as i32);
+        let mut sub = Vec::new();
+        sub.extend_from_slice(&0i16.to_be_bytes());
+        put_i32(&mut sub, m.topics.len() as i32);
+        for t in &m.topics {
+            put_str(&mut sub, t);
+        }
+        put_i32(&mut sub, -1);
+        put_bytes(&mut out, &sub);
+        let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for tp in &m.assignment {
+            by_topic.entry(&tp.topic).or_default().push(tp.partition);
+        }
+        let mut asg = Vec::new();
+        asg.extend_from_slice(&0i16.to_be_bytes());
+        put_i32(&mut asg, by_topic.len() as i32);
+        for (topic, partitions) in by_topic {
+            put_str(&mut asg, topic);
+            put_i32(&mut asg, partitions.len() as i32);
+            for p in partitions {
+                put_i32(&mut asg, p as i32);
+            }
+        }
+        put_i32(&mut asg, -1);
+        put_bytes(&mut out, &asg);
+    }
+    out
+}
+
+/// Decodes a group-metadata value (Kafka's versions 0–3; see [`encode_group_value`]).
+pub fn decode_group_value(value: &[u8]) -> Result<GroupSnapshot> {
+    let mut r = Reader {
+        buf: value,
+        what: "group-metadata value",
+    };
+    let version = r.i16()?;
+    if !(0..=3).contains(&version) {
+        return Err(Error::corrupt(
+            0,
+            format!("group-metadata value version {version} is not supported"),
+        ));
+    }
+    let protocol_type = r.string()?;
+    if protocol_type != "consumer" {
+        return Err(Error::corrupt(
+            0,
+            format!("group-metadata protocol type {protocol_type:?} is not \"consumer\""),
+        ));
+    }
+    let generation = r.i32()?;
+    let protocol = r.nullable_string()?;
+    let _leader = r.nullable_string()?;
+    if version >= 2 {
+        r.i64()?; // current_state_timestamp
+    }
+    let assignor = match protocol.as_deref() {
+        None => Assignor::default(),
+        Some(name) => Assignor::from_name(name).ok_or_else(|| {
+            Error::corrupt(0, format!("group-metadata assignor {name:?} is unknown"))
+        })?,
+    };
+    let n = r.count(2 + 2 + 2 + 4 + 4 + 4)?;
+    let mut members = Vec::with_capacity(n);
+    for _ in 0..n {
+        let member_id = r.string()?;
+        if version >= 3 {
+            r.nullable_string()?; // group_instance_id
+        }
+        let client_id = r.string()?;
+        let _client_host = r.string()?;
+        let rebalance_timeout = if version >= 1 { Some(r.i32()?) } else { None };
+        let session_timeout = r.i32()?;
+        if session_timeout < 0 || rebalance_timeout.is_some_and(|t| t < 0) {
+            return Err(Error::corrupt(
+                0,
+                "group-metadata member has a negative timeout",
+            ));
+        }
+        let mut sub = Reader {
+            buf: r.bytes()?,
+            what: "consumer subscription",
+        };
+        sub.i16()?;
+        let topic_count = sub.count(2)?;
+        let mut topics = BTreeSet::new();
+        for _ in 0..topic_count {
+            topics.insert(sub.string()?);
+        }
+        let mut asg = Reader {
+            buf: r.bytes()?,
+            what: "consumer assignment",
+        };
+        asg.i16()?;
+        let mut assignment = Vec::new();
+        for _ in 0..asg.count(2 + 4)? {
+            let topic = asg.string()?;
+            for _ in 0..asg.count(4)? {
+                let p = asg.i32()?;
+                if p < 0 {
+                    return Err(Error::corrupt(
+                        0,
+                        "consumer assignment has a negative partition",
+                    ));
+                }
+                assignment.push(TopicPartition::new(topic.clone(), p as u32));
+            }
+        }
+        members.push(SnapshotMember {
+            member_id,
+            client_id,
+            topics,
+            session_timeout_ms: session_timeout as u64,
+            rebalance_timeout_ms: rebalance_timeout.unwrap_or(session_timeout) as u64,
+            assignment,
+        });
+    }
+    if generation < 0 {
+        return Err(Error::corrupt(0, "group-metadata generation is negative"));
+    }
+    members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+    Ok(GroupSnapshot {
+        generation: generation as u32,
+        assignor,
+        members,
+    })
+}
+
+/// Decodes an offset-commit key; `Ok(None)` for the other key kinds (group metadata, version
+/// 2) and versions this store does not know.
+pub fn decode_key(key: &[u8]) -> Result<Option<(String, TopicPartition)>> {
+    Ok(match decode_record_key(key)? {
+        Some(RecordKey::Offset(group, tp)) => Some((group, tp)),
+        _ => None,
+    })
 }
 
 /// Decodes a value (versions 0 and 1 of Kafka's schema).
@@ -193,6 +425,8 @@ pub fn decode_value(value: &[u8]) -> Result<OffsetCommit> {
 }
 
 type GroupMap = BTreeMap<String, BTreeMap<TopicPartition, OffsetCommit>>;
+/// The last persisted membership of each group.
+type MetaMap = BTreeMap<String, GroupSnapshot>;
 
 /// Where one partition of the offsets topic lives, as the store sees it: a log to replay, roll
 /// and trim, and a way to append to it that returns only once the append is *committed*.
@@ -256,6 +490,7 @@ struct Slot {
     /// commit. Separate from `map` so reads do not wait for a replicated append.
     append: Mutex<()>,
     map: Mutex<GroupMap>,
+    meta: Mutex<MetaMap>,
     /// Bytes of the last snapshot written to this partition (0 before any).
     snapshot_bytes: AtomicU64,
 }
@@ -363,12 +598,13 @@ impl GroupOffsetStore {
     /// Replays partition `p` from `log` and serves its groups from now on. `term` tells loads
     /// apart ([`loaded_term`](Self::loaded_term)).
     pub fn load(&self, p: u32, log: Arc<dyn OffsetsLog>, term: u64) -> Result<()> {
-        let map = replay(log.log())?;
+        let (map, meta) = replay(log.log())?;
         let slot = Arc::new(Slot {
             log,
             term,
             append: Mutex::new(()),
             map: Mutex::new(map),
+            meta: Mutex::new(meta),
             snapshot_bytes: AtomicU64::new(0),
         });
         let mut slots = self.slots.write();
@@ -481,6 +717,68 @@ impl GroupOffsetStore {
         }
         self.maybe_compact(&slot);
         Ok(())
+    }
+
+    /// Persists `group`'s membership (`Some`: a stable generation; `None`: the group has no
+    /// members any more) as Kafka's group-metadata record, so the next coordinator of its
+    /// partition restores it ([`group_snapshots`](Self::group_snapshots)). A snapshot older than
+    /// the one stored (a slower writer of an earlier generation) is skipped, as is a membership
+    /// too large for one record.
+    pub fn store_group(&self, group: &str, snapshot: Option<&GroupSnapshot>) -> Result<()> {
+        let slot = self.slot(group)?;
+        let _append = slot.append.lock();
+        {
+            let meta = slot.meta.lock();
+            let stored = meta.get(group);
+            match snapshot {
+                None if stored.is_none() => return Ok(()),
+                Some(s) if stored.is_some_and(|old| old.generation > s.generation || old == s) => {
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        let value = snapshot.map(encode_group_value);
+        if value
+            .as_ref()
+            .is_some_and(|v| v.len() > OFFSETS_SNAPSHOT_SET_BYTES_MAX as usize / 2)
+        {
+            tracing::warn!(
+                group,
+                "the group's membership is too large to persist; a new coordinator will rebalance it"
+            );
+            return Ok(());
+        }
+        let mut builder = MessageSetBuilder::new(MAGIC_V1, Compression::None);
+        builder.push(
+            TimestampMs::NONE,
+            Some(&encode_group_key(group)),
+            value.as_deref(),
+        );
+        let mut set = builder.finish()?;
+        slot.log.append_committed(&mut set)?;
+        {
+            let mut meta = slot.meta.lock();
+            match snapshot {
+                Some(s) => meta.insert(group.to_owned(), s.clone()),
+                None => meta.remove(group),
+            };
+        }
+        self.maybe_compact(&slot);
+        Ok(())
+    }
+
+    /// The persisted memberships of the groups of partition `p` (empty when not loaded).
+    pub fn group_snapshots(&self, p: u32) -> Vec<(String, GroupSnapshot)> {
+        let slot = self.slots.read().get(p as usize).cloned().flatten();
+        slot.map(|s| {
+            s.meta
+                .lock()
+                .iter()
+                .map(|(g, m)| (g.clone(), m.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
     /// The committed offsets of `group`, for `only` the given partitions if set.
@@ -605,6 +903,7 @@ fn compact_locked(slot: &Slot) -> Result<()> {
     let log = slot.log.log();
     // A copy of the state: the snapshot's appends may wait for replicas, and reads must not.
     let map = slot.map.lock().clone();
+    let meta = slot.meta.lock().clone();
     let before = log.size_bytes();
     log.roll()?;
     let first = log.log_end_offset();
@@ -616,21 +915,36 @@ fn compact_locked(slot: &Slot) -> Result<()> {
         slot.log.append_committed(&mut set)?;
         Ok(())
     };
-    for (group, commits) in &map {
-        for (tp, commit) in commits {
-            let (key, value) = (encode_key(group, tp), encode_value(commit));
-            let entry = LOG_OVERHEAD_BYTES as usize
-                + format::message_size(MAGIC_V1, Some(&key), Some(&value));
-            if !builder.is_empty()
-                && builder.size_bytes() + entry > OFFSETS_SNAPSHOT_SET_BYTES_MAX as usize
-            {
-                flush(std::mem::replace(
-                    &mut builder,
-                    MessageSetBuilder::new(MAGIC_V1, Compression::None),
-                ))?;
-            }
-            builder.push(commit.commit_timestamp, Some(&key), Some(&value));
+    let records = map
+        .iter()
+        .flat_map(|(group, commits)| {
+            commits.iter().map(move |(tp, commit)| {
+                (
+                    commit.commit_timestamp,
+                    encode_key(group, tp),
+                    encode_value(commit),
+                )
+            })
+        })
+        .chain(meta.iter().map(|(group, snapshot)| {
+            (
+                TimestampMs::NONE,
+                encode_group_key(group),
+                encode_group_value(snapshot),
+            )
+        }));
+    for (timestamp, key, value) in records {
+        let entry =
+            LOG_OVERHEAD_BYTES as usize + format::message_size(MAGIC_V1, Some(&key), Some(&value));
+        if !builder.is_empty()
+            && builder.size_bytes() + entry > OFFSETS_SNAPSHOT_SET_BYTES_MAX as usize
+        {
+            flush(std::mem::replace(
+                &mut builder,
+                MessageSetBuilder::new(MAGIC_V1, Compression::None),
+            ))?;
         }
+        builder.push(timestamp, Some(&key), Some(&value));
     }
     if !builder.is_empty() {
         flush(builder)?;
@@ -651,8 +965,9 @@ fn compact_locked(slot: &Slot) -> Result<()> {
 }
 
 /// Rebuilds the map from a log, oldest first, so the last commit of each key wins.
-fn replay(log: &PartitionLog) -> Result<GroupMap> {
+fn replay(log: &PartitionLog) -> Result<(GroupMap, MetaMap)> {
     let mut map = GroupMap::new();
+    let mut meta = MetaMap::new();
     let mut next = log.log_start_offset();
     let end = log.log_end_offset();
     let mut scratch = Vec::new();
@@ -668,8 +983,19 @@ fn replay(log: &PartitionLog) -> Result<GroupMap> {
                 return;
             }
             let Some(key) = record.key else { return };
-            match decode_key(key) {
-                Ok(Some((group, tp))) => match record.value {
+            match decode_record_key(key) {
+                Ok(Some(RecordKey::Group(group))) => match record.value {
+                    None => {
+                        meta.remove(&group);
+                    }
+                    Some(value) => match decode_group_value(value) {
+                        Ok(snapshot) => {
+                            meta.insert(group, snapshot);
+                        }
+                        Err(e) => failure = Some(e),
+                    },
+                },
+                Ok(Some(RecordKey::Offset(group, tp))) => match record.value {
                     None => {
                         if let Some(commits) = map.get_mut(&group) {
                             commits.remove(&tp);
@@ -696,5 +1022,5 @@ fn replay(log: &PartitionLog) -> Result<GroupMap> {
             )));
         }
     }
-    Ok(map)
+    Ok((map, meta))
 }
