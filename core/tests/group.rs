@@ -360,6 +360,26 @@ fn bad_joins_are_refused_with_their_codes() {
     assert_eq!(g.join(1, rr), Err(ErrorCode::InconsistentGroupProtocol));
 }
 
+/// Regression: a member that dies while the group rebalances (it never rejoins and never
+/// heartbeats) is removed one session timeout after its last heartbeat, and the rebalance
+/// completes without it — the coordinator asks to be ticked then, not at the much later
+/// rebalance deadline.
+#[test]
+fn a_member_dead_during_a_rebalance_expires_after_its_session() {
+    let mut g = group(&[("t", 2)]);
+    let a = g.join(0, req(None, "a", &["t"])).unwrap();
+    g.take_actions();
+    let b = g.join(100, req(None, "b", &["t"])).unwrap();
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    // a last heartbeated at 0 (its join) and is gone.
+    assert_eq!(g.next_deadline_ms(), Some(SESSION_MS));
+    g.tick(SESSION_MS);
+    assert_eq!(g.state(), GroupState::Stable);
+    let members: Vec<String> = g.members().into_iter().map(|m| m.member_id).collect();
+    assert_eq!(members, [b]);
+    assert!(!members.contains(&a));
+}
+
 /// A stable group's snapshot restored by another coordinator continues its generation: the
 /// members' heartbeats and commits are accepted as before, a member that never comes back is
 /// expired after its session and the group rebalances; counts learned after the restore start
