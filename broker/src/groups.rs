@@ -362,8 +362,13 @@ impl Groups {
         }
     }
 
-    /// Delivers the coordinator's actions to the pending joins; counts completed rebalances.
+    /// Delivers the coordinator's actions to the pending joins; counts completed rebalances;
+    /// persists each new stable generation's membership (and forgets it once the group is
+    /// empty) so a coordinator that takes the group over continues it. As Kafka does before
+    /// answering SyncGroup, the answers of a new generation are sent only after its record was
+    /// written (or failed to be), so no member runs in a generation a successor cannot restore.
     fn perform(&self, e: &mut Entry) {
+        let mut answers: Vec<(oneshot::Sender<JoinAnswer>, JoinAnswer)> = Vec::new();
         for action in e.coordinator.take_actions() {
             match action {
                 Action::JoinComplete {
@@ -372,10 +377,13 @@ impl Groups {
                     assignment,
                 } => {
                     if let Some(w) = e.waiters.remove(&member_id) {
-                        let _ = w.tx.send(Ok(Joined {
-                            generation,
-                            assignment,
-                        }));
+                        answers.push((
+                            w.tx,
+                            Ok(Joined {
+                                generation,
+                                assignment,
+                            }),
+                        ));
                     }
                 }
                 Action::JoinFailed { member_id, code } => {
@@ -397,32 +405,49 @@ impl Groups {
             e.counted_generation = e.coordinator.generation();
             self.rebalances.fetch_add(1, Ordering::Relaxed);
         }
-        // Persist the membership of each new stable generation, and forget it once the group
-        // is empty, so a coordinator that takes the group over continues it.
-        match e.coordinator.state() {
+        let record = match e.coordinator.state() {
             GroupState::Stable if e.persisted != Some(e.coordinator.generation()) => {
                 e.persisted = Some(e.coordinator.generation());
-                self.persist(e.coordinator.group_id(), e.coordinator.snapshot());
+                Some(e.coordinator.snapshot())
             }
             GroupState::Empty if e.persisted.is_some() => {
                 e.persisted = None;
-                self.persist(e.coordinator.group_id(), None);
+                Some(None)
             }
-            _ => {}
+            _ => None,
+        };
+        match record {
+            Some(snapshot) => self.persist(e.coordinator.group_id(), snapshot, answers),
+            None => {
+                for (tx, answer) in answers {
+                    let _ = tx.send(answer);
+                }
+            }
         }
     }
 
-    /// Writes a group's membership record in the background (it waits for replicas; the
-    /// entry's lock is held by the caller). Best effort: a failed write only means a new
-    /// coordinator rebalances the group instead of continuing its generation.
-    fn persist(&self, group: &str, snapshot: Option<sluiceway_core::group::GroupSnapshot>) {
+    /// Writes a group's membership record on a blocking thread (it waits for replicas, and the
+    /// caller holds the entry's lock), then sends `answers`. Best effort: a failed write only
+    /// means a new coordinator rebalances the group instead of continuing its generation.
+    fn persist(
+        &self,
+        group: &str,
+        snapshot: Option<sluiceway_core::group::GroupSnapshot>,
+        answers: Vec<(oneshot::Sender<JoinAnswer>, JoinAnswer)>,
+    ) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            for (tx, answer) in answers {
+                let _ = tx.send(answer);
+            }
             return;
         };
         let (offsets, group) = (self.offsets.clone(), group.to_owned());
         runtime.spawn_blocking(move || {
             if let Err(e) = offsets.store_group(&group, snapshot.as_ref()) {
                 debug!(group = %group, error = %e, "persisting the group's membership failed");
+            }
+            for (tx, answer) in answers {
+                let _ = tx.send(answer);
             }
         });
     }
