@@ -142,12 +142,17 @@ pub fn status_to_error(s: &tonic::Status) -> Error {
 }
 
 /// Whether an error means "this broker could not be reached" (try another, refresh metadata).
+/// A broker that answered SHUTTING_DOWN is going away (a restart, a rolling upgrade): the same
+/// as a lost connection for the client, which retries rather than failing the caller (the
+/// client's own shutdown is `Error::ShuttingDown`, never a `Remote` one).
 pub(crate) fn is_connection_error(e: &Error) -> bool {
     matches!(e, Error::Network(_) | Error::TimedOut(_))
         || matches!(
             e,
             Error::Remote {
-                code: ErrorCode::BrokerNotAvailable | ErrorCode::NetworkException,
+                code: ErrorCode::BrokerNotAvailable
+                    | ErrorCode::NetworkException
+                    | ErrorCode::ShuttingDown,
                 ..
             }
         )
