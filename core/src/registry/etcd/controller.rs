@@ -26,7 +26,7 @@
 
 use std::collections::BTreeSet;
 
-use super::state::{PartitionValue, Snapshot};
+use super::state::{PartitionValue, PartitionView, Snapshot, TopicEntry};
 use crate::registry::{BrokerId, PartitionInfo};
 
 /// Kafka's topic config that allows electing an out-of-sync replica (data loss for availability).
@@ -62,18 +62,7 @@ pub(crate) fn reconcile(
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         for view in snapshot.partition_views(name, entry) {
             if let Some((leader, isr)) = next_state(&view.info, unclean, &alive) {
-                changes.push(PartitionChange {
-                    topic: name.clone(),
-                    partition: view.info.partition,
-                    topic_revision: entry.create_revision,
-                    seen_mod_revision: view.mod_revision,
-                    after: PartitionValue {
-                        leader: leader.map(|b| b.0),
-                        leader_epoch: view.info.leader_epoch.saturating_add(1),
-                        isr: isr.iter().map(|b| b.0).collect(),
-                    },
-                    before: view.info,
-                });
+                changes.push(change(name, entry, view, leader, &isr));
             }
         }
     }
@@ -100,21 +89,33 @@ pub(crate) fn preferred_leader_changes(
             if !healthy || leader == preferred || !alive(preferred) || !p.isr.contains(&preferred) {
                 continue;
             }
-            changes.push(PartitionChange {
-                topic: name.clone(),
-                partition: p.partition,
-                topic_revision: entry.create_revision,
-                seen_mod_revision: view.mod_revision,
-                after: PartitionValue {
-                    leader: Some(preferred.0),
-                    leader_epoch: p.leader_epoch.saturating_add(1),
-                    isr: p.isr.iter().map(|b| b.0).collect(),
-                },
-                before: view.info,
-            });
+            let isr = p.isr.clone();
+            changes.push(change(name, entry, view, Some(preferred), &isr));
         }
     }
     changes
+}
+
+/// The write that gives partition `view` of topic `name` this leader and ISR, one epoch up.
+fn change(
+    name: &str,
+    entry: &TopicEntry,
+    view: PartitionView,
+    leader: Option<BrokerId>,
+    isr: &[BrokerId],
+) -> PartitionChange {
+    PartitionChange {
+        topic: name.to_owned(),
+        partition: view.info.partition,
+        topic_revision: entry.create_revision,
+        seen_mod_revision: view.mod_revision,
+        after: PartitionValue {
+            leader: leader.map(|b| b.0),
+            leader_epoch: view.info.leader_epoch.saturating_add(1),
+            isr: isr.iter().map(|b| b.0).collect(),
+        },
+        before: view.info,
+    }
 }
 
 /// The new `(leader, isr)` of one partition, or `None` when it should not change.
