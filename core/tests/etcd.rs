@@ -322,7 +322,9 @@ fn etcd_dead_leader_is_replaced_by_an_isr_member_and_the_deposed_leader_is_fence
     drop(brokers.remove(&victim.0));
     let s = Arc::clone(&brokers[&survivor]);
     let after = wait_for("a new leader", || {
-        let p = partition(&s, "t", before.partition);
+        // The topic was created through broker 1: this broker's view may not have it yet
+        // (regression: unwrapping it here raced the watch).
+        let p = s.topic("t").unwrap()?.partitions[before.partition as usize].clone();
         (p.leader != before.leader).then_some(p)
     });
     let new_leader = after.leader.expect("an in-sync replica is alive");
@@ -333,8 +335,7 @@ fn etcd_dead_leader_is_replaced_by_an_isr_member_and_the_deposed_leader_is_fence
     // Every partition drops the dead broker from its ISR.
     wait_for("the dead broker out of every ISR", || {
         s.topic("t")
-            .unwrap()
-            .unwrap()
+            .unwrap()?
             .partitions
             .iter()
             .all(|p| !p.isr.contains(&victim) && p.leader.is_some())
@@ -448,8 +449,7 @@ fn etcd_controller_fails_over_on_shutdown_and_on_crash() {
     // The new controller moved leadership off the departed broker.
     wait_for("no partition led by the departed controller", || {
         any.topic("t")
-            .unwrap()
-            .unwrap()
+            .unwrap()?
             .partitions
             .iter()
             .all(|p| p.leader.is_some() && p.leader != Some(first) && !p.isr.contains(&first))
