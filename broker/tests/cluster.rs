@@ -427,6 +427,7 @@ struct Ledger {
 /// sub-batches in flight, recording each outcome in `ledger` and counting settled records in
 /// `settled`. When `signal` is given, it fires once the records below `signal.0` were handed to
 /// the producer, and sending goes on: the test kills the leader at that moment, mid-stream.
+/// When `stop` is given, sending also ends once it is set (the rest of `range` is not sent).
 async fn produce_range(
     p: Arc<Producer>,
     topic: &'static str,
@@ -434,6 +435,7 @@ async fn produce_range(
     mut signal: Option<(u64, tokio::sync::oneshot::Sender<()>)>,
     ledger: Arc<Mutex<Ledger>>,
     settled: Arc<AtomicU64>,
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) {
     const SUB_BATCH: u64 = 100;
     const WINDOW: usize = 20;
@@ -462,7 +464,7 @@ async fn produce_range(
         }
     }
     let mut start = range.start;
-    while start < range.end {
+    while start < range.end && !stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
         let end = (start + SUB_BATCH).min(range.end);
         let records = (start..end)
             .map(|n| ProducerRecord::new(topic, format!("m-{n}")))
@@ -521,6 +523,7 @@ async fn leader_kill9_three_times_during_50k_acks_all_messages_loses_nothing_ack
                 (round < KILLS).then_some((kill_at, tx)),
                 ledger.clone(),
                 settled.clone(),
+                None,
             ));
             if round < KILLS {
                 tokio::time::timeout(Duration::from_secs(120), rx)
@@ -1504,6 +1507,26 @@ async fn group_members_on_different_brokers_share_one_coordinator_and_its_commit
     .await;
 }
 
+/// Each partition's preferred leader (its first replica), in partition order.
+async fn preferred_leaders(cluster: &TestCluster, topic: &str) -> Vec<i32> {
+    let t = cluster.metadata(topic).await.expect("metadata");
+    t.partitions.iter().map(|p| p.replicas[0]).collect()
+}
+
+/// Waits until every partition of `topic` is led by its preferred replica.
+async fn wait_preferred_leaders(cluster: &TestCluster, topic: &str, preferred: &[i32]) {
+    wait_until(
+        "every partition to be led by its preferred replica again",
+        CONDITION_TIMEOUT,
+        async || {
+            cluster.metadata(topic).await.is_some_and(|t| {
+                t.partitions.iter().map(|p| p.leader_id).collect::<Vec<_>>() == preferred
+            })
+        },
+    )
+    .await;
+}
+
 /// Preferred leaders (Kafka's auto leader rebalance): after a failover and the old leader's
 /// return, the controller hands each partition back to its first replica once that replica is
 /// in sync again, so leadership is spread as placement made it; nothing acknowledged is lost.
@@ -1513,8 +1536,7 @@ async fn a_restarted_broker_leads_its_preferred_partitions_again() {
     let mut cluster = TestCluster::start(3, &["--leader-rebalance-interval-ms", "500"]).await;
     bounded(Duration::from_secs(300), async {
         create_rf3(&cluster, TOPIC, 3, &[]).await;
-        let t = cluster.metadata(TOPIC).await.expect("metadata");
-        let preferred: Vec<i32> = t.partitions.iter().map(|p| p.replicas[0]).collect();
+        let preferred = preferred_leaders(&cluster, TOPIC).await;
         let p = producer(&cluster.bootstrap(), Acks::All, &[]).await;
         let mut acked = send_all(&p, TOPIC, &values("a", 0..300)).await;
 
@@ -1525,17 +1547,7 @@ async fn a_restarted_broker_leads_its_preferred_partitions_again() {
         acked.extend(send_all(&p, TOPIC, &values("b", 0..300)).await);
         cluster.restart(victim);
         eprintln!("kill -9 and restart of broker {victim}, preferred leader of {TOPIC}-0");
-        wait_until(
-            "every partition to be led by its preferred replica again",
-            CONDITION_TIMEOUT,
-            async || {
-                let Some(t) = cluster.metadata(TOPIC).await else {
-                    return false;
-                };
-                t.partitions.iter().map(|p| p.leader_id).collect::<Vec<_>>() == preferred
-            },
-        )
-        .await;
+        wait_preferred_leaders(&cluster, TOPIC, &preferred).await;
         acked.extend(send_all(&p, TOPIC, &values("c", 0..300)).await);
         p.close().await.unwrap();
         let hws = high_watermarks(&cluster, TOPIC, 3).await;
@@ -1557,14 +1569,7 @@ async fn rolling_restart_with_sigterm_fails_no_send_and_loses_nothing() {
     let mut cluster = TestCluster::start(3, &["--leader-rebalance-interval-ms", "1000"]).await;
     bounded(Duration::from_secs(600), async {
         create_rf3(&cluster, TOPIC, 3, &[("min.insync.replicas", "2")]).await;
-        let preferred: Vec<i32> = cluster
-            .metadata(TOPIC)
-            .await
-            .unwrap()
-            .partitions
-            .iter()
-            .map(|p| p.replicas[0])
-            .collect();
+        let preferred = preferred_leaders(&cluster, TOPIC).await;
         let p = Arc::new(
             producer(
                 &cluster.bootstrap(),
@@ -1575,38 +1580,16 @@ async fn rolling_restart_with_sigterm_fails_no_send_and_loses_nothing() {
         );
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let sender = {
-            let (p, ledger, stop) = (p.clone(), ledger.clone(), stop.clone());
-            tokio::spawn(async move {
-                // Batches of 100 every 20 ms until told to stop, at most 100,000 records.
-                let mut pending = Vec::new();
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) && n < 100_000 {
-                    let values: Vec<String> = (n..n + 100).map(|i| format!("r-{i}")).collect();
-                    let records = values
-                        .iter()
-                        .map(|v| ProducerRecord::new(TOPIC, v.clone()))
-                        .collect();
-                    pending.push((values, p.send_batch(records).await));
-                    n += 100;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                for (values, futures) in pending {
-                    for (v, f) in values.into_iter().zip(futures) {
-                        let outcome = f.await;
-                        let mut l = ledger.lock().unwrap();
-                        match outcome {
-                            Ok(m) => l.acked.push(Acked {
-                                partition: m.partition,
-                                offset: m.offset.expect("acks=all gives an offset").0,
-                                value: v,
-                            }),
-                            Err(e) => l.failed.push((v, e.to_string())),
-                        }
-                    }
-                }
-            })
-        };
+        // Paced sending until the restarts are over (at most 100,000 records).
+        let sender = tokio::spawn(produce_range(
+            p.clone(),
+            TOPIC,
+            0..100_000,
+            None,
+            ledger.clone(),
+            Arc::new(AtomicU64::new(0)),
+            Some(stop.clone()),
+        ));
         tokio::time::sleep(Duration::from_millis(500)).await;
         for id in 1..=3 {
             cluster.stop(id);
@@ -1616,16 +1599,7 @@ async fn rolling_restart_with_sigterm_fails_no_send_and_loses_nothing() {
             cluster.wait_fully_replicated(TOPIC).await;
             eprintln!("broker {id} restarted and back in every ISR");
         }
-        wait_until(
-            "the preferred replicas to lead again",
-            CONDITION_TIMEOUT,
-            async || {
-                cluster.metadata(TOPIC).await.is_some_and(|t| {
-                    t.partitions.iter().map(|p| p.leader_id).collect::<Vec<_>>() == preferred
-                })
-            },
-        )
-        .await;
+        wait_preferred_leaders(&cluster, TOPIC, &preferred).await;
         stop.store(true, Ordering::Relaxed);
         sender.await.unwrap();
         let ledger = std::mem::take(&mut *ledger.lock().unwrap());
