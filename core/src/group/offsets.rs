@@ -988,11 +988,17 @@ fn replay(log: &PartitionLog) -> Result<(GroupMap, MetaMap)> {
                     None => {
                         meta.remove(&group);
                     }
+                    // A membership record only spares a rebalance: one this broker cannot read
+                    // (another client's protocol, say) is skipped, not a reason to leave the
+                    // partition's groups without a coordinator.
                     Some(value) => match decode_group_value(value) {
                         Ok(snapshot) => {
                             meta.insert(group, snapshot);
                         }
-                        Err(e) => failure = Some(e),
+                        Err(e) => {
+                            tracing::warn!(%group, error = %e, "skipping an unreadable group-metadata record; the group will rebalance");
+                            meta.remove(&group);
+                        }
                     },
                 },
                 Ok(Some(RecordKey::Offset(group, tp))) => match record.value {

@@ -262,6 +262,14 @@ async fn heartbeat_loop(inner: &Inner) -> Rejoin {
         };
         let mut c = match inner.cluster.coordinator_client(&m.group_id).await {
             Ok(c) => c,
+            // No coordinator right now (a failover in progress): keep the assignment and try
+            // again at the next interval; only a whole session without one ends the membership,
+            // since the new coordinator may well restore this member.
+            Err(e) if last_ok.elapsed() < session && (coordinator_moved(&e) || retriable(&e)) => {
+                tracing::debug!(error = %e, "no group coordinator yet; heartbeating again later");
+                inner.cluster.coordinator_failed(&m.group_id);
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "no group coordinator address");
                 return Rejoin::SameMember;
