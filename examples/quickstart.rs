@@ -1,105 +1,66 @@
-//! Sluiceway quickstart (Rust): create a topic, produce, consume, commit, seek to the beginning.
-//! The same steps as every other language's quickstart.
-//!
-//! Run a broker (`sluiceway broker --data-dir /tmp/sluiceway`), then:
-//! `cargo run -p sluiceway-core --example quickstart -- 127.0.0.1:9292`
-//! (or set `SLUICEWAY_BOOTSTRAP`; the default is 127.0.0.1:9292).
+//! Sluiceway quickstart (Rust), the same steps in every language: create a topic, produce ten
+//! records, consume and commit them with a local offset store, replay from the beginning.
+//! Start a broker (`make run`), then `cargo run -p sluiceway-core --example quickstart`.
 
 use std::time::Duration;
 
 use sluiceway_core::ErrorCode;
-use sluiceway_core::client::{
-    Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord, TopicPartition,
-};
+use sluiceway_core::client::*;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bootstrap = std::env::args()
-        .nth(1)
-        .or_else(|| std::env::var("SLUICEWAY_BOOTSTRAP").ok())
-        .unwrap_or_else(|| "127.0.0.1:9292".to_owned());
-    let store = std::env::temp_dir().join("sluiceway-quickstart-offsets");
-    run(&bootstrap, &store).await
+    let bootstrap = std::env::args().nth(1).unwrap_or("127.0.0.1:9292".into());
+    let store = std::env::temp_dir().join("sluiceway-quickstart");
+    run(&bootstrap, store.to_str().ok_or("temp dir is not UTF-8")?).await
 }
 
-/// The quickstart's steps against `bootstrap`, keeping consumer offsets under `store`.
-/// (The broker's integration tests run this too.)
-pub async fn run(
-    bootstrap: &str,
-    store: &std::path::Path,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let bootstrap = bootstrap.to_owned();
-    let topic = "quickstart";
-
-    // 1. Create the topic (an existing one is fine).
-    let admin = Admin::new(AdminConfig::new(&bootstrap)).await?;
-    match admin.create_topic(NewTopic::new(topic, 3)).await {
-        Ok(_) => println!("created topic {topic}"),
-        Err(e) if e.code() == ErrorCode::TopicAlreadyExists => println!("topic {topic} exists"),
-        Err(e) => return Err(e.into()),
+/// The quickstart's steps (the integration tests run this too).
+pub async fn run(bootstrap: &str, store: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let admin = Admin::new(AdminConfig::from_map([("bootstrap.servers", bootstrap)])?).await?;
+    match admin.create_topic(NewTopic::new("quickstart", 3)).await {
+        Err(e) if e.code() != ErrorCode::TopicAlreadyExists => return Err(e.into()),
+        _ => {}
     }
 
-    // 2. Produce ten keyed messages to partition 0 and wait for their offsets.
-    let producer = Producer::new(ProducerConfig::from_map([
-        ("bootstrap.servers", bootstrap.as_str()),
-        ("acks", "all"),
+    let producer = Producer::new(ProducerConfig::from_map([(
+        "bootstrap.servers",
+        bootstrap,
+    )])?)
+    .await?;
+    let records =
+        (0..10).map(|i| ProducerRecord::new("quickstart", format!("hello {i}")).partition(0));
+    for delivered in producer.send_batch(records.collect()).await?.wait().await {
+        println!("delivered at offset {}", delivered?.offset.ok_or("acks=0")?);
+    }
+    producer.close(None).await?;
+
+    let consumer = Consumer::new(ConsumerConfig::from_map([
+        ("bootstrap.servers", bootstrap),
+        ("auto.offset.reset", "earliest"),
+        ("enable.auto.commit", "false"),
+        ("offset.store.dir", store),
     ])?)
     .await?;
-    let records = (0..10)
-        .map(|i| {
-            ProducerRecord::new(topic, format!("hello {i}"))
-                .key(format!("k{i}"))
-                .partition(0)
-        })
-        .collect();
-    for delivery in producer.send_batch(records).await {
-        let m = delivery.await?;
-        println!(
-            "delivered to {}-{} at offset {:?}",
-            m.topic, m.partition, m.offset
-        );
-    }
-    producer.close().await?;
-
-    // 3. Consume partition 0 from the beginning with a local offset store, then commit.
-    let config = ConsumerConfig::new(&bootstrap)
-        .auto_offset_reset(OffsetReset::Earliest)
-        .enable_auto_commit(false)
-        .offset_store_dir(store);
-    let consumer = Consumer::new(config).await?;
-    let tp = TopicPartition::new(topic, 0);
-    consumer.assign(vec![tp.clone()])?;
+    let partition = TopicPartition::new("quickstart", 0);
+    consumer.assign(vec![partition.clone()])?;
     let mut seen = 0;
     while seen < 10 {
-        let batch = consumer.poll(Duration::from_secs(5)).await?;
-        if batch.is_empty() {
-            break;
+        let records = consumer.poll(Duration::from_secs(5)).await?;
+        if records.is_empty() {
+            return Err("no records within 5 s".into());
         }
-        for r in &batch {
-            println!(
-                "consumed offset {} value {:?}",
-                r.offset,
-                r.value.as_deref().map(String::from_utf8_lossy)
-            );
+        for record in &records {
+            println!("consumed offset {}: {:?}", record.offset, record.value);
         }
-        seen += batch.len();
+        seen += records.len();
     }
     consumer.commit().await?;
+    consumer.seek_to_beginning(None).await?;
+    let replay = consumer.poll(Duration::from_secs(5)).await?;
     println!(
-        "committed position {:?} in {}",
-        consumer.committed(&tp),
-        store.display()
+        "replayed from offset {}",
+        replay.first().ok_or("nothing replayed")?.offset
     );
-
-    // 4. Replay: seek to the beginning and read the first record again.
-    consumer
-        .seek_to_beginning(std::slice::from_ref(&tp))
-        .await?;
-    let again = consumer.poll(Duration::from_secs(5)).await?;
-    if let Some(r) = again.first() {
-        println!("after seek to beginning: offset {}", r.offset);
-    }
-    consumer.close().await?;
+    consumer.close(None).await?;
     Ok(())
 }

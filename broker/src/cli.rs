@@ -24,7 +24,7 @@ use sluiceway_core::limits::{
     CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, CLI_UNACKED_MESSAGES_MAX, RESPONSE_BYTES_MAX,
 };
 use sluiceway_core::topic::parse_key_value;
-use sluiceway_core::{Error, ErrorCode, Result};
+use sluiceway_core::{Error, ErrorCode, Offset, Result};
 use sluiceway_proto::v1;
 use tonic::transport::Channel;
 
@@ -489,7 +489,10 @@ async fn group(command: GroupCommand) -> Result<ExitCode> {
                         .chain(std::iter::repeat_with(|| None)),
                 )
             {
-                let end = l.and_then(|l| l.ok()).map(|l| l.offset);
+                let end = l
+                    .and_then(|l| l.ok())
+                    .and_then(|l| l.offset)
+                    .map(|o| o.0 as i64);
                 let dash = || "-".to_owned();
                 rows.push(vec![
                     topic,
@@ -705,7 +708,7 @@ async fn produce(args: ProduceArgs) -> Result<ExitCode> {
                         "line {line_no} has no key separator {:?}",
                         String::from_utf8_lossy(sep)
                     )));
-                    pending.extend(producer.send_batch(records).await);
+                    pending.extend(producer.send_batch(records).await?.into_futures());
                     break 'input;
                 };
                 let value = line.split_off(i + sep.len());
@@ -726,16 +729,15 @@ async fn produce(args: ProduceArgs) -> Result<ExitCode> {
             pending.push_back(producer.send(first).await?);
             records = rest;
         }
-        pending.extend(producer.send_batch(records).await);
+        pending.extend(producer.send_batch(records).await?.into_futures());
         while pending.len() > CLI_UNACKED_MESSAGES_MAX {
             pending.pop_front().expect("not empty").await?;
         }
     }
-    producer.flush().await?;
     for f in pending {
         f.await?;
     }
-    producer.close().await?;
+    producer.close(None).await?;
     match refused {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
@@ -887,10 +889,10 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
         if !fresh.is_empty() {
             if let Some(o) = args.offset {
                 for tp in &fresh {
-                    consumer.seek(tp, o)?;
+                    consumer.seek(tp, Offset(o))?;
                 }
             } else if let Some(t) = args.from_time {
-                consumer.seek_to_timestamp(&fresh, t).await?;
+                consumer.seek_to_timestamp(Some(&fresh), t).await?;
             }
         }
     }
@@ -946,7 +948,7 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
                 }
                 for (tp, o) in first {
                     // A partition revoked meanwhile was committed by the rebalance.
-                    let _ = consumer.seek(&tp, o);
+                    let _ = consumer.seek(&tp, Offset(o));
                 }
                 return Ok(());
             }
@@ -962,7 +964,7 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
         // Not closed, so nothing is committed: a failed run must not move the stored positions.
         Err(e) => Err(e),
         Ok(()) => {
-            consumer.close().await?;
+            consumer.close(None).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -5,13 +5,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use sluiceway_core::ErrorCode;
 use sluiceway_core::client::{
-    Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord,
-    DeliveryFuture, NewTopic, OffsetReset, OffsetSpec, Producer, ProducerConfig, ProducerRecord,
-    RecordMetadata, TopicPartition,
+    Acks, Admin, AdminConfig, BatchDelivery, Compression, Consumer, ConsumerConfig, ConsumerRecord,
+    NewTopic, OffsetReset, OffsetSpec, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    TopicPartition,
 };
 use sluiceway_core::partitioner::partition_for_key;
+use sluiceway_core::{Error, ErrorCode, Offset};
 
 use crate::support::{TestBroker, now_ms};
 
@@ -45,12 +45,13 @@ fn consumer_config(b: &TestBroker) -> ConsumerConfig {
         .fetch_max_wait(Duration::from_millis(100))
 }
 
-async fn deliver_all(futures: Vec<DeliveryFuture>) -> Vec<RecordMetadata> {
-    let mut out = Vec::with_capacity(futures.len());
-    for f in futures {
-        out.push(f.await.expect("delivered"));
-    }
-    out
+async fn deliver_all(batch: BatchDelivery) -> Vec<RecordMetadata> {
+    batch
+        .wait()
+        .await
+        .into_iter()
+        .map(|r| r.expect("delivered"))
+        .collect()
 }
 
 /// Sends `v{i}` for every `i` in `range` to `topic` (keyless) and waits for every delivery.
@@ -65,7 +66,8 @@ async fn send_values(
                 .map(|i| ProducerRecord::new(topic, format!("v{i}")))
                 .collect(),
         )
-        .await,
+        .await
+        .unwrap(),
     )
     .await
 }
@@ -105,7 +107,7 @@ async fn c1_round_trip_keeps_order_per_partition() {
         let records = (0..1000)
             .map(|i| ProducerRecord::new("t", format!("v{i}")).key(format!("k{}", i % 7)))
             .collect();
-        let metas = deliver_all(p.send_batch(records).await).await;
+        let metas = deliver_all(p.send_batch(records).await.unwrap()).await;
         for (i, m) in metas.iter().enumerate() {
             assert_eq!(
                 m.partition,
@@ -114,7 +116,7 @@ async fn c1_round_trip_keeps_order_per_partition() {
             );
             assert!(m.offset.is_some());
         }
-        p.close().await.unwrap();
+        p.close(None).await.unwrap();
 
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(tps("t", 3)).unwrap();
@@ -144,7 +146,7 @@ async fn c1_round_trip_keeps_order_per_partition() {
         }
         assert!(seen.iter().all(|s| *s));
         assert!(c.poll(Duration::from_millis(200)).await.unwrap().is_empty());
-        c.close().await.unwrap();
+        c.close(None).await.unwrap();
     })
     .await;
 }
@@ -182,7 +184,7 @@ async fn c2_keys_map_to_kafka_partitions() {
                 .unwrap();
             assert_eq!(m.partition, *part, "key {k}");
         }
-        p.close().await.unwrap();
+        p.close(None).await.unwrap();
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(tps("keys", 6)).unwrap();
         for r in poll_n(&c, want.len()).await {
@@ -231,7 +233,7 @@ async fn keyless_records_spread_over_partitions() {
         let records = (0..400)
             .map(|i| ProducerRecord::new("spread", format!("value-{i:04}")))
             .collect();
-        let metas = deliver_all(p.send_batch(records).await).await;
+        let metas = deliver_all(p.send_batch(records).await.unwrap()).await;
         let mut per: BTreeMap<u32, usize> = BTreeMap::new();
         for m in &metas {
             *per.entry(m.partition).or_default() += 1;
@@ -268,14 +270,14 @@ async fn c5_c6_local_offsets_resume_then_replay() {
             first.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
             (0..300).collect::<Vec<_>>()
         );
-        assert_eq!(c.position(&tp).await.unwrap(), 300);
-        c.close().await.unwrap(); // enable.auto.commit (default) commits on close
+        assert_eq!(c.position(&tp).await.unwrap(), Offset(300));
+        c.close(None).await.unwrap(); // enable.auto.commit (default) commits on close
         assert!(store.join("c5.offsets").exists());
 
         let c = Consumer::new(config().max_poll_records(500)).await.unwrap();
-        assert_eq!(c.committed(&tp), Some(300));
+        assert_eq!(c.committed(&tp), Some(Offset(300)));
         c.assign(vec![tp.clone()]).unwrap();
-        assert_eq!(c.position(&tp).await.unwrap(), 300);
+        assert_eq!(c.position(&tp).await.unwrap(), Offset(300));
         let rest = poll_n(&c, 700).await;
         assert_eq!(
             rest.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
@@ -285,13 +287,13 @@ async fn c5_c6_local_offsets_resume_then_replay() {
         assert_eq!(value(&rest[0]), "v300");
 
         // C6: replay.
-        c.seek_to_beginning(&[]).await.unwrap();
+        c.seek_to_beginning(None).await.unwrap();
         let again = poll_n(&c, 1).await;
         assert_eq!(again[0].offset.0, 0);
         assert_eq!(value(&again[0]), "v0");
         c.commit().await.unwrap();
-        assert_eq!(c.committed(&tp), Some(again.last().unwrap().offset.0 + 1));
-        c.close().await.unwrap();
+        assert_eq!(c.committed(&tp), Some(again.last().unwrap().offset.next()));
+        c.close(None).await.unwrap();
     })
     .await;
 }
@@ -329,27 +331,27 @@ async fn c7_seek_by_time_lands_on_the_501st() {
         let first = (0..500)
             .map(|i| ProducerRecord::new("time", format!("v{i}")).timestamp(t0 + i / 10))
             .collect();
-        deliver_all(p.send_batch(first).await).await;
+        deliver_all(p.send_batch(first).await.unwrap()).await;
         let t = t0 + 1_000;
         let second = (500..1000)
             .map(|i| ProducerRecord::new("time", format!("v{i}")).timestamp(t + (i - 500) / 10))
             .collect();
-        deliver_all(p.send_batch(second).await).await;
+        deliver_all(p.send_batch(second).await.unwrap()).await;
 
         let tp = TopicPartition::new("time", 0);
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(vec![tp.clone()]).unwrap();
-        c.seek_to_timestamp(&[], t).await.unwrap();
+        c.seek_to_timestamp(None, t).await.unwrap();
         let got = poll_n(&c, 1).await;
         assert_eq!((got[0].offset.0, value(&got[0]).as_str()), (500, "v500"));
         assert_eq!(got[0].timestamp, t);
         // After the last record: the end.
-        c.seek_to_timestamp(&[], now_ms() + 3_600_000)
+        c.seek_to_timestamp(None, now_ms() + 3_600_000)
             .await
             .unwrap();
-        assert_eq!(c.position(&tp).await.unwrap(), 1000);
-        c.seek_to_end(&[]).await.unwrap();
-        assert_eq!(c.position(&tp).await.unwrap(), 1000);
+        assert_eq!(c.position(&tp).await.unwrap(), Offset(1000));
+        c.seek_to_end(None).await.unwrap();
+        assert_eq!(c.position(&tp).await.unwrap(), Offset(1000));
     })
     .await;
 }
@@ -381,8 +383,9 @@ async fn c10_typed_errors() {
                 ProducerRecord::new("missing", "x"),
                 ProducerRecord::new("t", "ok"),
             ])
-            .await;
-        let mut fs = fs.into_iter();
+            .await
+            .unwrap();
+        let mut fs = fs.into_futures().into_iter();
         assert_eq!(
             fs.next().unwrap().await.unwrap_err().code(),
             ErrorCode::UnknownTopicOrPartition
@@ -392,11 +395,11 @@ async fn c10_typed_errors() {
         // Seek a missing partition.
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(vec![TopicPartition::new("t", 99)]).unwrap();
-        let e = c.seek_to_beginning(&[]).await.unwrap_err();
+        let e = c.seek_to_beginning(None).await.unwrap_err();
         assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition);
         assert!(e.to_string().contains("99"), "{e}");
         // Seek on a partition that is not assigned is the caller's mistake.
-        let e = c.seek(&TopicPartition::new("t", 0), 0).unwrap_err();
+        let e = c.seek(&TopicPartition::new("t", 0), Offset(0)).unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidArgument);
 
         // A bad config value names the key.
@@ -430,7 +433,7 @@ async fn c10_typed_errors() {
         assert_eq!(e.code(), ErrorCode::OffsetOutOfRange);
 
         // After close, send fails with a typed error.
-        p.close().await.unwrap();
+        p.close(None).await.unwrap();
         let e = p.send(ProducerRecord::new("t", "late")).await.unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidArgument);
         assert!(e.to_string().contains("closed"), "{e}");
@@ -450,7 +453,7 @@ async fn out_of_range_position_applies_auto_offset_reset() {
         let tp = TopicPartition::new("oor", 0);
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(vec![tp.clone()]).unwrap();
-        c.seek(&tp, 1_000_000).unwrap();
+        c.seek(&tp, Offset(1_000_000)).unwrap();
         let got = poll_n(&c, 5).await;
         assert_eq!(got[0].offset.0, 0);
     })
@@ -486,7 +489,8 @@ async fn c11_every_codec_round_trips() {
                         .map(|v| ProducerRecord::new(topic.as_str(), v.clone()))
                         .collect(),
                 )
-                .await,
+                .await
+                .unwrap(),
             )
             .await;
             assert_eq!(
@@ -505,7 +509,7 @@ async fn c11_every_codec_round_trips() {
                 values,
                 "{codec:?}"
             );
-            c.seek(&tp, 25).unwrap();
+            c.seek(&tp, Offset(25)).unwrap();
             let got = poll_n(&c, 25).await;
             assert_eq!(got[0].offset.0, 25, "{codec:?}");
             assert_eq!(value(&got[0]), values[25]);
@@ -557,8 +561,9 @@ async fn c13_close_resolves_every_pending_send() {
                     .map(|i| ProducerRecord::new("t", format!("v{i}")).key(format!("k{i}")))
                     .collect(),
             )
-            .await;
-        p.close().await.unwrap();
+            .await
+            .unwrap();
+        p.close(None).await.unwrap();
         let metas = deliver_all(fs).await;
         assert_eq!(metas.len(), 200);
 
@@ -578,18 +583,24 @@ async fn c13_close_resolves_every_pending_send() {
                     .map(|i| ProducerRecord::new("t", format!("v{i}")))
                     .collect(),
             )
-            .await;
+            .await
+            .unwrap();
         b.stop();
-        p.close().await.unwrap();
-        for f in fs {
-            let e = f.await.unwrap_err();
-            assert!(
-                e.code().is_retriable() || e.code() == ErrorCode::ShuttingDown,
-                "{e}"
-            );
+        // Close reports what was not delivered: all 50, with the first error.
+        match p.close(None).await {
+            Err(Error::Undelivered {
+                failed: 50,
+                pending: 0,
+                first_error: Some(e),
+            }) => assert!(e.is_retriable() || e.code() == ErrorCode::Closed, "{e}"),
+            other => panic!("close must report the 50 lost records: {other:?}"),
         }
-        // Flush with nothing pending returns at once.
-        p.flush().await.unwrap();
+        for r in fs.wait().await {
+            let e = r.unwrap_err();
+            assert!(e.is_retriable() || e.code() == ErrorCode::Closed, "{e}");
+        }
+        // Flush with nothing pending and nothing failed since the last report: Ok at once.
+        p.flush(None).await.unwrap();
     })
     .await;
 }
@@ -646,7 +657,7 @@ async fn one_dead_bootstrap_address_is_skipped() {
                 .await
                 .unwrap();
             assert_eq!(m.partition, 1);
-            p.close().await.unwrap();
+            p.close(None).await.unwrap();
             let c = Consumer::new(
                 ConsumerConfig::new(&servers).auto_offset_reset(OffsetReset::Earliest),
             )
@@ -685,7 +696,8 @@ async fn clients_survive_a_broker_restart() {
                     .map(|i| ProducerRecord::new("r", format!("a{i}")).key(format!("{i}")))
                     .collect(),
             )
-            .await,
+            .await
+            .unwrap(),
         )
         .await;
         let c = Consumer::new(consumer_config(&b).retry_backoff(Duration::from_millis(50)))
@@ -702,7 +714,8 @@ async fn clients_survive_a_broker_restart() {
                     .map(|i| ProducerRecord::new("r", format!("b{i}")).key(format!("{i}")))
                     .collect(),
             )
-            .await;
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let b2 = TestBroker::start_on(dir.path(), &addr, &[], &[]);
         let metas = deliver_all(pending).await;
@@ -751,7 +764,8 @@ async fn admin_operations() {
                     .map(|i| ProducerRecord::new("adm", format!("v{i}")).partition(1))
                     .collect(),
             )
-            .await,
+            .await
+            .unwrap(),
         )
         .await;
         let tp = TopicPartition::new("adm", 1);
@@ -761,8 +775,8 @@ async fn admin_operations() {
                 (tp.clone(), OffsetSpec::Latest),
             ])
             .await;
-        assert_eq!(r[0].as_ref().unwrap().offset, 0);
-        assert_eq!(r[1].as_ref().unwrap().offset, 7);
+        assert_eq!(r[0].as_ref().unwrap().offset, Some(Offset(0)));
+        assert_eq!(r[1].as_ref().unwrap().offset, Some(Offset(7)));
 
         let (brokers, _controller) = a.list_brokers().await.unwrap();
         assert_eq!(brokers.len(), 1);
@@ -812,12 +826,19 @@ async fn quickstart_example_runs() {
     let b = TestBroker::start(dir.path());
     let store = dir.path().join("quickstart-offsets");
     bounded(async {
-        quickstart::run(&b.addr, &store).await.expect("first run");
-        quickstart::run(&b.addr, &store).await.expect("second run");
+        quickstart::run(&b.addr, store.to_str().unwrap())
+            .await
+            .expect("first run");
+        quickstart::run(&b.addr, store.to_str().unwrap())
+            .await
+            .expect("second run");
         let c = Consumer::new(consumer_config(&b).offset_store_dir(&store))
             .await
             .unwrap();
-        assert_eq!(c.committed(&TopicPartition::new("quickstart", 0)), Some(20));
+        assert_eq!(
+            c.committed(&TopicPartition::new("quickstart", 0)),
+            Some(Offset(20))
+        );
     })
     .await;
 }
@@ -846,9 +867,11 @@ async fn throughput_smoke() {
                     ProducerRecord::new("tp", value.clone()).key(format!("{}", chunk * 1000 + i))
                 })
                 .collect();
-            pending.extend(p.send_batch(records).await);
+            pending.push(p.send_batch(records).await.unwrap());
         }
-        deliver_all(pending).await;
+        for batch in pending {
+            deliver_all(batch).await;
+        }
         let produce = started.elapsed();
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(tps("tp", 3)).unwrap();
@@ -901,7 +924,7 @@ async fn full_buffer_blocks_then_times_out() {
         assert_eq!(err.code(), ErrorCode::RequestTimedOut);
         assert!(err.to_string().contains("buffer.memory"), "{err}");
         assert!(queued.len() >= 16, "{} queued", queued.len());
-        p.close().await.unwrap();
+        p.close(None).await.unwrap();
         for f in queued {
             assert!(f.await.is_err());
         }
@@ -938,7 +961,7 @@ async fn auto_commit_commits_positions_from_poll() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
         let _ = c.poll(Duration::from_secs(5)).await.unwrap();
-        assert_eq!(c.committed(&tp), Some(first.last().unwrap().offset.0 + 1));
+        assert_eq!(c.committed(&tp), Some(first.last().unwrap().offset.next()));
         // With auto commit off, nothing is written until commit().
         let c2 = Consumer::new(
             consumer_config(&b)
@@ -950,7 +973,7 @@ async fn auto_commit_commits_positions_from_poll() {
         .unwrap();
         c2.assign(vec![tp.clone()]).unwrap();
         poll_n(&c2, 20).await;
-        c2.close().await.unwrap();
+        c2.close(None).await.unwrap();
         assert!(!store.join("manual.offsets").exists());
     })
     .await;
@@ -1025,7 +1048,7 @@ async fn record_metadata_timestamp_follows_the_topic_timestamp_type() {
             "append time {} is the broker's clock, not {sent_at}",
             appended.timestamp
         );
-        p.close().await.expect("close");
+        p.close(None).await.expect("close");
     })
     .await;
 }

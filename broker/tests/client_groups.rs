@@ -45,7 +45,7 @@ async fn produce(b: &TestBroker, topic: &str, partitions: u32, values: &[String]
     for f in futures {
         f.await.expect("delivered");
     }
-    p.close().await.expect("close producer");
+    p.close(None).await.expect("close producer");
 }
 
 fn values(prefix: &str, n: usize) -> Vec<String> {
@@ -147,14 +147,14 @@ async fn c8_group_split_and_c9_broadcast() {
             got.iter().all(|m| !m.is_empty()),
             "both members received records"
         );
-        c1.close().await.expect("close c1");
-        c2.close().await.expect("close c2");
+        c1.close(None).await.expect("close c1");
+        c2.close(None).await.expect("close c2");
 
         // C9: another group gets everything again.
         let h = member(&b, "h", "c8").await;
         let got = consume_between(&[&h], msgs.len()).await;
         assert_exactly_once(&got, &msgs);
-        h.close().await.expect("close h");
+        h.close(None).await.expect("close h");
     })
     .await
     .expect("test timed out");
@@ -185,7 +185,7 @@ async fn three_members_over_six_partitions_get_every_message_once() {
         let got = consume_between(&[&c1, &c2, &c3], all.len()).await;
         assert_exactly_once(&got, &all);
         for c in [&c1, &c2, &c3] {
-            c.close().await.expect("close");
+            c.close(None).await.expect("close");
         }
     })
     .await
@@ -224,7 +224,7 @@ async fn dropped_member_expires_and_survivor_continues_from_commits() {
         let more = consume_between(&[&c1], 0).await;
         let merged = merge(&[vec![got], more]);
         assert_exactly_once(&merged, &second);
-        c1.close().await.expect("close");
+        c1.close(None).await.expect("close");
     })
     .await
     .expect("test timed out");
@@ -257,8 +257,8 @@ async fn members_resume_from_broker_commits_after_a_full_restart() {
         wait_split(&[&c1, &c2], 3).await;
         let got = consume_between(&[&c1, &c2], first.len()).await;
         assert_exactly_once(&got, &first);
-        c1.close().await.expect("close c1 commits and leaves");
-        c2.close().await.expect("close c2 commits and leaves");
+        c1.close(None).await.expect("close c1 commits and leaves");
+        c2.close(None).await.expect("close c2 commits and leaves");
         drop((c1, c2));
 
         let second = values("r2", 60);
@@ -267,8 +267,8 @@ async fn members_resume_from_broker_commits_after_a_full_restart() {
         let d2 = member(&b, "gr", "rs").await;
         let got = consume_between(&[&d1, &d2], second.len()).await;
         assert_exactly_once(&got, &second);
-        d1.close().await.unwrap();
-        d2.close().await.unwrap();
+        d1.close(None).await.unwrap();
+        d2.close(None).await.unwrap();
     })
     .await
     .expect("test timed out");
@@ -293,8 +293,8 @@ async fn close_leaves_the_group_and_it_rebalances_at_once() {
     tokio::time::timeout(Duration::from_secs(20), wait_split(&[&c1, &c2], 4))
         .await
         .expect("split");
-    let (_, gen_before) = c1.group_membership().expect("member");
-    c2.close().await.expect("close");
+    let gen_before = c1.group_membership().expect("member").generation;
+    c2.close(None).await.expect("close");
     assert!(c2.assignment().is_empty());
     tokio::time::timeout(Duration::from_secs(10), async {
         while c1.assignment().len() < 4 {
@@ -303,9 +303,9 @@ async fn close_leaves_the_group_and_it_rebalances_at_once() {
     })
     .await
     .expect("the leave rebalanced the group before any session could expire");
-    let (_, gen_after) = c1.group_membership().expect("member");
+    let gen_after = c1.group_membership().expect("member").generation;
     assert!(gen_after > gen_before);
-    c1.close().await.unwrap();
+    c1.close(None).await.unwrap();
 }
 
 /// API rules: `subscribe` needs `group.id`; assign and subscribe do not mix; a bad assignor
@@ -328,7 +328,7 @@ async fn subscribe_errors_are_typed() {
     c.unsubscribe().await.unwrap();
     assert!(c.assignment().is_empty());
     c.assign(vec![TopicPartition::new("api", 0)]).unwrap();
-    c.close().await.unwrap();
+    c.close(None).await.unwrap();
     let mut cfg = ConsumerConfig::new(&b.addr);
     let e = cfg
         .set("partition.assignment.strategy", "sticky")
@@ -424,7 +424,7 @@ async fn member_killed_with_kill_9_is_replaced_from_committed_offsets() {
         let rest = consume_between(&[&c1], 0).await;
         let merged = merge(&[vec![got], rest]);
         assert_exactly_once(&merged, &second);
-        c1.close().await.unwrap();
+        c1.close(None).await.unwrap();
     })
     .await
     .expect("test timed out");
@@ -583,7 +583,7 @@ async fn close_with_the_broker_gone_does_not_hang() {
     .await
     .expect("assigned");
     b.stop();
-    let r = tokio::time::timeout(Duration::from_secs(30), c.close())
+    let r = tokio::time::timeout(Duration::from_secs(30), c.close(None))
         .await
         .expect("close is bounded");
     // Without a broker the commit or the leave fails; either way the consumer is closed.
@@ -615,8 +615,8 @@ async fn a_refused_join_is_reported_by_poll() {
         };
         assert_eq!(e.code(), ErrorCode::InconsistentGroupProtocol, "{e}");
         assert!(c2.assignment().is_empty());
-        c2.close().await.unwrap();
-        c1.close().await.unwrap();
+        c2.close(None).await.unwrap();
+        c1.close(None).await.unwrap();
     })
     .await
     .expect("test timed out");

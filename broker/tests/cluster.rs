@@ -91,9 +91,10 @@ async fn send_all(p: &Producer, topic: &str, values: &[String]) -> Vec<Acked> {
                 .map(|v| ProducerRecord::new(topic, v.clone()))
                 .collect(),
         )
-        .await;
+        .await
+        .unwrap();
     let mut acked = Vec::with_capacity(values.len());
-    for (f, v) in futures.into_iter().zip(values) {
+    for (f, v) in futures.into_futures().into_iter().zip(values) {
         let m = f
             .await
             .unwrap_or_else(|e| panic!("{v} was not delivered: {e}"));
@@ -123,7 +124,7 @@ async fn high_watermarks(cluster: &TestCluster, topic: &str, partitions: u32) ->
         .enumerate()
         .map(|(p, r)| {
             let r = r.unwrap_or_else(|e| panic!("list offsets of {topic}-{p}: {e}"));
-            r.high_watermark as u64
+            r.high_watermark.0
         })
         .collect()
 }
@@ -160,7 +161,7 @@ async fn read_up_to(bootstrap: &str, topic: &str, hws: &[u64]) -> BTreeMap<(u32,
             next[r.partition as usize] = next[r.partition as usize].max(r.offset.0 + 1);
         }
     }
-    c.close().await.ok();
+    c.close(None).await.ok();
     out
 }
 
@@ -469,7 +470,7 @@ async fn produce_range(
         let records = (start..end)
             .map(|n| ProducerRecord::new(topic, format!("m-{n}")))
             .collect();
-        window.push_back((start, p.send_batch(records).await));
+        window.push_back((start, p.send_batch(records).await.unwrap().into_futures()));
         if signal.as_ref().is_some_and(|(at, _)| end >= *at) {
             let _ = signal.take().unwrap().1.send(());
         }
@@ -565,7 +566,7 @@ async fn leader_kill9_three_times_during_50k_acks_all_messages_loses_nothing_ack
                 .unwrap_or_else(|_| panic!("round {round}: deliveries did not settle"))
                 .expect("producer task");
         }
-        p.close().await.expect("close producer");
+        p.close(None).await.expect("close producer");
 
         let (acked, failed) = {
             let mut l = ledger.lock().unwrap();
@@ -668,7 +669,7 @@ async fn sigstopped_follower_leaves_the_isr_and_rejoins_after_sigcont() {
         )
         .await;
         acked.extend(send_all(&p, TOPIC, &values("c", 0..500)).await);
-        p.close().await.unwrap();
+        p.close(None).await.unwrap();
         cluster.wait_fully_replicated(TOPIC).await;
         let hws = high_watermarks(&cluster, TOPIC, 1).await;
         cluster.kill9_all();
@@ -704,7 +705,7 @@ async fn min_insync_2_with_two_replicas_down_refuses_acks_all_and_loses_nothing_
         )
         .await;
         acked.extend(send_all(&p, TOPIC, &values("b", 0..500)).await);
-        p.close().await.unwrap();
+        p.close(None).await.unwrap();
 
         // The second follower down: only the leader is left.
         cluster.kill9(followers[1]);
@@ -761,7 +762,7 @@ async fn min_insync_2_with_two_replicas_down_refuses_acks_all_and_loses_nothing_
             .await
             .expect_err("acks=all with one replica in sync must fail");
         assert_eq!(e.code(), ErrorCode::NotEnoughReplicas, "{e}");
-        p.close().await.ok();
+        p.close(None).await.ok();
 
         // Both followers back: they catch up, and nothing acknowledged is missing anywhere.
         cluster.restart(followers[0]);
@@ -784,7 +785,7 @@ async fn deposed_leader_acknowledges_nothing_and_truncates_when_it_rejoins() {
         let (old, epoch) = partition_state(&cluster, TOPIC, 0).await;
         let p = producer(&cluster.bootstrap(), Acks::All, &[]).await;
         let mut acked = send_all(&p, TOPIC, &values("a", 0..300)).await;
-        p.close().await.unwrap();
+        p.close(None).await.unwrap();
 
         // Connected before the pause, so that requests can reach the paused leader's socket and
         // be handled the moment it wakes up, before it has heard of its deposition: an acks=all
@@ -843,7 +844,7 @@ async fn deposed_leader_acknowledges_nothing_and_truncates_when_it_rejoins() {
         )
         .await;
         acked.extend(send_all(&p, TOPIC, &values("c", 0..300)).await);
-        p.close().await.unwrap();
+        p.close(None).await.unwrap();
         cluster.wait_fully_replicated(TOPIC).await;
         let hws = high_watermarks(&cluster, TOPIC, 1).await;
         cluster.kill9_all();
@@ -932,7 +933,7 @@ async fn consumers_and_a_group_keep_reading_across_a_leader_failover() {
         eprintln!("kill -9 broker {leader}, leader of {TOPIC}-0");
         let after = values("b", 0..600);
         send_all(&p, TOPIC, &after).await;
-        p.close().await.unwrap();
+        p.close(None).await.unwrap();
         cluster.wait_new_leader(TOPIC, 0, leader, epoch).await;
 
         let want: BTreeSet<String> = after.iter().cloned().collect();
@@ -948,8 +949,8 @@ async fn consumers_and_a_group_keep_reading_across_a_leader_failover() {
             got.len(),
             got.iter().filter(|v| v.starts_with("a-")).count()
         );
-        standalone.close().await.ok();
-        group.close().await.ok();
+        standalone.close(None).await.ok();
+        group.close(None).await.ok();
     })
     .await;
 }
@@ -986,7 +987,7 @@ async fn etcd_down_for_seconds_does_not_stop_produce_and_fetch_on_existing_leade
             // A client that starts during the outage: metadata comes from the brokers' snapshots.
             let fresh = producer(&cluster.bootstrap(), Acks::All, &[]).await;
             a.extend(send_all(&fresh, TOPIC, &values("e", 0..100)).await);
-            fresh.close().await.unwrap();
+            fresh.close(None).await.unwrap();
             a
         })
         .await
@@ -1002,9 +1003,9 @@ async fn etcd_down_for_seconds_does_not_stop_produce_and_fetch_on_existing_leade
         let after = send_all(&all, TOPIC, &values("f", 0..200)).await;
         read_values(&c, &want(&after), "after the outage").await;
         acked.extend(after);
-        all.close().await.unwrap();
-        one.close().await.unwrap();
-        c.close().await.ok();
+        all.close(None).await.unwrap();
+        one.close(None).await.unwrap();
+        c.close(None).await.ok();
         // The registry comes back: every broker is still registered and in sync.
         cluster.wait_registered(3).await;
         cluster.wait_fully_replicated(TOPIC).await;
@@ -1167,7 +1168,7 @@ async fn consumers_never_read_above_the_high_watermark() {
         create_rf3(&cluster, TOPIC, 1, &[]).await;
         let p = producer(&cluster.bootstrap(), Acks::All, &[]).await;
         let acked = send_all(&p, TOPIC, &values("a", 0..100)).await;
-        p.close().await.unwrap();
+        p.close(None).await.unwrap();
         let (leader, _) = partition_state(&cluster, TOPIC, 0).await;
         let followers: Vec<i32> = (1..=3).filter(|id| *id != leader).collect();
         let c = Consumer::new(consumer_config(&cluster.bootstrap()))
@@ -1228,7 +1229,7 @@ async fn consumers_never_read_above_the_high_watermark() {
         }
         let got = read_values(&c, &BTreeSet::from(["hidden-0".to_owned()]), "after").await;
         assert_eq!(got, ["hidden-0"]);
-        c.close().await.ok();
+        c.close(None).await.ok();
     })
     .await;
 }
@@ -1294,7 +1295,7 @@ async fn wait_persisted(cluster: &TestCluster, group: &str, partition: u32, gene
         },
     )
     .await;
-    reader.close().await.ok();
+    reader.close(None).await.ok();
 }
 
 /// Group coordination on a cluster (issue #5's "consumer groups keep working across
@@ -1345,7 +1346,7 @@ async fn group_members_on_different_brokers_share_one_coordinator_and_its_commit
                 let mut total = 0;
                 for (c, share) in [(&one, &s1), (&three, &s3)] {
                     for tp in share {
-                        total += c.position(tp).await.unwrap_or(0);
+                        total += c.position(tp).await.map_or(0, |o| o.0);
                     }
                 }
                 total >= 400
@@ -1412,7 +1413,7 @@ async fn group_members_on_different_brokers_share_one_coordinator_and_its_commit
         // is persisted (the group's membership record is committed in its offsets partition),
         // the coordinator is killed: the new one restores the group, so the member goes on in
         // the same generation, without a rebalance, and reads what is produced after.
-        three.close().await.ok();
+        three.close(None).await.ok();
         let before = wait_for(
             "the remaining member to hold every partition in a new generation",
             CONDITION_TIMEOUT,
@@ -1424,7 +1425,7 @@ async fn group_members_on_different_brokers_share_one_coordinator_and_its_commit
             },
         )
         .await;
-        wait_persisted(&cluster, GROUP, op, before.1).await;
+        wait_persisted(&cluster, GROUP, op, before.generation).await;
         cluster.kill9(coordinator);
         eprintln!("kill -9 broker {coordinator}, coordinator of {GROUP} ({offsets_topic}-{op})");
         let (next, _) = cluster
@@ -1457,10 +1458,10 @@ async fn group_members_on_different_brokers_share_one_coordinator_and_its_commit
             },
         )
         .await;
-        one.close().await.ok();
+        one.close(None).await.ok();
 
         send_all(&p, TOPIC, &values("b", 0..100)).await;
-        p.close().await.unwrap();
+        p.close(None).await.unwrap();
         let again = member(cluster.bootstrap_without(coordinator)).await;
         let got = match tokio::time::timeout(
             Duration::from_secs(60),
@@ -1502,7 +1503,7 @@ async fn group_members_on_different_brokers_share_one_coordinator_and_its_commit
             "{} records beyond the 100 new ones",
             extra.len()
         );
-        again.close().await.ok();
+        again.close(None).await.ok();
     })
     .await;
 }
@@ -1549,7 +1550,7 @@ async fn a_restarted_broker_leads_its_preferred_partitions_again() {
         eprintln!("kill -9 and restart of broker {victim}, preferred leader of {TOPIC}-0");
         wait_preferred_leaders(&cluster, TOPIC, &preferred).await;
         acked.extend(send_all(&p, TOPIC, &values("c", 0..300)).await);
-        p.close().await.unwrap();
+        p.close(None).await.unwrap();
         let hws = high_watermarks(&cluster, TOPIC, 3).await;
         let log = read_up_to(&cluster.bootstrap(), TOPIC, &hws).await;
         assert_acked_present("after the preferred leader returned", &acked, &log);

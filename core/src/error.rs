@@ -57,8 +57,12 @@ pub enum ErrorCode {
     GroupMaxSizeReached = 81,
     /// Sluiceway: the client itself was misused (closed producer, bad argument).
     InvalidArgument = 1000,
-    /// Sluiceway: the client or broker is shutting down.
+    /// Sluiceway: the broker (or a storage component) is shutting down; a client retries
+    /// elsewhere or later (a restart, a rolling upgrade).
     ShuttingDown = 1001,
+    /// Sluiceway: a client object was used after `close()` (or in a child process after
+    /// `fork()`, where its threads do not exist); records it still held fail with this code.
+    Closed = 1002,
 }
 
 impl ErrorCode {
@@ -101,6 +105,7 @@ impl ErrorCode {
         ErrorCode::GroupMaxSizeReached,
         ErrorCode::InvalidArgument,
         ErrorCode::ShuttingDown,
+        ErrorCode::Closed,
     ];
 
     pub fn as_i32(self) -> i32 {
@@ -151,10 +156,12 @@ impl ErrorCode {
             ErrorCode::GroupMaxSizeReached => "GROUP_MAX_SIZE_REACHED",
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Closed => "CLOSED",
         }
     }
 
-    /// Whether a client may retry the same request and expect it to succeed later.
+    /// Whether a client may retry the same request and expect it to succeed later. The client
+    /// core retries exactly these itself (plus lost connections, [`Error::is_retriable`]).
     pub fn is_retriable(self) -> bool {
         match self {
             ErrorCode::LeaderNotAvailable
@@ -170,7 +177,8 @@ impl ErrorCode {
             | ErrorCode::FencedLeaderEpoch
             | ErrorCode::UnknownLeaderEpoch
             | ErrorCode::KafkaStorageError
-            | ErrorCode::UnknownTopicOrPartition => true,
+            | ErrorCode::UnknownTopicOrPartition
+            | ErrorCode::ShuttingDown => true,
             ErrorCode::None
             | ErrorCode::UnknownServerError
             | ErrorCode::OffsetOutOfRange
@@ -193,7 +201,7 @@ impl ErrorCode {
             | ErrorCode::InvalidRequest
             | ErrorCode::UnsupportedCompressionType
             | ErrorCode::InvalidArgument
-            | ErrorCode::ShuttingDown => false,
+            | ErrorCode::Closed => false,
         }
     }
 }
@@ -294,6 +302,27 @@ pub enum Error {
     #[error("{0} is closed")]
     Closed(&'static str),
 
+    /// A client object created before `fork()` was used in the child process, where the
+    /// client's runtime threads do not exist.
+    #[error(
+        "this {what} was created in process {parent} and cannot be used in process {child} after fork(): create a new client in the child"
+    )]
+    Forked {
+        what: &'static str,
+        parent: u32,
+        child: u32,
+    },
+
+    /// `flush` or `close` found records that were not delivered: `failed` records failed since
+    /// the previous report (the first error kept), `pending` were still undelivered when the
+    /// time ran out.
+    #[error("{}", undelivered_message(*failed, *pending, first_error.as_deref()))]
+    Undelivered {
+        failed: u64,
+        pending: u64,
+        first_error: Option<Box<Error>>,
+    },
+
     /// The consumer's local offset store file is damaged: it is reported, never silently reset.
     #[error("corrupt offset store {}: {reason}", path.display())]
     CorruptOffsetStore { path: PathBuf, reason: String },
@@ -329,6 +358,12 @@ impl Error {
         }
     }
 
+    /// Whether retrying the same call may succeed: the code is retriable, or a connection to a
+    /// broker failed or timed out. The client core's own retry loops use exactly this rule.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Error::Network(_) | Error::TimedOut(_)) || self.code().is_retriable()
+    }
+
     /// The stable wire code for this error.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -352,11 +387,37 @@ impl Error {
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::TimedOut(_) => ErrorCode::RequestTimedOut,
             Error::Network(_) => ErrorCode::NetworkException,
-            Error::Closed(_) => ErrorCode::InvalidArgument,
+            Error::Closed(_) | Error::Forked { .. } => ErrorCode::Closed,
+            Error::Undelivered {
+                first_error: Some(e),
+                ..
+            } => e.code(),
+            Error::Undelivered {
+                first_error: None, ..
+            } => ErrorCode::RequestTimedOut,
             Error::CorruptOffsetStore { .. } => ErrorCode::KafkaStorageError,
             Error::NotCoordinator(_) => ErrorCode::NotCoordinator,
             Error::CoordinatorNotAvailable(_) => ErrorCode::CoordinatorNotAvailable,
             Error::Remote { code, .. } => *code,
         }
     }
+}
+
+fn undelivered_message(failed: u64, pending: u64, first: Option<&Error>) -> String {
+    let mut m = String::new();
+    if failed > 0 {
+        m.push_str(&format!("{failed} record(s) failed"));
+        if let Some(e) = first {
+            m.push_str(&format!(" (first: {e})"));
+        }
+    }
+    if pending > 0 {
+        if !m.is_empty() {
+            m.push_str(", ");
+        }
+        m.push_str(&format!(
+            "{pending} record(s) still pending when the time ran out"
+        ));
+    }
+    m
 }

@@ -15,6 +15,8 @@
 //!   admin) that every language binding wraps. The only module that uses tokio and tonic.
 //! - [`atomic_file`] — temp + fsync + rename + fsync-dir replacement of small state files.
 //! - [`types`] — newtypes for kinds of integers (`Offset`, `RelativeOffset`, `FilePosition`).
+//! - [`wire`] — the one conversion point between the wire contract (prost, tonic) and core's
+//!   types and errors, used by the broker and the client alike.
 
 pub mod atomic_file;
 pub mod client;
@@ -28,6 +30,7 @@ pub mod replication;
 pub mod storage;
 pub mod topic;
 pub mod types;
+pub mod wire;
 
 pub use error::{Error, ErrorCode, Result};
 pub use types::{FilePosition, Offset, RelativeOffset, TimestampMs};

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use sluiceway_core::ErrorCode;
-use sluiceway_core::client::{Consumer, ConsumerConfig, OffsetReset, TopicPartition};
+use sluiceway_core::client::{
+    Consumer, ConsumerConfig, GroupMembership, OffsetReset, TopicPartition,
+};
 use sluiceway_core::client::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use sluiceway_core::format::{
     AppendOptions, Compression, MAGIC_V1, MessageSetBuilder, TimestampType, for_each_record,
@@ -344,7 +346,9 @@ async fn a_request_level_status_keeps_its_code_and_message() {
                 ProducerRecord::new("t", "a").partition(0),
                 ProducerRecord::new("t", "b").partition(1),
             ])
-            .await;
+            .await
+            .unwrap()
+            .into_futures();
         for f in fs {
             let e = f.await.unwrap_err();
             assert_eq!(e.code(), ErrorCode::InvalidRequest);
@@ -365,7 +369,9 @@ async fn ready_batches_for_one_leader_go_in_one_request() {
                     .map(|i| ProducerRecord::new("t", format!("v{i}")).partition(i))
                     .collect(),
             )
-            .await;
+            .await
+            .unwrap()
+            .into_futures();
         for f in fs {
             f.await.unwrap();
         }
@@ -441,7 +447,7 @@ async fn consumer_retries_not_leader_fetches() {
         let c = Consumer::new(config).await.unwrap();
         let tp = TopicPartition::new("t", 0);
         c.assign(vec![tp.clone()]).unwrap();
-        c.seek(&tp, 0).unwrap();
+        c.seek(&tp, Offset(0)).unwrap();
         let mut got = Vec::new();
         while got.len() < 10 {
             got.extend(c.poll(Duration::from_secs(5)).await.unwrap());
@@ -762,7 +768,13 @@ async fn heartbeat_errors_drive_commit_and_rejoin() {
             }
         }
         assert_eq!(got, ["c", "d"], "started at the group's committed offset 2");
-        assert_eq!(c.group_membership(), Some(("m1".to_owned(), 1)));
+        assert_eq!(
+            c.group_membership(),
+            Some(GroupMembership {
+                member_id: "m1".into(),
+                generation: 1
+            })
+        );
 
         group.0.lock().next_heartbeat = Some(v1::ErrorCode::IllegalGeneration);
         wait_until(|| group.0.lock().joins.len() == 2).await;
@@ -780,10 +792,16 @@ async fn heartbeat_errors_drive_commit_and_rejoin() {
             "",
             "joined again as a new member"
         );
-        assert_eq!(c.group_membership(), Some(("m3".to_owned(), 3)));
+        assert_eq!(
+            c.group_membership(),
+            Some(GroupMembership {
+                member_id: "m3".into(),
+                generation: 3
+            })
+        );
         // Nothing is read again after the rejoins (positions come from the commits).
         assert!(c.poll(Duration::from_millis(100)).await.unwrap().is_empty());
-        c.close().await.unwrap();
+        c.close(None).await.unwrap();
         let s = group.0.lock();
         assert_eq!(s.leaves, ["m3"]);
         assert_eq!(

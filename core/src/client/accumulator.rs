@@ -20,7 +20,13 @@
 //!   while not in flight fails with REQUEST_TIMED_OUT. So every future resolves.
 //!
 //! A batch's futures share one [`BatchShared`] (one allocation per batch, not per record): each
-//! [`DeliveryFuture`] holds the `Arc` and its index in the batch.
+//! [`DeliveryFuture`] holds the `Arc` and its index in the batch. A [`BatchDelivery`] (what
+//! `send_batch` returns) is those futures together: one handle, one result per record.
+//! Waiting works in any async executor (a waker per record slot, a `Notify` per batch) and
+//! from plain threads (a condition variable per batch), so no runtime is needed to wait.
+//!
+//! Every failed batch is counted in the producer's [`FailureTally`] (records and the first
+//! error), which `flush` and `close` report and reset.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -30,7 +36,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::cluster::clone_error;
@@ -74,18 +80,42 @@ struct SharedState {
     wakers: Vec<Option<Waker>>,
 }
 
+/// Records that failed since the last `flush`/`close` report, and the first error among them.
+#[derive(Debug, Default)]
+pub(crate) struct FailureTally {
+    state: Mutex<(u64, Option<Error>)>,
+}
+
+impl FailureTally {
+    fn record(&self, records: u32, e: &Error) {
+        let mut s = self.state.lock();
+        s.0 += u64::from(records);
+        if s.1.is_none() {
+            s.1 = Some(clone_error(e));
+        }
+    }
+
+    /// The failures since the last call, resetting the tally.
+    pub(crate) fn take(&self) -> (u64, Option<Error>) {
+        std::mem::take(&mut *self.state.lock())
+    }
+}
+
 /// The completion shared by the records of one batch.
 #[derive(Debug)]
 pub(crate) struct BatchShared {
     topic: Arc<str>,
     partition: u32,
     state: Mutex<SharedState>,
-    /// Woken on resolution, for `flush` (which waits for batches, not records).
+    /// Woken on resolution, for async waits on the whole batch (`flush`, [`BatchDelivery`]).
     done: tokio::sync::Notify,
+    /// Signalled on resolution, for blocking waits.
+    done_cv: Condvar,
+    tally: Arc<FailureTally>,
 }
 
 impl BatchShared {
-    fn new(topic: Arc<str>, partition: u32) -> Arc<BatchShared> {
+    fn new(topic: Arc<str>, partition: u32, tally: Arc<FailureTally>) -> Arc<BatchShared> {
         Arc::new(BatchShared {
             topic,
             partition,
@@ -94,11 +124,13 @@ impl BatchShared {
                 wakers: Vec::new(),
             }),
             done: tokio::sync::Notify::new(),
+            done_cv: Condvar::new(),
+            tally,
         })
     }
 
-    /// Resolves every record of the batch (the first resolution wins).
-    pub(crate) fn resolve(&self, outcome: Result<Delivered>) {
+    /// Resolves every record of the batch (`records` of them; the first resolution wins).
+    pub(crate) fn resolve(&self, outcome: Result<Delivered>, records: u32) {
         let wakers = {
             let mut s = self.state.lock();
             if s.outcome.is_some() {
@@ -106,7 +138,10 @@ impl BatchShared {
             }
             s.outcome = Some(match outcome {
                 Ok(d) => Outcome::Delivered(d),
-                Err(e) => Outcome::Failed(e),
+                Err(e) => {
+                    self.tally.record(records, &e);
+                    Outcome::Failed(e)
+                }
             });
             std::mem::take(&mut s.wakers)
         };
@@ -114,6 +149,38 @@ impl BatchShared {
             w.wake();
         }
         self.done.notify_waiters();
+        self.done_cv.notify_all();
+    }
+
+    /// Blocks the calling thread until the batch is resolved or `deadline` passes; returns
+    /// whether it is resolved.
+    pub(crate) fn wait_blocking(&self, deadline: Option<Instant>) -> bool {
+        let mut s = self.state.lock();
+        while s.outcome.is_none() {
+            match deadline {
+                Some(d) => {
+                    if self.done_cv.wait_until(&mut s, d).timed_out() {
+                        return s.outcome.is_some();
+                    }
+                }
+                None => self.done_cv.wait(&mut s),
+            }
+        }
+        true
+    }
+
+    /// One record's result, once the batch is resolved.
+    fn result(&self, index: u32, timestamp: i64) -> Option<Result<RecordMetadata>> {
+        match &self.state.lock().outcome {
+            Some(Outcome::Delivered(d)) => Some(Ok(RecordMetadata {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset: d.base_offset.map(|b| Offset(b + u64::from(index))),
+                timestamp: d.log_append_time.unwrap_or(timestamp),
+            })),
+            Some(Outcome::Failed(e)) => Some(Err(clone_error(e))),
+            None => None,
+        }
     }
 
     /// Waits until the batch is resolved.
@@ -170,6 +237,130 @@ impl DeliveryFuture {
             inner: FutureInner::Failed(Some(e)),
         }
     }
+
+    /// The result if the record is resolved, without waiting (can be asked again).
+    pub fn try_result(&self) -> Option<Result<RecordMetadata>> {
+        match &self.inner {
+            FutureInner::Pending {
+                shared,
+                index,
+                timestamp,
+            } => shared.result(*index, *timestamp),
+            FutureInner::Failed(Some(e)) => Some(Err(clone_error(e))),
+            FutureInner::Failed(None) => Some(Err(polled_after_completion())),
+        }
+    }
+
+    /// Whether the record is resolved (delivered or failed).
+    pub fn is_done(&self) -> bool {
+        match &self.inner {
+            FutureInner::Pending { shared, .. } => shared.is_resolved(),
+            FutureInner::Failed(_) => true,
+        }
+    }
+
+    /// Blocks the calling thread (no runtime needed) until the record is resolved, at most
+    /// `timeout` (`None`: until it resolves, which every record does by `delivery.timeout.ms`).
+    /// `None` when the time ran out first.
+    pub fn wait_blocking(&self, timeout: Option<Duration>) -> Option<Result<RecordMetadata>> {
+        if let FutureInner::Pending { shared, .. } = &self.inner {
+            shared.wait_blocking(deadline_after(timeout));
+        }
+        self.try_result()
+    }
+
+    fn shared(&self) -> Option<&Arc<BatchShared>> {
+        match &self.inner {
+            FutureInner::Pending { shared, .. } => Some(shared),
+            FutureInner::Failed(_) => None,
+        }
+    }
+}
+
+fn polled_after_completion() -> Error {
+    Error::InvalidArgument("DeliveryFuture polled after completion".into())
+}
+
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// One handle for the records of one `send_batch` call: one result per record, in the order
+/// they were given. Waiting costs one wake-up per underlying batch, not one per record.
+#[derive(Debug)]
+#[must_use = "a BatchDelivery reports whether each record was delivered"]
+pub struct BatchDelivery {
+    records: Vec<DeliveryFuture>,
+}
+
+impl BatchDelivery {
+    pub(crate) fn new(records: Vec<DeliveryFuture>) -> BatchDelivery {
+        BatchDelivery { records }
+    }
+
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The distinct batches behind the records (consecutive records share one).
+    fn batches(&self) -> impl Iterator<Item = &Arc<BatchShared>> {
+        let mut last: Option<&Arc<BatchShared>> = None;
+        self.records
+            .iter()
+            .filter_map(DeliveryFuture::shared)
+            .filter(move |s| {
+                let new = !last.is_some_and(|l| Arc::ptr_eq(l, s));
+                last = Some(s);
+                new
+            })
+    }
+
+    /// Whether every record is resolved (a non-blocking check).
+    pub fn is_done(&self) -> bool {
+        self.batches().all(|b| b.is_resolved())
+    }
+
+    /// Every record's result if all are resolved, without waiting (can be asked again).
+    pub fn try_results(&self) -> Option<Vec<Result<RecordMetadata>>> {
+        if !self.is_done() {
+            return None;
+        }
+        self.records
+            .iter()
+            .map(DeliveryFuture::try_result)
+            .collect()
+    }
+
+    /// Waits (in any executor) until every record is resolved; one result per record.
+    pub async fn wait(&self) -> Vec<Result<RecordMetadata>> {
+        for b in self.batches() {
+            b.wait().await;
+        }
+        self.try_results()
+            .expect("every batch is resolved after waiting for each")
+    }
+
+    /// Blocks the calling thread (no runtime needed) until every record is resolved, at most
+    /// `timeout`; `None` when the time ran out first.
+    pub fn wait_blocking(&self, timeout: Option<Duration>) -> Option<Vec<Result<RecordMetadata>>> {
+        let deadline = deadline_after(timeout);
+        for b in self.batches() {
+            if !b.wait_blocking(deadline) {
+                return None;
+            }
+        }
+        self.try_results()
+    }
+
+    /// The per-record futures (for callers that want to await records one by one).
+    pub fn into_futures(self) -> Vec<DeliveryFuture> {
+        self.records
+    }
 }
 
 impl Future for DeliveryFuture {
@@ -177,23 +368,28 @@ impl Future for DeliveryFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.inner {
-            FutureInner::Failed(e) => Poll::Ready(Err(e.take().unwrap_or(Error::InvalidArgument(
-                "DeliveryFuture polled after completion".into(),
-            )))),
+            FutureInner::Failed(e) => {
+                Poll::Ready(Err(e.take().unwrap_or_else(polled_after_completion)))
+            }
             FutureInner::Pending {
                 shared,
                 index,
                 timestamp,
             } => {
+                if let Some(r) = shared.result(*index, *timestamp) {
+                    return Poll::Ready(r);
+                }
                 let mut s = shared.state.lock();
                 match &s.outcome {
-                    Some(Outcome::Delivered(d)) => Poll::Ready(Ok(RecordMetadata {
-                        topic: shared.topic.clone(),
-                        partition: shared.partition,
-                        offset: d.base_offset.map(|b| Offset(b + u64::from(*index))),
-                        timestamp: d.log_append_time.unwrap_or(*timestamp),
-                    })),
-                    Some(Outcome::Failed(e)) => Poll::Ready(Err(clone_error(e))),
+                    // Resolved between the check above and this lock.
+                    Some(_) => {
+                        drop(s);
+                        Poll::Ready(
+                            shared
+                                .result(*index, *timestamp)
+                                .expect("resolved outcomes stay"),
+                        )
+                    }
                     None => {
                         let i = *index as usize;
                         if s.wakers.len() <= i {
@@ -254,6 +450,7 @@ pub(crate) struct Accumulator {
     compression: Compression,
     delivery_timeout: Duration,
     next_id: u64,
+    tally: Arc<FailureTally>,
 }
 
 /// Bytes a record adds to an uncompressed set.
@@ -267,6 +464,7 @@ impl Accumulator {
         linger: Duration,
         compression: Compression,
         delivery_timeout: Duration,
+        tally: Arc<FailureTally>,
     ) -> Accumulator {
         Accumulator {
             queues: HashMap::new(),
@@ -276,10 +474,14 @@ impl Accumulator {
             compression,
             delivery_timeout,
             next_id: 0,
+            tally,
         }
     }
 
-    /// Adds one record; returns its future. `permit` is the record's share of `buffer.memory`.
+    /// Adds one record; returns its future, and whether the sender must be woken: the record
+    /// opened a new batch (whose linger deadline the sender must learn) or filled one. Other
+    /// records need no wake-up, so a steady stream costs about two per batch, not one per
+    /// record. `permit` is the record's share of `buffer.memory`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn append(
         &mut self,
@@ -289,7 +491,7 @@ impl Accumulator {
         value: Option<&[u8]>,
         now: Instant,
         permit: Option<OwnedSemaphorePermit>,
-    ) -> DeliveryFuture {
+    ) -> (DeliveryFuture, bool) {
         let size = record_size(key, value);
         let queue = match self.queues.get_mut(tp) {
             Some(q) => q,
@@ -298,7 +500,8 @@ impl Accumulator {
         let has_room = |b: &Batch| {
             b.builder.is_some() && (b.records == 0 || b.bytes + size <= self.batch_size)
         };
-        if !queue.batches.back().is_some_and(has_room) {
+        let opened = !queue.batches.back().is_some_and(has_room);
+        if opened {
             let topic = match self.topics.get(&tp.topic) {
                 Some(t) => t.clone(),
                 None => {
@@ -322,7 +525,7 @@ impl Accumulator {
                 deadline: now + self.delivery_timeout,
                 attempts: 0,
                 retry_at: None,
-                shared: BatchShared::new(topic, tp.partition),
+                shared: BatchShared::new(topic, tp.partition, self.tally.clone()),
                 permit: None,
             });
         }
@@ -337,7 +540,11 @@ impl Accumulator {
             (held @ None, p) => *held = p,
             (Some(_), None) => {}
         }
-        DeliveryFuture::pending(batch.shared.clone(), index, timestamp)
+        let full = batch.bytes >= self.batch_size;
+        (
+            DeliveryFuture::pending(batch.shared.clone(), index, timestamp),
+            opened || full,
+        )
     }
 
     fn is_ready(
@@ -415,7 +622,7 @@ impl Accumulator {
                 Ok(set) => front.set = Some(Bytes::from(set)),
                 Err(e) => {
                     let b = q.batches.pop_front().expect("front exists");
-                    b.shared.resolve(Err(e));
+                    b.shared.resolve(Err(e), b.records);
                     return Ok(None);
                 }
             }
@@ -454,7 +661,7 @@ impl Accumulator {
         if let Some(q) = self.front_if(tp, batch_id) {
             let b = q.batches.pop_front().expect("checked");
             q.in_flight = false;
-            b.shared.resolve(outcome);
+            b.shared.resolve(outcome, b.records);
             if q.batches.is_empty() {
                 self.queues.remove(tp);
             }
@@ -495,10 +702,13 @@ impl Accumulator {
             while i < q.batches.len() {
                 if q.batches[i].deadline <= now {
                     let b = q.batches.remove(i).expect("index checked");
-                    b.shared.resolve(Err(Error::TimedOut(format!(
-                        "{} record(s) for {}-{} not delivered within delivery.timeout.ms",
-                        b.records, tp.topic, tp.partition
-                    ))));
+                    b.shared.resolve(
+                        Err(Error::TimedOut(format!(
+                            "{} record(s) for {}-{} not delivered within delivery.timeout.ms",
+                            b.records, tp.topic, tp.partition
+                        ))),
+                        b.records,
+                    );
                     n += 1;
                 } else {
                     i += 1;
@@ -513,16 +723,17 @@ impl Accumulator {
     pub(crate) fn fail_all(&mut self, mut err: impl FnMut() -> Error) {
         for (_, q) in self.queues.drain() {
             for b in q.batches {
-                b.shared.resolve(Err(err()));
+                b.shared.resolve(Err(err()), b.records);
             }
         }
     }
 
-    /// The completions of every queued batch (what `flush` waits for).
-    pub(crate) fn pending(&self) -> Vec<Arc<BatchShared>> {
+    /// The completions of every queued batch and their record counts (what `flush` waits
+    /// for).
+    pub(crate) fn pending(&self) -> Vec<(Arc<BatchShared>, u32)> {
         self.queues
             .values()
-            .flat_map(|q| q.batches.iter().map(|b| b.shared.clone()))
+            .flat_map(|q| q.batches.iter().map(|b| (b.shared.clone(), b.records)))
             .collect()
     }
 
@@ -562,6 +773,7 @@ mod tests {
             Duration::from_millis(10),
             Compression::None,
             Duration::from_secs(60),
+            Arc::default(),
         );
         for _ in 0..7 {
             drop(acc.append(&tp(0), 1, None, Some(&[0u8; 100]), now, None));
@@ -580,8 +792,9 @@ mod tests {
             Duration::from_millis(10),
             Compression::None,
             Duration::from_secs(60),
+            Arc::default(),
         );
-        drop(acc.append(&tp(1), 1, Some(b"k"), Some(b"v"), now, None));
+        drop(acc.append(&tp(1), 1, Some(b"k"), Some(b"v"), now, None).0);
         let (ready, next) = acc.ready(now, false);
         assert!(ready.is_empty());
         assert_eq!(next, Some(now + Duration::from_millis(10)));
@@ -597,10 +810,11 @@ mod tests {
             Duration::ZERO,
             Compression::None,
             Duration::from_secs(60),
+            Arc::default(),
         );
-        drop(acc.append(&tp(0), 1, None, Some(b"small"), now, None));
+        drop(acc.append(&tp(0), 1, None, Some(b"small"), now, None).0);
         drop(acc.append(&tp(0), 1, None, Some(&[7u8; 5000]), now, None));
-        drop(acc.append(&tp(0), 1, None, Some(b"small"), now, None));
+        drop(acc.append(&tp(0), 1, None, Some(b"small"), now, None).0);
         assert_eq!(acc.batch_count(&tp(0)), 3);
     }
 
@@ -612,9 +826,13 @@ mod tests {
             Duration::ZERO,
             Compression::Gzip,
             Duration::from_secs(60),
+            Arc::default(),
         );
         let mut futs: Vec<_> = (0..4)
-            .map(|i| acc.append(&tp(0), 10 + i, None, Some(&[i as u8; 60]), now, None))
+            .map(|i| {
+                acc.append(&tp(0), 10 + i, None, Some(&[i as u8; 60]), now, None)
+                    .0
+            })
             .collect();
         let d = acc.drain(&tp(0)).unwrap().unwrap();
         // The set is a gzip wrapper holding the batch's records.
@@ -654,8 +872,9 @@ mod tests {
             Duration::ZERO,
             Compression::None,
             Duration::from_millis(500),
+            Arc::default(),
         );
-        let mut f = acc.append(&tp(0), 1, None, Some(b"v"), now, None);
+        let mut f = acc.append(&tp(0), 1, None, Some(b"v"), now, None).0;
         let d = acc.drain(&tp(0)).unwrap().unwrap();
         let err = || Error::Remote {
             code: ErrorCode::NotLeader,
@@ -697,8 +916,9 @@ mod tests {
             Duration::ZERO,
             Compression::None,
             Duration::from_secs(60),
+            Arc::default(),
         );
-        let _f = acc.append(&tp(0), 1, None, Some(b"v"), now, None);
+        let _f = acc.append(&tp(0), 1, None, Some(b"v"), now, None).0;
         let d = acc.drain(&tp(0)).unwrap().unwrap();
         let err = Error::Network("reset".into());
         assert!(!acc.retry_or_fail(&tp(0), d.batch_id, err, now, Duration::ZERO, 0));
@@ -712,9 +932,10 @@ mod tests {
             Duration::ZERO,
             Compression::None,
             Duration::from_millis(50),
+            Arc::default(),
         );
-        let mut f1 = acc.append(&tp(0), 1, None, Some(b"first"), now, None);
-        let mut f2 = acc.append(&tp(0), 1, None, Some(b"second"), now, None);
+        let mut f1 = acc.append(&tp(0), 1, None, Some(b"first"), now, None).0;
+        let mut f2 = acc.append(&tp(0), 1, None, Some(b"second"), now, None).0;
         let d = acc.drain(&tp(0)).unwrap().unwrap();
         assert_eq!(
             acc.expire(now + Duration::from_millis(60)),

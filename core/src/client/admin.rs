@@ -12,13 +12,12 @@ use std::time::Duration;
 use sluiceway_proto::v1;
 use sluiceway_proto::v1::admin_client::AdminClient as GrpcAdmin;
 
-use super::cluster::{
-    BrokerInfo, Cluster, ListedOffset, OffsetSpec, TopicMetadata, coordinator_moved,
-    status_to_error,
-};
+use super::cluster::{BrokerInfo, Cluster, ListedOffset, OffsetSpec, coordinator_moved};
 use super::config::AdminConfig;
+use super::runtime::Home;
 use crate::error::{Error, Result};
 use crate::group::TopicPartition;
+use crate::wire::{TopicMetadata, error_from_status as status_to_error};
 
 /// A topic to create.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,7 +78,7 @@ impl Admin {
     /// Validates `config` and checks that some bootstrap broker answers.
     pub async fn new(config: AdminConfig) -> Result<Admin> {
         config.validate()?;
-        let cluster = Cluster::new(config.common);
+        let cluster = Cluster::new(config.common, Home::new("admin")?);
         cluster.refresh(&[]).await?;
         Ok(Admin { cluster })
     }

@@ -240,7 +240,7 @@ pub async fn bench_produce(
         ticker.tick(delivered, delivered * options.size as u64, &mut progress);
     }
     drop(tx);
-    producer.flush().await?;
+    producer.flush(None).await?;
     // Every spawned waiter holds its sender until it reported: wait for all of them.
     while let Some((ok, lat)) = rx.recv().await {
         if ok {
@@ -251,7 +251,7 @@ pub async fn bench_produce(
         }
     }
     let elapsed = start.elapsed();
-    producer.close().await?;
+    producer.close(None).await?;
     if delivered == 0
         && let Some(e) = first_error
     {
@@ -316,7 +316,7 @@ pub async fn bench_consume(
             .map(|p| TopicPartition::new(options.topic.clone(), p.partition))
             .collect(),
     )?;
-    consumer.seek_to_beginning(&[]).await?;
+    consumer.seek_to_beginning(None).await?;
     let mut h = histogram();
     let (mut messages, mut bytes) = (0u64, 0u64);
     let mut ticker = Ticker::new();
@@ -346,6 +346,6 @@ pub async fn bench_consume(
         ticker.tick(messages, bytes, &mut progress);
     }
     let elapsed = start.elapsed();
-    consumer.close().await?;
+    consumer.close(None).await?;
     Ok(report("consume", messages, bytes, 0, elapsed, &h))
 }

@@ -11,10 +11,12 @@
 //!   connection errors ([`Cluster::request_refresh`]), and when it is older than
 //!   `metadata.max.age.ms`. Refreshes are serialised and rate-limited
 //!   ([`CLIENT_METADATA_REFRESH_MS_MIN`]) so a burst of errors costs one round trip.
-//! - [`status_to_error`] maps a `tonic::Status` to [`Error`]: an `ErrorDetail` in the status
-//!   gives `Error::Remote { code, message }` with the broker's message kept; a status produced by
-//!   the transport itself (connection refused, reset, timeout) gives the retriable
-//!   [`Error::Network`] / [`Error::TimedOut`].
+//! - Statuses and wire types become core's errors and types in [`crate::wire`], shared with
+//!   the broker.
+//! - A topic the registry says does not exist is remembered as missing for
+//!   [`CLIENT_MISSING_TOPIC_TTL_MS`]: lookups within that time fail at once without a round
+//!   trip (a batch of sends to a mistyped topic costs one lookup), and missing topics are not
+//!   tracked by later refreshes (they are not asked about forever).
 //!
 //! The first refresh asks for every topic (an empty request means all); later ones ask for the
 //! topics already cached plus any a caller is looking up, so a topic created since appears as
@@ -33,12 +35,15 @@ use sluiceway_proto::v1::registry_client::RegistryClient;
 use tonic::transport::{Channel, Endpoint};
 
 use super::config::CommonConfig;
+use super::runtime::Home;
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
 use crate::limits::{
-    CLIENT_METADATA_REFRESH_MS_MIN, CLIENT_METADATA_TOPICS_MAX, REQUEST_BYTES_MAX,
-    REQUEST_PARTITIONS_MAX, RESPONSE_BYTES_MAX,
+    CLIENT_METADATA_REFRESH_MS_MIN, CLIENT_METADATA_TOPICS_MAX, CLIENT_MISSING_TOPIC_TTL_MS,
+    REQUEST_BYTES_MAX, REQUEST_PARTITIONS_MAX, RESPONSE_BYTES_MAX,
 };
+use crate::types::Offset;
+use crate::wire::{TopicMetadata, code_from_proto, error_from_status, partition_error};
 
 /// A broker as the registry describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,99 +51,6 @@ pub struct BrokerInfo {
     pub broker_id: i32,
     pub address: String,
     pub alive: bool,
-}
-
-/// One partition's placement, as cached.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartitionMetadata {
-    pub partition: u32,
-    /// NONE, or why the partition is unusable now (LEADER_NOT_AVAILABLE …).
-    pub error: ErrorCode,
-    /// -1 when the partition has no leader.
-    pub leader_id: i32,
-    pub leader_epoch: i32,
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
-}
-
-/// One topic's placement, as cached.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopicMetadata {
-    pub name: String,
-    pub partitions: Vec<PartitionMetadata>,
-}
-
-impl TopicMetadata {
-    pub(crate) fn from_proto(t: v1::TopicMetadata) -> TopicMetadata {
-        TopicMetadata {
-            name: t.name,
-            partitions: t
-                .partitions
-                .into_iter()
-                .map(|p| PartitionMetadata {
-                    partition: p.partition,
-                    error: code_from_i32(p.error_code),
-                    leader_id: p.leader_id,
-                    leader_epoch: p.leader_epoch,
-                    replicas: p.replicas,
-                    isr: p.isr,
-                })
-                .collect(),
-        }
-    }
-}
-
-/// A wire code as core's; a number this build does not know is UNKNOWN_SERVER_ERROR.
-pub(crate) fn code_from_i32(code: i32) -> ErrorCode {
-    ErrorCode::from_i32(code).unwrap_or(ErrorCode::UnknownServerError)
-}
-
-/// A per-partition error from a response as [`Error`] (the broker's message kept).
-pub(crate) fn partition_error(code: i32, message: &str, tp: &TopicPartition) -> Error {
-    let code = code_from_i32(code);
-    let message = if message.is_empty() {
-        format!("{}-{}", tp.topic, tp.partition)
-    } else {
-        message.to_owned()
-    };
-    Error::Remote { code, message }
-}
-
-/// Maps a `tonic::Status` to [`Error`] (see the module docs).
-pub fn status_to_error(s: &tonic::Status) -> Error {
-    if let Some(d) = sluiceway_proto::error_detail(s) {
-        return Error::Remote {
-            code: code_from_i32(d.code),
-            message: d.message,
-        };
-    }
-    use tonic::Code;
-    match s.code() {
-        // tonic reports connection refused / reset / h2 errors as Unavailable, Unknown or
-        // Internal ("h2 protocol error", a stream reset by a broker going away). The broker's own
-        // internal errors always carry an ErrorDetail, handled above, so without one these are
-        // transport failures: retriable against another broker.
-        Code::Unavailable | Code::Unknown | Code::Internal => {
-            Error::Network(format!("{} ({:?})", s.message(), s.code()))
-        }
-        Code::DeadlineExceeded | Code::Cancelled => {
-            Error::TimedOut(format!("{} ({:?})", s.message(), s.code()))
-        }
-        Code::OutOfRange | Code::ResourceExhausted if s.message().contains("too large") => {
-            Error::Remote {
-                code: ErrorCode::RecordListTooLarge,
-                message: s.message().to_owned(),
-            }
-        }
-        Code::InvalidArgument => Error::Remote {
-            code: ErrorCode::InvalidRequest,
-            message: s.message().to_owned(),
-        },
-        other => Error::Remote {
-            code: ErrorCode::UnknownServerError,
-            message: format!("{} ({other:?})", s.message()),
-        },
-    }
 }
 
 /// Whether an error means "this broker could not be reached" (try another, refresh metadata).
@@ -189,9 +101,9 @@ struct Cache {
     /// broker id → address, from the last answer.
     brokers: HashMap<i32, String>,
     topics: HashMap<String, Arc<TopicMetadata>>,
-    /// Topics asked about that the registry said do not exist (answered from cache until the
-    /// next refresh).
-    missing: BTreeSet<String>,
+    /// Topics asked about that the registry said do not exist, and when it said so (answered
+    /// from cache for [`CLIENT_MISSING_TOPIC_TTL_MS`]).
+    missing: HashMap<String, Instant>,
     refreshed_at: Option<Instant>,
     /// Set by `request_refresh`: the next lookup refreshes first.
     stale: bool,
@@ -201,6 +113,8 @@ struct Cache {
 #[derive(Debug)]
 pub(crate) struct Cluster {
     pub(crate) config: CommonConfig,
+    /// The runtime background refreshes run on.
+    home: Home,
     channels: Mutex<HashMap<String, Channel>>,
     /// Addresses metadata requests rotate over: bootstrap first, then every broker learned.
     addresses: RwLock<Vec<String>>,
@@ -219,10 +133,11 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn new(config: CommonConfig) -> Cluster {
+    pub(crate) fn new(config: CommonConfig, home: Home) -> Cluster {
         let addresses = config.bootstrap_servers.clone();
         Cluster {
             config,
+            home,
             channels: Mutex::new(HashMap::new()),
             addresses: RwLock::new(addresses),
             next: AtomicUsize::new(0),
@@ -284,7 +199,7 @@ impl Cluster {
                     let r = GroupClient::new(ch)
                         .find_coordinator(req)
                         .await
-                        .map_err(|s| status_to_error(&s))?
+                        .map_err(|s| error_from_status(&s))?
                         .into_inner();
                     Ok(r.address)
                 }
@@ -353,7 +268,7 @@ impl Cluster {
             let r = RegistryClient::new(ch)
                 .list_brokers(req)
                 .await
-                .map_err(|s| status_to_error(&s))?
+                .map_err(|s| error_from_status(&s))?
                 .into_inner();
             let brokers = r
                 .brokers
@@ -376,7 +291,7 @@ impl Cluster {
             return;
         }
         let cluster = self.clone();
-        tokio::spawn(async move {
+        self.home.handle().spawn(async move {
             if let Err(e) = cluster.refresh(&[]).await {
                 tracing::debug!(error = %e, "background metadata refresh failed");
             }
@@ -406,7 +321,7 @@ impl Cluster {
             let c = self.cache.read();
             let covered = extra
                 .iter()
-                .all(|x| c.topics.contains_key(*x) || c.missing.contains(*x));
+                .all(|x| c.topics.contains_key(*x) || c.missing.contains_key(*x));
             if c.refreshed_at.is_some_and(|t| t >= started) && covered && !c.stale {
                 return Ok(());
             }
@@ -424,13 +339,19 @@ impl Cluster {
             tokio::time::sleep(wait).await;
         }
         *self.last_attempt.lock() = Some(Instant::now());
-        let mut topics: BTreeSet<String> = {
+        // Tracked topics plus those asked about; topics found missing earlier are not asked
+        // about again unless someone looks them up.
+        let (mut topics, still_missing): (BTreeSet<String>, HashMap<String, Instant>) = {
             let c = self.cache.read();
-            c.topics
-                .keys()
-                .cloned()
-                .chain(c.missing.iter().cloned())
-                .collect()
+            let ttl = Duration::from_millis(CLIENT_MISSING_TOPIC_TTL_MS);
+            (
+                c.topics.keys().cloned().collect(),
+                c.missing
+                    .iter()
+                    .filter(|(t, at)| at.elapsed() < ttl && !extra.contains(&t.as_str()))
+                    .map(|(t, at)| (t.clone(), *at))
+                    .collect(),
+            )
         };
         topics.extend(extra.iter().map(|s| (*s).to_owned()));
         if topics.len() > CLIENT_METADATA_TOPICS_MAX {
@@ -452,24 +373,27 @@ impl Cluster {
                         .get_metadata(req)
                         .await
                         .map(|r| r.into_inner())
-                        .map_err(|s| status_to_error(&s))
+                        .map_err(|s| error_from_status(&s))
                 }
             })
             .await?;
+        let now = Instant::now();
         let mut cache = Cache {
-            refreshed_at: Some(Instant::now()),
+            refreshed_at: Some(now),
+            missing: still_missing,
             ..Cache::default()
         };
         for b in &resp.brokers {
             cache.brokers.insert(b.broker_id, b.address.clone());
         }
         for t in resp.topics {
-            if code_from_i32(t.error_code) == ErrorCode::None {
+            if code_from_proto(t.error_code) == ErrorCode::None {
+                cache.missing.remove(&t.name);
                 cache
                     .topics
                     .insert(t.name.clone(), Arc::new(TopicMetadata::from_proto(t)));
             } else {
-                cache.missing.insert(t.name);
+                cache.missing.insert(t.name, now);
             }
         }
         // Learn broker addresses so later metadata requests spread over the whole cluster and
@@ -488,25 +412,33 @@ impl Cluster {
         Ok(())
     }
 
+    /// The topic's metadata from the cache without I/O: `Some(Ok)` when known, `Some(Err)`
+    /// when the registry said recently that it does not exist, `None` when a lookup is needed.
+    pub(crate) fn cached_topic(&self, topic: &str) -> Option<Result<Arc<TopicMetadata>>> {
+        // A known topic is answered from the cache even when a refresh is due: the background
+        // tasks refresh it, and a client must keep working from what it knows while the
+        // cluster is unreachable (as Kafka's producer does).
+        let c = self.cache.read();
+        if let Some(t) = c.topics.get(topic) {
+            return Some(Ok(t.clone()));
+        }
+        let ttl = Duration::from_millis(CLIENT_MISSING_TOPIC_TTL_MS);
+        c.missing
+            .get(topic)
+            .filter(|at| at.elapsed() < ttl)
+            .map(|_| Err(missing_topic(topic)))
+    }
+
     /// The topic's metadata, from the cache when known, else from the registry. A topic the
     /// registry does not know is UNKNOWN_TOPIC_OR_PARTITION.
     pub(crate) async fn topic(&self, topic: &str) -> Result<Arc<TopicMetadata>> {
-        {
-            // A known topic is answered from the cache even when a refresh is due: the
-            // background tasks refresh it, and a client must keep working from what it knows
-            // while the cluster is unreachable (as Kafka's producer does).
-            let c = self.cache.read();
-            if let Some(t) = c.topics.get(topic) {
-                return Ok(t.clone());
-            }
+        if let Some(r) = self.cached_topic(topic) {
+            return r;
         }
         // Unknown: ask the registry (a topic created a moment ago appears here).
         self.refresh(&[topic]).await?;
-        let c = self.cache.read();
-        c.topics.get(topic).cloned().ok_or_else(|| Error::Remote {
-            code: ErrorCode::UnknownTopicOrPartition,
-            message: format!("topic {topic} does not exist"),
-        })
+        self.cached_topic(topic)
+            .unwrap_or_else(|| Err(missing_topic(topic)))
     }
 
     /// The cached leader address of a partition without any I/O: `None` when unknown (the caller
@@ -515,11 +447,8 @@ impl Cluster {
         let c = self.cache.read();
         let t = c.topics.get(&tp.topic)?;
         let p = t.partitions.get(tp.partition as usize)?;
-        if p.leader_id < 0 {
-            return None;
-        }
         c.brokers
-            .get(&p.leader_id)
+            .get(&p.leader_id?)
             .map(|a| (a.clone(), p.leader_epoch))
     }
 
@@ -621,21 +550,21 @@ impl Cluster {
                     )
                     .await
                     .map(|r| r.into_inner())
-                    .map_err(|s| status_to_error(&s)),
+                    .map_err(|s| error_from_status(&s)),
                 Err(e) => Err(e),
             };
             match result {
                 Ok(resp) => {
                     for (&i, r) in idx.iter().zip(resp.results) {
                         let tp = &specs[i].0;
-                        out[i] = Some(if code_from_i32(r.error_code) == ErrorCode::None {
+                        out[i] = Some(if code_from_proto(r.error_code) == ErrorCode::None {
                             Ok(ListedOffset {
-                                offset: r.offset,
-                                log_start_offset: r.log_start_offset,
-                                high_watermark: r.high_watermark,
+                                offset: (r.offset >= 0).then_some(Offset(r.offset as u64)),
+                                log_start_offset: Offset(r.log_start_offset.max(0) as u64),
+                                high_watermark: Offset(r.high_watermark.max(0) as u64),
                             })
                         } else {
-                            if needs_metadata_refresh(code_from_i32(r.error_code)) {
+                            if needs_metadata_refresh(code_from_proto(r.error_code)) {
                                 self.request_refresh();
                             }
                             Err(partition_error(r.error_code, &r.error_message, tp))
@@ -667,10 +596,17 @@ pub enum OffsetSpec {
 /// A `list_offsets` answer for one partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListedOffset {
-    /// The offset found; −1 when a timestamp lookup found no message at or after it.
-    pub offset: i64,
-    pub log_start_offset: i64,
-    pub high_watermark: i64,
+    /// The offset found; `None` when a timestamp lookup found no message at or after it.
+    pub offset: Option<Offset>,
+    pub log_start_offset: Offset,
+    pub high_watermark: Offset,
+}
+
+fn missing_topic(topic: &str) -> Error {
+    Error::Remote {
+        code: ErrorCode::UnknownTopicOrPartition,
+        message: format!("topic {topic} does not exist"),
+    }
 }
 
 /// A copy of an error for fanning one failure out to many waiters. `Error` holds an
@@ -681,6 +617,24 @@ pub(crate) fn clone_error(e: &Error) -> Error {
         Error::TimedOut(m) => Error::TimedOut(m.clone()),
         Error::ShuttingDown => Error::ShuttingDown,
         Error::Closed(w) => Error::Closed(w),
+        Error::Forked {
+            what,
+            parent,
+            child,
+        } => Error::Forked {
+            what,
+            parent: *parent,
+            child: *child,
+        },
+        Error::Undelivered {
+            failed,
+            pending,
+            first_error,
+        } => Error::Undelivered {
+            failed: *failed,
+            pending: *pending,
+            first_error: first_error.as_deref().map(|e| Box::new(clone_error(e))),
+        },
         Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
         Error::MessageTooLarge { size, max } => Error::MessageTooLarge {
             size: *size,
@@ -710,39 +664,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_with_detail_keeps_code_and_message() {
-        let s = sluiceway_proto::status(
-            tonic::Code::NotFound,
-            v1::ErrorCode::UnknownTopicOrPartition,
-            "topic nope does not exist",
-        );
-        match status_to_error(&s) {
-            Error::Remote { code, message } => {
-                assert_eq!(code, ErrorCode::UnknownTopicOrPartition);
-                assert_eq!(message, "topic nope does not exist");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn transport_statuses_are_retriable() {
-        let e = status_to_error(&tonic::Status::unavailable("connection refused"));
-        assert_eq!(e.code(), ErrorCode::NetworkException);
-        assert!(e.code().is_retriable());
-        assert!(is_connection_error(&e));
-        let e = status_to_error(&tonic::Status::deadline_exceeded("slow"));
-        assert_eq!(e.code(), ErrorCode::RequestTimedOut);
-        assert!(e.code().is_retriable());
-    }
-
-    #[test]
     fn rotation_round_robins() {
         let c = CommonConfig {
             bootstrap_servers: vec!["a:1".into(), "b:2".into(), "c:3".into()],
             ..CommonConfig::default()
         };
-        let cl = Cluster::new(c);
+        let cl = Cluster::new(c, Home::new("test").unwrap());
         assert_eq!(cl.rotation(), ["a:1", "b:2", "c:3"]);
         assert_eq!(cl.rotation(), ["b:2", "c:3", "a:1"]);
         assert_eq!(cl.rotation(), ["c:3", "a:1", "b:2"]);

@@ -1,35 +1,49 @@
-//! The standalone consumer: `assign` partitions, `poll` batches of records, move positions
-//! with `seek*`, and commit positions to the local offset store.
+//! The consumer: `assign` partitions (or `subscribe` to a group), `poll` batches of records
+//! and rebalance events, move positions with `seek*`, `pause`/`resume` partitions, and commit
+//! positions to the local offset store and, for a group member, to the broker.
 //!
 //! Owns, per assigned partition, its *position* (the offset of the next record `poll` returns)
 //! and its *fetch offset* (the next offset to fetch, ahead of the position by what is buffered).
-//! A background fetcher task keeps a bounded buffer of fetched records filled:
+//! A background fetcher task (on the client runtime, `runtime.rs`) keeps a bounded buffer of
+//! fetched records filled:
 //! - partitions without a position get one: the committed offset from the local store, else
 //!   `auto.offset.reset` (earliest / latest by `ListOffsets`; `none`/`error` makes `poll` fail);
 //! - partitions with a position are long-polled (`Log.Fetch`, `fetch.max.wait.ms`), several
 //!   partitions per request, one request per leader, while fewer than `fetch.max.bytes` (at
 //!   most [`CONSUMER_BUFFER_BYTES_MAX`]) bytes are buffered, so `poll` usually returns without a
-//!   round trip;
+//!   round trip; paused partitions are not fetched;
 //! - a fetched compressed wrapper may start before the fetch offset: records below it are
 //!   skipped; every record is deep-decoded with [`for_each_record`] (CRCs checked);
 //! - OFFSET_OUT_OF_RANGE applies `auto.offset.reset`; NOT_LEADER / unknown partition /
-//!   connection errors refresh metadata and retry after `retry.backoff.ms`.
+//!   connection errors refresh metadata and retry after `retry.backoff.ms`; an answer whose
+//!   result count does not match the request is retried the same way (never trusted).
 //!
-//! **Invariant:** each partition carries an *epoch*, bumped by every `seek`/`assign`; fetch
-//! answers and buffered records of an older epoch are dropped, so after a seek `poll` never
-//! returns a record from before it. Records of a partition are returned in offset order, each
-//! once per position (no gap, no repeat), and the position only advances over returned records.
+//! **Invariant:** each partition carries an *epoch*, bumped by every `seek`/`assign`/`pause`;
+//! fetch answers and buffered records of an older epoch are dropped, so after a seek `poll`
+//! never returns a record from before it. Records of a partition are returned in offset order,
+//! each once per position (no gap, no repeat), and the position only advances over returned
+//! records.
 //!
 //! Offsets: `commit()` writes the current positions to the local offset store
-//! (`offset_store.rs`), `commit_offsets` explicit ones; with `enable.auto.commit` and a store,
-//! `poll` commits the positions reached by the previous poll every `auto.commit.interval.ms`
-//! (at-least-once), and `close` commits once more.
+//! (`offset_store.rs`), `commit_offsets` explicit ones; with `enable.auto.commit`, `poll`
+//! starts a commit of the positions reached by the previous poll every
+//! `auto.commit.interval.ms` (at-least-once) in the background — `poll` never waits for it —
+//! and `close` commits once more.
 //!
 //! Consumer groups: `subscribe(topics)` (needs `group.id`) starts the membership task of
 //! `consumer/group.rs`, which joins the group through the broker's coordinator and calls the
 //! same internal `set_assignment` that `assign` uses, so the fetcher, positions and store are
 //! shared by both modes. For a group member `commit()` writes to the broker (with its member
 //! id and generation) and to the local store when one is configured.
+//!
+//! **Rebalance events, in band** (Kafka's `ConsumerRebalanceListener` without callbacks on
+//! core threads): [`Consumer::poll_batch`] returns, besides records, [`RebalanceEvent`]s.
+//! `Revoked` carries the positions reached; the partitions are already out of the fetcher and
+//! nothing of them is returned any more, but the member waits to rejoin the group until the
+//! application's next `poll` (at most half of `max.poll.interval.ms`), so a commit made in
+//! between (`commit()` commits the revoked positions then) lands before another member starts
+//! on them. `Assigned` carries the new partitions and where each starts (the group's commit).
+//! The plain [`Consumer::poll`] drops events and acknowledges a revoke at once.
 //!
 //! **Invariant:** epochs come from one counter per consumer, so a partition that is revoked and
 //! later assigned again never matches a fetch answer from its earlier ownership.
@@ -45,18 +59,21 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::cluster::{
-    Cluster, OffsetSpec, clone_error, code_from_i32, is_connection_error, needs_metadata_refresh,
-    partition_error, status_to_error,
+    Cluster, OffsetSpec, clone_error, is_connection_error, needs_metadata_refresh,
 };
 use super::config::{ConsumerConfig, OffsetReset};
 use super::offset_store::{OffsetStore, STANDALONE_ID};
+use super::runtime::Home;
 
 mod group;
 use crate::error::{Error, ErrorCode, Result};
 use crate::format::{TimestampType, for_each_record};
 use crate::group::TopicPartition;
-use crate::limits::{CONSUMER_BUFFER_BYTES_MAX, REQUEST_PARTITIONS_MAX};
+use crate::limits::{
+    CONSUMER_BUFFER_BYTES_MAX, CONSUMER_MAX_POLL_RECORDS_MAX, REQUEST_PARTITIONS_MAX,
+};
 use crate::types::Offset;
+use crate::wire::{code_from_proto, error_from_status, partition_error};
 
 /// One record as `poll` returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +88,53 @@ pub struct ConsumerRecord {
     pub value: Option<Bytes>,
 }
 
+/// A partition and an offset in it: a position reached, a commit, a starting point.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: u32,
+    /// `None` where there is no offset (a partition assigned without a group commit starts by
+    /// the local store or `auto.offset.reset`).
+    pub offset: Option<Offset>,
+}
+
+impl PartitionOffset {
+    fn new(tp: &TopicPartition, offset: Option<Offset>) -> PartitionOffset {
+        PartitionOffset {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            offset,
+        }
+    }
+}
+
+/// A change of a group member's assignment, returned in band by [`Consumer::poll_batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    /// These partitions were taken away, with the positions reached. The member rejoins the
+    /// group only after the next `poll`, so commit now (`commit()` commits these positions)
+    /// to hand them over without duplicates.
+    Revoked(Vec<PartitionOffset>),
+    /// These partitions are now this member's; each starts at the group's committed offset
+    /// (`None`: the local store, else `auto.offset.reset`).
+    Assigned(Vec<PartitionOffset>),
+}
+
+/// What one [`Consumer::poll_batch`] returns: records, or rebalance events (events come alone,
+/// before any record of the new assignment).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollBatch {
+    pub records: Vec<ConsumerRecord>,
+    pub events: Vec<RebalanceEvent>,
+}
+
+/// A group member's identity at the coordinator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMembership {
+    pub member_id: String,
+    pub generation: i32,
+}
+
 #[derive(Debug, Default)]
 struct PartState {
     position: Option<u64>,
@@ -80,6 +144,8 @@ struct PartState {
     busy: bool,
     /// Ignore the committed offset when resolving (after OFFSET_OUT_OF_RANGE).
     reset_by_policy: bool,
+    /// Not fetched and not returned until resumed.
+    paused: bool,
     retry_at: Option<Instant>,
     /// Reported by the next `poll`.
     error: Option<Error>,
@@ -93,6 +159,14 @@ struct Chunk {
     bytes: usize,
 }
 
+/// A revoke handed to the application and not yet acknowledged by its next poll.
+#[derive(Debug)]
+struct PendingRevoke {
+    positions: Vec<(TopicPartition, u64)>,
+    /// A `poll_batch` returned the event; the next poll acknowledges it.
+    delivered: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
     parts: BTreeMap<TopicPartition, PartState>,
@@ -101,10 +175,16 @@ struct State {
     topics: HashMap<String, Arc<str>>,
     closed: bool,
     last_commit: Option<Instant>,
+    /// A background auto-commit is running.
+    auto_commit_running: bool,
     /// Source of partition epochs (see the module invariant).
     next_epoch: u64,
-    /// A group membership failure the next `poll` reports (once).
+    /// A group membership failure or a failed background commit the next `poll` reports
+    /// (once).
     group_error: Option<Error>,
+    /// Rebalance events not yet returned by a poll.
+    events: VecDeque<RebalanceEvent>,
+    revoke: Option<PendingRevoke>,
 }
 
 impl State {
@@ -112,31 +192,68 @@ impl State {
         self.next_epoch += 1;
         self.next_epoch
     }
+
+    /// Drops buffered records of `tp` that do not belong to its current epoch.
+    fn drop_stale_chunks(&mut self) {
+        let State {
+            parts,
+            buffer,
+            buffered_bytes,
+            ..
+        } = self;
+        buffer.retain(|c| {
+            let keep = parts.get(&c.tp).is_some_and(|p| p.epoch == c.epoch);
+            if !keep {
+                *buffered_bytes -= c.bytes;
+            }
+            keep
+        });
+    }
+
+    /// Restarts a partition's fetching at `position` under a new epoch (seek, pause).
+    fn restart(&mut self, tp: &TopicPartition, position: Option<u64>) -> Result<()> {
+        let epoch = self.new_epoch();
+        let p = self.parts.get_mut(tp).ok_or_else(|| not_assigned(tp))?;
+        p.epoch = epoch;
+        p.position = position;
+        p.fetch_offset = position;
+        p.busy = false;
+        p.reset_by_policy = false;
+        p.retry_at = None;
+        p.error = None;
+        self.drop_stale_chunks();
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
 struct Inner {
     config: ConsumerConfig,
+    home: Home,
     cluster: Arc<Cluster>,
     state: Mutex<State>,
-    /// Fetched data or errors arrived (wakes `poll`).
+    /// Fetched data, errors or events arrived (wakes `poll`).
     data: Notify,
     /// Something for the fetcher to do (wakes the fetcher).
     wake: Notify,
-    store: Option<Arc<Mutex<OffsetStore>>>,
+    /// A delivered revoke was acknowledged (wakes the membership task).
+    revoke_acked: Notify,
+    /// The local offset store; taken out by `close`, which so releases its lock at once.
+    store: Mutex<Option<Arc<OffsetStore>>>,
     buffer_limit: usize,
     /// The group membership while subscribed (`None` for a standalone consumer).
     member: Mutex<Option<group::Member>>,
-}
-
-/// A standalone consumer (see the module docs). Every method takes `&self`.
-#[derive(Debug)]
-pub struct Consumer {
-    inner: Arc<Inner>,
     fetcher: Mutex<Option<JoinHandle<()>>>,
     /// The group membership task while subscribed.
     membership: Mutex<Option<JoinHandle<()>>>,
-    runtime: tokio::runtime::Handle,
+}
+
+/// A consumer (see the module docs). Every method takes `&self`; its tasks run on the client
+/// core's runtime, so it works from any thread and any executor, and the `*_blocking` methods
+/// serve synchronous APIs.
+#[derive(Debug)]
+pub struct Consumer {
+    inner: Arc<Inner>,
 }
 
 fn not_assigned(tp: &TopicPartition) -> Error {
@@ -146,9 +263,31 @@ fn not_assigned(tp: &TopicPartition) -> Error {
     ))
 }
 
+fn checked_offset(offset: Offset) -> Result<u64> {
+    if offset > Offset::MAX {
+        return Err(Error::InvalidArgument(format!(
+            "offset {offset} is above the largest offset {}",
+            Offset::MAX
+        )));
+    }
+    Ok(offset.0)
+}
+
+/// Runs an operation of the consumer on the client runtime (async or blocking).
+macro_rules! op {
+    (async $self:ident, |$inner:ident| $body:expr) => {{
+        let $inner = $self.inner.clone();
+        $self.inner.home.run(async move { $body }).await
+    }};
+    (blocking $self:ident, |$inner:ident| $body:expr) => {{
+        let $inner = $self.inner.clone();
+        $self.inner.home.block_on(async move { $body })
+    }};
+}
+
 impl Inner {
     /// The assignment seam of `assign` and of the group membership. Partitions that stay keep
-    /// their position and buffered records; new ones start at `committed` (the group's
+    /// their position, pause and buffered records; new ones start at `committed` (the group's
     /// broker-committed offsets), else the local store, else `auto.offset.reset`. Buffered
     /// records of partitions that went away are dropped here, under the lock `poll` drains
     /// with, so no record of a revoked partition is returned after this call.
@@ -166,10 +305,7 @@ impl Inner {
             let state = match st.parts.remove(&tp) {
                 Some(p) => p,
                 None => {
-                    let start = committed
-                        .get(&tp)
-                        .copied()
-                        .or_else(|| self.store.as_ref().and_then(|s| s.lock().get(&tp)));
+                    let start = committed.get(&tp).copied().or_else(|| self.stored(&tp));
                     PartState {
                         position: start,
                         fetch_offset: start,
@@ -185,19 +321,7 @@ impl Inner {
             parts.insert(tp, state);
         }
         st.parts = parts;
-        let State {
-            parts,
-            buffer,
-            buffered_bytes,
-            ..
-        } = &mut *st;
-        buffer.retain(|c| {
-            let keep = parts.get(&c.tp).is_some_and(|p| p.epoch == c.epoch);
-            if !keep {
-                *buffered_bytes -= c.bytes;
-            }
-            keep
-        });
+        st.drop_stale_chunks();
         drop(st);
         self.wake.notify_one();
         Ok(())
@@ -218,30 +342,415 @@ impl Inner {
         positions
     }
 
-    /// The current position of every assigned partition that has one.
+    /// The current position of every assigned partition that has one, and during an
+    /// unacknowledged revoke the revoked positions (so `commit()` in reaction to a `Revoked`
+    /// event commits what was revoked, as Kafka's commitSync in onPartitionsRevoked does).
     fn positions(&self) -> Vec<(TopicPartition, u64)> {
         let st = self.state.lock();
-        st.parts
+        let mut out: Vec<_> = st
+            .parts
             .iter()
             .filter_map(|(tp, p)| p.position.map(|o| (tp.clone(), o)))
-            .collect()
+            .collect();
+        if let Some(r) = &st.revoke {
+            out.extend(r.positions.iter().cloned());
+        }
+        out
     }
 
-    /// Writes `offsets` to the local store (when configured).
+    /// Acknowledges a revoke (the application polled again, closed or unsubscribed).
+    fn ack_revoke(&self, st: &mut State, only_delivered: bool) {
+        if st
+            .revoke
+            .as_ref()
+            .is_some_and(|r| r.delivered || !only_delivered)
+        {
+            st.revoke = None;
+            self.revoke_acked.notify_waiters();
+        }
+    }
+
+    fn store(&self) -> Option<Arc<OffsetStore>> {
+        self.store.lock().clone()
+    }
+
+    /// The position committed in the local store for `tp`.
+    fn stored(&self, tp: &TopicPartition) -> Option<u64> {
+        self.store().and_then(|s| s.get(tp))
+    }
+
+    /// Writes `offsets` to the local store (when configured), off the runtime's workers.
     async fn commit_local(&self, offsets: Vec<(TopicPartition, u64)>) -> Result<()> {
-        let Some(store) = self.store.clone() else {
+        let Some(store) = self.store() else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || store.lock().commit(offsets))
+        tokio::task::spawn_blocking(move || store.commit(offsets))
             .await
             .map_err(|e| Error::InvalidArgument(format!("offset store task failed: {e}")))?
     }
+
+    async fn seek_to(
+        &self,
+        partitions: Option<Vec<TopicPartition>>,
+        spec: OffsetSpec,
+    ) -> Result<()> {
+        self.check_open()?;
+        let targets = {
+            let st = self.state.lock();
+            match partitions {
+                None => st.parts.keys().cloned().collect(),
+                Some(ps) => {
+                    if let Some(tp) = ps.iter().find(|tp| !st.parts.contains_key(*tp)) {
+                        return Err(not_assigned(tp));
+                    }
+                    ps
+                }
+            }
+        };
+        let specs: Vec<_> = targets.iter().map(|tp| (tp.clone(), spec)).collect();
+        let results = self.cluster.list_offsets(&specs).await;
+        let mut offsets = Vec::with_capacity(targets.len());
+        for (tp, r) in targets.iter().zip(results) {
+            let r = r?;
+            // No record at or after the timestamp: start at the end (Kafka's rule).
+            offsets.push((tp, r.offset.unwrap_or(r.high_watermark)));
+        }
+        let mut st = self.state.lock();
+        for (tp, off) in offsets {
+            st.restart(tp, Some(off.0))?;
+        }
+        drop(st);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    async fn position(&self, tp: &TopicPartition) -> Result<Offset> {
+        self.check_open()?;
+        let (known, epoch, by_policy) = {
+            let st = self.state.lock();
+            let p = st.parts.get(tp).ok_or_else(|| not_assigned(tp))?;
+            (p.position, p.epoch, p.reset_by_policy)
+        };
+        if let Some(o) = known {
+            return Ok(Offset(o));
+        }
+        let o = resolve_position(self, tp, by_policy).await?;
+        let mut st = self.state.lock();
+        let p = st.parts.get_mut(tp).ok_or_else(|| not_assigned(tp))?;
+        if p.epoch == epoch && p.position.is_none() {
+            p.position = Some(o);
+            p.fetch_offset = Some(o);
+            p.reset_by_policy = false;
+        }
+        Ok(Offset(p.position.unwrap_or(o)))
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.state.lock().closed {
+            return Err(Error::Closed("consumer"));
+        }
+        Ok(())
+    }
+
+    async fn commit_offsets(&self, offsets: Vec<(TopicPartition, u64)>) -> Result<()> {
+        self.check_open()?;
+        let member = self.member.lock().is_some();
+        if !member && self.store().is_none() {
+            return Err(Error::InvalidConfig {
+                key: "offset.store.dir".into(),
+                reason: "is not set; committing needs a local offset store directory (or a \
+                         group subscription)"
+                    .into(),
+            });
+        }
+        if member {
+            group::commit_to_group(self, &offsets).await?;
+        }
+        self.commit_local(offsets).await?;
+        self.state.lock().last_commit = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Starts a background commit of the current positions when `auto.commit.interval.ms`
+    /// has passed; `poll` never waits for it. A failure other than a rebalance is reported by
+    /// the next `poll`.
+    fn maybe_auto_commit(self: &Arc<Self>) {
+        let member = self.member.lock().is_some();
+        if !self.config.enable_auto_commit || (self.store().is_none() && !member) {
+            return;
+        }
+        {
+            let mut st = self.state.lock();
+            if st.auto_commit_running {
+                return;
+            }
+            match st.last_commit {
+                Some(t) if t.elapsed() >= self.config.auto_commit_interval => {}
+                Some(_) => return,
+                None => {
+                    // The interval starts with the first poll.
+                    st.last_commit = Some(Instant::now());
+                    return;
+                }
+            }
+            st.auto_commit_running = true;
+        }
+        // The positions reached by the previous polls, taken now, before this poll returns
+        // more records: what is committed has been handed to the application (at-least-once).
+        let positions = self.positions();
+        let inner = self.clone();
+        self.home.handle().spawn(async move {
+            let r = inner.commit_offsets(positions).await;
+            let mut st = inner.state.lock();
+            st.auto_commit_running = false;
+            match r {
+                Ok(()) => {}
+                // Around a rebalance: the membership task commits the revoked positions.
+                Err(e) if group::is_rebalance_error(&e) => {
+                    tracing::debug!(error = %e, "auto commit skipped during a rebalance");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "auto commit failed");
+                    // Retried at the next interval; only what retrying cannot fix is reported.
+                    st.last_commit = Some(Instant::now());
+                    if !e.is_retriable() {
+                        st.group_error.get_or_insert(e);
+                    }
+                }
+            }
+        });
+    }
+
+    async fn poll_batch(
+        self: &Arc<Self>,
+        timeout: Duration,
+        max_records: Option<u32>,
+        keep_events: bool,
+    ) -> Result<PollBatch> {
+        let max = match max_records {
+            None => self.config.max_poll_records,
+            Some(n) if (1..=CONSUMER_MAX_POLL_RECORDS_MAX).contains(&n) => n,
+            Some(n) => {
+                return Err(Error::InvalidArgument(format!(
+                    "max_records {n} is out of range; allowed: 1..={CONSUMER_MAX_POLL_RECORDS_MAX}"
+                )));
+            }
+        } as usize;
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.maybe_auto_commit();
+        loop {
+            let notified = self.data.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.state.lock();
+                if st.closed {
+                    return Err(Error::Closed("consumer"));
+                }
+                // This poll acknowledges a revoke an earlier poll returned.
+                self.ack_revoke(&mut st, true);
+                if !st.events.is_empty() {
+                    let events: Vec<_> = st.events.drain(..).collect();
+                    let revoked = events
+                        .iter()
+                        .any(|e| matches!(e, RebalanceEvent::Revoked(_)));
+                    if keep_events {
+                        if revoked && let Some(r) = st.revoke.as_mut() {
+                            r.delivered = true;
+                        }
+                        return Ok(PollBatch {
+                            records: Vec::new(),
+                            events,
+                        });
+                    }
+                    // The caller does not take events: nothing to wait for.
+                    self.ack_revoke(&mut st, false);
+                }
+                if let Some(e) = st.group_error.take() {
+                    return Err(e);
+                }
+                if let Some(e) = st.parts.values_mut().find_map(|p| p.error.take()) {
+                    return Err(e);
+                }
+                let records = drain_records(&mut st, max);
+                if !records.is_empty() {
+                    drop(st);
+                    self.wake.notify_one();
+                    return Ok(PollBatch {
+                        records,
+                        events: Vec::new(),
+                    });
+                }
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(PollBatch::default()),
+            }
+        }
+    }
+
+    async fn subscribe(self: &Arc<Self>, topics: Vec<String>) -> Result<()> {
+        let group_id = self
+            .config
+            .group_id
+            .clone()
+            .ok_or_else(|| Error::InvalidConfig {
+                key: "group.id".into(),
+                reason: "is not set; subscribe needs a consumer group id".into(),
+            })?;
+        let topics: std::collections::BTreeSet<String> = topics.into_iter().collect();
+        if topics.is_empty() || topics.len() > crate::limits::CONSUMER_SUBSCRIBE_TOPICS_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "subscribe needs 1..={} topics",
+                crate::limits::CONSUMER_SUBSCRIBE_TOPICS_MAX
+            )));
+        }
+        for t in &topics {
+            crate::topic::validate_topic_name(t)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        }
+        let topics: Vec<String> = topics.into_iter().collect();
+        if self.state.lock().closed {
+            return Err(Error::Closed("consumer"));
+        }
+        let previous = self.member.lock().clone();
+        match previous {
+            Some(m) if m.topics == topics => return Ok(()),
+            Some(_) => {
+                // A new subscription: give the partitions back (committing them) and rejoin
+                // with the same member id, which rebalances the group. The caller is the
+                // application itself, so the revoke is not waited on.
+                self.stop_task().await;
+                group::revoke(self, false).await;
+            }
+            None => {
+                if !self.state.lock().parts.is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "the consumer has a manual assignment: assign([]) before subscribing"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        {
+            let mut member = self.member.lock();
+            let member_id = member
+                .as_ref()
+                .map(|m| m.member_id.clone())
+                .unwrap_or_default();
+            *member = Some(group::Member {
+                group_id,
+                topics,
+                member_id,
+                generation: None,
+            });
+        }
+        let task = self.home.handle().spawn(group::run(self.clone()));
+        *self.membership.lock() = Some(task);
+        Ok(())
+    }
+
+    async fn stop_task(&self) {
+        let task = self.membership.lock().take();
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    async fn stop_membership(&self) -> Result<()> {
+        self.stop_task().await;
+        if self.member.lock().is_none() {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        if self.config.enable_auto_commit {
+            result = match self.commit_offsets(self.positions()).await {
+                Err(e) if group::is_rebalance_error(&e) => {
+                    tracing::warn!(error = %e, "final commit refused by the group coordinator");
+                    Ok(())
+                }
+                other => other,
+            };
+        }
+        let left = group::leave(self).await;
+        self.member.lock().take();
+        self.revoke_all();
+        {
+            let mut st = self.state.lock();
+            self.ack_revoke(&mut st, false);
+            st.events.clear();
+        }
+        result.and(left)
+    }
+
+    async fn close(&self, timeout: Option<Duration>) -> Result<()> {
+        let already = self.state.lock().closed;
+        let mut result = Ok(());
+        if !already {
+            let subscribed = self.member.lock().is_some();
+            if subscribed || self.membership.lock().is_some() {
+                // One budget for the final commit and the LeaveGroup together: a coordinator
+                // that stopped answering must not hold `close` for retries × timeouts.
+                let budget = timeout.unwrap_or(self.config.common.request_timeout);
+                result = match tokio::time::timeout(budget, self.stop_membership()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        if let Some(t) = self.membership.lock().take() {
+                            t.abort();
+                        }
+                        self.member.lock().take();
+                        self.revoke_all();
+                        Err(Error::TimedOut(format!(
+                            "leaving the group took longer than the close timeout ({} ms)",
+                            budget.as_millis()
+                        )))
+                    }
+                };
+            } else if self.config.enable_auto_commit && self.store().is_some() {
+                result = self.commit_offsets(self.positions()).await;
+            }
+        }
+        {
+            let mut st = self.state.lock();
+            st.closed = true;
+            self.ack_revoke(&mut st, false);
+        }
+        // Releases the store's lock (once a commit still writing finishes), so another
+        // consumer can open it right away.
+        self.store.lock().take();
+        self.wake.notify_one();
+        self.data.notify_waiters();
+        if let Some(h) = self.fetcher.lock().take() {
+            h.abort();
+        }
+        result
+    }
+}
+
+fn tps_to_vec(partitions: Option<&[TopicPartition]>) -> Option<Vec<TopicPartition>> {
+    partitions.map(<[TopicPartition]>::to_vec)
 }
 
 impl Consumer {
     /// Validates `config`, opens the local offset store (when `offset.store.dir` is set; a
-    /// damaged store file is an error), bootstraps metadata and starts the fetcher task.
+    /// damaged or locked store is an error), bootstraps metadata and starts the fetcher task
+    /// on the client runtime. Callable from any executor.
     pub async fn new(config: ConsumerConfig) -> Result<Consumer> {
+        let home = Home::new("consumer")?;
+        home.clone()
+            .run(async move { Consumer::start(config, home).await })
+            .await
+    }
+
+    /// [`Consumer::new`] for synchronous callers (blocks the calling thread).
+    pub fn new_blocking(config: ConsumerConfig) -> Result<Consumer> {
+        let home = Home::new("consumer")?;
+        home.clone()
+            .block_on(async move { Consumer::start(config, home).await })
+    }
+
+    async fn start(config: ConsumerConfig, home: Home) -> Result<Consumer> {
         config.validate()?;
         let store = match &config.offset_store_dir {
             Some(dir) => {
@@ -255,30 +764,30 @@ impl Consumer {
                     .map_err(|e| {
                         Error::InvalidArgument(format!("offset store task failed: {e}"))
                     })??;
-                Some(Arc::new(Mutex::new(s)))
+                Some(Arc::new(s))
             }
             None => None,
         };
-        let cluster = Arc::new(Cluster::new(config.common.clone()));
+        let cluster = Arc::new(Cluster::new(config.common.clone(), home.clone()));
         cluster.refresh(&[]).await?;
         let buffer_limit = (config.fetch_max_bytes as u64).min(CONSUMER_BUFFER_BYTES_MAX) as usize;
         let inner = Arc::new(Inner {
             config,
+            home: home.clone(),
             cluster,
             state: Mutex::new(State::default()),
             data: Notify::new(),
             wake: Notify::new(),
-            store,
+            revoke_acked: Notify::new(),
+            store: Mutex::new(store),
             buffer_limit,
             member: Mutex::new(None),
-        });
-        let fetcher = tokio::spawn(fetcher_loop(inner.clone()));
-        Ok(Consumer {
-            inner,
-            fetcher: Mutex::new(Some(fetcher)),
+            fetcher: Mutex::new(None),
             membership: Mutex::new(None),
-            runtime: tokio::runtime::Handle::current(),
-        })
+        });
+        let fetcher = home.handle().spawn(fetcher_loop(inner.clone()));
+        *inner.fetcher.lock() = Some(fetcher);
+        Ok(Consumer { inner })
     }
 
     /// The configuration in use.
@@ -289,6 +798,7 @@ impl Consumer {
     /// Replaces the assignment. Partitions that stay keep their position and buffered records;
     /// new ones start at their committed offset, else by `auto.offset.reset`.
     pub fn assign(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.inner.home.check()?;
         if partitions.len() > REQUEST_PARTITIONS_MAX {
             return Err(Error::InvalidArgument(format!(
                 "at most {REQUEST_PARTITIONS_MAX} partitions may be assigned"
@@ -309,165 +819,175 @@ impl Consumer {
         self.inner.state.lock().parts.keys().cloned().collect()
     }
 
-    /// Returns the next batch of records (at most `max.poll.records`), waiting up to `timeout`
-    /// for some; an empty batch when none came. An error a partition hit (no position with
+    /// Returns the next records (at most `max.poll.records`), waiting up to `timeout` for
+    /// some; empty when none came. Rebalance events are dropped (use
+    /// [`Consumer::poll_batch`] to see them). An error a partition hit (no position with
     /// `auto.offset.reset=none`, OFFSET_OUT_OF_RANGE with it, a non-retriable fetch error, a
     /// corrupt record) is returned once, by the next poll.
     pub async fn poll(&self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        self.maybe_auto_commit().await?;
-        let max = self.inner.config.max_poll_records as usize;
-        loop {
-            let notified = self.inner.data.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut st = self.inner.state.lock();
-                if st.closed {
-                    return Err(Error::Closed("consumer"));
-                }
-                if let Some(e) = st.group_error.take() {
-                    return Err(e);
-                }
-                if let Some(e) = st.parts.values_mut().find_map(|p| p.error.take()) {
-                    return Err(e);
-                }
-                let out = drain_records(&mut st, max);
-                if !out.is_empty() {
-                    drop(st);
-                    self.inner.wake.notify_one();
-                    return Ok(out);
-                }
-            }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
-            }
-        }
+        op!(async self, |inner| inner
+            .poll_batch(timeout, None, false)
+            .await
+            .map(|b| b.records))
+    }
+
+    /// [`Consumer::poll`] for synchronous callers.
+    pub fn poll_blocking(&self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        op!(blocking self, |inner| inner
+            .poll_batch(timeout, None, false)
+            .await
+            .map(|b| b.records))
+    }
+
+    /// Returns records (at most `max_records`, default `max.poll.records`) or rebalance events
+    /// (see the module docs), waiting up to `timeout`. Calling it again acknowledges a
+    /// `Revoked` event it returned.
+    pub async fn poll_batch(
+        &self,
+        timeout: Duration,
+        max_records: Option<u32>,
+    ) -> Result<PollBatch> {
+        op!(async self, |inner| inner.poll_batch(timeout, max_records, true).await)
+    }
+
+    /// [`Consumer::poll_batch`] for synchronous callers.
+    pub fn poll_batch_blocking(
+        &self,
+        timeout: Duration,
+        max_records: Option<u32>,
+    ) -> Result<PollBatch> {
+        op!(blocking self, |inner| inner.poll_batch(timeout, max_records, true).await)
     }
 
     /// Moves a partition's position: the next `poll` returns records from `offset` on.
-    pub fn seek(&self, tp: &TopicPartition, offset: u64) -> Result<()> {
+    pub fn seek(&self, tp: &TopicPartition, offset: Offset) -> Result<()> {
+        self.inner.home.check()?;
+        let offset = checked_offset(offset)?;
+        self.inner.state.lock().restart(tp, Some(offset))?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Moves the given partitions (`None`: every assigned one) to their first offset.
+    pub async fn seek_to_beginning(&self, partitions: Option<&[TopicPartition]>) -> Result<()> {
+        let ps = tps_to_vec(partitions);
+        op!(async self, |inner| inner.seek_to(ps, OffsetSpec::Earliest).await)
+    }
+
+    /// [`Consumer::seek_to_beginning`] for synchronous callers.
+    pub fn seek_to_beginning_blocking(&self, partitions: Option<&[TopicPartition]>) -> Result<()> {
+        let ps = tps_to_vec(partitions);
+        op!(blocking self, |inner| inner.seek_to(ps, OffsetSpec::Earliest).await)
+    }
+
+    /// Moves the given partitions (`None`: every assigned one) to their end (high watermark).
+    pub async fn seek_to_end(&self, partitions: Option<&[TopicPartition]>) -> Result<()> {
+        let ps = tps_to_vec(partitions);
+        op!(async self, |inner| inner.seek_to(ps, OffsetSpec::Latest).await)
+    }
+
+    /// [`Consumer::seek_to_end`] for synchronous callers.
+    pub fn seek_to_end_blocking(&self, partitions: Option<&[TopicPartition]>) -> Result<()> {
+        let ps = tps_to_vec(partitions);
+        op!(blocking self, |inner| inner.seek_to(ps, OffsetSpec::Latest).await)
+    }
+
+    /// Moves the given partitions (`None`: every assigned one) to the first record whose
+    /// timestamp is ≥ `timestamp_ms`; to the end where there is none.
+    pub async fn seek_to_timestamp(
+        &self,
+        partitions: Option<&[TopicPartition]>,
+        timestamp_ms: i64,
+    ) -> Result<()> {
+        let spec = timestamp_spec(timestamp_ms)?;
+        let ps = tps_to_vec(partitions);
+        op!(async self, |inner| inner.seek_to(ps, spec).await)
+    }
+
+    /// [`Consumer::seek_to_timestamp`] for synchronous callers.
+    pub fn seek_to_timestamp_blocking(
+        &self,
+        partitions: Option<&[TopicPartition]>,
+        timestamp_ms: i64,
+    ) -> Result<()> {
+        let spec = timestamp_spec(timestamp_ms)?;
+        let ps = tps_to_vec(partitions);
+        op!(blocking self, |inner| inner.seek_to(ps, spec).await)
+    }
+
+    /// Stops fetching the given partitions and returning their records until
+    /// [`Consumer::resume`]; positions are kept (buffered records are dropped and fetched
+    /// again after resuming). Pausing twice is harmless.
+    pub fn pause(&self, partitions: &[TopicPartition]) -> Result<()> {
+        self.inner.home.check()?;
         let mut st = self.inner.state.lock();
-        let epoch = st.new_epoch();
-        let p = st.parts.get_mut(tp).ok_or_else(|| not_assigned(tp))?;
-        p.epoch = epoch;
-        p.position = Some(offset);
-        p.fetch_offset = Some(offset);
-        p.busy = false;
-        p.reset_by_policy = false;
-        p.retry_at = None;
-        p.error = None;
-        let epoch = p.epoch;
-        let State {
-            buffer,
-            buffered_bytes,
-            ..
-        } = &mut *st;
-        buffer.retain(|c| {
-            let keep = !(c.tp == *tp && c.epoch != epoch);
-            if !keep {
-                *buffered_bytes -= c.bytes;
+        if let Some(tp) = partitions.iter().find(|tp| !st.parts.contains_key(*tp)) {
+            return Err(not_assigned(tp));
+        }
+        for tp in partitions {
+            if st.parts[tp].paused {
+                continue;
             }
-            keep
-        });
+            let position = st.parts[tp].position;
+            st.restart(tp, position)?;
+            st.parts.get_mut(tp).expect("checked").paused = true;
+        }
+        Ok(())
+    }
+
+    /// Fetches and returns the given paused partitions again.
+    pub fn resume(&self, partitions: &[TopicPartition]) -> Result<()> {
+        self.inner.home.check()?;
+        let mut st = self.inner.state.lock();
+        if let Some(tp) = partitions.iter().find(|tp| !st.parts.contains_key(*tp)) {
+            return Err(not_assigned(tp));
+        }
+        for tp in partitions {
+            st.parts.get_mut(tp).expect("checked").paused = false;
+        }
         drop(st);
         self.inner.wake.notify_one();
         Ok(())
     }
 
-    fn targets(&self, partitions: &[TopicPartition]) -> Result<Vec<TopicPartition>> {
+    /// The paused partitions.
+    pub fn paused(&self) -> Vec<TopicPartition> {
         let st = self.inner.state.lock();
-        if partitions.is_empty() {
-            return Ok(st.parts.keys().cloned().collect());
-        }
-        for tp in partitions {
-            if !st.parts.contains_key(tp) {
-                return Err(not_assigned(tp));
-            }
-        }
-        Ok(partitions.to_vec())
-    }
-
-    async fn seek_to(&self, partitions: &[TopicPartition], spec: OffsetSpec) -> Result<()> {
-        let targets = self.targets(partitions)?;
-        let specs: Vec<_> = targets.iter().map(|tp| (tp.clone(), spec)).collect();
-        let results = self.inner.cluster.list_offsets(&specs).await;
-        let mut offsets = Vec::with_capacity(targets.len());
-        for (tp, r) in targets.iter().zip(results) {
-            let r = r?;
-            // −1: no record at or after the timestamp; start at the end (Kafka's rule).
-            let off = if r.offset < 0 {
-                r.high_watermark.max(0)
-            } else {
-                r.offset
-            };
-            offsets.push((tp, off as u64));
-        }
-        for (tp, off) in offsets {
-            self.seek(tp, off)?;
-        }
-        Ok(())
-    }
-
-    /// Moves the given partitions (all assigned ones when empty) to their first offset.
-    pub async fn seek_to_beginning(&self, partitions: &[TopicPartition]) -> Result<()> {
-        self.seek_to(partitions, OffsetSpec::Earliest).await
-    }
-
-    /// Moves the given partitions (all assigned ones when empty) to their end (high watermark).
-    pub async fn seek_to_end(&self, partitions: &[TopicPartition]) -> Result<()> {
-        self.seek_to(partitions, OffsetSpec::Latest).await
-    }
-
-    /// Moves the given partitions (all assigned ones when empty) to the first record whose
-    /// timestamp is ≥ `timestamp_ms`; to the end where there is none.
-    pub async fn seek_to_timestamp(
-        &self,
-        partitions: &[TopicPartition],
-        timestamp_ms: i64,
-    ) -> Result<()> {
-        if timestamp_ms < 0 {
-            return Err(Error::InvalidArgument(format!(
-                "timestamp {timestamp_ms} is negative"
-            )));
-        }
-        self.seek_to(partitions, OffsetSpec::Timestamp(timestamp_ms))
-            .await
+        st.parts
+            .iter()
+            .filter(|(_, p)| p.paused)
+            .map(|(tp, _)| tp.clone())
+            .collect()
     }
 
     /// The offset of the next record `poll` returns for `tp`, resolving it first (committed
     /// offset, else `auto.offset.reset`) when the consumer has none yet.
-    pub async fn position(&self, tp: &TopicPartition) -> Result<u64> {
-        let (known, epoch, by_policy) = {
-            let st = self.inner.state.lock();
-            let p = st.parts.get(tp).ok_or_else(|| not_assigned(tp))?;
-            (p.position, p.epoch, p.reset_by_policy)
-        };
-        if let Some(o) = known {
-            return Ok(o);
-        }
-        let o = resolve_position(&self.inner, tp, by_policy).await?;
-        let mut st = self.inner.state.lock();
-        let p = st.parts.get_mut(tp).ok_or_else(|| not_assigned(tp))?;
-        if p.epoch == epoch && p.position.is_none() {
-            p.position = Some(o);
-            p.fetch_offset = Some(o);
-            p.reset_by_policy = false;
-        }
-        Ok(p.position.unwrap_or(o))
+    pub async fn position(&self, tp: &TopicPartition) -> Result<Offset> {
+        let tp = tp.clone();
+        op!(async self, |inner| inner.position(&tp).await)
+    }
+
+    /// [`Consumer::position`] for synchronous callers.
+    pub fn position_blocking(&self, tp: &TopicPartition) -> Result<Offset> {
+        let tp = tp.clone();
+        op!(blocking self, |inner| inner.position(&tp).await)
     }
 
     /// The position committed in the local store for `tp` (`None` without one or without a
     /// store).
-    pub fn committed(&self, tp: &TopicPartition) -> Option<u64> {
-        self.inner.store.as_ref().and_then(|s| s.lock().get(tp))
+    pub fn committed(&self, tp: &TopicPartition) -> Option<Offset> {
+        self.inner.stored(tp).map(Offset)
     }
 
-    /// Commits the current position of every assigned partition that has one.
+    /// Commits the current position of every assigned partition that has one (during a
+    /// revoke: the revoked positions too).
     pub async fn commit(&self) -> Result<()> {
-        let positions = self.inner.positions();
-        self.commit_offsets(positions).await
+        op!(async self, |inner| inner.commit_offsets(inner.positions()).await)
+    }
+
+    /// [`Consumer::commit`] for synchronous callers.
+    pub fn commit_blocking(&self) -> Result<()> {
+        op!(blocking self, |inner| inner.commit_offsets(inner.positions()).await)
     }
 
     /// Commits the given positions (the offset of the next record to read, per partition): for
@@ -475,130 +995,38 @@ impl Consumer {
     /// fails with the retriable REBALANCE_IN_PROGRESS) and then to the local store when
     /// `offset.store.dir` is set; for a standalone consumer to the local store, which must then
     /// be configured.
-    pub async fn commit_offsets(
-        &self,
-        offsets: impl IntoIterator<Item = (TopicPartition, u64)>,
-    ) -> Result<()> {
-        let member = self.inner.member.lock().is_some();
-        if !member && self.inner.store.is_none() {
-            return Err(Error::InvalidConfig {
-                key: "offset.store.dir".into(),
-                reason: "is not set; committing needs a local offset store directory (or a \
-                         group subscription)"
-                    .into(),
-            });
-        }
-        let offsets: Vec<_> = offsets.into_iter().collect();
-        if member {
-            group::commit_to_group(&self.inner, &offsets).await?;
-        }
-        self.inner.commit_local(offsets).await?;
-        self.inner.state.lock().last_commit = Some(Instant::now());
-        Ok(())
+    pub async fn commit_offsets(&self, offsets: Vec<(TopicPartition, Offset)>) -> Result<()> {
+        let offsets = checked_offsets(offsets)?;
+        op!(async self, |inner| inner.commit_offsets(offsets).await)
     }
 
-    async fn maybe_auto_commit(&self) -> Result<()> {
-        let member = self.inner.member.lock().is_some();
-        if !self.inner.config.enable_auto_commit || (self.inner.store.is_none() && !member) {
-            return Ok(());
-        }
-        let due = {
-            let mut st = self.inner.state.lock();
-            match st.last_commit {
-                Some(t) => t.elapsed() >= self.inner.config.auto_commit_interval,
-                None => {
-                    // The interval starts with the first poll.
-                    st.last_commit = Some(Instant::now());
-                    false
-                }
-            }
-        };
-        if !due {
-            return Ok(());
-        }
-        match self.commit().await {
-            // Around a rebalance: the membership task commits the revoked positions itself.
-            Err(e) if group::is_rebalance_error(&e) => {
-                tracing::debug!(error = %e, "auto commit skipped during a rebalance");
-                Ok(())
-            }
-            other => other,
-        }
+    /// [`Consumer::commit_offsets`] for synchronous callers.
+    pub fn commit_offsets_blocking(&self, offsets: Vec<(TopicPartition, Offset)>) -> Result<()> {
+        let offsets = checked_offsets(offsets)?;
+        op!(blocking self, |inner| inner.commit_offsets(offsets).await)
     }
 
     /// Joins the consumer group `group.id` with a subscription to `topics` (replacing an
     /// earlier subscription) and returns once the membership task runs; the assignment arrives
-    /// in the background (see `consumer/group.rs`): `poll` returns records of the assigned
-    /// partitions as soon as the group's rebalance completes. Fails with
-    /// [`Error::InvalidConfig`] without `group.id`, [`Error::InvalidArgument`] for no topics,
-    /// a bad topic name, or a consumer with a manual `assign`ment.
+    /// in the background (see `consumer/group.rs`) as an `Assigned` event, and `poll` returns
+    /// records of the assigned partitions as soon as the group's rebalance completes. Fails
+    /// with [`Error::InvalidConfig`] without `group.id`, [`Error::InvalidArgument`] for no
+    /// topics, a bad topic name, or a consumer with a manual `assign`ment.
     pub async fn subscribe<S: Into<String>>(
         &self,
         topics: impl IntoIterator<Item = S>,
     ) -> Result<()> {
-        let group_id = self
-            .inner
-            .config
-            .group_id
-            .clone()
-            .ok_or_else(|| Error::InvalidConfig {
-                key: "group.id".into(),
-                reason: "is not set; subscribe needs a consumer group id".into(),
-            })?;
-        let topics: std::collections::BTreeSet<String> =
-            topics.into_iter().map(Into::into).collect();
-        if topics.is_empty() || topics.len() > crate::limits::CONSUMER_SUBSCRIBE_TOPICS_MAX {
-            return Err(Error::InvalidArgument(format!(
-                "subscribe needs 1..={} topics",
-                crate::limits::CONSUMER_SUBSCRIBE_TOPICS_MAX
-            )));
-        }
-        for t in &topics {
-            crate::topic::validate_topic_name(t)
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        }
-        let topics: Vec<String> = topics.into_iter().collect();
-        if self.inner.state.lock().closed {
-            return Err(Error::Closed("consumer"));
-        }
-        let previous = self.inner.member.lock().clone();
-        match previous {
-            Some(m) if m.topics == topics => return Ok(()),
-            Some(_) => {
-                // A new subscription: give the partitions back (committing them) and rejoin
-                // with the same member id, which rebalances the group.
-                let task = self.membership.lock().take();
-                if let Some(t) = task {
-                    t.abort();
-                    let _ = t.await;
-                }
-                group::revoke(&self.inner).await;
-            }
-            None => {
-                if !self.inner.state.lock().parts.is_empty() {
-                    return Err(Error::InvalidArgument(
-                        "the consumer has a manual assignment: assign(vec![]) before subscribing"
-                            .into(),
-                    ));
-                }
-            }
-        }
-        {
-            let mut member = self.inner.member.lock();
-            let member_id = member
-                .as_ref()
-                .map(|m| m.member_id.clone())
-                .unwrap_or_default();
-            *member = Some(group::Member {
-                group_id,
-                topics,
-                member_id,
-                generation: None,
-            });
-        }
-        let task = self.runtime.spawn(group::run(self.inner.clone()));
-        *self.membership.lock() = Some(task);
-        Ok(())
+        let topics: Vec<String> = topics.into_iter().map(Into::into).collect();
+        op!(async self, |inner| inner.subscribe(topics).await)
+    }
+
+    /// [`Consumer::subscribe`] for synchronous callers.
+    pub fn subscribe_blocking<S: Into<String>>(
+        &self,
+        topics: impl IntoIterator<Item = S>,
+    ) -> Result<()> {
+        let topics: Vec<String> = topics.into_iter().map(Into::into).collect();
+        op!(blocking self, |inner| inner.subscribe(topics).await)
     }
 
     /// The topics of the current subscription (empty when not subscribed).
@@ -612,92 +1040,65 @@ impl Consumer {
     }
 
     /// The member id the group coordinator gave this consumer and its generation, once joined.
-    pub fn group_membership(&self) -> Option<(String, i32)> {
+    pub fn group_membership(&self) -> Option<GroupMembership> {
         let m = self.inner.member.lock();
         let m = m.as_ref()?;
-        Some((m.member_id.clone(), m.generation?))
+        Some(GroupMembership {
+            member_id: m.member_id.clone(),
+            generation: m.generation?,
+        })
     }
 
     /// Leaves the group: commits the positions (with `enable.auto.commit`), sends LeaveGroup so
     /// the group rebalances at once, and drops the assignment. A no-op when not subscribed.
     pub async fn unsubscribe(&self) -> Result<()> {
-        self.stop_membership().await
+        op!(async self, |inner| inner.stop_membership().await)
     }
 
-    async fn stop_membership(&self) -> Result<()> {
-        let task = self.membership.lock().take();
-        if let Some(t) = task {
-            t.abort();
-            let _ = t.await;
-        }
-        if self.inner.member.lock().is_none() {
-            return Ok(());
-        }
-        let mut result = Ok(());
-        if self.inner.config.enable_auto_commit {
-            result = match self.commit().await {
-                Err(e) if group::is_rebalance_error(&e) => {
-                    tracing::warn!(error = %e, "final commit refused by the group coordinator");
-                    Ok(())
-                }
-                other => other,
-            };
-        }
-        let left = group::leave(&self.inner).await;
-        self.inner.member.lock().take();
-        self.inner.revoke_all();
-        result.and(left)
+    /// [`Consumer::unsubscribe`] for synchronous callers.
+    pub fn unsubscribe_blocking(&self) -> Result<()> {
+        op!(blocking self, |inner| inner.stop_membership().await)
     }
 
     /// Commits (with `enable.auto.commit` and a store or a group), leaves the group when
-    /// subscribed, stops the fetcher. Bounded: each request has the client's timeout and the
-    /// group task is aborted, never awaited on the network. Idempotent; later calls other than
-    /// `close` fail with [`Error::Closed`].
-    pub async fn close(&self) -> Result<()> {
-        let already = self.inner.state.lock().closed;
-        let mut result = Ok(());
-        if !already {
-            let subscribed = self.inner.member.lock().is_some();
-            if subscribed || self.membership.lock().is_some() {
-                // One budget for the final commit and the LeaveGroup together: a coordinator
-                // that stopped answering must not hold `close` for retries × timeouts.
-                let budget = self.inner.config.common.request_timeout;
-                result = match tokio::time::timeout(budget, self.stop_membership()).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        if let Some(t) = self.membership.lock().take() {
-                            t.abort();
-                        }
-                        self.inner.member.lock().take();
-                        self.inner.revoke_all();
-                        Err(Error::TimedOut(format!(
-                            "leaving the group took longer than request.timeout.ms ({} ms)",
-                            budget.as_millis()
-                        )))
-                    }
-                };
-            } else if self.inner.config.enable_auto_commit && self.inner.store.is_some() {
-                result = self.commit().await;
-            }
-        }
-        self.inner.state.lock().closed = true;
-        self.inner.wake.notify_one();
-        self.inner.data.notify_waiters();
-        if let Some(h) = self.fetcher.lock().take() {
-            h.abort();
-        }
-        result
+    /// subscribed, stops the fetcher and releases the local offset store. The final commit and
+    /// the LeaveGroup share one budget, `timeout` (`None`: `request.timeout.ms`); the group
+    /// task is aborted, never awaited on the network. Idempotent; later calls other than
+    /// `close` fail with CLOSED.
+    pub async fn close(&self, timeout: Option<Duration>) -> Result<()> {
+        op!(async self, |inner| inner.close(timeout).await)
     }
+
+    /// [`Consumer::close`] for synchronous callers.
+    pub fn close_blocking(&self, timeout: Option<Duration>) -> Result<()> {
+        op!(blocking self, |inner| inner.close(timeout).await)
+    }
+}
+
+fn timestamp_spec(timestamp_ms: i64) -> Result<OffsetSpec> {
+    if timestamp_ms < 0 {
+        return Err(Error::InvalidArgument(format!(
+            "timestamp {timestamp_ms} is negative"
+        )));
+    }
+    Ok(OffsetSpec::Timestamp(timestamp_ms))
+}
+
+fn checked_offsets(offsets: Vec<(TopicPartition, Offset)>) -> Result<Vec<(TopicPartition, u64)>> {
+    offsets
+        .into_iter()
+        .map(|(tp, o)| Ok((tp, checked_offset(o)?)))
+        .collect()
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
         // Dropped without `close`: the membership stops heartbeating (the coordinator removes
         // it after `session.timeout.ms`, as for a crashed process).
-        if let Some(h) = self.membership.lock().take() {
+        if let Some(h) = self.inner.membership.lock().take() {
             h.abort();
         }
-        if let Some(h) = self.fetcher.lock().take() {
+        if let Some(h) = self.inner.fetcher.lock().take() {
             h.abort();
         }
     }
@@ -745,7 +1146,7 @@ fn drain_records(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
 
 /// The committed offset (unless `by_policy`), else the `auto.offset.reset` answer.
 async fn resolve_position(inner: &Inner, tp: &TopicPartition, by_policy: bool) -> Result<u64> {
-    if !by_policy && let Some(o) = inner.store.as_ref().and_then(|s| s.lock().get(tp)) {
+    if !by_policy && let Some(o) = inner.stored(tp) {
         return Ok(o);
     }
     let spec = match inner.config.auto_offset_reset {
@@ -769,7 +1170,7 @@ async fn resolve_position(inner: &Inner, tp: &TopicPartition, by_policy: bool) -
         .await
         .pop()
         .expect("one answer per request");
-    Ok(r?.offset.max(0) as u64)
+    Ok(r?.offset.map_or(0, |o| o.0))
 }
 
 async fn fetcher_loop(inner: Arc<Inner>) {
@@ -795,7 +1196,7 @@ async fn fetcher_loop(inner: Arc<Inner>) {
             }
             let room = st.buffered_bytes < inner.buffer_limit;
             for (tp, p) in st.parts.iter_mut() {
-                if p.busy || p.error.is_some() {
+                if p.busy || p.error.is_some() || p.paused {
                     continue;
                 }
                 if let Some(t) = p.retry_at {
@@ -892,11 +1293,24 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
             .fetch(inner.cluster.request(request, max_wait))
             .await
             .map(|r| r.into_inner())
-            .map_err(|s| status_to_error(&s)),
+            .map_err(|s| error_from_status(&s)),
         Err(e) => Err(e),
     };
     let now = Instant::now();
     let backoff = cfg.common.retry_backoff;
+    // An answer that does not have one result per partition asked cannot be matched up: it
+    // is treated like a failed request (retried), never zipped short.
+    let result = result.and_then(|resp| {
+        if resp.results.len() == parts.len() {
+            Ok(resp)
+        } else {
+            Err(Error::Network(format!(
+                "broker {address} answered {} fetch results for {} partitions",
+                resp.results.len(),
+                parts.len()
+            )))
+        }
+    });
     let mut st = inner.state.lock();
     match result {
         Ok(resp) => {
@@ -917,7 +1331,7 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
                     continue;
                 };
                 p.busy = false;
-                let code = code_from_i32(r.error_code);
+                let code = code_from_proto(r.error_code);
                 match code {
                     ErrorCode::None => {
                         let set = r.message_set;
@@ -1107,15 +1521,20 @@ mod tests {
 
     fn bare_inner() -> Inner {
         let config = ConsumerConfig::new("127.0.0.1:1");
+        let home = Home::new("consumer").unwrap();
         Inner {
-            cluster: Arc::new(Cluster::new(config.common.clone())),
+            cluster: Arc::new(Cluster::new(config.common.clone(), home.clone())),
+            home,
             config,
             state: Mutex::new(State::default()),
             data: Notify::new(),
             wake: Notify::new(),
-            store: None,
+            revoke_acked: Notify::new(),
+            store: Mutex::new(None),
             buffer_limit: 1 << 20,
             member: Mutex::new(None),
+            fetcher: Mutex::new(None),
+            membership: Mutex::new(None),
         }
     }
 

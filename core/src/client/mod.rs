@@ -27,16 +27,19 @@ pub mod config;
 mod consumer;
 pub mod offset_store;
 mod producer;
+mod runtime;
 
 pub use crate::format::{Compression, TimestampType};
 pub use crate::group::TopicPartition;
-pub use accumulator::{DeliveryFuture, RecordMetadata};
+pub use crate::types::Offset;
+pub use crate::wire::{PartitionMetadata, TopicMetadata};
+pub use accumulator::{BatchDelivery, DeliveryFuture, RecordMetadata};
 pub use admin::{Admin, NewTopic, TopicDescription, TopicListing};
-pub use cluster::{
-    BrokerInfo, ListedOffset, OffsetSpec, PartitionMetadata, TopicMetadata, status_to_error,
-};
+pub use cluster::{BrokerInfo, ListedOffset, OffsetSpec};
 pub use config::{Acks, AdminConfig, CommonConfig, ConsumerConfig, OffsetReset, ProducerConfig};
-pub use consumer::{Consumer, ConsumerRecord};
+pub use consumer::{
+    Consumer, ConsumerRecord, GroupMembership, PartitionOffset, PollBatch, RebalanceEvent,
+};
 pub use offset_store::OffsetStore;
 pub use producer::{Producer, ProducerRecord};
 
@@ -48,6 +51,7 @@ const _: () = {
     send_sync::<Consumer>();
     send_sync::<Admin>();
     send_sync::<DeliveryFuture>();
+    send_sync::<BatchDelivery>();
     send_sync::<RecordMetadata>();
     send_sync::<ConsumerRecord>();
 };

@@ -20,11 +20,16 @@
 //!   *waits* for room up to `max.block.ms` and then fails with REQUEST_TIMED_OUT; it also waits
 //!   for the topic's metadata (an unknown topic fails at once with UNKNOWN_TOPIC_OR_PARTITION
 //!   after one metadata refresh, rather than blocking for `max.block.ms` as Kafka does).
-//! - **Close**: `close()` stops new sends (they fail with [`Error::Closed`]), delivers what is
-//!   queued (flushing, ignoring `linger.ms`), and after `delivery.timeout.ms` plus a grace period
-//!   fails whatever is left with SHUTTING_DOWN, so no future ever hangs. Dropping a producer
-//!   without `close()` does the same in the background.
-
+//! - **Close**: `close(timeout)` stops new sends (they fail with [`Error::Closed`]), delivers what
+//!   is queued (flushing, ignoring `linger.ms`), and when `timeout` (default
+//!   `delivery.timeout.ms` plus a grace period) runs out fails whatever is left with CLOSED, so
+//!   no future ever hangs. Dropping a producer without `close()` delivers in the background.
+//! - **Reports**: `send_batch` returns one [`BatchDelivery`] for all its records (one result per
+//!   record). `flush` and `close` report records that failed since the last report and records
+//!   still pending ([`Error::Undelivered`]); they are never a silent `Ok`.
+//! - **Hot path**: with metadata cached and buffer room, `send` queues synchronously: no task,
+//!   no timer, no lock but the accumulator's, and the sender is woken only when a record opens
+//!   or fills a batch.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,21 +38,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use sluiceway_proto::v1;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::accumulator::{Accumulator, Delivered, DeliveryFuture, Drained, record_size};
-use super::cluster::{
-    Cluster, clone_error, code_from_i32, is_connection_error, needs_metadata_refresh,
-    partition_error, status_to_error,
+use super::accumulator::{
+    Accumulator, BatchDelivery, Delivered, DeliveryFuture, Drained, FailureTally, record_size,
 };
+use super::cluster::{Cluster, clone_error, is_connection_error, needs_metadata_refresh};
 use super::config::{Acks, ProducerConfig};
+use super::runtime::Home;
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
 use crate::limits::{
     MESSAGE_BYTES_MAX, PRODUCER_CLOSE_GRACE_MS, PRODUCER_REQUEST_BYTES_MAX, REQUEST_PARTITIONS_MAX,
 };
 use crate::partitioner::partition_for_key;
+use crate::wire::{TopicMetadata, code_from_proto, error_from_status, partition_error};
 
 /// One record to send.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -152,34 +158,61 @@ struct Inner {
     acc: Mutex<Accumulator>,
     sticky: Mutex<HashMap<String, Option<Sticky>>>,
     buffer: Arc<Semaphore>,
-    /// Wakes the sender: new records, completions, flush, close.
+    /// Wakes the sender: new batches, full batches, completions, flush, close.
     wake: Notify,
     closed: AtomicBool,
     flushing: AtomicUsize,
     in_flight: Mutex<HashMap<String, u32>>,
+    /// Failed records since the last `flush`/`close` report.
+    tally: Arc<FailureTally>,
 }
 
 /// An asynchronous producer (see the module docs). Cheap to share behind an `Arc`; every
-/// method takes `&self`.
+/// method takes `&self`. Its tasks run on the client core's runtime (`runtime.rs`), so it
+/// works from any thread and any executor; the `*_blocking` methods serve synchronous APIs.
 #[derive(Debug)]
 pub struct Producer {
     inner: Arc<Inner>,
+    home: Home,
     sender: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The outcome of the fast, synchronous part of queuing a record.
+enum Enqueue {
+    Done(Result<DeliveryFuture>),
+    /// Metadata or `buffer.memory` room must be waited for: the slow path takes the record.
+    Wait(ProducerRecord),
 }
 
 impl Producer {
     /// Validates `config`, bootstraps metadata (failing over between bootstrap addresses) and
-    /// starts the sender task. Must be called inside a tokio runtime.
+    /// starts the sender task on the client runtime. Callable from any executor.
     pub async fn new(config: ProducerConfig) -> Result<Producer> {
+        let home = Home::new("producer")?;
+        home.clone()
+            .run(async move { Producer::start(config, home).await })
+            .await
+    }
+
+    /// [`Producer::new`] for synchronous callers (blocks the calling thread).
+    pub fn new_blocking(config: ProducerConfig) -> Result<Producer> {
+        let home = Home::new("producer")?;
+        home.clone()
+            .block_on(async move { Producer::start(config, home).await })
+    }
+
+    async fn start(config: ProducerConfig, home: Home) -> Result<Producer> {
         config.validate()?;
-        let cluster = Arc::new(Cluster::new(config.common.clone()));
+        let cluster = Arc::new(Cluster::new(config.common.clone(), home.clone()));
         cluster.refresh(&[]).await?;
+        let tally = Arc::new(FailureTally::default());
         let inner = Arc::new(Inner {
             acc: Mutex::new(Accumulator::new(
                 config.batch_size,
                 config.linger,
                 config.compression,
                 config.delivery_timeout,
+                tally.clone(),
             )),
             buffer: Arc::new(Semaphore::new(config.buffer_memory as usize)),
             cluster,
@@ -189,10 +222,12 @@ impl Producer {
             closed: AtomicBool::new(false),
             flushing: AtomicUsize::new(0),
             in_flight: Mutex::new(HashMap::new()),
+            tally,
         });
-        let sender = tokio::spawn(sender_loop(inner.clone()));
+        let sender = home.handle().spawn(sender_loop(inner.clone()));
         Ok(Producer {
             inner,
+            home,
             sender: Mutex::new(Some(sender)),
         })
     }
@@ -205,172 +240,95 @@ impl Producer {
     /// Queues one record. Returns once it is queued (waiting for metadata or `buffer.memory`
     /// room, up to `max.block.ms`); the returned future resolves when it is delivered or has
     /// failed. Fails at once for a closed producer, an unknown topic or partition, or a record
-    /// larger than the limits.
+    /// larger than the limits. With metadata known and room in the buffer this does no I/O,
+    /// spawns nothing and arms no timer.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
-        let f = self.enqueue(record).await;
-        self.inner.wake.notify_one();
-        f
+        self.home.check()?;
+        match enqueue_now(&self.inner, record) {
+            Enqueue::Done(r) => r,
+            Enqueue::Wait(record) => {
+                let inner = self.inner.clone();
+                self.home
+                    .run(async move { enqueue_wait(&inner, record).await })
+                    .await
+            }
+        }
+    }
+
+    /// [`Producer::send`] for synchronous callers: blocks while metadata or buffer room is
+    /// awaited (at most `max.block.ms`); the future can be waited on with
+    /// [`DeliveryFuture::wait_blocking`].
+    pub fn send_blocking(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        self.home.check()?;
+        match enqueue_now(&self.inner, record) {
+            Enqueue::Done(r) => r,
+            Enqueue::Wait(record) => {
+                let inner = self.inner.clone();
+                self.home
+                    .block_on(async move { enqueue_wait(&inner, record).await })
+            }
+        }
     }
 
     /// Queues many records with one call (what a language binding uses, so it crosses the
-    /// boundary once per batch). A record that cannot be queued gets an already-failed future;
-    /// the others are unaffected.
-    pub async fn send_batch(&self, records: Vec<ProducerRecord>) -> Vec<DeliveryFuture> {
-        let mut out = Vec::with_capacity(records.len());
-        for r in records {
-            out.push(self.enqueue(r).await.unwrap_or_else(DeliveryFuture::failed));
-        }
-        self.inner.wake.notify_one();
-        out
+    /// boundary once per batch) and returns one handle for all of them: one result per record,
+    /// in order. A record that cannot be queued (unknown topic, too large, …) gets its error in
+    /// its slot; the others are unaffected. A missing topic is looked up once per call, not once
+    /// per record. Waits for `buffer.memory` room like `send`.
+    pub async fn send_batch(&self, records: Vec<ProducerRecord>) -> Result<BatchDelivery> {
+        self.home.check()?;
+        let inner = self.inner.clone();
+        self.home
+            .run(async move { Ok(enqueue_batch(&inner, records).await) })
+            .await
     }
 
-    async fn enqueue(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
-        let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed("producer"));
-        }
-        let ProducerRecord {
-            topic,
-            partition,
-            key,
-            value,
-            timestamp,
-        } = record;
-        let size = record_size(key.as_deref(), value.as_deref());
-        let max = (MESSAGE_BYTES_MAX as usize).min(inner.config.buffer_memory as usize);
-        if size > max {
-            return Err(Error::MessageTooLarge {
-                size: size as u64,
-                max: max as u64,
-            });
-        }
-        let max_block = inner.config.max_block;
-        let meta = match tokio::time::timeout(max_block, inner.cluster.topic(&topic)).await {
-            Ok(m) => m?,
-            Err(_) => {
-                return Err(Error::TimedOut(format!(
-                    "metadata for topic {topic} not available within max.block.ms"
-                )));
-            }
-        };
-        let partitions = meta.partitions.len() as u32;
-        if partitions == 0 {
-            return Err(Error::Remote {
-                code: ErrorCode::LeaderNotAvailable,
-                message: format!("topic {topic} has no partitions yet"),
-            });
-        }
-        if let Some(p) = partition
-            && p >= partitions
-        {
-            return Err(Error::Remote {
-                code: ErrorCode::UnknownTopicOrPartition,
-                message: format!(
-                    "topic {topic} has {partitions} partitions; there is no partition {p}"
-                ),
-            });
-        }
-        // Fast path without a timer when there is room.
-        let permit = match inner.buffer.clone().try_acquire_many_owned(size as u32) {
-            Ok(p) => p,
-            Err(_) => match tokio::time::timeout(
-                max_block,
-                inner.buffer.clone().acquire_many_owned(size as u32),
-            )
-            .await
-            {
-                Ok(Ok(p)) => p,
-                Ok(Err(_)) => return Err(Error::Closed("producer")),
-                Err(_) => {
-                    return Err(Error::TimedOut(format!(
-                        "buffer.memory ({} bytes) stayed full for max.block.ms ({} ms)",
-                        inner.config.buffer_memory,
-                        max_block.as_millis()
-                    )));
-                }
-            },
-        };
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed("producer"));
-        }
-        let now = Instant::now();
-        let p = if partition.is_none() && key.is_none() {
-            let mut sticky = inner.sticky.lock();
-            let slot = match sticky.get_mut(&topic) {
-                Some(s) => s,
-                None => sticky.entry(topic.clone()).or_default(),
-            };
-            choose_partition(
-                None,
-                None,
-                partitions,
-                size,
-                slot,
-                inner.config.batch_size as usize,
-                inner.config.linger,
-                now,
-            )
-        } else {
-            choose_partition(
-                partition,
-                key.as_deref(),
-                partitions,
-                size,
-                &mut None,
-                0,
-                Duration::ZERO,
-                now,
-            )
-        };
-        let ts = timestamp.unwrap_or_else(now_ms);
-        let tp = TopicPartition {
-            topic,
-            partition: p,
-        };
-        let mut acc = inner.acc.lock();
-        // Checked again under the accumulator's lock: the sender exits only when it sees the
-        // producer closed and the accumulator empty under this lock, so no record can be
-        // appended after it left (its future would never resolve).
-        if inner.closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed("producer"));
-        }
-        Ok(acc.append(&tp, ts, key.as_deref(), value.as_deref(), now, Some(permit)))
+    /// [`Producer::send_batch`] for synchronous callers (blocks while queuing).
+    pub fn send_batch_blocking(&self, records: Vec<ProducerRecord>) -> Result<BatchDelivery> {
+        let inner = self.inner.clone();
+        self.home
+            .block_on(async move { Ok(enqueue_batch(&inner, records).await) })
     }
 
     /// Sends everything queued now (ignoring `linger.ms`) and waits until each of those records
-    /// is delivered or has failed.
-    pub async fn flush(&self) -> Result<()> {
-        flush(&self.inner).await;
-        Ok(())
+    /// is delivered or has failed, at most `timeout` (`None`: until they resolve, which every
+    /// record does within `delivery.timeout.ms`). `Ok` only when nothing was left pending and
+    /// no record failed since the previous `flush`/`close`; otherwise [`Error::Undelivered`]
+    /// with the counts and the first error (its code is that error's, or REQUEST_TIMED_OUT
+    /// when records were only pending).
+    pub async fn flush(&self, timeout: Option<Duration>) -> Result<()> {
+        let inner = self.inner.clone();
+        self.home
+            .run(async move { flush(&inner, timeout).await })
+            .await
     }
 
-    /// [`Producer::close_timeout`] with `delivery.timeout.ms` plus a grace period: every pending
-    /// send resolves before this returns.
-    pub async fn close(&self) -> Result<()> {
-        let t = self.inner.config.delivery_timeout + Duration::from_millis(PRODUCER_CLOSE_GRACE_MS);
-        self.close_timeout(t).await
+    /// [`Producer::flush`] for synchronous callers.
+    pub fn flush_blocking(&self, timeout: Option<Duration>) -> Result<()> {
+        let inner = self.inner.clone();
+        self.home
+            .block_on(async move { flush(&inner, timeout).await })
     }
 
-    /// Stops accepting sends, delivers what is pending for up to `timeout`, then fails the rest
-    /// with SHUTTING_DOWN and stops the sender task. Idempotent.
-    pub async fn close_timeout(&self, timeout: Duration) -> Result<()> {
-        let inner = &self.inner;
-        inner.closed.store(true, Ordering::SeqCst);
-        inner.wake.notify_one();
-        if tokio::time::timeout(timeout, flush(inner)).await.is_err() {
-            inner.acc.lock().fail_all(|| Error::ShuttingDown);
-            inner.wake.notify_one();
-        }
-        let handle = self.sender.lock().take();
-        if let Some(h) = handle
-            && tokio::time::timeout(Duration::from_millis(PRODUCER_CLOSE_GRACE_MS), h)
-                .await
-                .is_err()
-        {
-            // The sender exits once the queue is empty; it cannot be left non-empty here.
-            inner.acc.lock().fail_all(|| Error::ShuttingDown);
-        }
-        Ok(())
+    /// Stops accepting sends (later ones fail with CLOSED), delivers what is pending for up to
+    /// `timeout` (`None`: `delivery.timeout.ms` plus a grace period), then fails the rest with
+    /// CLOSED and stops the sender task: every pending send resolves before this returns.
+    /// Reports like [`Producer::flush`]: `Ok` only when everything sent was delivered.
+    /// Idempotent (a second call reports nothing new).
+    pub async fn close(&self, timeout: Option<Duration>) -> Result<()> {
+        let inner = self.inner.clone();
+        let sender = self.sender.lock().take();
+        self.home
+            .run(async move { close(&inner, sender, timeout).await })
+            .await
+    }
+
+    /// [`Producer::close`] for synchronous callers.
+    pub fn close_blocking(&self, timeout: Option<Duration>) -> Result<()> {
+        let inner = self.inner.clone();
+        let sender = self.sender.lock().take();
+        self.home
+            .block_on(async move { close(&inner, sender, timeout).await })
     }
 }
 
@@ -382,7 +340,183 @@ impl Drop for Producer {
     }
 }
 
-async fn flush(inner: &Arc<Inner>) {
+/// Checks that hold before anything is queued.
+fn check_record(inner: &Inner, record: &ProducerRecord) -> Result<usize> {
+    if inner.closed.load(Ordering::Acquire) {
+        return Err(Error::Closed("producer"));
+    }
+    let size = record_size(record.key.as_deref(), record.value.as_deref());
+    let max = (MESSAGE_BYTES_MAX as usize).min(inner.config.buffer_memory as usize);
+    if size > max {
+        return Err(Error::MessageTooLarge {
+            size: size as u64,
+            max: max as u64,
+        });
+    }
+    Ok(size)
+}
+
+/// The number of partitions of a topic, checking an explicit partition against it.
+fn partition_count(meta: &TopicMetadata, partition: Option<u32>) -> Result<u32> {
+    let partitions = meta.partitions.len() as u32;
+    if partitions == 0 {
+        return Err(Error::Remote {
+            code: ErrorCode::LeaderNotAvailable,
+            message: format!("topic {} has no partitions yet", meta.name),
+        });
+    }
+    if let Some(p) = partition
+        && p >= partitions
+    {
+        return Err(Error::Remote {
+            code: ErrorCode::UnknownTopicOrPartition,
+            message: format!(
+                "topic {} has {partitions} partitions; there is no partition {p}",
+                meta.name
+            ),
+        });
+    }
+    Ok(partitions)
+}
+
+/// Queues a record without waiting: possible when the topic's metadata is cached (or it is
+/// known to be missing) and `buffer.memory` has room.
+fn enqueue_now(inner: &Inner, record: ProducerRecord) -> Enqueue {
+    let size = match check_record(inner, &record) {
+        Ok(s) => s,
+        Err(e) => return Enqueue::Done(Err(e)),
+    };
+    let meta = match inner.cluster.cached_topic(&record.topic) {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => return Enqueue::Done(Err(e)),
+        None => return Enqueue::Wait(record),
+    };
+    let partitions = match partition_count(&meta, record.partition) {
+        Ok(n) => n,
+        Err(e) => return Enqueue::Done(Err(e)),
+    };
+    match inner.buffer.clone().try_acquire_many_owned(size as u32) {
+        Ok(permit) => Enqueue::Done(append(inner, record, size, partitions, permit)),
+        Err(_) => Enqueue::Wait(record),
+    }
+}
+
+/// Queues a record, waiting up to `max.block.ms` for its topic's metadata and for room.
+async fn enqueue_wait(inner: &Inner, record: ProducerRecord) -> Result<DeliveryFuture> {
+    let size = check_record(inner, &record)?;
+    let max_block = inner.config.max_block;
+    let topic = &record.topic;
+    let meta = match tokio::time::timeout(max_block, inner.cluster.topic(topic)).await {
+        Ok(m) => m?,
+        Err(_) => {
+            return Err(Error::TimedOut(format!(
+                "metadata for topic {topic} not available within max.block.ms"
+            )));
+        }
+    };
+    let partitions = partition_count(&meta, record.partition)?;
+    let permit = match inner.buffer.clone().try_acquire_many_owned(size as u32) {
+        Ok(p) => p,
+        Err(_) => match tokio::time::timeout(
+            max_block,
+            inner.buffer.clone().acquire_many_owned(size as u32),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(Error::Closed("producer")),
+            Err(_) => {
+                return Err(Error::TimedOut(format!(
+                    "buffer.memory ({} bytes) stayed full for max.block.ms ({} ms)",
+                    inner.config.buffer_memory,
+                    max_block.as_millis()
+                )));
+            }
+        },
+    };
+    append(inner, record, size, partitions, permit)
+}
+
+/// Queues every record of a batch (see [`Producer::send_batch`]).
+async fn enqueue_batch(inner: &Inner, records: Vec<ProducerRecord>) -> BatchDelivery {
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let f = match enqueue_now(inner, r) {
+            Enqueue::Done(f) => f,
+            Enqueue::Wait(r) => enqueue_wait(inner, r).await,
+        };
+        out.push(f.unwrap_or_else(DeliveryFuture::failed));
+    }
+    BatchDelivery::new(out)
+}
+
+/// Chooses the partition and appends the record to its batch; wakes the sender only when the
+/// accumulator says so (a new or a full batch).
+fn append(
+    inner: &Inner,
+    record: ProducerRecord,
+    size: usize,
+    partitions: u32,
+    permit: OwnedSemaphorePermit,
+) -> Result<DeliveryFuture> {
+    let ProducerRecord {
+        topic,
+        partition,
+        key,
+        value,
+        timestamp,
+    } = record;
+    let now = Instant::now();
+    let p = if partition.is_none() && key.is_none() {
+        let mut sticky = inner.sticky.lock();
+        let slot = match sticky.get_mut(&topic) {
+            Some(s) => s,
+            None => sticky.entry(topic.clone()).or_default(),
+        };
+        choose_partition(
+            None,
+            None,
+            partitions,
+            size,
+            slot,
+            inner.config.batch_size as usize,
+            inner.config.linger,
+            now,
+        )
+    } else {
+        choose_partition(
+            partition,
+            key.as_deref(),
+            partitions,
+            size,
+            &mut None,
+            0,
+            Duration::ZERO,
+            now,
+        )
+    };
+    let ts = timestamp.unwrap_or_else(now_ms);
+    let tp = TopicPartition {
+        topic,
+        partition: p,
+    };
+    let (future, wake) = {
+        let mut acc = inner.acc.lock();
+        // Checked again under the accumulator's lock: the sender exits only when it sees the
+        // producer closed and the accumulator empty under this lock, so no record can be
+        // appended after it left (its future would never resolve).
+        if inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed("producer"));
+        }
+        acc.append(&tp, ts, key.as_deref(), value.as_deref(), now, Some(permit))
+    };
+    if wake {
+        inner.wake.notify_one();
+    }
+    Ok(future)
+}
+
+async fn flush(inner: &Arc<Inner>, timeout: Option<Duration>) -> Result<()> {
     struct Flushing<'a>(&'a Inner);
     impl Drop for Flushing<'_> {
         fn drop(&mut self) {
@@ -393,9 +527,61 @@ async fn flush(inner: &Arc<Inner>) {
     let _guard = Flushing(inner);
     inner.wake.notify_one();
     let pending = inner.acc.lock().pending();
-    for b in pending {
-        b.wait().await;
+    let wait_all = async {
+        for (b, _) in &pending {
+            b.wait().await;
+        }
+    };
+    match timeout {
+        Some(t) => {
+            let _ = tokio::time::timeout(t, wait_all).await;
+        }
+        None => wait_all.await,
     }
+    let still: u64 = pending
+        .iter()
+        .filter(|(b, _)| !b.is_resolved())
+        .map(|(_, n)| u64::from(*n))
+        .sum();
+    report(inner, still)
+}
+
+/// `Ok` when nothing failed since the last report and nothing is `pending`.
+fn report(inner: &Inner, pending: u64) -> Result<()> {
+    let (failed, first) = inner.tally.take();
+    if failed == 0 && pending == 0 {
+        Ok(())
+    } else {
+        Err(Error::Undelivered {
+            failed,
+            pending,
+            first_error: first.map(Box::new),
+        })
+    }
+}
+
+async fn close(
+    inner: &Arc<Inner>,
+    sender: Option<JoinHandle<()>>,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    inner.closed.store(true, Ordering::SeqCst);
+    inner.wake.notify_one();
+    let timeout = timeout
+        .unwrap_or(inner.config.delivery_timeout + Duration::from_millis(PRODUCER_CLOSE_GRACE_MS));
+    // Records still pending after the flush are failed below (and counted as failed then).
+    let _ = flush(inner, Some(timeout)).await;
+    inner.acc.lock().fail_all(|| Error::Closed("producer"));
+    inner.wake.notify_one();
+    if let Some(h) = sender
+        && tokio::time::timeout(Duration::from_millis(PRODUCER_CLOSE_GRACE_MS), h)
+            .await
+            .is_err()
+    {
+        // The sender exits once the queue is empty; it cannot be left non-empty here.
+        inner.acc.lock().fail_all(|| Error::Closed("producer"));
+    }
+    report(inner, 0)
 }
 
 fn refresh_in_background(inner: &Arc<Inner>) {
@@ -503,7 +689,7 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
             .produce(inner.cluster.request(request, Duration::ZERO))
             .await
             .map(|r| r.into_inner())
-            .map_err(|s| status_to_error(&s)),
+            .map_err(|s| error_from_status(&s)),
         Err(e) => Err(e),
     };
     let now = Instant::now();
@@ -514,7 +700,7 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
         match result {
             Ok(resp) if resp.results.len() == drained.len() => {
                 for (d, r) in drained.iter().zip(resp.results) {
-                    let code = code_from_i32(r.error_code);
+                    let code = code_from_proto(r.error_code);
                     if code == ErrorCode::None {
                         let base = if acks == Acks::None || r.base_offset < 0 {
                             None

@@ -8,18 +8,22 @@
 //! 2. **Assign**: the broker-committed offsets of the new partitions (`FetchOffsets`) become
 //!    their positions; partitions without one fall back to the local store, then to
 //!    `auto.offset.reset` (the consumer's usual resolution).
-//! 3. **Heartbeat** every `heartbeat.interval.ms` (default `session.timeout.ms` / 3).
+//! 3. **Heartbeat** every `heartbeat.interval.ms`.
 //!    REBALANCE_IN_PROGRESS or ILLEGAL_GENERATION: rejoin with the member id; UNKNOWN_MEMBER_ID:
 //!    rejoin as a new member. Connection errors are retried (another coordinator address) until
 //!    a session timeout has passed without a successful heartbeat; then the member assumes it
 //!    was removed and rejoins.
+//!    The new assignment is announced to the application as an `Assigned` event.
 //! 4. **Revoke** before every rejoin ([`revoke`]): every partition is taken from the fetcher and
 //!    its buffered records dropped (under the lock `poll` drains with, so no record of a
 //!    revoked partition is returned afterwards and no fetch for it starts), then, with
 //!    `enable.auto.commit`, the positions reached are committed to the broker (still in the old
 //!    generation, which the coordinator accepts during the rebalance) and to the local store.
+//!    A `Revoked` event with those positions goes to the application, and the member waits
+//!    for its next poll (at most half of `max.poll.interval.ms`, so it still rejoins within
+//!    the rebalance timeout), keeping its generation so the application can commit.
 //!    The coordinator hands those partitions to others only after this member rejoined, i.e.
-//!    after it stopped fetching and committed.
+//!    after it stopped fetching and everything was committed.
 //!
 //! Errors that retrying cannot fix (INVALID_SESSION_TIMEOUT, INCONSISTENT_GROUP_PROTOCOL,
 //! GROUP_MAX_SIZE_REACHED, INVALID_REQUEST, …) end the task and are reported by the next `poll`.
@@ -28,19 +32,20 @@
 //! [`CONSUMER_GROUP_BACKOFF_MS_MAX`]; a coordinator that moved is found again between attempts.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluiceway_proto::v1;
 
-use super::Inner;
-use crate::client::cluster::{
-    code_from_i32, coordinator_moved, is_connection_error, partition_error, status_to_error,
-};
+use super::{Inner, PartitionOffset, PendingRevoke, RebalanceEvent};
+use crate::client::cluster::{coordinator_moved, is_connection_error};
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
 use crate::limits::{
     CONSUMER_GROUP_BACKOFF_MS_MAX, CONSUMER_GROUP_RETRIES_MAX, GROUP_JOIN_SLACK_MS,
 };
+use crate::types::Offset;
+use crate::wire::{code_from_proto, error_from_status, partition_error};
 
 /// The membership of a subscribed consumer.
 #[derive(Clone, Debug)]
@@ -76,7 +81,7 @@ enum Rejoin {
 
 /// The membership task (see the module docs). Ends only on a non-retriable error; `close`,
 /// `unsubscribe` and a new `subscribe` abort it.
-pub(super) async fn run(inner: std::sync::Arc<Inner>) {
+pub(super) async fn run(inner: Arc<Inner>) {
     let base = inner
         .config
         .common
@@ -122,12 +127,19 @@ pub(super) async fn run(inner: std::sync::Arc<Inner>) {
             m.member_id = member_id;
             m.generation = Some(generation);
         }
+        let event = RebalanceEvent::Assigned(
+            assignment
+                .iter()
+                .map(|tp| PartitionOffset::new(tp, committed.get(tp).copied().map(Offset)))
+                .collect(),
+        );
         if inner.set_assignment(assignment, &committed).is_err() {
             return; // closed
         }
+        inner.state.lock().events.push_back(event);
         inner.data.notify_waiters();
         let why = heartbeat_loop(&inner).await;
-        revoke(&inner).await;
+        revoke(&inner, true).await;
         if matches!(why, Rejoin::NewMember) {
             set_member_id(&inner, String::new());
         }
@@ -141,10 +153,11 @@ fn set_member_id(inner: &Inner, id: String) {
     }
 }
 
-/// Stops fetching every partition, drops their buffered records and (with
-/// `enable.auto.commit`) commits the positions reached to the broker and the local store.
-/// Leaves the membership without a generation.
-pub(super) async fn revoke(inner: &Inner) {
+/// Stops fetching every partition, drops their buffered records, (with `enable.auto.commit`)
+/// commits the positions reached to the broker and the local store, and hands a `Revoked`
+/// event to the application; with `wait_for_ack` waits for the application's next poll (see
+/// the module docs). Leaves the membership without a generation.
+pub(super) async fn revoke(inner: &Inner, wait_for_ack: bool) {
     let positions = inner.revoke_all();
     if inner.config.enable_auto_commit && !positions.is_empty() {
         if let Err(e) = commit_to_group(inner, &positions).await {
@@ -152,9 +165,41 @@ pub(super) async fn revoke(inner: &Inner) {
             // already, so our positions must not overwrite its commits.
             tracing::warn!(error = %e, "committing revoked partitions to the group failed");
         }
-        if let Err(e) = inner.commit_local(positions).await {
+        if let Err(e) = inner.commit_local(positions.clone()).await {
             tracing::warn!(error = %e, "committing revoked partitions to the local store failed");
         }
+    }
+    if !positions.is_empty() {
+        let acked = {
+            let mut st = inner.state.lock();
+            st.events.push_back(RebalanceEvent::Revoked(
+                positions
+                    .iter()
+                    .map(|(tp, o)| PartitionOffset::new(tp, Some(Offset(*o))))
+                    .collect(),
+            ));
+            st.revoke = Some(PendingRevoke {
+                positions,
+                delivered: false,
+            });
+            inner.revoke_acked.notified()
+        };
+        inner.data.notify_waiters();
+        if wait_for_ack {
+            let bound = inner.config.max_poll_interval / 2;
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            if inner.state.lock().revoke.is_some()
+                && tokio::time::timeout(bound, acked).await.is_err()
+            {
+                tracing::warn!(
+                    "the application did not poll within half of max.poll.interval.ms after a revoke; rejoining"
+                );
+            }
+        }
+        // Not acknowledged (not waited for, or the time ran out): the generation ends here, so
+        // the revoked positions are no longer committable as this member's.
+        inner.state.lock().revoke = None;
     }
     if let Some(m) = inner.member.lock().as_mut() {
         m.generation = None;
@@ -182,7 +227,7 @@ where
     let mut attempt = 0;
     loop {
         let result = match cluster.coordinator_client(group_id).await {
-            Ok(client) => f(client).await.map_err(|s| status_to_error(&s)),
+            Ok(client) => f(client).await.map_err(|s| error_from_status(&s)),
             Err(e) => Err(e),
         };
         attempt += 1;
@@ -278,7 +323,7 @@ async fn heartbeat_loop(inner: &Inner) -> Rejoin {
         // One heartbeat may take at most the session timeout: past it the session is gone.
         let mut req = tonic::Request::new(request);
         req.set_timeout(session.min(inner.config.common.request_timeout));
-        match c.heartbeat(req).await.map_err(|s| status_to_error(&s)) {
+        match c.heartbeat(req).await.map_err(|s| error_from_status(&s)) {
             Ok(_) => last_ok = Instant::now(),
             Err(e) => match e.code() {
                 ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration => {
@@ -339,7 +384,7 @@ async fn fetch_committed(
     for o in r.offsets {
         // A per-partition error (the topic was deleted meanwhile) leaves the partition to the
         // local store / auto.offset.reset, as a partition never committed.
-        if code_from_i32(o.error_code) == ErrorCode::None && o.offset >= 0 {
+        if code_from_proto(o.error_code) == ErrorCode::None && o.offset >= 0 {
             out.insert(TopicPartition::new(o.topic, o.partition), o.offset as u64);
         }
     }
@@ -381,7 +426,7 @@ pub(super) async fn commit_to_group(
     })
     .await?;
     for p in r.results {
-        if code_from_i32(p.error_code) != ErrorCode::None {
+        if code_from_proto(p.error_code) != ErrorCode::None {
             let tp = TopicPartition::new(p.topic, p.partition);
             return Err(partition_error(p.error_code, &p.error_message, &tp));
         }
@@ -406,7 +451,7 @@ pub(super) async fn leave(inner: &Inner) -> Result<()> {
     match c
         .leave_group(inner.cluster.request(request, Duration::ZERO))
         .await
-        .map_err(|s| status_to_error(&s))
+        .map_err(|s| error_from_status(&s))
     {
         Ok(_) => Ok(()),
         // Already removed (session expired): nothing to leave.

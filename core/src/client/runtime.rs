@@ -1,0 +1,148 @@
+//! The client core's own tokio runtime: one per process, created lazily by the first client,
+//! shared by every producer, consumer and admin whatever thread (or language) calls them.
+//!
+//! Why the core owns it: a language binding calls the client from threads the core does not
+//! control (Python's, Node's main thread, a JVM thread), often without any tokio runtime, and
+//! a runtime borrowed from the caller may end before the client's background tasks do. So
+//! every background task (sender, fetcher, group membership) and every async call's body runs
+//! here; callers only await a `JoinHandle` (which any executor can poll) or block on a channel.
+//!
+//! - Worker threads: the machine's parallelism clamped to
+//!   [`CLIENT_RUNTIME_WORKER_THREADS_MAX`] (a client is I/O-bound: more threads only add
+//!   wake-ups), named `sluiceway-client-N` so they are recognisable in `top -H` and profiles.
+//! - **fork()**: only the forking thread survives in the child, so the parent's runtime has no
+//!   threads there. Each client records the process id it was made in ([`Home`]); a call in
+//!   another process fails at once with [`Error::Forked`] (code CLOSED) instead of hanging. A
+//!   client created in the child gets a fresh runtime (the parent's is leaked, never dropped:
+//!   dropping it would wait for threads that do not exist).
+//! - Blocking entry points ([`Home::block_on`]) spawn the work here and wait on a channel, so
+//!   they work from any thread that is not itself a worker of this runtime; called from inside
+//!   an async context they return [`Error::InvalidArgument`] rather than stalling a worker.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use tokio::runtime::{Handle, Runtime};
+
+use crate::error::{Error, Result};
+use crate::limits::CLIENT_RUNTIME_WORKER_THREADS_MAX;
+
+/// The process's client runtime and the process id it belongs to.
+static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+
+thread_local! {
+    /// Set on the client runtime's own threads (workers and its blocking pool).
+    static ON_CLIENT_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The client runtime of this process, created on first use (again in a forked child).
+fn runtime() -> Result<Arc<Runtime>> {
+    let pid = std::process::id();
+    let mut slot = RUNTIME.lock();
+    match &*slot {
+        Some((owner, rt)) if *owner == pid => return Ok(rt.clone()),
+        Some(_) => {
+            // A child after fork(): the parent's runtime has no threads here. Leak it.
+            if let Some((_, old)) = slot.take() {
+                std::mem::forget(old);
+            }
+        }
+        None => {}
+    }
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, CLIENT_RUNTIME_WORKER_THREADS_MAX);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name_fn(|| {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            format!("sluiceway-client-{}", N.fetch_add(1, Ordering::Relaxed))
+        })
+        .on_thread_start(|| ON_CLIENT_THREAD.with(|c| c.set(true)))
+        .enable_all()
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("cannot start the client runtime: {e}")))?;
+    let rt = Arc::new(rt);
+    *slot = Some((pid, rt.clone()));
+    Ok(rt)
+}
+
+/// Where a client lives: the runtime it was created on and the process that created it.
+/// Every public client method goes through this, so a forked child gets a clear error.
+#[derive(Clone, Debug)]
+pub(crate) struct Home {
+    handle: Handle,
+    pid: u32,
+    what: &'static str,
+}
+
+impl Home {
+    /// The home of a new client of kind `what` ("producer", "consumer", "admin").
+    pub(crate) fn new(what: &'static str) -> Result<Home> {
+        Ok(Home {
+            handle: runtime()?.handle().clone(),
+            pid: std::process::id(),
+            what,
+        })
+    }
+
+    /// Fails in a process other than the one the client was created in.
+    pub(crate) fn check(&self) -> Result<()> {
+        let child = std::process::id();
+        if child == self.pid {
+            Ok(())
+        } else {
+            Err(Error::Forked {
+                what: self.what,
+                parent: self.pid,
+                child,
+            })
+        }
+    }
+
+    /// The runtime's handle, for spawning background tasks.
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Runs `fut` on the client runtime and awaits it from any executor.
+    pub(crate) async fn run<T, F>(&self, fut: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.check()?;
+        self.handle
+            .spawn(fut)
+            .await
+            .map_err(|e| task_failed(self.what, e))?
+    }
+
+    /// Runs `fut` on the client runtime and blocks the calling thread until it finishes. For
+    /// the synchronous APIs of bindings, which release their interpreter lock around this.
+    pub(crate) fn block_on<T, F>(&self, fut: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.check()?;
+        if ON_CLIENT_THREAD.with(|c| c.get()) {
+            return Err(Error::InvalidArgument(format!(
+                "a blocking {} call was made on a client runtime thread; use the async method",
+                self.what
+            )));
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| Error::InvalidArgument(format!("the {} task ended early", self.what)))?
+    }
+}
+
+fn task_failed(what: &str, e: tokio::task::JoinError) -> Error {
+    Error::InvalidArgument(format!("the {what} task failed: {e}"))
+}
