@@ -374,6 +374,13 @@ pub const BENCH_MESSAGE_BYTES_MAX: usize = 1 << 20;
 pub const CONSUMER_BUFFER_BYTES_MAX: u64 = FETCH_BYTES_MAX as u64;
 /// Largest local offset-store file the consumer reads.
 pub const OFFSET_STORE_BYTES_MAX: u64 = 16 << 20;
+/// How long opening a local offset store waits for its lock before reporting it in use. A
+/// consumer closed or dropped a moment ago releases its store only when its last in-flight
+/// fetch ends (up to `fetch.max.wait.ms`, 500 ms by default), and a restarted process may start
+/// before the old one has exited; a store held for longer belongs to a live consumer.
+pub const OFFSET_STORE_LOCK_WAIT_MS: u64 = 2_000;
+/// Pause between two attempts to take that lock.
+pub const OFFSET_STORE_LOCK_RETRY_MS: u64 = 10;
 
 const _: () = assert!(PRODUCER_BATCH_BYTES_DEFAULT <= PRODUCER_BATCH_BYTES_MAX);
 const _: () = assert!(PRODUCER_BATCH_BYTES_MAX as u64 <= PRODUCER_BUFFER_BYTES_MIN);
@@ -388,3 +395,4 @@ const _: () = assert!(CONSUMER_SESSION_TIMEOUT_MS_DEFAULT >= GROUP_SESSION_TIMEO
 const _: () = assert!(CONSUMER_SESSION_TIMEOUT_MS_DEFAULT <= GROUP_SESSION_TIMEOUT_MS_MAX);
 const _: () = assert!(CONSUMER_MAX_POLL_INTERVAL_MS_DEFAULT <= GROUP_REBALANCE_TIMEOUT_MS_MAX);
 const _: () = assert!(CONSUMER_HEARTBEAT_INTERVAL_MS_MIN * 3 <= GROUP_SESSION_TIMEOUT_MS_MIN);
+const _: () = assert!(OFFSET_STORE_LOCK_RETRY_MS < OFFSET_STORE_LOCK_WAIT_MS);

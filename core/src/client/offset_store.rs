@@ -21,30 +21,63 @@
 //!   naming the file and the problem; it is never silently treated as empty (that would replay
 //!   or skip a whole log).
 //! - Reads are bounded by [`OFFSET_STORE_BYTES_MAX`].
+//! - **One opener at a time.** [`OffsetStore::open`] takes an exclusive advisory lock
+//!   ([`std::fs::File::try_lock`]: `flock` on Unix, `LockFileEx` on Windows) on
+//!   `<id>.offsets.lock` beside the store file and holds it until the store is dropped. Two
+//!   consumers committing to one file would overwrite each other's positions, so a second
+//!   opener — another process, or another consumer in this one (the lock belongs to the open
+//!   file, not the process) — waits up to [`OFFSET_STORE_LOCK_WAIT_MS`] for a consumer that is
+//!   just shutting down, then gets [`Error::InvalidConfig`] for `offset.store.dir` saying which
+//!   file is in use and what to do. The operating system releases the lock when its holder
+//!   exits, even by `kill -9`, so a lock file left behind is harmless; it is never deleted
+//!   (deleting it could let a waiting opener lock the old file while a new opener locks a new
+//!   one). The lock is advisory: only other `OffsetStore`s respect it.
 //!
-//! Not locked against a second process using the same directory and id: give each consumer
-//! process its own id (or directory).
+//! Thread safety: the store is `Send + Sync` and every method takes `&self`; the consumer
+//! shares one between its tasks. It has two locks, taken in this order:
+//! - `writing` serialises commits, from reading the map to publishing the new one, so commits
+//!   reach the file in the order they reach memory: each file holds the union of every commit
+//!   so far, and two commits never share the temp file;
+//! - `offsets` guards the in-memory map and is held only to copy or replace it, never across
+//!   file I/O, so [`OffsetStore::get`] answers while a commit writes and fsyncs.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, OpenOptions, TryLockError};
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::atomic_file::{sync_dir, write_atomically};
 use crate::error::{Error, Result};
 use crate::group::TopicPartition;
-use crate::limits::OFFSET_STORE_BYTES_MAX;
+use crate::limits::{
+    OFFSET_STORE_BYTES_MAX, OFFSET_STORE_LOCK_RETRY_MS, OFFSET_STORE_LOCK_WAIT_MS,
+};
 
 /// The id a consumer without `group.id` uses.
 pub const STANDALONE_ID: &str = "standalone";
 const HEADER: &str = "sluiceway-offsets 1";
 
-/// Committed positions of one consumer id, backed by one file.
+/// Committed positions of one consumer id, backed by one file and locked against every other
+/// opener while it lives (see the module docs).
 #[derive(Debug)]
 pub struct OffsetStore {
     path: PathBuf,
-    offsets: BTreeMap<TopicPartition, u64>,
+    /// `<id>.offsets.lock`, exclusively locked; dropping the handle releases the lock.
+    _lock: fs::File,
+    /// Held by a commit from reading `offsets` to publishing the new map (see the module docs).
+    writing: Mutex<()>,
+    /// The committed positions; held only to copy or replace the map.
+    offsets: Mutex<BTreeMap<TopicPartition, u64>>,
 }
+
+// The consumer shares one store between its runtime's worker threads.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<OffsetStore>();
+};
 
 /// The file name for a consumer id (see the module docs).
 pub fn file_name(id: &str) -> String {
@@ -147,12 +180,65 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<BTreeMap<TopicPartition, u64>
     Ok(out)
 }
 
+/// The lock file of the store file `path`: `<id>.offsets.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Opens (creating it if needed) and exclusively locks the lock file of the store file `path`,
+/// retrying for up to `wait` while another opener holds it.
+fn lock_store(path: &Path, wait: Duration) -> Result<fs::File> {
+    let lock = lock_path(path);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .map_err(|e| Error::io("open lock file", &lock, e))?;
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(OFFSET_STORE_LOCK_RETRY_MS));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::InvalidConfig {
+                    key: "offset.store.dir".into(),
+                    reason: format!(
+                        "the offset store {} is in use by another consumer (another process, \
+                         or another client in this one, holds the lock on {}); give each \
+                         consumer its own offset.store.dir or group.id, or close and drop the \
+                         other consumer first",
+                        path.display(),
+                        lock.display()
+                    ),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &lock, e)),
+        }
+    }
+}
+
 impl OffsetStore {
-    /// Opens (creating the directory if needed) and reads the store of consumer `id` in `dir`.
-    /// A missing file is an empty store; a damaged one is an error.
+    /// Opens (creating the directory if needed), locks and reads the store of consumer `id` in
+    /// `dir`. A missing file is an empty store; a damaged one is an error; a store another
+    /// consumer holds for longer than [`OFFSET_STORE_LOCK_WAIT_MS`] is
+    /// [`Error::InvalidConfig`] (`offset.store.dir`). Blocks while it waits: call it from a
+    /// blocking context.
     pub fn open(dir: &Path, id: &str) -> Result<OffsetStore> {
+        OffsetStore::open_waiting(dir, id, Duration::from_millis(OFFSET_STORE_LOCK_WAIT_MS))
+    }
+
+    /// [`OffsetStore::open`] with another bound on the wait for the lock.
+    pub(crate) fn open_waiting(dir: &Path, id: &str, wait: Duration) -> Result<OffsetStore> {
         fs::create_dir_all(dir).map_err(|e| Error::io("create offset store directory", dir, e))?;
         let path = dir.join(file_name(id));
+        // Locked before reading: the holder may be about to replace the file.
+        let lock = lock_store(&path, wait)?;
         let offsets = match fs::File::open(&path) {
             Ok(f) => {
                 let mut bytes = Vec::new();
@@ -174,7 +260,12 @@ impl OffsetStore {
             }
             Err(e) => return Err(Error::io("open", &path, e)),
         };
-        Ok(OffsetStore { path, offsets })
+        Ok(OffsetStore {
+            path,
+            _lock: lock,
+            writing: Mutex::new(()),
+            offsets: Mutex::new(offsets),
+        })
     }
 
     /// The file backing this store.
@@ -184,21 +275,23 @@ impl OffsetStore {
 
     /// The committed position of one partition.
     pub fn get(&self, tp: &TopicPartition) -> Option<u64> {
-        self.offsets.get(tp).copied()
+        self.offsets.lock().get(tp).copied()
     }
 
-    /// Every committed position.
-    pub fn all(&self) -> &BTreeMap<TopicPartition, u64> {
-        &self.offsets
+    /// A copy of every committed position.
+    pub fn all(&self) -> BTreeMap<TopicPartition, u64> {
+        self.offsets.lock().clone()
     }
 
     /// Merges `offsets` into the store and writes the file atomically and durably. On error the
-    /// store (in memory and on disk) is unchanged.
-    pub fn commit(
-        &mut self,
-        offsets: impl IntoIterator<Item = (TopicPartition, u64)>,
-    ) -> Result<()> {
-        let mut next = self.offsets.clone();
+    /// store (in memory and on disk) is unchanged. Concurrent commits are applied one after the
+    /// other; readers see the previous positions until the write succeeded.
+    pub fn commit(&self, offsets: impl IntoIterator<Item = (TopicPartition, u64)>) -> Result<()> {
+        let offsets: Vec<(TopicPartition, u64)> = offsets.into_iter().collect();
+        // Held until the new map is published, so the next commit starts from this one's result
+        // and writes after it.
+        let _writing = self.writing.lock();
+        let mut next = self.offsets.lock().clone();
         let mut changed = false;
         for (tp, o) in offsets {
             changed |= next.insert(tp, o) != Some(o);
@@ -207,13 +300,15 @@ impl OffsetStore {
             return Ok(());
         }
         write_atomically(&self.path, &encode(&next))?;
-        self.offsets = next;
+        *self.offsets.lock() = next;
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+
     use super::*;
     use crate::ErrorCode;
 
@@ -224,11 +319,12 @@ mod tests {
     #[test]
     fn commit_then_reopen_reads_the_same_positions() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = OffsetStore::open(dir.path(), "g1").unwrap();
+        let s = OffsetStore::open(dir.path(), "g1").unwrap();
         assert!(s.all().is_empty());
         s.commit([(tp("t", 0), 300), (tp("t", 2), 7), (tp("a.b", 1), 0)])
             .unwrap();
         s.commit([(tp("t", 0), 301)]).unwrap();
+        drop(s); // releases the lock
         let s2 = OffsetStore::open(dir.path(), "g1").unwrap();
         assert_eq!(s2.get(&tp("t", 0)), Some(301));
         assert_eq!(s2.get(&tp("t", 2)), Some(7));
@@ -275,9 +371,10 @@ mod tests {
     #[test]
     fn a_damaged_file_is_a_clear_error_not_a_reset() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = OffsetStore::open(dir.path(), "g").unwrap();
+        let s = OffsetStore::open(dir.path(), "g").unwrap();
         s.commit([(tp("t", 0), 300)]).unwrap();
         let path = s.path().to_owned();
+        drop(s);
         let good = fs::read(&path).unwrap();
         let cases: Vec<(&str, Vec<u8>)> = vec![
             (
@@ -308,7 +405,7 @@ mod tests {
     fn a_failed_write_leaves_the_store_unchanged() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("store");
-        let mut s = OffsetStore::open(&sub, "g").unwrap();
+        let s = OffsetStore::open(&sub, "g").unwrap();
         s.commit([(tp("t", 0), 5)]).unwrap();
         // Make the directory unusable: replace it with a file.
         fs::remove_dir_all(&sub).unwrap();
@@ -320,8 +417,9 @@ mod tests {
     #[test]
     fn a_leftover_temp_file_from_a_crash_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = OffsetStore::open(dir.path(), "g").unwrap();
+        let s = OffsetStore::open(dir.path(), "g").unwrap();
         s.commit([(tp("t", 0), 10)]).unwrap();
+        drop(s);
         // A crash between writing the temp file and the rename leaves it behind, half written.
         fs::write(
             dir.path().join("g.offsets.tmp"),
@@ -332,5 +430,95 @@ mod tests {
             OffsetStore::open(dir.path(), "g").unwrap().get(&tp("t", 0)),
             Some(10)
         );
+    }
+
+    fn in_use_reason(e: Error) -> String {
+        match e {
+            Error::InvalidConfig { key, reason } if key == "offset.store.dir" => reason,
+            other => panic!("expected InvalidConfig for offset.store.dir, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = OffsetStore::open(dir.path(), "g").unwrap();
+        s.commit([(tp("t", 0), 5)]).unwrap();
+        // The public `open`, with its whole wait: the holder is alive throughout.
+        let reason = in_use_reason(OffsetStore::open(dir.path(), "g").unwrap_err());
+        assert!(
+            reason.contains(&s.path().display().to_string())
+                && reason.contains("in use by another consumer")
+                && reason.contains("give each consumer its own offset.store.dir or group.id"),
+            "{reason}"
+        );
+        // Another id in the same directory is another lock.
+        OffsetStore::open_waiting(dir.path(), "h", Duration::ZERO).unwrap();
+        drop(s);
+        let s = OffsetStore::open_waiting(dir.path(), "g", Duration::ZERO).unwrap();
+        assert_eq!(s.get(&tp("t", 0)), Some(5));
+        assert!(dir.path().join("g.offsets.lock").exists());
+    }
+
+    #[test]
+    fn a_store_released_while_the_opener_waits_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = OffsetStore::open(dir.path(), "g").unwrap();
+        s.commit([(tp("t", 0), 9)]).unwrap();
+        // A consumer shutting down: the store is released well within the wait.
+        let closing = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(s);
+        });
+        let s = OffsetStore::open(dir.path(), "g").unwrap();
+        assert_eq!(s.get(&tp("t", 0)), Some(9));
+        closing.join().unwrap();
+    }
+
+    #[test]
+    fn readers_do_not_wait_for_a_commit_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = OffsetStore::open(dir.path(), "g").unwrap();
+        s.commit([(tp("t", 0), 1)]).unwrap();
+        // Stand in for a commit stuck in its write and fsync.
+        let writing = s.writing.lock();
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| tx.send((s.get(&tp("t", 0)), s.all().len())).unwrap());
+            assert_eq!(
+                rx.recv_timeout(Duration::from_secs(10))
+                    .expect("get and all answer while a commit writes"),
+                (Some(1), 1)
+            );
+            drop(writing);
+        });
+    }
+
+    /// Each thread owns one partition and commits increasing positions to it: after every
+    /// commit the file must hold that position, whatever the other threads committed meanwhile
+    /// (a write that overtook a later one would lose it), and at the end the file is the union.
+    #[test]
+    fn concurrent_commits_reach_the_file_in_order() {
+        const THREADS: u32 = 4;
+        const COMMITS: u64 = 25;
+        let dir = tempfile::tempdir().unwrap();
+        let s = OffsetStore::open(dir.path(), "g").unwrap();
+        std::thread::scope(|scope| {
+            for p in 0..THREADS {
+                let s = &s;
+                scope.spawn(move || {
+                    for o in 1..=COMMITS {
+                        s.commit([(tp("t", p), o)]).unwrap();
+                        let on_disk = decode(&fs::read(s.path()).unwrap(), s.path()).unwrap();
+                        assert_eq!(on_disk.get(&tp("t", p)), Some(&o), "partition {p}");
+                        assert_eq!(s.get(&tp("t", p)), Some(o));
+                    }
+                });
+            }
+        });
+        let want: BTreeMap<_, _> = (0..THREADS).map(|p| (tp("t", p), COMMITS)).collect();
+        assert_eq!(s.all(), want);
+        drop(s);
+        assert_eq!(OffsetStore::open(dir.path(), "g").unwrap().all(), want);
     }
 }
