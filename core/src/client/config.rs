@@ -73,14 +73,18 @@ fn check_range(key: &str, n: u64, min: u64, max: u64) -> Result<()> {
     Ok(())
 }
 
+/// `true` or `false` in any case: Python's `str(True)` is `"True"`.
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
-    match v.trim() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        other => Err(invalid(
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(invalid(
             key,
-            format!("{other:?} is not a boolean; allowed: true, false"),
-        )),
+            format!("{v:?} is not a boolean; allowed: true, false (any case)"),
+        ))
     }
 }
 
@@ -981,6 +985,33 @@ mod tests {
             .unwrap_err(),
         );
         assert_eq!(key, "fetch.max.wait.ms");
+    }
+
+    /// Python passes `str(True)`; anything but true/false is still refused, naming the key.
+    #[test]
+    fn booleans_are_true_or_false_in_any_case() {
+        for (v, want) in [
+            ("true", true),
+            ("True", true),
+            ("TRUE", true),
+            (" tRuE ", true),
+            ("false", false),
+            ("False", false),
+            ("FALSE", false),
+        ] {
+            let c =
+                ConsumerConfig::from_map([("bootstrap.servers", "h:1"), ("enable.auto.commit", v)])
+                    .unwrap();
+            assert_eq!(c.enable_auto_commit, want, "{v:?}");
+        }
+        for v in ["yes", "1", "t", "", "truee", "Falsey"] {
+            let (key, reason) = key_of(
+                ConsumerConfig::from_map([("bootstrap.servers", "h:1"), ("enable.auto.commit", v)])
+                    .unwrap_err(),
+            );
+            assert_eq!(key, "enable.auto.commit", "{v:?}");
+            assert!(reason.contains("allowed: true, false"), "{v:?}: {reason}");
+        }
     }
 
     #[test]
