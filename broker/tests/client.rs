@@ -273,6 +273,8 @@ async fn c5_c6_local_offsets_resume_then_replay() {
         assert_eq!(c.position(&tp).await.unwrap(), Offset(300));
         c.close(None).await.unwrap(); // enable.auto.commit (default) commits on close
         assert!(store.join("c5.offsets").exists());
+        // The store stays locked until the consumer is dropped (a shadowed one is not).
+        drop(c);
 
         let c = Consumer::new(config().max_poll_records(500)).await.unwrap();
         assert_eq!(c.committed(&tp), Some(Offset(300)));

@@ -1,7 +1,7 @@
 //! Replacing a small file atomically: write a temporary file beside it, fsync it, rename it over
 //! the target, fsync the directory. After a crash the file holds either the old or the new
 //! contents, never a mix, and a completed replace survives power loss. Used for the embedded
-//! registry's state (and, later, the consumer's local offset store).
+//! registry's state and the consumer's local offset store.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

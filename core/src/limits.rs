@@ -353,6 +353,11 @@ pub const CONSUMER_MAX_POLL_RECORDS_MAX: u32 = 1_000_000;
 pub const CONSUMER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 45_000;
 /// Smallest `heartbeat.interval.ms` (and the floor of the derived one).
 pub const CONSUMER_HEARTBEAT_INTERVAL_MS_MIN: u64 = 10;
+/// Kafka's default `heartbeat.interval.ms`; with a session timeout under three times this,
+/// a third of the session is used instead. It also bounds how long a stable member takes to
+/// notice a rebalance (its next heartbeat answers REBALANCE_IN_PROGRESS), i.e. how long a
+/// member joining a group waits for its partitions.
+pub const CONSUMER_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 3_000;
 /// Kafka's default `max.poll.interval.ms`, sent as the join's rebalance timeout.
 pub const CONSUMER_MAX_POLL_INTERVAL_MS_DEFAULT: u64 = 300_000;
 /// Attempts of one group request (join, commit, fetch offsets, describe) on connection or
@@ -395,6 +400,10 @@ const _: () = assert!(CONSUMER_SESSION_TIMEOUT_MS_DEFAULT >= GROUP_SESSION_TIMEO
 const _: () = assert!(CONSUMER_SESSION_TIMEOUT_MS_DEFAULT <= GROUP_SESSION_TIMEOUT_MS_MAX);
 const _: () = assert!(CONSUMER_MAX_POLL_INTERVAL_MS_DEFAULT <= GROUP_REBALANCE_TIMEOUT_MS_MAX);
 const _: () = assert!(CONSUMER_HEARTBEAT_INTERVAL_MS_MIN * 3 <= GROUP_SESSION_TIMEOUT_MS_MIN);
+const _: () = assert!(CONSUMER_HEARTBEAT_INTERVAL_MS_MIN <= CONSUMER_HEARTBEAT_INTERVAL_MS_DEFAULT);
+const _: () =
+    assert!(CONSUMER_HEARTBEAT_INTERVAL_MS_DEFAULT * 3 <= CONSUMER_SESSION_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(OFFSET_STORE_LOCK_RETRY_MS < OFFSET_STORE_LOCK_WAIT_MS);
 
 // ---- The client core's runtime and boundary ----
 

@@ -462,8 +462,8 @@ async fn consumer_retries_not_leader_fetches() {
     .await;
 }
 
-/// The consumer-group keys: Kafka's names, bounds from `limits.rs`, the heartbeat derived from
-/// the session timeout unless set, and clear errors naming the key.
+/// The consumer-group keys: Kafka's names, bounds from `limits.rs`, the heartbeat (unless set)
+/// Kafka's 3 s or a third of a shorter session, and clear errors naming the key.
 #[test]
 fn group_config_keys_parse_validate_and_derive_the_heartbeat() {
     use sluiceway_core::group::Assignor;
@@ -482,9 +482,11 @@ fn group_config_keys_parse_validate_and_derive_the_heartbeat() {
 
     let defaults = ConsumerConfig::new("h:1");
     assert_eq!(defaults.session_timeout, Duration::from_secs(45));
+    // Not a third of the session (15 s): a joining member waits a heartbeat for its share
+    // (issue 9).
     assert_eq!(
         defaults.effective_heartbeat_interval(),
-        Duration::from_secs(15)
+        Duration::from_secs(3)
     );
     assert_eq!(defaults.assignor, Assignor::Range);
 

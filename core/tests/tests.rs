@@ -3,5 +3,6 @@ mod client_unit;
 mod etcd;
 mod format;
 mod group;
+mod offset_store_lock;
 mod replication;
 mod storage;

@@ -32,7 +32,7 @@
 //! | `max.poll.records` | | ✓ | | 500 |
 //! | `offset.store.dir` | | ✓ | | none (no local store) |
 //! | `session.timeout.ms` | | ✓ | | 45000 (groups: the member is removed after this long unheard) |
-//! | `heartbeat.interval.ms` | | ✓ | | `session.timeout.ms` / 3 (must be below the session timeout) |
+//! | `heartbeat.interval.ms` | | ✓ | | 3000, or `session.timeout.ms` / 3 when that is less (must be below the session timeout) |
 //! | `max.poll.interval.ms` | | ✓ | | 300000 (groups: how long the coordinator waits for a rejoin) |
 //! | `partition.assignment.strategy` | | ✓ | | `range` (`range`, `roundrobin`) |
 
@@ -73,14 +73,18 @@ fn check_range(key: &str, n: u64, min: u64, max: u64) -> Result<()> {
     Ok(())
 }
 
+/// `true` or `false` in any case: Python's `str(True)` is `"True"`.
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
-    match v.trim() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        other => Err(invalid(
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(invalid(
             key,
-            format!("{other:?} is not a boolean; allowed: true, false"),
-        )),
+            format!("{v:?} is not a boolean; allowed: true, false (any case)"),
+        ))
     }
 }
 
@@ -513,7 +517,8 @@ pub struct ConsumerConfig {
     pub offset_store_dir: Option<PathBuf>,
     /// `session.timeout.ms` (groups).
     pub session_timeout: Duration,
-    /// `heartbeat.interval.ms`; `None` means a third of the session timeout.
+    /// `heartbeat.interval.ms`; `None` means the default (see
+    /// [`ConsumerConfig::effective_heartbeat_interval`]).
     pub heartbeat_interval: Option<Duration>,
     /// `max.poll.interval.ms`: sent as the join's rebalance timeout (groups).
     pub max_poll_interval: Duration,
@@ -730,11 +735,17 @@ impl ConsumerConfig {
         self
     }
 
-    /// The heartbeat interval in effect: `heartbeat.interval.ms`, else a third of
-    /// `session.timeout.ms` (so two heartbeats may be lost before the session expires).
+    /// The heartbeat interval in effect: `heartbeat.interval.ms`, else Kafka's default of 3 s,
+    /// or a third of `session.timeout.ms` when that is shorter (so two heartbeats may be lost
+    /// before the session expires). Not a third of the session always: a stable member learns
+    /// of a rebalance only from its next heartbeat, so with the 45 s default session a member
+    /// joining the group would wait up to 15 s for its partitions.
     pub fn effective_heartbeat_interval(&self) -> Duration {
         self.heartbeat_interval
-            .unwrap_or(self.session_timeout / 3)
+            .unwrap_or_else(|| {
+                Duration::from_millis(CONSUMER_HEARTBEAT_INTERVAL_MS_DEFAULT)
+                    .min(self.session_timeout / 3)
+            })
             .max(Duration::from_millis(CONSUMER_HEARTBEAT_INTERVAL_MS_MIN))
     }
 
@@ -981,6 +992,59 @@ mod tests {
             .unwrap_err(),
         );
         assert_eq!(key, "fetch.max.wait.ms");
+    }
+
+    /// Python passes `str(True)`; anything but true/false is still refused, naming the key.
+    #[test]
+    fn booleans_are_true_or_false_in_any_case() {
+        for (v, want) in [
+            ("true", true),
+            ("True", true),
+            ("TRUE", true),
+            (" tRuE ", true),
+            ("false", false),
+            ("False", false),
+            ("FALSE", false),
+        ] {
+            let c =
+                ConsumerConfig::from_map([("bootstrap.servers", "h:1"), ("enable.auto.commit", v)])
+                    .unwrap();
+            assert_eq!(c.enable_auto_commit, want, "{v:?}");
+        }
+        for v in ["yes", "1", "t", "", "truee", "Falsey"] {
+            let (key, reason) = key_of(
+                ConsumerConfig::from_map([("bootstrap.servers", "h:1"), ("enable.auto.commit", v)])
+                    .unwrap_err(),
+            );
+            assert_eq!(key, "enable.auto.commit", "{v:?}");
+            assert!(reason.contains("allowed: true, false"), "{v:?}: {reason}");
+        }
+    }
+
+    /// Kafka's 3 s by default, a third of the session when that is shorter, the configured
+    /// value when set.
+    #[test]
+    fn heartbeat_interval_defaults_to_three_seconds() {
+        let c = ConsumerConfig::new("h:1");
+        assert_eq!(c.session_timeout, Duration::from_secs(45));
+        assert_eq!(c.effective_heartbeat_interval(), Duration::from_secs(3));
+        let c = ConsumerConfig::new("h:1").session_timeout(Duration::from_secs(6));
+        assert_eq!(c.effective_heartbeat_interval(), Duration::from_secs(2));
+        let c = ConsumerConfig::new("h:1").session_timeout(Duration::from_secs(9));
+        assert_eq!(c.effective_heartbeat_interval(), Duration::from_secs(3));
+        let c = ConsumerConfig::new("h:1").session_timeout(Duration::from_millis(1000));
+        assert_eq!(
+            c.effective_heartbeat_interval(),
+            Duration::from_millis(1000) / 3
+        );
+        let c = ConsumerConfig::new("h:1").heartbeat_interval(Duration::from_secs(10));
+        assert_eq!(c.effective_heartbeat_interval(), Duration::from_secs(10));
+        let c = ConsumerConfig::from_map([
+            ("bootstrap.servers", "h:1"),
+            ("heartbeat.interval.ms", "250"),
+        ])
+        .unwrap();
+        assert_eq!(c.effective_heartbeat_interval(), Duration::from_millis(250));
     }
 
     #[test]

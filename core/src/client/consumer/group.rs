@@ -8,7 +8,8 @@
 //! 2. **Assign**: the broker-committed offsets of the new partitions (`FetchOffsets`) become
 //!    their positions; partitions without one fall back to the local store, then to
 //!    `auto.offset.reset` (the consumer's usual resolution).
-//! 3. **Heartbeat** every `heartbeat.interval.ms`.
+//! 3. **Heartbeat** every `heartbeat.interval.ms` (default 3 s, or `session.timeout.ms` / 3 when
+//!    that is shorter).
 //!    REBALANCE_IN_PROGRESS or ILLEGAL_GENERATION: rejoin with the member id; UNKNOWN_MEMBER_ID:
 //!    rejoin as a new member. Connection errors are retried (another coordinator address) until
 //!    a session timeout has passed without a successful heartbeat; then the member assumes it
