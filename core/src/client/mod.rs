@@ -29,9 +29,12 @@ pub mod offset_store;
 mod producer;
 
 pub use crate::format::{Compression, TimestampType};
-pub use crate::group::TopicPartition;
+pub use crate::group::{MemberDescription, TopicPartition};
 pub use accumulator::{DeliveryFuture, RecordMetadata};
-pub use admin::{Admin, NewTopic, TopicDescription, TopicListing};
+pub use admin::{
+    Admin, ClusterDescription, CommittedOffset, GroupDescription, GroupListing, GroupPartitionLag,
+    GroupState, NewTopic, TopicDescription, TopicListing,
+};
 pub use cluster::{
     BrokerInfo, ListedOffset, OffsetSpec, PartitionMetadata, TopicMetadata, status_to_error,
 };
