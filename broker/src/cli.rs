@@ -764,25 +764,29 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut printed = 0u64;
-    let mut last_message = Instant::now();
+    // `--timeout-ms` counts only time spent waiting for records: the polls that returned
+    // nothing since the last record. Time blocked writing to a slow reader (a full pipe) is
+    // not time without messages, so it never counts.
+    let mut idle = Duration::ZERO;
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let result: Result<()> = async {
         loop {
-            let wait = match args.timeout_ms {
-                Some(t) => {
-                    let waited = last_message.elapsed().as_millis() as u64;
-                    if waited >= t {
-                        return Ok(());
-                    }
-                    t - waited
-                }
-                None => CONSUME_POLL_MS,
+            let wait = match args.timeout_ms.map(Duration::from_millis) {
+                Some(t) if idle >= t => return Ok(()),
+                Some(t) => t - idle,
+                None => Duration::from_millis(CONSUME_POLL_MS),
             };
+            let polled = Instant::now();
             let batch = tokio::select! {
-                r = consumer.poll(Duration::from_millis(wait)) => r?,
+                r = consumer.poll(wait) => r?,
                 _ = &mut stop => return Ok(()),
             };
+            if batch.is_empty() {
+                idle += polled.elapsed();
+            } else {
+                idle = Duration::ZERO;
+            }
             let mut unprinted = &batch[..];
             for (i, record) in batch.iter().enumerate() {
                 if args.max_messages.is_some_and(|m| printed >= m) {
@@ -793,9 +797,6 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
                     .map_err(|e| Error::io("write", "standard output", e))?;
                 printed += 1;
                 unprinted = &batch[i + 1..];
-            }
-            if !batch.is_empty() {
-                last_message = Instant::now();
             }
             // Before the next poll may commit these positions, they are really written.
             out.flush()

@@ -1012,3 +1012,70 @@ fn sigterm_commits_what_consume_printed() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), second);
 }
+
+/// Regression: `consume --timeout-ms` counted time spent blocked writing to a slow reader as
+/// time without messages, so a reader that stalled for longer than the timeout got a clean
+/// exit after a fraction of what was waiting, as if the topic were drained. The reader here
+/// reads a few lines, stalls 3 s (the pipe fills and the command blocks writing), then reads
+/// the rest: every message arrives and the exit is 0. `max.poll.records=50` keeps each poll's
+/// output (~2 KiB) below the command's output buffer, so the command blocks in the flush that
+/// follows the poll, where the timer used to restart too early.
+#[test]
+fn consume_timeout_does_not_count_time_blocked_on_a_slow_reader() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    assert!(
+        b.run(&["topic", "create", "slow", "--partitions", "1"], b"")
+            .status
+            .success()
+    );
+    // ~200 KiB in all: several times a pipe's buffer.
+    let values: Vec<String> = (0..5000)
+        .map(|i| format!("message-{i:05}-{}", "x".repeat(24)))
+        .collect();
+    produce_to(&b, "slow", 0, &values);
+    let mut child = b
+        .cli()
+        .args([
+            "consume",
+            "slow",
+            "--from-beginning",
+            "--timeout-ms",
+            "1000",
+            "--consumer-property",
+            "max.poll.records=50",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(out).lines();
+        let mut got: Vec<String> = lines.by_ref().take(10).map(Result::unwrap).collect();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        got.extend(lines.map_while(Result::ok));
+        let _ = tx.send(got);
+    });
+    // Bounded: the command must stop by itself within a minute.
+    let got = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(got) => got,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("consume did not stop");
+        }
+    };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        got.len(),
+        values.len(),
+        "every waiting message arrives; {err}"
+    );
+    assert_eq!(got, values);
+}
