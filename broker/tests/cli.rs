@@ -1079,3 +1079,31 @@ fn consume_timeout_does_not_count_time_blocked_on_a_slow_reader() {
     );
     assert_eq!(got, values);
 }
+
+/// The scenario of issue 9: two `consume --group g1` processes with the default session and
+/// heartbeat settings, started together on a 6-partition topic holding 6,000 messages, both
+/// exit 0 after `--timeout-ms`, print every message exactly once between them, and each prints
+/// a share.
+#[test]
+fn two_group_consumers_with_default_settings_split_six_partitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    assert!(
+        b.run(&["topic", "create", "six", "--partitions", "6"], b"")
+            .status
+            .success()
+    );
+    let all = produce_to_each(&b, "six", 6, 1000, "");
+    let member = [
+        "consume",
+        "six",
+        "--group",
+        "g1",
+        "--from-beginning",
+        "--timeout-ms",
+        "10000",
+    ];
+    let a = Running::spawn(&b, &member);
+    let c = Running::spawn(&b, &member);
+    assert_split_exactly_once(a, c, &all);
+}
