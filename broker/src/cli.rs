@@ -5,8 +5,9 @@
 //! **API boundary:** `produce` and `consume` are thin shells over the client core
 //! (`sluiceway_core::client::{Producer, Consumer}`): this file parses flags, reads standard
 //! input, prints records and maps errors; partitioning, batching, retries, leader routing,
-//! positions, offset stores and group membership all live in `core/src/client/`.
-//! `topic` and `group` speak the Admin/Group gRPC services to one bootstrap broker ([`Client`]).
+//! positions, offset stores and group membership all live in `core/src/client/`. `topic` and
+//! `group` are the same over [`Admin`]: this file prints what it returns. The command line
+//! has no gRPC client of its own.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, Write};
@@ -17,19 +18,16 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluiceway_core::client::{
-    Admin, AdminConfig, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, OffsetReset,
-    OffsetSpec, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    Admin, AdminConfig, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, GroupState,
+    NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use sluiceway_core::limits::{
-    CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, CLI_UNACKED_MESSAGES_MAX, RESPONSE_BYTES_MAX,
+    CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, CLI_UNACKED_MESSAGES_MAX,
 };
 use sluiceway_core::topic::parse_key_value;
 use sluiceway_core::{Error, ErrorCode, Offset, Result};
-use sluiceway_proto::v1;
-use tonic::transport::Channel;
 
 use crate::config::{BrokerArgs, BrokerConfig};
-use crate::errors::{error_from_status, from_proto};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -282,86 +280,6 @@ fn run_broker(args: &BrokerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// gRPC clients on one channel to the bootstrap broker.
-#[derive(Debug, Clone)]
-pub struct Client {
-    pub log: v1::log_client::LogClient<Channel>,
-    pub admin: v1::admin_client::AdminClient<Channel>,
-    pub registry: v1::registry_client::RegistryClient<Channel>,
-    pub group: v1::group_client::GroupClient<Channel>,
-}
-
-impl Client {
-    /// Connects to the first address of `addresses` (`HOST:PORT[,HOST:PORT…]`) that answers.
-    pub async fn connect(addresses: &str) -> Result<Client> {
-        let mut last = None;
-        for address in addresses
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-        {
-            match Client::connect_one(address).await {
-                Ok(c) => return Ok(c),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::InvalidArgument("no bootstrap address given".into())))
-    }
-
-    async fn connect_one(address: &str) -> Result<Client> {
-        let unavailable = |m: String| Error::Remote {
-            code: ErrorCode::BrokerNotAvailable,
-            message: m,
-        };
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Error::InvalidArgument(format!("bad address {address:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| unavailable(format!("cannot connect to {address}: {e}")))?;
-        // No encoding limit on this side: the broker's decoding limit (`REQUEST_BYTES_MAX`) decides,
-        // and its refusal arrives as a clean status (a client-side limit would reset the stream).
-        let resp = RESPONSE_BYTES_MAX as usize;
-        Ok(Client {
-            log: v1::log_client::LogClient::new(channel.clone()).max_decoding_message_size(resp),
-            admin: v1::admin_client::AdminClient::new(channel.clone())
-                .max_decoding_message_size(resp),
-            registry: v1::registry_client::RegistryClient::new(channel.clone())
-                .max_decoding_message_size(resp),
-            group: v1::group_client::GroupClient::new(channel).max_decoding_message_size(resp),
-        })
-    }
-
-    /// The topic's metadata, or its error.
-    pub async fn topic_metadata(&mut self, topic: &str) -> Result<v1::TopicMetadata> {
-        let resp = self
-            .registry
-            .get_metadata(v1::GetMetadataRequest {
-                topics: vec![topic.to_owned()],
-            })
-            .await
-            .map_err(|s| error_from_status(&s))?
-            .into_inner();
-        let t = resp
-            .topics
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Remote {
-                code: ErrorCode::UnknownServerError,
-                message: format!("the broker returned no metadata for {topic}"),
-            })?;
-        if t.error_code != 0 {
-            return Err(Error::Remote {
-                code: from_proto(t.error_code),
-                message: t.error_message,
-            });
-        }
-        Ok(t)
-    }
-}
-
 async fn run_client(command: Command) -> Result<ExitCode> {
     match command {
         Command::Broker(_) => unreachable!("handled by main"),
@@ -400,21 +318,35 @@ fn print_table(rows: &[Vec<String>]) -> Result<()> {
     Ok(())
 }
 
+/// The admin client for `--bootstrap`. When no bootstrap broker answers, the error says
+/// BROKER_NOT_AVAILABLE and names the addresses (the client's own error is a bare network one).
+async fn connect_admin(bootstrap: &Bootstrap) -> Result<Admin> {
+    let addresses = &bootstrap.bootstrap;
+    Admin::new(AdminConfig::new(addresses))
+        .await
+        .map_err(|e| match e {
+            Error::Network(m) | Error::TimedOut(m) => Error::Remote {
+                code: ErrorCode::BrokerNotAvailable,
+                message: format!("cannot connect to {addresses}: {m}"),
+            },
+            other => other,
+        })
+}
+
 async fn group(command: GroupCommand) -> Result<ExitCode> {
     match command {
         GroupCommand::List { bootstrap } => {
-            let admin = Admin::new(AdminConfig::new(&bootstrap.bootstrap)).await?;
+            let admin = connect_admin(&bootstrap).await?;
             let groups = admin.list_groups().await?;
-            let mut rows = vec![vec![
-                "GROUP".to_owned(),
-                "STATE".to_owned(),
-                "MEMBERS".to_owned(),
-                "GENERATION".to_owned(),
-            ]];
+            let mut rows = vec![
+                ["GROUP", "STATE", "MEMBERS", "GENERATION"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ];
             for g in groups {
                 rows.push(vec![
                     g.group_id,
-                    g.state,
+                    g.state.to_string(),
                     g.members.to_string(),
                     g.generation.to_string(),
                 ]);
@@ -422,9 +354,9 @@ async fn group(command: GroupCommand) -> Result<ExitCode> {
             print_table(&rows)?;
         }
         GroupCommand::Describe { group, bootstrap } => {
-            let admin = Admin::new(AdminConfig::new(&bootstrap.bootstrap)).await?;
+            let admin = connect_admin(&bootstrap).await?;
             let d = admin.describe_group(&group).await?;
-            if d.state == "Dead" {
+            if d.state == GroupState::Dead {
                 return Err(Error::Remote {
                     code: ErrorCode::InvalidArgument,
                     message: format!(
@@ -437,37 +369,9 @@ async fn group(command: GroupCommand) -> Result<ExitCode> {
                 d.group_id,
                 d.state,
                 d.generation,
-                if d.assignor.is_empty() {
-                    "-"
-                } else {
-                    &d.assignor
-                },
+                d.assignor.as_deref().unwrap_or("-"),
                 d.members.len()
             );
-            // Every partition that is assigned or committed: its owner and committed offset.
-            let mut rows_by_tp: BTreeMap<(String, u32), (String, String, i64)> = BTreeMap::new();
-            for m in &d.members {
-                for tps in &m.assignment {
-                    for p in &tps.partitions {
-                        rows_by_tp.insert(
-                            (tps.topic.clone(), *p),
-                            (m.member_id.clone(), m.client_id.clone(), -1),
-                        );
-                    }
-                }
-            }
-            for o in &d.offsets {
-                rows_by_tp
-                    .entry((o.topic.clone(), o.partition))
-                    .or_insert_with(|| ("-".to_owned(), "-".to_owned(), -1))
-                    .2 = o.offset;
-            }
-            // Each partition's log end from its leader (the partitions may live on any broker).
-            let specs: Vec<(TopicPartition, OffsetSpec)> = rows_by_tp
-                .keys()
-                .map(|(t, p)| (TopicPartition::new(t.clone(), *p), OffsetSpec::Latest))
-                .collect();
-            let latest = admin.list_offsets(&specs).await;
             let mut rows = vec![
                 [
                     "TOPIC",
@@ -481,34 +385,16 @@ async fn group(command: GroupCommand) -> Result<ExitCode> {
                 .map(str::to_owned)
                 .to_vec(),
             ];
-            for (((topic, partition), (member, client, committed)), l) in
-                rows_by_tp.into_iter().zip(
-                    latest
-                        .into_iter()
-                        .map(Some)
-                        .chain(std::iter::repeat_with(|| None)),
-                )
-            {
-                let end = l
-                    .and_then(|l| l.ok())
-                    .and_then(|l| l.offset)
-                    .map(|o| o.0 as i64);
-                let dash = || "-".to_owned();
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+            for p in admin.group_lag(&d).await {
                 rows.push(vec![
-                    topic,
-                    partition.to_string(),
-                    if committed >= 0 {
-                        committed.to_string()
-                    } else {
-                        dash()
-                    },
-                    end.map_or_else(dash, |e| e.to_string()),
-                    match end {
-                        Some(e) if committed >= 0 => (e - committed).max(0).to_string(),
-                        _ => dash(),
-                    },
-                    member,
-                    client,
+                    p.partition.topic,
+                    p.partition.partition.to_string(),
+                    or_dash(p.committed.map(|o| o.to_string())),
+                    or_dash(p.log_end_offset.map(|o| o.to_string())),
+                    or_dash(p.lag.map(|l| l.to_string())),
+                    or_dash(p.member_id),
+                    or_dash(p.client_id),
                 ]);
             }
             print_table(&rows)?;
@@ -522,7 +408,6 @@ fn join(ids: &[i32]) -> String {
 }
 
 async fn topic(command: TopicCommand) -> Result<ExitCode> {
-    let st = |s: tonic::Status| error_from_status(&s);
     match command {
         TopicCommand::Create {
             name,
@@ -531,50 +416,32 @@ async fn topic(command: TopicCommand) -> Result<ExitCode> {
             configs,
             bootstrap,
         } => {
-            let mut map = BTreeMap::new();
+            let mut topic =
+                NewTopic::new(name.as_str(), partitions).replication_factor(replication_factor);
             for kv in &configs {
                 let (k, v) = parse_key_value(kv)?;
-                map.insert(k, v);
+                topic = topic.config(k, v);
             }
-            let mut c = Client::connect(&bootstrap.bootstrap).await?;
-            c.admin
-                .create_topic(v1::CreateTopicRequest {
-                    name: name.clone(),
-                    partitions,
-                    replication_factor,
-                    configs: map.into_iter().collect(),
-                })
-                .await
-                .map_err(st)?;
+            connect_admin(&bootstrap).await?.create_topic(topic).await?;
             println!("Created topic {name}.");
         }
         TopicCommand::List { bootstrap } => {
-            let mut c = Client::connect(&bootstrap.bootstrap).await?;
-            let resp = c
-                .admin
-                .list_topics(v1::ListTopicsRequest {})
-                .await
-                .map_err(st)?
-                .into_inner();
-            for t in resp.topics {
+            for t in connect_admin(&bootstrap).await?.list_topics().await? {
                 println!("{}", t.name);
             }
         }
         TopicCommand::Describe { name, bootstrap } => {
-            let mut c = Client::connect(&bootstrap.bootstrap).await?;
-            let resp = c
-                .admin
-                .describe_topic(v1::DescribeTopicRequest { name: name.clone() })
-                .await
-                .map_err(st)?
-                .into_inner();
-            let t = resp.topic.unwrap_or_default();
-            let configs: BTreeMap<_, _> = resp.configs.into_iter().collect();
-            let configs = configs
+            let d = connect_admin(&bootstrap)
+                .await?
+                .describe_topic(&name)
+                .await?;
+            let configs = d
+                .configs
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(",");
+            let t = d.topic;
             let rf = t.partitions.first().map_or(0, |p| p.replicas.len());
             println!(
                 "Topic: {}  PartitionCount: {}  ReplicationFactor: {rf}  Configs: {configs}",
@@ -585,11 +452,8 @@ async fn topic(command: TopicCommand) -> Result<ExitCode> {
                 println!(
                     "Partition: {}  Leader: {}  Replicas: {}  Isr: {}  LeaderEpoch: {}",
                     p.partition,
-                    if p.leader_id < 0 {
-                        "none".to_owned()
-                    } else {
-                        p.leader_id.to_string()
-                    },
+                    p.leader_id
+                        .map_or_else(|| "none".to_owned(), |l| l.to_string()),
                     join(&p.replicas),
                     join(&p.isr),
                     p.leader_epoch
@@ -597,11 +461,7 @@ async fn topic(command: TopicCommand) -> Result<ExitCode> {
             }
         }
         TopicCommand::Delete { name, bootstrap } => {
-            let mut c = Client::connect(&bootstrap.bootstrap).await?;
-            c.admin
-                .delete_topic(v1::DeleteTopicRequest { name: name.clone() })
-                .await
-                .map_err(st)?;
+            connect_admin(&bootstrap).await?.delete_topic(&name).await?;
             println!("Deleted topic {name}.");
         }
     }
@@ -827,7 +687,7 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
     }
     // The topic must exist (and the partition too): an error now, rather than a consumer
     // waiting for metadata that never comes.
-    let admin = Admin::new(AdminConfig::new(&args.bootstrap.bootstrap)).await?;
+    let admin = connect_admin(&args.bootstrap).await?;
     let count = admin
         .describe_topic(&args.topic)
         .await?
@@ -900,25 +760,29 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut printed = 0u64;
-    let mut last_message = Instant::now();
+    // `--timeout-ms` counts only time spent waiting for records: the polls that returned
+    // nothing since the last record. Time blocked writing to a slow reader (a full pipe) is
+    // not time without messages, so it never counts.
+    let mut idle = Duration::ZERO;
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let result: Result<()> = async {
         loop {
-            let wait = match args.timeout_ms {
-                Some(t) => {
-                    let waited = last_message.elapsed().as_millis() as u64;
-                    if waited >= t {
-                        return Ok(());
-                    }
-                    t - waited
-                }
-                None => CONSUME_POLL_MS,
+            let wait = match args.timeout_ms.map(Duration::from_millis) {
+                Some(t) if idle >= t => return Ok(()),
+                Some(t) => t - idle,
+                None => Duration::from_millis(CONSUME_POLL_MS),
             };
+            let polled = Instant::now();
             let batch = tokio::select! {
-                r = consumer.poll(Duration::from_millis(wait)) => r?,
+                r = consumer.poll(wait) => r?,
                 _ = &mut stop => return Ok(()),
             };
+            if batch.is_empty() {
+                idle += polled.elapsed();
+            } else {
+                idle = Duration::ZERO;
+            }
             let mut unprinted = &batch[..];
             for (i, record) in batch.iter().enumerate() {
                 if args.max_messages.is_some_and(|m| printed >= m) {
@@ -929,9 +793,6 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
                     .map_err(|e| Error::io("write", "standard output", e))?;
                 printed += 1;
                 unprinted = &batch[i + 1..];
-            }
-            if !batch.is_empty() {
-                last_message = Instant::now();
             }
             // Before the next poll may commit these positions, they are really written.
             out.flush()

@@ -9,7 +9,7 @@ use sluiceway_proto::v1;
 use crate::support::*;
 
 async fn produce_err(
-    c: &mut sluiceway_broker::cli::Client,
+    c: &mut crate::support::Client,
     p: v1::ProducePartition,
 ) -> (ErrorCode, String) {
     let resp = c

@@ -536,6 +536,46 @@ fn produce_to(b: &TestBroker, topic: &str, partition: u32, values: &[String]) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// Produces `per_partition` values `{prefix}p{P}-{I}` to each of `partitions` partitions
+/// through the command line; returns them all.
+fn produce_to_each(
+    b: &TestBroker,
+    topic: &str,
+    partitions: u32,
+    per_partition: usize,
+    prefix: &str,
+) -> std::collections::BTreeSet<String> {
+    let mut all = std::collections::BTreeSet::new();
+    for p in 0..partitions {
+        let vals: Vec<String> = (0..per_partition)
+            .map(|i| format!("{prefix}p{p}-{i}"))
+            .collect();
+        produce_to(b, topic, p, &vals);
+        all.extend(vals);
+    }
+    all
+}
+
+/// Waits for two `consume --group` processes to stop by themselves: both exit 0, each printed
+/// a share, and together they printed every message of `all` exactly once.
+fn assert_split_exactly_once(a: Running, c: Running, all: &std::collections::BTreeSet<String>) {
+    let (sa, la, ea) = a.wait();
+    let (sc, lc, ec) = c.wait();
+    assert!(sa.success(), "{ea}");
+    assert!(sc.success(), "{ec}");
+    assert!(
+        !la.is_empty() && !lc.is_empty(),
+        "each member printed a share: {} and {} lines",
+        la.len(),
+        lc.len()
+    );
+    let together: Vec<String> = la.into_iter().chain(lc).collect();
+    let printed = together.len();
+    let set: std::collections::BTreeSet<String> = together.into_iter().collect();
+    assert_eq!(printed, set.len(), "no message printed twice");
+    assert_eq!(&set, all, "every message printed");
+}
+
 /// Polls `group describe G` until the group is Stable with `members` members (bounded).
 fn wait_for_stable_group(b: &TestBroker, group: &str, members: usize) {
     let want = format!("Members: {members}");
@@ -677,25 +717,8 @@ fn two_group_consumers_split_the_partitions_and_another_group_reads_everything()
     let a = Running::spawn(&b, &member);
     let c = Running::spawn(&b, &member);
     wait_for_stable_group(&b, "g", 2);
-    let mut all = std::collections::BTreeSet::new();
-    for p in 0..4u32 {
-        let vals: Vec<String> = (0..100).map(|i| format!("p{p}-{i}")).collect();
-        all.extend(vals.iter().cloned());
-        produce_to(&b, "work", p, &vals);
-    }
-    let (sa, la, ea) = a.wait();
-    let (sc, lc, ec) = c.wait();
-    assert!(sa.success(), "{ea}");
-    assert!(sc.success(), "{ec}");
-    assert!(
-        !la.is_empty() && !lc.is_empty(),
-        "both members got partitions"
-    );
-    let mut together = la.clone();
-    together.extend(lc.iter().cloned());
-    assert_eq!(together.len(), 400, "each message printed once");
-    let set: std::collections::BTreeSet<String> = together.into_iter().collect();
-    assert_eq!(set, all);
+    let all = produce_to_each(&b, "work", 4, 100, "");
+    assert_split_exactly_once(a, c, &all);
 
     // Another group sees every message again.
     let o = b.run(
@@ -746,12 +769,7 @@ fn a_killed_group_consumer_s_partitions_move_to_the_survivor() {
     let mut victim = Running::spawn(&b, &member);
     let survivor = Running::spawn(&b, &member);
     wait_for_stable_group(&b, "g", 2);
-    let mut before = std::collections::BTreeSet::new();
-    for p in 0..4u32 {
-        let vals: Vec<String> = (0..50).map(|i| format!("before-p{p}-{i}")).collect();
-        before.extend(vals.iter().cloned());
-        produce_to(&b, "work", p, &vals);
-    }
+    let before = produce_to_each(&b, "work", 4, 50, "before-");
     // Both have printed their share before one dies.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while victim.lines().len() + survivor.lines().len() < before.len() {
@@ -762,12 +780,7 @@ fn a_killed_group_consumer_s_partitions_move_to_the_survivor() {
     assert!(!victim_lines.is_empty(), "the victim owned partitions");
     victim.kill9();
 
-    let mut after = std::collections::BTreeSet::new();
-    for p in 0..4u32 {
-        let vals: Vec<String> = (0..50).map(|i| format!("after-p{p}-{i}")).collect();
-        after.extend(vals.iter().cloned());
-        produce_to(&b, "work", p, &vals);
-    }
+    let after = produce_to_each(&b, "work", 4, 50, "after-");
     let (status, lines, err) = survivor.wait();
     assert!(status.success(), "{err}");
     let printed: std::collections::BTreeSet<String> = lines.iter().cloned().collect();
@@ -998,4 +1011,99 @@ fn sigterm_commits_what_consume_printed() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), second);
+}
+
+/// Regression: `consume --timeout-ms` counted time spent blocked writing to a slow reader as
+/// time without messages, so a reader that stalled for longer than the timeout got a clean
+/// exit after a fraction of what was waiting, as if the topic were drained. The reader here
+/// reads a few lines, stalls 3 s (the pipe fills and the command blocks writing), then reads
+/// the rest: every message arrives and the exit is 0. `max.poll.records=50` keeps each poll's
+/// output (~2 KiB) below the command's output buffer, so the command blocks in the flush that
+/// follows the poll, where the timer used to restart too early.
+#[test]
+fn consume_timeout_does_not_count_time_blocked_on_a_slow_reader() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    assert!(
+        b.run(&["topic", "create", "slow", "--partitions", "1"], b"")
+            .status
+            .success()
+    );
+    // ~200 KiB in all: several times a pipe's buffer.
+    let values: Vec<String> = (0..5000)
+        .map(|i| format!("message-{i:05}-{}", "x".repeat(24)))
+        .collect();
+    produce_to(&b, "slow", 0, &values);
+    let mut child = b
+        .cli()
+        .args([
+            "consume",
+            "slow",
+            "--from-beginning",
+            "--timeout-ms",
+            "1000",
+            "--consumer-property",
+            "max.poll.records=50",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(out).lines();
+        let mut got: Vec<String> = lines.by_ref().take(10).map(Result::unwrap).collect();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        got.extend(lines.map_while(Result::ok));
+        let _ = tx.send(got);
+    });
+    // Bounded: the command must stop by itself within a minute.
+    let got = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(got) => got,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("consume did not stop");
+        }
+    };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        got.len(),
+        values.len(),
+        "every waiting message arrives; {err}"
+    );
+    assert_eq!(got, values);
+}
+
+/// The scenario of issue 9: two `consume --group g1` processes with the default session and
+/// heartbeat settings, started together on a 6-partition topic holding 6,000 messages, both
+/// exit 0 after `--timeout-ms`, print every message exactly once between them, and each prints
+/// a share.
+#[test]
+fn two_group_consumers_with_default_settings_split_six_partitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    assert!(
+        b.run(&["topic", "create", "six", "--partitions", "6"], b"")
+            .status
+            .success()
+    );
+    let all = produce_to_each(&b, "six", 6, 1000, "");
+    let member = [
+        "consume",
+        "six",
+        "--group",
+        "g1",
+        "--from-beginning",
+        "--timeout-ms",
+        "10000",
+    ];
+    let a = Running::spawn(&b, &member);
+    let c = Running::spawn(&b, &member);
+    assert_split_exactly_once(a, c, &all);
 }

@@ -780,9 +780,10 @@ async fn admin_operations() {
         assert_eq!(r[0].as_ref().unwrap().offset, Some(Offset(0)));
         assert_eq!(r[1].as_ref().unwrap().offset, Some(Offset(7)));
 
-        let (brokers, _controller) = a.list_brokers().await.unwrap();
-        assert_eq!(brokers.len(), 1);
-        assert_eq!(brokers[0].address, b.addr);
+        let cluster = a.describe_cluster().await.unwrap();
+        assert_eq!(cluster.brokers.len(), 1);
+        assert_eq!(cluster.brokers[0].address, b.addr);
+        assert_eq!(cluster.controller_id, Some(cluster.brokers[0].broker_id));
 
         a.delete_topic("adm").await.unwrap();
         assert!(a.list_topics().await.unwrap().is_empty());

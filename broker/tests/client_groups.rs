@@ -12,11 +12,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use sluiceway_core::ErrorCode;
 use sluiceway_core::client::{
-    Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord, TopicPartition,
+    Admin, AdminConfig, Consumer, ConsumerConfig, GroupListing, GroupMembership, GroupState,
+    NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
+use sluiceway_core::{ErrorCode, Offset};
 
 use crate::support::TestBroker;
 
@@ -155,6 +155,108 @@ async fn c8_group_split_and_c9_broadcast() {
         let got = consume_between(&[&h], msgs.len()).await;
         assert_exactly_once(&got, &msgs);
         h.close(None).await.expect("close h");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// `Admin` reports groups in plain types: the listing, a member with its partitions, a
+/// committed offset (and `None` where nothing is committed), the lag per partition, a group
+/// the coordinator does not know as `GroupState::Dead`, and the cluster with its controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_lists_and_describes_groups_in_plain_types() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = TestBroker::start(tmp.path());
+        create(&b, "lag", 2).await;
+        produce(&b, "lag", 2, &values("l", 10)).await;
+        let c = Consumer::new(group_config(&b, "g").client_id("admin-test"))
+            .await
+            .expect("consumer");
+        c.subscribe(["lag"]).await.expect("subscribe");
+        wait_split(&[&c], 2).await;
+        let GroupMembership {
+            member_id,
+            generation,
+        } = c.group_membership().expect("joined");
+        let p0 = TopicPartition::new("lag", 0);
+        let p1 = TopicPartition::new("lag", 1);
+        c.commit_offsets([(p0.clone(), Offset(3))])
+            .await
+            .expect("commit");
+
+        let admin = Admin::new(AdminConfig::new(&b.addr)).await.expect("admin");
+        assert_eq!(
+            admin.list_groups().await.expect("list groups"),
+            [GroupListing {
+                group_id: "g".into(),
+                state: GroupState::Stable,
+                members: 1,
+                generation,
+            }]
+        );
+
+        let d = admin.describe_group("g").await.expect("describe");
+        assert_eq!(
+            (d.group_id.as_str(), d.state, d.generation),
+            ("g", GroupState::Stable, generation)
+        );
+        assert_eq!(d.assignor.as_deref(), Some("range"));
+        assert_eq!(d.members.len(), 1);
+        let m = &d.members[0];
+        assert_eq!(
+            (m.member_id.as_str(), m.client_id.as_str()),
+            (member_id.as_str(), "admin-test")
+        );
+        assert_eq!(m.topics, ["lag"]);
+        assert_eq!(m.assignment, [p0.clone(), p1.clone()]);
+        assert_eq!(d.offsets.len(), 1, "{:?}", d.offsets);
+        let o = &d.offsets[0];
+        assert_eq!(
+            (&o.partition, o.offset, o.error),
+            (&p0, Some(Offset(3)), ErrorCode::None)
+        );
+        assert!(o.commit_timestamp.is_some_and(|t| t.0 > 0), "{o:?}");
+
+        let lag = admin.group_lag(&d).await;
+        let rows: Vec<_> = lag
+            .iter()
+            .map(|r| {
+                (
+                    r.partition.clone(),
+                    r.committed,
+                    r.log_end_offset,
+                    r.lag,
+                    r.member_id.as_deref(),
+                    r.client_id.as_deref(),
+                )
+            })
+            .collect();
+        let owner = (Some(member_id.as_str()), Some("admin-test"));
+        assert_eq!(
+            rows,
+            [
+                (
+                    p0,
+                    Some(Offset(3)),
+                    Some(Offset(5)),
+                    Some(2),
+                    owner.0,
+                    owner.1
+                ),
+                (p1, None, Some(Offset(5)), None, owner.0, owner.1),
+            ]
+        );
+
+        let dead = admin.describe_group("nobody").await.expect("describe");
+        assert_eq!(dead.state, GroupState::Dead);
+        assert!(dead.members.is_empty() && dead.offsets.is_empty() && dead.assignor.is_none());
+        assert!(admin.group_lag(&dead).await.is_empty());
+
+        let cluster = admin.describe_cluster().await.expect("describe cluster");
+        assert_eq!(cluster.brokers.len(), 1);
+        assert!(cluster.brokers[0].alive);
+        c.close(None).await.expect("close");
     })
     .await
     .expect("test timed out");

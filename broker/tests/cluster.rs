@@ -285,7 +285,7 @@ async fn partition_state(cluster: &TestCluster, topic: &str, p: u32) -> (i32, i3
 
 /// A raw produce of one value to partition 0 through `client` (no client retries, no routing).
 async fn raw_produce(
-    client: &mut sluiceway_broker::cli::Client,
+    client: &mut crate::support::Client,
     topic: &str,
     acks: i32,
     value: &str,

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluiceway_broker::cli::Client;
+use crate::support::Client;
 use sluiceway_core::format::for_each_record;
 use sluiceway_core::storage::{LogConfig, PartitionLog, SystemClock};
 use sluiceway_core::types::Offset;

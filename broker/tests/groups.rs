@@ -71,10 +71,7 @@ fn spawn_member(
 ) -> (tokio::task::JoinHandle<()>, watch::Receiver<Joined>) {
     let (tx, rx) = watch::channel(None);
     let task = tokio::spawn(async move {
-        let mut g = sluiceway_broker::cli::Client::connect(&addr)
-            .await
-            .unwrap()
-            .group;
+        let mut g = crate::support::Client::connect(&addr).await.unwrap().group;
         let mut id = String::new();
         loop {
             let r = join(&mut g, join_request(group, &id, topics)).await;
@@ -98,7 +95,7 @@ fn spawn_member(
     (task, rx)
 }
 
-async fn describe(c: &mut sluiceway_broker::cli::Client, group: &str) -> v1::DescribeGroupResponse {
+async fn describe(c: &mut crate::support::Client, group: &str) -> v1::DescribeGroupResponse {
     c.group
         .describe_group(v1::DescribeGroupRequest {
             group_id: group.into(),
@@ -111,7 +108,7 @@ async fn describe(c: &mut sluiceway_broker::cli::Client, group: &str) -> v1::Des
 /// Waits until the group is stable with `n` members that all hold the current generation's
 /// answer, and returns their partitions.
 async fn wait_stable(
-    c: &mut sluiceway_broker::cli::Client,
+    c: &mut crate::support::Client,
     group: &str,
     members: &[&watch::Receiver<Joined>],
 ) -> (i32, Vec<Vec<(String, u32)>>) {
@@ -215,10 +212,7 @@ async fn a_silent_member_expires_and_its_partitions_move() {
     // B joins: its answer waits until A has rejoined.
     let addr = b.addr.clone();
     let pending_b = tokio::spawn(async move {
-        let mut g = sluiceway_broker::cli::Client::connect(&addr)
-            .await
-            .unwrap()
-            .group;
+        let mut g = crate::support::Client::connect(&addr).await.unwrap().group;
         join(&mut g, join_request("g", "", &["six"])).await
     });
     let deadline = Instant::now() + PATIENCE;
@@ -462,10 +456,7 @@ async fn stale_generations_and_unknown_members_are_fenced() {
     // A second member makes a new generation; the first generation's commits are fenced.
     let addr = b.addr.clone();
     let pending = tokio::spawn(async move {
-        let mut g = sluiceway_broker::cli::Client::connect(&addr)
-            .await
-            .unwrap()
-            .group;
+        let mut g = crate::support::Client::connect(&addr).await.unwrap().group;
         join(&mut g, join_request("fence", "", &["t"])).await
     });
     let deadline = Instant::now() + PATIENCE;
@@ -810,10 +801,7 @@ async fn abandoned_joins_leave_and_shutdown_answers_pending_joins() {
     // B's join waits for A to rejoin; B's caller gives up before that.
     let addr = b.addr.clone();
     let abandoned = tokio::spawn(async move {
-        let mut g = sluiceway_broker::cli::Client::connect(&addr)
-            .await
-            .unwrap()
-            .group;
+        let mut g = crate::support::Client::connect(&addr).await.unwrap().group;
         join(&mut g, join_request("g", "", &["six"])).await
     });
     let deadline = Instant::now() + PATIENCE;
@@ -854,10 +842,7 @@ async fn abandoned_joins_leave_and_shutdown_answers_pending_joins() {
     // A new member's join is pending (A must rejoin) when the broker is asked to stop.
     let addr = b.addr.clone();
     let pending = tokio::spawn(async move {
-        let mut g = sluiceway_broker::cli::Client::connect(&addr)
-            .await
-            .unwrap()
-            .group;
+        let mut g = crate::support::Client::connect(&addr).await.unwrap().group;
         g.join_group(join_request("g", "", &["six"])).await
     });
     let deadline = Instant::now() + PATIENCE;

@@ -1,4 +1,4 @@
-//! Test helpers: a real broker process on loopback, and gRPC shorthands.
+//! Test helpers: a real broker process on loopback, a raw gRPC [`Client`], and gRPC shorthands.
 
 #![allow(dead_code)]
 
@@ -8,11 +8,12 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sluiceway_broker::cli::Client;
-use sluiceway_broker::errors::from_proto;
+use sluiceway_broker::errors::{error_from_status, from_proto};
 use sluiceway_core::format::{Compression, MAGIC_V1, MessageSetBuilder, for_each_record};
-use sluiceway_core::{ErrorCode, TimestampMs};
+use sluiceway_core::limits::RESPONSE_BYTES_MAX;
+use sluiceway_core::{Error, ErrorCode, Result, TimestampMs};
 use sluiceway_proto::v1;
+use tonic::transport::Channel;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sluiceway")
@@ -187,6 +188,88 @@ impl Drop for TestBroker {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Raw gRPC clients on one channel to one broker, for tests that speak the wire protocol
+/// directly (the command line and the client core never use this; they go through
+/// `sluiceway_core::client`).
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub log: v1::log_client::LogClient<Channel>,
+    pub admin: v1::admin_client::AdminClient<Channel>,
+    pub registry: v1::registry_client::RegistryClient<Channel>,
+    pub group: v1::group_client::GroupClient<Channel>,
+}
+
+impl Client {
+    /// Connects to the first address of `addresses` (`HOST:PORT[,HOST:PORT…]`) that answers.
+    pub async fn connect(addresses: &str) -> Result<Client> {
+        let mut last = None;
+        for address in addresses
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match Client::connect_one(address).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::InvalidArgument("no bootstrap address given".into())))
+    }
+
+    async fn connect_one(address: &str) -> Result<Client> {
+        let unavailable = |m: String| Error::Remote {
+            code: ErrorCode::BrokerNotAvailable,
+            message: m,
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Error::InvalidArgument(format!("bad address {address:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unavailable(format!("cannot connect to {address}: {e}")))?;
+        // No encoding limit on this side: the broker's decoding limit (`REQUEST_BYTES_MAX`) decides,
+        // and its refusal arrives as a clean status (a client-side limit would reset the stream).
+        let resp = RESPONSE_BYTES_MAX as usize;
+        Ok(Client {
+            log: v1::log_client::LogClient::new(channel.clone()).max_decoding_message_size(resp),
+            admin: v1::admin_client::AdminClient::new(channel.clone())
+                .max_decoding_message_size(resp),
+            registry: v1::registry_client::RegistryClient::new(channel.clone())
+                .max_decoding_message_size(resp),
+            group: v1::group_client::GroupClient::new(channel).max_decoding_message_size(resp),
+        })
+    }
+
+    /// The topic's metadata, or its error.
+    pub async fn topic_metadata(&mut self, topic: &str) -> Result<v1::TopicMetadata> {
+        let resp = self
+            .registry
+            .get_metadata(v1::GetMetadataRequest {
+                topics: vec![topic.to_owned()],
+            })
+            .await
+            .map_err(|s| error_from_status(&s))?
+            .into_inner();
+        let t = resp
+            .topics
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Remote {
+                code: ErrorCode::UnknownServerError,
+                message: format!("the broker returned no metadata for {topic}"),
+            })?;
+        if t.error_code != 0 {
+            return Err(Error::Remote {
+                code: from_proto(t.error_code),
+                message: t.error_message,
+            });
+        }
+        Ok(t)
     }
 }
 

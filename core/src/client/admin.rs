@@ -5,6 +5,10 @@
 //! Topic requests go to any broker, round-robin with fail-over on connection errors (every
 //! broker serves the `Admin` service and forwards to the registry). Errors keep the broker's
 //! code and message (`Error::Remote`), e.g. TOPIC_ALREADY_EXISTS, INVALID_CONFIG naming the key.
+//!
+//! **API boundary:** every public signature here uses plain Rust types (named fields,
+//! [`Offset`] for offsets with `None` where the wire says −1, [`ErrorCode`] for codes), never
+//! prost or tonic types: language bindings expose `Admin` as it is.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,9 +19,10 @@ use sluiceway_proto::v1::admin_client::AdminClient as GrpcAdmin;
 use super::cluster::{BrokerInfo, Cluster, ListedOffset, OffsetSpec, coordinator_moved};
 use super::config::AdminConfig;
 use super::runtime::Home;
-use crate::error::{Error, Result};
-use crate::group::TopicPartition;
-use crate::wire::{TopicMetadata, error_from_status as status_to_error};
+use crate::error::{Error, ErrorCode, Result};
+use crate::group::{MemberDescription, TopicPartition};
+use crate::types::{Offset, TimestampMs};
+use crate::wire::{TopicMetadata, code_from_proto, error_from_status};
 
 /// A topic to create.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -68,6 +73,166 @@ pub struct TopicDescription {
     pub effective_configs: BTreeMap<String, String>,
 }
 
+/// The brokers of the cluster and its controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// Every broker the registry knows, alive or not.
+    pub brokers: Vec<BrokerInfo>,
+    /// The broker acting as controller; `None` while there is none.
+    pub controller_id: Option<i32>,
+}
+
+/// A consumer group's state as its coordinator reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GroupState {
+    /// No members: only committed offsets, or every member left.
+    Empty,
+    /// Waiting for the members to (re)join before the next generation.
+    PreparingRebalance,
+    /// Every member has its assignment for the current generation.
+    Stable,
+    /// The coordinator knows nothing of the group (no members, no committed offsets).
+    Dead,
+    /// A state this client does not know (a newer broker).
+    Unknown,
+}
+
+impl GroupState {
+    /// The wire name ("Empty", "PreparingRebalance", "Stable", "Dead"), "Unknown" otherwise.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+            GroupState::Unknown => "Unknown",
+        }
+    }
+
+    fn from_wire(name: &str) -> GroupState {
+        match name {
+            "Empty" => GroupState::Empty,
+            "PreparingRebalance" => GroupState::PreparingRebalance,
+            "Stable" => GroupState::Stable,
+            "Dead" => GroupState::Dead,
+            _ => GroupState::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for GroupState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A group in a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub state: GroupState,
+    /// How many members it has.
+    pub members: u32,
+    /// Its current generation (0 for a group that only has committed offsets).
+    pub generation: i32,
+}
+
+/// A group's committed offset for one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub partition: TopicPartition,
+    /// The offset of the next message the group will read; `None` when it committed none.
+    pub offset: Option<Offset>,
+    /// The metadata committed with it.
+    pub metadata: String,
+    /// When it was committed (the coordinator's clock); `None` when it committed none.
+    pub commit_timestamp: Option<TimestampMs>,
+    /// `ErrorCode::None`, or why this partition has no offset.
+    pub error: ErrorCode,
+}
+
+/// One group: state, members with their partitions, committed offsets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: GroupState,
+    /// The current generation.
+    pub generation: i32,
+    /// The group's partition assignor ("range", "roundrobin"); `None` while it has no members.
+    pub assignor: Option<String>,
+    /// The members, sorted by id, each with its topics and its partitions in the current
+    /// generation (empty while a rebalance has not assigned it yet).
+    pub members: Vec<MemberDescription>,
+    /// Every committed offset of the group, sorted by partition.
+    pub offsets: Vec<CommittedOffset>,
+}
+
+/// One partition of a group with its consumer lag (what `kafka-consumer-groups --describe`
+/// shows): every partition that is assigned to a member or has a committed offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupPartitionLag {
+    pub partition: TopicPartition,
+    /// The member that owns it in the current generation; `None` when no member does.
+    pub member_id: Option<String>,
+    /// That member's `client.id`.
+    pub client_id: Option<String>,
+    /// The group's committed offset; `None` when it committed none.
+    pub committed: Option<Offset>,
+    /// The partition's log end (high watermark) at its leader; `None` when the lookup failed.
+    pub log_end_offset: Option<Offset>,
+    /// `log_end_offset − committed` (0 when the commit is ahead); `None` when either is unknown.
+    pub lag: Option<u64>,
+}
+
+/// A wire offset where −1 (or any negative number) means "none".
+fn wire_offset(o: i64) -> Option<Offset> {
+    u64::try_from(o).ok().map(Offset)
+}
+
+/// The partitions of a wire `TopicPartitions` list, in its order.
+fn partitions_from_wire(list: Vec<v1::TopicPartitions>) -> Vec<TopicPartition> {
+    list.into_iter()
+        .flat_map(|tps| {
+            let topic = tps.topic;
+            tps.partitions
+                .into_iter()
+                .map(move |p| TopicPartition::new(topic.clone(), p))
+        })
+        .collect()
+}
+
+impl GroupDescription {
+    fn from_wire(d: v1::DescribeGroupResponse) -> GroupDescription {
+        GroupDescription {
+            group_id: d.group_id,
+            state: GroupState::from_wire(&d.state),
+            generation: d.generation,
+            assignor: Some(d.assignor).filter(|a| !a.is_empty()),
+            members: d
+                .members
+                .into_iter()
+                .map(|m| MemberDescription {
+                    member_id: m.member_id,
+                    client_id: m.client_id,
+                    topics: m.topics,
+                    assignment: partitions_from_wire(m.assignment),
+                })
+                .collect(),
+            offsets: d
+                .offsets
+                .into_iter()
+                .map(|o| CommittedOffset {
+                    partition: TopicPartition::new(o.topic, o.partition),
+                    offset: wire_offset(o.offset),
+                    metadata: o.metadata,
+                    commit_timestamp: Some(TimestampMs(o.commit_timestamp_ms)).filter(|t| t.0 >= 0),
+                    error: code_from_proto(o.error_code),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The admin client. Every method takes `&self`.
 #[derive(Debug)]
 pub struct Admin {
@@ -92,7 +257,7 @@ impl Admin {
         self.cluster
             .any_broker(|ch, _| {
                 let fut = f(GrpcAdmin::new(ch), timeout);
-                async move { fut.await.map_err(|s| status_to_error(&s)) }
+                async move { fut.await.map_err(|s| error_from_status(&s)) }
             })
             .await
     }
@@ -184,15 +349,19 @@ impl Admin {
         self.cluster.list_offsets(specs).await
     }
 
-    /// Every broker the registry knows, and the controller's id (−1 when none).
-    pub async fn list_brokers(&self) -> Result<(Vec<BrokerInfo>, i32)> {
-        self.cluster.list_brokers().await
+    /// Every broker the registry knows, and the controller.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+        let (brokers, controller_id) = self.cluster.list_brokers().await?;
+        Ok(ClusterDescription {
+            brokers,
+            controller_id: Some(controller_id).filter(|id| *id >= 0),
+        })
     }
 
     /// Every group of the cluster, sorted by id. A broker lists the groups it coordinates, so
     /// this asks every live broker and merges the answers (as Kafka's admin client does); a
     /// broker that cannot be reached fails the call, so the listing is never silently partial.
-    pub async fn list_groups(&self) -> Result<Vec<v1::GroupListing>> {
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
         let (brokers, _) = self.cluster.list_brokers().await?;
         let mut out = BTreeMap::new();
         for b in brokers.iter().filter(|b| b.alive) {
@@ -203,18 +372,27 @@ impl Admin {
                         .request(v1::ListGroupsRequest {}, Duration::ZERO),
                 )
                 .await
-                .map_err(|s| status_to_error(&s))?
+                .map_err(|s| error_from_status(&s))?
                 .into_inner();
             for g in r.groups {
-                out.insert(g.group_id.clone(), g);
+                out.insert(
+                    g.group_id.clone(),
+                    GroupListing {
+                        group_id: g.group_id,
+                        state: GroupState::from_wire(&g.state),
+                        members: g.members,
+                        generation: g.generation,
+                    },
+                );
             }
         }
         Ok(out.into_values().collect())
     }
 
     /// One group's state, members and committed offsets, from its coordinator (found again
-    /// once if it moved).
-    pub async fn describe_group(&self, group: &str) -> Result<v1::DescribeGroupResponse> {
+    /// once if it moved). A group the coordinator knows nothing of is described with
+    /// [`GroupState::Dead`], not an error.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         let req = v1::DescribeGroupRequest {
             group_id: group.to_owned(),
         };
@@ -225,7 +403,7 @@ impl Admin {
                 c.describe_group(self.cluster.request(req.clone(), Duration::ZERO))
                     .await
                     .map(|r| r.into_inner())
-                    .map_err(|s| status_to_error(&s))
+                    .map_err(|s| error_from_status(&s))
             }
             .await;
             match r {
@@ -233,8 +411,51 @@ impl Admin {
                     attempt += 1;
                     self.cluster.coordinator_failed(group);
                 }
-                other => return other,
+                other => return other.map(GroupDescription::from_wire),
             }
         }
+    }
+
+    /// The lag of a described group: every partition that is assigned to a member or has a
+    /// committed offset, sorted, with its owner, committed offset, log end (looked up at each
+    /// partition's leader) and lag. A log end that cannot be looked up is `None`, not an error.
+    pub async fn group_lag(&self, group: &GroupDescription) -> Vec<GroupPartitionLag> {
+        let mut rows: BTreeMap<TopicPartition, GroupPartitionLag> = BTreeMap::new();
+        let row = |tp: &TopicPartition| GroupPartitionLag {
+            partition: tp.clone(),
+            member_id: None,
+            client_id: None,
+            committed: None,
+            log_end_offset: None,
+            lag: None,
+        };
+        for m in &group.members {
+            for tp in &m.assignment {
+                let r = rows.entry(tp.clone()).or_insert_with(|| row(tp));
+                r.member_id = Some(m.member_id.clone());
+                r.client_id = Some(m.client_id.clone());
+            }
+        }
+        for o in &group.offsets {
+            rows.entry(o.partition.clone())
+                .or_insert_with(|| row(&o.partition))
+                .committed = o.offset;
+        }
+        let specs: Vec<(TopicPartition, OffsetSpec)> = rows
+            .keys()
+            .map(|tp| (tp.clone(), OffsetSpec::Latest))
+            .collect();
+        let ends = self.cluster.list_offsets(&specs).await;
+        rows.into_values()
+            .zip(ends)
+            .map(|(mut r, end)| {
+                r.log_end_offset = end.ok().and_then(|l| l.offset);
+                r.lag = match (r.log_end_offset, r.committed) {
+                    (Some(end), Some(committed)) => Some(end.0.saturating_sub(committed.0)),
+                    _ => None,
+                };
+                r
+            })
+            .collect()
     }
 }

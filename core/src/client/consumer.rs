@@ -995,13 +995,19 @@ impl Consumer {
     /// fails with the retriable REBALANCE_IN_PROGRESS) and then to the local store when
     /// `offset.store.dir` is set; for a standalone consumer to the local store, which must then
     /// be configured.
-    pub async fn commit_offsets(&self, offsets: Vec<(TopicPartition, Offset)>) -> Result<()> {
+    pub async fn commit_offsets(
+        &self,
+        offsets: impl IntoIterator<Item = (TopicPartition, Offset)>,
+    ) -> Result<()> {
         let offsets = checked_offsets(offsets)?;
         op!(async self, |inner| inner.commit_offsets(offsets).await)
     }
 
     /// [`Consumer::commit_offsets`] for synchronous callers.
-    pub fn commit_offsets_blocking(&self, offsets: Vec<(TopicPartition, Offset)>) -> Result<()> {
+    pub fn commit_offsets_blocking(
+        &self,
+        offsets: impl IntoIterator<Item = (TopicPartition, Offset)>,
+    ) -> Result<()> {
         let offsets = checked_offsets(offsets)?;
         op!(blocking self, |inner| inner.commit_offsets(offsets).await)
     }
@@ -1084,7 +1090,9 @@ fn timestamp_spec(timestamp_ms: i64) -> Result<OffsetSpec> {
     Ok(OffsetSpec::Timestamp(timestamp_ms))
 }
 
-fn checked_offsets(offsets: Vec<(TopicPartition, Offset)>) -> Result<Vec<(TopicPartition, u64)>> {
+fn checked_offsets(
+    offsets: impl IntoIterator<Item = (TopicPartition, Offset)>,
+) -> Result<Vec<(TopicPartition, u64)>> {
     offsets
         .into_iter()
         .map(|(tp, o)| Ok((tp, checked_offset(o)?)))

@@ -30,11 +30,14 @@ mod producer;
 mod runtime;
 
 pub use crate::format::{Compression, TimestampType};
-pub use crate::group::TopicPartition;
+pub use crate::group::{MemberDescription, TopicPartition};
 pub use crate::types::Offset;
 pub use crate::wire::{PartitionMetadata, TopicMetadata};
 pub use accumulator::{BatchDelivery, DeliveryFuture, RecordMetadata};
-pub use admin::{Admin, NewTopic, TopicDescription, TopicListing};
+pub use admin::{
+    Admin, ClusterDescription, CommittedOffset, GroupDescription, GroupListing, GroupPartitionLag,
+    GroupState, NewTopic, TopicDescription, TopicListing,
+};
 pub use cluster::{BrokerInfo, ListedOffset, OffsetSpec};
 pub use config::{Acks, AdminConfig, CommonConfig, ConsumerConfig, OffsetReset, ProducerConfig};
 pub use consumer::{
