@@ -415,3 +415,5 @@ pub const CLIENT_RUNTIME_WORKER_THREADS_MAX: usize = 4;
 /// lookup, and a topic created a moment later is found soon after.
 pub const CLIENT_MISSING_TOPIC_TTL_MS: u64 = 1_000;
 const _: () = assert!(CLIENT_MISSING_TOPIC_TTL_MS >= CLIENT_METADATA_REFRESH_MS_MIN);
+/// Rebalance events a consumer keeps for its next `poll_batch` (one rebalance makes two).
+pub const CONSUMER_EVENTS_MAX: usize = 64;

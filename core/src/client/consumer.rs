@@ -43,7 +43,8 @@
 //! application's next `poll` (at most half of `max.poll.interval.ms`), so a commit made in
 //! between (`commit()` commits the revoked positions then) lands before another member starts
 //! on them. `Assigned` carries the new partitions and where each starts (the group's commit).
-//! The plain [`Consumer::poll`] drops events and acknowledges a revoke at once.
+//! A revoke waits only once the application has called `poll_batch`: a consumer that only
+//! uses the plain [`Consumer::poll`] (which drops events) never holds a rebalance up.
 //!
 //! **Invariant:** epochs come from one counter per consumer, so a partition that is revoked and
 //! later assigned again never matches a fetch answer from its earlier ownership.
@@ -70,7 +71,8 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::format::{TimestampType, for_each_record};
 use crate::group::TopicPartition;
 use crate::limits::{
-    CONSUMER_BUFFER_BYTES_MAX, CONSUMER_MAX_POLL_RECORDS_MAX, REQUEST_PARTITIONS_MAX,
+    CONSUMER_BUFFER_BYTES_MAX, CONSUMER_EVENTS_MAX, CONSUMER_MAX_POLL_RECORDS_MAX,
+    REQUEST_PARTITIONS_MAX,
 };
 use crate::types::Offset;
 use crate::wire::{code_from_proto, error_from_status, partition_error};
@@ -182,12 +184,23 @@ struct State {
     /// A group membership failure or a failed background commit the next `poll` reports
     /// (once).
     group_error: Option<Error>,
-    /// Rebalance events not yet returned by a poll.
+    /// The application takes rebalance events (it called `poll_batch`): only then does a
+    /// revoke wait for its acknowledgement.
+    events_wanted: bool,
+    /// Rebalance events not yet returned by a poll (at most [`CONSUMER_EVENTS_MAX`], oldest
+    /// dropped first: a consumer that does not poll must not grow it).
     events: VecDeque<RebalanceEvent>,
     revoke: Option<PendingRevoke>,
 }
 
 impl State {
+    fn push_event(&mut self, event: RebalanceEvent) {
+        if self.events.len() >= CONSUMER_EVENTS_MAX {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
     fn new_epoch(&mut self) -> u64 {
         self.next_epoch += 1;
         self.next_epoch
@@ -547,6 +560,7 @@ impl Inner {
                 if st.closed {
                     return Err(Error::Closed("consumer"));
                 }
+                st.events_wanted |= keep_events;
                 // This poll acknowledges a revoke an earlier poll returned.
                 self.ack_revoke(&mut st, true);
                 if !st.events.is_empty() {

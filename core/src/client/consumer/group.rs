@@ -137,7 +137,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
         if inner.set_assignment(assignment, &committed).is_err() {
             return; // closed
         }
-        inner.state.lock().events.push_back(event);
+        inner.state.lock().push_event(event);
         inner.data.notify_waiters();
         let why = heartbeat_loop(&inner).await;
         revoke(&inner, true).await;
@@ -171,14 +171,17 @@ pub(super) async fn revoke(inner: &Inner, wait_for_ack: bool) {
         }
     }
     if !positions.is_empty() {
+        inner.state.lock().push_event(RebalanceEvent::Revoked(
+            positions
+                .iter()
+                .map(|(tp, o)| PartitionOffset::new(tp, Some(Offset(*o))))
+                .collect(),
+        ));
+        inner.data.notify_waiters();
+    }
+    if !positions.is_empty() && inner.state.lock().events_wanted {
         let acked = {
             let mut st = inner.state.lock();
-            st.events.push_back(RebalanceEvent::Revoked(
-                positions
-                    .iter()
-                    .map(|(tp, o)| PartitionOffset::new(tp, Some(Offset(*o))))
-                    .collect(),
-            ));
             st.revoke = Some(PendingRevoke {
                 positions,
                 delivered: false,
