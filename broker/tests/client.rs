@@ -18,11 +18,11 @@ use crate::support::{TestBroker, now_ms};
 /// Every test is bounded: a hang is a failure, not a stuck CI job.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn admin(b: &TestBroker) -> Admin {
+pub(crate) async fn admin(b: &TestBroker) -> Admin {
     Admin::new(AdminConfig::new(&b.addr)).await.expect("admin")
 }
 
-async fn create(b: &TestBroker, topic: &str, partitions: u32) {
+pub(crate) async fn create(b: &TestBroker, topic: &str, partitions: u32) {
     admin(b)
         .await
         .create_topic(NewTopic::new(topic, partitions))
@@ -30,7 +30,7 @@ async fn create(b: &TestBroker, topic: &str, partitions: u32) {
         .expect("create topic");
 }
 
-async fn producer(b: &TestBroker, extra: &[(&str, &str)]) -> Producer {
+pub(crate) async fn producer(b: &TestBroker, extra: &[(&str, &str)]) -> Producer {
     let mut map: Vec<(&str, &str)> =
         vec![("bootstrap.servers", b.addr.as_str()), ("linger.ms", "2")];
     map.extend_from_slice(extra);
@@ -39,13 +39,13 @@ async fn producer(b: &TestBroker, extra: &[(&str, &str)]) -> Producer {
         .expect("producer")
 }
 
-fn consumer_config(b: &TestBroker) -> ConsumerConfig {
+pub(crate) fn consumer_config(b: &TestBroker) -> ConsumerConfig {
     ConsumerConfig::new(&b.addr)
         .auto_offset_reset(OffsetReset::Earliest)
         .fetch_max_wait(Duration::from_millis(100))
 }
 
-async fn deliver_all(batch: BatchDelivery) -> Vec<RecordMetadata> {
+pub(crate) async fn deliver_all(batch: BatchDelivery) -> Vec<RecordMetadata> {
     batch
         .wait()
         .await
@@ -55,7 +55,7 @@ async fn deliver_all(batch: BatchDelivery) -> Vec<RecordMetadata> {
 }
 
 /// Sends `v{i}` for every `i` in `range` to `topic` (keyless) and waits for every delivery.
-async fn send_values(
+pub(crate) async fn send_values(
     p: &Producer,
     topic: &str,
     range: std::ops::Range<u32>,
@@ -73,7 +73,7 @@ async fn send_values(
 }
 
 /// Polls until `n` records arrived (or the test times out).
-async fn poll_n(c: &Consumer, n: usize) -> Vec<ConsumerRecord> {
+pub(crate) async fn poll_n(c: &Consumer, n: usize) -> Vec<ConsumerRecord> {
     let mut out = Vec::new();
     while out.len() < n {
         out.extend(c.poll(Duration::from_secs(5)).await.expect("poll"));
@@ -81,15 +81,15 @@ async fn poll_n(c: &Consumer, n: usize) -> Vec<ConsumerRecord> {
     out
 }
 
-fn value(r: &ConsumerRecord) -> String {
+pub(crate) fn value(r: &ConsumerRecord) -> String {
     String::from_utf8(r.value.as_deref().unwrap_or_default().to_vec()).unwrap()
 }
 
-fn tps(topic: &str, n: u32) -> Vec<TopicPartition> {
+pub(crate) fn tps(topic: &str, n: u32) -> Vec<TopicPartition> {
     (0..n).map(|p| TopicPartition::new(topic, p)).collect()
 }
 
-async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+pub(crate) async fn bounded<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(TEST_TIMEOUT, f)
         .await
         .expect("test timed out")

@@ -8,6 +8,7 @@ mod support;
 mod bad_input;
 mod cli;
 mod client;
+mod client_core;
 mod client_groups;
 mod cluster;
 mod durability;

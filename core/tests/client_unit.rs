@@ -39,6 +39,8 @@ struct FakeState {
     script: VecDeque<Answer>,
     /// Codes answered to Fetch calls, one per call (then data).
     fetch_script: VecDeque<v1::ErrorCode>,
+    /// Fetch answers (of several partitions) to send with the last result missing.
+    fetch_short_answers: u32,
     fetch_calls: u32,
     log: HashMap<u32, Vec<String>>,
 }
@@ -217,6 +219,10 @@ impl Fake {
                 message_set: message_set.into(),
                 leader_epochs: Vec::new(),
             });
+        }
+        if s.fetch_short_answers > 0 && results.len() > 1 {
+            s.fetch_short_answers -= 1;
+            results.pop();
         }
         (code, results)
     }
@@ -458,6 +464,48 @@ async fn consumer_retries_not_leader_fetches() {
         assert!(fetch_calls >= 3, "{fetch_calls} fetches");
         // The refresh is rate-limited and may go out after the retried fetch succeeded.
         wait_until(|| fake.0.lock().metadata_calls >= 2).await;
+    })
+    .await;
+}
+
+/// A fetch answer with fewer results than partitions asked is not matched up short (which
+/// would leave the partition without a result stalled for good): it is retried as a whole, and
+/// every record of every partition arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_answer_missing_a_partition_is_retried_not_trusted() {
+    bounded(async {
+        let fake = start(2, vec![]).await;
+        for p in 0..2 {
+            fake.0
+                .lock()
+                .log
+                .insert(p, (0..10).map(|i| format!("p{p}-{i}")).collect());
+        }
+        fake.0.lock().fetch_short_answers = 3;
+        let address = fake.0.lock().address.clone();
+        let config = ConsumerConfig::new(&address)
+            .auto_offset_reset(OffsetReset::Earliest)
+            .retry_backoff(Duration::from_millis(10));
+        let c = Consumer::new(config).await.unwrap();
+        let tps = vec![TopicPartition::new("t", 0), TopicPartition::new("t", 1)];
+        c.assign(tps.clone()).unwrap();
+        for tp in &tps {
+            c.seek(tp, Offset(0)).unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            got.extend(c.poll(Duration::from_secs(5)).await.unwrap());
+        }
+        for p in 0..2 {
+            let offsets: Vec<u64> = got
+                .iter()
+                .filter(|r| r.partition == p)
+                .map(|r| r.offset.0)
+                .collect();
+            assert_eq!(offsets, (0..10).collect::<Vec<_>>(), "partition {p}");
+        }
+        assert_eq!(fake.0.lock().fetch_short_answers, 0, "short answers were sent");
+        c.close(None).await.unwrap();
     })
     .await;
 }

@@ -1,0 +1,520 @@
+//! What the client core gives language bindings (issue "client core ready for bindings"),
+//! against the real broker: its own runtime (no ambient tokio, any thread, fork), blocking entry
+//! points, one result handle per batch, `flush`/`close` reports, in-band rebalance events (C14),
+//! pause/resume and a per-call record limit, a missing topic failing fast (C15), use after close
+//! (C16), and `poll` keeping its timeout while an auto-commit is stuck.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sluiceway_core::client::{
+    Consumer, ConsumerConfig, OffsetReset, PartitionOffset, Producer, ProducerConfig,
+    ProducerRecord, RebalanceEvent, TopicPartition,
+};
+use sluiceway_core::{Error, ErrorCode, Offset};
+
+use crate::client::{bounded, consumer_config, create, poll_n, producer, send_values, tps, value};
+use crate::support::TestBroker;
+
+fn records(topic: &str, n: u32) -> Vec<ProducerRecord> {
+    (0..n)
+        .map(|i| ProducerRecord::new(topic, format!("v{i}")))
+        .collect()
+}
+
+/// A plain thread with no tokio runtime anywhere (what a Python or JVM thread is): every call
+/// works through the blocking entry points, from several threads at once.
+#[test]
+fn clients_work_from_threads_without_a_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    // Topic creation through the async Admin on a throwaway runtime of the test's own.
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(create(&b, "plain", 2));
+    assert!(tokio::runtime::Handle::try_current().is_err());
+    let producer = Producer::new_blocking(
+        ProducerConfig::from_map([("bootstrap.servers", b.addr.as_str())]).unwrap(),
+    )
+    .expect("producer without a runtime");
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            let producer = &producer;
+            s.spawn(move || {
+                let batch = producer
+                    .send_batch_blocking(records("plain", 100))
+                    .expect("send_batch_blocking");
+                let results = batch
+                    .wait_blocking(Some(Duration::from_secs(30)))
+                    .expect("resolved in time");
+                assert_eq!(results.len(), 100, "thread {t}");
+                assert!(results.iter().all(Result::is_ok), "thread {t}");
+            });
+        }
+    });
+    let one = producer
+        .send_blocking(ProducerRecord::new("plain", "last").partition(1))
+        .unwrap();
+    let m = one
+        .wait_blocking(Some(Duration::from_secs(30)))
+        .expect("resolved")
+        .expect("delivered");
+    assert_eq!(m.partition, 1);
+    assert!(one.is_done());
+    producer.flush_blocking(None).expect("nothing failed");
+    producer.close_blocking(None).expect("closed cleanly");
+
+    let consumer = Consumer::new_blocking(
+        ConsumerConfig::new(&b.addr).auto_offset_reset(OffsetReset::Earliest),
+    )
+    .expect("consumer without a runtime");
+    consumer.assign(tps("plain", 2)).unwrap();
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while n < 301 && Instant::now() < deadline {
+        n += consumer
+            .poll_blocking(Duration::from_secs(1))
+            .expect("poll_blocking")
+            .len();
+    }
+    assert_eq!(n, 301);
+    consumer
+        .seek_to_beginning_blocking(None)
+        .expect("seek without a runtime");
+    assert_eq!(
+        consumer
+            .position_blocking(&TopicPartition::new("plain", 1))
+            .unwrap(),
+        Offset(0)
+    );
+    consumer.close_blocking(None).unwrap();
+}
+
+/// After `fork()` a client made in the parent fails at once in the child with CLOSED and a
+/// message saying what to do; a client made in the child works (it gets its own runtime).
+#[test]
+#[allow(unsafe_code)] // fork() and waitpid() have no safe std wrapper.
+fn a_client_from_before_fork_fails_clearly_in_the_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(create(&b, "forked", 1));
+    let config = ProducerConfig::from_map([("bootstrap.servers", b.addr.as_str())]).unwrap();
+    let parent = Producer::new_blocking(config.clone()).unwrap();
+    parent
+        .send_blocking(ProducerRecord::new("forked", "from the parent"))
+        .unwrap()
+        .wait_blocking(Some(Duration::from_secs(30)))
+        .unwrap()
+        .unwrap();
+    // SAFETY: the child only runs Rust code that allocates and starts threads, as a Python
+    // child does after os.fork(); it leaves with _exit, never returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = (|| {
+            let e = match parent.send_blocking(ProducerRecord::new("forked", "child")) {
+                Err(e) => e,
+                Ok(_) => return 10,
+            };
+            if e.code() != ErrorCode::Closed || !e.to_string().contains("after fork()") {
+                return 11;
+            }
+            let Ok(child) = Producer::new_blocking(config) else {
+                return 12;
+            };
+            let delivered = child
+                .send_blocking(ProducerRecord::new("forked", "from the child"))
+                .ok()
+                .and_then(|f| f.wait_blocking(Some(Duration::from_secs(30))));
+            if !matches!(delivered, Some(Ok(_))) {
+                return 13;
+            }
+            0
+        })();
+        // SAFETY: ends the child without running the parent's destructors or test harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child failed its checks (status {status:#x}: exit code {})",
+        libc::WEXITSTATUS(status)
+    );
+    // The parent's client is unaffected.
+    parent
+        .send_blocking(ProducerRecord::new("forked", "after"))
+        .unwrap()
+        .wait_blocking(Some(Duration::from_secs(30)))
+        .unwrap()
+        .unwrap();
+    parent.close_blocking(None).unwrap();
+}
+
+/// One handle per batch: a result per record in order, an unknown topic's records failed in
+/// their slots, and `flush` reporting the failures since the previous report once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_has_one_handle_and_flush_reports_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "t", 2).await;
+        let p = producer(&b, &[]).await;
+        let mut batch = records("t", 3);
+        batch.insert(1, ProducerRecord::new("no-such-topic", "x"));
+        batch.push(ProducerRecord::new("t", "p9").partition(9));
+        let handle = p.send_batch(batch).await.unwrap();
+        assert_eq!(handle.len(), 5);
+        let results = handle.wait().await;
+        assert!(handle.is_done());
+        assert_eq!(handle.try_results().map(|r| r.len()), Some(5));
+        assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
+        assert_eq!(
+            results[1].as_ref().unwrap_err().code(),
+            ErrorCode::UnknownTopicOrPartition
+        );
+        let e = results[4].as_ref().unwrap_err();
+        assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition);
+        assert!(e.to_string().contains("no partition 9"), "{e}");
+        // Records refused before queuing are the caller's to see in the results; nothing that
+        // was queued failed, so flush is Ok.
+        p.flush(None).await.expect("nothing queued failed");
+
+        // A record that fails after queuing (too large for the topic's max.message.bytes) is
+        // reported by the next flush, once.
+        admin_create_small(&b).await;
+        let f = p
+            .send(ProducerRecord::new("small", vec![b'x'; 2048]))
+            .await
+            .unwrap();
+        match p.flush(Some(Duration::from_secs(20))).await {
+            Err(Error::Undelivered {
+                failed: 1,
+                pending: 0,
+                first_error: Some(first),
+            }) => assert_eq!(first.code(), ErrorCode::MessageTooLarge, "{first}"),
+            other => panic!("flush must report the failed record: {other:?}"),
+        }
+        assert_eq!(f.await.unwrap_err().code(), ErrorCode::MessageTooLarge);
+        p.flush(None).await.expect("reported once");
+        p.close(None).await.unwrap();
+        // Use after close: CLOSED, for the producer too.
+        let e = p.send(ProducerRecord::new("t", "late")).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Closed);
+    })
+    .await;
+}
+
+async fn admin_create_small(b: &TestBroker) {
+    crate::client::admin(b)
+        .await
+        .create_topic(
+            sluiceway_core::client::NewTopic::new("small", 1).config("max.message.bytes", "1024"),
+        )
+        .await
+        .unwrap();
+}
+
+/// C15: a batch of 1,000 records to a topic that does not exist fails record by record with
+/// UNKNOWN_TOPIC_OR_PARTITION after one metadata lookup (the broker counts them), well within
+/// the metadata timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c15_a_missing_topic_fails_a_whole_batch_with_one_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    bounded(async {
+        create(&b, "t", 1).await;
+        let p = producer(&b, &[("max.block.ms", "10000")]).await;
+        let before = metadata_requests(&b).await;
+        let handle = tokio::time::timeout(
+            Duration::from_secs(10),
+            p.send_batch(records("mistyped", 1000)),
+        )
+        .await
+        .expect("fails within max.block.ms")
+        .unwrap();
+        let results = handle.wait().await;
+        assert_eq!(results.len(), 1000);
+        for r in &results {
+            let e = r.as_ref().unwrap_err();
+            assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition, "{e}");
+            assert!(e.to_string().contains("mistyped"), "{e}");
+        }
+        let lookups = metadata_requests(&b).await - before;
+        assert!(
+            lookups <= 2,
+            "{lookups} metadata lookups for one missing topic"
+        );
+        p.close(None).await.unwrap();
+    })
+    .await;
+}
+
+async fn metadata_requests(b: &TestBroker) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = b.metrics_addr.clone().expect("metrics address printed");
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("sluiceway_requests_total{request=\"metadata\"}"))
+        .expect("metadata counter");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// C16: a closed consumer's `poll` (and commit, seek) fail at once with CLOSED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c16_a_closed_consumer_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "t", 1).await;
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        c.assign(tps("t", 1)).unwrap();
+        c.close(None).await.unwrap();
+        for e in [
+            c.poll(Duration::from_secs(30)).await.unwrap_err(),
+            c.commit().await.unwrap_err(),
+            c.seek_to_end(None).await.unwrap_err(),
+        ] {
+            assert_eq!(e.code(), ErrorCode::Closed, "{e}");
+            assert!(e.to_string().contains("consumer is closed"), "{e}");
+            assert!(!e.is_retriable());
+        }
+        c.close(None).await.expect("closing twice is harmless");
+    })
+    .await;
+}
+
+/// Pausing a partition stops its records until it is resumed, without losing or repeating
+/// any; `poll_batch` takes a per-call record limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_a_per_call_record_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "pr", 2).await;
+        let p = producer(&b, &[]).await;
+        for part in 0..2 {
+            let batch = (0..50)
+                .map(|i| ProducerRecord::new("pr", format!("p{part}-{i}")).partition(part))
+                .collect();
+            crate::client::deliver_all(p.send_batch(batch).await.unwrap()).await;
+        }
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        let (p0, p1) = (TopicPartition::new("pr", 0), TopicPartition::new("pr", 1));
+        c.assign(vec![p0.clone(), p1.clone()]).unwrap();
+        c.pause(std::slice::from_ref(&p0)).unwrap();
+        assert_eq!(c.paused(), [p0.clone()]);
+        let mut got = Vec::new();
+        while got.len() < 50 {
+            let batch = c.poll_batch(Duration::from_secs(5), Some(7)).await.unwrap();
+            assert!(batch.records.len() <= 7, "{}", batch.records.len());
+            got.extend(batch.records);
+        }
+        assert!(got.iter().all(|r| r.partition == 1));
+        assert!(
+            c.poll(Duration::from_millis(300)).await.unwrap().is_empty(),
+            "nothing from the paused partition"
+        );
+        c.resume(std::slice::from_ref(&p0)).unwrap();
+        assert!(c.paused().is_empty());
+        let rest = poll_n(&c, 50).await;
+        let values: Vec<String> = rest.iter().map(value).collect();
+        let want: Vec<String> = (0..50).map(|i| format!("p0-{i}")).collect();
+        assert_eq!(
+            values, want,
+            "paused records come after resume, once, in order"
+        );
+        let e = c
+            .poll_batch(Duration::from_millis(1), Some(0))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        assert!(e.to_string().contains("max_records 0"), "{e}");
+        let e = c.pause(&[TopicPartition::new("pr", 7)]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        c.close(None).await.unwrap();
+    })
+    .await;
+}
+
+fn group_member(b: &TestBroker, group: &str, auto_commit: bool) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(&b.addr)
+        .group_id(group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .enable_auto_commit(auto_commit)
+        .fetch_max_wait(Duration::from_millis(100))
+        .max_poll_interval(Duration::from_secs(20));
+    c.set("auto.commit.interval.ms", "100").unwrap();
+    c
+}
+
+/// C14: member 1 owns all 4 partitions of a topic and commits nothing by itself; member 2
+/// joins. Member 1 sees a revoke with its positions before its partitions move and commits in
+/// it; member 2 gets an assignment starting exactly at those commits; nothing is read twice or
+/// skipped, and each member gets its share within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c14_a_revoke_lets_the_member_commit_before_its_partitions_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "rb", 4).await;
+        let p = producer(&b, &[]).await;
+        send_values(&p, "rb", 0..400).await;
+
+        let one = Consumer::new(group_member(&b, "r", false)).await.unwrap();
+        one.subscribe(["rb"]).await.unwrap();
+        let mut read: Vec<String> = Vec::new();
+        // Member 1 is assigned everything and reads part of it.
+        let mut assigned = None;
+        while assigned.is_none() || read.len() < 100 {
+            let batch = one
+                .poll_batch(Duration::from_secs(5), Some(20))
+                .await
+                .unwrap();
+            for e in batch.events {
+                if let RebalanceEvent::Assigned(ps) = e {
+                    assigned = Some(ps);
+                }
+            }
+            read.extend(batch.records.iter().map(value));
+        }
+        let assigned = assigned.unwrap();
+        assert_eq!(assigned.len(), 4);
+        assert!(
+            assigned.iter().all(|p| p.offset.is_none()),
+            "no commits yet"
+        );
+
+        let two = Consumer::new(group_member(&b, "r", false)).await.unwrap();
+        two.subscribe(["rb"]).await.unwrap();
+        // Member 1 keeps polling: the revoke arrives in band with its positions.
+        let revoked = loop {
+            let batch = one
+                .poll_batch(Duration::from_secs(5), Some(20))
+                .await
+                .unwrap();
+            read.extend(batch.records.iter().map(value));
+            if let Some(ps) = batch.events.into_iter().find_map(|e| match e {
+                RebalanceEvent::Revoked(ps) => Some(ps),
+                RebalanceEvent::Assigned(_) => None,
+            }) {
+                break ps;
+            }
+        };
+        let mut positions: Vec<PartitionOffset> = revoked.clone();
+        positions.sort_by_key(|p| p.partition);
+        let total: u64 = positions.iter().map(|p| p.offset.unwrap().0).sum();
+        assert_eq!(
+            total as usize,
+            read.len(),
+            "positions cover exactly what was read"
+        );
+        assert!(one.assignment().is_empty(), "revoked partitions are gone");
+        // Commit in reaction to the revoke (commit() commits the revoked positions).
+        one.commit()
+            .await
+            .expect("commit while the revoke is pending");
+
+        // Both members get their share; member 2 starts exactly at member 1's commits.
+        let mut two_start = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut one_has = false;
+        while (two_start.is_empty() || !one_has) && Instant::now() < deadline {
+            for (c, is_one) in [(&one, true), (&two, false)] {
+                let batch = c
+                    .poll_batch(Duration::from_millis(200), None)
+                    .await
+                    .unwrap();
+                for e in batch.events {
+                    if let RebalanceEvent::Assigned(ps) = e {
+                        if is_one {
+                            one_has = !ps.is_empty();
+                        } else {
+                            two_start = ps;
+                        }
+                    }
+                }
+                read.extend(batch.records.iter().map(value));
+            }
+        }
+        assert!(
+            !two_start.is_empty() && one_has,
+            "both members got partitions"
+        );
+        for s in &two_start {
+            let committed = positions
+                .iter()
+                .find(|p| p.partition == s.partition)
+                .and_then(|p| p.offset);
+            assert_eq!(s.offset, committed, "member 2 starts at the commit");
+        }
+        while read.len() < 400 {
+            for c in [&one, &two] {
+                read.extend(
+                    c.poll(Duration::from_millis(200))
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(value),
+                );
+            }
+        }
+        let distinct: BTreeSet<&String> = read.iter().collect();
+        assert_eq!(read.len(), 400, "nothing read twice");
+        assert_eq!(distinct.len(), 400);
+        one.close(None).await.unwrap();
+        two.close(None).await.unwrap();
+    })
+    .await;
+}
+
+/// `poll(timeout)` returns within its timeout while the group coordinator does not answer an
+/// auto-commit (the commit runs in the background).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_keeps_its_timeout_while_an_auto_commit_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "ac", 1).await;
+        let p = producer(&b, &[]).await;
+        send_values(&p, "ac", 0..10).await;
+        let c = Consumer::new(group_member(&b, "hang", true)).await.unwrap();
+        c.subscribe(["ac"]).await.unwrap();
+        poll_n(&c, 10).await;
+        let stop = |sig: &str| {
+            let ok = Command::new("kill")
+                .args([sig, &b.pid().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill {sig}");
+        };
+        stop("-STOP");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        for _ in 0..3 {
+            // Each of these starts or finds an auto-commit the stopped broker never answers
+            // (request.timeout.ms is 30 s); the poll must not wait for it.
+            let r =
+                tokio::time::timeout(Duration::from_secs(5), c.poll(Duration::from_millis(200)))
+                    .await;
+            if r.is_err() {
+                stop("-CONT");
+                panic!("poll(200 ms) blocked on the auto-commit");
+            }
+        }
+        stop("-CONT");
+        c.close(None).await.ok();
+    })
+    .await;
+}
