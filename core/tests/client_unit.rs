@@ -504,7 +504,11 @@ async fn a_fetch_answer_missing_a_partition_is_retried_not_trusted() {
                 .collect();
             assert_eq!(offsets, (0..10).collect::<Vec<_>>(), "partition {p}");
         }
-        assert_eq!(fake.0.lock().fetch_short_answers, 0, "short answers were sent");
+        assert_eq!(
+            fake.0.lock().fetch_short_answers,
+            0,
+            "short answers were sent"
+        );
         c.close(None).await.unwrap();
     })
     .await;

@@ -517,6 +517,13 @@ fn append(
 }
 
 async fn flush(inner: &Arc<Inner>, timeout: Option<Duration>) -> Result<()> {
+    let pending = send_queued(inner, timeout).await;
+    report(inner, pending)
+}
+
+/// Sends everything queued now and waits until it resolved, at most `timeout`; returns how
+/// many of those records are still pending.
+async fn send_queued(inner: &Arc<Inner>, timeout: Option<Duration>) -> u64 {
     struct Flushing<'a>(&'a Inner);
     impl Drop for Flushing<'_> {
         fn drop(&mut self) {
@@ -538,12 +545,11 @@ async fn flush(inner: &Arc<Inner>, timeout: Option<Duration>) -> Result<()> {
         }
         None => wait_all.await,
     }
-    let still: u64 = pending
+    pending
         .iter()
         .filter(|(b, _)| !b.is_resolved())
         .map(|(_, n)| u64::from(*n))
-        .sum();
-    report(inner, still)
+        .sum()
 }
 
 /// `Ok` when nothing failed since the last report and nothing is `pending`.
@@ -569,8 +575,8 @@ async fn close(
     inner.wake.notify_one();
     let timeout = timeout
         .unwrap_or(inner.config.delivery_timeout + Duration::from_millis(PRODUCER_CLOSE_GRACE_MS));
-    // Records still pending after the flush are failed below (and counted as failed then).
-    let _ = flush(inner, Some(timeout)).await;
+    // Records still pending then are failed below (and counted as failed there).
+    send_queued(inner, Some(timeout)).await;
     inner.acc.lock().fail_all(|| Error::Closed("producer"));
     inner.wake.notify_one();
     if let Some(h) = sender
