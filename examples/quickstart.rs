@@ -41,8 +41,7 @@ pub async fn run(bootstrap: &str, store: &str) -> Result<(), Box<dyn std::error:
         ("offset.store.dir", store),
     ])?)
     .await?;
-    let partition = TopicPartition::new("quickstart", 0);
-    consumer.assign(vec![partition.clone()])?;
+    consumer.assign(vec![TopicPartition::new("quickstart", 0)])?;
     let mut seen = 0;
     while seen < 10 {
         let records = consumer.poll(Duration::from_secs(5)).await?;
