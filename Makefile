@@ -5,18 +5,21 @@ CARGO ?= cargo
 DATA_DIR ?= ./sluiceway-data
 LISTEN ?= 127.0.0.1:9292
 
-.PHONY: help run test test-rust setup bench build fmt lint
+.PHONY: help run test test-rust check-client-build setup bench build fmt lint
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 run: setup ## The main job: one broker with the embedded registry (release build).
 	$(CARGO) run --release -p sluiceway-broker --bin sluiceway -- broker --data-dir $(DATA_DIR) --listen $(LISTEN)
 
-test: setup test-rust ## Every test in every language (what .ci/run calls).
+test: setup check-client-build test-rust ## Every test in every language (what .ci/run calls).
 
 test-rust: ## Rust tests for the whole workspace (debug build).
 	$(CARGO) test --workspace --locked
+
+check-client-build: ## The client-only build of sluiceway-core builds and links no server crate.
+	CARGO=$(CARGO) bash scripts/check-client-build.sh
 
 setup: ## Install what the project needs (idempotent; safe on a fresh machine).
 	@bash scripts/setup.sh

@@ -22,9 +22,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
+    // Cargo features `client` and `server` choose the stubs, so a client-only build neither
+    // compiles server stubs nor needs tonic's server. The build script sees them as environment
+    // variables (and is re-run by cargo when they change).
+    let client = std::env::var_os("CARGO_FEATURE_CLIENT").is_some();
+    let server = std::env::var_os("CARGO_FEATURE_SERVER").is_some();
     tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
+        .build_server(server)
+        .build_client(client)
         // Message sets as `bytes::Bytes`: the client hands its batch to the request without a
         // copy, and a fetched set is sliced from the response buffer rather than copied out.
         .bytes(".sluiceway.v1.ProducePartition.message_set")

@@ -12,12 +12,21 @@
 //! `max.message.bytes`, `index.interval.bytes`, `segment.index.bytes`, and the flush policy:
 //! `flush.policy` (always | interval | os) with `flush.ms` for `interval` (setting `flush.ms`
 //! alone implies `interval`).
+//!
+//! Features: name validation, the key names and [`parse_key_value`] are always compiled (the
+//! client validates names); [`TopicConfig`], which builds a storage [`LogConfig`], is behind
+//! `server`.
 
+#[cfg(feature = "server")]
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
+#[cfg(feature = "server")]
 use crate::format::TimestampType;
-use crate::limits::{FLUSH_INTERVAL_MS_DEFAULT, REPLICATION_FACTOR_MAX, TOPIC_NAME_BYTES_MAX};
+use crate::limits::TOPIC_NAME_BYTES_MAX;
+#[cfg(feature = "server")]
+use crate::limits::{FLUSH_INTERVAL_MS_DEFAULT, REPLICATION_FACTOR_MAX};
+#[cfg(feature = "server")]
 use crate::storage::{FlushPolicy, LogConfig};
 
 /// Checks a topic name: `[a-zA-Z0-9._-]{1,249}`, and not `.` or `..` (they are directory names).
@@ -76,6 +85,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     FLUSH_MS,
 ];
 
+#[cfg(feature = "server")]
 /// A topic's effective configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicConfig {
@@ -85,6 +95,7 @@ pub struct TopicConfig {
     pub min_insync_replicas: u32,
 }
 
+#[cfg(feature = "server")]
 impl Default for TopicConfig {
     fn default() -> TopicConfig {
         TopicConfig {
@@ -94,6 +105,7 @@ impl Default for TopicConfig {
     }
 }
 
+#[cfg(feature = "server")]
 fn invalid(key: &str, reason: impl Into<String>) -> Error {
     Error::InvalidConfig {
         key: key.to_owned(),
@@ -101,18 +113,21 @@ fn invalid(key: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+#[cfg(feature = "server")]
 fn parse_u64(key: &str, v: &str) -> Result<u64> {
     v.trim()
         .parse::<u64>()
         .map_err(|_| invalid(key, format!("{v:?} is not a non-negative integer")))
 }
 
+#[cfg(feature = "server")]
 fn parse_u32(key: &str, v: &str) -> Result<u32> {
     v.trim()
         .parse::<u32>()
         .map_err(|_| invalid(key, format!("{v:?} is not an integer in [0, {}]", u32::MAX)))
 }
 
+#[cfg(feature = "server")]
 /// `-1` means "no bound" (Kafka's convention), otherwise a non-negative integer.
 fn parse_optional_u64(key: &str, v: &str) -> Result<Option<u64>> {
     match v.trim() {
@@ -121,6 +136,7 @@ fn parse_optional_u64(key: &str, v: &str) -> Result<Option<u64>> {
     }
 }
 
+#[cfg(feature = "server")]
 impl TopicConfig {
     /// Lays `overrides` over `defaults` (both maps of Kafka keys) and validates the result.
     /// Unknown keys and bad values are [`Error::InvalidConfig`] naming the key.
@@ -253,6 +269,7 @@ pub fn parse_key_value(arg: &str) -> Result<(String, String)> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "server")]
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -273,6 +290,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "server")]
     #[test]
     fn parse_and_render() {
         let c = TopicConfig::parse(
@@ -291,6 +309,7 @@ mod tests {
         assert_eq!(back, c);
     }
 
+    #[cfg(feature = "server")]
     #[test]
     fn errors_name_the_key() {
         let key_of =

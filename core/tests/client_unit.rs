@@ -570,6 +570,7 @@ fn group_config_keys_parse_validate_and_derive_the_heartbeat() {
 }
 
 /// The benchmark's options are checked before anything connects.
+#[cfg(feature = "bench")]
 #[test]
 fn bench_options_are_bounded() {
     use sluiceway_core::client::bench::BenchOptions;

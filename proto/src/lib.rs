@@ -10,6 +10,9 @@
 //! Heartbeat, LeaveGroup, CommitOffsets, FetchOffsets, ListGroups, DescribeGroup). Request-level errors are a
 //! `tonic::Status` whose `details` hold an encoded [`v1::ErrorDetail`]; see [`status`] and
 //! [`error_detail`].
+//!
+//! Cargo features choose the generated stubs: `client` (`v1::*_client`, over tonic's `Channel`)
+//! and `server` (`v1::*_server`, with tonic's transport server). The messages are always there.
 
 /// Generated code for `sluiceway.v1`.
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]

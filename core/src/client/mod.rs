@@ -13,7 +13,7 @@
 //! - [`Consumer::subscribe`] — consumer groups (`consumer/group.rs`): join, heartbeats, eager
 //!   rebalances, commits to the broker's coordinator.
 //! - [`Admin`] — topics, offsets, brokers.
-//! - [`bench`] — the measurement loops of `sluiceway bench produce|consume`.
+//! - `bench` (feature `bench`) — the measurement loops of `sluiceway bench produce|consume`.
 //!
 //! **API boundary:** everything public here is what bindings expose; types are plain Rust
 //! (`bytes::Bytes`, `Arc<str>`, [`crate::Offset`]), never prost messages. Every error is a
@@ -21,6 +21,7 @@
 
 mod accumulator;
 mod admin;
+#[cfg(feature = "bench")]
 pub mod bench;
 mod cluster;
 pub mod config;

@@ -6,27 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::TopicPartition;
 use super::assignor::Assignor;
 use crate::error::ErrorCode;
 use crate::limits::{
     GROUP_MEMBERS_MAX, GROUP_SESSION_TIMEOUT_MS_MAX, GROUP_SESSION_TIMEOUT_MS_MIN,
 };
-
-/// A partition of a topic.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TopicPartition {
-    pub topic: String,
-    pub partition: u32,
-}
-
-impl TopicPartition {
-    pub fn new(topic: impl Into<String>, partition: u32) -> TopicPartition {
-        TopicPartition {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
 
 /// Coordinator-wide settings (the broker's `group.*` configuration).
 #[derive(Clone, Debug)]

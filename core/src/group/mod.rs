@@ -1,5 +1,8 @@
 //! Consumer groups: the coordinator that lives in the broker, as a sans-IO state machine.
 //!
+//! Features: [`TopicPartition`] and [`assignor`] are always compiled (the client uses both); the
+//! coordinator and [`offsets`] are behind `server`.
+//!
 //! - [`Coordinator`] (`coordinator.rs`) — one group's membership, generations, heartbeats,
 //!   session timeouts and rebalances. Events in ([`Coordinator::join`], [`Coordinator::heartbeat`],
 //!   [`Coordinator::leave`], [`Coordinator::tick`]), [`Action`]s out. No clock, socket or file
@@ -25,12 +28,33 @@
 //! removed.
 
 pub mod assignor;
+#[cfg(feature = "server")]
 mod coordinator;
+#[cfg(feature = "server")]
 pub mod offsets;
 
 pub use assignor::Assignor;
+#[cfg(feature = "server")]
 pub use coordinator::{
     Action, Coordinator, GroupConfig, GroupSnapshot, GroupState, JoinRequest, MemberDescription,
-    SnapshotMember, TopicPartition,
+    SnapshotMember,
 };
+#[cfg(feature = "server")]
 pub use offsets::{GroupOffsetStore, LocalOffsetsLog, OFFSETS_TOPIC, OffsetCommit, OffsetsLog};
+
+/// A partition of a topic. Shared by the coordinator and the client, so it lives here rather than
+/// in `coordinator.rs` (which only the `server` feature compiles).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: u32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
