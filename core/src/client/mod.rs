@@ -1,23 +1,30 @@
 //! The one native client core that every language binding wraps (Python, Node, Kotlin, Swift):
-//! bindings convert types and errors only; batching, retries, partitioning and positions live
-//! here. Async, on tokio; the only part of `sluiceway-core` that uses tokio and tonic.
+//! bindings convert types and errors only; batching, retries, partitioning, positions, defaults
+//! and rebalance handling live here. Feature `client`.
 //!
+//! - `runtime` — the process's own client runtime: every task and async call runs there, so a
+//!   client works from any thread and executor; blocking twins (`*_blocking`) for synchronous
+//!   APIs; a client used in a forked child fails with CLOSED.
 //! - [`config`] — Kafka-named configuration from a string map or typed builders, validated.
 //! - `cluster` — tonic channels per broker, round-robin metadata with fail-over, the metadata
-//!   cache, `Status` → [`crate::Error`] mapping.
-//! - `accumulator` — per-partition batching and the [`DeliveryFuture`]s of `send`.
+//!   cache (missing topics cached briefly); statuses become errors in [`crate::wire`].
+//! - `accumulator` — per-partition batching, the [`DeliveryFuture`]s of `send` and the
+//!   [`BatchDelivery`] of `send_batch`.
 //! - [`Producer`] — partitioning (explicit, Kafka murmur2 of the key, sticky), one
-//!   multi-partition Produce per broker, acks, retries, ordering, flush and close.
-//! - [`Consumer`] — standalone consumer: assign, prefetching poll, seeks, positions, commits.
-//! - [`offset_store`] — the consumer's local offset store (atomic file per consumer id).
+//!   multi-partition Produce per broker, acks, retries, ordering, `flush`/`close` that report
+//!   undelivered records.
+//! - [`Consumer`] — assign, prefetching poll ([`Consumer::poll_batch`] with
+//!   [`RebalanceEvent`]s), seeks, pause/resume, positions, commits.
+//! - [`offset_store`] — the consumer's local offset store (atomic file per consumer id, locked).
 //! - [`Consumer::subscribe`] — consumer groups (`consumer/group.rs`): join, heartbeats, eager
-//!   rebalances, commits to the broker's coordinator.
-//! - [`Admin`] — topics, offsets, brokers.
+//!   rebalances with revoke-then-commit, commits to the broker's coordinator.
+//! - [`Admin`] — topics, offsets, the cluster, groups (plain types).
 //! - `bench` (feature `bench`) — the measurement loops of `sluiceway bench produce|consume`.
 //!
 //! **API boundary:** everything public here is what bindings expose; types are plain Rust
-//! (`bytes::Bytes`, `Arc<str>`, [`crate::Offset`]), never prost messages. Every error is a
-//! [`crate::Error`] whose [`crate::Error::code`] is the stable wire code.
+//! (`bytes::Bytes`, `Arc<str>`, [`crate::Offset`], structs with named fields), never prost or
+//! tonic types. Every error is a [`crate::Error`] whose [`crate::Error::code`] is the stable
+//! wire code and whose [`crate::Error::is_retriable`] is the client's own retry rule.
 
 mod accumulator;
 mod admin;

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::TopicPartition;
 use super::assignor::Assignor;
+use super::{MemberDescription, TopicPartition};
 use crate::error::ErrorCode;
 use crate::limits::{
     GROUP_MEMBERS_MAX, GROUP_SESSION_TIMEOUT_MS_MAX, GROUP_SESSION_TIMEOUT_MS_MIN,
@@ -77,15 +77,6 @@ impl GroupState {
             GroupState::Stable => "Stable",
         }
     }
-}
-
-/// A member as `group describe` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberDescription {
-    pub member_id: String,
-    pub client_id: String,
-    pub topics: Vec<String>,
-    pub assignment: Vec<TopicPartition>,
 }
 
 /// A stable group's membership as the coordinator persists it (`__consumer_offsets`, Kafka's

@@ -36,14 +36,23 @@ pub mod offsets;
 pub use assignor::Assignor;
 #[cfg(feature = "server")]
 pub use coordinator::{
-    Action, Coordinator, GroupConfig, GroupSnapshot, GroupState, JoinRequest, MemberDescription,
-    SnapshotMember,
+    Action, Coordinator, GroupConfig, GroupSnapshot, GroupState, JoinRequest, SnapshotMember,
 };
 #[cfg(feature = "server")]
 pub use offsets::{GroupOffsetStore, LocalOffsetsLog, OFFSETS_TOPIC, OffsetCommit, OffsetsLog};
 
+/// A member as `group describe` shows it (the coordinator describes, the admin client reads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    pub assignment: Vec<TopicPartition>,
+}
+
 /// A partition of a topic. Shared by the coordinator and the client, so it lives here rather than
 /// in `coordinator.rs` (which only the `server` feature compiles).
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {
     pub topic: String,
