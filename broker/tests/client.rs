@@ -927,7 +927,11 @@ async fn full_buffer_blocks_then_times_out() {
         assert_eq!(err.code(), ErrorCode::RequestTimedOut);
         assert!(err.to_string().contains("buffer.memory"), "{err}");
         assert!(queued.len() >= 16, "{} queued", queued.len());
-        p.close(None).await.unwrap();
+        // The broker is gone: close reports every queued record as undelivered.
+        match p.close(None).await {
+            Err(Error::Undelivered { failed, .. }) => assert_eq!(failed, queued.len() as u64),
+            other => panic!("{other:?}"),
+        }
         for f in queued {
             assert!(f.await.is_err());
         }

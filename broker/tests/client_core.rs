@@ -518,3 +518,49 @@ async fn poll_keeps_its_timeout_while_an_auto_commit_hangs() {
     })
     .await;
 }
+
+/// A `poll` dropped before it returns (a `select!` or a timeout around it) takes no records:
+/// calls are cancelled with their future, so every record still arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_poll_loses_no_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "drop", 1).await;
+        let p = producer(&b, &[]).await;
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        c.assign(tps("drop", 1)).unwrap();
+        let mut got = Vec::new();
+        // Records arrive while polls are being abandoned after a few milliseconds each.
+        let sender = async {
+            for i in 0..20 {
+                send_values(&p, "drop", i * 10..(i + 1) * 10).await;
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        };
+        let abandoning = async {
+            for _ in 0..200 {
+                if let Ok(r) =
+                    tokio::time::timeout(Duration::from_millis(2), c.poll(Duration::from_secs(5)))
+                        .await
+                {
+                    got.extend(r.unwrap().iter().map(value));
+                }
+            }
+        };
+        tokio::join!(sender, abandoning);
+        while got.len() < 200 {
+            got.extend(
+                c.poll(Duration::from_secs(5))
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(value),
+            );
+        }
+        let want: Vec<String> = (0..200).map(|i| format!("v{i}")).collect();
+        assert_eq!(got, want, "every record once, in order");
+        c.close(None).await.unwrap();
+    })
+    .await;
+}

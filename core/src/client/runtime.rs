@@ -4,8 +4,10 @@
 //! Why the core owns it: a language binding calls the client from threads the core does not
 //! control (Python's, Node's main thread, a JVM thread), often without any tokio runtime, and
 //! a runtime borrowed from the caller may end before the client's background tasks do. So
-//! every background task (sender, fetcher, group membership) and every async call's body runs
-//! here; callers only await a `JoinHandle` (which any executor can poll) or block on a channel.
+//! every background task (sender, fetcher, group membership) is spawned here, and every async
+//! call is polled with this runtime's context entered ([`Home::run`]): its timers and sockets
+//! are driven by this runtime's threads whatever executor (or plain thread, [`Home::block_on`])
+//! polls it. Calls are not spawned, so dropping one cancels it like any Rust future.
 //!
 //! - Worker threads: the machine's parallelism clamped to
 //!   [`CLIENT_RUNTIME_WORKER_THREADS_MAX`] (a client is I/O-bound: more threads only add
@@ -20,8 +22,10 @@
 //!   an async context they return [`Error::InvalidArgument`] rather than stalling a worker.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
 use parking_lot::Mutex;
 use tokio::runtime::{Handle, Runtime};
@@ -107,25 +111,29 @@ impl Home {
         &self.handle
     }
 
-    /// Runs `fut` on the client runtime and awaits it from any executor.
+    /// Awaits `fut` from any executor with the client runtime's context entered at every
+    /// poll, so the tokio timers, sockets and spawns inside it belong to the client runtime
+    /// (whose threads drive them) whatever executor polls it — and without a spawn, so
+    /// dropping the returned future cancels the call: a dropped `poll` never takes records
+    /// nobody receives.
     pub(crate) async fn run<T, F>(&self, fut: F) -> Result<T>
     where
-        F: Future<Output = Result<T>> + Send + 'static,
-        T: Send + 'static,
+        F: Future<Output = Result<T>>,
     {
         self.check()?;
-        self.handle
-            .spawn(fut)
-            .await
-            .map_err(|e| task_failed(self.what, e))?
+        InRuntime {
+            handle: &self.handle,
+            fut: Box::pin(fut),
+        }
+        .await
     }
 
-    /// Runs `fut` on the client runtime and blocks the calling thread until it finishes. For
-    /// the synchronous APIs of bindings, which release their interpreter lock around this.
+    /// Runs `fut` to completion on the calling thread, blocking it between polls (the client
+    /// runtime's threads drive timers and sockets and wake it). For the synchronous APIs of
+    /// bindings, which release their interpreter lock around this.
     pub(crate) fn block_on<T, F>(&self, fut: F) -> Result<T>
     where
-        F: Future<Output = Result<T>> + Send + 'static,
-        T: Send + 'static,
+        F: Future<Output = Result<T>>,
     {
         self.check()?;
         if ON_CLIENT_THREAD.with(|c| c.get()) {
@@ -134,15 +142,47 @@ impl Home {
                 self.what
             )));
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.handle.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        rx.recv()
-            .map_err(|_| Error::InvalidArgument(format!("the {} task ended early", self.what)))?
+        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            let polled = {
+                let _entered = self.handle.enter();
+                fut.as_mut().poll(&mut cx)
+            };
+            match polled {
+                Poll::Ready(r) => return r,
+                // A wake-up that came before this park returns from it at once.
+                Poll::Pending => std::thread::park(),
+            }
+        }
     }
 }
 
-fn task_failed(what: &str, e: tokio::task::JoinError) -> Error {
-    Error::InvalidArgument(format!("the {what} task failed: {e}"))
+/// Wakes the thread blocked in [`Home::block_on`].
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// A future polled inside the client runtime's context (see [`Home::run`]).
+struct InRuntime<'a, F> {
+    handle: &'a Handle,
+    fut: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for InRuntime<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _entered = self.handle.enter();
+        self.fut.as_mut().poll(cx)
+    }
 }
