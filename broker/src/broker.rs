@@ -179,6 +179,7 @@ impl Broker {
             defaults.log,
             clock.clone(),
             registry.is_cluster(),
+            config.group_initial_rebalance_delay_ms,
         )?;
         let (shutdown, _) = watch::channel(false);
         let replication = ReplicationConfig {

@@ -19,6 +19,7 @@
 //! | `--default-replication-factor N` | `SLUICEWAY_DEFAULT_REPLICATION_FACTOR` | `default_replication_factor` | 1 |
 //! | `--leader-rebalance-interval-ms N` | `SLUICEWAY_LEADER_REBALANCE_INTERVAL_MS` | `leader_rebalance_interval_ms` | 300000 (0: off) |
 //! | `--offsets-topic-replication-factor N` | `SLUICEWAY_OFFSETS_TOPIC_REPLICATION_FACTOR` | `offsets_topic_replication_factor` | 3 |
+//! | `--group-initial-rebalance-delay-ms N` | `SLUICEWAY_GROUP_INITIAL_REBALANCE_DELAY_MS` | `group_initial_rebalance_delay_ms` | 3000 (0: off) |
 //! | `--config FILE` | `SLUICEWAY_CONFIG` | — | none |
 //!
 //! `topic_defaults` are topic configuration keys (Kafka names, see `sluiceway_core::topic`) that
@@ -37,6 +38,14 @@
 //! `offsets.topic.replication.factor`) is the replication factor of `__consumer_offsets`, which a
 //! cluster creates on the first group request once that many brokers are alive. With the embedded registry the replication settings have
 //! no effect beyond the replication factor check (one broker: only 1 is possible).
+//!
+//! Groups: `group_initial_rebalance_delay_ms` is Kafka's `group.initial.rebalance.delay.ms`:
+//! how long a group that was empty waits for more members before its first generation, again
+//! after each such wait in which a new member joined, in all at most the members' rebalance
+//! timeout (`max.poll.interval.ms`), so consumers started together split the partitions instead
+//! of the first one taking them all (see `sluiceway_core::group`). At most
+//! `GROUP_INITIAL_REBALANCE_DELAY_MS_MAX` (30 min); 0 answers a lone member's first join at once,
+//! as the broker tests do.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,9 +54,10 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 use sluiceway_core::limits::{
-    FETCH_WAIT_MS_MAX, LEADER_REBALANCE_INTERVAL_MS_DEFAULT, LEADER_REBALANCE_INTERVAL_MS_MAX,
-    LEADER_REBALANCE_INTERVAL_MS_MIN, OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT,
-    REPLICATION_FACTOR_MAX,
+    FETCH_WAIT_MS_MAX, GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT,
+    GROUP_INITIAL_REBALANCE_DELAY_MS_MAX, LEADER_REBALANCE_INTERVAL_MS_DEFAULT,
+    LEADER_REBALANCE_INTERVAL_MS_MAX, LEADER_REBALANCE_INTERVAL_MS_MIN,
+    OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT, REPLICATION_FACTOR_MAX,
 };
 use sluiceway_core::registry::BrokerId;
 use sluiceway_core::topic::{TopicConfig, parse_key_value};
@@ -143,6 +153,15 @@ pub struct BrokerArgs {
         value_name = "N"
     )]
     pub offsets_topic_replication_factor: Option<u32>,
+    /// How long a consumer group that was empty waits for more members before its first
+    /// generation, again after each wait in which one joined, bounded by the members' rebalance
+    /// timeout (Kafka's group.initial.rebalance.delay.ms); 0 turns it off.
+    #[arg(
+        long,
+        env = "SLUICEWAY_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        value_name = "MS"
+    )]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
     /// A TOML file with any of the settings above (flags and environment win over it).
     #[arg(long, env = "SLUICEWAY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -166,6 +185,7 @@ struct FileConfig {
     default_replication_factor: Option<u32>,
     offsets_topic_replication_factor: Option<u32>,
     leader_rebalance_interval_ms: Option<u64>,
+    group_initial_rebalance_delay_ms: Option<u64>,
     #[serde(default)]
     topic_defaults: BTreeMap<String, toml::Value>,
 }
@@ -190,6 +210,8 @@ pub struct BrokerConfig {
     pub offsets_topic_replication_factor: u32,
     /// 0: off. Range-checked by the etcd registry (`EtcdOptions`).
     pub leader_rebalance_interval_ms: u64,
+    /// 0: off.
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 /// Which registry backend holds the metadata.
@@ -377,8 +399,17 @@ impl BrokerConfig {
                 LEADER_REBALANCE_INTERVAL_MS_MAX,
             )?;
         }
+        let group_initial_rebalance_delay_ms = in_range(
+            "group_initial_rebalance_delay_ms",
+            args.group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms)
+                .unwrap_or(GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT),
+            0,
+            GROUP_INITIAL_REBALANCE_DELAY_MS_MAX,
+        )?;
         Ok(BrokerConfig {
             leader_rebalance_interval_ms,
+            group_initial_rebalance_delay_ms,
             offsets_topic_replication_factor,
             registry,
             registry_session_timeout_ms,
@@ -561,5 +592,59 @@ mod tests {
             let err = BrokerConfig::load(&args).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    /// `group_initial_rebalance_delay_ms`: Kafka's 3 s by default, from the file, the flag over
+    /// the file, 0 allowed (off), and refused beyond the limit with the key named.
+    #[test]
+    fn group_initial_rebalance_delay_defaults_merges_and_is_checked() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            broker: BrokerArgs,
+        }
+        let load = |args: &BrokerArgs| {
+            BrokerConfig::load(args).map(|c| c.group_initial_rebalance_delay_ms)
+        };
+        assert_eq!(
+            load(&BrokerArgs::default()).unwrap(),
+            GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT
+        );
+        assert_eq!(GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT, 3_000);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.toml");
+        std::fs::write(&file, "group_initial_rebalance_delay_ms = 500\n").unwrap();
+        let from_file = BrokerArgs {
+            config: Some(file.clone()),
+            ..BrokerArgs::default()
+        };
+        assert_eq!(load(&from_file).unwrap(), 500);
+        let flag = <Cli as clap::Parser>::try_parse_from([
+            "sluiceway",
+            "--config",
+            file.to_str().unwrap(),
+            "--group-initial-rebalance-delay-ms",
+            "0",
+        ])
+        .unwrap()
+        .broker;
+        assert_eq!(
+            load(&flag).unwrap(),
+            0,
+            "the flag wins over the file; 0 is off"
+        );
+
+        let too_long = BrokerArgs {
+            group_initial_rebalance_delay_ms: Some(GROUP_INITIAL_REBALANCE_DELAY_MS_MAX + 1),
+            ..BrokerArgs::default()
+        };
+        let err = load(&too_long).unwrap_err().to_string();
+        assert!(err.contains("group_initial_rebalance_delay_ms"), "{err}");
+        let max = BrokerArgs {
+            group_initial_rebalance_delay_ms: Some(GROUP_INITIAL_REBALANCE_DELAY_MS_MAX),
+            ..BrokerArgs::default()
+        };
+        assert_eq!(load(&max).unwrap(), GROUP_INITIAL_REBALANCE_DELAY_MS_MAX);
     }
 }

@@ -201,11 +201,13 @@ impl Groups {
     /// default log configuration (its flush policy), and coordinates every group. In a cluster
     /// (`cluster`), the offsets topic is a replicated topic in the registry: nothing is opened
     /// here, and the role pass loads each partition this broker leads ([`Groups::load`]).
+    /// `initial_rebalance_delay_ms` is the broker's `group_initial_rebalance_delay_ms`.
     pub fn open(
         data_dir: &std::path::Path,
         log_config: LogConfig,
         clock: Arc<dyn Clock>,
         cluster: bool,
+        initial_rebalance_delay_ms: u64,
     ) -> Result<Groups> {
         let started_ms = clock.now_ms().0;
         let offsets = if cluster {
@@ -229,7 +231,10 @@ impl Groups {
             started_ms,
             next_entry: AtomicU64::new(0),
             next_token: AtomicU64::new(0),
-            config: GroupConfig::default(),
+            config: GroupConfig {
+                initial_rebalance_delay_ms,
+                ..GroupConfig::default()
+            },
             groups: Mutex::new(HashMap::new()),
             topic_partitions: Mutex::new(BTreeMap::new()),
             offsets: Arc::new(offsets),
@@ -695,11 +700,9 @@ impl Groups {
             token,
             armed: true,
         };
-        let backstop = Duration::from_millis(
-            GROUP_REBALANCE_TIMEOUT_MS_MAX
-                + self.config.initial_rebalance_delay_ms
-                + GROUP_JOIN_SLACK_MS,
-        );
+        // The coordinator answers every join by the deadline of the rebalance it joined, at most
+        // GROUP_REBALANCE_TIMEOUT_MS_MAX away; the initial delay ends by that deadline too.
+        let backstop = Duration::from_millis(GROUP_REBALANCE_TIMEOUT_MS_MAX + GROUP_JOIN_SLACK_MS);
         let answer = tokio::select! {
             r = rx => match r {
                 Ok(answer) => {

@@ -358,6 +358,22 @@ fn unreachable_broker_and_bad_config() {
         .unwrap();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("retention.ms"), "{}", stderr(&o));
+
+    // Settings given through the environment are range-checked like flags.
+    let o = std::process::Command::new(crate::support::bin())
+        .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("d"))
+        .env("SLUICEWAY_GROUP_INITIAL_REBALANCE_DELAY_MS", "3600000")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).starts_with(
+            "error: INVALID_CONFIG: invalid config group_initial_rebalance_delay_ms: 3600000 is outside 0..="
+        ),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -914,7 +930,9 @@ fn readme_quick_start_runs() {
         .and_then(|b| b.split("```").next())
         .expect("a sh block");
     let tmp = tempfile::tempdir().unwrap();
-    let b = TestBroker::start(tmp.path());
+    // The broker a reader of the README runs: with the 3 s initial rebalance delay, which the
+    // group example's --timeout-ms must outlast.
+    let b = TestBroker::start_with_broker_defaults(tmp.path());
     let work = tmp.path().join("cwd");
     std::fs::create_dir(&work).unwrap();
     let bin_dir = std::path::Path::new(crate::support::bin())
@@ -1083,11 +1101,13 @@ fn consume_timeout_does_not_count_time_blocked_on_a_slow_reader() {
 /// The scenario of issue 9: two `consume --group g1` processes with the default session and
 /// heartbeat settings, started together on a 6-partition topic holding 6,000 messages, both
 /// exit 0 after `--timeout-ms`, print every message exactly once between them, and each prints
-/// a share.
+/// a share. The broker runs with its defaults too: its initial rebalance delay (3 s) is what
+/// lets the second process join the first generation; without it the first one took all six
+/// partitions and drained them before the second joined.
 #[test]
 fn two_group_consumers_with_default_settings_split_six_partitions() {
     let tmp = tempfile::tempdir().unwrap();
-    let b = TestBroker::start(tmp.path());
+    let b = TestBroker::start_with_broker_defaults(tmp.path());
     assert!(
         b.run(&["topic", "create", "six", "--partitions", "6"], b"")
             .status

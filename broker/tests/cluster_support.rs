@@ -285,7 +285,8 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts etcd and brokers 1..=n with `--registry etcd://…`, a 2 s session and a 2 s replica
     /// lag time (either can be overridden through `extra`), then waits until every broker is
-    /// registered.
+    /// registered. Like every [`TestBroker`], the brokers have no initial rebalance delay unless
+    /// `extra` gives `--group-initial-rebalance-delay-ms`.
     pub async fn start(n: usize, extra: &[&str]) -> TestCluster {
         let root = tempfile::tempdir().unwrap();
         let etcd = TestEtcd::start(root.path());

@@ -19,7 +19,16 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sluiceway")
 }
 
+/// The broker flag every test broker gets unless the test sets it (see [`TestBroker::start_on`]).
+const GROUP_DELAY_FLAG: &str = "--group-initial-rebalance-delay-ms";
+const GROUP_DELAY_ENV: &str = "SLUICEWAY_GROUP_INITIAL_REBALANCE_DELAY_MS";
+
 /// A `sluiceway broker` process on 127.0.0.1:0 over `data_dir`; killed on drop.
+///
+/// Test brokers run with no initial rebalance delay (`--group-initial-rebalance-delay-ms 0`,
+/// as Kafka's own test setups do): with the default 3 s every test's first group join would
+/// wait 3 s. A test that passes the flag or its environment variable itself gets its value;
+/// [`TestBroker::start_with_broker_defaults`] starts one with the broker's own default.
 #[derive(Debug)]
 pub struct TestBroker {
     child: Option<Child>,
@@ -45,7 +54,26 @@ impl TestBroker {
     }
 
     /// Listening on `listen` (e.g. the address of a stopped broker, to restart it in place).
+    /// Adds `--group-initial-rebalance-delay-ms 0` unless `extra` or `env` sets the delay. (A
+    /// `--config` file's value would lose to the added flag: set it with the flag instead.)
     pub fn start_on(root: &Path, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> TestBroker {
+        let mut args: Vec<&str> = Vec::with_capacity(extra.len() + 2);
+        let sets_delay = extra.iter().any(|a| a.starts_with(GROUP_DELAY_FLAG))
+            || env.iter().any(|(k, _)| *k == GROUP_DELAY_ENV);
+        if !sets_delay {
+            args.extend([GROUP_DELAY_FLAG, "0"]);
+        }
+        args.extend_from_slice(extra);
+        TestBroker::spawn(root, listen, &args, env)
+    }
+
+    /// With every setting at the broker's own default, including the 3 s initial rebalance
+    /// delay: for tests of what users see when consumers start together.
+    pub fn start_with_broker_defaults(root: &Path) -> TestBroker {
+        TestBroker::spawn(root, "127.0.0.1:0", &[], &[])
+    }
+
+    fn spawn(root: &Path, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> TestBroker {
         let data_dir = root.join("data");
         let log = root.join("broker.log");
         let log_file = std::fs::OpenOptions::new()
@@ -58,6 +86,8 @@ impl TestBroker {
             .arg(&data_dir)
             .args(["--listen", listen, "--log", "info,sluiceway_broker=debug"])
             .args(extra)
+            // Not inherited from the test's environment: the flag, `env` or the default decide.
+            .env_remove(GROUP_DELAY_ENV)
             .envs(env.iter().copied())
             .env_remove("SLUICEWAY_BOOTSTRAP")
             .stdin(Stdio::null())

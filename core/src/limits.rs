@@ -256,6 +256,18 @@ pub const GROUP_ID_BYTES_MAX: usize = 255;
 /// Longest `rebalance_timeout_ms` a member may ask for (Kafka's `max.poll.interval.ms` has no
 /// bound; ours keeps every pending join answered within a known time).
 pub const GROUP_REBALANCE_TIMEOUT_MS_MAX: u64 = GROUP_SESSION_TIMEOUT_MS_MAX;
+/// `--group-initial-rebalance-delay-ms`: how long a rebalance that starts from an empty group
+/// waits for more members, again after each window in which one joined (Kafka's
+/// `group.initial.rebalance.delay.ms` and its default), so consumers started together share the
+/// partitions from their first generation. The windows together never outlast the rebalance
+/// timeout, so a longer setting than the longest rebalance timeout would have no effect.
+pub const GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT: u64 = 3_000;
+pub const GROUP_INITIAL_REBALANCE_DELAY_MS_MAX: u64 = GROUP_REBALANCE_TIMEOUT_MS_MAX;
+const _: () =
+    assert!(GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT <= GROUP_INITIAL_REBALANCE_DELAY_MS_MAX);
+// Consumers with the default max.poll.interval.ms get the whole default delay.
+const _: () =
+    assert!(GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT < CONSUMER_MAX_POLL_INTERVAL_MS_DEFAULT);
 /// Extra time a pending JoinGroup waits beyond the longest possible rebalance before the broker
 /// gives up on it (REQUEST_TIMED_OUT). A backstop only: the coordinator's own deadline answers
 /// every join before it.

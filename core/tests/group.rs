@@ -299,23 +299,173 @@ fn leaving_rebalances_at_once() {
     assert_eq!(g.leave(40, &a), Err(ErrorCode::UnknownMemberId));
 }
 
-#[test]
-fn initial_delay_gathers_members_into_one_generation() {
+/// Plays `script` against a group of `partitions` partitions of topic `t` whose initial
+/// rebalance delay is `delay_ms`, and renders what happened. One event per line:
+/// `<ms> join <client>` (a new member; its id is `<client>-i1-<n>`), `<ms> rejoin <member id>`,
+/// `<ms> leave <member id>`, `<ms> tick`. Each event renders as `<ms> <event>: <state> next
+/// <next_deadline_ms or ->`, followed by the join answers it produced, indented.
+fn play(delay_ms: u64, partitions: u32, script: &str) -> String {
     let config = GroupConfig {
-        initial_rebalance_delay_ms: 300,
+        initial_rebalance_delay_ms: delay_ms,
         ..GroupConfig::default()
     };
     let mut g = Coordinator::new("g", "i1", config);
-    g.set_topic_partitions(0, [("t".to_string(), 2)].into());
-    g.join(0, req(None, "a", &["t"])).unwrap();
-    g.join(100, req(None, "b", &["t"])).unwrap();
-    g.tick(299);
-    assert!(g.take_actions().is_empty());
-    assert_eq!(g.next_deadline_ms(), Some(REBALANCE_MS));
-    g.tick(300);
+    g.set_topic_partitions(0, [("t".to_string(), partitions)].into());
+    let mut out = Vec::new();
+    for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let now: u64 = words[0].parse().unwrap();
+        match words[1..] {
+            ["join", client] => {
+                g.join(now, req(None, client, &["t"])).unwrap();
+            }
+            ["rejoin", id] => {
+                g.join(now, req(Some(id), id, &["t"])).unwrap();
+            }
+            ["leave", id] => g.leave(now, id).unwrap(),
+            ["tick"] => g.tick(now),
+            _ => panic!("bad script line {line:?}"),
+        }
+        let next = g
+            .next_deadline_ms()
+            .map_or("-".to_string(), |d| d.to_string());
+        out.push(format!("{line}: {} next {next}", g.state().name()));
+        let answers = render(&g.take_actions());
+        out.extend(answers.lines().map(|a| format!("  {a}")));
+    }
+    out.join("\n")
+}
+
+/// Regression: with a non-zero initial delay, a group whose members had all joined asked to be
+/// ticked only at the rebalance deadline (5 s here, 300 s for real consumers), so the delay
+/// never ended in the broker. It ends when its window does, with every member in the generation.
+#[test]
+fn initial_delay_completes_when_it_passes_with_every_member() {
     assert_eq!(
-        render(&g.take_actions()),
-        "a-i1-1: gen 1 [t-0]\nb-i1-2: gen 1 [t-1]"
+        play(
+            300,
+            2,
+            "
+            0 join a
+            299 tick
+            300 tick"
+        ),
+        "\
+0 join a: PreparingRebalance next 300
+299 tick: PreparingRebalance next 300
+300 tick: Stable next 1300
+  a-i1-1: gen 1 [t-0, t-1]"
+    );
+    // b joins during the first window: a second window starts when it ends.
+    assert_eq!(
+        play(
+            300,
+            2,
+            "
+            0 join a
+            100 join b
+            300 tick
+            599 tick
+            600 tick"
+        ),
+        "\
+0 join a: PreparingRebalance next 300
+100 join b: PreparingRebalance next 300
+300 tick: PreparingRebalance next 600
+599 tick: PreparingRebalance next 600
+600 tick: Stable next 1600
+  a-i1-1: gen 1 [t-0]
+  b-i1-2: gen 1 [t-1]"
+    );
+}
+
+/// Each window in which a newcomer joined buys another window, but all of them together end at
+/// the rebalance timeout (5 s: the last window is cut short, and d, who joined in it, is in the
+/// generation without a further window). A member that leaves during the delay is simply gone.
+#[test]
+fn initial_delay_extends_on_later_joins_up_to_the_rebalance_timeout() {
+    assert_eq!(
+        play(
+            2_000,
+            4,
+            "
+            0 join a
+            1000 join b
+            1500 join x
+            1600 leave x-i1-3
+            2000 tick
+            3000 join c
+            4000 tick
+            4500 join d
+            5000 tick"
+        ),
+        "\
+0 join a: PreparingRebalance next 2000
+1000 join b: PreparingRebalance next 2000
+1500 join x: PreparingRebalance next 2000
+1600 leave x-i1-3: PreparingRebalance next 2000
+  x-i1-3: failed UNKNOWN_MEMBER_ID
+2000 tick: PreparingRebalance next 4000
+3000 join c: PreparingRebalance next 4000
+4000 tick: PreparingRebalance next 5000
+4500 join d: PreparingRebalance next 5000
+5000 tick: Stable next 6000
+  a-i1-1: gen 1 [t-0]
+  b-i1-2: gen 1 [t-1]
+  c-i1-4: gen 1 [t-2]
+  d-i1-5: gen 1 [t-3]"
+    );
+    // A delay longer than the rebalance timeout is cut to it; a late tick still completes.
+    assert_eq!(
+        play(
+            60_000,
+            1,
+            "
+            0 join a
+            9000 tick"
+        ),
+        "\
+0 join a: PreparingRebalance next 5000
+9000 tick: Stable next 10000
+  a-i1-1: gen 1 [t-0]"
+    );
+}
+
+/// The delay is for a group that was empty: a member joining a stable group (and the rejoin
+/// that follows) completes the rebalance as soon as every member has rejoined. Once every
+/// member has left, the group is empty again and the next first join waits once more.
+#[test]
+fn no_initial_delay_for_a_group_with_members() {
+    assert_eq!(
+        play(
+            300,
+            2,
+            "
+            0 join a
+            300 tick
+            1000 join b
+            1100 rejoin a-i1-1
+            1200 leave a-i1-1
+            1250 rejoin b-i1-2
+            1300 leave b-i1-2
+            2000 join c
+            2300 tick"
+        ),
+        "\
+0 join a: PreparingRebalance next 300
+300 tick: Stable next 1300
+  a-i1-1: gen 1 [t-0, t-1]
+1000 join b: PreparingRebalance next 1300
+1100 rejoin a-i1-1: Stable next 2100
+  a-i1-1: gen 2 [t-0]
+  b-i1-2: gen 2 [t-1]
+1200 leave a-i1-1: PreparingRebalance next 2100
+1250 rejoin b-i1-2: Stable next 2250
+  b-i1-2: gen 3 [t-0, t-1]
+1300 leave b-i1-2: Empty next -
+2000 join c: PreparingRebalance next 2300
+2300 tick: Stable next 3300
+  c-i1-3: gen 5 [t-0, t-1]"
     );
 }
 

@@ -2,6 +2,20 @@
 //! arguments, answers to joins go out as [`Action`]s the caller drains with
 //! [`Coordinator::take_actions`]. See the module docs of `group` for the protocol.
 //!
+//! **Initial rebalance delay** (Kafka's `group.initial.rebalance.delay.ms`, the classic
+//! coordinator's `InitialDelayedJoin`): a rebalance that starts from an empty group does not
+//! complete as soon as every member has joined (that would be at once: the only members are
+//! the ones joining), but waits in windows of [`GroupConfig::initial_rebalance_delay_ms`] so that
+//! consumers started together land in one generation and split the partitions, instead of the
+//! first one taking everything and handing it back a moment later. When a window ends and a
+//! new member joined during it, another window starts; otherwise the generation forms. The
+//! windows together never outlast the rebalance timeout (the largest `rebalance_timeout_ms`, i.e.
+//! `max.poll.interval.ms`, of the members when the rebalance started), so a stream of joiners
+//! cannot hold the group back for longer than a member is prepared to wait for its answer.
+//! Unlike Kafka, the first window is cut to that bound as well. Rebalances of a group that has
+//! members (a join, leave or expiry in a stable group) never wait: they complete once every
+//! member has rejoined. A delay of 0 turns this off.
+//!
 //! Not thread-safe by itself: the broker keeps each group behind its own lock.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,8 +30,11 @@ use crate::limits::{
 /// Coordinator-wide settings (the broker's `group.*` configuration).
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
-    /// How long a group that was empty waits for more members before its first generation
-    /// (Kafka's `group.initial.rebalance.delay.ms`), so a fleet starting together rebalances once.
+    /// How long a group that was empty waits for more members before its first generation, and
+    /// again after each window in which a new member joined (Kafka's
+    /// `group.initial.rebalance.delay.ms`; see the module docs), so a fleet starting together
+    /// rebalances once. The default here is 0 (off), which tests of the state machine rely on;
+    /// the broker's setting defaults to Kafka's 3 s (`GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT`).
     pub initial_rebalance_delay_ms: u64,
     pub session_timeout_ms_min: u64,
     pub session_timeout_ms_max: u64,
@@ -101,6 +118,15 @@ pub struct SnapshotMember {
     pub assignment: Vec<TopicPartition>,
 }
 
+/// The waiting of a rebalance that started from an empty group (see the module docs).
+#[derive(Clone, Copy, Debug)]
+struct InitialDelay {
+    /// The current window ends at this time (never after the rebalance deadline).
+    window_end_ms: u64,
+    /// A new member joined during the current window: when it ends, another one starts.
+    member_joined: bool,
+}
+
 #[derive(Debug)]
 struct Member {
     client_id: String,
@@ -127,8 +153,8 @@ pub struct Coordinator {
     members: BTreeMap<String, Member>,
     /// The rebalance completes by this time even if some members have not rejoined.
     rebalance_deadline_ms: u64,
-    /// ... but not before this time (the initial delay of a group that was empty).
-    rebalance_not_before_ms: u64,
+    /// `Some` while a rebalance that started from an empty group waits for more members.
+    initial_delay: Option<InitialDelay>,
     assignor: Option<Assignor>,
     topic_partitions: BTreeMap<String, u32>,
     actions: Vec<Action>,
@@ -149,7 +175,7 @@ impl Coordinator {
             state: GroupState::Empty,
             members: BTreeMap::new(),
             rebalance_deadline_ms: 0,
-            rebalance_not_before_ms: 0,
+            initial_delay: None,
             assignor: None,
             topic_partitions: BTreeMap::new(),
             actions: Vec::new(),
@@ -257,12 +283,16 @@ impl Coordinator {
     pub fn next_deadline_ms(&self) -> Option<u64> {
         match self.state {
             GroupState::Empty => None,
-            // The rebalance's deadline, or earlier the session expiry of a member that has not
-            // rejoined yet: a member that died mid-rebalance is removed after its session
-            // timeout (then the rebalance completes without it), not after the much longer
-            // rebalance timeout.
+            // The end of the initial delay's current window (every member of a group that was
+            // empty has joined: they are all new), else the rebalance's deadline (a rebalance
+            // whose members have all rejoined has completed already), or earlier the session
+            // expiry of a member that has not rejoined yet: a member that died mid-rebalance is
+            // removed after its session timeout (then the rebalance completes without it), not
+            // after the much longer rebalance timeout.
             GroupState::PreparingRebalance => {
-                let rebalance = self.rebalance_deadline_ms.max(self.rebalance_not_before_ms);
+                let rebalance = self
+                    .initial_delay
+                    .map_or(self.rebalance_deadline_ms, |d| d.window_end_ms);
                 let expiry = self
                     .members
                     .values()
@@ -332,6 +362,12 @@ impl Coordinator {
             None => {
                 if self.members.len() >= GROUP_MEMBERS_MAX {
                     return Err(ErrorCode::GroupMaxSizeReached);
+                }
+                // A newcomer while the group waits for its first members buys everyone another
+                // window. (The member that starts the rebalance joins an empty group: the
+                // delay has not begun yet, so it does not count.)
+                if let Some(d) = &mut self.initial_delay {
+                    d.member_joined = true;
                 }
                 self.next_member += 1;
                 format!(
@@ -475,6 +511,7 @@ impl Coordinator {
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.assignor = None;
+            self.initial_delay = None;
             // A new generation number fences commits from members that are gone.
             self.generation += 1;
         } else if self.state == GroupState::Stable {
@@ -491,18 +528,41 @@ impl Coordinator {
             .map(|m| m.rebalance_timeout_ms)
             .max()
             .unwrap_or(0);
-        if self.state == GroupState::Empty {
-            self.rebalance_not_before_ms = now_ms + self.config.initial_rebalance_delay_ms;
-        } else {
-            self.rebalance_not_before_ms = now_ms;
-        }
         self.rebalance_deadline_ms = now_ms + timeout;
+        let delay = self.config.initial_rebalance_delay_ms;
+        self.initial_delay = (self.state == GroupState::Empty && delay > 0).then(|| InitialDelay {
+            window_end_ms: (now_ms + delay).min(self.rebalance_deadline_ms),
+            member_joined: false,
+        });
         self.state = GroupState::PreparingRebalance;
         tracing::info!(group = %self.group_id, generation = self.generation, "rebalance started");
     }
 
+    /// Whether the initial delay (if any) is over at `now_ms`: moves through the windows that
+    /// ended by then, starting another one after each window in which a new member joined,
+    /// until the rebalance deadline.
+    fn initial_delay_over(&mut self, now_ms: u64) -> bool {
+        let delay = self.config.initial_rebalance_delay_ms;
+        let deadline = self.rebalance_deadline_ms;
+        let Some(d) = &mut self.initial_delay else {
+            return true;
+        };
+        // A late tick may find a window that ended and the next one too: a join counts for the
+        // window it came in, so the first turn may start another window and the second ends it.
+        while now_ms >= d.window_end_ms {
+            if d.member_joined && d.window_end_ms < deadline {
+                d.member_joined = false;
+                d.window_end_ms = (d.window_end_ms + delay).min(deadline);
+            } else {
+                self.initial_delay = None;
+                return true;
+            }
+        }
+        false
+    }
+
     fn try_complete_rebalance(&mut self, now_ms: u64) {
-        if self.state != GroupState::PreparingRebalance || now_ms < self.rebalance_not_before_ms {
+        if self.state != GroupState::PreparingRebalance || !self.initial_delay_over(now_ms) {
             return;
         }
         let all_joined = self.members.values().all(|m| m.awaiting_join);

@@ -19,6 +19,9 @@
 //! 2. The rebalance completes when every member of the old generation has rejoined, or when the
 //!    rebalance timeout passes (members that did not rejoin are removed). The coordinator then
 //!    bumps the generation, computes the assignment and answers every pending join with it.
+//!    A rebalance that starts from an empty group first waits for more members (the initial
+//!    rebalance delay, Kafka's `group.initial.rebalance.delay.ms`, extended by each newcomer and
+//!    bounded by the rebalance timeout; see `coordinator.rs`).
 //! 3. Offset commits carry the generation; a commit from an older generation is refused
 //!    (`ILLEGAL_GENERATION`), which fences a member that was expelled but keeps running.
 //!
