@@ -198,7 +198,8 @@ struct ConsumeArgs {
     /// Stop after printing this many messages (exactly these are committed).
     #[arg(long)]
     max_messages: Option<u64>,
-    /// Stop after this many milliseconds without a new message.
+    /// Stop after this many milliseconds without a new message (with --group: while a member
+    /// of a generation, not while joining or rebalancing).
     #[arg(long)]
     timeout_ms: Option<u64>,
     /// Output: text (the value, one per line) or json (one object per line: topic, partition,
@@ -762,7 +763,9 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
     let mut printed = 0u64;
     // `--timeout-ms` counts only time spent waiting for records: the polls that returned
     // nothing since the last record. Time blocked writing to a slow reader (a full pipe) is
-    // not time without messages, so it never counts.
+    // not time without messages, so it never counts; nor is the time a group member spends
+    // joining or rebalancing (the broker gathers members for 3 s before a new group's first
+    // assignment), when it cannot receive anything.
     let mut idle = Duration::ZERO;
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -778,8 +781,11 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
                 r = consumer.poll(wait) => r?,
                 _ = &mut stop => return Ok(()),
             };
+            let joining = args.group.is_some() && consumer.group_membership().is_none();
             if batch.is_empty() {
-                idle += polled.elapsed();
+                if !joining {
+                    idle += polled.elapsed();
+                }
             } else {
                 idle = Duration::ZERO;
             }

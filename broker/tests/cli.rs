@@ -931,7 +931,8 @@ fn readme_quick_start_runs() {
         .expect("a sh block");
     let tmp = tempfile::tempdir().unwrap();
     // The broker a reader of the README runs: with the 3 s initial rebalance delay, which the
-    // group example's --timeout-ms must outlast.
+    // group example's short --timeout-ms must not count (regression: it used to, and the
+    // example printed nothing).
     let b = TestBroker::start_with_broker_defaults(tmp.path());
     let work = tmp.path().join("cwd");
     std::fs::create_dir(&work).unwrap();
