@@ -256,14 +256,7 @@ async fn c15_a_missing_topic_fails_a_whole_batch_with_one_lookup() {
 }
 
 async fn metadata_requests(b: &TestBroker) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = b.metrics_addr.clone().expect("metrics address printed");
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
+    let body = b.metrics().await;
     let line = body
         .lines()
         .find(|l| l.starts_with("sluiceway_requests_total{request=\"metadata\"}"))

@@ -791,7 +791,6 @@ async fn cli_group_list_and_describe_with_lag() {
 /// groups, members and rebalances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abandoned_joins_leave_and_shutdown_answers_pending_joins() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tmp = tempfile::tempdir().unwrap();
     let mut b = TestBroker::start_with(tmp.path(), &["--metrics-listen", "127.0.0.1:0"]);
     let mut c = b.client().await;
@@ -823,13 +822,7 @@ async fn abandoned_joins_leave_and_shutdown_answers_pending_joins() {
     let ra2 = join(&mut a, join_request("g", &ra.member_id, &["six"])).await;
     assert_covers(&[partitions(&ra2.assignment)], "six", 6);
 
-    let metrics_addr = b.metrics_addr.clone().expect("metrics address printed");
-    let mut s = tokio::net::TcpStream::connect(&metrics_addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
+    let body = b.metrics().await;
     for want in [
         "sluiceway_groups 1\n",
         "sluiceway_group_members 1\n",

@@ -387,13 +387,7 @@ async fn metrics_endpoint_reports_partitions_and_requests() {
     create_topic(&mut c, "mt", 1, &[]).await;
     produce(&mut c, "mt", 0, set_of(&["a", "b", "c"])).await;
     fetch_once(&mut c, "mt", 0, 0).await;
-    let addr = b.metrics_addr.clone().expect("metrics address printed");
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
+    let body = b.metrics().await;
     assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
     for want in [
         "sluiceway_partition_log_end_offset{topic=\"mt\",partition=\"0\"} 3",
@@ -406,6 +400,7 @@ async fn metrics_endpoint_reports_partitions_and_requests() {
     ] {
         assert!(body.contains(want), "missing {want:?} in\n{body}");
     }
+    let addr = b.metrics_addr.clone().expect("metrics address printed");
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     s.write_all(b"GET /nope HTTP/1.1\r\n\r\n").await.unwrap();
     let mut body = String::new();

@@ -203,6 +203,20 @@ impl TestBroker {
         out
     }
 
+    /// The broker's `/metrics` answer, status line and headers included (the broker must have
+    /// been started with `--metrics-listen`).
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr.clone().expect("metrics address printed");
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        body
+    }
+
     pub async fn client(&self) -> Client {
         Client::connect(&self.addr).await.expect("connect")
     }
