@@ -337,6 +337,13 @@ pub enum Error {
     #[error("group coordinator not available: {0}")]
     CoordinatorNotAvailable(String),
 
+    /// A blocking call was cut short by the interrupt check a binding installed
+    /// (`client::set_interrupt_check`, e.g. Python's Ctrl-C). The binding replaces it with its
+    /// own interrupt (Python's pending `KeyboardInterrupt`); its code says the wait did not
+    /// complete.
+    #[error("interrupted while waiting")]
+    Interrupted,
+
     /// An error that arrived over the wire: its code and the peer's message.
     #[error("{code}: {message}")]
     Remote { code: ErrorCode, message: String },
@@ -398,6 +405,7 @@ impl Error {
             Error::CorruptOffsetStore { .. } => ErrorCode::KafkaStorageError,
             Error::NotCoordinator(_) => ErrorCode::NotCoordinator,
             Error::CoordinatorNotAvailable(_) => ErrorCode::CoordinatorNotAvailable,
+            Error::Interrupted => ErrorCode::RequestTimedOut,
             Error::Remote { code, .. } => *code,
         }
     }

@@ -422,6 +422,10 @@ const _: () = assert!(OFFSET_STORE_LOCK_RETRY_MS < OFFSET_STORE_LOCK_WAIT_MS);
 /// Most worker threads of the client runtime (`client/runtime.rs`): clients are I/O-bound, so
 /// more threads would add wake-ups, not throughput.
 pub const CLIENT_RUNTIME_WORKER_THREADS_MAX: usize = 4;
+/// How often a blocking client call asks a binding's interrupt check (`client/runtime.rs`)
+/// whether to give up (Python's Ctrl-C): short enough to feel immediate, long enough to cost
+/// nothing.
+pub const CLIENT_INTERRUPT_CHECK_INTERVAL_MS: u64 = 100;
 /// How long a topic the registry said does not exist is answered from the client's cache
 /// ("missing") before it is asked about again: a batch of sends to a mistyped topic costs one
 /// lookup, and a topic created a moment later is found soon after.

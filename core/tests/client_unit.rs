@@ -866,3 +866,52 @@ async fn heartbeat_errors_drive_commit_and_rejoin() {
     })
     .await;
 }
+
+thread_local! {
+    /// Raised by a test on its own thread only, so the process-wide interrupt check never
+    /// fires for other tests' blocking calls.
+    static INTERRUPT_THIS_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn interrupt_this_thread() -> bool {
+    INTERRUPT_THIS_THREAD.with(|c| c.get())
+}
+
+/// A binding's interrupt check (Python's Ctrl-C) ends a blocking poll and a blocking delivery
+/// wait with INTERRUPTED soon after it fires, long before their timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_check_ends_blocking_waits() {
+    bounded(async {
+        let fake = start(1, vec![]).await;
+        let address = fake.0.lock().address.clone();
+        sluiceway_core::client::set_interrupt_check(interrupt_this_thread);
+        let c = Consumer::new(ConsumerConfig::new(&address)).await.unwrap();
+        c.assign(vec![TopicPartition::new("t", 0)]).unwrap();
+        let p = producer(&fake, &[("linger.ms", "60000")]).await;
+        let delivery = p.send(ProducerRecord::new("t", "v")).await.unwrap();
+        tokio::task::spawn_blocking(move || {
+            // Not raised: the wait runs to its timeout.
+            let started = std::time::Instant::now();
+            assert!(
+                c.poll_blocking(Duration::from_millis(300))
+                    .unwrap()
+                    .is_empty()
+            );
+            assert!(started.elapsed() >= Duration::from_millis(300));
+            INTERRUPT_THIS_THREAD.with(|f| f.set(true));
+            let started = std::time::Instant::now();
+            let e = c.poll_blocking(Duration::from_secs(20)).unwrap_err();
+            assert!(matches!(e, sluiceway_core::Error::Interrupted), "{e:?}");
+            let e = delivery.wait_blocking(Some(Duration::from_secs(20)));
+            assert!(
+                matches!(e, Some(Err(sluiceway_core::Error::Interrupted))),
+                "{e:?}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(2));
+            INTERRUPT_THIS_THREAD.with(|f| f.set(false));
+        })
+        .await
+        .unwrap();
+    })
+    .await;
+}

@@ -154,19 +154,40 @@ impl BatchShared {
 
     /// Blocks the calling thread until the batch is resolved or `deadline` passes; returns
     /// whether it is resolved.
-    pub(crate) fn wait_blocking(&self, deadline: Option<Instant>) -> bool {
+    ///
+    /// With a binding's interrupt check installed (`client::set_interrupt_check`) it wakes
+    /// every `CLIENT_INTERRUPT_CHECK_INTERVAL_MS` to ask it, and fails with
+    /// [`Error::Interrupted`] when the check says so.
+    pub(crate) fn wait_blocking(&self, deadline: Option<Instant>) -> Result<bool> {
+        let interrupt = super::runtime::interrupt_check();
         let mut s = self.state.lock();
         while s.outcome.is_none() {
-            match deadline {
-                Some(d) => {
-                    if self.done_cv.wait_until(&mut s, d).timed_out() {
-                        return s.outcome.is_some();
-                    }
+            let slice = interrupt.map(|_| Instant::now() + INTERRUPT_SLICE);
+            let until = match (deadline, slice) {
+                (Some(d), Some(i)) => Some(d.min(i)),
+                (d, i) => d.or(i),
+            };
+            match until {
+                Some(u) => {
+                    let _ = self.done_cv.wait_until(&mut s, u);
                 }
                 None => self.done_cv.wait(&mut s),
             }
+            if s.outcome.is_some() {
+                break;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            if let Some(check) = interrupt {
+                // Ask without the batch's lock: the check may run the host's signal handlers.
+                let interrupted = parking_lot::MutexGuard::unlocked(&mut s, check);
+                if interrupted {
+                    return Err(Error::Interrupted);
+                }
+            }
         }
-        true
+        Ok(true)
     }
 
     /// One record's result, once the batch is resolved.
@@ -262,9 +283,13 @@ impl DeliveryFuture {
     /// Blocks the calling thread (no runtime needed) until the record is resolved, at most
     /// `timeout` (`None`: until it resolves, which every record does by `delivery.timeout.ms`).
     /// `None` when the time ran out first.
+    /// An installed interrupt check (`client::set_interrupt_check`) that fires ends the wait
+    /// with `Some(Err(Error::Interrupted))`.
     pub fn wait_blocking(&self, timeout: Option<Duration>) -> Option<Result<RecordMetadata>> {
-        if let FutureInner::Pending { shared, .. } = &self.inner {
-            shared.wait_blocking(deadline_after(timeout));
+        if let FutureInner::Pending { shared, .. } = &self.inner
+            && let Err(e) = shared.wait_blocking(deadline_after(timeout))
+        {
+            return Some(Err(e));
         }
         self.try_result()
     }
@@ -280,6 +305,10 @@ impl DeliveryFuture {
 fn polled_after_completion() -> Error {
     Error::InvalidArgument("DeliveryFuture polled after completion".into())
 }
+
+/// How long a blocking wait sleeps between two asks of an installed interrupt check.
+const INTERRUPT_SLICE: Duration =
+    Duration::from_millis(crate::limits::CLIENT_INTERRUPT_CHECK_INTERVAL_MS);
 
 fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
@@ -347,11 +376,22 @@ impl BatchDelivery {
 
     /// Blocks the calling thread (no runtime needed) until every record is resolved, at most
     /// `timeout`; `None` when the time ran out first.
+    /// An installed interrupt check (`client::set_interrupt_check`) that fires ends the wait
+    /// with `Some` of [`Error::Interrupted`] for every record.
     pub fn wait_blocking(&self, timeout: Option<Duration>) -> Option<Vec<Result<RecordMetadata>>> {
         let deadline = deadline_after(timeout);
         for b in self.batches() {
-            if !b.wait_blocking(deadline) {
-                return None;
+            match b.wait_blocking(deadline) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(_) => {
+                    return Some(
+                        self.records
+                            .iter()
+                            .map(|_| Err(Error::Interrupted))
+                            .collect(),
+                    );
+                }
             }
         }
         self.try_results()

@@ -459,3 +459,67 @@ impl Admin {
             .collect()
     }
 }
+
+/// The blocking twins of [`Admin`]'s methods, for synchronous callers (bindings release their
+/// interpreter lock around them): each polls the async method on the calling thread
+/// (`Home::block_on`), so the same rules apply (not on a client runtime thread; fork-checked;
+/// interruptible by a binding's interrupt check).
+impl Admin {
+    /// [`Admin::new`] for synchronous callers.
+    pub fn new_blocking(config: AdminConfig) -> Result<Admin> {
+        Home::new("admin")?.block_on(Admin::new(config))
+    }
+
+    fn block_on<T>(&self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        self.cluster.home().block_on(fut)
+    }
+
+    /// [`Admin::create_topic`] for synchronous callers.
+    pub fn create_topic_blocking(&self, topic: NewTopic) -> Result<TopicMetadata> {
+        self.block_on(self.create_topic(topic))
+    }
+
+    /// [`Admin::delete_topic`] for synchronous callers.
+    pub fn delete_topic_blocking(&self, name: &str) -> Result<()> {
+        self.block_on(self.delete_topic(name))
+    }
+
+    /// [`Admin::list_topics`] for synchronous callers.
+    pub fn list_topics_blocking(&self) -> Result<Vec<TopicListing>> {
+        self.block_on(self.list_topics())
+    }
+
+    /// [`Admin::describe_topic`] for synchronous callers.
+    pub fn describe_topic_blocking(&self, name: &str) -> Result<TopicDescription> {
+        self.block_on(self.describe_topic(name))
+    }
+
+    /// [`Admin::list_offsets`] for synchronous callers; the outer error is the call's own
+    /// (a forked process, an interrupt).
+    pub fn list_offsets_blocking(
+        &self,
+        specs: &[(TopicPartition, OffsetSpec)],
+    ) -> Result<Vec<Result<ListedOffset>>> {
+        self.block_on(async { Ok(self.list_offsets(specs).await) })
+    }
+
+    /// [`Admin::describe_cluster`] for synchronous callers.
+    pub fn describe_cluster_blocking(&self) -> Result<ClusterDescription> {
+        self.block_on(self.describe_cluster())
+    }
+
+    /// [`Admin::list_groups`] for synchronous callers.
+    pub fn list_groups_blocking(&self) -> Result<Vec<GroupListing>> {
+        self.block_on(self.list_groups())
+    }
+
+    /// [`Admin::describe_group`] for synchronous callers.
+    pub fn describe_group_blocking(&self, group: &str) -> Result<GroupDescription> {
+        self.block_on(self.describe_group(group))
+    }
+
+    /// [`Admin::group_lag`] for synchronous callers.
+    pub fn group_lag_blocking(&self, group: &GroupDescription) -> Result<Vec<GroupPartitionLag>> {
+        self.block_on(async { Ok(self.group_lag(group).await) })
+    }
+}

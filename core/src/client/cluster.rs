@@ -133,6 +133,11 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
+    /// Where the owning client lives (its runtime and process).
+    pub(crate) fn home(&self) -> &Home {
+        &self.home
+    }
+
     pub(crate) fn new(config: CommonConfig, home: Home) -> Cluster {
         let addresses = config.bootstrap_servers.clone();
         Cluster {
@@ -617,6 +622,7 @@ pub(crate) fn clone_error(e: &Error) -> Error {
         Error::TimedOut(m) => Error::TimedOut(m.clone()),
         Error::ShuttingDown => Error::ShuttingDown,
         Error::Closed(w) => Error::Closed(w),
+        Error::Interrupted => Error::Interrupted,
         Error::Forked {
             what,
             parent,

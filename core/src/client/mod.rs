@@ -53,6 +53,7 @@ pub use consumer::{
 };
 pub use offset_store::OffsetStore;
 pub use producer::{Producer, ProducerRecord};
+pub use runtime::{SpawnedTask, set_interrupt_check, spawn};
 
 // Language bindings share clients across threads and move futures between them: keep every
 // public client type `Send + Sync` (checked at compile time).

@@ -20,18 +20,26 @@
 //! - Blocking entry points ([`Home::block_on`]) spawn the work here and wait on a channel, so
 //!   they work from any thread that is not itself a worker of this runtime; called from inside
 //!   an async context they return [`Error::InvalidArgument`] rather than stalling a worker.
+//! - **Interrupts**: a binding whose host language handles signals on the calling thread
+//!   (Python's Ctrl-C) installs a check with [`set_interrupt_check`]; a blocking call then
+//!   wakes every [`CLIENT_INTERRUPT_CHECK_INTERVAL_MS`] to ask it and, when it says so, drops
+//!   the call (calls are cancel-safe) and returns [`Error::Interrupted`].
+//! - **Async bridges**: [`spawn`] runs a future on this runtime, for a binding that completes a
+//!   host-language future (an asyncio future, a JS promise) from the Rust side without a
+//!   thread per call.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::error::{Error, Result};
-use crate::limits::CLIENT_RUNTIME_WORKER_THREADS_MAX;
+use crate::limits::{CLIENT_INTERRUPT_CHECK_INTERVAL_MS, CLIENT_RUNTIME_WORKER_THREADS_MAX};
 
 /// The process's client runtime and the process id it belongs to.
 static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
@@ -39,6 +47,45 @@ static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
 thread_local! {
     /// Set on the client runtime's own threads (workers and its blocking pool).
     static ON_CLIENT_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The binding's interrupt check (see [`set_interrupt_check`]).
+static INTERRUPT_CHECK: OnceLock<fn() -> bool> = OnceLock::new();
+
+/// Installs `check`, asked by every blocking call of this process every
+/// [`CLIENT_INTERRUPT_CHECK_INTERVAL_MS`] while it waits, on the waiting thread; when it returns
+/// true the call is dropped (cancelled) and returns [`Error::Interrupted`]. For bindings whose
+/// host handles signals on the caller's thread (Python: `PyErr_CheckSignals`). The first
+/// check installed stays; a second call is ignored.
+pub fn set_interrupt_check(check: fn() -> bool) {
+    let _ = INTERRUPT_CHECK.set(check);
+}
+
+/// The installed interrupt check, if any.
+pub(crate) fn interrupt_check() -> Option<fn() -> bool> {
+    INTERRUPT_CHECK.get().copied()
+}
+
+/// Runs `fut` on this process's client runtime (created if needed) and returns a handle that
+/// cancels it. For bindings that complete a host-language future when `fut` ends (an asyncio
+/// future, a JavaScript promise); the client calls inside `fut` check the process themselves.
+pub fn spawn<F>(fut: F) -> Result<SpawnedTask>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    Ok(SpawnedTask(runtime()?.spawn(fut).abort_handle()))
+}
+
+/// A future running on the client runtime ([`spawn`]); dropping the handle does not stop it.
+#[derive(Debug)]
+pub struct SpawnedTask(tokio::task::AbortHandle);
+
+impl SpawnedTask {
+    /// Cancels the future (it is dropped at its next await point; client calls are
+    /// cancel-safe).
+    pub fn abort(&self) {
+        self.0.abort();
+    }
 }
 
 /// The client runtime of this process, created on first use (again in a forked child).
@@ -145,15 +192,25 @@ impl Home {
         let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
         let mut cx = Context::from_waker(&waker);
         let mut fut = std::pin::pin!(fut);
+        let interrupt = interrupt_check();
         loop {
             let polled = {
                 let _entered = self.handle.enter();
                 fut.as_mut().poll(&mut cx)
             };
-            match polled {
-                Poll::Ready(r) => return r,
+            match (polled, interrupt) {
+                (Poll::Ready(r), _) => return r,
                 // A wake-up that came before this park returns from it at once.
-                Poll::Pending => std::thread::park(),
+                (Poll::Pending, None) => std::thread::park(),
+                (Poll::Pending, Some(check)) => {
+                    std::thread::park_timeout(Duration::from_millis(
+                        CLIENT_INTERRUPT_CHECK_INTERVAL_MS,
+                    ));
+                    // A spurious poll after a timed-out park is harmless: futures tolerate it.
+                    if check() {
+                        return Err(Error::Interrupted);
+                    }
+                }
             }
         }
     }
