@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./sluiceway-data
 LISTEN ?= 127.0.0.1:9292
 
-.PHONY: help run test test-rust check-client-build setup bench build fmt lint
+.PHONY: help run test test-rust test-python check-client-build setup bench build fmt lint
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -13,10 +13,27 @@ help: ## List the targets.
 run: setup ## The main job: one broker with the embedded registry (release build).
 	$(CARGO) run --release -p sluiceway-broker --bin sluiceway -- broker --data-dir $(DATA_DIR) --listen $(LISTEN)
 
-test: setup check-client-build test-rust ## Every test in every language (what .ci/run calls).
+test: setup check-client-build test-rust test-python ## Every test in every language (what .ci/run calls).
 
 test-rust: ## Rust tests for the whole workspace (debug build).
 	$(CARGO) test --workspace --locked
+
+# The Python client: a virtualenv under the repo with pinned tools from PyPI, a debug build of
+# the package (maturin develop, the client-only features), mypy --strict over the package, its
+# tests and the example, stubtest of the hand-written _native.pyi, and pytest against a real
+# broker (target/debug/sluiceway).
+VENV ?= .venv
+PYTHON ?= python3
+PY_TOOLS = maturin==1.16.0 pytest==8.4.2 pytest-timeout==2.4.0 mypy==1.18.2
+
+test-python: ## Python client tests (venv in .venv, debug build, mypy --strict, stubtest, pytest).
+	$(CARGO) build -p sluiceway-broker --bin sluiceway
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check $(PY_TOOLS)
+	cd python && VIRTUAL_ENV=$(abspath $(VENV)) $(abspath $(VENV))/bin/maturin develop -q
+	cd python && $(abspath $(VENV))/bin/mypy
+	cd python && $(abspath $(VENV))/bin/python -m mypy.stubtest sluiceway._native
+	cd python && $(abspath $(VENV))/bin/python -m pytest -q
 
 check-client-build: ## The client-only build of sluiceway-core builds and links no server crate.
 	CARGO=$(CARGO) bash scripts/check-client-build.sh

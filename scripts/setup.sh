@@ -5,7 +5,8 @@
 #   - Debian packages: etcd-server (the cluster registry the cluster tests start for real),
 #     protobuf-compiler (protoc, which the etcd-client crate's build script needs; our own proto
 #     crate uses the vendored protoc) and libprotobuf-dev (the well-known types such as
-#     google/protobuf/descriptor.proto that etcd's protos import; protoc alone lacks them).
+#     google/protobuf/descriptor.proto that etcd's protos import; protoc alone lacks them),
+#     python3 and python3-venv (make test-python makes .venv and installs its tools from PyPI).
 set -euo pipefail
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -19,6 +20,9 @@ apt_packages=()
 need etcd || apt_packages+=(etcd-server)
 need protoc || apt_packages+=(protobuf-compiler)
 [[ -f /usr/include/google/protobuf/descriptor.proto ]] || apt_packages+=(libprotobuf-dev)
+# The Python client's tests (make test-python): an interpreter that can make virtualenvs.
+need python3 || apt_packages+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
 if ((${#apt_packages[@]})); then
   sudo=""
   if [[ $(id -u) -ne 0 ]]; then
