@@ -886,7 +886,10 @@ async fn an_interrupt_check_ends_blocking_waits() {
         let address = fake.0.lock().address.clone();
         sluiceway_core::client::set_interrupt_check(interrupt_this_thread);
         let c = Consumer::new(ConsumerConfig::new(&address)).await.unwrap();
-        c.assign(vec![TopicPartition::new("t", 0)]).unwrap();
+        let tp = TopicPartition::new("t", 0);
+        c.assign(vec![tp.clone()]).unwrap();
+        // A position, so the poll only fetches (the fake has no offset lookups).
+        c.seek(&tp, Offset(0)).unwrap();
         let p = producer(&fake, &[("linger.ms", "60000")]).await;
         let delivery = p.send(ProducerRecord::new("t", "v")).await.unwrap();
         tokio::task::spawn_blocking(move || {
