@@ -40,7 +40,8 @@
 //! core threads): [`Consumer::poll_batch`] returns, besides records, [`RebalanceEvent`]s.
 //! `Revoked` carries the positions reached; the partitions are already out of the fetcher and
 //! nothing of them is returned any more, but the member waits to rejoin the group until the
-//! application's next `poll` (at most half of `max.poll.interval.ms`), so a commit made in
+//! application's next `poll` (at most half of the smaller of `session.timeout.ms` and
+//! `max.poll.interval.ms`), so a commit made in
 //! between (`commit()` commits the revoked positions then) lands before another member starts
 //! on them. `Assigned` carries the new partitions and where each starts (the group's commit).
 //! A revoke waits only once the application has called `poll_batch`: a consumer that only

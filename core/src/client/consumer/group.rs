@@ -21,8 +21,9 @@
 //!    `enable.auto.commit`, the positions reached are committed to the broker (still in the old
 //!    generation, which the coordinator accepts during the rebalance) and to the local store.
 //!    A `Revoked` event with those positions goes to the application, and the member waits
-//!    for its next poll (at most half of `max.poll.interval.ms`, so it still rejoins within
-//!    the rebalance timeout), keeping its generation so the application can commit.
+//!    for its next poll (at most half of the smaller of `session.timeout.ms` and
+//!    `max.poll.interval.ms`: it does not heartbeat meanwhile), keeping its generation so the
+//!    application can commit.
 //!    The coordinator hands those partitions to others only after this member rejoined, i.e.
 //!    after it stopped fetching and everything was committed.
 //!
@@ -171,39 +172,49 @@ pub(super) async fn revoke(inner: &Inner, wait_for_ack: bool) {
         }
     }
     if !positions.is_empty() {
-        inner.state.lock().push_event(RebalanceEvent::Revoked(
-            positions
-                .iter()
-                .map(|(tp, o)| PartitionOffset::new(tp, Some(Offset(*o))))
-                .collect(),
-        ));
-        inner.data.notify_waiters();
-    }
-    if !positions.is_empty() && inner.state.lock().events_wanted {
+        // The event and the pending revoke appear together, under one lock: a poll that takes
+        // the event must find the revoke to mark it delivered (else nothing would ever
+        // acknowledge it).
         let acked = {
             let mut st = inner.state.lock();
-            st.revoke = Some(PendingRevoke {
-                positions,
-                delivered: false,
-            });
-            inner.revoke_acked.notified()
+            st.push_event(RebalanceEvent::Revoked(
+                positions
+                    .iter()
+                    .map(|(tp, o)| PartitionOffset::new(tp, Some(Offset(*o))))
+                    .collect(),
+            ));
+            st.events_wanted.then(|| {
+                st.revoke = Some(PendingRevoke {
+                    positions,
+                    delivered: false,
+                });
+                inner.revoke_acked.notified()
+            })
         };
         inner.data.notify_waiters();
-        if wait_for_ack {
-            let bound = inner.config.max_poll_interval / 2;
-            tokio::pin!(acked);
-            acked.as_mut().enable();
-            if inner.state.lock().revoke.is_some()
-                && tokio::time::timeout(bound, acked).await.is_err()
-            {
-                tracing::warn!(
-                    "the application did not poll within half of max.poll.interval.ms after a revoke; rejoining"
-                );
+        if let Some(acked) = acked {
+            if wait_for_ack {
+                // The member does not heartbeat while it waits: stay well inside both the
+                // session (the coordinator would remove it) and the rebalance timeout.
+                let bound = inner
+                    .config
+                    .max_poll_interval
+                    .min(inner.config.session_timeout)
+                    / 2;
+                tokio::pin!(acked);
+                acked.as_mut().enable();
+                if inner.state.lock().revoke.is_some()
+                    && tokio::time::timeout(bound, acked).await.is_err()
+                {
+                    tracing::warn!(
+                        "the application did not poll within half of the session timeout after a revoke; rejoining"
+                    );
+                }
             }
+            // Not acknowledged (not waited for, or the time ran out): the generation ends here,
+            // so the revoked positions are no longer committable as this member's.
+            inner.state.lock().revoke = None;
         }
-        // Not acknowledged (not waited for, or the time ran out): the generation ends here, so
-        // the revoked positions are no longer committable as this member's.
-        inner.state.lock().revoke = None;
     }
     if let Some(m) = inner.member.lock().as_mut() {
         m.generation = None;
