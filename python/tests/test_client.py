@@ -89,6 +89,7 @@ def test_c3_explicit_partition(bootstrap: str, topic: str) -> None:
         c.assign([(topic, 2)])
         [record] = consume(c, 1)
     assert (record.partition, record.offset, record.value) == (2, meta.offset, b"to-2")
+    assert repr(record).endswith("key=None, value=b'to-2')"), repr(record)
 
 
 def test_c5_c6_local_offsets_then_replay(bootstrap: str, admin: sluiceway.Admin, tmp_path: Path) -> None:

@@ -229,16 +229,23 @@ impl PyRecord {
         self.value.as_ref().map(|v| PyBytes::new(py, v))
     }
 
-    fn __repr__(&self) -> String {
-        format!(
-            "Record(topic={:?}, partition={}, offset={}, timestamp={}, key={:?}, value={:?})",
+    /// Like a dataclass: `bytes` keys and values shown as Python shows them.
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let show = |b: &Option<Bytes>| -> PyResult<String> {
+            match b {
+                Some(b) => Ok(PyBytes::new(py, b).repr()?.to_string()),
+                None => Ok("None".to_owned()),
+            }
+        };
+        Ok(format!(
+            "Record(topic={:?}, partition={}, offset={}, timestamp={}, key={}, value={})",
             &*self.topic,
             self.partition,
             self.offset,
             self.timestamp,
-            self.key.as_deref().map(String::from_utf8_lossy),
-            self.value.as_deref().map(String::from_utf8_lossy),
-        )
+            show(&self.key)?,
+            show(&self.value)?,
+        ))
     }
 }
 
