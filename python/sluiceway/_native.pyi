@@ -11,10 +11,11 @@ _Position = tuple[str, int, Optional[int]]
 _Polled = tuple[list[Record], list[tuple[str, list[_Position]]]]
 _Value = bytes | str | None
 
-__all__ = ["Admin", "BatchDelivery", "Consumer", "Delivery", "Producer", "Record", "error_codes", "register_errors"]
+__all__ = ["Admin", "BatchDelivery", "Consumer", "Delivery", "Producer", "Record", "decode_message_set", "error_codes", "register_errors"]
 
 def register_errors(classes: dict[str, type[BaseException]]) -> None: ...
 def error_codes() -> list[tuple[str, int, bool]]: ...
+def decode_message_set(data: bytes) -> list[tuple[int, int, str, Optional[bytes], Optional[bytes]]]: ...
 
 @final
 class Record:

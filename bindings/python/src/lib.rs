@@ -986,6 +986,28 @@ impl PyAdmin {
 // ---------------------------------------------------------------------------------------------
 // The module
 
+/// One decoded record of a message set: offset, timestamp (−1 for none), timestamp type, key,
+/// value.
+type Decoded = (u64, i64, &'static str, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Decodes a message set (the bytes of a segment or of a fetch answer) with the core's codec:
+/// every record, wrappers decompressed, CRCs checked. For the golden-vector tests (C4).
+#[pyfunction]
+fn decode_message_set(py: Python<'_>, data: &[u8]) -> PyResult<Vec<Decoded>> {
+    let mut out = Vec::new();
+    let r = sluiceway_core::format::for_each_record(data, &mut Vec::new(), |r| {
+        out.push((
+            r.offset.0,
+            r.timestamp.0,
+            r.timestamp_type.name(),
+            r.key.map(<[u8]>::to_vec),
+            r.value.map(<[u8]>::to_vec),
+        ));
+    });
+    ok(py, r)?;
+    Ok(out)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     client::set_interrupt_check(check_signals);
@@ -997,5 +1019,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyAdmin>()?;
     m.add_function(wrap_pyfunction!(register_errors, m)?)?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_message_set, m)?)?;
     Ok(())
 }
