@@ -5,7 +5,8 @@
 #   - Debian packages: etcd-server (the cluster registry the cluster tests start for real),
 #     protobuf-compiler (protoc, which the etcd-client crate's build script needs; our own proto
 #     crate uses the vendored protoc) and libprotobuf-dev (the well-known types such as
-#     google/protobuf/descriptor.proto that etcd's protos import; protoc alone lacks them).
+#     google/protobuf/descriptor.proto that etcd's protos import; protoc alone lacks them),
+#     nodejs and npm (the Node.js package).
 set -euo pipefail
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -19,6 +20,10 @@ apt_packages=()
 need etcd || apt_packages+=(etcd-server)
 need protoc || apt_packages+=(protobuf-compiler)
 [[ -f /usr/include/google/protobuf/descriptor.proto ]] || apt_packages+=(libprotobuf-dev)
+# Node.js and npm build and test the npm package (`make test-node`); its dev dependencies
+# (@napi-rs/cli, TypeScript) come from node/package-lock.json via `npm ci`.
+need node || apt_packages+=(nodejs)
+need npm || apt_packages+=(npm)
 if ((${#apt_packages[@]})); then
   sudo=""
   if [[ $(id -u) -ne 0 ]]; then

@@ -169,13 +169,14 @@ async function runUntil(consumer, total, seen, ms = 20000) {
   while (seen.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
 }
 
-test('C8 + C9 group split, then broadcast to another group', async () => {
+test('C8 + C9 group split, then broadcast to another group', async (t) => {
   await topic('c8', 4)
   const producer = client.producer()
   await producer.send({ topic: 'c8', messages: Array.from({ length: 400 }, (_, i) => ({ key: `k${i}`, value: `v${i}` })) })
   await producer.disconnect()
   const seen = []
   const members = [client.consumer({ groupId: 'g' }), client.consumer({ groupId: 'g' })]
+  t.after(() => Promise.all(members.map((c) => c.disconnect().catch(() => {}))))
   const owned = [new Set(), new Set()]
   for (const [i, c] of members.entries()) {
     await c.subscribe({ topics: ['c8'], fromBeginning: true })
@@ -194,6 +195,7 @@ test('C8 + C9 group split, then broadcast to another group', async () => {
   for (const c of members) await c.disconnect()
 
   const h = client.consumer({ groupId: 'h' })
+  t.after(() => h.disconnect().catch(() => {}))
   await h.subscribe({ topics: ['c8'], fromBeginning: true })
   const again = []
   await h.run({ maxWaitTimeInMs: 200, eachMessage: async ({ message }) => { again.push(message.value.toString()) } })
@@ -284,11 +286,12 @@ test('C13 close semantics: every pending send settles', async () => {
   await assert.rejects(producer.send({ topic: 'c13', messages: [{ value: 'late' }] }), (e) => e instanceof ClosedError)
 })
 
-test('C14 rebalance events: revoke with positions and a commit, then assign at those commits', async () => {
+test('C14 rebalance events: revoke with positions and a commit, then assign at those commits', async (t) => {
   await topic('c14', 4)
   const producer = client.producer()
   await producer.send({ topic: 'c14', messages: Array.from({ length: 200 }, (_, i) => ({ partition: i % 4, value: `v${i}` })) })
   const one = client.consumer({ groupId: 'r', 'enable.auto.commit': false })
+  t.after(() => one.disconnect().catch(() => {}))
   const log = []
   let revokedPositions = null
   one.on(one.events.GROUP_JOIN, (e) => log.push(['one-assigned', e.partitions.length]))
@@ -305,6 +308,7 @@ test('C14 rebalance events: revoke with positions and a commit, then assign at t
   assert.equal(one.assignment().length, 4)
 
   const two = client.consumer({ groupId: 'r', 'enable.auto.commit': false })
+  t.after(() => two.disconnect().catch(() => {}))
   let assignedTwo = null
   two.on(two.events.GROUP_JOIN, (e) => { assignedTwo = e.partitions })
   await two.subscribe({ topics: ['c14'], fromBeginning: true })
