@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./sluiceway-data
 LISTEN ?= 127.0.0.1:9292
 
-.PHONY: help run test test-rust test-python check-client-build setup bench build fmt lint
+.PHONY: help run test test-rust test-python test-node check-client-build setup bench build fmt lint
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -13,7 +13,7 @@ help: ## List the targets.
 run: setup ## The main job: one broker with the embedded registry (release build).
 	$(CARGO) run --release -p sluiceway-broker --bin sluiceway -- broker --data-dir $(DATA_DIR) --listen $(LISTEN)
 
-test: setup check-client-build test-rust test-python ## Every test in every language (what .ci/run calls).
+test: setup check-client-build test-rust test-python test-node ## Every test in every language (what .ci/run calls).
 
 test-rust: ## Rust tests for the whole workspace (debug build).
 	$(CARGO) test --workspace --locked
@@ -34,6 +34,12 @@ test-python: ## Python client tests (venv in .venv, debug build, mypy --strict, 
 	cd python && $(abspath $(VENV))/bin/mypy
 	cd python && $(abspath $(VENV))/bin/python -m mypy.stubtest sluiceway._native
 	cd python && $(abspath $(VENV))/bin/python -m pytest -q
+
+test-node: setup ## Node.js package: npm ci (lockfile), debug native build, TypeScript, node --test.
+	$(CARGO) build -p sluiceway-broker --bin sluiceway --locked
+	cd node && npm ci --ignore-scripts --no-audit --no-fund
+	cd node && npm run build
+	cd node && npm test
 
 check-client-build: ## The client-only build of sluiceway-core builds and links no server crate.
 	CARGO=$(CARGO) bash scripts/check-client-build.sh

@@ -6,7 +6,8 @@
 #     protobuf-compiler (protoc, which the etcd-client crate's build script needs; our own proto
 #     crate uses the vendored protoc) and libprotobuf-dev (the well-known types such as
 #     google/protobuf/descriptor.proto that etcd's protos import; protoc alone lacks them),
-#     python3 and python3-venv (make test-python makes .venv and installs its tools from PyPI).
+#     python3 and python3-venv (make test-python makes .venv and installs its tools from PyPI),
+#     nodejs and npm (the Node.js package).
 set -euo pipefail
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -23,6 +24,10 @@ need protoc || apt_packages+=(protobuf-compiler)
 # The Python client's tests (make test-python): an interpreter that can make virtualenvs.
 need python3 || apt_packages+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
+# Node.js and npm build and test the npm package (`make test-node`); its dev dependencies
+# (@napi-rs/cli, TypeScript) come from node/package-lock.json via `npm ci`.
+need node || apt_packages+=(nodejs)
+need npm || apt_packages+=(npm)
 if ((${#apt_packages[@]})); then
   sudo=""
   if [[ $(id -u) -ne 0 ]]; then

@@ -1,0 +1,834 @@
+//! The Node.js binding of Sluiceway's client core (napi-rs), loaded by the npm package
+//! `sluiceway` (`node/`) as its private native module. It converts types and errors and does
+//! nothing else: every behaviour (batching, retries, partitioning, positions, defaults,
+//! rebalances) is `sluiceway_core::client`'s, and the kafkajs-shaped API is TypeScript
+//! (`node/src/*.ts`) over the generated `native.d.ts`.
+//!
+//! Conversions:
+//! - Offsets and timestamps cross as decimal strings (int64 never becomes a lossy JS number);
+//!   a malformed one is an `InvalidArg` error naming the argument, which TypeScript throws as a
+//!   `TypeError`.
+//! - Keys and values cross as `Buffer`s (copied once each way).
+//! - A core `Error` rejects with the reason `sluiceway:<CODE_NAME>:<0|1 retriable>:<message and
+//!   causes>`; TypeScript turns it into a `SluicewayError` subclass (`node/src/errors.ts`). A
+//!   per-record failure in a batch is an [`ErrorInfo`] object instead.
+//! - Calls that wait are `async fn`s (Promises): napi polls them on its own tokio runtime, and
+//!   the core enters its client runtime for every call (`core/src/client/runtime.rs`), so
+//!   nothing runs on, or blocks, Node's event loop.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use napi::bindgen_prelude::{Buffer, Status};
+use napi_derive::napi;
+use sluiceway_core::client::{
+    Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
+    OffsetSpec, PartitionOffset, Producer, ProducerConfig, ProducerRecord, RebalanceEvent,
+    TimestampType, TopicMetadata, TopicPartition,
+};
+use sluiceway_core::{Error, ErrorCode, Offset};
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// A core error as the Promise's rejection (see the module docs for the reason's format).
+fn reject(e: Error) -> napi::Error {
+    napi::Error::new(
+        Status::GenericFailure,
+        format!(
+            "sluiceway:{}:{}:{}",
+            e.code().name(),
+            u8::from(e.is_retriable()),
+            describe(&e)
+        ),
+    )
+}
+
+/// The error's message followed by its causes, so the chain survives the boundary.
+fn describe(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// A bad argument (TypeScript throws it as a `TypeError`); the message names the argument.
+fn bad_argument(message: String) -> napi::Error {
+    napi::Error::new(Status::InvalidArg, message)
+}
+
+/// A failure of one record of a batch, or of one partition of a lookup.
+#[napi(object)]
+#[derive(Debug)]
+pub struct ErrorInfo {
+    /// The `ErrorCode` name, e.g. `UNKNOWN_TOPIC_OR_PARTITION`.
+    pub code: String,
+    /// The numeric wire code.
+    pub number: i32,
+    pub retriable: bool,
+    pub message: String,
+}
+
+fn error_info(e: &Error) -> ErrorInfo {
+    ErrorInfo {
+        code: e.code().name().to_owned(),
+        number: e.code().as_i32(),
+        retriable: e.is_retriable(),
+        message: describe(e),
+    }
+}
+
+/// One `ErrorCode` (for the TypeScript error classes and the test that each has one).
+#[napi(object)]
+#[derive(Debug)]
+pub struct ErrorCodeInfo {
+    pub name: String,
+    pub number: i32,
+    pub retriable: bool,
+}
+
+/// Every wire error code, with its retriability.
+#[napi]
+pub fn error_codes() -> Vec<ErrorCodeInfo> {
+    ErrorCode::ALL
+        .iter()
+        .map(|c| ErrorCodeInfo {
+            name: c.name().to_owned(),
+            number: c.as_i32(),
+            retriable: c.is_retriable(),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain conversions
+
+fn parse_offset(argument: &str, value: &str) -> napi::Result<Offset> {
+    value.parse::<u64>().map(Offset).map_err(|_| {
+        bad_argument(format!(
+            "{argument}: expected an offset as a decimal string, got {value:?}"
+        ))
+    })
+}
+
+fn parse_timestamp(argument: &str, value: &str) -> napi::Result<i64> {
+    value.parse::<i64>().map_err(|_| {
+        bad_argument(format!(
+            "{argument}: expected a timestamp (ms since the epoch) as a decimal string, got {value:?}"
+        ))
+    })
+}
+
+fn timeout(ms: Option<u32>) -> Option<Duration> {
+    ms.map(|ms| Duration::from_millis(u64::from(ms)))
+}
+
+fn buffer(b: &Option<Bytes>) -> Option<Buffer> {
+    b.as_ref().map(|b| Buffer::from(b.to_vec()))
+}
+
+fn timestamp_type_name(t: TimestampType) -> String {
+    match t {
+        TimestampType::CreateTime => "CreateTime",
+        TimestampType::LogAppendTime => "LogAppendTime",
+    }
+    .to_owned()
+}
+
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct JsTopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+fn tp(p: JsTopicPartition) -> TopicPartition {
+    TopicPartition::new(p.topic, p.partition)
+}
+
+fn tps(ps: Vec<JsTopicPartition>) -> Vec<TopicPartition> {
+    ps.into_iter().map(tp).collect()
+}
+
+fn js_tp(p: &TopicPartition) -> JsTopicPartition {
+    JsTopicPartition {
+        topic: p.topic.clone(),
+        partition: p.partition,
+    }
+}
+
+/// A partition with an offset (a position, a commit, a starting point); `offset` is absent
+/// where there is none.
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsPartitionOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: Option<String>,
+}
+
+fn js_partition_offset(p: PartitionOffset) -> JsPartitionOffset {
+    JsPartitionOffset {
+        topic: p.topic,
+        partition: p.partition,
+        offset: p.offset.map(|o| o.0.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Producer
+
+/// One record to send (`ProducerRecord`).
+#[napi(object)]
+#[allow(missing_debug_implementations)] // napi's `Buffer` has no `Debug`.
+pub struct JsProducerRecord {
+    pub topic: String,
+    pub partition: Option<u32>,
+    pub key: Option<Buffer>,
+    pub value: Option<Buffer>,
+    /// Create time, ms since the epoch, as a decimal string; absent means now.
+    pub timestamp: Option<String>,
+}
+
+/// One record's outcome: metadata, or `error`.
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsDelivery {
+    pub topic: String,
+    /// The partition it went to (absent when it failed before one was chosen).
+    pub partition: Option<u32>,
+    /// Absent with `acks=0` or on failure.
+    pub offset: Option<String>,
+    pub timestamp: Option<String>,
+    pub error: Option<ErrorInfo>,
+}
+
+/// The core's `Producer`.
+#[napi]
+#[derive(Debug)]
+pub struct NativeProducer {
+    inner: Producer,
+}
+
+/// Creates a producer from Kafka-named configuration (`bootstrap.servers`, `acks`,
+/// `compression.type`, `linger.ms`, …), validated by the core.
+#[napi]
+pub async fn create_producer(config: HashMap<String, String>) -> napi::Result<NativeProducer> {
+    let config = ProducerConfig::from_map(config).map_err(reject)?;
+    let inner = Producer::new(config).await.map_err(reject)?;
+    Ok(NativeProducer { inner })
+}
+
+#[napi]
+impl NativeProducer {
+    /// Sends the records as one batch (`send_batch`) and resolves once every record is
+    /// delivered or failed: one result per record, in order.
+    #[napi]
+    pub async fn send(&self, records: Vec<JsProducerRecord>) -> napi::Result<Vec<JsDelivery>> {
+        let mut converted = Vec::with_capacity(records.len());
+        let mut topics = Vec::with_capacity(records.len());
+        for (i, r) in records.into_iter().enumerate() {
+            let timestamp = match &r.timestamp {
+                Some(t) => Some(parse_timestamp(&format!("messages[{i}].timestamp"), t)?),
+                None => None,
+            };
+            topics.push((r.topic.clone(), r.partition));
+            converted.push(ProducerRecord {
+                topic: r.topic,
+                partition: r.partition,
+                key: r.key.map(|k| Bytes::copy_from_slice(&k)),
+                value: r.value.map(|v| Bytes::copy_from_slice(&v)),
+                timestamp,
+            });
+        }
+        let delivery = self.inner.send_batch(converted).await.map_err(reject)?;
+        let results = delivery.wait().await;
+        Ok(results
+            .into_iter()
+            .zip(topics)
+            .map(|(result, (topic, partition))| match result {
+                Ok(m) => JsDelivery {
+                    topic: m.topic.to_string(),
+                    partition: Some(m.partition),
+                    offset: m.offset.map(|o| o.0.to_string()),
+                    timestamp: Some(m.timestamp.to_string()),
+                    error: None,
+                },
+                Err(e) => JsDelivery {
+                    topic,
+                    partition,
+                    offset: None,
+                    timestamp: None,
+                    error: Some(error_info(&e)),
+                },
+            })
+            .collect())
+    }
+
+    /// Delivers everything queued; rejects with a report when records failed or are pending
+    /// after `timeoutMs` (core `flush`).
+    #[napi]
+    pub async fn flush(&self, timeout_ms: Option<u32>) -> napi::Result<()> {
+        self.inner.flush(timeout(timeout_ms)).await.map_err(reject)
+    }
+
+    /// Stops sending, delivers what is queued, fails what is left with CLOSED (core `close`).
+    #[napi]
+    pub async fn close(&self, timeout_ms: Option<u32>) -> napi::Result<()> {
+        self.inner.close(timeout(timeout_ms)).await.map_err(reject)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer
+
+/// One consumed record.
+#[napi(object)]
+#[allow(missing_debug_implementations)] // napi's `Buffer` has no `Debug`.
+pub struct JsConsumerRecord {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: String,
+    pub timestamp: String,
+    /// `CreateTime` or `LogAppendTime`.
+    pub timestamp_type: String,
+    pub key: Option<Buffer>,
+    pub value: Option<Buffer>,
+}
+
+fn js_record(r: &ConsumerRecord) -> JsConsumerRecord {
+    JsConsumerRecord {
+        topic: r.topic.to_string(),
+        partition: r.partition,
+        offset: r.offset.0.to_string(),
+        timestamp: r.timestamp.to_string(),
+        timestamp_type: timestamp_type_name(r.timestamp_type),
+        key: buffer(&r.key),
+        value: buffer(&r.value),
+    }
+}
+
+/// A `RebalanceEvent`: `kind` is `revoked` (with the positions reached) or `assigned` (with
+/// each partition's starting offset, absent when none was committed).
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsRebalanceEvent {
+    pub kind: String,
+    pub partitions: Vec<JsPartitionOffset>,
+}
+
+/// What one `pollBatch` returns: records, or rebalance events.
+#[napi(object)]
+#[allow(missing_debug_implementations)] // Holds records (napi `Buffer`s).
+pub struct JsPollBatch {
+    pub records: Vec<JsConsumerRecord>,
+    pub events: Vec<JsRebalanceEvent>,
+}
+
+/// A group member's identity.
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsGroupMembership {
+    pub member_id: String,
+    pub generation: i32,
+}
+
+/// The core's `Consumer`.
+#[napi]
+#[derive(Debug)]
+pub struct NativeConsumer {
+    inner: Consumer,
+}
+
+/// Creates a consumer from Kafka-named configuration (`bootstrap.servers`, `group.id`,
+/// `auto.offset.reset`, `offset.store.dir`, …), validated by the core.
+#[napi]
+pub async fn create_consumer(config: HashMap<String, String>) -> napi::Result<NativeConsumer> {
+    let config = ConsumerConfig::from_map(config).map_err(reject)?;
+    let inner = Consumer::new(config).await.map_err(reject)?;
+    Ok(NativeConsumer { inner })
+}
+
+#[napi]
+impl NativeConsumer {
+    /// Replaces the manual assignment.
+    #[napi]
+    pub fn assign(&self, partitions: Vec<JsTopicPartition>) -> napi::Result<()> {
+        self.inner.assign(tps(partitions)).map_err(reject)
+    }
+
+    /// The assigned partitions.
+    #[napi]
+    pub fn assignment(&self) -> Vec<JsTopicPartition> {
+        self.inner.assignment().iter().map(js_tp).collect()
+    }
+
+    /// Joins the group `group.id` subscribed to `topics`.
+    #[napi]
+    pub async fn subscribe(&self, topics: Vec<String>) -> napi::Result<()> {
+        self.inner.subscribe(topics).await.map_err(reject)
+    }
+
+    /// Leaves the group (core `unsubscribe`).
+    #[napi]
+    pub async fn unsubscribe(&self) -> napi::Result<()> {
+        self.inner.unsubscribe().await.map_err(reject)
+    }
+
+    /// Records or rebalance events, waiting up to `timeoutMs` (core `poll_batch`).
+    #[napi]
+    pub async fn poll_batch(
+        &self,
+        timeout_ms: u32,
+        max_records: Option<u32>,
+    ) -> napi::Result<JsPollBatch> {
+        let batch = self
+            .inner
+            .poll_batch(Duration::from_millis(u64::from(timeout_ms)), max_records)
+            .await
+            .map_err(reject)?;
+        Ok(JsPollBatch {
+            records: batch.records.iter().map(js_record).collect(),
+            events: batch
+                .events
+                .into_iter()
+                .map(|e| {
+                    let (kind, partitions) = match e {
+                        RebalanceEvent::Revoked(ps) => ("revoked", ps),
+                        RebalanceEvent::Assigned(ps) => ("assigned", ps),
+                    };
+                    JsRebalanceEvent {
+                        kind: kind.to_owned(),
+                        partitions: partitions.into_iter().map(js_partition_offset).collect(),
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    /// Moves a partition's position.
+    #[napi]
+    pub fn seek(&self, partition: JsTopicPartition, offset: String) -> napi::Result<()> {
+        let offset = parse_offset("offset", &offset)?;
+        self.inner.seek(&tp(partition), offset).map_err(reject)
+    }
+
+    /// To the first offset of `partitions` (absent: every assigned one).
+    #[napi]
+    pub async fn seek_to_beginning(
+        &self,
+        partitions: Option<Vec<JsTopicPartition>>,
+    ) -> napi::Result<()> {
+        let ps = partitions.map(tps);
+        self.inner
+            .seek_to_beginning(ps.as_deref())
+            .await
+            .map_err(reject)
+    }
+
+    /// To the end (high watermark) of `partitions` (absent: every assigned one).
+    #[napi]
+    pub async fn seek_to_end(&self, partitions: Option<Vec<JsTopicPartition>>) -> napi::Result<()> {
+        let ps = partitions.map(tps);
+        self.inner.seek_to_end(ps.as_deref()).await.map_err(reject)
+    }
+
+    /// To the first record at or after `timestamp` (ms, decimal string).
+    #[napi]
+    pub async fn seek_to_timestamp(
+        &self,
+        partitions: Option<Vec<JsTopicPartition>>,
+        timestamp: String,
+    ) -> napi::Result<()> {
+        let ts = parse_timestamp("timestamp", &timestamp)?;
+        let ps = partitions.map(tps);
+        self.inner
+            .seek_to_timestamp(ps.as_deref(), ts)
+            .await
+            .map_err(reject)
+    }
+
+    #[napi]
+    pub fn pause(&self, partitions: Vec<JsTopicPartition>) -> napi::Result<()> {
+        self.inner.pause(&tps(partitions)).map_err(reject)
+    }
+
+    #[napi]
+    pub fn resume(&self, partitions: Vec<JsTopicPartition>) -> napi::Result<()> {
+        self.inner.resume(&tps(partitions)).map_err(reject)
+    }
+
+    #[napi]
+    pub fn paused(&self) -> Vec<JsTopicPartition> {
+        self.inner.paused().iter().map(js_tp).collect()
+    }
+
+    /// The offset of the next record for `partition`.
+    #[napi]
+    pub async fn position(&self, partition: JsTopicPartition) -> napi::Result<String> {
+        let p = tp(partition);
+        let o = self.inner.position(&p).await.map_err(reject)?;
+        Ok(o.0.to_string())
+    }
+
+    /// The locally stored committed offset of `partition`, if any.
+    #[napi]
+    pub fn committed(&self, partition: JsTopicPartition) -> Option<String> {
+        self.inner
+            .committed(&tp(partition))
+            .map(|o| o.0.to_string())
+    }
+
+    /// Commits the current positions.
+    #[napi]
+    pub async fn commit(&self) -> napi::Result<()> {
+        self.inner.commit().await.map_err(reject)
+    }
+
+    /// Commits the given offsets (of the next record to read).
+    #[napi]
+    pub async fn commit_offsets(&self, offsets: Vec<JsPartitionOffset>) -> napi::Result<()> {
+        let mut converted = Vec::with_capacity(offsets.len());
+        for (i, o) in offsets.into_iter().enumerate() {
+            let argument = format!("offsets[{i}].offset");
+            let offset = o
+                .offset
+                .as_deref()
+                .ok_or_else(|| bad_argument(format!("{argument}: missing")))?;
+            converted.push((
+                TopicPartition::new(o.topic, o.partition),
+                parse_offset(&argument, offset)?,
+            ));
+        }
+        self.inner.commit_offsets(converted).await.map_err(reject)
+    }
+
+    /// The member id and generation once joined.
+    #[napi]
+    pub fn group_membership(&self) -> Option<JsGroupMembership> {
+        self.inner.group_membership().map(|m| JsGroupMembership {
+            member_id: m.member_id,
+            generation: m.generation,
+        })
+    }
+
+    /// Commits (with auto-commit), leaves the group, stops fetching (core `close`).
+    #[napi]
+    pub async fn close(&self, timeout_ms: Option<u32>) -> napi::Result<()> {
+        self.inner.close(timeout(timeout_ms)).await.map_err(reject)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin
+
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsNewTopic {
+    pub topic: String,
+    pub num_partitions: u32,
+    pub replication_factor: Option<u32>,
+    pub configs: Option<HashMap<String, String>>,
+}
+
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsPartitionMetadata {
+    pub partition_id: u32,
+    /// Absent when the partition has no leader.
+    pub leader: Option<i32>,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// Absent when NONE, else the code name (e.g. `LEADER_NOT_AVAILABLE`).
+    pub error: Option<String>,
+}
+
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsTopicMetadata {
+    pub name: String,
+    pub partitions: Vec<JsPartitionMetadata>,
+}
+
+fn js_topic_metadata(t: TopicMetadata) -> JsTopicMetadata {
+    JsTopicMetadata {
+        name: t.name,
+        partitions: t
+            .partitions
+            .into_iter()
+            .map(|p| JsPartitionMetadata {
+                partition_id: p.partition,
+                leader: p.leader_id,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas,
+                isr: p.isr,
+                error: (p.error != ErrorCode::None).then(|| p.error.name().to_owned()),
+            })
+            .collect(),
+    }
+}
+
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsTopicListing {
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u32,
+}
+
+/// One `listOffsets` query: `spec` is `earliest`, `latest` or a timestamp (ms, decimal).
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsOffsetQuery {
+    pub topic: String,
+    pub partition: u32,
+    pub spec: String,
+}
+
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsListedOffset {
+    pub topic: String,
+    pub partition: u32,
+    /// Absent when a timestamp lookup found nothing, or on error.
+    pub offset: Option<String>,
+    pub log_start_offset: Option<String>,
+    pub high_watermark: Option<String>,
+    pub error: Option<ErrorInfo>,
+}
+
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsGroupListing {
+    pub group_id: String,
+    pub state: String,
+    pub members: u32,
+    pub generation: i32,
+}
+
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsMemberDescription {
+    pub member_id: String,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    pub assignment: Vec<JsTopicPartition>,
+}
+
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsCommittedOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: Option<String>,
+    pub metadata: String,
+    pub error: Option<String>,
+}
+
+#[napi(object)]
+#[derive(Debug)]
+pub struct JsGroupDescription {
+    pub group_id: String,
+    pub state: String,
+    pub generation: i32,
+    pub assignor: Option<String>,
+    pub members: Vec<JsMemberDescription>,
+    pub offsets: Vec<JsCommittedOffset>,
+}
+
+/// The core's `Admin`.
+#[napi]
+#[derive(Debug)]
+pub struct NativeAdmin {
+    inner: Admin,
+}
+
+/// Creates an admin client from Kafka-named configuration (`bootstrap.servers`, …).
+#[napi]
+pub async fn create_admin(config: HashMap<String, String>) -> napi::Result<NativeAdmin> {
+    let config = AdminConfig::from_map(config).map_err(reject)?;
+    let inner = Admin::new(config).await.map_err(reject)?;
+    Ok(NativeAdmin { inner })
+}
+
+#[napi]
+impl NativeAdmin {
+    #[napi]
+    pub async fn create_topic(&self, topic: JsNewTopic) -> napi::Result<JsTopicMetadata> {
+        let mut t = NewTopic::new(topic.topic, topic.num_partitions);
+        if let Some(rf) = topic.replication_factor {
+            t = t.replication_factor(rf);
+        }
+        for (k, v) in topic.configs.unwrap_or_default() {
+            t = t.config(k, v);
+        }
+        let m = self.inner.create_topic(t).await.map_err(reject)?;
+        Ok(js_topic_metadata(m))
+    }
+
+    #[napi]
+    pub async fn delete_topic(&self, name: String) -> napi::Result<()> {
+        self.inner.delete_topic(&name).await.map_err(reject)
+    }
+
+    #[napi]
+    pub async fn list_topics(&self) -> napi::Result<Vec<JsTopicListing>> {
+        let ts = self.inner.list_topics().await.map_err(reject)?;
+        Ok(ts
+            .into_iter()
+            .map(|t| JsTopicListing {
+                name: t.name,
+                partitions: t.partitions,
+                replication_factor: t.replication_factor,
+            })
+            .collect())
+    }
+
+    #[napi]
+    pub async fn describe_topic(&self, name: String) -> napi::Result<JsTopicMetadata> {
+        let d = self.inner.describe_topic(&name).await.map_err(reject)?;
+        Ok(js_topic_metadata(d.topic))
+    }
+
+    /// Offsets at each partition's leader: one result per query, in order.
+    #[napi]
+    pub async fn list_offsets(
+        &self,
+        queries: Vec<JsOffsetQuery>,
+    ) -> napi::Result<Vec<JsListedOffset>> {
+        let mut specs = Vec::with_capacity(queries.len());
+        for (i, q) in queries.into_iter().enumerate() {
+            let spec = match q.spec.as_str() {
+                "earliest" => OffsetSpec::Earliest,
+                "latest" => OffsetSpec::Latest,
+                t => OffsetSpec::Timestamp(parse_timestamp(&format!("queries[{i}].spec"), t)?),
+            };
+            specs.push((TopicPartition::new(q.topic, q.partition), spec));
+        }
+        let results = self.inner.list_offsets(&specs).await;
+        Ok(results
+            .into_iter()
+            .zip(specs)
+            .map(|(r, (p, _))| match r {
+                Ok(l) => JsListedOffset {
+                    topic: p.topic,
+                    partition: p.partition,
+                    offset: l.offset.map(|o| o.0.to_string()),
+                    log_start_offset: Some(l.log_start_offset.0.to_string()),
+                    high_watermark: Some(l.high_watermark.0.to_string()),
+                    error: None,
+                },
+                Err(e) => JsListedOffset {
+                    topic: p.topic,
+                    partition: p.partition,
+                    offset: None,
+                    log_start_offset: None,
+                    high_watermark: None,
+                    error: Some(error_info(&e)),
+                },
+            })
+            .collect())
+    }
+
+    #[napi]
+    pub async fn list_groups(&self) -> napi::Result<Vec<JsGroupListing>> {
+        let gs = self.inner.list_groups().await.map_err(reject)?;
+        Ok(gs
+            .into_iter()
+            .map(|g| JsGroupListing {
+                group_id: g.group_id,
+                state: g.state.name().to_owned(),
+                members: g.members,
+                generation: g.generation,
+            })
+            .collect())
+    }
+
+    #[napi]
+    pub async fn describe_group(&self, group_id: String) -> napi::Result<JsGroupDescription> {
+        let g = self.inner.describe_group(&group_id).await.map_err(reject)?;
+        Ok(JsGroupDescription {
+            group_id: g.group_id,
+            state: g.state.name().to_owned(),
+            generation: g.generation,
+            assignor: g.assignor,
+            members: g
+                .members
+                .into_iter()
+                .map(|m| JsMemberDescription {
+                    member_id: m.member_id,
+                    client_id: m.client_id,
+                    topics: m.topics,
+                    assignment: m.assignment.iter().map(js_tp).collect(),
+                })
+                .collect(),
+            offsets: g
+                .offsets
+                .into_iter()
+                .map(|o| JsCommittedOffset {
+                    topic: o.partition.topic,
+                    partition: o.partition.partition,
+                    offset: o.offset.map(|x| x.0.to_string()),
+                    metadata: o.metadata,
+                    error: (o.error != ErrorCode::None).then(|| o.error.name().to_owned()),
+                })
+                .collect(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Message format (the golden vectors, conformance C4)
+
+/// One logical message of a decoded message set.
+#[napi(object)]
+#[allow(missing_debug_implementations)] // napi's `Buffer` has no `Debug`.
+pub struct JsDecodedRecord {
+    pub offset: String,
+    /// `-1` for magic-0 messages, which carry none.
+    pub timestamp: String,
+    pub timestamp_type: String,
+    pub key: Option<Buffer>,
+    pub value: Option<Buffer>,
+}
+
+/// Decodes a stored message set (every CRC checked, wrappers decompressed): the core's
+/// `format::for_each_record`.
+#[napi]
+pub fn decode_message_set(set: Buffer) -> napi::Result<Vec<JsDecodedRecord>> {
+    let mut scratch = Vec::new();
+    let mut out = Vec::new();
+    sluiceway_core::format::for_each_record(&set, &mut scratch, |r| {
+        out.push(JsDecodedRecord {
+            offset: r.offset.0.to_string(),
+            timestamp: r.timestamp.0.to_string(),
+            timestamp_type: timestamp_type_name(r.timestamp_type),
+            key: r.key.map(|k| Buffer::from(k.to_vec())),
+            value: r.value.map(|v| Buffer::from(v.to_vec())),
+        });
+    })
+    .map_err(reject)?;
+    Ok(out)
+}
+
+/// The compression codecs the core knows, by their `compression.type` names.
+#[napi]
+pub fn compression_types() -> Vec<String> {
+    [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ]
+    .iter()
+    .map(|c| c.name().to_owned())
+    .collect()
+}

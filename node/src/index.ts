@@ -1,0 +1,734 @@
+// The npm package `sluiceway`: a kafkajs-shaped API over the native module (`../native`, built
+// from `bindings/node` by @napi-rs/cli). Architecture rule: this file converts arguments and
+// results (strings/Buffers, kafkajs names ↔ Kafka config keys, errors) and dispatches to the
+// application's handlers; batching, retries, partitioning, positions, commits and rebalances are
+// the Rust core's (`core/src/client/`).
+import * as native from '../native/index.js'
+import { call, callSync, fromInfo, SluicewayError } from './errors'
+
+export * from './errors'
+
+export type Value = Buffer | string | null
+export type ConfigValue = string | number | boolean
+
+export interface SluicewayConfig {
+  brokers: string[]
+  clientId?: string
+  /** Kafka-named configuration passed to the core as is (`'request.timeout.ms': 5000`). */
+  [kafkaKey: string]: unknown
+}
+
+export interface Message {
+  key?: Value
+  value: Value
+  partition?: number
+  /** Create time, ms since the epoch (decimal string or safe integer). */
+  timestamp?: string | number
+}
+
+export interface RecordMetadata {
+  topic: string
+  partition: number
+  /** Absent with `acks: 0`. */
+  offset?: string
+  timestamp: string
+}
+
+export interface TopicPartition {
+  topic: string
+  partition: number
+}
+
+export interface TopicPartitionOffset extends TopicPartition {
+  offset: string
+}
+
+export interface KafkaMessage {
+  key: Buffer | null
+  value: Buffer | null
+  offset: string
+  timestamp: string
+  timestampType: string
+}
+
+export interface EachMessagePayload {
+  topic: string
+  partition: number
+  message: KafkaMessage
+}
+
+export interface Batch {
+  topic: string
+  partition: number
+  messages: KafkaMessage[]
+  firstOffset(): string | null
+  lastOffset(): string
+}
+
+export interface EachBatchPayload {
+  batch: Batch
+  isRunning(): boolean
+}
+
+/** Thrown by `send`/`sendBatch` when a record failed: the first failure, with every outcome. */
+export interface DeliveryReport {
+  results: Array<RecordMetadata | SluicewayError>
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument conversion (a wrong type is a TypeError naming the argument)
+
+function fail(argument: string, expected: string, got: unknown): never {
+  throw new TypeError(`${argument}: expected ${expected}, got ${got === null ? 'null' : typeof got}`)
+}
+
+function str(argument: string, v: unknown): string {
+  if (typeof v !== 'string') fail(argument, 'a string', v)
+  return v
+}
+
+function uint(argument: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+    fail(argument, 'a non-negative integer', v)
+  }
+  return v
+}
+
+function optUint(argument: string, v: unknown): number | undefined {
+  return v === undefined || v === null ? undefined : uint(argument, v)
+}
+
+function int64(argument: string, v: unknown): string {
+  if (typeof v === 'string' && /^-?\d+$/.test(v)) return v
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return String(v)
+  if (typeof v === 'bigint') return v.toString()
+  return fail(argument, 'an integer as a decimal string', v)
+}
+
+function bytes(argument: string, v: unknown): Buffer | undefined {
+  if (v === null || v === undefined) return undefined
+  if (Buffer.isBuffer(v)) return v
+  if (typeof v === 'string') return Buffer.from(v)
+  return fail(argument, 'a Buffer, a string or null', v)
+}
+
+function array(argument: string, v: unknown): unknown[] {
+  if (!Array.isArray(v)) fail(argument, 'an array', v)
+  return v
+}
+
+function obj(argument: string, v: unknown): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null) fail(argument, 'an object', v)
+  return v as Record<string, unknown>
+}
+
+function topicPartition(argument: string, v: unknown): native.JsTopicPartition {
+  const o = obj(argument, v)
+  return { topic: str(`${argument}.topic`, o.topic), partition: uint(`${argument}.partition`, o.partition) }
+}
+
+/** Kafka-named keys (those containing a dot) of an options object, as strings. */
+function kafkaKeys(argument: string, options: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(options)) {
+    if (!k.includes('.')) continue
+    if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') {
+      fail(`${argument}['${k}']`, 'a string, number or boolean', v)
+    }
+    out[k] = String(v)
+  }
+  return out
+}
+
+function kafkaMessage(r: native.JsConsumerRecord): KafkaMessage {
+  return {
+    key: r.key ?? null,
+    value: r.value ?? null,
+    offset: r.offset,
+    timestamp: r.timestamp,
+    timestampType: r.timestampType,
+  }
+}
+
+function metadata(d: native.JsDelivery): RecordMetadata | SluicewayError {
+  if (d.error) return fromInfo(d.error)
+  return { topic: d.topic, partition: d.partition as number, offset: d.offset ?? undefined, timestamp: d.timestamp as string }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export class Sluiceway {
+  private readonly base: Record<string, string>
+
+  constructor(config: SluicewayConfig) {
+    const c = obj('config', config)
+    const brokers = array('config.brokers', c.brokers).map((b, i) => str(`config.brokers[${i}]`, b))
+    this.base = { 'bootstrap.servers': brokers.join(','), ...kafkaKeys('config', c) }
+    if (c.clientId !== undefined) this.base['client.id'] = str('config.clientId', c.clientId)
+  }
+
+  producer(options: ProducerOptions = {}): Producer {
+    return new Producer({ ...this.base, ...producerConfig(obj('options', options)) })
+  }
+
+  consumer(options: ConsumerOptions = {}): Consumer {
+    return new Consumer({ ...this.base, ...consumerConfig(obj('options', options)) })
+  }
+
+  admin(): Admin {
+    return new Admin({ ...this.base })
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Producer
+
+export interface ProducerOptions {
+  /** `-1`/`'all'`, `1` or `0` (the core's `acks`). */
+  acks?: number | string
+  /** `none`, `gzip`, `snappy`, `lz4`, `zstd` (the core's `compression.type`). */
+  compression?: string
+  [kafkaKey: string]: unknown
+}
+
+function producerConfig(o: Record<string, unknown>): Record<string, string> {
+  const c = kafkaKeys('options', o)
+  if (o.acks !== undefined) c.acks = String(o.acks)
+  if (o.compression !== undefined) c['compression.type'] = str('options.compression', o.compression)
+  return c
+}
+
+export interface ProducerRecord {
+  topic: string
+  messages: Message[]
+  acks?: number | string
+  compression?: string
+}
+
+export class Producer {
+  private nativeProducer: native.NativeProducer | null = null
+  private connecting: Promise<native.NativeProducer> | null = null
+
+  constructor(private readonly config: Record<string, string>) {}
+
+  /** Creates the native producer (validates the config, bootstraps metadata). */
+  async connect(): Promise<void> {
+    await this.handle()
+  }
+
+  private handle(): Promise<native.NativeProducer> {
+    if (this.nativeProducer) return Promise.resolve(this.nativeProducer)
+    this.connecting ??= call(() => native.createProducer(this.config)).then((p) => (this.nativeProducer = p))
+    return this.connecting
+  }
+
+  /** Sends the messages (one native call) and resolves once each is delivered. */
+  async send(record: ProducerRecord): Promise<RecordMetadata[]> {
+    const r = obj('record', record)
+    this.checkPerCall(r)
+    const topic = str('record.topic', r.topic)
+    return this.sendRecords(records('record.messages', topic, r.messages))
+  }
+
+  /** `send` for several topics, still one native call. */
+  async sendBatch(batch: { topicMessages: Array<{ topic: string; messages: Message[] }> }): Promise<RecordMetadata[]> {
+    const b = obj('batch', batch)
+    this.checkPerCall(b)
+    const all: native.JsProducerRecord[] = []
+    array('batch.topicMessages', b.topicMessages).forEach((tm, i) => {
+      const t = obj(`batch.topicMessages[${i}]`, tm)
+      all.push(...records(`batch.topicMessages[${i}].messages`, str(`batch.topicMessages[${i}].topic`, t.topic), t.messages))
+    })
+    return this.sendRecords(all)
+  }
+
+  private async sendRecords(recs: native.JsProducerRecord[]): Promise<RecordMetadata[]> {
+    const p = await this.handle()
+    const deliveries = await call(() => p.send(recs))
+    const results = deliveries.map(metadata)
+    const failed = results.find((x): x is SluicewayError => x instanceof SluicewayError)
+    if (failed) throw Object.assign(failed, { results })
+    return results as RecordMetadata[]
+  }
+
+  /**
+   * acks and compression are producer settings in the core (one accumulator per producer):
+   * a per-send value must be the producer's.
+   */
+  private checkPerCall(r: Record<string, unknown>): void {
+    if (r.acks !== undefined && String(r.acks) !== (this.config.acks ?? String(r.acks))) {
+      throw new TypeError('acks: set acks on producer({ acks }); a per-send value must match it')
+    }
+    if (r.compression !== undefined && r.compression !== (this.config['compression.type'] ?? r.compression)) {
+      throw new TypeError('compression: set compression on producer({ compression }); a per-send value must match it')
+    }
+  }
+
+  /** Delivers everything queued; rejects with a report when records failed or are pending. */
+  async flush(options: { timeout?: number } = {}): Promise<void> {
+    const t = optUint('options.timeout', obj('options', options).timeout)
+    const p = await this.handle()
+    await call(() => p.flush(t))
+  }
+
+  /** Delivers what is queued and closes; every pending send settles. */
+  async disconnect(options: { timeout?: number } = {}): Promise<void> {
+    const t = optUint('options.timeout', obj('options', options).timeout)
+    if (!this.connecting) return
+    const p = await this.handle()
+    await call(() => p.close(t))
+  }
+}
+
+function records(argument: string, topic: string, messages: unknown): native.JsProducerRecord[] {
+  return array(argument, messages).map((m, i) => {
+    const o = obj(`${argument}[${i}]`, m)
+    return {
+      topic,
+      partition: optUint(`${argument}[${i}].partition`, o.partition),
+      key: bytes(`${argument}[${i}].key`, o.key),
+      value: bytes(`${argument}[${i}].value`, o.value),
+      timestamp: o.timestamp === undefined ? undefined : int64(`${argument}[${i}].timestamp`, o.timestamp),
+    }
+  })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer
+
+export interface ConsumerOptions {
+  /** The consumer group (`group.id`); needed by `subscribe`. */
+  groupId?: string
+  /** A directory for the local offset store (`offset.store.dir`). */
+  offsetStore?: string
+  [kafkaKey: string]: unknown
+}
+
+function consumerConfig(o: Record<string, unknown>): Record<string, string> {
+  const c = kafkaKeys('options', o)
+  if (o.groupId !== undefined) c['group.id'] = str('options.groupId', o.groupId)
+  if (o.offsetStore !== undefined) c['offset.store.dir'] = str('options.offsetStore', o.offsetStore)
+  return c
+}
+
+export interface RunOptions {
+  eachMessage?: (payload: EachMessagePayload) => Promise<void> | void
+  eachBatch?: (payload: EachBatchPayload) => Promise<void> | void
+  /** How long one poll waits for records (kafkajs's `maxWaitTimeInMs`). */
+  maxWaitTimeInMs?: number
+}
+
+export type Listener = (payload: any) => unknown
+
+const events = {
+  /** Partitions assigned: `{ groupId, memberId, generationId, partitions: [{topic, partition, offset?}] }`. */
+  GROUP_JOIN: 'consumer.group_join',
+  /** Partitions revoked, with positions: `{ partitions }`. Awaited: commit here to hand over. */
+  REBALANCING: 'consumer.rebalancing',
+  /** `run`'s handler threw: `{ error }`; the run loop stopped. */
+  CRASH: 'consumer.crash',
+  /** The consumer was closed. */
+  DISCONNECT: 'consumer.disconnect',
+} as const
+
+export class Consumer {
+  readonly events = events
+  private nativeConsumer: native.NativeConsumer | null = null
+  private creating: Promise<native.NativeConsumer> | null = null
+  private listeners = new Map<string, Listener[]>()
+  private running: Promise<void> | null = null
+  private stopping = false
+  private closed = false
+
+  constructor(private readonly config: Record<string, string>) {}
+
+  /** Nothing to do yet: the native consumer is made by the first subscribe/assign, whose
+   * `fromBeginning` becomes `auto.offset.reset` (a core setting). */
+  async connect(): Promise<void> {}
+
+  private handle(fromBeginning?: unknown): Promise<native.NativeConsumer> {
+    if (this.nativeConsumer) return Promise.resolve(this.nativeConsumer)
+    if (this.closed) return Promise.reject(new errorsClosed('the consumer is disconnected', false))
+    if (!this.creating) {
+      const config = { ...this.config }
+      if (fromBeginning !== undefined && config['auto.offset.reset'] === undefined) {
+        if (typeof fromBeginning !== 'boolean') fail('fromBeginning', 'a boolean', fromBeginning)
+        config['auto.offset.reset'] = fromBeginning ? 'earliest' : 'latest'
+      }
+      this.creating = call(() => native.createConsumer(config)).then((c) => (this.nativeConsumer = c))
+    }
+    return this.creating
+  }
+
+  private get nc(): native.NativeConsumer {
+    if (!this.nativeConsumer) throw new errorsClosed('the consumer has no assignment or subscription yet', false)
+    return this.nativeConsumer
+  }
+
+  on(event: string, listener: Listener): () => void {
+    const ls = this.listeners.get(event) ?? []
+    ls.push(listener)
+    this.listeners.set(event, ls)
+    return () => this.listeners.set(event, (this.listeners.get(event) ?? []).filter((l) => l !== listener))
+  }
+
+  private async emit(event: string, payload: unknown): Promise<void> {
+    for (const l of this.listeners.get(event) ?? []) await l(payload)
+  }
+
+  /** Joins the group `groupId` subscribed to `topics`. */
+  async subscribe(s: { topics: string[]; fromBeginning?: boolean } | { topic: string; fromBeginning?: boolean }): Promise<void> {
+    const o = obj('subscription', s)
+    const topics = o.topics !== undefined
+      ? array('subscription.topics', o.topics).map((t, i) => str(`subscription.topics[${i}]`, t))
+      : [str('subscription.topic', o.topic)]
+    const c = await this.handle(o.fromBeginning)
+    await call(() => c.subscribe(topics))
+  }
+
+  /** Manual assignment (no group). */
+  async assign(a: { partitions: TopicPartition[]; fromBeginning?: boolean }): Promise<void> {
+    const o = obj('assignment', a)
+    const ps = array('assignment.partitions', o.partitions).map((p, i) => topicPartition(`assignment.partitions[${i}]`, p))
+    const c = await this.handle(o.fromBeginning)
+    callSync(() => c.assign(ps))
+  }
+
+  assignment(): TopicPartition[] {
+    return this.nativeConsumer ? this.nativeConsumer.assignment() : []
+  }
+
+  /** One poll: records or rebalance events (as the core returns them). */
+  async poll(options: { timeout: number; maxRecords?: number }): Promise<{ messages: EachMessagePayload[]; events: native.JsRebalanceEvent[] }> {
+    const o = obj('options', options)
+    const timeout = uint('options.timeout', o.timeout)
+    const max = optUint('options.maxRecords', o.maxRecords)
+    const c = this.nc
+    const b = await call(() => c.pollBatch(timeout, max))
+    await this.dispatchEvents(b.events)
+    return {
+      messages: b.records.map((r) => ({ topic: r.topic, partition: r.partition, message: kafkaMessage(r) })),
+      events: b.events,
+    }
+  }
+
+  private async dispatchEvents(evs: native.JsRebalanceEvent[]): Promise<void> {
+    for (const e of evs) {
+      if (e.kind === 'revoked') {
+        await this.emit(events.REBALANCING, { partitions: e.partitions })
+      } else {
+        const m = this.nativeConsumer?.groupMembership()
+        await this.emit(events.GROUP_JOIN, {
+          groupId: this.config['group.id'],
+          memberId: m?.memberId,
+          generationId: m?.generation,
+          partitions: e.partitions,
+        })
+      }
+    }
+  }
+
+  /** Starts dispatching to `eachMessage` or `eachBatch` (per topic-partition); resolves once running. */
+  async run(options: RunOptions): Promise<void> {
+    const o = obj('options', options)
+    if (typeof o.eachMessage !== 'function' && typeof o.eachBatch !== 'function') {
+      fail('options.eachMessage', 'a function (or options.eachBatch)', o.eachMessage)
+    }
+    if (this.running) throw new TypeError('run: the consumer is already running')
+    const wait = optUint('options.maxWaitTimeInMs', o.maxWaitTimeInMs) ?? 5000
+    const c = this.nc
+    this.running = this.loop(c, options, wait)
+  }
+
+  private async loop(c: native.NativeConsumer, options: RunOptions, wait: number): Promise<void> {
+    try {
+      while (!this.stopping) {
+        const b = await call(() => c.pollBatch(wait))
+        if (this.stopping) break
+        await this.dispatchEvents(b.events)
+        if (options.eachBatch) {
+          for (const batch of batches(b.records)) {
+            await options.eachBatch({ batch, isRunning: () => !this.stopping })
+          }
+        } else if (options.eachMessage) {
+          for (const r of b.records) {
+            await options.eachMessage({ topic: r.topic, partition: r.partition, message: kafkaMessage(r) })
+          }
+        }
+      }
+    } catch (error) {
+      if (!this.stopping) await this.emit(events.CRASH, { error })
+    }
+  }
+
+  /** `for await (const { topic, partition, message } of consumer)`. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<EachMessagePayload> {
+    const c = this.nc
+    while (!this.stopping) {
+      const b = await call(() => c.pollBatch(1000))
+      await this.dispatchEvents(b.events)
+      for (const r of b.records) yield { topic: r.topic, partition: r.partition, message: kafkaMessage(r) }
+    }
+  }
+
+  seek(s: { topic: string; partition: number; offset: string }): void {
+    const o = obj('seek', s)
+    const tp = topicPartition('seek', o)
+    const offset = int64('seek.offset', o.offset)
+    callSync(() => this.nc.seek(tp, offset))
+  }
+
+  async seekToBeginning(partitions?: TopicPartition[]): Promise<void> {
+    const ps = optPartitions('partitions', partitions)
+    const c = this.nc
+    await call(() => c.seekToBeginning(ps))
+  }
+
+  async seekToEnd(partitions?: TopicPartition[]): Promise<void> {
+    const ps = optPartitions('partitions', partitions)
+    const c = this.nc
+    await call(() => c.seekToEnd(ps))
+  }
+
+  /** Every given (default: assigned) partition to the first record at or after `timestamp`. */
+  async seekToTimestamp(s: { timestamp: string | number; partitions?: TopicPartition[] }): Promise<void> {
+    const o = obj('options', s)
+    const ts = int64('options.timestamp', o.timestamp)
+    const ps = optPartitions('options.partitions', o.partitions)
+    const c = this.nc
+    await call(() => c.seekToTimestamp(ps, ts))
+  }
+
+  /** kafkajs shape: `[{ topic, partitions?: number[] }]` (no `partitions`: every assigned one). */
+  pause(topics: Array<{ topic: string; partitions?: number[] }>): void {
+    const ps = this.expand('topics', topics)
+    callSync(() => this.nc.pause(ps))
+  }
+
+  resume(topics: Array<{ topic: string; partitions?: number[] }>): void {
+    const ps = this.expand('topics', topics)
+    callSync(() => this.nc.resume(ps))
+  }
+
+  paused(): TopicPartition[] {
+    return this.nativeConsumer ? this.nativeConsumer.paused() : []
+  }
+
+  private expand(argument: string, topics: unknown): native.JsTopicPartition[] {
+    const assigned = this.assignment()
+    return array(argument, topics).flatMap((t, i) => {
+      const o = obj(`${argument}[${i}]`, t)
+      const topic = str(`${argument}[${i}].topic`, o.topic)
+      if (o.partitions === undefined) return assigned.filter((p) => p.topic === topic)
+      return array(`${argument}[${i}].partitions`, o.partitions).map((p, j) => ({
+        topic,
+        partition: uint(`${argument}[${i}].partitions[${j}]`, p),
+      }))
+    })
+  }
+
+  async position(tp: TopicPartition): Promise<string> {
+    const p = topicPartition('partition', tp)
+    const c = this.nc
+    return call(() => c.position(p))
+  }
+
+  /** The locally stored committed offset (`offsetStore`), if any. */
+  committed(tp: TopicPartition): string | null {
+    return this.nc.committed(topicPartition('partition', tp))
+  }
+
+  /** Commits the given offsets (of the next record to read); no argument: every position. */
+  async commitOffsets(offsets?: TopicPartitionOffset[]): Promise<void> {
+    const c = this.nc
+    if (offsets === undefined) {
+      await call(() => c.commit())
+      return
+    }
+    const os = array('offsets', offsets).map((x, i) => {
+      const o = obj(`offsets[${i}]`, x)
+      return { ...topicPartition(`offsets[${i}]`, o), offset: int64(`offsets[${i}].offset`, o.offset) }
+    })
+    await call(() => c.commitOffsets(os))
+  }
+
+  /** Stops `run`, commits (with auto-commit), leaves the group and closes. */
+  async disconnect(options: { timeout?: number } = {}): Promise<void> {
+    const t = optUint('options.timeout', obj('options', options).timeout)
+    this.stopping = true
+    this.closed = true
+    const c = this.nativeConsumer ?? (this.creating ? await this.creating : null)
+    if (c) await call(() => c.close(t))
+    if (this.running) await this.running
+    await this.emit(events.DISCONNECT, {})
+  }
+
+  /** The underlying poll, for tests of close semantics (C16). */
+  async pollNative(timeout: number): Promise<native.JsPollBatch> {
+    const c = this.nc
+    return call(() => c.pollBatch(uint('timeout', timeout)))
+  }
+}
+
+const errorsClosed = class extends SluicewayError {
+  constructor(message: string, retriable: boolean) {
+    super('CLOSED', 1002, retriable, message)
+    this.name = 'ClosedError'
+  }
+}
+
+function optPartitions(argument: string, v: unknown): native.JsTopicPartition[] | undefined {
+  if (v === undefined || v === null) return undefined
+  return array(argument, v).map((p, i) => topicPartition(`${argument}[${i}]`, p))
+}
+
+function batches(recs: native.JsConsumerRecord[]): Batch[] {
+  const by = new Map<string, { topic: string; partition: number; messages: KafkaMessage[] }>()
+  for (const r of recs) {
+    const k = `${r.partition}\u0000${r.topic}`
+    let b = by.get(k)
+    if (!b) by.set(k, (b = { topic: r.topic, partition: r.partition, messages: [] }))
+    b.messages.push(kafkaMessage(r))
+  }
+  return [...by.values()].map((b) => ({
+    ...b,
+    firstOffset: () => b.messages[0]?.offset ?? null,
+    lastOffset: () => b.messages[b.messages.length - 1].offset,
+  }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin
+
+export interface ITopicConfig {
+  topic: string
+  numPartitions: number
+  replicationFactor?: number
+  configEntries?: Array<{ name: string; value: string }>
+}
+
+export class Admin {
+  private nativeAdmin: native.NativeAdmin | null = null
+  private connecting: Promise<native.NativeAdmin> | null = null
+
+  constructor(private readonly config: Record<string, string>) {}
+
+  async connect(): Promise<void> {
+    await this.handle()
+  }
+
+  private handle(): Promise<native.NativeAdmin> {
+    if (this.nativeAdmin) return Promise.resolve(this.nativeAdmin)
+    this.connecting ??= call(() => native.createAdmin(this.config)).then((a) => (this.nativeAdmin = a))
+    return this.connecting
+  }
+
+  /** Resolves `true` when every topic was created, `false` when one existed (kafkajs). */
+  async createTopics(options: { topics: ITopicConfig[] }): Promise<boolean> {
+    const ts = array('options.topics', obj('options', options).topics).map((t, i) => {
+      const o = obj(`options.topics[${i}]`, t)
+      const configs: Record<string, string> = {}
+      for (const [j, e] of (o.configEntries === undefined ? [] : array(`options.topics[${i}].configEntries`, o.configEntries)).entries()) {
+        const ce = obj(`options.topics[${i}].configEntries[${j}]`, e)
+        configs[str(`options.topics[${i}].configEntries[${j}].name`, ce.name)] = str(`options.topics[${i}].configEntries[${j}].value`, ce.value)
+      }
+      return {
+        topic: str(`options.topics[${i}].topic`, o.topic),
+        numPartitions: uint(`options.topics[${i}].numPartitions`, o.numPartitions),
+        replicationFactor: optUint(`options.topics[${i}].replicationFactor`, o.replicationFactor),
+        configs,
+      }
+    })
+    const a = await this.handle()
+    let created = true
+    for (const t of ts) {
+      try {
+        await call(() => a.createTopic(t))
+      } catch (e) {
+        if (!(e instanceof SluicewayError && e.code === 'TOPIC_ALREADY_EXISTS')) throw e
+        created = false
+      }
+    }
+    return created
+  }
+
+  async deleteTopics(options: { topics: string[] }): Promise<void> {
+    const ts = array('options.topics', obj('options', options).topics).map((t, i) => str(`options.topics[${i}]`, t))
+    const a = await this.handle()
+    for (const t of ts) await call(() => a.deleteTopic(t))
+  }
+
+  async listTopics(): Promise<string[]> {
+    const a = await this.handle()
+    return (await call(() => a.listTopics())).map((t) => t.name)
+  }
+
+  async fetchTopicMetadata(options: { topics?: string[] } = {}): Promise<{ topics: native.JsTopicMetadata[] }> {
+    const o = obj('options', options)
+    const a = await this.handle()
+    const names = o.topics === undefined
+      ? (await call(() => a.listTopics())).map((t) => t.name)
+      : array('options.topics', o.topics).map((t, i) => str(`options.topics[${i}]`, t))
+    const topics: native.JsTopicMetadata[] = []
+    for (const n of names) topics.push(await call(() => a.describeTopic(n)))
+    return { topics }
+  }
+
+  /** Per partition: `offset` (the high watermark), `high`, `low` (log start). */
+  async fetchTopicOffsets(topic: string): Promise<Array<{ partition: number; offset: string; high: string; low: string }>> {
+    const name = str('topic', topic)
+    const a = await this.handle()
+    const m = await call(() => a.describeTopic(name))
+    const listed = await call(() => a.listOffsets(m.partitions.map((p) => ({ topic: name, partition: p.partitionId, spec: 'latest' }))))
+    return listed.map((l) => {
+      if (l.error) throw fromInfo(l.error)
+      return { partition: l.partition, offset: l.highWatermark as string, high: l.highWatermark as string, low: l.logStartOffset as string }
+    })
+  }
+
+  /** Per partition, the first offset at or after `timestamp` (absent: none). */
+  async fetchTopicOffsetsByTimestamp(topic: string, timestamp: string | number): Promise<Array<{ partition: number; offset: string | null }>> {
+    const name = str('topic', topic)
+    const ts = int64('timestamp', timestamp)
+    const a = await this.handle()
+    const m = await call(() => a.describeTopic(name))
+    const listed = await call(() => a.listOffsets(m.partitions.map((p) => ({ topic: name, partition: p.partitionId, spec: ts }))))
+    return listed.map((l) => {
+      if (l.error) throw fromInfo(l.error)
+      return { partition: l.partition, offset: l.offset ?? null }
+    })
+  }
+
+  async listGroups(): Promise<{ groups: Array<{ groupId: string; protocolType: string; state: string; members: number }> }> {
+    const a = await this.handle()
+    const gs = await call(() => a.listGroups())
+    return { groups: gs.map((g) => ({ groupId: g.groupId, protocolType: 'consumer', state: g.state, members: g.members })) }
+  }
+
+  async describeGroups(groupIds: string[]): Promise<{ groups: native.JsGroupDescription[] }> {
+    const ids = array('groupIds', groupIds).map((g, i) => str(`groupIds[${i}]`, g))
+    const a = await this.handle()
+    const groups: native.JsGroupDescription[] = []
+    for (const id of ids) groups.push(await call(() => a.describeGroup(id)))
+    return { groups }
+  }
+
+  /** Drops the native client (the admin client holds no background work). */
+  async disconnect(): Promise<void> {
+    this.nativeAdmin = null
+    this.connecting = null
+  }
+}
+
+/** Decodes a stored message set (conformance C4's golden vectors). */
+export function decodeMessageSet(set: Buffer): native.JsDecodedRecord[] {
+  if (!Buffer.isBuffer(set)) fail('set', 'a Buffer', set)
+  return callSync(() => native.decodeMessageSet(set))
+}
+
+/** Every `ErrorCode` the core knows. */
+export function errorCodes(): native.ErrorCodeInfo[] {
+  return native.errorCodes()
+}
+
+export const compressionTypes = (): string[] => native.compressionTypes()

@@ -1,0 +1,147 @@
+// The binding surface beyond the conformance scenarios: large batches, eachBatch, the async
+// iterator, pause/resume, admin, error classes, the event loop, process exit, the quickstart.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { join } from 'node:path'
+import { Sluiceway, SluicewayError, errorClasses, errorCodes } from '../dist/index.js'
+import { startBroker, collect, repo, tempDir } from './broker.mjs'
+
+const run = promisify(execFile)
+let broker, client, admin
+before(async () => {
+  broker = await startBroker()
+  client = new Sluiceway({ brokers: [broker.address], clientId: 'node-client' })
+  admin = client.admin()
+})
+after(async () => {
+  await admin.disconnect()
+  await broker.stop()
+})
+
+test('every ErrorCode has its SluicewayError subclass', () => {
+  for (const c of errorCodes()) {
+    const cls = errorClasses[c.name]
+    assert.ok(cls, c.name)
+    const e = new cls('m', c.retriable)
+    assert.ok(e instanceof SluicewayError)
+    assert.equal(e.code, c.name)
+    assert.equal(e.number, c.number)
+  }
+})
+
+test('a batch of 10,000 crosses in one send and reads back with eachBatch', async () => {
+  await admin.createTopics({ topics: [{ topic: 'big', numPartitions: 2 }] })
+  const producer = client.producer()
+  const meta = await producer.send({ topic: 'big', messages: Array.from({ length: 10000 }, (_, i) => ({ key: `k${i}`, value: `v${i}` })) })
+  assert.equal(meta.length, 10000)
+  await producer.sendBatch({ topicMessages: [{ topic: 'big', messages: Array.from({ length: 10000 }, (_, i) => ({ value: `w${i}` })) }] })
+  await producer.disconnect()
+  const consumer = client.consumer({ groupId: 'batches' })
+  await consumer.subscribe({ topics: ['big'], fromBeginning: true })
+  let count = 0
+  let batches = 0
+  await consumer.run({
+    maxWaitTimeInMs: 200,
+    eachBatch: async ({ batch }) => {
+      batches++
+      assert.equal(batch.firstOffset(), batch.messages[0].offset)
+      count += batch.messages.length
+    },
+  })
+  const deadline = Date.now() + 30000
+  while (count < 20000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  assert.equal(count, 20000)
+  assert.ok(batches > 1)
+  await consumer.disconnect()
+})
+
+test('async iterator, pause and resume', async () => {
+  await admin.createTopics({ topics: [{ topic: 'iter', numPartitions: 2 }] })
+  const producer = client.producer()
+  await producer.send({ topic: 'iter', messages: Array.from({ length: 20 }, (_, i) => ({ partition: i % 2, value: `v${i}` })) })
+  await producer.disconnect()
+  const consumer = client.consumer()
+  await consumer.assign({ partitions: [{ topic: 'iter', partition: 0 }, { topic: 'iter', partition: 1 }], fromBeginning: true })
+  consumer.pause([{ topic: 'iter', partitions: [1] }])
+  assert.deepEqual(consumer.paused(), [{ topic: 'iter', partition: 1 }])
+  const got = []
+  for await (const m of consumer) {
+    got.push(m)
+    if (got.length === 10) break
+  }
+  assert.ok(got.every((m) => m.partition === 0))
+  consumer.resume([{ topic: 'iter' }])
+  const rest = await collect(consumer, 10)
+  assert.ok(rest.every((m) => m.partition === 1))
+  assert.equal(await consumer.position({ topic: 'iter', partition: 1 }), '10')
+  await consumer.disconnect()
+})
+
+test('admin: topics, metadata, offsets, groups', async () => {
+  await admin.createTopics({ topics: [{ topic: 'adm', numPartitions: 3, configEntries: [{ name: 'retention.ms', value: '3600000' }] }] })
+  assert.equal(await admin.createTopics({ topics: [{ topic: 'adm', numPartitions: 3 }] }), false)
+  assert.ok((await admin.listTopics()).includes('adm'))
+  const { topics } = await admin.fetchTopicMetadata({ topics: ['adm'] })
+  assert.equal(topics[0].partitions.length, 3)
+  const producer = client.producer()
+  await producer.send({ topic: 'adm', messages: [{ value: 'x', partition: 1 }] })
+  await producer.disconnect()
+  const offsets = await admin.fetchTopicOffsets('adm')
+  assert.deepEqual(offsets.map((o) => [o.partition, o.high, o.low]), [[0, '0', '0'], [1, '1', '0'], [2, '0', '0']])
+  const c = client.consumer({ groupId: 'adm-group' })
+  await c.subscribe({ topics: ['adm'], fromBeginning: true })
+  await collect(c, 1)
+  await c.commitOffsets()
+  const { groups } = await admin.listGroups()
+  assert.ok(groups.some((g) => g.groupId === 'adm-group'))
+  const described = await admin.describeGroups(['adm-group'])
+  assert.equal(described.groups[0].members.length, 1)
+  await c.disconnect()
+  await admin.deleteTopics({ topics: ['adm'] })
+  assert.ok(!(await admin.listTopics()).includes('adm'))
+})
+
+test('the event loop stays free while a consumer long-polls', async () => {
+  await admin.createTopics({ topics: [{ topic: 'idle', numPartitions: 1 }] })
+  const consumer = client.consumer({ 'fetch.max.wait.ms': 500 })
+  await consumer.assign({ partitions: [{ topic: 'idle', partition: 0 }] })
+  const h = monitorEventLoopDelay({ resolution: 10 })
+  h.enable()
+  const polls = [consumer.poll({ timeout: 2000 }), consumer.poll({ timeout: 2000 })]
+  // Timers keep firing on time while the polls wait.
+  let ticks = 0
+  const timer = setInterval(() => ticks++, 20)
+  await Promise.all(polls)
+  clearInterval(timer)
+  h.disable()
+  assert.ok(ticks >= 50, `only ${ticks} timer ticks in 2 s`)
+  assert.ok(h.max < 200e6, `event loop delay max ${h.max / 1e6} ms`)
+  await consumer.disconnect()
+})
+
+test('the process exits after disconnect() with an idle consumer', async () => {
+  const script = `
+    const { Sluiceway } = require(${JSON.stringify(join(repo, 'node'))})
+    ;(async () => {
+      const c = new Sluiceway({ brokers: [${JSON.stringify(broker.address)}] }).consumer({ groupId: 'exit' })
+      await c.subscribe({ topics: ['idle'] })
+      await c.run({ eachMessage: async () => {} })
+      await new Promise((r) => setTimeout(r, 500))
+      await c.disconnect()
+      console.log('disconnected')
+    })()`
+  const started = Date.now()
+  const { stdout } = await run(process.execPath, ['-e', script], { timeout: 20000 })
+  assert.match(stdout, /disconnected/)
+  assert.ok(Date.now() - started < 15000)
+})
+
+test('examples/quickstart.mjs runs', async () => {
+  const { stdout } = await run(process.execPath, [join(repo, 'examples', 'quickstart.mjs'), broker.address, tempDir()], { timeout: 60000 })
+  assert.match(stdout, /delivered at offset 9/)
+  assert.match(stdout, /consumed offset 9: hello 9/)
+  assert.match(stdout, /replayed from offset 0/)
+})
