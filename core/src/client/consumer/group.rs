@@ -171,39 +171,45 @@ pub(super) async fn revoke(inner: &Inner, wait_for_ack: bool) {
         }
     }
     if !positions.is_empty() {
-        inner.state.lock().push_event(RebalanceEvent::Revoked(
-            positions
-                .iter()
-                .map(|(tp, o)| PartitionOffset::new(tp, Some(Offset(*o))))
-                .collect(),
-        ));
-        inner.data.notify_waiters();
-    }
-    if !positions.is_empty() && inner.state.lock().events_wanted {
+        // The event and the pending revoke are published under one lock: a poll that is
+        // already waiting wakes on the event, and must find the revoke pending then, or it
+        // would neither mark it delivered (so its next poll would not acknowledge it, and
+        // the member would rejoin only after half of `max.poll.interval.ms`) nor let a
+        // `commit()` in reaction commit the revoked positions.
         let acked = {
             let mut st = inner.state.lock();
-            st.revoke = Some(PendingRevoke {
-                positions,
-                delivered: false,
-            });
-            inner.revoke_acked.notified()
+            st.push_event(RebalanceEvent::Revoked(
+                positions
+                    .iter()
+                    .map(|(tp, o)| PartitionOffset::new(tp, Some(Offset(*o))))
+                    .collect(),
+            ));
+            st.events_wanted.then(|| {
+                st.revoke = Some(PendingRevoke {
+                    positions,
+                    delivered: false,
+                });
+                inner.revoke_acked.notified()
+            })
         };
         inner.data.notify_waiters();
-        if wait_for_ack {
-            let bound = inner.config.max_poll_interval / 2;
-            tokio::pin!(acked);
-            acked.as_mut().enable();
-            if inner.state.lock().revoke.is_some()
-                && tokio::time::timeout(bound, acked).await.is_err()
-            {
-                tracing::warn!(
-                    "the application did not poll within half of max.poll.interval.ms after a revoke; rejoining"
-                );
+        if let Some(acked) = acked {
+            if wait_for_ack {
+                let bound = inner.config.max_poll_interval / 2;
+                tokio::pin!(acked);
+                acked.as_mut().enable();
+                if inner.state.lock().revoke.is_some()
+                    && tokio::time::timeout(bound, acked).await.is_err()
+                {
+                    tracing::warn!(
+                        "the application did not poll within half of max.poll.interval.ms after a revoke; rejoining"
+                    );
+                }
             }
+            // Not acknowledged (not waited for, or the time ran out): the generation ends
+            // here, so the revoked positions are no longer committable as this member's.
+            inner.state.lock().revoke = None;
         }
-        // Not acknowledged (not waited for, or the time ran out): the generation ends here, so
-        // the revoked positions are no longer committable as this member's.
-        inner.state.lock().revoke = None;
     }
     if let Some(m) = inner.member.lock().as_mut() {
         m.generation = None;
