@@ -6,7 +6,10 @@
 #     protobuf-compiler (protoc, which the etcd-client crate's build script needs; our own proto
 #     crate uses the vendored protoc) and libprotobuf-dev (the well-known types such as
 #     google/protobuf/descriptor.proto that etcd's protos import; protoc alone lacks them),
-#     python3 and python3-venv (make test-python makes .venv and installs its tools from PyPI).
+#     python3 and python3-venv (make test-python makes .venv and installs its tools from PyPI),
+#     maven and a JDK 17 (make test-kotlin: Maven fetches Kotlin, JNA, coroutines and JUnit from
+#     Maven Central), gcc (make test-swift parses the generated C header; Rust's linker needs
+#     it anyway).
 set -euo pipefail
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -23,6 +26,10 @@ need protoc || apt_packages+=(protobuf-compiler)
 # The Python client's tests (make test-python): an interpreter that can make virtualenvs.
 need python3 || apt_packages+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
+# The Kotlin client's tests (make test-kotlin) and the Swift checks (make test-swift).
+need mvn || apt_packages+=(maven)
+need javac || apt_packages+=(openjdk-17-jdk-headless)
+need gcc || apt_packages+=(gcc)
 if ((${#apt_packages[@]})); then
   sudo=""
   if [[ $(id -u) -ne 0 ]]; then

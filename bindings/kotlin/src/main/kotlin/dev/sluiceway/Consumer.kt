@@ -2,8 +2,6 @@
 // `poll`. Positions, prefetching, groups, commits and rebalances are the core's.
 package dev.sluiceway
 
-import dev.sluiceway.ffi.PartitionOffset
-import dev.sluiceway.ffi.PollBatch
 import dev.sluiceway.ffi.RebalanceEvent
 import java.time.Duration
 import kotlinx.coroutines.currentCoroutineContext
@@ -14,6 +12,8 @@ import dev.sluiceway.ffi.Consumer as NativeConsumer
 
 typealias Record = dev.sluiceway.ffi.Record
 typealias TopicPartition = dev.sluiceway.ffi.TopicPartition
+typealias PollBatch = dev.sluiceway.ffi.PollBatch
+typealias PartitionOffset = dev.sluiceway.ffi.PartitionOffset
 
 /** A consumer configured by Kafka-named keys (`bootstrap.servers`, `group.id`, …). */
 class Consumer(config: Map<String, String>) : AutoCloseable {

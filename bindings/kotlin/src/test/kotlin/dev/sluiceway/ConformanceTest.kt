@@ -2,8 +2,8 @@
 // and the Kotlin surface: suspend producer, Flows with rebalance events, typed exceptions.
 package dev.sluiceway
 
-import dev.sluiceway.ffi.RebalanceEvent
 import dev.sluiceway.ffi.errorCodes
+import dev.sluiceway.ffi.RebalanceEvent
 import java.time.Duration
 import java.util.UUID
 import kotlin.random.Random
