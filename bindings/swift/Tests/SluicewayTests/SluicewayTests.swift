@@ -45,7 +45,7 @@ final class SluicewayTests: XCTestCase {
         try producer.closeBlocking(timeout: nil)
 
         let consumer = try Consumer(config: ["bootstrap.servers": Self.address, "auto.offset.reset": "earliest"])
-        try consumer.assign(partitions: (0..<3).map { TopicPartition(topic: t, partition: $0) })
+        try consumer.assign(partitions: (0..<3).map { TopicPartition(topic: t, partition: Int32($0)) })
         var seen = Set<String>()
         for try await record in consumer.records(pollTimeout: 0.2) {
             seen.insert(String(decoding: record.value ?? Data(), as: UTF8.self))

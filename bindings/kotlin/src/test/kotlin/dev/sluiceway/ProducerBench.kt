@@ -1,7 +1,7 @@
 // The Kotlin producer's throughput for docs/benchmarks.md (not a test; run by hand):
 //   java -cp <test classpath> -Djna.library.path=target/release dev.sluiceway.ProducerBenchKt \
-//       HOST:PORT TOPIC SIZE MESSAGES
-// Sends MESSAGES values of SIZE bytes in batches of 10,000 (one native call each, up to 10
+//       HOST:PORT TOPIC SIZE MESSAGES [BATCH]
+// Sends MESSAGES values of SIZE bytes in batches of BATCH (default 10,000; one native call each, up to 10
 // batches in flight as coroutines), like `sluiceway bench produce --in-flight 10000`-ish.
 package dev.sluiceway
 
@@ -15,7 +15,7 @@ fun main(args: Array<String>) = runBlocking {
     val (bootstrap, topic) = args
     val size = args[2].toInt()
     val messages = args[3].toInt()
-    val batch = 10_000
+    val batch = args.getOrNull(4)?.toInt() ?: 10_000
     val value = ByteArray(size) { 'x'.code.toByte() }
     val inFlight = Semaphore(10)
     Producer("bootstrap.servers" to bootstrap, "acks" to "1").use { p ->
