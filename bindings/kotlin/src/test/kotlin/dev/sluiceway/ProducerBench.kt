@@ -18,7 +18,8 @@ fun main(args: Array<String>) = runBlocking {
     val batch = args.getOrNull(4)?.toInt() ?: 10_000
     val value = ByteArray(size) { 'x'.code.toByte() }
     val inFlight = Semaphore(10)
-    Producer("bootstrap.servers" to bootstrap, "acks" to "1").use { p ->
+    // acks and linger.ms as `sluiceway bench produce --acks 1` sets them (its linger default is 5).
+    Producer("bootstrap.servers" to bootstrap, "acks" to "1", "linger.ms" to "5").use { p ->
         val started = System.nanoTime()
         val failed = (0 until messages step batch).map { first ->
             async {
