@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./sluiceway-data
 LISTEN ?= 127.0.0.1:9292
 
-.PHONY: help run test test-rust test-python test-node check-client-build setup bench build fmt lint
+.PHONY: help run test test-rust test-python test-node test-kotlin test-swift uniffi check-client-build setup bench build fmt lint
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -13,7 +13,7 @@ help: ## List the targets.
 run: setup ## The main job: one broker with the embedded registry (release build).
 	$(CARGO) run --release -p sluiceway-broker --bin sluiceway -- broker --data-dir $(DATA_DIR) --listen $(LISTEN)
 
-test: setup check-client-build test-rust test-python test-node ## Every test in every language (what .ci/run calls).
+test: setup check-client-build test-rust test-python test-node test-kotlin test-swift ## Every test in every language (what .ci/run calls).
 
 test-rust: ## Rust tests for the whole workspace (debug build).
 	$(CARGO) test --workspace --locked
@@ -40,6 +40,24 @@ test-node: setup ## Node.js package: npm ci (lockfile), debug native build, Type
 	cd node && npm ci --ignore-scripts --no-audit --no-fund
 	cd node && npm run build
 	cd node && npm test
+
+# The Kotlin and Swift clients (UniFFI): one debug build of the broker, the cdylib and the
+# bindgen (one cargo call, so features unify once), then the bindgen reads the library.
+# Kotlin: generated into bindings/kotlin/target (not committed), Maven fetches Kotlin, JNA,
+# coroutines and JUnit from Maven Central. Swift: bindings/swift/check.sh.
+BINDGEN = target/debug/uniffi-bindgen
+UNIFFI_LIB = target/debug/libsluiceway_uniffi.so
+
+uniffi: ## Debug build of the broker, the UniFFI library and uniffi-bindgen.
+	$(CARGO) build -p sluiceway-broker -p sluiceway-uniffi -p sluiceway-uniffi-bindgen
+
+test-kotlin: uniffi ## Kotlin client tests (generated Kotlin + JUnit 5 via Maven against a real broker).
+	rm -rf bindings/kotlin/target/generated-sources/uniffi
+	$(BINDGEN) generate --library $(UNIFFI_LIB) --language kotlin --no-format --out-dir bindings/kotlin/target/generated-sources/uniffi
+	cd bindings/kotlin && mvn -q -B test
+
+test-swift: uniffi ## Swift checks: committed generated sources current, header parses, swift test if present.
+	BINDGEN=$(BINDGEN) UNIFFI_LIB=$(UNIFFI_LIB) bash bindings/swift/check.sh
 
 check-client-build: ## The client-only build of sluiceway-core builds and links no server crate.
 	CARGO=$(CARGO) bash scripts/check-client-build.sh

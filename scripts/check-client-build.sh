@@ -58,3 +58,13 @@ echo "check-client-build: client-only build ok: ${crates} crates, none of ${forb
 
 build_without_warnings "${server[@]}"
 echo "check-client-build: server-only build ok"
+
+# The UniFFI library (Kotlin, Swift) resolves sluiceway-core with the client feature only.
+uniffi_tree=$("$CARGO" tree -p sluiceway-uniffi -e normal --prefix none --locked)
+for crate in "${forbidden[@]}"; do
+  if grep -q "^${crate} v" <<<"$uniffi_tree"; then
+    echo "check-client-build: sluiceway-uniffi links '${crate}', a server-side crate" >&2
+    exit 1
+  fi
+done
+echo "check-client-build: sluiceway-uniffi links none of ${forbidden[*]}"

@@ -7,7 +7,10 @@
 #     crate uses the vendored protoc) and libprotobuf-dev (the well-known types such as
 #     google/protobuf/descriptor.proto that etcd's protos import; protoc alone lacks them),
 #     python3 and python3-venv (make test-python makes .venv and installs its tools from PyPI),
-#     nodejs and npm (the Node.js package).
+#     nodejs and npm (the Node.js package),
+#     maven and a JDK 17 (make test-kotlin: Maven fetches Kotlin, JNA, coroutines and JUnit from
+#     Maven Central), gcc (make test-swift parses the generated C header; Rust's linker needs
+#     it anyway).
 set -euo pipefail
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -28,6 +31,10 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-ve
 # (@napi-rs/cli, TypeScript) come from node/package-lock.json via `npm ci`.
 need node || apt_packages+=(nodejs)
 need npm || apt_packages+=(npm)
+# The Kotlin client's tests (make test-kotlin) and the Swift checks (make test-swift).
+need mvn || apt_packages+=(maven)
+need javac || apt_packages+=(openjdk-17-jdk-headless)
+need gcc || apt_packages+=(gcc)
 if ((${#apt_packages[@]})); then
   sudo=""
   if [[ $(id -u) -ne 0 ]]; then

@@ -472,6 +472,88 @@ async fn c14_a_revoke_lets_the_member_commit_before_its_partitions_move() {
     .await;
 }
 
+/// Regression (seen from the Kotlin tests): a revoke that wakes a poll already waiting must be
+/// pending when that poll returns the event, so that `commit()` commits the revoked positions
+/// and the next poll acknowledges it. Published in two steps, the member rejoined only after
+/// half of `max.poll.interval.ms` (here 30 s) and the commit missed the revoked positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_that_wakes_a_waiting_poll_is_acknowledged_by_the_next_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "rw", 2).await;
+        let p = producer(&b, &[]).await;
+        send_values(&p, "rw", 0..40).await;
+        let config = || group_member(&b, "w", false).max_poll_interval(Duration::from_secs(60));
+
+        let one = Consumer::new(config()).await.unwrap();
+        one.subscribe(["rw"]).await.unwrap();
+        let mut read = 0;
+        while read < 40 {
+            read += one
+                .poll_batch(Duration::from_secs(5), None)
+                .await
+                .unwrap()
+                .records
+                .len();
+        }
+        // Member 1 waits in poll with nothing left to read when member 2 joins: the revoke
+        // wakes that poll.
+        let two = Consumer::new(config()).await.unwrap();
+        let (batch, joined) = tokio::join!(
+            one.poll_batch(Duration::from_secs(10), None),
+            two.subscribe(["rw"])
+        );
+        joined.unwrap();
+        let revoked = batch
+            .unwrap()
+            .events
+            .into_iter()
+            .find_map(|e| match e {
+                RebalanceEvent::Revoked(ps) => Some(ps),
+                RebalanceEvent::Assigned(_) => None,
+            })
+            .expect("the waiting poll returns the revoke");
+        one.commit().await.unwrap();
+        let started = Instant::now();
+        let (mut one_has, mut two_start) = (false, Vec::new());
+        while (!one_has || two_start.is_empty()) && started.elapsed() < Duration::from_secs(20) {
+            for (c, is_one) in [(&one, true), (&two, false)] {
+                for e in c
+                    .poll_batch(Duration::from_millis(200), None)
+                    .await
+                    .unwrap()
+                    .events
+                {
+                    if let RebalanceEvent::Assigned(ps) = e {
+                        if is_one {
+                            one_has = !ps.is_empty();
+                        } else {
+                            two_start = ps;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the rebalance took {:?}: the revoke was not acknowledged by the next poll",
+            started.elapsed()
+        );
+        assert!(one_has && !two_start.is_empty());
+        for s in &two_start {
+            let end = revoked.iter().find(|r| r.partition == s.partition).unwrap();
+            assert_eq!(
+                s.offset, end.offset,
+                "member 2 starts at the revoked position"
+            );
+        }
+        one.close(None).await.unwrap();
+        two.close(None).await.unwrap();
+    })
+    .await;
+}
+
 /// `poll(timeout)` returns within its timeout while the group coordinator does not answer an
 /// auto-commit (the commit runs in the background).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
