@@ -54,7 +54,9 @@ uniffi: ## Debug build of the broker, the UniFFI library and uniffi-bindgen.
 test-kotlin: uniffi ## Kotlin client tests (generated Kotlin + JUnit 5 via Maven against a real broker).
 	rm -rf bindings/kotlin/target/generated-sources/uniffi
 	$(BINDGEN) generate --library $(UNIFFI_LIB) --language kotlin --no-format --out-dir bindings/kotlin/target/generated-sources/uniffi
+	rm -rf bindings/kotlin/target/surefire-reports
 	cd bindings/kotlin && mvn -q -B test
+	@bash scripts/surefire-summary.sh bindings/kotlin/target/surefire-reports
 
 test-swift: uniffi ## Swift checks: committed generated sources current, header parses, swift test if present.
 	BINDGEN=$(BINDGEN) UNIFFI_LIB=$(UNIFFI_LIB) bash bindings/swift/check.sh
