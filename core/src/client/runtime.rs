@@ -17,9 +17,10 @@
 //!   another process fails at once with [`Error::Forked`] (code CLOSED) instead of hanging. A
 //!   client created in the child gets a fresh runtime (the parent's is leaked, never dropped:
 //!   dropping it would wait for threads that do not exist).
-//! - Blocking entry points ([`Home::block_on`]) spawn the work here and wait on a channel, so
-//!   they work from any thread that is not itself a worker of this runtime; called from inside
-//!   an async context they return [`Error::InvalidArgument`] rather than stalling a worker.
+//! - Blocking entry points ([`Home::block_on`]) poll the call on the calling thread and park it
+//!   in between, so they work from any thread that is not itself one of this runtime's threads;
+//!   called from one (a task of the client itself) they return [`Error::InvalidArgument`]
+//!   rather than deadlocking the runtime.
 //! - **Interrupts**: a binding whose host language handles signals on the calling thread
 //!   (Python's Ctrl-C) installs a check with [`set_interrupt_check`]; a blocking call then
 //!   wakes every [`CLIENT_INTERRUPT_CHECK_INTERVAL_MS`] to ask it and, when it says so, drops
