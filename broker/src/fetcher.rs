@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sluiceway_core::limits::RESPONSE_BYTES_MAX;
+use sluiceway_core::limits::{
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, RESPONSE_BYTES_MAX,
+};
 use sluiceway_core::registry::BrokerId;
 use sluiceway_core::replication::{EpochEntry, TruncationStep, truncation_step};
 use sluiceway_core::{ErrorCode, Offset};
@@ -140,7 +142,9 @@ fn channel(
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| format!("bad address {address:?} of broker {source}: {e}"))?
         .connect_timeout(Duration::from_millis(REPLICA_CONNECT_TIMEOUT_MS))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES);
     let c = endpoint.connect_lazy();
     *conn = Some((address, c.clone()));
     Ok(c)

@@ -24,7 +24,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sluiceway_core::limits::{
-    CONNECTION_FIRST_BYTES_TIMEOUT_MS, CONNECTIONS_MAX, LOG_TICK_INTERVAL_MS, REQUEST_BYTES_MAX,
+    CONNECTION_FIRST_BYTES_TIMEOUT_MS, CONNECTIONS_MAX, HTTP2_CONNECTION_WINDOW_BYTES,
+    HTTP2_FRAME_BYTES_MAX, HTTP2_STREAM_WINDOW_BYTES, LOG_TICK_INTERVAL_MS, REQUEST_BYTES_MAX,
     RESPONSE_BYTES_MAX, SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX,
 };
 use sluiceway_core::{Error, Result};
@@ -280,6 +281,9 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_nodelay(true)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .max_frame_size(HTTP2_FRAME_BYTES_MAX)
         .add_service(
             v1::log_server::LogServer::new(service.clone())
                 .max_decoding_message_size(REQUEST_BYTES_MAX as usize)

@@ -230,7 +230,7 @@ async fn c15_a_missing_topic_fails_a_whole_batch_with_one_lookup() {
     bounded(async {
         create(&b, "t", 1).await;
         let p = producer(&b, &[("max.block.ms", "10000")]).await;
-        let before = metadata_requests(&b).await;
+        let before = b.requests_handled("metadata").await;
         let handle = tokio::time::timeout(
             Duration::from_secs(10),
             p.send_batch(records("mistyped", 1000)),
@@ -245,7 +245,7 @@ async fn c15_a_missing_topic_fails_a_whole_batch_with_one_lookup() {
             assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition, "{e}");
             assert!(e.to_string().contains("mistyped"), "{e}");
         }
-        let lookups = metadata_requests(&b).await - before;
+        let lookups = b.requests_handled("metadata").await - before;
         assert!(
             lookups <= 2,
             "{lookups} metadata lookups for one missing topic"
@@ -253,15 +253,6 @@ async fn c15_a_missing_topic_fails_a_whole_batch_with_one_lookup() {
         p.close(None).await.unwrap();
     })
     .await;
-}
-
-async fn metadata_requests(b: &TestBroker) -> u64 {
-    let body = b.metrics().await;
-    let line = body
-        .lines()
-        .find(|l| l.starts_with("sluiceway_requests_total{request=\"metadata\"}"))
-        .expect("metadata counter");
-    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 /// C16: a closed consumer's `poll` (and commit, seek) fail at once with CLOSED.

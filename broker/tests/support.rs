@@ -217,6 +217,18 @@ impl TestBroker {
         body
     }
 
+    /// The broker's count of handled requests of one kind (`produce`, `metadata`, …), from
+    /// `/metrics` (the broker must have been started with `--metrics-listen`).
+    pub async fn requests_handled(&self, kind: &str) -> u64 {
+        let body = self.metrics().await;
+        let prefix = format!("sluiceway_requests_total{{request=\"{kind}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {kind} counter in {body}"))
+            .parse()
+            .unwrap()
+    }
+
     pub async fn client(&self) -> Client {
         Client::connect(&self.addr).await.expect("connect")
     }

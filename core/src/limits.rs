@@ -188,6 +188,15 @@ pub const CONNECTIONS_MAX: usize = 4096;
 pub const CONNECTION_FIRST_BYTES_TIMEOUT_MS: u64 = 10_000;
 /// Most concurrent gRPC streams (requests) on one connection (HTTP/2 `max_concurrent_streams`).
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
+/// HTTP/2 flow-control windows every client, broker and follower connection advertises: one
+/// stream may have this many bytes unacknowledged (a 1 MiB produce request or a multi-MiB fetch
+/// answer then flows without waiting for a WINDOW_UPDATE round trip; hyper's defaults are
+/// 1 MiB on a server and 2 MiB on a client), and the connection as a whole, for the requests in
+/// flight together. Credit, not memory: bytes are held only while a reader lags.
+pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 << 20;
+pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+/// Largest HTTP/2 frame a broker accepts (the default 16 KiB cuts a 1 MiB request into 64).
+pub const HTTP2_FRAME_BYTES_MAX: u32 = 256 << 10;
 /// Most produce, list-offsets and admin requests the broker works on at once, over all
 /// connections (acks=0 appends still running in the background count too).
 pub const IN_FLIGHT_REQUESTS_MAX: usize = 1024;
@@ -347,8 +356,14 @@ pub const PRODUCER_DELIVERY_TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
 /// `max.in.flight.requests.per.connection`: default (Kafka's) and largest.
 pub const PRODUCER_IN_FLIGHT_PER_BROKER_DEFAULT: u32 = 5;
 pub const PRODUCER_IN_FLIGHT_PER_BROKER_MAX: u32 = 64;
-/// Most bytes of sets the producer puts in one Produce request (below the broker's decoding limit).
+/// Most bytes of sets the producer puts in one Produce request (below the broker's decoding limit):
+/// the largest `max.request.size`.
 pub const PRODUCER_REQUEST_BYTES_MAX: u32 = REQUEST_BYTES_MAX - (1 << 20);
+/// `max.request.size`: default (Kafka's) and smallest. A partition's queued batches go out in one
+/// request up to this many bytes (one in flight per partition keeps order), so a single busy
+/// partition moves a request of this size per round trip instead of one batch.
+pub const PRODUCER_REQUEST_BYTES_DEFAULT: u32 = 1 << 20;
+pub const PRODUCER_REQUEST_BYTES_MIN: u32 = 1 << 10;
 /// Most batches `close()` waits for is bounded by `buffer.memory`; this bounds how long it waits
 /// beyond `delivery.timeout.ms` before failing what is left with SHUTTING_DOWN.
 pub const PRODUCER_CLOSE_GRACE_MS: u64 = 5_000;
@@ -404,6 +419,8 @@ const _: () = assert!(PRODUCER_BATCH_BYTES_MAX as u64 <= PRODUCER_BUFFER_BYTES_M
 const _: () = assert!(PRODUCER_BUFFER_BYTES_MIN <= PRODUCER_BUFFER_BYTES_DEFAULT);
 const _: () = assert!(PRODUCER_BUFFER_BYTES_DEFAULT <= PRODUCER_BUFFER_BYTES_MAX);
 const _: () = assert!(PRODUCER_REQUEST_BYTES_MAX >= MESSAGE_SET_BYTES_MAX);
+const _: () = assert!(PRODUCER_REQUEST_BYTES_MIN <= PRODUCER_REQUEST_BYTES_DEFAULT);
+const _: () = assert!(PRODUCER_REQUEST_BYTES_DEFAULT <= PRODUCER_REQUEST_BYTES_MAX);
 const _: () = assert!(CLIENT_REQUEST_TIMEOUT_MS_DEFAULT <= CLIENT_REQUEST_TIMEOUT_MS_MAX);
 const _: () = assert!(CLIENT_METADATA_REFRESH_MS_MIN <= CLIENT_METADATA_MAX_AGE_MS_MIN);
 const _: () = assert!(CONSUMER_FETCH_MAX_WAIT_MS_DEFAULT <= FETCH_WAIT_MS_MAX);

@@ -11,11 +11,14 @@
 //! - A partition's front batch is *ready* when the producer is flushing or closing, when it is
 //!   full (its bytes reached `batch.size`, or a later batch exists), or when it is `linger.ms`
 //!   old — and it is not waiting out a retry backoff.
-//! - **Ordering:** at most one batch per partition is in flight (the front one). It leaves the
-//!   queue only when it is acknowledged or has failed for good; a retriable failure puts it
-//!   back at the front. So a partition's records reach the log in `send` order even across
-//!   retries (with acks ≠ 0, a retry after a lost answer may write a batch twice: there is no
-//!   idempotent producer yet).
+//! - **Ordering:** at most one request per partition is in flight. It carries the partition's
+//!   front batches — the front one, and the batches queued behind it that are ready too, up to
+//!   the request's byte budget (`max.request.size`), concatenated into one message set — so a
+//!   busy partition moves many batches per round trip without a second request in flight.
+//!   Batches leave the queue only when acknowledged or failed for good; a retriable failure
+//!   puts them back at the front. So a partition's records reach the log in `send` order even
+//!   across retries (with acks ≠ 0, a retry after a lost answer may write a batch twice: there
+//!   is no idempotent producer yet).
 //! - Every batch has a deadline (`delivery.timeout.ms` from its creation); one that passes it
 //!   while not in flight fails with REQUEST_TIMED_OUT. So every future resolves.
 //!
@@ -469,14 +472,19 @@ pub(crate) struct Batch {
 #[derive(Debug, Default)]
 struct PartitionQueue {
     batches: VecDeque<Batch>,
-    in_flight: bool,
+    /// How many front batches are in flight (in one request); 0 when none.
+    in_flight: usize,
 }
 
-/// A batch taken for sending.
+/// The front batches of one partition taken for sending, as one message set.
 #[derive(Debug)]
 pub(crate) struct Drained {
     pub(crate) tp: TopicPartition,
+    /// The id of the first batch (checked on completion).
     pub(crate) batch_id: u64,
+    /// How many batches, from the front, the set holds (the accumulator keeps the count).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) batches: usize,
     pub(crate) set: Bytes,
 }
 
@@ -596,7 +604,7 @@ impl Accumulator {
         let Some(front) = q.batches.front() else {
             return (false, None);
         };
-        if q.in_flight {
+        if q.in_flight > 0 {
             return (false, None);
         }
         if let Some(t) = front.retry_at
@@ -630,7 +638,7 @@ impl Accumulator {
             for w in wake.into_iter().chain(
                 q.batches
                     .iter()
-                    .filter(|_| !q.in_flight)
+                    .filter(|_| q.in_flight == 0)
                     .map(|b| b.deadline)
                     .take(1),
             ) {
@@ -641,39 +649,82 @@ impl Accumulator {
         (ready, next)
     }
 
-    /// Takes the partition's front batch for sending: builds (compresses) it on first use and
-    /// marks the partition in flight.
-    pub(crate) fn drain(&mut self, tp: &TopicPartition) -> Result<Option<Drained>> {
+    /// Takes the partition's front batches for sending as one message set and marks the
+    /// partition in flight: the front batch (the caller checked it is ready), then each batch
+    /// behind it that is ready as well (closed by a later batch, full, lingered long enough, or
+    /// `flushing`) while the set stays within `max_bytes` (a front batch larger than that goes
+    /// alone). Each batch is built (compressed) on first use and kept for retries.
+    pub(crate) fn drain(
+        &mut self,
+        tp: &TopicPartition,
+        max_bytes: usize,
+        now: Instant,
+        flushing: bool,
+    ) -> Result<Option<Drained>> {
         let Some(q) = self.queues.get_mut(tp) else {
             return Ok(None);
         };
-        if q.in_flight {
+        if q.in_flight > 0 {
             return Ok(None);
         }
-        let Some(front) = q.batches.front_mut() else {
-            return Ok(None);
-        };
-        if front.set.is_none() {
-            let builder = front
-                .builder
-                .take()
-                .expect("an unbuilt batch has a builder");
-            match builder.finish() {
-                Ok(set) => front.set = Some(Bytes::from(set)),
-                Err(e) => {
-                    let b = q.batches.pop_front().expect("front exists");
-                    b.shared.resolve(Err(e), b.records);
-                    return Ok(None);
+        let mut taken = 0usize;
+        let mut bytes = 0usize;
+        while taken < q.batches.len() {
+            let last = taken + 1 == q.batches.len();
+            let b = &mut q.batches[taken];
+            if taken > 0 {
+                let ready = (!last
+                    || flushing
+                    || b.bytes >= self.batch_size
+                    || now >= b.created + self.linger)
+                    && b.retry_at.is_none_or(|t| t <= now);
+                if !ready || bytes >= max_bytes {
+                    break;
                 }
             }
+            if b.set.is_none() {
+                let builder = b.builder.take().expect("an unbuilt batch has a builder");
+                match builder.finish() {
+                    Ok(set) => b.set = Some(Bytes::from(set)),
+                    Err(e) => {
+                        // Its records fail; the batches behind it keep their order.
+                        let b = q.batches.remove(taken).expect("index checked");
+                        b.shared.resolve(Err(e), b.records);
+                        continue;
+                    }
+                }
+            }
+            let b = &mut q.batches[taken];
+            let size = b.set.as_ref().map_or(0, Bytes::len);
+            if taken > 0 && bytes + size > max_bytes {
+                break; // Built now, sent next time.
+            }
+            b.attempts += 1;
+            b.retry_at = None;
+            bytes += size;
+            taken += 1;
         }
-        front.attempts += 1;
-        front.retry_at = None;
-        q.in_flight = true;
+        if taken == 0 {
+            if q.batches.is_empty() {
+                self.queues.remove(tp);
+            }
+            return Ok(None);
+        }
+        q.in_flight = taken;
+        let set = if taken == 1 {
+            q.batches[0].set.clone().expect("built above")
+        } else {
+            let mut all = bytes::BytesMut::with_capacity(bytes);
+            for b in q.batches.iter().take(taken) {
+                all.extend_from_slice(b.set.as_ref().expect("built above"));
+            }
+            all.freeze()
+        };
         Ok(Some(Drained {
             tp: tp.clone(),
-            batch_id: front.id,
-            set: front.set.clone().expect("built above"),
+            batch_id: q.batches[0].id,
+            batches: taken,
+            set,
         }))
     }
 
@@ -685,31 +736,53 @@ impl Accumulator {
             .map_or(0, |b| b.set.as_ref().map_or(b.bytes, Bytes::len))
     }
 
-    fn front_if(&mut self, tp: &TopicPartition, batch_id: u64) -> Option<&mut PartitionQueue> {
+    /// The partition's queue when `batch_id` is its in-flight front batch.
+    fn in_flight_front(
+        &mut self,
+        tp: &TopicPartition,
+        batch_id: u64,
+    ) -> Option<&mut PartitionQueue> {
         self.queues
             .get_mut(tp)
-            .filter(|q| q.batches.front().is_some_and(|b| b.id == batch_id))
+            .filter(|q| q.in_flight > 0 && q.batches.front().is_some_and(|b| b.id == batch_id))
     }
 
-    /// The in-flight batch finished: delivered or failed for good.
+    /// The in-flight request of a partition (whose first batch is `batch_id`) finished: its
+    /// batches are delivered — consecutive offsets from the set's base offset — or failed for
+    /// good.
     pub(crate) fn complete(
         &mut self,
         tp: &TopicPartition,
         batch_id: u64,
         outcome: Result<Delivered>,
     ) {
-        if let Some(q) = self.front_if(tp, batch_id) {
-            let b = q.batches.pop_front().expect("checked");
-            q.in_flight = false;
-            b.shared.resolve(outcome, b.records);
-            if q.batches.is_empty() {
-                self.queues.remove(tp);
-            }
+        let Some(q) = self.in_flight_front(tp, batch_id) else {
+            return;
+        };
+        let n = std::mem::take(&mut q.in_flight);
+        let mut next_base = outcome.as_ref().ok().and_then(|d| d.base_offset);
+        for b in q.batches.drain(..n) {
+            let result = match &outcome {
+                Ok(d) => {
+                    let base = next_base;
+                    next_base = next_base.map(|o| o + u64::from(b.records));
+                    Ok(Delivered {
+                        base_offset: base,
+                        log_append_time: d.log_append_time,
+                    })
+                }
+                Err(e) => Err(clone_error(e)),
+            };
+            b.shared.resolve(result, b.records);
+        }
+        if q.batches.is_empty() {
+            self.queues.remove(tp);
         }
     }
 
-    /// The in-flight batch failed with a retriable error: put it back with a backoff, or fail it
-    /// when it is out of retries or past its delivery deadline. Returns whether it will retry.
+    /// The in-flight request of a partition failed with a retriable error: its batches go back
+    /// with a backoff, except those out of retries or past their delivery deadline, which fail.
+    /// Returns how many will retry.
     pub(crate) fn retry_or_fail(
         &mut self,
         tp: &TopicPartition,
@@ -718,26 +791,37 @@ impl Accumulator {
         now: Instant,
         backoff: Duration,
         retries: u32,
-    ) -> bool {
-        let Some(q) = self.front_if(tp, batch_id) else {
-            return false;
+    ) -> usize {
+        let Some(q) = self.in_flight_front(tp, batch_id) else {
+            return 0;
         };
-        let b = q.batches.front_mut().expect("checked");
-        if b.attempts <= retries && now + backoff < b.deadline {
-            b.retry_at = Some(now + backoff);
-            q.in_flight = false;
-            true
-        } else {
-            self.complete(tp, batch_id, Err(err));
-            false
+        let n = std::mem::take(&mut q.in_flight);
+        let (mut i, mut kept) = (0, 0);
+        for _ in 0..n {
+            let b = &mut q.batches[i];
+            if b.attempts <= retries && now + backoff < b.deadline {
+                b.retry_at = Some(now + backoff);
+                i += 1;
+                kept += 1;
+            } else {
+                let b = q
+                    .batches
+                    .remove(i)
+                    .expect("index within the in-flight batches");
+                b.shared.resolve(Err(clone_error(&err)), b.records);
+            }
         }
+        if q.batches.is_empty() {
+            self.queues.remove(tp);
+        }
+        kept
     }
 
     /// Fails every batch that is not in flight and is past its delivery deadline.
     pub(crate) fn expire(&mut self, now: Instant) -> usize {
         let mut n = 0;
         self.queues.retain(|tp, q| {
-            let skip = usize::from(q.in_flight);
+            let skip = q.in_flight;
             let mut i = skip;
             while i < q.batches.len() {
                 if q.batches[i].deadline <= now {
@@ -874,24 +958,17 @@ mod tests {
                     .0
             })
             .collect();
-        let d = acc.drain(&tp(0)).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
         // The set is a gzip wrapper holding the batch's records.
         let mut n = 0;
         for_each_record(&d.set, &mut Vec::new(), |_| n += 1).unwrap();
         assert_eq!(n, 1);
         assert!(
-            acc.drain(&tp(0)).unwrap().is_none(),
+            acc.drain(&tp(0), 1, now, false).unwrap().is_none(),
             "front already in flight"
         );
         assert!(acc.ready(now, true).0.is_empty());
-        acc.complete(
-            &tp(0),
-            d.batch_id,
-            Ok(Delivered {
-                base_offset: Some(40),
-                log_append_time: None,
-            }),
-        );
+        acc.complete(&tp(0), d.batch_id, delivered_at(40));
         match poll_now(&mut futs[0]) {
             Poll::Ready(Ok(m)) => {
                 assert_eq!(m.offset, Some(Offset(40)));
@@ -915,32 +992,38 @@ mod tests {
             Arc::default(),
         );
         let mut f = acc.append(&tp(0), 1, None, Some(b"v"), now, None).0;
-        let d = acc.drain(&tp(0)).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
         let err = || Error::Remote {
             code: ErrorCode::NotLeader,
             message: "moved".into(),
         };
-        assert!(acc.retry_or_fail(
-            &tp(0),
-            d.batch_id,
-            err(),
-            now,
-            Duration::from_millis(100),
-            10
-        ));
+        assert_eq!(
+            1,
+            acc.retry_or_fail(
+                &tp(0),
+                d.batch_id,
+                err(),
+                now,
+                Duration::from_millis(100),
+                10
+            )
+        );
         let (ready, next) = acc.ready(now, false);
         assert!(ready.is_empty());
         assert_eq!(next, Some(now + Duration::from_millis(100)));
         let later = now + Duration::from_millis(450);
-        let d = acc.drain(&tp(0)).unwrap().unwrap();
-        assert!(!acc.retry_or_fail(
-            &tp(0),
-            d.batch_id,
-            err(),
-            later,
-            Duration::from_millis(100),
-            10
-        ));
+        let d = acc.drain(&tp(0), 1, later, false).unwrap().unwrap();
+        assert_eq!(
+            0,
+            acc.retry_or_fail(
+                &tp(0),
+                d.batch_id,
+                err(),
+                later,
+                Duration::from_millis(100),
+                10
+            )
+        );
         match poll_now(&mut f) {
             Poll::Ready(Err(e)) => assert_eq!(e.code(), ErrorCode::NotLeader),
             other => panic!("{other:?}"),
@@ -959,9 +1042,12 @@ mod tests {
             Arc::default(),
         );
         let _f = acc.append(&tp(0), 1, None, Some(b"v"), now, None).0;
-        let d = acc.drain(&tp(0)).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
         let err = Error::Network("reset".into());
-        assert!(!acc.retry_or_fail(&tp(0), d.batch_id, err, now, Duration::ZERO, 0));
+        assert_eq!(
+            0,
+            acc.retry_or_fail(&tp(0), d.batch_id, err, now, Duration::ZERO, 0)
+        );
     }
 
     #[test]
@@ -976,7 +1062,7 @@ mod tests {
         );
         let mut f1 = acc.append(&tp(0), 1, None, Some(b"first"), now, None).0;
         let mut f2 = acc.append(&tp(0), 1, None, Some(b"second"), now, None).0;
-        let d = acc.drain(&tp(0)).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
         assert_eq!(
             acc.expire(now + Duration::from_millis(60)),
             1,
@@ -986,19 +1072,130 @@ mod tests {
             Poll::Ready(Err(e)) => assert_eq!(e.code(), ErrorCode::RequestTimedOut),
             other => panic!("{other:?}"),
         }
-        acc.complete(
-            &tp(0),
-            d.batch_id + 100,
-            Ok(Delivered {
-                base_offset: Some(0),
-                log_append_time: None,
-            }),
-        );
+        acc.complete(&tp(0), d.batch_id + 100, delivered_at(0));
         assert!(poll_now(&mut f1).is_pending());
         acc.fail_all(|| Error::ShuttingDown);
         assert!(matches!(
             poll_now(&mut f1),
             Poll::Ready(Err(Error::ShuttingDown))
         ));
+    }
+
+    fn delivered_at(base: u64) -> Result<Delivered> {
+        Ok(Delivered {
+            base_offset: Some(base),
+            log_append_time: None,
+        })
+    }
+
+    fn gzip_acc(batch_size: u32, linger: Duration) -> Accumulator {
+        Accumulator::new(
+            batch_size,
+            linger,
+            Compression::Gzip,
+            Duration::from_secs(60),
+            Arc::default(),
+        )
+    }
+
+    #[test]
+    fn queued_batches_of_a_partition_go_out_together_within_the_request_budget() {
+        let now = Instant::now();
+        let mut acc = gzip_acc(100, Duration::from_secs(10));
+        // One record per batch (60-byte values, 100-byte batches): five batches, the last open.
+        let mut futs: Vec<_> = (0..5)
+            .map(|i| {
+                acc.append(&tp(0), 10 + i, None, Some(&[i as u8; 60]), now, None)
+                    .0
+            })
+            .collect();
+        assert_eq!(acc.batch_count(&tp(0)), 5);
+        let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        // The four closed batches, as four gzip wrappers in one set; the open one stays.
+        assert_eq!(d.batches, 4);
+        let mut wrappers = 0;
+        for_each_record(&d.set, &mut Vec::new(), |_| wrappers += 1).unwrap();
+        assert_eq!(wrappers, 4);
+        assert!(acc.drain(&tp(0), 1 << 20, now, true).unwrap().is_none());
+        acc.complete(&tp(0), d.batch_id, delivered_at(40));
+        for (i, f) in futs.iter_mut().take(4).enumerate() {
+            match poll_now(f) {
+                Poll::Ready(Ok(m)) => assert_eq!(m.offset, Some(Offset(40 + i as u64))),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(poll_now(&mut futs[4]).is_pending());
+        // Flushing takes the open batch too.
+        let d = acc.drain(&tp(0), 1 << 20, now, true).unwrap().unwrap();
+        assert_eq!(d.batches, 1);
+    }
+
+    #[test]
+    fn the_request_budget_bounds_a_drain_but_never_strands_a_front_batch() {
+        let now = Instant::now();
+        let mut acc = gzip_acc(100, Duration::ZERO);
+        for i in 0..6 {
+            let _ = acc.append(&tp(0), 1, None, Some(&[i as u8; 60]), now, None);
+        }
+        let one = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
+        assert_eq!(one.batches, 1, "a front batch over the budget goes alone");
+        acc.complete(&tp(0), one.batch_id, delivered_at(0));
+        let two = acc
+            .drain(&tp(0), 2 * one.set.len(), now, false)
+            .unwrap()
+            .unwrap();
+        assert!(
+            two.batches >= 2 && two.set.len() <= 2 * one.set.len(),
+            "{two:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_multi_batch_request_retries_its_batches_together_in_order() {
+        let now = Instant::now();
+        let mut acc = gzip_acc(100, Duration::ZERO);
+        let mut futs: Vec<_> = (0..3)
+            .map(|i| {
+                acc.append(&tp(0), 1, None, Some(&[i as u8; 60]), now, None)
+                    .0
+            })
+            .collect();
+        let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        assert_eq!(d.batches, 3);
+        let err = Error::Network("reset".into());
+        let backoff = Duration::from_millis(100);
+        assert_eq!(
+            acc.retry_or_fail(&tp(0), d.batch_id, err, now, backoff, 5),
+            3
+        );
+        assert!(
+            acc.drain(&tp(0), 1 << 20, now, false)
+                .unwrap()
+                .is_some_and(|d| d.batches == 1),
+            "the front is drained by the sender only once ready; drain itself takes it"
+        );
+        // Put back by a second failure, then after the backoff all three go again at once.
+        let later = now + backoff;
+        let front = acc.queues[&tp(0)].batches[0].id;
+        assert_eq!(
+            acc.retry_or_fail(
+                &tp(0),
+                front,
+                Error::Network("again".into()),
+                now,
+                backoff,
+                5
+            ),
+            1
+        );
+        let d = acc.drain(&tp(0), 1 << 20, later, false).unwrap().unwrap();
+        assert_eq!(d.batches, 3);
+        acc.complete(&tp(0), d.batch_id, delivered_at(7));
+        for (i, f) in futs.iter_mut().enumerate() {
+            match poll_now(f) {
+                Poll::Ready(Ok(m)) => assert_eq!(m.offset, Some(Offset(7 + i as u64))),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

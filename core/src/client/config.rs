@@ -21,6 +21,7 @@
 //! | `max.in.flight.requests.per.connection` | ✓ | | | 5 |
 //! | `buffer.memory` | ✓ | | | 33554432 |
 //! | `max.block.ms` | ✓ | | | 60000 |
+//! | `max.request.size` | ✓ | | | 1048576 (bytes of message sets in one Produce request; one partition's queued batches go out together up to it, a single larger batch alone) |
 //! | `group.id` | | ✓ | | none (needed by `subscribe`; the local store then uses the id `standalone`) |
 //! | `auto.offset.reset` | | ✓ | | `latest` (`earliest`, `latest`, `none` = `error`) |
 //! | `enable.auto.commit` | | ✓ | | `true` (only acts with `offset.store.dir`) |
@@ -319,6 +320,8 @@ pub struct ProducerConfig {
     pub max_in_flight: u32,
     pub buffer_memory: u64,
     pub max_block: Duration,
+    /// `max.request.size`: bytes of message sets one Produce request carries.
+    pub max_request_size: u32,
 }
 
 impl Default for ProducerConfig {
@@ -334,6 +337,7 @@ impl Default for ProducerConfig {
             max_in_flight: PRODUCER_IN_FLIGHT_PER_BROKER_DEFAULT,
             buffer_memory: PRODUCER_BUFFER_BYTES_DEFAULT,
             max_block: Duration::from_millis(PRODUCER_MAX_BLOCK_MS_DEFAULT),
+            max_request_size: PRODUCER_REQUEST_BYTES_DEFAULT,
         }
     }
 }
@@ -348,6 +352,7 @@ const PRODUCER_KEYS: &[&str] = &[
     "max.in.flight.requests.per.connection",
     "buffer.memory",
     "max.block.ms",
+    "max.request.size",
 ];
 
 impl ProducerConfig {
@@ -412,6 +417,14 @@ impl ProducerConfig {
                 self.max_block =
                     Duration::from_millis(parse_u64(key, v, 0, PRODUCER_MAX_BLOCK_MS_MAX)?)
             }
+            "max.request.size" => {
+                self.max_request_size = parse_u64(
+                    key,
+                    v,
+                    u64::from(PRODUCER_REQUEST_BYTES_MIN),
+                    u64::from(PRODUCER_REQUEST_BYTES_MAX),
+                )? as u32
+            }
             _ => return Err(unknown("producer", key, PRODUCER_KEYS)),
         }
         Ok(self)
@@ -462,6 +475,11 @@ impl ProducerConfig {
         self.max_block = d;
         self
     }
+    /// Sets `max.request.size` (bytes).
+    pub fn max_request_size(mut self, bytes: u32) -> Self {
+        self.max_request_size = bytes;
+        self
+    }
 
     /// Checks every value against its bounds (also what the typed builders set).
     pub fn validate(&self) -> Result<()> {
@@ -496,6 +514,12 @@ impl ProducerConfig {
             ms(self.max_block),
             0,
             PRODUCER_MAX_BLOCK_MS_MAX,
+        )?;
+        check_range(
+            "max.request.size",
+            u64::from(self.max_request_size),
+            u64::from(PRODUCER_REQUEST_BYTES_MIN),
+            u64::from(PRODUCER_REQUEST_BYTES_MAX),
         )
     }
 }

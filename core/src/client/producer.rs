@@ -8,8 +8,10 @@
 //!   round-robin — full batches, spread evenly.
 //! - **Sending**: ready batches are grouped by their partition's leader into ONE multi-partition
 //!   `Log.Produce` per broker (at most `max.in.flight.requests.per.connection` requests in
-//!   flight per broker, each at most [`PRODUCER_REQUEST_BYTES_MAX`] and
-//!   [`REQUEST_PARTITIONS_MAX`] partitions). Per-partition results are
+//!   flight per broker, each at most `max.request.size` bytes of sets and
+//!   [`REQUEST_PARTITIONS_MAX`] partitions). A partition contributes its front batch and the
+//!   ready batches queued behind it as one set (see `accumulator`), so one busy partition
+//!   still moves up to `max.request.size` per round trip. Per-partition results are
 //!   handled one by one: success resolves the batch's futures; a retriable code (NOT_LEADER,
 //!   connection errors, …) refreshes metadata when the code calls for it and retries after
 //!   `retry.backoff.ms`, while `retries` and `delivery.timeout.ms` allow; anything else fails
@@ -50,7 +52,7 @@ use super::runtime::Home;
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
 use crate::limits::{
-    MESSAGE_BYTES_MAX, PRODUCER_CLOSE_GRACE_MS, PRODUCER_REQUEST_BYTES_MAX, REQUEST_PARTITIONS_MAX,
+    MESSAGE_BYTES_MAX, MESSAGE_SET_BYTES_MAX, PRODUCER_CLOSE_GRACE_MS, REQUEST_PARTITIONS_MAX,
 };
 use crate::partitioner::partition_for_key;
 use crate::wire::{TopicMetadata, code_from_proto, error_from_status, partition_error};
@@ -635,16 +637,20 @@ async fn sender_loop(inner: Arc<Inner>) {
                 }
                 let mut drained = Vec::new();
                 let mut bytes = 0usize;
+                let budget = inner.config.max_request_size as usize;
                 for tp in tps {
                     let b = acc.front_bytes(&tp);
-                    let full = drained.len() >= REQUEST_PARTITIONS_MAX
-                        || bytes + b > PRODUCER_REQUEST_BYTES_MAX as usize;
+                    let full = drained.len() >= REQUEST_PARTITIONS_MAX || bytes + b > budget;
                     if !drained.is_empty() && full {
                         // The rest waits for the next request to this broker.
                         wake_at = Some(now);
                         break;
                     }
-                    match acc.drain(&tp) {
+                    // A partition's set stays within the broker's limit for one set.
+                    let room = budget
+                        .saturating_sub(bytes)
+                        .min(MESSAGE_SET_BYTES_MAX as usize);
+                    match acc.drain(&tp, room, now, flushing) {
                         Ok(Some(d)) => {
                             bytes += d.set.len();
                             drained.push(d);

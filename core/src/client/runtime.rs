@@ -31,7 +31,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -89,9 +89,41 @@ impl SpawnedTask {
     }
 }
 
+/// This process's id without a system call per client call (glibc does not cache `getpid`, and
+/// [`Home::check`] runs on every call, `send` included): read once and cached, and forgotten in
+/// a forked child by an `atfork` handler, so the child reads its own.
+pub(crate) fn current_pid() -> u32 {
+    #[cfg(unix)]
+    {
+        static PID: AtomicU32 = AtomicU32::new(0);
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        extern "C" fn forget_in_child() {
+            PID.store(0, Ordering::Relaxed);
+        }
+        let cached = PID.load(Ordering::Relaxed);
+        if cached != 0 {
+            return cached;
+        }
+        HOOK.call_once(|| {
+            // SAFETY: `pthread_atfork` only records the handler, which stores to an atomic
+            // (async-signal-safe, as a handler run in a forked child must be).
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::pthread_atfork(None, None, Some(forget_in_child));
+            }
+        });
+        // Stored after the handler is in place, so a fork from now on resets it.
+        let pid = std::process::id();
+        PID.store(pid, Ordering::Relaxed);
+        pid
+    }
+    #[cfg(not(unix))]
+    std::process::id()
+}
+
 /// The client runtime of this process, created on first use (again in a forked child).
 fn runtime() -> Result<Arc<Runtime>> {
-    let pid = std::process::id();
+    let pid = current_pid();
     let mut slot = RUNTIME.lock();
     match &*slot {
         Some((owner, rt)) if *owner == pid => return Ok(rt.clone()),
@@ -135,14 +167,14 @@ impl Home {
     pub(crate) fn new(what: &'static str) -> Result<Home> {
         Ok(Home {
             handle: runtime()?.handle().clone(),
-            pid: std::process::id(),
+            pid: current_pid(),
             what,
         })
     }
 
     /// Fails in a process other than the one the client was created in.
     pub(crate) fn check(&self) -> Result<()> {
-        let child = std::process::id();
+        let child = current_pid();
         if child == self.pid {
             Ok(())
         } else {
