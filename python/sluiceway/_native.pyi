@@ -11,7 +11,19 @@ _Position = tuple[str, int, Optional[int]]
 _Polled = tuple[list[Record], list[tuple[str, list[_Position]]]]
 _Value = bytes | str | None
 
-__all__ = ["Admin", "BatchDelivery", "Consumer", "Delivery", "Producer", "Record", "decode_message_set", "error_codes", "register_errors"]
+__all__ = [
+    "Admin",
+    "BatchDelivery",
+    "Consumer",
+    "ConsumerConfig",
+    "Delivery",
+    "Producer",
+    "ProducerConfig",
+    "Record",
+    "decode_message_set",
+    "error_codes",
+    "register_errors",
+]
 
 def register_errors(classes: dict[str, type[BaseException]]) -> None: ...
 def error_codes() -> list[tuple[str, int, bool]]: ...
@@ -49,8 +61,14 @@ class BatchDelivery:
     def __len__(self) -> int: ...
 
 @final
+class ProducerConfig:
+    def __new__(cls, config: dict[str, str]) -> ProducerConfig: ...
+
+@final
 class Producer:
     def __new__(cls, config: dict[str, str]) -> Producer: ...
+    @staticmethod
+    def connect(config: ProducerConfig) -> asyncio.Future[Producer]: ...
     def send(
         self, topic: str, value: _Value, key: _Value = None, partition: Optional[int] = None, timestamp: Optional[int] = None
     ) -> Delivery: ...
@@ -67,8 +85,14 @@ class Producer:
     def close_async(self, timeout: Optional[float] = None) -> asyncio.Future[None]: ...
 
 @final
+class ConsumerConfig:
+    def __new__(cls, config: dict[str, str]) -> ConsumerConfig: ...
+
+@final
 class Consumer:
     def __new__(cls, config: dict[str, str]) -> Consumer: ...
+    @staticmethod
+    def connect(config: ConsumerConfig) -> asyncio.Future[Consumer]: ...
     def assign(self, partitions: list[tuple[str, int]]) -> None: ...
     def assignment(self) -> list[tuple[str, int]]: ...
     def subscribe(self, topics: list[str]) -> None: ...

@@ -396,6 +396,19 @@ fn timed_out(py: Python<'_>, what: &str) -> PyErr {
 #[pyclass(frozen, name = "Producer")]
 struct PyProducer(Arc<Producer>);
 
+/// A validated producer configuration: parsing and checking need no I/O, so an asyncio client
+/// can reject bad config at construction and connect later with [`PyProducer::connect`].
+#[pyclass(frozen, name = "ProducerConfig")]
+struct PyProducerConfig(ProducerConfig);
+
+#[pymethods]
+impl PyProducerConfig {
+    #[new]
+    fn new(py: Python<'_>, config: BTreeMap<String, String>) -> PyResult<PyProducerConfig> {
+        ok(py, ProducerConfig::from_map(&config)).map(PyProducerConfig)
+    }
+}
+
 fn record(
     topic: String,
     value: Option<&Bound<'_, PyAny>>,
@@ -457,6 +470,19 @@ impl PyProducer {
         let config = ok(py, ProducerConfig::from_map(&config))?;
         let p = py.detach(|| Producer::new_blocking(config));
         ok(py, p).map(|p| PyProducer(Arc::new(p)))
+    }
+
+    /// An asyncio future of a new producer: bootstraps metadata on the client runtime
+    /// (`Producer::new`) without blocking the event loop.
+    #[staticmethod]
+    fn connect<'py>(
+        py: Python<'py>,
+        config: &Bound<'py, PyProducerConfig>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let config = config.get().0.clone();
+        bridge(py, Producer::new(config), |py, p| {
+            Ok(Py::new(py, PyProducer(Arc::new(p)))?.into_any())
+        })
     }
 
     #[pyo3(signature = (topic, value, key=None, partition=None, timestamp=None))]
@@ -622,6 +648,18 @@ impl PyBatchDelivery {
 #[pyclass(frozen, name = "Consumer")]
 struct PyConsumer(Arc<Consumer>);
 
+/// A validated consumer configuration (see [`PyProducerConfig`]).
+#[pyclass(frozen, name = "ConsumerConfig")]
+struct PyConsumerConfig(ConsumerConfig);
+
+#[pymethods]
+impl PyConsumerConfig {
+    #[new]
+    fn new(py: Python<'_>, config: BTreeMap<String, String>) -> PyResult<PyConsumerConfig> {
+        ok(py, ConsumerConfig::from_map(&config)).map(PyConsumerConfig)
+    }
+}
+
 type Partitions = Option<Vec<(String, i64)>>;
 
 #[pymethods]
@@ -631,6 +669,19 @@ impl PyConsumer {
         let config = ok(py, ConsumerConfig::from_map(&config))?;
         let c = py.detach(|| Consumer::new_blocking(config));
         ok(py, c).map(|c| PyConsumer(Arc::new(c)))
+    }
+
+    /// An asyncio future of a new consumer: opens the offset store and bootstraps metadata on
+    /// the client runtime (`Consumer::new`) without blocking the event loop.
+    #[staticmethod]
+    fn connect<'py>(
+        py: Python<'py>,
+        config: &Bound<'py, PyConsumerConfig>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let config = config.get().0.clone();
+        bridge(py, Consumer::new(config), |py, c| {
+            Ok(Py::new(py, PyConsumer(Arc::new(c)))?.into_any())
+        })
     }
 
     fn assign(&self, py: Python<'_>, partitions: Vec<(String, i64)>) -> PyResult<()> {
@@ -1013,6 +1064,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     client::set_interrupt_check(check_signals);
     m.add_class::<PyRecord>()?;
     m.add_class::<PyProducer>()?;
+    m.add_class::<PyProducerConfig>()?;
+    m.add_class::<PyConsumerConfig>()?;
     m.add_class::<PyDelivery>()?;
     m.add_class::<PyBatchDelivery>()?;
     m.add_class::<PyConsumer>()?;
