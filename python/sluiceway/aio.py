@@ -59,15 +59,14 @@ class AsyncProducer(Producer):
     ) -> RecordMetadata:
         """Sends one record and returns once it is delivered (raises its error)."""
         await _start(self)
-        return RecordMetadata._make(await self._native.send_async(topic, value, key, partition, timestamp))
+        return await self._native.send_async(topic, value, key, partition, timestamp)
 
     async def send_batch(  # type: ignore[override]
         self, topic: str, values: Iterable[Value], keys: Iterable[Value] | None = None
     ) -> list[RecordMetadata | SluicewayError]:
         """Sends many records in one call; one metadata or error per record once all resolved."""
         await _start(self)
-        results = await self._native.send_batch_async(topic, values, keys)
-        return [r if isinstance(r, SluicewayError) else RecordMetadata._make(r) for r in results]  # type: ignore[arg-type]
+        return await self._native.send_batch_async(topic, values, keys)
 
     async def flush(self, timeout: float | None = None) -> None:  # type: ignore[override]
         if self._started is not None:
