@@ -38,16 +38,18 @@ test-python: ## Python client tests (venv in .venv, debug build, mypy --strict, 
 	cd python && $(abspath $(VENV))/bin/python -m pytest -q
 
 # Python throughput beside the Rust client and confluent-kafka against Apache Kafka (never part
-# of `make test`): release broker, release build of the package and confluent-kafka from PyPI in
-# their own virtualenv, Kafka from bench/kafka.sh; prints JSON lines (python/bench/compare.sh).
+# of `make test`): release broker; the package (`pip install ./python`: a release build,
+# installed as a copy, since `maturin develop` would put its .so into python/sluiceway/, which
+# the debug .venv shares) and confluent-kafka from PyPI in their own virtualenv; Kafka from
+# bench/kafka.sh. Prints JSON lines (python/bench/compare.sh).
 BENCH_VENV ?= .venv-bench
 KAFKA_SH ?= bench/kafka.sh
 
 bench-python: ## Python client throughput vs the Rust client and confluent-kafka→Kafka (release builds).
 	$(CARGO) build --release -p sluiceway-broker --bin sluiceway
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check maturin==1.16.0 confluent-kafka==2.16.1
-	cd python && VIRTUAL_ENV=$(abspath $(BENCH_VENV)) $(abspath $(BENCH_VENV))/bin/maturin develop --release -q
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check confluent-kafka==2.16.1
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check --force-reinstall ./python
 	PYTHON=$(BENCH_VENV)/bin/python KAFKA_SH=$(abspath $(KAFKA_SH)) bash python/bench/compare.sh
 
 test-node: setup ## Node.js package: npm ci (lockfile), debug native build, TypeScript, node --test.
