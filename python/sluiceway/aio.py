@@ -113,6 +113,8 @@ class AsyncConsumer(Consumer):
         await _start(self)
 
     async def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[Record]:  # type: ignore[override]
+        """Records waiting up to ``timeout`` seconds. A call that brings rebalance events runs
+        ``on_revoke``/``on_assign`` and returns no records (see :meth:`Consumer.poll`)."""
         await _start(self)
         records, events = await self._native.poll_batch_async(timeout, max_records)
         self._dispatch(events)
