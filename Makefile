@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./sluiceway-data
 LISTEN ?= 127.0.0.1:9292
 
-.PHONY: help run test test-rust test-python test-node test-kotlin test-swift uniffi check-client-build setup bench build fmt lint
+.PHONY: help run test test-rust test-python bench-python test-node test-kotlin test-swift uniffi check-client-build setup bench build fmt lint
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -21,7 +21,9 @@ test-rust: ## Rust tests for the whole workspace (debug build).
 # The Python client: a virtualenv under the repo with pinned tools from PyPI, a debug build of
 # the package (maturin develop, the client-only features), mypy --strict over the package, its
 # tests and the example, stubtest of the hand-written _native.pyi, and pytest against a real
-# broker (target/debug/sluiceway).
+# broker (target/debug/sluiceway). pytest also checks the packaging (tests/test_packaging.py):
+# `maturin build --release` makes a cp39-abi3 wheel, then `pip install ./python` in a fresh
+# virtualenv (maturin fetched from PyPI by pip) reuses that release build in target/.
 VENV ?= .venv
 PYTHON ?= python3
 PY_TOOLS = maturin==1.16.0 pytest==8.4.2 pytest-timeout==2.4.0 mypy==1.18.2
@@ -34,6 +36,21 @@ test-python: ## Python client tests (venv in .venv, debug build, mypy --strict, 
 	cd python && $(abspath $(VENV))/bin/mypy
 	cd python && $(abspath $(VENV))/bin/python -m mypy.stubtest sluiceway._native
 	cd python && $(abspath $(VENV))/bin/python -m pytest -q
+
+# Python throughput beside the Rust client and confluent-kafka against Apache Kafka (never part
+# of `make test`): release broker; the package (`pip install ./python`: a release build,
+# installed as a copy, since `maturin develop` would put its .so into python/sluiceway/, which
+# the debug .venv shares) and confluent-kafka from PyPI in their own virtualenv; Kafka from
+# bench/kafka.sh. Prints JSON lines (python/bench/compare.sh).
+BENCH_VENV ?= .venv-bench
+KAFKA_SH ?= bench/kafka.sh
+
+bench-python: ## Python client throughput vs the Rust client and confluent-kafka→Kafka (release builds).
+	$(CARGO) build --release -p sluiceway-broker --bin sluiceway
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check confluent-kafka==2.16.1
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check --force-reinstall ./python
+	PYTHON=$(BENCH_VENV)/bin/python KAFKA_SH=$(abspath $(KAFKA_SH)) bash python/bench/compare.sh
 
 test-node: setup ## Node.js package: npm ci (lockfile), debug native build, TypeScript, node --test.
 	$(CARGO) build -p sluiceway-broker --bin sluiceway --locked

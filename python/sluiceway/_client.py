@@ -40,7 +40,7 @@ class DeliveryHandle:
 
     def result(self, timeout: float | None = None) -> RecordMetadata:
         """Waits up to ``timeout`` seconds; the record's metadata, or raises its error."""
-        return RecordMetadata._make(self._native.result(timeout))
+        return self._native.result(timeout)
 
     def done(self) -> bool:
         return self._native.done()
@@ -56,7 +56,7 @@ class BatchHandle:
 
     def results(self, timeout: float | None = None) -> list[RecordMetadata | SluicewayError]:
         """Waits up to ``timeout`` seconds for every record: metadata or the record's error."""
-        return [r if isinstance(r, SluicewayError) else RecordMetadata._make(r) for r in self._native.results(timeout)]  # type: ignore[arg-type]
+        return self._native.results(timeout)
 
     def done(self) -> bool:
         return self._native.done()

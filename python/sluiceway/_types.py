@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
+from . import _native
+
 
 class TopicPartition(NamedTuple):
     topic: str
@@ -25,3 +27,7 @@ class RecordMetadata(NamedTuple):
     partition: int
     offset: Optional[int]
     timestamp: int
+
+
+# The native module builds delivery results as RecordMetadata directly (one C call per record).
+_native.register_metadata_class(RecordMetadata)

@@ -398,6 +398,55 @@ def test_asyncio_producer_and_consumer(bootstrap: str, topic: str) -> None:
     asyncio.run(main())
 
 
+def test_asyncio_clients_connect_in_start_not_in_the_constructor(bootstrap: str, topic: str) -> None:
+    # Nothing listens on `dead`: a constructor that connected would fail (the sync ones do).
+    dead = "127.0.0.1:1"
+    with pytest.raises(errors.SluicewayError):
+        sluiceway.Producer(bootstrap_servers=dead, request_timeout_ms=500, retries=0)
+    # Bad config still raises at construction, naming the key (no I/O needed to check it).
+    with pytest.raises(errors.InvalidConfigError, match="no.such.key"):
+        AsyncProducer({"no.such.key": 1}, bootstrap_servers=dead)
+    with pytest.raises(errors.InvalidConfigError, match="no.such.key"):
+        AsyncConsumer({"no.such.key": 1}, bootstrap_servers=dead)
+
+    async def main() -> None:
+        p = AsyncProducer(bootstrap_servers=dead, request_timeout_ms=500, retries=0)
+        c = AsyncConsumer(bootstrap_servers=dead, request_timeout_ms=500)
+        with pytest.raises(RuntimeError, match="start"):
+            c.assign([(topic, 0)])
+        with pytest.raises(errors.SluicewayError):
+            await p.start()
+        with pytest.raises(errors.SluicewayError):
+            await c.start()
+        await p.close()  # never started: nothing to close
+        await c.close()
+
+        # The event loop runs while the core connects; racing starts share one connect.
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            ticks += 1
+
+        p = AsyncProducer(bootstrap_servers=bootstrap)
+        await asyncio.gather(p.start(), p.start(), tick())
+        assert ticks == 1
+        native = p._native
+        await p.start()
+        assert p._native is native
+        # An awaited call on a client not started starts it.
+        c = AsyncConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        assert (await c.poll(0.1)) == []
+        c.assign([(topic, 1)])
+        meta = await p.send(topic, b"lazy", partition=1)
+        got = [r for r in await c.poll(10) if r.value == b"lazy"]
+        assert [r.offset for r in got] == [meta.offset]
+        await p.close()
+        await c.close()
+
+    asyncio.run(main())
+
+
 CTRL_C_CHILD = """
 import sys, time, sluiceway
 c = sluiceway.Consumer(bootstrap_servers=sys.argv[1])

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 use sluiceway_core::client::{
     self, Admin, AdminConfig, BatchDelivery, Consumer, ConsumerConfig, ConsumerRecord,
     DeliveryFuture, NewTopic, OffsetSpec, PartitionOffset, PollBatch, Producer, ProducerConfig,
@@ -262,16 +262,36 @@ impl From<ConsumerRecord> for PyRecord {
     }
 }
 
-/// Where a record landed: `(topic, partition, offset or None with acks=0, timestamp)`.
-type Metadata = (String, u32, Option<u64>, i64);
+/// `sluiceway.RecordMetadata` (a `NamedTuple`) and `tuple.__new__`, registered by
+/// `sluiceway._types` at import: delivery results are built here with one C call per record
+/// (`tuple.__new__(RecordMetadata, fields)`), not a Python-level `_make` per record.
+static METADATA_CLASS: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
 
-fn metadata(m: RecordMetadata) -> Metadata {
-    (
-        m.topic.to_string(),
-        m.partition,
-        m.offset.map(|o| o.0),
-        m.timestamp,
-    )
+/// Registers the `RecordMetadata` class (called once by `sluiceway._types`).
+#[pyfunction]
+fn register_metadata_class(py: Python<'_>, class: Bound<'_, PyType>) -> PyResult<()> {
+    let tuple_new = py.get_type::<PyTuple>().getattr("__new__")?;
+    METADATA_CLASS
+        .set(py, (class.into_any().unbind(), tuple_new.unbind()))
+        .map_err(|_| PyRuntimeError::new_err("RecordMetadata is already registered"))
+}
+
+/// Where a record landed: a `RecordMetadata(topic, partition, offset or None with acks=0,
+/// timestamp)`; `topic` is the record's topic as a Python string (shared within a batch).
+fn metadata<'py>(
+    py: Python<'py>,
+    topic: &Bound<'py, PyString>,
+    m: &RecordMetadata,
+) -> PyResult<Bound<'py, PyAny>> {
+    let fields = (topic, m.partition, m.offset.map(|o| o.0), m.timestamp).into_pyobject(py)?;
+    let (class, tuple_new) = METADATA_CLASS
+        .get(py)
+        .ok_or_else(|| PyRuntimeError::new_err("sluiceway._types is not imported"))?;
+    tuple_new.bind(py).call1((class.bind(py), fields))
+}
+
+fn metadata_one(py: Python<'_>, m: RecordMetadata) -> PyResult<Py<PyAny>> {
+    metadata(py, &PyString::new(py, &m.topic), &m).map(Bound::unbind)
 }
 
 /// A position: `(topic, partition, offset or None)`.
@@ -368,15 +388,27 @@ fn none(py: Python<'_>, _: ()) -> PyResult<Py<PyAny>> {
     Ok(py.None())
 }
 
-/// One result per record: a metadata tuple, or the exception for a record that failed.
+/// One result per record: its `RecordMetadata`, or the exception for a record that failed.
 fn delivery_results(
     py: Python<'_>,
     rs: Vec<sluiceway_core::Result<RecordMetadata>>,
 ) -> PyResult<Py<PyAny>> {
     let list = PyList::empty(py);
+    // Records of one batch share their topic: one Python string for the run of equal topics.
+    let mut topic: Option<(Arc<str>, Bound<'_, PyString>)> = None;
     for r in rs {
         match r {
-            Ok(m) => list.append(metadata(m))?,
+            Ok(m) => {
+                let name = match &topic {
+                    Some((t, s)) if Arc::ptr_eq(t, &m.topic) || **t == *m.topic => s.clone(),
+                    _ => {
+                        let s = PyString::new(py, &m.topic);
+                        topic = Some((m.topic.clone(), s.clone()));
+                        s
+                    }
+                };
+                list.append(metadata(py, &name, &m)?)?
+            }
             Err(e) => list.append(to_py_err(py, e).into_value(py))?,
         }
     }
@@ -395,6 +427,19 @@ fn timed_out(py: Python<'_>, what: &str) -> PyErr {
 
 #[pyclass(frozen, name = "Producer")]
 struct PyProducer(Arc<Producer>);
+
+/// A validated producer configuration: parsing and checking need no I/O, so an asyncio client
+/// can reject bad config at construction and connect later with [`PyProducer::connect`].
+#[pyclass(frozen, name = "ProducerConfig")]
+struct PyProducerConfig(ProducerConfig);
+
+#[pymethods]
+impl PyProducerConfig {
+    #[new]
+    fn new(py: Python<'_>, config: BTreeMap<String, String>) -> PyResult<PyProducerConfig> {
+        ok(py, ProducerConfig::from_map(&config)).map(PyProducerConfig)
+    }
+}
 
 fn record(
     topic: String,
@@ -459,6 +504,19 @@ impl PyProducer {
         ok(py, p).map(|p| PyProducer(Arc::new(p)))
     }
 
+    /// An asyncio future of a new producer: bootstraps metadata on the client runtime
+    /// (`Producer::new`) without blocking the event loop.
+    #[staticmethod]
+    fn connect<'py>(
+        py: Python<'py>,
+        config: &Bound<'py, PyProducerConfig>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let config = config.get().0.clone();
+        bridge(py, Producer::new(config), |py, p| {
+            Ok(Py::new(py, PyProducer(Arc::new(p)))?.into_any())
+        })
+    }
+
     #[pyo3(signature = (topic, value, key=None, partition=None, timestamp=None))]
     fn send(
         &self,
@@ -517,9 +575,7 @@ impl PyProducer {
     ) -> PyResult<Bound<'py, PyAny>> {
         let rec = record(topic, value, key, partition, timestamp)?;
         let p = self.0.clone();
-        bridge(py, async move { p.send(rec).await?.await }, |py, m| {
-            Ok(metadata(m).into_pyobject(py)?.into_any().unbind())
-        })
+        bridge(py, async move { p.send(rec).await?.await }, metadata_one)
     }
 
     #[pyo3(signature = (topic, values, keys=None))]
@@ -571,11 +627,11 @@ impl PyDelivery {
     /// Waits up to `timeout` seconds (`None`: until resolved, at the latest by
     /// `delivery.timeout.ms`) and returns the metadata or raises the record's error.
     #[pyo3(signature = (timeout=None))]
-    fn result(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Metadata> {
+    fn result(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let t = to_timeout(timeout, "timeout")?;
         let d = self.0.clone();
         match py.detach(move || d.wait_blocking(t)) {
-            Some(r) => ok(py, r).map(metadata),
+            Some(r) => metadata_one(py, ok(py, r)?),
             None => Err(timed_out(py, "the delivery")),
         }
     }
@@ -591,7 +647,7 @@ struct PyBatchDelivery(Arc<BatchDelivery>);
 
 #[pymethods]
 impl PyBatchDelivery {
-    /// Waits up to `timeout` seconds for every record; one metadata tuple or exception each.
+    /// Waits up to `timeout` seconds for every record; one `RecordMetadata` or exception each.
     #[pyo3(signature = (timeout=None))]
     fn results(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let t = to_timeout(timeout, "timeout")?;
@@ -622,6 +678,18 @@ impl PyBatchDelivery {
 #[pyclass(frozen, name = "Consumer")]
 struct PyConsumer(Arc<Consumer>);
 
+/// A validated consumer configuration (see [`PyProducerConfig`]).
+#[pyclass(frozen, name = "ConsumerConfig")]
+struct PyConsumerConfig(ConsumerConfig);
+
+#[pymethods]
+impl PyConsumerConfig {
+    #[new]
+    fn new(py: Python<'_>, config: BTreeMap<String, String>) -> PyResult<PyConsumerConfig> {
+        ok(py, ConsumerConfig::from_map(&config)).map(PyConsumerConfig)
+    }
+}
+
 type Partitions = Option<Vec<(String, i64)>>;
 
 #[pymethods]
@@ -631,6 +699,19 @@ impl PyConsumer {
         let config = ok(py, ConsumerConfig::from_map(&config))?;
         let c = py.detach(|| Consumer::new_blocking(config));
         ok(py, c).map(|c| PyConsumer(Arc::new(c)))
+    }
+
+    /// An asyncio future of a new consumer: opens the offset store and bootstraps metadata on
+    /// the client runtime (`Consumer::new`) without blocking the event loop.
+    #[staticmethod]
+    fn connect<'py>(
+        py: Python<'py>,
+        config: &Bound<'py, PyConsumerConfig>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let config = config.get().0.clone();
+        bridge(py, Consumer::new(config), |py, c| {
+            Ok(Py::new(py, PyConsumer(Arc::new(c)))?.into_any())
+        })
     }
 
     fn assign(&self, py: Python<'_>, partitions: Vec<(String, i64)>) -> PyResult<()> {
@@ -1013,11 +1094,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     client::set_interrupt_check(check_signals);
     m.add_class::<PyRecord>()?;
     m.add_class::<PyProducer>()?;
+    m.add_class::<PyProducerConfig>()?;
+    m.add_class::<PyConsumerConfig>()?;
     m.add_class::<PyDelivery>()?;
     m.add_class::<PyBatchDelivery>()?;
     m.add_class::<PyConsumer>()?;
     m.add_class::<PyAdmin>()?;
     m.add_function(wrap_pyfunction!(register_errors, m)?)?;
+    m.add_function(wrap_pyfunction!(register_metadata_class, m)?)?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add_function(wrap_pyfunction!(decode_message_set, m)?)?;
     Ok(())
