@@ -181,6 +181,21 @@ async fn a_batch_has_one_handle_and_flush_reports_failures() {
         let e = results[4].as_ref().unwrap_err();
         assert_eq!(e.code(), ErrorCode::UnknownTopicOrPartition);
         assert!(e.to_string().contains("no partition 9"), "{e}");
+        // Inside one topic's run (queued in one go) too: a record over the size limit fails
+        // alone, a keyed one lands on Kafka's partition for its key, the rest in order.
+        let mut run = records("t", 2);
+        run.insert(1, ProducerRecord::new("t", vec![0u8; 17 << 20]));
+        run.push(ProducerRecord::new("t", "keyed").key("hello"));
+        let results = p.send_batch(run).await.unwrap().wait().await;
+        assert_eq!(
+            results[1].as_ref().unwrap_err().code(),
+            ErrorCode::MessageTooLarge
+        );
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert_eq!(
+            results[3].as_ref().unwrap().partition,
+            sluiceway_core::partitioner::partition_for_key(b"hello", 2)
+        );
         // Records refused before queuing are the caller's to see in the results; nothing that
         // was queued failed, so flush is Ok.
         p.flush(None).await.expect("nothing queued failed");

@@ -439,17 +439,117 @@ async fn enqueue_wait(inner: &Inner, record: ProducerRecord) -> Result<DeliveryF
     append(inner, record, size, partitions, permit)
 }
 
-/// Queues every record of a batch (see [`Producer::send_batch`]).
-async fn enqueue_batch(inner: &Inner, records: Vec<ProducerRecord>) -> BatchDelivery {
+/// Queues every record of a batch (see [`Producer::send_batch`]): each run of consecutive
+/// records for one topic in one go when it can ([`append_run`]), otherwise record by record
+/// (waiting for metadata or buffer room as `send` does).
+async fn enqueue_batch(inner: &Inner, mut records: Vec<ProducerRecord>) -> BatchDelivery {
     let mut out = Vec::with_capacity(records.len());
-    for r in records {
-        let f = match enqueue_now(inner, r) {
-            Enqueue::Done(f) => f,
-            Enqueue::Wait(r) => enqueue_wait(inner, r).await,
-        };
-        out.push(f.unwrap_or_else(DeliveryFuture::failed));
+    let mut start = 0;
+    while start < records.len() {
+        let topic = &records[start].topic;
+        let end = start
+            + records[start..]
+                .iter()
+                .take_while(|r| r.topic == *topic)
+                .count();
+        if !append_run(inner, &records[start..end], &mut out) {
+            for r in &mut records[start..end] {
+                let r = std::mem::take(r);
+                let f = match enqueue_now(inner, r) {
+                    Enqueue::Done(f) => f,
+                    Enqueue::Wait(r) => enqueue_wait(inner, r).await,
+                };
+                out.push(f.unwrap_or_else(DeliveryFuture::failed));
+            }
+        }
+        start = end;
     }
     BatchDelivery::new(out)
+}
+
+/// Queues a run of records for one topic at the cost of one: one metadata lookup, one clock
+/// read, one `buffer.memory` reservation and one hold of the sticky and accumulator locks for
+/// the whole run. Possible when the topic's metadata is cached and the buffer has room for all
+/// of it; otherwise returns false having taken nothing, and the caller goes record by record.
+/// A record that fails its own checks (too large, no such partition) gets its error in its
+/// slot; the others are queued.
+fn append_run(inner: &Inner, run: &[ProducerRecord], out: &mut Vec<DeliveryFuture>) -> bool {
+    let Some(first) = run.first() else {
+        return true;
+    };
+    if inner.closed.load(Ordering::Acquire) {
+        return false;
+    }
+    let meta = match inner.cluster.cached_topic(&first.topic) {
+        Some(Ok(m)) => m,
+        _ => return false,
+    };
+    // Each record's size, or its error.
+    let checks: Vec<Result<(usize, u32)>> = run
+        .iter()
+        .map(|r| {
+            let size = check_record(inner, r)?;
+            Ok((size, partition_count(&meta, r.partition)?))
+        })
+        .collect();
+    let total: usize = checks.iter().flatten().map(|(size, _)| size).sum();
+    let Ok(total) = u32::try_from(total) else {
+        return false;
+    };
+    let Ok(mut permit) = inner.buffer.clone().try_acquire_many_owned(total) else {
+        return false;
+    };
+    let now = Instant::now();
+    let now_ms = now_ms();
+    let batch_size = inner.config.batch_size as usize;
+    let mut tp = TopicPartition {
+        topic: first.topic.clone(),
+        partition: 0,
+    };
+    let mut wake = false;
+    {
+        let mut sticky = inner.sticky.lock();
+        let slot = match sticky.get_mut(&tp.topic) {
+            Some(s) => s,
+            None => sticky.entry(tp.topic.clone()).or_default(),
+        };
+        let mut acc = inner.acc.lock();
+        for (r, check) in run.iter().zip(checks) {
+            let (size, partitions) = match check {
+                Ok(c) => c,
+                Err(e) => {
+                    out.push(DeliveryFuture::failed(e));
+                    continue;
+                }
+            };
+            let share = permit.split(size);
+            // Checked under the accumulator's lock, as `append` does.
+            if inner.closed.load(Ordering::SeqCst) {
+                out.push(DeliveryFuture::failed(Error::Closed("producer")));
+                continue;
+            }
+            let mut not_sticky = None;
+            let keyless = r.partition.is_none() && r.key.is_none();
+            tp.partition = choose_partition(
+                r.partition,
+                r.key.as_deref(),
+                partitions,
+                size,
+                if keyless { &mut *slot } else { &mut not_sticky },
+                batch_size,
+                inner.config.linger,
+                now,
+            );
+            let ts = r.timestamp.unwrap_or(now_ms);
+            let (future, w) = acc.append(&tp, ts, r.key.as_deref(), r.value.as_deref(), now, share);
+            wake |= w;
+            out.push(future);
+        }
+    }
+    if wake {
+        inner.wake.notify_one();
+    }
+    true
 }
 
 /// Chooses the partition and appends the record to its batch; wakes the sender only when the
