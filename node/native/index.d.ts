@@ -31,8 +31,11 @@ export declare class NativeConsumer {
   subscribe(topics: Array<string>): Promise<void>
   /** Leaves the group (core `unsubscribe`). */
   unsubscribe(): Promise<void>
-  /** Records or rebalance events, waiting up to `timeoutMs` (core `poll_batch`). */
-  pollBatch(timeoutMs: number, maxRecords?: number | undefined | null): Promise<JsPollBatch>
+  /**
+   * Records or rebalance events, waiting up to `timeoutMs` (absent: the core's
+   * `CONSUMER_POLL_TIMEOUT_MS_DEFAULT`) (core `poll_batch`).
+   */
+  pollBatch(timeoutMs?: number | undefined | null, maxRecords?: number | undefined | null): Promise<JsPollBatch>
   /** Moves a partition's position. */
   seek(partition: JsTopicPartition, offset: string): void
   /** To the first offset of `partitions` (absent: every assigned one). */
@@ -62,9 +65,11 @@ export declare class NativeConsumer {
 export declare class NativeProducer {
   /**
    * Sends the records as one batch (`send_batch`) and resolves once every record is
-   * delivered or failed: one result per record, in order.
+   * delivered or failed: one result per record, in order. `acks` and `compression` (the
+   * `acks` and `compression.type` values of kafkajs's per-send settings) are checked
+   * against the producer's: the core sets them per producer.
    */
-  send(records: Array<JsProducerRecord>): Promise<Array<JsDelivery>>
+  send(records: Array<JsProducerRecord>, acks?: string | undefined | null, compression?: string | undefined | null): Promise<Array<JsDelivery>>
   /**
    * Delivers everything queued; rejects with a report when records failed or are pending
    * after `timeoutMs` (core `flush`).

@@ -24,10 +24,11 @@ use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, Status};
 use napi_derive::napi;
 use sluiceway_core::client::{
-    Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
+    Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
     OffsetSpec, PartitionOffset, Producer, ProducerConfig, ProducerRecord, RebalanceEvent,
     TimestampType, TopicMetadata, TopicPartition,
 };
+use sluiceway_core::limits::CONSUMER_POLL_TIMEOUT_MS_DEFAULT;
 use sluiceway_core::{Error, ErrorCode, Offset};
 
 // ---------------------------------------------------------------------------------------------
@@ -228,9 +229,17 @@ pub async fn create_producer(config: HashMap<String, String>) -> napi::Result<Na
 #[napi]
 impl NativeProducer {
     /// Sends the records as one batch (`send_batch`) and resolves once every record is
-    /// delivered or failed: one result per record, in order.
+    /// delivered or failed: one result per record, in order. `acks` and `compression` (the
+    /// `acks` and `compression.type` values of kafkajs's per-send settings) are checked
+    /// against the producer's: the core sets them per producer.
     #[napi]
-    pub async fn send(&self, records: Vec<JsProducerRecord>) -> napi::Result<Vec<JsDelivery>> {
+    pub async fn send(
+        &self,
+        records: Vec<JsProducerRecord>,
+        acks: Option<String>,
+        compression: Option<String>,
+    ) -> napi::Result<Vec<JsDelivery>> {
+        self.check_send_settings(acks.as_deref(), compression.as_deref())?;
         let mut converted = Vec::with_capacity(records.len());
         let mut topics = Vec::with_capacity(records.len());
         for (i, r) in records.into_iter().enumerate() {
@@ -269,6 +278,46 @@ impl NativeProducer {
                 },
             })
             .collect())
+    }
+
+    /// A per-send `acks` or `compression` that is not the producer's own is a bad argument:
+    /// the core batches per producer, with one acks level and one codec.
+    fn check_send_settings(
+        &self,
+        acks: Option<&str>,
+        compression: Option<&str>,
+    ) -> napi::Result<()> {
+        let config = self.inner.config();
+        if let Some(v) = acks {
+            let parsed = Acks::from_name(v).ok_or_else(|| {
+                bad_argument(format!(
+                    "acks: {v:?} is not allowed; allowed: all, -1, 1, 0"
+                ))
+            })?;
+            if parsed != config.acks {
+                return Err(bad_argument(format!(
+                    "acks: this producer sends with acks={}; acks is a producer setting \
+                     (producer({{ acks }})) and a per-send value must equal it, got {v:?}",
+                    config.acks.name()
+                )));
+            }
+        }
+        if let Some(v) = compression {
+            let parsed = Compression::from_name(v).ok_or_else(|| {
+                bad_argument(format!(
+                    "compression: {v:?} is not a codec; allowed: none, gzip, snappy, lz4, zstd"
+                ))
+            })?;
+            if parsed != config.compression {
+                return Err(bad_argument(format!(
+                    "compression: this producer compresses with {}; compression is a producer \
+                     setting (producer({{ compression }})) and a per-send value must equal it, \
+                     got {v:?}",
+                    config.compression.name()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Delivers everything queued; rejects with a report when records failed or are pending
@@ -381,13 +430,15 @@ impl NativeConsumer {
         self.inner.unsubscribe().await.map_err(reject)
     }
 
-    /// Records or rebalance events, waiting up to `timeoutMs` (core `poll_batch`).
+    /// Records or rebalance events, waiting up to `timeoutMs` (absent: the core's
+    /// `CONSUMER_POLL_TIMEOUT_MS_DEFAULT`) (core `poll_batch`).
     #[napi]
     pub async fn poll_batch(
         &self,
-        timeout_ms: u32,
+        timeout_ms: Option<u32>,
         max_records: Option<u32>,
     ) -> napi::Result<JsPollBatch> {
+        let timeout_ms = timeout_ms.unwrap_or(CONSUMER_POLL_TIMEOUT_MS_DEFAULT);
         let batch = self
             .inner
             .poll_batch(Duration::from_millis(u64::from(timeout_ms)), max_records)
