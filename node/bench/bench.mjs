@@ -157,7 +157,7 @@ async function rust(bin, bootstrap) {
 async function kafkajs(bootstrap) {
   // kafkajs is installed into node/bench/ (`npm ci --prefix node/bench`), not the package.
   const { Kafka, CompressionTypes, logLevel } = createRequire(import.meta.url)('kafkajs')
-  const kafka = new Kafka({ brokers: [bootstrap], clientId: 'kafkajs-bench', logLevel: logLevel.ERROR })
+  const kafka = new Kafka({ brokers: [bootstrap], clientId: 'kafkajs-bench', logLevel: logLevel.NOTHING })
   const topic = `kafkajsbench-${size}-${suffix}`
   const admin = kafka.admin()
   await admin.connect()

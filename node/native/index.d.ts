@@ -69,7 +69,7 @@ export declare class NativeProducer {
    * `acks` and `compression.type` values of kafkajs's per-send settings) are checked
    * against the producer's: the core sets them per producer.
    */
-  send(records: Array<JsProducerRecord>, acks?: string | undefined | null, compression?: string | undefined | null): Promise<Array<JsDelivery>>
+  send(records: JsRecordColumns, acks?: string | undefined | null, compression?: string | undefined | null): Promise<JsDeliveries>
   /**
    * Delivers everything queued; rejects with a report when records failed or are pending
    * after `timeoutMs` (core `flush`).
@@ -153,15 +153,16 @@ export interface JsDecodedRecord {
   value?: Buffer
 }
 
-/** One record's outcome: metadata, or `error`. */
-export interface JsDelivery {
-  topic: string
-  /** The partition it went to (absent when it failed before one was chosen). */
-  partition?: number
-  /** Absent with `acks=0` or on failure. */
-  offset?: string
-  timestamp?: string
-  error?: ErrorInfo
+/** The outcomes of one `send`, in columns (record `i` at index `i`). */
+export interface JsDeliveries {
+  /** The partition record `i` went to (0 where it failed). */
+  partitions: Uint32Array
+  /** Record `i`'s offset; -1 with `acks=0` or where it failed. */
+  offsets: BigInt64Array
+  /** Record `i`'s timestamp, ms since the epoch (0 where it failed). */
+  timestamps: BigInt64Array
+  /** The records that failed. */
+  errors: Array<JsRecordError>
 }
 
 export interface JsGroupDescription {
@@ -244,16 +245,6 @@ export interface JsPollBatch {
   events: Array<JsRebalanceEvent>
 }
 
-/** One record to send (`ProducerRecord`). */
-export interface JsProducerRecord {
-  topic: string
-  partition?: number
-  key?: Buffer
-  value?: Buffer
-  /** Create time, ms since the epoch, as a decimal string; absent means now. */
-  timestamp?: string
-}
-
 /**
  * A `RebalanceEvent`: `kind` is `revoked` (with the positions reached) or `assigned` (with
  * each partition's starting offset, absent when none was committed).
@@ -261,6 +252,33 @@ export interface JsProducerRecord {
 export interface JsRebalanceEvent {
   kind: string
   partitions: Array<JsPartitionOffset>
+}
+
+/**
+ * The records of one `send`, in columns: the call crosses the boundary with a handful of
+ * values whatever the number of records, and no per-record JS object, string or `Buffer` is
+ * read (each would be a reference to create, and to release on Node's thread).
+ */
+export interface JsRecordColumns {
+  /** Record `i` goes to `topics[topicIndex[i]]` (`topicIndex` absent: `topics[0]` for all). */
+  topics: Array<string>
+  topicIndex?: Uint32Array
+  /** Record `i`'s partition, or -1 to let the partitioner choose (absent: -1 for all). */
+  partitions?: Int32Array
+  /** The values end to end: record `i`'s is the next `valueLengths[i]` bytes, null for -1. */
+  values: Buffer
+  valueLengths: Int32Array
+  /** The keys likewise (absent: no record has a key). */
+  keys?: Buffer
+  keyLengths?: Int32Array
+  /** Record `i`'s create time, ms since the epoch as a decimal string; null or absent: now. */
+  timestamps?: Array<string | undefined | null>
+}
+
+/** The failure of record `index` of a `send`. */
+export interface JsRecordError {
+  index: number
+  error: ErrorInfo
 }
 
 export interface JsTopicListing {

@@ -150,10 +150,6 @@ function kafkaMessage(r: native.JsConsumerRecord): KafkaMessage {
   }
 }
 
-function metadata(d: native.JsDelivery): RecordMetadata | SluicewayError {
-  if (d.error) return fromInfo(d.error)
-  return { topic: d.topic, partition: d.partition as number, offset: d.offset ?? undefined, timestamp: d.timestamp as string }
-}
 
 /** A native client created on first use; concurrent first calls share the one creation. */
 class Lazy<T> {
@@ -279,27 +275,35 @@ export class Producer {
     const r = obj('record', record)
     const settings = sendSettings('record', r)
     const topic = str('record.topic', r.topic)
-    return this.sendRecords(records('record.messages', topic, r.messages), settings)
+    return this.sendColumns(columns([{ argument: 'record.messages', topic, messages: r.messages }]), settings)
   }
 
   /** `send` for several topics, still one native call. */
   async sendBatch(batch: { topicMessages: Array<{ topic: string; messages: Message[] }>; acks?: number | string; compression?: string }): Promise<RecordMetadata[]> {
     const b = obj('batch', batch)
     const settings = sendSettings('batch', b)
-    const all: native.JsProducerRecord[] = []
-    array('batch.topicMessages', b.topicMessages).forEach((tm, i) => {
+    const groups = array('batch.topicMessages', b.topicMessages).map((tm, i) => {
       const t = obj(`batch.topicMessages[${i}]`, tm)
-      all.push(...records(`batch.topicMessages[${i}].messages`, str(`batch.topicMessages[${i}].topic`, t.topic), t.messages))
+      return { argument: `batch.topicMessages[${i}].messages`, topic: str(`batch.topicMessages[${i}].topic`, t.topic), messages: t.messages }
     })
-    return this.sendRecords(all, settings)
+    return this.sendColumns(columns(groups), settings)
   }
 
-  private async sendRecords(recs: native.JsProducerRecord[], settings: SendSettings): Promise<RecordMetadata[]> {
+  private async sendColumns(cols: native.JsRecordColumns, settings: SendSettings): Promise<RecordMetadata[]> {
     const p = await this.handle.get()
-    const deliveries = await call(() => p.send(recs, settings.acks, settings.compression))
-    const results = deliveries.map(metadata)
-    const failed = results.find((x): x is SluicewayError => x instanceof SluicewayError)
-    if (failed) throw Object.assign(failed, { results })
+    const d = await call(() => p.send(cols, settings.acks, settings.compression))
+    const results: Array<RecordMetadata | SluicewayError> = new Array(d.partitions.length)
+    for (let i = 0; i < results.length; i++) {
+      const offset = d.offsets[i]
+      results[i] = {
+        topic: cols.topics[cols.topicIndex ? cols.topicIndex[i] : 0],
+        partition: d.partitions[i],
+        offset: offset < 0n ? undefined : String(offset),
+        timestamp: String(d.timestamps[i]),
+      }
+    }
+    for (const e of d.errors) results[e.index] = fromInfo(e.error)
+    if (d.errors.length > 0) throw Object.assign(results[d.errors[0].index] as SluicewayError, { results })
     return results as RecordMetadata[]
   }
 
@@ -319,17 +323,59 @@ export class Producer {
   }
 }
 
-function records(argument: string, topic: string, messages: unknown): native.JsProducerRecord[] {
-  return array(argument, messages).map((m, i) => {
-    const o = obj(`${argument}[${i}]`, m)
-    return {
-      topic,
-      partition: optUint(`${argument}[${i}].partition`, o.partition),
-      key: bytes(`${argument}[${i}].key`, o.key),
-      value: bytes(`${argument}[${i}].value`, o.value),
-      timestamp: o.timestamp === undefined ? undefined : int64(`${argument}[${i}].timestamp`, o.timestamp),
-    }
+/**
+ * The messages of one send in the binding's columns: values (and keys) end to end in one
+ * Buffer with their lengths, so the native call reads a few values, not an object per message.
+ */
+function columns(groups: Array<{ argument: string; topic: string; messages: unknown }>): native.JsRecordColumns {
+  const lists = groups.map((g) => array(g.argument, g.messages))
+  const n = lists.reduce((sum, l) => sum + l.length, 0)
+  const values: Buffer[] = []
+  const valueLengths = new Int32Array(n)
+  const keys: Buffer[] = []
+  const keyLengths = new Int32Array(n)
+  const topicIndex = groups.length > 1 ? new Uint32Array(n) : undefined
+  let partitions: Int32Array | undefined
+  let timestamps: Array<string | null> | undefined
+  let anyKey = false
+  let i = 0
+  groups.forEach((g, t) => {
+    lists[t].forEach((m, j) => {
+      const argument = `${g.argument}[${j}]`
+      const o = obj(argument, m)
+      const value = bytes(`${argument}.value`, o.value)
+      valueLengths[i] = value === undefined ? -1 : value.length
+      if (value !== undefined) values.push(value)
+      const key = bytes(`${argument}.key`, o.key)
+      keyLengths[i] = key === undefined ? -1 : key.length
+      if (key !== undefined) {
+        keys.push(key)
+        anyKey = true
+      }
+      if (o.partition !== undefined && o.partition !== null) {
+        const p = uint(`${argument}.partition`, o.partition)
+        if (p > 0x7fffffff) fail(`${argument}.partition`, 'a partition below 2^31', p)
+        partitions ??= new Int32Array(n).fill(-1)
+        partitions[i] = p
+      }
+      if (o.timestamp !== undefined && o.timestamp !== null) {
+        timestamps ??= new Array<string | null>(n).fill(null)
+        timestamps[i] = int64(`${argument}.timestamp`, o.timestamp)
+      }
+      if (topicIndex) topicIndex[i] = t
+      i++
+    })
   })
+  return {
+    topics: groups.map((g) => g.topic),
+    topicIndex,
+    partitions,
+    values: Buffer.concat(values),
+    valueLengths,
+    keys: anyKey ? Buffer.concat(keys) : undefined,
+    keyLengths: anyKey ? keyLengths : undefined,
+    timestamps,
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,10 @@
 //! - Offsets and timestamps cross as decimal strings (int64 never becomes a lossy JS number);
 //!   a malformed one is an `InvalidArg` error naming the argument, which TypeScript throws as a
 //!   `TypeError`.
-//! - Keys and values cross as `Buffer`s (copied once each way).
+//! - Keys and values cross as `Buffer`s (copied once each way). A `send` passes its records in
+//!   columns ([`JsRecordColumns`]: the values end to end in one `Buffer`, lengths in an
+//!   `Int32Array`) and gets its results in columns ([`JsDeliveries`], typed arrays), so the
+//!   boundary costs a few napi calls per send, not several per record.
 //! - A core `Error` rejects with the reason `sluiceway:<CODE_NAME>:<0|1 retriable>:<message and
 //!   causes>`; TypeScript turns it into a `SluicewayError` subclass (`node/src/errors.ts`). A
 //!   per-record failure in a batch is an [`ErrorInfo`] object instead.
@@ -21,7 +24,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{Buffer, Status};
+use napi::bindgen_prelude::{BigInt64Array, Buffer, Int32Array, Status, Uint32Array};
 use napi_derive::napi;
 use sluiceway_core::client::{
     Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
@@ -185,29 +188,126 @@ fn js_partition_offset(p: PartitionOffset) -> JsPartitionOffset {
 // ---------------------------------------------------------------------------------------------
 // Producer
 
-/// One record to send (`ProducerRecord`).
+/// The records of one `send`, in columns: the call crosses the boundary with a handful of
+/// values whatever the number of records, and no per-record JS object, string or `Buffer` is
+/// read (each would be a reference to create, and to release on Node's thread).
 #[napi(object)]
 #[allow(missing_debug_implementations)] // napi's `Buffer` has no `Debug`.
-pub struct JsProducerRecord {
-    pub topic: String,
-    pub partition: Option<u32>,
-    pub key: Option<Buffer>,
-    pub value: Option<Buffer>,
-    /// Create time, ms since the epoch, as a decimal string; absent means now.
-    pub timestamp: Option<String>,
+pub struct JsRecordColumns {
+    /// Record `i` goes to `topics[topicIndex[i]]` (`topicIndex` absent: `topics[0]` for all).
+    pub topics: Vec<String>,
+    pub topic_index: Option<Uint32Array>,
+    /// Record `i`'s partition, or -1 to let the partitioner choose (absent: -1 for all).
+    pub partitions: Option<Int32Array>,
+    /// The values end to end: record `i`'s is the next `valueLengths[i]` bytes, null for -1.
+    pub values: Buffer,
+    pub value_lengths: Int32Array,
+    /// The keys likewise (absent: no record has a key).
+    pub keys: Option<Buffer>,
+    pub key_lengths: Option<Int32Array>,
+    /// Record `i`'s create time, ms since the epoch as a decimal string; null or absent: now.
+    pub timestamps: Option<Vec<Option<String>>>,
 }
 
-/// One record's outcome: metadata, or `error`.
+/// Cuts `data` into one piece per length (-1: null), all sharing one copy of the bytes.
+fn split(argument: &str, data: &[u8], lengths: &[i32]) -> napi::Result<Vec<Option<Bytes>>> {
+    let all = Bytes::copy_from_slice(data);
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(lengths.len());
+    for &len in lengths {
+        let Ok(len) = usize::try_from(len) else {
+            out.push(None);
+            continue;
+        };
+        let end = at.saturating_add(len);
+        if end > all.len() {
+            break;
+        }
+        out.push(Some(all.slice(at..end)));
+        at = end;
+    }
+    if out.len() != lengths.len() || at != all.len() {
+        return Err(bad_argument(format!(
+            "{argument}: the lengths ({}) do not add up to the data ({} bytes)",
+            lengths.len(),
+            all.len()
+        )));
+    }
+    Ok(out)
+}
+
+fn producer_records(c: JsRecordColumns) -> napi::Result<Vec<ProducerRecord>> {
+    let n = c.value_lengths.len();
+    let check_len = |argument: &str, len: usize| {
+        if len == n {
+            Ok(())
+        } else {
+            Err(bad_argument(format!(
+                "{argument}: {len} entries for {n} records"
+            )))
+        }
+    };
+    let values = split("values", &c.values, &c.value_lengths)?;
+    let keys = match (&c.keys, &c.key_lengths) {
+        (Some(k), Some(l)) => split("keys", k, l)?,
+        (None, None) => vec![None; n],
+        _ => return Err(bad_argument("keys: needs keyLengths, and only with it".into())),
+    };
+    check_len("keys", keys.len())?;
+    if let Some(t) = &c.topic_index {
+        check_len("topicIndex", t.len())?;
+    }
+    if let Some(p) = &c.partitions {
+        check_len("partitions", p.len())?;
+    }
+    if let Some(t) = &c.timestamps {
+        check_len("timestamps", t.len())?;
+    }
+    let mut records = Vec::with_capacity(n);
+    for (i, (value, key)) in values.into_iter().zip(keys).enumerate() {
+        let t = c.topic_index.as_ref().map_or(0, |t| t[i] as usize);
+        let topic = c
+            .topics
+            .get(t)
+            .ok_or_else(|| bad_argument(format!("topicIndex[{i}]: no topic {t}")))?;
+        let timestamp = match c.timestamps.as_ref().and_then(|ts| ts[i].as_deref()) {
+            Some(ts) => Some(parse_timestamp(&format!("messages[{i}].timestamp"), ts)?),
+            None => None,
+        };
+        records.push(ProducerRecord {
+            topic: topic.clone(),
+            partition: c
+                .partitions
+                .as_ref()
+                .and_then(|p| u32::try_from(p[i]).ok()),
+            key,
+            value,
+            timestamp,
+        });
+    }
+    Ok(records)
+}
+
+/// The outcomes of one `send`, in columns (record `i` at index `i`).
+#[napi(object)]
+#[allow(missing_debug_implementations)] // napi's typed arrays have no `Debug`.
+pub struct JsDeliveries {
+    /// The partition record `i` went to (0 where it failed).
+    pub partitions: Uint32Array,
+    /// Record `i`'s offset; -1 with `acks=0` or where it failed.
+    pub offsets: BigInt64Array,
+    /// Record `i`'s timestamp, ms since the epoch (0 where it failed).
+    pub timestamps: BigInt64Array,
+    /// The records that failed.
+    pub errors: Vec<JsRecordError>,
+}
+
+/// The failure of record `index` of a `send`.
 #[napi(object)]
 #[derive(Debug)]
-pub struct JsDelivery {
-    pub topic: String,
-    /// The partition it went to (absent when it failed before one was chosen).
-    pub partition: Option<u32>,
-    /// Absent with `acks=0` or on failure.
-    pub offset: Option<String>,
-    pub timestamp: Option<String>,
-    pub error: Option<ErrorInfo>,
+pub struct JsRecordError {
+    pub index: u32,
+    pub error: ErrorInfo,
 }
 
 /// The core's `Producer`.
@@ -235,49 +335,42 @@ impl NativeProducer {
     #[napi]
     pub async fn send(
         &self,
-        records: Vec<JsProducerRecord>,
+        records: JsRecordColumns,
         acks: Option<String>,
         compression: Option<String>,
-    ) -> napi::Result<Vec<JsDelivery>> {
+    ) -> napi::Result<JsDeliveries> {
         self.check_send_settings(acks.as_deref(), compression.as_deref())?;
-        let mut converted = Vec::with_capacity(records.len());
-        let mut topics = Vec::with_capacity(records.len());
-        for (i, r) in records.into_iter().enumerate() {
-            let timestamp = match &r.timestamp {
-                Some(t) => Some(parse_timestamp(&format!("messages[{i}].timestamp"), t)?),
-                None => None,
-            };
-            topics.push((r.topic.clone(), r.partition));
-            converted.push(ProducerRecord {
-                topic: r.topic,
-                partition: r.partition,
-                key: r.key.map(|k| Bytes::copy_from_slice(&k)),
-                value: r.value.map(|v| Bytes::copy_from_slice(&v)),
-                timestamp,
-            });
-        }
-        let delivery = self.inner.send_batch(converted).await.map_err(reject)?;
+        let records = producer_records(records)?;
+        let delivery = self.inner.send_batch(records).await.map_err(reject)?;
         let results = delivery.wait().await;
-        Ok(results
-            .into_iter()
-            .zip(topics)
-            .map(|(result, (topic, partition))| match result {
-                Ok(m) => JsDelivery {
-                    topic: m.topic.to_string(),
-                    partition: Some(m.partition),
-                    offset: m.offset.map(|o| o.0.to_string()),
-                    timestamp: Some(m.timestamp.to_string()),
-                    error: None,
-                },
-                Err(e) => JsDelivery {
-                    topic,
-                    partition,
-                    offset: None,
-                    timestamp: None,
-                    error: Some(error_info(&e)),
-                },
-            })
-            .collect())
+        let mut partitions = Vec::with_capacity(results.len());
+        let mut offsets = Vec::with_capacity(results.len());
+        let mut timestamps = Vec::with_capacity(results.len());
+        let mut errors = Vec::new();
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(m) => {
+                    partitions.push(m.partition);
+                    offsets.push(m.offset.map_or(-1, |o| o.0 as i64));
+                    timestamps.push(m.timestamp);
+                }
+                Err(e) => {
+                    partitions.push(0);
+                    offsets.push(-1);
+                    timestamps.push(0);
+                    errors.push(JsRecordError {
+                        index: i as u32,
+                        error: error_info(&e),
+                    });
+                }
+            }
+        }
+        Ok(JsDeliveries {
+            partitions: partitions.into(),
+            offsets: offsets.into(),
+            timestamps: timestamps.into(),
+            errors,
+        })
     }
 
     /// A per-send `acks` or `compression` that is not the producer's own is a bad argument:
