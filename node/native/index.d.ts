@@ -131,18 +131,6 @@ export interface JsCommittedOffset {
   error?: string
 }
 
-/** One consumed record. */
-export interface JsConsumerRecord {
-  topic: string
-  partition: number
-  offset: string
-  timestamp: string
-  /** `CreateTime` or `LogAppendTime`. */
-  timestampType: string
-  key?: Buffer
-  value?: Buffer
-}
-
 /** One logical message of a decoded message set. */
 export interface JsDecodedRecord {
   offset: string
@@ -241,7 +229,7 @@ export interface JsPartitionOffset {
 
 /** What one `pollBatch` returns: records, or rebalance events. */
 export interface JsPollBatch {
-  records: Array<JsConsumerRecord>
+  records: JsRecordBatch
   events: Array<JsRebalanceEvent>
 }
 
@@ -252,6 +240,29 @@ export interface JsPollBatch {
 export interface JsRebalanceEvent {
   kind: string
   partitions: Array<JsPartitionOffset>
+}
+
+/**
+ * The records of one poll, in columns (record `i` at index `i`), for the same reason as
+ * [`JsRecordColumns`]: a few napi values per poll, not an object, strings and an external
+ * `Buffer` per record. TypeScript hands out keys and values as views of `keys`/`values`.
+ */
+export interface JsRecordBatch {
+  /** Record `i`'s topic is `topics[topicIndex[i]]`. */
+  topics: Array<string>
+  topicIndex: Uint32Array
+  partitions: Uint32Array
+  offsets: BigInt64Array
+  /** Ms since the epoch. */
+  timestamps: BigInt64Array
+  /** 1 where the timestamp is the broker's `LogAppendTime`, 0 for `CreateTime`. */
+  logAppendTime: Uint8Array
+  /** The keys end to end: record `i`'s is the next `keyLengths[i]` bytes, null for -1. */
+  keys: Buffer
+  keyLengths: Int32Array
+  /** The values likewise. */
+  values: Buffer
+  valueLengths: Int32Array
 }
 
 /**

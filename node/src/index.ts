@@ -140,14 +140,30 @@ function kafkaKeys(argument: string, options: Record<string, unknown>): Record<s
   return out
 }
 
-function kafkaMessage(r: native.JsConsumerRecord): KafkaMessage {
-  return {
-    key: r.key ?? null,
-    value: r.value ?? null,
-    offset: r.offset,
-    timestamp: r.timestamp,
-    timestampType: r.timestampType,
+/**
+ * The records of one poll (the binding's columns) as kafkajs payloads. Keys and values are
+ * views of the poll's two Buffers (no copy; a message kept alive keeps its poll's bytes).
+ */
+function payloads(b: native.JsRecordBatch): EachMessagePayload[] {
+  const out: EachMessagePayload[] = new Array(b.offsets.length)
+  let k = 0
+  let v = 0
+  for (let i = 0; i < out.length; i++) {
+    const kl = b.keyLengths[i]
+    const vl = b.valueLengths[i]
+    out[i] = {
+      topic: b.topics[b.topicIndex[i]],
+      partition: b.partitions[i],
+      message: {
+        key: kl < 0 ? null : b.keys.subarray(k, (k += kl)),
+        value: vl < 0 ? null : b.values.subarray(v, (v += vl)),
+        offset: String(b.offsets[i]),
+        timestamp: String(b.timestamps[i]),
+        timestampType: b.logAppendTime[i] ? 'LogAppendTime' : 'CreateTime',
+      },
+    }
   }
+  return out
 }
 
 
@@ -494,7 +510,7 @@ export class Consumer {
     const b = await call(() => c.pollBatch(timeout, max))
     await this.dispatchEvents(b.events)
     return {
-      messages: b.records.map((r) => ({ topic: r.topic, partition: r.partition, message: kafkaMessage(r) })),
+      messages: payloads(b.records),
       events: b.events,
     }
   }
@@ -534,13 +550,11 @@ export class Consumer {
         if (this.stopping) break
         await this.dispatchEvents(b.events)
         if (options.eachBatch) {
-          for (const batch of batches(b.records)) {
+          for (const batch of batches(payloads(b.records))) {
             await options.eachBatch({ batch, isRunning: () => !this.stopping })
           }
         } else if (options.eachMessage) {
-          for (const r of b.records) {
-            await options.eachMessage({ topic: r.topic, partition: r.partition, message: kafkaMessage(r) })
-          }
+          for (const p of payloads(b.records)) await options.eachMessage(p)
         }
       }
     } catch (error) {
@@ -554,7 +568,7 @@ export class Consumer {
     while (!this.stopping) {
       const b = await call(() => c.pollBatch())
       await this.dispatchEvents(b.events)
-      for (const r of b.records) yield { topic: r.topic, partition: r.partition, message: kafkaMessage(r) }
+      yield* payloads(b.records)
     }
   }
 
@@ -669,13 +683,13 @@ function optPartitions(argument: string, v: unknown): native.JsTopicPartition[] 
   return array(argument, v).map((p, i) => topicPartition(`${argument}[${i}]`, p))
 }
 
-function batches(recs: native.JsConsumerRecord[]): Batch[] {
+function batches(recs: EachMessagePayload[]): Batch[] {
   const by = new Map<string, { topic: string; partition: number; messages: KafkaMessage[] }>()
   for (const r of recs) {
     const k = `${r.partition}\u0000${r.topic}`
     let b = by.get(k)
     if (!b) by.set(k, (b = { topic: r.topic, partition: r.partition, messages: [] }))
-    b.messages.push(kafkaMessage(r))
+    b.messages.push(r.message)
   }
   return [...by.values()].map((b) => ({
     ...b,

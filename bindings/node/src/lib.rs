@@ -24,7 +24,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{BigInt64Array, Buffer, Int32Array, Status, Uint32Array};
+use napi::bindgen_prelude::{BigInt64Array, Buffer, Int32Array, Status, Uint8Array, Uint32Array};
 use napi_derive::napi;
 use sluiceway_core::client::{
     Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
@@ -131,10 +131,6 @@ fn parse_timestamp(argument: &str, value: &str) -> napi::Result<i64> {
 
 fn timeout(ms: Option<u32>) -> Option<Duration> {
     ms.map(|ms| Duration::from_millis(u64::from(ms)))
-}
-
-fn buffer(b: &Option<Bytes>) -> Option<Buffer> {
-    b.as_ref().map(|b| Buffer::from(b.to_vec()))
 }
 
 fn timestamp_type_name(t: TimestampType) -> String {
@@ -430,29 +426,83 @@ impl NativeProducer {
 // ---------------------------------------------------------------------------------------------
 // Consumer
 
-/// One consumed record.
+/// The records of one poll, in columns (record `i` at index `i`), for the same reason as
+/// [`JsRecordColumns`]: a few napi values per poll, not an object, strings and an external
+/// `Buffer` per record. TypeScript hands out keys and values as views of `keys`/`values`.
 #[napi(object)]
-#[allow(missing_debug_implementations)] // napi's `Buffer` has no `Debug`.
-pub struct JsConsumerRecord {
-    pub topic: String,
-    pub partition: u32,
-    pub offset: String,
-    pub timestamp: String,
-    /// `CreateTime` or `LogAppendTime`.
-    pub timestamp_type: String,
-    pub key: Option<Buffer>,
-    pub value: Option<Buffer>,
+#[allow(missing_debug_implementations)] // napi's `Buffer` and typed arrays have no `Debug`.
+pub struct JsRecordBatch {
+    /// Record `i`'s topic is `topics[topicIndex[i]]`.
+    pub topics: Vec<String>,
+    pub topic_index: Uint32Array,
+    pub partitions: Uint32Array,
+    pub offsets: BigInt64Array,
+    /// Ms since the epoch.
+    pub timestamps: BigInt64Array,
+    /// 1 where the timestamp is the broker's `LogAppendTime`, 0 for `CreateTime`.
+    pub log_append_time: Uint8Array,
+    /// The keys end to end: record `i`'s is the next `keyLengths[i]` bytes, null for -1.
+    pub keys: Buffer,
+    pub key_lengths: Int32Array,
+    /// The values likewise.
+    pub values: Buffer,
+    pub value_lengths: Int32Array,
 }
 
-fn js_record(r: &ConsumerRecord) -> JsConsumerRecord {
-    JsConsumerRecord {
-        topic: r.topic.to_string(),
-        partition: r.partition,
-        offset: r.offset.0.to_string(),
-        timestamp: r.timestamp.to_string(),
-        timestamp_type: timestamp_type_name(r.timestamp_type),
-        key: buffer(&r.key),
-        value: buffer(&r.value),
+/// Appends `b` to `data` and its length (-1 for none) to `lengths`.
+fn push_bytes(data: &mut Vec<u8>, lengths: &mut Vec<i32>, b: &Option<Bytes>) {
+    match b {
+        Some(b) => {
+            data.extend_from_slice(b);
+            // A record's key or value is below MESSAGE_SET_BYTES_MAX, far below 2^31.
+            lengths.push(b.len() as i32);
+        }
+        None => lengths.push(-1),
+    }
+}
+
+fn record_batch(records: &[ConsumerRecord]) -> JsRecordBatch {
+    let n = records.len();
+    let mut topics: Vec<String> = Vec::new();
+    let mut topic_index = Vec::with_capacity(n);
+    let mut partitions = Vec::with_capacity(n);
+    let mut offsets = Vec::with_capacity(n);
+    let mut timestamps = Vec::with_capacity(n);
+    let mut log_append_time = Vec::with_capacity(n);
+    let (mut keys, mut key_lengths) = (Vec::new(), Vec::with_capacity(n));
+    let value_bytes = records
+        .iter()
+        .map(|r| r.value.as_ref().map_or(0, Bytes::len))
+        .sum();
+    let (mut values, mut value_lengths) = (Vec::with_capacity(value_bytes), Vec::with_capacity(n));
+    for r in records {
+        // A poll holds a handful of topics: a scan beats hashing.
+        let t = match topics.iter().position(|t| **t == *r.topic) {
+            Some(t) => t,
+            None => {
+                topics.push(r.topic.to_string());
+                topics.len() - 1
+            }
+        };
+        topic_index.push(t as u32);
+        partitions.push(r.partition);
+        offsets.push(r.offset.0 as i64);
+        timestamps.push(r.timestamp);
+        log_append_time.push(u8::from(r.timestamp_type == TimestampType::LogAppendTime));
+        push_bytes(&mut keys, &mut key_lengths, &r.key);
+        push_bytes(&mut values, &mut value_lengths, &r.value);
+    }
+    JsRecordBatch {
+        topics,
+        topic_index: topic_index.into(),
+        partitions: partitions.into(),
+        offsets: offsets.into(),
+        timestamps: timestamps.into(),
+        log_append_time: log_append_time.into(),
+        keys: keys.into(),
+        key_lengths: key_lengths.into(),
+        values: values.into(),
+        value_lengths: value_lengths.into(),
     }
 }
 
@@ -469,7 +519,7 @@ pub struct JsRebalanceEvent {
 #[napi(object)]
 #[allow(missing_debug_implementations)] // Holds records (napi `Buffer`s).
 pub struct JsPollBatch {
-    pub records: Vec<JsConsumerRecord>,
+    pub records: JsRecordBatch,
     pub events: Vec<JsRebalanceEvent>,
 }
 
@@ -538,7 +588,7 @@ impl NativeConsumer {
             .await
             .map_err(reject)?;
         Ok(JsPollBatch {
-            records: batch.records.iter().map(js_record).collect(),
+            records: record_batch(&batch.records),
             events: batch
                 .events
                 .into_iter()
