@@ -5,13 +5,17 @@
 //! (`node/src/*.ts`) over the generated `native.d.ts`.
 //!
 //! Conversions:
-//! - Offsets and timestamps cross as decimal strings (int64 never becomes a lossy JS number);
-//!   a malformed one is an `InvalidArg` error naming the argument, which TypeScript throws as a
-//!   `TypeError`.
-//! - Keys and values cross as `Buffer`s (copied once each way). A `send` passes its records in
-//!   columns ([`JsRecordColumns`]: the values end to end in one `Buffer`, lengths in an
-//!   `Int32Array`) and gets its results in columns ([`JsDeliveries`], typed arrays), so the
-//!   boundary costs a few napi calls per send, not several per record.
+//! - Offsets and timestamps cross as decimal strings (int64 never becomes a lossy JS number)
+//!   or, in the columns below, as `BigInt64Array`s that TypeScript prints as decimal strings; a
+//!   malformed string is an `InvalidArg` error naming the argument, which TypeScript throws as
+//!   a `TypeError`.
+//! - The per-record paths cross in columns, so the boundary costs a few napi calls per call,
+//!   not several per record (each `Buffer` read from JS is a reference that must be released on
+//!   Node's thread; each one made is an external buffer with a finalizer): a `send` passes
+//!   [`JsRecordColumns`] (values end to end in one `Buffer`, copied once, lengths in an
+//!   `Int32Array`) and gets [`JsDeliveries`] (typed arrays); a poll returns a
+//!   [`JsRecordBatch`] (keys and values end to end in two `Buffer`s, which TypeScript hands
+//!   out as views).
 //! - A core `Error` rejects with the reason `sluiceway:<CODE_NAME>:<0|1 retriable>:<message and
 //!   causes>`; TypeScript turns it into a `SluicewayError` subclass (`node/src/errors.ts`). A
 //!   per-record failure in a batch is an [`ErrorInfo`] object instead.
@@ -247,7 +251,11 @@ fn producer_records(c: JsRecordColumns) -> napi::Result<Vec<ProducerRecord>> {
     let keys = match (&c.keys, &c.key_lengths) {
         (Some(k), Some(l)) => split("keys", k, l)?,
         (None, None) => vec![None; n],
-        _ => return Err(bad_argument("keys: needs keyLengths, and only with it".into())),
+        _ => {
+            return Err(bad_argument(
+                "keys: needs keyLengths, and only with it".into(),
+            ));
+        }
     };
     check_len("keys", keys.len())?;
     if let Some(t) = &c.topic_index {
@@ -272,16 +280,40 @@ fn producer_records(c: JsRecordColumns) -> napi::Result<Vec<ProducerRecord>> {
         };
         records.push(ProducerRecord {
             topic: topic.clone(),
-            partition: c
-                .partitions
-                .as_ref()
-                .and_then(|p| u32::try_from(p[i]).ok()),
+            partition: c.partitions.as_ref().and_then(|p| u32::try_from(p[i]).ok()),
             key,
             value,
             timestamp,
         });
     }
     Ok(records)
+}
+
+/// Checks a per-send setting `argument` (read by `parse` as the config key reads it) against
+/// the producer's own value.
+fn check_setting<T: PartialEq>(
+    argument: &str,
+    given: Option<&str>,
+    parse: impl Fn(&str) -> Option<T>,
+    allowed: &str,
+    own: T,
+    own_name: &str,
+) -> napi::Result<()> {
+    let Some(v) = given else {
+        return Ok(());
+    };
+    let parsed = parse(v).ok_or_else(|| {
+        bad_argument(format!(
+            "{argument}: {v:?} is not allowed; allowed: {allowed}"
+        ))
+    })?;
+    if parsed != own {
+        return Err(bad_argument(format!(
+            "{argument}: this producer's {argument} is {own_name}; {argument} is a producer \
+             setting (producer({{ {argument} }})) and a per-send value must equal it, got {v:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// The outcomes of one `send`, in columns (record `i` at index `i`).
@@ -377,36 +409,23 @@ impl NativeProducer {
         compression: Option<&str>,
     ) -> napi::Result<()> {
         let config = self.inner.config();
-        if let Some(v) = acks {
-            let parsed = Acks::from_name(v).ok_or_else(|| {
-                bad_argument(format!(
-                    "acks: {v:?} is not allowed; allowed: all, -1, 1, 0"
-                ))
-            })?;
-            if parsed != config.acks {
-                return Err(bad_argument(format!(
-                    "acks: this producer sends with acks={}; acks is a producer setting \
-                     (producer({{ acks }})) and a per-send value must equal it, got {v:?}",
-                    config.acks.name()
-                )));
-            }
-        }
-        if let Some(v) = compression {
-            let parsed = Compression::from_name(v).ok_or_else(|| {
-                bad_argument(format!(
-                    "compression: {v:?} is not a codec; allowed: none, gzip, snappy, lz4, zstd"
-                ))
-            })?;
-            if parsed != config.compression {
-                return Err(bad_argument(format!(
-                    "compression: this producer compresses with {}; compression is a producer \
-                     setting (producer({{ compression }})) and a per-send value must equal it, \
-                     got {v:?}",
-                    config.compression.name()
-                )));
-            }
-        }
-        Ok(())
+        let (own_acks, own_codec) = (config.acks, config.compression);
+        check_setting(
+            "acks",
+            acks,
+            Acks::from_name,
+            "all, -1, 1, 0",
+            own_acks,
+            own_acks.name(),
+        )?;
+        check_setting(
+            "compression",
+            compression,
+            Compression::from_name,
+            "none, gzip, snappy, lz4, zstd",
+            own_codec,
+            own_codec.name(),
+        )
     }
 
     /// Delivers everything queued; rejects with a report when records failed or are pending
