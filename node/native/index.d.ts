@@ -145,10 +145,10 @@ export interface JsDecodedRecord {
 export interface JsDeliveries {
   /** The partition record `i` went to (0 where it failed). */
   partitions: Uint32Array
-  /** Record `i`'s offset; -1 with `acks=0` or where it failed. */
-  offsets: BigInt64Array
-  /** Record `i`'s timestamp, ms since the epoch (0 where it failed). */
-  timestamps: BigInt64Array
+  /** Record `i`'s offset, decimal, comma-separated; empty with `acks=0` or where it failed. */
+  offsets: string
+  /** Record `i`'s timestamp (ms since the epoch), likewise; empty where it failed. */
+  timestamps: string
   /** The records that failed. */
   errors: Array<JsRecordError>
 }
@@ -252,9 +252,10 @@ export interface JsRecordBatch {
   topics: Array<string>
   topicIndex: Uint32Array
   partitions: Uint32Array
-  offsets: BigInt64Array
-  /** Ms since the epoch. */
-  timestamps: BigInt64Array
+  /** Decimal, comma-separated. */
+  offsets: string
+  /** Ms since the epoch, likewise. */
+  timestamps: string
   /** 1 where the timestamp is the broker's `LogAppendTime`, 0 for `CreateTime`. */
   logAppendTime: Uint8Array
   /** The keys end to end: record `i`'s is the next `keyLengths[i]` bytes, null for -1. */

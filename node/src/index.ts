@@ -141,31 +141,35 @@ function kafkaKeys(argument: string, options: Record<string, unknown>): Record<s
 }
 
 /**
- * The records of one poll (the binding's columns) as kafkajs payloads. Keys and values are
+ * The records of one poll (the binding's columns) as kafkajs messages. Keys and values are
  * views of the poll's two Buffers (no copy; a message kept alive keeps its poll's bytes).
  */
-function payloads(b: native.JsRecordBatch): EachMessagePayload[] {
-  const out: EachMessagePayload[] = new Array(b.offsets.length)
+function messages(b: native.JsRecordBatch): KafkaMessage[] {
+  const out: KafkaMessage[] = new Array(b.partitions.length)
+  const offsets = b.offsets.split(',')
+  const timestamps = b.timestamps.split(',')
   let k = 0
   let v = 0
   for (let i = 0; i < out.length; i++) {
     const kl = b.keyLengths[i]
     const vl = b.valueLengths[i]
     out[i] = {
-      topic: b.topics[b.topicIndex[i]],
-      partition: b.partitions[i],
-      message: {
-        key: kl < 0 ? null : b.keys.subarray(k, (k += kl)),
-        value: vl < 0 ? null : b.values.subarray(v, (v += vl)),
-        offset: String(b.offsets[i]),
-        timestamp: String(b.timestamps[i]),
-        timestampType: b.logAppendTime[i] ? 'LogAppendTime' : 'CreateTime',
-      },
+      key: kl < 0 ? null : b.keys.subarray(k, (k += kl)),
+      value: vl < 0 ? null : b.values.subarray(v, (v += vl)),
+      offset: offsets[i],
+      timestamp: timestamps[i],
+      timestampType: b.logAppendTime[i] ? 'LogAppendTime' : 'CreateTime',
     }
   }
   return out
 }
 
+/** The same with each message's topic and partition (`eachMessage`, `poll`, the iterator). */
+function payloads(b: native.JsRecordBatch): EachMessagePayload[] {
+  return messages(b).map((message, i) => ({ topic: b.topics[b.topicIndex[i]], partition: b.partitions[i], message }))
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /** A native client created on first use; concurrent first calls share the one creation. */
 class Lazy<T> {
@@ -309,13 +313,14 @@ export class Producer {
     const p = await this.handle.get()
     const d = await call(() => p.send(cols, settings.acks, settings.compression))
     const results: Array<RecordMetadata | SluicewayError> = new Array(d.partitions.length)
+    const offsets = d.offsets.split(',')
+    const timestamps = d.timestamps.split(',')
     for (let i = 0; i < results.length; i++) {
-      const offset = d.offsets[i]
       results[i] = {
         topic: cols.topics[cols.topicIndex ? cols.topicIndex[i] : 0],
         partition: d.partitions[i],
-        offset: offset < 0n ? undefined : String(offset),
-        timestamp: String(d.timestamps[i]),
+        offset: offsets[i] === '' ? undefined : offsets[i],
+        timestamp: timestamps[i],
       }
     }
     for (const e of d.errors) results[e.index] = fromInfo(e.error)
@@ -550,7 +555,7 @@ export class Consumer {
         if (this.stopping) break
         await this.dispatchEvents(b.events)
         if (options.eachBatch) {
-          for (const batch of batches(payloads(b.records))) {
+          for (const batch of batches(b.records)) {
             await options.eachBatch({ batch, isRunning: () => !this.stopping })
           }
         } else if (options.eachMessage) {
@@ -683,13 +688,21 @@ function optPartitions(argument: string, v: unknown): native.JsTopicPartition[] 
   return array(argument, v).map((p, i) => topicPartition(`${argument}[${i}]`, p))
 }
 
-function batches(recs: EachMessagePayload[]): Batch[] {
-  const by = new Map<string, { topic: string; partition: number; messages: KafkaMessage[] }>()
-  for (const r of recs) {
-    const k = `${r.partition}\u0000${r.topic}`
-    let b = by.get(k)
-    if (!b) by.set(k, (b = { topic: r.topic, partition: r.partition, messages: [] }))
-    b.messages.push(r.message)
+/** A poll's records grouped per topic-partition (kafkajs's `eachBatch`), in poll order. */
+function batches(b: native.JsRecordBatch): Batch[] {
+  const msgs = messages(b)
+  const by = new Map<number, { topic: string; partition: number; messages: KafkaMessage[] }>()
+  let last = -1
+  let current: { topic: string; partition: number; messages: KafkaMessage[] } | undefined
+  for (let i = 0; i < msgs.length; i++) {
+    // A poll returns each partition's records in a run: look the batch up once per run.
+    const key = b.topicIndex[i] * 0x100000000 + b.partitions[i]
+    if (key !== last || !current) {
+      current = by.get(key)
+      if (!current) by.set(key, (current = { topic: b.topics[b.topicIndex[i]], partition: b.partitions[i], messages: [] }))
+      last = key
+    }
+    current.messages.push(msgs[i])
   }
   return [...by.values()].map((b) => ({
     ...b,

@@ -5,9 +5,9 @@
 //! (`node/src/*.ts`) over the generated `native.d.ts`.
 //!
 //! Conversions:
-//! - Offsets and timestamps cross as decimal strings (int64 never becomes a lossy JS number)
-//!   or, in the columns below, as `BigInt64Array`s that TypeScript prints as decimal strings; a
-//!   malformed string is an `InvalidArg` error naming the argument, which TypeScript throws as
+//! - Offsets and timestamps cross as decimal strings (int64 never becomes a lossy JS number;
+//!   in the columns below, one string per call with the numbers comma-separated, which
+//!   TypeScript splits: cheaper than a `BigInt` per number); a malformed string is an `InvalidArg` error naming the argument, which TypeScript throws as
 //!   a `TypeError`.
 //! - The per-record paths cross in columns, so the boundary costs a few napi calls per call,
 //!   not several per record (each `Buffer` read from JS is a reference that must be released on
@@ -25,10 +25,11 @@
 
 use std::collections::HashMap;
 use std::error::Error as _;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{BigInt64Array, Buffer, Int32Array, Status, Uint8Array, Uint32Array};
+use napi::bindgen_prelude::{Buffer, Int32Array, Status, Uint8Array, Uint32Array};
 use napi_derive::napi;
 use sluiceway_core::client::{
     Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
@@ -322,10 +323,10 @@ fn check_setting<T: PartialEq>(
 pub struct JsDeliveries {
     /// The partition record `i` went to (0 where it failed).
     pub partitions: Uint32Array,
-    /// Record `i`'s offset; -1 with `acks=0` or where it failed.
-    pub offsets: BigInt64Array,
-    /// Record `i`'s timestamp, ms since the epoch (0 where it failed).
-    pub timestamps: BigInt64Array,
+    /// Record `i`'s offset, decimal, comma-separated; empty with `acks=0` or where it failed.
+    pub offsets: String,
+    /// Record `i`'s timestamp (ms since the epoch), likewise; empty where it failed.
+    pub timestamps: String,
     /// The records that failed.
     pub errors: Vec<JsRecordError>,
 }
@@ -372,31 +373,36 @@ impl NativeProducer {
         let delivery = self.inner.send_batch(records).await.map_err(reject)?;
         let results = delivery.wait().await;
         let mut partitions = Vec::with_capacity(results.len());
-        let mut offsets = Vec::with_capacity(results.len());
-        let mut timestamps = Vec::with_capacity(results.len());
+        let mut offsets = String::with_capacity(results.len() * 8);
+        let mut timestamps = String::with_capacity(results.len() * 14);
         let mut errors = Vec::new();
         for (i, result) in results.into_iter().enumerate() {
             match result {
                 Ok(m) => {
                     partitions.push(m.partition);
-                    offsets.push(m.offset.map_or(-1, |o| o.0 as i64));
-                    timestamps.push(m.timestamp);
+                    if let Some(o) = m.offset {
+                        let _ = write!(offsets, "{}", o.0);
+                    }
+                    let _ = write!(timestamps, "{}", m.timestamp);
                 }
                 Err(e) => {
                     partitions.push(0);
-                    offsets.push(-1);
-                    timestamps.push(0);
                     errors.push(JsRecordError {
                         index: i as u32,
                         error: error_info(&e),
                     });
                 }
             }
+            offsets.push(',');
+            timestamps.push(',');
         }
+        // One separator per record: the last is dropped so that splitting gives n entries.
+        offsets.pop();
+        timestamps.pop();
         Ok(JsDeliveries {
             partitions: partitions.into(),
-            offsets: offsets.into(),
-            timestamps: timestamps.into(),
+            offsets,
+            timestamps,
             errors,
         })
     }
@@ -455,9 +461,10 @@ pub struct JsRecordBatch {
     pub topics: Vec<String>,
     pub topic_index: Uint32Array,
     pub partitions: Uint32Array,
-    pub offsets: BigInt64Array,
-    /// Ms since the epoch.
-    pub timestamps: BigInt64Array,
+    /// Decimal, comma-separated.
+    pub offsets: String,
+    /// Ms since the epoch, likewise.
+    pub timestamps: String,
     /// 1 where the timestamp is the broker's `LogAppendTime`, 0 for `CreateTime`.
     pub log_append_time: Uint8Array,
     /// The keys end to end: record `i`'s is the next `keyLengths[i]` bytes, null for -1.
@@ -485,8 +492,8 @@ fn record_batch(records: &[ConsumerRecord]) -> JsRecordBatch {
     let mut topics: Vec<String> = Vec::new();
     let mut topic_index = Vec::with_capacity(n);
     let mut partitions = Vec::with_capacity(n);
-    let mut offsets = Vec::with_capacity(n);
-    let mut timestamps = Vec::with_capacity(n);
+    let mut offsets = String::with_capacity(n * 8);
+    let mut timestamps = String::with_capacity(n * 14);
     let mut log_append_time = Vec::with_capacity(n);
     let (mut keys, mut key_lengths) = (Vec::new(), Vec::with_capacity(n));
     let value_bytes = records
@@ -505,8 +512,9 @@ fn record_batch(records: &[ConsumerRecord]) -> JsRecordBatch {
         };
         topic_index.push(t as u32);
         partitions.push(r.partition);
-        offsets.push(r.offset.0 as i64);
-        timestamps.push(r.timestamp);
+        let sep = if offsets.is_empty() { "" } else { "," };
+        let _ = write!(offsets, "{sep}{}", r.offset.0);
+        let _ = write!(timestamps, "{sep}{}", r.timestamp);
         log_append_time.push(u8::from(r.timestamp_type == TimestampType::LogAppendTime));
         push_bytes(&mut keys, &mut key_lengths, &r.key);
         push_bytes(&mut values, &mut value_lengths, &r.value);
@@ -515,8 +523,8 @@ fn record_batch(records: &[ConsumerRecord]) -> JsRecordBatch {
         topics,
         topic_index: topic_index.into(),
         partitions: partitions.into(),
-        offsets: offsets.into(),
-        timestamps: timestamps.into(),
+        offsets,
+        timestamps,
         log_append_time: log_append_time.into(),
         keys: keys.into(),
         key_lengths: key_lengths.into(),
