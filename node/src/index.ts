@@ -362,26 +362,27 @@ function columns(groups: Array<{ argument: string; topic: string; messages: unkn
   let i = 0
   groups.forEach((g, t) => {
     lists[t].forEach((m, j) => {
-      const argument = `${g.argument}[${j}]`
-      const o = obj(argument, m)
-      const value = bytes(`${argument}.value`, o.value)
+      // The argument's name is built only when a check fails: this runs once per message.
+      const argument = (field = '') => `${g.argument}[${j}]${field}`
+      const o = typeof m === 'object' && m !== null ? (m as Record<string, unknown>) : obj(argument(), m)
+      const value = Buffer.isBuffer(o.value) ? o.value : bytes(argument('.value'), o.value)
       valueLengths[i] = value === undefined ? -1 : value.length
       if (value !== undefined) values.push(value)
-      const key = bytes(`${argument}.key`, o.key)
+      const key = Buffer.isBuffer(o.key) ? o.key : bytes(argument('.key'), o.key)
       keyLengths[i] = key === undefined ? -1 : key.length
       if (key !== undefined) {
         keys.push(key)
         anyKey = true
       }
       if (o.partition !== undefined && o.partition !== null) {
-        const p = uint(`${argument}.partition`, o.partition)
-        if (p > 0x7fffffff) fail(`${argument}.partition`, 'a partition below 2^31', p)
+        const p = uint(argument('.partition'), o.partition)
+        if (p > 0x7fffffff) fail(argument('.partition'), 'a partition below 2^31', p)
         partitions ??= new Int32Array(n).fill(-1)
         partitions[i] = p
       }
       if (o.timestamp !== undefined && o.timestamp !== null) {
         timestamps ??= new Array<string | null>(n).fill(null)
-        timestamps[i] = int64(`${argument}.timestamp`, o.timestamp)
+        timestamps[i] = int64(argument('.timestamp'), o.timestamp)
       }
       if (topicIndex) topicIndex[i] = t
       i++
