@@ -7,8 +7,8 @@
 //! Conversions:
 //! - Offsets and timestamps cross as decimal strings (int64 never becomes a lossy JS number;
 //!   in the columns below, one string per call with the numbers comma-separated, which
-//!   TypeScript splits: cheaper than a `BigInt` per number); a malformed string is an `InvalidArg` error naming the argument, which TypeScript throws as
-//!   a `TypeError`.
+//!   TypeScript splits: cheaper than a `BigInt` per number); a malformed string is an
+//!   `InvalidArg` error naming the argument, which TypeScript throws as a `TypeError`.
 //! - The per-record paths cross in columns, so the boundary costs a few napi calls per call,
 //!   not several per record (each `Buffer` read from JS is a reference that must be released on
 //!   Node's thread; each one made is an external buffer with a finalizer): a `send` passes
