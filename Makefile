@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./sluiceway-data
 LISTEN ?= 127.0.0.1:9292
 
-.PHONY: help run test test-rust test-python bench-python test-node test-kotlin test-swift uniffi check-client-build setup bench build fmt lint
+.PHONY: help run test test-rust test-python bench-python test-node bench-node test-kotlin test-swift uniffi check-client-build setup bench build fmt lint
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -57,6 +57,15 @@ test-node: setup ## Node.js package: npm ci (lockfile), debug native build, Type
 	cd node && npm ci --ignore-scripts --no-audit --no-fund
 	cd node && npm run build
 	cd node && npm test
+
+# The Node package's throughput (node/bench/): a release broker and native module, kafkajs from
+# npm into node/bench/node_modules (for the Kafka side only), then node/bench/compare.sh.
+bench-node: setup ## Node package msgs/s beside `sluiceway bench` and kafkajs→Kafka (release builds; docs/benchmarks.md).
+	$(CARGO) build --release -p sluiceway-broker --bin sluiceway --locked
+	cd node && npm ci --ignore-scripts --no-audit --no-fund
+	cd node && npm run build:native:release && npm run build:ts
+	cd node/bench && npm ci --no-audit --no-fund
+	bash node/bench/compare.sh
 
 # The Kotlin and Swift clients (UniFFI): one debug build of the broker, the cdylib and the
 # bindgen (one cargo call, so features unify once), then the bindgen reads the library.

@@ -375,6 +375,10 @@ pub const CONSUMER_AUTO_COMMIT_INTERVAL_MS_MAX: u64 = 24 * 3600 * 1000;
 pub const CONSUMER_FETCH_MIN_BYTES_DEFAULT: u32 = 1;
 pub const CONSUMER_FETCH_MAX_WAIT_MS_DEFAULT: u32 = 500;
 pub const CONSUMER_MAX_POLL_RECORDS_DEFAULT: u32 = 500;
+/// How long a poll waits for records when the application names no wait (the Node client's
+/// `run()` without `maxWaitTimeInMs`, kafkajs's default): long enough that an idle consumer
+/// wakes rarely, short enough that a loop notices it was stopped.
+pub const CONSUMER_POLL_TIMEOUT_MS_DEFAULT: u32 = 5_000;
 pub const CONSUMER_MAX_POLL_RECORDS_MAX: u32 = 1_000_000;
 /// Kafka's default `session.timeout.ms` (since 3.0).
 pub const CONSUMER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 45_000;
@@ -424,6 +428,7 @@ const _: () = assert!(PRODUCER_REQUEST_BYTES_DEFAULT <= PRODUCER_REQUEST_BYTES_M
 const _: () = assert!(CLIENT_REQUEST_TIMEOUT_MS_DEFAULT <= CLIENT_REQUEST_TIMEOUT_MS_MAX);
 const _: () = assert!(CLIENT_METADATA_REFRESH_MS_MIN <= CLIENT_METADATA_MAX_AGE_MS_MIN);
 const _: () = assert!(CONSUMER_FETCH_MAX_WAIT_MS_DEFAULT <= FETCH_WAIT_MS_MAX);
+const _: () = assert!(CONSUMER_FETCH_MAX_WAIT_MS_DEFAULT <= CONSUMER_POLL_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(CONSUMER_BUFFER_BYTES_MAX >= FETCH_RESPONSE_BYTES_DEFAULT as u64);
 const _: () = assert!(CONSUMER_SESSION_TIMEOUT_MS_DEFAULT >= GROUP_SESSION_TIMEOUT_MS_MIN);
 const _: () = assert!(CONSUMER_SESSION_TIMEOUT_MS_DEFAULT <= GROUP_SESSION_TIMEOUT_MS_MAX);

@@ -31,8 +31,11 @@ export declare class NativeConsumer {
   subscribe(topics: Array<string>): Promise<void>
   /** Leaves the group (core `unsubscribe`). */
   unsubscribe(): Promise<void>
-  /** Records or rebalance events, waiting up to `timeoutMs` (core `poll_batch`). */
-  pollBatch(timeoutMs: number, maxRecords?: number | undefined | null): Promise<JsPollBatch>
+  /**
+   * Records or rebalance events, waiting up to `timeoutMs` (absent: the core's
+   * `CONSUMER_POLL_TIMEOUT_MS_DEFAULT`) (core `poll_batch`).
+   */
+  pollBatch(timeoutMs?: number | undefined | null, maxRecords?: number | undefined | null): Promise<JsPollBatch>
   /** Moves a partition's position. */
   seek(partition: JsTopicPartition, offset: string): void
   /** To the first offset of `partitions` (absent: every assigned one). */
@@ -62,9 +65,11 @@ export declare class NativeConsumer {
 export declare class NativeProducer {
   /**
    * Sends the records as one batch (`send_batch`) and resolves once every record is
-   * delivered or failed: one result per record, in order.
+   * delivered or failed: one result per record, in order. `acks` and `compression` (the
+   * `acks` and `compression.type` values of kafkajs's per-send settings) are checked
+   * against the producer's: the core sets them per producer.
    */
-  send(records: Array<JsProducerRecord>): Promise<Array<JsDelivery>>
+  send(records: JsRecordColumns, acks?: string | undefined | null, compression?: string | undefined | null): Promise<JsDeliveries>
   /**
    * Delivers everything queued; rejects with a report when records failed or are pending
    * after `timeoutMs` (core `flush`).
@@ -126,18 +131,6 @@ export interface JsCommittedOffset {
   error?: string
 }
 
-/** One consumed record. */
-export interface JsConsumerRecord {
-  topic: string
-  partition: number
-  offset: string
-  timestamp: string
-  /** `CreateTime` or `LogAppendTime`. */
-  timestampType: string
-  key?: Buffer
-  value?: Buffer
-}
-
 /** One logical message of a decoded message set. */
 export interface JsDecodedRecord {
   offset: string
@@ -148,15 +141,16 @@ export interface JsDecodedRecord {
   value?: Buffer
 }
 
-/** One record's outcome: metadata, or `error`. */
-export interface JsDelivery {
-  topic: string
-  /** The partition it went to (absent when it failed before one was chosen). */
-  partition?: number
-  /** Absent with `acks=0` or on failure. */
-  offset?: string
-  timestamp?: string
-  error?: ErrorInfo
+/** The outcomes of one `send`, in columns (record `i` at index `i`). */
+export interface JsDeliveries {
+  /** The partition record `i` went to (0 where it failed). */
+  partitions: Uint32Array
+  /** Record `i`'s offset, decimal, comma-separated; empty with `acks=0` or where it failed. */
+  offsets: string
+  /** Record `i`'s timestamp (ms since the epoch), likewise; empty where it failed. */
+  timestamps: string
+  /** The records that failed. */
+  errors: Array<JsRecordError>
 }
 
 export interface JsGroupDescription {
@@ -235,18 +229,8 @@ export interface JsPartitionOffset {
 
 /** What one `pollBatch` returns: records, or rebalance events. */
 export interface JsPollBatch {
-  records: Array<JsConsumerRecord>
+  records: JsRecordBatch
   events: Array<JsRebalanceEvent>
-}
-
-/** One record to send (`ProducerRecord`). */
-export interface JsProducerRecord {
-  topic: string
-  partition?: number
-  key?: Buffer
-  value?: Buffer
-  /** Create time, ms since the epoch, as a decimal string; absent means now. */
-  timestamp?: string
 }
 
 /**
@@ -256,6 +240,57 @@ export interface JsProducerRecord {
 export interface JsRebalanceEvent {
   kind: string
   partitions: Array<JsPartitionOffset>
+}
+
+/**
+ * The records of one poll, in columns (record `i` at index `i`), for the same reason as
+ * [`JsRecordColumns`]: a few napi values per poll, not an object, strings and an external
+ * `Buffer` per record. TypeScript hands out keys and values as views of `keys`/`values`.
+ */
+export interface JsRecordBatch {
+  /** Record `i`'s topic is `topics[topicIndex[i]]`. */
+  topics: Array<string>
+  topicIndex: Uint32Array
+  partitions: Uint32Array
+  /** Decimal, comma-separated. */
+  offsets: string
+  /** Ms since the epoch, likewise. */
+  timestamps: string
+  /** 1 where the timestamp is the broker's `LogAppendTime`, 0 for `CreateTime`. */
+  logAppendTime: Uint8Array
+  /** The keys end to end: record `i`'s is the next `keyLengths[i]` bytes, null for -1. */
+  keys: Buffer
+  keyLengths: Int32Array
+  /** The values likewise. */
+  values: Buffer
+  valueLengths: Int32Array
+}
+
+/**
+ * The records of one `send`, in columns: the call crosses the boundary with a handful of
+ * values whatever the number of records, and no per-record JS object, string or `Buffer` is
+ * read (each would be a reference to create, and to release on Node's thread).
+ */
+export interface JsRecordColumns {
+  /** Record `i` goes to `topics[topicIndex[i]]` (`topicIndex` absent: `topics[0]` for all). */
+  topics: Array<string>
+  topicIndex?: Uint32Array
+  /** Record `i`'s partition, or -1 to let the partitioner choose (absent: -1 for all). */
+  partitions?: Int32Array
+  /** The values end to end: record `i`'s is the next `valueLengths[i]` bytes, null for -1. */
+  values: Buffer
+  valueLengths: Int32Array
+  /** The keys likewise (absent: no record has a key). */
+  keys?: Buffer
+  keyLengths?: Int32Array
+  /** Record `i`'s create time, ms since the epoch as a decimal string; null or absent: now. */
+  timestamps?: Array<string | undefined | null>
+}
+
+/** The failure of record `index` of a `send`. */
+export interface JsRecordError {
+  index: number
+  error: ErrorInfo
 }
 
 export interface JsTopicListing {

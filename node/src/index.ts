@@ -140,19 +140,59 @@ function kafkaKeys(argument: string, options: Record<string, unknown>): Record<s
   return out
 }
 
-function kafkaMessage(r: native.JsConsumerRecord): KafkaMessage {
-  return {
-    key: r.key ?? null,
-    value: r.value ?? null,
-    offset: r.offset,
-    timestamp: r.timestamp,
-    timestampType: r.timestampType,
+/**
+ * The records of one poll (the binding's columns) as kafkajs messages. Keys and values are
+ * views of the poll's two Buffers (no copy; a message kept alive keeps its poll's bytes).
+ */
+function messages(b: native.JsRecordBatch): KafkaMessage[] {
+  const out: KafkaMessage[] = new Array(b.partitions.length)
+  const offsets = b.offsets.split(',')
+  const timestamps = b.timestamps.split(',')
+  let k = 0
+  let v = 0
+  for (let i = 0; i < out.length; i++) {
+    const kl = b.keyLengths[i]
+    const vl = b.valueLengths[i]
+    out[i] = {
+      key: kl < 0 ? null : b.keys.subarray(k, (k += kl)),
+      value: vl < 0 ? null : b.values.subarray(v, (v += vl)),
+      offset: offsets[i],
+      timestamp: timestamps[i],
+      timestampType: b.logAppendTime[i] ? 'LogAppendTime' : 'CreateTime',
+    }
   }
+  return out
 }
 
-function metadata(d: native.JsDelivery): RecordMetadata | SluicewayError {
-  if (d.error) return fromInfo(d.error)
-  return { topic: d.topic, partition: d.partition as number, offset: d.offset ?? undefined, timestamp: d.timestamp as string }
+/** The same with each message's topic and partition (`eachMessage`, `poll`, the iterator). */
+function payloads(b: native.JsRecordBatch): EachMessagePayload[] {
+  return messages(b).map((message, i) => ({ topic: b.topics[b.topicIndex[i]], partition: b.partitions[i], message }))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** A native client created on first use; concurrent first calls share the one creation. */
+class Lazy<T> {
+  private value: T | null = null
+  private creating: Promise<T> | null = null
+
+  constructor(private readonly create: () => Promise<T>) {}
+
+  get(): Promise<T> {
+    if (this.value) return Promise.resolve(this.value)
+    this.creating ??= call(this.create).then((v) => (this.value = v))
+    return this.creating
+  }
+
+  /** Whether creation has begun (a `disconnect` before any call has nothing to close). */
+  get started(): boolean {
+    return this.creating !== null
+  }
+
+  reset(): void {
+    this.value = null
+    this.creating = null
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,18 +226,38 @@ export class Sluiceway {
 export interface ProducerOptions {
   /** `-1`/`'all'`, `1` or `0` (the core's `acks`). */
   acks?: number | string
-  /** `none`, `gzip`, `snappy`, `lz4`, `zstd` (the core's `compression.type`). */
+  /** `none`, `gzip`, `snappy`, `lz4`, `zstd` (the core's `compression.type`); see `CompressionTypes`. */
   compression?: string
   [kafkaKey: string]: unknown
 }
 
+/** kafkajs's `CompressionTypes` names, as the core's `compression.type` values. */
+export const CompressionTypes = {
+  None: 'none',
+  GZIP: 'gzip',
+  Snappy: 'snappy',
+  LZ4: 'lz4',
+  ZSTD: 'zstd',
+} as const
+
 function producerConfig(o: Record<string, unknown>): Record<string, string> {
   const c = kafkaKeys('options', o)
-  if (o.acks !== undefined) c.acks = String(o.acks)
+  const acks = optAcks('options.acks', o.acks)
+  if (acks !== undefined) c.acks = acks
   if (o.compression !== undefined) c['compression.type'] = str('options.compression', o.compression)
   return c
 }
 
+function optAcks(argument: string, v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'number' && typeof v !== 'string') fail(argument, "-1, 1, 0 or 'all'", v)
+  return String(v)
+}
+
+/**
+ * `acks` and `compression` are producer settings in the core (one accumulator per producer):
+ * a per-send value must equal the producer's, else `send` throws a `TypeError` naming it.
+ */
 export interface ProducerRecord {
   topic: string
   messages: Message[]
@@ -205,92 +265,139 @@ export interface ProducerRecord {
   compression?: string
 }
 
-export class Producer {
-  private nativeProducer: native.NativeProducer | null = null
-  private connecting: Promise<native.NativeProducer> | null = null
+/** What `send`/`sendBatch` pass on besides the records: per-send settings, checked by the binding. */
+interface SendSettings {
+  acks?: string
+  compression?: string
+}
 
-  constructor(private readonly config: Record<string, string>) {}
+function sendSettings(argument: string, o: Record<string, unknown>): SendSettings {
+  return {
+    acks: optAcks(`${argument}.acks`, o.acks),
+    compression: o.compression === undefined || o.compression === null ? undefined : str(`${argument}.compression`, o.compression),
+  }
+}
+
+export class Producer {
+  private readonly handle: Lazy<native.NativeProducer>
+
+  constructor(config: Record<string, string>) {
+    this.handle = new Lazy(() => native.createProducer(config))
+  }
 
   /** Creates the native producer (validates the config, bootstraps metadata). */
   async connect(): Promise<void> {
-    await this.handle()
-  }
-
-  private handle(): Promise<native.NativeProducer> {
-    if (this.nativeProducer) return Promise.resolve(this.nativeProducer)
-    this.connecting ??= call(() => native.createProducer(this.config)).then((p) => (this.nativeProducer = p))
-    return this.connecting
+    await this.handle.get()
   }
 
   /** Sends the messages (one native call) and resolves once each is delivered. */
   async send(record: ProducerRecord): Promise<RecordMetadata[]> {
     const r = obj('record', record)
-    this.checkPerCall(r)
+    const settings = sendSettings('record', r)
     const topic = str('record.topic', r.topic)
-    return this.sendRecords(records('record.messages', topic, r.messages))
+    return this.sendColumns(columns([{ argument: 'record.messages', topic, messages: r.messages }]), settings)
   }
 
   /** `send` for several topics, still one native call. */
-  async sendBatch(batch: { topicMessages: Array<{ topic: string; messages: Message[] }> }): Promise<RecordMetadata[]> {
+  async sendBatch(batch: { topicMessages: Array<{ topic: string; messages: Message[] }>; acks?: number | string; compression?: string }): Promise<RecordMetadata[]> {
     const b = obj('batch', batch)
-    this.checkPerCall(b)
-    const all: native.JsProducerRecord[] = []
-    array('batch.topicMessages', b.topicMessages).forEach((tm, i) => {
+    const settings = sendSettings('batch', b)
+    const groups = array('batch.topicMessages', b.topicMessages).map((tm, i) => {
       const t = obj(`batch.topicMessages[${i}]`, tm)
-      all.push(...records(`batch.topicMessages[${i}].messages`, str(`batch.topicMessages[${i}].topic`, t.topic), t.messages))
+      return { argument: `batch.topicMessages[${i}].messages`, topic: str(`batch.topicMessages[${i}].topic`, t.topic), messages: t.messages }
     })
-    return this.sendRecords(all)
+    return this.sendColumns(columns(groups), settings)
   }
 
-  private async sendRecords(recs: native.JsProducerRecord[]): Promise<RecordMetadata[]> {
-    const p = await this.handle()
-    const deliveries = await call(() => p.send(recs))
-    const results = deliveries.map(metadata)
-    const failed = results.find((x): x is SluicewayError => x instanceof SluicewayError)
-    if (failed) throw Object.assign(failed, { results })
+  private async sendColumns(cols: native.JsRecordColumns, settings: SendSettings): Promise<RecordMetadata[]> {
+    const p = await this.handle.get()
+    const d = await call(() => p.send(cols, settings.acks, settings.compression))
+    const results: Array<RecordMetadata | SluicewayError> = new Array(d.partitions.length)
+    const offsets = d.offsets.split(',')
+    const timestamps = d.timestamps.split(',')
+    for (let i = 0; i < results.length; i++) {
+      results[i] = {
+        topic: cols.topics[cols.topicIndex ? cols.topicIndex[i] : 0],
+        partition: d.partitions[i],
+        offset: offsets[i] === '' ? undefined : offsets[i],
+        timestamp: timestamps[i],
+      }
+    }
+    for (const e of d.errors) results[e.index] = fromInfo(e.error)
+    if (d.errors.length > 0) throw Object.assign(results[d.errors[0].index] as SluicewayError, { results })
     return results as RecordMetadata[]
-  }
-
-  /**
-   * acks and compression are producer settings in the core (one accumulator per producer):
-   * a per-send value must be the producer's.
-   */
-  private checkPerCall(r: Record<string, unknown>): void {
-    if (r.acks !== undefined && String(r.acks) !== (this.config.acks ?? String(r.acks))) {
-      throw new TypeError('acks: set acks on producer({ acks }); a per-send value must match it')
-    }
-    if (r.compression !== undefined && r.compression !== (this.config['compression.type'] ?? r.compression)) {
-      throw new TypeError('compression: set compression on producer({ compression }); a per-send value must match it')
-    }
   }
 
   /** Delivers everything queued; rejects with a report when records failed or are pending. */
   async flush(options: { timeout?: number } = {}): Promise<void> {
     const t = optUint('options.timeout', obj('options', options).timeout)
-    const p = await this.handle()
+    const p = await this.handle.get()
     await call(() => p.flush(t))
   }
 
   /** Delivers what is queued and closes; every pending send settles. */
   async disconnect(options: { timeout?: number } = {}): Promise<void> {
     const t = optUint('options.timeout', obj('options', options).timeout)
-    if (!this.connecting) return
-    const p = await this.handle()
+    if (!this.handle.started) return
+    const p = await this.handle.get()
     await call(() => p.close(t))
   }
 }
 
-function records(argument: string, topic: string, messages: unknown): native.JsProducerRecord[] {
-  return array(argument, messages).map((m, i) => {
-    const o = obj(`${argument}[${i}]`, m)
-    return {
-      topic,
-      partition: optUint(`${argument}[${i}].partition`, o.partition),
-      key: bytes(`${argument}[${i}].key`, o.key),
-      value: bytes(`${argument}[${i}].value`, o.value),
-      timestamp: o.timestamp === undefined ? undefined : int64(`${argument}[${i}].timestamp`, o.timestamp),
-    }
+/**
+ * The messages of one send in the binding's columns: values (and keys) end to end in one
+ * Buffer with their lengths, so the native call reads a few values, not an object per message.
+ */
+function columns(groups: Array<{ argument: string; topic: string; messages: unknown }>): native.JsRecordColumns {
+  const lists = groups.map((g) => array(g.argument, g.messages))
+  const n = lists.reduce((sum, l) => sum + l.length, 0)
+  const values: Buffer[] = []
+  const valueLengths = new Int32Array(n)
+  const keys: Buffer[] = []
+  const keyLengths = new Int32Array(n)
+  const topicIndex = groups.length > 1 ? new Uint32Array(n) : undefined
+  let partitions: Int32Array | undefined
+  let timestamps: Array<string | null> | undefined
+  let anyKey = false
+  let i = 0
+  groups.forEach((g, t) => {
+    lists[t].forEach((m, j) => {
+      // The argument's name is built only when a check fails: this runs once per message.
+      const argument = (field = '') => `${g.argument}[${j}]${field}`
+      const o = typeof m === 'object' && m !== null ? (m as Record<string, unknown>) : obj(argument(), m)
+      const value = Buffer.isBuffer(o.value) ? o.value : bytes(argument('.value'), o.value)
+      valueLengths[i] = value === undefined ? -1 : value.length
+      if (value !== undefined) values.push(value)
+      const key = Buffer.isBuffer(o.key) ? o.key : bytes(argument('.key'), o.key)
+      keyLengths[i] = key === undefined ? -1 : key.length
+      if (key !== undefined) {
+        keys.push(key)
+        anyKey = true
+      }
+      if (o.partition !== undefined && o.partition !== null) {
+        const p = uint(argument('.partition'), o.partition)
+        if (p > 0x7fffffff) fail(argument('.partition'), 'a partition below 2^31', p)
+        partitions ??= new Int32Array(n).fill(-1)
+        partitions[i] = p
+      }
+      if (o.timestamp !== undefined && o.timestamp !== null) {
+        timestamps ??= new Array<string | null>(n).fill(null)
+        timestamps[i] = int64(argument('.timestamp'), o.timestamp)
+      }
+      if (topicIndex) topicIndex[i] = t
+      i++
+    })
   })
+  return {
+    topics: groups.map((g) => g.topic),
+    topicIndex,
+    partitions,
+    values: Buffer.concat(values),
+    valueLengths,
+    keys: anyKey ? Buffer.concat(keys) : undefined,
+    keyLengths: anyKey ? keyLengths : undefined,
+    timestamps,
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -314,7 +421,8 @@ function consumerConfig(o: Record<string, unknown>): Record<string, string> {
 export interface RunOptions {
   eachMessage?: (payload: EachMessagePayload) => Promise<void> | void
   eachBatch?: (payload: EachBatchPayload) => Promise<void> | void
-  /** How long one poll waits for records (kafkajs's `maxWaitTimeInMs`). */
+  /** How long one poll waits for records (kafkajs's `maxWaitTimeInMs`); absent: the core's
+   * default (`CONSUMER_POLL_TIMEOUT_MS_DEFAULT`, 5 s). */
   maxWaitTimeInMs?: number
 }
 
@@ -398,16 +506,17 @@ export class Consumer {
     return this.nativeConsumer ? this.nativeConsumer.assignment() : []
   }
 
-  /** One poll: records or rebalance events (as the core returns them). */
-  async poll(options: { timeout: number; maxRecords?: number }): Promise<{ messages: EachMessagePayload[]; events: native.JsRebalanceEvent[] }> {
+  /** One poll: records or rebalance events (as the core returns them); `timeout` absent: the
+   * core's default wait. */
+  async poll(options: { timeout?: number; maxRecords?: number } = {}): Promise<{ messages: EachMessagePayload[]; events: native.JsRebalanceEvent[] }> {
     const o = obj('options', options)
-    const timeout = uint('options.timeout', o.timeout)
+    const timeout = optUint('options.timeout', o.timeout)
     const max = optUint('options.maxRecords', o.maxRecords)
     const c = this.nc
     const b = await call(() => c.pollBatch(timeout, max))
     await this.dispatchEvents(b.events)
     return {
-      messages: b.records.map((r) => ({ topic: r.topic, partition: r.partition, message: kafkaMessage(r) })),
+      messages: payloads(b.records),
       events: b.events,
     }
   }
@@ -435,12 +544,12 @@ export class Consumer {
       fail('options.eachMessage', 'a function (or options.eachBatch)', o.eachMessage)
     }
     if (this.running) throw new TypeError('run: the consumer is already running')
-    const wait = optUint('options.maxWaitTimeInMs', o.maxWaitTimeInMs) ?? 5000
+    const wait = optUint('options.maxWaitTimeInMs', o.maxWaitTimeInMs)
     const c = this.nc
     this.running = this.loop(c, options, wait)
   }
 
-  private async loop(c: native.NativeConsumer, options: RunOptions, wait: number): Promise<void> {
+  private async loop(c: native.NativeConsumer, options: RunOptions, wait: number | undefined): Promise<void> {
     try {
       while (!this.stopping) {
         const b = await call(() => c.pollBatch(wait))
@@ -451,9 +560,7 @@ export class Consumer {
             await options.eachBatch({ batch, isRunning: () => !this.stopping })
           }
         } else if (options.eachMessage) {
-          for (const r of b.records) {
-            await options.eachMessage({ topic: r.topic, partition: r.partition, message: kafkaMessage(r) })
-          }
+          for (const p of payloads(b.records)) await options.eachMessage(p)
         }
       }
     } catch (error) {
@@ -465,9 +572,9 @@ export class Consumer {
   async *[Symbol.asyncIterator](): AsyncGenerator<EachMessagePayload> {
     const c = this.nc
     while (!this.stopping) {
-      const b = await call(() => c.pollBatch(1000))
+      const b = await call(() => c.pollBatch())
       await this.dispatchEvents(b.events)
-      for (const r of b.records) yield { topic: r.topic, partition: r.partition, message: kafkaMessage(r) }
+      yield* payloads(b.records)
     }
   }
 
@@ -582,13 +689,21 @@ function optPartitions(argument: string, v: unknown): native.JsTopicPartition[] 
   return array(argument, v).map((p, i) => topicPartition(`${argument}[${i}]`, p))
 }
 
-function batches(recs: native.JsConsumerRecord[]): Batch[] {
-  const by = new Map<string, { topic: string; partition: number; messages: KafkaMessage[] }>()
-  for (const r of recs) {
-    const k = `${r.partition}\u0000${r.topic}`
-    let b = by.get(k)
-    if (!b) by.set(k, (b = { topic: r.topic, partition: r.partition, messages: [] }))
-    b.messages.push(kafkaMessage(r))
+/** A poll's records grouped per topic-partition (kafkajs's `eachBatch`), in poll order. */
+function batches(b: native.JsRecordBatch): Batch[] {
+  const msgs = messages(b)
+  const by = new Map<number, { topic: string; partition: number; messages: KafkaMessage[] }>()
+  let last = -1
+  let current: { topic: string; partition: number; messages: KafkaMessage[] } | undefined
+  for (let i = 0; i < msgs.length; i++) {
+    // A poll returns each partition's records in a run: look the batch up once per run.
+    const key = b.topicIndex[i] * 0x100000000 + b.partitions[i]
+    if (key !== last || !current) {
+      current = by.get(key)
+      if (!current) by.set(key, (current = { topic: b.topics[b.topicIndex[i]], partition: b.partitions[i], messages: [] }))
+      last = key
+    }
+    current.messages.push(msgs[i])
   }
   return [...by.values()].map((b) => ({
     ...b,
@@ -608,19 +723,14 @@ export interface ITopicConfig {
 }
 
 export class Admin {
-  private nativeAdmin: native.NativeAdmin | null = null
-  private connecting: Promise<native.NativeAdmin> | null = null
+  private readonly handle: Lazy<native.NativeAdmin>
 
-  constructor(private readonly config: Record<string, string>) {}
-
-  async connect(): Promise<void> {
-    await this.handle()
+  constructor(config: Record<string, string>) {
+    this.handle = new Lazy(() => native.createAdmin(config))
   }
 
-  private handle(): Promise<native.NativeAdmin> {
-    if (this.nativeAdmin) return Promise.resolve(this.nativeAdmin)
-    this.connecting ??= call(() => native.createAdmin(this.config)).then((a) => (this.nativeAdmin = a))
-    return this.connecting
+  async connect(): Promise<void> {
+    await this.handle.get()
   }
 
   /** Resolves `true` when every topic was created, `false` when one existed (kafkajs). */
@@ -639,7 +749,7 @@ export class Admin {
         configs,
       }
     })
-    const a = await this.handle()
+    const a = await this.handle.get()
     let created = true
     for (const t of ts) {
       try {
@@ -654,18 +764,18 @@ export class Admin {
 
   async deleteTopics(options: { topics: string[] }): Promise<void> {
     const ts = array('options.topics', obj('options', options).topics).map((t, i) => str(`options.topics[${i}]`, t))
-    const a = await this.handle()
+    const a = await this.handle.get()
     for (const t of ts) await call(() => a.deleteTopic(t))
   }
 
   async listTopics(): Promise<string[]> {
-    const a = await this.handle()
+    const a = await this.handle.get()
     return (await call(() => a.listTopics())).map((t) => t.name)
   }
 
   async fetchTopicMetadata(options: { topics?: string[] } = {}): Promise<{ topics: native.JsTopicMetadata[] }> {
     const o = obj('options', options)
-    const a = await this.handle()
+    const a = await this.handle.get()
     const names = o.topics === undefined
       ? (await call(() => a.listTopics())).map((t) => t.name)
       : array('options.topics', o.topics).map((t, i) => str(`options.topics[${i}]`, t))
@@ -677,7 +787,7 @@ export class Admin {
   /** Per partition: `offset` (the high watermark), `high`, `low` (log start). */
   async fetchTopicOffsets(topic: string): Promise<Array<{ partition: number; offset: string; high: string; low: string }>> {
     const name = str('topic', topic)
-    const a = await this.handle()
+    const a = await this.handle.get()
     const m = await call(() => a.describeTopic(name))
     const listed = await call(() => a.listOffsets(m.partitions.map((p) => ({ topic: name, partition: p.partitionId, spec: 'latest' }))))
     return listed.map((l) => {
@@ -690,7 +800,7 @@ export class Admin {
   async fetchTopicOffsetsByTimestamp(topic: string, timestamp: string | number): Promise<Array<{ partition: number; offset: string | null }>> {
     const name = str('topic', topic)
     const ts = int64('timestamp', timestamp)
-    const a = await this.handle()
+    const a = await this.handle.get()
     const m = await call(() => a.describeTopic(name))
     const listed = await call(() => a.listOffsets(m.partitions.map((p) => ({ topic: name, partition: p.partitionId, spec: ts }))))
     return listed.map((l) => {
@@ -700,14 +810,14 @@ export class Admin {
   }
 
   async listGroups(): Promise<{ groups: Array<{ groupId: string; protocolType: string; state: string; members: number }> }> {
-    const a = await this.handle()
+    const a = await this.handle.get()
     const gs = await call(() => a.listGroups())
     return { groups: gs.map((g) => ({ groupId: g.groupId, protocolType: 'consumer', state: g.state, members: g.members })) }
   }
 
   async describeGroups(groupIds: string[]): Promise<{ groups: native.JsGroupDescription[] }> {
     const ids = array('groupIds', groupIds).map((g, i) => str(`groupIds[${i}]`, g))
-    const a = await this.handle()
+    const a = await this.handle.get()
     const groups: native.JsGroupDescription[] = []
     for (const id of ids) groups.push(await call(() => a.describeGroup(id)))
     return { groups }
@@ -715,8 +825,7 @@ export class Admin {
 
   /** Drops the native client (the admin client holds no background work). */
   async disconnect(): Promise<void> {
-    this.nativeAdmin = null
-    this.connecting = null
+    this.handle.reset()
   }
 }
 

@@ -10,13 +10,13 @@ import { createInterface } from 'node:readline'
 export const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const brokerBin = process.env.SLUICEWAY_BIN ?? join(repo, 'target', 'debug', 'sluiceway')
 
-export async function startBroker({ groupDelay = true } = {}) {
+export async function startBroker({ groupDelay = true, bin = brokerBin } = {}) {
   const root = mkdtempSync(join(tmpdir(), 'sluiceway-node-'))
   const args = ['broker', '--data-dir', join(root, 'data'), '--listen', '127.0.0.1:0', '--log', 'info']
   // The group rebalance delay (3 s by default) only slows the tests down, except where it matters.
   if (groupDelay) args.push('--group-initial-rebalance-delay-ms', '0')
   const log = openSync(join(root, 'broker.log'), 'a')
-  const child = spawn(brokerBin, args, { stdio: ['ignore', 'pipe', log] })
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', log] })
   const address = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('broker did not start within 60 s')), 60_000)
     child.once('exit', (code) => reject(new Error(`broker exited with ${code}; log in ${root}`)))

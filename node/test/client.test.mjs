@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { join } from 'node:path'
-import { Sluiceway, SluicewayError, errorClasses, errorCodes } from '../dist/index.js'
+import { Sluiceway, SluicewayError, CompressionTypes, errorClasses, errorCodes } from '../dist/index.js'
 import { startBroker, collect, repo, tempDir } from './broker.mjs'
 
 const run = promisify(execFile)
@@ -56,6 +56,32 @@ test('a batch of 10,000 crosses in one send and reads back with eachBatch', asyn
   assert.equal(count, 20000)
   assert.ok(batches > 1)
   await consumer.disconnect()
+})
+
+test('per-send acks and compression must equal the producer\'s: else a TypeError naming them', async () => {
+  await admin.createTopics({ topics: [{ topic: 'persend', numPartitions: 1 }] })
+  const msgs = [{ value: 'v' }]
+  const producer = client.producer({ acks: 1, compression: CompressionTypes.GZIP })
+  // The producer's own values, in any spelling the core accepts, are taken.
+  await producer.send({ topic: 'persend', acks: 1, compression: 'gzip', messages: msgs })
+  await producer.sendBatch({ acks: '1', compression: CompressionTypes.GZIP, topicMessages: [{ topic: 'persend', messages: msgs }] })
+  const rejects = (record, re) => assert.rejects(producer.send({ topic: 'persend', messages: msgs, ...record }), (e) => e instanceof TypeError && re.test(e.message))
+  await rejects({ acks: -1 }, /^acks: this producer's acks is 1; .* got "-1"$/)
+  await rejects({ compression: 'zstd' }, /^compression: this producer's compression is gzip; .* got "zstd"$/)
+  await rejects({ acks: 2 }, /^acks: "2" is not allowed; allowed: all, -1, 1, 0$/)
+  await rejects({ compression: 'brotli' }, /^compression: "brotli" is not allowed; allowed: none, gzip, snappy, lz4, zstd$/)
+  await rejects({ acks: {} }, /^record\.acks: expected/)
+  await rejects({ compression: 1 }, /^record\.compression: expected a string/)
+  await assert.rejects(producer.sendBatch({ acks: 0, topicMessages: [{ topic: 'persend', messages: msgs }] }), /^TypeError: acks: this producer's acks is 1;/)
+  await producer.disconnect()
+  // The core's default is acks=all: `all` and -1 are it, 1 is not.
+  const defaults = client.producer()
+  await defaults.send({ topic: 'persend', acks: -1, compression: 'none', messages: msgs })
+  await defaults.send({ topic: 'persend', acks: 'all', messages: msgs })
+  await assert.rejects(defaults.send({ topic: 'persend', acks: 1, messages: msgs }), /^TypeError: acks: this producer's acks is all;/)
+  await defaults.disconnect()
+  // A rejected send sent nothing.
+  assert.equal((await admin.fetchTopicOffsets('persend'))[0].high, '4')
 })
 
 test('async iterator, pause and resume', async () => {

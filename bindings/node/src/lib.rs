@@ -5,10 +5,17 @@
 //! (`node/src/*.ts`) over the generated `native.d.ts`.
 //!
 //! Conversions:
-//! - Offsets and timestamps cross as decimal strings (int64 never becomes a lossy JS number);
-//!   a malformed one is an `InvalidArg` error naming the argument, which TypeScript throws as a
-//!   `TypeError`.
-//! - Keys and values cross as `Buffer`s (copied once each way).
+//! - Offsets and timestamps cross as decimal strings (int64 never becomes a lossy JS number;
+//!   in the columns below, one string per call with the numbers comma-separated, which
+//!   TypeScript splits: cheaper than a `BigInt` per number); a malformed string is an
+//!   `InvalidArg` error naming the argument, which TypeScript throws as a `TypeError`.
+//! - The per-record paths cross in columns, so the boundary costs a few napi calls per call,
+//!   not several per record (each `Buffer` read from JS is a reference that must be released on
+//!   Node's thread; each one made is an external buffer with a finalizer): a `send` passes
+//!   [`JsRecordColumns`] (values end to end in one `Buffer`, copied once, lengths in an
+//!   `Int32Array`) and gets [`JsDeliveries`] (typed arrays); a poll returns a
+//!   [`JsRecordBatch`] (keys and values end to end in two `Buffer`s, which TypeScript hands
+//!   out as views).
 //! - A core `Error` rejects with the reason `sluiceway:<CODE_NAME>:<0|1 retriable>:<message and
 //!   causes>`; TypeScript turns it into a `SluicewayError` subclass (`node/src/errors.ts`). A
 //!   per-record failure in a batch is an [`ErrorInfo`] object instead.
@@ -18,16 +25,18 @@
 
 use std::collections::HashMap;
 use std::error::Error as _;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{Buffer, Status};
+use napi::bindgen_prelude::{Buffer, Int32Array, Status, Uint8Array, Uint32Array};
 use napi_derive::napi;
 use sluiceway_core::client::{
-    Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
+    Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
     OffsetSpec, PartitionOffset, Producer, ProducerConfig, ProducerRecord, RebalanceEvent,
     TimestampType, TopicMetadata, TopicPartition,
 };
+use sluiceway_core::limits::CONSUMER_POLL_TIMEOUT_MS_DEFAULT;
 use sluiceway_core::{Error, ErrorCode, Offset};
 
 // ---------------------------------------------------------------------------------------------
@@ -129,10 +138,6 @@ fn timeout(ms: Option<u32>) -> Option<Duration> {
     ms.map(|ms| Duration::from_millis(u64::from(ms)))
 }
 
-fn buffer(b: &Option<Bytes>) -> Option<Buffer> {
-    b.as_ref().map(|b| Buffer::from(b.to_vec()))
-}
-
 fn timestamp_type_name(t: TimestampType) -> String {
     match t {
         TimestampType::CreateTime => "CreateTime",
@@ -184,29 +189,154 @@ fn js_partition_offset(p: PartitionOffset) -> JsPartitionOffset {
 // ---------------------------------------------------------------------------------------------
 // Producer
 
-/// One record to send (`ProducerRecord`).
+/// The records of one `send`, in columns: the call crosses the boundary with a handful of
+/// values whatever the number of records, and no per-record JS object, string or `Buffer` is
+/// read (each would be a reference to create, and to release on Node's thread).
 #[napi(object)]
 #[allow(missing_debug_implementations)] // napi's `Buffer` has no `Debug`.
-pub struct JsProducerRecord {
-    pub topic: String,
-    pub partition: Option<u32>,
-    pub key: Option<Buffer>,
-    pub value: Option<Buffer>,
-    /// Create time, ms since the epoch, as a decimal string; absent means now.
-    pub timestamp: Option<String>,
+pub struct JsRecordColumns {
+    /// Record `i` goes to `topics[topicIndex[i]]` (`topicIndex` absent: `topics[0]` for all).
+    pub topics: Vec<String>,
+    pub topic_index: Option<Uint32Array>,
+    /// Record `i`'s partition, or -1 to let the partitioner choose (absent: -1 for all).
+    pub partitions: Option<Int32Array>,
+    /// The values end to end: record `i`'s is the next `valueLengths[i]` bytes, null for -1.
+    pub values: Buffer,
+    pub value_lengths: Int32Array,
+    /// The keys likewise (absent: no record has a key).
+    pub keys: Option<Buffer>,
+    pub key_lengths: Option<Int32Array>,
+    /// Record `i`'s create time, ms since the epoch as a decimal string; null or absent: now.
+    pub timestamps: Option<Vec<Option<String>>>,
 }
 
-/// One record's outcome: metadata, or `error`.
+/// Cuts `data` into one piece per length (-1: null), all sharing one copy of the bytes.
+fn split(argument: &str, data: &[u8], lengths: &[i32]) -> napi::Result<Vec<Option<Bytes>>> {
+    let all = Bytes::copy_from_slice(data);
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(lengths.len());
+    for &len in lengths {
+        let Ok(len) = usize::try_from(len) else {
+            out.push(None);
+            continue;
+        };
+        let end = at.saturating_add(len);
+        if end > all.len() {
+            break;
+        }
+        out.push(Some(all.slice(at..end)));
+        at = end;
+    }
+    if out.len() != lengths.len() || at != all.len() {
+        return Err(bad_argument(format!(
+            "{argument}: the lengths ({}) do not add up to the data ({} bytes)",
+            lengths.len(),
+            all.len()
+        )));
+    }
+    Ok(out)
+}
+
+fn producer_records(c: JsRecordColumns) -> napi::Result<Vec<ProducerRecord>> {
+    let n = c.value_lengths.len();
+    let check_len = |argument: &str, len: usize| {
+        if len == n {
+            Ok(())
+        } else {
+            Err(bad_argument(format!(
+                "{argument}: {len} entries for {n} records"
+            )))
+        }
+    };
+    let values = split("values", &c.values, &c.value_lengths)?;
+    let keys = match (&c.keys, &c.key_lengths) {
+        (Some(k), Some(l)) => split("keys", k, l)?,
+        (None, None) => vec![None; n],
+        _ => {
+            return Err(bad_argument(
+                "keys: needs keyLengths, and only with it".into(),
+            ));
+        }
+    };
+    check_len("keys", keys.len())?;
+    if let Some(t) = &c.topic_index {
+        check_len("topicIndex", t.len())?;
+    }
+    if let Some(p) = &c.partitions {
+        check_len("partitions", p.len())?;
+    }
+    if let Some(t) = &c.timestamps {
+        check_len("timestamps", t.len())?;
+    }
+    let mut records = Vec::with_capacity(n);
+    for (i, (value, key)) in values.into_iter().zip(keys).enumerate() {
+        let t = c.topic_index.as_ref().map_or(0, |t| t[i] as usize);
+        let topic = c
+            .topics
+            .get(t)
+            .ok_or_else(|| bad_argument(format!("topicIndex[{i}]: no topic {t}")))?;
+        let timestamp = match c.timestamps.as_ref().and_then(|ts| ts[i].as_deref()) {
+            Some(ts) => Some(parse_timestamp(&format!("messages[{i}].timestamp"), ts)?),
+            None => None,
+        };
+        records.push(ProducerRecord {
+            topic: topic.clone(),
+            partition: c.partitions.as_ref().and_then(|p| u32::try_from(p[i]).ok()),
+            key,
+            value,
+            timestamp,
+        });
+    }
+    Ok(records)
+}
+
+/// Checks a per-send setting `argument` (read by `parse` as the config key reads it) against
+/// the producer's own value.
+fn check_setting<T: PartialEq>(
+    argument: &str,
+    given: Option<&str>,
+    parse: impl Fn(&str) -> Option<T>,
+    allowed: &str,
+    own: T,
+    own_name: &str,
+) -> napi::Result<()> {
+    let Some(v) = given else {
+        return Ok(());
+    };
+    let parsed = parse(v).ok_or_else(|| {
+        bad_argument(format!(
+            "{argument}: {v:?} is not allowed; allowed: {allowed}"
+        ))
+    })?;
+    if parsed != own {
+        return Err(bad_argument(format!(
+            "{argument}: this producer's {argument} is {own_name}; {argument} is a producer \
+             setting (producer({{ {argument} }})) and a per-send value must equal it, got {v:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The outcomes of one `send`, in columns (record `i` at index `i`).
+#[napi(object)]
+#[allow(missing_debug_implementations)] // napi's typed arrays have no `Debug`.
+pub struct JsDeliveries {
+    /// The partition record `i` went to (0 where it failed).
+    pub partitions: Uint32Array,
+    /// Record `i`'s offset, decimal, comma-separated; empty with `acks=0` or where it failed.
+    pub offsets: String,
+    /// Record `i`'s timestamp (ms since the epoch), likewise; empty where it failed.
+    pub timestamps: String,
+    /// The records that failed.
+    pub errors: Vec<JsRecordError>,
+}
+
+/// The failure of record `index` of a `send`.
 #[napi(object)]
 #[derive(Debug)]
-pub struct JsDelivery {
-    pub topic: String,
-    /// The partition it went to (absent when it failed before one was chosen).
-    pub partition: Option<u32>,
-    /// Absent with `acks=0` or on failure.
-    pub offset: Option<String>,
-    pub timestamp: Option<String>,
-    pub error: Option<ErrorInfo>,
+pub struct JsRecordError {
+    pub index: u32,
+    pub error: ErrorInfo,
 }
 
 /// The core's `Producer`.
@@ -228,47 +358,80 @@ pub async fn create_producer(config: HashMap<String, String>) -> napi::Result<Na
 #[napi]
 impl NativeProducer {
     /// Sends the records as one batch (`send_batch`) and resolves once every record is
-    /// delivered or failed: one result per record, in order.
+    /// delivered or failed: one result per record, in order. `acks` and `compression` (the
+    /// `acks` and `compression.type` values of kafkajs's per-send settings) are checked
+    /// against the producer's: the core sets them per producer.
     #[napi]
-    pub async fn send(&self, records: Vec<JsProducerRecord>) -> napi::Result<Vec<JsDelivery>> {
-        let mut converted = Vec::with_capacity(records.len());
-        let mut topics = Vec::with_capacity(records.len());
-        for (i, r) in records.into_iter().enumerate() {
-            let timestamp = match &r.timestamp {
-                Some(t) => Some(parse_timestamp(&format!("messages[{i}].timestamp"), t)?),
-                None => None,
-            };
-            topics.push((r.topic.clone(), r.partition));
-            converted.push(ProducerRecord {
-                topic: r.topic,
-                partition: r.partition,
-                key: r.key.map(|k| Bytes::copy_from_slice(&k)),
-                value: r.value.map(|v| Bytes::copy_from_slice(&v)),
-                timestamp,
-            });
-        }
-        let delivery = self.inner.send_batch(converted).await.map_err(reject)?;
+    pub async fn send(
+        &self,
+        records: JsRecordColumns,
+        acks: Option<String>,
+        compression: Option<String>,
+    ) -> napi::Result<JsDeliveries> {
+        self.check_send_settings(acks.as_deref(), compression.as_deref())?;
+        let records = producer_records(records)?;
+        let delivery = self.inner.send_batch(records).await.map_err(reject)?;
         let results = delivery.wait().await;
-        Ok(results
-            .into_iter()
-            .zip(topics)
-            .map(|(result, (topic, partition))| match result {
-                Ok(m) => JsDelivery {
-                    topic: m.topic.to_string(),
-                    partition: Some(m.partition),
-                    offset: m.offset.map(|o| o.0.to_string()),
-                    timestamp: Some(m.timestamp.to_string()),
-                    error: None,
-                },
-                Err(e) => JsDelivery {
-                    topic,
-                    partition,
-                    offset: None,
-                    timestamp: None,
-                    error: Some(error_info(&e)),
-                },
-            })
-            .collect())
+        let mut partitions = Vec::with_capacity(results.len());
+        let mut offsets = String::with_capacity(results.len() * 8);
+        let mut timestamps = String::with_capacity(results.len() * 14);
+        let mut errors = Vec::new();
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(m) => {
+                    partitions.push(m.partition);
+                    if let Some(o) = m.offset {
+                        let _ = write!(offsets, "{}", o.0);
+                    }
+                    let _ = write!(timestamps, "{}", m.timestamp);
+                }
+                Err(e) => {
+                    partitions.push(0);
+                    errors.push(JsRecordError {
+                        index: i as u32,
+                        error: error_info(&e),
+                    });
+                }
+            }
+            offsets.push(',');
+            timestamps.push(',');
+        }
+        // One separator per record: the last is dropped so that splitting gives n entries.
+        offsets.pop();
+        timestamps.pop();
+        Ok(JsDeliveries {
+            partitions: partitions.into(),
+            offsets,
+            timestamps,
+            errors,
+        })
+    }
+
+    /// A per-send `acks` or `compression` that is not the producer's own is a bad argument:
+    /// the core batches per producer, with one acks level and one codec.
+    fn check_send_settings(
+        &self,
+        acks: Option<&str>,
+        compression: Option<&str>,
+    ) -> napi::Result<()> {
+        let config = self.inner.config();
+        let (own_acks, own_codec) = (config.acks, config.compression);
+        check_setting(
+            "acks",
+            acks,
+            Acks::from_name,
+            "all, -1, 1, 0",
+            own_acks,
+            own_acks.name(),
+        )?;
+        check_setting(
+            "compression",
+            compression,
+            Compression::from_name,
+            "none, gzip, snappy, lz4, zstd",
+            own_codec,
+            own_codec.name(),
+        )
     }
 
     /// Delivers everything queued; rejects with a report when records failed or are pending
@@ -288,29 +451,85 @@ impl NativeProducer {
 // ---------------------------------------------------------------------------------------------
 // Consumer
 
-/// One consumed record.
+/// The records of one poll, in columns (record `i` at index `i`), for the same reason as
+/// [`JsRecordColumns`]: a few napi values per poll, not an object, strings and an external
+/// `Buffer` per record. TypeScript hands out keys and values as views of `keys`/`values`.
 #[napi(object)]
-#[allow(missing_debug_implementations)] // napi's `Buffer` has no `Debug`.
-pub struct JsConsumerRecord {
-    pub topic: String,
-    pub partition: u32,
-    pub offset: String,
-    pub timestamp: String,
-    /// `CreateTime` or `LogAppendTime`.
-    pub timestamp_type: String,
-    pub key: Option<Buffer>,
-    pub value: Option<Buffer>,
+#[allow(missing_debug_implementations)] // napi's `Buffer` and typed arrays have no `Debug`.
+pub struct JsRecordBatch {
+    /// Record `i`'s topic is `topics[topicIndex[i]]`.
+    pub topics: Vec<String>,
+    pub topic_index: Uint32Array,
+    pub partitions: Uint32Array,
+    /// Decimal, comma-separated.
+    pub offsets: String,
+    /// Ms since the epoch, likewise.
+    pub timestamps: String,
+    /// 1 where the timestamp is the broker's `LogAppendTime`, 0 for `CreateTime`.
+    pub log_append_time: Uint8Array,
+    /// The keys end to end: record `i`'s is the next `keyLengths[i]` bytes, null for -1.
+    pub keys: Buffer,
+    pub key_lengths: Int32Array,
+    /// The values likewise.
+    pub values: Buffer,
+    pub value_lengths: Int32Array,
 }
 
-fn js_record(r: &ConsumerRecord) -> JsConsumerRecord {
-    JsConsumerRecord {
-        topic: r.topic.to_string(),
-        partition: r.partition,
-        offset: r.offset.0.to_string(),
-        timestamp: r.timestamp.to_string(),
-        timestamp_type: timestamp_type_name(r.timestamp_type),
-        key: buffer(&r.key),
-        value: buffer(&r.value),
+/// Appends `b` to `data` and its length (-1 for none) to `lengths`.
+fn push_bytes(data: &mut Vec<u8>, lengths: &mut Vec<i32>, b: &Option<Bytes>) {
+    match b {
+        Some(b) => {
+            data.extend_from_slice(b);
+            // A record's key or value is below MESSAGE_SET_BYTES_MAX, far below 2^31.
+            lengths.push(b.len() as i32);
+        }
+        None => lengths.push(-1),
+    }
+}
+
+fn record_batch(records: &[ConsumerRecord]) -> JsRecordBatch {
+    let n = records.len();
+    let mut topics: Vec<String> = Vec::new();
+    let mut topic_index = Vec::with_capacity(n);
+    let mut partitions = Vec::with_capacity(n);
+    let mut offsets = String::with_capacity(n * 8);
+    let mut timestamps = String::with_capacity(n * 14);
+    let mut log_append_time = Vec::with_capacity(n);
+    let (mut keys, mut key_lengths) = (Vec::new(), Vec::with_capacity(n));
+    let value_bytes = records
+        .iter()
+        .map(|r| r.value.as_ref().map_or(0, Bytes::len))
+        .sum();
+    let (mut values, mut value_lengths) = (Vec::with_capacity(value_bytes), Vec::with_capacity(n));
+    for r in records {
+        // A poll holds a handful of topics: a scan beats hashing.
+        let t = match topics.iter().position(|t| **t == *r.topic) {
+            Some(t) => t,
+            None => {
+                topics.push(r.topic.to_string());
+                topics.len() - 1
+            }
+        };
+        topic_index.push(t as u32);
+        partitions.push(r.partition);
+        let sep = if offsets.is_empty() { "" } else { "," };
+        let _ = write!(offsets, "{sep}{}", r.offset.0);
+        let _ = write!(timestamps, "{sep}{}", r.timestamp);
+        log_append_time.push(u8::from(r.timestamp_type == TimestampType::LogAppendTime));
+        push_bytes(&mut keys, &mut key_lengths, &r.key);
+        push_bytes(&mut values, &mut value_lengths, &r.value);
+    }
+    JsRecordBatch {
+        topics,
+        topic_index: topic_index.into(),
+        partitions: partitions.into(),
+        offsets,
+        timestamps,
+        log_append_time: log_append_time.into(),
+        keys: keys.into(),
+        key_lengths: key_lengths.into(),
+        values: values.into(),
+        value_lengths: value_lengths.into(),
     }
 }
 
@@ -327,7 +546,7 @@ pub struct JsRebalanceEvent {
 #[napi(object)]
 #[allow(missing_debug_implementations)] // Holds records (napi `Buffer`s).
 pub struct JsPollBatch {
-    pub records: Vec<JsConsumerRecord>,
+    pub records: JsRecordBatch,
     pub events: Vec<JsRebalanceEvent>,
 }
 
@@ -381,20 +600,22 @@ impl NativeConsumer {
         self.inner.unsubscribe().await.map_err(reject)
     }
 
-    /// Records or rebalance events, waiting up to `timeoutMs` (core `poll_batch`).
+    /// Records or rebalance events, waiting up to `timeoutMs` (absent: the core's
+    /// `CONSUMER_POLL_TIMEOUT_MS_DEFAULT`) (core `poll_batch`).
     #[napi]
     pub async fn poll_batch(
         &self,
-        timeout_ms: u32,
+        timeout_ms: Option<u32>,
         max_records: Option<u32>,
     ) -> napi::Result<JsPollBatch> {
+        let timeout_ms = timeout_ms.unwrap_or(CONSUMER_POLL_TIMEOUT_MS_DEFAULT);
         let batch = self
             .inner
             .poll_batch(Duration::from_millis(u64::from(timeout_ms)), max_records)
             .await
             .map_err(reject)?;
         Ok(JsPollBatch {
-            records: batch.records.iter().map(js_record).collect(),
+            records: record_batch(&batch.records),
             events: batch
                 .events
                 .into_iter()

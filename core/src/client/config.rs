@@ -106,6 +106,25 @@ pub enum Acks {
 }
 
 impl Acks {
+    /// Parses a value of the `acks` key: `all` or `-1`, `1`, `0`.
+    pub fn from_name(v: &str) -> Option<Acks> {
+        match v.trim() {
+            "all" | "-1" => Some(Acks::All),
+            "1" => Some(Acks::Leader),
+            "0" => Some(Acks::None),
+            _ => None,
+        }
+    }
+
+    /// The value's name as `acks` takes it: `all`, `1`, `0`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Acks::All => "all",
+            Acks::Leader => "1",
+            Acks::None => "0",
+        }
+    }
+
     /// The wire value (`ProduceRequest.acks`).
     pub fn as_i32(self) -> i32 {
         match self {
@@ -372,17 +391,12 @@ impl ProducerConfig {
         }
         match key {
             "acks" => {
-                self.acks = match v.trim() {
-                    "all" | "-1" => Acks::All,
-                    "1" => Acks::Leader,
-                    "0" => Acks::None,
-                    other => {
-                        return Err(invalid(
-                            key,
-                            format!("{other:?} is not allowed; allowed: all, -1, 1, 0"),
-                        ));
-                    }
-                }
+                self.acks = Acks::from_name(v).ok_or_else(|| {
+                    invalid(
+                        key,
+                        format!("{:?} is not allowed; allowed: all, -1, 1, 0", v.trim()),
+                    )
+                })?
             }
             "linger.ms" => {
                 self.linger = Duration::from_millis(parse_u64(key, v, 0, PRODUCER_LINGER_MS_MAX)?)
@@ -921,6 +935,7 @@ mod tests {
         for (v, want) in [("all", Acks::All), ("1", Acks::Leader), ("0", Acks::None)] {
             let c = ProducerConfig::from_map([("bootstrap.servers", "h:1"), ("acks", v)]).unwrap();
             assert_eq!(c.acks, want);
+            assert_eq!(Acks::from_name(want.name()), Some(want));
         }
     }
 
