@@ -240,6 +240,10 @@ client_rows() { # CLIENT-NAME COMMAND...
   local name="$1"
   shift
   local target b system out line
+  if ! "$@" --help 2>&1 | grep -q -- --target; then
+    note "(f) $name rows skipped: \`$* --help\` shows no --target (or the command does not run)"
+    return
+  fi
   for target in kafka sluiceway; do
     if [[ $target == kafka ]]; then b="$KAFKA1"; else b="$SLW"; fi
     if ! out="$("$@" --target "$target" --bootstrap "$b" --size 1024 --messages "$CLIENT_N" \
