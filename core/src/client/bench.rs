@@ -597,21 +597,25 @@ async fn produce_worker(
     Ok(t)
 }
 
-/// Starts the producers of a run (each its own `Producer`) and returns their tasks.
-async fn start_producers(
-    config: &ProducerConfig,
+/// The producers of a run, each its own client, connected before the clock starts.
+async fn new_producers(config: &ProducerConfig, n: usize) -> Result<Vec<Producer>> {
+    let mut producers = Vec::with_capacity(n);
+    for _ in 0..n {
+        producers.push(Producer::new(config.clone()).await?);
+    }
+    Ok(producers)
+}
+
+/// Starts the producers' loops, each with its share of the messages and the rate.
+fn spawn_producers(
+    producers: Vec<Producer>,
     options: &BenchOptions,
     base: Instant,
     stamp: bool,
     counters: &Arc<Counters>,
-) -> Result<Vec<tokio::task::JoinHandle<Result<Tally>>>> {
-    let mut producers = Vec::with_capacity(options.producers);
-    for _ in 0..options.producers {
-        producers.push(Producer::new(config.clone()).await?);
-    }
-    let start = Instant::now();
-    let deadline = options.duration.map(|d| start + d);
-    Ok(producers
+) -> Vec<tokio::task::JoinHandle<Result<Tally>>> {
+    let deadline = options.duration.map(|d| Instant::now() + d);
+    producers
         .into_iter()
         .enumerate()
         .map(|(i, producer)| {
@@ -628,7 +632,7 @@ async fn start_producers(
             };
             tokio::spawn(produce_worker(producer, plan, base, counters.clone()))
         })
-        .collect())
+        .collect()
 }
 
 /// The produce benchmark (see the module docs).
@@ -646,9 +650,10 @@ pub async fn bench_produce(
         options,
     )
     .await?;
+    let producers = new_producers(&config, options.producers).await?;
     let counters = Arc::new(Counters::default());
     let start = Instant::now();
-    let handles = start_producers(&config, options, start, false, &counters).await?;
+    let handles = spawn_producers(producers, options, start, false, &counters);
     let t = with_progress(&counters, start, join_all(handles), &mut progress).await?;
     let elapsed = start.elapsed();
     if t.messages == 0
@@ -856,6 +861,7 @@ pub async fn bench_e2e(
     )
     .await?;
     let consumers = start_consumers(&consumer_config, options, &facts, true).await?;
+    let producers = new_producers(&producer_config, options.producers).await?;
     let counters = Arc::new(Counters::default());
     // Producers only add to their own tallies; the progress line shows what was read.
     let produced = Arc::new(Counters::default());
@@ -871,11 +877,8 @@ pub async fn bench_e2e(
     });
     let readers = spawn_consumers(consumers, &stop, start, true, &counters);
     let work = async {
-        let writers = start_producers(&producer_config, options, start, true, &produced).await;
-        let sent = match writers {
-            Ok(w) => join_all(w).await,
-            Err(e) => Err(e),
-        };
+        let writers = spawn_producers(producers, options, start, true, &produced);
+        let sent = join_all(writers).await;
         // Tell the consumers what to wait for (nothing more when the producers failed).
         let target = sent.as_ref().map_or(0, |t| t.messages);
         stop.target.store(target, Ordering::Release);
