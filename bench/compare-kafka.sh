@@ -346,7 +346,8 @@ for w in order:
     cell = lat if latency else tput
     if w.startswith("f-"):
         anyr = k or sa
-        name = f"{w[2:]} ({anyr.get('client', '?')} client, {anyr.get('size', '?')} B)"
+        clients = " vs ".join(r.get("client", "?") for r in (k, sa) if r)
+        name = f"{w[2:]} ({clients}, {anyr.get('size', '?')} B)"
         print(f"| {name} | {cell(k)} | — | — | {cell(sa)} | {ratio(k, sa, latency)} | client library against each broker; Sluiceway default `always` |")
         continue
     d = desc.get(w, (w, ""))
