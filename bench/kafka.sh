@@ -61,6 +61,15 @@ fetch() {
   fi
   command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
   mkdir -p "$CACHE"
+  # Several callers may fetch at once (the benchmark scripts of each language): one resolves,
+  # the others wait for it and find the marker.
+  exec 9>"$CACHE/.lock"
+  flock 9
+  if [[ -f "$marker" ]] && compgen -G "$LIB/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null; then
+    exec 9>&-
+    echo "$LIB"
+    return
+  fi
   echo "kafka.sh: resolving Kafka $KAFKA_VERSION from Maven Central into $CACHE ..." >&2
   rm -rf "$LIB.tmp"
   mvn -q -B -f "$HERE/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
@@ -69,6 +78,7 @@ fetch() {
   rm -rf "$LIB"
   mv "$LIB.tmp" "$LIB"
   touch "$marker"
+  exec 9>&-
   echo "$LIB"
 }
 
