@@ -637,30 +637,28 @@ async fn child_group_member() {
     }
 }
 
-/// `sluiceway bench produce|consume` (its library entry, `sluiceway_broker::bench`) on a small
-/// run: every message delivered and read back, percentiles ordered, the JSON summary parses,
-/// and a run bounded by `--duration-s` alone ends.
+/// `sluiceway bench produce|consume|e2e` (its library entry, `sluiceway_broker::bench`) on
+/// small runs: every message delivered and read back, percentiles ordered, the JSON summary
+/// carries its documented fields, runs bounded by `--duration-s` alone end, several producers
+/// and consumers split the work, a fixed-rate e2e run reads what it sent, and bad flags are
+/// clear errors. Timings are never asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_produce_and_consume_report_figures() {
     use sluiceway_broker::bench::{BenchArgs, measure, summary};
     tokio::time::timeout(TEST_TIMEOUT, async {
         let tmp = tempfile::tempdir().unwrap();
         let b = TestBroker::start(tmp.path());
-        let common = [
-            "--bootstrap",
-            b.addr.as_str(),
-            "--topic",
-            "bt",
-            "--partitions",
-            "2",
-        ];
-        let args = |mode: &str, extra: &[&str]| {
-            let argv: Vec<&str> = [mode]
+        let args_for = |topic: &str, mode: &str, extra: &[&str]| {
+            let argv: Vec<&str> = [mode, "--bootstrap", b.addr.as_str(), "--topic", topic]
                 .into_iter()
-                .chain(common)
+                .chain(["--partitions", "2"])
                 .chain(extra.iter().copied())
                 .collect();
             BenchArgs::parse_from(argv).expect("bench args")
+        };
+        let args = |mode: &str, extra: &[&str]| args_for("bt", mode, extra);
+        let ordered = |r: &sluiceway_core::client::bench::BenchReport| {
+            r.p50_us > 0 && r.p50_us <= r.p99_us && r.p99_us <= r.p999_us && r.p999_us <= r.max_us
         };
 
         let produce = args(
@@ -672,8 +670,7 @@ async fn bench_produce_and_consume_report_figures() {
                 "100",
                 "--linger-ms",
                 "1",
-                "--format",
-                "json",
+                "--json",
             ],
         );
         let mut ticks = 0;
@@ -681,23 +678,48 @@ async fn bench_produce_and_consume_report_figures() {
             .await
             .expect("bench produce");
         assert_eq!((r.messages, r.errors, r.bytes), (500, 0, 50_000));
-        assert!(
-            r.p50_us > 0 && r.p50_us <= r.p99_us && r.p99_us <= r.p999_us && r.p999_us <= r.max_us
-        );
+        assert!(ordered(&r), "{r:?}");
+        assert_eq!(r.latency_samples, 500);
         assert!(r.messages_per_sec > 0.0 && r.mb_per_sec > 0.0);
         let json: serde_json::Value = serde_json::from_str(&summary(&produce, &r)).expect("json");
-        assert_eq!(json["messages"], 500);
         assert_eq!(json["mode"], "produce");
-        assert!(json["latency_ms"]["p99_9"].as_f64().is_some());
+        assert_eq!(json["topic"], "bt");
+        assert_eq!(json["size"], 100);
+        assert_eq!(json["messages"], 500);
+        assert_eq!(json["acks"], "1");
+        assert_eq!(
+            (json["producers"].clone(), json["consumers"].clone()),
+            (1.into(), 0.into())
+        );
+        // The broker's default durability, as the topic reports it.
+        assert_eq!(json["flush_policy"], "always");
+        assert_eq!(json["replication_factor"], 1);
+        for key in [
+            "seconds",
+            "msgs_per_sec",
+            "mb_per_sec",
+            "p50_ms",
+            "p99_ms",
+            "p999_ms",
+            "max_ms",
+        ] {
+            assert!(
+                json[key].as_f64().is_some_and(|v| v > 0.0),
+                "{key} in {json}"
+            );
+        }
+        assert!(json["p50_ms"].as_f64() <= json["p999_ms"].as_f64());
 
-        let consume = args("consume", &["--messages", "500"]);
+        // Two consumers share the two partitions and read everything once.
+        let consume = args("consume", &["--messages", "500", "--consumers", "2"]);
         let r = measure(&consume, |_| {}).await.expect("bench consume");
         assert_eq!((r.mode, r.messages, r.bytes), ("consume", 500, 50_000));
+        assert_eq!((r.producers, r.consumers), (0, 2));
         assert!(r.p50_us <= r.max_us);
         let text = summary(&consume, &r);
         assert!(text.starts_with("consume: 500 msgs"), "{text}");
 
-        // Bounded by time only (and compressed, acks=all).
+        // Bounded by time only (and compressed, acks=all), from two producers.
         let timed = args(
             "produce",
             &[
@@ -709,16 +731,118 @@ async fn bench_produce_and_consume_report_figures() {
                 "all",
                 "--compression",
                 "lz4",
+                "--producers",
+                "2",
                 "--quiet",
             ],
         );
         let r = measure(&timed, |_| {}).await.expect("timed bench");
         assert!(r.messages > 0 && r.errors == 0);
+        assert_eq!(r.producers, 2);
 
-        // Bad values are errors, not panics.
+        // A fixed rate: 300 messages at 1000/s take about 0.3 s; latency from intended times.
+        let rated = args(
+            "produce",
+            &[
+                "--messages",
+                "300",
+                "--rate",
+                "1000",
+                "--producers",
+                "3",
+                "--json",
+            ],
+        );
+        let r = measure(&rated, |_| {}).await.expect("fixed-rate produce");
+        assert_eq!((r.messages, r.errors, r.latency_samples), (300, 0, 300));
+        assert!(ordered(&r), "{r:?}");
+        let json: serde_json::Value = serde_json::from_str(&summary(&rated, &r)).expect("json");
+        assert_eq!(json["rate"], 1000);
+        assert_eq!(json["latency"], "intended send to delivery");
+
+        // End to end on a fresh topic created with flush.policy=os: as fast as possible, then at
+        // a fixed rate with two producers and two consumers. Every message sent is read once,
+        // with a latency from its stamp.
+        let e2e = args_for(
+            "e2e",
+            "e2e",
+            &[
+                "--messages",
+                "2000",
+                "--size",
+                "64",
+                "--flush-policy",
+                "os",
+                "--json",
+            ],
+        );
+        let r = measure(&e2e, |_| {}).await.expect("bench e2e");
+        assert_eq!(
+            (r.mode, r.messages, r.bytes, r.errors),
+            ("e2e", 2000, 128_000, 0)
+        );
+        assert_eq!(r.latency_samples, 2000);
+        assert!(ordered(&r), "{r:?}");
+        let json: serde_json::Value = serde_json::from_str(&summary(&e2e, &r)).expect("json");
+        assert_eq!(json["flush_policy"], "os");
+        assert_eq!(json["latency"], "send to receive");
+        assert_eq!(
+            (json["producers"].clone(), json["consumers"].clone()),
+            (1.into(), 1.into())
+        );
+        let e2e_rate = args_for(
+            "e2e",
+            "e2e",
+            &[
+                "--messages",
+                "600",
+                "--rate",
+                "2000",
+                "--producers",
+                "2",
+                "--consumers",
+                "2",
+                "--quiet",
+            ],
+        );
+        let r = measure(&e2e_rate, |_| {}).await.expect("fixed-rate e2e");
+        assert_eq!((r.messages, r.errors, r.latency_samples), (600, 0, 600));
+        assert_eq!((r.producers, r.consumers), (2, 2));
+        assert!(ordered(&r), "{r:?}");
+        let text = summary(&e2e_rate, &r);
+        assert!(
+            text.starts_with("e2e: 600 msgs") && text.contains("intended send to receive"),
+            "{text}"
+        );
+
+        // Bad values are errors naming the flag, not panics.
         assert!(BenchArgs::parse_from(["sideways"]).is_err());
-        let bad = args("produce", &["--messages", "10", "--acks", "2"]);
-        assert!(measure(&bad, |_| {}).await.is_err());
+        let cases: [(&str, &[&str], &str); 11] = [
+            ("produce", &["--messages", "10", "--acks", "2"], "acks"),
+            ("produce", &["--rate", "0"], "--rate"),
+            ("consume", &["--rate", "10"], "--rate"),
+            ("produce", &["--consumers", "2"], "--consumers"),
+            ("consume", &["--producers", "2"], "--producers"),
+            ("produce", &["--producers", "0"], "--producers"),
+            ("e2e", &["--consumers", "1000"], "--consumers"),
+            ("e2e", &["--size", "4"], "--size"),
+            ("consume", &["--consumers", "3"], "--consumers"),
+            (
+                "produce",
+                &["--replication-factor", "0"],
+                "--replication-factor",
+            ),
+            (
+                "produce",
+                &["--messages", "2", "--producers", "3"],
+                "--messages",
+            ),
+        ];
+        for (mode, extra, flag) in cases {
+            let e = measure(&args(mode, extra), |_| {}).await.expect_err(flag);
+            assert!(e.to_string().contains(flag), "{flag}: {e}");
+        }
+        assert!(BenchArgs::parse_from(["produce", "--flush-policy", "never"]).is_err());
     })
     .await
     .expect("test timed out");

@@ -405,6 +405,10 @@ pub const BENCH_MESSAGES_MAX: u64 = 1_000_000_000;
 pub const BENCH_IN_FLIGHT_MAX: usize = 100_000;
 /// Largest `--size` of a benchmark message.
 pub const BENCH_MESSAGE_BYTES_MAX: usize = 1 << 20;
+/// Highest `--rate` (messages/s) of `sluiceway bench`.
+pub const BENCH_RATE_MAX: u64 = 100_000_000;
+/// Most producers, and most consumers, one `sluiceway bench` run starts.
+pub const BENCH_CLIENTS_MAX: usize = 64;
 /// Bytes of fetched, not yet polled data the consumer buffers (beyond this it stops
 /// prefetching until `poll` drains it); `fetch.max.bytes` above this is clamped to it.
 pub const CONSUMER_BUFFER_BYTES_MAX: u64 = FETCH_BYTES_MAX as u64;

@@ -569,46 +569,119 @@ fn group_config_keys_parse_validate_and_derive_the_heartbeat() {
     assert!(e.to_string().contains("heartbeat.interval.ms"), "{e}");
 }
 
-/// The benchmark's options are checked before anything connects.
+/// The benchmark's options are checked before anything connects, per mode.
 #[cfg(feature = "bench")]
 #[test]
 fn bench_options_are_bounded() {
-    use sluiceway_core::client::bench::BenchOptions;
+    use sluiceway_core::client::bench::{BenchKind, BenchOptions};
     let ok = BenchOptions {
-        topic: "t".into(),
         partitions: 1,
         messages: Some(10),
-        duration: None,
-        size: 100,
         in_flight: 10,
+        ..BenchOptions::new("t")
     };
-    ok.validate().unwrap();
-    for bad in [
-        BenchOptions {
-            messages: None,
-            ..ok.clone()
-        },
-        BenchOptions {
-            messages: Some(0),
-            ..ok.clone()
-        },
-        BenchOptions {
-            size: 2 << 20,
-            ..ok.clone()
-        },
-        BenchOptions {
-            in_flight: 0,
-            ..ok.clone()
-        },
-        BenchOptions {
-            partitions: 0,
-            ..ok.clone()
-        },
-    ] {
+    for kind in [BenchKind::Produce, BenchKind::Consume, BenchKind::EndToEnd] {
+        ok.validate(kind).unwrap();
+    }
+    BenchOptions {
+        rate: Some(1000),
+        producers: 2,
+        consumers: 3,
+        ..ok.clone()
+    }
+    .validate(BenchKind::EndToEnd)
+    .unwrap();
+    let cases = [
+        (
+            BenchKind::Produce,
+            BenchOptions {
+                messages: None,
+                ..ok.clone()
+            },
+        ),
+        (
+            BenchKind::Produce,
+            BenchOptions {
+                messages: Some(0),
+                ..ok.clone()
+            },
+        ),
+        (
+            BenchKind::Produce,
+            BenchOptions {
+                size: 2 << 20,
+                ..ok.clone()
+            },
+        ),
+        (
+            BenchKind::Produce,
+            BenchOptions {
+                in_flight: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            BenchKind::Produce,
+            BenchOptions {
+                partitions: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            BenchKind::Produce,
+            BenchOptions {
+                rate: Some(0),
+                ..ok.clone()
+            },
+        ),
+        (
+            BenchKind::Consume,
+            BenchOptions {
+                rate: Some(10),
+                ..ok.clone()
+            },
+        ),
+        (
+            BenchKind::Produce,
+            BenchOptions {
+                producers: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            BenchKind::EndToEnd,
+            BenchOptions {
+                consumers: 1000,
+                ..ok.clone()
+            },
+        ),
+        (
+            BenchKind::EndToEnd,
+            BenchOptions {
+                size: 7,
+                ..ok.clone()
+            },
+        ),
+        (
+            BenchKind::Produce,
+            BenchOptions {
+                producers: 11,
+                ..ok.clone()
+            },
+        ),
+        (
+            BenchKind::Produce,
+            BenchOptions {
+                duration: Some(Duration::ZERO),
+                ..ok.clone()
+            },
+        ),
+    ];
+    for (kind, bad) in cases {
         assert_eq!(
-            bad.validate().unwrap_err().code(),
+            bad.validate(kind).unwrap_err().code(),
             ErrorCode::InvalidArgument,
-            "{bad:?}"
+            "{kind:?} {bad:?}"
         );
     }
 }
