@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use sluiceway_core::client::{
     self, AdminConfig, ConsumerConfig, ConsumerRecord, GroupState as CoreGroupState, NewTopic,
     OffsetSpec as CoreOffsetSpec, PollBatch as CorePollBatch, ProducerConfig,
@@ -112,6 +112,73 @@ fn timed_out(what: &str) -> SluicewayError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Keys and values
+
+/// A key or value: UniFFI `bytes` on the foreign side (Kotlin `ByteArray`, Swift `Data`; the
+/// same wire form and metadata as `Vec<u8>`, so the generated code is unchanged), a
+/// `bytes::Bytes` here. UniFFI's own `Vec<u8>` conversion moves one byte per step in both
+/// directions, which made the per-byte cost of every send and poll; this one copies each value
+/// in bulk, hands a consumed record's `Bytes` to the foreign side without an intermediate
+/// `Vec`, and takes a whole-argument buffer over as the `Bytes` without any copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload(pub Bytes);
+
+/// A value longer than `i32::MAX` cannot cross (UniFFI's lengths are `i32`); the core's message
+/// size limits keep every key and value far below it.
+fn payload_len(len: usize) -> i32 {
+    i32::try_from(len).expect("a key or value is shorter than i32::MAX bytes")
+}
+
+// SAFETY: the wire form is exactly that of `Vec<u8>` (a big-endian `i32` length, then the
+// bytes) and `TYPE_ID_META` is `Vec<u8>`'s, so the generated foreign code reads and writes it
+// as it does any `bytes` value.
+unsafe impl uniffi::FfiConverter<crate::UniFfiTag> for Payload {
+    type FfiType = uniffi::RustBuffer;
+
+    fn lower(obj: Payload) -> uniffi::RustBuffer {
+        let mut buf = Vec::with_capacity(4 + obj.0.len());
+        <Payload as uniffi::FfiConverter<crate::UniFfiTag>>::write(obj, &mut buf);
+        uniffi::RustBuffer::from_vec(buf)
+    }
+
+    /// A whole argument: the foreign side's buffer (allocated by this library) becomes the
+    /// `Bytes`, past the length prefix, without a copy.
+    fn try_lift(buf: uniffi::RustBuffer) -> uniffi::Result<Payload> {
+        let mut data = Bytes::from(buf.destroy_into_vec());
+        uniffi::check_remaining(&data, 4)?;
+        let len = usize::try_from(data.get_i32())?;
+        if data.len() != len {
+            uniffi::deps::anyhow::bail!("bytes of length {len} in a buffer of {}", data.len());
+        }
+        Ok(Payload(data))
+    }
+
+    fn write(obj: Payload, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&payload_len(obj.0.len()).to_be_bytes());
+        buf.extend_from_slice(&obj.0);
+    }
+
+    fn try_read(buf: &mut &[u8]) -> uniffi::Result<Payload> {
+        uniffi::check_remaining(buf, 4)?;
+        let len = usize::try_from(buf.get_i32())?;
+        uniffi::check_remaining(buf, len)?;
+        let (value, rest) = buf.split_at(len);
+        *buf = rest;
+        Ok(Payload(Bytes::copy_from_slice(value)))
+    }
+
+    const TYPE_ID_META: uniffi::MetadataBuffer =
+        <Vec<u8> as uniffi::TypeId<crate::UniFfiTag>>::TYPE_ID_META;
+}
+
+uniffi::derive_ffi_traits!(impl Lower<crate::UniFfiTag> for Payload);
+uniffi::derive_ffi_traits!(impl Lift<crate::UniFfiTag> for Payload);
+uniffi::derive_ffi_traits!(impl LowerReturn<crate::UniFfiTag> for Payload);
+uniffi::derive_ffi_traits!(impl LiftReturn<crate::UniFfiTag> for Payload);
+uniffi::derive_ffi_traits!(impl LiftRef<crate::UniFfiTag> for Payload);
+uniffi::derive_ffi_traits!(impl TypeId<crate::UniFfiTag> for Payload);
+
+// ---------------------------------------------------------------------------------------------
 // Records and conversions
 
 fn to_partition(p: i32, name: &str) -> Result<u32> {
@@ -167,9 +234,9 @@ fn from_tps(tps: Vec<CoreTopicPartition>) -> Vec<TopicPartition> {
 pub struct ProducerRecord {
     pub topic: String,
     #[uniffi(default = None)]
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Payload>,
     #[uniffi(default = None)]
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Payload>,
     #[uniffi(default = None)]
     pub partition: Option<i32>,
     #[uniffi(default = None)]
@@ -183,8 +250,8 @@ fn to_record(r: ProducerRecord) -> Result<client::ProducerRecord> {
             .partition
             .map(|p| to_partition(p, "partition"))
             .transpose()?,
-        key: r.key.map(Bytes::from),
-        value: r.value.map(Bytes::from),
+        key: r.key.map(|k| k.0),
+        value: r.value.map(|v| v.0),
         timestamp: r.timestamp,
     })
 }
@@ -241,8 +308,8 @@ pub struct Record {
     pub offset: i64,
     /// Ms since the epoch (−1 when the record has none).
     pub timestamp: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub key: Option<Payload>,
+    pub value: Option<Payload>,
 }
 
 impl From<ConsumerRecord> for Record {
@@ -252,8 +319,8 @@ impl From<ConsumerRecord> for Record {
             partition: from_partition(r.partition),
             offset: from_offset(r.offset),
             timestamp: r.timestamp,
-            key: r.key.map(|k| k.to_vec()),
-            value: r.value.map(|v| v.to_vec()),
+            key: r.key.map(Payload),
+            value: r.value.map(Payload),
         }
     }
 }
@@ -568,17 +635,17 @@ pub struct DecodedRecord {
     /// Ms since the epoch; −1 for magic-0 messages, which carry none.
     pub timestamp: i64,
     pub timestamp_type: TimestampType,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub key: Option<Payload>,
+    pub value: Option<Payload>,
 }
 
 /// Decodes a stored message set (the bytes of a segment or of a fetch answer) with the core's
 /// codec, `format::for_each_record`: every record in offset order, wrappers decompressed, every
 /// CRC checked. For the golden-vector tests (C4).
 #[uniffi::export]
-pub fn decode_message_set(data: Vec<u8>) -> Result<Vec<DecodedRecord>> {
+pub fn decode_message_set(data: Payload) -> Result<Vec<DecodedRecord>> {
     let mut out = Vec::new();
-    sluiceway_core::format::for_each_record(&data, &mut Vec::new(), |r| {
+    sluiceway_core::format::for_each_record(&data.0, &mut Vec::new(), |r| {
         out.push(DecodedRecord {
             offset: from_offset(r.offset),
             timestamp: r.timestamp.0,
@@ -586,8 +653,8 @@ pub fn decode_message_set(data: Vec<u8>) -> Result<Vec<DecodedRecord>> {
                 CoreTimestampType::CreateTime => TimestampType::CreateTime,
                 CoreTimestampType::LogAppendTime => TimestampType::LogAppendTime,
             },
-            key: r.key.map(<[u8]>::to_vec),
-            value: r.value.map(<[u8]>::to_vec),
+            key: r.key.map(|k| Payload(Bytes::copy_from_slice(k))),
+            value: r.value.map(|v| Payload(Bytes::copy_from_slice(v))),
         });
     })?;
     Ok(out)
