@@ -44,7 +44,8 @@ fi
 
 if command -v swift >/dev/null 2>&1; then
   libdir=$(cd "$root" && cd "$(dirname "$lib")" && pwd)
-  if SLUICEWAY_BIN="$libdir/sluiceway" LD_LIBRARY_PATH="$libdir" swift test -Xlinker -L"$libdir"; then
+  golden=$(cd "$root/testdata/golden" && pwd)
+  if SLUICEWAY_BIN="$libdir/sluiceway" SLUICEWAY_GOLDEN="$golden" LD_LIBRARY_PATH="$libdir" swift test -Xlinker -L"$libdir"; then
     ok "swift test"
   else
     fail "swift test"

@@ -15,6 +15,8 @@
 //!   variant of a non-flat enum arrives with an empty message). Per-record results of a batch
 //!   are [`DeliveryResult`]s holding either metadata or an [`ErrorInfo`].
 //! - Batches cross the boundary once: `send_batch` takes a list and returns a list.
+//! - Admin: topics, consumer groups (listing, description, lag) and offset lookups, as the
+//!   core's `Admin` returns them; `decode_message_set` is the core's codec (conformance C4).
 
 // UniFFI's scaffolding macros generate the `extern "C"` functions and their pointer handling.
 #![allow(unsafe_code)]
@@ -23,10 +25,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use sluiceway_core::client::{
-    self, AdminConfig, ConsumerConfig, ConsumerRecord, NewTopic, PollBatch as CorePollBatch,
-    ProducerConfig, RebalanceEvent as CoreRebalanceEvent, TopicPartition as CoreTopicPartition,
+    self, AdminConfig, ConsumerConfig, ConsumerRecord, GroupState as CoreGroupState, NewTopic,
+    OffsetSpec as CoreOffsetSpec, PollBatch as CorePollBatch, ProducerConfig,
+    RebalanceEvent as CoreRebalanceEvent, TimestampType as CoreTimestampType,
+    TopicPartition as CoreTopicPartition,
 };
 use sluiceway_core::{Error, ErrorCode, Offset};
 
@@ -108,6 +112,73 @@ fn timed_out(what: &str) -> SluicewayError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Keys and values
+
+/// A key or value: UniFFI `bytes` on the foreign side (Kotlin `ByteArray`, Swift `Data`; the
+/// same wire form and metadata as `Vec<u8>`, so the generated code is unchanged), a
+/// `bytes::Bytes` here. UniFFI's own `Vec<u8>` conversion moves one byte per step in both
+/// directions, which made the per-byte cost of every send and poll; this one copies each value
+/// in bulk, hands a consumed record's `Bytes` to the foreign side without an intermediate
+/// `Vec`, and takes a whole-argument buffer over as the `Bytes` without any copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload(pub Bytes);
+
+/// A value longer than `i32::MAX` cannot cross (UniFFI's lengths are `i32`); the core's message
+/// size limits keep every key and value far below it.
+fn payload_len(len: usize) -> i32 {
+    i32::try_from(len).expect("a key or value is shorter than i32::MAX bytes")
+}
+
+// SAFETY: the wire form is exactly that of `Vec<u8>` (a big-endian `i32` length, then the
+// bytes) and `TYPE_ID_META` is `Vec<u8>`'s, so the generated foreign code reads and writes it
+// as it does any `bytes` value.
+unsafe impl uniffi::FfiConverter<crate::UniFfiTag> for Payload {
+    type FfiType = uniffi::RustBuffer;
+
+    fn lower(obj: Payload) -> uniffi::RustBuffer {
+        let mut buf = Vec::with_capacity(4 + obj.0.len());
+        <Payload as uniffi::FfiConverter<crate::UniFfiTag>>::write(obj, &mut buf);
+        uniffi::RustBuffer::from_vec(buf)
+    }
+
+    /// A whole argument: the foreign side's buffer (allocated by this library) becomes the
+    /// `Bytes`, past the length prefix, without a copy.
+    fn try_lift(buf: uniffi::RustBuffer) -> uniffi::Result<Payload> {
+        let mut data = Bytes::from(buf.destroy_into_vec());
+        uniffi::check_remaining(&data, 4)?;
+        let len = usize::try_from(data.get_i32())?;
+        if data.len() != len {
+            uniffi::deps::anyhow::bail!("bytes of length {len} in a buffer of {}", data.len());
+        }
+        Ok(Payload(data))
+    }
+
+    fn write(obj: Payload, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&payload_len(obj.0.len()).to_be_bytes());
+        buf.extend_from_slice(&obj.0);
+    }
+
+    fn try_read(buf: &mut &[u8]) -> uniffi::Result<Payload> {
+        uniffi::check_remaining(buf, 4)?;
+        let len = usize::try_from(buf.get_i32())?;
+        uniffi::check_remaining(buf, len)?;
+        let (value, rest) = buf.split_at(len);
+        *buf = rest;
+        Ok(Payload(Bytes::copy_from_slice(value)))
+    }
+
+    const TYPE_ID_META: uniffi::MetadataBuffer =
+        <Vec<u8> as uniffi::TypeId<crate::UniFfiTag>>::TYPE_ID_META;
+}
+
+uniffi::derive_ffi_traits!(impl Lower<crate::UniFfiTag> for Payload);
+uniffi::derive_ffi_traits!(impl Lift<crate::UniFfiTag> for Payload);
+uniffi::derive_ffi_traits!(impl LowerReturn<crate::UniFfiTag> for Payload);
+uniffi::derive_ffi_traits!(impl LiftReturn<crate::UniFfiTag> for Payload);
+uniffi::derive_ffi_traits!(impl LiftRef<crate::UniFfiTag> for Payload);
+uniffi::derive_ffi_traits!(impl TypeId<crate::UniFfiTag> for Payload);
+
+// ---------------------------------------------------------------------------------------------
 // Records and conversions
 
 fn to_partition(p: i32, name: &str) -> Result<u32> {
@@ -163,9 +234,9 @@ fn from_tps(tps: Vec<CoreTopicPartition>) -> Vec<TopicPartition> {
 pub struct ProducerRecord {
     pub topic: String,
     #[uniffi(default = None)]
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Payload>,
     #[uniffi(default = None)]
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Payload>,
     #[uniffi(default = None)]
     pub partition: Option<i32>,
     #[uniffi(default = None)]
@@ -179,8 +250,8 @@ fn to_record(r: ProducerRecord) -> Result<client::ProducerRecord> {
             .partition
             .map(|p| to_partition(p, "partition"))
             .transpose()?,
-        key: r.key.map(Bytes::from),
-        value: r.value.map(Bytes::from),
+        key: r.key.map(|k| k.0),
+        value: r.value.map(|v| v.0),
         timestamp: r.timestamp,
     })
 }
@@ -237,8 +308,8 @@ pub struct Record {
     pub offset: i64,
     /// Ms since the epoch (−1 when the record has none).
     pub timestamp: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub key: Option<Payload>,
+    pub value: Option<Payload>,
 }
 
 impl From<ConsumerRecord> for Record {
@@ -248,8 +319,8 @@ impl From<ConsumerRecord> for Record {
             partition: from_partition(r.partition),
             offset: from_offset(r.offset),
             timestamp: r.timestamp,
-            key: r.key.map(|k| k.to_vec()),
-            value: r.value.map(|v| v.to_vec()),
+            key: r.key.map(Payload),
+            value: r.value.map(Payload),
         }
     }
 }
@@ -318,6 +389,275 @@ pub struct TopicListing {
     pub name: String,
     pub partitions: i32,
     pub replication_factor: i32,
+}
+
+/// The code's name, or `None` for `ErrorCode::None` (a per-entry "no error").
+fn code_name(code: ErrorCode) -> Option<String> {
+    (code != ErrorCode::None).then(|| code.name().to_owned())
+}
+
+/// One partition of a described topic, as the registry places it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    /// The leader's broker id; `None` while the partition has no leader.
+    pub leader: Option<i32>,
+    pub leader_epoch: i32,
+    /// Broker ids holding a replica, the preferred leader first.
+    pub replicas: Vec<i32>,
+    /// The in-sync replicas.
+    pub isr: Vec<i32>,
+    /// `None`, or the code name of why the partition is unusable now (`LEADER_NOT_AVAILABLE`, …).
+    pub error: Option<String>,
+}
+
+/// A topic's placement and configuration.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct TopicDescription {
+    pub name: String,
+    pub partitions: Vec<PartitionInfo>,
+    /// The overrides given at creation.
+    pub configs: HashMap<String, String>,
+    /// Every key with its effective value.
+    pub effective_configs: HashMap<String, String>,
+}
+
+impl From<client::TopicDescription> for TopicDescription {
+    fn from(d: client::TopicDescription) -> TopicDescription {
+        TopicDescription {
+            name: d.topic.name,
+            partitions: d
+                .topic
+                .partitions
+                .into_iter()
+                .map(|p| PartitionInfo {
+                    partition: from_partition(p.partition),
+                    leader: p.leader_id,
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replicas,
+                    isr: p.isr,
+                    error: code_name(p.error),
+                })
+                .collect(),
+            configs: d.configs.into_iter().collect(),
+            effective_configs: d.effective_configs.into_iter().collect(),
+        }
+    }
+}
+
+/// A consumer group's state as its coordinator reports it (the core's `GroupState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    Stable,
+    /// The coordinator knows nothing of the group (no members, no committed offsets).
+    Dead,
+    /// A state this client does not know (a newer broker).
+    Unknown,
+}
+
+impl From<CoreGroupState> for GroupState {
+    fn from(s: CoreGroupState) -> GroupState {
+        match s {
+            CoreGroupState::Empty => GroupState::Empty,
+            CoreGroupState::PreparingRebalance => GroupState::PreparingRebalance,
+            CoreGroupState::Stable => GroupState::Stable,
+            CoreGroupState::Dead => GroupState::Dead,
+            CoreGroupState::Unknown => GroupState::Unknown,
+        }
+    }
+}
+
+/// A group in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub state: GroupState,
+    pub members: i32,
+    /// The current generation (0 for a group that only has committed offsets).
+    pub generation: i32,
+}
+
+/// A member of a described group.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub client_id: String,
+    /// The topics it subscribed to.
+    pub topics: Vec<String>,
+    /// Its partitions in the current generation (empty until a rebalance assigns them).
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// A group's committed offset for one partition.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct CommittedOffset {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset the group will read; `None` when it committed none.
+    pub offset: Option<i64>,
+    pub metadata: String,
+    /// When it was committed (ms, the coordinator's clock); `None` when it committed none.
+    pub commit_timestamp: Option<i64>,
+    /// `None`, or the code name of why this partition has no offset.
+    pub error: Option<String>,
+}
+
+/// One group: state, members with their partitions, committed offsets.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: GroupState,
+    pub generation: i32,
+    /// The partition assignor ("range", "roundrobin"); `None` while the group has no members.
+    pub assignor: Option<String>,
+    /// Sorted by member id.
+    pub members: Vec<MemberDescription>,
+    /// Sorted by partition.
+    pub offsets: Vec<CommittedOffset>,
+}
+
+impl From<client::GroupDescription> for GroupDescription {
+    fn from(g: client::GroupDescription) -> GroupDescription {
+        GroupDescription {
+            group_id: g.group_id,
+            state: g.state.into(),
+            generation: g.generation,
+            assignor: g.assignor,
+            members: g
+                .members
+                .into_iter()
+                .map(|m| MemberDescription {
+                    member_id: m.member_id,
+                    client_id: m.client_id,
+                    topics: m.topics,
+                    assignment: from_tps(m.assignment),
+                })
+                .collect(),
+            offsets: g
+                .offsets
+                .into_iter()
+                .map(|o| CommittedOffset {
+                    topic: o.partition.topic,
+                    partition: from_partition(o.partition.partition),
+                    offset: o.offset.map(from_offset),
+                    metadata: o.metadata,
+                    commit_timestamp: o.commit_timestamp.map(|t| t.0),
+                    error: code_name(o.error),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One partition of a group with its consumer lag (`kafka-consumer-groups --describe`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct GroupPartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// The member that owns it in the current generation; `None` when no member does.
+    pub member_id: Option<String>,
+    pub client_id: Option<String>,
+    /// The group's committed offset; `None` when it committed none.
+    pub committed: Option<i64>,
+    /// The partition's high watermark at its leader; `None` when the lookup failed.
+    pub log_end_offset: Option<i64>,
+    /// `log_end_offset − committed` (0 when the commit is ahead); `None` when either is unknown.
+    pub lag: Option<i64>,
+}
+
+impl From<client::GroupPartitionLag> for GroupPartitionLag {
+    fn from(l: client::GroupPartitionLag) -> GroupPartitionLag {
+        GroupPartitionLag {
+            topic: l.partition.topic,
+            partition: from_partition(l.partition.partition),
+            member_id: l.member_id,
+            client_id: l.client_id,
+            committed: l.committed.map(from_offset),
+            log_end_offset: l.log_end_offset.map(from_offset),
+            lag: l.lag.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+/// Which offset `list_offsets` looks up (Kafka's `OffsetSpec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark (the offset the next consumed message will get).
+    Latest,
+    /// The first offset whose timestamp is ≥ `timestamp_ms` (ms since the epoch).
+    Timestamp { timestamp_ms: i64 },
+}
+
+/// One `list_offsets` lookup.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct OffsetQuery {
+    pub topic: String,
+    pub partition: i32,
+    pub spec: OffsetSpec,
+}
+
+/// A `list_offsets` answer for one partition.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ListedOffset {
+    pub topic: String,
+    pub partition: i32,
+    /// The offset found; `None` when a timestamp lookup found no message at or after it.
+    pub offset: Option<i64>,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+}
+
+/// One lookup's outcome: exactly one of `listed` and `error` is set.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct ListedOffsetResult {
+    pub listed: Option<ListedOffset>,
+    pub error: Option<ErrorInfo>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The message format (the golden vectors, conformance C4)
+
+/// Whether a timestamp is the producer's (create time) or the broker's (log-append time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// One logical message of a decoded message set.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DecodedRecord {
+    pub offset: i64,
+    /// Ms since the epoch; −1 for magic-0 messages, which carry none.
+    pub timestamp: i64,
+    pub timestamp_type: TimestampType,
+    pub key: Option<Payload>,
+    pub value: Option<Payload>,
+}
+
+/// Decodes a stored message set (the bytes of a segment or of a fetch answer) with the core's
+/// codec, `format::for_each_record`: every record in offset order, wrappers decompressed, every
+/// CRC checked. For the golden-vector tests (C4).
+#[uniffi::export]
+pub fn decode_message_set(data: Payload) -> Result<Vec<DecodedRecord>> {
+    let mut out = Vec::new();
+    sluiceway_core::format::for_each_record(&data.0, &mut Vec::new(), |r| {
+        out.push(DecodedRecord {
+            offset: from_offset(r.offset),
+            timestamp: r.timestamp.0,
+            timestamp_type: match r.timestamp_type {
+                CoreTimestampType::CreateTime => TimestampType::CreateTime,
+                CoreTimestampType::LogAppendTime => TimestampType::LogAppendTime,
+            },
+            key: r.key.map(|k| Payload(Bytes::copy_from_slice(k))),
+            value: r.value.map(|v| Payload(Bytes::copy_from_slice(v))),
+        });
+    })?;
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -604,6 +944,88 @@ impl Admin {
                 name: t.name,
                 partitions: from_partition(t.partitions),
                 replication_factor: from_partition(t.replication_factor),
+            })
+            .collect())
+    }
+
+    /// One topic's partitions (leader, replicas, in-sync replicas) and configuration.
+    pub fn describe_topic_blocking(&self, name: String) -> Result<TopicDescription> {
+        Ok(self.0.describe_topic_blocking(&name)?.into())
+    }
+
+    /// Every consumer group of the cluster, sorted by id.
+    pub fn list_groups_blocking(&self) -> Result<Vec<GroupListing>> {
+        Ok(self
+            .0
+            .list_groups_blocking()?
+            .into_iter()
+            .map(|g| GroupListing {
+                group_id: g.group_id,
+                state: g.state.into(),
+                members: i32::try_from(g.members).unwrap_or(i32::MAX),
+                generation: g.generation,
+            })
+            .collect())
+    }
+
+    /// One group's state, members with their assignments, and committed offsets. A group the
+    /// coordinator knows nothing of is described as `Dead` (the core's rule), not an error.
+    pub fn describe_group_blocking(&self, group_id: String) -> Result<GroupDescription> {
+        Ok(self.0.describe_group_blocking(&group_id)?.into())
+    }
+
+    /// The group's partitions with owner, committed offset, log end and lag: the core's
+    /// `group_lag` of its `describe_group`.
+    pub fn group_lag_blocking(&self, group_id: String) -> Result<Vec<GroupPartitionLag>> {
+        let group = self.0.describe_group_blocking(&group_id)?;
+        Ok(self
+            .0
+            .group_lag_blocking(&group)?
+            .into_iter()
+            .map(GroupPartitionLag::from)
+            .collect())
+    }
+
+    /// Looks offsets up at each partition's leader: one result per query, in order.
+    pub fn list_offsets_blocking(
+        &self,
+        queries: Vec<OffsetQuery>,
+    ) -> Result<Vec<ListedOffsetResult>> {
+        let specs = queries
+            .into_iter()
+            .map(|q| {
+                let spec = match q.spec {
+                    OffsetSpec::Earliest => CoreOffsetSpec::Earliest,
+                    OffsetSpec::Latest => CoreOffsetSpec::Latest,
+                    OffsetSpec::Timestamp { timestamp_ms } => {
+                        CoreOffsetSpec::Timestamp(timestamp_ms)
+                    }
+                };
+                Ok((
+                    CoreTopicPartition::new(q.topic, to_partition(q.partition, "partition")?),
+                    spec,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let results = self.0.list_offsets_blocking(&specs)?;
+        Ok(results
+            .into_iter()
+            .zip(specs)
+            .map(|(r, (tp, _))| match r {
+                Ok(l) => ListedOffsetResult {
+                    listed: Some(ListedOffset {
+                        topic: tp.topic,
+                        partition: from_partition(tp.partition),
+                        offset: l.offset.map(from_offset),
+                        log_start_offset: from_offset(l.log_start_offset),
+                        high_watermark: from_offset(l.high_watermark),
+                    }),
+                    error: None,
+                },
+                Err(e) => ListedOffsetResult {
+                    listed: None,
+                    error: Some(e.into()),
+                },
             })
             .collect())
     }

@@ -642,6 +642,33 @@ public protocol AdminProtocol: AnyObject, Sendable {
     
     func deleteTopicBlocking(name: String) throws 
     
+    /**
+     * One group's state, members with their assignments, and committed offsets. A group the
+     * coordinator knows nothing of is described as `Dead` (the core's rule), not an error.
+     */
+    func describeGroupBlocking(groupId: String) throws  -> GroupDescription
+    
+    /**
+     * One topic's partitions (leader, replicas, in-sync replicas) and configuration.
+     */
+    func describeTopicBlocking(name: String) throws  -> TopicDescription
+    
+    /**
+     * The group's partitions with owner, committed offset, log end and lag: the core's
+     * `group_lag` of its `describe_group`.
+     */
+    func groupLagBlocking(groupId: String) throws  -> [GroupPartitionLag]
+    
+    /**
+     * Every consumer group of the cluster, sorted by id.
+     */
+    func listGroupsBlocking() throws  -> [GroupListing]
+    
+    /**
+     * Looks offsets up at each partition's leader: one result per query, in order.
+     */
+    func listOffsetsBlocking(queries: [OffsetQuery]) throws  -> [ListedOffsetResult]
+    
     func listTopicsBlocking() throws  -> [TopicListing]
     
 }
@@ -734,6 +761,72 @@ open func deleteTopicBlocking(name: String)throws   {try rustCallWithError(FfiCo
         FfiConverterString.lower(name),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * One group's state, members with their assignments, and committed offsets. A group the
+     * coordinator knows nothing of is described as `Dead` (the core's rule), not an error.
+     */
+open func describeGroupBlocking(groupId: String)throws  -> GroupDescription  {
+    return try  FfiConverterTypeGroupDescription_lift(try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
+        uniffiCallStatus in
+    uniffi_sluiceway_uniffi_fn_method_admin_describe_group_blocking(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(groupId),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * One topic's partitions (leader, replicas, in-sync replicas) and configuration.
+     */
+open func describeTopicBlocking(name: String)throws  -> TopicDescription  {
+    return try  FfiConverterTypeTopicDescription_lift(try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
+        uniffiCallStatus in
+    uniffi_sluiceway_uniffi_fn_method_admin_describe_topic_blocking(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The group's partitions with owner, committed offset, log end and lag: the core's
+     * `group_lag` of its `describe_group`.
+     */
+open func groupLagBlocking(groupId: String)throws  -> [GroupPartitionLag]  {
+    return try  FfiConverterSequenceTypeGroupPartitionLag.lift(try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
+        uniffiCallStatus in
+    uniffi_sluiceway_uniffi_fn_method_admin_group_lag_blocking(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(groupId),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Every consumer group of the cluster, sorted by id.
+     */
+open func listGroupsBlocking()throws  -> [GroupListing]  {
+    return try  FfiConverterSequenceTypeGroupListing.lift(try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
+        uniffiCallStatus in
+    uniffi_sluiceway_uniffi_fn_method_admin_list_groups_blocking(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Looks offsets up at each partition's leader: one result per query, in order.
+     */
+open func listOffsetsBlocking(queries: [OffsetQuery])throws  -> [ListedOffsetResult]  {
+    return try  FfiConverterSequenceTypeListedOffsetResult.lift(try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
+        uniffiCallStatus in
+    uniffi_sluiceway_uniffi_fn_method_admin_list_offsets_blocking(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeOffsetQuery.lower(queries),uniffiCallStatus
+    )
+})
 }
     
 open func listTopicsBlocking()throws  -> [TopicListing]  {
@@ -1644,6 +1737,172 @@ public func FfiConverterTypeProducer_lower(_ value: Producer) -> UInt64 {
 
 
 /**
+ * A group's committed offset for one partition.
+ */
+public struct CommittedOffset: Equatable, Hashable {
+    public var topic: String
+    public var partition: Int32
+    /**
+     * The next offset the group will read; `None` when it committed none.
+     */
+    public var offset: Int64?
+    public var metadata: String
+    /**
+     * When it was committed (ms, the coordinator's clock); `None` when it committed none.
+     */
+    public var commitTimestamp: Int64?
+    /**
+     * `None`, or the code name of why this partition has no offset.
+     */
+    public var error: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(topic: String, partition: Int32, 
+        /**
+         * The next offset the group will read; `None` when it committed none.
+         */offset: Int64?, metadata: String, 
+        /**
+         * When it was committed (ms, the coordinator's clock); `None` when it committed none.
+         */commitTimestamp: Int64?, 
+        /**
+         * `None`, or the code name of why this partition has no offset.
+         */error: String?) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.metadata = metadata
+        self.commitTimestamp = commitTimestamp
+        self.error = error
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension CommittedOffset: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCommittedOffset: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CommittedOffset {
+        return
+            try CommittedOffset(
+                topic: FfiConverterString.read(from: &buf), 
+                partition: FfiConverterInt32.read(from: &buf), 
+                offset: FfiConverterOptionInt64.read(from: &buf), 
+                metadata: FfiConverterString.read(from: &buf), 
+                commitTimestamp: FfiConverterOptionInt64.read(from: &buf), 
+                error: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: CommittedOffset, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.topic, into: &buf)
+        FfiConverterInt32.write(value.partition, into: &buf)
+        FfiConverterOptionInt64.write(value.offset, into: &buf)
+        FfiConverterString.write(value.metadata, into: &buf)
+        FfiConverterOptionInt64.write(value.commitTimestamp, into: &buf)
+        FfiConverterOptionString.write(value.error, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCommittedOffset_lift(_ buf: RustBuffer) throws -> CommittedOffset {
+    return try FfiConverterTypeCommittedOffset.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCommittedOffset_lower(_ value: CommittedOffset) -> RustBuffer {
+    return FfiConverterTypeCommittedOffset.lower(value)
+}
+
+
+/**
+ * One logical message of a decoded message set.
+ */
+public struct DecodedRecord: Equatable, Hashable {
+    public var offset: Int64
+    /**
+     * Ms since the epoch; −1 for magic-0 messages, which carry none.
+     */
+    public var timestamp: Int64
+    public var timestampType: TimestampType
+    public var key: Data?
+    public var value: Data?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(offset: Int64, 
+        /**
+         * Ms since the epoch; −1 for magic-0 messages, which carry none.
+         */timestamp: Int64, timestampType: TimestampType, key: Data?, value: Data?) {
+        self.offset = offset
+        self.timestamp = timestamp
+        self.timestampType = timestampType
+        self.key = key
+        self.value = value
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DecodedRecord: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDecodedRecord: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DecodedRecord {
+        return
+            try DecodedRecord(
+                offset: FfiConverterInt64.read(from: &buf), 
+                timestamp: FfiConverterInt64.read(from: &buf), 
+                timestampType: FfiConverterTypeTimestampType.read(from: &buf), 
+                key: FfiConverterOptionData.read(from: &buf), 
+                value: FfiConverterOptionData.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DecodedRecord, into buf: inout [UInt8]) {
+        FfiConverterInt64.write(value.offset, into: &buf)
+        FfiConverterInt64.write(value.timestamp, into: &buf)
+        FfiConverterTypeTimestampType.write(value.timestampType, into: &buf)
+        FfiConverterOptionData.write(value.key, into: &buf)
+        FfiConverterOptionData.write(value.value, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDecodedRecord_lift(_ buf: RustBuffer) throws -> DecodedRecord {
+    return try FfiConverterTypeDecodedRecord.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDecodedRecord_lower(_ value: DecodedRecord) -> RustBuffer {
+    return FfiConverterTypeDecodedRecord.lower(value)
+}
+
+
+/**
  * One record's delivery report in a batch: exactly one of `metadata` and `error` is set.
  */
 public struct DeliveryResult: Equatable, Hashable {
@@ -1819,6 +2078,636 @@ public func FfiConverterTypeErrorInfo_lift(_ buf: RustBuffer) throws -> ErrorInf
 #endif
 public func FfiConverterTypeErrorInfo_lower(_ value: ErrorInfo) -> RustBuffer {
     return FfiConverterTypeErrorInfo.lower(value)
+}
+
+
+/**
+ * One group: state, members with their partitions, committed offsets.
+ */
+public struct GroupDescription: Equatable, Hashable {
+    public var groupId: String
+    public var state: GroupState
+    public var generation: Int32
+    /**
+     * The partition assignor ("range", "roundrobin"); `None` while the group has no members.
+     */
+    public var assignor: String?
+    /**
+     * Sorted by member id.
+     */
+    public var members: [MemberDescription]
+    /**
+     * Sorted by partition.
+     */
+    public var offsets: [CommittedOffset]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(groupId: String, state: GroupState, generation: Int32, 
+        /**
+         * The partition assignor ("range", "roundrobin"); `None` while the group has no members.
+         */assignor: String?, 
+        /**
+         * Sorted by member id.
+         */members: [MemberDescription], 
+        /**
+         * Sorted by partition.
+         */offsets: [CommittedOffset]) {
+        self.groupId = groupId
+        self.state = state
+        self.generation = generation
+        self.assignor = assignor
+        self.members = members
+        self.offsets = offsets
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension GroupDescription: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeGroupDescription: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> GroupDescription {
+        return
+            try GroupDescription(
+                groupId: FfiConverterString.read(from: &buf), 
+                state: FfiConverterTypeGroupState.read(from: &buf), 
+                generation: FfiConverterInt32.read(from: &buf), 
+                assignor: FfiConverterOptionString.read(from: &buf), 
+                members: FfiConverterSequenceTypeMemberDescription.read(from: &buf), 
+                offsets: FfiConverterSequenceTypeCommittedOffset.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: GroupDescription, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.groupId, into: &buf)
+        FfiConverterTypeGroupState.write(value.state, into: &buf)
+        FfiConverterInt32.write(value.generation, into: &buf)
+        FfiConverterOptionString.write(value.assignor, into: &buf)
+        FfiConverterSequenceTypeMemberDescription.write(value.members, into: &buf)
+        FfiConverterSequenceTypeCommittedOffset.write(value.offsets, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGroupDescription_lift(_ buf: RustBuffer) throws -> GroupDescription {
+    return try FfiConverterTypeGroupDescription.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGroupDescription_lower(_ value: GroupDescription) -> RustBuffer {
+    return FfiConverterTypeGroupDescription.lower(value)
+}
+
+
+/**
+ * A group in a listing.
+ */
+public struct GroupListing: Equatable, Hashable {
+    public var groupId: String
+    public var state: GroupState
+    public var members: Int32
+    /**
+     * The current generation (0 for a group that only has committed offsets).
+     */
+    public var generation: Int32
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(groupId: String, state: GroupState, members: Int32, 
+        /**
+         * The current generation (0 for a group that only has committed offsets).
+         */generation: Int32) {
+        self.groupId = groupId
+        self.state = state
+        self.members = members
+        self.generation = generation
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension GroupListing: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeGroupListing: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> GroupListing {
+        return
+            try GroupListing(
+                groupId: FfiConverterString.read(from: &buf), 
+                state: FfiConverterTypeGroupState.read(from: &buf), 
+                members: FfiConverterInt32.read(from: &buf), 
+                generation: FfiConverterInt32.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: GroupListing, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.groupId, into: &buf)
+        FfiConverterTypeGroupState.write(value.state, into: &buf)
+        FfiConverterInt32.write(value.members, into: &buf)
+        FfiConverterInt32.write(value.generation, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGroupListing_lift(_ buf: RustBuffer) throws -> GroupListing {
+    return try FfiConverterTypeGroupListing.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGroupListing_lower(_ value: GroupListing) -> RustBuffer {
+    return FfiConverterTypeGroupListing.lower(value)
+}
+
+
+/**
+ * One partition of a group with its consumer lag (`kafka-consumer-groups --describe`).
+ */
+public struct GroupPartitionLag: Equatable, Hashable {
+    public var topic: String
+    public var partition: Int32
+    /**
+     * The member that owns it in the current generation; `None` when no member does.
+     */
+    public var memberId: String?
+    public var clientId: String?
+    /**
+     * The group's committed offset; `None` when it committed none.
+     */
+    public var committed: Int64?
+    /**
+     * The partition's high watermark at its leader; `None` when the lookup failed.
+     */
+    public var logEndOffset: Int64?
+    /**
+     * `log_end_offset − committed` (0 when the commit is ahead); `None` when either is unknown.
+     */
+    public var lag: Int64?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(topic: String, partition: Int32, 
+        /**
+         * The member that owns it in the current generation; `None` when no member does.
+         */memberId: String?, clientId: String?, 
+        /**
+         * The group's committed offset; `None` when it committed none.
+         */committed: Int64?, 
+        /**
+         * The partition's high watermark at its leader; `None` when the lookup failed.
+         */logEndOffset: Int64?, 
+        /**
+         * `log_end_offset − committed` (0 when the commit is ahead); `None` when either is unknown.
+         */lag: Int64?) {
+        self.topic = topic
+        self.partition = partition
+        self.memberId = memberId
+        self.clientId = clientId
+        self.committed = committed
+        self.logEndOffset = logEndOffset
+        self.lag = lag
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension GroupPartitionLag: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeGroupPartitionLag: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> GroupPartitionLag {
+        return
+            try GroupPartitionLag(
+                topic: FfiConverterString.read(from: &buf), 
+                partition: FfiConverterInt32.read(from: &buf), 
+                memberId: FfiConverterOptionString.read(from: &buf), 
+                clientId: FfiConverterOptionString.read(from: &buf), 
+                committed: FfiConverterOptionInt64.read(from: &buf), 
+                logEndOffset: FfiConverterOptionInt64.read(from: &buf), 
+                lag: FfiConverterOptionInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: GroupPartitionLag, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.topic, into: &buf)
+        FfiConverterInt32.write(value.partition, into: &buf)
+        FfiConverterOptionString.write(value.memberId, into: &buf)
+        FfiConverterOptionString.write(value.clientId, into: &buf)
+        FfiConverterOptionInt64.write(value.committed, into: &buf)
+        FfiConverterOptionInt64.write(value.logEndOffset, into: &buf)
+        FfiConverterOptionInt64.write(value.lag, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGroupPartitionLag_lift(_ buf: RustBuffer) throws -> GroupPartitionLag {
+    return try FfiConverterTypeGroupPartitionLag.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGroupPartitionLag_lower(_ value: GroupPartitionLag) -> RustBuffer {
+    return FfiConverterTypeGroupPartitionLag.lower(value)
+}
+
+
+/**
+ * A `list_offsets` answer for one partition.
+ */
+public struct ListedOffset: Equatable, Hashable {
+    public var topic: String
+    public var partition: Int32
+    /**
+     * The offset found; `None` when a timestamp lookup found no message at or after it.
+     */
+    public var offset: Int64?
+    public var logStartOffset: Int64
+    public var highWatermark: Int64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(topic: String, partition: Int32, 
+        /**
+         * The offset found; `None` when a timestamp lookup found no message at or after it.
+         */offset: Int64?, logStartOffset: Int64, highWatermark: Int64) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.logStartOffset = logStartOffset
+        self.highWatermark = highWatermark
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ListedOffset: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeListedOffset: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ListedOffset {
+        return
+            try ListedOffset(
+                topic: FfiConverterString.read(from: &buf), 
+                partition: FfiConverterInt32.read(from: &buf), 
+                offset: FfiConverterOptionInt64.read(from: &buf), 
+                logStartOffset: FfiConverterInt64.read(from: &buf), 
+                highWatermark: FfiConverterInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ListedOffset, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.topic, into: &buf)
+        FfiConverterInt32.write(value.partition, into: &buf)
+        FfiConverterOptionInt64.write(value.offset, into: &buf)
+        FfiConverterInt64.write(value.logStartOffset, into: &buf)
+        FfiConverterInt64.write(value.highWatermark, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeListedOffset_lift(_ buf: RustBuffer) throws -> ListedOffset {
+    return try FfiConverterTypeListedOffset.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeListedOffset_lower(_ value: ListedOffset) -> RustBuffer {
+    return FfiConverterTypeListedOffset.lower(value)
+}
+
+
+/**
+ * One lookup's outcome: exactly one of `listed` and `error` is set.
+ */
+public struct ListedOffsetResult: Equatable, Hashable {
+    public var listed: ListedOffset?
+    public var error: ErrorInfo?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(listed: ListedOffset?, error: ErrorInfo?) {
+        self.listed = listed
+        self.error = error
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ListedOffsetResult: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeListedOffsetResult: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ListedOffsetResult {
+        return
+            try ListedOffsetResult(
+                listed: FfiConverterOptionTypeListedOffset.read(from: &buf), 
+                error: FfiConverterOptionTypeErrorInfo.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ListedOffsetResult, into buf: inout [UInt8]) {
+        FfiConverterOptionTypeListedOffset.write(value.listed, into: &buf)
+        FfiConverterOptionTypeErrorInfo.write(value.error, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeListedOffsetResult_lift(_ buf: RustBuffer) throws -> ListedOffsetResult {
+    return try FfiConverterTypeListedOffsetResult.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeListedOffsetResult_lower(_ value: ListedOffsetResult) -> RustBuffer {
+    return FfiConverterTypeListedOffsetResult.lower(value)
+}
+
+
+/**
+ * A member of a described group.
+ */
+public struct MemberDescription: Equatable, Hashable {
+    public var memberId: String
+    public var clientId: String
+    /**
+     * The topics it subscribed to.
+     */
+    public var topics: [String]
+    /**
+     * Its partitions in the current generation (empty until a rebalance assigns them).
+     */
+    public var assignment: [TopicPartition]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(memberId: String, clientId: String, 
+        /**
+         * The topics it subscribed to.
+         */topics: [String], 
+        /**
+         * Its partitions in the current generation (empty until a rebalance assigns them).
+         */assignment: [TopicPartition]) {
+        self.memberId = memberId
+        self.clientId = clientId
+        self.topics = topics
+        self.assignment = assignment
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension MemberDescription: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMemberDescription: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MemberDescription {
+        return
+            try MemberDescription(
+                memberId: FfiConverterString.read(from: &buf), 
+                clientId: FfiConverterString.read(from: &buf), 
+                topics: FfiConverterSequenceString.read(from: &buf), 
+                assignment: FfiConverterSequenceTypeTopicPartition.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: MemberDescription, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.memberId, into: &buf)
+        FfiConverterString.write(value.clientId, into: &buf)
+        FfiConverterSequenceString.write(value.topics, into: &buf)
+        FfiConverterSequenceTypeTopicPartition.write(value.assignment, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMemberDescription_lift(_ buf: RustBuffer) throws -> MemberDescription {
+    return try FfiConverterTypeMemberDescription.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMemberDescription_lower(_ value: MemberDescription) -> RustBuffer {
+    return FfiConverterTypeMemberDescription.lower(value)
+}
+
+
+/**
+ * One `list_offsets` lookup.
+ */
+public struct OffsetQuery: Equatable, Hashable {
+    public var topic: String
+    public var partition: Int32
+    public var spec: OffsetSpec
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(topic: String, partition: Int32, spec: OffsetSpec) {
+        self.topic = topic
+        self.partition = partition
+        self.spec = spec
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension OffsetQuery: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeOffsetQuery: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> OffsetQuery {
+        return
+            try OffsetQuery(
+                topic: FfiConverterString.read(from: &buf), 
+                partition: FfiConverterInt32.read(from: &buf), 
+                spec: FfiConverterTypeOffsetSpec.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: OffsetQuery, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.topic, into: &buf)
+        FfiConverterInt32.write(value.partition, into: &buf)
+        FfiConverterTypeOffsetSpec.write(value.spec, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOffsetQuery_lift(_ buf: RustBuffer) throws -> OffsetQuery {
+    return try FfiConverterTypeOffsetQuery.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOffsetQuery_lower(_ value: OffsetQuery) -> RustBuffer {
+    return FfiConverterTypeOffsetQuery.lower(value)
+}
+
+
+/**
+ * One partition of a described topic, as the registry places it.
+ */
+public struct PartitionInfo: Equatable, Hashable {
+    public var partition: Int32
+    /**
+     * The leader's broker id; `None` while the partition has no leader.
+     */
+    public var leader: Int32?
+    public var leaderEpoch: Int32
+    /**
+     * Broker ids holding a replica, the preferred leader first.
+     */
+    public var replicas: [Int32]
+    /**
+     * The in-sync replicas.
+     */
+    public var isr: [Int32]
+    /**
+     * `None`, or the code name of why the partition is unusable now (`LEADER_NOT_AVAILABLE`, …).
+     */
+    public var error: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(partition: Int32, 
+        /**
+         * The leader's broker id; `None` while the partition has no leader.
+         */leader: Int32?, leaderEpoch: Int32, 
+        /**
+         * Broker ids holding a replica, the preferred leader first.
+         */replicas: [Int32], 
+        /**
+         * The in-sync replicas.
+         */isr: [Int32], 
+        /**
+         * `None`, or the code name of why the partition is unusable now (`LEADER_NOT_AVAILABLE`, …).
+         */error: String?) {
+        self.partition = partition
+        self.leader = leader
+        self.leaderEpoch = leaderEpoch
+        self.replicas = replicas
+        self.isr = isr
+        self.error = error
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension PartitionInfo: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePartitionInfo: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PartitionInfo {
+        return
+            try PartitionInfo(
+                partition: FfiConverterInt32.read(from: &buf), 
+                leader: FfiConverterOptionInt32.read(from: &buf), 
+                leaderEpoch: FfiConverterInt32.read(from: &buf), 
+                replicas: FfiConverterSequenceInt32.read(from: &buf), 
+                isr: FfiConverterSequenceInt32.read(from: &buf), 
+                error: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PartitionInfo, into buf: inout [UInt8]) {
+        FfiConverterInt32.write(value.partition, into: &buf)
+        FfiConverterOptionInt32.write(value.leader, into: &buf)
+        FfiConverterInt32.write(value.leaderEpoch, into: &buf)
+        FfiConverterSequenceInt32.write(value.replicas, into: &buf)
+        FfiConverterSequenceInt32.write(value.isr, into: &buf)
+        FfiConverterOptionString.write(value.error, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePartitionInfo_lift(_ buf: RustBuffer) throws -> PartitionInfo {
+    return try FfiConverterTypePartitionInfo.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePartitionInfo_lower(_ value: PartitionInfo) -> RustBuffer {
+    return FfiConverterTypePartitionInfo.lower(value)
 }
 
 
@@ -2155,6 +3044,83 @@ public func FfiConverterTypeRecordMetadata_lower(_ value: RecordMetadata) -> Rus
 
 
 /**
+ * A topic's placement and configuration.
+ */
+public struct TopicDescription: Equatable, Hashable {
+    public var name: String
+    public var partitions: [PartitionInfo]
+    /**
+     * The overrides given at creation.
+     */
+    public var configs: [String: String]
+    /**
+     * Every key with its effective value.
+     */
+    public var effectiveConfigs: [String: String]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(name: String, partitions: [PartitionInfo], 
+        /**
+         * The overrides given at creation.
+         */configs: [String: String], 
+        /**
+         * Every key with its effective value.
+         */effectiveConfigs: [String: String]) {
+        self.name = name
+        self.partitions = partitions
+        self.configs = configs
+        self.effectiveConfigs = effectiveConfigs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension TopicDescription: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTopicDescription: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TopicDescription {
+        return
+            try TopicDescription(
+                name: FfiConverterString.read(from: &buf), 
+                partitions: FfiConverterSequenceTypePartitionInfo.read(from: &buf), 
+                configs: FfiConverterDictionaryStringString.read(from: &buf), 
+                effectiveConfigs: FfiConverterDictionaryStringString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: TopicDescription, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterSequenceTypePartitionInfo.write(value.partitions, into: &buf)
+        FfiConverterDictionaryStringString.write(value.configs, into: &buf)
+        FfiConverterDictionaryStringString.write(value.effectiveConfigs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTopicDescription_lift(_ buf: RustBuffer) throws -> TopicDescription {
+    return try FfiConverterTypeTopicDescription.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTopicDescription_lower(_ value: TopicDescription) -> RustBuffer {
+    return FfiConverterTypeTopicDescription.lower(value)
+}
+
+
+/**
  * A topic as listed by the admin client.
  */
 public struct TopicListing: Equatable, Hashable {
@@ -2270,6 +3236,190 @@ public func FfiConverterTypeTopicPartition_lift(_ buf: RustBuffer) throws -> Top
 public func FfiConverterTypeTopicPartition_lower(_ value: TopicPartition) -> RustBuffer {
     return FfiConverterTypeTopicPartition.lower(value)
 }
+
+
+/**
+ * A consumer group's state as its coordinator reports it (the core's `GroupState`).
+ */
+
+public enum GroupState: Equatable, Hashable {
+    
+    case empty
+    case preparingRebalance
+    case stable
+    /**
+     * The coordinator knows nothing of the group (no members, no committed offsets).
+     */
+    case dead
+    /**
+     * A state this client does not know (a newer broker).
+     */
+    case unknown
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension GroupState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeGroupState: FfiConverterRustBuffer {
+    typealias SwiftType = GroupState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> GroupState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .empty
+        
+        case 2: return .preparingRebalance
+        
+        case 3: return .stable
+        
+        case 4: return .dead
+        
+        case 5: return .unknown
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: GroupState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .empty:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .preparingRebalance:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .stable:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .dead:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGroupState_lift(_ buf: RustBuffer) throws -> GroupState {
+    return try FfiConverterTypeGroupState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGroupState_lower(_ value: GroupState) -> RustBuffer {
+    return FfiConverterTypeGroupState.lower(value)
+}
+
+
+
+/**
+ * Which offset `list_offsets` looks up (Kafka's `OffsetSpec`).
+ */
+
+public enum OffsetSpec: Equatable, Hashable {
+    
+    /**
+     * The log start offset.
+     */
+    case earliest
+    /**
+     * The high watermark (the offset the next consumed message will get).
+     */
+    case latest
+    /**
+     * The first offset whose timestamp is ≥ `timestamp_ms` (ms since the epoch).
+     */
+    case timestamp(timestampMs: Int64
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension OffsetSpec: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeOffsetSpec: FfiConverterRustBuffer {
+    typealias SwiftType = OffsetSpec
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> OffsetSpec {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .earliest
+        
+        case 2: return .latest
+        
+        case 3: return .timestamp(timestampMs: try FfiConverterInt64.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: OffsetSpec, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .earliest:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .latest:
+            writeInt(&buf, Int32(2))
+        
+        
+        case let .timestamp(timestampMs):
+            writeInt(&buf, Int32(3))
+            FfiConverterInt64.write(timestampMs, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOffsetSpec_lift(_ buf: RustBuffer) throws -> OffsetSpec {
+    return try FfiConverterTypeOffsetSpec.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOffsetSpec_lower(_ value: OffsetSpec) -> RustBuffer {
+    return FfiConverterTypeOffsetSpec.lower(value)
+}
+
 
 
 /**
@@ -2435,6 +3585,75 @@ public func FfiConverterTypeSluicewayError_lower(_ value: SluicewayError) -> Rus
     return FfiConverterTypeSluicewayError.lower(value)
 }
 
+
+/**
+ * Whether a timestamp is the producer's (create time) or the broker's (log-append time).
+ */
+
+public enum TimestampType: Equatable, Hashable {
+    
+    case createTime
+    case logAppendTime
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension TimestampType: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTimestampType: FfiConverterRustBuffer {
+    typealias SwiftType = TimestampType
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TimestampType {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .createTime
+        
+        case 2: return .logAppendTime
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: TimestampType, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .createTime:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .logAppendTime:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTimestampType_lift(_ buf: RustBuffer) throws -> TimestampType {
+    return try FfiConverterTypeTimestampType.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTimestampType_lower(_ value: TimestampType) -> RustBuffer {
+    return FfiConverterTypeTimestampType.lower(value)
+}
+
+
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
@@ -2502,6 +3721,30 @@ fileprivate struct FfiConverterOptionInt64: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
+    typealias SwiftType = String?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterString.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterString.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -2582,6 +3825,30 @@ fileprivate struct FfiConverterOptionTypeErrorInfo: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeListedOffset: FfiConverterRustBuffer {
+    typealias SwiftType = ListedOffset?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeListedOffset.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeListedOffset.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeRecordMetadata: FfiConverterRustBuffer {
     typealias SwiftType = RecordMetadata?
 
@@ -2630,6 +3897,31 @@ fileprivate struct FfiConverterOptionSequenceTypeTopicPartition: FfiConverterRus
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceInt32: FfiConverterRustBuffer {
+    typealias SwiftType = [Int32]
+
+    public static func write(_ value: [Int32], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterInt32.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Int32] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Int32]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterInt32.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
     typealias SwiftType = [String]
 
@@ -2647,6 +3939,56 @@ fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterString.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeCommittedOffset: FfiConverterRustBuffer {
+    typealias SwiftType = [CommittedOffset]
+
+    public static func write(_ value: [CommittedOffset], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeCommittedOffset.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [CommittedOffset] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [CommittedOffset]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeCommittedOffset.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeDecodedRecord: FfiConverterRustBuffer {
+    typealias SwiftType = [DecodedRecord]
+
+    public static func write(_ value: [DecodedRecord], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDecodedRecord.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DecodedRecord] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DecodedRecord]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDecodedRecord.read(from: &buf))
         }
         return seq
     }
@@ -2697,6 +4039,156 @@ fileprivate struct FfiConverterSequenceTypeErrorCodeInfo: FfiConverterRustBuffer
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeErrorCodeInfo.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeGroupListing: FfiConverterRustBuffer {
+    typealias SwiftType = [GroupListing]
+
+    public static func write(_ value: [GroupListing], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeGroupListing.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [GroupListing] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [GroupListing]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeGroupListing.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeGroupPartitionLag: FfiConverterRustBuffer {
+    typealias SwiftType = [GroupPartitionLag]
+
+    public static func write(_ value: [GroupPartitionLag], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeGroupPartitionLag.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [GroupPartitionLag] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [GroupPartitionLag]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeGroupPartitionLag.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeListedOffsetResult: FfiConverterRustBuffer {
+    typealias SwiftType = [ListedOffsetResult]
+
+    public static func write(_ value: [ListedOffsetResult], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeListedOffsetResult.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ListedOffsetResult] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ListedOffsetResult]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeListedOffsetResult.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeMemberDescription: FfiConverterRustBuffer {
+    typealias SwiftType = [MemberDescription]
+
+    public static func write(_ value: [MemberDescription], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeMemberDescription.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [MemberDescription] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [MemberDescription]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeMemberDescription.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeOffsetQuery: FfiConverterRustBuffer {
+    typealias SwiftType = [OffsetQuery]
+
+    public static func write(_ value: [OffsetQuery], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeOffsetQuery.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [OffsetQuery] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [OffsetQuery]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeOffsetQuery.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypePartitionInfo: FfiConverterRustBuffer {
+    typealias SwiftType = [PartitionInfo]
+
+    public static func write(_ value: [PartitionInfo], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypePartitionInfo.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [PartitionInfo] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [PartitionInfo]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypePartitionInfo.read(from: &buf))
         }
         return seq
     }
@@ -2926,6 +4418,19 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     }
 }
 /**
+ * Decodes a stored message set (the bytes of a segment or of a fetch answer) with the core's
+ * codec, `format::for_each_record`: every record in offset order, wrappers decompressed, every
+ * CRC checked. For the golden-vector tests (C4).
+ */
+public func decodeMessageSet(data: Data)throws  -> [DecodedRecord]  {
+    return try  FfiConverterSequenceTypeDecodedRecord.lift(try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
+        uniffiCallStatus in
+    uniffi_sluiceway_uniffi_fn_func_decode_message_set(
+        FfiConverterData.lower(data),uniffiCallStatus
+    )
+})
+}
+/**
  * Every core error code, for the foreign tests that check each one maps to a typed error.
  */
 public func errorCodes() -> [ErrorCodeInfo]  {
@@ -2951,6 +4456,9 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
+    if (uniffi_sluiceway_uniffi_checksum_func_decode_message_set() != 19139) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_sluiceway_uniffi_checksum_func_error_codes() != 41524) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -2958,6 +4466,21 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_sluiceway_uniffi_checksum_method_admin_delete_topic_blocking() != 45481) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_describe_group_blocking() != 30571) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_describe_topic_blocking() != 20430) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_group_lag_blocking() != 51910) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_list_groups_blocking() != 47289) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_list_offsets_blocking() != 54655) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_sluiceway_uniffi_checksum_method_admin_list_topics_blocking() != 43274) {

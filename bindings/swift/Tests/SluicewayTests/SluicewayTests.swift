@@ -1,5 +1,6 @@
-// Swift tests against a real broker (`SLUICEWAY_BIN`, default ../../target/debug/sluiceway),
-// run by `make test-swift` only where a Swift toolchain exists.
+// Swift tests against a real broker (`SLUICEWAY_BIN`, default ../../target/debug/sluiceway) and
+// over the golden vectors (`SLUICEWAY_GOLDEN`, default ../../testdata/golden), run by
+// `make test-swift` only where a Swift toolchain exists.
 import Foundation
 import XCTest
 @testable import Sluiceway
@@ -77,5 +78,69 @@ final class SluicewayTests: XCTestCase {
         XCTAssertThrowsError(try consumer.pollBlocking(timeout: 5)) { e in
             XCTAssertEqual((e as? SluicewayError)?.code, "CLOSED")
         }
+    }
+
+    func testGoldenVectorsDecodeToTheJsonBesideEachFile() throws {
+        let dir = URL(fileURLWithPath: ProcessInfo.processInfo.environment["SLUICEWAY_GOLDEN"] ?? "../../testdata/golden")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".bin") }.sorted()
+        XCTAssertFalse(files.isEmpty)
+        for file in files {
+            let json = dir.appendingPathComponent(String(file.dropLast(4)) + ".json")
+            let expected = (try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as! [String: Any])["records"] as! [[String: Any]]
+            let records = try decodeMessageSet(data: Data(contentsOf: dir.appendingPathComponent(file)))
+            XCTAssertEqual(records.count, expected.count, file)
+            for (r, e) in zip(records, expected) {
+                XCTAssertEqual(r.offset, (e["offset"] as! NSNumber).int64Value, file)
+                XCTAssertEqual(r.timestamp, (e["timestamp"] as? NSNumber)?.int64Value ?? -1, file)
+                if let type = e["timestamp_type"] as? String {
+                    XCTAssertEqual(r.timestampType == .createTime ? "CreateTime" : "LogAppendTime", type, file)
+                }
+                XCTAssertEqual(r.key?.base64EncodedString(), e["key"] as? String, file)
+                XCTAssertEqual(r.value?.base64EncodedString(), e["value"] as? String, file)
+            }
+        }
+    }
+
+    func testAdminDescribesTopicsGroupsAndOffsets() throws {
+        let t = try newTopic(2)
+        let admin = try Admin(config: ["bootstrap.servers": Self.address])
+        let topic = try admin.describeTopicBlocking(name: t)
+        XCTAssertEqual(topic.partitions.map { $0.partition }, [0, 1])
+        XCTAssertTrue(topic.partitions.allSatisfy { $0.leader != nil && $0.isr == $0.replicas })
+        XCTAssertThrowsError(try admin.describeTopicBlocking(name: "no-such-topic-swift")) { e in
+            XCTAssertEqual((e as? SluicewayError)?.code, "UNKNOWN_TOPIC_OR_PARTITION")
+        }
+
+        let producer = try Producer(config: ["bootstrap.servers": Self.address])
+        let records = (0..<10).map { ProducerRecord(topic: t, value: Data("v\($0)".utf8), partition: 0) }
+        XCTAssertTrue(try producer.sendBatchBlocking(records: records, timeout: 30).allSatisfy { $0.metadata != nil })
+        try producer.closeBlocking(timeout: nil)
+        let offsets = try admin.listOffsetsBlocking(queries: [
+            OffsetQuery(topic: t, partition: 0, spec: .earliest),
+            OffsetQuery(topic: t, partition: 0, spec: .latest),
+            OffsetQuery(topic: "no-such-topic-swift", partition: 0, spec: .latest),
+        ])
+        XCTAssertEqual(offsets[0].listed?.offset, 0)
+        XCTAssertEqual(offsets[1].listed?.offset, 10)
+        XCTAssertEqual(offsets[2].error?.code, "UNKNOWN_TOPIC_OR_PARTITION")
+
+        let group = "swift-\(UUID().uuidString.prefix(8))"
+        let consumer = try Consumer(config: [
+            "bootstrap.servers": Self.address, "group.id": group,
+            "auto.offset.reset": "earliest", "enable.auto.commit": "false",
+        ])
+        try consumer.subscribeBlocking(topics: [t])
+        var got = 0
+        let deadline = Date().addingTimeInterval(30)
+        while got < 10 && Date() < deadline { got += try consumer.pollBlocking(timeout: 0.2).count }
+        XCTAssertEqual(got, 10)
+        try consumer.commitBlocking()
+        XCTAssertEqual(try admin.listGroupsBlocking().first { $0.groupId == group }?.state, .stable)
+        let described = try admin.describeGroupBlocking(groupId: group)
+        XCTAssertEqual(described.members.count, 1)
+        XCTAssertEqual(Set(described.members.flatMap { $0.assignment }), Set([0, 1].map { TopicPartition(topic: t, partition: Int32($0)) }))
+        XCTAssertEqual(try admin.groupLagBlocking(groupId: group).compactMap { $0.lag }.reduce(0, +), 0)
+        try consumer.closeBlocking(timeout: nil)
+        XCTAssertEqual(try admin.describeGroupBlocking(groupId: "nobody-\(UUID().uuidString)").state, .dead)
     }
 }

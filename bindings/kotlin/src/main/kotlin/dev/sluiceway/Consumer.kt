@@ -19,6 +19,10 @@ typealias PartitionOffset = dev.sluiceway.ffi.PartitionOffset
 class Consumer(config: Map<String, String>) : AutoCloseable {
     constructor(vararg config: Pair<String, String>) : this(mapOf(*config))
 
+    init {
+        CallbackThreads.install()
+    }
+
     private val inner: NativeConsumer = native { NativeConsumer(config) }
 
     fun assign(partitions: List<TopicPartition>) = native { inner.assign(partitions) }

@@ -14,6 +14,10 @@ typealias RecordMetadata = dev.sluiceway.ffi.RecordMetadata
 class Producer(config: Map<String, String>) : AutoCloseable {
     constructor(vararg config: Pair<String, String>) : this(mapOf(*config))
 
+    init {
+        CallbackThreads.install()
+    }
+
     private val inner: NativeProducer = native { NativeProducer(config) }
 
     /** Sends one record and suspends until it is delivered (or throws its typed error). */

@@ -4,7 +4,9 @@ package dev.sluiceway
 
 import dev.sluiceway.ffi.errorCodes
 import dev.sluiceway.ffi.RebalanceEvent
+import java.io.File
 import java.time.Duration
+import java.util.Base64
 import java.util.UUID
 import kotlin.random.Random
 import kotlin.test.assertContains
@@ -16,6 +18,13 @@ import kotlinx.coroutines.flow.take
 import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
+import kotlinx.serialization.json.Json
+import kotlinx.serialization.json.JsonNull
+import kotlinx.serialization.json.JsonObject
+import kotlinx.serialization.json.jsonArray
+import kotlinx.serialization.json.jsonObject
+import kotlinx.serialization.json.jsonPrimitive
+import kotlinx.serialization.json.long
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.assertThrows
 
@@ -75,6 +84,39 @@ class ConformanceTest {
             val r = consume(c, 1).single()
             assertEquals(Triple(2, meta.offset, "to-2"), Triple(r.partition, r.offset, String(r.value!!)))
         }
+    }
+
+    @Test
+    fun c4GoldenVectorsDecodeToTheJsonBesideEachFile() {
+        val dir = File(System.getProperty("sluiceway.golden") ?: error("sluiceway.golden is not set (see pom.xml)"))
+        val files = dir.listFiles { f -> f.name.endsWith(".bin") }!!.sortedBy { it.name }
+        assertTrue(files.isNotEmpty(), "no golden vectors in $dir")
+        fun bytes(e: JsonObject, field: String): String? =
+            e[field].takeUnless { it == null || it is JsonNull }?.jsonPrimitive?.content
+        for (bin in files) {
+            val expected = Json.parseToJsonElement(File(dir, bin.name.removeSuffix(".bin") + ".json").readText())
+                .jsonObject.getValue("records").jsonArray.map { it.jsonObject }
+            val records = decodeMessageSet(bin.readBytes())
+            assertEquals(expected.size, records.size, bin.name)
+            for ((r, e) in records.zip(expected)) {
+                val what = "${bin.name} offset ${r.offset}"
+                assertEquals(e.getValue("offset").jsonPrimitive.long, r.offset, what)
+                val ts = e.getValue("timestamp")
+                assertEquals(if (ts is JsonNull) -1L else ts.jsonPrimitive.long, r.timestamp, what)
+                val type = e.getValue("timestamp_type")
+                if (type !is JsonNull) {
+                    val name = if (r.timestampType == TimestampType.CREATE_TIME) "CreateTime" else "LogAppendTime"
+                    assertEquals(type.jsonPrimitive.content, name, what)
+                }
+                assertEquals(bytes(e, "key"), r.key?.let { Base64.getEncoder().encodeToString(it) }, "$what key")
+                assertEquals(bytes(e, "value"), r.value?.let { Base64.getEncoder().encodeToString(it) }, "$what value")
+            }
+        }
+        // A damaged set is a typed error, not a wrong answer.
+        val damaged = File(dir, "v1_uncompressed.bin").readBytes().also { it[it.size - 1] = (it[it.size - 1] + 1).toByte() }
+        val e = assertThrows<SluicewayException> { decodeMessageSet(damaged) }
+        assertEquals("CORRUPT_MESSAGE", e.code)
+        assertTrue(e.message!!.isNotEmpty())
     }
 
     @Test

@@ -18,8 +18,9 @@ fun main(args: Array<String>) = runBlocking {
     val batch = args.getOrNull(4)?.toInt() ?: 10_000
     val value = ByteArray(size) { 'x'.code.toByte() }
     val inFlight = Semaphore(10)
-    // acks and linger.ms as `sluiceway bench produce --acks 1` sets them (its linger default is 5).
-    Producer("bootstrap.servers" to bootstrap, "acks" to "1", "linger.ms" to "5").use { p ->
+    // acks, linger.ms and batch.size as `sluiceway bench produce --acks 1` sets them (its defaults
+    // are --linger-ms 5 and --batch-size 65536; the producer's own batch.size default is 16 KiB).
+    Producer("bootstrap.servers" to bootstrap, "acks" to "1", "linger.ms" to "5", "batch.size" to "65536").use { p ->
         val started = System.nanoTime()
         val failed = (0 until messages step batch).map { first ->
             async {
