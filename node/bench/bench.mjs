@@ -150,7 +150,7 @@ async function rust(bin, bootstrap) {
     const { stdout } = await run(bin, ['bench', mode, ...common, ...extra], { maxBuffer: 1 << 20 })
     const r = JSON.parse(stdout.trim().split('\n').pop())
     if (r.messages !== messages || r.errors !== 0) throw new Error(`rust ${mode}: ${stdout}`)
-    report('rust', mode, r.elapsed_s)
+    report('rust', mode, r.seconds)
   }
 }
 

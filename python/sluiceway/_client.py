@@ -58,6 +58,12 @@ class BatchHandle:
         """Waits up to ``timeout`` seconds for every record: metadata or the record's error."""
         return self._native.results(timeout)
 
+    def wait(self, timeout: float | None = None) -> None:
+        """Waits up to ``timeout`` seconds for every record; returns when all were delivered,
+        else raises the first failed record's error (:meth:`results` tells each record's).
+        Cheaper than :meth:`results` when only success matters: no per-record result."""
+        self._native.wait(timeout)
+
     def done(self) -> bool:
         return self._native.done()
 

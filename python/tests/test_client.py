@@ -271,6 +271,15 @@ def test_c15_missing_topic_batch_fails_every_record(bootstrap: str) -> None:
     assert time.monotonic() - started < 60
 
 
+def test_batch_wait_returns_when_all_delivered_and_raises_the_first_failure(bootstrap: str, topic: str) -> None:
+    with sluiceway.Producer(bootstrap_servers=bootstrap) as p:
+        p.send_batch(topic, [f"w{i}" for i in range(500)]).wait(30)  # returns: all delivered
+        with pytest.raises(errors.UnknownTopicOrPartitionError, match="no-such-topic-wait"):
+            p.send_batch("no-such-topic-wait", [b"x"] * 10).wait(30)
+        with pytest.raises(ValueError, match="timeout"):
+            p.send_batch(topic, [b"x"]).wait(-1)
+
+
 def test_c16_close_then_poll(bootstrap: str, topic: str) -> None:
     c = sluiceway.Consumer(bootstrap_servers=bootstrap)
     c.assign([(topic, 0)])

@@ -663,6 +663,20 @@ impl PyBatchDelivery {
         }
     }
 
+    /// Waits up to `timeout` seconds for every record; `None` when all were delivered, else
+    /// raises the first failed record's error (`results` tells each record's). Builds no
+    /// per-record result.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let t = to_timeout(timeout, "timeout")?;
+        let d = self.0.clone();
+        match py.detach(move || d.wait_failures_blocking(t)) {
+            Some(Ok(f)) => f.first.map_or(Ok(()), |e| Err(to_py_err(py, e))),
+            Some(Err(e)) => Err(to_py_err(py, e)),
+            None => Err(timed_out(py, "the batch's delivery")),
+        }
+    }
+
     fn done(&self) -> bool {
         self.0.is_done()
     }

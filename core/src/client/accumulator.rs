@@ -317,6 +317,22 @@ fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
+/// The failed records of a resolved [`BatchDelivery`]: how many, and the first in record order.
+#[derive(Debug, Default)]
+pub struct Failures {
+    pub count: usize,
+    pub first: Option<Error>,
+}
+
+impl Failures {
+    fn add(&mut self, records: usize, error: impl FnOnce() -> Error) {
+        self.count += records;
+        if self.first.is_none() {
+            self.first = Some(error());
+        }
+    }
+}
+
 /// One handle for the records of one `send_batch` call: one result per record, in the order
 /// they were given. Waiting costs one wake-up per underlying batch, not one per record.
 #[derive(Debug)]
@@ -370,9 +386,7 @@ impl BatchDelivery {
 
     /// Waits (in any executor) until every record is resolved; one result per record.
     pub async fn wait(&self) -> Vec<Result<RecordMetadata>> {
-        for b in self.batches() {
-            b.wait().await;
-        }
+        self.resolved().await;
         self.try_results()
             .expect("every batch is resolved after waiting for each")
     }
@@ -382,22 +396,83 @@ impl BatchDelivery {
     /// An installed interrupt check (`client::set_interrupt_check`) that fires ends the wait
     /// with `Some` of [`Error::Interrupted`] for every record.
     pub fn wait_blocking(&self, timeout: Option<Duration>) -> Option<Vec<Result<RecordMetadata>>> {
+        match self.resolved_blocking(timeout)? {
+            Ok(()) => self.try_results(),
+            Err(_) => Some(
+                self.records
+                    .iter()
+                    .map(|_| Err(Error::Interrupted))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// How many records failed and the first failure in record order, once every record is
+    /// resolved (`None` while some are pending), without building a result per record: for
+    /// callers that only need "all delivered, or why not" (a binding's hot loop).
+    pub fn try_failures(&self) -> Option<Failures> {
+        let mut out = Failures::default();
+        let mut i = 0;
+        while i < self.records.len() {
+            match &self.records[i].inner {
+                FutureInner::Failed(e) => {
+                    out.add(1, || {
+                        e.as_ref().map_or_else(polled_after_completion, clone_error)
+                    });
+                    i += 1;
+                }
+                FutureInner::Pending { shared, .. } => {
+                    let run = self.records[i..]
+                        .iter()
+                        .take_while(|r| r.shared().is_some_and(|s| Arc::ptr_eq(s, shared)))
+                        .count();
+                    match &shared.state.lock().outcome {
+                        None => return None,
+                        Some(Outcome::Delivered(_)) => {}
+                        Some(Outcome::Failed(e)) => out.add(run, || clone_error(e)),
+                    }
+                    i += run;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// [`BatchDelivery::try_failures`] after waiting (in any executor) for every record.
+    pub async fn wait_failures(&self) -> Failures {
+        self.resolved().await;
+        self.try_failures()
+            .expect("every batch is resolved after waiting for each")
+    }
+
+    /// [`BatchDelivery::try_failures`] after blocking the calling thread until every record is
+    /// resolved, at most `timeout`: `None` when the time ran out first, `Some(Err(Interrupted))`
+    /// when an installed interrupt check fired.
+    pub fn wait_failures_blocking(&self, timeout: Option<Duration>) -> Option<Result<Failures>> {
+        match self.resolved_blocking(timeout)? {
+            Ok(()) => self.try_failures().map(Ok),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    async fn resolved(&self) {
+        for b in self.batches() {
+            b.wait().await;
+        }
+    }
+
+    /// Blocks until every batch is resolved: `None` when `timeout` ran out first, `Some(Err)`
+    /// when the interrupt check fired.
+    fn resolved_blocking(&self, timeout: Option<Duration>) -> Option<Result<()>> {
         let deadline = deadline_after(timeout);
         for b in self.batches() {
             match b.wait_blocking(deadline) {
                 Ok(true) => {}
                 Ok(false) => return None,
-                Err(_) => {
-                    return Some(
-                        self.records
-                            .iter()
-                            .map(|_| Err(Error::Interrupted))
-                            .collect(),
-                    );
-                }
+                Err(e) => return Some(Err(e)),
             }
         }
-        self.try_results()
+        Some(Ok(()))
     }
 
     /// The per-record futures (for callers that want to await records one by one).
@@ -1197,5 +1272,32 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn failures_count_records_of_failed_batches_and_keep_the_first_in_order() {
+        let now = Instant::now();
+        let mut acc = gzip_acc(100, Duration::ZERO);
+        // Two partitions: p0's batch will be delivered, p1's will fail; one record failed early.
+        let mut futs = vec![acc.append(&tp(0), 1, None, Some(b"a"), now, None).0];
+        futs.push(DeliveryFuture::failed(Error::MessageTooLarge {
+            size: 9,
+            max: 1,
+        }));
+        futs.extend((0..3).map(|_| acc.append(&tp(1), 1, None, Some(b"b"), now, None).0));
+        let batch = BatchDelivery::new(futs);
+        assert!(batch.try_failures().is_none(), "pending");
+        let d0 = acc.drain(&tp(0), 1 << 20, now, true).unwrap().unwrap();
+        let d1 = acc.drain(&tp(1), 1 << 20, now, true).unwrap().unwrap();
+        acc.complete(&tp(0), d0.batch_id, delivered_at(0));
+        acc.complete(&tp(1), d1.batch_id, Err(Error::Network("reset".into())));
+        let f = batch.try_failures().expect("all resolved");
+        assert_eq!(f.count, 4);
+        assert_eq!(f.first.unwrap().code(), ErrorCode::MessageTooLarge);
+        let f = batch
+            .wait_failures_blocking(Some(Duration::ZERO))
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.count, 4);
     }
 }

@@ -41,7 +41,7 @@ pub use crate::format::{Compression, TimestampType};
 pub use crate::group::{MemberDescription, TopicPartition};
 pub use crate::types::Offset;
 pub use crate::wire::{PartitionMetadata, TopicMetadata};
-pub use accumulator::{BatchDelivery, DeliveryFuture, RecordMetadata};
+pub use accumulator::{BatchDelivery, DeliveryFuture, Failures, RecordMetadata};
 pub use admin::{
     Admin, ClusterDescription, CommittedOffset, GroupDescription, GroupListing, GroupPartitionLag,
     GroupState, NewTopic, TopicDescription, TopicListing,
