@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sluiceway_core::client::{
-    Consumer, ConsumerConfig, OffsetReset, PartitionOffset, Producer, ProducerConfig,
-    ProducerRecord, RebalanceEvent, TopicPartition,
+    Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, OffsetSpec,
+    PartitionOffset, Producer, ProducerConfig, ProducerRecord, RebalanceEvent, TopicPartition,
 };
 use sluiceway_core::{Error, ErrorCode, Offset};
 
@@ -89,6 +89,54 @@ fn clients_work_from_threads_without_a_runtime() {
         Offset(0)
     );
     consumer.close_blocking(None).unwrap();
+}
+
+/// Polls `fut` to completion on this thread, parking between wake-ups: an executor that is not
+/// tokio's (as UniFFI's foreign futures or another async runtime are).
+fn plain<F: std::future::Future>(fut: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// The admin client's async methods work outside tokio, like the producer's and consumer's:
+/// each call is polled with the client runtime's context entered.
+#[test]
+fn admin_async_methods_work_from_another_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    assert!(tokio::runtime::Handle::try_current().is_err());
+    let admin = plain(Admin::new(AdminConfig::new(&b.addr))).expect("admin");
+    plain(admin.create_topic(NewTopic::new("foreign", 2))).expect("create");
+    let d = plain(admin.describe_topic("foreign")).expect("describe");
+    assert_eq!(d.topic.partitions.len(), 2);
+    let listed = plain(admin.list_topics()).expect("list");
+    assert!(listed.iter().any(|t| t.name == "foreign"));
+    let tp = TopicPartition::new("foreign", 1);
+    let offsets = plain(admin.list_offsets(&[(tp, OffsetSpec::Latest)]));
+    assert_eq!(offsets[0].as_ref().expect("offset").offset, Some(Offset(0)));
+    assert!(
+        plain(admin.describe_cluster())
+            .expect("cluster")
+            .brokers
+            .len()
+            == 1
+    );
+    plain(admin.list_groups()).expect("groups");
+    plain(admin.describe_group("nobody")).expect("a dead group");
+    plain(admin.delete_topic("foreign")).expect("delete");
 }
 
 /// After `fork()` a client made in the parent fails at once in the child with CLOSED and a

@@ -16,7 +16,9 @@ use std::time::Duration;
 use sluiceway_proto::v1;
 use sluiceway_proto::v1::admin_client::AdminClient as GrpcAdmin;
 
-use super::cluster::{BrokerInfo, Cluster, ListedOffset, OffsetSpec, coordinator_moved};
+use super::cluster::{
+    BrokerInfo, Cluster, ListedOffset, OffsetSpec, clone_error, coordinator_moved,
+};
 use super::config::AdminConfig;
 use super::runtime::Home;
 use crate::error::{Error, ErrorCode, Result};
@@ -242,10 +244,15 @@ pub struct Admin {
 impl Admin {
     /// Validates `config` and checks that some bootstrap broker answers.
     pub async fn new(config: AdminConfig) -> Result<Admin> {
-        config.validate()?;
-        let cluster = Cluster::new(config.common, Home::new("admin")?);
-        cluster.refresh(&[]).await?;
-        Ok(Admin { cluster })
+        let home = Home::new("admin")?;
+        home.clone()
+            .run(async move {
+                config.validate()?;
+                let cluster = Cluster::new(config.common, home);
+                cluster.refresh(&[]).await?;
+                Ok(Admin { cluster })
+            })
+            .await
     }
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T>
@@ -264,6 +271,10 @@ impl Admin {
 
     /// Creates a topic; returns its placement.
     pub async fn create_topic(&self, topic: NewTopic) -> Result<TopicMetadata> {
+        self.run(self.create_topic_here(topic)).await
+    }
+
+    async fn create_topic_here(&self, topic: NewTopic) -> Result<TopicMetadata> {
         let req = v1::CreateTopicRequest {
             name: topic.name,
             partitions: topic.partitions,
@@ -286,6 +297,10 @@ impl Admin {
 
     /// Deletes a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        self.run(self.delete_topic_here(name)).await
+    }
+
+    async fn delete_topic_here(&self, name: &str) -> Result<()> {
         let req = v1::DeleteTopicRequest {
             name: name.to_owned(),
         };
@@ -301,6 +316,10 @@ impl Admin {
 
     /// Every topic, sorted by name.
     pub async fn list_topics(&self) -> Result<Vec<TopicListing>> {
+        self.run(self.list_topics_here()).await
+    }
+
+    async fn list_topics_here(&self) -> Result<Vec<TopicListing>> {
         let resp = self
             .call(|mut c, t| {
                 let mut r = tonic::Request::new(v1::ListTopicsRequest {});
@@ -321,6 +340,10 @@ impl Admin {
 
     /// One topic's partitions, leaders, replicas and configuration.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        self.run(self.describe_topic_here(name)).await
+    }
+
+    async fn describe_topic_here(&self, name: &str) -> Result<TopicDescription> {
         let req = v1::DescribeTopicRequest {
             name: name.to_owned(),
         };
@@ -346,11 +369,28 @@ impl Admin {
         &self,
         specs: &[(TopicPartition, OffsetSpec)],
     ) -> Vec<Result<ListedOffset>> {
-        self.cluster.list_offsets(specs).await
+        match self
+            .run(async { Ok(self.cluster.list_offsets(specs).await) })
+            .await
+        {
+            Ok(results) => results,
+            // The call itself failed (a forked process): every entry says so.
+            Err(e) => specs.iter().map(|_| Err(clone_error(&e))).collect(),
+        }
+    }
+
+    /// Polls `fut` with the client runtime's context entered (`Home::run`), so every async
+    /// method works from any executor, as the producer's and consumer's do.
+    async fn run<T>(&self, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        self.cluster.home().run(fut).await
     }
 
     /// Every broker the registry knows, and the controller.
     pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+        self.run(self.describe_cluster_here()).await
+    }
+
+    async fn describe_cluster_here(&self) -> Result<ClusterDescription> {
         let (brokers, controller_id) = self.cluster.list_brokers().await?;
         Ok(ClusterDescription {
             brokers,
@@ -362,6 +402,10 @@ impl Admin {
     /// this asks every live broker and merges the answers (as Kafka's admin client does); a
     /// broker that cannot be reached fails the call, so the listing is never silently partial.
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        self.run(self.list_groups_here()).await
+    }
+
+    async fn list_groups_here(&self) -> Result<Vec<GroupListing>> {
         let (brokers, _) = self.cluster.list_brokers().await?;
         let mut out = BTreeMap::new();
         for b in brokers.iter().filter(|b| b.alive) {
@@ -393,6 +437,10 @@ impl Admin {
     /// once if it moved). A group the coordinator knows nothing of is described with
     /// [`GroupState::Dead`], not an error.
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        self.run(self.describe_group_here(group)).await
+    }
+
+    async fn describe_group_here(&self, group: &str) -> Result<GroupDescription> {
         let req = v1::DescribeGroupRequest {
             group_id: group.to_owned(),
         };
@@ -445,7 +493,7 @@ impl Admin {
             .keys()
             .map(|tp| (tp.clone(), OffsetSpec::Latest))
             .collect();
-        let ends = self.cluster.list_offsets(&specs).await;
+        let ends = self.list_offsets(&specs).await;
         rows.into_values()
             .zip(ends)
             .map(|(mut r, end)| {
