@@ -157,12 +157,24 @@ fn a_client_from_before_fork_fails_clearly_in_the_child() {
         .wait_blocking(Some(Duration::from_secs(30)))
         .unwrap()
         .unwrap();
+    // A record still lingering in the parent's producer when the process forks.
+    let lingering = Producer::new_blocking(config.clone().linger(Duration::from_secs(60))).unwrap();
+    let pending = lingering
+        .send_batch_blocking(vec![ProducerRecord::new("forked", "lingering")])
+        .unwrap();
     // SAFETY: the child only runs Rust code that allocates and starts threads, as a Python
     // child does after os.fork(); it leaves with _exit, never returning into the test harness.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
+        // SAFETY: a hang in the child (a wait that never returns) kills it instead of the test.
+        unsafe { libc::alarm(30) };
         let code = (|| {
+            // Waiting without a timeout in the child for what only the parent can send.
+            match pending.wait_blocking(None).as_deref() {
+                Some([Err(e)]) if e.code() == ErrorCode::Closed => {}
+                _ => return 14,
+            }
             let e = match parent.send_blocking(ProducerRecord::new("forked", "child")) {
                 Err(e) => e,
                 Ok(_) => return 10,
@@ -194,7 +206,12 @@ fn a_client_from_before_fork_fails_clearly_in_the_child() {
         "the child failed its checks (status {status:#x}: exit code {})",
         libc::WEXITSTATUS(status)
     );
-    // The parent's client is unaffected.
+    // The parent's clients are unaffected.
+    lingering
+        .flush_blocking(None)
+        .expect("the lingering record is delivered");
+    assert!(pending.wait_blocking(None).unwrap()[0].is_ok());
+    lingering.close_blocking(None).unwrap();
     parent
         .send_blocking(ProducerRecord::new("forked", "after"))
         .unwrap()

@@ -43,6 +43,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::cluster::clone_error;
+use super::runtime::current_pid;
 use crate::error::{Error, Result};
 use crate::format::{Compression, MAGIC_V1, MessageSetBuilder, message_size};
 use crate::group::TopicPartition;
@@ -115,6 +116,9 @@ pub(crate) struct BatchShared {
     /// Signalled on resolution, for blocking waits.
     done_cv: Condvar,
     tally: Arc<FailureTally>,
+    /// The process the batch was made in: only that process's sender can resolve it, so a wait
+    /// in a forked child fails at once instead of never returning.
+    pid: u32,
 }
 
 impl BatchShared {
@@ -129,7 +133,22 @@ impl BatchShared {
             done: tokio::sync::Notify::new(),
             done_cv: Condvar::new(),
             tally,
+            pid: current_pid(),
         })
+    }
+
+    /// [`Error::Forked`] when called in a process other than the batch's (a forked child).
+    fn check_process(&self) -> Result<()> {
+        let here = current_pid();
+        if here == self.pid {
+            Ok(())
+        } else {
+            Err(Error::Forked {
+                what: "producer",
+                parent: self.pid,
+                child: here,
+            })
+        }
     }
 
     /// Resolves every record of the batch (`records` of them; the first resolution wins).
@@ -164,6 +183,9 @@ impl BatchShared {
     pub(crate) fn wait_blocking(&self, deadline: Option<Instant>) -> Result<bool> {
         let interrupt = super::runtime::interrupt_check();
         let mut s = self.state.lock();
+        if s.outcome.is_none() {
+            self.check_process()?;
+        }
         while s.outcome.is_none() {
             let slice = interrupt.map(|_| Instant::now() + INTERRUPT_SLICE);
             let until = match (deadline, slice) {
@@ -287,7 +309,8 @@ impl DeliveryFuture {
     /// `timeout` (`None`: until it resolves, which every record does by `delivery.timeout.ms`).
     /// `None` when the time ran out first.
     /// An installed interrupt check (`client::set_interrupt_check`) that fires ends the wait
-    /// with `Some(Err(Error::Interrupted))`.
+    /// with `Some(Err(Error::Interrupted))`; in a forked child an unresolved record is
+    /// `Some(Err(Error::Forked))` (code CLOSED) at once, since only the parent could resolve it.
     pub fn wait_blocking(&self, timeout: Option<Duration>) -> Option<Result<RecordMetadata>> {
         if let FutureInner::Pending { shared, .. } = &self.inner
             && let Err(e) = shared.wait_blocking(deadline_after(timeout))
@@ -394,16 +417,12 @@ impl BatchDelivery {
     /// Blocks the calling thread (no runtime needed) until every record is resolved, at most
     /// `timeout`; `None` when the time ran out first.
     /// An installed interrupt check (`client::set_interrupt_check`) that fires ends the wait
-    /// with `Some` of [`Error::Interrupted`] for every record.
+    /// with `Some` of [`Error::Interrupted`] for every record; in a forked child, unresolved
+    /// records make it `Some` of [`Error::Forked`] for every record at once.
     pub fn wait_blocking(&self, timeout: Option<Duration>) -> Option<Vec<Result<RecordMetadata>>> {
         match self.resolved_blocking(timeout)? {
             Ok(()) => self.try_results(),
-            Err(_) => Some(
-                self.records
-                    .iter()
-                    .map(|_| Err(Error::Interrupted))
-                    .collect(),
-            ),
+            Err(e) => Some(self.records.iter().map(|_| Err(clone_error(&e))).collect()),
         }
     }
 
@@ -509,6 +528,9 @@ impl Future for DeliveryFuture {
                         )
                     }
                     None => {
+                        if let Err(e) = shared.check_process() {
+                            return Poll::Ready(Err(e));
+                        }
                         let i = *index as usize;
                         if s.wakers.len() <= i {
                             s.wakers.resize(i + 1, None);
