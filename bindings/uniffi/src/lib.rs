@@ -915,6 +915,18 @@ impl Admin {
 
     /// Creates a topic; returns its number of partitions. `replication_factor: None` is the
     /// core's default.
+    pub async fn create_topic(
+        &self,
+        name: String,
+        partitions: i32,
+        replication_factor: Option<i32>,
+        configs: HashMap<String, String>,
+    ) -> Result<i32> {
+        let t = new_topic(name, partitions, replication_factor, configs)?;
+        Ok(partition_count(&self.0.create_topic(t).await?))
+    }
+
+    /// [`Admin::create_topic`], blocking the calling thread.
     pub fn create_topic_blocking(
         &self,
         name: String,
@@ -922,111 +934,167 @@ impl Admin {
         replication_factor: Option<i32>,
         configs: HashMap<String, String>,
     ) -> Result<i32> {
-        let mut t = NewTopic::new(name, to_partition(partitions, "partitions")?);
-        if let Some(n) = replication_factor {
-            t = t.replication_factor(to_partition(n, "replication_factor")?);
-        }
-        t.configs = configs.into_iter().collect();
-        let m = self.0.create_topic_blocking(t)?;
-        Ok(i32::try_from(m.partitions.len()).unwrap_or(i32::MAX))
+        let t = new_topic(name, partitions, replication_factor, configs)?;
+        Ok(partition_count(&self.0.create_topic_blocking(t)?))
+    }
+
+    pub async fn delete_topic(&self, name: String) -> Result<()> {
+        Ok(self.0.delete_topic(&name).await?)
     }
 
     pub fn delete_topic_blocking(&self, name: String) -> Result<()> {
         Ok(self.0.delete_topic_blocking(&name)?)
     }
 
+    pub async fn list_topics(&self) -> Result<Vec<TopicListing>> {
+        Ok(topic_listings(self.0.list_topics().await?))
+    }
+
     pub fn list_topics_blocking(&self) -> Result<Vec<TopicListing>> {
-        Ok(self
-            .0
-            .list_topics_blocking()?
-            .into_iter()
-            .map(|t| TopicListing {
-                name: t.name,
-                partitions: from_partition(t.partitions),
-                replication_factor: from_partition(t.replication_factor),
-            })
-            .collect())
+        Ok(topic_listings(self.0.list_topics_blocking()?))
     }
 
     /// One topic's partitions (leader, replicas, in-sync replicas) and configuration.
+    pub async fn describe_topic(&self, name: String) -> Result<TopicDescription> {
+        Ok(self.0.describe_topic(&name).await?.into())
+    }
+
     pub fn describe_topic_blocking(&self, name: String) -> Result<TopicDescription> {
         Ok(self.0.describe_topic_blocking(&name)?.into())
     }
 
     /// Every consumer group of the cluster, sorted by id.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        Ok(group_listings(self.0.list_groups().await?))
+    }
+
     pub fn list_groups_blocking(&self) -> Result<Vec<GroupListing>> {
-        Ok(self
-            .0
-            .list_groups_blocking()?
-            .into_iter()
-            .map(|g| GroupListing {
-                group_id: g.group_id,
-                state: g.state.into(),
-                members: i32::try_from(g.members).unwrap_or(i32::MAX),
-                generation: g.generation,
-            })
-            .collect())
+        Ok(group_listings(self.0.list_groups_blocking()?))
     }
 
     /// One group's state, members with their assignments, and committed offsets. A group the
     /// coordinator knows nothing of is described as `Dead` (the core's rule), not an error.
+    pub async fn describe_group(&self, group_id: String) -> Result<GroupDescription> {
+        Ok(self.0.describe_group(&group_id).await?.into())
+    }
+
     pub fn describe_group_blocking(&self, group_id: String) -> Result<GroupDescription> {
         Ok(self.0.describe_group_blocking(&group_id)?.into())
     }
 
     /// The group's partitions with owner, committed offset, log end and lag: the core's
     /// `group_lag` of its `describe_group`.
+    pub async fn group_lag(&self, group_id: String) -> Result<Vec<GroupPartitionLag>> {
+        let group = self.0.describe_group(&group_id).await?;
+        Ok(lag_rows(self.0.group_lag(&group).await))
+    }
+
     pub fn group_lag_blocking(&self, group_id: String) -> Result<Vec<GroupPartitionLag>> {
         let group = self.0.describe_group_blocking(&group_id)?;
-        Ok(self
-            .0
-            .group_lag_blocking(&group)?
-            .into_iter()
-            .map(GroupPartitionLag::from)
-            .collect())
+        Ok(lag_rows(self.0.group_lag_blocking(&group)?))
     }
 
     /// Looks offsets up at each partition's leader: one result per query, in order.
+    pub async fn list_offsets(&self, queries: Vec<OffsetQuery>) -> Result<Vec<ListedOffsetResult>> {
+        let specs = offset_specs(queries)?;
+        let results = self.0.list_offsets(&specs).await;
+        Ok(listed_offsets(results, specs))
+    }
+
     pub fn list_offsets_blocking(
         &self,
         queries: Vec<OffsetQuery>,
     ) -> Result<Vec<ListedOffsetResult>> {
-        let specs = queries
-            .into_iter()
-            .map(|q| {
-                let spec = match q.spec {
-                    OffsetSpec::Earliest => CoreOffsetSpec::Earliest,
-                    OffsetSpec::Latest => CoreOffsetSpec::Latest,
-                    OffsetSpec::Timestamp { timestamp_ms } => {
-                        CoreOffsetSpec::Timestamp(timestamp_ms)
-                    }
-                };
-                Ok((
-                    CoreTopicPartition::new(q.topic, to_partition(q.partition, "partition")?),
-                    spec,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let specs = offset_specs(queries)?;
         let results = self.0.list_offsets_blocking(&specs)?;
-        Ok(results
-            .into_iter()
-            .zip(specs)
-            .map(|(r, (tp, _))| match r {
-                Ok(l) => ListedOffsetResult {
-                    listed: Some(ListedOffset {
-                        topic: tp.topic,
-                        partition: from_partition(tp.partition),
-                        offset: l.offset.map(from_offset),
-                        log_start_offset: from_offset(l.log_start_offset),
-                        high_watermark: from_offset(l.high_watermark),
-                    }),
-                    error: None,
-                },
-                Err(e) => ListedOffsetResult {
-                    listed: None,
-                    error: Some(e.into()),
-                },
-            })
-            .collect())
+        Ok(listed_offsets(results, specs))
     }
+}
+
+fn new_topic(
+    name: String,
+    partitions: i32,
+    replication_factor: Option<i32>,
+    configs: HashMap<String, String>,
+) -> Result<NewTopic> {
+    let mut t = NewTopic::new(name, to_partition(partitions, "partitions")?);
+    if let Some(n) = replication_factor {
+        t = t.replication_factor(to_partition(n, "replication_factor")?);
+    }
+    t.configs = configs.into_iter().collect();
+    Ok(t)
+}
+
+fn partition_count(m: &client::TopicMetadata) -> i32 {
+    i32::try_from(m.partitions.len()).unwrap_or(i32::MAX)
+}
+
+fn topic_listings(topics: Vec<client::TopicListing>) -> Vec<TopicListing> {
+    topics
+        .into_iter()
+        .map(|t| TopicListing {
+            name: t.name,
+            partitions: from_partition(t.partitions),
+            replication_factor: from_partition(t.replication_factor),
+        })
+        .collect()
+}
+
+fn group_listings(groups: Vec<client::GroupListing>) -> Vec<GroupListing> {
+    groups
+        .into_iter()
+        .map(|g| GroupListing {
+            group_id: g.group_id,
+            state: g.state.into(),
+            members: i32::try_from(g.members).unwrap_or(i32::MAX),
+            generation: g.generation,
+        })
+        .collect()
+}
+
+fn lag_rows(rows: Vec<client::GroupPartitionLag>) -> Vec<GroupPartitionLag> {
+    rows.into_iter().map(GroupPartitionLag::from).collect()
+}
+
+fn offset_specs(queries: Vec<OffsetQuery>) -> Result<Vec<(CoreTopicPartition, CoreOffsetSpec)>> {
+    queries
+        .into_iter()
+        .map(|q| {
+            let spec = match q.spec {
+                OffsetSpec::Earliest => CoreOffsetSpec::Earliest,
+                OffsetSpec::Latest => CoreOffsetSpec::Latest,
+                OffsetSpec::Timestamp { timestamp_ms } => CoreOffsetSpec::Timestamp(timestamp_ms),
+            };
+            Ok((
+                CoreTopicPartition::new(q.topic, to_partition(q.partition, "partition")?),
+                spec,
+            ))
+        })
+        .collect()
+}
+
+fn listed_offsets(
+    results: Vec<sluiceway_core::Result<client::ListedOffset>>,
+    specs: Vec<(CoreTopicPartition, CoreOffsetSpec)>,
+) -> Vec<ListedOffsetResult> {
+    results
+        .into_iter()
+        .zip(specs)
+        .map(|(r, (tp, _))| match r {
+            Ok(l) => ListedOffsetResult {
+                listed: Some(ListedOffset {
+                    topic: tp.topic,
+                    partition: from_partition(tp.partition),
+                    offset: l.offset.map(from_offset),
+                    log_start_offset: from_offset(l.log_start_offset),
+                    high_watermark: from_offset(l.high_watermark),
+                }),
+                error: None,
+            },
+            Err(e) => ListedOffsetResult {
+                listed: None,
+                error: Some(e.into()),
+            },
+        })
+        .collect()
 }

@@ -638,7 +638,14 @@ public protocol AdminProtocol: AnyObject, Sendable {
      * Creates a topic; returns its number of partitions. `replication_factor: None` is the
      * core's default.
      */
+    func createTopic(name: String, partitions: Int32, replicationFactor: Int32?, configs: [String: String]) async throws  -> Int32
+    
+    /**
+     * [`Admin::create_topic`], blocking the calling thread.
+     */
     func createTopicBlocking(name: String, partitions: Int32, replicationFactor: Int32?, configs: [String: String]) throws  -> Int32
+    
+    func deleteTopic(name: String) async throws 
     
     func deleteTopicBlocking(name: String) throws 
     
@@ -646,28 +653,40 @@ public protocol AdminProtocol: AnyObject, Sendable {
      * One group's state, members with their assignments, and committed offsets. A group the
      * coordinator knows nothing of is described as `Dead` (the core's rule), not an error.
      */
+    func describeGroup(groupId: String) async throws  -> GroupDescription
+    
     func describeGroupBlocking(groupId: String) throws  -> GroupDescription
     
     /**
      * One topic's partitions (leader, replicas, in-sync replicas) and configuration.
      */
+    func describeTopic(name: String) async throws  -> TopicDescription
+    
     func describeTopicBlocking(name: String) throws  -> TopicDescription
     
     /**
      * The group's partitions with owner, committed offset, log end and lag: the core's
      * `group_lag` of its `describe_group`.
      */
+    func groupLag(groupId: String) async throws  -> [GroupPartitionLag]
+    
     func groupLagBlocking(groupId: String) throws  -> [GroupPartitionLag]
     
     /**
      * Every consumer group of the cluster, sorted by id.
      */
+    func listGroups() async throws  -> [GroupListing]
+    
     func listGroupsBlocking() throws  -> [GroupListing]
     
     /**
      * Looks offsets up at each partition's leader: one result per query, in order.
      */
+    func listOffsets(queries: [OffsetQuery]) async throws  -> [ListedOffsetResult]
+    
     func listOffsetsBlocking(queries: [OffsetQuery]) throws  -> [ListedOffsetResult]
+    
+    func listTopics() async throws  -> [TopicListing]
     
     func listTopicsBlocking() throws  -> [TopicListing]
     
@@ -741,6 +760,25 @@ public convenience init(config: [String: String])throws  {
      * Creates a topic; returns its number of partitions. `replication_factor: None` is the
      * core's default.
      */
+open func createTopic(name: String, partitions: Int32, replicationFactor: Int32?, configs: [String: String])async throws  -> Int32  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_sluiceway_uniffi_fn_method_admin_create_topic(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(name),FfiConverterInt32.lower(partitions),FfiConverterOptionInt32.lower(replicationFactor),FfiConverterDictionaryStringString.lower(configs)
+                )
+            },
+            pollFunc: ffi_sluiceway_uniffi_rust_future_poll_i32,
+            completeFunc: ffi_sluiceway_uniffi_rust_future_complete_i32,
+            freeFunc: ffi_sluiceway_uniffi_rust_future_free_i32,
+            liftFunc: FfiConverterInt32.lift,
+            errorHandler: FfiConverterTypeSluicewayError_lift
+        )
+}
+    
+    /**
+     * [`Admin::create_topic`], blocking the calling thread.
+     */
 open func createTopicBlocking(name: String, partitions: Int32, replicationFactor: Int32?, configs: [String: String])throws  -> Int32  {
     return try  FfiConverterInt32.lift(try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
         uniffiCallStatus in
@@ -752,6 +790,22 @@ open func createTopicBlocking(name: String, partitions: Int32, replicationFactor
         FfiConverterDictionaryStringString.lower(configs),uniffiCallStatus
     )
 })
+}
+    
+open func deleteTopic(name: String)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_sluiceway_uniffi_fn_method_admin_delete_topic(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(name)
+                )
+            },
+            pollFunc: ffi_sluiceway_uniffi_rust_future_poll_void,
+            completeFunc: ffi_sluiceway_uniffi_rust_future_complete_void,
+            freeFunc: ffi_sluiceway_uniffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeSluicewayError_lift
+        )
 }
     
 open func deleteTopicBlocking(name: String)throws   {try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
@@ -767,6 +821,22 @@ open func deleteTopicBlocking(name: String)throws   {try rustCallWithError(FfiCo
      * One group's state, members with their assignments, and committed offsets. A group the
      * coordinator knows nothing of is described as `Dead` (the core's rule), not an error.
      */
+open func describeGroup(groupId: String)async throws  -> GroupDescription  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_sluiceway_uniffi_fn_method_admin_describe_group(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(groupId)
+                )
+            },
+            pollFunc: ffi_sluiceway_uniffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_sluiceway_uniffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_sluiceway_uniffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeGroupDescription_lift,
+            errorHandler: FfiConverterTypeSluicewayError_lift
+        )
+}
+    
 open func describeGroupBlocking(groupId: String)throws  -> GroupDescription  {
     return try  FfiConverterTypeGroupDescription_lift(try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
         uniffiCallStatus in
@@ -780,6 +850,22 @@ open func describeGroupBlocking(groupId: String)throws  -> GroupDescription  {
     /**
      * One topic's partitions (leader, replicas, in-sync replicas) and configuration.
      */
+open func describeTopic(name: String)async throws  -> TopicDescription  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_sluiceway_uniffi_fn_method_admin_describe_topic(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(name)
+                )
+            },
+            pollFunc: ffi_sluiceway_uniffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_sluiceway_uniffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_sluiceway_uniffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeTopicDescription_lift,
+            errorHandler: FfiConverterTypeSluicewayError_lift
+        )
+}
+    
 open func describeTopicBlocking(name: String)throws  -> TopicDescription  {
     return try  FfiConverterTypeTopicDescription_lift(try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
         uniffiCallStatus in
@@ -794,6 +880,22 @@ open func describeTopicBlocking(name: String)throws  -> TopicDescription  {
      * The group's partitions with owner, committed offset, log end and lag: the core's
      * `group_lag` of its `describe_group`.
      */
+open func groupLag(groupId: String)async throws  -> [GroupPartitionLag]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_sluiceway_uniffi_fn_method_admin_group_lag(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(groupId)
+                )
+            },
+            pollFunc: ffi_sluiceway_uniffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_sluiceway_uniffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_sluiceway_uniffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypeGroupPartitionLag.lift,
+            errorHandler: FfiConverterTypeSluicewayError_lift
+        )
+}
+    
 open func groupLagBlocking(groupId: String)throws  -> [GroupPartitionLag]  {
     return try  FfiConverterSequenceTypeGroupPartitionLag.lift(try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
         uniffiCallStatus in
@@ -807,6 +909,22 @@ open func groupLagBlocking(groupId: String)throws  -> [GroupPartitionLag]  {
     /**
      * Every consumer group of the cluster, sorted by id.
      */
+open func listGroups()async throws  -> [GroupListing]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_sluiceway_uniffi_fn_method_admin_list_groups(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_sluiceway_uniffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_sluiceway_uniffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_sluiceway_uniffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypeGroupListing.lift,
+            errorHandler: FfiConverterTypeSluicewayError_lift
+        )
+}
+    
 open func listGroupsBlocking()throws  -> [GroupListing]  {
     return try  FfiConverterSequenceTypeGroupListing.lift(try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
         uniffiCallStatus in
@@ -819,6 +937,22 @@ open func listGroupsBlocking()throws  -> [GroupListing]  {
     /**
      * Looks offsets up at each partition's leader: one result per query, in order.
      */
+open func listOffsets(queries: [OffsetQuery])async throws  -> [ListedOffsetResult]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_sluiceway_uniffi_fn_method_admin_list_offsets(
+                        self.uniffiCloneHandle(),FfiConverterSequenceTypeOffsetQuery.lower(queries)
+                )
+            },
+            pollFunc: ffi_sluiceway_uniffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_sluiceway_uniffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_sluiceway_uniffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypeListedOffsetResult.lift,
+            errorHandler: FfiConverterTypeSluicewayError_lift
+        )
+}
+    
 open func listOffsetsBlocking(queries: [OffsetQuery])throws  -> [ListedOffsetResult]  {
     return try  FfiConverterSequenceTypeListedOffsetResult.lift(try rustCallWithError(FfiConverterTypeSluicewayError_lift) {
         uniffiCallStatus in
@@ -827,6 +961,22 @@ open func listOffsetsBlocking(queries: [OffsetQuery])throws  -> [ListedOffsetRes
         FfiConverterSequenceTypeOffsetQuery.lower(queries),uniffiCallStatus
     )
 })
+}
+    
+open func listTopics()async throws  -> [TopicListing]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_sluiceway_uniffi_fn_method_admin_list_topics(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_sluiceway_uniffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_sluiceway_uniffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_sluiceway_uniffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypeTopicListing.lift,
+            errorHandler: FfiConverterTypeSluicewayError_lift
+        )
 }
     
 open func listTopicsBlocking()throws  -> [TopicListing]  {
@@ -4462,25 +4612,49 @@ private let initializationResult: InitializationResult = {
     if (uniffi_sluiceway_uniffi_checksum_func_error_codes() != 41524) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_sluiceway_uniffi_checksum_method_admin_create_topic_blocking() != 54376) {
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_create_topic() != 64544) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_create_topic_blocking() != 23384) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_delete_topic() != 27487) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_sluiceway_uniffi_checksum_method_admin_delete_topic_blocking() != 45481) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_sluiceway_uniffi_checksum_method_admin_describe_group_blocking() != 30571) {
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_describe_group() != 52174) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_sluiceway_uniffi_checksum_method_admin_describe_topic_blocking() != 20430) {
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_describe_group_blocking() != 58499) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_sluiceway_uniffi_checksum_method_admin_group_lag_blocking() != 51910) {
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_describe_topic() != 62591) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_sluiceway_uniffi_checksum_method_admin_list_groups_blocking() != 47289) {
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_describe_topic_blocking() != 9147) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_sluiceway_uniffi_checksum_method_admin_list_offsets_blocking() != 54655) {
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_group_lag() != 50519) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_group_lag_blocking() != 15022) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_list_groups() != 62578) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_list_groups_blocking() != 16018) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_list_offsets() != 33796) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_list_offsets_blocking() != 10077) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_sluiceway_uniffi_checksum_method_admin_list_topics() != 29261) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_sluiceway_uniffi_checksum_method_admin_list_topics_blocking() != 43274) {

@@ -258,9 +258,19 @@ void uniffi_sluiceway_uniffi_fn_free_admin(uint64_t handle, RustCallStatus *_Non
 uint64_t uniffi_sluiceway_uniffi_fn_constructor_admin_new(RustBuffer config, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_CREATE_TOPIC
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_CREATE_TOPIC
+uint64_t uniffi_sluiceway_uniffi_fn_method_admin_create_topic(uint64_t ptr, RustBuffer name, int32_t partitions, RustBuffer replication_factor, RustBuffer configs
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_CREATE_TOPIC_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_CREATE_TOPIC_BLOCKING
 int32_t uniffi_sluiceway_uniffi_fn_method_admin_create_topic_blocking(uint64_t ptr, RustBuffer name, int32_t partitions, RustBuffer replication_factor, RustBuffer configs, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_DELETE_TOPIC
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_DELETE_TOPIC
+uint64_t uniffi_sluiceway_uniffi_fn_method_admin_delete_topic(uint64_t ptr, RustBuffer name
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_DELETE_TOPIC_BLOCKING
@@ -268,9 +278,19 @@ int32_t uniffi_sluiceway_uniffi_fn_method_admin_create_topic_blocking(uint64_t p
 void uniffi_sluiceway_uniffi_fn_method_admin_delete_topic_blocking(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_DESCRIBE_GROUP
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_DESCRIBE_GROUP
+uint64_t uniffi_sluiceway_uniffi_fn_method_admin_describe_group(uint64_t ptr, RustBuffer group_id
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_DESCRIBE_GROUP_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_DESCRIBE_GROUP_BLOCKING
 RustBuffer uniffi_sluiceway_uniffi_fn_method_admin_describe_group_blocking(uint64_t ptr, RustBuffer group_id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_DESCRIBE_TOPIC
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_DESCRIBE_TOPIC
+uint64_t uniffi_sluiceway_uniffi_fn_method_admin_describe_topic(uint64_t ptr, RustBuffer name
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_DESCRIBE_TOPIC_BLOCKING
@@ -278,9 +298,19 @@ RustBuffer uniffi_sluiceway_uniffi_fn_method_admin_describe_group_blocking(uint6
 RustBuffer uniffi_sluiceway_uniffi_fn_method_admin_describe_topic_blocking(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_GROUP_LAG
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_GROUP_LAG
+uint64_t uniffi_sluiceway_uniffi_fn_method_admin_group_lag(uint64_t ptr, RustBuffer group_id
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_GROUP_LAG_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_GROUP_LAG_BLOCKING
 RustBuffer uniffi_sluiceway_uniffi_fn_method_admin_group_lag_blocking(uint64_t ptr, RustBuffer group_id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_LIST_GROUPS
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_LIST_GROUPS
+uint64_t uniffi_sluiceway_uniffi_fn_method_admin_list_groups(uint64_t ptr
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_LIST_GROUPS_BLOCKING
@@ -288,9 +318,19 @@ RustBuffer uniffi_sluiceway_uniffi_fn_method_admin_group_lag_blocking(uint64_t p
 RustBuffer uniffi_sluiceway_uniffi_fn_method_admin_list_groups_blocking(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_LIST_OFFSETS
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_LIST_OFFSETS
+uint64_t uniffi_sluiceway_uniffi_fn_method_admin_list_offsets(uint64_t ptr, RustBuffer queries
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_LIST_OFFSETS_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_LIST_OFFSETS_BLOCKING
 RustBuffer uniffi_sluiceway_uniffi_fn_method_admin_list_offsets_blocking(uint64_t ptr, RustBuffer queries, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_LIST_TOPICS
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_LIST_TOPICS
+uint64_t uniffi_sluiceway_uniffi_fn_method_admin_list_topics(uint64_t ptr
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_FN_METHOD_ADMIN_LIST_TOPICS_BLOCKING
@@ -791,9 +831,21 @@ uint16_t uniffi_sluiceway_uniffi_checksum_func_error_codes(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_CREATE_TOPIC
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_CREATE_TOPIC
+uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_create_topic(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_CREATE_TOPIC_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_CREATE_TOPIC_BLOCKING
 uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_create_topic_blocking(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_DELETE_TOPIC
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_DELETE_TOPIC
+uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_delete_topic(void
     
 );
 #endif
@@ -803,9 +855,21 @@ uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_delete_topic_blocking(voi
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_DESCRIBE_GROUP
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_DESCRIBE_GROUP
+uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_describe_group(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_DESCRIBE_GROUP_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_DESCRIBE_GROUP_BLOCKING
 uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_describe_group_blocking(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_DESCRIBE_TOPIC
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_DESCRIBE_TOPIC
+uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_describe_topic(void
     
 );
 #endif
@@ -815,9 +879,21 @@ uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_describe_topic_blocking(v
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_GROUP_LAG
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_GROUP_LAG
+uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_group_lag(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_GROUP_LAG_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_GROUP_LAG_BLOCKING
 uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_group_lag_blocking(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_LIST_GROUPS
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_LIST_GROUPS
+uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_list_groups(void
     
 );
 #endif
@@ -827,9 +903,21 @@ uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_list_groups_blocking(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_LIST_OFFSETS
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_LIST_OFFSETS
+uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_list_offsets(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_LIST_OFFSETS_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_LIST_OFFSETS_BLOCKING
 uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_list_offsets_blocking(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_LIST_TOPICS
+#define UNIFFI_FFIDEF_UNIFFI_SLUICEWAY_UNIFFI_CHECKSUM_METHOD_ADMIN_LIST_TOPICS
+uint16_t uniffi_sluiceway_uniffi_checksum_method_admin_list_topics(void
     
 );
 #endif

@@ -101,6 +101,23 @@ final class SluicewayTests: XCTestCase {
         }
     }
 
+    func testAdminAsyncMethodsAnswerLikeTheBlockingOnes() async throws {
+        let t = try newTopic(3)
+        let admin = try Admin(config: ["bootstrap.servers": Self.address])
+        let topic = try await admin.describeTopic(name: t)
+        XCTAssertEqual(topic.partitions.map { $0.partition }, [0, 1, 2])
+        let topics = try await admin.listTopics()
+        XCTAssertTrue(topics.contains { $0.name == t })
+        let latest = try await admin.listOffsets(queries: [OffsetQuery(topic: t, partition: 2, spec: .latest)])
+        XCTAssertEqual(latest[0].listed?.offset, 0)
+        do {
+            _ = try await admin.describeTopic(name: "no-such-topic-swift-async")
+            XCTFail("an unknown topic must throw")
+        } catch let e as SluicewayError {
+            XCTAssertEqual(e.code, "UNKNOWN_TOPIC_OR_PARTITION")
+        }
+    }
+
     func testAdminDescribesTopicsGroupsAndOffsets() throws {
         let t = try newTopic(2)
         let admin = try Admin(config: ["bootstrap.servers": Self.address])

@@ -53,6 +53,28 @@ class Admin(config: Map<String, String>) : AutoCloseable {
     fun listOffset(partition: TopicPartition, spec: OffsetSpec): ListedOffset =
         listOffsets(listOf(partition to spec)).single().getOrThrow()
 
+    // Suspending twins (as `Consumer.awaitPoll`): they run on the core's runtime and never
+    // block the caller's thread, for coroutine code; same results and exceptions.
+
+    suspend fun awaitCreateTopic(name: String, partitions: Int, replicationFactor: Int? = null, configs: Map<String, String> = emptyMap()): Int =
+        native { inner.createTopic(name, partitions, replicationFactor, configs) }
+
+    suspend fun awaitDeleteTopic(name: String) = native { inner.deleteTopic(name) }
+
+    suspend fun awaitListTopics(): List<TopicListing> = native { inner.listTopics() }
+
+    suspend fun awaitDescribeTopic(name: String): TopicDescription = native { inner.describeTopic(name) }
+
+    suspend fun awaitListGroups(): List<GroupListing> = native { inner.listGroups() }
+
+    suspend fun awaitDescribeGroup(groupId: String): GroupDescription = native { inner.describeGroup(groupId) }
+
+    suspend fun awaitGroupLag(groupId: String): List<GroupPartitionLag> = native { inner.groupLag(groupId) }
+
+    suspend fun awaitListOffsets(queries: List<Pair<TopicPartition, OffsetSpec>>): List<Result<ListedOffset>> =
+        native { inner.listOffsets(queries.map { (tp, spec) -> OffsetQuery(tp.topic, tp.partition, spec) }) }
+            .map { r -> r.listed?.let { Result.success(it) } ?: Result.failure(r.error!!.typed()) }
+
     /** Frees the native handle (the admin client holds no background work). */
     override fun close() = inner.destroy()
 }

@@ -10,6 +10,7 @@ import kotlin.test.assertEquals
 import kotlin.test.assertNotNull
 import kotlin.test.assertNull
 import kotlin.test.assertTrue
+import kotlinx.coroutines.runBlocking
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.assertThrows
 
@@ -52,6 +53,25 @@ class AdminTest {
         val e = assertThrows<UnknownTopicOrPartitionException> { a.describeTopic("no-such-topic-describe") }
         assertEquals("UNKNOWN_TOPIC_OR_PARTITION", e.code)
         assertContains(e.message!!, "no-such-topic-describe")
+    }
+
+    @Test
+    fun suspendingTwinsAnswerLikeTheBlockingOnes() = runBlocking {
+        admin().use { a ->
+            val t = "s-" + UUID.randomUUID().toString().take(8)
+            assertEquals(2, a.awaitCreateTopic(t, 2))
+            assertEquals(listOf(0, 1), a.awaitDescribeTopic(t).partitions.map { it.partition })
+            assertTrue(a.awaitListTopics().any { it.name == t })
+            produce(t, 5, partition = 1)
+            val latest = a.awaitListOffsets(listOf(TopicPartition(t, 1) to OffsetSpec.Latest)).single().getOrThrow()
+            assertEquals(5L, latest.offset)
+            a.awaitListGroups()
+            assertEquals(GroupState.DEAD, a.awaitDescribeGroup(group("nobody")).state)
+            assertTrue(a.awaitGroupLag(group("nobody")).isEmpty())
+            val e = assertThrows<UnknownTopicOrPartitionException> { runBlocking { a.awaitDescribeTopic("no-such-topic-await") } }
+            assertContains(e.message!!, "no-such-topic-await")
+            a.awaitDeleteTopic(t)
+        }
     }
 
     @Test
