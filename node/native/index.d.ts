@@ -64,10 +64,10 @@ export declare class NativeConsumer {
 /** The core's `Producer`. */
 export declare class NativeProducer {
   /**
-   * Sends the records as one batch (`send_batch`) and resolves once every record is
-   * delivered or failed: one result per record, in order. `acks` and `compression` (the
-   * `acks` and `compression.type` values of kafkajs's per-send settings) are checked
-   * against the producer's: the core sets them per producer.
+   * Sends the records as one batch (core `send_batch_with`) and resolves once every record
+   * is delivered or failed: one result per record, in order. `acks` and `compression` (the
+   * `acks` and `compression.type` values of kafkajs's per-send settings; absent: the
+   * producer's) are the batch's own.
    */
   send(records: JsRecordColumns, acks?: string | undefined | null, compression?: string | undefined | null): Promise<JsDeliveries>
   /**

@@ -255,8 +255,10 @@ function optAcks(argument: string, v: unknown): string | undefined {
 }
 
 /**
- * `acks` and `compression` are producer settings in the core (one accumulator per producer):
- * a per-send value must equal the producer's, else `send` throws a `TypeError` naming it.
+ * `acks` and `compression` of one send (absent: the producer's). The core batches records sent
+ * with other settings apart from the rest (a batch has one codec, a request one `acks`), so
+ * order holds among records sent with the same settings; with `acks: 0` results carry no
+ * `offset`.
  */
 export interface ProducerRecord {
   topic: string
@@ -265,7 +267,7 @@ export interface ProducerRecord {
   compression?: string
 }
 
-/** What `send`/`sendBatch` pass on besides the records: per-send settings, checked by the binding. */
+/** What `send`/`sendBatch` pass on besides the records: per-send settings, parsed by the binding. */
 interface SendSettings {
   acks?: string
   compression?: string

@@ -34,7 +34,7 @@ use napi_derive::napi;
 use sluiceway_core::client::{
     Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
     OffsetSpec, PartitionOffset, Producer, ProducerConfig, ProducerRecord, RebalanceEvent,
-    TimestampType, TopicMetadata, TopicPartition,
+    SendSettings, TimestampType, TopicMetadata, TopicPartition,
 };
 use sluiceway_core::limits::CONSUMER_POLL_TIMEOUT_MS_DEFAULT;
 use sluiceway_core::{Error, ErrorCode, Offset};
@@ -290,31 +290,23 @@ fn producer_records(c: JsRecordColumns) -> napi::Result<Vec<ProducerRecord>> {
     Ok(records)
 }
 
-/// Checks a per-send setting `argument` (read by `parse` as the config key reads it) against
-/// the producer's own value.
-fn check_setting<T: PartialEq>(
+/// A per-send setting (`argument`, read by `parse` as the config key reads it); absent: the
+/// producer's own.
+fn setting<T>(
     argument: &str,
     given: Option<&str>,
     parse: impl Fn(&str) -> Option<T>,
     allowed: &str,
     own: T,
-    own_name: &str,
-) -> napi::Result<()> {
+) -> napi::Result<T> {
     let Some(v) = given else {
-        return Ok(());
+        return Ok(own);
     };
-    let parsed = parse(v).ok_or_else(|| {
+    parse(v).ok_or_else(|| {
         bad_argument(format!(
             "{argument}: {v:?} is not allowed; allowed: {allowed}"
         ))
-    })?;
-    if parsed != own {
-        return Err(bad_argument(format!(
-            "{argument}: this producer's {argument} is {own_name}; {argument} is a producer \
-             setting (producer({{ {argument} }})) and a per-send value must equal it, got {v:?}"
-        )));
-    }
-    Ok(())
+    })
 }
 
 /// The outcomes of one `send`, in columns (record `i` at index `i`).
@@ -357,10 +349,10 @@ pub async fn create_producer(config: HashMap<String, String>) -> napi::Result<Na
 
 #[napi]
 impl NativeProducer {
-    /// Sends the records as one batch (`send_batch`) and resolves once every record is
-    /// delivered or failed: one result per record, in order. `acks` and `compression` (the
-    /// `acks` and `compression.type` values of kafkajs's per-send settings) are checked
-    /// against the producer's: the core sets them per producer.
+    /// Sends the records as one batch (core `send_batch_with`) and resolves once every record
+    /// is delivered or failed: one result per record, in order. `acks` and `compression` (the
+    /// `acks` and `compression.type` values of kafkajs's per-send settings; absent: the
+    /// producer's) are the batch's own.
     #[napi]
     pub async fn send(
         &self,
@@ -368,9 +360,13 @@ impl NativeProducer {
         acks: Option<String>,
         compression: Option<String>,
     ) -> napi::Result<JsDeliveries> {
-        self.check_send_settings(acks.as_deref(), compression.as_deref())?;
+        let settings = self.send_settings(acks.as_deref(), compression.as_deref())?;
         let records = producer_records(records)?;
-        let delivery = self.inner.send_batch(records).await.map_err(reject)?;
+        let delivery = self
+            .inner
+            .send_batch_with(records, settings)
+            .await
+            .map_err(reject)?;
         let results = delivery.wait().await;
         let mut partitions = Vec::with_capacity(results.len());
         let mut offsets = String::with_capacity(results.len() * 8);
@@ -407,31 +403,24 @@ impl NativeProducer {
         })
     }
 
-    /// A per-send `acks` or `compression` that is not the producer's own is a bad argument:
-    /// the core batches per producer, with one acks level and one codec.
-    fn check_send_settings(
+    /// kafkajs's per-send `acks` and `compression` as the core's [`SendSettings`] (absent:
+    /// the producer's own).
+    fn send_settings(
         &self,
         acks: Option<&str>,
         compression: Option<&str>,
-    ) -> napi::Result<()> {
-        let config = self.inner.config();
-        let (own_acks, own_codec) = (config.acks, config.compression);
-        check_setting(
-            "acks",
-            acks,
-            Acks::from_name,
-            "all, -1, 1, 0",
-            own_acks,
-            own_acks.name(),
-        )?;
-        check_setting(
-            "compression",
-            compression,
-            Compression::from_name,
-            "none, gzip, snappy, lz4, zstd",
-            own_codec,
-            own_codec.name(),
-        )
+    ) -> napi::Result<SendSettings> {
+        let own = self.inner.config().send_settings();
+        Ok(SendSettings {
+            acks: setting("acks", acks, Acks::from_name, "all, -1, 1, 0", own.acks)?,
+            compression: setting(
+                "compression",
+                compression,
+                Compression::from_name,
+                "none, gzip, snappy, lz4, zstd",
+                own.compression,
+            )?,
+        })
     }
 
     /// Delivers everything queued; rejects with a report when records failed or are pending

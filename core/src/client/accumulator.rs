@@ -1,7 +1,10 @@
 //! The producer's record accumulator and the delivery futures `send` hands back.
 //!
-//! Owns, per partition, a queue of batches (a [`MessageSetBuilder`] each, compressed with the
-//! producer's codec when sealed). No I/O and no clock of its own: the sender task passes `now`,
+//! Owns, per [`BatchKey`] — a partition and the [`SendSettings`] its records were sent with
+//! (`acks`, codec) — a queue of batches (a [`MessageSetBuilder`] each, compressed with the
+//! key's codec when sealed). A producer's own settings give one key per partition; a send with
+//! other settings (`Producer::send_batch_with`) gets queues of its own, since a batch is one
+//! codec and a request one `acks`. No I/O and no clock of its own: the sender task passes `now`,
 //! so the batching rules are tested without a broker.
 //!
 //! Rules:
@@ -11,14 +14,15 @@
 //! - A partition's front batch is *ready* when the producer is flushing or closing, when it is
 //!   full (its bytes reached `batch.size`, or a later batch exists), or when it is `linger.ms`
 //!   old — and it is not waiting out a retry backoff.
-//! - **Ordering:** at most one request per partition is in flight. It carries the partition's
+//! - **Ordering:** at most one request per batch queue is in flight. It carries the partition's
 //!   front batches — the front one, and the batches queued behind it that are ready too, up to
 //!   the request's byte budget (`max.request.size`), concatenated into one message set — so a
 //!   busy partition moves many batches per round trip without a second request in flight.
 //!   Batches leave the queue only when acknowledged or failed for good; a retriable failure
 //!   puts them back at the front. So a partition's records reach the log in `send` order even
 //!   across retries (with acks ≠ 0, a retry after a lost answer may write a batch twice: there
-//!   is no idempotent producer yet).
+//!   is no idempotent producer yet). Records of one partition sent with *different* settings
+//!   are in different queues, so no order holds between them (as between two Kafka producers).
 //! - Every batch has a deadline (`delivery.timeout.ms` from its creation); one that passes it
 //!   while not in flight fails with REQUEST_TIMED_OUT. So every future resolves.
 //!
@@ -43,9 +47,10 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::cluster::clone_error;
+use super::config::SendSettings;
 use super::runtime::current_pid;
 use crate::error::{Error, Result};
-use crate::format::{Compression, MAGIC_V1, MessageSetBuilder, message_size};
+use crate::format::{MAGIC_V1, MessageSetBuilder, message_size};
 use crate::group::TopicPartition;
 use crate::limits::LOG_OVERHEAD_BYTES;
 use crate::types::{Offset, TimestampMs};
@@ -573,10 +578,28 @@ struct PartitionQueue {
     in_flight: usize,
 }
 
-/// The front batches of one partition taken for sending, as one message set.
+/// What a batch queue is for: a partition, and the settings its records were sent with.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct BatchKey {
+    pub(crate) tp: TopicPartition,
+    pub(crate) settings: SendSettings,
+}
+
+impl BatchKey {
+    /// A total order (partition first) for a stable sending order.
+    fn order(&self) -> (&TopicPartition, i32, u8) {
+        (
+            &self.tp,
+            self.settings.acks.as_i32(),
+            self.settings.compression.code(),
+        )
+    }
+}
+
+/// The front batches of one batch queue taken for sending, as one message set.
 #[derive(Debug)]
 pub(crate) struct Drained {
-    pub(crate) tp: TopicPartition,
+    pub(crate) key: BatchKey,
     /// The id of the first batch (checked on completion).
     pub(crate) batch_id: u64,
     /// How many batches, from the front, the set holds (the accumulator keeps the count).
@@ -588,11 +611,10 @@ pub(crate) struct Drained {
 /// Per-partition batching (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Accumulator {
-    queues: HashMap<TopicPartition, PartitionQueue>,
+    queues: HashMap<BatchKey, PartitionQueue>,
     topics: HashMap<String, Arc<str>>,
     batch_size: usize,
     linger: Duration,
-    compression: Compression,
     delivery_timeout: Duration,
     next_id: u64,
     tally: Arc<FailureTally>,
@@ -607,7 +629,6 @@ impl Accumulator {
     pub(crate) fn new(
         batch_size: u32,
         linger: Duration,
-        compression: Compression,
         delivery_timeout: Duration,
         tally: Arc<FailureTally>,
     ) -> Accumulator {
@@ -616,7 +637,6 @@ impl Accumulator {
             topics: HashMap::new(),
             batch_size: batch_size as usize,
             linger,
-            compression,
             delivery_timeout,
             next_id: 0,
             tally,
@@ -630,7 +650,7 @@ impl Accumulator {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn append(
         &mut self,
-        tp: &TopicPartition,
+        key_of: &BatchKey,
         timestamp: i64,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
@@ -638,9 +658,10 @@ impl Accumulator {
         permit: Option<OwnedSemaphorePermit>,
     ) -> (DeliveryFuture, bool) {
         let size = record_size(key, value);
-        let queue = match self.queues.get_mut(tp) {
+        let tp = &key_of.tp;
+        let queue = match self.queues.get_mut(key_of) {
             Some(q) => q,
-            None => self.queues.entry(tp.clone()).or_default(),
+            None => self.queues.entry(key_of.clone()).or_default(),
         };
         let has_room = |b: &Batch| {
             b.builder.is_some() && (b.records == 0 || b.bytes + size <= self.batch_size)
@@ -660,7 +681,7 @@ impl Accumulator {
                 id: self.next_id,
                 builder: Some(MessageSetBuilder::with_capacity(
                     MAGIC_V1,
-                    self.compression,
+                    key_of.settings.compression,
                     self.batch_size.max(size),
                 )),
                 set: None,
@@ -720,17 +741,13 @@ impl Accumulator {
 
     /// Partitions whose front batch is ready to send, and the earliest time another may become
     /// ready (linger end, retry backoff or a delivery deadline).
-    pub(crate) fn ready(
-        &self,
-        now: Instant,
-        flushing: bool,
-    ) -> (Vec<TopicPartition>, Option<Instant>) {
+    pub(crate) fn ready(&self, now: Instant, flushing: bool) -> (Vec<BatchKey>, Option<Instant>) {
         let mut ready = Vec::new();
         let mut next: Option<Instant> = None;
-        for (tp, q) in &self.queues {
+        for (key, q) in &self.queues {
             let (r, wake) = self.is_ready(q, now, flushing);
             if r {
-                ready.push(tp.clone());
+                ready.push(key.clone());
             }
             for w in wake.into_iter().chain(
                 q.batches
@@ -742,7 +759,7 @@ impl Accumulator {
                 next = Some(next.map_or(w, |n| n.min(w)));
             }
         }
-        ready.sort();
+        ready.sort_by(|a, b| a.order().cmp(&b.order()));
         (ready, next)
     }
 
@@ -753,12 +770,12 @@ impl Accumulator {
     /// alone). Each batch is built (compressed) on first use and kept for retries.
     pub(crate) fn drain(
         &mut self,
-        tp: &TopicPartition,
+        key: &BatchKey,
         max_bytes: usize,
         now: Instant,
         flushing: bool,
     ) -> Result<Option<Drained>> {
-        let Some(q) = self.queues.get_mut(tp) else {
+        let Some(q) = self.queues.get_mut(key) else {
             return Ok(None);
         };
         if q.in_flight > 0 {
@@ -803,7 +820,7 @@ impl Accumulator {
         }
         if taken == 0 {
             if q.batches.is_empty() {
-                self.queues.remove(tp);
+                self.queues.remove(key);
             }
             return Ok(None);
         }
@@ -818,7 +835,7 @@ impl Accumulator {
             all.freeze()
         };
         Ok(Some(Drained {
-            tp: tp.clone(),
+            key: key.clone(),
             batch_id: q.batches[0].id,
             batches: taken,
             set,
@@ -826,34 +843,25 @@ impl Accumulator {
     }
 
     /// The size in bytes of the partition's front set when it is built (for request packing).
-    pub(crate) fn front_bytes(&self, tp: &TopicPartition) -> usize {
+    pub(crate) fn front_bytes(&self, key: &BatchKey) -> usize {
         self.queues
-            .get(tp)
+            .get(key)
             .and_then(|q| q.batches.front())
             .map_or(0, |b| b.set.as_ref().map_or(b.bytes, Bytes::len))
     }
 
     /// The partition's queue when `batch_id` is its in-flight front batch.
-    fn in_flight_front(
-        &mut self,
-        tp: &TopicPartition,
-        batch_id: u64,
-    ) -> Option<&mut PartitionQueue> {
+    fn in_flight_front(&mut self, key: &BatchKey, batch_id: u64) -> Option<&mut PartitionQueue> {
         self.queues
-            .get_mut(tp)
+            .get_mut(key)
             .filter(|q| q.in_flight > 0 && q.batches.front().is_some_and(|b| b.id == batch_id))
     }
 
     /// The in-flight request of a partition (whose first batch is `batch_id`) finished: its
     /// batches are delivered — consecutive offsets from the set's base offset — or failed for
     /// good.
-    pub(crate) fn complete(
-        &mut self,
-        tp: &TopicPartition,
-        batch_id: u64,
-        outcome: Result<Delivered>,
-    ) {
-        let Some(q) = self.in_flight_front(tp, batch_id) else {
+    pub(crate) fn complete(&mut self, key: &BatchKey, batch_id: u64, outcome: Result<Delivered>) {
+        let Some(q) = self.in_flight_front(key, batch_id) else {
             return;
         };
         let n = std::mem::take(&mut q.in_flight);
@@ -873,7 +881,7 @@ impl Accumulator {
             b.shared.resolve(result, b.records);
         }
         if q.batches.is_empty() {
-            self.queues.remove(tp);
+            self.queues.remove(key);
         }
     }
 
@@ -882,14 +890,14 @@ impl Accumulator {
     /// Returns how many will retry.
     pub(crate) fn retry_or_fail(
         &mut self,
-        tp: &TopicPartition,
+        key: &BatchKey,
         batch_id: u64,
         err: Error,
         now: Instant,
         backoff: Duration,
         retries: u32,
     ) -> usize {
-        let Some(q) = self.in_flight_front(tp, batch_id) else {
+        let Some(q) = self.in_flight_front(key, batch_id) else {
             return 0;
         };
         let n = std::mem::take(&mut q.in_flight);
@@ -909,7 +917,7 @@ impl Accumulator {
             }
         }
         if q.batches.is_empty() {
-            self.queues.remove(tp);
+            self.queues.remove(key);
         }
         kept
     }
@@ -917,7 +925,7 @@ impl Accumulator {
     /// Fails every batch that is not in flight and is past its delivery deadline.
     pub(crate) fn expire(&mut self, now: Instant) -> usize {
         let mut n = 0;
-        self.queues.retain(|tp, q| {
+        self.queues.retain(|BatchKey { tp, .. }, q| {
             let skip = q.in_flight;
             let mut i = skip;
             while i < q.batches.len() {
@@ -964,8 +972,8 @@ impl Accumulator {
 
     /// Queued batches of one partition (tests).
     #[cfg(test)]
-    fn batch_count(&self, tp: &TopicPartition) -> usize {
-        self.queues.get(tp).map_or(0, |q| q.batches.len())
+    fn batch_count(&self, key: &BatchKey) -> usize {
+        self.queues.get(key).map_or(0, |q| q.batches.len())
     }
 }
 
@@ -975,8 +983,27 @@ mod tests {
     use crate::ErrorCode;
     use crate::format::for_each_record;
 
-    fn tp(p: u32) -> TopicPartition {
-        TopicPartition::new("t", p)
+    use crate::client::config::Acks;
+    use crate::format::Compression;
+
+    /// Partition `p` of topic `t`, uncompressed, acks=all.
+    fn tp(p: u32) -> BatchKey {
+        key(p, Compression::None)
+    }
+
+    /// Partition `p` of topic `t`, gzip, acks=all.
+    fn gz(p: u32) -> BatchKey {
+        key(p, Compression::Gzip)
+    }
+
+    fn key(p: u32, compression: Compression) -> BatchKey {
+        BatchKey {
+            tp: TopicPartition::new("t", p),
+            settings: SendSettings {
+                acks: Acks::All,
+                compression,
+            },
+        }
     }
 
     fn poll_now(f: &mut DeliveryFuture) -> Poll<Result<RecordMetadata>> {
@@ -992,7 +1019,6 @@ mod tests {
         let mut acc = Accumulator::new(
             (per * 3) as u32,
             Duration::from_millis(10),
-            Compression::None,
             Duration::from_secs(60),
             Arc::default(),
         );
@@ -1011,7 +1037,6 @@ mod tests {
         let mut acc = Accumulator::new(
             16 << 10,
             Duration::from_millis(10),
-            Compression::None,
             Duration::from_secs(60),
             Arc::default(),
         );
@@ -1029,7 +1054,6 @@ mod tests {
         let mut acc = Accumulator::new(
             1000,
             Duration::ZERO,
-            Compression::None,
             Duration::from_secs(60),
             Arc::default(),
         );
@@ -1042,30 +1066,25 @@ mod tests {
     #[test]
     fn one_batch_in_flight_per_partition_and_offsets_per_record() {
         let now = Instant::now();
-        let mut acc = Accumulator::new(
-            100,
-            Duration::ZERO,
-            Compression::Gzip,
-            Duration::from_secs(60),
-            Arc::default(),
-        );
+        let mut acc =
+            Accumulator::new(100, Duration::ZERO, Duration::from_secs(60), Arc::default());
         let mut futs: Vec<_> = (0..4)
             .map(|i| {
-                acc.append(&tp(0), 10 + i, None, Some(&[i as u8; 60]), now, None)
+                acc.append(&gz(0), 10 + i, None, Some(&[i as u8; 60]), now, None)
                     .0
             })
             .collect();
-        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
+        let d = acc.drain(&gz(0), 1, now, false).unwrap().unwrap();
         // The set is a gzip wrapper holding the batch's records.
         let mut n = 0;
         for_each_record(&d.set, &mut Vec::new(), |_| n += 1).unwrap();
         assert_eq!(n, 1);
         assert!(
-            acc.drain(&tp(0), 1, now, false).unwrap().is_none(),
+            acc.drain(&gz(0), 1, now, false).unwrap().is_none(),
             "front already in flight"
         );
         assert!(acc.ready(now, true).0.is_empty());
-        acc.complete(&tp(0), d.batch_id, delivered_at(40));
+        acc.complete(&gz(0), d.batch_id, delivered_at(40));
         match poll_now(&mut futs[0]) {
             Poll::Ready(Ok(m)) => {
                 assert_eq!(m.offset, Some(Offset(40)));
@@ -1075,7 +1094,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(poll_now(&mut futs[1]).is_pending());
-        assert_eq!(acc.ready(now, false).0, [tp(0)]);
+        assert_eq!(acc.ready(now, false).0, [gz(0)]);
     }
 
     #[test]
@@ -1084,7 +1103,6 @@ mod tests {
         let mut acc = Accumulator::new(
             1000,
             Duration::ZERO,
-            Compression::None,
             Duration::from_millis(500),
             Arc::default(),
         );
@@ -1134,7 +1152,6 @@ mod tests {
         let mut acc = Accumulator::new(
             1000,
             Duration::ZERO,
-            Compression::None,
             Duration::from_secs(60),
             Arc::default(),
         );
@@ -1153,7 +1170,6 @@ mod tests {
         let mut acc = Accumulator::new(
             10,
             Duration::ZERO,
-            Compression::None,
             Duration::from_millis(50),
             Arc::default(),
         );
@@ -1178,6 +1194,52 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn records_with_other_send_settings_get_batches_of_their_own() {
+        let now = Instant::now();
+        let mut acc = Accumulator::new(
+            16 << 10,
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            Arc::default(),
+        );
+        let acks0 = BatchKey {
+            settings: SendSettings {
+                acks: Acks::None,
+                compression: Compression::None,
+            },
+            ..tp(0)
+        };
+        let mut plain = acc.append(&tp(0), 1, None, Some(&[1u8; 200]), now, None).0;
+        let mut zipped = acc.append(&gz(0), 1, None, Some(&[2u8; 200]), now, None).0;
+        let _fire = acc.append(&acks0, 1, None, Some(b"x"), now, None).0;
+        assert_eq!(acc.batch_count(&tp(0)), 1);
+        assert_eq!(acc.batch_count(&gz(0)), 1);
+        assert_eq!(acc.batch_count(&acks0), 1);
+        // Each queue is ready on its own, in one order: partition, acks (wire value), codec.
+        assert_eq!(acc.ready(now, true).0, [tp(0), gz(0), acks0.clone()]);
+        let d_plain = acc.drain(&tp(0), 1 << 20, now, true).unwrap().unwrap();
+        let d_gz = acc.drain(&gz(0), 1 << 20, now, true).unwrap().unwrap();
+        assert_eq!(d_gz.key, gz(0));
+        // The gzip set is smaller (a run of equal bytes) and still decodes to the one record.
+        assert!(d_gz.set.len() < d_plain.set.len(), "{d_gz:?}");
+        let mut values = Vec::new();
+        for_each_record(&d_gz.set, &mut Vec::new(), |r| {
+            values.push(r.value.map(<[u8]>::to_vec))
+        })
+        .unwrap();
+        assert_eq!(values, [Some(vec![2u8; 200])]);
+        acc.complete(&gz(0), d_gz.batch_id, delivered_at(5));
+        assert!(matches!(poll_now(&mut zipped), Poll::Ready(Ok(m)) if m.offset == Some(Offset(5))));
+        assert!(
+            poll_now(&mut plain).is_pending(),
+            "its own queue is still in flight"
+        );
+        acc.complete(&tp(0), d_plain.batch_id, delivered_at(6));
+        assert!(matches!(poll_now(&mut plain), Poll::Ready(Ok(m)) if m.offset == Some(Offset(6))));
+        assert_eq!(acc.ready(now, true).0, [acks0]);
+    }
+
     fn delivered_at(base: u64) -> Result<Delivered> {
         Ok(Delivered {
             base_offset: Some(base),
@@ -1186,13 +1248,7 @@ mod tests {
     }
 
     fn gzip_acc(batch_size: u32, linger: Duration) -> Accumulator {
-        Accumulator::new(
-            batch_size,
-            linger,
-            Compression::Gzip,
-            Duration::from_secs(60),
-            Arc::default(),
-        )
+        Accumulator::new(batch_size, linger, Duration::from_secs(60), Arc::default())
     }
 
     #[test]
@@ -1202,19 +1258,19 @@ mod tests {
         // One record per batch (60-byte values, 100-byte batches): five batches, the last open.
         let mut futs: Vec<_> = (0..5)
             .map(|i| {
-                acc.append(&tp(0), 10 + i, None, Some(&[i as u8; 60]), now, None)
+                acc.append(&gz(0), 10 + i, None, Some(&[i as u8; 60]), now, None)
                     .0
             })
             .collect();
-        assert_eq!(acc.batch_count(&tp(0)), 5);
-        let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        assert_eq!(acc.batch_count(&gz(0)), 5);
+        let d = acc.drain(&gz(0), 1 << 20, now, false).unwrap().unwrap();
         // The four closed batches, as four gzip wrappers in one set; the open one stays.
         assert_eq!(d.batches, 4);
         let mut wrappers = 0;
         for_each_record(&d.set, &mut Vec::new(), |_| wrappers += 1).unwrap();
         assert_eq!(wrappers, 4);
-        assert!(acc.drain(&tp(0), 1 << 20, now, true).unwrap().is_none());
-        acc.complete(&tp(0), d.batch_id, delivered_at(40));
+        assert!(acc.drain(&gz(0), 1 << 20, now, true).unwrap().is_none());
+        acc.complete(&gz(0), d.batch_id, delivered_at(40));
         for (i, f) in futs.iter_mut().take(4).enumerate() {
             match poll_now(f) {
                 Poll::Ready(Ok(m)) => assert_eq!(m.offset, Some(Offset(40 + i as u64))),
@@ -1223,7 +1279,7 @@ mod tests {
         }
         assert!(poll_now(&mut futs[4]).is_pending());
         // Flushing takes the open batch too.
-        let d = acc.drain(&tp(0), 1 << 20, now, true).unwrap().unwrap();
+        let d = acc.drain(&gz(0), 1 << 20, now, true).unwrap().unwrap();
         assert_eq!(d.batches, 1);
     }
 
@@ -1232,13 +1288,13 @@ mod tests {
         let now = Instant::now();
         let mut acc = gzip_acc(100, Duration::ZERO);
         for i in 0..6 {
-            let _ = acc.append(&tp(0), 1, None, Some(&[i as u8; 60]), now, None);
+            let _ = acc.append(&gz(0), 1, None, Some(&[i as u8; 60]), now, None);
         }
-        let one = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
+        let one = acc.drain(&gz(0), 1, now, false).unwrap().unwrap();
         assert_eq!(one.batches, 1, "a front batch over the budget goes alone");
-        acc.complete(&tp(0), one.batch_id, delivered_at(0));
+        acc.complete(&gz(0), one.batch_id, delivered_at(0));
         let two = acc
-            .drain(&tp(0), 2 * one.set.len(), now, false)
+            .drain(&gz(0), 2 * one.set.len(), now, false)
             .unwrap()
             .unwrap();
         assert!(
@@ -1253,30 +1309,30 @@ mod tests {
         let mut acc = gzip_acc(100, Duration::ZERO);
         let mut futs: Vec<_> = (0..3)
             .map(|i| {
-                acc.append(&tp(0), 1, None, Some(&[i as u8; 60]), now, None)
+                acc.append(&gz(0), 1, None, Some(&[i as u8; 60]), now, None)
                     .0
             })
             .collect();
-        let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        let d = acc.drain(&gz(0), 1 << 20, now, false).unwrap().unwrap();
         assert_eq!(d.batches, 3);
         let err = Error::Network("reset".into());
         let backoff = Duration::from_millis(100);
         assert_eq!(
-            acc.retry_or_fail(&tp(0), d.batch_id, err, now, backoff, 5),
+            acc.retry_or_fail(&gz(0), d.batch_id, err, now, backoff, 5),
             3
         );
         assert!(
-            acc.drain(&tp(0), 1 << 20, now, false)
+            acc.drain(&gz(0), 1 << 20, now, false)
                 .unwrap()
                 .is_some_and(|d| d.batches == 1),
             "the front is drained by the sender only once ready; drain itself takes it"
         );
         // Put back by a second failure, then after the backoff all three go again at once.
         let later = now + backoff;
-        let front = acc.queues[&tp(0)].batches[0].id;
+        let front = acc.queues[&gz(0)].batches[0].id;
         assert_eq!(
             acc.retry_or_fail(
-                &tp(0),
+                &gz(0),
                 front,
                 Error::Network("again".into()),
                 now,
@@ -1285,9 +1341,9 @@ mod tests {
             ),
             1
         );
-        let d = acc.drain(&tp(0), 1 << 20, later, false).unwrap().unwrap();
+        let d = acc.drain(&gz(0), 1 << 20, later, false).unwrap().unwrap();
         assert_eq!(d.batches, 3);
-        acc.complete(&tp(0), d.batch_id, delivered_at(7));
+        acc.complete(&gz(0), d.batch_id, delivered_at(7));
         for (i, f) in futs.iter_mut().enumerate() {
             match poll_now(f) {
                 Poll::Ready(Ok(m)) => assert_eq!(m.offset, Some(Offset(7 + i as u64))),
@@ -1301,18 +1357,18 @@ mod tests {
         let now = Instant::now();
         let mut acc = gzip_acc(100, Duration::ZERO);
         // Two partitions: p0's batch will be delivered, p1's will fail; one record failed early.
-        let mut futs = vec![acc.append(&tp(0), 1, None, Some(b"a"), now, None).0];
+        let mut futs = vec![acc.append(&gz(0), 1, None, Some(b"a"), now, None).0];
         futs.push(DeliveryFuture::failed(Error::MessageTooLarge {
             size: 9,
             max: 1,
         }));
-        futs.extend((0..3).map(|_| acc.append(&tp(1), 1, None, Some(b"b"), now, None).0));
+        futs.extend((0..3).map(|_| acc.append(&gz(1), 1, None, Some(b"b"), now, None).0));
         let batch = BatchDelivery::new(futs);
         assert!(batch.try_failures().is_none(), "pending");
-        let d0 = acc.drain(&tp(0), 1 << 20, now, true).unwrap().unwrap();
-        let d1 = acc.drain(&tp(1), 1 << 20, now, true).unwrap().unwrap();
-        acc.complete(&tp(0), d0.batch_id, delivered_at(0));
-        acc.complete(&tp(1), d1.batch_id, Err(Error::Network("reset".into())));
+        let d0 = acc.drain(&gz(0), 1 << 20, now, true).unwrap().unwrap();
+        let d1 = acc.drain(&gz(1), 1 << 20, now, true).unwrap().unwrap();
+        acc.complete(&gz(0), d0.batch_id, delivered_at(0));
+        acc.complete(&gz(1), d1.batch_id, Err(Error::Network("reset".into())));
         let f = batch.try_failures().expect("all resolved");
         assert_eq!(f.count, 4);
         assert_eq!(f.first.unwrap().code(), ErrorCode::MessageTooLarge);

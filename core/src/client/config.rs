@@ -94,7 +94,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Producer acknowledgement level (`acks`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Acks {
     /// `0`: the broker answers before appending; no offsets come back, errors are not reported.
     None,
@@ -326,6 +326,15 @@ macro_rules! common_builders {
     };
 }
 
+/// The settings a send's records travel with: the producer's own `acks` and `compression.type`
+/// ([`ProducerConfig::send_settings`]), or others for one send
+/// ([`super::Producer::send_batch_with`], kafkajs's per-send `acks` and `compression`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SendSettings {
+    pub acks: Acks,
+    pub compression: Compression,
+}
+
 /// A producer's configuration. See the module docs for keys and defaults.
 #[derive(Clone, Debug)]
 pub struct ProducerConfig {
@@ -341,6 +350,16 @@ pub struct ProducerConfig {
     pub max_block: Duration,
     /// `max.request.size`: bytes of message sets one Produce request carries.
     pub max_request_size: u32,
+}
+
+impl ProducerConfig {
+    /// The producer's own `acks` and `compression.type`, what `send` and `send_batch` use.
+    pub fn send_settings(&self) -> SendSettings {
+        SendSettings {
+            acks: self.acks,
+            compression: self.compression,
+        }
+    }
 }
 
 impl Default for ProducerConfig {

@@ -47,7 +47,9 @@ pub use admin::{
     GroupState, NewTopic, TopicDescription, TopicListing,
 };
 pub use cluster::{BrokerInfo, ListedOffset, OffsetSpec};
-pub use config::{Acks, AdminConfig, CommonConfig, ConsumerConfig, OffsetReset, ProducerConfig};
+pub use config::{
+    Acks, AdminConfig, CommonConfig, ConsumerConfig, OffsetReset, ProducerConfig, SendSettings,
+};
 pub use consumer::{
     Consumer, ConsumerRecord, GroupMembership, PartitionOffset, PollBatch, RebalanceEvent,
 };

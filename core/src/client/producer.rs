@@ -6,8 +6,9 @@
 //!   client puts them); else *sticky*: keyless records of a topic stick to one partition until
 //!   `batch.size` bytes or one `linger.ms` window went to it, then move to the next partition
 //!   round-robin — full batches, spread evenly.
-//! - **Sending**: ready batches are grouped by their partition's leader into ONE multi-partition
-//!   `Log.Produce` per broker (at most `max.in.flight.requests.per.connection` requests in
+//! - **Sending**: ready batches are grouped by their partition's leader (and `acks`: records
+//!   sent with other settings through [`Producer::send_batch_with`] are batched apart) into ONE
+//!   multi-partition `Log.Produce` per broker and `acks` level (at most `max.in.flight.requests.per.connection` requests in
 //!   flight per broker, each at most `max.request.size` bytes of sets and
 //!   [`REQUEST_PARTITIONS_MAX`] partitions). A partition contributes its front batch and the
 //!   ready batches queued behind it as one set (see `accumulator`), so one busy partition
@@ -16,8 +17,9 @@
 //!   connection errors, …) refreshes metadata when the code calls for it and retries after
 //!   `retry.backoff.ms`, while `retries` and `delivery.timeout.ms` allow; anything else fails
 //!   the batch with the broker's code and message.
-//! - **Ordering**: at most one batch per partition is in flight (see `accumulator`), so order
-//!   within a partition holds across retries, whatever `max.in.flight…` says.
+//! - **Ordering**: at most one request per partition and send settings is in flight (see
+//!   `accumulator`), so order within a partition holds across retries, whatever
+//!   `max.in.flight…` says, among records sent with the same `acks` and codec.
 //! - **Back-pressure**: queued and in-flight record bytes are bounded by `buffer.memory`. `send`
 //!   *waits* for room up to `max.block.ms` and then fails with REQUEST_TIMED_OUT; it also waits
 //!   for the topic's metadata (an unknown topic fails at once with UNKNOWN_TOPIC_OR_PARTITION
@@ -44,10 +46,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::accumulator::{
-    Accumulator, BatchDelivery, Delivered, DeliveryFuture, Drained, FailureTally, record_size,
+    Accumulator, BatchDelivery, BatchKey, Delivered, DeliveryFuture, Drained, FailureTally,
+    record_size,
 };
 use super::cluster::{Cluster, clone_error, is_connection_error, needs_metadata_refresh};
-use super::config::{Acks, ProducerConfig};
+use super::config::{Acks, ProducerConfig, SendSettings};
 use super::runtime::Home;
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
@@ -212,7 +215,6 @@ impl Producer {
             acc: Mutex::new(Accumulator::new(
                 config.batch_size,
                 config.linger,
-                config.compression,
                 config.delivery_timeout,
                 tally.clone(),
             )),
@@ -246,12 +248,13 @@ impl Producer {
     /// spawns nothing and arms no timer.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         self.home.check()?;
-        match enqueue_now(&self.inner, record) {
+        let settings = self.inner.config.send_settings();
+        match enqueue_now(&self.inner, record, settings) {
             Enqueue::Done(r) => r,
             Enqueue::Wait(record) => {
                 let inner = self.inner.clone();
                 self.home
-                    .run(async move { enqueue_wait(&inner, record).await })
+                    .run(async move { enqueue_wait(&inner, record, settings).await })
                     .await
             }
         }
@@ -262,12 +265,13 @@ impl Producer {
     /// [`DeliveryFuture::wait_blocking`].
     pub fn send_blocking(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         self.home.check()?;
-        match enqueue_now(&self.inner, record) {
+        let settings = self.inner.config.send_settings();
+        match enqueue_now(&self.inner, record, settings) {
             Enqueue::Done(r) => r,
             Enqueue::Wait(record) => {
                 let inner = self.inner.clone();
                 self.home
-                    .block_on(async move { enqueue_wait(&inner, record).await })
+                    .block_on(async move { enqueue_wait(&inner, record, settings).await })
             }
         }
     }
@@ -278,18 +282,42 @@ impl Producer {
     /// its slot; the others are unaffected. A missing topic is looked up once per call, not once
     /// per record. Waits for `buffer.memory` room like `send`.
     pub async fn send_batch(&self, records: Vec<ProducerRecord>) -> Result<BatchDelivery> {
+        let settings = self.inner.config.send_settings();
+        self.send_batch_with(records, settings).await
+    }
+
+    /// [`Producer::send_batch`] with its own `acks` and codec instead of the producer's
+    /// (kafkajs's per-send `acks` and `compression`). Its records are batched apart from
+    /// records sent with other settings — a batch has one codec, a Produce request one `acks`
+    /// — so they keep their order among themselves but not with those (see `accumulator`).
+    /// With `acks` 0 the results carry no offsets.
+    pub async fn send_batch_with(
+        &self,
+        records: Vec<ProducerRecord>,
+        settings: SendSettings,
+    ) -> Result<BatchDelivery> {
         self.home.check()?;
         let inner = self.inner.clone();
         self.home
-            .run(async move { Ok(enqueue_batch(&inner, records).await) })
+            .run(async move { Ok(enqueue_batch(&inner, records, settings).await) })
             .await
     }
 
     /// [`Producer::send_batch`] for synchronous callers (blocks while queuing).
     pub fn send_batch_blocking(&self, records: Vec<ProducerRecord>) -> Result<BatchDelivery> {
+        let settings = self.inner.config.send_settings();
+        self.send_batch_with_blocking(records, settings)
+    }
+
+    /// [`Producer::send_batch_with`] for synchronous callers (blocks while queuing).
+    pub fn send_batch_with_blocking(
+        &self,
+        records: Vec<ProducerRecord>,
+        settings: SendSettings,
+    ) -> Result<BatchDelivery> {
         let inner = self.inner.clone();
         self.home
-            .block_on(async move { Ok(enqueue_batch(&inner, records).await) })
+            .block_on(async move { Ok(enqueue_batch(&inner, records, settings).await) })
     }
 
     /// Sends everything queued now (ignoring `linger.ms`) and waits until each of those records
@@ -383,7 +411,7 @@ fn partition_count(meta: &TopicMetadata, partition: Option<u32>) -> Result<u32> 
 
 /// Queues a record without waiting: possible when the topic's metadata is cached (or it is
 /// known to be missing) and `buffer.memory` has room.
-fn enqueue_now(inner: &Inner, record: ProducerRecord) -> Enqueue {
+fn enqueue_now(inner: &Inner, record: ProducerRecord, settings: SendSettings) -> Enqueue {
     let size = match check_record(inner, &record) {
         Ok(s) => s,
         Err(e) => return Enqueue::Done(Err(e)),
@@ -398,13 +426,17 @@ fn enqueue_now(inner: &Inner, record: ProducerRecord) -> Enqueue {
         Err(e) => return Enqueue::Done(Err(e)),
     };
     match inner.buffer.clone().try_acquire_many_owned(size as u32) {
-        Ok(permit) => Enqueue::Done(append(inner, record, size, partitions, permit)),
+        Ok(permit) => Enqueue::Done(append(inner, record, settings, size, partitions, permit)),
         Err(_) => Enqueue::Wait(record),
     }
 }
 
 /// Queues a record, waiting up to `max.block.ms` for its topic's metadata and for room.
-async fn enqueue_wait(inner: &Inner, record: ProducerRecord) -> Result<DeliveryFuture> {
+async fn enqueue_wait(
+    inner: &Inner,
+    record: ProducerRecord,
+    settings: SendSettings,
+) -> Result<DeliveryFuture> {
     let size = check_record(inner, &record)?;
     let max_block = inner.config.max_block;
     let topic = &record.topic;
@@ -436,13 +468,17 @@ async fn enqueue_wait(inner: &Inner, record: ProducerRecord) -> Result<DeliveryF
             }
         },
     };
-    append(inner, record, size, partitions, permit)
+    append(inner, record, settings, size, partitions, permit)
 }
 
 /// Queues every record of a batch (see [`Producer::send_batch`]): each run of consecutive
 /// records for one topic in one go when it can ([`append_run`]), otherwise record by record
 /// (waiting for metadata or buffer room as `send` does).
-async fn enqueue_batch(inner: &Inner, mut records: Vec<ProducerRecord>) -> BatchDelivery {
+async fn enqueue_batch(
+    inner: &Inner,
+    mut records: Vec<ProducerRecord>,
+    settings: SendSettings,
+) -> BatchDelivery {
     let mut out = Vec::with_capacity(records.len());
     let mut start = 0;
     while start < records.len() {
@@ -452,12 +488,12 @@ async fn enqueue_batch(inner: &Inner, mut records: Vec<ProducerRecord>) -> Batch
                 .iter()
                 .take_while(|r| r.topic == *topic)
                 .count();
-        if !append_run(inner, &records[start..end], &mut out) {
+        if !append_run(inner, &records[start..end], settings, &mut out) {
             for r in &mut records[start..end] {
                 let r = std::mem::take(r);
-                let f = match enqueue_now(inner, r) {
+                let f = match enqueue_now(inner, r, settings) {
                     Enqueue::Done(f) => f,
-                    Enqueue::Wait(r) => enqueue_wait(inner, r).await,
+                    Enqueue::Wait(r) => enqueue_wait(inner, r, settings).await,
                 };
                 out.push(f.unwrap_or_else(DeliveryFuture::failed));
             }
@@ -473,7 +509,12 @@ async fn enqueue_batch(inner: &Inner, mut records: Vec<ProducerRecord>) -> Batch
 /// of it; otherwise returns false having taken nothing, and the caller goes record by record.
 /// A record that fails its own checks (too large, no such partition) gets its error in its
 /// slot; the others are queued.
-fn append_run(inner: &Inner, run: &[ProducerRecord], out: &mut Vec<DeliveryFuture>) -> bool {
+fn append_run(
+    inner: &Inner,
+    run: &[ProducerRecord],
+    settings: SendSettings,
+    out: &mut Vec<DeliveryFuture>,
+) -> bool {
     let Some(first) = run.first() else {
         return true;
     };
@@ -502,16 +543,19 @@ fn append_run(inner: &Inner, run: &[ProducerRecord], out: &mut Vec<DeliveryFutur
     let now = Instant::now();
     let now_ms = now_ms();
     let batch_size = inner.config.batch_size as usize;
-    let mut tp = TopicPartition {
-        topic: first.topic.clone(),
-        partition: 0,
+    let mut key = BatchKey {
+        tp: TopicPartition {
+            topic: first.topic.clone(),
+            partition: 0,
+        },
+        settings,
     };
     let mut wake = false;
     {
         let mut sticky = inner.sticky.lock();
-        let slot = match sticky.get_mut(&tp.topic) {
+        let slot = match sticky.get_mut(&key.tp.topic) {
             Some(s) => s,
-            None => sticky.entry(tp.topic.clone()).or_default(),
+            None => sticky.entry(key.tp.topic.clone()).or_default(),
         };
         let mut acc = inner.acc.lock();
         for (r, check) in run.iter().zip(checks) {
@@ -530,7 +574,7 @@ fn append_run(inner: &Inner, run: &[ProducerRecord], out: &mut Vec<DeliveryFutur
             }
             let mut not_sticky = None;
             let keyless = r.partition.is_none() && r.key.is_none();
-            tp.partition = choose_partition(
+            key.tp.partition = choose_partition(
                 r.partition,
                 r.key.as_deref(),
                 partitions,
@@ -541,7 +585,8 @@ fn append_run(inner: &Inner, run: &[ProducerRecord], out: &mut Vec<DeliveryFutur
                 now,
             );
             let ts = r.timestamp.unwrap_or(now_ms);
-            let (future, w) = acc.append(&tp, ts, r.key.as_deref(), r.value.as_deref(), now, share);
+            let (future, w) =
+                acc.append(&key, ts, r.key.as_deref(), r.value.as_deref(), now, share);
             wake |= w;
             out.push(future);
         }
@@ -557,6 +602,7 @@ fn append_run(inner: &Inner, run: &[ProducerRecord], out: &mut Vec<DeliveryFutur
 fn append(
     inner: &Inner,
     record: ProducerRecord,
+    settings: SendSettings,
     size: usize,
     partitions: u32,
     permit: OwnedSemaphorePermit,
@@ -564,12 +610,12 @@ fn append(
     let ProducerRecord {
         topic,
         partition,
-        key,
+        key: k,
         value,
         timestamp,
     } = record;
     let now = Instant::now();
-    let p = if partition.is_none() && key.is_none() {
+    let p = if partition.is_none() && k.is_none() {
         let mut sticky = inner.sticky.lock();
         let slot = match sticky.get_mut(&topic) {
             Some(s) => s,
@@ -588,7 +634,7 @@ fn append(
     } else {
         choose_partition(
             partition,
-            key.as_deref(),
+            k.as_deref(),
             partitions,
             size,
             &mut None,
@@ -598,9 +644,12 @@ fn append(
         )
     };
     let ts = timestamp.unwrap_or_else(now_ms);
-    let tp = TopicPartition {
-        topic,
-        partition: p,
+    let key = BatchKey {
+        tp: TopicPartition {
+            topic,
+            partition: p,
+        },
+        settings,
     };
     let (future, wake) = {
         let mut acc = inner.acc.lock();
@@ -610,7 +659,7 @@ fn append(
         if inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed("producer"));
         }
-        acc.append(&tp, ts, key.as_deref(), value.as_deref(), now, Some(permit))
+        acc.append(&key, ts, k.as_deref(), value.as_deref(), now, Some(permit))
     };
     if wake {
         inner.wake.notify_one();
@@ -710,17 +759,21 @@ async fn sender_loop(inner: Arc<Inner>) {
             refresh_in_background(&inner);
         }
         let now = Instant::now();
-        let mut requests: Vec<(String, Vec<Drained>)> = Vec::new();
+        let mut requests: Vec<(String, Acks, Vec<Drained>)> = Vec::new();
         let mut wake_at: Option<Instant>;
         {
             let mut acc = inner.acc.lock();
             acc.expire(now);
             let (ready, next) = acc.ready(now, flushing);
             wake_at = next;
-            let mut by_leader: HashMap<String, Vec<TopicPartition>> = HashMap::new();
-            for tp in ready {
-                match inner.cluster.cached_leader(&tp) {
-                    Some((address, _epoch)) => by_leader.entry(address).or_default().push(tp),
+            // One request per leader and `acks` level (a Produce request has one).
+            let mut by_leader: HashMap<(String, Acks), Vec<BatchKey>> = HashMap::new();
+            for key in ready {
+                match inner.cluster.cached_leader(&key.tp) {
+                    Some((address, _epoch)) => by_leader
+                        .entry((address, key.settings.acks))
+                        .or_default()
+                        .push(key),
                     None => {
                         inner.cluster.request_refresh();
                         refresh_in_background(&inner);
@@ -730,7 +783,7 @@ async fn sender_loop(inner: Arc<Inner>) {
                 }
             }
             let mut in_flight = inner.in_flight.lock();
-            for (address, tps) in by_leader {
+            for ((address, acks), keys) in by_leader {
                 let n = in_flight.entry(address.clone()).or_insert(0);
                 if *n >= inner.config.max_in_flight {
                     continue; // A completion wakes the sender.
@@ -738,8 +791,15 @@ async fn sender_loop(inner: Arc<Inner>) {
                 let mut drained = Vec::new();
                 let mut bytes = 0usize;
                 let budget = inner.config.max_request_size as usize;
-                for tp in tps {
-                    let b = acc.front_bytes(&tp);
+                for key in keys {
+                    // A request names a partition once: another queue of the same partition
+                    // (other codec) goes in the next request. `ready` sorts keys partition
+                    // first, so such queues are adjacent.
+                    if drained.last().is_some_and(|d: &Drained| d.key.tp == key.tp) {
+                        wake_at = Some(now);
+                        continue;
+                    }
+                    let b = acc.front_bytes(&key);
                     let full = drained.len() >= REQUEST_PARTITIONS_MAX || bytes + b > budget;
                     if !drained.is_empty() && full {
                         // The rest waits for the next request to this broker.
@@ -750,7 +810,7 @@ async fn sender_loop(inner: Arc<Inner>) {
                     let room = budget
                         .saturating_sub(bytes)
                         .min(MESSAGE_SET_BYTES_MAX as usize);
-                    match acc.drain(&tp, room, now, flushing) {
+                    match acc.drain(&key, room, now, flushing) {
                         Ok(Some(d)) => {
                             bytes += d.set.len();
                             drained.push(d);
@@ -761,12 +821,12 @@ async fn sender_loop(inner: Arc<Inner>) {
                 }
                 if !drained.is_empty() {
                     *n += 1;
-                    requests.push((address, drained));
+                    requests.push((address, acks, drained));
                 }
             }
         }
-        for (address, drained) in requests {
-            tokio::spawn(send_request(inner.clone(), address, drained));
+        for (address, acks, drained) in requests {
+            tokio::spawn(send_request(inner.clone(), address, acks, drained));
         }
         if inner.closed.load(Ordering::SeqCst) && inner.acc.lock().is_empty() {
             return;
@@ -780,8 +840,7 @@ async fn sender_loop(inner: Arc<Inner>) {
     }
 }
 
-async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>) {
-    let acks = inner.config.acks;
+async fn send_request(inner: Arc<Inner>, address: String, acks: Acks, drained: Vec<Drained>) {
     let request = v1::ProduceRequest {
         acks: acks.as_i32(),
         timeout_ms: u32::try_from(inner.config.common.request_timeout.as_millis())
@@ -789,8 +848,8 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
         partitions: drained
             .iter()
             .map(|d| v1::ProducePartition {
-                topic: d.tp.topic.clone(),
-                partition: d.tp.partition,
+                topic: d.key.tp.topic.clone(),
+                partition: d.key.tp.partition,
                 message_set: d.set.clone(),
                 leader_epoch: None,
             })
@@ -823,7 +882,7 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
                         let log_append_time =
                             (r.log_append_time_ms >= 0).then_some(r.log_append_time_ms);
                         acc.complete(
-                            &d.tp,
+                            &d.key,
                             d.batch_id,
                             Ok(Delivered {
                                 base_offset: base,
@@ -832,14 +891,14 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
                         );
                         continue;
                     }
-                    let err = partition_error(r.error_code, &r.error_message, &d.tp);
+                    let err = partition_error(r.error_code, &r.error_message, &d.key.tp);
                     if needs_metadata_refresh(code) {
                         inner.cluster.request_refresh();
                     }
                     if code.is_retriable() {
-                        acc.retry_or_fail(&d.tp, d.batch_id, err, now, backoff, retries);
+                        acc.retry_or_fail(&d.key, d.batch_id, err, now, backoff, retries);
                     } else {
-                        acc.complete(&d.tp, d.batch_id, Err(err));
+                        acc.complete(&d.key, d.batch_id, Err(err));
                     }
                 }
             }
@@ -851,7 +910,7 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
                 );
                 for d in &drained {
                     acc.complete(
-                        &d.tp,
+                        &d.key,
                         d.batch_id,
                         Err(Error::Remote {
                             code: ErrorCode::UnknownServerError,
@@ -868,7 +927,7 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
                 for d in &drained {
                     if retriable {
                         acc.retry_or_fail(
-                            &d.tp,
+                            &d.key,
                             d.batch_id,
                             clone_error(&e),
                             now,
@@ -876,7 +935,7 @@ async fn send_request(inner: Arc<Inner>, address: String, drained: Vec<Drained>)
                             retries,
                         );
                     } else {
-                        acc.complete(&d.tp, d.batch_id, Err(clone_error(&e)));
+                        acc.complete(&d.key, d.batch_id, Err(clone_error(&e)));
                     }
                 }
             }
