@@ -145,10 +145,17 @@ export interface JsDecodedRecord {
 export interface JsDeliveries {
   /** The partition record `i` went to (0 where it failed). */
   partitions: Uint32Array
-  /** Record `i`'s offset, decimal, comma-separated; empty with `acks=0` or where it failed. */
-  offsets: string
-  /** Record `i`'s timestamp (ms since the epoch), likewise; empty where it failed. */
-  timestamps: string
+  /** Record `i`'s offset; -1 with `acks=0` or where it failed. */
+  offsets: Float64Array
+  /**
+   * Present when an offset is beyond 2^53: every offset, decimal, comma-separated (empty
+   * for none).
+   */
+  offsetsText?: string
+  /** Record `i`'s timestamp (ms since the epoch); 0 where it failed. */
+  timestamps: Float64Array
+  /** Present when a timestamp is beyond ±2^53: every timestamp, decimal, comma-separated. */
+  timestampsText?: string
   /** The records that failed. */
   errors: Array<JsRecordError>
 }
@@ -252,10 +259,12 @@ export interface JsRecordBatch {
   topics: Array<string>
   topicIndex: Uint32Array
   partitions: Uint32Array
-  /** Decimal, comma-separated. */
-  offsets: string
-  /** Ms since the epoch, likewise. */
-  timestamps: string
+  /** Record `i`'s offset (see the module docs for `offsetsText`). */
+  offsets: Float64Array
+  offsetsText?: string
+  /** Record `i`'s timestamp, ms since the epoch, likewise. */
+  timestamps: Float64Array
+  timestampsText?: string
   /** 1 where the timestamp is the broker's `LogAppendTime`, 0 for `CreateTime`. */
   logAppendTime: Uint8Array
   /** The keys end to end: record `i`'s is the next `keyLengths[i]` bytes, null for -1. */

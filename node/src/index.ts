@@ -140,33 +140,128 @@ function kafkaKeys(argument: string, options: Record<string, unknown>): Record<s
   return out
 }
 
+/** `Symbol.for('nodejs.util.inspect.custom')`: how `console.log` shows the lazy objects below. */
+const inspectCustom = Symbol.for('nodejs.util.inspect.custom')
+
 /**
- * The records of one poll (the binding's columns) as kafkajs messages. Keys and values are
- * views of the poll's two Buffers (no copy; a message kept alive keeps its poll's bytes).
+ * An int64 column from the binding: numbers, exact within ±2^53, else the decimal text of every
+ * value beside them (split on first use). `i`'s decimal string, or undefined where there is
+ * none (an offset column's -1).
  */
-function messages(b: native.JsRecordBatch): KafkaMessage[] {
-  const out: KafkaMessage[] = new Array(b.partitions.length)
-  const offsets = b.offsets.split(',')
-  const timestamps = b.timestamps.split(',')
-  let k = 0
-  let v = 0
-  for (let i = 0; i < out.length; i++) {
-    const kl = b.keyLengths[i]
-    const vl = b.valueLengths[i]
-    out[i] = {
-      key: kl < 0 ? null : b.keys.subarray(k, (k += kl)),
-      value: vl < 0 ? null : b.values.subarray(v, (v += vl)),
-      offset: offsets[i],
-      timestamp: timestamps[i],
-      timestampType: b.logAppendTime[i] ? 'LogAppendTime' : 'CreateTime',
-    }
+function decimal(numbers: Float64Array, text: string | null | undefined, cache: { split?: string[] }, i: number, none: boolean): string | undefined {
+  if (text == null) {
+    const n = numbers[i]
+    return none && n < 0 ? undefined : String(n)
+  }
+  const s = (cache.split ??= text.split(','))[i]
+  return s === '' ? undefined : s
+}
+
+/** Where each record's bytes start in a column of lengths (-1: null) laid end to end. */
+function starts(lengths: Int32Array): Int32Array {
+  const out = new Int32Array(lengths.length)
+  let at = 0
+  for (let i = 0; i < lengths.length; i++) {
+    out[i] = at
+    if (lengths[i] > 0) at += lengths[i]
   }
   return out
 }
 
-/** The same with each message's topic and partition (`eachMessage`, `poll`, the iterator). */
+/** One poll's records (the binding's columns), read by the messages made from them. */
+class PollRecords {
+  private keyStarts?: Int32Array
+  private valueStarts?: Int32Array
+  private readonly offsetCache: { split?: string[] } = {}
+  private readonly timestampCache: { split?: string[] } = {}
+
+  constructor(readonly b: native.JsRecordBatch) {}
+
+  key(i: number): Buffer | null {
+    const len = this.b.keyLengths[i]
+    if (len < 0) return null
+    const at = (this.keyStarts ??= starts(this.b.keyLengths))[i]
+    return this.b.keys.subarray(at, at + len)
+  }
+
+  value(i: number): Buffer | null {
+    const len = this.b.valueLengths[i]
+    if (len < 0) return null
+    const at = (this.valueStarts ??= starts(this.b.valueLengths))[i]
+    return this.b.values.subarray(at, at + len)
+  }
+
+  offset(i: number): string {
+    return decimal(this.b.offsets, this.b.offsetsText, this.offsetCache, i, false) as string
+  }
+
+  timestamp(i: number): string {
+    return decimal(this.b.timestamps, this.b.timestampsText, this.timestampCache, i, false) as string
+  }
+}
+
+/**
+ * A consumed message: kafkajs's fields, each made when first read from its poll's columns (so a
+ * handler that reads only some fields pays only for those). Keys and values are views of the
+ * poll's two Buffers (no copy; a message kept alive keeps its poll's bytes). The fields are
+ * getters, so `{ ...message }` copies none of them: `message.toJSON()` gives a plain object.
+ */
+class PolledMessage implements KafkaMessage {
+  #poll: PollRecords
+  #i: number
+  #key: Buffer | null | undefined = undefined
+  #value: Buffer | null | undefined = undefined
+
+  constructor(poll: PollRecords, i: number) {
+    this.#poll = poll
+    this.#i = i
+  }
+
+  get key(): Buffer | null {
+    return this.#key === undefined ? (this.#key = this.#poll.key(this.#i)) : this.#key
+  }
+
+  set key(k: Buffer | null) {
+    this.#key = k
+  }
+
+  get value(): Buffer | null {
+    return this.#value === undefined ? (this.#value = this.#poll.value(this.#i)) : this.#value
+  }
+
+  set value(v: Buffer | null) {
+    this.#value = v
+  }
+
+  get offset(): string {
+    return this.#poll.offset(this.#i)
+  }
+
+  get timestamp(): string {
+    return this.#poll.timestamp(this.#i)
+  }
+
+  get timestampType(): string {
+    return this.#poll.b.logAppendTime[this.#i] ? 'LogAppendTime' : 'CreateTime'
+  }
+
+  toJSON(): KafkaMessage {
+    return { key: this.key, value: this.value, offset: this.offset, timestamp: this.timestamp, timestampType: this.timestampType }
+  }
+
+  [inspectCustom](): KafkaMessage {
+    return this.toJSON()
+  }
+}
+
+/** A poll's records as `eachMessage` payloads (`eachMessage`, `poll`, the iterator). */
 function payloads(b: native.JsRecordBatch): EachMessagePayload[] {
-  return messages(b).map((message, i) => ({ topic: b.topics[b.topicIndex[i]], partition: b.partitions[i], message }))
+  const poll = new PollRecords(b)
+  const out: EachMessagePayload[] = new Array(b.partitions.length)
+  for (let i = 0; i < out.length; i++) {
+    out[i] = { topic: b.topics[b.topicIndex[i]], partition: b.partitions[i], message: new PolledMessage(poll, i) }
+  }
+  return out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -314,16 +409,11 @@ export class Producer {
   private async sendColumns(cols: native.JsRecordColumns, settings: SendSettings): Promise<RecordMetadata[]> {
     const p = await this.handle.get()
     const d = await call(() => p.send(cols, settings.acks, settings.compression))
+    const sent = new SentRecords(d)
     const results: Array<RecordMetadata | SluicewayError> = new Array(d.partitions.length)
-    const offsets = d.offsets.split(',')
-    const timestamps = d.timestamps.split(',')
+    const topicIndex = cols.topicIndex
     for (let i = 0; i < results.length; i++) {
-      results[i] = {
-        topic: cols.topics[cols.topicIndex ? cols.topicIndex[i] : 0],
-        partition: d.partitions[i],
-        offset: offsets[i] === '' ? undefined : offsets[i],
-        timestamp: timestamps[i],
-      }
+      results[i] = new SentRecord(cols.topics[topicIndex ? topicIndex[i] : 0], d.partitions[i], sent, i)
     }
     for (const e of d.errors) results[e.index] = fromInfo(e.error)
     if (d.errors.length > 0) throw Object.assign(results[d.errors[0].index] as SluicewayError, { results })
@@ -346,60 +436,135 @@ export class Producer {
   }
 }
 
+/** The outcomes of one send (the binding's columns), read by the `SentRecord`s made from them. */
+class SentRecords {
+  readonly offsetCache: { split?: string[] } = {}
+  readonly timestampCache: { split?: string[] } = {}
+  constructor(readonly d: native.JsDeliveries) {}
+}
+
+/**
+ * Where a sent record landed: `topic` and `partition` are fields, `offset` and `timestamp`
+ * getters that make their decimal string when read (so a caller that reads none pays for
+ * none); `{ ...result }` copies only the fields, `result.toJSON()` gives all four.
+ */
+class SentRecord implements RecordMetadata {
+  #sent: SentRecords
+  #i: number
+
+  constructor(readonly topic: string, readonly partition: number, sent: SentRecords, i: number) {
+    this.#sent = sent
+    this.#i = i
+  }
+
+  get offset(): string | undefined {
+    const d = this.#sent.d
+    return decimal(d.offsets, d.offsetsText, this.#sent.offsetCache, this.#i, true)
+  }
+
+  get timestamp(): string {
+    const d = this.#sent.d
+    return decimal(d.timestamps, d.timestampsText, this.#sent.timestampCache, this.#i, false) as string
+  }
+
+  toJSON(): RecordMetadata {
+    return { topic: this.topic, partition: this.partition, offset: this.offset, timestamp: this.timestamp }
+  }
+
+  [inspectCustom](): RecordMetadata {
+    return this.toJSON()
+  }
+}
+
 /**
  * The messages of one send in the binding's columns: values (and keys) end to end in one
  * Buffer with their lengths, so the native call reads a few values, not an object per message.
+ * The first pass checks the messages and sums the lengths; the second copies the bytes into
+ * the one Buffer (no intermediate Buffer per string, no second walk to concatenate).
  */
 function columns(groups: Array<{ argument: string; topic: string; messages: unknown }>): native.JsRecordColumns {
   const lists = groups.map((g) => array(g.argument, g.messages))
-  const n = lists.reduce((sum, l) => sum + l.length, 0)
-  const values: Buffer[] = []
+  let n = 0
+  for (const l of lists) n += l.length
   const valueLengths = new Int32Array(n)
-  const keys: Buffer[] = []
   const keyLengths = new Int32Array(n)
+  // Each message's value and key as read once (a getter is not asked twice).
+  const vs: Array<Buffer | string | undefined> = new Array(n)
+  let ks: Array<Buffer | string | undefined> | undefined
   const topicIndex = groups.length > 1 ? new Uint32Array(n) : undefined
   let partitions: Int32Array | undefined
   let timestamps: Array<string | null> | undefined
-  let anyKey = false
+  let valueBytes = 0
+  let keyBytes = 0
   let i = 0
-  groups.forEach((g, t) => {
-    lists[t].forEach((m, j) => {
-      // The argument's name is built only when a check fails: this runs once per message.
-      const argument = (field = '') => `${g.argument}[${j}]${field}`
-      const o = typeof m === 'object' && m !== null ? (m as Record<string, unknown>) : obj(argument(), m)
-      const value = Buffer.isBuffer(o.value) ? o.value : bytes(argument('.value'), o.value)
-      valueLengths[i] = value === undefined ? -1 : value.length
-      if (value !== undefined) values.push(value)
-      const key = Buffer.isBuffer(o.key) ? o.key : bytes(argument('.key'), o.key)
-      keyLengths[i] = key === undefined ? -1 : key.length
-      if (key !== undefined) {
-        keys.push(key)
-        anyKey = true
+  for (let t = 0; t < lists.length; t++) {
+    const list = lists[t]
+    const argument = groups[t].argument
+    for (let j = 0; j < list.length; j++, i++) {
+      // An argument's name is built only when a check fails: this runs once per message.
+      const m = list[j]
+      const o = typeof m === 'object' && m !== null ? (m as Record<string, unknown>) : obj(`${argument}[${j}]`, m)
+      const value = o.value
+      const vl = byteLength(argument, j, '.value', value)
+      valueLengths[i] = vl
+      if (vl >= 0) {
+        valueBytes += vl
+        vs[i] = value as Buffer | string
+      }
+      const key = o.key
+      const kl = byteLength(argument, j, '.key', key)
+      keyLengths[i] = kl
+      if (kl >= 0) {
+        keyBytes += kl
+        ;(ks ??= new Array(n))[i] = key as Buffer | string
       }
       if (o.partition !== undefined && o.partition !== null) {
-        const p = uint(argument('.partition'), o.partition)
-        if (p > 0x7fffffff) fail(argument('.partition'), 'a partition below 2^31', p)
+        const p = uint(`${argument}[${j}].partition`, o.partition)
+        if (p > 0x7fffffff) fail(`${argument}[${j}].partition`, 'a partition below 2^31', p)
         partitions ??= new Int32Array(n).fill(-1)
         partitions[i] = p
       }
       if (o.timestamp !== undefined && o.timestamp !== null) {
         timestamps ??= new Array<string | null>(n).fill(null)
-        timestamps[i] = int64(argument('.timestamp'), o.timestamp)
+        timestamps[i] = int64(`${argument}[${j}].timestamp`, o.timestamp)
       }
       if (topicIndex) topicIndex[i] = t
-      i++
-    })
-  })
+    }
+  }
   return {
     topics: groups.map((g) => g.topic),
     topicIndex,
     partitions,
-    values: Buffer.concat(values),
+    values: concat(vs, valueLengths, valueBytes),
     valueLengths,
-    keys: anyKey ? Buffer.concat(keys) : undefined,
-    keyLengths: anyKey ? keyLengths : undefined,
+    keys: ks && concat(ks, keyLengths, keyBytes),
+    keyLengths: ks && keyLengths,
     timestamps,
   }
+}
+
+/** The bytes a key or value takes (-1: null); anything but a Buffer, a string or null is a
+ * TypeError naming `argument[j]field`. */
+function byteLength(argument: string, j: number, field: string, v: unknown): number {
+  if (v === null || v === undefined) return -1
+  if (Buffer.isBuffer(v)) return v.length
+  if (typeof v === 'string') return Buffer.byteLength(v)
+  return fail(`${argument}[${j}]${field}`, 'a Buffer, a string or null', v)
+}
+
+/** `parts` (of `lengths[i]` bytes each, absent for -1) end to end in one new Buffer. */
+function concat(parts: Array<Buffer | string | undefined>, lengths: Int32Array, total: number): Buffer {
+  const out = Buffer.allocUnsafe(total)
+  let at = 0
+  for (let i = 0; i < lengths.length; i++) {
+    const len = lengths[i]
+    if (len < 0) continue
+    const p = parts[i] as Buffer | string
+    if (typeof p === 'string') out.write(p, at)
+    else out.set(p, at)
+    at += len
+  }
+  return out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -693,11 +858,11 @@ function optPartitions(argument: string, v: unknown): native.JsTopicPartition[] 
 
 /** A poll's records grouped per topic-partition (kafkajs's `eachBatch`), in poll order. */
 function batches(b: native.JsRecordBatch): Batch[] {
-  const msgs = messages(b)
+  const poll = new PollRecords(b)
   const by = new Map<number, { topic: string; partition: number; messages: KafkaMessage[] }>()
   let last = -1
   let current: { topic: string; partition: number; messages: KafkaMessage[] } | undefined
-  for (let i = 0; i < msgs.length; i++) {
+  for (let i = 0; i < b.partitions.length; i++) {
     // A poll returns each partition's records in a run: look the batch up once per run.
     const key = b.topicIndex[i] * 0x100000000 + b.partitions[i]
     if (key !== last || !current) {
@@ -705,7 +870,7 @@ function batches(b: native.JsRecordBatch): Batch[] {
       if (!current) by.set(key, (current = { topic: b.topics[b.topicIndex[i]], partition: b.partitions[i], messages: [] }))
       last = key
     }
-    current.messages.push(msgs[i])
+    current.messages.push(new PolledMessage(poll, i))
   }
   return [...by.values()].map((b) => ({
     ...b,

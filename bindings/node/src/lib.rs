@@ -5,10 +5,12 @@
 //! (`node/src/*.ts`) over the generated `native.d.ts`.
 //!
 //! Conversions:
-//! - Offsets and timestamps cross as decimal strings (int64 never becomes a lossy JS number;
-//!   in the columns below, one string per call with the numbers comma-separated, which
-//!   TypeScript splits: cheaper than a `BigInt` per number); a malformed string is an
-//!   `InvalidArg` error naming the argument, which TypeScript throws as a `TypeError`.
+//! - Offsets and timestamps cross as decimal strings (int64 never becomes a lossy JS number); a
+//!   malformed string is an `InvalidArg` error naming the argument, which TypeScript throws as
+//!   a `TypeError`. In the per-record columns below they cross as a `Float64Array` ([`Exact`]):
+//!   exact while every number is within ±2^53 (offsets and ms timestamps always are in
+//!   practice), else with a comma-separated decimal string beside it that TypeScript reads
+//!   instead; TypeScript makes a number a string only when its field is read.
 //! - The per-record paths cross in columns, so the boundary costs a few napi calls per call,
 //!   not several per record (each `Buffer` read from JS is a reference that must be released on
 //!   Node's thread; each one made is an external buffer with a finalizer): a `send` passes
@@ -29,7 +31,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{Buffer, Int32Array, Status, Uint8Array, Uint32Array};
+use napi::bindgen_prelude::{Buffer, Float64Array, Int32Array, Status, Uint8Array, Uint32Array};
 use napi_derive::napi;
 use sluiceway_core::client::{
     Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
@@ -309,16 +311,102 @@ fn setting<T>(
     })
 }
 
+/// Integers beyond this are not exact as a JS number (`Number.MAX_SAFE_INTEGER` + 1).
+const JS_EXACT_MAX: u64 = 1 << 53;
+
+/// A column of int64 values (offsets, timestamps) for JavaScript: a `Float64Array`, exact while
+/// every value is within ±2^53, and otherwise the decimal text of every value beside it (see
+/// the module docs). In an offset column, "none" is -1 in the numbers and an empty entry in
+/// the text (offsets are never negative); a timestamp column has no "none".
+struct Exact {
+    numbers: Vec<f64>,
+    /// Built only once a value is not exact: the values so far are written then.
+    text: Option<String>,
+    offsets: bool,
+}
+
+impl Exact {
+    fn offsets(n: usize) -> Exact {
+        Exact {
+            numbers: Vec::with_capacity(n),
+            text: None,
+            offsets: true,
+        }
+    }
+
+    fn timestamps(n: usize) -> Exact {
+        Exact {
+            offsets: false,
+            ..Exact::offsets(n)
+        }
+    }
+
+    fn push_offset(&mut self, v: u64) {
+        if self.text.is_none() && v > JS_EXACT_MAX {
+            self.start_text();
+        }
+        self.numbers.push(v as f64);
+        if let Some(t) = &mut self.text {
+            let _ = write!(t, "{v},");
+        }
+    }
+
+    fn push_timestamp(&mut self, v: i64) {
+        if self.text.is_none() && v.unsigned_abs() > JS_EXACT_MAX {
+            self.start_text();
+        }
+        self.numbers.push(v as f64);
+        if let Some(t) = &mut self.text {
+            let _ = write!(t, "{v},");
+        }
+    }
+
+    /// No offset (acks=0, a failed record).
+    fn push_none(&mut self) {
+        debug_assert!(self.offsets, "only an offset column has none");
+        self.numbers.push(-1.0);
+        if let Some(t) = &mut self.text {
+            t.push(',');
+        }
+    }
+
+    /// The text of the values pushed so far (each exact as a number).
+    fn start_text(&mut self) {
+        let mut t = String::with_capacity(self.numbers.capacity() * 21);
+        for &n in &self.numbers {
+            if self.offsets && n < 0.0 {
+                t.push(',');
+            } else {
+                let _ = write!(t, "{},", n as i64);
+            }
+        }
+        self.text = Some(t);
+    }
+
+    fn finish(self) -> (Float64Array, Option<String>) {
+        let text = self.text.map(|mut t| {
+            t.pop(); // One separator per value: n entries when split.
+            t
+        });
+        (self.numbers.into(), text)
+    }
+}
+
 /// The outcomes of one `send`, in columns (record `i` at index `i`).
 #[napi(object)]
 #[allow(missing_debug_implementations)] // napi's typed arrays have no `Debug`.
 pub struct JsDeliveries {
     /// The partition record `i` went to (0 where it failed).
     pub partitions: Uint32Array,
-    /// Record `i`'s offset, decimal, comma-separated; empty with `acks=0` or where it failed.
-    pub offsets: String,
-    /// Record `i`'s timestamp (ms since the epoch), likewise; empty where it failed.
-    pub timestamps: String,
+    /// Record `i`'s offset; -1 with `acks=0` or where it failed.
+    pub offsets: Float64Array,
+    /// Present when an offset is beyond 2^53: every offset, decimal, comma-separated (empty
+    /// for none).
+    pub offsets_text: Option<String>,
+    /// Record `i`'s timestamp (ms since the epoch); 0 where it failed.
+    pub timestamps: Float64Array,
+    /// Present when a timestamp is beyond ±2^53: every timestamp, decimal, comma-separated.
+    pub timestamps_text: Option<String>,
     /// The records that failed.
     pub errors: Vec<JsRecordError>,
 }
@@ -369,36 +457,38 @@ impl NativeProducer {
             .map_err(reject)?;
         let results = delivery.wait().await;
         let mut partitions = Vec::with_capacity(results.len());
-        let mut offsets = String::with_capacity(results.len() * 8);
-        let mut timestamps = String::with_capacity(results.len() * 14);
+        let mut offsets = Exact::offsets(results.len());
+        let mut timestamps = Exact::timestamps(results.len());
         let mut errors = Vec::new();
         for (i, result) in results.into_iter().enumerate() {
             match result {
                 Ok(m) => {
                     partitions.push(m.partition);
-                    if let Some(o) = m.offset {
-                        let _ = write!(offsets, "{}", o.0);
+                    match m.offset {
+                        Some(o) => offsets.push_offset(o.0),
+                        None => offsets.push_none(),
                     }
-                    let _ = write!(timestamps, "{}", m.timestamp);
+                    timestamps.push_timestamp(m.timestamp);
                 }
                 Err(e) => {
                     partitions.push(0);
+                    offsets.push_none();
+                    timestamps.push_timestamp(0);
                     errors.push(JsRecordError {
                         index: i as u32,
                         error: error_info(&e),
                     });
                 }
             }
-            offsets.push(',');
-            timestamps.push(',');
         }
-        // One separator per record: the last is dropped so that splitting gives n entries.
-        offsets.pop();
-        timestamps.pop();
+        let (offsets, offsets_text) = offsets.finish();
+        let (timestamps, timestamps_text) = timestamps.finish();
         Ok(JsDeliveries {
             partitions: partitions.into(),
             offsets,
+            offsets_text,
             timestamps,
+            timestamps_text,
             errors,
         })
     }
@@ -450,10 +540,12 @@ pub struct JsRecordBatch {
     pub topics: Vec<String>,
     pub topic_index: Uint32Array,
     pub partitions: Uint32Array,
-    /// Decimal, comma-separated.
-    pub offsets: String,
-    /// Ms since the epoch, likewise.
-    pub timestamps: String,
+    /// Record `i`'s offset (see the module docs for `offsetsText`).
+    pub offsets: Float64Array,
+    pub offsets_text: Option<String>,
+    /// Record `i`'s timestamp, ms since the epoch, likewise.
+    pub timestamps: Float64Array,
+    pub timestamps_text: Option<String>,
     /// 1 where the timestamp is the broker's `LogAppendTime`, 0 for `CreateTime`.
     pub log_append_time: Uint8Array,
     /// The keys end to end: record `i`'s is the next `keyLengths[i]` bytes, null for -1.
@@ -481,8 +573,8 @@ fn record_batch(records: &[ConsumerRecord]) -> JsRecordBatch {
     let mut topics: Vec<String> = Vec::new();
     let mut topic_index = Vec::with_capacity(n);
     let mut partitions = Vec::with_capacity(n);
-    let mut offsets = String::with_capacity(n * 8);
-    let mut timestamps = String::with_capacity(n * 14);
+    let mut offsets = Exact::offsets(n);
+    let mut timestamps = Exact::timestamps(n);
     let mut log_append_time = Vec::with_capacity(n);
     let (mut keys, mut key_lengths) = (Vec::new(), Vec::with_capacity(n));
     let value_bytes = records
@@ -501,19 +593,22 @@ fn record_batch(records: &[ConsumerRecord]) -> JsRecordBatch {
         };
         topic_index.push(t as u32);
         partitions.push(r.partition);
-        let sep = if offsets.is_empty() { "" } else { "," };
-        let _ = write!(offsets, "{sep}{}", r.offset.0);
-        let _ = write!(timestamps, "{sep}{}", r.timestamp);
+        offsets.push_offset(r.offset.0);
+        timestamps.push_timestamp(r.timestamp);
         log_append_time.push(u8::from(r.timestamp_type == TimestampType::LogAppendTime));
         push_bytes(&mut keys, &mut key_lengths, &r.key);
         push_bytes(&mut values, &mut value_lengths, &r.value);
     }
+    let (offsets, offsets_text) = offsets.finish();
+    let (timestamps, timestamps_text) = timestamps.finish();
     JsRecordBatch {
         topics,
         topic_index: topic_index.into(),
         partitions: partitions.into(),
         offsets,
+        offsets_text,
         timestamps,
+        timestamps_text,
         log_append_time: log_append_time.into(),
         keys: keys.into(),
         key_lengths: key_lengths.into(),
