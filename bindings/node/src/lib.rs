@@ -28,6 +28,7 @@
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -582,15 +583,22 @@ fn record_batch(records: &[ConsumerRecord]) -> JsRecordBatch {
         .map(|r| r.value.as_ref().map_or(0, Bytes::len))
         .sum();
     let (mut values, mut value_lengths) = (Vec::with_capacity(value_bytes), Vec::with_capacity(n));
+    // The topic of the previous record and its index: records come in runs of one partition,
+    // and a run's records share one `Arc<str>`, so most records cost a pointer comparison.
+    let mut last: Option<(&Arc<str>, usize)> = None;
     for r in records {
-        // A poll holds a handful of topics: a scan beats hashing.
-        let t = match topics.iter().position(|t| **t == *r.topic) {
-            Some(t) => t,
-            None => {
-                topics.push(r.topic.to_string());
-                topics.len() - 1
-            }
+        let t = match last {
+            Some((topic, t)) if Arc::ptr_eq(topic, &r.topic) => t,
+            // A poll holds a handful of topics: a scan beats hashing.
+            _ => match topics.iter().position(|t| **t == *r.topic) {
+                Some(t) => t,
+                None => {
+                    topics.push(r.topic.to_string());
+                    topics.len() - 1
+                }
+            },
         };
+        last = Some((&r.topic, t));
         topic_index.push(t as u32);
         partitions.push(r.partition);
         offsets.push_offset(r.offset.0);

@@ -1129,7 +1129,9 @@ impl Drop for Consumer {
 
 /// Takes up to `max` records from the buffer, advancing positions.
 fn drain_records(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
-    let mut out = Vec::new();
+    // Sized once: a poll of thousands of records would otherwise move them on every growth.
+    let buffered: usize = st.buffer.iter().map(|c| c.records.len()).sum();
+    let mut out = Vec::with_capacity(buffered.min(max));
     let State {
         parts,
         buffer,
