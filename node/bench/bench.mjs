@@ -17,7 +17,10 @@
 // each `send` is its own request per partition leader. The consumer reads the topic back from
 // the beginning with `run({ eachBatch })` (Sluiceway: partitions assigned, no group; kafkajs: a
 // new group, as kafkajs has no assign) and its time runs from the first record to the last, so
-// a group join is not counted (it is printed as `first_record_s`). With `--sluiceway BIN` the
+// a group join is not counted (it is printed as `first_record_s`). The handler only counts a
+// batch's messages; with `--read` it also reads every message's value, key and offset (the
+// Sluiceway package makes those when read, kafkajs when it decodes a fetch), as a handler that
+// uses its records would. With `--sluiceway BIN` the
 // Rust client runs the same workload (`BIN bench produce|consume`); `--start-broker` starts a
 // broker from BIN in a temp dir for the run and stops it after.
 import { parseArgs } from 'node:util'
@@ -38,13 +41,14 @@ const { values: a } = parseArgs({
     window: { type: 'string', default: '32' },
     sluiceway: { type: 'string' },
     'start-broker': { type: 'boolean', default: false },
+    read: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 })
 if (a.help) {
   console.log('node bench.mjs [--target sluiceway|kafka] [--bootstrap HOST:PORT] [--size B] [--messages N] [--partitions N]\n' +
-    '  [--batch N] [--window N] [--sluiceway BIN [--start-broker]] [--json]   (see the comment at the top of this file)')
+    '  [--batch N] [--window N] [--sluiceway BIN [--start-broker]] [--read] [--json]   (see the comment at the top of this file)')
   process.exit(0)
 }
 const positive = (name) => {
@@ -73,6 +77,7 @@ function report(client, mode, seconds, extra = {}) {
     messages,
     seconds: Number(seconds.toFixed(3)),
     msgs_per_sec: Math.round(messages / seconds),
+    ...(mode === 'consume' && a.read ? { read: true } : {}),
     mb_per_sec: Number(((messages * size) / 1e6 / seconds).toFixed(1)),
     ...extra,
   }
@@ -103,9 +108,14 @@ async function consume(start) {
   const started = performance.now()
   let done
   const finished = new Promise((r) => (done = r))
-  await start(async (records) => {
+  await start(async (msgs) => {
     if (got === 0) first = performance.now()
-    got += records
+    if (a.read) {
+      let bytes = 0
+      for (const m of msgs) bytes += (m.value?.length ?? 0) + (m.key?.length ?? 0) + m.offset.length
+      if (bytes < 0) throw new Error('unreachable: keeps the reads')
+    }
+    got += msgs.length
     if (got >= messages) done(performance.now())
   })
   const stall = setInterval(() => {
@@ -133,7 +143,7 @@ async function sluiceway(bootstrap) {
   const consumer = client.consumer({ 'max.poll.records': 5000, 'enable.auto.commit': false })
   const { seconds, first_record_s } = await consume(async (seen) => {
     await consumer.assign({ partitions: Array.from({ length: partitions }, (_, p) => ({ topic, partition: p })), fromBeginning: true })
-    await consumer.run({ eachBatch: async ({ batch: b }) => seen(b.messages.length) })
+    await consumer.run({ eachBatch: async ({ batch: b }) => seen(b.messages) })
   })
   await consumer.disconnect()
   report('node', 'consume', seconds, { first_record_s })
@@ -173,7 +183,7 @@ async function kafkajs(bootstrap) {
   await consumer.connect()
   const { seconds, first_record_s } = await consume(async (seen) => {
     await consumer.subscribe({ topics: [topic], fromBeginning: true })
-    await consumer.run({ autoCommit: false, eachBatch: async ({ batch: b }) => seen(b.messages.length) })
+    await consumer.run({ autoCommit: false, eachBatch: async ({ batch: b }) => seen(b.messages) })
   })
   await consumer.disconnect()
   report('kafkajs', 'consume', seconds, { first_record_s })

@@ -4,7 +4,8 @@
 # workload); then, when a Kafka is at hand, kafkajs against it. The Sluiceway broker is stopped
 # before Kafka starts, so the two never share the cores. One JSON line per client and mode.
 #
-# Environment: BENCH_MESSAGES (default 1000000), BENCH_SIZES (default "100 1024"),
+# Environment: BENCH_MESSAGES (default 1000000), BENCH_SIZES (default "100 1024"), BENCH_READ=1
+# (consumers read every value, key and offset: bench.mjs --read),
 # KAFKA=HOST:PORT (a running Kafka), else KAFKA_SH (default bench/kafka.sh) starts one in a temp
 # dir and stops it after; with neither (or no java) the kafkajs runs are skipped, saying so.
 set -euo pipefail
@@ -24,7 +25,7 @@ cleanup() {
 trap cleanup EXIT
 
 for size in $SIZES; do
-  node node/bench/bench.mjs --sluiceway "$BIN" --start-broker --size "$size" --messages "$MESSAGES" --json
+  node node/bench/bench.mjs --sluiceway "$BIN" --start-broker --size "$size" --messages "$MESSAGES" ${BENCH_READ:+--read} --json
 done
 if [[ -z "$KAFKA" ]]; then
   if [[ -x "$KAFKA_SH" ]] && command -v java >/dev/null; then
@@ -36,5 +37,5 @@ if [[ -z "$KAFKA" ]]; then
   fi
 fi
 for size in $SIZES; do
-  node node/bench/bench.mjs --target kafka --bootstrap "$KAFKA" --size "$size" --messages "$MESSAGES" --json
+  node node/bench/bench.mjs --target kafka --bootstrap "$KAFKA" --size "$size" --messages "$MESSAGES" ${BENCH_READ:+--read} --json
 done
