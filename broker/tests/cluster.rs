@@ -683,6 +683,69 @@ async fn sigstopped_follower_leaves_the_isr_and_rejoins_after_sigcont() {
     .await;
 }
 
+/// Issue #17 (Kafka's KIP-841): a follower whose registration is gone catches up with the
+/// leader before it registers again. The leader must not propose it for the ISR until it is
+/// registered: before the fix the leader added it back, the controller removed it again (it is
+/// not registered) and every round bumped the leader epoch — seen going from 2 to 15 within half
+/// a second. Now the epoch moves once (the controller's removal) and the follower rejoins after
+/// it registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_caught_up_before_it_registers_again_does_not_make_the_isr_flap() {
+    const TOPIC: &str = "flap";
+    // A 6 s session: the broker renews its lease every 2 s, so after the revoke it stays
+    // unregistered for up to 2 s while it goes on fetching from the leader at the new epoch.
+    let mut cluster = TestCluster::start(3, &["--registry-session-timeout-ms", "6000"]).await;
+    bounded(Duration::from_secs(300), async {
+        create_rf3(&cluster, TOPIC, 1, &[]).await;
+        let p = producer(&cluster.bootstrap(), Acks::All, &[]).await;
+        let mut acked = send_all(&p, TOPIC, &values("a", 0..1000)).await;
+        let (leader, epoch) = partition_state(&cluster, TOPIC, 0).await;
+        let controller = cluster.controller().await;
+        let follower = (1..=3)
+            .find(|id| *id != leader && Some(*id) != controller)
+            .expect("a follower that is not the controller");
+
+        cluster.revoke_lease(follower).await;
+        eprintln!("revoked the lease of broker {follower} (leader {leader}, epoch {epoch})");
+        // The controller takes the unregistered follower out of the ISR: one epoch up.
+        wait_for(
+            "the controller to remove the unregistered follower",
+            CONDITION_TIMEOUT,
+            async || {
+                let m = cluster.partition(TOPIC, 0).await?;
+                (m.leader_epoch > epoch).then_some(())
+            },
+        )
+        .await;
+        acked.extend(send_all(&p, TOPIC, &values("b", 0..500)).await);
+        // It registers again and the leader takes it back in, without another epoch.
+        cluster.wait_registered(3).await;
+        wait_until(
+            &format!("broker {follower} back in the ISR"),
+            CONDITION_TIMEOUT,
+            async || cluster.isr_of(TOPIC, 0).await.len() == 3,
+        )
+        .await;
+        acked.extend(send_all(&p, TOPIC, &values("c", 0..500)).await);
+        let (after_leader, after_epoch) = partition_state(&cluster, TOPIC, 0).await;
+        assert_eq!(after_leader, leader, "leadership did not move");
+        assert_eq!(
+            after_epoch,
+            epoch + 1,
+            "the leader epoch moved {} times; only the controller's removal of the \
+             unregistered follower should change it (the ISR flapped)",
+            after_epoch - epoch
+        );
+        p.close(None).await.unwrap();
+        cluster.wait_fully_replicated(TOPIC).await;
+        let hws = high_watermarks(&cluster, TOPIC, 1).await;
+        cluster.kill9_all();
+        let on_disk = compare_replicas(&cluster, TOPIC, &hws);
+        assert_acked_present("every replica", &acked, &on_disk);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_insync_2_with_two_replicas_down_refuses_acks_all_and_loses_nothing_acknowledged() {
     const TOPIC: &str = "minisr";

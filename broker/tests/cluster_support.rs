@@ -490,6 +490,46 @@ impl TestCluster {
         isr
     }
 
+    /// The controller as the first serving broker that answers sees it.
+    pub async fn controller(&self) -> Option<i32> {
+        for b in self.brokers.iter().filter(|b| b.serving()) {
+            let addr = b.addr.clone();
+            let call = async move {
+                let mut c = Client::connect(&addr).await.ok()?;
+                let r = c
+                    .registry
+                    .list_brokers(v1::ListBrokersRequest {})
+                    .await
+                    .ok()?;
+                Some(r.into_inner().controller_id)
+            };
+            if let Ok(Some(id)) = tokio::time::timeout(METADATA_CALL_TIMEOUT, call).await {
+                return (id >= 0).then_some(id);
+            }
+        }
+        None
+    }
+
+    /// Revokes broker `id`'s lease in etcd, as an expired session would: its registration goes
+    /// at once, while the process runs on and notices at its next keep-alive (every third of
+    /// the session timeout), then registers again under a new lease.
+    pub async fn revoke_lease(&self, id: i32) {
+        let mut etcd = etcd_client::Client::connect([self.etcd.endpoint()], None)
+            .await
+            .expect("connect to the test etcd");
+        let key = format!("/sluiceway/brokers/{id}");
+        let got = etcd
+            .get(key.as_str(), None)
+            .await
+            .expect("read the registration");
+        let lease = got
+            .kvs()
+            .first()
+            .unwrap_or_else(|| panic!("{key} is not in etcd"))
+            .lease();
+        etcd.lease_revoke(lease).await.expect("revoke the lease");
+    }
+
     /// Waits until the registry reports `n` live brokers.
     pub async fn wait_registered(&self, n: usize) {
         wait_until(

@@ -55,6 +55,9 @@ pub enum ErrorCode {
     UnknownLeaderEpoch = 75,
     UnsupportedCompressionType = 76,
     GroupMaxSizeReached = 81,
+    /// The registry refused to add a broker to a partition's in-sync replicas because it is not
+    /// registered (fenced, KIP-841). Retriable: the leader proposes it again once it registers.
+    IneligibleReplica = 107,
     /// Sluiceway: the client itself was misused (closed producer, bad argument).
     InvalidArgument = 1000,
     /// Sluiceway: the broker (or a storage component) is shutting down; a client retries
@@ -103,6 +106,7 @@ impl ErrorCode {
         ErrorCode::UnknownLeaderEpoch,
         ErrorCode::UnsupportedCompressionType,
         ErrorCode::GroupMaxSizeReached,
+        ErrorCode::IneligibleReplica,
         ErrorCode::InvalidArgument,
         ErrorCode::ShuttingDown,
         ErrorCode::Closed,
@@ -154,6 +158,7 @@ impl ErrorCode {
             ErrorCode::UnknownLeaderEpoch => "UNKNOWN_LEADER_EPOCH",
             ErrorCode::UnsupportedCompressionType => "UNSUPPORTED_COMPRESSION_TYPE",
             ErrorCode::GroupMaxSizeReached => "GROUP_MAX_SIZE_REACHED",
+            ErrorCode::IneligibleReplica => "INELIGIBLE_REPLICA",
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Closed => "CLOSED",
@@ -176,6 +181,7 @@ impl ErrorCode {
             | ErrorCode::RebalanceInProgress
             | ErrorCode::FencedLeaderEpoch
             | ErrorCode::UnknownLeaderEpoch
+            | ErrorCode::IneligibleReplica
             | ErrorCode::KafkaStorageError
             | ErrorCode::UnknownTopicOrPartition
             | ErrorCode::ShuttingDown => true,

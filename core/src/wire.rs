@@ -103,6 +103,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | ErrorCode::IllegalGeneration
         | ErrorCode::FencedLeaderEpoch
         | ErrorCode::UnknownLeaderEpoch
+        | ErrorCode::IneligibleReplica
         | ErrorCode::Closed => Code::FailedPrecondition,
         ErrorCode::RequestTimedOut => Code::DeadlineExceeded,
         ErrorCode::LeaderNotAvailable
