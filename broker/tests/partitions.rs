@@ -6,7 +6,8 @@
 //!   after healing; so is every `acks=1` acknowledgement made while the cluster was whole. (An
 //!   `acks=1` write that only an isolated leader took is truncated when it returns — Kafka's
 //!   semantics, and what `acks=1` promises; the count is printed.)
-//! - replicas identical below the high watermark, with no gap; divergent tails truncated;
+//! - replicas identical below the high watermark, with no gap; divergent tails truncated (every
+//!   log ends at the high watermark once nothing is written and every ISR is whole);
 //! - the whole ISR back within [`CONDITION_TIMEOUT`] after healing;
 //! - a bounded number of leader-epoch changes ([`EPOCH_CHANGES_MAX`]): leadership moves once per
 //!   fault, and an ISR does not flap (KIP-841).
@@ -245,6 +246,18 @@ async fn settle_and_check(
     let hws = high_watermarks(cluster, topic, partitions).await;
     cluster.kill9_all();
     let on_disk = compare_replicas(cluster, topic, &hws);
+    // Nothing is written any more and every ISR is whole, so every log ends at the high
+    // watermark: a divergent tail left on a deposed leader would end it further.
+    for b in &cluster.brokers {
+        for (p, hw) in hws.iter().enumerate() {
+            let end = read_replica(&b.data_dir(), topic, p as u32).log_end_offset;
+            assert_eq!(
+                end, *hw,
+                "broker {}: {topic}-{p} ends at {end}, not at the high watermark {hw}",
+                b.id
+            );
+        }
+    }
     assert_acked_present("every replica after healing", acked, &on_disk);
     (on_disk, after)
 }
