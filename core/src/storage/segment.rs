@@ -620,12 +620,18 @@ impl Segment {
         state.time_index.trim()
     }
 
-    /// Reads `len` bytes at `pos` (within the published size).
+    /// Reads `len` bytes at `pos` (within the published size) into a new buffer, without
+    /// zeroing it first: on the fetch path that memset cost as much as the read's own copy.
     pub(crate) fn read_at(&self, pos: u32, len: u32) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; len as usize];
-        self.log
-            .read_exact_at(&mut buf, u64::from(pos))
+        let mut buf: Vec<u8> = Vec::with_capacity(len as usize);
+        pread_exact_uninit(&self.log, buf.spare_capacity_mut(), u64::from(pos))
             .map_err(|e| Error::io("read segment", &self.log_path, e))?;
+        // SAFETY: `pread_exact_uninit` returned Ok, so it initialised all `len` bytes of the
+        // spare capacity (which holds at least `len`).
+        #[allow(unsafe_code)]
+        unsafe {
+            buf.set_len(len as usize)
+        };
         Ok(buf)
     }
 
@@ -815,4 +821,45 @@ pub(crate) fn plausible_header(bytes: &[u8]) -> Option<(Offset, u32)> {
     }
     crate::format::Attributes::from_byte(bytes[MAGIC_POS + 1]).ok()?;
     Some((offset, size))
+}
+
+/// `pread(2)` until `buf` is full: `read_exact_at` for memory not initialised yet (std's
+/// `read_buf_at` is unstable). Ok means every byte of `buf` was written. A read past the end of
+/// the file is `UnexpectedEof`, as with `read_exact_at`.
+fn pread_exact_uninit(
+    file: &File,
+    buf: &mut [std::mem::MaybeUninit<u8>],
+    mut offset: u64,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let at = libc::off_t::try_from(offset).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "offset past off_t")
+        })?;
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes (uninitialised memory may be
+        // written); the kernel writes at most that many and returns how many it wrote.
+        #[allow(unsafe_code)]
+        let n = unsafe { libc::pread(file.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) };
+        match n {
+            n if n > 0 => {
+                done += n as usize;
+                offset += n as u64;
+            }
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "failed to fill whole buffer",
+                ));
+            }
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
 }
