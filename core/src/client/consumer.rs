@@ -69,7 +69,7 @@ use super::runtime::Home;
 
 mod group;
 use crate::error::{Error, ErrorCode, Result};
-use crate::format::{TimestampType, for_each_record};
+use crate::format::{Entries, TimestampType, for_each_record};
 use crate::group::TopicPartition;
 use crate::limits::{
     CONSUMER_BUFFER_BYTES_MAX, CONSUMER_EVENTS_MAX, CONSUMER_MAX_POLL_RECORDS_MAX,
@@ -158,8 +158,20 @@ struct PartState {
 struct Chunk {
     tp: TopicPartition,
     epoch: u64,
+    /// The fetched set, not decoded yet: the fetcher only reads its framing (to know where the
+    /// next fetch starts) and the first poll that reaches it decodes it (CRCs, records), so the
+    /// next fetch is on the wire while the application's thread decodes this one.
+    pending: Option<PendingSet>,
     records: VecDeque<ConsumerRecord>,
     bytes: usize,
+}
+
+/// A fetched set awaiting [`decode`]: records at or after `from`.
+#[derive(Debug)]
+struct PendingSet {
+    topic: Arc<str>,
+    set: Bytes,
+    from: u64,
 }
 
 /// A revoke handed to the application and not yet acknowledged by its next poll.
@@ -1134,6 +1146,7 @@ fn drain_records(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
         parts,
         buffer,
         buffered_bytes,
+        next_epoch,
         ..
     } = st;
     while out.len() < max {
@@ -1147,6 +1160,29 @@ fn drain_records(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
             continue;
         };
         let p = parts.get_mut(&chunk.tp).expect("checked");
+        if let Some(pending) = chunk.pending.take() {
+            match decode(
+                &pending.topic,
+                chunk.tp.partition,
+                &pending.set,
+                pending.from,
+            ) {
+                Ok(records) => chunk.records = records,
+                Err(e) => {
+                    // The partition stops before the damaged set: its later chunks become
+                    // stale (no record past the damage is returned, so no gap), poll reports
+                    // the error, and fetching starts again at the position.
+                    *next_epoch += 1;
+                    p.epoch = *next_epoch;
+                    p.fetch_offset = p.position;
+                    p.busy = false;
+                    p.error = Some(e);
+                    *buffered_bytes -= chunk.bytes;
+                    buffer.pop_front();
+                    continue;
+                }
+            }
+        }
         while out.len() < max {
             let Some(r) = chunk.records.pop_front() else {
                 break;
@@ -1358,19 +1394,24 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
                 match code {
                     ErrorCode::None => {
                         let set = r.message_set;
-                        match decode(&topic, tp.partition, &set, *off) {
-                            Ok(records) => {
-                                if let Some(last) = records.back() {
-                                    p.fetch_offset = Some(last.offset.0 + 1);
-                                    *buffered_bytes += set.len();
-                                    buffer.push_back(Chunk {
-                                        tp: tp.clone(),
-                                        epoch: *epoch,
-                                        records,
-                                        bytes: set.len(),
-                                    });
-                                }
+                        // Only the framing here; `drain_records` decodes (see `Chunk`).
+                        match last_offset(&set) {
+                            Ok(Some(last)) if last >= *off => {
+                                p.fetch_offset = Some(last + 1);
+                                *buffered_bytes += set.len();
+                                buffer.push_back(Chunk {
+                                    tp: tp.clone(),
+                                    epoch: *epoch,
+                                    bytes: set.len(),
+                                    pending: Some(PendingSet {
+                                        topic,
+                                        set,
+                                        from: *off,
+                                    }),
+                                    records: VecDeque::new(),
+                                });
                             }
+                            Ok(_) => {}
                             Err(e) => p.error = Some(e),
                         }
                     }
@@ -1417,6 +1458,17 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
     drop(st);
     inner.data.notify_waiters();
     inner.wake.notify_one();
+}
+
+/// The offset of the last record of a fetched set from its framing alone (a compressed
+/// wrapper carries its last inner offset); `None` when it is empty. Framing errors are
+/// CORRUPT_MESSAGE; CRCs are checked later, by [`decode`].
+fn last_offset(set: &[u8]) -> Result<Option<u64>> {
+    let mut last = None;
+    for entry in Entries::new(set) {
+        last = Some(entry?.offset().0);
+    }
+    Ok(last)
 }
 
 /// Deep-decodes a fetched set into records at or after `from`. Uncompressed keys and values
@@ -1519,12 +1571,14 @@ mod tests {
         st.buffer.push_back(Chunk {
             tp: tp.clone(),
             epoch: 0,
+            pending: None,
             records: records.clone(),
             bytes: 5,
         });
         st.buffer.push_back(Chunk {
             tp: tp.clone(),
             epoch: 1,
+            pending: None,
             records,
             bytes: 7,
         });
@@ -1539,6 +1593,61 @@ mod tests {
         let got = drain_records(&mut st, 100);
         assert_eq!(got.len(), 6);
         assert_eq!(st.parts[&tp].position, Some(10));
+        assert_eq!(st.buffered_bytes, 0);
+    }
+
+    #[test]
+    fn a_set_is_decoded_by_the_poll_that_reaches_it_and_damage_stops_the_partition_there() {
+        let topic: Arc<str> = Arc::from("t");
+        let tp = TopicPartition::new("t", 0);
+        let mut st = State::default();
+        st.parts.insert(
+            tp.clone(),
+            PartState {
+                position: Some(0),
+                fetch_offset: Some(15),
+                epoch: 1,
+                ..PartState::default()
+            },
+        );
+        st.next_epoch = 1; // epoch 1 came from the counter
+        let mut damaged = stored_set(Compression::None, 5, 5).to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x01; // the last value byte: the framing holds, the CRC does not
+        let damaged = Bytes::from(damaged);
+        assert_eq!(last_offset(&damaged).unwrap(), Some(9), "framing only");
+        for (base, set) in [
+            (0, stored_set(Compression::None, 0, 5)),
+            (5, damaged),
+            (10, stored_set(Compression::None, 10, 5)),
+        ] {
+            st.buffered_bytes += set.len();
+            st.buffer.push_back(Chunk {
+                tp: tp.clone(),
+                epoch: 1,
+                bytes: set.len(),
+                pending: Some(PendingSet {
+                    topic: topic.clone(),
+                    set,
+                    from: base,
+                }),
+                records: VecDeque::new(),
+            });
+        }
+        let got = drain_records(&mut st, 100);
+        assert_eq!(
+            got.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4],
+            "nothing at or past the damage"
+        );
+        let p = &st.parts[&tp];
+        assert_eq!((p.position, p.fetch_offset), (Some(5), Some(5)));
+        assert_eq!(
+            p.error.as_ref().map(Error::code),
+            Some(ErrorCode::CorruptMessage)
+        );
+        assert_ne!(p.epoch, 1, "the chunks behind the damage are stale");
+        assert!(st.buffer.is_empty());
         assert_eq!(st.buffered_bytes, 0);
     }
 
@@ -1576,6 +1685,7 @@ mod tests {
             st.buffer.push_back(Chunk {
                 tp: tp.clone(),
                 epoch: first_epoch,
+                pending: None,
                 records,
                 bytes: 9,
             });
