@@ -1481,6 +1481,7 @@ mod tests {
                 max_message_bytes: crate::limits::MESSAGE_BYTES_MAX,
                 timestamp_type: TimestampType::CreateTime,
                 now: TimestampMs(0),
+                leader_epoch: 0,
             },
             &mut Vec::new(),
         )
