@@ -1438,3 +1438,222 @@ fn truncation_races_with_readers_and_appenders_safely() {
     let end = log.log_end_offset();
     assert_eq!(read_all(&log, end), expected(0..end.0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Mixed magics: a log holding magic 1 entries and magic 2 batches (Kafka RecordBatch v2).
+
+/// Messages `first..first+n` as one magic 2 batch, every other record with a header.
+fn batch_v2(first: u64, n: u64, codec: Compression) -> Vec<u8> {
+    let mut b = format::RecordBatchBuilder::new(codec);
+    for i in first..first + n {
+        let idx = i.to_string();
+        let h = [format::Header {
+            key: "idx",
+            value: Some(idx.as_bytes()),
+        }];
+        let headers: &[format::Header] = if i % 2 == 0 { &h } else { &[] };
+        b.push(
+            TimestampMs(ts(i)),
+            Some(b"k"),
+            Some(&value(i)),
+            headers.iter().copied(),
+        );
+    }
+    b.finish().unwrap()
+}
+
+/// Appends messages 0..n in sets that cycle through the four shapes: v1 plain, v1 gzip
+/// wrapper, v2 plain batch, v2 zstd batch; 1..=3 messages each. Returns the magic of each set.
+fn fill_mixed(log: &PartitionLog, n: u64) -> Vec<u8> {
+    let (mut i, mut k, mut magics) = (0, 0u64, Vec::new());
+    while i < n {
+        let per = (1 + k % 3).min(n - i);
+        let mut bytes = match k % 4 {
+            0 => set(i, per),
+            1 => compressed(i, per, Compression::Gzip),
+            2 => batch_v2(i, per, Compression::None),
+            _ => batch_v2(i, per, Compression::Zstd),
+        };
+        magics.push(bytes[16]);
+        let info = log.append_in_epoch(&mut bytes, 3).unwrap();
+        assert_eq!(
+            (info.base_offset, info.last_offset, info.message_count),
+            (Offset(i), Offset(i + per - 1), per)
+        );
+        i += per;
+        k += 1;
+    }
+    magics
+}
+
+/// Every message's headers, as (offset, headers) for the records that have any.
+fn headers_of(bytes: &[u8]) -> Vec<(u64, Vec<(String, Option<Vec<u8>>)>)> {
+    let mut out = Vec::new();
+    format::for_each_record(bytes, &mut Vec::new(), |r| {
+        if !r.headers.is_empty() {
+            out.push((
+                r.offset.0,
+                r.headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect(),
+            ));
+        }
+    })
+    .unwrap();
+    out
+}
+
+fn check_mixed(log: &PartitionLog, range: std::ops::Range<u64>, what: &str) {
+    assert_eq!(read_all(log, log.log_end_offset()), expected(range.clone()), "{what}");
+    for o in range.clone() {
+        assert_eq!(first_offset(log, o), o, "{what}: seek to {o}");
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(),
+            Some(Offset(o)),
+            "{what}: seek by time to {o}"
+        );
+    }
+}
+
+#[test]
+fn mixed_magic_log_appends_indexes_seeks_recovers_and_retains() {
+    let f = Fixture::new(small_config());
+    let log = f.open();
+    let magics = fill_mixed(&log, 240);
+    assert!(magics.contains(&1) && magics.contains(&2));
+    assert!(log.segment_count() > 5, "{} segments", log.segment_count());
+    check_mixed(&log, 0..240, "fresh");
+    // Headers come back with their records; magic 1 records have none.
+    let all = log.read(Offset(0), 1 << 20, log.log_end_offset()).unwrap();
+    let hs = headers_of(&all.bytes);
+    assert!(!hs.is_empty());
+    for (o, h) in &hs {
+        assert_eq!(h, &[("idx".to_owned(), Some(o.to_string().into_bytes()))]);
+    }
+    // Every v2 batch on disk carries the leader epoch it was appended in.
+    let mut v2_batches = 0;
+    for path in f.files("log") {
+        let bytes = fs::read(&path).unwrap();
+        for e in Entries::new(&bytes) {
+            let e = e.unwrap();
+            if e.magic() == 2 {
+                v2_batches += 1;
+                assert_eq!(&e.bytes[12..16], &3i32.to_be_bytes());
+                e.check_crc().unwrap();
+            }
+        }
+    }
+    assert!(v2_batches > 20);
+    // Segments start at their base offsets whichever magic opens them (a v2 batch's offset
+    // field is its first offset; a v1 wrapper's its last, so compare the first record).
+    for (path, base) in f.files("log").iter().zip(f.bases()) {
+        let bytes = fs::read(path).unwrap();
+        assert_eq!(records(&bytes)[0].0, base, "{}", path.display());
+    }
+
+    // Restart after a crash (no close), and after a clean close.
+    drop(log);
+    let log = f.open();
+    check_mixed(&log, 0..240, "after a crash");
+    log.close().unwrap();
+    drop(log);
+    let log = f.open();
+    check_mixed(&log, 0..240, "after a clean close");
+    log.close().unwrap();
+    drop(log);
+
+    // Lost indexes are rebuilt equal to the originals.
+    let indexes: Vec<PathBuf> = f.files("index").into_iter().chain(f.files("timeindex")).collect();
+    let g = f.copy();
+    for p in g.files("index").into_iter().chain(g.files("timeindex")) {
+        fs::remove_file(p).unwrap();
+    }
+    let log = g.open();
+    check_mixed(&log, 0..240, "indexes rebuilt");
+    log.close().unwrap();
+    for p in &indexes {
+        assert_eq!(
+            fs::read(p).unwrap(),
+            fs::read(g.dir.join(p.file_name().unwrap())).unwrap(),
+            "{}",
+            p.display()
+        );
+    }
+    drop(log);
+
+    // Retention by size deletes whole old segments; what is left still reads and seeks.
+    let g = Fixture::new(LogConfig {
+        retention_bytes: Some(4096),
+        ..small_config()
+    });
+    let log = g.open();
+    fill_mixed(&log, 240);
+    log.set_high_watermark(log.log_end_offset());
+    assert!(log.enforce_retention().unwrap() > 0);
+    let start = log.log_start_offset();
+    assert!(start.0 > 0);
+    check_mixed(&log, start.0..240, "after retention");
+}
+
+#[test]
+fn torn_v2_tail_is_truncated_at_every_cut_and_flipped_byte() {
+    let f = Fixture::new(small_config());
+    let log = f.open();
+    fill_mixed(&log, 60);
+    // End on a v2 batch of three messages.
+    log.append(&mut batch_v2(60, 3, Compression::None)).unwrap();
+    drop(log);
+    let last = f.files("log").pop().unwrap();
+    let (pos, offset, len) = *entries_of(&last).last().unwrap();
+    assert_eq!(offset, 60, "a v2 batch's offset field is its base offset");
+    for cut in pos..pos + len {
+        let g = f.copy();
+        let path = g.dir.join(last.file_name().unwrap());
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(cut as u64)
+            .unwrap();
+        let log = g.open();
+        assert_eq!(log.log_end_offset(), Offset(60), "cut at {cut}");
+        assert_eq!(fs::metadata(&path).unwrap().len(), pos as u64);
+        assert_eq!(read_all(&log, log.log_end_offset()), expected(0..60));
+        log.append(&mut batch_v2(60, 2, Compression::Lz4)).unwrap();
+        assert_eq!(read_all(&log, log.log_end_offset()), expected(0..62));
+    }
+    // A flipped byte anywhere in the batch but its offset and leader epoch (outside the CRC,
+    // and the size, which frames it) fails its CRC-32C: the tail is truncated.
+    for at in (pos + 16..pos + len).step_by(7) {
+        let g = f.copy();
+        let path = g.dir.join(last.file_name().unwrap());
+        flip(&path, at, 0x04);
+        let log = g.open();
+        assert_eq!(log.log_end_offset(), Offset(60), "flip at {at}");
+    }
+}
+
+#[test]
+fn follower_replicates_a_mixed_log_byte_for_byte() {
+    let leader = Fixture::new(small_config());
+    let leader_log = leader.open();
+    fill_mixed(&leader_log, 150);
+    let follower = Fixture::new(small_config());
+    let log = follower.open();
+    while log.log_end_offset() < leader_log.log_end_offset() {
+        let fetched = leader_log
+            .read(log.log_end_offset(), 300, leader_log.log_end_offset())
+            .unwrap();
+        let info = log.append_as_follower(&fetched.bytes).unwrap();
+        assert_eq!(info.last_offset.next(), log.log_end_offset());
+    }
+    check_mixed(&log, 0..150, "follower");
+    // The follower's files hold the leader's bytes (leader epochs included).
+    let all = |f: &Fixture| -> Vec<u8> { f.files("log").iter().flat_map(|p| fs::read(p).unwrap()).collect() };
+    assert_eq!(all(&leader), all(&follower));
+    // A v2 batch that does not continue the log is refused.
+    let again = leader_log.read(Offset(3), 1, Offset(150)).unwrap().bytes;
+    assert_eq!(again[16], 2, "offset 3 is in a v2 batch");
+    assert!(log.append_as_follower(&again).is_err());
+}

@@ -211,9 +211,10 @@ impl<'a> Entry<'a> {
 
     /// The offset of the entry's last message: the offset field for magic 0/1 (a wrapper
     /// carries its last inner offset), baseOffset + lastOffsetDelta for magic 2. [`Entries`]
-    /// guarantees a magic 2 entry has its whole header; a shorter one gives its offset field.
+    /// guarantees a magic 2 entry has its whole header; bytes shorter than that (a header being
+    /// read) give the offset field, and need only its 12 bytes.
     pub fn last_offset(&self) -> Offset {
-        if self.magic() == MAGIC_V2 && self.bytes.len() >= v2::RECORDS_POS {
+        if self.bytes.len() >= v2::RECORDS_POS && self.bytes[MAGIC_POS] == MAGIC_V2 {
             let delta = be_u32(self.bytes, v2::LAST_OFFSET_DELTA_POS) as i32;
             Offset(self.offset().0.saturating_add(delta.max(0) as u64))
         } else {
