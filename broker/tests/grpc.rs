@@ -574,4 +574,25 @@ async fn magic_2_batches_are_produced_and_fetched_beside_magic_1() {
     assert_eq!(code(r.error_code), ErrorCode::CorruptMessage, "{}", r.error_message);
     assert!(r.error_message.contains("CRC"), "{}", r.error_message);
     assert_eq!(fetch_once(&mut c, "v2", 0, 0).await.high_watermark, 9);
+    // The client core's consumer returns the headers with each record.
+    use sluiceway_core::client::{Consumer, RecordHeader, TopicPartition};
+    let consumer = Consumer::new(crate::client::consumer_config(&b)).await.unwrap();
+    consumer.assign(vec![TopicPartition::new("v2", 0)]).unwrap();
+    let got = crate::client::poll_n(&consumer, 9).await;
+    let trace = vec![
+        RecordHeader {
+            key: "trace".into(),
+            value: Some(b"abc"[..].into()),
+        },
+        RecordHeader {
+            key: "none".into(),
+            value: None,
+        },
+    ];
+    for r in &got {
+        let v2 = (2..8).contains(&r.offset.0);
+        assert_eq!(r.headers, if v2 { trace.clone() } else { Vec::new() }, "offset {}", r.offset);
+    }
+    assert_eq!(got[3].timestamp, base + 1000);
+    consumer.close(None).await.unwrap();
 }
