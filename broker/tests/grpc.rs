@@ -466,8 +466,8 @@ async fn the_periodic_task_enforces_retention() {
 /// and found by timestamp.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn magic_2_batches_are_produced_and_fetched_beside_magic_1() {
-    use sluiceway_core::format::{BatchHeader, Compression, Entries, Header, RecordBatchBuilder};
     use sluiceway_core::TimestampMs;
+    use sluiceway_core::format::{BatchHeader, Compression, Entries, Header, RecordBatchBuilder};
     let tmp = tempfile::tempdir().unwrap();
     let b = TestBroker::start(tmp.path());
     let mut c = b.client().await;
@@ -548,7 +548,13 @@ async fn magic_2_batches_are_produced_and_fetched_beside_magic_1() {
     let first = Entries::new(&f.message_set).next().unwrap().unwrap();
     let h = BatchHeader::parse(first.bytes).unwrap();
     assert_eq!(
-        (h.base_offset.0, h.partition_leader_epoch, h.producer_id, h.producer_epoch, h.base_sequence),
+        (
+            h.base_offset.0,
+            h.partition_leader_epoch,
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence
+        ),
         (2, epoch, 77, 2, 10)
     );
     // Seek by time lands inside a v2 batch.
@@ -571,12 +577,19 @@ async fn magic_2_batches_are_produced_and_fetched_beside_magic_1() {
     let n = bad.len();
     bad[n - 1] ^= 1;
     let r = produce(&mut c, "v2", 0, bad).await;
-    assert_eq!(code(r.error_code), ErrorCode::CorruptMessage, "{}", r.error_message);
+    assert_eq!(
+        code(r.error_code),
+        ErrorCode::CorruptMessage,
+        "{}",
+        r.error_message
+    );
     assert!(r.error_message.contains("CRC"), "{}", r.error_message);
     assert_eq!(fetch_once(&mut c, "v2", 0, 0).await.high_watermark, 9);
     // The client core's consumer returns the headers with each record.
     use sluiceway_core::client::{Consumer, RecordHeader, TopicPartition};
-    let consumer = Consumer::new(crate::client::consumer_config(&b)).await.unwrap();
+    let consumer = Consumer::new(crate::client::consumer_config(&b))
+        .await
+        .unwrap();
     consumer.assign(vec![TopicPartition::new("v2", 0)]).unwrap();
     let got = crate::client::poll_n(&consumer, 9).await;
     let trace = vec![
@@ -591,7 +604,12 @@ async fn magic_2_batches_are_produced_and_fetched_beside_magic_1() {
     ];
     for r in &got {
         let v2 = (2..8).contains(&r.offset.0);
-        assert_eq!(r.headers, if v2 { trace.clone() } else { Vec::new() }, "offset {}", r.offset);
+        assert_eq!(
+            r.headers,
+            if v2 { trace.clone() } else { Vec::new() },
+            "offset {}",
+            r.offset
+        );
     }
     assert_eq!(got[3].timestamp, base + 1000);
     consumer.close(None).await.unwrap();

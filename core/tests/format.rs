@@ -9,9 +9,9 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use sluiceway_core::format::compression::{self, Compression};
 use sluiceway_core::format::{
-    AppendOptions, Attributes, BatchHeader, CRC_POS, Header, RecordBatchBuilder, Entries, MAGIC_POS, MAGIC_V0, MAGIC_V1, MessageSetBuilder,
-    OFFSET_POS, Record, SIZE_POS, SetSummary, TIMESTAMP_POS, TimestampType, for_each_record,
-    prepare_append, write_entry,
+    AppendOptions, Attributes, BatchHeader, CRC_POS, Entries, Header, MAGIC_POS, MAGIC_V0,
+    MAGIC_V1, MessageSetBuilder, OFFSET_POS, Record, RecordBatchBuilder, SIZE_POS, SetSummary,
+    TIMESTAMP_POS, TimestampType, for_each_record, prepare_append, write_entry,
 };
 use sluiceway_core::limits::{DECOMPRESSED_BYTES_MAX, MESSAGE_BYTES_DEFAULT, MESSAGE_BYTES_MAX};
 use sluiceway_core::{Error, Offset, TimestampMs};
@@ -1618,7 +1618,14 @@ struct V2BatchJson {
 }
 
 /// A decoded record with its headers, owned.
-type V2Rec = (u64, i64, String, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>);
+type V2Rec = (
+    u64,
+    i64,
+    String,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(String, Option<Vec<u8>>)>,
+);
 
 fn v2_records(set: &[u8]) -> Result<Vec<V2Rec>, Error> {
     let mut out = Vec::new();
@@ -1800,9 +1807,17 @@ fn golden_v2_vectors() {
             rebuilt[12..16].copy_from_slice(&h.partition_leader_epoch.to_be_bytes());
             let mut section = Vec::new();
             compression::decompress(attrs.compression, &e.bytes[61..], &mut section).unwrap();
-            assert_eq!(&rebuilt[61..], &section[..], "{name}: records section re-encoded");
+            assert_eq!(
+                &rebuilt[61..],
+                &section[..],
+                "{name}: records section re-encoded"
+            );
             if attrs.compression == Compression::None {
-                assert_eq!(&rebuilt[..], e.bytes, "{name}: batch re-encoded byte for byte");
+                assert_eq!(
+                    &rebuilt[..],
+                    e.bytes,
+                    "{name}: batch re-encoded byte for byte"
+                );
             }
             // Appending the stored batch again at its own base offset, in its own leader
             // epoch, changes nothing (no CRC to recompute, timestamps already right).
@@ -1815,10 +1830,18 @@ fn golden_v2_vectors() {
             assert_eq!(again, e.bytes, "{name}: re-append at the same base");
             assert_eq!(
                 (s.magic, s.message_count, s.last_offset, s.max_timestamp),
-                (2, u64::from(h.record_count), h.last_offset(), h.max_timestamp)
+                (
+                    2,
+                    u64::from(h.record_count),
+                    h.last_offset(),
+                    h.max_timestamp
+                )
             );
         }
-        assert!(recs.next().is_none(), "{name}: every record belongs to a batch");
+        assert!(
+            recs.next().is_none(),
+            "{name}: every record belongs to a batch"
+        );
         let joined = codecs.into_iter().collect::<Vec<_>>().join("/");
         assert_eq!(
             if joined.is_empty() { "none" } else { &joined },
@@ -1840,7 +1863,10 @@ fn v2_append_assigns_offsets_and_the_leader_epoch_outside_the_crc() {
         ..opts()
     };
     let s = prepare_append(&mut set, Offset(1000), &o, &mut Vec::new()).unwrap();
-    assert_eq!((s.base_offset.0, s.last_offset.0, s.message_count), (1000, 1003, 4));
+    assert_eq!(
+        (s.base_offset.0, s.last_offset.0, s.message_count),
+        (1000, 1003, 4)
+    );
     assert_eq!(&set[12..16], &9i32.to_be_bytes());
     // Only the offset and epoch changed: the CRC-covered bytes are the producer's.
     assert_eq!(&set[16..], &bin[16..]);
@@ -1902,7 +1928,10 @@ fn v2_builder_round_trips_with_every_codec() {
             assert_eq!(r.5.len(), if i % 2 == 0 { 2 } else { 0 });
         }
         let h = BatchHeader::parse(&set).unwrap();
-        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (7, 1, 42));
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (7, 1, 42)
+        );
         assert_eq!(h.attributes.compression, codec);
     }
 }
@@ -1919,7 +1948,10 @@ fn v2_bad_batches_are_refused_with_typed_errors() {
     let n = set.len();
     set[n - 1] ^= 1;
     assert!(format!("{}", refused(&mut set).unwrap_err()).contains("CRC"));
-    assert!(matches!(v2_records(&set), Err(Error::CorruptMessage { .. })));
+    assert!(matches!(
+        v2_records(&set),
+        Err(Error::CorruptMessage { .. })
+    ));
     // Records section lies about its lengths (CRC fixed so the layout check is what fires).
     let fix = |set: &mut Vec<u8>| {
         let crc = crc32c::crc32c(&set[21..]);
@@ -1928,29 +1960,52 @@ fn v2_bad_batches_are_refused_with_typed_errors() {
     let mut set = bin.clone();
     set[61] = 0x7e; // first record's length varint: 63 bytes, more than the record has
     fix(&mut set);
-    assert!(matches!(refused(&mut set), Err(Error::CorruptMessage { .. })));
+    assert!(matches!(
+        refused(&mut set),
+        Err(Error::CorruptMessage { .. })
+    ));
     // recordCount larger than the records present.
     let mut set = bin.clone();
     set[57..61].copy_from_slice(&5i32.to_be_bytes());
     fix(&mut set);
-    assert!(matches!(refused(&mut set), Err(Error::CorruptMessage { .. })));
+    assert!(matches!(
+        refused(&mut set),
+        Err(Error::CorruptMessage { .. })
+    ));
     // Transactional and control bits, reserved bits.
-    for (bits, transactions) in [(0x10u16, true), (0x20, true), (0x40, false), (0x8000, false)] {
+    for (bits, transactions) in [
+        (0x10u16, true),
+        (0x20, true),
+        (0x40, false),
+        (0x8000, false),
+    ] {
         let mut set = bin.clone();
         set[21..23].copy_from_slice(&bits.to_be_bytes());
         fix(&mut set);
         let err = refused(&mut set).unwrap_err();
         if transactions {
-            assert!(matches!(err, Error::InvalidRequest(_)), "{bits:#x}: {err:?}");
+            assert!(
+                matches!(err, Error::InvalidRequest(_)),
+                "{bits:#x}: {err:?}"
+            );
         } else {
-            assert!(matches!(err, Error::CorruptMessage { .. }), "{bits:#x}: {err:?}");
+            assert!(
+                matches!(err, Error::CorruptMessage { .. }),
+                "{bits:#x}: {err:?}"
+            );
         }
     }
     // A batch cut short, and one whose header is cut short.
-    assert!(matches!(refused(&mut bin[..bin.len() - 1].to_vec()), Err(Error::CorruptMessage { .. })));
+    assert!(matches!(
+        refused(&mut bin[..bin.len() - 1].to_vec()),
+        Err(Error::CorruptMessage { .. })
+    ));
     let mut short = bin[..40].to_vec();
     short[8..12].copy_from_slice(&28u32.to_be_bytes());
-    assert!(matches!(refused(&mut short), Err(Error::CorruptMessage { .. })));
+    assert!(matches!(
+        refused(&mut short),
+        Err(Error::CorruptMessage { .. })
+    ));
     // Mixed magics in one producer set.
     let mut mixed = build(MAGIC_V1, Compression::None, &[msg(T0, None, Some("v"))]);
     mixed.extend_from_slice(&bin);

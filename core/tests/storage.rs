@@ -610,6 +610,19 @@ fn crashed_log() -> Fixture {
     f
 }
 
+/// A copy of `f` with its segment file named like `file` cut to `cut` bytes, and that file.
+fn cut_copy(f: &Fixture, file: &Path, cut: usize) -> (Fixture, PathBuf) {
+    let g = f.copy();
+    let path = g.dir.join(file.file_name().unwrap());
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+    (g, path)
+}
+
 #[test]
 fn cut_at_every_byte_of_the_last_entry_truncates_to_the_entry_before() {
     let f = crashed_log();
@@ -617,14 +630,7 @@ fn cut_at_every_byte_of_the_last_entry_truncates_to_the_entry_before() {
     let (pos, offset, len) = *entries_of(&last).last().unwrap();
     assert_eq!(offset, 59);
     for cut in pos..pos + len {
-        let g = f.copy();
-        let path = g.dir.join(last.file_name().unwrap());
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(cut as u64)
-            .unwrap();
+        let (g, path) = cut_copy(&f, &last, cut);
         let log = g.open();
         assert_eq!(log.log_end_offset(), Offset(59), "cut at {cut}");
         assert_eq!(fs::metadata(&path).unwrap().len(), pos as u64);
@@ -1257,6 +1263,17 @@ proptest! {
     }
 }
 
+/// Brings `log` up to `leader`'s log end by fetching at its own log end, as a follower does.
+fn replicate(leader: &PartitionLog, log: &PartitionLog) {
+    while log.log_end_offset() < leader.log_end_offset() {
+        let fetched = leader
+            .read(log.log_end_offset(), 300, leader.log_end_offset())
+            .unwrap();
+        let info = log.append_as_follower(&fetched.bytes).unwrap();
+        assert_eq!(info.last_offset.next(), log.log_end_offset());
+    }
+}
+
 #[test]
 fn follower_append_keeps_the_leaders_offsets() {
     let leader = Fixture::new(small_config());
@@ -1274,14 +1291,7 @@ fn follower_append_keeps_the_leaders_offsets() {
     }
     let follower = Fixture::new(small_config());
     let log = follower.open();
-    // Replicate by fetching from the leader at the follower's log end, as a follower does.
-    while log.log_end_offset() < leader_log.log_end_offset() {
-        let fetched = leader_log
-            .read(log.log_end_offset(), 300, leader_log.log_end_offset())
-            .unwrap();
-        let info = log.append_as_follower(&fetched.bytes).unwrap();
-        assert_eq!(info.last_offset.next(), log.log_end_offset());
-    }
+    replicate(&leader_log, &log);
     assert_eq!(read_all(&log, log.log_end_offset()), expected(0..next));
     assert!(log.segment_count() > 1);
 
@@ -1486,8 +1496,11 @@ fn fill_mixed(log: &PartitionLog, n: u64) -> Vec<u8> {
     magics
 }
 
+/// A record's headers, owned.
+type OwnedHeaders = Vec<(String, Option<Vec<u8>>)>;
+
 /// Every message's headers, as (offset, headers) for the records that have any.
-fn headers_of(bytes: &[u8]) -> Vec<(u64, Vec<(String, Option<Vec<u8>>)>)> {
+fn headers_of(bytes: &[u8]) -> Vec<(u64, OwnedHeaders)> {
     let mut out = Vec::new();
     format::for_each_record(bytes, &mut Vec::new(), |r| {
         if !r.headers.is_empty() {
@@ -1505,7 +1518,11 @@ fn headers_of(bytes: &[u8]) -> Vec<(u64, Vec<(String, Option<Vec<u8>>)>)> {
 }
 
 fn check_mixed(log: &PartitionLog, range: std::ops::Range<u64>, what: &str) {
-    assert_eq!(read_all(log, log.log_end_offset()), expected(range.clone()), "{what}");
+    assert_eq!(
+        read_all(log, log.log_end_offset()),
+        expected(range.clone()),
+        "{what}"
+    );
     for o in range.clone() {
         assert_eq!(first_offset(log, o), o, "{what}: seek to {o}");
         assert_eq!(
@@ -1564,7 +1581,11 @@ fn mixed_magic_log_appends_indexes_seeks_recovers_and_retains() {
     drop(log);
 
     // Lost indexes are rebuilt equal to the originals.
-    let indexes: Vec<PathBuf> = f.files("index").into_iter().chain(f.files("timeindex")).collect();
+    let indexes: Vec<PathBuf> = f
+        .files("index")
+        .into_iter()
+        .chain(f.files("timeindex"))
+        .collect();
     let g = f.copy();
     for p in g.files("index").into_iter().chain(g.files("timeindex")) {
         fs::remove_file(p).unwrap();
@@ -1608,14 +1629,7 @@ fn torn_v2_tail_is_truncated_at_every_cut_and_flipped_byte() {
     let (pos, offset, len) = *entries_of(&last).last().unwrap();
     assert_eq!(offset, 60, "a v2 batch's offset field is its base offset");
     for cut in pos..pos + len {
-        let g = f.copy();
-        let path = g.dir.join(last.file_name().unwrap());
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(cut as u64)
-            .unwrap();
+        let (g, path) = cut_copy(&f, &last, cut);
         let log = g.open();
         assert_eq!(log.log_end_offset(), Offset(60), "cut at {cut}");
         assert_eq!(fs::metadata(&path).unwrap().len(), pos as u64);
@@ -1641,16 +1655,15 @@ fn follower_replicates_a_mixed_log_byte_for_byte() {
     fill_mixed(&leader_log, 150);
     let follower = Fixture::new(small_config());
     let log = follower.open();
-    while log.log_end_offset() < leader_log.log_end_offset() {
-        let fetched = leader_log
-            .read(log.log_end_offset(), 300, leader_log.log_end_offset())
-            .unwrap();
-        let info = log.append_as_follower(&fetched.bytes).unwrap();
-        assert_eq!(info.last_offset.next(), log.log_end_offset());
-    }
+    replicate(&leader_log, &log);
     check_mixed(&log, 0..150, "follower");
     // The follower's files hold the leader's bytes (leader epochs included).
-    let all = |f: &Fixture| -> Vec<u8> { f.files("log").iter().flat_map(|p| fs::read(p).unwrap()).collect() };
+    let all = |f: &Fixture| -> Vec<u8> {
+        f.files("log")
+            .iter()
+            .flat_map(|p| fs::read(p).unwrap())
+            .collect()
+    };
     assert_eq!(all(&leader), all(&follower));
     // A v2 batch that does not continue the log is refused.
     let again = leader_log.read(Offset(3), 1, Offset(150)).unwrap().bytes;

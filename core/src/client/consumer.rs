@@ -1492,7 +1492,11 @@ mod tests {
                 Some(format!("v{}", base + i).as_bytes()),
             );
         }
-        let mut set = b.finish().unwrap();
+        as_stored(b.finish().unwrap(), base)
+    }
+
+    /// A producer's set with offsets assigned from `base`, as the broker stores it.
+    fn as_stored(mut set: Vec<u8>, base: u64) -> Bytes {
         prepare_append(
             &mut set,
             Offset(base),
@@ -1544,20 +1548,8 @@ mod tests {
                     ],
                 );
             }
-            let mut set = b.finish().unwrap();
-            prepare_append(
-                &mut set,
-                Offset(50),
-                &AppendOptions {
-                    max_message_bytes: crate::limits::MESSAGE_BYTES_MAX,
-                    timestamp_type: TimestampType::CreateTime,
-                    now: TimestampMs(0),
-                    leader_epoch: 0,
-                },
-                &mut Vec::new(),
-            )
-            .unwrap();
-            let got = decode(&topic, 0, &Bytes::from(set), 52).unwrap();
+            let set = as_stored(b.finish().unwrap(), 50);
+            let got = decode(&topic, 0, &set, 52).unwrap();
             let got: Vec<_> = got
                 .iter()
                 .map(|r| (r.offset.0, r.timestamp, r.headers.clone()))

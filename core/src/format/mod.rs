@@ -977,7 +977,12 @@ fn for_each_batch_record(
             TimestampMs(header.base_timestamp.0.wrapping_add(rec.timestamp_delta))
         };
         f(Record {
-            offset: Offset(header.base_offset.0.saturating_add(u64::from(rec.offset_delta))),
+            offset: Offset(
+                header
+                    .base_offset
+                    .0
+                    .saturating_add(u64::from(rec.offset_delta)),
+            ),
             timestamp,
             timestamp_type: header.attributes.timestamp_type,
             key: rec.key,

@@ -126,7 +126,11 @@ pub struct BatchHeader {
 impl BatchHeader {
     /// Offset of the batch's last record.
     pub fn last_offset(&self) -> Offset {
-        Offset(self.base_offset.0.saturating_add(u64::from(self.last_offset_delta)))
+        Offset(
+            self.base_offset
+                .0
+                .saturating_add(u64::from(self.last_offset_delta)),
+        )
     }
 
     /// Parses the header of a framed entry (`entry` is the whole batch, 12-byte overhead
@@ -144,7 +148,10 @@ impl BatchHeader {
         if entry[MAGIC_POS] != MAGIC_V2 {
             return Err(Error::corrupt(
                 0,
-                format!("magic {} where a magic 2 batch was expected", entry[MAGIC_POS]),
+                format!(
+                    "magic {} where a magic 2 batch was expected",
+                    entry[MAGIC_POS]
+                ),
             ));
         }
         let attributes = BatchAttributes::from_bits(be_u16(entry, ATTRIBUTES_POS))?;
@@ -165,7 +172,9 @@ impl BatchHeader {
         if last_offset_delta as u32 >= WRAPPER_MESSAGES_MAX {
             return Err(Error::corrupt(
                 0,
-                format!("lastOffsetDelta {last_offset_delta} spans more than {WRAPPER_MESSAGES_MAX} offsets"),
+                format!(
+                    "lastOffsetDelta {last_offset_delta} spans more than {WRAPPER_MESSAGES_MAX} offsets"
+                ),
             ));
         }
         Ok(BatchHeader {
@@ -253,14 +262,20 @@ impl<'a> Reader<'a> {
             };
             self.at += 1;
             if i == 9 && b > 1 {
-                return Err(Error::corrupt(self.at, format!("{what} varint overflows 64 bits")));
+                return Err(Error::corrupt(
+                    self.at,
+                    format!("{what} varint overflows 64 bits"),
+                ));
             }
             z |= u64::from(b & 0x7F) << (7 * i);
             if b & 0x80 == 0 {
                 return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
             }
         }
-        Err(Error::corrupt(self.at, format!("{what} varint is longer than 10 bytes")))
+        Err(Error::corrupt(
+            self.at,
+            format!("{what} varint is longer than 10 bytes"),
+        ))
     }
 
     fn varint(&mut self, what: &str) -> Result<i32> {
@@ -285,7 +300,10 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         if len < 0 {
-            return Err(Error::corrupt(self.at, format!("{what} length {len} is negative")));
+            return Err(Error::corrupt(
+                self.at,
+                format!("{what} length {len} is negative"),
+            ));
         }
         let len = len as usize;
         if len > self.buf.len() - self.at {
@@ -732,7 +750,8 @@ impl RecordBatchBuilder {
         h[8..12].copy_from_slice(&batch_length.to_be_bytes());
         h[PARTITION_LEADER_EPOCH_POS..MAGIC_POS].copy_from_slice(&0i32.to_be_bytes());
         h[MAGIC_POS] = MAGIC_V2;
-        h[ATTRIBUTES_POS..LAST_OFFSET_DELTA_POS].copy_from_slice(&attributes.to_bits().to_be_bytes());
+        h[ATTRIBUTES_POS..LAST_OFFSET_DELTA_POS]
+            .copy_from_slice(&attributes.to_bits().to_be_bytes());
         h[LAST_OFFSET_DELTA_POS..BASE_TIMESTAMP_POS]
             .copy_from_slice(&(self.count - 1).to_be_bytes());
         h[BASE_TIMESTAMP_POS..MAX_TIMESTAMP_POS]
@@ -754,7 +773,19 @@ mod tests {
 
     #[test]
     fn varlong_round_trips_at_the_edges() {
-        for v in [0, 1, -1, 63, -64, 64, -65, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
+        for v in [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            -65,
+            i32::MAX as i64,
+            i32::MIN as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut out = Vec::new();
             put_varlong(&mut out, v);
             assert_eq!(out.len(), varlong_len(v), "{v}");
@@ -776,10 +807,16 @@ mod tests {
 
     #[test]
     fn bad_varints_are_errors() {
-        let mut r = Reader { buf: &[0x80, 0x80], at: 0 };
+        let mut r = Reader {
+            buf: &[0x80, 0x80],
+            at: 0,
+        };
         assert!(r.varlong("x").is_err());
         let eleven = [0xffu8; 11];
-        let mut r = Reader { buf: &eleven, at: 0 };
+        let mut r = Reader {
+            buf: &eleven,
+            at: 0,
+        };
         assert!(r.varlong("x").is_err());
         let mut big = Vec::new();
         put_varlong(&mut big, i64::from(i32::MAX) + 1);

@@ -755,9 +755,7 @@ impl Segment {
         let mut pos = start;
         while let Some(entry) = scan.entry(pos)? {
             let entry = entry.map_err(|reason| self.corrupt(pos, reason))?;
-            let info = entry
-                .info()
-                .map_err(|e| self.corrupt(pos, e.to_string()))?;
+            let info = entry.info().map_err(|e| self.corrupt(pos, e.to_string()))?;
             if info.timestamp >= target {
                 if info.magic != MAGIC_V2 && info.compression == Compression::None {
                     return Ok(Some(entry.offset()));
