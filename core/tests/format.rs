@@ -2038,3 +2038,54 @@ proptest! {
         let _ = v2_records(&bytes);
     }
 }
+
+#[test]
+fn set_builder_upgrades_to_magic_2_at_the_first_header() {
+    use sluiceway_core::format::{MAGIC_V2, SetBuilder};
+    for codec in Compression::ALL {
+        // Plain records stay magic 1, byte for byte what MessageSetBuilder writes.
+        let mut plain = SetBuilder::with_capacity(MAGIC_V1, codec, 0);
+        let msgs = [msg(T0, Some("a"), Some("x")), msg(T0 + 1, None, Some("y"))];
+        for (ts, k, v) in &msgs {
+            plain.push(TimestampMs(*ts), k.as_deref(), v.as_deref(), &[]);
+        }
+        assert_eq!(plain.magic(), MAGIC_V1);
+        let set = plain.finish().unwrap();
+        if codec == Compression::None {
+            assert_eq!(set, build(MAGIC_V1, codec, &msgs));
+        }
+        // A record with headers turns the batch into magic 2, keeping the earlier records.
+        let mut mixed = SetBuilder::with_capacity(MAGIC_V1, codec, 0);
+        for (ts, k, v) in &msgs {
+            mixed.push(TimestampMs(*ts), k.as_deref(), v.as_deref(), &[]);
+        }
+        let h = [Header {
+            key: "h",
+            value: Some(b"1"),
+        }];
+        mixed.push(TimestampMs(T0 + 2), None, Some(b"z"), &h);
+        mixed.push(TimestampMs(T0 + 3), None, Some(b"w"), &[]);
+        assert_eq!((mixed.magic(), mixed.len()), (2, 4));
+        let mut set = mixed.finish().unwrap();
+        append(&mut set, 7).unwrap();
+        let recs = v2_records(&set).unwrap();
+        let got: Vec<_> = recs
+            .iter()
+            .map(|r| (r.0, r.1, r.4.clone(), r.5.len()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (7, T0, Some(b"x".to_vec()), 0),
+                (8, T0 + 1, Some(b"y".to_vec()), 0),
+                (9, T0 + 2, Some(b"z".to_vec()), 1),
+                (10, T0 + 3, Some(b"w".to_vec()), 0)
+            ],
+            "{codec:?}"
+        );
+        // Asked for magic 2, it writes magic 2 from the first record.
+        let mut v2 = SetBuilder::with_capacity(MAGIC_V2, codec, 0);
+        v2.push(TimestampMs(T0), None, Some(b"x"), &[]);
+        assert_eq!(v2.finish().unwrap()[MAGIC_POS], MAGIC_V2);
+    }
+}
