@@ -1194,6 +1194,8 @@ enum Op {
         n: u64,
         size: usize,
         codec: Option<u8>,
+        /// A magic 2 batch (with a header on each record) instead of a magic 1 set.
+        v2: bool,
     },
     Reopen {
         clean: bool,
@@ -1205,7 +1207,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (1u64..6, 0usize..120, prop::option::of(1u8..5)).prop_map(|(n, size, codec)| Op::Append { n, size, codec }),
+        6 => (1u64..6, 0usize..120, prop::option::of(1u8..5), any::<bool>()).prop_map(|(n, size, codec, v2)| Op::Append { n, size, codec, v2 }),
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
         1 => (0u64..100_000).prop_map(|ms| Op::Advance { ms }),
     ]
@@ -1214,8 +1216,9 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Random appends (plain and compressed), restarts (clean or not) and clock moves against a
-    /// `Vec` model: the log always holds exactly the model, at the model's offsets.
+    /// Random appends (magic 1 and magic 2, plain and compressed), restarts (clean or not) and
+    /// clock moves against a `Vec` model: the log always holds exactly the model, at the model's
+    /// offsets.
     #[test]
     fn log_matches_a_vec_model(ops in prop::collection::vec(op(), 1..40)) {
         let f = Fixture::new(LogConfig { segment_ms: 60_000, index_interval_bytes: 64, ..small_config() });
@@ -1223,15 +1226,16 @@ proptest! {
         let mut model: Vec<(i64, Vec<u8>)> = Vec::new();
         for op in ops {
             match op {
-                Op::Append { n, size, codec } => {
+                Op::Append { n, size, codec, v2 } => {
                     let codec = codec.map_or(Compression::None, |c| Compression::from_code(c).unwrap());
-                    let mut b = MessageSetBuilder::new(MAGIC_V1, codec);
+                    let mut b = format::SetBuilder::with_capacity(if v2 { 2 } else { MAGIC_V1 }, codec, 0);
                     let mut added = Vec::new();
                     for _ in 0..n {
                         let i = model.len() + added.len();
                         let v = vec![(i % 251) as u8; size];
                         let t = f.clock.now_ms().0 + (i % 3) as i64;
-                        b.push(TimestampMs(t), None, Some(&v));
+                        let h = [format::Header { key: "i", value: Some(&v[..v.len().min(3)]) }];
+                        b.push(TimestampMs(t), None, Some(&v), if v2 { &h } else { &[] });
                         added.push((t, v));
                     }
                     let info = log.append(&mut b.finish().unwrap()).unwrap();
