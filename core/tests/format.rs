@@ -2089,3 +2089,46 @@ fn set_builder_upgrades_to_magic_2_at_the_first_header() {
         assert_eq!(v2.finish().unwrap()[MAGIC_POS], MAGIC_V2);
     }
 }
+
+/// Bytes on disk per message, magic 1 against magic 2, for docs/benchmarks.md ("Bytes on disk
+/// per message"): sets of 1,000 uncompressed messages (the storage benchmark's shape: null key,
+/// timestamps 1 ms apart) and of one producer batch (`batch.size` 16 KiB), 100 B and 1 KiB
+/// values. Exact, so a format change that grows records shows up here.
+#[test]
+fn bytes_per_message_magic_1_against_magic_2() {
+    use sluiceway_core::format::{MAGIC_V2, SetBuilder};
+    let per_message = |magic: u8, value_bytes: usize, n: usize| {
+        let mut b = SetBuilder::with_capacity(magic, Compression::None, 0);
+        let value = vec![b'x'; value_bytes];
+        for i in 0..n {
+            b.push(TimestampMs(T0 + i as i64), None, Some(&value), &[]);
+        }
+        b.finish().unwrap().len() as f64 / n as f64
+    };
+    let batch = |value_bytes: usize| (16 << 10) / (value_bytes + 34);
+    let rows: Vec<(usize, usize, f64, f64)> = [
+        (100, 1000),
+        (1024, 1000),
+        (100, batch(100)),
+        (1024, batch(1024)),
+    ]
+    .into_iter()
+    .map(|(size, n)| {
+        (
+            size,
+            n,
+            per_message(MAGIC_V1, size, n),
+            per_message(MAGIC_V2, size, n),
+        )
+    })
+    .collect();
+    for (size, n, v1, v2) in &rows {
+        eprintln!("{size} B x {n}: magic 1 {v1:.2} B/msg, magic 2 {v2:.2} B/msg");
+    }
+    // Magic 1: 12 + 22 + value per message, always.
+    assert_eq!((rows[0].2, rows[1].2), (134.0, 1058.0));
+    // Magic 2: about 25 bytes less per message, the 61-byte header shared by the batch.
+    for (size, _, v1, v2) in &rows {
+        assert!(v1 - v2 > 20.0 && v1 - v2 < 28.0, "{size}: {v1} vs {v2}");
+    }
+}
