@@ -949,8 +949,9 @@ pub fn for_each_record(
     Ok(())
 }
 
-/// The records of one magic 2 batch (CRC already checked), for [`for_each_record`]. Control
-/// batches (transaction markers) carry no user data and are skipped, as Kafka's consumer does.
+/// The records of one magic 2 batch (CRC already checked), for [`for_each_record`], decoded
+/// and checked in one pass. Control batches (transaction markers) carry no user data and are
+/// skipped, as Kafka's consumer does.
 fn for_each_batch_record(
     entry: &Entry<'_>,
     scratch: &mut Vec<u8>,
@@ -958,19 +959,13 @@ fn for_each_batch_record(
 ) -> Result<()> {
     let at = |e: Error| shift(e, entry.position);
     let header = v2::BatchHeader::parse(entry.bytes).map_err(at)?;
-    v2::check_records(entry.bytes, &header, scratch).map_err(at)?;
-    if header.attributes.control {
-        return Ok(());
-    }
-    // Decompressed (if at all) by `check_records` into `scratch`: read it from there.
-    let section = match header.attributes.compression {
-        Compression::None => &entry.bytes[v2::RECORDS_POS..],
-        _ => &scratch[..],
-    };
+    let section = v2::records_section(entry.bytes, &header, scratch).map_err(at)?;
+    let control = header.attributes.control;
     let log_append = header.attributes.timestamp_type == TimestampType::LogAppendTime;
-    for rec in v2::Records::new(section, header.record_count) {
-        // Checked by `check_records`; the `?` cannot fire.
-        let rec = rec.map_err(at)?;
+    v2::walk_records(section, &header, |rec| {
+        if control {
+            return;
+        }
         let timestamp = if log_append {
             header.max_timestamp
         } else {
@@ -989,7 +984,8 @@ fn for_each_batch_record(
             value: rec.value,
             headers: rec.headers,
         });
-    }
+    })
+    .map_err(at)?;
     Ok(())
 }
 

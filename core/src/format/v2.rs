@@ -552,15 +552,28 @@ pub struct RecordsSummary {
     pub last_offset_delta: Option<u32>,
 }
 
-/// Decodes every record of a batch (decompressing into `scratch`) and checks that the count
-/// matches `recordCount`, that offset deltas increase and stay within `lastOffsetDelta`, and
-/// that no bytes trail. Errors carry position 0 (the batch) and name the record's byte.
+/// Decodes every record of a batch (decompressing into `scratch`) and checks it: see
+/// [`walk_records`].
 pub fn check_records(
     entry: &[u8],
     header: &BatchHeader,
     scratch: &mut Vec<u8>,
 ) -> Result<RecordsSummary> {
     let section = records_section(entry, header, scratch)?;
+    walk_records(section, header, |_| {})
+}
+
+/// Decodes every record of a (decompressed) records section in one pass, handing each to
+/// `visit` once it is checked: offset deltas increase and stay within `lastOffsetDelta`. At the
+/// end, checks that exactly `recordCount` records were there and no bytes trail; so on an error
+/// `visit` may have seen the records before it (a reader of a CRC-checked batch never meets
+/// one: the broker checked the records when it appended them). Errors carry position 0 (the
+/// batch) and name the record's byte.
+pub fn walk_records<'a>(
+    section: &'a [u8],
+    header: &BatchHeader,
+    mut visit: impl FnMut(&BatchRecord<'a>),
+) -> Result<RecordsSummary> {
     let mut summary = RecordsSummary {
         count: 0,
         max_timestamp: TimestampMs::NONE,
@@ -597,6 +610,7 @@ pub fn check_records(
         if summary.count == 1 || ts > summary.max_timestamp {
             summary.max_timestamp = ts;
         }
+        visit(&rec);
     }
     records.check_end().map_err(in_records)?;
     if summary.count != header.record_count {
