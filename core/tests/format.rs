@@ -2132,3 +2132,43 @@ fn bytes_per_message_magic_1_against_magic_2() {
         assert!(v1 - v2 > 20.0 && v1 - v2 < 28.0, "{size}: {v1} vs {v2}");
     }
 }
+
+/// Our encoder against an independent reader: with `SLUICEWAY_V2_DUMP=DIR`, writes one magic 2
+/// batch per codec (headers with a null value, null keys and values, negative timestamp deltas,
+/// producer fields), appended at offset 1234, for `scripts/golden_v2.py --check DIR` to read
+/// with kafka-python (which checks every field). Without the variable it does nothing: CI has
+/// no kafka-python.
+#[test]
+fn v2_batches_for_an_independent_reader() {
+    let Some(dir) = std::env::var_os("SLUICEWAY_V2_DUMP") else {
+        return;
+    };
+    for codec in Compression::ALL {
+        let mut b = RecordBatchBuilder::new(codec);
+        b.producer_state(99, 4, 7);
+        for i in 0..40i64 {
+            let v = format!("value {i} ").repeat((i % 5) as usize * 10);
+            let h = [
+                Header {
+                    key: "k\u{e9}",
+                    value: Some(b"v"),
+                },
+                Header {
+                    key: "n",
+                    value: None,
+                },
+            ];
+            let hs: &[Header] = if i % 3 == 0 { &h } else { &[] };
+            b.push(
+                TimestampMs(T0 + 7 * i - 100),
+                (i % 2 == 0).then_some(b"key".as_slice()),
+                (i % 7 != 0).then_some(v.as_bytes()),
+                hs.iter().copied(),
+            );
+        }
+        let mut set = b.finish().unwrap();
+        append(&mut set, 1234).unwrap();
+        let path = std::path::Path::new(&dir).join(format!("{}.bin", codec.name()));
+        std::fs::write(path, set).unwrap();
+    }
+}
