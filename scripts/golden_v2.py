@@ -19,8 +19,9 @@ The other direction, our encoder read by kafka-python (every codec):
         format::v2_batches_for_an_independent_reader
     /tmp/kvenv/bin/python scripts/golden_v2.py --check /tmp/v2
 
-Compressed output depends on the codec libraries' versions, so rerunning may change the
-compressed vectors' bytes (never their records); commit only what you mean to change.
+Compressed output depends on the codec libraries' versions, and gzip stamps the time into its
+header, so rerunning changes the compressed vectors' bytes (never their records): commit only
+the vectors you mean to add or change.
 
 Two fields the producer leaves at 0 are filled in after building, where a broker fills them:
 `baseOffset` (bytes 0..8) and `partitionLeaderEpoch` (bytes 12..16). Neither is covered by the
