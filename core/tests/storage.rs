@@ -1674,3 +1674,45 @@ fn follower_replicates_a_mixed_log_byte_for_byte() {
     assert_eq!(again[16], 2, "offset 3 is in a v2 batch");
     assert!(log.append_as_follower(&again).is_err());
 }
+
+#[test]
+fn retention_by_time_reads_a_v2_batch_by_its_max_timestamp() {
+    let f = Fixture::new(LogConfig {
+        retention_ms: Some(3_600_000),
+        ..small_config()
+    });
+    let log = f.open();
+    // Batches whose first record is old but whose newest is not must be kept: a segment's age
+    // is its largest timestamp (maxTimestamp for a v2 batch), as Kafka's is.
+    let batch = |first: u64, stamps: &[i64]| {
+        let mut b = format::RecordBatchBuilder::new(Compression::None);
+        for (k, t) in stamps.iter().enumerate() {
+            b.push(TimestampMs(*t), None, Some(&value(first + k as u64)), []);
+        }
+        b.finish().unwrap()
+    };
+    let old = T0;
+    let new = T0 + 90 * 60_000;
+    for i in 0..40 {
+        log.append(&mut batch(2 * i, &[old, old + 1])).unwrap();
+    }
+    for i in 40..80 {
+        log.append(&mut batch(2 * i, &[old, new])).unwrap();
+    }
+    f.clock.advance(90 * 60_000);
+    log.set_high_watermark(log.log_end_offset());
+    assert!(log.enforce_retention().unwrap() > 0);
+    let start = log.log_start_offset().0;
+    assert!(
+        start <= 80,
+        "a segment holding a recent maxTimestamp was deleted (start {start})"
+    );
+    assert!(start > 0);
+    assert_eq!(
+        read_all(&log, log.log_end_offset())
+            .into_iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        (start..160).collect::<Vec<_>>()
+    );
+}
