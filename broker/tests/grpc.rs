@@ -633,7 +633,10 @@ async fn producer_message_format_version_2_writes_record_batches() {
         )
         .await;
         let metas = crate::client::send_values(&p, &topic, 0..500).await;
-        assert_eq!(metas.last().unwrap().offset, Some(sluiceway_core::Offset(499)));
+        assert_eq!(
+            metas.last().unwrap().offset,
+            Some(sluiceway_core::Offset(499))
+        );
         p.close(None).await.unwrap();
         let mut next = 0;
         while next < 500 {
@@ -644,11 +647,18 @@ async fn producer_message_format_version_2_writes_record_batches() {
                 next = e.last_offset().0 as i64 + 1;
             }
         }
-        let consumer = Consumer::new(crate::client::consumer_config(&b)).await.unwrap();
-        consumer.assign(vec![TopicPartition::new(&topic, 0)]).unwrap();
+        let consumer = Consumer::new(crate::client::consumer_config(&b))
+            .await
+            .unwrap();
+        consumer
+            .assign(vec![TopicPartition::new(&topic, 0)])
+            .unwrap();
         let got = crate::client::poll_n(&consumer, 500).await;
         let values: Vec<String> = got.iter().map(crate::client::value).collect();
-        assert_eq!(values, (0..500).map(|i| format!("v{i}")).collect::<Vec<_>>());
+        assert_eq!(
+            values,
+            (0..500).map(|i| format!("v{i}")).collect::<Vec<_>>()
+        );
         consumer.close(None).await.unwrap();
     }
     // Anything but 1 or 2 is refused by name.
