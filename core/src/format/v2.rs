@@ -652,7 +652,10 @@ pub struct RecordBatchBuilder {
     count: u32,
     base_timestamp: TimestampMs,
     max_timestamp: TimestampMs,
+    /// Scratch for one record's body and for its headers, reused: no allocation per record
+    /// once they have grown.
     record: Vec<u8>,
+    headers: Vec<u8>,
 }
 
 impl RecordBatchBuilder {
@@ -673,6 +676,7 @@ impl RecordBatchBuilder {
             base_timestamp: TimestampMs::NONE,
             max_timestamp: TimestampMs::NONE,
             record: Vec::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -710,18 +714,18 @@ impl RecordBatchBuilder {
         };
         put_bytes(body, key);
         put_bytes(body, value);
-        // The header count precedes the headers: write them after a placeholder, then insert
-        // the count (headers are few; the copy is of this record only).
-        let count_at = body.len();
+        // The header count precedes the headers, which come from an iterator: encode them
+        // aside first, then the count, then them.
+        let encoded = &mut self.headers;
+        encoded.clear();
         let mut n = 0i64;
         for h in headers {
-            put_bytes(body, Some(h.key.as_bytes()));
-            put_bytes(body, h.value);
+            put_bytes(encoded, Some(h.key.as_bytes()));
+            put_bytes(encoded, h.value);
             n += 1;
         }
-        let mut count = Vec::with_capacity(5);
-        put_varlong(&mut count, n);
-        body.splice(count_at..count_at, count);
+        put_varlong(body, n);
+        body.extend_from_slice(encoded);
         put_varlong(&mut self.buf, body.len() as i64);
         self.buf.extend_from_slice(body);
         self.count += 1;
