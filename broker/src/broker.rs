@@ -1106,7 +1106,10 @@ pub(crate) fn leader_append(
     }
     let leadership = p.leadership();
     let bytes = set.len() as u64;
-    let info = p.log.append(set).map_err(|e| perr(&e))?;
+    let info = p
+        .log
+        .append_in_epoch(set, p.leader_epoch())
+        .map_err(|e| perr(&e))?;
     {
         let mut role = p.role();
         if let Role::Leader(ls) = &mut *role

@@ -16,7 +16,9 @@
 //! - group members that bootstrap from different brokers share one coordinator, whose commits
 //!   survive its `kill -9`;
 //! - preferred replicas lead again after a restart; a rolling restart with SIGTERM fails no
-//!   acks=all send and loses nothing.
+//!   acks=all send and loses nothing;
+//! - magic 2 batches beside magic 1 sets replicate as stored, each keeping the epoch of the
+//!   leader that appended it, across a leader's `kill -9`.
 //!
 //! Every test is bounded (a hang is a failure); waits are on conditions with generous deadlines
 //! ([`CONDITION_TIMEOUT`]), never assertions on speed.
@@ -1439,6 +1441,129 @@ async fn rolling_restart_with_sigterm_fails_no_send_and_loses_nothing() {
             log.len(),
             count_duplicates(&log)
         );
+    })
+    .await;
+}
+
+/// A magic 2 batch of `values` with one header each, as a producer builds it.
+fn batch_v2(values: &[String]) -> Vec<u8> {
+    let mut b =
+        sluiceway_core::format::RecordBatchBuilder::new(sluiceway_core::format::Compression::Lz4);
+    for v in values {
+        b.push(
+            sluiceway_core::TimestampMs(1_700_000_000_000),
+            None,
+            Some(v.as_bytes()),
+            [sluiceway_core::format::Header {
+                key: "v",
+                value: Some(v.as_bytes()),
+            }],
+        );
+    }
+    b.finish().unwrap()
+}
+
+/// Produces `set` with acks=all to partition 0 through `client`, expecting success.
+async fn produce_all(client: &mut crate::support::Client, topic: &str, set: Vec<u8>) {
+    let r = client
+        .log
+        .produce(v1::ProduceRequest {
+            acks: -1,
+            timeout_ms: 10_000,
+            partitions: vec![produce_partition(topic, 0, set)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        code(r.results[0].error_code),
+        ErrorCode::None,
+        "{}",
+        r.results[0].error_message
+    );
+}
+
+/// Every shallow entry of a replica's partition below `hw`, read from its segment files as
+/// stored: (last offset, magic, the entry's bytes after its offset field).
+fn stored_entries(dir: &std::path::Path, topic: &str, hw: u64) -> Vec<(u64, u8, Vec<u8>)> {
+    let dir = dir.join(sluiceway_core::storage::PartitionLog::dir_name(topic, 0));
+    let mut logs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let mut out = Vec::new();
+    for path in logs {
+        let bytes = std::fs::read(&path).unwrap();
+        for e in sluiceway_core::format::Entries::new(&bytes) {
+            let Ok(e) = e else { break }; // a torn tail above the high watermark
+            if e.last_offset().0 < hw {
+                out.push((e.last_offset().0, e.magic(), e.bytes[8..].to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// Magic 2 batches and magic 1 sets in one replicated partition: followers store the leader's
+/// bytes as they are (each batch keeps the epoch of the leader that appended it, inside bytes
+/// the CRC does not cover), a new leader after a kill -9 stamps its own epoch, and the
+/// restarted old leader catches up to identical entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn magic_2_batches_replicate_as_stored_across_a_leader_kill9() {
+    const TOPIC: &str = "magic2";
+    let mut cluster = TestCluster::start(3, &[]).await;
+    bounded(Duration::from_secs(300), async {
+        create_rf3(&cluster, TOPIC, 1, &[("min.insync.replicas", "2")]).await;
+        let (old, epoch) = partition_state(&cluster, TOPIC, 0).await;
+        let mut c = cluster.client(old).await;
+        for i in 0..20u64 {
+            let vs = values(&format!("a{i}-"), 0..3);
+            let set = if i % 2 == 0 {
+                batch_v2(&vs)
+            } else {
+                set_of(&vs)
+            };
+            produce_all(&mut c, TOPIC, set).await;
+        }
+        cluster.kill9(old);
+        let (new, new_epoch) = cluster.wait_new_leader(TOPIC, 0, old, epoch).await;
+        let mut c = cluster.client(new).await;
+        for i in 0..10u64 {
+            produce_all(&mut c, TOPIC, batch_v2(&values(&format!("b{i}-"), 0..2))).await;
+        }
+        cluster.restart(old);
+        cluster.wait_fully_replicated(TOPIC).await;
+        let hws = high_watermarks(&cluster, TOPIC, 1).await;
+        assert_eq!(hws, [80]);
+        cluster.kill9_all();
+        let on_disk = compare_replicas(&cluster, TOPIC, &hws);
+        assert_eq!(on_disk.len(), 80);
+        let mut reference = None;
+        for b in &cluster.brokers {
+            let entries = stored_entries(&b.data_dir(), TOPIC, hws[0]);
+            let epochs: Vec<(u64, i32)> = entries
+                .iter()
+                .filter(|e| e.1 == 2)
+                .map(|e| (e.0, i32::from_be_bytes(e.2[4..8].try_into().unwrap())))
+                .collect();
+            assert_eq!(epochs.len(), 20, "broker {}", b.id);
+            assert!(
+                epochs[..10].iter().all(|e| e.1 == epoch),
+                "broker {}: {epochs:?}",
+                b.id
+            );
+            assert!(
+                epochs[10..].iter().all(|e| e.1 == new_epoch),
+                "broker {}: {epochs:?}",
+                b.id
+            );
+            match &reference {
+                None => reference = Some(entries),
+                Some(r) => assert!(r == &entries, "broker {} stores other bytes", b.id),
+            }
+        }
     })
     .await;
 }

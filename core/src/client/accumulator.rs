@@ -1,7 +1,7 @@
 //! The producer's record accumulator and the delivery futures `send` hands back.
 //!
-//! Owns, per partition, a queue of batches (a [`MessageSetBuilder`] each, compressed with the
-//! producer's codec when sealed). No I/O and no clock of its own: the sender task passes `now`,
+//! Owns, per partition, a queue of batches (a [`SetBuilder`] each, in the producer's
+//! `message.format.version`, compressed with the producer's codec when sealed). No I/O and no clock of its own: the sender task passes `now`,
 //! so the batching rules are tested without a broker.
 //!
 //! Rules:
@@ -45,7 +45,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::cluster::clone_error;
 use super::runtime::current_pid;
 use crate::error::{Error, Result};
-use crate::format::{Compression, MAGIC_V1, MessageSetBuilder, message_size};
+use crate::format::{Compression, MAGIC_V1, SetBuilder, message_size};
 use crate::group::TopicPartition;
 use crate::limits::LOG_OVERHEAD_BYTES;
 use crate::types::{Offset, TimestampMs};
@@ -551,7 +551,7 @@ impl Future for DeliveryFuture {
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) id: u64,
-    builder: Option<MessageSetBuilder>,
+    builder: Option<SetBuilder>,
     /// The built (and compressed) set, kept for retries.
     set: Option<Bytes>,
     pub(crate) records: u32,
@@ -593,6 +593,8 @@ pub(crate) struct Accumulator {
     batch_size: usize,
     linger: Duration,
     compression: Compression,
+    /// `message.format.version`: the magic batches are written in.
+    magic: u8,
     delivery_timeout: Duration,
     next_id: u64,
     tally: Arc<FailureTally>,
@@ -617,10 +619,17 @@ impl Accumulator {
             batch_size: batch_size as usize,
             linger,
             compression,
+            magic: MAGIC_V1,
             delivery_timeout,
             next_id: 0,
             tally,
         }
+    }
+
+    /// Writes batches in `magic` (1 or 2) instead of magic 1.
+    pub(crate) fn with_magic(mut self, magic: u8) -> Accumulator {
+        self.magic = magic;
+        self
     }
 
     /// Adds one record; returns its future, and whether the sender must be woken: the record
@@ -658,8 +667,8 @@ impl Accumulator {
             self.next_id += 1;
             queue.batches.push_back(Batch {
                 id: self.next_id,
-                builder: Some(MessageSetBuilder::with_capacity(
-                    MAGIC_V1,
+                builder: Some(SetBuilder::with_capacity(
+                    self.magic,
                     self.compression,
                     self.batch_size.max(size),
                 )),
@@ -676,7 +685,7 @@ impl Accumulator {
         }
         let batch = queue.batches.back_mut().expect("a batch was just ensured");
         let builder = batch.builder.as_mut().expect("an open batch has a builder");
-        builder.push(TimestampMs(timestamp), key, value);
+        builder.push(TimestampMs(timestamp), key, value, &[]);
         let index = batch.records;
         batch.records += 1;
         batch.bytes += size;

@@ -89,6 +89,17 @@ pub struct ConsumerRecord {
     pub timestamp_type: TimestampType,
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
+    /// The record's headers in order (magic 2 records); empty for magic 0/1, and then not
+    /// allocated.
+    pub headers: Vec<RecordHeader>,
+}
+
+/// One record header: Kafka's ordered key/value pairs, keys UTF-8 (and repeatable), values
+/// bytes or null.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub key: String,
+    pub value: Option<Bytes>,
 }
 
 /// A partition and an offset in it: a position reached, a commit, a starting point.
@@ -1504,6 +1515,14 @@ fn decode(
             timestamp_type: r.timestamp_type,
             key: r.key.map(slice),
             value: r.value.map(slice),
+            headers: r
+                .headers
+                .iter()
+                .map(|h| RecordHeader {
+                    key: h.key.to_owned(),
+                    value: h.value.map(slice),
+                })
+                .collect(),
         });
     })?;
     Ok(out)
@@ -1525,7 +1544,11 @@ mod tests {
                 Some(format!("v{}", base + i).as_bytes()),
             );
         }
-        let mut set = b.finish().unwrap();
+        as_stored(b.finish().unwrap(), base)
+    }
+
+    /// A producer's set with offsets assigned from `base`, as the broker stores it.
+    fn as_stored(mut set: Vec<u8>, base: u64) -> Bytes {
         prepare_append(
             &mut set,
             Offset(base),
@@ -1533,6 +1556,7 @@ mod tests {
                 max_message_bytes: crate::limits::MESSAGE_BYTES_MAX,
                 timestamp_type: TimestampType::CreateTime,
                 now: TimestampMs(0),
+                leader_epoch: 0,
             },
             &mut Vec::new(),
         )
@@ -1551,6 +1575,54 @@ mod tests {
             assert_eq!(got[0].value.as_deref(), Some(&b"v104"[..]));
             assert_eq!(got[0].key.as_deref(), Some(&b"k4"[..]));
         }
+    }
+
+    #[test]
+    fn magic_2_records_come_with_their_headers_and_skip_below_the_fetch_offset() {
+        use crate::format::{Header, RecordBatchBuilder};
+        let topic: Arc<str> = Arc::from("t");
+        for codec in Compression::ALL {
+            let mut b = RecordBatchBuilder::new(codec);
+            for i in 0..4u8 {
+                b.push(
+                    TimestampMs(1000 + i64::from(i)),
+                    None,
+                    Some(&[i]),
+                    [
+                        Header {
+                            key: "i",
+                            value: Some(&[i]),
+                        },
+                        Header {
+                            key: "null",
+                            value: None,
+                        },
+                    ],
+                );
+            }
+            let set = as_stored(b.finish().unwrap(), 50);
+            let got = decode(&topic, 0, &set, 52).unwrap();
+            let got: Vec<_> = got
+                .iter()
+                .map(|r| (r.offset.0, r.timestamp, r.headers.clone()))
+                .collect();
+            let h = |i: u8| {
+                vec![
+                    RecordHeader {
+                        key: "i".into(),
+                        value: Some(Bytes::copy_from_slice(&[i])),
+                    },
+                    RecordHeader {
+                        key: "null".into(),
+                        value: None,
+                    },
+                ]
+            };
+            assert_eq!(got, [(52, 1002, h(2)), (53, 1003, h(3))], "{codec:?}");
+        }
+        // Magic 1 records have no headers.
+        let got = decode(&topic, 0, &stored_set(Compression::None, 0, 2), 0).unwrap();
+        assert!(got.iter().all(|r| r.headers.is_empty()));
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub use cluster::{BrokerInfo, ListedOffset, OffsetSpec};
 pub use config::{Acks, AdminConfig, CommonConfig, ConsumerConfig, OffsetReset, ProducerConfig};
 pub use consumer::{
     Consumer, ConsumerRecord, GroupMembership, PartitionOffset, PollBatch, RebalanceEvent,
+    RecordHeader,
 };
 pub use offset_store::OffsetStore;
 pub use producer::{Producer, ProducerRecord};
