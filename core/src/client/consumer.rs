@@ -96,7 +96,7 @@ pub struct ConsumerRecord {
 
 /// One record header: Kafka's ordered key/value pairs, keys UTF-8 (and repeatable), values
 /// bytes or null.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RecordHeader {
     pub key: String,
     pub value: Option<Bytes>,
