@@ -468,3 +468,12 @@ pub const CLIENT_MISSING_TOPIC_TTL_MS: u64 = 1_000;
 const _: () = assert!(CLIENT_MISSING_TOPIC_TTL_MS >= CLIENT_METADATA_REFRESH_MS_MIN);
 /// Rebalance events a consumer keeps for its next `poll_batch` (one rebalance makes two).
 pub const CONSUMER_EVENTS_MAX: usize = 64;
+
+// ---- The idempotent producer's state on the broker (`storage/producer_state.rs`) ----
+
+/// Batches remembered per producer for duplicate detection (Kafka's `NUM_BATCHES_TO_RETAIN`:
+/// a producer has at most this many requests in flight per partition).
+pub const PRODUCER_BATCHES_RETAINED: usize = 5;
+/// Idempotent producers one partition tracks at once: bounds the table's memory (about 300 bytes
+/// a producer) and a snapshot's size.
+pub const PRODUCER_STATE_PRODUCERS_MAX: usize = 65_536;
