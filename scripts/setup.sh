@@ -10,7 +10,8 @@
 #     nodejs and npm (the Node.js package),
 #     maven and a JDK 17 (make test-kotlin: Maven fetches Kotlin, JNA, coroutines and JUnit from
 #     Maven Central), gcc (make test-swift parses the generated C header; Rust's linker needs
-#     it anyway).
+#     it anyway), iproute2 and nftables (the network-partition tests, `broker/tests/partitions.rs`,
+#     put etcd and the brokers in network namespaces and cut links with nftables rules).
 set -euo pipefail
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -35,6 +36,9 @@ need npm || apt_packages+=(npm)
 need mvn || apt_packages+=(maven)
 need javac || apt_packages+=(openjdk-17-jdk-headless)
 need gcc || apt_packages+=(gcc)
+# The network-partition tests (they skip, saying why, where namespaces cannot be made).
+need ip || apt_packages+=(iproute2)
+need nft || apt_packages+=(nftables)
 if ((${#apt_packages[@]})); then
   sudo=""
   if [[ $(id -u) -ne 0 ]]; then

@@ -113,6 +113,10 @@ pub struct BenchArgs {
     /// compression.type: none, gzip, snappy, lz4, zstd (produce, e2e).
     #[arg(long, default_value = "none")]
     pub compression: String,
+    /// message.format.version: 1 (the notes' magic 1) or 2 (Kafka's RecordBatch v2) (produce,
+    /// e2e).
+    #[arg(long = "message-format-version", default_value = "1")]
+    pub message_format_version: String,
     /// Sends outstanding at once, per producer (produce, e2e).
     #[arg(long = "in-flight", default_value_t = 10_000)]
     pub in_flight: usize,
@@ -214,6 +218,7 @@ impl BenchArgs {
         c.set("linger.ms", &self.linger_ms.to_string())?;
         c.set("batch.size", &self.batch_size.to_string())?;
         c.set("compression.type", &self.compression)?;
+        c.set("message.format.version", &self.message_format_version)?;
         c.set("client.id", "sluiceway-bench")?;
         c.validate()?;
         Ok(c)
@@ -329,6 +334,7 @@ pub fn summary(args: &BenchArgs, r: &BenchReport) -> String {
                 "linger_ms": produces.then_some(args.linger_ms),
                 "batch_size": produces.then_some(args.batch_size),
                 "compression": produces.then(|| args.compression.clone()),
+                "message_format_version": produces.then(|| args.message_format_version.clone()),
                 "in_flight": produces.then_some(args.in_flight),
                 "flush_policy": r.flush_policy,
                 "replication_factor": r.replication_factor,

@@ -859,8 +859,14 @@ impl Broker {
                 .collect();
             let reqs = requests.clone();
             let now_ms = self.now_ms();
+            // A follower the registry does not have registered (fenced) may fetch but is never
+            // proposed for an ISR (KIP-841); asked on every round, so it rejoins once registered.
+            let follower = replica.map(|id| ReplicaFetch {
+                id,
+                isr_eligible: self.registry.is_registered(id),
+            });
             let (results, bytes, failed, proposals) = tokio::task::spawn_blocking(move || {
-                read_partitions(&reqs, &resolved, response_max, replica, now_ms)
+                read_partitions(&reqs, &resolved, response_max, follower, now_ms)
             })
             .await
             .map_err(|e| {
@@ -1100,7 +1106,10 @@ pub(crate) fn leader_append(
     }
     let leadership = p.leadership();
     let bytes = set.len() as u64;
-    let info = p.log.append(set).map_err(|e| perr(&e))?;
+    let info = p
+        .log
+        .append_in_epoch(set, p.leader_epoch())
+        .map_err(|e| perr(&e))?;
     {
         let mut role = p.role();
         if let Role::Leader(ls) = &mut *role
@@ -1189,6 +1198,14 @@ pub(crate) fn check_epoch(
 /// An ISR change a replica fetch produced: the partition, the leader epoch, the proposed ISR.
 pub(crate) type IsrProposal = (Arc<Partition>, u32, Vec<BrokerId>);
 
+/// The follower behind a replica fetch.
+#[derive(Clone, Copy, Debug)]
+struct ReplicaFetch {
+    id: BrokerId,
+    /// Registered in the registry now: only then may the leader propose it for an ISR.
+    isr_eligible: bool,
+}
+
 /// Reads every requested partition once. Returns the results, the bytes read, whether any
 /// partition failed (a failure answers the fetch at once, as Kafka does), and the ISR changes
 /// that replica fetches proposed.
@@ -1196,7 +1213,7 @@ fn read_partitions(
     requests: &[v1::FetchPartition],
     resolved: &[std::result::Result<Arc<Partition>, PartitionError>],
     response_max: u32,
-    replica: Option<BrokerId>,
+    replica: Option<ReplicaFetch>,
     now_ms: u64,
 ) -> (Vec<v1::FetchPartitionResult>, u64, bool, Vec<IsrProposal>) {
     let mut budget = response_max;
@@ -1289,10 +1306,11 @@ fn read_partitions(
             if let Some(follower) = replica {
                 let fetched = crate::replica::on_replica_fetch(
                     &p,
-                    follower,
+                    follower.id,
                     Offset(req.fetch_offset as u64),
                     end,
                     now_ms,
+                    follower.isr_eligible,
                 )?;
                 if let Some(proposal) = fetched {
                     proposals.push(proposal);

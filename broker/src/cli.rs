@@ -203,7 +203,8 @@ struct ConsumeArgs {
     #[arg(long)]
     timeout_ms: Option<u64>,
     /// Output: text (the value, one per line) or json (one object per line: topic, partition,
-    /// offset, timestamp, key, value).
+    /// offset, timestamp, key, value, headers — a list of {key, value}, empty for records
+    /// without headers).
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// Print keys and values base64-encoded.
@@ -639,15 +640,22 @@ fn render(record: &ConsumerRecord, format: Format, base64: bool) -> Vec<u8> {
                 Some(b) if base64 => serde_json::Value::String(b64.encode(b)),
                 Some(b) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
             };
+            // Header keys are UTF-8 already; values are bytes like the value.
+            let headers: Vec<serde_json::Value> = record
+                .headers
+                .iter()
+                .map(|h| serde_json::json!({"key": h.key, "value": enc(h.value.as_deref())}))
+                .collect();
             // Written by hand to keep the documented field order.
             format!(
-                "{{\"topic\":{},\"partition\":{},\"offset\":{},\"timestamp\":{},\"key\":{},\"value\":{}}}\n",
+                "{{\"topic\":{},\"partition\":{},\"offset\":{},\"timestamp\":{},\"key\":{},\"value\":{},\"headers\":{}}}\n",
                 serde_json::Value::String(record.topic.to_string()),
                 record.partition,
                 record.offset.0,
                 record.timestamp,
                 enc(record.key.as_deref()),
-                enc(record.value.as_deref())
+                enc(record.value.as_deref()),
+                serde_json::Value::Array(headers)
             )
             .into_bytes()
         }

@@ -79,20 +79,23 @@ fn fence(p: &Partition, epoch: i32, current: u32) -> Result<(), PartitionError> 
 }
 
 /// Feeds one replica fetch (after its read) to the leader state: `leader_end` is the log end
-/// the read saw. Moves the high watermark when it advanced; returns an ISR expansion to submit.
+/// the read saw; `eligible` whether the registry has the follower registered now (a fenced
+/// follower is never proposed for the ISR, KIP-841). Moves the high watermark when it advanced;
+/// returns an ISR expansion to submit.
 pub(crate) fn on_replica_fetch(
     p: &Arc<Partition>,
     follower: BrokerId,
     fetch_offset: Offset,
     leader_end: Offset,
     now_ms: u64,
+    eligible: bool,
 ) -> Result<Option<IsrProposal>, PartitionError> {
     let mut role = p.role();
     let Role::Leader(ls) = &mut *role else {
         drop(role);
         return Err(p.not_leader());
     };
-    match ls.on_follower_fetch(follower, fetch_offset, leader_end, now_ms) {
+    match ls.on_follower_fetch(follower, fetch_offset, leader_end, now_ms, eligible) {
         Ok(outcome) => {
             if let Some(hw) = outcome.high_watermark {
                 p.advance_high_watermark(hw);

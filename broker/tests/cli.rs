@@ -1128,3 +1128,57 @@ fn two_group_consumers_with_default_settings_split_six_partitions() {
     let c = Running::spawn(&b, &member);
     assert_split_exactly_once(a, c, &all);
 }
+
+/// `consume --format json` prints each record's headers (magic 2 records), in order, with
+/// values as text or base64 like the value; records without headers have an empty list.
+#[test]
+fn consume_json_shows_headers() {
+    use sluiceway_core::TimestampMs;
+    use sluiceway_core::format::{Compression, Header, RecordBatchBuilder};
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = b.client().await;
+        crate::support::create_topic(&mut c, "h", 1, &[]).await;
+        let mut batch = RecordBatchBuilder::new(Compression::Gzip);
+        batch.push(
+            TimestampMs(1_700_000_000_000),
+            Some(b"k"),
+            Some(b"v"),
+            [
+                Header {
+                    key: "trace",
+                    value: Some(b"t1"),
+                },
+                Header {
+                    key: "gone",
+                    value: None,
+                },
+            ],
+        );
+        let r = crate::support::produce(&mut c, "h", 0, batch.finish().unwrap()).await;
+        assert_eq!(r.error_code, 0, "{}", r.error_message);
+        let r = crate::support::produce(&mut c, "h", 0, crate::support::set_of(&["plain"])).await;
+        assert_eq!(r.error_code, 0, "{}", r.error_message);
+    });
+    for (base64, trace) in [(false, "t1"), (true, "dDE=")] {
+        let mut args = vec!["consume", "h", "--from-beginning", "--format", "json"];
+        args.extend(["--max-messages", "2"]);
+        if base64 {
+            args.push("--base64");
+        }
+        let o = b.run(&args, b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let rows: Vec<serde_json::Value> = stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            rows[0]["headers"],
+            serde_json::json!([{"key": "trace", "value": trace}, {"key": "gone", "value": null}]),
+            "{rows:?}"
+        );
+        assert_eq!(rows[1]["headers"], serde_json::json!([]), "{rows:?}");
+    }
+}

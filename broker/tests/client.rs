@@ -859,66 +859,77 @@ async fn acks_zero_has_no_offsets() {
 }
 
 /// Per-send settings: one producer (acks=1, no compression) sends, all at once, a batch with
-/// each `acks` level and each codec to one partition. Every batch is delivered (offsets except
-/// with acks=0), comes back whole, and keeps its own order; the offsets of the acked batches
-/// are distinct.
+/// each `acks` level and each codec to one partition, in each `message.format.version`. Every
+/// batch is delivered (offsets except with acks=0), comes back whole, and keeps its own order;
+/// the offsets of the acked batches are distinct.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_batch_with_other_acks_and_codecs_through_one_producer() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
     bounded(async {
-        create(&b, "mixed", 1).await;
-        let p = producer(&b, &[("acks", "1"), ("linger.ms", "20")]).await;
-        let mut sends = Vec::new();
-        for acks in [Acks::None, Acks::Leader, Acks::All] {
-            for codec in Compression::ALL {
-                let tag = format!("{}-{}", acks.name(), codec.name());
-                let records = (0..20)
-                    .map(|i| {
-                        ProducerRecord::new("mixed", format!("{tag}-{i:02}-{}", "z".repeat(i)))
-                    })
-                    .collect();
-                let settings = SendSettings {
-                    acks,
-                    compression: codec,
-                };
-                sends.push((
-                    tag,
-                    acks,
-                    p.send_batch_with(records, settings).await.unwrap(),
-                ));
-            }
-        }
-        let mut offsets = std::collections::BTreeSet::new();
-        for (tag, acks, batch) in sends {
-            for m in deliver_all(batch).await {
-                match acks {
-                    Acks::None => assert_eq!(m.offset, None, "{tag}"),
-                    _ => assert!(offsets.insert(m.offset.expect("an offset").0), "{tag}"),
-                }
-            }
-        }
-        p.close(None).await.unwrap();
-        assert_eq!(offsets.len(), 2 * 5 * 20);
-
-        let c = Consumer::new(consumer_config(&b)).await.unwrap();
-        c.assign(tps("mixed", 1)).unwrap();
-        let got = poll_n(&c, 3 * 5 * 20).await;
-        let mut per_tag: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for r in &got {
-            let v = value(r);
-            let tag = v.rsplitn(3, '-').nth(2).unwrap().to_owned();
-            per_tag.entry(tag).or_default().push(v);
-        }
-        assert_eq!(per_tag.len(), 15, "{:?}", per_tag.keys());
-        for (tag, values) in per_tag {
-            let want: Vec<String> = (0..20)
-                .map(|i| format!("{tag}-{i:02}-{}", "z".repeat(i)))
-                .collect();
-            assert_eq!(values, want, "{tag}: whole and in order");
+        for version in ["1", "2"] {
+            mixed_settings_round_trip(&b, version).await;
         }
     })
     .await;
+}
+
+async fn mixed_settings_round_trip(b: &TestBroker, version: &str) {
+    let topic = format!("mixed-v{version}");
+    let topic = topic.as_str();
+    create(b, topic, 1).await;
+    let config = [
+        ("acks", "1"),
+        ("linger.ms", "20"),
+        ("message.format.version", version),
+    ];
+    let p = producer(b, &config).await;
+    let mut sends = Vec::new();
+    for acks in [Acks::None, Acks::Leader, Acks::All] {
+        for codec in Compression::ALL {
+            let tag = format!("{}-{}", acks.name(), codec.name());
+            let records = (0..20)
+                .map(|i| ProducerRecord::new(topic, format!("{tag}-{i:02}-{}", "z".repeat(i))))
+                .collect();
+            let settings = SendSettings {
+                acks,
+                compression: codec,
+            };
+            sends.push((
+                tag,
+                acks,
+                p.send_batch_with(records, settings).await.unwrap(),
+            ));
+        }
+    }
+    let mut offsets = std::collections::BTreeSet::new();
+    for (tag, acks, batch) in sends {
+        for m in deliver_all(batch).await {
+            match acks {
+                Acks::None => assert_eq!(m.offset, None, "{tag}"),
+                _ => assert!(offsets.insert(m.offset.expect("an offset").0), "{tag}"),
+            }
+        }
+    }
+    p.close(None).await.unwrap();
+    assert_eq!(offsets.len(), 2 * 5 * 20);
+
+    let c = Consumer::new(consumer_config(b)).await.unwrap();
+    c.assign(tps(topic, 1)).unwrap();
+    let got = poll_n(&c, 3 * 5 * 20).await;
+    let mut per_tag: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in &got {
+        let v = value(r);
+        let tag = v.rsplitn(3, '-').nth(2).unwrap().to_owned();
+        per_tag.entry(tag).or_default().push(v);
+    }
+    assert_eq!(per_tag.len(), 15, "{:?}", per_tag.keys());
+    for (tag, values) in per_tag {
+        let want: Vec<String> = (0..20)
+            .map(|i| format!("{tag}-{i:02}-{}", "z".repeat(i)))
+            .collect();
+        assert_eq!(values, want, "v{version} {tag}: whole and in order");
+    }
 }
 
 #[allow(dead_code)] // its `main` is for `cargo run --example quickstart`

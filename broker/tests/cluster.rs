@@ -16,7 +16,9 @@
 //! - group members that bootstrap from different brokers share one coordinator, whose commits
 //!   survive its `kill -9`;
 //! - preferred replicas lead again after a restart; a rolling restart with SIGTERM fails no
-//!   acks=all send and loses nothing.
+//!   acks=all send and loses nothing;
+//! - magic 2 batches beside magic 1 sets replicate as stored, each keeping the epoch of the
+//!   leader that appended it, across a leader's `kill -9`.
 //!
 //! Every test is bounded (a hang is a failure); waits are on conditions with generous deadlines
 //! ([`CONDITION_TIMEOUT`]), never assertions on speed.
@@ -29,259 +31,12 @@ use std::time::Duration;
 
 use sluiceway_core::ErrorCode;
 use sluiceway_core::client::{
-    Acks, Admin, AdminConfig, Consumer, ConsumerConfig, DeliveryFuture, NewTopic, OffsetReset,
-    OffsetSpec, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    Acks, Consumer, DeliveryFuture, Producer, ProducerRecord, TopicPartition,
 };
 use sluiceway_proto::v1;
 
 use crate::cluster_support::*;
 use crate::support::{bin, code, fetch_once, produce_partition, records, set_of};
-
-async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
-    tokio::time::timeout(limit, f)
-        .await
-        .unwrap_or_else(|_| panic!("test timed out after {limit:?}"))
-}
-
-async fn admin(cluster: &TestCluster) -> Admin {
-    Admin::new(AdminConfig::new(&cluster.bootstrap()))
-        .await
-        .expect("admin")
-}
-
-/// Creates `topic` with replication factor 3 and waits until every partition is fully in sync.
-async fn create_rf3(cluster: &TestCluster, topic: &str, partitions: u32, configs: &[(&str, &str)]) {
-    let mut t = NewTopic::new(topic, partitions).replication_factor(3);
-    for (k, v) in configs {
-        t = t.config(*k, *v);
-    }
-    admin(cluster)
-        .await
-        .create_topic(t)
-        .await
-        .expect("create topic");
-    cluster.wait_fully_replicated(topic).await;
-}
-
-async fn producer(bootstrap: &str, acks: Acks, extra: &[(&str, &str)]) -> Producer {
-    let mut config = ProducerConfig::new(bootstrap)
-        .acks(acks)
-        .linger(Duration::from_millis(2));
-    for (k, v) in extra {
-        config.set(k, v).expect("producer config");
-    }
-    Producer::new(config).await.expect("producer")
-}
-
-/// One acknowledged record: where the broker said it landed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Acked {
-    partition: u32,
-    offset: u64,
-    value: String,
-}
-
-/// Sends `values` (keyless, sticky partitioning) and waits for every delivery; panics on a failed
-/// one.
-async fn send_all(p: &Producer, topic: &str, values: &[String]) -> Vec<Acked> {
-    let futures = p
-        .send_batch(
-            values
-                .iter()
-                .map(|v| ProducerRecord::new(topic, v.clone()))
-                .collect(),
-        )
-        .await
-        .unwrap();
-    let mut acked = Vec::with_capacity(values.len());
-    for (f, v) in futures.into_futures().into_iter().zip(values) {
-        let m = f
-            .await
-            .unwrap_or_else(|e| panic!("{v} was not delivered: {e}"));
-        acked.push(Acked {
-            partition: m.partition,
-            offset: m.offset.expect("acks >= 1 gives an offset").0,
-            value: v.clone(),
-        });
-    }
-    acked
-}
-
-fn values(prefix: &str, range: std::ops::Range<u64>) -> Vec<String> {
-    range.map(|i| format!("{prefix}-{i}")).collect()
-}
-
-/// Each partition's high watermark, as its leader reports it (`ListOffsets` latest).
-async fn high_watermarks(cluster: &TestCluster, topic: &str, partitions: u32) -> Vec<u64> {
-    let specs: Vec<_> = (0..partitions)
-        .map(|p| (TopicPartition::new(topic, p), OffsetSpec::Latest))
-        .collect();
-    admin(cluster)
-        .await
-        .list_offsets(&specs)
-        .await
-        .into_iter()
-        .enumerate()
-        .map(|(p, r)| {
-            let r = r.unwrap_or_else(|e| panic!("list offsets of {topic}-{p}: {e}"));
-            r.high_watermark.0
-        })
-        .collect()
-}
-
-fn consumer_config(bootstrap: &str) -> ConsumerConfig {
-    ConsumerConfig::new(bootstrap)
-        .auto_offset_reset(OffsetReset::Earliest)
-        .fetch_max_wait(Duration::from_millis(100))
-}
-
-/// Reads every partition of `topic` from the beginning up to `hws` with a standalone consumer:
-/// `(partition, offset) → value`. Panics if a record is read twice.
-async fn read_up_to(bootstrap: &str, topic: &str, hws: &[u64]) -> BTreeMap<(u32, u64), String> {
-    let c = Consumer::new(consumer_config(bootstrap))
-        .await
-        .expect("consumer");
-    c.assign(
-        (0..hws.len() as u32)
-            .map(|p| TopicPartition::new(topic, p))
-            .collect(),
-    )
-    .unwrap();
-    let mut next = vec![0u64; hws.len()];
-    let mut out = BTreeMap::new();
-    while next.iter().zip(hws).any(|(n, hw)| n < hw) {
-        for r in c.poll(Duration::from_secs(2)).await.expect("poll") {
-            let v = String::from_utf8(r.value.as_deref().unwrap_or_default().to_vec()).unwrap();
-            assert!(
-                out.insert((r.partition, r.offset.0), v).is_none(),
-                "{topic}-{} offset {} read twice",
-                r.partition,
-                r.offset.0
-            );
-            next[r.partition as usize] = next[r.partition as usize].max(r.offset.0 + 1);
-        }
-    }
-    c.close(None).await.ok();
-    out
-}
-
-/// Every acknowledged record is at its acknowledged offset in `log`.
-fn assert_acked_present(what: &str, acked: &[Acked], log: &BTreeMap<(u32, u64), String>) {
-    let mut missing = Vec::new();
-    for a in acked {
-        match log.get(&(a.partition, a.offset)) {
-            Some(v) if *v == a.value => {}
-            Some(v) => panic!(
-                "{what}: offset {} of partition {} holds {v:?}, but {:?} was acknowledged there",
-                a.offset, a.partition, a.value
-            ),
-            None => missing.push(a),
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "{what}: {} acknowledged records are missing, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
-}
-
-/// Two acknowledgements never name the same offset (an offset that held two messages).
-fn assert_acks_distinct(acked: &[Acked]) {
-    let mut at: BTreeMap<(u32, u64), &str> = BTreeMap::new();
-    for a in acked {
-        if let Some(prev) = at.insert((a.partition, a.offset), &a.value) {
-            panic!(
-                "partition {} offset {} was acknowledged for {prev:?} and for {:?}",
-                a.partition, a.offset, a.value
-            );
-        }
-    }
-}
-
-/// Reads every running-or-not replica's copy of every partition from disk (the brokers must be
-/// dead) and checks that the replicas hold identical records at identical offsets below `hws`,
-/// with no gap. Returns the records below the high watermarks, `(partition, offset) → value`.
-fn compare_replicas(
-    cluster: &TestCluster,
-    topic: &str,
-    hws: &[u64],
-) -> BTreeMap<(u32, u64), String> {
-    assert!(
-        cluster.brokers.iter().all(|b| !b.running()),
-        "stop the brokers before reading their disks"
-    );
-    let mut all = BTreeMap::new();
-    for (p, &hw) in hws.iter().enumerate() {
-        let p = p as u32;
-        let mut reference: Option<(i32, BTreeMap<u64, Vec<u8>>)> = None;
-        for b in &cluster.brokers {
-            let replica = read_replica(&b.data_dir(), topic, p);
-            assert!(
-                replica.log_end_offset >= hw,
-                "broker {} has {topic}-{p} only up to {} but the high watermark is {hw}",
-                b.id,
-                replica.log_end_offset
-            );
-            let below = replica.below(hw);
-            let expected: Vec<u64> = (replica.log_start_offset..hw).collect();
-            let got: Vec<u64> = below.keys().copied().collect();
-            assert!(
-                got == expected,
-                "broker {}: {topic}-{p} has gaps below the high watermark {hw}",
-                b.id
-            );
-            match &reference {
-                None => reference = Some((b.id, below)),
-                Some((ref_id, ref_records)) => {
-                    if let Some((o, v)) = below.iter().find(|(o, v)| ref_records.get(o) != Some(v))
-                    {
-                        panic!(
-                            "{topic}-{p} offset {o}: broker {} holds {:?}, broker {ref_id} holds \
-                             {:?} (below the high watermark {hw})",
-                            b.id,
-                            String::from_utf8_lossy(v),
-                            ref_records
-                                .get(o)
-                                .map(|v| String::from_utf8_lossy(v).into_owned())
-                        );
-                    }
-                    assert_eq!(
-                        below.len(),
-                        ref_records.len(),
-                        "{topic}-{p}: brokers {} and {ref_id} differ below the high watermark",
-                        b.id
-                    );
-                }
-            }
-        }
-        for (o, v) in reference.expect("three replicas").1 {
-            all.insert((p, o), String::from_utf8(v).unwrap());
-        }
-    }
-    all
-}
-
-/// Values stored at more than one offset (producer retries after a lost answer), counted.
-fn count_duplicates(log: &BTreeMap<(u32, u64), String>) -> usize {
-    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    for v in log.values() {
-        *seen.entry(v).or_default() += 1;
-    }
-    seen.values().map(|n| n - 1).sum()
-}
-
-async fn partition_state(cluster: &TestCluster, topic: &str, p: u32) -> (i32, i32) {
-    wait_for(
-        &format!("{topic}-{p} to have a leader"),
-        CONDITION_TIMEOUT,
-        async || {
-            let m = cluster.partition(topic, p).await?;
-            (m.leader_id >= 0).then_some((m.leader_id, m.leader_epoch))
-        },
-    )
-    .await
-}
 
 /// A raw produce of one value to partition 0 through `client` (no client retries, no routing).
 async fn raw_produce(
@@ -679,6 +434,69 @@ async fn sigstopped_follower_leaves_the_isr_and_rejoins_after_sigcont() {
             &acked,
             &on_disk,
         );
+    })
+    .await;
+}
+
+/// Issue #17 (Kafka's KIP-841): a follower whose registration is gone catches up with the
+/// leader before it registers again. The leader must not propose it for the ISR until it is
+/// registered: before the fix the leader added it back, the controller removed it again (it is
+/// not registered) and every round bumped the leader epoch — seen going from 2 to 15 within half
+/// a second. Now the epoch moves once (the controller's removal) and the follower rejoins after
+/// it registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_caught_up_before_it_registers_again_does_not_make_the_isr_flap() {
+    const TOPIC: &str = "flap";
+    // A 6 s session: the broker renews its lease every 2 s, so after the revoke it stays
+    // unregistered for up to 2 s while it goes on fetching from the leader at the new epoch.
+    let mut cluster = TestCluster::start(3, &["--registry-session-timeout-ms", "6000"]).await;
+    bounded(Duration::from_secs(300), async {
+        create_rf3(&cluster, TOPIC, 1, &[]).await;
+        let p = producer(&cluster.bootstrap(), Acks::All, &[]).await;
+        let mut acked = send_all(&p, TOPIC, &values("a", 0..1000)).await;
+        let (leader, epoch) = partition_state(&cluster, TOPIC, 0).await;
+        let controller = cluster.controller().await;
+        let follower = (1..=3)
+            .find(|id| *id != leader && Some(*id) != controller)
+            .expect("a follower that is not the controller");
+
+        cluster.revoke_lease(follower).await;
+        eprintln!("revoked the lease of broker {follower} (leader {leader}, epoch {epoch})");
+        // The controller takes the unregistered follower out of the ISR: one epoch up.
+        wait_for(
+            "the controller to remove the unregistered follower",
+            CONDITION_TIMEOUT,
+            async || {
+                let m = cluster.partition(TOPIC, 0).await?;
+                (m.leader_epoch > epoch).then_some(())
+            },
+        )
+        .await;
+        acked.extend(send_all(&p, TOPIC, &values("b", 0..500)).await);
+        // It registers again and the leader takes it back in, without another epoch.
+        cluster.wait_registered(3).await;
+        wait_until(
+            &format!("broker {follower} back in the ISR"),
+            CONDITION_TIMEOUT,
+            async || cluster.isr_of(TOPIC, 0).await.len() == 3,
+        )
+        .await;
+        acked.extend(send_all(&p, TOPIC, &values("c", 0..500)).await);
+        let (after_leader, after_epoch) = partition_state(&cluster, TOPIC, 0).await;
+        assert_eq!(after_leader, leader, "leadership did not move");
+        assert_eq!(
+            after_epoch,
+            epoch + 1,
+            "the leader epoch moved {} times; only the controller's removal of the \
+             unregistered follower should change it (the ISR flapped)",
+            after_epoch - epoch
+        );
+        p.close(None).await.unwrap();
+        cluster.wait_fully_replicated(TOPIC).await;
+        let hws = high_watermarks(&cluster, TOPIC, 1).await;
+        cluster.kill9_all();
+        let on_disk = compare_replicas(&cluster, TOPIC, &hws);
+        assert_acked_present("every replica", &acked, &on_disk);
     })
     .await;
 }
@@ -1623,6 +1441,129 @@ async fn rolling_restart_with_sigterm_fails_no_send_and_loses_nothing() {
             log.len(),
             count_duplicates(&log)
         );
+    })
+    .await;
+}
+
+/// A magic 2 batch of `values` with one header each, as a producer builds it.
+fn batch_v2(values: &[String]) -> Vec<u8> {
+    let mut b =
+        sluiceway_core::format::RecordBatchBuilder::new(sluiceway_core::format::Compression::Lz4);
+    for v in values {
+        b.push(
+            sluiceway_core::TimestampMs(1_700_000_000_000),
+            None,
+            Some(v.as_bytes()),
+            [sluiceway_core::format::Header {
+                key: "v",
+                value: Some(v.as_bytes()),
+            }],
+        );
+    }
+    b.finish().unwrap()
+}
+
+/// Produces `set` with acks=all to partition 0 through `client`, expecting success.
+async fn produce_all(client: &mut crate::support::Client, topic: &str, set: Vec<u8>) {
+    let r = client
+        .log
+        .produce(v1::ProduceRequest {
+            acks: -1,
+            timeout_ms: 10_000,
+            partitions: vec![produce_partition(topic, 0, set)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        code(r.results[0].error_code),
+        ErrorCode::None,
+        "{}",
+        r.results[0].error_message
+    );
+}
+
+/// Every shallow entry of a replica's partition below `hw`, read from its segment files as
+/// stored: (last offset, magic, the entry's bytes after its offset field).
+fn stored_entries(dir: &std::path::Path, topic: &str, hw: u64) -> Vec<(u64, u8, Vec<u8>)> {
+    let dir = dir.join(sluiceway_core::storage::PartitionLog::dir_name(topic, 0));
+    let mut logs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let mut out = Vec::new();
+    for path in logs {
+        let bytes = std::fs::read(&path).unwrap();
+        for e in sluiceway_core::format::Entries::new(&bytes) {
+            let Ok(e) = e else { break }; // a torn tail above the high watermark
+            if e.last_offset().0 < hw {
+                out.push((e.last_offset().0, e.magic(), e.bytes[8..].to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// Magic 2 batches and magic 1 sets in one replicated partition: followers store the leader's
+/// bytes as they are (each batch keeps the epoch of the leader that appended it, inside bytes
+/// the CRC does not cover), a new leader after a kill -9 stamps its own epoch, and the
+/// restarted old leader catches up to identical entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn magic_2_batches_replicate_as_stored_across_a_leader_kill9() {
+    const TOPIC: &str = "magic2";
+    let mut cluster = TestCluster::start(3, &[]).await;
+    bounded(Duration::from_secs(300), async {
+        create_rf3(&cluster, TOPIC, 1, &[("min.insync.replicas", "2")]).await;
+        let (old, epoch) = partition_state(&cluster, TOPIC, 0).await;
+        let mut c = cluster.client(old).await;
+        for i in 0..20u64 {
+            let vs = values(&format!("a{i}-"), 0..3);
+            let set = if i % 2 == 0 {
+                batch_v2(&vs)
+            } else {
+                set_of(&vs)
+            };
+            produce_all(&mut c, TOPIC, set).await;
+        }
+        cluster.kill9(old);
+        let (new, new_epoch) = cluster.wait_new_leader(TOPIC, 0, old, epoch).await;
+        let mut c = cluster.client(new).await;
+        for i in 0..10u64 {
+            produce_all(&mut c, TOPIC, batch_v2(&values(&format!("b{i}-"), 0..2))).await;
+        }
+        cluster.restart(old);
+        cluster.wait_fully_replicated(TOPIC).await;
+        let hws = high_watermarks(&cluster, TOPIC, 1).await;
+        assert_eq!(hws, [80]);
+        cluster.kill9_all();
+        let on_disk = compare_replicas(&cluster, TOPIC, &hws);
+        assert_eq!(on_disk.len(), 80);
+        let mut reference = None;
+        for b in &cluster.brokers {
+            let entries = stored_entries(&b.data_dir(), TOPIC, hws[0]);
+            let epochs: Vec<(u64, i32)> = entries
+                .iter()
+                .filter(|e| e.1 == 2)
+                .map(|e| (e.0, i32::from_be_bytes(e.2[4..8].try_into().unwrap())))
+                .collect();
+            assert_eq!(epochs.len(), 20, "broker {}", b.id);
+            assert!(
+                epochs[..10].iter().all(|e| e.1 == epoch),
+                "broker {}: {epochs:?}",
+                b.id
+            );
+            assert!(
+                epochs[10..].iter().all(|e| e.1 == new_epoch),
+                "broker {}: {epochs:?}",
+                b.id
+            );
+            match &reference {
+                None => reference = Some(entries),
+                Some(r) => assert!(r == &entries, "broker {} stores other bytes", b.id),
+            }
+        }
     })
     .await;
 }

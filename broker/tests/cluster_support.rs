@@ -17,12 +17,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::Client;
+use sluiceway_core::client::{
+    Acks, Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, OffsetSpec,
+    Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
 use sluiceway_core::format::for_each_record;
 use sluiceway_core::storage::{LogConfig, PartitionLog, SystemClock};
 use sluiceway_core::types::Offset;
 use sluiceway_proto::v1;
 
-use crate::support::TestBroker;
+use crate::netns::{ETCD_CLIENT_PORT, ETCD_PEER_PORT, NetLab, Node};
+use crate::support::{TestBroker, command_in};
 
 /// How long a condition on the cluster (a failover, an ISR change, a restart) may take before the
 /// test fails. Generous: these are liveness bounds, never speed assertions.
@@ -93,6 +98,10 @@ pub async fn wait_for<T>(
 #[derive(Debug)]
 pub struct TestEtcd {
     child: Option<Child>,
+    /// The address it listens on (127.0.0.1, or its address in a network namespace).
+    pub host: String,
+    /// Its network namespace, when it runs in one (`netns.rs`).
+    pub netns: Option<String>,
     pub client_port: u16,
     pub peer_port: u16,
     pub data_dir: PathBuf,
@@ -107,8 +116,22 @@ impl TestEtcd {
         while peer_port == client_port {
             peer_port = free_port();
         }
+        TestEtcd::start_in(root, None, "127.0.0.1", client_port, peer_port)
+    }
+
+    /// Starts etcd listening on `host`, inside network namespace `netns` when given (`host` is
+    /// then its address there).
+    pub fn start_in(
+        root: &Path,
+        netns: Option<&str>,
+        host: &str,
+        client_port: u16,
+        peer_port: u16,
+    ) -> TestEtcd {
         let mut etcd = TestEtcd {
             child: None,
+            host: host.to_owned(),
+            netns: netns.map(str::to_owned),
             client_port,
             peer_port,
             data_dir: root.join("etcd"),
@@ -126,9 +149,9 @@ impl TestEtcd {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(&bin)
+        let client = format!("http://{}:{}", self.host, self.client_port);
+        let peer = format!("http://{}:{}", self.host, self.peer_port);
+        let child = command_in(self.netns.as_deref(), &bin)
             .args(["--name", "sluiceway-test", "--data-dir"])
             .arg(&self.data_dir)
             .args(["--listen-client-urls", &client])
@@ -175,7 +198,7 @@ impl TestEtcd {
 
     /// `GET /health` answered `{"health":"true"}`.
     pub fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
+        let Ok(mut s) = TcpStream::connect((self.host.as_str(), self.client_port)) else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -194,7 +217,7 @@ impl TestEtcd {
 
     /// `HOST:PORT` of the client endpoint.
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        format!("{}:{}", self.host, self.client_port)
     }
 
     /// The broker's `--registry` value.
@@ -277,6 +300,9 @@ pub struct TestCluster {
     /// Declared before `etcd` so that brokers die first (fields drop in order).
     pub brokers: Vec<ClusterBroker>,
     pub etcd: TestEtcd,
+    /// The network namespaces of etcd and the brokers, when the cluster runs in them
+    /// ([`TestCluster::start_in_namespaces`]); after them so that the processes die first.
+    pub net: Option<NetLab>,
     /// Flags given to every broker (registry, session, lag time, and the test's extras).
     args: Vec<String>,
     pub root: tempfile::TempDir,
@@ -288,8 +314,27 @@ impl TestCluster {
     /// registered. Like every [`TestBroker`], the brokers have no initial rebalance delay unless
     /// `extra` gives `--group-initial-rebalance-delay-ms`.
     pub async fn start(n: usize, extra: &[&str]) -> TestCluster {
+        TestCluster::start_with(n, extra, None).await
+    }
+
+    /// Like [`TestCluster::start`], with etcd and each broker in its own network namespace of
+    /// `net` (`netns.rs`), where links can be cut; the caller runs in the lab's client namespace.
+    pub async fn start_in_namespaces(net: NetLab, n: usize, extra: &[&str]) -> TestCluster {
+        TestCluster::start_with(n, extra, Some(net)).await
+    }
+
+    async fn start_with(n: usize, extra: &[&str], net: Option<NetLab>) -> TestCluster {
         let root = tempfile::tempdir().unwrap();
-        let etcd = TestEtcd::start(root.path());
+        let etcd = match &net {
+            None => TestEtcd::start(root.path()),
+            Some(net) => TestEtcd::start_in(
+                root.path(),
+                Some(&net.namespace(Node::Etcd)),
+                &Node::Etcd.ip(),
+                ETCD_CLIENT_PORT,
+                ETCD_PEER_PORT,
+            ),
+        };
         let mut args = vec!["--registry".to_owned(), etcd.registry_url()];
         let has = |flag: &str| extra.iter().any(|a| a.starts_with(flag));
         if !has("--registry-session-timeout-ms") {
@@ -308,13 +353,18 @@ impl TestCluster {
         let mut cluster = TestCluster {
             brokers: Vec::with_capacity(n),
             etcd,
+            net,
             args,
             root,
         };
         for id in 1..=n as i32 {
             let broker_root = cluster.root.path().join(format!("broker-{id}"));
             std::fs::create_dir_all(&broker_root).unwrap();
-            let process = cluster.spawn(id, &broker_root, "127.0.0.1:0");
+            let listen = match &cluster.net {
+                None => "127.0.0.1:0".to_owned(),
+                Some(net) => net.broker_addr(id),
+            };
+            let process = cluster.spawn(id, &broker_root, &listen);
             cluster.brokers.push(ClusterBroker {
                 id,
                 root: broker_root,
@@ -331,7 +381,8 @@ impl TestCluster {
         let id_s = id.to_string();
         let mut args: Vec<&str> = vec!["--broker-id", &id_s];
         args.extend(self.args.iter().map(String::as_str));
-        TestBroker::start_on(root, listen, &args, &[])
+        let netns = self.net.as_ref().map(|net| net.namespace(Node::Broker(id)));
+        TestBroker::start_in(netns.as_deref(), root, listen, &args, &[])
     }
 
     pub fn broker(&self, id: i32) -> &ClusterBroker {
@@ -490,6 +541,46 @@ impl TestCluster {
         isr
     }
 
+    /// The controller as the first serving broker that answers sees it.
+    pub async fn controller(&self) -> Option<i32> {
+        for b in self.brokers.iter().filter(|b| b.serving()) {
+            let addr = b.addr.clone();
+            let call = async move {
+                let mut c = Client::connect(&addr).await.ok()?;
+                let r = c
+                    .registry
+                    .list_brokers(v1::ListBrokersRequest {})
+                    .await
+                    .ok()?;
+                Some(r.into_inner().controller_id)
+            };
+            if let Ok(Some(id)) = tokio::time::timeout(METADATA_CALL_TIMEOUT, call).await {
+                return (id >= 0).then_some(id);
+            }
+        }
+        None
+    }
+
+    /// Revokes broker `id`'s lease in etcd, as an expired session would: its registration goes
+    /// at once, while the process runs on and notices at its next keep-alive (every third of
+    /// the session timeout), then registers again under a new lease.
+    pub async fn revoke_lease(&self, id: i32) {
+        let mut etcd = etcd_client::Client::connect([self.etcd.endpoint()], None)
+            .await
+            .expect("connect to the test etcd");
+        let key = format!("/sluiceway/brokers/{id}");
+        let got = etcd
+            .get(key.as_str(), None)
+            .await
+            .expect("read the registration");
+        let lease = got
+            .kvs()
+            .first()
+            .unwrap_or_else(|| panic!("{key} is not in etcd"))
+            .lease();
+        etcd.lease_revoke(lease).await.expect("revoke the lease");
+    }
+
     /// Waits until the registry reports `n` live brokers.
     pub async fn wait_registered(&self, n: usize) {
         wait_until(
@@ -635,4 +726,257 @@ impl ReplicaLog {
             .map(|(o, v)| (*o, v.clone()))
             .collect()
     }
+}
+
+// ---- Workloads and checks shared by the cluster tests (`cluster.rs`, `partitions.rs`) ----
+
+pub async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| panic!("test timed out after {limit:?}"))
+}
+
+pub async fn admin(cluster: &TestCluster) -> Admin {
+    Admin::new(AdminConfig::new(&cluster.bootstrap()))
+        .await
+        .expect("admin")
+}
+
+/// Creates `topic` with replication factor 3 and waits until every partition is fully in sync.
+pub async fn create_rf3(
+    cluster: &TestCluster,
+    topic: &str,
+    partitions: u32,
+    configs: &[(&str, &str)],
+) {
+    let mut t = NewTopic::new(topic, partitions).replication_factor(3);
+    for (k, v) in configs {
+        t = t.config(*k, *v);
+    }
+    admin(cluster)
+        .await
+        .create_topic(t)
+        .await
+        .expect("create topic");
+    cluster.wait_fully_replicated(topic).await;
+}
+
+pub async fn producer(bootstrap: &str, acks: Acks, extra: &[(&str, &str)]) -> Producer {
+    let mut config = ProducerConfig::new(bootstrap)
+        .acks(acks)
+        .linger(Duration::from_millis(2));
+    for (k, v) in extra {
+        config.set(k, v).expect("producer config");
+    }
+    Producer::new(config).await.expect("producer")
+}
+
+/// One acknowledged record: where the broker said it landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acked {
+    pub partition: u32,
+    pub offset: u64,
+    pub value: String,
+}
+
+/// Sends `values` (keyless, sticky partitioning) and waits for every delivery; panics on a failed
+/// one.
+pub async fn send_all(p: &Producer, topic: &str, values: &[String]) -> Vec<Acked> {
+    let futures = p
+        .send_batch(
+            values
+                .iter()
+                .map(|v| ProducerRecord::new(topic, v.clone()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut acked = Vec::with_capacity(values.len());
+    for (f, v) in futures.into_futures().into_iter().zip(values) {
+        let m = f
+            .await
+            .unwrap_or_else(|e| panic!("{v} was not delivered: {e}"));
+        acked.push(Acked {
+            partition: m.partition,
+            offset: m.offset.expect("acks >= 1 gives an offset").0,
+            value: v.clone(),
+        });
+    }
+    acked
+}
+
+pub fn values(prefix: &str, range: std::ops::Range<u64>) -> Vec<String> {
+    range.map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Each partition's high watermark, as its leader reports it (`ListOffsets` latest).
+pub async fn high_watermarks(cluster: &TestCluster, topic: &str, partitions: u32) -> Vec<u64> {
+    let specs: Vec<_> = (0..partitions)
+        .map(|p| (TopicPartition::new(topic, p), OffsetSpec::Latest))
+        .collect();
+    admin(cluster)
+        .await
+        .list_offsets(&specs)
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(p, r)| {
+            let r = r.unwrap_or_else(|e| panic!("list offsets of {topic}-{p}: {e}"));
+            r.high_watermark.0
+        })
+        .collect()
+}
+
+pub fn consumer_config(bootstrap: &str) -> ConsumerConfig {
+    ConsumerConfig::new(bootstrap)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(100))
+}
+
+/// Reads every partition of `topic` from the beginning up to `hws` with a standalone consumer:
+/// `(partition, offset) → value`. Panics if a record is read twice.
+pub async fn read_up_to(bootstrap: &str, topic: &str, hws: &[u64]) -> BTreeMap<(u32, u64), String> {
+    let c = Consumer::new(consumer_config(bootstrap))
+        .await
+        .expect("consumer");
+    c.assign(
+        (0..hws.len() as u32)
+            .map(|p| TopicPartition::new(topic, p))
+            .collect(),
+    )
+    .unwrap();
+    let mut next = vec![0u64; hws.len()];
+    let mut out = BTreeMap::new();
+    while next.iter().zip(hws).any(|(n, hw)| n < hw) {
+        for r in c.poll(Duration::from_secs(2)).await.expect("poll") {
+            let v = String::from_utf8(r.value.as_deref().unwrap_or_default().to_vec()).unwrap();
+            assert!(
+                out.insert((r.partition, r.offset.0), v).is_none(),
+                "{topic}-{} offset {} read twice",
+                r.partition,
+                r.offset.0
+            );
+            next[r.partition as usize] = next[r.partition as usize].max(r.offset.0 + 1);
+        }
+    }
+    c.close(None).await.ok();
+    out
+}
+
+/// Every acknowledged record is at its acknowledged offset in `log`.
+pub fn assert_acked_present(what: &str, acked: &[Acked], log: &BTreeMap<(u32, u64), String>) {
+    let mut missing = Vec::new();
+    for a in acked {
+        match log.get(&(a.partition, a.offset)) {
+            Some(v) if *v == a.value => {}
+            Some(v) => panic!(
+                "{what}: offset {} of partition {} holds {v:?}, but {:?} was acknowledged there",
+                a.offset, a.partition, a.value
+            ),
+            None => missing.push(a),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{what}: {} acknowledged records are missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+/// Two acknowledgements never name the same offset (an offset that held two messages).
+pub fn assert_acks_distinct(acked: &[Acked]) {
+    let mut at: BTreeMap<(u32, u64), &str> = BTreeMap::new();
+    for a in acked {
+        if let Some(prev) = at.insert((a.partition, a.offset), &a.value) {
+            panic!(
+                "partition {} offset {} was acknowledged for {prev:?} and for {:?}",
+                a.partition, a.offset, a.value
+            );
+        }
+    }
+}
+
+/// Reads every running-or-not replica's copy of every partition from disk (the brokers must be
+/// dead) and checks that the replicas hold identical records at identical offsets below `hws`,
+/// with no gap. Returns the records below the high watermarks, `(partition, offset) → value`.
+pub fn compare_replicas(
+    cluster: &TestCluster,
+    topic: &str,
+    hws: &[u64],
+) -> BTreeMap<(u32, u64), String> {
+    assert!(
+        cluster.brokers.iter().all(|b| !b.running()),
+        "stop the brokers before reading their disks"
+    );
+    let mut all = BTreeMap::new();
+    for (p, &hw) in hws.iter().enumerate() {
+        let p = p as u32;
+        let mut reference: Option<(i32, BTreeMap<u64, Vec<u8>>)> = None;
+        for b in &cluster.brokers {
+            let replica = read_replica(&b.data_dir(), topic, p);
+            assert!(
+                replica.log_end_offset >= hw,
+                "broker {} has {topic}-{p} only up to {} but the high watermark is {hw}",
+                b.id,
+                replica.log_end_offset
+            );
+            let below = replica.below(hw);
+            let expected: Vec<u64> = (replica.log_start_offset..hw).collect();
+            let got: Vec<u64> = below.keys().copied().collect();
+            assert!(
+                got == expected,
+                "broker {}: {topic}-{p} has gaps below the high watermark {hw}",
+                b.id
+            );
+            match &reference {
+                None => reference = Some((b.id, below)),
+                Some((ref_id, ref_records)) => {
+                    if let Some((o, v)) = below.iter().find(|(o, v)| ref_records.get(o) != Some(v))
+                    {
+                        panic!(
+                            "{topic}-{p} offset {o}: broker {} holds {:?}, broker {ref_id} holds \
+                             {:?} (below the high watermark {hw})",
+                            b.id,
+                            String::from_utf8_lossy(v),
+                            ref_records
+                                .get(o)
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                        );
+                    }
+                    assert_eq!(
+                        below.len(),
+                        ref_records.len(),
+                        "{topic}-{p}: brokers {} and {ref_id} differ below the high watermark",
+                        b.id
+                    );
+                }
+            }
+        }
+        for (o, v) in reference.expect("three replicas").1 {
+            all.insert((p, o), String::from_utf8(v).unwrap());
+        }
+    }
+    all
+}
+
+/// Values stored at more than one offset (producer retries after a lost answer), counted.
+pub fn count_duplicates(log: &BTreeMap<(u32, u64), String>) -> usize {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in log.values() {
+        *seen.entry(v).or_default() += 1;
+    }
+    seen.values().map(|n| n - 1).sum()
+}
+
+pub async fn partition_state(cluster: &TestCluster, topic: &str, p: u32) -> (i32, i32) {
+    wait_for(
+        &format!("{topic}-{p} to have a leader"),
+        CONDITION_TIMEOUT,
+        async || {
+            let m = cluster.partition(topic, p).await?;
+            (m.leader_id >= 0).then_some((m.leader_id, m.leader_epoch))
+        },
+    )
+    .await
 }

@@ -19,6 +19,19 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sluiceway")
 }
 
+/// `program`, run inside network namespace `netns` when given (`ip netns exec` switches, then
+/// execs it: the child's pid is the program's).
+pub fn command_in(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        None => Command::new(program),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+    }
+}
+
 /// The broker flag every test broker gets unless the test sets it (see [`TestBroker::start_on`]).
 const GROUP_DELAY_FLAG: &str = "--group-initial-rebalance-delay-ms";
 const GROUP_DELAY_ENV: &str = "SLUICEWAY_GROUP_INITIAL_REBALANCE_DELAY_MS";
@@ -57,6 +70,18 @@ impl TestBroker {
     /// Adds `--group-initial-rebalance-delay-ms 0` unless `extra` or `env` sets the delay. (A
     /// `--config` file's value would lose to the added flag: set it with the flag instead.)
     pub fn start_on(root: &Path, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> TestBroker {
+        TestBroker::start_in(None, root, listen, extra, env)
+    }
+
+    /// Like [`TestBroker::start_on`], inside network namespace `netns` when given (`ip netns
+    /// exec`, which execs the broker: the child's pid is the broker's).
+    pub fn start_in(
+        netns: Option<&str>,
+        root: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestBroker {
         let mut args: Vec<&str> = Vec::with_capacity(extra.len() + 2);
         let sets_delay = extra.iter().any(|a| a.starts_with(GROUP_DELAY_FLAG))
             || env.iter().any(|(k, _)| *k == GROUP_DELAY_ENV);
@@ -64,16 +89,22 @@ impl TestBroker {
             args.extend([GROUP_DELAY_FLAG, "0"]);
         }
         args.extend_from_slice(extra);
-        TestBroker::spawn(root, listen, &args, env)
+        TestBroker::spawn(netns, root, listen, &args, env)
     }
 
     /// With every setting at the broker's own default, including the 3 s initial rebalance
     /// delay: for tests of what users see when consumers start together.
     pub fn start_with_broker_defaults(root: &Path) -> TestBroker {
-        TestBroker::spawn(root, "127.0.0.1:0", &[], &[])
+        TestBroker::spawn(None, root, "127.0.0.1:0", &[], &[])
     }
 
-    fn spawn(root: &Path, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> TestBroker {
+    fn spawn(
+        netns: Option<&str>,
+        root: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestBroker {
         let data_dir = root.join("data");
         let log = root.join("broker.log");
         let log_file = std::fs::OpenOptions::new()
@@ -81,7 +112,7 @@ impl TestBroker {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut child = Command::new(bin())
+        let mut child = command_in(netns, bin())
             .args(["broker", "--data-dir"])
             .arg(&data_dir)
             .args(["--listen", listen, "--log", "info,sluiceway_broker=debug"])

@@ -3,6 +3,7 @@
 //! ([`support::TestBroker`]).
 
 mod cluster_support;
+mod netns;
 mod support;
 
 mod bad_input;

@@ -45,6 +45,12 @@ pub enum ErrorCode {
     InvalidSessionTimeout = 26,
     RebalanceInProgress = 27,
     InvalidTimestamp = 32,
+    /// An idempotent producer's batch does not follow its previous one (a gap or a step back).
+    OutOfOrderSequenceNumber = 45,
+    /// An idempotent producer's batch is already in the log (answered as success by the broker).
+    DuplicateSequenceNumber = 46,
+    /// An idempotent producer's epoch is older than the current one: it has been fenced.
+    InvalidProducerEpoch = 47,
     TopicAlreadyExists = 36,
     InvalidPartitions = 37,
     InvalidReplicationFactor = 38,
@@ -55,6 +61,9 @@ pub enum ErrorCode {
     UnknownLeaderEpoch = 75,
     UnsupportedCompressionType = 76,
     GroupMaxSizeReached = 81,
+    /// The registry refused to add a broker to a partition's in-sync replicas because it is not
+    /// registered (fenced, KIP-841). Retriable: the leader proposes it again once it registers.
+    IneligibleReplica = 107,
     /// Sluiceway: the client itself was misused (closed producer, bad argument).
     InvalidArgument = 1000,
     /// Sluiceway: the broker (or a storage component) is shutting down; a client retries
@@ -93,6 +102,9 @@ impl ErrorCode {
         ErrorCode::InvalidSessionTimeout,
         ErrorCode::RebalanceInProgress,
         ErrorCode::InvalidTimestamp,
+        ErrorCode::OutOfOrderSequenceNumber,
+        ErrorCode::DuplicateSequenceNumber,
+        ErrorCode::InvalidProducerEpoch,
         ErrorCode::TopicAlreadyExists,
         ErrorCode::InvalidPartitions,
         ErrorCode::InvalidReplicationFactor,
@@ -103,6 +115,7 @@ impl ErrorCode {
         ErrorCode::UnknownLeaderEpoch,
         ErrorCode::UnsupportedCompressionType,
         ErrorCode::GroupMaxSizeReached,
+        ErrorCode::IneligibleReplica,
         ErrorCode::InvalidArgument,
         ErrorCode::ShuttingDown,
         ErrorCode::Closed,
@@ -144,6 +157,9 @@ impl ErrorCode {
             ErrorCode::InvalidSessionTimeout => "INVALID_SESSION_TIMEOUT",
             ErrorCode::RebalanceInProgress => "REBALANCE_IN_PROGRESS",
             ErrorCode::InvalidTimestamp => "INVALID_TIMESTAMP",
+            ErrorCode::OutOfOrderSequenceNumber => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            ErrorCode::DuplicateSequenceNumber => "DUPLICATE_SEQUENCE_NUMBER",
+            ErrorCode::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
             ErrorCode::TopicAlreadyExists => "TOPIC_ALREADY_EXISTS",
             ErrorCode::InvalidPartitions => "INVALID_PARTITIONS",
             ErrorCode::InvalidReplicationFactor => "INVALID_REPLICATION_FACTOR",
@@ -154,6 +170,7 @@ impl ErrorCode {
             ErrorCode::UnknownLeaderEpoch => "UNKNOWN_LEADER_EPOCH",
             ErrorCode::UnsupportedCompressionType => "UNSUPPORTED_COMPRESSION_TYPE",
             ErrorCode::GroupMaxSizeReached => "GROUP_MAX_SIZE_REACHED",
+            ErrorCode::IneligibleReplica => "INELIGIBLE_REPLICA",
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Closed => "CLOSED",
@@ -176,6 +193,7 @@ impl ErrorCode {
             | ErrorCode::RebalanceInProgress
             | ErrorCode::FencedLeaderEpoch
             | ErrorCode::UnknownLeaderEpoch
+            | ErrorCode::IneligibleReplica
             | ErrorCode::KafkaStorageError
             | ErrorCode::UnknownTopicOrPartition
             | ErrorCode::ShuttingDown => true,
@@ -194,6 +212,9 @@ impl ErrorCode {
             | ErrorCode::UnknownMemberId
             | ErrorCode::InvalidSessionTimeout
             | ErrorCode::InvalidTimestamp
+            | ErrorCode::OutOfOrderSequenceNumber
+            | ErrorCode::DuplicateSequenceNumber
+            | ErrorCode::InvalidProducerEpoch
             | ErrorCode::TopicAlreadyExists
             | ErrorCode::InvalidPartitions
             | ErrorCode::InvalidReplicationFactor
@@ -344,6 +365,10 @@ pub enum Error {
     #[error("interrupted while waiting")]
     Interrupted,
 
+    /// The idempotent producer's state refused a batch (sequence or epoch, `storage::producer_state`).
+    #[error("{code}: {message}")]
+    ProducerState { code: ErrorCode, message: String },
+
     /// An error that arrived over the wire: its code and the peer's message.
     #[error("{code}: {message}")]
     Remote { code: ErrorCode, message: String },
@@ -406,7 +431,7 @@ impl Error {
             Error::NotCoordinator(_) => ErrorCode::NotCoordinator,
             Error::CoordinatorNotAvailable(_) => ErrorCode::CoordinatorNotAvailable,
             Error::Interrupted => ErrorCode::RequestTimedOut,
-            Error::Remote { code, .. } => *code,
+            Error::ProducerState { code, .. } | Error::Remote { code, .. } => *code,
         }
     }
 }

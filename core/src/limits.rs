@@ -9,6 +9,13 @@ pub const MESSAGE_V0_HEADER_BYTES: u32 = 14;
 /// Magic 1 adds an 8-byte timestamp.
 pub const MESSAGE_V1_HEADER_BYTES: u32 = 22;
 
+/// Magic 2 (Kafka's RecordBatch v2): bytes of a batch's header, from its base offset to its
+/// first record. A batch's `batchLength` is therefore at least this minus [`LOG_OVERHEAD_BYTES`].
+pub const RECORD_BATCH_HEADER_BYTES: u32 = 61;
+/// Most headers one magic 2 record may carry. Bounds the work of decoding one record; Kafka
+/// has no such bound, but a record with more headers than this is not a real use.
+pub const RECORD_HEADERS_MAX: u32 = 1 << 16;
+
 /// Largest single message (the entry's `size` field) any decoder accepts, whatever the topic says.
 /// Bounds the memory a decoder will ever allocate for one entry.
 pub const MESSAGE_BYTES_MAX: u32 = 16 << 20;
@@ -23,7 +30,8 @@ pub const MESSAGE_SET_BYTES_MAX: u32 = 16 << 20;
 /// decompression may allocate (a "zip bomb" is refused, not expanded).
 pub const DECOMPRESSED_BYTES_MAX: u32 = 64 << 20;
 
-/// Most inner messages one compressed wrapper may hold (relative offsets are dense from 0).
+/// Most inner messages one compressed wrapper may hold (relative offsets are dense from 0), and
+/// the most offsets one magic 2 batch may span (its lastOffsetDelta + 1, and its recordCount).
 pub const WRAPPER_MESSAGES_MAX: u32 = 1 << 20;
 
 /// Default segment size before a roll (Kafka's `segment.bytes` default, 1 GiB).
@@ -79,6 +87,7 @@ const _: () = assert!(
 );
 const _: () = assert!(INDEX_BYTES_MAX_DEFAULT.is_multiple_of(OFFSET_INDEX_ENTRY_BYTES));
 const _: () = assert!(MESSAGE_V0_HEADER_BYTES + LOG_OVERHEAD_BYTES <= MESSAGE_BYTES_MAX);
+const _: () = assert!(MESSAGE_V0_HEADER_BYTES <= RECORD_BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES);
 const _: () = assert!(FETCH_BYTES_MAX >= MESSAGE_SET_BYTES_MAX);
 const _: () = assert!(
     INDEX_BYTES_MIN <= INDEX_BYTES_MAX_DEFAULT && INDEX_BYTES_MAX_DEFAULT <= INDEX_BYTES_MAX
@@ -459,3 +468,12 @@ pub const CLIENT_MISSING_TOPIC_TTL_MS: u64 = 1_000;
 const _: () = assert!(CLIENT_MISSING_TOPIC_TTL_MS >= CLIENT_METADATA_REFRESH_MS_MIN);
 /// Rebalance events a consumer keeps for its next `poll_batch` (one rebalance makes two).
 pub const CONSUMER_EVENTS_MAX: usize = 64;
+
+// ---- The idempotent producer's state on the broker (`storage/producer_state.rs`) ----
+
+/// Batches remembered per producer for duplicate detection (Kafka's `NUM_BATCHES_TO_RETAIN`:
+/// a producer has at most this many requests in flight per partition).
+pub const PRODUCER_BATCHES_RETAINED: usize = 5;
+/// Idempotent producers one partition tracks at once: bounds the table's memory (about 300 bytes
+/// a producer) and a snapshot's size.
+pub const PRODUCER_STATE_PRODUCERS_MAX: usize = 65_536;

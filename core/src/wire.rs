@@ -103,6 +103,10 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | ErrorCode::IllegalGeneration
         | ErrorCode::FencedLeaderEpoch
         | ErrorCode::UnknownLeaderEpoch
+        | ErrorCode::IneligibleReplica
+        | ErrorCode::OutOfOrderSequenceNumber
+        | ErrorCode::DuplicateSequenceNumber
+        | ErrorCode::InvalidProducerEpoch
         | ErrorCode::Closed => Code::FailedPrecondition,
         ErrorCode::RequestTimedOut => Code::DeadlineExceeded,
         ErrorCode::LeaderNotAvailable

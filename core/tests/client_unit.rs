@@ -204,6 +204,7 @@ impl Fake {
                     max_message_bytes: 1 << 20,
                     timestamp_type: TimestampType::CreateTime,
                     now: TimestampMs(1),
+                    leader_epoch: 0,
                 };
                 let base = Offset(p.fetch_offset as u64);
                 prepare_append(&mut message_set, base, &opts, &mut Vec::new()).unwrap();

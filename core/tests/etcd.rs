@@ -418,6 +418,32 @@ fn etcd_dead_leader_is_replaced_by_an_isr_member_and_the_deposed_leader_is_fence
             (partition(r, "t", before.partition) == grown).then_some(())
         });
     }
+
+    // KIP-841: the dead broker is a replica but not registered, so it cannot join the ISR (the
+    // controller would remove it again at once, bumping the epoch); once it registers it can.
+    assert!(!s.is_registered(victim));
+    let all = [new_leader, BrokerId(other), victim];
+    let fenced = s
+        .alter_isr("t", before.partition, new_leader, after.leader_epoch, &all)
+        .unwrap_err();
+    assert_eq!(code(&fenced), ErrorCode::IneligibleReplica, "{fenced}");
+    assert!(fenced.is_retriable());
+    assert!(
+        fenced
+            .to_string()
+            .contains(&format!("broker {victim} cannot join")),
+        "{fenced}"
+    );
+    assert_eq!(partition(&s, "t", before.partition), grown);
+    brokers.insert(victim.0, broker(&rt, &etcd, victim.0));
+    wait_for("the restarted broker registered", || {
+        s.is_registered(victim).then_some(())
+    });
+    let full = s
+        .alter_isr("t", before.partition, new_leader, after.leader_epoch, &all)
+        .unwrap();
+    assert_eq!(full.leader_epoch, after.leader_epoch);
+    assert_eq!(ids(&full.isr).len(), 3);
 }
 
 #[test]

@@ -54,7 +54,8 @@ fn render_ids(list: &[BrokerId]) -> String {
 /// script (`append`), and every `fetch` reports it as the leader's log end. Events:
 ///
 /// - `append <log end>` — `on_append`
-/// - `fetch <replica> <fetch offset> t=<ms>` — `on_follower_fetch`
+/// - `fetch <replica> <fetch offset> t=<ms> [fenced]` — `on_follower_fetch` (`fenced`: the
+///   replica is not registered, so not eligible for the ISR)
 /// - `shrink t=<ms>` — `maybe_shrink_isr`
 /// - `commit <id,id,…>` — `isr_committed`
 /// - `fail` — `isr_proposal_failed`
@@ -72,10 +73,15 @@ fn run(state: &mut LeaderState, script: &str) -> String {
                     None => "-".to_owned(),
                 }
             }
-            ["fetch", replica, offset, t] => {
+            ["fetch", replica, offset, t, flags @ ..] => {
                 let r = BrokerId(replica.parse().unwrap());
                 let o = Offset(offset.parse().unwrap());
-                match state.on_follower_fetch(r, o, log_end, time(t)) {
+                let eligible = match flags {
+                    [] => true,
+                    ["fenced"] => false,
+                    _ => panic!("unknown fetch flags {flags:?}"),
+                };
+                match state.on_follower_fetch(r, o, log_end, time(t), eligible) {
                     Ok(outcome) => {
                         let mut parts = Vec::new();
                         if let Some(hw) = outcome.high_watermark {
@@ -347,6 +353,27 @@ fn follower_is_proposed_in_only_at_or_past_the_high_watermark_and_the_epoch_star
 }
 
 #[test]
+fn caught_up_follower_that_is_not_registered_is_not_proposed_until_it_registers() {
+    // KIP-841: follower 3 caught up while fenced (its registration lost and not yet renewed).
+    // Proposing it would make the controller remove it again at once; it is proposed on its
+    // first fetch after it registers, and a fenced fetch still counts for lastCaughtUpTime.
+    let mut s = leader_with_isr(&[1, 2]);
+    check(
+        &run(
+            &mut s,
+            "fetch 2 10 t=1
+             fetch 3 10 t=2 fenced
+             fetch 3 10 t=3 fenced
+             fetch 3 10 t=4",
+        ),
+        "fetch 2 10 t=1 => - | hw=10 isr=[1,2] pending=-
+         fetch 3 10 t=2 fenced => - | hw=10 isr=[1,2] pending=-
+         fetch 3 10 t=3 fenced => - | hw=10 isr=[1,2] pending=-
+         fetch 3 10 t=4 => propose [1,2,3] | hw=10 isr=[1,2] pending=[1,2,3]",
+    );
+}
+
+#[test]
 fn failed_proposal_allows_a_new_one() {
     let mut s = leader_with_isr(&[1, 2]);
     check(
@@ -405,7 +432,7 @@ fn fetch_from_unknown_replica_or_the_leader_is_rejected() {
          fetch 2 10 t=1 => - | hw=10 isr=[1,2,3] pending=-",
     );
     let err = s
-        .on_follower_fetch(BrokerId(9), Offset(10), Offset(10), 1)
+        .on_follower_fetch(BrokerId(9), Offset(10), Offset(10), 1, true)
         .unwrap_err();
     assert!(
         matches!(err, Error::InvalidRequest(ref m) if m.contains("not a replica")),

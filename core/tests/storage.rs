@@ -610,6 +610,19 @@ fn crashed_log() -> Fixture {
     f
 }
 
+/// A copy of `f` with its segment file named like `file` cut to `cut` bytes, and that file.
+fn cut_copy(f: &Fixture, file: &Path, cut: usize) -> (Fixture, PathBuf) {
+    let g = f.copy();
+    let path = g.dir.join(file.file_name().unwrap());
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+    (g, path)
+}
+
 #[test]
 fn cut_at_every_byte_of_the_last_entry_truncates_to_the_entry_before() {
     let f = crashed_log();
@@ -617,14 +630,7 @@ fn cut_at_every_byte_of_the_last_entry_truncates_to_the_entry_before() {
     let (pos, offset, len) = *entries_of(&last).last().unwrap();
     assert_eq!(offset, 59);
     for cut in pos..pos + len {
-        let g = f.copy();
-        let path = g.dir.join(last.file_name().unwrap());
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(cut as u64)
-            .unwrap();
+        let (g, path) = cut_copy(&f, &last, cut);
         let log = g.open();
         assert_eq!(log.log_end_offset(), Offset(59), "cut at {cut}");
         assert_eq!(fs::metadata(&path).unwrap().len(), pos as u64);
@@ -1188,6 +1194,8 @@ enum Op {
         n: u64,
         size: usize,
         codec: Option<u8>,
+        /// A magic 2 batch (with a header on each record) instead of a magic 1 set.
+        v2: bool,
     },
     Reopen {
         clean: bool,
@@ -1199,7 +1207,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (1u64..6, 0usize..120, prop::option::of(1u8..5)).prop_map(|(n, size, codec)| Op::Append { n, size, codec }),
+        6 => (1u64..6, 0usize..120, prop::option::of(1u8..5), any::<bool>()).prop_map(|(n, size, codec, v2)| Op::Append { n, size, codec, v2 }),
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
         1 => (0u64..100_000).prop_map(|ms| Op::Advance { ms }),
     ]
@@ -1208,8 +1216,9 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Random appends (plain and compressed), restarts (clean or not) and clock moves against a
-    /// `Vec` model: the log always holds exactly the model, at the model's offsets.
+    /// Random appends (magic 1 and magic 2, plain and compressed), restarts (clean or not) and
+    /// clock moves against a `Vec` model: the log always holds exactly the model, at the model's
+    /// offsets.
     #[test]
     fn log_matches_a_vec_model(ops in prop::collection::vec(op(), 1..40)) {
         let f = Fixture::new(LogConfig { segment_ms: 60_000, index_interval_bytes: 64, ..small_config() });
@@ -1217,15 +1226,16 @@ proptest! {
         let mut model: Vec<(i64, Vec<u8>)> = Vec::new();
         for op in ops {
             match op {
-                Op::Append { n, size, codec } => {
+                Op::Append { n, size, codec, v2 } => {
                     let codec = codec.map_or(Compression::None, |c| Compression::from_code(c).unwrap());
-                    let mut b = MessageSetBuilder::new(MAGIC_V1, codec);
+                    let mut b = format::SetBuilder::with_capacity(if v2 { 2 } else { MAGIC_V1 }, codec, 0);
                     let mut added = Vec::new();
                     for _ in 0..n {
                         let i = model.len() + added.len();
                         let v = vec![(i % 251) as u8; size];
                         let t = f.clock.now_ms().0 + (i % 3) as i64;
-                        b.push(TimestampMs(t), None, Some(&v));
+                        let h = [format::Header { key: "i", value: Some(&v[..v.len().min(3)]) }];
+                        b.push(TimestampMs(t), None, Some(&v), if v2 { &h } else { &[] });
                         added.push((t, v));
                     }
                     let info = log.append(&mut b.finish().unwrap()).unwrap();
@@ -1257,6 +1267,17 @@ proptest! {
     }
 }
 
+/// Brings `log` up to `leader`'s log end by fetching at its own log end, as a follower does.
+fn replicate(leader: &PartitionLog, log: &PartitionLog) {
+    while log.log_end_offset() < leader.log_end_offset() {
+        let fetched = leader
+            .read(log.log_end_offset(), 300, leader.log_end_offset())
+            .unwrap();
+        let info = log.append_as_follower(&fetched.bytes).unwrap();
+        assert_eq!(info.last_offset.next(), log.log_end_offset());
+    }
+}
+
 #[test]
 fn follower_append_keeps_the_leaders_offsets() {
     let leader = Fixture::new(small_config());
@@ -1274,14 +1295,7 @@ fn follower_append_keeps_the_leaders_offsets() {
     }
     let follower = Fixture::new(small_config());
     let log = follower.open();
-    // Replicate by fetching from the leader at the follower's log end, as a follower does.
-    while log.log_end_offset() < leader_log.log_end_offset() {
-        let fetched = leader_log
-            .read(log.log_end_offset(), 300, leader_log.log_end_offset())
-            .unwrap();
-        let info = log.append_as_follower(&fetched.bytes).unwrap();
-        assert_eq!(info.last_offset.next(), log.log_end_offset());
-    }
+    replicate(&leader_log, &log);
     assert_eq!(read_all(&log, log.log_end_offset()), expected(0..next));
     assert!(log.segment_count() > 1);
 
@@ -1437,4 +1451,268 @@ fn truncation_races_with_readers_and_appenders_safely() {
     reader.join().unwrap();
     let end = log.log_end_offset();
     assert_eq!(read_all(&log, end), expected(0..end.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mixed magics: a log holding magic 1 entries and magic 2 batches (Kafka RecordBatch v2).
+
+/// Messages `first..first+n` as one magic 2 batch, every other record with a header.
+fn batch_v2(first: u64, n: u64, codec: Compression) -> Vec<u8> {
+    let mut b = format::RecordBatchBuilder::new(codec);
+    for i in first..first + n {
+        let idx = i.to_string();
+        let h = [format::Header {
+            key: "idx",
+            value: Some(idx.as_bytes()),
+        }];
+        let headers: &[format::Header] = if i % 2 == 0 { &h } else { &[] };
+        b.push(
+            TimestampMs(ts(i)),
+            Some(b"k"),
+            Some(&value(i)),
+            headers.iter().copied(),
+        );
+    }
+    b.finish().unwrap()
+}
+
+/// Appends messages 0..n in sets that cycle through the four shapes: v1 plain, v1 gzip
+/// wrapper, v2 plain batch, v2 zstd batch; 1..=3 messages each. Returns the magic of each set.
+fn fill_mixed(log: &PartitionLog, n: u64) -> Vec<u8> {
+    let (mut i, mut k, mut magics) = (0, 0u64, Vec::new());
+    while i < n {
+        let per = (1 + k % 3).min(n - i);
+        let mut bytes = match k % 4 {
+            0 => set(i, per),
+            1 => compressed(i, per, Compression::Gzip),
+            2 => batch_v2(i, per, Compression::None),
+            _ => batch_v2(i, per, Compression::Zstd),
+        };
+        magics.push(bytes[16]);
+        let info = log.append_in_epoch(&mut bytes, 3).unwrap();
+        assert_eq!(
+            (info.base_offset, info.last_offset, info.message_count),
+            (Offset(i), Offset(i + per - 1), per)
+        );
+        i += per;
+        k += 1;
+    }
+    magics
+}
+
+/// A record's headers, owned.
+type OwnedHeaders = Vec<(String, Option<Vec<u8>>)>;
+
+/// Every message's headers, as (offset, headers) for the records that have any.
+fn headers_of(bytes: &[u8]) -> Vec<(u64, OwnedHeaders)> {
+    let mut out = Vec::new();
+    format::for_each_record(bytes, &mut Vec::new(), |r| {
+        if !r.headers.is_empty() {
+            out.push((
+                r.offset.0,
+                r.headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect(),
+            ));
+        }
+    })
+    .unwrap();
+    out
+}
+
+fn check_mixed(log: &PartitionLog, range: std::ops::Range<u64>, what: &str) {
+    assert_eq!(
+        read_all(log, log.log_end_offset()),
+        expected(range.clone()),
+        "{what}"
+    );
+    for o in range.clone() {
+        assert_eq!(first_offset(log, o), o, "{what}: seek to {o}");
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(),
+            Some(Offset(o)),
+            "{what}: seek by time to {o}"
+        );
+    }
+}
+
+#[test]
+fn mixed_magic_log_appends_indexes_seeks_recovers_and_retains() {
+    let f = Fixture::new(small_config());
+    let log = f.open();
+    let magics = fill_mixed(&log, 240);
+    assert!(magics.contains(&1) && magics.contains(&2));
+    assert!(log.segment_count() > 5, "{} segments", log.segment_count());
+    check_mixed(&log, 0..240, "fresh");
+    // Headers come back with their records; magic 1 records have none.
+    let all = log.read(Offset(0), 1 << 20, log.log_end_offset()).unwrap();
+    let hs = headers_of(&all.bytes);
+    assert!(!hs.is_empty());
+    for (o, h) in &hs {
+        assert_eq!(h, &[("idx".to_owned(), Some(o.to_string().into_bytes()))]);
+    }
+    // Every v2 batch on disk carries the leader epoch it was appended in.
+    let mut v2_batches = 0;
+    for path in f.files("log") {
+        let bytes = fs::read(&path).unwrap();
+        for e in Entries::new(&bytes) {
+            let e = e.unwrap();
+            if e.magic() == 2 {
+                v2_batches += 1;
+                assert_eq!(&e.bytes[12..16], &3i32.to_be_bytes());
+                e.check_crc().unwrap();
+            }
+        }
+    }
+    assert!(v2_batches > 20);
+    // Segments start at their base offsets whichever magic opens them (a v2 batch's offset
+    // field is its first offset; a v1 wrapper's its last, so compare the first record).
+    for (path, base) in f.files("log").iter().zip(f.bases()) {
+        let bytes = fs::read(path).unwrap();
+        assert_eq!(records(&bytes)[0].0, base, "{}", path.display());
+    }
+
+    // Restart after a crash (no close), and after a clean close.
+    drop(log);
+    let log = f.open();
+    check_mixed(&log, 0..240, "after a crash");
+    log.close().unwrap();
+    drop(log);
+    let log = f.open();
+    check_mixed(&log, 0..240, "after a clean close");
+    log.close().unwrap();
+    drop(log);
+
+    // Lost indexes are rebuilt equal to the originals.
+    let indexes: Vec<PathBuf> = f
+        .files("index")
+        .into_iter()
+        .chain(f.files("timeindex"))
+        .collect();
+    let g = f.copy();
+    for p in g.files("index").into_iter().chain(g.files("timeindex")) {
+        fs::remove_file(p).unwrap();
+    }
+    let log = g.open();
+    check_mixed(&log, 0..240, "indexes rebuilt");
+    log.close().unwrap();
+    for p in &indexes {
+        assert_eq!(
+            fs::read(p).unwrap(),
+            fs::read(g.dir.join(p.file_name().unwrap())).unwrap(),
+            "{}",
+            p.display()
+        );
+    }
+    drop(log);
+
+    // Retention by size deletes whole old segments; what is left still reads and seeks.
+    let g = Fixture::new(LogConfig {
+        retention_bytes: Some(4096),
+        ..small_config()
+    });
+    let log = g.open();
+    fill_mixed(&log, 240);
+    log.set_high_watermark(log.log_end_offset());
+    assert!(log.enforce_retention().unwrap() > 0);
+    let start = log.log_start_offset();
+    assert!(start.0 > 0);
+    check_mixed(&log, start.0..240, "after retention");
+}
+
+#[test]
+fn torn_v2_tail_is_truncated_at_every_cut_and_flipped_byte() {
+    let f = Fixture::new(small_config());
+    let log = f.open();
+    fill_mixed(&log, 60);
+    // End on a v2 batch of three messages.
+    log.append(&mut batch_v2(60, 3, Compression::None)).unwrap();
+    drop(log);
+    let last = f.files("log").pop().unwrap();
+    let (pos, offset, len) = *entries_of(&last).last().unwrap();
+    assert_eq!(offset, 60, "a v2 batch's offset field is its base offset");
+    for cut in pos..pos + len {
+        let (g, path) = cut_copy(&f, &last, cut);
+        let log = g.open();
+        assert_eq!(log.log_end_offset(), Offset(60), "cut at {cut}");
+        assert_eq!(fs::metadata(&path).unwrap().len(), pos as u64);
+        assert_eq!(read_all(&log, log.log_end_offset()), expected(0..60));
+        log.append(&mut batch_v2(60, 2, Compression::Lz4)).unwrap();
+        assert_eq!(read_all(&log, log.log_end_offset()), expected(0..62));
+    }
+    // A flipped byte anywhere in the batch but its offset and leader epoch (outside the CRC,
+    // and the size, which frames it) fails its CRC-32C: the tail is truncated.
+    for at in (pos + 16..pos + len).step_by(7) {
+        let g = f.copy();
+        let path = g.dir.join(last.file_name().unwrap());
+        flip(&path, at, 0x04);
+        let log = g.open();
+        assert_eq!(log.log_end_offset(), Offset(60), "flip at {at}");
+    }
+}
+
+#[test]
+fn follower_replicates_a_mixed_log_byte_for_byte() {
+    let leader = Fixture::new(small_config());
+    let leader_log = leader.open();
+    fill_mixed(&leader_log, 150);
+    let follower = Fixture::new(small_config());
+    let log = follower.open();
+    replicate(&leader_log, &log);
+    check_mixed(&log, 0..150, "follower");
+    // The follower's files hold the leader's bytes (leader epochs included).
+    let all = |f: &Fixture| -> Vec<u8> {
+        f.files("log")
+            .iter()
+            .flat_map(|p| fs::read(p).unwrap())
+            .collect()
+    };
+    assert_eq!(all(&leader), all(&follower));
+    // A v2 batch that does not continue the log is refused.
+    let again = leader_log.read(Offset(3), 1, Offset(150)).unwrap().bytes;
+    assert_eq!(again[16], 2, "offset 3 is in a v2 batch");
+    assert!(log.append_as_follower(&again).is_err());
+}
+
+#[test]
+fn retention_by_time_reads_a_v2_batch_by_its_max_timestamp() {
+    let f = Fixture::new(LogConfig {
+        retention_ms: Some(3_600_000),
+        ..small_config()
+    });
+    let log = f.open();
+    // Batches whose first record is old but whose newest is not must be kept: a segment's age
+    // is its largest timestamp (maxTimestamp for a v2 batch), as Kafka's is.
+    let batch = |first: u64, stamps: &[i64]| {
+        let mut b = format::RecordBatchBuilder::new(Compression::None);
+        for (k, t) in stamps.iter().enumerate() {
+            b.push(TimestampMs(*t), None, Some(&value(first + k as u64)), []);
+        }
+        b.finish().unwrap()
+    };
+    let old = T0;
+    let new = T0 + 90 * 60_000;
+    for i in 0..40 {
+        log.append(&mut batch(2 * i, &[old, old + 1])).unwrap();
+    }
+    for i in 40..80 {
+        log.append(&mut batch(2 * i, &[old, new])).unwrap();
+    }
+    f.clock.advance(90 * 60_000);
+    log.set_high_watermark(log.log_end_offset());
+    assert!(log.enforce_retention().unwrap() > 0);
+    let start = log.log_start_offset().0;
+    assert!(
+        start <= 80,
+        "a segment holding a recent maxTimestamp was deleted (start {start})"
+    );
+    assert!(start > 0);
+    assert_eq!(
+        read_all(&log, log.log_end_offset())
+            .into_iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        (start..160).collect::<Vec<_>>()
+    );
 }

@@ -106,12 +106,15 @@ def test_c4_golden_vectors() -> None:
         data = spec_path.with_suffix(".bin").read_bytes()
         got = _native.decode_message_set(data)
         assert len(got) == len(spec["records"]), spec_path.name
-        for (offset, ts, ts_type, key, value), want in zip(got, spec["records"]):
+        for (offset, ts, ts_type, key, value, headers), want in zip(got, spec["records"]):
             assert offset == want["offset"], spec_path.name
             assert ts == (-1 if want["timestamp"] is None else want["timestamp"]), spec_path.name
             if want["timestamp_type"] is not None:
                 assert ts_type == want["timestamp_type"], spec_path.name
             assert (key, value) == (b64(want["key"]), b64(want["value"])), spec_path.name
+            # Magic 2 vectors list headers (in order); magic 0/1 records have none.
+            want_headers = [(h["key"], b64(h["value"])) for h in want.get("headers", [])]
+            assert headers == want_headers, spec_path.name
 
 
 def b64(v: str | None) -> bytes | None:

@@ -30,7 +30,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 use sluiceway_core::client::{
     self, Admin, AdminConfig, BatchDelivery, Consumer, ConsumerConfig, ConsumerRecord,
     DeliveryFuture, NewTopic, OffsetSpec, PartitionOffset, PollBatch, Producer, ProducerConfig,
-    ProducerRecord, RebalanceEvent, RecordMetadata, TopicPartition,
+    ProducerRecord, RebalanceEvent, RecordHeader, RecordMetadata, TopicPartition,
 };
 use sluiceway_core::{Error, ErrorCode, Offset};
 
@@ -190,12 +190,14 @@ struct PyRecord {
     timestamp: i64,
     key: Option<Bytes>,
     value: Option<Bytes>,
+    /// Kafka's record headers, in order (magic 2; empty for magic 0/1 records).
+    headers: Vec<RecordHeader>,
 }
 
 #[pymethods]
 impl PyRecord {
     #[new]
-    #[pyo3(signature = (topic, partition, offset, timestamp, key, value))]
+    #[pyo3(signature = (topic, partition, offset, timestamp, key, value, headers = Vec::new()))]
     fn new(
         topic: String,
         partition: u32,
@@ -203,6 +205,7 @@ impl PyRecord {
         timestamp: i64,
         key: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
+        headers: Vec<(String, Option<Vec<u8>>)>,
     ) -> PyRecord {
         PyRecord {
             topic: topic.into(),
@@ -211,7 +214,29 @@ impl PyRecord {
             timestamp,
             key: key.map(Bytes::from),
             value: value.map(Bytes::from),
+            headers: headers
+                .into_iter()
+                .map(|(key, value)| RecordHeader {
+                    key,
+                    value: value.map(Bytes::from),
+                })
+                .collect(),
         }
+    }
+
+    /// `[(key, value), ...]` as confluent-kafka's `Message.headers()` and aiokafka's
+    /// `ConsumerRecord.headers` give them: `str` keys, `bytes` or `None` values, in order.
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> Vec<(&str, Option<Bound<'py, PyBytes>>)> {
+        self.headers
+            .iter()
+            .map(|h| {
+                (
+                    h.key.as_str(),
+                    h.value.as_ref().map(|v| PyBytes::new(py, v)),
+                )
+            })
+            .collect()
     }
 
     #[getter]
@@ -258,6 +283,7 @@ impl From<ConsumerRecord> for PyRecord {
             timestamp: r.timestamp,
             key: r.key,
             value: r.value,
+            headers: r.headers,
         }
     }
 }
@@ -1083,7 +1109,14 @@ impl PyAdmin {
 
 /// One decoded record of a message set: offset, timestamp (−1 for none), timestamp type, key,
 /// value.
-type Decoded = (u64, i64, &'static str, Option<Vec<u8>>, Option<Vec<u8>>);
+type Decoded = (
+    u64,
+    i64,
+    &'static str,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(String, Option<Vec<u8>>)>,
+);
 
 /// Decodes a message set (the bytes of a segment or of a fetch answer) with the core's codec:
 /// every record, wrappers decompressed, CRCs checked. For the golden-vector tests (C4).
@@ -1097,6 +1130,10 @@ fn decode_message_set(py: Python<'_>, data: &[u8]) -> PyResult<Vec<Decoded>> {
             r.timestamp_type.name(),
             r.key.map(<[u8]>::to_vec),
             r.value.map(<[u8]>::to_vec),
+            r.headers
+                .iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect(),
         ));
     });
     ok(py, r)?;

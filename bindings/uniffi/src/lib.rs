@@ -310,6 +310,15 @@ pub struct Record {
     pub timestamp: i64,
     pub key: Option<Payload>,
     pub value: Option<Payload>,
+    /// Its headers in order (magic 2 records); empty for records without.
+    pub headers: Vec<RecordHeader>,
+}
+
+/// One record header: a UTF-8 key (keys may repeat) and a value that may be null.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RecordHeader {
+    pub key: String,
+    pub value: Option<Payload>,
 }
 
 impl From<ConsumerRecord> for Record {
@@ -321,6 +330,14 @@ impl From<ConsumerRecord> for Record {
             timestamp: r.timestamp,
             key: r.key.map(Payload),
             value: r.value.map(Payload),
+            headers: r
+                .headers
+                .into_iter()
+                .map(|h| RecordHeader {
+                    key: h.key,
+                    value: h.value.map(Payload),
+                })
+                .collect(),
         }
     }
 }
@@ -637,6 +654,8 @@ pub struct DecodedRecord {
     pub timestamp_type: TimestampType,
     pub key: Option<Payload>,
     pub value: Option<Payload>,
+    /// Magic 2 records' headers, in order; empty for magic 0/1.
+    pub headers: Vec<RecordHeader>,
 }
 
 /// Decodes a stored message set (the bytes of a segment or of a fetch answer) with the core's
@@ -655,6 +674,14 @@ pub fn decode_message_set(data: Payload) -> Result<Vec<DecodedRecord>> {
             },
             key: r.key.map(|k| Payload(Bytes::copy_from_slice(k))),
             value: r.value.map(|v| Payload(Bytes::copy_from_slice(v))),
+            headers: r
+                .headers
+                .iter()
+                .map(|h| RecordHeader {
+                    key: h.key.to_owned(),
+                    value: h.value.map(|v| Payload(Bytes::copy_from_slice(v))),
+                })
+                .collect(),
         });
     })?;
     Ok(out)

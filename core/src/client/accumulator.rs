@@ -1,10 +1,11 @@
 //! The producer's record accumulator and the delivery futures `send` hands back.
 //!
 //! Owns, per [`BatchKey`] — a partition and the [`SendSettings`] its records were sent with
-//! (`acks`, codec) — a queue of batches (a [`MessageSetBuilder`] each, compressed with the
-//! key's codec when sealed). A producer's own settings give one key per partition; a send with
-//! other settings (`Producer::send_batch_with`) gets queues of its own, since a batch is one
-//! codec and a request one `acks`. No I/O and no clock of its own: the sender task passes `now`,
+//! (`acks`, codec) — a queue of batches (a [`SetBuilder`] each, in the producer's
+//! `message.format.version`, compressed with the key's codec when sealed). A producer's own
+//! settings give one key per partition; a send with other settings
+//! (`Producer::send_batch_with`) gets queues of its own, since a batch is one codec and a
+//! request one `acks`. No I/O and no clock of its own: the sender task passes `now`,
 //! so the batching rules are tested without a broker.
 //!
 //! Rules:
@@ -50,7 +51,7 @@ use super::cluster::clone_error;
 use super::config::SendSettings;
 use super::runtime::current_pid;
 use crate::error::{Error, Result};
-use crate::format::{MAGIC_V1, MessageSetBuilder, message_size};
+use crate::format::{MAGIC_V1, SetBuilder, message_size};
 use crate::group::TopicPartition;
 use crate::limits::LOG_OVERHEAD_BYTES;
 use crate::types::{Offset, TimestampMs};
@@ -556,7 +557,7 @@ impl Future for DeliveryFuture {
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) id: u64,
-    builder: Option<MessageSetBuilder>,
+    builder: Option<SetBuilder>,
     /// The built (and compressed) set, kept for retries.
     set: Option<Bytes>,
     pub(crate) records: u32,
@@ -615,6 +616,8 @@ pub(crate) struct Accumulator {
     topics: HashMap<String, Arc<str>>,
     batch_size: usize,
     linger: Duration,
+    /// `message.format.version`: the magic batches are written in.
+    magic: u8,
     delivery_timeout: Duration,
     next_id: u64,
     tally: Arc<FailureTally>,
@@ -637,10 +640,17 @@ impl Accumulator {
             topics: HashMap::new(),
             batch_size: batch_size as usize,
             linger,
+            magic: MAGIC_V1,
             delivery_timeout,
             next_id: 0,
             tally,
         }
+    }
+
+    /// Writes batches in `magic` (1 or 2) instead of magic 1.
+    pub(crate) fn with_magic(mut self, magic: u8) -> Accumulator {
+        self.magic = magic;
+        self
     }
 
     /// Adds one record; returns its future, and whether the sender must be woken: the record
@@ -679,8 +689,8 @@ impl Accumulator {
             self.next_id += 1;
             queue.batches.push_back(Batch {
                 id: self.next_id,
-                builder: Some(MessageSetBuilder::with_capacity(
-                    MAGIC_V1,
+                builder: Some(SetBuilder::with_capacity(
+                    self.magic,
                     key_of.settings.compression,
                     self.batch_size.max(size),
                 )),
@@ -697,7 +707,7 @@ impl Accumulator {
         }
         let batch = queue.batches.back_mut().expect("a batch was just ensured");
         let builder = batch.builder.as_mut().expect("an open batch has a builder");
-        builder.push(TimestampMs(timestamp), key, value);
+        builder.push(TimestampMs(timestamp), key, value, &[]);
         let index = batch.records;
         batch.records += 1;
         batch.bytes += size;

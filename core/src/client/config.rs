@@ -21,6 +21,7 @@
 //! | `max.in.flight.requests.per.connection` | ✓ | | | 5 |
 //! | `buffer.memory` | ✓ | | | 33554432 |
 //! | `max.block.ms` | ✓ | | | 60000 |
+//! | `message.format.version` | ✓ | | | `1` (`1`: the notes' magic 1; `2`: Kafka's RecordBatch v2) |
 //! | `max.request.size` | ✓ | | | 1048576 (bytes of message sets in one Produce request; one partition's queued batches go out together up to it, a single larger batch alone) |
 //! | `group.id` | | ✓ | | none (needed by `subscribe`; the local store then uses the id `standalone`) |
 //! | `auto.offset.reset` | | ✓ | | `latest` (`earliest`, `latest`, `none` = `error`) |
@@ -350,6 +351,8 @@ pub struct ProducerConfig {
     pub max_block: Duration,
     /// `max.request.size`: bytes of message sets one Produce request carries.
     pub max_request_size: u32,
+    /// `message.format.version`: the magic batches are written in, 1 or 2.
+    pub message_format_version: u8,
 }
 
 impl ProducerConfig {
@@ -376,6 +379,7 @@ impl Default for ProducerConfig {
             buffer_memory: PRODUCER_BUFFER_BYTES_DEFAULT,
             max_block: Duration::from_millis(PRODUCER_MAX_BLOCK_MS_DEFAULT),
             max_request_size: PRODUCER_REQUEST_BYTES_DEFAULT,
+            message_format_version: crate::format::MAGIC_V1,
         }
     }
 }
@@ -391,6 +395,7 @@ const PRODUCER_KEYS: &[&str] = &[
     "buffer.memory",
     "max.block.ms",
     "max.request.size",
+    "message.format.version",
 ];
 
 impl ProducerConfig {
@@ -458,6 +463,18 @@ impl ProducerConfig {
                     u64::from(PRODUCER_REQUEST_BYTES_MAX),
                 )? as u32
             }
+            "message.format.version" => {
+                self.message_format_version = match v.trim() {
+                    "1" => crate::format::MAGIC_V1,
+                    "2" => crate::format::MAGIC_V2,
+                    other => {
+                        return Err(invalid(
+                            key,
+                            format!("{other:?} is not allowed; allowed: 1, 2"),
+                        ));
+                    }
+                }
+            }
             _ => return Err(unknown("producer", key, PRODUCER_KEYS)),
         }
         Ok(self)
@@ -513,6 +530,11 @@ impl ProducerConfig {
         self.max_request_size = bytes;
         self
     }
+    /// Sets `message.format.version` (1 or 2).
+    pub fn message_format_version(mut self, magic: u8) -> Self {
+        self.message_format_version = magic;
+        self
+    }
 
     /// Checks every value against its bounds (also what the typed builders set).
     pub fn validate(&self) -> Result<()> {
@@ -553,6 +575,12 @@ impl ProducerConfig {
             u64::from(self.max_request_size),
             u64::from(PRODUCER_REQUEST_BYTES_MIN),
             u64::from(PRODUCER_REQUEST_BYTES_MAX),
+        )?;
+        check_range(
+            "message.format.version",
+            u64::from(self.message_format_version),
+            1,
+            2,
         )
     }
 }

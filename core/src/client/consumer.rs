@@ -69,7 +69,7 @@ use super::runtime::Home;
 
 mod group;
 use crate::error::{Error, ErrorCode, Result};
-use crate::format::{TimestampType, for_each_record};
+use crate::format::{Entries, TimestampType, for_each_record};
 use crate::group::TopicPartition;
 use crate::limits::{
     CONSUMER_BUFFER_BYTES_MAX, CONSUMER_EVENTS_MAX, CONSUMER_MAX_POLL_RECORDS_MAX,
@@ -88,6 +88,17 @@ pub struct ConsumerRecord {
     pub timestamp: i64,
     pub timestamp_type: TimestampType,
     pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    /// The record's headers in order (magic 2 records); empty for magic 0/1, and then not
+    /// allocated.
+    pub headers: Vec<RecordHeader>,
+}
+
+/// One record header: Kafka's ordered key/value pairs, keys UTF-8 (and repeatable), values
+/// bytes or null.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RecordHeader {
+    pub key: String,
     pub value: Option<Bytes>,
 }
 
@@ -158,8 +169,20 @@ struct PartState {
 struct Chunk {
     tp: TopicPartition,
     epoch: u64,
+    /// The fetched set, not decoded yet: the fetcher only reads its framing (to know where the
+    /// next fetch starts) and the first poll that reaches it decodes it (CRCs, records), so the
+    /// next fetch is on the wire while the application's thread decodes this one.
+    pending: Option<PendingSet>,
     records: VecDeque<ConsumerRecord>,
     bytes: usize,
+}
+
+/// A fetched set awaiting [`decode`]: records at or after `from`.
+#[derive(Debug)]
+struct PendingSet {
+    topic: Arc<str>,
+    set: Bytes,
+    from: u64,
 }
 
 /// A revoke handed to the application and not yet acknowledged by its next poll.
@@ -1136,6 +1159,7 @@ fn drain_records(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
         parts,
         buffer,
         buffered_bytes,
+        next_epoch,
         ..
     } = st;
     while out.len() < max {
@@ -1149,6 +1173,29 @@ fn drain_records(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
             continue;
         };
         let p = parts.get_mut(&chunk.tp).expect("checked");
+        if let Some(pending) = chunk.pending.take() {
+            match decode(
+                &pending.topic,
+                chunk.tp.partition,
+                &pending.set,
+                pending.from,
+            ) {
+                Ok(records) => chunk.records = records,
+                Err(e) => {
+                    // The partition stops before the damaged set: its later chunks become
+                    // stale (no record past the damage is returned, so no gap), poll reports
+                    // the error, and fetching starts again at the position.
+                    *next_epoch += 1;
+                    p.epoch = *next_epoch;
+                    p.fetch_offset = p.position;
+                    p.busy = false;
+                    p.error = Some(e);
+                    *buffered_bytes -= chunk.bytes;
+                    buffer.pop_front();
+                    continue;
+                }
+            }
+        }
         while out.len() < max {
             let Some(r) = chunk.records.pop_front() else {
                 break;
@@ -1360,19 +1407,24 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
                 match code {
                     ErrorCode::None => {
                         let set = r.message_set;
-                        match decode(&topic, tp.partition, &set, *off) {
-                            Ok(records) => {
-                                if let Some(last) = records.back() {
-                                    p.fetch_offset = Some(last.offset.0 + 1);
-                                    *buffered_bytes += set.len();
-                                    buffer.push_back(Chunk {
-                                        tp: tp.clone(),
-                                        epoch: *epoch,
-                                        records,
-                                        bytes: set.len(),
-                                    });
-                                }
+                        // Only the framing here; `drain_records` decodes (see `Chunk`).
+                        match last_offset(&set) {
+                            Ok(Some(last)) if last >= *off => {
+                                p.fetch_offset = Some(last + 1);
+                                *buffered_bytes += set.len();
+                                buffer.push_back(Chunk {
+                                    tp: tp.clone(),
+                                    epoch: *epoch,
+                                    bytes: set.len(),
+                                    pending: Some(PendingSet {
+                                        topic,
+                                        set,
+                                        from: *off,
+                                    }),
+                                    records: VecDeque::new(),
+                                });
                             }
+                            Ok(_) => {}
                             Err(e) => p.error = Some(e),
                         }
                     }
@@ -1421,6 +1473,17 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
     inner.wake.notify_one();
 }
 
+/// The offset of the last record of a fetched set from its framing alone (a compressed
+/// wrapper carries its last inner offset); `None` when it is empty. Framing errors are
+/// CORRUPT_MESSAGE; CRCs are checked later, by [`decode`].
+fn last_offset(set: &[u8]) -> Result<Option<u64>> {
+    let mut last = None;
+    for entry in Entries::new(set) {
+        last = Some(entry?.offset().0);
+    }
+    Ok(last)
+}
+
 /// Deep-decodes a fetched set into records at or after `from`. Uncompressed keys and values
 /// are zero-copy slices of `set`; records from a compressed wrapper are copied out of the
 /// decompression buffer.
@@ -1454,6 +1517,14 @@ fn decode(
             timestamp_type: r.timestamp_type,
             key: r.key.map(slice),
             value: r.value.map(slice),
+            headers: r
+                .headers
+                .iter()
+                .map(|h| RecordHeader {
+                    key: h.key.to_owned(),
+                    value: h.value.map(slice),
+                })
+                .collect(),
         });
     })?;
     Ok(out)
@@ -1475,7 +1546,11 @@ mod tests {
                 Some(format!("v{}", base + i).as_bytes()),
             );
         }
-        let mut set = b.finish().unwrap();
+        as_stored(b.finish().unwrap(), base)
+    }
+
+    /// A producer's set with offsets assigned from `base`, as the broker stores it.
+    fn as_stored(mut set: Vec<u8>, base: u64) -> Bytes {
         prepare_append(
             &mut set,
             Offset(base),
@@ -1483,6 +1558,7 @@ mod tests {
                 max_message_bytes: crate::limits::MESSAGE_BYTES_MAX,
                 timestamp_type: TimestampType::CreateTime,
                 now: TimestampMs(0),
+                leader_epoch: 0,
             },
             &mut Vec::new(),
         )
@@ -1504,6 +1580,54 @@ mod tests {
     }
 
     #[test]
+    fn magic_2_records_come_with_their_headers_and_skip_below_the_fetch_offset() {
+        use crate::format::{Header, RecordBatchBuilder};
+        let topic: Arc<str> = Arc::from("t");
+        for codec in Compression::ALL {
+            let mut b = RecordBatchBuilder::new(codec);
+            for i in 0..4u8 {
+                b.push(
+                    TimestampMs(1000 + i64::from(i)),
+                    None,
+                    Some(&[i]),
+                    [
+                        Header {
+                            key: "i",
+                            value: Some(&[i]),
+                        },
+                        Header {
+                            key: "null",
+                            value: None,
+                        },
+                    ],
+                );
+            }
+            let set = as_stored(b.finish().unwrap(), 50);
+            let got = decode(&topic, 0, &set, 52).unwrap();
+            let got: Vec<_> = got
+                .iter()
+                .map(|r| (r.offset.0, r.timestamp, r.headers.clone()))
+                .collect();
+            let h = |i: u8| {
+                vec![
+                    RecordHeader {
+                        key: "i".into(),
+                        value: Some(Bytes::copy_from_slice(&[i])),
+                    },
+                    RecordHeader {
+                        key: "null".into(),
+                        value: None,
+                    },
+                ]
+            };
+            assert_eq!(got, [(52, 1002, h(2)), (53, 1003, h(3))], "{codec:?}");
+        }
+        // Magic 1 records have no headers.
+        let got = decode(&topic, 0, &stored_set(Compression::None, 0, 2), 0).unwrap();
+        assert!(got.iter().all(|r| r.headers.is_empty()));
+    }
+
+    #[test]
     fn drained_records_advance_the_position_and_stale_epochs_are_dropped() {
         let topic: Arc<str> = Arc::from("t");
         let tp = TopicPartition::new("t", 0);
@@ -1521,12 +1645,14 @@ mod tests {
         st.buffer.push_back(Chunk {
             tp: tp.clone(),
             epoch: 0,
+            pending: None,
             records: records.clone(),
             bytes: 5,
         });
         st.buffer.push_back(Chunk {
             tp: tp.clone(),
             epoch: 1,
+            pending: None,
             records,
             bytes: 7,
         });
@@ -1541,6 +1667,61 @@ mod tests {
         let got = drain_records(&mut st, 100);
         assert_eq!(got.len(), 6);
         assert_eq!(st.parts[&tp].position, Some(10));
+        assert_eq!(st.buffered_bytes, 0);
+    }
+
+    #[test]
+    fn a_set_is_decoded_by_the_poll_that_reaches_it_and_damage_stops_the_partition_there() {
+        let topic: Arc<str> = Arc::from("t");
+        let tp = TopicPartition::new("t", 0);
+        let mut st = State::default();
+        st.parts.insert(
+            tp.clone(),
+            PartState {
+                position: Some(0),
+                fetch_offset: Some(15),
+                epoch: 1,
+                ..PartState::default()
+            },
+        );
+        st.next_epoch = 1; // epoch 1 came from the counter
+        let mut damaged = stored_set(Compression::None, 5, 5).to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x01; // the last value byte: the framing holds, the CRC does not
+        let damaged = Bytes::from(damaged);
+        assert_eq!(last_offset(&damaged).unwrap(), Some(9), "framing only");
+        for (base, set) in [
+            (0, stored_set(Compression::None, 0, 5)),
+            (5, damaged),
+            (10, stored_set(Compression::None, 10, 5)),
+        ] {
+            st.buffered_bytes += set.len();
+            st.buffer.push_back(Chunk {
+                tp: tp.clone(),
+                epoch: 1,
+                bytes: set.len(),
+                pending: Some(PendingSet {
+                    topic: topic.clone(),
+                    set,
+                    from: base,
+                }),
+                records: VecDeque::new(),
+            });
+        }
+        let got = drain_records(&mut st, 100);
+        assert_eq!(
+            got.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4],
+            "nothing at or past the damage"
+        );
+        let p = &st.parts[&tp];
+        assert_eq!((p.position, p.fetch_offset), (Some(5), Some(5)));
+        assert_eq!(
+            p.error.as_ref().map(Error::code),
+            Some(ErrorCode::CorruptMessage)
+        );
+        assert_ne!(p.epoch, 1, "the chunks behind the damage are stale");
+        assert!(st.buffer.is_empty());
         assert_eq!(st.buffered_bytes, 0);
     }
 
@@ -1578,6 +1759,7 @@ mod tests {
             st.buffer.push_back(Chunk {
                 tp: tp.clone(),
                 epoch: first_epoch,
+                pending: None,
                 records,
                 bytes: 9,
             });

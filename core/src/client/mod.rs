@@ -52,6 +52,7 @@ pub use config::{
 };
 pub use consumer::{
     Consumer, ConsumerRecord, GroupMembership, PartitionOffset, PollBatch, RebalanceEvent,
+    RecordHeader,
 };
 pub use offset_store::OffsetStore;
 pub use producer::{Producer, ProducerRecord};

@@ -212,12 +212,15 @@ impl Producer {
         cluster.refresh(&[]).await?;
         let tally = Arc::new(FailureTally::default());
         let inner = Arc::new(Inner {
-            acc: Mutex::new(Accumulator::new(
-                config.batch_size,
-                config.linger,
-                config.delivery_timeout,
-                tally.clone(),
-            )),
+            acc: Mutex::new(
+                Accumulator::new(
+                    config.batch_size,
+                    config.linger,
+                    config.delivery_timeout,
+                    tally.clone(),
+                )
+                .with_magic(config.message_format_version),
+            ),
             buffer: Arc::new(Semaphore::new(config.buffer_memory as usize)),
             cluster,
             config,

@@ -15,24 +15,34 @@
 //! relative offsets 0, 1, …, n−1; the wrapper's offset is the absolute offset of its last inner
 //! message (Kafka's v1 rule), so inner absolute offset = wrapper offset − (n−1) + relative.
 //!
+//! Magic 2 entries are Kafka's RecordBatch v2 ([`v2`]). A reader dispatches on byte 16: the
+//! framing (offset · size) is the same for every magic (a v2 batch's `batchLength` is its
+//! `size`), but the CRC's place and polynomial, the meaning of the offset field and where the
+//! timestamp sits differ. [`Entry`]'s methods ([`Entry::check_crc`], [`Entry::last_offset`],
+//! [`Entry::info`]) dispatch, so storage code reads every magic through them. One difference
+//! matters everywhere offsets are compared: a v1 wrapper's offset field is its *last* offset,
+//! a v2 batch's is its *first* (baseOffset); [`Entry::last_offset`] gives the last for both.
+//!
 //! Invariants: decoding never panics and never allocates more than the named limits allow, on
 //! any input; every length is checked against the bytes present first. The magic byte is checked
-//! before the CRC, because where the CRC sits depends on the magic (magic 2 keeps its CRC at byte
-//! 17), so a magic-2 batch is reported as an unknown magic rather than as a CRC mismatch.
+//! before the CRC, because where the CRC sits depends on the magic (magic 2 keeps its CRC-32C at
+//! byte 17).
 
 pub mod compression;
+pub mod v2;
 
 use crate::error::{Error, Result};
 use crate::limits::{
     LOG_OVERHEAD_BYTES, MESSAGE_BYTES_MAX, MESSAGE_V0_HEADER_BYTES, MESSAGE_V1_HEADER_BYTES,
-    WRAPPER_MESSAGES_MAX,
+    RECORD_BATCH_HEADER_BYTES, WRAPPER_MESSAGES_MAX,
 };
 use crate::types::{Offset, TimestampMs};
 pub use compression::Compression;
+pub use v2::{BatchHeader, Header, Headers, RecordBatchBuilder};
 
 pub const MAGIC_V0: u8 = 0;
 pub const MAGIC_V1: u8 = 1;
-/// Kafka's RecordBatch v2; reserved here, not yet accepted.
+/// Kafka's RecordBatch v2 (see [`v2`]).
 pub const MAGIC_V2: u8 = 2;
 
 /// Byte positions within an entry.
@@ -182,12 +192,59 @@ impl<'a> Entry<'a> {
         Offset(be_u64(self.bytes, OFFSET_POS))
     }
 
+    /// The CRC field: CRC-32 at byte 12 for magic 0/1, CRC-32C at byte 17 for magic 2.
     pub fn stored_crc(&self) -> u32 {
-        be_u32(self.bytes, CRC_POS)
+        if self.magic() == MAGIC_V2 {
+            be_u32(self.bytes, v2::CRC_POS)
+        } else {
+            be_u32(self.bytes, CRC_POS)
+        }
     }
 
     pub fn computed_crc(&self) -> u32 {
-        crc32fast::hash(&self.bytes[MAGIC_POS..])
+        if self.magic() == MAGIC_V2 {
+            v2::compute_crc(self.bytes)
+        } else {
+            crc32fast::hash(&self.bytes[MAGIC_POS..])
+        }
+    }
+
+    /// The offset of the entry's last message: the offset field for magic 0/1 (a wrapper
+    /// carries its last inner offset), baseOffset + lastOffsetDelta for magic 2. [`Entries`]
+    /// guarantees a magic 2 entry has its whole header; bytes shorter than that (a header being
+    /// read) give the offset field, and need only its 12 bytes.
+    pub fn last_offset(&self) -> Offset {
+        if self.bytes.len() >= v2::RECORDS_POS && self.bytes[MAGIC_POS] == MAGIC_V2 {
+            let delta = be_u32(self.bytes, v2::LAST_OFFSET_DELTA_POS) as i32;
+            Offset(self.offset().0.saturating_add(delta.max(0) as u64))
+        } else {
+            self.offset()
+        }
+    }
+
+    /// The shallow facts storage needs, for every magic: layout checked (for magic 0/1 the
+    /// whole message, for magic 2 the header), not the CRC and not a v2 batch's records.
+    pub fn info(&self) -> Result<EntryInfo> {
+        if self.magic() == MAGIC_V2 {
+            let h = v2::BatchHeader::parse(self.bytes).map_err(|e| shift(e, self.position))?;
+            return Ok(EntryInfo {
+                magic: MAGIC_V2,
+                compression: h.attributes.compression,
+                timestamp_type: h.attributes.timestamp_type,
+                timestamp: h.max_timestamp,
+                first_offset: Some(h.base_offset),
+                last_offset: h.last_offset(),
+            });
+        }
+        let m = self.message()?;
+        Ok(EntryInfo {
+            magic: m.magic,
+            compression: m.attributes.compression,
+            timestamp_type: m.attributes.timestamp_type,
+            timestamp: m.timestamp,
+            first_offset: (m.attributes.compression == Compression::None).then_some(m.offset),
+            last_offset: m.offset,
+        })
     }
 
     pub fn check_crc(&self) -> Result<()> {
@@ -222,6 +279,20 @@ impl<'a> Entry<'a> {
     pub fn message(&self) -> Result<Message<'a>> {
         Message::parse(self.bytes, self.position)
     }
+}
+
+/// What [`Entry::info`] reads from an entry of any magic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryInfo {
+    pub magic: u8,
+    pub compression: Compression,
+    pub timestamp_type: TimestampType,
+    /// The entry's timestamp as indexes use it: a magic 0/1 message's own (for a wrapper, the
+    /// largest inner one), a magic 2 batch's maxTimestamp. `TimestampMs::NONE` for magic 0.
+    pub timestamp: TimestampMs,
+    /// Offset of its first message, when known without decompressing (not for a v1 wrapper).
+    pub first_offset: Option<Offset>,
+    pub last_offset: Offset,
 }
 
 /// A decoded message, borrowing key and value from the buffer.
@@ -380,6 +451,14 @@ impl<'a> Iterator for Entries<'a> {
                 format!("entry size {size} exceeds the limit of {MESSAGE_BYTES_MAX} bytes"),
             );
         }
+        // A magic 2 batch has a 61-byte header; a shorter one cannot be read further.
+        let v2_min = (RECORD_BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32;
+        if rest.len() > MAGIC_POS && rest[MAGIC_POS] == MAGIC_V2 && size < v2_min {
+            return fail(
+                self,
+                format!("magic 2 batch size {size} is smaller than its header ({v2_min} bytes)"),
+            );
+        }
         let total = LOG_OVERHEAD_BYTES as usize + size as usize;
         if total > rest.len() {
             return fail(
@@ -425,6 +504,9 @@ pub struct AppendOptions {
     /// When `LogAppendTime`, timestamps are overwritten with `now` and CRCs recomputed.
     pub timestamp_type: TimestampType,
     pub now: TimestampMs,
+    /// The leader's epoch, written into every magic 2 batch's partitionLeaderEpoch (a field the
+    /// CRC does not cover). Magic 0/1 entries have no such field.
+    pub leader_epoch: i32,
 }
 
 /// Validates a producer's message set and assigns offsets from `base`, in place.
@@ -455,6 +537,32 @@ pub fn prepare_append(
     let mut offset_of_max = base;
     let mut position = 0usize;
     while position < set.len() {
+        if set.get(position + MAGIC_POS) == Some(&MAGIC_V2) {
+            let len = framed_len(set, position)?;
+            if let Some(m) = magic
+                && m != MAGIC_V2
+            {
+                return Err(Error::corrupt(
+                    position,
+                    format!("mixed magic in one set: {m} then {MAGIC_V2}"),
+                ));
+            }
+            magic = Some(MAGIC_V2);
+            let entry = &mut set[position..position + len];
+            let (count, ts) =
+                prepare_batch(entry, next, opts, scratch).map_err(|e| shift(e, position))?;
+            let last = next.checked_add(u64::from(count) - 1).ok_or_else(|| {
+                Error::InvalidRequest("offsets would exceed the largest offset".into())
+            })?;
+            if ts > max_ts || entry_count == 0 {
+                max_ts = ts;
+                offset_of_max = last;
+            }
+            next = last.next();
+            entry_count += 1;
+            position += len;
+            continue;
+        }
         let checked = check_producer_entry(set, position, opts, scratch)?;
         if let Some(m) = magic
             && m != checked.magic
@@ -505,6 +613,93 @@ pub fn prepare_append(
         offset_of_max_timestamp: offset_of_max,
         magic: magic.unwrap_or(MAGIC_V0),
     })
+}
+
+/// Bytes of the entry at `position` of a producer's set, framing checked.
+fn framed_len(set: &[u8], position: usize) -> Result<usize> {
+    match Entries::new(&set[position..]).next() {
+        Some(entry) => Ok(entry.map_err(|e| shift(e, position))?.len()),
+        None => Err(Error::corrupt(position, "no entry where one was expected")),
+    }
+}
+
+/// Validates one magic 2 batch from a producer and prepares it for the log, in place: sets
+/// baseOffset to `base` and partitionLeaderEpoch to the leader's; under `LogAppendTime` sets
+/// the timestamp-type bit and maxTimestamp to `now`; under `CreateTime` corrects maxTimestamp
+/// to the records' largest timestamp if the producer got it wrong. The CRC is recomputed only
+/// when a covered byte changed. Returns the record count and the batch's stored maxTimestamp.
+/// Errors carry positions within the batch.
+///
+/// A producer's batch must be what Kafka's producer sends: CRC valid, no log-append-time,
+/// control or transactional bit (transactions are not supported), at least one record, offset
+/// deltas exactly 0..n−1 with lastOffsetDelta = n−1.
+fn prepare_batch(
+    entry: &mut [u8],
+    base: Offset,
+    opts: &AppendOptions,
+    scratch: &mut Vec<u8>,
+) -> Result<(u32, TimestampMs)> {
+    let size = entry.len() as u64 - u64::from(LOG_OVERHEAD_BYTES);
+    if size > u64::from(opts.max_message_bytes) {
+        return Err(Error::MessageTooLarge {
+            size,
+            max: u64::from(opts.max_message_bytes),
+        });
+    }
+    let header = v2::BatchHeader::parse(entry)?;
+    let computed = v2::compute_crc(entry);
+    if computed != header.crc {
+        return Err(Error::corrupt(
+            0,
+            format!(
+                "CRC-32C mismatch: stored {:#010x}, computed {computed:#010x}",
+                header.crc
+            ),
+        ));
+    }
+    if header.attributes.timestamp_type == TimestampType::LogAppendTime {
+        return Err(log_append_time_from_producer(0));
+    }
+    if header.attributes.control || header.attributes.transactional {
+        return Err(Error::InvalidRequest(
+            "a transactional or control batch was sent; transactions are not supported".into(),
+        ));
+    }
+    let records = v2::check_records(entry, &header, scratch)?;
+    if records.count == 0 {
+        return Err(Error::corrupt(0, "a magic 2 batch holds no records"));
+    }
+    if !records.dense || header.last_offset_delta != records.count - 1 {
+        return Err(Error::corrupt(
+            0,
+            format!(
+                "a producer's batch must have offset deltas 0..{} and lastOffsetDelta {} (has lastOffsetDelta {})",
+                records.count - 1,
+                records.count - 1,
+                header.last_offset_delta
+            ),
+        ));
+    }
+    entry[OFFSET_POS..SIZE_POS].copy_from_slice(&base.0.to_be_bytes());
+    entry[v2::PARTITION_LEADER_EPOCH_POS..MAGIC_POS]
+        .copy_from_slice(&opts.leader_epoch.to_be_bytes());
+    let max_ts = match opts.timestamp_type {
+        TimestampType::LogAppendTime => {
+            let attributes = v2::BatchAttributes {
+                timestamp_type: TimestampType::LogAppendTime,
+                ..header.attributes
+            };
+            entry[v2::ATTRIBUTES_POS..v2::LAST_OFFSET_DELTA_POS]
+                .copy_from_slice(&attributes.to_bits().to_be_bytes());
+            opts.now
+        }
+        TimestampType::CreateTime => records.max_timestamp,
+    };
+    if max_ts != header.max_timestamp || opts.timestamp_type == TimestampType::LogAppendTime {
+        entry[v2::MAX_TIMESTAMP_POS..v2::PRODUCER_ID_POS].copy_from_slice(&max_ts.0.to_be_bytes());
+        v2::rewrite_crc(entry);
+    }
+    Ok((records.count, max_ts))
 }
 
 /// What [`check_producer_entry`] learned about one shallow entry.
@@ -594,14 +789,10 @@ fn shift(e: Error, by: usize) -> Error {
 /// CRC's place depends on the magic.
 fn check_magic(entry: &Entry<'_>) -> Result<()> {
     match entry.magic() {
-        MAGIC_V0 | MAGIC_V1 => Ok(()),
-        MAGIC_V2 => Err(Error::corrupt(
-            entry.position,
-            "unknown magic 2 (reserved for Kafka's RecordBatch v2; this reader handles 0 and 1)",
-        )),
+        MAGIC_V0 | MAGIC_V1 | MAGIC_V2 => Ok(()),
         m => Err(Error::corrupt(
             entry.position,
-            format!("unknown magic {m} (this reader handles 0 and 1)"),
+            format!("unknown magic {m} (this reader handles 0, 1 and 2)"),
         )),
     }
 }
@@ -690,6 +881,8 @@ pub struct Record<'a> {
     pub timestamp_type: TimestampType,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    /// Magic 2 records' headers, in order; empty for magic 0/1.
+    pub headers: Headers<'a>,
 }
 
 /// Visits every logical message of a set in offset order, decompressing wrappers into
@@ -704,6 +897,10 @@ pub fn for_each_record(
         let entry = entry?;
         check_magic(&entry)?;
         entry.check_crc()?;
+        if entry.magic() == MAGIC_V2 {
+            for_each_batch_record(&entry, scratch, &mut f)?;
+            continue;
+        }
         let msg = entry.message()?;
         match msg.attributes.compression {
             Compression::None => f(Record {
@@ -712,6 +909,7 @@ pub fn for_each_record(
                 timestamp_type: msg.attributes.timestamp_type,
                 key: msg.key,
                 value: msg.value,
+                headers: Headers::EMPTY,
             }),
             codec => {
                 let value = msg.value.ok_or_else(|| {
@@ -742,6 +940,7 @@ pub fn for_each_record(
                         timestamp_type,
                         key: m.key,
                         value: m.value,
+                        headers: Headers::EMPTY,
                     });
                 }
             }
@@ -750,8 +949,49 @@ pub fn for_each_record(
     Ok(())
 }
 
-/// Builds a producer's message set: uncompressed entries with offsets 0..n, or one compressed
-/// wrapper holding them. The broker assigns the real offsets.
+/// The records of one magic 2 batch (CRC already checked), for [`for_each_record`], decoded
+/// and checked in one pass. Control batches (transaction markers) carry no user data and are
+/// skipped, as Kafka's consumer does.
+fn for_each_batch_record(
+    entry: &Entry<'_>,
+    scratch: &mut Vec<u8>,
+    f: &mut impl FnMut(Record<'_>),
+) -> Result<()> {
+    let at = |e: Error| shift(e, entry.position);
+    let header = v2::BatchHeader::parse(entry.bytes).map_err(at)?;
+    let section = v2::records_section(entry.bytes, &header, scratch).map_err(at)?;
+    let control = header.attributes.control;
+    let log_append = header.attributes.timestamp_type == TimestampType::LogAppendTime;
+    v2::walk_records(section, &header, |rec| {
+        if control {
+            return;
+        }
+        let timestamp = if log_append {
+            header.max_timestamp
+        } else {
+            TimestampMs(header.base_timestamp.0.wrapping_add(rec.timestamp_delta))
+        };
+        f(Record {
+            offset: Offset(
+                header
+                    .base_offset
+                    .0
+                    .saturating_add(u64::from(rec.offset_delta)),
+            ),
+            timestamp,
+            timestamp_type: header.attributes.timestamp_type,
+            key: rec.key,
+            value: rec.value,
+            headers: rec.headers,
+        });
+    })
+    .map_err(at)?;
+    Ok(())
+}
+
+/// Builds a producer's message set (magic 0/1): uncompressed entries with offsets 0..n, or one
+/// compressed wrapper holding them. The broker assigns the real offsets. [`SetBuilder`] chooses
+/// between this and a magic 2 [`RecordBatchBuilder`].
 #[derive(Debug)]
 pub struct MessageSetBuilder {
     magic: u8,
@@ -828,4 +1068,101 @@ impl MessageSetBuilder {
         );
         Ok(out)
     }
+}
+
+/// Builds one producer batch in whichever magic its records need: the notes' magic 1 (or 0)
+/// as [`MessageSetBuilder`] does, until a record carries headers, which only magic 2 can hold;
+/// that record upgrades the batch to a [`RecordBatchBuilder`] (the records pushed so far are
+/// carried over once, without headers). Built as magic 2 from the start when asked for
+/// (`message.format.version` 2). This is the producer's rule from issue 14: magic 2 for a batch
+/// whose records carry headers, the configured magic otherwise.
+#[derive(Debug)]
+pub struct SetBuilder {
+    inner: SetInner,
+}
+
+#[derive(Debug)]
+enum SetInner {
+    Messages(MessageSetBuilder),
+    Batch(RecordBatchBuilder),
+}
+
+impl SetBuilder {
+    /// `magic` is the lowest magic to write: 0 or 1 (upgraded to 2 by a record with headers),
+    /// or 2. `bytes` is a capacity hint.
+    pub fn with_capacity(magic: u8, compression: Compression, bytes: usize) -> SetBuilder {
+        let inner = if magic >= MAGIC_V2 {
+            SetInner::Batch(RecordBatchBuilder::with_capacity(compression, bytes))
+        } else {
+            SetInner::Messages(MessageSetBuilder::with_capacity(magic, compression, bytes))
+        };
+        SetBuilder { inner }
+    }
+
+    /// The magic the batch is being written in.
+    pub fn magic(&self) -> u8 {
+        match &self.inner {
+            SetInner::Messages(b) => b.magic,
+            SetInner::Batch(_) => MAGIC_V2,
+        }
+    }
+
+    pub fn push(
+        &mut self,
+        timestamp: TimestampMs,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header<'_>],
+    ) {
+        if !headers.is_empty()
+            && let SetInner::Messages(b) = &self.inner
+        {
+            self.inner = SetInner::Batch(upgrade(b));
+        }
+        match &mut self.inner {
+            SetInner::Messages(b) => b.push(timestamp, key, value),
+            SetInner::Batch(b) => b.push(timestamp, key, value, headers.iter().copied()),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        match &self.inner {
+            SetInner::Messages(b) => b.len(),
+            SetInner::Batch(b) => u64::from(b.len()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes written so far (uncompressed).
+    pub fn size_bytes(&self) -> usize {
+        match &self.inner {
+            SetInner::Messages(b) => b.size_bytes(),
+            SetInner::Batch(b) => b.size_bytes(),
+        }
+    }
+
+    pub fn finish(self) -> Result<Vec<u8>> {
+        match self.inner {
+            SetInner::Messages(b) => b.finish(),
+            SetInner::Batch(b) => b.finish(),
+        }
+    }
+}
+
+/// The records of a magic 0/1 builder (uncompressed entries, offsets 0..n) as a magic 2 one.
+fn upgrade(b: &MessageSetBuilder) -> RecordBatchBuilder {
+    let mut out = RecordBatchBuilder::with_capacity(b.compression, b.buf.len());
+    for entry in Entries::new(&b.buf) {
+        // Written by `write_entry` just before: framed and well formed.
+        let Ok(m) = entry.and_then(|e| e.message()) else {
+            debug_assert!(false, "a builder's own entries parse");
+            continue;
+        };
+        // Magic 0 has no timestamp (−1); magic 2 records always have one, and −1 it is.
+        out.push(m.timestamp, m.key, m.value, []);
+    }
+    out
 }

@@ -1334,14 +1334,15 @@ impl Inner {
         let key = self.keys.partition(topic, partition);
         for _ in 0..REGISTRY_CAS_ATTEMPTS_MAX {
             // A fresh, consistent read of the topic and the partition (one revision).
+            // The proposed members' registrations come in the same read: a broker without one
+            // is fenced and may not join (KIP-841).
+            let mut reads = vec![
+                TxnOp::get(topic_key.clone(), None),
+                TxnOp::get(key.clone(), None),
+            ];
+            reads.extend(isr.iter().map(|b| TxnOp::get(self.keys.broker(*b), None)));
             let read = self
-                .txn(
-                    "read a partition's state",
-                    Txn::new().and_then([
-                        TxnOp::get(topic_key.clone(), None),
-                        TxnOp::get(key.clone(), None),
-                    ]),
-                )
+                .txn("read a partition's state", Txn::new().and_then(reads))
                 .await?;
             let mut snapshot = Snapshot::default();
             for r in read.op_responses() {
@@ -1397,6 +1398,33 @@ impl Inner {
                     "{topic}-{partition}: in-sync replicas {isr:?} must include the leader and be distinct replicas"
                 )));
             }
+            // KIP-841: a member being added must hold a registration (a live lease); otherwise
+            // the controller would remove it again at once, bumping the epoch every round.
+            let mut guards = vec![
+                Compare::create_revision(
+                    topic_key.clone(),
+                    CompareOp::Equal,
+                    entry.create_revision,
+                ),
+                Compare::mod_revision(key.clone(), CompareOp::Equal, view.mod_revision),
+            ];
+            for added in isr.iter().filter(|b| !current.isr.contains(b)) {
+                let Some(registration) = snapshot.brokers.get(added) else {
+                    return Err(Error::Remote {
+                        code: ErrorCode::IneligibleReplica,
+                        message: format!(
+                            "{topic}-{partition}: broker {added} cannot join the in-sync replicas: it is not registered \
+                             (no live session); it may once it registers again"
+                        ),
+                    });
+                };
+                // The same incarnation must still be registered when the write lands.
+                guards.push(Compare::create_revision(
+                    self.keys.broker(*added),
+                    CompareOp::Equal,
+                    registration.create_revision,
+                ));
+            }
             let next = PartitionValue {
                 leader: Some(leader.0),
                 leader_epoch,
@@ -1405,16 +1433,11 @@ impl Inner {
             let write = self
                 .txn(
                     "change a partition's in-sync replicas",
-                    Txn::new()
-                        .when([
-                            Compare::create_revision(
-                                topic_key.clone(),
-                                CompareOp::Equal,
-                                entry.create_revision,
-                            ),
-                            Compare::mod_revision(key.clone(), CompareOp::Equal, view.mod_revision),
-                        ])
-                        .and_then([TxnOp::put(key.clone(), encode(&next)?, None)]),
+                    Txn::new().when(guards).and_then([TxnOp::put(
+                        key.clone(),
+                        encode(&next)?,
+                        None,
+                    )]),
                 )
                 .await?;
             if write.succeeded() {
@@ -1430,7 +1453,8 @@ impl Inner {
                     &next,
                 ));
             }
-            // Another write landed between the read and ours: read again and re-check the epoch.
+            // Another write landed between the read and ours (or an added member's registration
+            // went): read again and re-check the epoch and the registrations.
         }
         Err(Error::Remote {
             code: ErrorCode::FencedLeaderEpoch,
@@ -1472,6 +1496,10 @@ impl Registry for EtcdRegistry {
                 alive: true,
             })
             .collect())
+    }
+
+    fn is_registered(&self, id: BrokerId) -> bool {
+        self.inner.state.read().brokers.contains_key(&id)
     }
 
     fn controller(&self) -> Option<BrokerId> {

@@ -94,6 +94,13 @@ pub trait Registry: Send + Sync + fmt::Debug {
     fn register_broker(&self, id: BrokerId, address: &str) -> Result<()>;
     /// Every known broker.
     fn brokers(&self) -> Result<Vec<BrokerInfo>>;
+    /// Whether broker `id` is registered and alive now (etcd: holds a live lease), answered from
+    /// the snapshot without allocating. A leader proposes only registered followers for its ISR
+    /// (Kafka's KIP-841: a fenced broker never joins an ISR).
+    fn is_registered(&self, id: BrokerId) -> bool {
+        self.brokers()
+            .is_ok_and(|brokers| brokers.iter().any(|b| b.id == id && b.alive))
+    }
     /// The broker acting as controller, if any.
     fn controller(&self) -> Option<BrokerId>;
     /// Every topic, sorted by name.
@@ -113,7 +120,8 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Leader only: replaces the in-sync replicas of `topic`-`partition`, provided `leader` still
     /// leads it at `leader_epoch` (etcd: a transaction guarded by the partition state's revision,
     /// so a deposed leader's write fails). Returns the partition as now stored. Errors:
-    /// FencedLeaderEpoch / NotLeader when the state moved on, UnknownTopicOrPartition, and a
+    /// FencedLeaderEpoch / NotLeader when the state moved on, UnknownTopicOrPartition,
+    /// IneligibleReplica (retriable) when a broker being added is not registered, and a
     /// retriable error when the registry cannot be reached. `isr` must contain `leader` and be a
     /// subset of the replicas (InvalidRequest otherwise).
     fn alter_isr(

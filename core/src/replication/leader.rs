@@ -21,7 +21,10 @@
 //! - **Shrink**: an ISR follower not caught up for more than `replica_lag_time_max_ms` is
 //!   proposed out. **Expand**: a non-ISR follower whose fetch offset is `>=` the HW and `>=`
 //!   the leader's epoch start offset (so it holds this leader's whole history up to the HW) is
-//!   proposed in.
+//!   proposed in — provided it is **eligible** (KIP-841): the registry has it registered, with a
+//!   live session. A fenced broker that catches up is not proposed; its next fetch after it
+//!   registers again is. (Proposing it anyway made the ISR flap: the controller removed it at
+//!   once, bumping the leader epoch on every round.)
 //! - At most one proposal is pending; none is made while one is. The leader never proposes an
 //!   ISR without itself. Proposals list their members in assignment (`replicas`) order.
 
@@ -177,8 +180,8 @@ impl LeaderState {
 
     /// Follower `replica` fetched from `fetch_offset`, its log end (everything below is on its
     /// disk); the leader's log end at the time is `leader_log_end`. Updates its lastCaughtUpTime
-    /// (module docs), may move the HW, and proposes an expansion when a non-ISR follower qualifies
-    /// and no proposal is pending.
+    /// (module docs), may move the HW, and proposes an expansion when a non-ISR follower qualifies,
+    /// is `isr_eligible` (registered in the registry now) and no proposal is pending.
     ///
     /// Errors ([`Error::InvalidRequest`]): `replica` is not a replica of the partition or is the
     /// leader; `fetch_offset` is past `leader_log_end` (the broker's read already refuses that
@@ -189,6 +192,7 @@ impl LeaderState {
         fetch_offset: Offset,
         leader_log_end: Offset,
         now_ms: u64,
+        isr_eligible: bool,
     ) -> Result<FetchOutcome> {
         if replica == self.me {
             return Err(Error::InvalidRequest(format!(
@@ -224,7 +228,11 @@ impl LeaderState {
 
         self.set_log_end(leader_log_end);
         let high_watermark = self.maybe_advance_high_watermark();
-        let propose_isr = self.maybe_expand_isr(replica, fetch_offset);
+        let propose_isr = if isr_eligible {
+            self.maybe_expand_isr(replica, fetch_offset)
+        } else {
+            None
+        };
         Ok(FetchOutcome {
             high_watermark,
             propose_isr,

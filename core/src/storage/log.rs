@@ -235,6 +235,12 @@ impl PartitionLog {
     /// (concurrent appends share one fsync: group commit). Does not move the high watermark.
     /// On error nothing was appended (the caller's buffer may have had offsets rewritten).
     pub fn append(&self, set: &mut [u8]) -> Result<AppendInfo> {
+        self.append_in_epoch(set, 0)
+    }
+
+    /// [`append`](Self::append) by the leader of `leader_epoch`, which is written into every
+    /// magic 2 batch's partitionLeaderEpoch field (magic 0/1 entries have none).
+    pub fn append_in_epoch(&self, set: &mut [u8], leader_epoch: u32) -> Result<AppendInfo> {
         self.check_writable()?;
         check_set_size(set)?;
         let mut w = self.writer.lock();
@@ -245,15 +251,16 @@ impl PartitionLog {
             max_message_bytes: self.config.max_message_bytes,
             timestamp_type: self.config.timestamp_type,
             now,
+            leader_epoch: i32::try_from(leader_epoch).unwrap_or(i32::MAX),
         };
         let summary = format::prepare_append(set, base, &opts, &mut w.scratch)?;
         w.entries.clear();
         for entry in Entries::new(set) {
             // prepare_append checked framing and layout of every entry.
             let entry = entry.expect("a validated set is framed");
-            let timestamp = entry.message().expect("a validated entry parses").timestamp;
+            let timestamp = entry.info().expect("a validated entry parses").timestamp;
             w.entries
-                .push((entry.offset(), entry.len() as u32, timestamp));
+                .push((entry.last_offset(), entry.len() as u32, timestamp));
         }
         self.write_locked(&w, set, summary.last_offset, now)?;
         drop(w);
@@ -293,7 +300,7 @@ impl PartitionLog {
                 other => other,
             };
             entry.check_crc().map_err(at)?;
-            let msg = entry.message().map_err(at)?;
+            let info = entry.info().map_err(at)?;
             // Decoding checks the inner entries of a wrapper and yields their absolute offsets.
             let mut offsets = (None, Offset(0));
             format::for_each_record(entry.bytes, scratch, |r| {
@@ -301,8 +308,14 @@ impl PartitionLog {
                 offsets.1 = r.offset;
             })
             .map_err(at)?;
-            let (first, last) = (offsets.0.unwrap_or(entry.offset()), offsets.1);
-            if first != expected || last != entry.offset() {
+            let (first, last) = (offsets.0.unwrap_or(info.last_offset), offsets.1);
+            // A magic 2 batch's records need not reach lastOffsetDelta (Kafka's compaction
+            // removes records but keeps the batch's offset range), so its range is the header's.
+            let (first, last) = match info.first_offset {
+                Some(f) if info.magic == format::MAGIC_V2 => (f, info.last_offset),
+                _ => (first, last),
+            };
+            if first != expected || last != info.last_offset {
                 return Err(Error::corrupt(
                     entry.position,
                     format!(
@@ -310,8 +323,8 @@ impl PartitionLog {
                     ),
                 ));
             }
-            max_timestamp = max_timestamp.max(msg.timestamp);
-            entries.push((entry.offset(), entry.len() as u32, msg.timestamp));
+            max_timestamp = max_timestamp.max(info.timestamp);
+            entries.push((info.last_offset, entry.len() as u32, info.timestamp));
             expected = last.next();
         }
         let last_offset = Offset(expected.0 - 1);

@@ -19,6 +19,7 @@ mod clock;
 mod config;
 mod log;
 mod offset_index;
+pub mod producer_state;
 mod recovery;
 mod segment;
 mod time_index;

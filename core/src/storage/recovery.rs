@@ -369,7 +369,7 @@ fn find_valid_entry_after(
                             position: 0,
                             bytes: &bytes,
                         };
-                        if entry.check_crc().is_ok() && entry.message().is_ok() {
+                        if entry.check_crc().is_ok() && entry.info().is_ok() {
                             return Ok(Some((path, at)));
                         }
                     }

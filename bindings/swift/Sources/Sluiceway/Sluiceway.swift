@@ -1989,18 +1989,26 @@ public struct DecodedRecord: Equatable, Hashable {
     public var timestampType: TimestampType
     public var key: Data?
     public var value: Data?
+    /**
+     * Magic 2 records' headers, in order; empty for magic 0/1.
+     */
+    public var headers: [RecordHeader]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
     public init(offset: Int64, 
         /**
          * Ms since the epoch; −1 for magic-0 messages, which carry none.
-         */timestamp: Int64, timestampType: TimestampType, key: Data?, value: Data?) {
+         */timestamp: Int64, timestampType: TimestampType, key: Data?, value: Data?, 
+        /**
+         * Magic 2 records' headers, in order; empty for magic 0/1.
+         */headers: [RecordHeader]) {
         self.offset = offset
         self.timestamp = timestamp
         self.timestampType = timestampType
         self.key = key
         self.value = value
+        self.headers = headers
     }
 
     
@@ -2023,7 +2031,8 @@ public struct FfiConverterTypeDecodedRecord: FfiConverterRustBuffer {
                 timestamp: FfiConverterInt64.read(from: &buf), 
                 timestampType: FfiConverterTypeTimestampType.read(from: &buf), 
                 key: FfiConverterOptionData.read(from: &buf), 
-                value: FfiConverterOptionData.read(from: &buf)
+                value: FfiConverterOptionData.read(from: &buf), 
+                headers: FfiConverterSequenceTypeRecordHeader.read(from: &buf)
         )
     }
 
@@ -2033,6 +2042,7 @@ public struct FfiConverterTypeDecodedRecord: FfiConverterRustBuffer {
         FfiConverterTypeTimestampType.write(value.timestampType, into: &buf)
         FfiConverterOptionData.write(value.key, into: &buf)
         FfiConverterOptionData.write(value.value, into: &buf)
+        FfiConverterSequenceTypeRecordHeader.write(value.headers, into: &buf)
     }
 }
 
@@ -3062,19 +3072,27 @@ public struct Record: Equatable, Hashable {
     public var timestamp: Int64
     public var key: Data?
     public var value: Data?
+    /**
+     * Its headers in order (magic 2 records); empty for records without.
+     */
+    public var headers: [RecordHeader]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
     public init(topic: String, partition: Int32, offset: Int64, 
         /**
          * Ms since the epoch (−1 when the record has none).
-         */timestamp: Int64, key: Data?, value: Data?) {
+         */timestamp: Int64, key: Data?, value: Data?, 
+        /**
+         * Its headers in order (magic 2 records); empty for records without.
+         */headers: [RecordHeader]) {
         self.topic = topic
         self.partition = partition
         self.offset = offset
         self.timestamp = timestamp
         self.key = key
         self.value = value
+        self.headers = headers
     }
 
     
@@ -3098,7 +3116,8 @@ public struct FfiConverterTypeRecord: FfiConverterRustBuffer {
                 offset: FfiConverterInt64.read(from: &buf), 
                 timestamp: FfiConverterInt64.read(from: &buf), 
                 key: FfiConverterOptionData.read(from: &buf), 
-                value: FfiConverterOptionData.read(from: &buf)
+                value: FfiConverterOptionData.read(from: &buf), 
+                headers: FfiConverterSequenceTypeRecordHeader.read(from: &buf)
         )
     }
 
@@ -3109,6 +3128,7 @@ public struct FfiConverterTypeRecord: FfiConverterRustBuffer {
         FfiConverterInt64.write(value.timestamp, into: &buf)
         FfiConverterOptionData.write(value.key, into: &buf)
         FfiConverterOptionData.write(value.value, into: &buf)
+        FfiConverterSequenceTypeRecordHeader.write(value.headers, into: &buf)
     }
 }
 
@@ -3125,6 +3145,63 @@ public func FfiConverterTypeRecord_lift(_ buf: RustBuffer) throws -> Record {
 #endif
 public func FfiConverterTypeRecord_lower(_ value: Record) -> RustBuffer {
     return FfiConverterTypeRecord.lower(value)
+}
+
+
+/**
+ * One record header: a UTF-8 key (keys may repeat) and a value that may be null.
+ */
+public struct RecordHeader: Equatable, Hashable {
+    public var key: String
+    public var value: Data?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(key: String, value: Data?) {
+        self.key = key
+        self.value = value
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension RecordHeader: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRecordHeader: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RecordHeader {
+        return
+            try RecordHeader(
+                key: FfiConverterString.read(from: &buf), 
+                value: FfiConverterOptionData.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RecordHeader, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.key, into: &buf)
+        FfiConverterOptionData.write(value.value, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordHeader_lift(_ buf: RustBuffer) throws -> RecordHeader {
+    return try FfiConverterTypeRecordHeader.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordHeader_lower(_ value: RecordHeader) -> RustBuffer {
+    return FfiConverterTypeRecordHeader.lower(value)
 }
 
 
@@ -4414,6 +4491,31 @@ fileprivate struct FfiConverterSequenceTypeRecord: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeRecord.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeRecordHeader: FfiConverterRustBuffer {
+    typealias SwiftType = [RecordHeader]
+
+    public static func write(_ value: [RecordHeader], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRecordHeader.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [RecordHeader] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [RecordHeader]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRecordHeader.read(from: &buf))
         }
         return seq
     }

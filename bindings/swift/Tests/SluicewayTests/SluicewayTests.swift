@@ -97,6 +97,10 @@ final class SluicewayTests: XCTestCase {
                 }
                 XCTAssertEqual(r.key?.base64EncodedString(), e["key"] as? String, file)
                 XCTAssertEqual(r.value?.base64EncodedString(), e["value"] as? String, file)
+                // Magic 2 vectors list headers (key, base64 value or null); the others have none.
+                let headers = (e["headers"] as? [[String: Any]]) ?? []
+                XCTAssertEqual(r.headers.map { $0.key }, headers.map { $0["key"] as! String }, file)
+                XCTAssertEqual(r.headers.map { $0.value?.base64EncodedString() }, headers.map { $0["value"] as? String }, file)
             }
         }
     }

@@ -11,6 +11,7 @@ import kotlinx.coroutines.flow.flow
 import dev.sluiceway.ffi.Consumer as NativeConsumer
 
 typealias Record = dev.sluiceway.ffi.Record
+typealias RecordHeader = dev.sluiceway.ffi.RecordHeader
 typealias TopicPartition = dev.sluiceway.ffi.TopicPartition
 typealias PollBatch = dev.sluiceway.ffi.PollBatch
 typealias PartitionOffset = dev.sluiceway.ffi.PartitionOffset

@@ -19,6 +19,7 @@ import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import kotlinx.serialization.json.Json
+import kotlinx.serialization.json.JsonArray
 import kotlinx.serialization.json.JsonNull
 import kotlinx.serialization.json.JsonObject
 import kotlinx.serialization.json.jsonArray
@@ -110,6 +111,13 @@ class ConformanceTest {
                 }
                 assertEquals(bytes(e, "key"), r.key?.let { Base64.getEncoder().encodeToString(it) }, "$what key")
                 assertEquals(bytes(e, "value"), r.value?.let { Base64.getEncoder().encodeToString(it) }, "$what value")
+                // Magic 2 vectors list headers (key, base64 value or null); the others have none.
+                val headers = (e["headers"] as? JsonArray ?: JsonArray(emptyList())).map { it.jsonObject }
+                assertEquals(
+                    headers.map { it.getValue("key").jsonPrimitive.content to bytes(it, "value") },
+                    r.headers.map { it.key to it.value?.let { v -> Base64.getEncoder().encodeToString(v) } },
+                    "$what headers",
+                )
             }
         }
         // A damaged set is a typed error, not a wrong answer.
