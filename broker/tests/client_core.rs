@@ -412,6 +412,68 @@ async fn pause_resume_and_a_per_call_record_limit() {
     .await;
 }
 
+/// Headers (issue #14): records with headers go in magic 2 batches, records without stay magic
+/// 1, both queued to one partition in one burst (the producer never joins batches of two magics
+/// into one request: the broker would refuse the set); every record and header reads back in
+/// order, and too many headers is the caller's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_round_trip_beside_records_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(async {
+        create(&b, "hdr", 1).await;
+        // Small batches, so the burst makes many of them, alternating magics.
+        let p = producer(&b, &[("batch.size", "512"), ("linger.ms", "20")]).await;
+        let batch: Vec<ProducerRecord> = (0..300)
+            .map(|i| {
+                let r = ProducerRecord::new("hdr", format!("v{i}"));
+                if (i / 50) % 2 == 1 {
+                    r.header("trace", Some(format!("t{i}").into()))
+                        .header("null", None)
+                        .header("trace", Some("again".into()))
+                } else {
+                    r
+                }
+            })
+            .collect();
+        crate::client::deliver_all(p.send_batch(batch).await.unwrap()).await;
+        let c = Consumer::new(consumer_config(&b)).await.unwrap();
+        c.assign(vec![TopicPartition::new("hdr", 0)]).unwrap();
+        let got = poll_n(&c, 300).await;
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(value(r), format!("v{i}"), "in order");
+            let headers: Vec<(String, Option<Vec<u8>>)> = r
+                .headers
+                .iter()
+                .map(|h| (h.key.clone(), h.value.as_ref().map(|v| v.to_vec())))
+                .collect();
+            if (i / 50) % 2 == 1 {
+                assert_eq!(
+                    headers,
+                    [
+                        ("trace".to_owned(), Some(format!("t{i}").into_bytes())),
+                        ("null".to_owned(), None),
+                        ("trace".to_owned(), Some(b"again".to_vec())),
+                    ],
+                    "record {i}"
+                );
+            } else {
+                assert!(headers.is_empty(), "record {i}");
+            }
+        }
+        let mut r = ProducerRecord::new("hdr", "x");
+        for i in 0..=sluiceway_core::limits::RECORD_HEADERS_MAX {
+            r = r.header(format!("h{i}"), None);
+        }
+        let e = p.send(r).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        assert!(e.to_string().contains("headers"), "{e}");
+        c.close(None).await.unwrap();
+        p.close(None).await.unwrap();
+    })
+    .await;
+}
+
 fn group_member(b: &TestBroker, group: &str, auto_commit: bool) -> ConsumerConfig {
     let mut c = ConsumerConfig::new(&b.addr)
         .group_id(group)

@@ -2047,7 +2047,7 @@ fn set_builder_upgrades_to_magic_2_at_the_first_header() {
         let mut plain = SetBuilder::with_capacity(MAGIC_V1, codec, 0);
         let msgs = [msg(T0, Some("a"), Some("x")), msg(T0 + 1, None, Some("y"))];
         for (ts, k, v) in &msgs {
-            plain.push(TimestampMs(*ts), k.as_deref(), v.as_deref(), &[]);
+            plain.push(TimestampMs(*ts), k.as_deref(), v.as_deref(), []);
         }
         assert_eq!(plain.magic(), MAGIC_V1);
         let set = plain.finish().unwrap();
@@ -2057,14 +2057,14 @@ fn set_builder_upgrades_to_magic_2_at_the_first_header() {
         // A record with headers turns the batch into magic 2, keeping the earlier records.
         let mut mixed = SetBuilder::with_capacity(MAGIC_V1, codec, 0);
         for (ts, k, v) in &msgs {
-            mixed.push(TimestampMs(*ts), k.as_deref(), v.as_deref(), &[]);
+            mixed.push(TimestampMs(*ts), k.as_deref(), v.as_deref(), []);
         }
         let h = [Header {
             key: "h",
             value: Some(b"1"),
         }];
-        mixed.push(TimestampMs(T0 + 2), None, Some(b"z"), &h);
-        mixed.push(TimestampMs(T0 + 3), None, Some(b"w"), &[]);
+        mixed.push(TimestampMs(T0 + 2), None, Some(b"z"), h);
+        mixed.push(TimestampMs(T0 + 3), None, Some(b"w"), []);
         assert_eq!((mixed.magic(), mixed.len()), (2, 4));
         let mut set = mixed.finish().unwrap();
         append(&mut set, 7).unwrap();
@@ -2085,7 +2085,7 @@ fn set_builder_upgrades_to_magic_2_at_the_first_header() {
         );
         // Asked for magic 2, it writes magic 2 from the first record.
         let mut v2 = SetBuilder::with_capacity(MAGIC_V2, codec, 0);
-        v2.push(TimestampMs(T0), None, Some(b"x"), &[]);
+        v2.push(TimestampMs(T0), None, Some(b"x"), []);
         assert_eq!(v2.finish().unwrap()[MAGIC_POS], MAGIC_V2);
     }
 }
@@ -2101,7 +2101,7 @@ fn bytes_per_message_magic_1_against_magic_2() {
         let mut b = SetBuilder::with_capacity(magic, Compression::None, 0);
         let value = vec![b'x'; value_bytes];
         for i in 0..n {
-            b.push(TimestampMs(T0 + i as i64), None, Some(&value), &[]);
+            b.push(TimestampMs(T0 + i as i64), None, Some(&value), []);
         }
         b.finish().unwrap().len() as f64 / n as f64
     };

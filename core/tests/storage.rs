@@ -1235,7 +1235,7 @@ proptest! {
                         let v = vec![(i % 251) as u8; size];
                         let t = f.clock.now_ms().0 + (i % 3) as i64;
                         let h = [format::Header { key: "i", value: Some(&v[..v.len().min(3)]) }];
-                        b.push(TimestampMs(t), None, Some(&v), if v2 { &h } else { &[] });
+                        b.push(TimestampMs(t), None, Some(&v), if v2 { &h[..] } else { &[] }.iter().copied());
                         added.push((t, v));
                     }
                     let info = log.append(&mut b.finish().unwrap()).unwrap();

@@ -7,7 +7,7 @@ core owns them (``docs/ARCHITECTURE.md``, "API boundaries").
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Callable, Optional, Union
 
@@ -18,6 +18,8 @@ from ._types import RecordMetadata, TopicPartition, TopicPartitionOffset
 from .errors import ClosedError, SluicewayError
 
 Value = Union[bytes, str, None]
+#: Kafka record headers: ``[(key, value), ...]`` (order kept, keys may repeat) or a dict.
+Headers = Union[Sequence[tuple[str, Value]], Mapping[str, Value]]
 Partitions = Iterable[Union[TopicPartition, "tuple[str, int]"]]
 RebalanceCallback = Callable[[list[TopicPartitionOffset]], None]
 
@@ -85,9 +87,14 @@ class Producer:
         key: Value = None,
         partition: int | None = None,
         timestamp: int | None = None,
+        headers: Headers | None = None,
     ) -> DeliveryHandle:
-        """Queues one record (``str`` is encoded UTF-8); ``.result(timeout)`` waits for it."""
-        return DeliveryHandle(self._native.send(topic, value, key, partition, timestamp))
+        """Queues one record (``str`` is encoded UTF-8); ``.result(timeout)`` waits for it.
+
+        ``headers``: Kafka record headers as ``[(key, value), ...]`` (order kept, keys may
+        repeat) or a dict; values ``bytes``, ``str`` or ``None``.
+        """
+        return DeliveryHandle(self._native.send(topic, value, key, partition, timestamp, headers))
 
     def send_batch(self, topic: str, values: Iterable[Value], keys: Iterable[Value] | None = None) -> BatchHandle:
         """Queues many records in one call into the core (keys, if given, pair with values)."""

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterable, Optional, final
+from typing import Any, Iterable, Mapping, Optional, Sequence, final
 
 from ._types import RecordMetadata
 from .errors import SluicewayError
@@ -12,6 +12,7 @@ from .errors import SluicewayError
 _Position = tuple[str, int, Optional[int]]
 _Polled = tuple[list[Record], list[tuple[str, list[_Position]]]]
 _Value = bytes | str | None
+_Headers = Sequence[tuple[str, _Value]] | Mapping[str, _Value]
 
 __all__ = [
     "Admin",
@@ -86,13 +87,25 @@ class Producer:
     @staticmethod
     def connect(config: ProducerConfig) -> asyncio.Future[Producer]: ...
     def send(
-        self, topic: str, value: _Value, key: _Value = None, partition: Optional[int] = None, timestamp: Optional[int] = None
+        self,
+        topic: str,
+        value: _Value,
+        key: _Value = None,
+        partition: Optional[int] = None,
+        timestamp: Optional[int] = None,
+        headers: Optional[_Headers] = None,
     ) -> Delivery: ...
     def send_batch(self, topic: str, values: Iterable[_Value], keys: Optional[Iterable[_Value]] = None) -> BatchDelivery: ...
     def flush(self, timeout: Optional[float] = None) -> None: ...
     def close(self, timeout: Optional[float] = None) -> None: ...
     def send_async(
-        self, topic: str, value: _Value, key: _Value = None, partition: Optional[int] = None, timestamp: Optional[int] = None
+        self,
+        topic: str,
+        value: _Value,
+        key: _Value = None,
+        partition: Optional[int] = None,
+        timestamp: Optional[int] = None,
+        headers: Optional[_Headers] = None,
     ) -> asyncio.Future[RecordMetadata]: ...
     def send_batch_async(
         self, topic: str, values: Iterable[_Value], keys: Optional[Iterable[_Value]] = None

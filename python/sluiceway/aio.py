@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Optional
 
 from . import _native as native
-from ._client import Consumer, Producer, Value
+from ._client import Consumer, Headers, Producer, Value
 from ._config import ConfigValue, config_map
 from ._native import Record
 from ._types import RecordMetadata
@@ -56,10 +56,11 @@ class AsyncProducer(Producer):
         key: Value = None,
         partition: int | None = None,
         timestamp: int | None = None,
+        headers: Headers | None = None,
     ) -> RecordMetadata:
         """Sends one record and returns once it is delivered (raises its error)."""
         await _start(self)
-        return await self._native.send_async(topic, value, key, partition, timestamp)
+        return await self._native.send_async(topic, value, key, partition, timestamp, headers)
 
     async def send_batch(  # type: ignore[override]
         self, topic: str, values: Iterable[Value], keys: Iterable[Value] | None = None

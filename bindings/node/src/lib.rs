@@ -288,6 +288,7 @@ fn producer_records(c: JsRecordColumns) -> napi::Result<Vec<ProducerRecord>> {
             key,
             value,
             timestamp,
+            headers: Vec::new(),
         });
     }
     Ok(records)

@@ -143,6 +143,39 @@ fn to_bytes(v: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Bytes>>
     )))
 }
 
+/// Record headers as confluent-kafka takes them: a list of `(key, value)` pairs or a dict;
+/// keys `str`, values `bytes`, `str` (UTF-8) or `None`. Order is kept (and keys may repeat) in a
+/// list.
+fn to_headers(v: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<RecordHeader>> {
+    let Some(v) = v.filter(|v| !v.is_none()) else {
+        return Ok(Vec::new());
+    };
+    let pairs: Vec<Bound<'_, PyAny>> = match v.cast::<PyDict>() {
+        Ok(d) => d.items().iter().collect(),
+        Err(_) => v
+            .try_iter()
+            .map_err(|_| {
+                PyTypeError::new_err("headers must be a list of (key, value) pairs or a dict")
+            })?
+            .collect::<PyResult<_>>()?,
+    };
+    pairs
+        .iter()
+        .enumerate()
+        .map(|(i, pair)| {
+            let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+                pair.extract().map_err(|_| {
+                    PyTypeError::new_err(format!("headers[{i}] must be a (key, value) pair"))
+                })?;
+            let key: String = key.extract().map_err(|_| {
+                PyTypeError::new_err(format!("headers[{i}]: the key must be a str"))
+            })?;
+            let value = to_bytes(Some(&value), &format!("headers[{i}] value"))?;
+            Ok(RecordHeader { key, value })
+        })
+        .collect()
+}
+
 /// A timeout in seconds (`None`: the core's own bound).
 fn to_timeout(t: Option<f64>, name: &str) -> PyResult<Option<Duration>> {
     match t {
@@ -473,6 +506,7 @@ fn record(
     key: Option<&Bound<'_, PyAny>>,
     partition: Option<i64>,
     timestamp: Option<i64>,
+    headers: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<ProducerRecord> {
     Ok(ProducerRecord {
         topic,
@@ -482,6 +516,7 @@ fn record(
         key: to_bytes(key, "key")?,
         value: to_bytes(value, "value")?,
         timestamp,
+        headers: to_headers(headers)?,
     })
 }
 
@@ -516,7 +551,7 @@ fn batch(
         .enumerate()
         .map(|(i, v)| {
             let key = keys.as_ref().map(|k| &k[i]);
-            record(topic.to_owned(), Some(v), key, None, None)
+            record(topic.to_owned(), Some(v), key, None, None, None)
         })
         .collect()
 }
@@ -543,7 +578,8 @@ impl PyProducer {
         })
     }
 
-    #[pyo3(signature = (topic, value, key=None, partition=None, timestamp=None))]
+    #[pyo3(signature = (topic, value, key=None, partition=None, timestamp=None, headers=None))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments.
     fn send(
         &self,
         py: Python<'_>,
@@ -552,8 +588,9 @@ impl PyProducer {
         key: Option<&Bound<'_, PyAny>>,
         partition: Option<i64>,
         timestamp: Option<i64>,
+        headers: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyDelivery> {
-        let rec = record(topic, value, key, partition, timestamp)?;
+        let rec = record(topic, value, key, partition, timestamp, headers)?;
         let p = self.0.clone();
         let d = py.detach(move || p.send_blocking(rec));
         ok(py, d).map(|d| PyDelivery(Arc::new(d)))
@@ -589,7 +626,8 @@ impl PyProducer {
         ok(py, r)
     }
 
-    #[pyo3(signature = (topic, value, key=None, partition=None, timestamp=None))]
+    #[pyo3(signature = (topic, value, key=None, partition=None, timestamp=None, headers=None))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments.
     fn send_async<'py>(
         &self,
         py: Python<'py>,
@@ -598,8 +636,9 @@ impl PyProducer {
         key: Option<&Bound<'py, PyAny>>,
         partition: Option<i64>,
         timestamp: Option<i64>,
+        headers: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let rec = record(topic, value, key, partition, timestamp)?;
+        let rec = record(topic, value, key, partition, timestamp, headers)?;
         let p = self.0.clone();
         bridge(py, async move { p.send(rec).await?.await }, metadata_one)
     }

@@ -241,6 +241,9 @@ pub struct ProducerRecord {
     pub partition: Option<i32>,
     #[uniffi(default = None)]
     pub timestamp: Option<i64>,
+    /// Kafka's record headers, in order (keys may repeat): the record goes in a magic 2 batch.
+    #[uniffi(default = [])]
+    pub headers: Vec<RecordHeader>,
 }
 
 fn to_record(r: ProducerRecord) -> Result<client::ProducerRecord> {
@@ -253,6 +256,14 @@ fn to_record(r: ProducerRecord) -> Result<client::ProducerRecord> {
         key: r.key.map(|k| k.0),
         value: r.value.map(|v| v.0),
         timestamp: r.timestamp,
+        headers: r
+            .headers
+            .into_iter()
+            .map(|h| client::RecordHeader {
+                key: h.key,
+                value: h.value.map(|v| v.0),
+            })
+            .collect(),
     })
 }
 

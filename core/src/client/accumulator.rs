@@ -49,9 +49,11 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::cluster::clone_error;
 use super::config::SendSettings;
+use super::consumer::RecordHeader;
 use super::runtime::current_pid;
 use crate::error::{Error, Result};
-use crate::format::{MAGIC_V1, SetBuilder, message_size};
+use crate::format::v2::Header;
+use crate::format::{MAGIC_POS, MAGIC_V1, SetBuilder, message_size};
 use crate::group::TopicPartition;
 use crate::limits::LOG_OVERHEAD_BYTES;
 use crate::types::{Offset, TimestampMs};
@@ -623,10 +625,22 @@ pub(crate) struct Accumulator {
     tally: Arc<FailureTally>,
 }
 
-/// Bytes a record adds to an uncompressed set.
-pub(crate) fn record_size(key: Option<&[u8]>, value: Option<&[u8]>) -> usize {
-    LOG_OVERHEAD_BYTES as usize + message_size(MAGIC_V1, key, value)
+/// Bytes a record adds to an uncompressed set (an upper bound with headers: each counts its
+/// key and value plus the longest varint lengths).
+pub(crate) fn record_size(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[RecordHeader],
+) -> usize {
+    let headers: usize = headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len) + HEADER_VARINTS_BYTES_MAX)
+        .sum();
+    LOG_OVERHEAD_BYTES as usize + message_size(MAGIC_V1, key, value) + headers
 }
+
+/// A header's two length varints at their longest (zigzag varints of 32-bit lengths).
+const HEADER_VARINTS_BYTES_MAX: usize = 10;
 
 impl Accumulator {
     pub(crate) fn new(
@@ -664,10 +678,11 @@ impl Accumulator {
         timestamp: i64,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
+        headers: &[RecordHeader],
         now: Instant,
         permit: Option<OwnedSemaphorePermit>,
     ) -> (DeliveryFuture, bool) {
-        let size = record_size(key, value);
+        let size = record_size(key, value, headers);
         let tp = &key_of.tp;
         let queue = match self.queues.get_mut(key_of) {
             Some(q) => q,
@@ -707,7 +722,15 @@ impl Accumulator {
         }
         let batch = queue.batches.back_mut().expect("a batch was just ensured");
         let builder = batch.builder.as_mut().expect("an open batch has a builder");
-        builder.push(TimestampMs(timestamp), key, value, &[]);
+        builder.push(
+            TimestampMs(timestamp),
+            key,
+            value,
+            headers.iter().map(|h| Header {
+                key: &h.key,
+                value: h.value.as_deref(),
+            }),
+        );
         let index = batch.records;
         batch.records += 1;
         batch.bytes += size;
@@ -817,6 +840,12 @@ impl Accumulator {
                         continue;
                     }
                 }
+            }
+            // One magic per request: the broker refuses a set that mixes them, and a batch
+            // whose records carry headers is magic 2 while its neighbours may be magic 1.
+            let magic_of = |b: &Batch| b.set.as_ref().and_then(|s| s.get(MAGIC_POS).copied());
+            if taken > 0 && magic_of(&q.batches[taken]) != magic_of(&q.batches[0]) {
+                break;
             }
             let b = &mut q.batches[taken];
             let size = b.set.as_ref().map_or(0, Bytes::len);
@@ -1025,7 +1054,7 @@ mod tests {
     #[test]
     fn records_fill_a_batch_up_to_batch_size_then_open_a_new_one() {
         let now = Instant::now();
-        let per = record_size(None, Some(&[0u8; 100]));
+        let per = record_size(None, Some(&[0u8; 100]), &[]);
         let mut acc = Accumulator::new(
             (per * 3) as u32,
             Duration::from_millis(10),
@@ -1033,7 +1062,7 @@ mod tests {
             Arc::default(),
         );
         for _ in 0..7 {
-            drop(acc.append(&tp(0), 1, None, Some(&[0u8; 100]), now, None));
+            drop(acc.append(&tp(0), 1, None, Some(&[0u8; 100]), &[], now, None));
         }
         assert_eq!(acc.batch_count(&tp(0)), 3, "3 + 3 + 1");
         // The first batch is full (a later one exists): ready at once, before linger.
@@ -1050,7 +1079,10 @@ mod tests {
             Duration::from_secs(60),
             Arc::default(),
         );
-        drop(acc.append(&tp(1), 1, Some(b"k"), Some(b"v"), now, None).0);
+        drop(
+            acc.append(&tp(1), 1, Some(b"k"), Some(b"v"), &[], now, None)
+                .0,
+        );
         let (ready, next) = acc.ready(now, false);
         assert!(ready.is_empty());
         assert_eq!(next, Some(now + Duration::from_millis(10)));
@@ -1067,9 +1099,15 @@ mod tests {
             Duration::from_secs(60),
             Arc::default(),
         );
-        drop(acc.append(&tp(0), 1, None, Some(b"small"), now, None).0);
-        drop(acc.append(&tp(0), 1, None, Some(&[7u8; 5000]), now, None));
-        drop(acc.append(&tp(0), 1, None, Some(b"small"), now, None).0);
+        drop(
+            acc.append(&tp(0), 1, None, Some(b"small"), &[], now, None)
+                .0,
+        );
+        drop(acc.append(&tp(0), 1, None, Some(&[7u8; 5000]), &[], now, None));
+        drop(
+            acc.append(&tp(0), 1, None, Some(b"small"), &[], now, None)
+                .0,
+        );
         assert_eq!(acc.batch_count(&tp(0)), 3);
     }
 
@@ -1080,7 +1118,7 @@ mod tests {
             Accumulator::new(100, Duration::ZERO, Duration::from_secs(60), Arc::default());
         let mut futs: Vec<_> = (0..4)
             .map(|i| {
-                acc.append(&gz(0), 10 + i, None, Some(&[i as u8; 60]), now, None)
+                acc.append(&gz(0), 10 + i, None, Some(&[i as u8; 60]), &[], now, None)
                     .0
             })
             .collect();
@@ -1116,7 +1154,7 @@ mod tests {
             Duration::from_millis(500),
             Arc::default(),
         );
-        let mut f = acc.append(&tp(0), 1, None, Some(b"v"), now, None).0;
+        let mut f = acc.append(&tp(0), 1, None, Some(b"v"), &[], now, None).0;
         let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
         let err = || Error::Remote {
             code: ErrorCode::NotLeader,
@@ -1165,7 +1203,7 @@ mod tests {
             Duration::from_secs(60),
             Arc::default(),
         );
-        let _f = acc.append(&tp(0), 1, None, Some(b"v"), now, None).0;
+        let _f = acc.append(&tp(0), 1, None, Some(b"v"), &[], now, None).0;
         let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
         let err = Error::Network("reset".into());
         assert_eq!(
@@ -1183,8 +1221,12 @@ mod tests {
             Duration::from_millis(50),
             Arc::default(),
         );
-        let mut f1 = acc.append(&tp(0), 1, None, Some(b"first"), now, None).0;
-        let mut f2 = acc.append(&tp(0), 1, None, Some(b"second"), now, None).0;
+        let mut f1 = acc
+            .append(&tp(0), 1, None, Some(b"first"), &[], now, None)
+            .0;
+        let mut f2 = acc
+            .append(&tp(0), 1, None, Some(b"second"), &[], now, None)
+            .0;
         let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
         assert_eq!(
             acc.expire(now + Duration::from_millis(60)),
@@ -1220,9 +1262,13 @@ mod tests {
             },
             ..tp(0)
         };
-        let mut plain = acc.append(&tp(0), 1, None, Some(&[1u8; 200]), now, None).0;
-        let mut zipped = acc.append(&gz(0), 1, None, Some(&[2u8; 200]), now, None).0;
-        let _fire = acc.append(&acks0, 1, None, Some(b"x"), now, None).0;
+        let mut plain = acc
+            .append(&tp(0), 1, None, Some(&[1u8; 200]), &[], now, None)
+            .0;
+        let mut zipped = acc
+            .append(&gz(0), 1, None, Some(&[2u8; 200]), &[], now, None)
+            .0;
+        let _fire = acc.append(&acks0, 1, None, Some(b"x"), &[], now, None).0;
         assert_eq!(acc.batch_count(&tp(0)), 1);
         assert_eq!(acc.batch_count(&gz(0)), 1);
         assert_eq!(acc.batch_count(&acks0), 1);
@@ -1268,7 +1314,7 @@ mod tests {
         // One record per batch (60-byte values, 100-byte batches): five batches, the last open.
         let mut futs: Vec<_> = (0..5)
             .map(|i| {
-                acc.append(&gz(0), 10 + i, None, Some(&[i as u8; 60]), now, None)
+                acc.append(&gz(0), 10 + i, None, Some(&[i as u8; 60]), &[], now, None)
                     .0
             })
             .collect();
@@ -1298,7 +1344,7 @@ mod tests {
         let now = Instant::now();
         let mut acc = gzip_acc(100, Duration::ZERO);
         for i in 0..6 {
-            let _ = acc.append(&gz(0), 1, None, Some(&[i as u8; 60]), now, None);
+            let _ = acc.append(&gz(0), 1, None, Some(&[i as u8; 60]), &[], now, None);
         }
         let one = acc.drain(&gz(0), 1, now, false).unwrap().unwrap();
         assert_eq!(one.batches, 1, "a front batch over the budget goes alone");
@@ -1319,7 +1365,7 @@ mod tests {
         let mut acc = gzip_acc(100, Duration::ZERO);
         let mut futs: Vec<_> = (0..3)
             .map(|i| {
-                acc.append(&gz(0), 1, None, Some(&[i as u8; 60]), now, None)
+                acc.append(&gz(0), 1, None, Some(&[i as u8; 60]), &[], now, None)
                     .0
             })
             .collect();
@@ -1367,12 +1413,12 @@ mod tests {
         let now = Instant::now();
         let mut acc = gzip_acc(100, Duration::ZERO);
         // Two partitions: p0's batch will be delivered, p1's will fail; one record failed early.
-        let mut futs = vec![acc.append(&gz(0), 1, None, Some(b"a"), now, None).0];
+        let mut futs = vec![acc.append(&gz(0), 1, None, Some(b"a"), &[], now, None).0];
         futs.push(DeliveryFuture::failed(Error::MessageTooLarge {
             size: 9,
             max: 1,
         }));
-        futs.extend((0..3).map(|_| acc.append(&gz(1), 1, None, Some(b"b"), now, None).0));
+        futs.extend((0..3).map(|_| acc.append(&gz(1), 1, None, Some(b"b"), &[], now, None).0));
         let batch = BatchDelivery::new(futs);
         assert!(batch.try_failures().is_none(), "pending");
         let d0 = acc.drain(&gz(0), 1 << 20, now, true).unwrap().unwrap();

@@ -51,11 +51,13 @@ use super::accumulator::{
 };
 use super::cluster::{Cluster, clone_error, is_connection_error, needs_metadata_refresh};
 use super::config::{Acks, ProducerConfig, SendSettings};
+use super::consumer::RecordHeader;
 use super::runtime::Home;
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
 use crate::limits::{
-    MESSAGE_BYTES_MAX, MESSAGE_SET_BYTES_MAX, PRODUCER_CLOSE_GRACE_MS, REQUEST_PARTITIONS_MAX,
+    MESSAGE_BYTES_MAX, MESSAGE_SET_BYTES_MAX, PRODUCER_CLOSE_GRACE_MS, RECORD_HEADERS_MAX,
+    REQUEST_PARTITIONS_MAX,
 };
 use crate::partitioner::partition_for_key;
 use crate::wire::{TopicMetadata, code_from_proto, error_from_status, partition_error};
@@ -70,6 +72,10 @@ pub struct ProducerRecord {
     pub value: Option<Bytes>,
     /// Create time, ms since the epoch; `None` means now.
     pub timestamp: Option<i64>,
+    /// Kafka's record headers, in order (keys may repeat). A record with headers goes in a
+    /// magic 2 batch (Kafka's RecordBatch v2); records without stay in the configured
+    /// `message.format.version`.
+    pub headers: Vec<RecordHeader>,
 }
 
 impl ProducerRecord {
@@ -94,6 +100,14 @@ impl ProducerRecord {
     /// Sets the create timestamp (ms since the epoch).
     pub fn timestamp(mut self, ms: i64) -> ProducerRecord {
         self.timestamp = Some(ms);
+        self
+    }
+    /// Adds a header (after the ones already set; keys may repeat).
+    pub fn header(mut self, key: impl Into<String>, value: Option<Bytes>) -> ProducerRecord {
+        self.headers.push(RecordHeader {
+            key: key.into(),
+            value,
+        });
         self
     }
 }
@@ -378,7 +392,17 @@ fn check_record(inner: &Inner, record: &ProducerRecord) -> Result<usize> {
     if inner.closed.load(Ordering::Acquire) {
         return Err(Error::Closed("producer"));
     }
-    let size = record_size(record.key.as_deref(), record.value.as_deref());
+    if record.headers.len() > RECORD_HEADERS_MAX as usize {
+        return Err(Error::InvalidArgument(format!(
+            "a record may carry at most {RECORD_HEADERS_MAX} headers, not {}",
+            record.headers.len()
+        )));
+    }
+    let size = record_size(
+        record.key.as_deref(),
+        record.value.as_deref(),
+        &record.headers,
+    );
     let max = (MESSAGE_BYTES_MAX as usize).min(inner.config.buffer_memory as usize);
     if size > max {
         return Err(Error::MessageTooLarge {
@@ -588,8 +612,15 @@ fn append_run(
                 now,
             );
             let ts = r.timestamp.unwrap_or(now_ms);
-            let (future, w) =
-                acc.append(&key, ts, r.key.as_deref(), r.value.as_deref(), now, share);
+            let (future, w) = acc.append(
+                &key,
+                ts,
+                r.key.as_deref(),
+                r.value.as_deref(),
+                &r.headers,
+                now,
+                share,
+            );
             wake |= w;
             out.push(future);
         }
@@ -616,6 +647,7 @@ fn append(
         key: k,
         value,
         timestamp,
+        headers,
     } = record;
     let now = Instant::now();
     let p = if partition.is_none() && k.is_none() {
@@ -662,7 +694,15 @@ fn append(
         if inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed("producer"));
         }
-        acc.append(&key, ts, k.as_deref(), value.as_deref(), now, Some(permit))
+        acc.append(
+            &key,
+            ts,
+            k.as_deref(),
+            value.as_deref(),
+            &headers,
+            now,
+            Some(permit),
+        )
     };
     if wake {
         inner.wake.notify_one();

@@ -1107,21 +1107,25 @@ impl SetBuilder {
         }
     }
 
-    pub fn push(
+    pub fn push<'h, H>(
         &mut self,
         timestamp: TimestampMs,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: &[Header<'_>],
-    ) {
-        if !headers.is_empty()
+        headers: H,
+    ) where
+        H: IntoIterator<Item = Header<'h>>,
+        H::IntoIter: ExactSizeIterator,
+    {
+        let headers = headers.into_iter();
+        if headers.len() > 0
             && let SetInner::Messages(b) = &self.inner
         {
             self.inner = SetInner::Batch(upgrade(b));
         }
         match &mut self.inner {
             SetInner::Messages(b) => b.push(timestamp, key, value),
-            SetInner::Batch(b) => b.push(timestamp, key, value, headers.iter().copied()),
+            SetInner::Batch(b) => b.push(timestamp, key, value, headers),
         }
     }
 
