@@ -44,6 +44,12 @@ pub enum ErrorCode {
     UnknownMemberId = 25,
     InvalidSessionTimeout = 26,
     RebalanceInProgress = 27,
+    /// The principal may not perform the operation on the topic (an ACL denies it or none allows it); the message names principal, operation and topic.
+    TopicAuthorizationFailed = 29,
+    /// The principal may not perform the operation on the consumer group.
+    GroupAuthorizationFailed = 30,
+    /// The principal may not perform the operation on the cluster (create topics, manage users and ACLs).
+    ClusterAuthorizationFailed = 31,
     InvalidTimestamp = 32,
     TopicAlreadyExists = 36,
     InvalidPartitions = 37,
@@ -51,6 +57,8 @@ pub enum ErrorCode {
     InvalidConfig = 40,
     InvalidRequest = 42,
     KafkaStorageError = 56,
+    /// The request carried no credentials, or a wrong username or password, to a broker that authenticates every request.
+    SaslAuthenticationFailed = 58,
     FencedLeaderEpoch = 74,
     UnknownLeaderEpoch = 75,
     UnsupportedCompressionType = 76,
@@ -95,6 +103,9 @@ impl ErrorCode {
         ErrorCode::UnknownMemberId,
         ErrorCode::InvalidSessionTimeout,
         ErrorCode::RebalanceInProgress,
+        ErrorCode::TopicAuthorizationFailed,
+        ErrorCode::GroupAuthorizationFailed,
+        ErrorCode::ClusterAuthorizationFailed,
         ErrorCode::InvalidTimestamp,
         ErrorCode::TopicAlreadyExists,
         ErrorCode::InvalidPartitions,
@@ -102,6 +113,7 @@ impl ErrorCode {
         ErrorCode::InvalidConfig,
         ErrorCode::InvalidRequest,
         ErrorCode::KafkaStorageError,
+        ErrorCode::SaslAuthenticationFailed,
         ErrorCode::FencedLeaderEpoch,
         ErrorCode::UnknownLeaderEpoch,
         ErrorCode::UnsupportedCompressionType,
@@ -147,6 +159,9 @@ impl ErrorCode {
             ErrorCode::UnknownMemberId => "UNKNOWN_MEMBER_ID",
             ErrorCode::InvalidSessionTimeout => "INVALID_SESSION_TIMEOUT",
             ErrorCode::RebalanceInProgress => "REBALANCE_IN_PROGRESS",
+            ErrorCode::TopicAuthorizationFailed => "TOPIC_AUTHORIZATION_FAILED",
+            ErrorCode::GroupAuthorizationFailed => "GROUP_AUTHORIZATION_FAILED",
+            ErrorCode::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
             ErrorCode::InvalidTimestamp => "INVALID_TIMESTAMP",
             ErrorCode::TopicAlreadyExists => "TOPIC_ALREADY_EXISTS",
             ErrorCode::InvalidPartitions => "INVALID_PARTITIONS",
@@ -154,6 +169,7 @@ impl ErrorCode {
             ErrorCode::InvalidConfig => "INVALID_CONFIG",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::KafkaStorageError => "KAFKA_STORAGE_ERROR",
+            ErrorCode::SaslAuthenticationFailed => "SASL_AUTHENTICATION_FAILED",
             ErrorCode::FencedLeaderEpoch => "FENCED_LEADER_EPOCH",
             ErrorCode::UnknownLeaderEpoch => "UNKNOWN_LEADER_EPOCH",
             ErrorCode::UnsupportedCompressionType => "UNSUPPORTED_COMPRESSION_TYPE",
@@ -197,6 +213,10 @@ impl ErrorCode {
             | ErrorCode::IllegalGeneration
             | ErrorCode::InconsistentGroupProtocol
             | ErrorCode::GroupMaxSizeReached
+            | ErrorCode::TopicAuthorizationFailed
+            | ErrorCode::GroupAuthorizationFailed
+            | ErrorCode::ClusterAuthorizationFailed
+            | ErrorCode::SaslAuthenticationFailed
             | ErrorCode::UnknownMemberId
             | ErrorCode::InvalidSessionTimeout
             | ErrorCode::InvalidTimestamp

@@ -459,3 +459,12 @@ pub const CLIENT_MISSING_TOPIC_TTL_MS: u64 = 1_000;
 const _: () = assert!(CLIENT_MISSING_TOPIC_TTL_MS >= CLIENT_METADATA_REFRESH_MS_MIN);
 /// Rebalance events a consumer keeps for its next `poll_batch` (one rebalance makes two).
 pub const CONSUMER_EVENTS_MAX: usize = 64;
+
+// ---- Security (TLS, SASL credentials, ACLs) ----
+
+/// Longest `sasl.username` (bytes of UTF-8), on clients and in the broker's credential store.
+pub const SASL_USERNAME_BYTES_MAX: usize = 256;
+/// Longest `sasl.password` (bytes of UTF-8).
+pub const SASL_PASSWORD_BYTES_MAX: usize = 1024;
+/// Largest PEM file (CA bundle, certificate chain, key) a client or broker reads.
+pub const SSL_PEM_FILE_BYTES_MAX: u64 = 1 << 20;

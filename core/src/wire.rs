@@ -115,6 +115,10 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | ErrorCode::RebalanceInProgress
         | ErrorCode::ShuttingDown => Code::Unavailable,
         ErrorCode::GroupMaxSizeReached => Code::ResourceExhausted,
+        ErrorCode::TopicAuthorizationFailed
+        | ErrorCode::GroupAuthorizationFailed
+        | ErrorCode::ClusterAuthorizationFailed => Code::PermissionDenied,
+        ErrorCode::SaslAuthenticationFailed => Code::Unauthenticated,
     }
 }
 
@@ -130,6 +134,28 @@ pub fn status_from_error(e: &Error) -> Status {
     status(e.code(), e.to_string())
 }
 
+/// The causes of a transport failure, `: a: b` (a TLS alert such as "received fatal alert:
+/// UnknownCA" is only there), skipping any that repeat the status's message.
+fn transport_causes(s: &Status) -> String {
+    let mut out = String::new();
+    let mut cur = std::error::Error::source(s);
+    let mut depth = 0;
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.message().contains(&text) && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+        depth += 1;
+        // Error chains are short; the bound only guards against a cycle.
+        if depth == 16 {
+            break;
+        }
+    }
+    out
+}
+
 /// A received `Status` as core's error (see the module docs).
 pub fn error_from_status(s: &Status) -> Error {
     if let Some(d) = sluiceway_proto::error_detail(s) {
@@ -143,12 +169,18 @@ pub fn error_from_status(s: &Status) -> Error {
         // Internal ("h2 protocol error", a stream reset by a broker going away). A broker's own
         // errors always carry an ErrorDetail, handled above, so without one these are
         // transport failures: retriable against another broker.
-        Code::Unavailable | Code::Unknown | Code::Internal => {
-            Error::Network(format!("{} ({:?})", s.message(), s.code()))
-        }
-        Code::DeadlineExceeded | Code::Cancelled => {
-            Error::TimedOut(format!("{} ({:?})", s.message(), s.code()))
-        }
+        Code::Unavailable | Code::Unknown | Code::Internal => Error::Network(format!(
+            "{}{} ({:?})",
+            s.message(),
+            transport_causes(s),
+            s.code()
+        )),
+        Code::DeadlineExceeded | Code::Cancelled => Error::TimedOut(format!(
+            "{}{} ({:?})",
+            s.message(),
+            transport_causes(s),
+            s.code()
+        )),
         // tonic's own answer to a message above the decoding limit.
         Code::OutOfRange | Code::ResourceExhausted if s.message().contains("too large") => {
             Error::Remote {

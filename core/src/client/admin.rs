@@ -257,7 +257,7 @@ impl Admin {
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: Fn(GrpcAdmin<tonic::transport::Channel>, Duration) -> Fut,
+        F: Fn(GrpcAdmin<crate::client::security::AuthChannel>, Duration) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
     {
         let timeout = self.cluster.config.request_timeout;

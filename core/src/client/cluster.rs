@@ -32,7 +32,9 @@ use sluiceway_proto::v1;
 use sluiceway_proto::v1::group_client::GroupClient;
 use sluiceway_proto::v1::log_client::LogClient;
 use sluiceway_proto::v1::registry_client::RegistryClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::client::security::{AuthChannel, Connector};
 
 use super::config::CommonConfig;
 use super::runtime::Home;
@@ -117,6 +119,8 @@ pub(crate) struct Cluster {
     /// The runtime background refreshes run on.
     home: Home,
     channels: Mutex<HashMap<String, Channel>>,
+    /// TLS and credentials for every channel (`security.protocol` and friends).
+    connector: Result<Connector>,
     /// Addresses metadata requests rotate over: bootstrap first, then every broker learned.
     addresses: RwLock<Vec<String>>,
     next: AtomicUsize,
@@ -141,7 +145,11 @@ impl Cluster {
 
     pub(crate) fn new(config: CommonConfig, home: Home) -> Cluster {
         let addresses = config.bootstrap_servers.clone();
+        // Validated (files read) before any client gets here; a file that changed since then
+        // fails every request with the same INVALID_CONFIG.
+        let connector = config.security.connector();
         Cluster {
+            connector,
             config,
             home,
             channels: Mutex::new(HashMap::new()),
@@ -155,18 +163,16 @@ impl Cluster {
         }
     }
 
-    /// The cached channel to `address`, created (lazily connecting) on first use.
-    pub(crate) fn channel(&self, address: &str) -> Result<Channel> {
+    /// The cached channel to `address`, created (lazily connecting) on first use, with TLS
+    /// and credentials as `security.protocol` says.
+    pub(crate) fn channel(&self, address: &str) -> Result<AuthChannel> {
+        let connector = self.connector.as_ref().map_err(clone_error)?;
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(address) {
-            return Ok(c.clone());
+            return Ok(connector.intercept(c.clone()));
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Error::InvalidConfig {
-                key: "bootstrap.servers".into(),
-                reason: format!("{address:?}: {e}"),
-            })?
-            .connect_timeout(self.config.request_timeout)
+        let endpoint = connector
+            .endpoint("bootstrap.servers", address, self.config.request_timeout)?
             .tcp_nodelay(true)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
@@ -174,16 +180,16 @@ impl Cluster {
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
         channels.insert(address.to_owned(), channel.clone());
-        Ok(channel)
+        Ok(connector.intercept(channel))
     }
 
-    pub(crate) fn log_client(&self, address: &str) -> Result<LogClient<Channel>> {
+    pub(crate) fn log_client(&self, address: &str) -> Result<LogClient<AuthChannel>> {
         Ok(LogClient::new(self.channel(address)?)
             .max_decoding_message_size(RESPONSE_BYTES_MAX as usize)
             .max_encoding_message_size(REQUEST_BYTES_MAX as usize))
     }
 
-    pub(crate) fn group_client(&self, address: &str) -> Result<GroupClient<Channel>> {
+    pub(crate) fn group_client(&self, address: &str) -> Result<GroupClient<AuthChannel>> {
         Ok(GroupClient::new(self.channel(address)?)
             .max_decoding_message_size(RESPONSE_BYTES_MAX as usize)
             .max_encoding_message_size(REQUEST_BYTES_MAX as usize))
@@ -220,7 +226,7 @@ impl Cluster {
     }
 
     /// A group client at `group`'s coordinator ([`Cluster::coordinator_for`]).
-    pub(crate) async fn coordinator_client(&self, group: &str) -> Result<GroupClient<Channel>> {
+    pub(crate) async fn coordinator_client(&self, group: &str) -> Result<GroupClient<AuthChannel>> {
         let address = self.coordinator_for(group).await?;
         self.group_client(&address)
     }
@@ -250,7 +256,7 @@ impl Cluster {
     /// Runs `f` against brokers in round-robin order, failing over on connection errors.
     pub(crate) async fn any_broker<T, F, Fut>(&self, mut f: F) -> Result<T>
     where
-        F: FnMut(Channel, String) -> Fut,
+        F: FnMut(AuthChannel, String) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         let mut last = None;
