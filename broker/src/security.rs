@@ -17,9 +17,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluiceway_core::client::security::{Connector, SecurityConfig, SecurityProtocol};
-use sluiceway_core::limits::{CONNECTION_FIRST_BYTES_TIMEOUT_MS, SSL_PEM_FILE_BYTES_MAX};
-use sluiceway_core::{Error, Result};
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use sluiceway_core::acl::{AclOperation, ResourceType, authorize};
+use sluiceway_core::client::security::{
+    Connector, PASSWORD_METADATA_KEY, SecurityConfig, SecurityProtocol, USERNAME_METADATA_KEY,
+};
+use sluiceway_core::limits::{
+    AUTH_CACHE_ENTRIES_MAX, CONNECTION_FIRST_BYTES_TIMEOUT_MS, SSL_PEM_FILE_BYTES_MAX,
+};
+use sluiceway_core::registry::Registry;
+use sluiceway_core::{Error, ErrorCode, Result};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// Kafka's `ssl.client.auth`.
@@ -407,20 +417,111 @@ fn certificate_principal<T>(request: &tonic::Request<T>) -> Option<Principal> {
     subject_common_name(leaf).map(|cn| Principal::user(&cn))
 }
 
-/// The interceptor in front of every service: computes the request's [`Principal`].
+/// The interceptor in front of every service: computes the request's [`Principal`] and, on a
+/// SASL listener, refuses a request without valid credentials (SASL_AUTHENTICATION_FAILED).
+///
+/// Credentials are checked against the registry's SCRAM-SHA-256 records, or the inter-broker
+/// user's configured password. A success is cached by (user, SHA-256 of the password) with the
+/// StoredKey it matched, so PBKDF2 runs once per user and password; a cached entry counts only
+/// while the registry still holds that StoredKey, so a deleted user or a changed password takes
+/// effect at once.
 #[derive(Clone, Debug)]
-pub struct Authenticate {}
+pub struct Authenticate {
+    inner: Arc<AuthState>,
+}
 
-impl Authenticate {
-    pub fn new() -> Authenticate {
-        Authenticate {}
+struct AuthState {
+    sasl: bool,
+    registry: Option<Arc<dyn Registry>>,
+    inter_broker: Option<(String, String)>,
+    cache: Mutex<HashMap<(String, [u8; 32]), String>>,
+}
+
+impl std::fmt::Debug for AuthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthState")
+            .field("sasl", &self.sasl)
+            .finish_non_exhaustive()
     }
 }
 
-impl Default for Authenticate {
-    fn default() -> Self {
-        Authenticate::new()
+fn auth_failed(message: impl Into<String>) -> tonic::Status {
+    crate::errors::status(ErrorCode::SaslAuthenticationFailed, message)
+}
+
+fn metadata_text(request: &tonic::Request<()>, key: &str) -> Option<String> {
+    let v = request.metadata().get_bin(key)?.to_bytes().ok()?;
+    String::from_utf8(v.to_vec()).ok()
+}
+
+impl Authenticate {
+    /// For a listener with `options`; `registry` holds the credentials.
+    pub fn new(options: &SecurityOptions, registry: Arc<dyn Registry>) -> Authenticate {
+        Authenticate {
+            inner: Arc::new(AuthState {
+                sasl: options.protocol.uses_sasl(),
+                registry: Some(registry),
+                inter_broker: options
+                    .inter_broker_username
+                    .clone()
+                    .zip(options.inter_broker_password.clone()),
+                cache: Mutex::new(HashMap::new()),
+            }),
+        }
     }
+
+    /// The SASL user of a request, or why it is refused.
+    fn sasl_user(
+        &self,
+        request: &tonic::Request<()>,
+    ) -> std::result::Result<String, tonic::Status> {
+        let st = &self.inner;
+        let (Some(user), Some(password)) = (
+            metadata_text(request, USERNAME_METADATA_KEY),
+            metadata_text(request, PASSWORD_METADATA_KEY),
+        ) else {
+            return Err(auth_failed(
+                "this broker authenticates every request: set security.protocol=SASL_SSL (or \
+                 SASL_PLAINTEXT) with sasl.username and sasl.password",
+            ));
+        };
+        let refused = |user: &str| {
+            auth_failed(format!(
+                "authentication failed for user {user:?}: unknown user or wrong password"
+            ))
+        };
+        if let Some((u, p)) = &st.inter_broker
+            && *u == user
+        {
+            return if constant_time_eq(p.as_bytes(), password.as_bytes()) {
+                Ok(user)
+            } else {
+                Err(refused(&user))
+            };
+        }
+        let Some(credential) = st.registry.as_ref().and_then(|r| r.credential(&user)) else {
+            return Err(refused(&user));
+        };
+        let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        let key = (user, digest);
+        if st.cache.lock().get(&key) == Some(&credential.stored_key) {
+            return Ok(key.0);
+        }
+        // PBKDF2 (milliseconds): only on a cache miss.
+        if !credential.verify(&password) {
+            return Err(refused(&key.0));
+        }
+        let mut cache = st.cache.lock();
+        if cache.len() >= AUTH_CACHE_ENTRIES_MAX {
+            cache.clear();
+        }
+        cache.insert(key.clone(), credential.stored_key);
+        Ok(key.0)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl tonic::service::Interceptor for Authenticate {
@@ -428,9 +529,103 @@ impl tonic::service::Interceptor for Authenticate {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        let principal = certificate_principal(&request).unwrap_or_else(Principal::anonymous);
+        let principal = if self.inner.sasl {
+            Principal::user(&self.sasl_user(&request)?)
+        } else {
+            certificate_principal(&request).unwrap_or_else(Principal::anonymous)
+        };
         request.extensions_mut().insert(principal);
         Ok(request)
+    }
+}
+
+/// Kafka's authorizer over the registry's ACLs (`sluiceway_core::acl::authorize`), with super
+/// users and the inter-broker user allowed everything. Off: everything is allowed.
+#[derive(Debug)]
+pub struct Authorizer {
+    enabled: bool,
+    allow_if_no_acl_found: bool,
+    super_users: Vec<String>,
+    registry: Arc<dyn Registry>,
+}
+
+impl Authorizer {
+    pub fn new(options: &SecurityOptions, registry: Arc<dyn Registry>) -> Authorizer {
+        let mut super_users = options.super_users.clone();
+        if let Some(u) = &options.inter_broker_username {
+            super_users.push(format!("User:{u}"));
+        }
+        Authorizer {
+            enabled: options.authorizer,
+            allow_if_no_acl_found: options.allow_everyone_if_no_acl_found,
+            super_users,
+            registry,
+        }
+    }
+
+    /// Whether `principal` may perform `op` on `rtype` `name`.
+    pub fn allowed(
+        &self,
+        principal: &Principal,
+        op: AclOperation,
+        rtype: ResourceType,
+        name: &str,
+    ) -> bool {
+        if !self.enabled || self.super_users.iter().any(|s| **s == *principal.0) {
+            return true;
+        }
+        let acls = self.registry.acls();
+        authorize(
+            acls.iter(),
+            principal.as_str(),
+            op,
+            rtype,
+            name,
+            self.allow_if_no_acl_found,
+        )
+    }
+
+    /// [`Authorizer::allowed`], or the denial with Kafka's code for the resource type and a
+    /// message naming principal, operation and resource.
+    pub fn check(
+        &self,
+        principal: &Principal,
+        op: AclOperation,
+        rtype: ResourceType,
+        name: &str,
+    ) -> std::result::Result<(), tonic::Status> {
+        if self.allowed(principal, op, rtype, name) {
+            return Ok(());
+        }
+        let code = match rtype {
+            ResourceType::Topic => ErrorCode::TopicAuthorizationFailed,
+            ResourceType::Group => ErrorCode::GroupAuthorizationFailed,
+            ResourceType::Cluster => ErrorCode::ClusterAuthorizationFailed,
+        };
+        Err(crate::errors::status(
+            code,
+            format!("principal {principal} is not authorized to {op} {rtype} {name:?}"),
+        ))
+    }
+
+    /// [`Authorizer::check`] of the same operation on several topics (each checked once).
+    pub fn check_topics<'a>(
+        &self,
+        principal: &Principal,
+        op: AclOperation,
+        topics: impl IntoIterator<Item = &'a str>,
+    ) -> std::result::Result<(), tonic::Status> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for t in topics {
+            if !seen.contains(&t) {
+                self.check(principal, op, ResourceType::Topic, t)?;
+                seen.push(t);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -444,7 +639,7 @@ impl tonic::service::Interceptor for RefusePlaintext {
         _request: tonic::Request<()>,
     ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
         Err(crate::errors::status(
-            sluiceway_core::ErrorCode::InvalidRequest,
+            ErrorCode::InvalidRequest,
             "this broker's listener uses TLS and the client connected in plaintext: set \
              security.protocol=SSL (or SASL_SSL) and ssl.ca.location",
         ))

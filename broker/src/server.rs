@@ -46,7 +46,7 @@ use tracing::{debug, error, info, warn};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::metrics;
-use crate::security::{Authenticate, RefusePlaintext};
+use crate::security::{Authenticate, Authorizer, RefusePlaintext};
 use crate::service::Service;
 
 /// An error with its causes, `a: b: c`.
@@ -360,6 +360,10 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
     )));
     let service = Service {
         broker: broker.clone(),
+        authz: Arc::new(Authorizer::new(
+            &broker.config.security,
+            broker.registry.clone(),
+        )),
     };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -370,7 +374,7 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
     }
     // Every service runs behind the same interceptor: it decides who the request is from
     // (and, with SASL, refuses it without valid credentials) before any service method runs.
-    let auth = Authenticate::new();
+    let auth = Authenticate::new(&broker.config.security, broker.registry.clone());
     let server = routes(builder, &service, auth);
     // A TLS listener answers a client that speaks plaintext HTTP/2 to it with a clear error
     // instead of a failed handshake (which a client reports as a bare connection failure).

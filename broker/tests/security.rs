@@ -3,11 +3,15 @@
 //! registry, ACLs, and a 3-broker cluster on etcd with TLS and authentication between brokers.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use sluiceway_core::acl::{
+    AclBinding, AclEntry, AclOperation, AclPermission, PatternType, ResourcePattern, ResourceType,
+};
 use sluiceway_core::client::{
-    Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord,
+    Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, OffsetSpec, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition,
 };
 use sluiceway_core::{Error, ErrorCode};
 
@@ -102,7 +106,7 @@ fn with_bootstrap(addr: &str, settings: &[(String, String)]) -> Vec<(String, Str
 async fn admin_with(addr: &str, settings: &[(String, String)]) -> sluiceway_core::Result<Admin> {
     let mut c = AdminConfig::from_map(with_bootstrap(addr, settings))?;
     // Refusals are not retried; keep failing cases short anyway.
-    c.common.request_timeout = std::time::Duration::from_secs(10);
+    c.common.request_timeout = Duration::from_secs(10);
     Admin::new(c).await
 }
 
@@ -195,4 +199,213 @@ fn client_security_settings_are_validated() {
     ])
     .expect_err("unknown protocol");
     assert!(e.to_string().contains("SASL_SSL"), "{e}");
+}
+
+fn sasl(user: &str, password: &str) -> Vec<(String, String)> {
+    vec![
+        ("security.protocol".into(), "SASL_PLAINTEXT".into()),
+        ("sasl.mechanism".into(), "SCRAM-SHA-256".into()),
+        ("sasl.username".into(), user.into()),
+        ("sasl.password".into(), password.into()),
+    ]
+}
+
+fn acl(
+    principal: &str,
+    op: AclOperation,
+    rtype: ResourceType,
+    name: &str,
+    pattern: PatternType,
+) -> AclBinding {
+    AclBinding {
+        pattern: ResourcePattern {
+            resource_type: rtype,
+            name: name.into(),
+            pattern_type: pattern,
+        },
+        entry: AclEntry {
+            principal: principal.into(),
+            host: "*".into(),
+            operation: op,
+            permission: AclPermission::Allow,
+        },
+    }
+}
+
+async fn end_offset(admin: &Admin, topic: &str) -> u64 {
+    admin
+        .list_offsets(&[(TopicPartition::new(topic, 0), OffsetSpec::Latest)])
+        .await
+        .remove(0)
+        .expect("list offsets")
+        .high_watermark
+        .0
+}
+
+async fn produce_one(addr: &str, settings: &[(String, String)], topic: &str) -> Result<(), Error> {
+    let mut c = ProducerConfig::from_map(with_bootstrap(addr, settings)).expect("config");
+    c.delivery_timeout = Duration::from_secs(10);
+    let p = Producer::new(c).await?;
+    let r = match p.send(ProducerRecord::new(topic, "v")).await {
+        Ok(f) => f.await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let _ = p.close(Some(Duration::from_secs(5))).await;
+    r
+}
+
+async fn consume_one(
+    addr: &str,
+    settings: &[(String, String)],
+    topic: &str,
+) -> Result<String, Error> {
+    let mut cc = ConsumerConfig::from_map(with_bootstrap(addr, settings)).unwrap();
+    cc.auto_offset_reset = OffsetReset::Earliest;
+    let consumer = Consumer::new(cc).await?;
+    consumer.assign(tps(topic, 1))?;
+    loop {
+        let records = consumer.poll(Duration::from_secs(5)).await?;
+        if let Some(r) = records.first() {
+            return Ok(value(r));
+        }
+    }
+}
+
+/// Authentication (SCRAM-SHA-256 credentials in the registry, the inter-broker user as super
+/// user) and ACL enforcement on every request path of one broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_and_acls_guard_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_with(
+        dir.path(),
+        &[
+            "--security-protocol",
+            "SASL_PLAINTEXT",
+            "--inter-broker-username",
+            "admin",
+            "--inter-broker-password",
+            "admin-secret",
+            "--authorizer",
+        ],
+    );
+    bounded(async {
+        // No credentials, then a wrong password: SASL_AUTHENTICATION_FAILED, clearly.
+        let e = admin_with(&b.addr, &[])
+            .await
+            .expect_err("anonymous refused");
+        assert_eq!(e.code(), ErrorCode::SaslAuthenticationFailed, "{e}");
+        assert!(e.to_string().contains("sasl.username"), "{e}");
+        let root = admin_with(&b.addr, &sasl("admin", "admin-secret"))
+            .await
+            .expect("the inter-broker user");
+        root.upsert_user("alice", "alice-pw", 0).await.unwrap();
+        let e = admin_with(&b.addr, &sasl("alice", "wrong"))
+            .await
+            .expect_err("wrong password refused");
+        assert_eq!(e.code(), ErrorCode::SaslAuthenticationFailed, "{e}");
+        let users = root.list_users().await.unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].name, "alice");
+        assert_eq!(users[0].mechanism, "SCRAM-SHA-256");
+
+        root.create_topic(NewTopic::new("orders-eu", 1))
+            .await
+            .unwrap();
+        root.create_topic(NewTopic::new("payments", 1))
+            .await
+            .unwrap();
+        let alice = sasl("alice", "alice-pw");
+        let alice_admin = admin_with(&b.addr, &alice)
+            .await
+            .expect("alice authenticates");
+
+        // Without Write: nothing appended, and the error names principal, operation, topic.
+        let e = produce_one(&b.addr, &alice, "orders-eu")
+            .await
+            .expect_err("no Write");
+        assert_eq!(e.code(), ErrorCode::TopicAuthorizationFailed, "{e}");
+        assert!(e.to_string().contains("User:alice"), "{e}");
+        assert_eq!(end_offset(&root, "orders-eu").await, 0, "nothing appended");
+        // Without Create on the cluster or topic, and without Alter for ACLs.
+        let e = alice_admin
+            .create_topic(NewTopic::new("mine", 1))
+            .await
+            .expect_err("no Create");
+        assert_eq!(e.code(), ErrorCode::TopicAuthorizationFailed, "{e}");
+        let e = alice_admin
+            .create_acls(&[acl(
+                "User:alice",
+                AclOperation::All,
+                ResourceType::Topic,
+                "*",
+                PatternType::Literal,
+            )])
+            .await
+            .expect_err("no Alter on the cluster");
+        assert_eq!(e.code(), ErrorCode::ClusterAuthorizationFailed, "{e}");
+
+        // Write on a prefix: produce to orders-eu works, to payments does not.
+        root.create_acls(&[acl(
+            "User:alice",
+            AclOperation::Write,
+            ResourceType::Topic,
+            "orders-",
+            PatternType::Prefixed,
+        )])
+        .await
+        .unwrap();
+        produce_one(&b.addr, &alice, "orders-eu")
+            .await
+            .expect("Write through the prefixed ACL");
+        assert_eq!(end_offset(&root, "orders-eu").await, 1);
+        let e = produce_one(&b.addr, &alice, "payments")
+            .await
+            .expect_err("the prefix does not cover payments");
+        assert_eq!(e.code(), ErrorCode::TopicAuthorizationFailed, "{e}");
+        assert_eq!(end_offset(&root, "payments").await, 0);
+
+        // Without Read: no fetch, no group.
+        let e = consume_one(&b.addr, &alice, "orders-eu")
+            .await
+            .expect_err("no Read");
+        assert_eq!(e.code(), ErrorCode::TopicAuthorizationFailed, "{e}");
+        root.create_acls(&[acl(
+            "User:alice",
+            AclOperation::Read,
+            ResourceType::Topic,
+            "orders-eu",
+            PatternType::Literal,
+        )])
+        .await
+        .unwrap();
+        assert_eq!(
+            consume_one(&b.addr, &alice, "orders-eu").await.unwrap(),
+            "v"
+        );
+        let mut cc = ConsumerConfig::from_map(with_bootstrap(&b.addr, &alice)).unwrap();
+        cc.auto_offset_reset = OffsetReset::Earliest;
+        cc.group_id = Some("billing".into());
+        let member = Consumer::new(cc).await.unwrap();
+        member.subscribe(["orders-eu"]).await.unwrap();
+        let e = member
+            .poll(Duration::from_secs(10))
+            .await
+            .expect_err("no Read on the group");
+        assert_eq!(e.code(), ErrorCode::GroupAuthorizationFailed, "{e}");
+
+        // Without Delete: the topic stays.
+        let e = alice_admin
+            .delete_topic("orders-eu")
+            .await
+            .expect_err("no Delete");
+        assert_eq!(e.code(), ErrorCode::TopicAuthorizationFailed, "{e}");
+        assert!(root.describe_topic("orders-eu").await.is_ok());
+
+        // A deleted user is refused at once (the verification cache does not outlive it).
+        assert!(root.delete_user("alice").await.unwrap());
+        let e = alice_admin.list_topics().await.expect_err("deleted user");
+        assert_eq!(e.code(), ErrorCode::SaslAuthenticationFailed, "{e}");
+        assert_eq!(root.list_acls().await.unwrap().len(), 2);
+    })
+    .await;
 }

@@ -107,6 +107,9 @@ struct Cache {
     /// Topics asked about that the registry said do not exist, and when it said so (answered
     /// from cache for [`CLIENT_MISSING_TOPIC_TTL_MS`]).
     missing: HashMap<String, Instant>,
+    /// Of the missing topics, those the broker would not describe to this client
+    /// (TOPIC_AUTHORIZATION_FAILED), with its message: they fail with that, not "does not exist".
+    denied: HashMap<String, String>,
     refreshed_at: Option<Instant>,
     /// Set by `request_refresh`: the next lookup refreshes first.
     stale: bool,
@@ -355,7 +358,11 @@ impl Cluster {
         *self.last_attempt.lock() = Some(Instant::now());
         // Tracked topics plus those asked about; topics found missing earlier are not asked
         // about again unless someone looks them up.
-        let (mut topics, still_missing): (BTreeSet<String>, HashMap<String, Instant>) = {
+        let (mut topics, still_missing, mut denied): (
+            BTreeSet<String>,
+            HashMap<String, Instant>,
+            HashMap<String, String>,
+        ) = {
             let c = self.cache.read();
             let ttl = Duration::from_millis(CLIENT_MISSING_TOPIC_TTL_MS);
             (
@@ -365,8 +372,10 @@ impl Cluster {
                     .filter(|(t, at)| at.elapsed() < ttl && !extra.contains(&t.as_str()))
                     .map(|(t, at)| (t.clone(), *at))
                     .collect(),
+                c.denied.clone(),
             )
         };
+        denied.retain(|t, _| still_missing.contains_key(t));
         topics.extend(extra.iter().map(|s| (*s).to_owned()));
         if topics.len() > CLIENT_METADATA_TOPICS_MAX {
             return Err(Error::InvalidArgument(format!(
@@ -395,18 +404,24 @@ impl Cluster {
         let mut cache = Cache {
             refreshed_at: Some(now),
             missing: still_missing,
+            denied,
             ..Cache::default()
         };
         for b in &resp.brokers {
             cache.brokers.insert(b.broker_id, b.address.clone());
         }
         for t in resp.topics {
-            if code_from_proto(t.error_code) == ErrorCode::None {
+            let code = code_from_proto(t.error_code);
+            if code == ErrorCode::None {
                 cache.missing.remove(&t.name);
+                cache.denied.remove(&t.name);
                 cache
                     .topics
                     .insert(t.name.clone(), Arc::new(TopicMetadata::from_proto(t)));
             } else {
+                if code == ErrorCode::TopicAuthorizationFailed {
+                    cache.denied.insert(t.name.clone(), t.error_message);
+                }
                 cache.missing.insert(t.name, now);
             }
         }
@@ -440,7 +455,13 @@ impl Cluster {
         c.missing
             .get(topic)
             .filter(|at| at.elapsed() < ttl)
-            .map(|_| Err(missing_topic(topic)))
+            .map(|_| match c.denied.get(topic) {
+                Some(message) => Err(Error::Remote {
+                    code: ErrorCode::TopicAuthorizationFailed,
+                    message: message.clone(),
+                }),
+                None => Err(missing_topic(topic)),
+            })
     }
 
     /// The topic's metadata, from the cache when known, else from the registry. A topic the

@@ -47,7 +47,7 @@ pub use crate::wire::{PartitionMetadata, TopicMetadata};
 pub use accumulator::{BatchDelivery, DeliveryFuture, Failures, RecordMetadata};
 pub use admin::{
     Admin, ClusterDescription, CommittedOffset, GroupDescription, GroupListing, GroupPartitionLag,
-    GroupState, NewTopic, TopicDescription, TopicListing,
+    GroupState, NewTopic, TopicDescription, TopicListing, UserListing,
 };
 pub use cluster::{BrokerInfo, ListedOffset, OffsetSpec};
 pub use config::{Acks, AdminConfig, CommonConfig, ConsumerConfig, OffsetReset, ProducerConfig};
