@@ -48,7 +48,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a broker (the embedded registry by default; `--registry etcd://…` joins a cluster).
-    Broker(BrokerArgs),
+    Broker(Box<BrokerArgs>),
     /// Create, list, describe and delete topics.
     Topic {
         #[command(subcommand)]

@@ -213,6 +213,39 @@ pub fn partition_error(code: i32, message: &str, tp: &TopicPartition) -> Error {
     }
 }
 
+/// An ACL binding as the wire carries it.
+pub fn acl_to_proto(a: &crate::acl::AclBinding) -> v1::AclBinding {
+    v1::AclBinding {
+        resource_type: a.pattern.resource_type.name().to_owned(),
+        resource_name: a.pattern.name.clone(),
+        pattern_type: a.pattern.pattern_type.name().to_owned(),
+        principal: a.entry.principal.clone(),
+        host: a.entry.host.clone(),
+        operation: a.entry.operation.name().to_owned(),
+        permission: a.entry.permission.name().to_owned(),
+    }
+}
+
+/// A wire ACL binding, parsed and validated (INVALID_ARGUMENT naming the bad field).
+pub fn acl_from_proto(a: &v1::AclBinding) -> Result<crate::acl::AclBinding> {
+    use crate::acl::*;
+    let b = AclBinding {
+        pattern: ResourcePattern {
+            resource_type: ResourceType::parse("resource type", &a.resource_type)?,
+            name: a.resource_name.clone(),
+            pattern_type: PatternType::parse("pattern type", &a.pattern_type)?,
+        },
+        entry: AclEntry {
+            principal: a.principal.clone(),
+            host: a.host.clone(),
+            operation: AclOperation::parse("operation", &a.operation)?,
+            permission: AclPermission::parse("permission", &a.permission)?,
+        },
+    };
+    b.validate()?;
+    Ok(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,37 +299,4 @@ mod tests {
         assert!(!Error::Closed("producer").is_retriable());
         assert_eq!(Error::Closed("producer").code(), ErrorCode::Closed);
     }
-}
-
-/// An ACL binding as the wire carries it.
-pub fn acl_to_proto(a: &crate::acl::AclBinding) -> v1::AclBinding {
-    v1::AclBinding {
-        resource_type: a.pattern.resource_type.name().to_owned(),
-        resource_name: a.pattern.name.clone(),
-        pattern_type: a.pattern.pattern_type.name().to_owned(),
-        principal: a.entry.principal.clone(),
-        host: a.entry.host.clone(),
-        operation: a.entry.operation.name().to_owned(),
-        permission: a.entry.permission.name().to_owned(),
-    }
-}
-
-/// A wire ACL binding, parsed and validated (INVALID_ARGUMENT naming the bad field).
-pub fn acl_from_proto(a: &v1::AclBinding) -> Result<crate::acl::AclBinding> {
-    use crate::acl::*;
-    let b = AclBinding {
-        pattern: ResourcePattern {
-            resource_type: ResourceType::parse("resource type", &a.resource_type)?,
-            name: a.resource_name.clone(),
-            pattern_type: PatternType::parse("pattern type", &a.pattern_type)?,
-        },
-        entry: AclEntry {
-            principal: a.principal.clone(),
-            host: a.host.clone(),
-            operation: AclOperation::parse("operation", &a.operation)?,
-            permission: AclPermission::parse("permission", &a.permission)?,
-        },
-    };
-    b.validate()?;
-    Ok(b)
 }
