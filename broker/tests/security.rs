@@ -537,3 +537,40 @@ async fn secure_cluster_survives_a_leader_kill9_with_nothing_acknowledged_lost()
     })
     .await;
 }
+
+/// Mutual TLS alone: the principal is `User:<subject CN>` of the client certificate, checked
+/// against ACLs and `--super-users`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_common_name_is_the_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "mtls");
+    let mut flags = pki.broker_flags("SSL");
+    flags.extend(["--authorizer", "--super-users", "User:ops"].map(String::from));
+    let b = TestBroker::start_with(dir.path(), &strs(&flags));
+    bounded(async {
+        let ops = ssl_settings(&pki.ca_pem, Some(&pki.issue("ops")));
+        let root = admin_with(&b.addr, &ops).await.expect("super user");
+        root.create_topic(NewTopic::new("certs", 1)).await.unwrap();
+        root.create_acls(&[acl(
+            "User:alice",
+            AclOperation::Write,
+            ResourceType::Topic,
+            "certs",
+            PatternType::Literal,
+        )])
+        .await
+        .unwrap();
+        let alice = ssl_settings(&pki.ca_pem, Some(&pki.issue("alice")));
+        produce_one(&b.addr, &alice, "certs")
+            .await
+            .expect("alice's certificate may write");
+        let bob = ssl_settings(&pki.ca_pem, Some(&pki.issue("bob")));
+        let e = produce_one(&b.addr, &bob, "certs")
+            .await
+            .expect_err("bob's may not");
+        assert_eq!(e.code(), ErrorCode::TopicAuthorizationFailed, "{e}");
+        assert!(e.to_string().contains("User:bob"), "{e}");
+        assert_eq!(end_offset(&root, "certs").await, 1);
+    })
+    .await;
+}
