@@ -229,27 +229,32 @@ struct Bootstrap {
 impl Bootstrap {
     /// The settings of `--command-config`, in file order.
     fn settings(&self) -> Result<Vec<(String, String)>> {
-        let Some(path) = &self.command_config else {
-            return Ok(Vec::new());
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidConfig {
-            key: "--command-config".into(),
-            reason: format!("cannot read {}: {e}", path.display()),
-        })?;
-        let mut out = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (k, v) = line.split_once('=').ok_or_else(|| Error::InvalidConfig {
-                key: "--command-config".into(),
-                reason: format!("{}:{}: not KEY=VALUE", path.display(), i + 1),
-            })?;
-            out.push((k.trim().to_owned(), v.trim().to_owned()));
+        match &self.command_config {
+            None => Ok(Vec::new()),
+            Some(path) => read_command_config(path),
         }
-        Ok(out)
     }
+}
+
+/// A `--command-config` file: one KEY=VALUE per line with Kafka's client names, `#` comments.
+pub(crate) fn read_command_config(path: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidConfig {
+        key: "--command-config".into(),
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line.split_once('=').ok_or_else(|| Error::InvalidConfig {
+            key: "--command-config".into(),
+            reason: format!("{}:{}: not KEY=VALUE", path.display(), i + 1),
+        })?;
+        out.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    Ok(out)
 }
 
 #[derive(Subcommand, Debug)]
