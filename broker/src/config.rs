@@ -494,6 +494,15 @@ impl BrokerConfig {
                 || file.allow_everyone_if_no_acl_found.unwrap_or(false),
             super_users: args.super_users.clone().or(file.super_users),
         })?;
+        if matches!(registry, RegistryKind::Etcd(_))
+            && security.protocol.uses_tls()
+            && security.ssl_ca_location.is_none()
+        {
+            return Err(invalid(
+                "ssl_ca_location",
+                "a cluster with TLS needs it: brokers verify each other's certificates against it",
+            ));
+        }
         Ok(BrokerConfig {
             security,
             leader_rebalance_interval_ms,

@@ -28,6 +28,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use sluiceway_core::error::error_chain;
 use sluiceway_core::limits::{
     CONNECTION_FIRST_BYTES_TIMEOUT_MS, CONNECTIONS_MAX, HTTP2_CONNECTION_WINDOW_BYTES,
     HTTP2_FRAME_BYTES_MAX, HTTP2_STREAM_WINDOW_BYTES, LOG_TICK_INTERVAL_MS, REQUEST_BYTES_MAX,
@@ -48,18 +49,6 @@ use crate::config::BrokerConfig;
 use crate::metrics;
 use crate::security::{Authenticate, Authorizer, RefusePlaintext};
 use crate::service::Service;
-
-/// An error with its causes, `a: b: c`.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
 
 /// An accepted connection holding its connection slot until dropped.
 #[derive(Debug)]
@@ -369,7 +358,10 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|e| Error::InvalidConfig {
             key: "ssl_certificate_location".into(),
-            reason: format!("the TLS certificate or key cannot be used: {}", causes(&e)),
+            reason: format!(
+                "the TLS certificate or key cannot be used: {}",
+                error_chain(&e)
+            ),
         })?;
     }
     // Every service runs behind the same interceptor: it decides who the request is from

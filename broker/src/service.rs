@@ -16,7 +16,7 @@ use crate::errors::{status, status_from_error, to_proto};
 use crate::groups::{check_group_id, is_internal_topic};
 use crate::metrics::RequestMetrics;
 use crate::security::{Authorizer, Principal, principal_of};
-use sluiceway_core::acl::{AclOperation, CLUSTER_RESOURCE_NAME, ResourceType};
+use sluiceway_core::acl::{AclBinding, AclOperation, CLUSTER_RESOURCE_NAME, ResourceType};
 use sluiceway_core::scram::{ScramCredential, validate_username};
 use sluiceway_core::wire::{acl_from_proto, acl_to_proto};
 
@@ -73,6 +73,14 @@ impl Service {
             .map_err(|e| status(ErrorCode::UnknownServerError, format!("registry task: {e}")))?
             .map_err(|e| status_from_error(&e))
     }
+}
+
+/// Wire ACL bindings, parsed and validated (INVALID_ARGUMENT naming the bad field).
+fn acls_from_proto(acls: &[v1::AclBinding]) -> Result<Vec<AclBinding>, Status> {
+    acls.iter()
+        .map(acl_from_proto)
+        .collect::<sluiceway_core::Result<Vec<_>>>()
+        .map_err(|e| status_from_error(&e))
 }
 
 fn controller_id(b: &Broker) -> i32 {
@@ -339,12 +347,7 @@ impl v1::admin_server::Admin for Service {
         let req = request.into_inner();
         let r = async {
             self.check_cluster(&who, AclOperation::Alter)?;
-            let acls = req
-                .acls
-                .iter()
-                .map(acl_from_proto)
-                .collect::<sluiceway_core::Result<Vec<_>>>()
-                .map_err(|e| status_from_error(&e))?;
+            let acls = acls_from_proto(&req.acls)?;
             self.registry_call(move |r| r.add_acls(&acls)).await?;
             Ok(v1::CreateAclsResponse {})
         }
@@ -361,12 +364,7 @@ impl v1::admin_server::Admin for Service {
         let req = request.into_inner();
         let r = async {
             self.check_cluster(&who, AclOperation::Alter)?;
-            let acls = req
-                .acls
-                .iter()
-                .map(acl_from_proto)
-                .collect::<sluiceway_core::Result<Vec<_>>>()
-                .map_err(|e| status_from_error(&e))?;
+            let acls = acls_from_proto(&req.acls)?;
             let removed = self.registry_call(move |r| r.remove_acls(&acls)).await?;
             Ok(v1::DeleteAclsResponse {
                 removed: removed as u32,

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use sluiceway_core::acl::{
-    AclBinding, AclEntry, AclOperation, AclPermission, PatternType, ResourcePattern, ResourceType,
-};
+use sluiceway_core::acl::{AclBinding, AclOperation, AclPermission, PatternType, ResourceType};
 use sluiceway_core::client::{
     Admin, AdminConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, OffsetSpec, Producer,
     ProducerConfig, ProducerRecord, TopicPartition,
@@ -110,17 +108,6 @@ async fn admin_with(addr: &str, settings: &[(String, String)]) -> sluiceway_core
     Admin::new(c).await
 }
 
-fn message(e: &Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_refuses_plaintext_and_unknown_ca_clients() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,7 +119,7 @@ async fn tls_listener_refuses_plaintext_and_unknown_ca_clients() {
         let e = admin_with(&b.addr, &[])
             .await
             .expect_err("plaintext refused");
-        let m = message(&e);
+        let m = sluiceway_core::error::error_chain(&e);
         assert!(
             m.contains("security.protocol") && m.contains("TLS"),
             "a plaintext client is told why: {m}"
@@ -154,7 +141,11 @@ async fn tls_listener_refuses_plaintext_and_unknown_ca_clients() {
         let e = admin_with(&b.addr, &ssl_settings(&rogue.ca_pem, Some(&alice)))
             .await
             .expect_err("broker not trusted");
-        assert!(message(&e).contains("UnknownIssuer"), "{}", message(&e));
+        assert!(
+            sluiceway_core::error::error_chain(&e).contains("UnknownIssuer"),
+            "{}",
+            sluiceway_core::error::error_chain(&e)
+        );
 
         // With the right CA and a certificate: topics, produce, consume.
         let settings = ssl_settings(&pki.ca_pem, Some(&alice));
@@ -217,19 +208,7 @@ fn acl(
     name: &str,
     pattern: PatternType,
 ) -> AclBinding {
-    AclBinding {
-        pattern: ResourcePattern {
-            resource_type: rtype,
-            name: name.into(),
-            pattern_type: pattern,
-        },
-        entry: AclEntry {
-            principal: principal.into(),
-            host: "*".into(),
-            operation: op,
-            permission: AclPermission::Allow,
-        },
-    }
+    AclBinding::new(rtype, name, pattern, principal, op, AclPermission::Allow)
 }
 
 async fn end_offset(admin: &Admin, topic: &str) -> u64 {

@@ -153,6 +153,30 @@ impl fmt::Display for AclBinding {
 }
 
 impl AclBinding {
+    /// A binding for `principal` from any host (`*`).
+    pub fn new(
+        resource_type: ResourceType,
+        name: &str,
+        pattern_type: PatternType,
+        principal: &str,
+        operation: AclOperation,
+        permission: AclPermission,
+    ) -> AclBinding {
+        AclBinding {
+            pattern: ResourcePattern {
+                resource_type,
+                name: name.to_owned(),
+                pattern_type,
+            },
+            entry: AclEntry {
+                principal: principal.to_owned(),
+                host: "*".to_owned(),
+                operation,
+                permission,
+            },
+        }
+    }
+
     /// Checks every field: a principal `User:NAME` (or `User:*`), host `*`, a resource name
     /// within bounds, the cluster resource named `kafka-cluster`.
     pub fn validate(&self) -> Result<()> {
@@ -255,19 +279,7 @@ mod tests {
         op: AclOperation,
         permission: AclPermission,
     ) -> AclBinding {
-        AclBinding {
-            pattern: ResourcePattern {
-                resource_type: rtype,
-                name: name.into(),
-                pattern_type: pattern,
-            },
-            entry: AclEntry {
-                principal: principal.into(),
-                host: "*".into(),
-                operation: op,
-                permission,
-            },
-        }
+        AclBinding::new(rtype, name, pattern, principal, op, permission)
     }
 
     #[test]

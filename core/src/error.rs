@@ -16,6 +16,19 @@ use crate::types::{FilePosition, Offset};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error with its causes, `a: b: c` (TLS and transport errors keep the useful part, such as
+/// "received fatal alert: UnknownCA", in a cause).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// The stable wire error code. See the module docs for the numbering rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i32)]

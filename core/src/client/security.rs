@@ -22,7 +22,7 @@ use std::time::Duration;
 use tonic::metadata::{BinaryMetadataValue, MetadataMap};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, error_chain};
 use crate::limits::{SASL_PASSWORD_BYTES_MAX, SASL_USERNAME_BYTES_MAX, SSL_PEM_FILE_BYTES_MAX};
 
 /// The metadata key carrying the username (binary, so any UTF-8 name crosses).
@@ -144,18 +144,6 @@ fn invalid(key: &str, reason: impl Into<String>) -> Error {
         key: key.to_owned(),
         reason: reason.into(),
     }
-}
-
-/// An error with its causes, `a: b: c`.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn path(v: &str) -> Option<PathBuf> {
@@ -328,7 +316,7 @@ impl SecurityConfig {
                 .map_err(|e| {
                     invalid(
                         "ssl.ca.location",
-                        format!("the TLS files cannot be used: {}", causes(&e)),
+                        format!("the TLS files cannot be used: {}", error_chain(&e)),
                     )
                 })?;
             Some(tls)
@@ -443,7 +431,7 @@ impl Connector {
             e = e.tls_config(tls.clone()).map_err(|e| {
                 invalid(
                     "ssl.ca.location",
-                    format!("the TLS files cannot be used: {}", causes(&e)),
+                    format!("the TLS files cannot be used: {}", error_chain(&e)),
                 )
             })?;
         }
