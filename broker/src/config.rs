@@ -541,6 +541,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn security_settings_are_checked_together() {
+        let key_of = |args: BrokerArgs| match BrokerConfig::load(&args) {
+            Err(Error::InvalidConfig { key, .. }) => key,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        };
+        let sasl = BrokerArgs {
+            security_protocol: Some("SASL_PLAINTEXT".into()),
+            ..BrokerArgs::default()
+        };
+        assert_eq!(key_of(sasl.clone()), "inter_broker_username");
+        let ok = BrokerConfig::load(&BrokerArgs {
+            inter_broker_username: Some("admin".into()),
+            inter_broker_password: Some("secret".into()),
+            super_users: Some("User:ops".into()),
+            ..sasl
+        })
+        .unwrap();
+        assert!(ok.security.is_protected());
+        assert!(
+            !format!("{ok:?}").contains("secret"),
+            "no password in Debug"
+        );
+        assert_eq!(
+            key_of(BrokerArgs {
+                security_protocol: Some("SSL".into()),
+                ..BrokerArgs::default()
+            }),
+            "ssl_certificate_location"
+        );
+        assert_eq!(
+            key_of(BrokerArgs {
+                ssl_ca_location: Some("ca.pem".into()),
+                ..BrokerArgs::default()
+            }),
+            "ssl_ca_location"
+        );
+        assert_eq!(
+            key_of(BrokerArgs {
+                super_users: Some("alice".into()),
+                ..BrokerArgs::default()
+            }),
+            "super_users"
+        );
+    }
+
+    #[test]
     fn flags_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("b.toml");

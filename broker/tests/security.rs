@@ -553,3 +553,90 @@ async fn client_certificate_common_name_is_the_principal() {
     })
     .await;
 }
+
+/// The command line: `user add` reads the password from stdin, `acl add|list|remove`, and
+/// `--command-config` carries the client's security settings.
+#[test]
+fn cli_manages_users_and_acls() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_with(
+        dir.path(),
+        &[
+            "--security-protocol",
+            "SASL_PLAINTEXT",
+            "--inter-broker-username",
+            "admin",
+            "--inter-broker-password",
+            "admin-secret",
+            "--authorizer",
+        ],
+    );
+    let props = dir.path().join("admin.properties");
+    std::fs::write(
+        &props,
+        "# admin\nsecurity.protocol=SASL_PLAINTEXT\nsasl.username=admin\nsasl.password=admin-secret\n",
+    )
+    .unwrap();
+    let cc = props.to_str().unwrap();
+    let ok = |args: &[&str], stdin: &[u8]| {
+        let out = b.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(
+        &["user", "add", "carol", "--command-config", cc],
+        b"carol-pw\n",
+    );
+    assert!(ok(&["user", "list", "--command-config", cc], b"").contains("carol"));
+    ok(
+        &[
+            "acl",
+            "add",
+            "--allow-principal",
+            "User:carol",
+            "--operation",
+            "Read",
+            "--operation",
+            "Describe",
+            "--group",
+            "team-",
+            "--resource-pattern-type",
+            "prefixed",
+            "--command-config",
+            cc,
+        ],
+        b"",
+    );
+    let listed = ok(&["acl", "list", "--command-config", cc], b"");
+    assert!(
+        listed.contains("User:carol") && listed.contains("Prefixed") && listed.contains("team-"),
+        "{listed}"
+    );
+    let removed = ok(
+        &[
+            "acl",
+            "remove",
+            "--allow-principal",
+            "User:carol",
+            "--operation",
+            "Read",
+            "--group",
+            "team-",
+            "--resource-pattern-type",
+            "prefixed",
+            "--command-config",
+            cc,
+        ],
+        b"",
+    );
+    assert!(removed.contains("removed 1"), "{removed}");
+    // Without the settings the command is refused, and says why.
+    let out = b.run(&["topic", "list"], b"");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SASL_AUTHENTICATION_FAILED"), "{err}");
+}

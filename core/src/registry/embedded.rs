@@ -496,6 +496,34 @@ mod tests {
     }
 
     #[test]
+    fn credentials_and_acls_survive_reopen() {
+        use crate::acl::{AclOperation, AclPermission, PatternType, ResourceType};
+        let dir = tempfile::tempdir().unwrap();
+        let r = EmbeddedRegistry::open(dir.path(), BrokerId(1)).unwrap();
+        let c = ScramCredential::new("pw", 4096).unwrap();
+        r.put_credential("alice", &c).unwrap();
+        let a = AclBinding::new(
+            ResourceType::Topic,
+            "orders-",
+            PatternType::Prefixed,
+            "User:alice",
+            AclOperation::Write,
+            AclPermission::Allow,
+        );
+        r.add_acls(&[a.clone(), a.clone()]).unwrap();
+        assert_eq!(r.acls().len(), 1, "a binding is stored once");
+        drop(r);
+        let r = EmbeddedRegistry::open(dir.path(), BrokerId(1)).unwrap();
+        assert!(r.credential("alice").unwrap().verify("pw"));
+        assert_eq!(*r.acls(), [a.clone()]);
+        assert_eq!(r.remove_acls(&[a]).unwrap(), 1);
+        assert!(r.acls().is_empty());
+        assert!(r.delete_credential("alice").unwrap());
+        assert!(!r.delete_credential("alice").unwrap());
+        assert!(r.credential("alice").is_none());
+    }
+
+    #[test]
     fn rejects_bad_topics() {
         let dir = tempfile::tempdir().unwrap();
         let r = EmbeddedRegistry::open(dir.path(), BrokerId(0)).unwrap();

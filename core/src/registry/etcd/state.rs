@@ -554,6 +554,44 @@ mod tests {
     }
 
     #[test]
+    fn users_and_acls_follow_their_keys() {
+        use crate::acl::{AclOperation, AclPermission};
+        let keys = Keys::new("/s");
+        assert_eq!(
+            keys.parse(b"/s/acls/Topic/Prefixed/orders-"),
+            Some(Key::Acl(ResourcePattern {
+                resource_type: ResourceType::Topic,
+                name: "orders-".into(),
+                pattern_type: PatternType::Prefixed,
+            }))
+        );
+        assert_eq!(keys.parse(b"/s/acls/Topic/Sideways/x"), None);
+        assert_eq!(
+            keys.parse(b"/s/users/alice"),
+            Some(Key::User("alice".into()))
+        );
+        let mut snap = Snapshot::default();
+        let cred = serde_json::to_string(&ScramCredential::new("pw", 4096).unwrap()).unwrap();
+        snap.apply(&keys, put("/s/users/alice", &cred, 2));
+        assert!(snap.users["alice"].verify("pw"));
+        snap.apply(&keys, put("/s/users/bob", "{\"mechanism\":\"MD5\"}", 3));
+        assert!(
+            !snap.users.contains_key("bob"),
+            "an invalid credential is ignored"
+        );
+        let entries =
+            r#"[{"principal":"User:alice","host":"*","operation":"Read","permission":"Allow"}]"#;
+        snap.apply(&keys, put("/s/acls/Group/Literal/billing", entries, 4));
+        assert_eq!(snap.acl_view.len(), 1);
+        assert_eq!(snap.acl_view[0].entry.operation, AclOperation::Read);
+        assert_eq!(snap.acl_view[0].entry.permission, AclPermission::Allow);
+        snap.apply(&keys, delete("/s/acls/Group/Literal/billing", 5));
+        assert!(snap.acl_view.is_empty());
+        snap.apply(&keys, delete("/s/users/alice", 6));
+        assert!(snap.users.is_empty());
+    }
+
+    #[test]
     fn keys_parse_only_the_layout() {
         let k = Keys::new("/sluiceway");
         assert_eq!(
