@@ -515,7 +515,7 @@ mod tests {
         drop(r);
         let r = EmbeddedRegistry::open(dir.path(), BrokerId(1)).unwrap();
         assert!(r.credential("alice").unwrap().verify("pw"));
-        assert_eq!(*r.acls(), [a.clone()]);
+        assert_eq!(r.acls().as_slice(), std::slice::from_ref(&a));
         assert_eq!(r.remove_acls(&[a]).unwrap(), 1);
         assert!(r.acls().is_empty());
         assert!(r.delete_credential("alice").unwrap());
