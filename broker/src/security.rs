@@ -29,6 +29,7 @@ use sluiceway_core::limits::{
     AUTH_CACHE_ENTRIES_MAX, CONNECTION_FIRST_BYTES_TIMEOUT_MS, SSL_PEM_FILE_BYTES_MAX,
 };
 use sluiceway_core::registry::Registry;
+use sluiceway_core::scram::ScramCredential;
 use sluiceway_core::{Error, ErrorCode, Result};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -500,6 +501,11 @@ impl Authenticate {
             };
         }
         let Some(credential) = st.registry.as_ref().and_then(|r| r.credential(&user)) else {
+            // Cost an unknown user as much as a wrong password (as Kafka's SCRAM answers an
+            // unknown user with a fake salt), so response times do not tell which users exist.
+            if let Some(c) = unknown_user_credential() {
+                let _ = c.verify(&password);
+            }
             return Err(refused(&user));
         };
         let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
@@ -518,6 +524,16 @@ impl Authenticate {
         cache.insert(key.clone(), credential.stored_key);
         Ok(key.0)
     }
+}
+
+/// The credential an unknown user's password is checked against (the result is ignored: only
+/// the cost matters).
+/// `None` only if the system had no randomness for its salt.
+fn unknown_user_credential() -> Option<&'static ScramCredential> {
+    static CREDENTIAL: std::sync::OnceLock<Option<ScramCredential>> = std::sync::OnceLock::new();
+    CREDENTIAL
+        .get_or_init(|| ScramCredential::new("unknown user", 0).ok())
+        .as_ref()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
