@@ -464,6 +464,42 @@ async fn secure_cluster_survives_a_leader_kill9_with_nothing_acknowledged_lost()
         .await;
 
         let app = with_user("app", "app-secret");
+        // A consumer group over TLS: FindCoordinator creates __consumer_offsets (replicated by
+        // the brokers' TLS fetchers), and a commit is acknowledged once its ISR has it.
+        root.create_acls(&[acl(
+            "User:app",
+            AclOperation::Read,
+            ResourceType::Group,
+            "secure-",
+            PatternType::Prefixed,
+        )])
+        .await
+        .unwrap();
+        produce_one(&bootstrap, &app, TOPIC)
+            .await
+            .expect("first record");
+        let mut gc = ConsumerConfig::from_map(with_bootstrap(&bootstrap, &app)).unwrap();
+        gc.auto_offset_reset = OffsetReset::Earliest;
+        gc.group_id = Some("secure-group".into());
+        let member = Consumer::new(gc).await.expect("group member");
+        member.subscribe([TOPIC]).await.expect("subscribe");
+        let first = loop {
+            if let Some(r) = member
+                .poll(Duration::from_secs(5))
+                .await
+                .expect("poll")
+                .first()
+            {
+                break value(r);
+            }
+        };
+        assert_eq!(first, "v");
+        member
+            .commit()
+            .await
+            .expect("commit through the coordinator");
+        member.close(None).await.expect("close");
+
         let mut pc = ProducerConfig::from_map(with_bootstrap(&bootstrap, &app)).unwrap();
         pc.acks = sluiceway_core::client::Acks::All;
         pc.delivery_timeout = Duration::from_secs(120);
@@ -639,4 +675,19 @@ fn cli_manages_users_and_acls() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SASL_AUTHENTICATION_FAILED"), "{err}");
+}
+
+/// A plaintext broker on a non-loopback address, with no authentication, says so at start.
+#[test]
+fn plaintext_listener_on_every_address_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_on(dir.path(), "0.0.0.0:0", &[], &[]);
+    let log = b.log_text();
+    assert!(
+        log.contains("non-loopback address in PLAINTEXT without authentication"),
+        "{log}"
+    );
+    let quiet = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(quiet.path());
+    assert!(!b.log_text().contains("non-loopback"));
 }
