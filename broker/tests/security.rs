@@ -508,6 +508,10 @@ async fn secure_cluster_survives_a_leader_kill9_with_nothing_acknowledged_lost()
         for chunk in 0..(MESSAGES / 100) {
             if chunk == MESSAGES / 200 {
                 cluster.kill9(leader);
+                eprintln!(
+                    "kill -9 broker {leader}, the leader, after {} acknowledged",
+                    acked.len()
+                );
             }
             let batch = producer
                 .send_batch(
@@ -528,6 +532,20 @@ async fn secure_cluster_survives_a_leader_kill9_with_nothing_acknowledged_lost()
         }
         producer.close(None).await.expect("close");
         assert!(acked.len() > MESSAGES / 2, "{} acknowledged", acked.len());
+        let after = root
+            .describe_topic(TOPIC)
+            .await
+            .expect("describe")
+            .topic
+            .partitions[0]
+            .clone();
+        eprintln!(
+            "{} of {MESSAGES} acknowledged; leader now {:?} at epoch {}",
+            acked.len(),
+            after.leader_id,
+            after.leader_epoch
+        );
+        assert_ne!(after.leader_id, Some(leader), "leadership moved");
 
         // Read everything back as the app user from the surviving brokers.
         let survivors = cluster.bootstrap_without(leader);
