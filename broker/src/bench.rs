@@ -69,6 +69,10 @@ pub struct BenchArgs {
         value_name = "HOST:PORT"
     )]
     pub bootstrap: String,
+    /// Client settings file (security.protocol, ssl.*, sasl.*), one KEY=VALUE per line, as
+    /// the other commands take it.
+    #[arg(long, env = "SLUICEWAY_COMMAND_CONFIG", value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
     /// The topic (created with --partitions when absent).
     #[arg(long, default_value = "bench")]
     pub topic: String,
@@ -212,8 +216,18 @@ impl BenchArgs {
         Ok(options)
     }
 
+    fn client_settings(&self) -> Result<Vec<(String, String)>> {
+        match &self.command_config {
+            None => Ok(Vec::new()),
+            Some(path) => crate::cli::read_command_config(path),
+        }
+    }
+
     fn producer_config(&self) -> Result<ProducerConfig> {
         let mut c = ProducerConfig::new(&self.bootstrap);
+        for (k, v) in self.client_settings()? {
+            c.set(&k, &v)?;
+        }
         c.set("acks", &self.acks)?;
         c.set("linger.ms", &self.linger_ms.to_string())?;
         c.set("batch.size", &self.batch_size.to_string())?;
@@ -226,6 +240,9 @@ impl BenchArgs {
 
     fn consumer_config(&self) -> Result<ConsumerConfig> {
         let mut c = ConsumerConfig::new(&self.bootstrap);
+        for (k, v) in self.client_settings()? {
+            c.set(&k, &v)?;
+        }
         c.set("client.id", "sluiceway-bench")?;
         c.set("enable.auto.commit", "false")?;
         c.set("fetch.max.wait.ms", "100")?;

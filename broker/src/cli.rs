@@ -1,5 +1,6 @@
 //! The `sluiceway` command line: `broker`, `topic create|list|describe|delete`, `produce`,
-//! `consume`, `group list|describe`, `bench produce|consume` ([`crate::bench`]). Errors print one line to stderr, `error: CODE: message`,
+//! `consume`, `group list|describe`, `user add|delete|list`, `acl add|remove|list`
+//! (client security settings from `--command-config FILE`), `bench produce|consume` ([`crate::bench`]). Errors print one line to stderr, `error: CODE: message`,
 //! and exit non-zero.
 //!
 //! **API boundary:** `produce` and `consume` are thin shells over the client core
@@ -17,6 +18,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sluiceway_core::acl::{
+    AclBinding, AclEntry, AclOperation, AclPermission, CLUSTER_RESOURCE_NAME, PatternType,
+    ResourcePattern, ResourceType,
+};
 use sluiceway_core::client::{
     Admin, AdminConfig, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, GroupState,
     NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
@@ -43,7 +48,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a broker (the embedded registry by default; `--registry etcd://…` joins a cluster).
-    Broker(BrokerArgs),
+    Broker(Box<BrokerArgs>),
     /// Create, list, describe and delete topics.
     Topic {
         #[command(subcommand)]
@@ -57,6 +62,16 @@ enum Command {
     Group {
         #[command(subcommand)]
         command: GroupCommand,
+    },
+    /// Manage users' SCRAM-SHA-256 credentials (stored hashed in the registry).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage ACLs (Kafka's model; enforced by brokers started with --authorizer).
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
     },
     /// Measure produce or consume throughput and latency (messages/s, MB/s, p50/p99/p99.9).
     Bench(crate::bench::BenchArgs),
@@ -78,6 +93,122 @@ enum GroupCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user or replace its password (read from --password or the first line of stdin).
+    Add {
+        name: String,
+        /// The password; without it, the first line of standard input.
+        #[arg(long)]
+        password: Option<String>,
+        /// PBKDF2 iterations (4096..=16384).
+        #[arg(long, default_value_t = 4096)]
+        iterations: u32,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// Delete a user's credential.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// List users (never their secrets).
+    List {
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AclCommand {
+    /// Add ACL bindings: one per --operation.
+    Add(AclArgs),
+    /// Remove exactly the bindings these flags describe.
+    Remove(AclArgs),
+    /// List every binding.
+    List {
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+}
+
+#[derive(Args, Debug)]
+struct AclArgs {
+    /// Principal allowed, User:NAME or User:* (Kafka's --allow-principal).
+    #[arg(
+        long,
+        conflicts_with = "deny_principal",
+        required_unless_present = "deny_principal"
+    )]
+    allow_principal: Option<String>,
+    /// Principal denied (a deny wins over any allow).
+    #[arg(long)]
+    deny_principal: Option<String>,
+    /// Operation: Read, Write, Create, Delete, Describe, Alter, All (repeatable).
+    #[arg(long = "operation", required = true)]
+    operations: Vec<String>,
+    /// A topic name (or prefix with --resource-pattern-type prefixed; * for all topics).
+    #[arg(long, group = "resource")]
+    topic: Option<String>,
+    /// A consumer group id (or prefix).
+    #[arg(long, group = "resource")]
+    group: Option<String>,
+    /// The cluster (creating topics, managing users and ACLs).
+    #[arg(long, group = "resource")]
+    cluster: bool,
+    /// literal or prefixed.
+    #[arg(long, default_value = "literal")]
+    resource_pattern_type: String,
+    #[command(flatten)]
+    bootstrap: Bootstrap,
+}
+
+impl AclArgs {
+    fn bindings(&self) -> Result<Vec<AclBinding>> {
+        let (resource_type, name) = match (&self.topic, &self.group, self.cluster) {
+            (Some(t), None, false) => (ResourceType::Topic, t.clone()),
+            (None, Some(g), false) => (ResourceType::Group, g.clone()),
+            (None, None, true) => (ResourceType::Cluster, CLUSTER_RESOURCE_NAME.to_owned()),
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "name exactly one resource: --topic, --group or --cluster".into(),
+                ));
+            }
+        };
+        let (principal, permission) = match (&self.allow_principal, &self.deny_principal) {
+            (Some(p), None) => (p.clone(), AclPermission::Allow),
+            (None, Some(p)) => (p.clone(), AclPermission::Deny),
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "give one of --allow-principal or --deny-principal".into(),
+                ));
+            }
+        };
+        let pattern = ResourcePattern {
+            resource_type,
+            name,
+            pattern_type: PatternType::parse("pattern type", &self.resource_pattern_type)?,
+        };
+        self.operations
+            .iter()
+            .map(|op| {
+                let b = AclBinding {
+                    pattern: pattern.clone(),
+                    entry: AclEntry {
+                        principal: principal.clone(),
+                        host: "*".into(),
+                        operation: AclOperation::parse("operation", op)?,
+                        permission,
+                    },
+                };
+                b.validate()?;
+                Ok(b)
+            })
+            .collect()
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 struct Bootstrap {
     /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT…] (the first that answers is used).
@@ -88,6 +219,42 @@ struct Bootstrap {
         value_name = "HOST:PORT"
     )]
     bootstrap: String,
+    /// A file of client settings, one KEY=VALUE per line with Kafka's names (`#` comments),
+    /// e.g. security.protocol=SASL_SSL, ssl.ca.location=…, sasl.username=…, sasl.password=…
+    /// (Kafka tools' --command-config).
+    #[arg(long, env = "SLUICEWAY_COMMAND_CONFIG", value_name = "FILE")]
+    command_config: Option<PathBuf>,
+}
+
+impl Bootstrap {
+    /// The settings of `--command-config`, in file order.
+    fn settings(&self) -> Result<Vec<(String, String)>> {
+        match &self.command_config {
+            None => Ok(Vec::new()),
+            Some(path) => read_command_config(path),
+        }
+    }
+}
+
+/// A `--command-config` file: one KEY=VALUE per line with Kafka's client names, `#` comments.
+pub(crate) fn read_command_config(path: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidConfig {
+        key: "--command-config".into(),
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line.split_once('=').ok_or_else(|| Error::InvalidConfig {
+            key: "--command-config".into(),
+            reason: format!("{}:{}: not KEY=VALUE", path.display(), i + 1),
+        })?;
+        out.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    Ok(out)
 }
 
 #[derive(Subcommand, Debug)]
@@ -290,7 +457,100 @@ async fn run_client(command: Command) -> Result<ExitCode> {
         Command::Consume(args) => consume(args).await,
         Command::Group { command } => group(command).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::User { command } => user(command).await,
+        Command::Acl { command } => acl(command).await,
     }
+}
+
+/// `sluiceway user add|delete|list` over the admin client.
+async fn user(command: UserCommand) -> Result<ExitCode> {
+    match command {
+        UserCommand::Add {
+            name,
+            password,
+            iterations,
+            bootstrap,
+        } => {
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .lock()
+                        .read_line(&mut line)
+                        .map_err(|e| Error::io("read the password from", "stdin", e))?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            connect_admin(&bootstrap)
+                .await?
+                .upsert_user(&name, &password, iterations)
+                .await?;
+            println!("user {name} stored (SCRAM-SHA-256, {iterations} iterations)");
+        }
+        UserCommand::Delete { name, bootstrap } => {
+            if !connect_admin(&bootstrap).await?.delete_user(&name).await? {
+                return Err(Error::InvalidArgument(format!(
+                    "user {name} does not exist"
+                )));
+            }
+            println!("user {name} deleted");
+        }
+        UserCommand::List { bootstrap } => {
+            let mut rows = vec![vec!["USER".into(), "MECHANISM".into(), "ITERATIONS".into()]];
+            for u in connect_admin(&bootstrap).await?.list_users().await? {
+                rows.push(vec![u.name, u.mechanism, u.iterations.to_string()]);
+            }
+            print_table(&rows)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluiceway acl add|remove|list` over the admin client.
+async fn acl(command: AclCommand) -> Result<ExitCode> {
+    match command {
+        AclCommand::Add(args) => {
+            let acls = args.bindings()?;
+            connect_admin(&args.bootstrap)
+                .await?
+                .create_acls(&acls)
+                .await?;
+            for a in acls {
+                println!("added: {a}");
+            }
+        }
+        AclCommand::Remove(args) => {
+            let acls = args.bindings()?;
+            let n = connect_admin(&args.bootstrap)
+                .await?
+                .delete_acls(&acls)
+                .await?;
+            println!("removed {n} of {} bindings", acls.len());
+        }
+        AclCommand::List { bootstrap } => {
+            let mut rows = vec![vec![
+                "PRINCIPAL".into(),
+                "PERMISSION".into(),
+                "OPERATION".into(),
+                "RESOURCE".into(),
+                "PATTERN".into(),
+                "NAME".into(),
+            ]];
+            for a in connect_admin(&bootstrap).await?.list_acls().await? {
+                rows.push(vec![
+                    a.entry.principal,
+                    a.entry.permission.to_string(),
+                    a.entry.operation.to_string(),
+                    a.pattern.resource_type.to_string(),
+                    a.pattern.pattern_type.to_string(),
+                    a.pattern.name,
+                ]);
+            }
+            print_table(&rows)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints rows as left-aligned columns separated by two spaces.
@@ -324,15 +584,17 @@ fn print_table(rows: &[Vec<String>]) -> Result<()> {
 /// BROKER_NOT_AVAILABLE and names the addresses (the client's own error is a bare network one).
 async fn connect_admin(bootstrap: &Bootstrap) -> Result<Admin> {
     let addresses = &bootstrap.bootstrap;
-    Admin::new(AdminConfig::new(addresses))
-        .await
-        .map_err(|e| match e {
-            Error::Network(m) | Error::TimedOut(m) => Error::Remote {
-                code: ErrorCode::BrokerNotAvailable,
-                message: format!("cannot connect to {addresses}: {m}"),
-            },
-            other => other,
-        })
+    let mut config = AdminConfig::new(addresses);
+    for (k, v) in bootstrap.settings()? {
+        config.set(&k, &v)?;
+    }
+    Admin::new(config).await.map_err(|e| match e {
+        Error::Network(m) | Error::TimedOut(m) => Error::Remote {
+            code: ErrorCode::BrokerNotAvailable,
+            message: format!("cannot connect to {addresses}: {m}"),
+        },
+        other => other,
+    })
 }
 
 async fn group(command: GroupCommand) -> Result<ExitCode> {
@@ -520,6 +782,9 @@ fn spawn_stdin_reader() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>
 async fn produce(args: ProduceArgs) -> Result<ExitCode> {
     let mut config = ProducerConfig::new(&args.bootstrap.bootstrap);
     config = config.client_id("sluiceway-cli");
+    for (k, v) in args.bootstrap.settings()? {
+        config.set(&k, &v)?;
+    }
     apply_properties(&args.producer_properties, |k, v| {
         config.set(k, v).map(|_| ())
     })?;
@@ -722,6 +987,9 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
 
     let mut config = ConsumerConfig::new(&args.bootstrap.bootstrap);
     config = config.client_id("sluiceway-cli");
+    for (k, v) in args.bootstrap.settings()? {
+        config.set(&k, &v)?;
+    }
     apply_properties(&args.consumer_properties, |k, v| {
         config.set(k, v).map(|_| ())
     })?;

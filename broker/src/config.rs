@@ -20,6 +20,16 @@
 //! | `--leader-rebalance-interval-ms N` | `SLUICEWAY_LEADER_REBALANCE_INTERVAL_MS` | `leader_rebalance_interval_ms` | 300000 (0: off) |
 //! | `--offsets-topic-replication-factor N` | `SLUICEWAY_OFFSETS_TOPIC_REPLICATION_FACTOR` | `offsets_topic_replication_factor` | 3 |
 //! | `--group-initial-rebalance-delay-ms N` | `SLUICEWAY_GROUP_INITIAL_REBALANCE_DELAY_MS` | `group_initial_rebalance_delay_ms` | 3000 (0: off) |
+//! | `--security-protocol P` | `SLUICEWAY_SECURITY_PROTOCOL` | `security_protocol` | `PLAINTEXT` (`SSL`, `SASL_PLAINTEXT`, `SASL_SSL`) |
+//! | `--ssl-certificate-location FILE` | `SLUICEWAY_SSL_CERTIFICATE_LOCATION` | `ssl_certificate_location` | none (required with `SSL`/`SASL_SSL`) |
+//! | `--ssl-key-location FILE` | `SLUICEWAY_SSL_KEY_LOCATION` | `ssl_key_location` | none (required with `SSL`/`SASL_SSL`) |
+//! | `--ssl-ca-location FILE` | `SLUICEWAY_SSL_CA_LOCATION` | `ssl_ca_location` | none (verify client certificates; trust other brokers) |
+//! | `--ssl-client-auth none\|requested\|required` | `SLUICEWAY_SSL_CLIENT_AUTH` | `ssl_client_auth` | `required` with a CA, else `none` |
+//! | `--inter-broker-username U` | `SLUICEWAY_INTER_BROKER_USERNAME` | `inter_broker_username` | none (required with `SASL_*`) |
+//! | `--inter-broker-password P` | `SLUICEWAY_INTER_BROKER_PASSWORD` | `inter_broker_password` | none |
+//! | `--authorizer` | `SLUICEWAY_AUTHORIZER` | `authorizer` | off |
+//! | `--allow-everyone-if-no-acl-found` | `SLUICEWAY_ALLOW_EVERYONE_IF_NO_ACL_FOUND` | `allow_everyone_if_no_acl_found` | false |
+//! | `--super-users User:a;User:b` | `SLUICEWAY_SUPER_USERS` | `super_users` | none |
 //! | `--config FILE` | `SLUICEWAY_CONFIG` | — | none |
 //!
 //! `topic_defaults` are topic configuration keys (Kafka names, see `sluiceway_core::topic`) that
@@ -38,6 +48,14 @@
 //! `offsets.topic.replication.factor`) is the replication factor of `__consumer_offsets`, which a
 //! cluster creates on the first group request once that many brokers are alive. With the embedded registry the replication settings have
 //! no effect beyond the replication factor check (one broker: only 1 is possible).
+//!
+//! Security (Kafka's names, see README "Securing a broker"): `security_protocol` is the
+//! listener's, Kafka's `listeners=SASL_SSL://…`; brokers call each other with the same protocol,
+//! presenting their own certificate (mutual TLS) and the inter-broker credentials, which every
+//! broker accepts as a super user without a stored credential (Kafka's PLAIN `user_NAME` JAAS
+//! entries), so the first `sluiceway user add` can be made with them. With `authorizer` on,
+//! every request is checked against the ACLs in the registry; `super_users` and the
+//! inter-broker user pass every check.
 //!
 //! Groups: `group_initial_rebalance_delay_ms` is Kafka's `group.initial.rebalance.delay.ms`:
 //! how long a group that was empty waits for more members before its first generation, again
@@ -162,6 +180,41 @@ pub struct BrokerArgs {
         value_name = "MS"
     )]
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// The listener's protocol (Kafka's security.protocol): PLAINTEXT, SSL (TLS), SASL_PLAINTEXT
+    /// (username + password on every request) or SASL_SSL (both). Brokers call each other with it.
+    #[arg(long, env = "SLUICEWAY_SECURITY_PROTOCOL", value_name = "PROTOCOL")]
+    pub security_protocol: Option<String>,
+    /// PEM certificate (chain) of this broker's TLS listener.
+    #[arg(long, env = "SLUICEWAY_SSL_CERTIFICATE_LOCATION", value_name = "FILE")]
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "SLUICEWAY_SSL_KEY_LOCATION", value_name = "FILE")]
+    pub ssl_key_location: Option<PathBuf>,
+    /// PEM CA certificate(s): client certificates are verified against it (mutual TLS, the
+    /// principal is User:<subject CN>), and other brokers' certificates too.
+    #[arg(long, env = "SLUICEWAY_SSL_CA_LOCATION", value_name = "FILE")]
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Whether clients must present a certificate (Kafka's ssl.client.auth): none, requested,
+    /// required [default: required with --ssl-ca-location, else none].
+    #[arg(long, env = "SLUICEWAY_SSL_CLIENT_AUTH", value_parser = ["none", "requested", "required"])]
+    pub ssl_client_auth: Option<String>,
+    /// The username this broker presents to other brokers (SASL_*); every broker accepts it as a
+    /// super user.
+    #[arg(long, env = "SLUICEWAY_INTER_BROKER_USERNAME", value_name = "NAME")]
+    pub inter_broker_username: Option<String>,
+    /// The inter-broker user's password (prefer the environment variable over the flag).
+    #[arg(long, env = "SLUICEWAY_INTER_BROKER_PASSWORD", value_name = "PASSWORD")]
+    pub inter_broker_password: Option<String>,
+    /// Check every request against the ACLs in the registry (Kafka's authorizer.class.name).
+    #[arg(long, env = "SLUICEWAY_AUTHORIZER")]
+    pub authorizer: bool,
+    /// With the authorizer on: allow a request on a resource no ACL names (Kafka's
+    /// allow.everyone.if.no.acl.found; default false).
+    #[arg(long, env = "SLUICEWAY_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    pub allow_everyone_if_no_acl_found: bool,
+    /// Principals that pass every ACL check, `User:a;User:b` (Kafka's super.users).
+    #[arg(long, env = "SLUICEWAY_SUPER_USERS", value_name = "User:NAME;…")]
+    pub super_users: Option<String>,
     /// A TOML file with any of the settings above (flags and environment win over it).
     #[arg(long, env = "SLUICEWAY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -186,6 +239,16 @@ struct FileConfig {
     offsets_topic_replication_factor: Option<u32>,
     leader_rebalance_interval_ms: Option<u64>,
     group_initial_rebalance_delay_ms: Option<u64>,
+    security_protocol: Option<String>,
+    ssl_certificate_location: Option<PathBuf>,
+    ssl_key_location: Option<PathBuf>,
+    ssl_ca_location: Option<PathBuf>,
+    ssl_client_auth: Option<String>,
+    inter_broker_username: Option<String>,
+    inter_broker_password: Option<String>,
+    authorizer: Option<bool>,
+    allow_everyone_if_no_acl_found: Option<bool>,
+    super_users: Option<String>,
     #[serde(default)]
     topic_defaults: BTreeMap<String, toml::Value>,
 }
@@ -212,6 +275,8 @@ pub struct BrokerConfig {
     pub leader_rebalance_interval_ms: u64,
     /// 0: off.
     pub group_initial_rebalance_delay_ms: u64,
+    /// TLS, authentication and authorization.
+    pub security: crate::security::SecurityOptions,
 }
 
 /// Which registry backend holds the metadata.
@@ -407,7 +472,39 @@ impl BrokerConfig {
             0,
             GROUP_INITIAL_REBALANCE_DELAY_MS_MAX,
         )?;
+        let security = crate::security::SecurityOptions::load(crate::security::SecuritySettings {
+            protocol: args.security_protocol.clone().or(file.security_protocol),
+            ssl_certificate_location: args
+                .ssl_certificate_location
+                .clone()
+                .or(file.ssl_certificate_location),
+            ssl_key_location: args.ssl_key_location.clone().or(file.ssl_key_location),
+            ssl_ca_location: args.ssl_ca_location.clone().or(file.ssl_ca_location),
+            ssl_client_auth: args.ssl_client_auth.clone().or(file.ssl_client_auth),
+            inter_broker_username: args
+                .inter_broker_username
+                .clone()
+                .or(file.inter_broker_username),
+            inter_broker_password: args
+                .inter_broker_password
+                .clone()
+                .or(file.inter_broker_password),
+            authorizer: args.authorizer || file.authorizer.unwrap_or(false),
+            allow_everyone_if_no_acl_found: args.allow_everyone_if_no_acl_found
+                || file.allow_everyone_if_no_acl_found.unwrap_or(false),
+            super_users: args.super_users.clone().or(file.super_users),
+        })?;
+        if matches!(registry, RegistryKind::Etcd(_))
+            && security.protocol.uses_tls()
+            && security.ssl_ca_location.is_none()
+        {
+            return Err(invalid(
+                "ssl_ca_location",
+                "a cluster with TLS needs it: brokers verify each other's certificates against it",
+            ));
+        }
         Ok(BrokerConfig {
+            security,
             leader_rebalance_interval_ms,
             group_initial_rebalance_delay_ms,
             offsets_topic_replication_factor,
@@ -442,6 +539,52 @@ impl BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn security_settings_are_checked_together() {
+        let key_of = |args: BrokerArgs| match BrokerConfig::load(&args) {
+            Err(Error::InvalidConfig { key, .. }) => key,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        };
+        let sasl = BrokerArgs {
+            security_protocol: Some("SASL_PLAINTEXT".into()),
+            ..BrokerArgs::default()
+        };
+        assert_eq!(key_of(sasl.clone()), "inter_broker_username");
+        let ok = BrokerConfig::load(&BrokerArgs {
+            inter_broker_username: Some("admin".into()),
+            inter_broker_password: Some("secret".into()),
+            super_users: Some("User:ops".into()),
+            ..sasl
+        })
+        .unwrap();
+        assert!(ok.security.is_protected());
+        assert!(
+            !format!("{ok:?}").contains("secret"),
+            "no password in Debug"
+        );
+        assert_eq!(
+            key_of(BrokerArgs {
+                security_protocol: Some("SSL".into()),
+                ..BrokerArgs::default()
+            }),
+            "ssl_certificate_location"
+        );
+        assert_eq!(
+            key_of(BrokerArgs {
+                ssl_ca_location: Some("ca.pem".into()),
+                ..BrokerArgs::default()
+            }),
+            "ssl_ca_location"
+        );
+        assert_eq!(
+            key_of(BrokerArgs {
+                super_users: Some("alice".into()),
+                ..BrokerArgs::default()
+            }),
+            "super_users"
+        );
+    }
 
     #[test]
     fn flags_win_over_the_file() {

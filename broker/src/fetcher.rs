@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use sluiceway_core::client::security::AuthChannel;
 use sluiceway_core::limits::{
     HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, RESPONSE_BYTES_MAX,
 };
@@ -35,7 +36,6 @@ use sluiceway_core::registry::BrokerId;
 use sluiceway_core::replication::{EpochEntry, TruncationStep, truncation_step};
 use sluiceway_core::{ErrorCode, Offset};
 use sluiceway_proto::v1;
-use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
@@ -124,8 +124,8 @@ fn pause(p: &Partition, f: &FollowerRole, ms: u64, why: &str) {
 fn channel(
     broker: &Broker,
     source: BrokerId,
-    conn: &mut Option<(String, Channel)>,
-) -> Result<Channel, String> {
+    conn: &mut Option<(String, AuthChannel)>,
+) -> Result<AuthChannel, String> {
     let address = broker
         .registry
         .brokers()
@@ -139,13 +139,23 @@ fn channel(
     {
         return Ok(c.clone());
     }
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| format!("bad address {address:?} of broker {source}: {e}"))?
-        .connect_timeout(Duration::from_millis(REPLICA_CONNECT_TIMEOUT_MS))
+    // TLS and credentials as the listener's settings say (`security::inter_broker_connector`).
+    let connector = broker
+        .config
+        .security
+        .inter_broker_connector()
+        .map_err(|e| format!("cannot connect to broker {source} at {address:?}: {e}"))?;
+    let endpoint = connector
+        .endpoint(
+            "address",
+            &address,
+            Duration::from_millis(REPLICA_CONNECT_TIMEOUT_MS),
+        )
+        .map_err(|e| format!("cannot connect to broker {source} at {address:?}: {e}"))?
         .tcp_nodelay(true)
         .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES);
-    let c = endpoint.connect_lazy();
+    let c = connector.intercept(endpoint.connect_lazy());
     *conn = Some((address, c.clone()));
     Ok(c)
 }
@@ -157,7 +167,7 @@ pub async fn run_fetcher(broker: Arc<Broker>, source: BrokerId) {
     let mut shutdown = broker.shutdown_receiver();
     let mut backoff = REPLICA_BACKOFF_MS_MIN;
     let mut failing = false;
-    let mut conn: Option<(String, Channel)> = None;
+    let mut conn: Option<(String, AuthChannel)> = None;
     loop {
         if *shutdown.borrow() {
             return;
@@ -287,7 +297,7 @@ pub async fn run_fetcher(broker: Arc<Broker>, source: BrokerId) {
 /// One truncation round (module docs, step 1). Errors are transport failures.
 async fn truncate(
     broker: &Arc<Broker>,
-    client: &mut v1::log_client::LogClient<Channel>,
+    client: &mut v1::log_client::LogClient<AuthChannel>,
     me: BrokerId,
     parts: Vec<Followed>,
 ) -> Result<(), String> {

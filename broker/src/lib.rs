@@ -14,6 +14,7 @@
 //!   coordinates which group (FindCoordinator), commits acknowledged once replicated.
 //! - [`service`] — the tonic services (Log, Admin, Registry, Group), thin wrappers over
 //!   [`broker`] and [`groups`].
+//! - [`security`] — TLS settings, request principals (mTLS / SASL), inter-broker connections.
 //! - [`server`] — binding, bounded connections, housekeeping, graceful shutdown.
 //! - [`metrics`] — Prometheus text endpoint.
 //! - [`errors`] — core errors ↔ gRPC statuses and proto codes.
@@ -31,5 +32,6 @@ pub mod metrics;
 pub mod partition;
 pub mod replica;
 pub mod roles;
+pub mod security;
 pub mod server;
 pub mod service;

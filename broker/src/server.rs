@@ -12,6 +12,11 @@
 //! close every log (flush + clean-shutdown marker), so the next start needs no recovery →
 //! `Registry::shutdown` (etcd: revoke the lease, so leadership moves at once).
 //!
+//! Security (`crate::security`): with `--security-protocol SSL|SASL_SSL` tonic's TLS acceptor
+//! wraps every accepted connection (a handshake must finish within
+//! `CONNECTION_FIRST_BYTES_TIMEOUT_MS`), and every service sits behind the `Authenticate`
+//! interceptor. A non-loopback PLAINTEXT listener logs a warning at start.
+//!
 //! Connections: the accept loop takes a slot (`CONNECTIONS_MAX`) before accepting, so excess
 //! connections wait in the kernel's backlog; a connection must send its first bytes within
 //! `CONNECTION_FIRST_BYTES_TIMEOUT_MS` or it is closed, so idle sockets cannot hold slots.
@@ -23,6 +28,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use sluiceway_core::error::error_chain;
 use sluiceway_core::limits::{
     CONNECTION_FIRST_BYTES_TIMEOUT_MS, CONNECTIONS_MAX, HTTP2_CONNECTION_WINDOW_BYTES,
     HTTP2_FRAME_BYTES_MAX, HTTP2_STREAM_WINDOW_BYTES, LOG_TICK_INTERVAL_MS, REQUEST_BYTES_MAX,
@@ -34,12 +40,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::{debug, error, info, warn};
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::metrics;
+use crate::security::{Authenticate, Authorizer, RefusePlaintext};
 use crate::service::Service;
 
 /// An accepted connection holding its connection slot until dropped.
@@ -102,11 +110,61 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Accepts connections (bounded) and hands those that speak within the timeout to the server.
+/// The four services behind `interceptor`, on `builder`.
+fn routes<I>(
+    builder: tonic::transport::Server,
+    service: &Service,
+    interceptor: I,
+) -> tonic::transport::server::Router
+where
+    I: tonic::service::Interceptor + Clone + Send + Sync + 'static,
+{
+    let mut builder = builder
+        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .max_frame_size(HTTP2_FRAME_BYTES_MAX);
+    builder
+        .add_service(InterceptedService::new(
+            v1::log_server::LogServer::new(service.clone())
+                .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
+            interceptor.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            v1::admin_server::AdminServer::new(service.clone())
+                .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
+            interceptor.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            v1::group_server::GroupServer::new(service.clone())
+                .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
+            interceptor.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            v1::registry_server::RegistryServer::new(service.clone())
+                .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
+            interceptor,
+        ))
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Accepts connections (bounded) and hands those that speak within the timeout to the server;
+/// with TLS on (`plain_tx`), a connection whose first byte is not a TLS handshake goes to the
+/// server that refuses plaintext clients with a clear error.
 async fn accept_loop(
     listener: TcpListener,
     broker: Arc<Broker>,
     tx: mpsc::Sender<std::io::Result<Conn>>,
+    plain_tx: Option<mpsc::Sender<std::io::Result<Conn>>>,
 ) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let mut shutdown = broker_shutdown(&broker);
@@ -142,6 +200,7 @@ async fn accept_loop(
             broker: broker.clone(),
         };
         let tx = tx.clone();
+        let plain_tx = plain_tx.clone();
         tokio::spawn(async move {
             let mut probe = [0u8; 1];
             match tokio::time::timeout(
@@ -150,9 +209,15 @@ async fn accept_loop(
             )
             .await
             {
-                Ok(Ok(n)) if n > 0 => {
-                    let _ = tx.send(Ok(conn)).await;
-                }
+                Ok(Ok(n)) if n > 0 => match plain_tx {
+                    Some(plain) if probe[0] != TLS_HANDSHAKE_RECORD => {
+                        debug!(%peer, "plaintext connection to a TLS listener; refusing its requests");
+                        let _ = plain.send(Ok(conn)).await;
+                    }
+                    _ => {
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                },
                 Ok(Ok(_)) => debug!(%peer, "connection closed before sending anything"),
                 Ok(Err(e)) => {
                     debug!(%peer, error = %e, "connection failed before sending anything")
@@ -272,39 +337,61 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
     background.push(tokio::spawn(crate::replica::run_isr_timer(broker.clone())));
 
     let (tx, rx) = mpsc::channel(64);
-    background.push(tokio::spawn(accept_loop(listener, broker.clone(), tx)));
+    let (plain_tx, plain_rx) = mpsc::channel(64);
+    let tls = broker.config.security.server_tls()?;
+    let tls_on = tls.is_some();
+    let plain_tx = tls_on.then_some(plain_tx);
+    background.push(tokio::spawn(accept_loop(
+        listener,
+        broker.clone(),
+        tx,
+        plain_tx,
+    )));
     let service = Service {
         broker: broker.clone(),
+        authz: Arc::new(Authorizer::new(
+            &broker.config.security,
+            broker.registry.clone(),
+        )),
     };
-    let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
-        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
-        .max_frame_size(HTTP2_FRAME_BYTES_MAX)
-        .add_service(
-            v1::log_server::LogServer::new(service.clone())
-                .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
-                .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
-        )
-        .add_service(
-            v1::admin_server::AdminServer::new(service.clone())
-                .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
-                .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
-        )
-        .add_service(
-            v1::group_server::GroupServer::new(service.clone())
-                .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
-                .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
-        )
-        .add_service(
-            v1::registry_server::RegistryServer::new(service)
-                .max_decoding_message_size(REQUEST_BYTES_MAX as usize)
-                .max_encoding_message_size(RESPONSE_BYTES_MAX as usize),
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(|e| Error::InvalidConfig {
+            key: "ssl_certificate_location".into(),
+            reason: format!(
+                "the TLS certificate or key cannot be used: {}",
+                error_chain(&e)
+            ),
+        })?;
+    }
+    // Every service runs behind the same interceptor: it decides who the request is from
+    // (and, with SASL, refuses it without valid credentials) before any service method runs.
+    let auth = Authenticate::new(&broker.config.security, broker.registry.clone());
+    let server = routes(builder, &service, auth);
+    // A TLS listener answers a client that speaks plaintext HTTP/2 to it with a clear error
+    // instead of a failed handshake (which a client reports as a bare connection failure).
+    if tls_on {
+        let refuse = routes(
+            tonic::transport::Server::builder(),
+            &service,
+            RefusePlaintext,
         );
+        background.push(tokio::spawn(async move {
+            if let Err(e) = refuse
+                .serve_with_incoming(ReceiverStream::new(plain_rx))
+                .await
+            {
+                warn!(error = %e, "the plaintext-refusal server failed");
+            }
+        }));
+    }
 
+    if !bound.ip().is_loopback() && !broker.config.security.is_protected() {
+        warn!(address = %bound,
+            "listening on a non-loopback address in PLAINTEXT without authentication: anyone who \
+             can reach it can read, write and delete every topic; see README \"Securing a broker\" \
+             (--security-protocol SASL_SSL, --authorizer)");
+    }
     info!(address = %bound, advertised = %advertised, broker_id = %broker.config.broker_id,
         data_dir = %broker.config.data_dir.display(), "broker serving");
     {

@@ -15,11 +15,17 @@ use crate::broker::Broker;
 use crate::errors::{status, status_from_error, to_proto};
 use crate::groups::{check_group_id, is_internal_topic};
 use crate::metrics::RequestMetrics;
+use crate::security::{Authorizer, Principal, principal_of};
+use sluiceway_core::acl::{AclBinding, AclOperation, CLUSTER_RESOURCE_NAME, ResourceType};
+use sluiceway_core::scram::{ScramCredential, validate_username};
+use sluiceway_core::wire::{acl_from_proto, acl_to_proto};
 
 /// Implements the Log, Admin, Registry and Group services over one broker.
 #[derive(Debug, Clone)]
 pub struct Service {
     pub broker: Arc<Broker>,
+    /// ACL checks (`crate::security`); everything is allowed when the authorizer is off.
+    pub authz: Arc<Authorizer>,
 }
 
 fn timed<T>(
@@ -44,6 +50,39 @@ fn brokers(b: &Broker) -> Result<Vec<v1::BrokerInfo>, Status> {
         .collect())
 }
 
+impl Service {
+    fn check_group(&self, who: &Principal, op: AclOperation, group: &str) -> Result<(), Status> {
+        self.authz.check(who, op, ResourceType::Group, group)
+    }
+
+    fn check_cluster(&self, who: &Principal, op: AclOperation) -> Result<(), Status> {
+        self.authz
+            .check(who, op, ResourceType::Cluster, CLUSTER_RESOURCE_NAME)
+    }
+
+    /// Runs a registry write on the blocking pool (the etcd backend blocks).
+    async fn registry_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn sluiceway_core::registry::Registry) -> sluiceway_core::Result<T>
+        + Send
+        + 'static,
+    ) -> Result<T, Status> {
+        let registry = self.broker.registry.clone();
+        tokio::task::spawn_blocking(move || f(registry.as_ref()))
+            .await
+            .map_err(|e| status(ErrorCode::UnknownServerError, format!("registry task: {e}")))?
+            .map_err(|e| status_from_error(&e))
+    }
+}
+
+/// Wire ACL bindings, parsed and validated (INVALID_ARGUMENT naming the bad field).
+fn acls_from_proto(acls: &[v1::AclBinding]) -> Result<Vec<AclBinding>, Status> {
+    acls.iter()
+        .map(acl_from_proto)
+        .collect::<sluiceway_core::Result<Vec<_>>>()
+        .map_err(|e| status_from_error(&e))
+}
+
 fn controller_id(b: &Broker) -> i32 {
     b.registry.controller().map_or(-1, |c| c.0 as i32)
 }
@@ -55,7 +94,16 @@ impl v1::log_server::Log for Service {
         request: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
         let started = Instant::now();
-        let r = self.broker.produce(request.into_inner()).await;
+        let who = principal_of(&request);
+        let req = request.into_inner();
+        let r = match self.authz.check_topics(
+            &who,
+            AclOperation::Write,
+            req.partitions.iter().map(|p| p.topic.as_str()),
+        ) {
+            Ok(()) => self.broker.produce(req).await,
+            Err(denied) => Err(denied),
+        };
         timed(&self.broker.metrics.produce, started, r)
     }
 
@@ -64,7 +112,16 @@ impl v1::log_server::Log for Service {
         request: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::FetchResponse>, Status> {
         let started = Instant::now();
-        let r = self.broker.fetch(request.into_inner()).await;
+        let who = principal_of(&request);
+        let req = request.into_inner();
+        let r = match self.authz.check_topics(
+            &who,
+            AclOperation::Read,
+            req.partitions.iter().map(|p| p.topic.as_str()),
+        ) {
+            Ok(()) => self.broker.fetch(req).await,
+            Err(denied) => Err(denied),
+        };
         timed(&self.broker.metrics.fetch, started, r)
     }
 
@@ -73,7 +130,16 @@ impl v1::log_server::Log for Service {
         request: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
         let started = Instant::now();
-        let r = self.broker.list_offsets(request.into_inner()).await;
+        let who = principal_of(&request);
+        let req = request.into_inner();
+        let r = match self.authz.check_topics(
+            &who,
+            AclOperation::Describe,
+            req.partitions.iter().map(|p| p.topic.as_str()),
+        ) {
+            Ok(()) => self.broker.list_offsets(req).await,
+            Err(denied) => Err(denied),
+        };
         timed(&self.broker.metrics.list_offsets, started, r)
     }
 
@@ -82,10 +148,16 @@ impl v1::log_server::Log for Service {
         request: Request<v1::OffsetForLeaderEpochRequest>,
     ) -> Result<Response<v1::OffsetForLeaderEpochResponse>, Status> {
         let started = Instant::now();
-        let r = self
-            .broker
-            .offset_for_leader_epoch(request.into_inner())
-            .await;
+        let who = principal_of(&request);
+        let req = request.into_inner();
+        let r = match self.authz.check_topics(
+            &who,
+            AclOperation::Describe,
+            req.partitions.iter().map(|p| p.topic.as_str()),
+        ) {
+            Ok(()) => self.broker.offset_for_leader_epoch(req).await,
+            Err(denied) => Err(denied),
+        };
         timed(&self.broker.metrics.fetch, started, r)
     }
 }
@@ -97,7 +169,21 @@ impl v1::admin_server::Admin for Service {
         request: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
         let started = Instant::now();
-        let r = match self.broker.create_topic(request.into_inner()).await {
+        let who = principal_of(&request);
+        let req = request.into_inner();
+        // Kafka: Create on the cluster, or on the topic.
+        if !self.authz.allowed(
+            &who,
+            AclOperation::Create,
+            ResourceType::Cluster,
+            CLUSTER_RESOURCE_NAME,
+        ) && let Err(denied) =
+            self.authz
+                .check(&who, AclOperation::Create, ResourceType::Topic, &req.name)
+        {
+            return timed(&self.broker.metrics.admin, started, Err(denied));
+        }
+        let r = match self.broker.create_topic(req).await {
             Ok(info) => Ok(v1::CreateTopicResponse {
                 topic: Some(self.broker.topic_metadata(&info)),
             }),
@@ -111,9 +197,17 @@ impl v1::admin_server::Admin for Service {
         request: Request<v1::DeleteTopicRequest>,
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
         let started = Instant::now();
+        let who = principal_of(&request);
+        let name = request.into_inner().name;
+        if let Err(denied) =
+            self.authz
+                .check(&who, AclOperation::Delete, ResourceType::Topic, &name)
+        {
+            return timed(&self.broker.metrics.admin, started, Err(denied));
+        }
         let r = self
             .broker
-            .delete_topic(&request.into_inner().name)
+            .delete_topic(&name)
             .await
             .map(|()| v1::DeleteTopicResponse {});
         timed(
@@ -125,9 +219,10 @@ impl v1::admin_server::Admin for Service {
 
     async fn list_topics(
         &self,
-        _request: Request<v1::ListTopicsRequest>,
+        request: Request<v1::ListTopicsRequest>,
     ) -> Result<Response<v1::ListTopicsResponse>, Status> {
         let started = Instant::now();
+        let who = principal_of(&request);
         let r = self
             .broker
             .registry
@@ -137,6 +232,14 @@ impl v1::admin_server::Admin for Service {
                 topics: topics
                     .into_iter()
                     .filter(|t| !is_internal_topic(&t.name))
+                    .filter(|t| {
+                        self.authz.allowed(
+                            &who,
+                            AclOperation::Describe,
+                            ResourceType::Topic,
+                            &t.name,
+                        )
+                    })
                     .map(|t| v1::TopicListing {
                         partitions: t.partitions.len() as u32,
                         replication_factor: t.replication_factor,
@@ -152,9 +255,12 @@ impl v1::admin_server::Admin for Service {
         request: Request<v1::DescribeTopicRequest>,
     ) -> Result<Response<v1::DescribeTopicResponse>, Status> {
         let started = Instant::now();
+        let who = principal_of(&request);
         let name = request.into_inner().name;
         let r = (|| {
             validate_topic_name(&name).map_err(|e| status_from_error(&e))?;
+            self.authz
+                .check(&who, AclOperation::Describe, ResourceType::Topic, &name)?;
             let info: TopicInfo = self
                 .broker
                 .registry
@@ -175,6 +281,140 @@ impl v1::admin_server::Admin for Service {
             })
         })();
         timed(&self.broker.metrics.admin, started, r)
+    }
+
+    async fn upsert_user(
+        &self,
+        request: Request<v1::UpsertUserRequest>,
+    ) -> Result<Response<v1::UpsertUserResponse>, Status> {
+        let started = Instant::now();
+        let who = principal_of(&request);
+        let r = self.upsert_user_inner(who, request.into_inner()).await;
+        timed(&self.broker.metrics.admin, started, r)
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<v1::DeleteUserRequest>,
+    ) -> Result<Response<v1::DeleteUserResponse>, Status> {
+        let started = Instant::now();
+        let who = principal_of(&request);
+        let name = request.into_inner().name;
+        let r = async {
+            self.check_cluster(&who, AclOperation::Alter)?;
+            let existed = self
+                .registry_call(move |r| r.delete_credential(&name))
+                .await?;
+            Ok(v1::DeleteUserResponse { existed })
+        }
+        .await;
+        timed(&self.broker.metrics.admin, started, r)
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<v1::ListUsersRequest>,
+    ) -> Result<Response<v1::ListUsersResponse>, Status> {
+        let started = Instant::now();
+        let who = principal_of(&request);
+        let r = (|| {
+            self.check_cluster(&who, AclOperation::Describe)?;
+            let users = self
+                .broker
+                .registry
+                .users()
+                .map_err(|e| status_from_error(&e))?;
+            Ok(v1::ListUsersResponse {
+                users: users
+                    .into_iter()
+                    .map(|(name, c)| v1::UserListing {
+                        name,
+                        mechanism: c.mechanism,
+                        iterations: c.iterations,
+                    })
+                    .collect(),
+            })
+        })();
+        timed(&self.broker.metrics.admin, started, r)
+    }
+
+    async fn create_acls(
+        &self,
+        request: Request<v1::CreateAclsRequest>,
+    ) -> Result<Response<v1::CreateAclsResponse>, Status> {
+        let started = Instant::now();
+        let who = principal_of(&request);
+        let req = request.into_inner();
+        let r = async {
+            self.check_cluster(&who, AclOperation::Alter)?;
+            let acls = acls_from_proto(&req.acls)?;
+            self.registry_call(move |r| r.add_acls(&acls)).await?;
+            Ok(v1::CreateAclsResponse {})
+        }
+        .await;
+        timed(&self.broker.metrics.admin, started, r)
+    }
+
+    async fn delete_acls(
+        &self,
+        request: Request<v1::DeleteAclsRequest>,
+    ) -> Result<Response<v1::DeleteAclsResponse>, Status> {
+        let started = Instant::now();
+        let who = principal_of(&request);
+        let req = request.into_inner();
+        let r = async {
+            self.check_cluster(&who, AclOperation::Alter)?;
+            let acls = acls_from_proto(&req.acls)?;
+            let removed = self.registry_call(move |r| r.remove_acls(&acls)).await?;
+            Ok(v1::DeleteAclsResponse {
+                removed: removed as u32,
+            })
+        }
+        .await;
+        timed(&self.broker.metrics.admin, started, r)
+    }
+
+    async fn list_acls(
+        &self,
+        request: Request<v1::ListAclsRequest>,
+    ) -> Result<Response<v1::ListAclsResponse>, Status> {
+        let started = Instant::now();
+        let who = principal_of(&request);
+        let r = self
+            .check_cluster(&who, AclOperation::Describe)
+            .map(|()| v1::ListAclsResponse {
+                acls: self
+                    .broker
+                    .registry
+                    .acls()
+                    .iter()
+                    .map(acl_to_proto)
+                    .collect(),
+            });
+        timed(&self.broker.metrics.admin, started, r)
+    }
+}
+
+/// The user and ACL administration RPCs of the Admin service.
+impl Service {
+    async fn upsert_user_inner(
+        &self,
+        who: Principal,
+        req: v1::UpsertUserRequest,
+    ) -> Result<v1::UpsertUserResponse, Status> {
+        self.check_cluster(&who, AclOperation::Alter)?;
+        validate_username(&req.name).map_err(|e| status_from_error(&e))?;
+        // PBKDF2 with a fresh salt, off the runtime's workers.
+        let credential = tokio::task::spawn_blocking(move || {
+            ScramCredential::new(&req.password, req.iterations).map(|c| (req.name, c))
+        })
+        .await
+        .map_err(|e| status(ErrorCode::UnknownServerError, format!("hashing task: {e}")))?
+        .map_err(|e| status_from_error(&e))?;
+        let (name, credential) = credential;
+        self.registry_call(move |r| r.put_credential(&name, &credential))
+            .await?;
+        Ok(v1::UpsertUserResponse {})
     }
 }
 
@@ -197,7 +437,12 @@ impl v1::registry_server::Registry for Service {
         request: Request<v1::GetMetadataRequest>,
     ) -> Result<Response<v1::GetMetadataResponse>, Status> {
         let started = Instant::now();
+        let who = principal_of(&request);
         let req = request.into_inner();
+        let describe = |name: &str| {
+            self.authz
+                .allowed(&who, AclOperation::Describe, ResourceType::Topic, name)
+        };
         let r = (|| {
             let b = &self.broker;
             let topics = if req.topics.is_empty() {
@@ -205,7 +450,7 @@ impl v1::registry_server::Registry for Service {
                     .topics()
                     .map_err(|e| status_from_error(&e))?
                     .iter()
-                    .filter(|t| !is_internal_topic(&t.name))
+                    .filter(|t| !is_internal_topic(&t.name) && describe(&t.name))
                     .map(|t| b.topic_metadata(t))
                     .collect()
             } else {
@@ -213,6 +458,11 @@ impl v1::registry_server::Registry for Service {
                 for name in &req.topics {
                     let meta = match validate_topic_name(name) {
                         Err(e) => error_topic(name, e.code(), e.to_string()),
+                        Ok(()) if !describe(name) => error_topic(
+                            name,
+                            ErrorCode::TopicAuthorizationFailed,
+                            format!("principal {who} is not authorized to Describe Topic {name:?}"),
+                        ),
                         Ok(()) => {
                             match b.registry.topic(name).map_err(|e| status_from_error(&e))? {
                                 Some(info) => b.topic_metadata(&info),
@@ -255,10 +505,20 @@ impl v1::group_server::Group for Service {
     ) -> Result<Response<v1::JoinGroupResponse>, Status> {
         let started = Instant::now();
         let b = &self.broker;
-        let r = b
-            .groups
-            .join(request.into_inner(), b.shutdown_receiver())
-            .await;
+        let who = principal_of(&request);
+        let req = request.into_inner();
+        let r = match self
+            .check_group(&who, AclOperation::Read, &req.group_id)
+            .and_then(|()| {
+                self.authz.check_topics(
+                    &who,
+                    AclOperation::Read,
+                    req.topics.iter().map(String::as_str),
+                )
+            }) {
+            Ok(()) => b.groups.join(req, b.shutdown_receiver()).await,
+            Err(denied) => Err(denied),
+        };
         timed(&b.metrics.join_group, started, r)
     }
 
@@ -267,10 +527,11 @@ impl v1::group_server::Group for Service {
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         let started = Instant::now();
+        let who = principal_of(&request);
+        let req = request.into_inner();
         let r = self
-            .broker
-            .groups
-            .heartbeat(&request.into_inner())
+            .check_group(&who, AclOperation::Read, &req.group_id)
+            .and_then(|()| self.broker.groups.heartbeat(&req))
             .map(|()| v1::HeartbeatResponse {});
         timed(&self.broker.metrics.group, started, r)
     }
@@ -280,10 +541,11 @@ impl v1::group_server::Group for Service {
         request: Request<v1::LeaveGroupRequest>,
     ) -> Result<Response<v1::LeaveGroupResponse>, Status> {
         let started = Instant::now();
+        let who = principal_of(&request);
+        let req = request.into_inner();
         let r = self
-            .broker
-            .groups
-            .leave(&request.into_inner())
+            .check_group(&who, AclOperation::Read, &req.group_id)
+            .and_then(|()| self.broker.groups.leave(&req))
             .map(|()| v1::LeaveGroupResponse {});
         timed(&self.broker.metrics.group, started, r)
     }
@@ -294,11 +556,19 @@ impl v1::group_server::Group for Service {
     ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
         let started = Instant::now();
         let b = &self.broker;
+        let who = principal_of(&request);
+        let req = request.into_inner();
         let r = async {
+            self.check_group(&who, AclOperation::Read, &req.group_id)?;
+            self.authz.check_topics(
+                &who,
+                AclOperation::Read,
+                req.partitions.iter().map(|p| p.topic.as_str()),
+            )?;
             // Counted with the other writes, so a graceful shutdown waits for the append.
             let _permit = b.permit(b.requests()).await?;
             b.groups
-                .commit(request.into_inner(), |t, p| b.has_partition(t, p), b.now())
+                .commit(req, |t, p| b.has_partition(t, p), b.now())
                 .await
         }
         .await;
@@ -311,19 +581,37 @@ impl v1::group_server::Group for Service {
     ) -> Result<Response<v1::FetchOffsetsResponse>, Status> {
         let started = Instant::now();
         let b = &self.broker;
-        let r = b
-            .groups
-            .fetch_offsets(request.into_inner(), |t, p| b.has_partition(t, p))
-            .await;
+        let who = principal_of(&request);
+        let req = request.into_inner();
+        let r = match self.check_group(&who, AclOperation::Describe, &req.group_id) {
+            Ok(()) => {
+                b.groups
+                    .fetch_offsets(req, |t, p| b.has_partition(t, p))
+                    .await
+            }
+            Err(denied) => Err(denied),
+        };
         timed(&b.metrics.group, started, r)
     }
 
     async fn list_groups(
         &self,
-        _request: Request<v1::ListGroupsRequest>,
+        request: Request<v1::ListGroupsRequest>,
     ) -> Result<Response<v1::ListGroupsResponse>, Status> {
         let started = Instant::now();
-        let r = self.broker.groups.list().await;
+        let who = principal_of(&request);
+        // Kafka: the groups the principal may Describe.
+        let r = self.broker.groups.list().await.map(|mut l| {
+            l.groups.retain(|g| {
+                self.authz.allowed(
+                    &who,
+                    AclOperation::Describe,
+                    ResourceType::Group,
+                    &g.group_id,
+                )
+            });
+            l
+        });
         timed(&self.broker.metrics.group, started, r)
     }
 
@@ -332,11 +620,12 @@ impl v1::group_server::Group for Service {
         request: Request<v1::DescribeGroupRequest>,
     ) -> Result<Response<v1::DescribeGroupResponse>, Status> {
         let started = Instant::now();
-        let r = self
-            .broker
-            .groups
-            .describe(&request.into_inner().group_id)
-            .await;
+        let who = principal_of(&request);
+        let group = request.into_inner().group_id;
+        let r = match self.check_group(&who, AclOperation::Describe, &group) {
+            Ok(()) => self.broker.groups.describe(&group).await,
+            Err(denied) => Err(denied),
+        };
         timed(&self.broker.metrics.group, started, r)
     }
 
@@ -345,9 +634,11 @@ impl v1::group_server::Group for Service {
         request: Request<v1::FindCoordinatorRequest>,
     ) -> Result<Response<v1::FindCoordinatorResponse>, Status> {
         let started = Instant::now();
+        let who = principal_of(&request);
         let group = request.into_inner().group_id;
         let r = async {
             check_group_id(&group)?;
+            self.check_group(&who, AclOperation::Describe, &group)?;
             self.broker
                 .find_coordinator(&group)
                 .await

@@ -305,6 +305,9 @@ pub struct TestCluster {
     pub net: Option<NetLab>,
     /// Flags given to every broker (registry, session, lag time, and the test's extras).
     args: Vec<String>,
+    /// Client settings (security.protocol, ssl.*, sasl.*) of a cluster whose listeners need
+    /// them ([`TestCluster::start_secure`]); empty for plaintext clusters.
+    pub client_settings: Vec<(String, String)>,
     pub root: tempfile::TempDir,
 }
 
@@ -314,16 +317,32 @@ impl TestCluster {
     /// registered. Like every [`TestBroker`], the brokers have no initial rebalance delay unless
     /// `extra` gives `--group-initial-rebalance-delay-ms`.
     pub async fn start(n: usize, extra: &[&str]) -> TestCluster {
-        TestCluster::start_with(n, extra, None).await
+        TestCluster::start_with(n, extra, None, Vec::new()).await
+    }
+
+    /// Like [`TestCluster::start`] for brokers with TLS or authentication (`extra`): the
+    /// registration wait talks to them through the client core with `client_settings`. The
+    /// helpers that use the raw plaintext [`Client`] do not work on such a cluster.
+    pub async fn start_secure(
+        n: usize,
+        extra: &[&str],
+        client_settings: Vec<(String, String)>,
+    ) -> TestCluster {
+        TestCluster::start_with(n, extra, None, client_settings).await
     }
 
     /// Like [`TestCluster::start`], with etcd and each broker in its own network namespace of
     /// `net` (`netns.rs`), where links can be cut; the caller runs in the lab's client namespace.
     pub async fn start_in_namespaces(net: NetLab, n: usize, extra: &[&str]) -> TestCluster {
-        TestCluster::start_with(n, extra, Some(net)).await
+        TestCluster::start_with(n, extra, Some(net), Vec::new()).await
     }
 
-    async fn start_with(n: usize, extra: &[&str], net: Option<NetLab>) -> TestCluster {
+    async fn start_with(
+        n: usize,
+        extra: &[&str],
+        net: Option<NetLab>,
+        client_settings: Vec<(String, String)>,
+    ) -> TestCluster {
         let root = tempfile::tempdir().unwrap();
         let etcd = match &net {
             None => TestEtcd::start(root.path()),
@@ -355,6 +374,7 @@ impl TestCluster {
             etcd,
             net,
             args,
+            client_settings,
             root,
         };
         for id in 1..=n as i32 {
@@ -589,6 +609,22 @@ impl TestCluster {
             async || {
                 for b in self.brokers.iter().filter(|b| b.serving()) {
                     let addr = b.addr.clone();
+                    if !self.client_settings.is_empty() {
+                        let mut map = vec![("bootstrap.servers".to_owned(), addr)];
+                        map.extend(self.client_settings.iter().cloned());
+                        let call = async move {
+                            let admin = Admin::new(AdminConfig::from_map(map).ok()?).await.ok()?;
+                            let c = admin.describe_cluster().await.ok()?;
+                            Some(c.brokers.iter().filter(|b| b.alive).count())
+                        };
+                        if let Ok(Some(alive)) =
+                            tokio::time::timeout(METADATA_CALL_TIMEOUT, call).await
+                            && alive >= n
+                        {
+                            return true;
+                        }
+                        continue;
+                    }
                     let call = async move {
                         let mut c = Client::connect(&addr).await.ok()?;
                         let r = c

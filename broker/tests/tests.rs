@@ -15,3 +15,4 @@ mod cluster;
 mod durability;
 mod groups;
 mod grpc;
+mod security;

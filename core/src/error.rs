@@ -16,6 +16,19 @@ use crate::types::{FilePosition, Offset};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error with its causes, `a: b: c` (TLS and transport errors keep the useful part, such as
+/// "received fatal alert: UnknownCA", in a cause).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// The stable wire error code. See the module docs for the numbering rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i32)]
@@ -44,6 +57,12 @@ pub enum ErrorCode {
     UnknownMemberId = 25,
     InvalidSessionTimeout = 26,
     RebalanceInProgress = 27,
+    /// The principal may not perform the operation on the topic (an ACL denies it or none allows it); the message names principal, operation and topic.
+    TopicAuthorizationFailed = 29,
+    /// The principal may not perform the operation on the consumer group.
+    GroupAuthorizationFailed = 30,
+    /// The principal may not perform the operation on the cluster (create topics, manage users and ACLs).
+    ClusterAuthorizationFailed = 31,
     InvalidTimestamp = 32,
     /// An idempotent producer's batch does not follow its previous one (a gap or a step back).
     OutOfOrderSequenceNumber = 45,
@@ -57,6 +76,8 @@ pub enum ErrorCode {
     InvalidConfig = 40,
     InvalidRequest = 42,
     KafkaStorageError = 56,
+    /// The request carried no credentials, or a wrong username or password, to a broker that authenticates every request.
+    SaslAuthenticationFailed = 58,
     FencedLeaderEpoch = 74,
     UnknownLeaderEpoch = 75,
     UnsupportedCompressionType = 76,
@@ -101,6 +122,9 @@ impl ErrorCode {
         ErrorCode::UnknownMemberId,
         ErrorCode::InvalidSessionTimeout,
         ErrorCode::RebalanceInProgress,
+        ErrorCode::TopicAuthorizationFailed,
+        ErrorCode::GroupAuthorizationFailed,
+        ErrorCode::ClusterAuthorizationFailed,
         ErrorCode::InvalidTimestamp,
         ErrorCode::OutOfOrderSequenceNumber,
         ErrorCode::DuplicateSequenceNumber,
@@ -111,6 +135,7 @@ impl ErrorCode {
         ErrorCode::InvalidConfig,
         ErrorCode::InvalidRequest,
         ErrorCode::KafkaStorageError,
+        ErrorCode::SaslAuthenticationFailed,
         ErrorCode::FencedLeaderEpoch,
         ErrorCode::UnknownLeaderEpoch,
         ErrorCode::UnsupportedCompressionType,
@@ -156,6 +181,9 @@ impl ErrorCode {
             ErrorCode::UnknownMemberId => "UNKNOWN_MEMBER_ID",
             ErrorCode::InvalidSessionTimeout => "INVALID_SESSION_TIMEOUT",
             ErrorCode::RebalanceInProgress => "REBALANCE_IN_PROGRESS",
+            ErrorCode::TopicAuthorizationFailed => "TOPIC_AUTHORIZATION_FAILED",
+            ErrorCode::GroupAuthorizationFailed => "GROUP_AUTHORIZATION_FAILED",
+            ErrorCode::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
             ErrorCode::InvalidTimestamp => "INVALID_TIMESTAMP",
             ErrorCode::OutOfOrderSequenceNumber => "OUT_OF_ORDER_SEQUENCE_NUMBER",
             ErrorCode::DuplicateSequenceNumber => "DUPLICATE_SEQUENCE_NUMBER",
@@ -166,6 +194,7 @@ impl ErrorCode {
             ErrorCode::InvalidConfig => "INVALID_CONFIG",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::KafkaStorageError => "KAFKA_STORAGE_ERROR",
+            ErrorCode::SaslAuthenticationFailed => "SASL_AUTHENTICATION_FAILED",
             ErrorCode::FencedLeaderEpoch => "FENCED_LEADER_EPOCH",
             ErrorCode::UnknownLeaderEpoch => "UNKNOWN_LEADER_EPOCH",
             ErrorCode::UnsupportedCompressionType => "UNSUPPORTED_COMPRESSION_TYPE",
@@ -209,6 +238,10 @@ impl ErrorCode {
             | ErrorCode::IllegalGeneration
             | ErrorCode::InconsistentGroupProtocol
             | ErrorCode::GroupMaxSizeReached
+            | ErrorCode::TopicAuthorizationFailed
+            | ErrorCode::GroupAuthorizationFailed
+            | ErrorCode::ClusterAuthorizationFailed
+            | ErrorCode::SaslAuthenticationFailed
             | ErrorCode::UnknownMemberId
             | ErrorCode::InvalidSessionTimeout
             | ErrorCode::InvalidTimestamp

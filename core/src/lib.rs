@@ -32,11 +32,15 @@
 //! - `client` (`client`) — the one native client (producer, standalone consumer, local offset
 //!   store, admin) that every language binding wraps. With the registry, the only module that uses
 //!   tokio and tonic.
+//! - [`acl`] — Kafka's ACL model and the authorization decision (always: the admin client
+//!   sends bindings).
+//! - `scram` (`server`) — SCRAM-SHA-256 stored credentials (PBKDF2-HMAC-SHA-256).
 //! - [`atomic_file`] — temp + fsync + rename + fsync-dir replacement of small state files.
 //! - [`types`] — newtypes for kinds of integers (`Offset`, `RelativeOffset`, `FilePosition`).
 //! - [`wire`] — the one conversion point between the wire contract (prost, tonic) and core's
 //!   types and errors, used by the broker and the client alike.
 
+pub mod acl;
 pub mod atomic_file;
 #[cfg(feature = "client")]
 pub mod client;
@@ -49,6 +53,8 @@ pub mod partitioner;
 pub mod registry;
 #[cfg(feature = "server")]
 pub mod replication;
+#[cfg(feature = "server")]
+pub mod scram;
 #[cfg(feature = "server")]
 pub mod storage;
 pub mod topic;

@@ -477,3 +477,30 @@ pub const PRODUCER_BATCHES_RETAINED: usize = 5;
 /// Idempotent producers one partition tracks at once: bounds the table's memory (about 300 bytes
 /// a producer) and a snapshot's size.
 pub const PRODUCER_STATE_PRODUCERS_MAX: usize = 65_536;
+
+// ---- Security (TLS, SASL credentials, ACLs) ----
+
+/// Longest `sasl.username` (bytes of UTF-8), on clients and in the broker's credential store.
+pub const SASL_USERNAME_BYTES_MAX: usize = 256;
+/// Longest `sasl.password` (bytes of UTF-8).
+pub const SASL_PASSWORD_BYTES_MAX: usize = 1024;
+/// Largest PEM file (CA bundle, certificate chain, key) a client or broker reads.
+pub const SSL_PEM_FILE_BYTES_MAX: u64 = 1 << 20;
+/// Salt of a new SCRAM credential (random bytes).
+pub const SCRAM_SALT_BYTES: usize = 16;
+/// PBKDF2 iterations of a new credential: Kafka's minimum and `kafka-configs` default.
+pub const SCRAM_ITERATIONS_DEFAULT: u32 = 4096;
+/// Kafka's bounds on SCRAM iterations.
+pub const SCRAM_ITERATIONS_MIN: u32 = 4096;
+pub const SCRAM_ITERATIONS_MAX: u32 = 16384;
+const _: () = assert!(SCRAM_ITERATIONS_MIN <= SCRAM_ITERATIONS_DEFAULT);
+const _: () = assert!(SCRAM_ITERATIONS_DEFAULT <= SCRAM_ITERATIONS_MAX);
+/// Successful password checks a broker remembers (user + hash of the password), so PBKDF2 runs
+/// once per user and password, not per request. Cleared when full.
+pub const AUTH_CACHE_ENTRIES_MAX: usize = 4096;
+/// Longest ACL resource name or principal name (bytes).
+pub const ACL_NAME_BYTES_MAX: usize = 512;
+/// Most ACL bindings a cluster stores (every request scans the matching ones).
+pub const ACLS_MAX: usize = 10_000;
+/// Most users with stored credentials.
+pub const USERS_MAX: usize = 10_000;

@@ -19,7 +19,7 @@
 use sluiceway_proto::v1;
 use tonic::{Code, Status};
 
-use crate::error::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
 
 /// One partition's placement, as the registry describes it.
@@ -118,6 +118,10 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | ErrorCode::RebalanceInProgress
         | ErrorCode::ShuttingDown => Code::Unavailable,
         ErrorCode::GroupMaxSizeReached => Code::ResourceExhausted,
+        ErrorCode::TopicAuthorizationFailed
+        | ErrorCode::GroupAuthorizationFailed
+        | ErrorCode::ClusterAuthorizationFailed => Code::PermissionDenied,
+        ErrorCode::SaslAuthenticationFailed => Code::Unauthenticated,
     }
 }
 
@@ -133,6 +137,28 @@ pub fn status_from_error(e: &Error) -> Status {
     status(e.code(), e.to_string())
 }
 
+/// The causes of a transport failure, `: a: b` (a TLS alert such as "received fatal alert:
+/// UnknownCA" is only there), skipping any that repeat the status's message.
+fn transport_causes(s: &Status) -> String {
+    let mut out = String::new();
+    let mut cur = std::error::Error::source(s);
+    let mut depth = 0;
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.message().contains(&text) && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+        depth += 1;
+        // Error chains are short; the bound only guards against a cycle.
+        if depth == 16 {
+            break;
+        }
+    }
+    out
+}
+
 /// A received `Status` as core's error (see the module docs).
 pub fn error_from_status(s: &Status) -> Error {
     if let Some(d) = sluiceway_proto::error_detail(s) {
@@ -146,12 +172,18 @@ pub fn error_from_status(s: &Status) -> Error {
         // Internal ("h2 protocol error", a stream reset by a broker going away). A broker's own
         // errors always carry an ErrorDetail, handled above, so without one these are
         // transport failures: retriable against another broker.
-        Code::Unavailable | Code::Unknown | Code::Internal => {
-            Error::Network(format!("{} ({:?})", s.message(), s.code()))
-        }
-        Code::DeadlineExceeded | Code::Cancelled => {
-            Error::TimedOut(format!("{} ({:?})", s.message(), s.code()))
-        }
+        Code::Unavailable | Code::Unknown | Code::Internal => Error::Network(format!(
+            "{}{} ({:?})",
+            s.message(),
+            transport_causes(s),
+            s.code()
+        )),
+        Code::DeadlineExceeded | Code::Cancelled => Error::TimedOut(format!(
+            "{}{} ({:?})",
+            s.message(),
+            transport_causes(s),
+            s.code()
+        )),
         // tonic's own answer to a message above the decoding limit.
         Code::OutOfRange | Code::ResourceExhausted if s.message().contains("too large") => {
             Error::Remote {
@@ -182,6 +214,39 @@ pub fn partition_error(code: i32, message: &str, tp: &TopicPartition) -> Error {
         code: code_from_proto(code),
         message,
     }
+}
+
+/// An ACL binding as the wire carries it.
+pub fn acl_to_proto(a: &crate::acl::AclBinding) -> v1::AclBinding {
+    v1::AclBinding {
+        resource_type: a.pattern.resource_type.name().to_owned(),
+        resource_name: a.pattern.name.clone(),
+        pattern_type: a.pattern.pattern_type.name().to_owned(),
+        principal: a.entry.principal.clone(),
+        host: a.entry.host.clone(),
+        operation: a.entry.operation.name().to_owned(),
+        permission: a.entry.permission.name().to_owned(),
+    }
+}
+
+/// A wire ACL binding, parsed and validated (INVALID_ARGUMENT naming the bad field).
+pub fn acl_from_proto(a: &v1::AclBinding) -> Result<crate::acl::AclBinding> {
+    use crate::acl::*;
+    let b = AclBinding {
+        pattern: ResourcePattern {
+            resource_type: ResourceType::parse("resource type", &a.resource_type)?,
+            name: a.resource_name.clone(),
+            pattern_type: PatternType::parse("pattern type", &a.pattern_type)?,
+        },
+        entry: AclEntry {
+            principal: a.principal.clone(),
+            host: a.host.clone(),
+            operation: AclOperation::parse("operation", &a.operation)?,
+            permission: AclPermission::parse("permission", &a.permission)?,
+        },
+    };
+    b.validate()?;
+    Ok(b)
 }
 
 #[cfg(test)]

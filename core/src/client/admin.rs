@@ -21,10 +21,21 @@ use super::cluster::{
 };
 use super::config::AdminConfig;
 use super::runtime::Home;
+use crate::acl::AclBinding;
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::{MemberDescription, TopicPartition};
 use crate::types::{Offset, TimestampMs};
-use crate::wire::{TopicMetadata, code_from_proto, error_from_status};
+use crate::wire::{
+    TopicMetadata, acl_from_proto, acl_to_proto, code_from_proto, error_from_status,
+};
+
+/// A user with a stored credential (never its secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserListing {
+    pub name: String,
+    pub mechanism: String,
+    pub iterations: u32,
+}
 
 /// A topic to create.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -257,7 +268,7 @@ impl Admin {
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: Fn(GrpcAdmin<tonic::transport::Channel>, Duration) -> Fut,
+        F: Fn(GrpcAdmin<crate::client::security::AuthChannel>, Duration) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
     {
         let timeout = self.cluster.config.request_timeout;
@@ -312,6 +323,96 @@ impl Admin {
         .await?;
         self.cluster.request_refresh();
         Ok(())
+    }
+
+    /// Creates or replaces `name`'s SCRAM-SHA-256 credential (the broker salts and hashes the
+    /// password; `iterations` 0 is the default 4096). Needs Alter on the cluster.
+    pub async fn upsert_user(&self, name: &str, password: &str, iterations: u32) -> Result<()> {
+        let req = v1::UpsertUserRequest {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            iterations,
+        };
+        self.run(self.call(move |mut c, t| {
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(t);
+            async move { c.upsert_user(r).await.map(|_| ()) }
+        }))
+        .await
+    }
+
+    /// Deletes `name`'s credential; `false` when there was none.
+    pub async fn delete_user(&self, name: &str) -> Result<bool> {
+        let req = v1::DeleteUserRequest {
+            name: name.to_owned(),
+        };
+        self.run(self.call(move |mut c, t| {
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(t);
+            async move { c.delete_user(r).await.map(|r| r.into_inner().existed) }
+        }))
+        .await
+    }
+
+    /// Users with credentials: (name, mechanism, iterations), sorted by name.
+    pub async fn list_users(&self) -> Result<Vec<UserListing>> {
+        let resp = self
+            .run(self.call(|mut c, t| {
+                let mut r = tonic::Request::new(v1::ListUsersRequest {});
+                r.set_timeout(t);
+                async move { c.list_users(r).await.map(|r| r.into_inner()) }
+            }))
+            .await?;
+        Ok(resp
+            .users
+            .into_iter()
+            .map(|u| UserListing {
+                name: u.name,
+                mechanism: u.mechanism,
+                iterations: u.iterations,
+            })
+            .collect())
+    }
+
+    /// Adds ACL bindings (each validated here first). Needs Alter on the cluster.
+    pub async fn create_acls(&self, acls: &[AclBinding]) -> Result<()> {
+        for a in acls {
+            a.validate()?;
+        }
+        let req = v1::CreateAclsRequest {
+            acls: acls.iter().map(acl_to_proto).collect(),
+        };
+        self.run(self.call(move |mut c, t| {
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(t);
+            async move { c.create_acls(r).await.map(|_| ()) }
+        }))
+        .await
+    }
+
+    /// Removes exactly these bindings; returns how many existed.
+    pub async fn delete_acls(&self, acls: &[AclBinding]) -> Result<u32> {
+        let req = v1::DeleteAclsRequest {
+            acls: acls.iter().map(acl_to_proto).collect(),
+        };
+        self.run(self.call(move |mut c, t| {
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(t);
+            async move { c.delete_acls(r).await.map(|r| r.into_inner().removed) }
+        }))
+        .await
+    }
+
+    /// Every ACL binding. Needs Describe on the cluster.
+    pub async fn list_acls(&self) -> Result<Vec<AclBinding>> {
+        let resp = self
+            .run(self.call(|mut c, t| {
+                let mut r = tonic::Request::new(v1::ListAclsRequest {});
+                r.set_timeout(t);
+                async move { c.list_acls(r).await.map(|r| r.into_inner()) }
+            }))
+            .await?;
+        resp.acls.iter().map(acl_from_proto).collect()
     }
 
     /// Every topic, sorted by name.

@@ -32,7 +32,9 @@ use sluiceway_proto::v1;
 use sluiceway_proto::v1::group_client::GroupClient;
 use sluiceway_proto::v1::log_client::LogClient;
 use sluiceway_proto::v1::registry_client::RegistryClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::client::security::{AuthChannel, Connector};
 
 use super::config::CommonConfig;
 use super::runtime::Home;
@@ -105,6 +107,9 @@ struct Cache {
     /// Topics asked about that the registry said do not exist, and when it said so (answered
     /// from cache for [`CLIENT_MISSING_TOPIC_TTL_MS`]).
     missing: HashMap<String, Instant>,
+    /// Of the missing topics, those the broker would not describe to this client
+    /// (TOPIC_AUTHORIZATION_FAILED), with its message: they fail with that, not "does not exist".
+    denied: HashMap<String, String>,
     refreshed_at: Option<Instant>,
     /// Set by `request_refresh`: the next lookup refreshes first.
     stale: bool,
@@ -117,6 +122,8 @@ pub(crate) struct Cluster {
     /// The runtime background refreshes run on.
     home: Home,
     channels: Mutex<HashMap<String, Channel>>,
+    /// TLS and credentials for every channel (`security.protocol` and friends).
+    connector: Result<Connector>,
     /// Addresses metadata requests rotate over: bootstrap first, then every broker learned.
     addresses: RwLock<Vec<String>>,
     next: AtomicUsize,
@@ -141,7 +148,11 @@ impl Cluster {
 
     pub(crate) fn new(config: CommonConfig, home: Home) -> Cluster {
         let addresses = config.bootstrap_servers.clone();
+        // Validated (files read) before any client gets here; a file that changed since then
+        // fails every request with the same INVALID_CONFIG.
+        let connector = config.security.connector();
         Cluster {
+            connector,
             config,
             home,
             channels: Mutex::new(HashMap::new()),
@@ -155,18 +166,16 @@ impl Cluster {
         }
     }
 
-    /// The cached channel to `address`, created (lazily connecting) on first use.
-    pub(crate) fn channel(&self, address: &str) -> Result<Channel> {
+    /// The cached channel to `address`, created (lazily connecting) on first use, with TLS
+    /// and credentials as `security.protocol` says.
+    pub(crate) fn channel(&self, address: &str) -> Result<AuthChannel> {
+        let connector = self.connector.as_ref().map_err(clone_error)?;
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(address) {
-            return Ok(c.clone());
+            return Ok(connector.intercept(c.clone()));
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Error::InvalidConfig {
-                key: "bootstrap.servers".into(),
-                reason: format!("{address:?}: {e}"),
-            })?
-            .connect_timeout(self.config.request_timeout)
+        let endpoint = connector
+            .endpoint("bootstrap.servers", address, self.config.request_timeout)?
             .tcp_nodelay(true)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
@@ -174,16 +183,16 @@ impl Cluster {
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
         channels.insert(address.to_owned(), channel.clone());
-        Ok(channel)
+        Ok(connector.intercept(channel))
     }
 
-    pub(crate) fn log_client(&self, address: &str) -> Result<LogClient<Channel>> {
+    pub(crate) fn log_client(&self, address: &str) -> Result<LogClient<AuthChannel>> {
         Ok(LogClient::new(self.channel(address)?)
             .max_decoding_message_size(RESPONSE_BYTES_MAX as usize)
             .max_encoding_message_size(REQUEST_BYTES_MAX as usize))
     }
 
-    pub(crate) fn group_client(&self, address: &str) -> Result<GroupClient<Channel>> {
+    pub(crate) fn group_client(&self, address: &str) -> Result<GroupClient<AuthChannel>> {
         Ok(GroupClient::new(self.channel(address)?)
             .max_decoding_message_size(RESPONSE_BYTES_MAX as usize)
             .max_encoding_message_size(REQUEST_BYTES_MAX as usize))
@@ -220,7 +229,7 @@ impl Cluster {
     }
 
     /// A group client at `group`'s coordinator ([`Cluster::coordinator_for`]).
-    pub(crate) async fn coordinator_client(&self, group: &str) -> Result<GroupClient<Channel>> {
+    pub(crate) async fn coordinator_client(&self, group: &str) -> Result<GroupClient<AuthChannel>> {
         let address = self.coordinator_for(group).await?;
         self.group_client(&address)
     }
@@ -250,7 +259,7 @@ impl Cluster {
     /// Runs `f` against brokers in round-robin order, failing over on connection errors.
     pub(crate) async fn any_broker<T, F, Fut>(&self, mut f: F) -> Result<T>
     where
-        F: FnMut(Channel, String) -> Fut,
+        F: FnMut(AuthChannel, String) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         let mut last = None;
@@ -349,7 +358,11 @@ impl Cluster {
         *self.last_attempt.lock() = Some(Instant::now());
         // Tracked topics plus those asked about; topics found missing earlier are not asked
         // about again unless someone looks them up.
-        let (mut topics, still_missing): (BTreeSet<String>, HashMap<String, Instant>) = {
+        let (mut topics, still_missing, mut denied): (
+            BTreeSet<String>,
+            HashMap<String, Instant>,
+            HashMap<String, String>,
+        ) = {
             let c = self.cache.read();
             let ttl = Duration::from_millis(CLIENT_MISSING_TOPIC_TTL_MS);
             (
@@ -359,8 +372,10 @@ impl Cluster {
                     .filter(|(t, at)| at.elapsed() < ttl && !extra.contains(&t.as_str()))
                     .map(|(t, at)| (t.clone(), *at))
                     .collect(),
+                c.denied.clone(),
             )
         };
+        denied.retain(|t, _| still_missing.contains_key(t));
         topics.extend(extra.iter().map(|s| (*s).to_owned()));
         if topics.len() > CLIENT_METADATA_TOPICS_MAX {
             return Err(Error::InvalidArgument(format!(
@@ -389,18 +404,24 @@ impl Cluster {
         let mut cache = Cache {
             refreshed_at: Some(now),
             missing: still_missing,
+            denied,
             ..Cache::default()
         };
         for b in &resp.brokers {
             cache.brokers.insert(b.broker_id, b.address.clone());
         }
         for t in resp.topics {
-            if code_from_proto(t.error_code) == ErrorCode::None {
+            let code = code_from_proto(t.error_code);
+            if code == ErrorCode::None {
                 cache.missing.remove(&t.name);
+                cache.denied.remove(&t.name);
                 cache
                     .topics
                     .insert(t.name.clone(), Arc::new(TopicMetadata::from_proto(t)));
             } else {
+                if code == ErrorCode::TopicAuthorizationFailed {
+                    cache.denied.insert(t.name.clone(), t.error_message);
+                }
                 cache.missing.insert(t.name, now);
             }
         }
@@ -434,7 +455,13 @@ impl Cluster {
         c.missing
             .get(topic)
             .filter(|at| at.elapsed() < ttl)
-            .map(|_| Err(missing_topic(topic)))
+            .map(|_| match c.denied.get(topic) {
+                Some(message) => Err(Error::Remote {
+                    code: ErrorCode::TopicAuthorizationFailed,
+                    message: message.clone(),
+                }),
+                None => Err(missing_topic(topic)),
+            })
     }
 
     /// The topic's metadata, from the cache when known, else from the registry. A topic the

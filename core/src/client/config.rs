@@ -37,11 +37,13 @@
 //! | `heartbeat.interval.ms` | | ✓ | | 3000, or `session.timeout.ms` / 3 when that is less (must be below the session timeout) |
 //! | `max.poll.interval.ms` | | ✓ | | 300000 (groups: how long the coordinator waits for a rejoin) |
 //! | `partition.assignment.strategy` | | ✓ | | `range` (`range`, `roundrobin`) |
+//! | `security.protocol`, `ssl.ca.location`, `ssl.certificate.location`, `ssl.key.location`, `sasl.mechanism`, `sasl.username`, `sasl.password` | ✓ | ✓ | ✓ | `PLAINTEXT`; see [`super::security`] |
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::security::{SECURITY_KEYS, SecurityConfig};
 use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::group::Assignor;
@@ -155,6 +157,8 @@ pub struct CommonConfig {
     pub request_timeout: Duration,
     pub retry_backoff: Duration,
     pub metadata_max_age: Duration,
+    /// `security.protocol`, `ssl.*`, `sasl.*` (see [`super::security`]).
+    pub security: SecurityConfig,
 }
 
 impl Default for CommonConfig {
@@ -165,6 +169,7 @@ impl Default for CommonConfig {
             request_timeout: Duration::from_millis(CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
             retry_backoff: Duration::from_millis(CLIENT_RETRY_BACKOFF_MS_DEFAULT),
             metadata_max_age: Duration::from_millis(CLIENT_METADATA_MAX_AGE_MS_DEFAULT),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -180,6 +185,9 @@ const COMMON_KEYS: &[&str] = &[
 impl CommonConfig {
     /// Sets one common key; `Ok(false)` when `key` is not a common key.
     fn set(&mut self, key: &str, v: &str) -> Result<bool> {
+        if self.security.set(key, v)? {
+            return Ok(true);
+        }
         match key {
             "bootstrap.servers" => {
                 self.bootstrap_servers = v
@@ -254,7 +262,9 @@ impl CommonConfig {
             ms(self.metadata_max_age),
             CLIENT_METADATA_MAX_AGE_MS_MIN,
             CLIENT_METADATA_MAX_AGE_MS_MAX,
-        )
+        )?;
+        // Reads the certificate files too, so a bad path is reported when the client is made.
+        self.security.connector().map(|_| ())
     }
 }
 
@@ -275,7 +285,12 @@ pub(crate) fn validate_address(key: &str, a: &str) -> Result<()> {
 }
 
 fn unknown(kind: &str, key: &str, own: &[&str]) -> Error {
-    let mut all: Vec<&str> = COMMON_KEYS.iter().chain(own.iter()).copied().collect();
+    let mut all: Vec<&str> = COMMON_KEYS
+        .iter()
+        .chain(SECURITY_KEYS)
+        .chain(own.iter())
+        .copied()
+        .collect();
     all.sort_unstable();
     invalid(
         key,

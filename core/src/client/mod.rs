@@ -15,6 +15,8 @@
 //!   undelivered records.
 //! - [`Consumer`] — assign, prefetching poll ([`Consumer::poll_batch`] with
 //!   [`RebalanceEvent`]s), seeks, pause/resume, positions, commits.
+//! - [`security`] — `security.protocol`, TLS (`ssl.*`) and credentials (`sasl.*`): the
+//!   [`security::Connector`] every channel is made with.
 //! - [`offset_store`] — the consumer's local offset store (atomic file per consumer id, locked).
 //! - [`Consumer::subscribe`] — consumer groups (`consumer/group.rs`): join, heartbeats, eager
 //!   rebalances with revoke-then-commit, commits to the broker's coordinator.
@@ -36,6 +38,7 @@ mod consumer;
 pub mod offset_store;
 mod producer;
 mod runtime;
+pub mod security;
 
 pub use crate::format::{Compression, TimestampType};
 pub use crate::group::{MemberDescription, TopicPartition};
@@ -44,7 +47,7 @@ pub use crate::wire::{PartitionMetadata, TopicMetadata};
 pub use accumulator::{BatchDelivery, DeliveryFuture, Failures, RecordMetadata};
 pub use admin::{
     Admin, ClusterDescription, CommittedOffset, GroupDescription, GroupListing, GroupPartitionLag,
-    GroupState, NewTopic, TopicDescription, TopicListing,
+    GroupState, NewTopic, TopicDescription, TopicListing, UserListing,
 };
 pub use cluster::{BrokerInfo, ListedOffset, OffsetSpec};
 pub use config::{

@@ -17,15 +17,18 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use super::{AclBinding, ScramCredential};
 use super::{BrokerId, BrokerInfo, NewTopic, PartitionInfo, Registry, TopicInfo, place_replicas};
 use crate::atomic_file::write_atomically;
 use crate::error::{Error, Result};
 use crate::limits::{
-    PARTITIONS_PER_TOPIC_MAX, REGISTRY_STATE_BYTES_MAX, REPLICATION_FACTOR_MAX, TOPICS_MAX,
+    ACLS_MAX, PARTITIONS_PER_TOPIC_MAX, REGISTRY_STATE_BYTES_MAX, REPLICATION_FACTOR_MAX,
+    TOPICS_MAX, USERS_MAX,
 };
 use crate::topic::validate_topic_name;
 
@@ -38,6 +41,12 @@ struct State {
     version: u32,
     brokers: Vec<BrokerRecord>,
     topics: Vec<TopicRecord>,
+    /// SCRAM-SHA-256 credentials by username (absent in files written before security).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    users: BTreeMap<String, ScramCredential>,
+    /// ACL bindings, sorted, distinct.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    acls: Vec<AclBinding>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -93,6 +102,8 @@ pub struct EmbeddedRegistry {
     state: Mutex<State>,
     /// Bumped after every committed change ([`Registry::subscribe`]).
     version: tokio::sync::watch::Sender<u64>,
+    /// `state.acls`, shared with the authorizer; replaced on every commit that changes them.
+    acls: Mutex<Arc<Vec<AclBinding>>>,
 }
 
 impl EmbeddedRegistry {
@@ -142,6 +153,7 @@ impl EmbeddedRegistry {
         Ok(EmbeddedRegistry {
             path,
             broker_id,
+            acls: Mutex::new(Arc::new(state.acls.clone())),
             state: Mutex::new(state),
             version: tokio::sync::watch::channel(0).0,
         })
@@ -154,6 +166,9 @@ impl EmbeddedRegistry {
             message: format!("cannot encode the registry state: {e}"),
         })?;
         write_atomically(&self.path, &bytes)?;
+        if current.acls != next.acls {
+            *self.acls.lock() = Arc::new(next.acls.clone());
+        }
         *current = next;
         self.version.send_modify(|v| *v += 1);
         Ok(())
@@ -169,6 +184,12 @@ fn corrupt_state(path: &Path, reason: String) -> Error {
 
 /// The invariants of the module docs, checked on load.
 fn check_state(state: &State) -> std::result::Result<(), String> {
+    for (user, c) in &state.users {
+        c.check().map_err(|e| format!("user {user:?}: {e}"))?;
+    }
+    for a in &state.acls {
+        a.validate().map_err(|e| format!("ACL {a}: {e}"))?;
+    }
     for t in &state.topics {
         validate_topic_name(&t.name).map_err(|e| e.to_string())?;
         for (i, p) in t.partitions.iter().enumerate() {
@@ -324,6 +345,75 @@ impl Registry for EmbeddedRegistry {
         Ok(info)
     }
 
+    fn credential(&self, user: &str) -> Option<ScramCredential> {
+        self.state.lock().users.get(user).cloned()
+    }
+
+    fn users(&self) -> Result<Vec<(String, ScramCredential)>> {
+        Ok(self
+            .state
+            .lock()
+            .users
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn put_credential(&self, user: &str, credential: &ScramCredential) -> Result<()> {
+        let mut state = self.state.lock();
+        if state.users.len() >= USERS_MAX && !state.users.contains_key(user) {
+            return Err(Error::InvalidRequest(format!(
+                "the registry already has {USERS_MAX} users"
+            )));
+        }
+        let mut next = state.clone();
+        next.users.insert(user.to_owned(), credential.clone());
+        self.commit(&mut state, next)
+    }
+
+    fn delete_credential(&self, user: &str) -> Result<bool> {
+        let mut state = self.state.lock();
+        if !state.users.contains_key(user) {
+            return Ok(false);
+        }
+        let mut next = state.clone();
+        next.users.remove(user);
+        self.commit(&mut state, next)?;
+        Ok(true)
+    }
+
+    fn acls(&self) -> Arc<Vec<AclBinding>> {
+        self.acls.lock().clone()
+    }
+
+    fn add_acls(&self, acls: &[AclBinding]) -> Result<()> {
+        let mut state = self.state.lock();
+        let mut next = state.clone();
+        for a in acls {
+            if !next.acls.contains(a) {
+                next.acls.push(a.clone());
+            }
+        }
+        if next.acls.len() > ACLS_MAX {
+            return Err(Error::InvalidRequest(format!(
+                "the registry holds at most {ACLS_MAX} ACL bindings"
+            )));
+        }
+        next.acls.sort();
+        self.commit(&mut state, next)
+    }
+
+    fn remove_acls(&self, acls: &[AclBinding]) -> Result<usize> {
+        let mut state = self.state.lock();
+        let mut next = state.clone();
+        next.acls.retain(|a| !acls.contains(a));
+        let removed = state.acls.len() - next.acls.len();
+        if removed > 0 {
+            self.commit(&mut state, next)?;
+        }
+        Ok(removed)
+    }
+
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.version.subscribe()
     }
@@ -403,6 +493,34 @@ mod tests {
             EmbeddedRegistry::open(dir.path(), BrokerId(2)),
             Err(Error::InvalidConfig { .. })
         ));
+    }
+
+    #[test]
+    fn credentials_and_acls_survive_reopen() {
+        use crate::acl::{AclOperation, AclPermission, PatternType, ResourceType};
+        let dir = tempfile::tempdir().unwrap();
+        let r = EmbeddedRegistry::open(dir.path(), BrokerId(1)).unwrap();
+        let c = ScramCredential::new("pw", 4096).unwrap();
+        r.put_credential("alice", &c).unwrap();
+        let a = AclBinding::new(
+            ResourceType::Topic,
+            "orders-",
+            PatternType::Prefixed,
+            "User:alice",
+            AclOperation::Write,
+            AclPermission::Allow,
+        );
+        r.add_acls(&[a.clone(), a.clone()]).unwrap();
+        assert_eq!(r.acls().len(), 1, "a binding is stored once");
+        drop(r);
+        let r = EmbeddedRegistry::open(dir.path(), BrokerId(1)).unwrap();
+        assert!(r.credential("alice").unwrap().verify("pw"));
+        assert_eq!(r.acls().as_slice(), std::slice::from_ref(&a));
+        assert_eq!(r.remove_acls(&[a]).unwrap(), 1);
+        assert!(r.acls().is_empty());
+        assert!(r.delete_credential("alice").unwrap());
+        assert!(!r.delete_credential("alice").unwrap());
+        assert!(r.credential("alice").is_none());
     }
 
     #[test]

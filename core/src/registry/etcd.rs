@@ -56,17 +56,19 @@ use self::state::{
     partition_info, prefix_end,
 };
 use super::{BrokerId, BrokerInfo, NewTopic, PartitionInfo, Registry, TopicInfo, place_replicas};
+use crate::acl::{AclBinding, AclEntry, ResourcePattern};
 use crate::error::{Error, ErrorCode, Result};
 use crate::limits::{
-    LEADER_REBALANCE_INTERVAL_MS_DEFAULT, LEADER_REBALANCE_INTERVAL_MS_MAX,
+    ACLS_MAX, LEADER_REBALANCE_INTERVAL_MS_DEFAULT, LEADER_REBALANCE_INTERVAL_MS_MAX,
     LEADER_REBALANCE_INTERVAL_MS_MIN, PARTITIONS_PER_TOPIC_MAX, REGISTRY_CAS_ATTEMPTS_MAX,
     REGISTRY_CONNECT_TIMEOUT_MS, REGISTRY_ENDPOINTS_MAX, REGISTRY_GET_PAGE_KEYS,
     REGISTRY_MESSAGE_BYTES_MAX, REGISTRY_RECONCILE_MS_DEFAULT, REGISTRY_RECONCILE_MS_MAX,
     REGISTRY_RECONCILE_MS_MIN, REGISTRY_REGISTER_GRACE_MS, REGISTRY_REQUEST_TIMEOUT_MS,
     REGISTRY_RETRY_MS, REGISTRY_SESSION_TIMEOUT_MS_DEFAULT, REGISTRY_SESSION_TIMEOUT_MS_MAX,
     REGISTRY_SESSION_TIMEOUT_MS_MIN, REGISTRY_STATE_BYTES_MAX, REGISTRY_TXN_OPS_MAX,
-    REGISTRY_VALUE_BYTES_MAX, REPLICATION_FACTOR_MAX, TOPICS_MAX,
+    REGISTRY_VALUE_BYTES_MAX, REPLICATION_FACTOR_MAX, TOPICS_MAX, USERS_MAX,
 };
+use crate::scram::{ScramCredential, validate_username};
 use crate::topic::validate_topic_name;
 
 /// The root used when the spec names none.
@@ -1260,6 +1262,82 @@ impl Inner {
         })
     }
 
+    /// Puts (or with `None` deletes) `users/<name>` and waits until the snapshot has it.
+    async fn write_user(&self, name: &str, value: Option<&ScramCredential>) -> Result<bool> {
+        let key = self.keys.user(name);
+        let op = match value {
+            Some(c) => TxnOp::put(key.clone(), encode(c)?, None),
+            None => TxnOp::delete(key.clone(), None),
+        };
+        let resp = self
+            .txn(
+                "write a user's credential",
+                Txn::new()
+                    .when([Compare::create_revision(key, CompareOp::Greater, 0)])
+                    .and_then([op.clone()])
+                    .or_else([op]),
+            )
+            .await?;
+        self.wait_for_revision(header_revision(&resp)).await;
+        Ok(resp.succeeded())
+    }
+
+    /// Replaces the entries of some ACL patterns, each guarded by its key's revision and retried
+    /// on a conflict; `change` maps a pattern's current entries to the new ones.
+    async fn change_acls(
+        &self,
+        patterns: BTreeSet<ResourcePattern>,
+        change: impl Fn(&ResourcePattern, &mut Vec<AclEntry>),
+    ) -> Result<()> {
+        for pattern in patterns {
+            let key = self.keys.acl(&pattern);
+            let mut attempt = 0;
+            loop {
+                let (mut entries, revision) = self
+                    .state
+                    .read()
+                    .acls
+                    .get(&pattern)
+                    .cloned()
+                    .unwrap_or_default();
+                let before = entries.clone();
+                change(&pattern, &mut entries);
+                if entries == before {
+                    break;
+                }
+                if self.state.read().acl_view.len() + entries.len() > ACLS_MAX + before.len() {
+                    return Err(Error::InvalidRequest(format!(
+                        "the registry holds at most {ACLS_MAX} ACL bindings"
+                    )));
+                }
+                let guard = if revision == 0 {
+                    Compare::create_revision(key.clone(), CompareOp::Equal, 0)
+                } else {
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, revision)
+                };
+                let op = if entries.is_empty() {
+                    TxnOp::delete(key.clone(), None)
+                } else {
+                    TxnOp::put(key.clone(), encode(&entries)?, None)
+                };
+                let resp = self
+                    .txn("write ACLs", Txn::new().when([guard]).and_then([op]))
+                    .await?;
+                self.wait_for_revision(header_revision(&resp)).await;
+                if resp.succeeded() {
+                    break;
+                }
+                attempt += 1;
+                if attempt >= REGISTRY_CAS_ATTEMPTS_MAX {
+                    return Err(Error::TimedOut(format!(
+                        "ACLs of {pattern} kept changing under this write"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn delete(&self, name: &str) -> Result<TopicInfo> {
         let unknown = || Error::UnknownTopicOrPartition(format!("topic {name} does not exist"));
         validate_topic_name(name).map_err(|_| unknown())?;
@@ -1538,6 +1616,68 @@ impl Registry for EtcdRegistry {
             self.inner
                 .alter(topic, partition, leader, leader_epoch, isr),
         )
+    }
+
+    fn credential(&self, user: &str) -> Option<ScramCredential> {
+        self.inner.state.read().users.get(user).cloned()
+    }
+
+    fn users(&self) -> Result<Vec<(String, ScramCredential)>> {
+        Ok(self
+            .inner
+            .state
+            .read()
+            .users
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn put_credential(&self, user: &str, credential: &ScramCredential) -> Result<()> {
+        validate_username(user)?;
+        {
+            let state = self.inner.state.read();
+            if state.users.len() >= USERS_MAX && !state.users.contains_key(user) {
+                return Err(Error::InvalidRequest(format!(
+                    "the registry already has {USERS_MAX} users"
+                )));
+            }
+        }
+        self.block_on(self.inner.write_user(user, Some(credential)))
+            .map(|_| ())
+    }
+
+    fn delete_credential(&self, user: &str) -> Result<bool> {
+        validate_username(user)?;
+        self.block_on(self.inner.write_user(user, None))
+    }
+
+    fn acls(&self) -> Arc<Vec<AclBinding>> {
+        self.inner.state.read().acl_view.clone()
+    }
+
+    fn add_acls(&self, acls: &[AclBinding]) -> Result<()> {
+        let patterns = acls.iter().map(|a| a.pattern.clone()).collect();
+        self.block_on(self.inner.change_acls(patterns, |p, entries| {
+            for a in acls.iter().filter(|a| &a.pattern == p) {
+                if !entries.contains(&a.entry) {
+                    entries.push(a.entry.clone());
+                }
+            }
+            entries.sort();
+        }))
+    }
+
+    fn remove_acls(&self, acls: &[AclBinding]) -> Result<usize> {
+        let present = {
+            let view = self.inner.state.read().acl_view.clone();
+            acls.iter().filter(|a| view.contains(a)).count()
+        };
+        let patterns = acls.iter().map(|a| a.pattern.clone()).collect();
+        self.block_on(self.inner.change_acls(patterns, |p, entries| {
+            entries.retain(|e| !acls.iter().any(|a| &a.pattern == p && &a.entry == e));
+        }))?;
+        Ok(present)
     }
 
     fn is_cluster(&self) -> bool {

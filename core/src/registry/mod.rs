@@ -11,6 +11,9 @@
 //! **API Boundary**: calls may block (file or network I/O), so async callers run them on a
 //! blocking thread. Reads are answered from an in-memory snapshot in both backends and are cheap.
 //!
+//! Security metadata lives here too, so every broker checks the same: SCRAM credentials by user
+//! and ACL bindings (`docs/FORMAT.md`, "Credentials and ACLs").
+//!
 //! Invariants: topic names are valid ([`crate::topic::validate_topic_name`]); each partition's
 //! `replicas` are distinct brokers, `isr ⊆ replicas`, and the leader (when present) is in `isr`;
 //! `leader_epoch` only grows.
@@ -20,11 +23,14 @@ mod etcd;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 pub use embedded::EmbeddedRegistry;
 pub use etcd::{EtcdOptions, EtcdRegistry, EtcdSpec};
 
+use crate::acl::AclBinding;
 use crate::error::{Error, Result};
+use crate::scram::ScramCredential;
 
 /// A broker's id (`--broker-id`), unique in a cluster. Kafka's ids are non-negative `int32`s on
 /// the wire; ours are too.
@@ -132,6 +138,20 @@ pub trait Registry: Send + Sync + fmt::Debug {
         leader_epoch: u32,
         isr: &[BrokerId],
     ) -> Result<PartitionInfo>;
+    /// The stored SCRAM-SHA-256 credential of `user`, answered from the snapshot.
+    fn credential(&self, user: &str) -> Option<ScramCredential>;
+    /// Every user with a credential, sorted by name.
+    fn users(&self) -> Result<Vec<(String, ScramCredential)>>;
+    /// Creates or replaces `user`'s credential.
+    fn put_credential(&self, user: &str, credential: &ScramCredential) -> Result<()>;
+    /// Deletes `user`'s credential; `false` when there was none.
+    fn delete_credential(&self, user: &str) -> Result<bool>;
+    /// Every ACL binding (shared, not copied: the authorizer reads it on every request).
+    fn acls(&self) -> Arc<Vec<AclBinding>>;
+    /// Adds bindings (validated by the caller); ones already present are kept once.
+    fn add_acls(&self, acls: &[AclBinding]) -> Result<()>;
+    /// Removes exactly these bindings; returns how many existed.
+    fn remove_acls(&self, acls: &[AclBinding]) -> Result<usize>;
     /// Whether partitions have replicas on other brokers (the etcd backend): the broker then runs
     /// replication. The embedded registry answers false.
     fn is_cluster(&self) -> bool {

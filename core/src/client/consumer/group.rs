@@ -229,7 +229,7 @@ pub(super) async fn revoke(inner: &Inner, wait_for_ack: bool) {
 /// attempts.
 async fn at_coordinator<T, F, Fut>(inner: &Inner, group_id: &str, mut f: F) -> Result<T>
 where
-    F: FnMut(v1::group_client::GroupClient<tonic::transport::Channel>) -> Fut,
+    F: FnMut(v1::group_client::GroupClient<crate::client::security::AuthChannel>) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
 {
     let cluster = &inner.cluster;

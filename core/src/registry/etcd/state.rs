@@ -14,14 +14,18 @@
 //! chunks, and a guarded write comparing `mod_revision == 0` replaces it exactly like a real key.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::acl::{AclBinding, AclEntry, PatternType, ResourcePattern, ResourceType};
+use crate::limits::{ACLS_MAX, USERS_MAX};
 use crate::limits::{
     PARTITIONS_PER_TOPIC_MAX, REGISTRY_BROKERS_MAX, REGISTRY_VALUE_BYTES_MAX,
     REPLICATION_FACTOR_MAX, TOPICS_MAX,
 };
 use crate::registry::{BrokerId, PartitionInfo, TopicInfo};
+use crate::scram::{ScramCredential, validate_username};
 use crate::topic::validate_topic_name;
 
 /// The key layout under one root (the spec's chroot, default `/sluiceway`).
@@ -38,6 +42,10 @@ pub(crate) enum Key {
     Controller,
     Topic(String),
     Partition(String, u32),
+    /// `users/<name>`: a SCRAM credential.
+    User(String),
+    /// `acls/<ResourceType>/<PatternType>/<name>`: the entries of one resource pattern.
+    Acl(ResourcePattern),
 }
 
 impl Keys {
@@ -72,9 +80,34 @@ impl Keys {
         format!("{}partitions/{topic}/{partition}", self.prefix)
     }
 
+    pub(crate) fn user(&self, name: &str) -> String {
+        format!("{}users/{name}", self.prefix)
+    }
+
+    pub(crate) fn acl(&self, pattern: &ResourcePattern) -> String {
+        format!(
+            "{}acls/{}/{}/{}",
+            self.prefix, pattern.resource_type, pattern.pattern_type, pattern.name
+        )
+    }
+
     /// `None` for keys outside the layout (they are ignored).
     pub(crate) fn parse(&self, key: &[u8]) -> Option<Key> {
         let rest = std::str::from_utf8(key).ok()?.strip_prefix(&self.prefix)?;
+        if let Some(name) = rest.strip_prefix("users/") {
+            return validate_username(name)
+                .ok()
+                .map(|()| Key::User(name.to_owned()));
+        }
+        if let Some(acl) = rest.strip_prefix("acls/") {
+            let (rtype, acl) = acl.split_once('/')?;
+            let (ptype, name) = acl.split_once('/')?;
+            return Some(Key::Acl(ResourcePattern {
+                resource_type: ResourceType::parse("resource type", rtype).ok()?,
+                pattern_type: PatternType::parse("pattern type", ptype).ok()?,
+                name: name.to_owned(),
+            }));
+        }
         if rest == "controller" {
             return Some(Key::Controller);
         }
@@ -226,6 +259,11 @@ pub(crate) struct Snapshot {
     /// By topic name; kept apart from `topics` so the order of events inside one revision does
     /// not matter.
     pub partitions: BTreeMap<String, BTreeMap<u32, PartitionEntry>>,
+    pub users: BTreeMap<String, ScramCredential>,
+    /// ACL entries by resource pattern, with the key's mod revision (guarded updates).
+    pub acls: BTreeMap<ResourcePattern, (Vec<AclEntry>, i64)>,
+    /// `acls` flattened, shared with the authorizer; rebuilt when an ACL key changes.
+    pub acl_view: Arc<Vec<AclBinding>>,
 }
 
 /// One key-value event, as etcd reports it (a get's key-value is a `Put`).
@@ -363,6 +401,70 @@ impl Snapshot {
                 }
                 Applied::Nothing
             }
+            Key::User(name) => {
+                let parsed = value
+                    .and_then(|v| parse_value::<ScramCredential>(event.key, v))
+                    .filter(|c| match c.check() {
+                        Ok(()) => true,
+                        Err(reason) => {
+                            tracing::warn!(user = %name, "registry: refusing an invalid credential: {reason}");
+                            false
+                        }
+                    });
+                match parsed {
+                    Some(c) if self.users.len() < USERS_MAX || self.users.contains_key(&name) => {
+                        self.users.insert(name, c);
+                    }
+                    Some(_) => {
+                        tracing::warn!(user = %name, "registry: more than {USERS_MAX} users; ignoring this one")
+                    }
+                    None => {
+                        self.users.remove(&name);
+                    }
+                }
+                Applied::Nothing
+            }
+            Key::Acl(pattern) => {
+                let parsed = value
+                    .and_then(|v| parse_value::<Vec<AclEntry>>(event.key, v))
+                    .filter(|entries| {
+                        entries.iter().all(|e| {
+                            let b = AclBinding {
+                                pattern: pattern.clone(),
+                                entry: e.clone(),
+                            };
+                            match b.validate() {
+                                Ok(()) => true,
+                                Err(reason) => {
+                                    tracing::warn!(acl = %b, "registry: refusing an invalid ACL: {reason}");
+                                    false
+                                }
+                            }
+                        })
+                    });
+                match parsed {
+                    Some(entries) if !entries.is_empty() => {
+                        self.acls.insert(pattern, (entries, event.mod_revision));
+                    }
+                    _ => {
+                        self.acls.remove(&pattern);
+                    }
+                }
+                let mut view: Vec<AclBinding> = self
+                    .acls
+                    .iter()
+                    .flat_map(|(p, (entries, _))| {
+                        entries.iter().map(|e| AclBinding {
+                            pattern: p.clone(),
+                            entry: e.clone(),
+                        })
+                    })
+                    .take(ACLS_MAX)
+                    .collect();
+                view.sort();
+                self.acl_view = Arc::new(view);
+                Applied::Nothing
+            }
         }
     }
 
@@ -449,6 +551,44 @@ mod tests {
             mod_revision: rev,
             lease: 0,
         }
+    }
+
+    #[test]
+    fn users_and_acls_follow_their_keys() {
+        use crate::acl::{AclOperation, AclPermission};
+        let keys = Keys::new("/s");
+        assert_eq!(
+            keys.parse(b"/s/acls/Topic/Prefixed/orders-"),
+            Some(Key::Acl(ResourcePattern {
+                resource_type: ResourceType::Topic,
+                name: "orders-".into(),
+                pattern_type: PatternType::Prefixed,
+            }))
+        );
+        assert_eq!(keys.parse(b"/s/acls/Topic/Sideways/x"), None);
+        assert_eq!(
+            keys.parse(b"/s/users/alice"),
+            Some(Key::User("alice".into()))
+        );
+        let mut snap = Snapshot::default();
+        let cred = serde_json::to_string(&ScramCredential::new("pw", 4096).unwrap()).unwrap();
+        snap.apply(&keys, put("/s/users/alice", &cred, 2));
+        assert!(snap.users["alice"].verify("pw"));
+        snap.apply(&keys, put("/s/users/bob", "{\"mechanism\":\"MD5\"}", 3));
+        assert!(
+            !snap.users.contains_key("bob"),
+            "an invalid credential is ignored"
+        );
+        let entries =
+            r#"[{"principal":"User:alice","host":"*","operation":"Read","permission":"Allow"}]"#;
+        snap.apply(&keys, put("/s/acls/Group/Literal/billing", entries, 4));
+        assert_eq!(snap.acl_view.len(), 1);
+        assert_eq!(snap.acl_view[0].entry.operation, AclOperation::Read);
+        assert_eq!(snap.acl_view[0].entry.permission, AclPermission::Allow);
+        snap.apply(&keys, delete("/s/acls/Group/Literal/billing", 5));
+        assert!(snap.acl_view.is_empty());
+        snap.apply(&keys, delete("/s/users/alice", 6));
+        assert!(snap.users.is_empty());
     }
 
     #[test]
