@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluiceway_core::acl::{
     AclBinding, AclEntry, AclOperation, AclPermission, CLUSTER_RESOURCE_NAME, PatternType,
@@ -24,7 +25,7 @@ use sluiceway_core::acl::{
 };
 use sluiceway_core::client::{
     Admin, AdminConfig, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture, GroupState,
-    NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord, RecordHeader, TopicPartition,
 };
 use sluiceway_core::limits::{
     CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, CLI_UNACKED_MESSAGES_MAX,
@@ -314,6 +315,10 @@ struct ProduceArgs {
     /// Wait up to this long to fill a batch (`linger.ms`, default 5).
     #[arg(long, value_name = "MS")]
     linger_ms: Option<u64>,
+    /// A record header added to every message, KEY=VALUE (repeatable, kept in order; KEY=
+    /// gives an empty value). Messages with headers are written as magic 2 batches.
+    #[arg(long = "header", value_name = "KEY=VALUE")]
+    headers: Vec<String>,
     /// A producer setting with its Kafka name, KEY=VALUE (repeatable), e.g. batch.size=65536.
     /// The dedicated flags above win over it.
     #[arg(long = "producer-property", value_name = "KEY=VALUE")]
@@ -798,6 +803,19 @@ async fn produce(args: ProduceArgs) -> Result<ExitCode> {
     if let Some(l) = args.linger_ms {
         config.set("linger.ms", &l.to_string())?;
     }
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| match h.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok(RecordHeader {
+                key: k.to_owned(),
+                value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            }),
+            _ => Err(Error::InvalidArgument(format!(
+                "--header {h:?}: expected KEY=VALUE with a non-empty KEY"
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let producer = Producer::new(config).await?;
     let mut rx = spawn_stdin_reader();
     let sep = args.key_separator.as_deref().map(str::as_bytes);
@@ -826,6 +844,7 @@ async fn produce(args: ProduceArgs) -> Result<ExitCode> {
             let mut record = ProducerRecord {
                 topic: args.topic.clone(),
                 partition: args.partition,
+                headers: headers.clone(),
                 ..ProducerRecord::default()
             };
             if let Some(sep) = sep {

@@ -1182,3 +1182,52 @@ fn consume_json_shows_headers() {
         assert_eq!(rows[1]["headers"], serde_json::json!([]), "{rows:?}");
     }
 }
+
+/// `produce --header KEY=VALUE` (repeatable) adds the headers to every message, in order;
+/// `consume --format json` shows them. A header without `=` is refused before anything is sent.
+#[test]
+fn produce_header_flags_reach_the_consumer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    let o = b.run(&["topic", "create", "ph", "--partitions", "1"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = b.run(
+        &[
+            "produce", "ph", "--header", "trace=t1", "--header", "empty=", "--header", "trace=t2",
+        ],
+        b"a\nb\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = b.run(
+        &[
+            "consume",
+            "ph",
+            "--from-beginning",
+            "--format",
+            "json",
+            "--max-messages",
+            "2",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(
+            row["headers"],
+            serde_json::json!([
+                {"key": "trace", "value": "t1"},
+                {"key": "empty", "value": ""},
+                {"key": "trace", "value": "t2"}
+            ]),
+            "{rows:?}"
+        );
+    }
+    let o = b.run(&["produce", "ph", "--header", "novalue"], b"c\n");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("KEY=VALUE"), "{}", stderr(&o));
+}

@@ -94,6 +94,28 @@ def test_c3_explicit_partition(bootstrap: str, topic: str) -> None:
     assert repr(record).endswith("key=None, value=b'to-2')"), repr(record)
 
 
+def test_headers_round_trip(bootstrap: str, topic: str) -> None:
+    """Record headers as confluent-kafka takes and gives them: pairs in order (keys may repeat,
+    values bytes, str or None) or a dict; records without headers beside them."""
+    with sluiceway.Producer(bootstrap_servers=bootstrap) as p:
+        p.send(topic, b"h1", partition=0, headers=[("trace", b"t1"), ("null", None), ("trace", "again")])
+        p.send(topic, b"plain", partition=0)
+        p.send(topic, b"h2", partition=0, headers={"content-type": "text/plain"})
+        p.flush(30)
+        with pytest.raises(TypeError, match="headers"):
+            p.send(topic, b"x", headers=[("k",)])  # type: ignore[list-item]
+        with pytest.raises(TypeError, match="key must be a str"):
+            p.send(topic, b"x", headers=[(b"k", b"v")])  # type: ignore[list-item]
+    with sluiceway.Consumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest") as c:
+        c.assign([(topic, 0)])
+        got = consume(c, 3)
+    assert [(r.value, r.headers) for r in got] == [
+        (b"h1", [("trace", b"t1"), ("null", None), ("trace", b"again")]),
+        (b"plain", []),
+        (b"h2", [("content-type", b"text/plain")]),
+    ]
+
+
 GOLDEN = REPO / "testdata" / "golden"
 
 
