@@ -114,11 +114,19 @@ impl v1::log_server::Log for Service {
         let started = Instant::now();
         let who = principal_of(&request);
         let req = request.into_inner();
-        let r = match self.authz.check_topics(
-            &who,
-            AclOperation::Read,
-            req.partitions.iter().map(|p| p.topic.as_str()),
-        ) {
+        // A replica fetch moves the high watermark and the ISR: only brokers may send one
+        // (Kafka: ClusterAction on the cluster), whatever they may read.
+        let replica = match req.replica_id {
+            Some(_) => self.check_cluster(&who, AclOperation::ClusterAction),
+            None => Ok(()),
+        };
+        let r = match replica.and_then(|()| {
+            self.authz.check_topics(
+                &who,
+                AclOperation::Read,
+                req.partitions.iter().map(|p| p.topic.as_str()),
+            )
+        }) {
             Ok(()) => self.broker.fetch(req).await,
             Err(denied) => Err(denied),
         };
@@ -150,11 +158,8 @@ impl v1::log_server::Log for Service {
         let started = Instant::now();
         let who = principal_of(&request);
         let req = request.into_inner();
-        let r = match self.authz.check_topics(
-            &who,
-            AclOperation::Describe,
-            req.partitions.iter().map(|p| p.topic.as_str()),
-        ) {
+        // Followers ask it to truncate: replication, like a replica fetch.
+        let r = match self.check_cluster(&who, AclOperation::ClusterAction) {
             Ok(()) => self.broker.offset_for_leader_epoch(req).await,
             Err(denied) => Err(denied),
         };

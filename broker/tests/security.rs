@@ -361,6 +361,39 @@ async fn credentials_and_acls_guard_every_request() {
             consume_one(&b.addr, &alice, "orders-eu").await.unwrap(),
             "v"
         );
+        // Read on the topic is not enough to pose as a follower: a replica fetch (which moves
+        // the high watermark and the ISR) and OffsetForLeaderEpoch need ClusterAction.
+        let mut raw = b.client().await;
+        let with_alice = |msg| {
+            let mut r = tonic::Request::new(msg);
+            let m = r.metadata_mut();
+            m.insert_bin(
+                sluiceway_core::client::security::USERNAME_METADATA_KEY,
+                tonic::metadata::BinaryMetadataValue::from_bytes(b"alice"),
+            );
+            m.insert_bin(
+                sluiceway_core::client::security::PASSWORD_METADATA_KEY,
+                tonic::metadata::BinaryMetadataValue::from_bytes(b"alice-pw"),
+            );
+            r
+        };
+        let replica_fetch = sluiceway_proto::v1::FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 0,
+            max_bytes: 1 << 20,
+            replica_id: Some(2),
+            partitions: vec![sluiceway_proto::v1::FetchPartition {
+                topic: "orders-eu".into(),
+                partition: 0,
+                fetch_offset: 0,
+                max_bytes: 1 << 20,
+                leader_epoch: Some(0),
+            }],
+        };
+        let e = raw.log.fetch(with_alice(replica_fetch)).await.unwrap_err();
+        let e = sluiceway_broker::errors::error_from_status(&e);
+        assert_eq!(e.code(), ErrorCode::ClusterAuthorizationFailed, "{e}");
+        assert!(e.to_string().contains("ClusterAction"), "{e}");
         let mut cc = ConsumerConfig::from_map(with_bootstrap(&b.addr, &alice)).unwrap();
         cc.auto_offset_reset = OffsetReset::Earliest;
         cc.group_id = Some("billing".into());

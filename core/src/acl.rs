@@ -81,6 +81,9 @@ named_enum!(
         Delete => "Delete",
         Describe => "Describe",
         Alter => "Alter",
+        // Replication between brokers: a follower's fetch and OffsetForLeaderEpoch (Kafka's
+        // CLUSTER_ACTION on the cluster; the inter-broker user is a super user).
+        ClusterAction => "ClusterAction",
     }
 );
 named_enum!(
