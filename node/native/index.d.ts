@@ -139,6 +139,8 @@ export interface JsDecodedRecord {
   timestampType: string
   key?: Buffer
   value?: Buffer
+  /** Magic 2 records' headers, in order (empty for magic 0/1). */
+  headers: Array<JsHeader>
 }
 
 /** The outcomes of one `send`, in columns (record `i` at index `i`). */
@@ -180,6 +182,12 @@ export interface JsGroupListing {
 export interface JsGroupMembership {
   memberId: string
   generation: number
+}
+
+/** One record header: a UTF-8 key (keys may repeat) and a value that may be null. */
+export interface JsHeader {
+  key: string
+  value?: Buffer
 }
 
 export interface JsListedOffset {
@@ -273,6 +281,11 @@ export interface JsRecordBatch {
   /** The values likewise. */
   values: Buffer
   valueLengths: Int32Array
+  /** Headers, as in [`JsRecordColumns`] (absent when no record of the poll has any). */
+  headerCounts?: Uint32Array
+  headerKeys?: Array<string>
+  headerValues?: Buffer
+  headerValueLengths?: Int32Array
 }
 
 /**
@@ -294,6 +307,15 @@ export interface JsRecordColumns {
   keyLengths?: Int32Array
   /** Record `i`'s create time, ms since the epoch as a decimal string; null or absent: now. */
   timestamps?: Array<string | undefined | null>
+  /**
+   * Headers (absent: no record has any): record `i` has the next `headerCounts[i]` of
+   * `headerKeys`, whose values are end to end in `headerValues` (`headerValueLengths`, -1
+   * for null).
+   */
+  headerCounts?: Uint32Array
+  headerKeys?: Array<string>
+  headerValues?: Buffer
+  headerValueLengths?: Int32Array
 }
 
 /** The failure of record `index` of a `send`. */

@@ -18,12 +18,28 @@ export interface SluicewayConfig {
   [kafkaKey: string]: unknown
 }
 
+/**
+ * Kafka record headers, as kafkajs takes them: a value per key, or an array of values for a key
+ * that repeats (sent in that order); `null`/`undefined` values are null headers.
+ */
+export interface IHeaders {
+  [key: string]: Buffer | string | null | undefined | Array<Buffer | string | null>
+}
+
+/** Consumed record headers: `Buffer` values (`null` for a null header); a repeated key's values
+ * come as an array, in order. */
+export interface IConsumedHeaders {
+  [key: string]: Buffer | null | Array<Buffer | null>
+}
+
 export interface Message {
   key?: Value
   value: Value
   partition?: number
   /** Create time, ms since the epoch (decimal string or safe integer). */
   timestamp?: string | number
+  /** Record headers: the message is written as a magic 2 batch (Kafka's RecordBatch v2). */
+  headers?: IHeaders
 }
 
 export interface RecordMetadata {
@@ -49,6 +65,8 @@ export interface KafkaMessage {
   offset: string
   timestamp: string
   timestampType: string
+  /** `{}` for a record without headers (all magic 0/1 records). */
+  headers: IConsumedHeaders
 }
 
 export interface EachMessagePayload {
@@ -198,6 +216,38 @@ class PollRecords {
   timestamp(i: number): string {
     return decimal(this.b.timestamps, this.b.timestampsText, this.timestampCache, i, false) as string
   }
+
+  private headerFirst?: Uint32Array
+  private headerValueStarts?: Int32Array
+
+  headers(i: number): IConsumedHeaders {
+    const out: IConsumedHeaders = {}
+    const counts = this.b.headerCounts
+    const keys = this.b.headerKeys
+    const values = this.b.headerValues
+    const lengths = this.b.headerValueLengths
+    if (!counts || !keys || !values || !lengths || counts[i] === 0) return out
+    if (!this.headerFirst) {
+      this.headerFirst = new Uint32Array(counts.length)
+      let at = 0
+      for (let r = 0; r < counts.length; r++) {
+        this.headerFirst[r] = at
+        at += counts[r]
+      }
+    }
+    const at = (this.headerValueStarts ??= starts(lengths))
+    const first = this.headerFirst[i]
+    for (let h = first; h < first + counts[i]; h++) {
+      const len = lengths[h]
+      const value = len < 0 ? null : values.subarray(at[h], at[h] + len)
+      const key = keys[h]
+      const seen = out[key]
+      if (seen === undefined) out[key] = value
+      else if (Array.isArray(seen)) seen.push(value)
+      else out[key] = [seen, value]
+    }
+    return out
+  }
 }
 
 /**
@@ -245,8 +295,25 @@ class PolledMessage implements KafkaMessage {
     return this.#poll.b.logAppendTime[this.#i] ? 'LogAppendTime' : 'CreateTime'
   }
 
+  #headers: IConsumedHeaders | undefined = undefined
+
+  get headers(): IConsumedHeaders {
+    return (this.#headers ??= this.#poll.headers(this.#i))
+  }
+
+  set headers(h: IConsumedHeaders) {
+    this.#headers = h
+  }
+
   toJSON(): KafkaMessage {
-    return { key: this.key, value: this.value, offset: this.offset, timestamp: this.timestamp, timestampType: this.timestampType }
+    return {
+      key: this.key,
+      value: this.value,
+      offset: this.offset,
+      timestamp: this.timestamp,
+      timestampType: this.timestampType,
+      headers: this.headers,
+    }
   }
 
   [inspectCustom](): KafkaMessage {
@@ -494,6 +561,7 @@ function columns(groups: Array<{ argument: string; topic: string; messages: unkn
   const topicIndex = groups.length > 1 ? new Uint32Array(n) : undefined
   let partitions: Int32Array | undefined
   let timestamps: Array<string | null> | undefined
+  let hs: HeaderColumns | undefined
   let valueBytes = 0
   let keyBytes = 0
   let i = 0
@@ -528,9 +596,14 @@ function columns(groups: Array<{ argument: string; topic: string; messages: unkn
         timestamps ??= new Array<string | null>(n).fill(null)
         timestamps[i] = int64(`${argument}[${j}].timestamp`, o.timestamp)
       }
+      if (o.headers !== undefined && o.headers !== null) {
+        hs ??= { counts: new Uint32Array(n), keys: [], values: [], lengths: [], bytes: 0 }
+        hs.counts[i] = headerColumns(`${argument}[${j}].headers`, o.headers, hs)
+      }
       if (topicIndex) topicIndex[i] = t
     }
   }
+  const headerLengths = hs && Int32Array.from(hs.lengths)
   return {
     topics: groups.map((g) => g.topic),
     topicIndex,
@@ -540,7 +613,48 @@ function columns(groups: Array<{ argument: string; topic: string; messages: unkn
     keys: ks && concat(ks, keyLengths, keyBytes),
     keyLengths: ks && keyLengths,
     timestamps,
+    headerCounts: hs?.counts,
+    headerKeys: hs?.keys,
+    headerValues: hs && headerLengths && concat(hs.values, headerLengths, hs.bytes),
+    headerValueLengths: headerLengths,
   }
+}
+
+/** The headers of a send in columns (see `columns`). */
+interface HeaderColumns {
+  counts: Uint32Array
+  keys: string[]
+  values: Array<Buffer | string | undefined>
+  lengths: number[]
+  bytes: number
+}
+
+/** Appends one message's headers (kafkajs's `IHeaders`: an array value is a repeated key) to
+ * `hs`; returns how many. */
+function headerColumns(argument: string, headers: unknown, hs: HeaderColumns): number {
+  const o = obj(argument, headers)
+  let count = 0
+  for (const key of Object.keys(o)) {
+    const v = o[key]
+    const list = Array.isArray(v) ? v : [v]
+    for (let h = 0; h < list.length; h++) {
+      const x = list[h]
+      const len =
+        x === null || x === undefined
+          ? -1
+          : Buffer.isBuffer(x)
+            ? x.length
+            : typeof x === 'string'
+              ? Buffer.byteLength(x)
+              : fail(`${argument}[${JSON.stringify(key)}]`, 'a Buffer, a string or null', x)
+      hs.keys.push(key)
+      hs.lengths.push(len)
+      hs.values.push(len >= 0 ? (x as Buffer | string) : undefined)
+      if (len > 0) hs.bytes += len
+      count++
+    }
+  }
+  return count
 }
 
 /** The bytes a key or value takes (-1: null); anything but a Buffer, a string or null is a

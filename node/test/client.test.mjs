@@ -115,13 +115,40 @@ test('int64 timestamps beyond 2^53 come back exact from send and from a poll; me
   const got = await collect(consumer, stamps.length)
   await consumer.disconnect()
   assert.deepEqual(got.map(({ message: m }) => m.toJSON()), stamps.map((timestamp, i) => ({
-    key: i % 2 ? null : Buffer.from(`k${i}`), value: Buffer.from(`v${i}`), offset: String(i), timestamp, timestampType: 'CreateTime',
+    key: i % 2 ? null : Buffer.from(`k${i}`), value: Buffer.from(`v${i}`), offset: String(i), timestamp, timestampType: 'CreateTime', headers: {},
   })))
   // A view is made once and kept; kafkajs code that replaces a value may.
   const m = got[0].message
   assert.equal(m.value, m.value)
   m.value = Buffer.from('replaced')
   assert.equal(m.value.toString(), 'replaced')
+})
+
+test('record headers as kafkajs gives them: repeated keys as arrays, null values, beside messages without', async () => {
+  await admin.createTopics({ topics: [{ topic: 'headers', numPartitions: 1 }] })
+  const producer = client.producer()
+  await producer.send({
+    topic: 'headers',
+    messages: [
+      { value: 'h1', headers: { trace: 't1', multi: ['a', Buffer.from('b')], none: null } },
+      { value: 'plain' },
+      { value: 'h2', headers: { 'content-type': Buffer.from('text/plain') } },
+    ],
+  })
+  await assert.rejects(
+    producer.send({ topic: 'headers', messages: [{ value: 'x', headers: { bad: 42 } }] }),
+    (e) => e instanceof TypeError && /messages\[0\]\.headers\["bad"\]/.test(e.message),
+  )
+  await producer.disconnect()
+  const consumer = client.consumer()
+  await consumer.assign({ partitions: [{ topic: 'headers', partition: 0 }], fromBeginning: true })
+  const got = await collect(consumer, 3)
+  await consumer.disconnect()
+  assert.deepEqual(got.map(({ message: m }) => [m.value.toString(), m.headers]), [
+    ['h1', { trace: Buffer.from('t1'), multi: [Buffer.from('a'), Buffer.from('b')], none: null }],
+    ['plain', {}],
+    ['h2', { 'content-type': Buffer.from('text/plain') }],
+  ])
 })
 
 test('a bad per-send acks or compression is a TypeError naming it, and sends nothing', async () => {

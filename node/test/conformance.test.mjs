@@ -113,6 +113,9 @@ test('C4 golden vectors decode to the JSON beside each file', () => {
       if (e.timestamp_type !== null) assert.equal(r.timestampType, e.timestamp_type, `${f} timestamp type`)
       assert.equal(r.key === null || r.key === undefined ? null : r.key.toString('base64'), e.key, `${f} key`)
       assert.equal(r.value === null || r.value === undefined ? null : r.value.toString('base64'), e.value, `${f} value`)
+      // Magic 2 vectors list headers, in order; magic 0/1 records have none.
+      const headers = r.headers.map((h) => [h.key, h.value === null || h.value === undefined ? null : h.value.toString('base64')])
+      assert.deepEqual(headers, (e.headers ?? []).map((h) => [h.key, h.value]), `${f} headers`)
     })
   }
 })

@@ -37,7 +37,7 @@ use napi_derive::napi;
 use sluiceway_core::client::{
     Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
     OffsetSpec, PartitionOffset, Producer, ProducerConfig, ProducerRecord, RebalanceEvent,
-    SendSettings, TimestampType, TopicMetadata, TopicPartition,
+    RecordHeader, SendSettings, TimestampType, TopicMetadata, TopicPartition,
 };
 use sluiceway_core::limits::CONSUMER_POLL_TIMEOUT_MS_DEFAULT;
 use sluiceway_core::{Error, ErrorCode, Offset};
@@ -211,6 +211,13 @@ pub struct JsRecordColumns {
     pub key_lengths: Option<Int32Array>,
     /// Record `i`'s create time, ms since the epoch as a decimal string; null or absent: now.
     pub timestamps: Option<Vec<Option<String>>>,
+    /// Headers (absent: no record has any): record `i` has the next `headerCounts[i]` of
+    /// `headerKeys`, whose values are end to end in `headerValues` (`headerValueLengths`, -1
+    /// for null).
+    pub header_counts: Option<Uint32Array>,
+    pub header_keys: Option<Vec<String>>,
+    pub header_values: Option<Buffer>,
+    pub header_value_lengths: Option<Int32Array>,
 }
 
 /// Cuts `data` into one piece per length (-1: null), all sharing one copy of the bytes.
@@ -271,6 +278,7 @@ fn producer_records(c: JsRecordColumns) -> napi::Result<Vec<ProducerRecord>> {
     if let Some(t) = &c.timestamps {
         check_len("timestamps", t.len())?;
     }
+    let mut headers = record_headers(&c, n)?.into_iter();
     let mut records = Vec::with_capacity(n);
     for (i, (value, key)) in values.into_iter().zip(keys).enumerate() {
         let t = c.topic_index.as_ref().map_or(0, |t| t[i] as usize);
@@ -288,10 +296,60 @@ fn producer_records(c: JsRecordColumns) -> napi::Result<Vec<ProducerRecord>> {
             key,
             value,
             timestamp,
-            headers: Vec::new(),
+            headers: headers.next().unwrap_or_default(),
         });
     }
     Ok(records)
+}
+
+/// Each record's headers from the header columns (all empty when there are none).
+fn record_headers(c: &JsRecordColumns, n: usize) -> napi::Result<Vec<Vec<RecordHeader>>> {
+    let (Some(counts), Some(keys), Some(values), Some(lengths)) = (
+        &c.header_counts,
+        &c.header_keys,
+        &c.header_values,
+        &c.header_value_lengths,
+    ) else {
+        if c.header_counts.is_some()
+            || c.header_keys.is_some()
+            || c.header_values.is_some()
+            || c.header_value_lengths.is_some()
+        {
+            return Err(bad_argument(
+                "headerCounts, headerKeys, headerValues and headerValueLengths go together".into(),
+            ));
+        }
+        return Ok(Vec::new());
+    };
+    if counts.len() != n {
+        return Err(bad_argument(format!(
+            "headerCounts: {} entries for {n} records",
+            counts.len()
+        )));
+    }
+    let values = split("headerValues", values, lengths)?;
+    let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    if total != keys.len() as u64 || values.len() != keys.len() {
+        return Err(bad_argument(format!(
+            "headers: the counts add up to {total}, with {} keys and {} values",
+            keys.len(),
+            values.len()
+        )));
+    }
+    let mut pairs = keys.iter().zip(values);
+    Ok(counts
+        .iter()
+        .map(|&count| {
+            pairs
+                .by_ref()
+                .take(count as usize)
+                .map(|(key, value)| RecordHeader {
+                    key: key.clone(),
+                    value,
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// A per-send setting (`argument`, read by `parse` as the config key reads it); absent: the
@@ -556,6 +614,11 @@ pub struct JsRecordBatch {
     /// The values likewise.
     pub values: Buffer,
     pub value_lengths: Int32Array,
+    /// Headers, as in [`JsRecordColumns`] (absent when no record of the poll has any).
+    pub header_counts: Option<Uint32Array>,
+    pub header_keys: Option<Vec<String>>,
+    pub header_values: Option<Buffer>,
+    pub header_value_lengths: Option<Int32Array>,
 }
 
 /// Appends `b` to `data` and its length (-1 for none) to `lengths`.
@@ -610,6 +673,26 @@ fn record_batch(records: &[ConsumerRecord]) -> JsRecordBatch {
     }
     let (offsets, offsets_text) = offsets.finish();
     let (timestamps, timestamps_text) = timestamps.finish();
+    let (header_counts, header_keys, header_values, header_value_lengths) =
+        if records.iter().any(|r| !r.headers.is_empty()) {
+            let mut counts = Vec::with_capacity(n);
+            let (mut keys, mut values, mut lengths) = (Vec::new(), Vec::new(), Vec::new());
+            for r in records {
+                counts.push(r.headers.len() as u32);
+                for h in &r.headers {
+                    keys.push(h.key.clone());
+                    push_bytes(&mut values, &mut lengths, &h.value);
+                }
+            }
+            (
+                Some(counts.into()),
+                Some(keys),
+                Some(values.into()),
+                Some(lengths.into()),
+            )
+        } else {
+            (None, None, None, None)
+        };
     JsRecordBatch {
         topics,
         topic_index: topic_index.into(),
@@ -623,6 +706,10 @@ fn record_batch(records: &[ConsumerRecord]) -> JsRecordBatch {
         key_lengths: key_lengths.into(),
         values: values.into(),
         value_lengths: value_lengths.into(),
+        header_counts,
+        header_keys,
+        header_values,
+        header_value_lengths,
     }
 }
 
@@ -1111,6 +1198,16 @@ pub struct JsDecodedRecord {
     pub timestamp_type: String,
     pub key: Option<Buffer>,
     pub value: Option<Buffer>,
+    /// Magic 2 records' headers, in order (empty for magic 0/1).
+    pub headers: Vec<JsHeader>,
+}
+
+/// One record header: a UTF-8 key (keys may repeat) and a value that may be null.
+#[napi(object)]
+#[allow(missing_debug_implementations)] // napi's `Buffer` has no `Debug`.
+pub struct JsHeader {
+    pub key: String,
+    pub value: Option<Buffer>,
 }
 
 /// Decodes a stored message set (every CRC checked, wrappers decompressed): the core's
@@ -1126,6 +1223,14 @@ pub fn decode_message_set(set: Buffer) -> napi::Result<Vec<JsDecodedRecord>> {
             timestamp_type: timestamp_type_name(r.timestamp_type),
             key: r.key.map(|k| Buffer::from(k.to_vec())),
             value: r.value.map(|v| Buffer::from(v.to_vec())),
+            headers: r
+                .headers
+                .iter()
+                .map(|h| JsHeader {
+                    key: h.key.to_owned(),
+                    value: h.value.map(|v| Buffer::from(v.to_vec())),
+                })
+                .collect(),
         });
     })
     .map_err(reject)?;
