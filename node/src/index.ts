@@ -388,8 +388,9 @@ export class Sluiceway {
 export interface ProducerOptions {
   /** `-1`/`'all'`, `1` or `0` (the core's `acks`). */
   acks?: number | string
-  /** `none`, `gzip`, `snappy`, `lz4`, `zstd` (the core's `compression.type`); see `CompressionTypes`. */
-  compression?: string
+  /** `none`, `gzip`, `snappy`, `lz4`, `zstd` (the core's `compression.type`; see
+   * `CompressionTypes`), or kafkajs's numeric code 0–4. */
+  compression?: string | number
   [kafkaKey: string]: unknown
 }
 
@@ -402,11 +403,23 @@ export const CompressionTypes = {
   ZSTD: 'zstd',
 } as const
 
+/** kafkajs's numeric `CompressionTypes` codes (also the attribute bits of the format). */
+const COMPRESSION_CODES = ['none', 'gzip', 'snappy', 'lz4', 'zstd'] as const
+
+/** A codec name, or kafkajs's numeric code (0–4) for code ported from kafkajs. */
+function compressionName(argument: string, v: unknown): string {
+  if (typeof v === 'number') {
+    const name = Number.isInteger(v) ? COMPRESSION_CODES[v] : undefined
+    return name ?? fail(argument, "a codec name or kafkajs's CompressionTypes code 0-4", v)
+  }
+  return str(argument, v)
+}
+
 function producerConfig(o: Record<string, unknown>): Record<string, string> {
   const c = kafkaKeys('options', o)
   const acks = optAcks('options.acks', o.acks)
   if (acks !== undefined) c.acks = acks
-  if (o.compression !== undefined) c['compression.type'] = str('options.compression', o.compression)
+  if (o.compression !== undefined) c['compression.type'] = compressionName('options.compression', o.compression)
   return c
 }
 
@@ -426,7 +439,7 @@ export interface ProducerRecord {
   topic: string
   messages: Message[]
   acks?: number | string
-  compression?: string
+  compression?: string | number
 }
 
 /** What `send`/`sendBatch` pass on besides the records: per-send settings, parsed by the binding. */
@@ -438,7 +451,7 @@ interface SendSettings {
 function sendSettings(argument: string, o: Record<string, unknown>): SendSettings {
   return {
     acks: optAcks(`${argument}.acks`, o.acks),
-    compression: o.compression === undefined || o.compression === null ? undefined : str(`${argument}.compression`, o.compression),
+    compression: o.compression === undefined || o.compression === null ? undefined : compressionName(`${argument}.compression`, o.compression),
   }
 }
 
@@ -463,7 +476,7 @@ export class Producer {
   }
 
   /** `send` for several topics, still one native call. */
-  async sendBatch(batch: { topicMessages: Array<{ topic: string; messages: Message[] }>; acks?: number | string; compression?: string }): Promise<RecordMetadata[]> {
+  async sendBatch(batch: { topicMessages: Array<{ topic: string; messages: Message[] }>; acks?: number | string; compression?: string | number }): Promise<RecordMetadata[]> {
     const b = obj('batch', batch)
     const settings = sendSettings('batch', b)
     const groups = array('batch.topicMessages', b.topicMessages).map((tm, i) => {
