@@ -2999,15 +2999,23 @@ public struct ProducerRecord: Equatable, Hashable {
     public var key: Data?
     public var partition: Int32?
     public var timestamp: Int64?
+    /**
+     * Kafka's record headers, in order (keys may repeat): the record goes in a magic 2 batch.
+     */
+    public var headers: [RecordHeader]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(topic: String, value: Data? = nil, key: Data? = nil, partition: Int32? = nil, timestamp: Int64? = nil) {
+    public init(topic: String, value: Data? = nil, key: Data? = nil, partition: Int32? = nil, timestamp: Int64? = nil, 
+        /**
+         * Kafka's record headers, in order (keys may repeat): the record goes in a magic 2 batch.
+         */headers: [RecordHeader] = []) {
         self.topic = topic
         self.value = value
         self.key = key
         self.partition = partition
         self.timestamp = timestamp
+        self.headers = headers
     }
 
     
@@ -3030,7 +3038,8 @@ public struct FfiConverterTypeProducerRecord: FfiConverterRustBuffer {
                 value: FfiConverterOptionData.read(from: &buf), 
                 key: FfiConverterOptionData.read(from: &buf), 
                 partition: FfiConverterOptionInt32.read(from: &buf), 
-                timestamp: FfiConverterOptionInt64.read(from: &buf)
+                timestamp: FfiConverterOptionInt64.read(from: &buf), 
+                headers: FfiConverterSequenceTypeRecordHeader.read(from: &buf)
         )
     }
 
@@ -3040,6 +3049,7 @@ public struct FfiConverterTypeProducerRecord: FfiConverterRustBuffer {
         FfiConverterOptionData.write(value.key, into: &buf)
         FfiConverterOptionInt32.write(value.partition, into: &buf)
         FfiConverterOptionInt64.write(value.timestamp, into: &buf)
+        FfiConverterSequenceTypeRecordHeader.write(value.headers, into: &buf)
     }
 }
 
