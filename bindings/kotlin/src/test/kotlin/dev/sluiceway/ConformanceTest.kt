@@ -220,6 +220,31 @@ class ConformanceTest {
         assertContains(assertThrows<SluicewayArgumentException> { Producer("bootstrap.servers" to bootstrap, "no.such.key" to "1") }.message!!, "no.such.key")
     }
 
+    /** Record headers (issue #14): in order, repeated keys and null values kept; a record
+     *  without headers beside them. */
+    @Test
+    fun headersRoundTrip() = runBlocking {
+        val t = TestBroker.newTopic(1)
+        val headers = listOf(
+            RecordHeader("trace", "t1".toByteArray()),
+            RecordHeader("null", null),
+            RecordHeader("trace", "again".toByteArray()),
+        )
+        Producer("bootstrap.servers" to bootstrap).use { p ->
+            p.send(ProducerRecord(t, "h".toByteArray(), null, 0, null, headers))
+            p.send(rec(t, "plain", partition = 0))
+        }
+        Consumer("bootstrap.servers" to bootstrap, "auto.offset.reset" to "earliest").use { c ->
+            c.assign(listOf(tp(t, 0)))
+            val got = consume(c, 2)
+            assertEquals(
+                listOf("trace" to "t1", "null" to null, "trace" to "again"),
+                got[0].headers.map { it.key to it.value?.let { v -> String(v) } },
+            )
+            assertEquals(emptyList<RecordHeader>(), got[1].headers)
+        }
+    }
+
     @Test
     fun c11Compression() {
         val t = TestBroker.newTopic(5)
