@@ -190,8 +190,15 @@ fn broker_ids(r: &EtcdRegistry) -> Vec<u32> {
     r.brokers().unwrap().iter().map(|b| b.id.0).collect()
 }
 
-/// All registries agree on one controller: it is returned.
+/// All registries agree on one controller, and each sees every one of them registered (a topic
+/// created right after places replicas on all of them): the controller is returned.
 fn agreed_controller(registries: &[&Arc<EtcdRegistry>]) -> BrokerId {
+    wait_for("every broker registered and seen by every broker", || {
+        registries
+            .iter()
+            .all(|r| r.brokers().is_ok_and(|b| b.len() >= registries.len()))
+            .then_some(())
+    });
     wait_for("one controller seen by every broker", || {
         let seen: BTreeSet<Option<BrokerId>> = registries.iter().map(|r| r.controller()).collect();
         match seen.into_iter().collect::<Vec<_>>()[..] {
