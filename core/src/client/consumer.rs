@@ -12,8 +12,12 @@
 //!   partitions per request, one request per leader, while fewer than `fetch.max.bytes` (at
 //!   most [`CONSUMER_BUFFER_BYTES_MAX`]) bytes are buffered, so `poll` usually returns without a
 //!   round trip; paused partitions are not fetched;
-//! - a fetched compressed wrapper may start before the fetch offset: records below it are
-//!   skipped; every record is deep-decoded with [`for_each_record`] (CRCs checked);
+//! - the fetcher reads only a fetched set's framing (its last offset: where the next fetch
+//!   starts); the `poll` that reaches the set deep-decodes it with [`for_each_record`] (CRCs
+//!   checked), so the next fetch is on the wire meanwhile. A compressed wrapper may start before
+//!   the fetch offset: records below it are skipped. A set that fails to decode stops its
+//!   partition there (later chunks go stale, `poll` reports the error, fetching restarts at the
+//!   position);
 //! - OFFSET_OUT_OF_RANGE applies `auto.offset.reset`; NOT_LEADER / unknown partition /
 //!   connection errors refresh metadata and retry after `retry.backoff.ms`; an answer whose
 //!   result count does not match the request is retried the same way (never trusted).
