@@ -1,6 +1,6 @@
 //! The `sluiceway` command line: `broker`, `topic create|list|describe|delete`, `produce`,
 //! `consume`, `group list|describe`, `user add|delete|list`, `acl add|remove|list`
-//! (client security settings from `--command-config FILE`), `bench produce|consume` ([`crate::bench`]). Errors print one line to stderr, `error: CODE: message`,
+//! (client security settings from `--command-config FILE`), `bench produce|consume` ([`bench`]). Errors print one line to stderr, `error: CODE: message`,
 //! and exit non-zero.
 //!
 //! **API boundary:** `produce` and `consume` are thin shells over the client core
@@ -28,10 +28,12 @@ use sluiceway_core::client::{
     NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord, RecordHeader, TopicPartition,
 };
 use sluiceway_core::limits::{
-    CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, CLI_UNACKED_MESSAGES_MAX,
+    CLI_BATCH_BYTES_MAX, CLI_BATCH_MESSAGES_MAX, CLI_CONSUME_POLL_MS, CLI_UNACKED_MESSAGES_MAX,
 };
 use sluiceway_core::topic::parse_key_value;
 use sluiceway_core::{Error, ErrorCode, Offset, Result};
+
+pub mod bench;
 
 use crate::config::{BrokerArgs, BrokerConfig};
 
@@ -75,7 +77,7 @@ enum Command {
         command: AclCommand,
     },
     /// Measure produce or consume throughput and latency (messages/s, MB/s, p50/p99/p99.9).
-    Bench(crate::bench::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -461,7 +463,7 @@ async fn run_client(command: Command) -> Result<ExitCode> {
         Command::Produce(args) => produce(args).await,
         Command::Consume(args) => consume(args).await,
         Command::Group { command } => group(command).await,
-        Command::Bench(args) => crate::bench::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::User { command } => user(command).await,
         Command::Acl { command } => acl(command).await,
     }
@@ -956,10 +958,6 @@ fn render(record: &ConsumerRecord, format: Format, base64: bool) -> Vec<u8> {
     }
 }
 
-/// How long one `poll` waits when `--timeout-ms` is not given (the loop then runs until a
-/// signal or `--max-messages`).
-const CONSUME_POLL_MS: u64 = 1_000;
-
 /// `sluiceway consume`: the client core's [`Consumer`], standalone (`assign`: one or every
 /// partition) or a group member (`subscribe`). Records are printed as `poll` returns them;
 /// on exit the consumer is closed, which commits (local store and/or group) the positions
@@ -1069,7 +1067,7 @@ async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
             let wait = match args.timeout_ms.map(Duration::from_millis) {
                 Some(t) if idle >= t => return Ok(()),
                 Some(t) => t - idle,
-                None => Duration::from_millis(CONSUME_POLL_MS),
+                None => Duration::from_millis(CLI_CONSUME_POLL_MS),
             };
             let polled = Instant::now();
             let batch = tokio::select! {
