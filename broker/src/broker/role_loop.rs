@@ -11,6 +11,7 @@ use sluiceway_core::limits::ROLE_RECHECK_INTERVAL_MS;
 use tracing::warn;
 
 use super::Broker;
+use crate::errors::blocking;
 
 impl Broker {
     /// One role pass (blocking: file I/O); the caller holds the admin lock. `first` marks the
@@ -55,12 +56,8 @@ pub async fn run_role_loop(broker: Arc<Broker>) {
         changes.borrow_and_update();
         let admin = broker.admin_lock.lock().await;
         let b = broker.clone();
-        match tokio::task::spawn_blocking(move || b.apply_registry(false)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(error = %e, "applying the registry failed; retrying on the next change")
-            }
-            Err(e) => warn!(error = %e, "the role pass failed"),
+        if let Err(e) = blocking(move || b.apply_registry(false)).await {
+            warn!(error = %e, "applying the registry failed; retrying on the next change");
         }
         drop(admin);
     }

@@ -5,7 +5,7 @@
 //! - **Role** (behind `role`): [`Role::Leader`] holds core's sans-IO [`LeaderState`] (follower
 //!   end offsets, ISR, high watermark); [`Role::Follower`] names the leader and epoch followed
 //!   and where the fetcher is with it (truncated yet? paused?); [`Role::None`] while no leader
-//!   is known. The role loop ([`crate::roles`]) sets it from the registry; the leader epoch the
+//!   is known. The role pass ([`super::roles`]) sets it from the registry; the leader epoch the
 //!   registry holds is `leader_epoch`, used to fence requests that carry one.
 //! - **Append gate**: every append (leader or follower) and every truncation holds `append_gate`
 //!   for reading and re-checks the role under it; a role change holds it for writing. So no

@@ -53,7 +53,7 @@ pub mod service;
 
 use crate::broker::{Broker, open_registry, run_role_loop};
 use crate::config::BrokerConfig;
-use crate::errors::internal;
+use crate::errors::blocking;
 use crate::replication::run_isr_timer;
 use crate::security::{Authenticate, Authorizer, RefusePlaintext};
 use service::Service;
@@ -272,9 +272,7 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
     let registry = open_registry(&config).await?;
     let broker = {
         let (config, registry) = (config.clone(), registry.clone());
-        tokio::task::spawn_blocking(move || Broker::open(config, registry))
-            .await
-            .map_err(|e| internal(format!("opening the broker failed: {e}")))??
+        blocking(move || Broker::open(config, registry)).await?
     };
     let broker = Arc::new(broker);
     let listener = TcpListener::bind(listen)
@@ -289,18 +287,14 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
         .unwrap_or_else(|| bound.to_string());
     {
         let (b, a) = (broker.clone(), advertised.clone());
-        tokio::task::spawn_blocking(move || b.registry.register_broker(b.config.broker_id, &a))
-            .await
-            .map_err(|e| internal(format!("registering failed: {e}")))??;
+        blocking(move || b.registry.register_broker(b.config.broker_id, &a)).await?;
     }
     // Open the assigned partitions and take their roles before serving, so the first requests
     // find them.
     {
         let b = broker.clone();
         let admin = broker.admin_lock.lock().await;
-        tokio::task::spawn_blocking(move || b.apply_registry(true))
-            .await
-            .map_err(|e| internal(format!("applying the registry failed: {e}")))??;
+        blocking(move || b.apply_registry(true)).await?;
         drop(admin);
     }
 

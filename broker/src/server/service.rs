@@ -6,19 +6,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluiceway_core::ErrorCode;
+use sluiceway_core::acl::{AclBinding, AclOperation, CLUSTER_RESOURCE_NAME, ResourceType};
+use sluiceway_core::scram::{ScramCredential, validate_username};
 use sluiceway_core::topic::validate_topic_name;
+use sluiceway_core::wire::{acl_from_proto, acl_to_proto};
 use sluiceway_proto::v1;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
-use crate::errors::{status, status_from_error};
+use crate::errors::{blocking, status_from_error};
 use crate::groups::check_group_id;
 use crate::metrics::RequestMetrics;
 use crate::security::{Authorizer, Principal, principal_of};
-use sluiceway_core::acl::{AclBinding, AclOperation, CLUSTER_RESOURCE_NAME, ResourceType};
-use sluiceway_core::scram::{ScramCredential, validate_username};
-use sluiceway_core::wire::{acl_from_proto, acl_to_proto};
 
 /// Implements the Log, Admin, Registry and Group services over one broker.
 #[derive(Debug, Clone)]
@@ -55,9 +54,8 @@ impl Service {
         + 'static,
     ) -> Result<T, Status> {
         let registry = self.broker.registry.clone();
-        tokio::task::spawn_blocking(move || f(registry.as_ref()))
+        blocking(move || f(registry.as_ref()))
             .await
-            .map_err(|e| status(ErrorCode::UnknownServerError, format!("registry task: {e}")))?
             .map_err(|e| status_from_error(&e))
     }
 }
@@ -361,11 +359,10 @@ impl Service {
         self.check_cluster(&who, AclOperation::Alter)?;
         validate_username(&req.name).map_err(|e| status_from_error(&e))?;
         // PBKDF2 with a fresh salt, off the runtime's workers.
-        let credential = tokio::task::spawn_blocking(move || {
+        let credential = blocking(move || {
             ScramCredential::new(&req.password, req.iterations).map(|c| (req.name, c))
         })
         .await
-        .map_err(|e| status(ErrorCode::UnknownServerError, format!("hashing task: {e}")))?
         .map_err(|e| status_from_error(&e))?;
         let (name, credential) = credential;
         self.registry_call(move |r| r.put_credential(&name, &credential))
