@@ -475,8 +475,11 @@ pub const CONSUMER_EVENTS_MAX: usize = 64;
 /// a producer has at most this many requests in flight per partition).
 pub const PRODUCER_BATCHES_RETAINED: usize = 5;
 /// Idempotent producers one partition tracks at once: bounds the table's memory (about 300 bytes
-/// a producer) and a snapshot's size.
+/// a producer) and a snapshot's size. A new producer past it evicts the least recent one.
 pub const PRODUCER_STATE_PRODUCERS_MAX: usize = 65_536;
+/// Bytes per read when the producer state is rebuilt from the log (on open after a crash, or a
+/// truncation): the replay's memory bound.
+pub const PRODUCER_STATE_REPLAY_BYTES: u32 = 1 << 20;
 
 // ---- Security (TLS, SASL credentials, ACLs) ----
 
