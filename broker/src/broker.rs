@@ -103,6 +103,8 @@ pub struct Broker {
     pub(crate) follower_roles: watch::Sender<u64>,
     /// Source brokers that have a fetcher task.
     pub(crate) fetchers: std::sync::Mutex<HashSet<BrokerId>>,
+    /// Idempotent producer ids, served from a block allocated through the registry.
+    pub(crate) producer_ids: crate::producer_ids::ProducerIds,
 }
 
 /// A per-partition failure: its code and message.
@@ -185,6 +187,7 @@ impl Broker {
         let replication = ReplicationConfig {
             replica_lag_time_max_ms: config.replica_lag_time_max_ms,
         };
+        let producer_ids = crate::producer_ids::ProducerIds::new(registry.clone());
         Ok(Broker {
             _lock: lock,
             config,
@@ -203,6 +206,7 @@ impl Broker {
             applied: watch::channel(0).0,
             follower_roles: watch::channel(0).0,
             fetchers: std::sync::Mutex::new(HashSet::new()),
+            producer_ids,
         })
     }
 
@@ -1117,6 +1121,14 @@ pub(crate) fn leader_append(
         {
             p.advance_high_watermark(hw);
         }
+    }
+    if info.duplicate {
+        // An idempotent producer's retry: answered with the first offsets, nothing written.
+        debug!(topic = %p.topic, partition = p.partition, base_offset = info.base_offset.0,
+            "duplicate batch answered with its first offsets");
+        p.duplicate_batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Ok((info, leadership));
     }
     p.publish_log_end();
     p.produced_messages

@@ -29,6 +29,7 @@ pub mod errors;
 pub mod fetcher;
 pub mod groups;
 pub mod metrics;
+mod producer_ids;
 pub mod partition;
 pub mod replica;
 pub mod roles;

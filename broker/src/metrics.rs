@@ -73,6 +73,7 @@ pub struct Metrics {
     pub produce: RequestMetrics,
     pub fetch: RequestMetrics,
     pub list_offsets: RequestMetrics,
+    pub init_producer_id: RequestMetrics,
     pub metadata: RequestMetrics,
     pub admin: RequestMetrics,
     /// Group requests except JoinGroup.
@@ -103,10 +104,11 @@ fn escape(label: &str) -> String {
 pub fn render(broker: &Broker) -> String {
     let m = &broker.metrics;
     let mut out = String::with_capacity(4096);
-    let kinds: [(&str, &RequestMetrics); 7] = [
+    let kinds: [(&str, &RequestMetrics); 8] = [
         ("produce", &m.produce),
         ("fetch", &m.fetch),
         ("list_offsets", &m.list_offsets),
+        ("init_producer_id", &m.init_producer_id),
         ("metadata", &m.metadata),
         ("admin", &m.admin),
         ("group", &m.group),
@@ -279,6 +281,11 @@ pub fn render(broker: &Broker) -> String {
             "Message-set bytes returned to fetches since the broker started.",
         ),
         (
+            "sluiceway_partition_duplicate_batches_total",
+            "counter",
+            "Idempotent producers' retries answered with their first offsets, nothing written.",
+        ),
+        (
             "sluiceway_partition_replicated_bytes_total",
             "counter",
             "Message-set bytes served to followers (leader) or appended from the leader (follower).",
@@ -301,6 +308,9 @@ pub fn render(broker: &Broker) -> String {
                     }
                     "sluiceway_partition_fetched_bytes_total" => {
                         p.fetched_bytes.load(Ordering::Relaxed)
+                    }
+                    "sluiceway_partition_duplicate_batches_total" => {
+                        p.duplicate_batches.load(Ordering::Relaxed)
                     }
                     _ => p.replicated_bytes.load(Ordering::Relaxed),
                 };

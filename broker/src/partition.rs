@@ -81,6 +81,8 @@ pub struct Partition {
     pub fetched_bytes: AtomicU64,
     /// Bytes served to followers (leader) or appended from the leader (follower).
     pub replicated_bytes: AtomicU64,
+    /// Idempotent producers' retries answered with their first offsets (nothing written).
+    pub duplicate_batches: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,6 +117,7 @@ impl Partition {
             produced_bytes: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
             replicated_bytes: AtomicU64::new(0),
+            duplicate_batches: AtomicU64::new(0),
         }
     }
 

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::atomic_file::write_atomically;
 use crate::error::{Error, ErrorCode, Result};
+pub use crate::format::v2::next_sequence;
 use crate::format::v2::{BatchHeader, NO_PRODUCER_ID};
 use crate::format::{Entries, MAGIC_V2};
 use crate::limits::{PRODUCER_BATCHES_RETAINED, PRODUCER_STATE_PRODUCERS_MAX};
@@ -59,11 +60,6 @@ impl ProducerBatch {
     }
 }
 
-/// `sequence + n`, wrapping from `i32::MAX` to 0 as Kafka's sequences do.
-pub fn next_sequence(sequence: i32, n: i32) -> i32 {
-    let wrapped = i64::from(sequence) + i64::from(n);
-    (wrapped % (i64::from(i32::MAX) + 1)) as i32
-}
 
 /// The verdict on a batch a producer sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
