@@ -244,7 +244,7 @@ pub fn render(broker: &Broker) -> String {
             }
         }
     }
-    let gauges: [(&str, &str, &str); 8] = [
+    let gauges: [(&str, &str, &str); 9] = [
         (
             "sluiceway_partition_log_end_offset",
             "gauge",
