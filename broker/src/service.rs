@@ -158,12 +158,15 @@ impl v1::log_server::Log for Service {
         let started = Instant::now();
         // Any principal the listener admitted may have an id: it grants nothing by itself (every
         // produce still needs Write on its topic), as Kafka decided in KIP-679.
-        let r = self.broker.producer_ids.next().await.map(|producer_id| {
-            v1::InitProducerIdResponse {
-                producer_id,
-                producer_epoch: 0,
-            }
-        });
+        let r =
+            self.broker
+                .producer_ids
+                .next()
+                .await
+                .map(|producer_id| v1::InitProducerIdResponse {
+                    producer_id,
+                    producer_epoch: 0,
+                });
         timed(&self.broker.metrics.init_producer_id, started, r)
     }
 

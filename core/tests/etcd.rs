@@ -638,8 +638,14 @@ fn etcd_producer_id_blocks_are_disjoint_across_brokers() {
     assert!(blocks.len() >= 4, "most allocations succeed: {blocks:?}");
     let distinct: BTreeSet<i64> = blocks.iter().copied().collect();
     assert_eq!(distinct.len(), blocks.len(), "blocks overlap: {blocks:?}");
-    assert!(blocks.iter().all(|b| b % 1000 == 0 && *b >= 0), "{blocks:?}");
+    assert!(
+        blocks.iter().all(|b| b % 1000 == 0 && *b >= 0),
+        "{blocks:?}"
+    );
     // A new session continues after every block handed out.
     let later = broker(&rt, &etcd, 4).allocate_producer_ids(10).unwrap();
-    assert!(blocks.iter().all(|b| later >= b + 1000), "{later} vs {blocks:?}");
+    assert!(
+        blocks.iter().all(|b| later >= b + 1000),
+        "{later} vs {blocks:?}"
+    );
 }

@@ -1305,7 +1305,10 @@ impl Inner {
                         Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision());
                     (first, guard)
                 }
-                None => (0, Compare::create_revision(key.clone(), CompareOp::Equal, 0)),
+                None => (
+                    0,
+                    Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                ),
             };
             let end = super::producer_id_block_end(first, count)?;
             let put = TxnOp::put(key.clone(), end.to_string(), None);

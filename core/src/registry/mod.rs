@@ -175,10 +175,12 @@ pub(crate) fn producer_id_block_end(first: i64, count: u32) -> Result<i64> {
             "producer id block of {count} at {first}"
         )));
     }
-    first.checked_add(i64::from(count)).ok_or_else(|| Error::Remote {
-        code: crate::ErrorCode::UnknownServerError,
-        message: "the cluster has handed out every producer id".into(),
-    })
+    first
+        .checked_add(i64::from(count))
+        .ok_or_else(|| Error::Remote {
+            code: crate::ErrorCode::UnknownServerError,
+            message: "the cluster has handed out every producer id".into(),
+        })
 }
 
 /// Places `partitions` partitions with `replication_factor` copies on `brokers` (sorted, distinct

@@ -60,7 +60,6 @@ impl ProducerBatch {
     }
 }
 
-
 /// The verdict on a batch a producer sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SequenceCheck {
