@@ -63,6 +63,7 @@ pub struct Metrics {
     pub produce: RequestMetrics,
     pub fetch: RequestMetrics,
     pub list_offsets: RequestMetrics,
+    pub init_producer_id: RequestMetrics,
     pub metadata: RequestMetrics,
     pub admin: RequestMetrics,
     /// Group requests except JoinGroup.
@@ -110,6 +111,7 @@ pub struct PartitionSnapshot {
     pub produced_messages: u64,
     pub produced_bytes: u64,
     pub fetched_bytes: u64,
+    pub duplicate_batches: u64,
     pub replicated_bytes: u64,
 }
 
@@ -123,10 +125,11 @@ fn escape(label: &str) -> String {
 /// Renders every metric in the Prometheus text format.
 pub fn render(m: &Metrics, snapshot: &Snapshot) -> String {
     let mut out = String::with_capacity(4096);
-    let kinds: [(&str, &RequestMetrics); 7] = [
+    let kinds: [(&str, &RequestMetrics); 8] = [
         ("produce", &m.produce),
         ("fetch", &m.fetch),
         ("list_offsets", &m.list_offsets),
+        ("init_producer_id", &m.init_producer_id),
         ("metadata", &m.metadata),
         ("admin", &m.admin),
         ("group", &m.group),
@@ -262,7 +265,7 @@ pub fn render(m: &Metrics, snapshot: &Snapshot) -> String {
             );
         }
     }
-    let gauges: [(&str, &str, &str); 8] = [
+    let gauges: [(&str, &str, &str); 9] = [
         (
             "sluiceway_partition_log_end_offset",
             "gauge",
@@ -299,6 +302,11 @@ pub fn render(m: &Metrics, snapshot: &Snapshot) -> String {
             "Message-set bytes returned to fetches since the broker started.",
         ),
         (
+            "sluiceway_partition_duplicate_batches_total",
+            "counter",
+            "Idempotent producers' retries answered with their first offsets, nothing written.",
+        ),
+        (
             "sluiceway_partition_replicated_bytes_total",
             "counter",
             "Message-set bytes served to followers (leader) or appended from the leader (follower).",
@@ -315,6 +323,7 @@ pub fn render(m: &Metrics, snapshot: &Snapshot) -> String {
                 "sluiceway_partition_produced_messages_total" => p.produced_messages,
                 "sluiceway_partition_produced_bytes_total" => p.produced_bytes,
                 "sluiceway_partition_fetched_bytes_total" => p.fetched_bytes,
+                "sluiceway_partition_duplicate_batches_total" => p.duplicate_batches,
                 _ => p.replicated_bytes,
             };
             let _ = writeln!(

@@ -308,6 +308,9 @@ pub struct TestCluster {
     /// Client settings (security.protocol, ssl.*, sasl.*) of a cluster whose listeners need
     /// them ([`TestCluster::start_secure`]); empty for plaintext clusters.
     pub client_settings: Vec<(String, String)>,
+    /// Broker `id`'s `--advertised-address` is `advertised[id - 1]` when given
+    /// ([`TestCluster::start_advertising`]).
+    advertised: Vec<String>,
     pub root: tempfile::TempDir,
 }
 
@@ -337,11 +340,33 @@ impl TestCluster {
         TestCluster::start_with(n, extra, Some(net), Vec::new()).await
     }
 
+    /// Like [`TestCluster::start`], broker `id` advertising `advertised[id - 1]` (for example a
+    /// proxy in front of it) instead of the address it listens on: clients reach it, after
+    /// bootstrapping on the real addresses, through what it advertises, and so do followers.
+    pub async fn start_advertising(
+        n: usize,
+        extra: &[&str],
+        advertised: Vec<String>,
+    ) -> TestCluster {
+        assert_eq!(advertised.len(), n, "one advertised address per broker");
+        TestCluster::start_full(n, extra, None, Vec::new(), advertised).await
+    }
+
     async fn start_with(
         n: usize,
         extra: &[&str],
         net: Option<NetLab>,
         client_settings: Vec<(String, String)>,
+    ) -> TestCluster {
+        TestCluster::start_full(n, extra, net, client_settings, Vec::new()).await
+    }
+
+    async fn start_full(
+        n: usize,
+        extra: &[&str],
+        net: Option<NetLab>,
+        client_settings: Vec<(String, String)>,
+        advertised: Vec<String>,
     ) -> TestCluster {
         let root = tempfile::tempdir().unwrap();
         let etcd = match &net {
@@ -375,6 +400,7 @@ impl TestCluster {
             net,
             args,
             client_settings,
+            advertised,
             root,
         };
         for id in 1..=n as i32 {
@@ -401,6 +427,9 @@ impl TestCluster {
         let id_s = id.to_string();
         let mut args: Vec<&str> = vec!["--broker-id", &id_s];
         args.extend(self.args.iter().map(String::as_str));
+        if let Some(a) = self.advertised.get((id - 1) as usize) {
+            args.extend(["--advertised-address", a.as_str()]);
+        }
         let netns = self.net.as_ref().map(|net| net.namespace(Node::Broker(id)));
         TestBroker::start_in(netns.as_deref(), root, listen, &args, &[])
     }

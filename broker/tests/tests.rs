@@ -15,4 +15,5 @@ mod cluster;
 mod durability;
 mod groups;
 mod grpc;
+mod idempotence;
 mod security;

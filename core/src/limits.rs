@@ -432,6 +432,9 @@ pub const PRODUCER_DELIVERY_TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
 /// `max.in.flight.requests.per.connection`: default (Kafka's) and largest.
 pub const PRODUCER_IN_FLIGHT_PER_BROKER_DEFAULT: u32 = 5;
 pub const PRODUCER_IN_FLIGHT_PER_BROKER_MAX: u32 = 64;
+/// `max.in.flight.requests.per.connection` an idempotent producer allows (Kafka's bound: the
+/// broker remembers a producer's last 5 batches per partition).
+pub const PRODUCER_IDEMPOTENT_IN_FLIGHT_MAX: u32 = PRODUCER_BATCHES_RETAINED as u32;
 /// Most bytes of sets the producer puts in one Produce request (below the broker's decoding limit):
 /// the largest `max.request.size`.
 pub const PRODUCER_REQUEST_BYTES_MAX: u32 = REQUEST_BYTES_MAX - (1 << 20);
@@ -541,9 +544,15 @@ pub const CONSUMER_EVENTS_MAX: usize = 64;
 /// Batches remembered per producer for duplicate detection (Kafka's `NUM_BATCHES_TO_RETAIN`:
 /// a producer has at most this many requests in flight per partition).
 pub const PRODUCER_BATCHES_RETAINED: usize = 5;
+/// Producer ids a broker takes from the registry at once (Kafka's KIP-730 block size): one
+/// registry write per this many `InitProducerId` requests.
+pub const PRODUCER_ID_BLOCK_SIZE: u32 = 1_000;
 /// Idempotent producers one partition tracks at once: bounds the table's memory (about 300 bytes
-/// a producer) and a snapshot's size.
+/// a producer) and a snapshot's size. A new producer past it evicts the least recent one.
 pub const PRODUCER_STATE_PRODUCERS_MAX: usize = 65_536;
+/// Bytes per read when the producer state is rebuilt from the log (on open after a crash, or a
+/// truncation): the replay's memory bound.
+pub const PRODUCER_STATE_REPLAY_BYTES: u32 = 1 << 20;
 
 // ---- Security (TLS, SASL credentials, ACLs) ----
 

@@ -611,3 +611,41 @@ fn etcd_outage_reads_answer_writes_fail_retriably_and_the_watch_recovers() {
         (broker_ids(&b1) == [1, 2]).then_some(())
     });
 }
+
+#[test]
+fn etcd_producer_id_blocks_are_disjoint_across_brokers() {
+    let etcd = TestEtcd::start();
+    let rt = runtime();
+    let registries: Vec<Arc<EtcdRegistry>> = (1..=3).map(|id| broker(&rt, &etcd, id)).collect();
+    // Every broker allocates at once, several times: guarded writes that conflict retry.
+    let blocks: Vec<i64> = std::thread::scope(|s| {
+        let handles: Vec<_> = registries
+            .iter()
+            .map(|r| {
+                s.spawn(move || {
+                    (0..4)
+                        .map(|_| r.allocate_producer_ids(1000))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .filter_map(|r| r.ok())
+            .collect()
+    });
+    assert!(blocks.len() >= 4, "most allocations succeed: {blocks:?}");
+    let distinct: BTreeSet<i64> = blocks.iter().copied().collect();
+    assert_eq!(distinct.len(), blocks.len(), "blocks overlap: {blocks:?}");
+    assert!(
+        blocks.iter().all(|b| b % 1000 == 0 && *b >= 0),
+        "{blocks:?}"
+    );
+    // A new session continues after every block handed out.
+    let later = broker(&rt, &etcd, 4).allocate_producer_ids(10).unwrap();
+    assert!(
+        blocks.iter().all(|b| later >= b + 1000),
+        "{later} vs {blocks:?}"
+    );
+}

@@ -10,6 +10,8 @@ mod group;
 #[cfg(feature = "client")]
 mod offset_store_lock;
 #[cfg(feature = "server")]
+mod producer_state;
+#[cfg(feature = "server")]
 mod replication;
 #[cfg(feature = "server")]
 mod storage;

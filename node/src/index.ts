@@ -391,6 +391,11 @@ export interface ProducerOptions {
   /** `none`, `gzip`, `snappy`, `lz4`, `zstd` (the core's `compression.type`; see
    * `CompressionTypes`), or kafkajs's numeric code 0–4. */
   compression?: string | number
+  /** kafkajs's `idempotent`: the core's `enable.idempotence` (a retried batch is never written
+   * twice; needs acks all, which is then the default of every send). */
+  idempotent?: boolean
+  /** kafkajs's `maxInFlightRequests`: the core's `max.in.flight.requests.per.connection`. */
+  maxInFlightRequests?: number
   [kafkaKey: string]: unknown
 }
 
@@ -420,6 +425,11 @@ function producerConfig(o: Record<string, unknown>): Record<string, string> {
   const acks = optAcks('options.acks', o.acks)
   if (acks !== undefined) c.acks = acks
   if (o.compression !== undefined) c['compression.type'] = compressionName('options.compression', o.compression)
+  if (o.idempotent !== undefined) {
+    if (typeof o.idempotent !== 'boolean') fail('options.idempotent', 'a boolean', o.idempotent)
+    c['enable.idempotence'] = String(o.idempotent)
+  }
+  if (o.maxInFlightRequests !== undefined) c['max.in.flight.requests.per.connection'] = String(uint('options.maxInFlightRequests', o.maxInFlightRequests))
   return c
 }
 

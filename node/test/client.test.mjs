@@ -151,6 +151,19 @@ test('record headers as kafkajs gives them: repeated keys as arrays, null values
   ])
 })
 
+test('an idempotent producer (kafkajs idempotent: true) writes each message once and keeps Kafka\'s rules', async () => {
+  await admin.createTopics({ topics: [{ topic: 'idempotent', numPartitions: 2 }] })
+  const producer = client.producer({ idempotent: true, maxInFlightRequests: 5 })
+  const meta = await producer.send({ topic: 'idempotent', messages: Array.from({ length: 2000 }, (_, i) => ({ value: `v${i}`, partition: i % 2 })) })
+  assert.deepEqual(meta.filter((m) => m.partition === 1).map((m) => m.offset), Array.from({ length: 1000 }, (_, i) => String(i)))
+  // A send with other settings would open a second sequence for the partition: refused.
+  await assert.rejects(producer.send({ topic: 'idempotent', compression: 'gzip', messages: [{ value: 'x' }] }), (e) => e instanceof SluicewayError && e.code === 'INVALID_ARGUMENT' && /idempotent/.test(e.message))
+  await producer.disconnect()
+  const refused = client.producer({ idempotent: true, acks: 1 })
+  await assert.rejects(refused.connect(), (e) => e instanceof SluicewayError && e.code === 'INVALID_CONFIG' && /acks/.test(e.message) && /enable\.idempotence/.test(e.message))
+  assert.throws(() => client.producer({ idempotent: 'yes' }), (e) => e instanceof TypeError && /options\.idempotent/.test(e.message))
+})
+
 test('a bad per-send acks or compression is a TypeError naming it, and sends nothing', async () => {
   await admin.createTopics({ topics: [{ topic: 'persend-bad', numPartitions: 1 }] })
   const msgs = [{ value: 'v' }]

@@ -116,6 +116,19 @@ def test_headers_round_trip(bootstrap: str, topic: str) -> None:
     ]
 
 
+def test_idempotent_producer(bootstrap: str, topic: str) -> None:
+    """``enable_idempotence=True`` (aiokafka's and confluent-kafka's name): offsets dense and in
+    order, and Kafka's rules for it enforced by the core with the key they are about."""
+    with sluiceway.Producer(bootstrap_servers=bootstrap, enable_idempotence=True) as p:
+        futures = [p.send(topic, f"v{i}".encode(), partition=1) for i in range(1000)]
+        assert [f.result(30).offset for f in futures] == list(range(1000))
+    with pytest.raises(errors.InvalidConfigError, match="acks"):
+        sluiceway.Producer(bootstrap_servers=bootstrap, enable_idempotence=True, acks=1)
+    with sluiceway.Consumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest") as c:
+        c.assign([(topic, 1)])
+        assert [r.value for r in consume(c, 1000)] == [f"v{i}".encode() for i in range(1000)]
+
+
 GOLDEN = REPO / "testdata" / "golden"
 
 

@@ -7,7 +7,8 @@
 //!
 //! - `produce.rs` — Produce and its acks; `fetch.rs` — Fetch (consumers and followers, long
 //!   polls), ListOffsets, OffsetForLeaderEpoch; `admin.rs` — topics and metadata;
-//!   `coordinator.rs` — FindCoordinator; `role_loop.rs` — the role pass and its loop.
+//!   `coordinator.rs` — FindCoordinator; `producer_ids.rs` — InitProducerId; `role_loop.rs` —
+//!   the role pass and its loop.
 //!
 //! **Architecture Invariant**: nothing below this module (`replication`, `groups`, `metrics`,
 //! `errors`, `config`) imports it; only `server` and `cli` do.
@@ -38,6 +39,7 @@ mod admin;
 mod coordinator;
 mod fetch;
 mod produce;
+mod producer_ids;
 mod role_loop;
 
 use std::collections::{BTreeMap, HashSet};
@@ -83,6 +85,8 @@ pub struct Broker {
     pub groups: Arc<Groups>,
     /// Counts the role loop's completed passes (admin requests wait on it).
     pub(crate) applied: watch::Sender<u64>,
+    /// Idempotent producer ids, served from a block allocated through the registry.
+    producer_ids: producer_ids::ProducerIds,
 }
 
 /// Opens the registry backend the configuration names: the embedded one in the data directory,
@@ -133,6 +137,7 @@ impl Broker {
         )?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::default());
+        let producer_ids = producer_ids::ProducerIds::new(registry.clone());
         let replicas = Arc::new(ReplicaManager::new(
             config.clone(),
             registry.clone(),
@@ -153,6 +158,7 @@ impl Broker {
             metrics,
             groups: Arc::new(groups),
             applied: watch::channel(0).0,
+            producer_ids,
         })
     }
 
@@ -298,6 +304,9 @@ impl Broker {
                         .load(std::sync::atomic::Ordering::Relaxed),
                     produced_bytes: p.produced_bytes.load(std::sync::atomic::Ordering::Relaxed),
                     fetched_bytes: p.fetched_bytes.load(std::sync::atomic::Ordering::Relaxed),
+                    duplicate_batches: p
+                        .duplicate_batches
+                        .load(std::sync::atomic::Ordering::Relaxed),
                     replicated_bytes: p
                         .replicated_bytes
                         .load(std::sync::atomic::Ordering::Relaxed),

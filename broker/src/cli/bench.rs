@@ -121,6 +121,10 @@ pub struct BenchArgs {
     /// e2e).
     #[arg(long = "message-format-version", default_value = "1")]
     pub message_format_version: String,
+    /// enable.idempotence: producer ids and sequences (needs --acks all; writes magic 2)
+    /// (produce, e2e).
+    #[arg(long = "enable-idempotence")]
+    pub enable_idempotence: bool,
     /// Sends outstanding at once, per producer (produce, e2e).
     #[arg(long = "in-flight", default_value_t = 10_000)]
     pub in_flight: usize,
@@ -233,6 +237,7 @@ impl BenchArgs {
         c.set("batch.size", &self.batch_size.to_string())?;
         c.set("compression.type", &self.compression)?;
         c.set("message.format.version", &self.message_format_version)?;
+        c.set("enable.idempotence", &self.enable_idempotence.to_string())?;
         c.set("client.id", "sluiceway-bench")?;
         c.validate()?;
         Ok(c)
@@ -352,6 +357,7 @@ pub fn summary(args: &BenchArgs, r: &BenchReport) -> String {
                 "batch_size": produces.then_some(args.batch_size),
                 "compression": produces.then(|| args.compression.clone()),
                 "message_format_version": produces.then(|| args.message_format_version.clone()),
+                "enable_idempotence": produces.then_some(args.enable_idempotence),
                 "in_flight": produces.then_some(args.in_flight),
                 "flush_policy": r.flush_policy,
                 "replication_factor": r.replication_factor,

@@ -104,6 +104,8 @@ pub struct Partition {
     pub fetched_bytes: AtomicU64,
     /// Bytes served to followers (leader) or appended from the leader (follower).
     pub replicated_bytes: AtomicU64,
+    /// Idempotent producers' retries answered with their first offsets (nothing written).
+    pub duplicate_batches: AtomicU64,
 }
 
 impl Partition {
@@ -134,6 +136,7 @@ impl Partition {
             produced_bytes: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
             replicated_bytes: AtomicU64::new(0),
+            duplicate_batches: AtomicU64::new(0),
         }
     }
 
@@ -347,6 +350,13 @@ impl Partition {
             {
                 self.advance_high_watermark(hw);
             }
+        }
+        if info.duplicate {
+            // An idempotent producer's retry: answered with the first offsets, nothing written.
+            debug!(topic = %self.topic, partition = self.partition, base_offset = info.base_offset.0,
+                "duplicate batch answered with its first offsets");
+            self.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+            return Ok((info, leadership));
         }
         self.publish_log_end();
         self.produced_messages

@@ -132,6 +132,17 @@ impl v1::log_server::Log for Service {
         timed(&self.broker.metrics.list_offsets, started, r)
     }
 
+    async fn init_producer_id(
+        &self,
+        _request: Request<v1::InitProducerIdRequest>,
+    ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
+        let started = Instant::now();
+        // Any principal the listener admitted may have an id: it grants nothing by itself (every
+        // produce still needs Write on its topic), as Kafka decided in KIP-679.
+        let r = self.broker.init_producer_id().await;
+        timed(&self.broker.metrics.init_producer_id, started, r)
+    }
+
     async fn offset_for_leader_epoch(
         &self,
         request: Request<v1::OffsetForLeaderEpochRequest>,

@@ -24,6 +24,14 @@
 //!   across retries (with acks ≠ 0, a retry after a lost answer may write a batch twice: there
 //!   is no idempotent producer yet). Records of one partition sent with *different* settings
 //!   are in different queues, so no order holds between them (as between two Kafka producers).
+//! - **Idempotence** (`enable.idempotence`): every batch is magic 2 and is stamped, when it is
+//!   built for its first send, with the producer id, the partition's epoch and the partition's
+//!   next sequence number; retries resend the same bytes, so the leader recognises a batch it
+//!   already has (an answer lost, a leader that changed) and answers with the first offsets. A
+//!   request then carries one batch per partition (Kafka's rule, so a retry is all duplicate
+//!   or all new), still one request per queue in flight. A stamped batch that fails for good
+//!   leaves a gap in the sequence: the partition's epoch is bumped and its sequence restarts at
+//!   0 (Kafka's KIP-360 bump for idempotent producers), so later batches are accepted.
 //! - Every batch has a deadline (`delivery.timeout.ms` from its creation); one that passes it
 //!   while not in flight fails with REQUEST_TIMED_OUT. So every future resolves.
 //!
@@ -569,6 +577,8 @@ pub(crate) struct Batch {
     deadline: Instant,
     pub(crate) attempts: u32,
     retry_at: Option<Instant>,
+    /// The (epoch, base sequence) an idempotent batch was stamped with when first built.
+    stamp: Option<(i16, i32)>,
     pub(crate) shared: Arc<BatchShared>,
     /// `buffer.memory` held by this batch's records, released when it completes.
     permit: Option<OwnedSemaphorePermit>,
@@ -623,6 +633,39 @@ pub(crate) struct Accumulator {
     delivery_timeout: Duration,
     next_id: u64,
     tally: Arc<FailureTally>,
+    /// `enable.idempotence`: the producer id and each partition's (epoch, next sequence).
+    idempotence: Option<Idempotence>,
+}
+
+/// The idempotent producer's numbering (see the module docs).
+#[derive(Debug)]
+struct Idempotence {
+    producer_id: i64,
+    partitions: HashMap<TopicPartition, (i16, i32)>,
+}
+
+impl Idempotence {
+    /// The stamp for a batch of `records` of `tp`: its epoch and base sequence; the partition's
+    /// next sequence moves past it (wrapping as Kafka's sequences do).
+    fn stamp(&mut self, tp: &TopicPartition, records: u32) -> (i16, i32) {
+        let (epoch, next) = self.partitions.entry(tp.clone()).or_insert((0, 0));
+        let stamp = (*epoch, *next);
+        *next = crate::format::v2::next_sequence(*next, records as i32);
+        stamp
+    }
+
+    /// A batch stamped `stamp` failed for good: unless a bump already followed it, the
+    /// partition moves to the next epoch and its sequence restarts at 0.
+    fn failed(&mut self, tp: &TopicPartition, stamp: (i16, i32)) {
+        if let Some((epoch, next)) = self.partitions.get_mut(tp)
+            && *epoch == stamp.0
+        {
+            // The epoch wraps to 0 after i16::MAX (32,767 failures of one partition): the
+            // broker then sees an older epoch and fences it; a new producer starts over.
+            *epoch = epoch.checked_add(1).unwrap_or(0);
+            *next = 0;
+        }
+    }
 }
 
 /// Bytes a record adds to an uncompressed set (an upper bound with headers: each counts its
@@ -658,6 +701,25 @@ impl Accumulator {
             delivery_timeout,
             next_id: 0,
             tally,
+            idempotence: None,
+        }
+    }
+
+    /// Makes this an idempotent producer's accumulator (`producer_id` from InitProducerId):
+    /// magic 2 batches, stamped, one per partition per request.
+    pub(crate) fn with_idempotence(mut self, producer_id: i64) -> Accumulator {
+        self.magic = crate::format::MAGIC_V2;
+        self.idempotence = Some(Idempotence {
+            producer_id,
+            partitions: HashMap::new(),
+        });
+        self
+    }
+
+    /// A stamped batch failed for good (see [`Idempotence::failed`]).
+    fn failed_for_good(&mut self, tp: &TopicPartition, stamp: Option<(i16, i32)>) {
+        if let (Some(i), Some(stamp)) = (&mut self.idempotence, stamp) {
+            i.failed(tp, stamp);
         }
     }
 
@@ -716,6 +778,7 @@ impl Accumulator {
                 deadline: now + self.delivery_timeout,
                 attempts: 0,
                 retry_at: None,
+                stamp: None,
                 shared: BatchShared::new(topic, tp.partition, self.tally.clone()),
                 permit: None,
             });
@@ -816,7 +879,13 @@ impl Accumulator {
         }
         let mut taken = 0usize;
         let mut bytes = 0usize;
-        while taken < q.batches.len() {
+        // An idempotent request carries one batch per partition (see the module docs).
+        let most = if self.idempotence.is_some() {
+            1
+        } else {
+            usize::MAX
+        };
+        while taken < q.batches.len().min(most) {
             let last = taken + 1 == q.batches.len();
             let b = &mut q.batches[taken];
             if taken > 0 {
@@ -830,7 +899,12 @@ impl Accumulator {
                 }
             }
             if b.set.is_none() {
-                let builder = b.builder.take().expect("an unbuilt batch has a builder");
+                let mut builder = b.builder.take().expect("an unbuilt batch has a builder");
+                if let Some(i) = &mut self.idempotence {
+                    let (epoch, sequence) = i.stamp(&key.tp, b.records);
+                    builder.producer_state(i.producer_id, epoch, sequence);
+                    b.stamp = Some((epoch, sequence));
+                }
                 match builder.finish() {
                     Ok(set) => b.set = Some(Bytes::from(set)),
                     Err(e) => {
@@ -905,6 +979,10 @@ impl Accumulator {
         };
         let n = std::mem::take(&mut q.in_flight);
         let mut next_base = outcome.as_ref().ok().and_then(|d| d.base_offset);
+        let failed: Vec<_> = match &outcome {
+            Err(_) => q.batches.iter().take(n).map(|b| b.stamp).collect(),
+            Ok(_) => Vec::new(),
+        };
         for b in q.batches.drain(..n) {
             let result = match &outcome {
                 Ok(d) => {
@@ -921,6 +999,9 @@ impl Accumulator {
         }
         if q.batches.is_empty() {
             self.queues.remove(key);
+        }
+        for stamp in failed {
+            self.failed_for_good(&key.tp, stamp);
         }
     }
 
@@ -941,6 +1022,7 @@ impl Accumulator {
         };
         let n = std::mem::take(&mut q.in_flight);
         let (mut i, mut kept) = (0, 0);
+        let mut failed = Vec::new();
         for _ in 0..n {
             let b = &mut q.batches[i];
             if b.attempts <= retries && now + backoff < b.deadline {
@@ -953,10 +1035,14 @@ impl Accumulator {
                     .remove(i)
                     .expect("index within the in-flight batches");
                 b.shared.resolve(Err(clone_error(&err)), b.records);
+                failed.push(b.stamp);
             }
         }
         if q.batches.is_empty() {
             self.queues.remove(key);
+        }
+        for stamp in failed {
+            self.failed_for_good(&key.tp, stamp);
         }
         kept
     }
@@ -964,6 +1050,7 @@ impl Accumulator {
     /// Fails every batch that is not in flight and is past its delivery deadline.
     pub(crate) fn expire(&mut self, now: Instant) -> usize {
         let mut n = 0;
+        let mut failed = Vec::new();
         self.queues.retain(|BatchKey { tp, .. }, q| {
             let skip = q.in_flight;
             let mut i = skip;
@@ -977,6 +1064,7 @@ impl Accumulator {
                         ))),
                         b.records,
                     );
+                    failed.push((tp.clone(), b.stamp));
                     n += 1;
                 } else {
                     i += 1;
@@ -984,6 +1072,9 @@ impl Accumulator {
             }
             !q.batches.is_empty()
         });
+        for (tp, stamp) in failed {
+            self.failed_for_good(&tp, stamp);
+        }
         n
     }
 

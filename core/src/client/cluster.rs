@@ -276,6 +276,46 @@ impl Cluster {
         Err(last.unwrap_or_else(|| Error::Network("no broker addresses known".into())))
     }
 
+    /// A new idempotent producer id (InitProducerId) from any broker, retried with the backoff
+    /// while the error is retriable (a registry briefly unreachable) until `request.timeout.ms`.
+    pub(crate) async fn init_producer_id(&self) -> Result<i64> {
+        let timeout = self.config.request_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let r = self
+                .any_broker(|ch, _| async move {
+                    let mut req = tonic::Request::new(v1::InitProducerIdRequest {});
+                    req.set_timeout(timeout);
+                    let r = LogClient::new(ch)
+                        .init_producer_id(req)
+                        .await
+                        .map_err(|s| error_from_status(&s))?
+                        .into_inner();
+                    if r.producer_id < 0 || r.producer_epoch != 0 {
+                        return Err(Error::Remote {
+                            code: ErrorCode::UnknownServerError,
+                            message: format!(
+                                "InitProducerId answered id {} epoch {}",
+                                r.producer_id, r.producer_epoch
+                            ),
+                        });
+                    }
+                    Ok(r.producer_id)
+                })
+                .await;
+            match r {
+                Err(e)
+                    if (e.code().is_retriable() || is_connection_error(&e))
+                        && tokio::time::Instant::now() + self.config.retry_backoff < deadline =>
+                {
+                    tracing::debug!(error = %e, "InitProducerId failed; retrying");
+                    tokio::time::sleep(self.config.retry_backoff).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Every broker, from the registry.
     pub(crate) async fn list_brokers(&self) -> Result<(Vec<BrokerInfo>, i32)> {
         let timeout = self.config.request_timeout;

@@ -22,6 +22,7 @@
 //! | `buffer.memory` | ✓ | | | 33554432 |
 //! | `max.block.ms` | ✓ | | | 60000 |
 //! | `message.format.version` | ✓ | | | `1` (`1`: the notes' magic 1; `2`: Kafka's RecordBatch v2) |
+//! | `enable.idempotence` | ✓ | | | `false` (`true`: each batch carries a producer id and sequence, so a retry is never written twice; needs `acks=all`, `max.in.flight.requests.per.connection` ≤ 5, `retries` ≥ 1; batches are magic 2, one per partition per request) |
 //! | `max.request.size` | ✓ | | | 1048576 (bytes of message sets in one Produce request; one partition's queued batches go out together up to it, a single larger batch alone) |
 //! | `group.id` | | ✓ | | none (needed by `subscribe`; the local store then uses the id `standalone`) |
 //! | `auto.offset.reset` | | ✓ | | `latest` (`earliest`, `latest`, `none` = `error`) |
@@ -368,6 +369,8 @@ pub struct ProducerConfig {
     pub max_request_size: u32,
     /// `message.format.version`: the magic batches are written in, 1 or 2.
     pub message_format_version: u8,
+    /// `enable.idempotence`: producer ids and sequence numbers (forces magic 2).
+    pub enable_idempotence: bool,
 }
 
 impl ProducerConfig {
@@ -395,6 +398,7 @@ impl Default for ProducerConfig {
             max_block: Duration::from_millis(PRODUCER_MAX_BLOCK_MS_DEFAULT),
             max_request_size: PRODUCER_REQUEST_BYTES_DEFAULT,
             message_format_version: crate::format::MAGIC_V1,
+            enable_idempotence: false,
         }
     }
 }
@@ -411,6 +415,7 @@ const PRODUCER_KEYS: &[&str] = &[
     "max.block.ms",
     "max.request.size",
     "message.format.version",
+    "enable.idempotence",
 ];
 
 impl ProducerConfig {
@@ -490,6 +495,18 @@ impl ProducerConfig {
                     }
                 }
             }
+            "enable.idempotence" => {
+                self.enable_idempotence = match v.trim() {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(invalid(
+                            key,
+                            format!("{other:?} is not allowed; allowed: true, false"),
+                        ));
+                    }
+                }
+            }
             _ => return Err(unknown("producer", key, PRODUCER_KEYS)),
         }
         Ok(self)
@@ -550,6 +567,11 @@ impl ProducerConfig {
         self.message_format_version = magic;
         self
     }
+    /// Sets `enable.idempotence`.
+    pub fn enable_idempotence(mut self, on: bool) -> Self {
+        self.enable_idempotence = on;
+        self
+    }
 
     /// Checks every value against its bounds (also what the typed builders set).
     pub fn validate(&self) -> Result<()> {
@@ -596,7 +618,36 @@ impl ProducerConfig {
             u64::from(self.message_format_version),
             1,
             2,
-        )
+        )?;
+        if self.enable_idempotence {
+            // Kafka's rules for an idempotent producer (ProducerConfig.postProcessAndValidate).
+            if self.acks != Acks::All {
+                return Err(invalid(
+                    "acks",
+                    format!(
+                        "enable.idempotence=true needs acks=all, not {}",
+                        self.acks.name()
+                    ),
+                ));
+            }
+            if self.max_in_flight > PRODUCER_IDEMPOTENT_IN_FLIGHT_MAX {
+                return Err(invalid(
+                    "max.in.flight.requests.per.connection",
+                    format!(
+                        "enable.idempotence=true allows at most \
+                         {PRODUCER_IDEMPOTENT_IN_FLIGHT_MAX}, not {}",
+                        self.max_in_flight
+                    ),
+                ));
+            }
+            if self.retries == 0 {
+                return Err(invalid(
+                    "retries",
+                    "enable.idempotence=true needs retries >= 1 (a retry is what it makes safe)",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -175,16 +175,18 @@ impl Producer {
         cluster.refresh(&[]).await?;
         let tally = Arc::new(FailureTally::default());
         let partitioner = Partitioner::new(config.batch_size as usize, config.linger);
+        let mut acc = Accumulator::new(
+            config.batch_size,
+            config.linger,
+            config.delivery_timeout,
+            tally.clone(),
+        )
+        .with_magic(config.message_format_version);
+        if config.enable_idempotence {
+            acc = acc.with_idempotence(cluster.init_producer_id().await?);
+        }
         let inner = Arc::new(Inner {
-            acc: Mutex::new(
-                Accumulator::new(
-                    config.batch_size,
-                    config.linger,
-                    config.delivery_timeout,
-                    tally.clone(),
-                )
-                .with_magic(config.message_format_version),
-            ),
+            acc: Mutex::new(acc),
             buffer: Arc::new(Semaphore::new(config.buffer_memory as usize)),
             cluster,
             config,
@@ -264,6 +266,7 @@ impl Producer {
         settings: SendSettings,
     ) -> Result<BatchDelivery> {
         self.home.check()?;
+        check_settings(&self.inner.config, settings)?;
         let inner = self.inner.clone();
         self.home
             .run(async move { Ok(enqueue_batch(&inner, records, settings).await) })
@@ -282,6 +285,7 @@ impl Producer {
         records: Vec<ProducerRecord>,
         settings: SendSettings,
     ) -> Result<BatchDelivery> {
+        check_settings(&self.inner.config, settings)?;
         let inner = self.inner.clone();
         self.home
             .block_on(async move { Ok(enqueue_batch(&inner, records, settings).await) })
@@ -338,6 +342,22 @@ impl Drop for Producer {
 }
 
 /// Checks that hold before anything is queued.
+/// An idempotent producer sends with its own settings only: its sequence numbers count one queue
+/// per partition, and other settings would open a second one (see `accumulator`).
+fn check_settings(config: &ProducerConfig, settings: SendSettings) -> Result<()> {
+    if config.enable_idempotence && settings != config.send_settings() {
+        return Err(Error::InvalidArgument(format!(
+            "an idempotent producer (enable.idempotence=true) sends with its own acks and \
+             compression ({} / {}); this send asked for {} / {}",
+            config.acks.name(),
+            config.compression.name(),
+            settings.acks.name(),
+            settings.compression.name()
+        )));
+    }
+    Ok(())
+}
+
 fn check_record(inner: &Inner, record: &ProducerRecord) -> Result<usize> {
     if inner.closed.load(Ordering::Acquire) {
         return Err(Error::Closed("producer"));

@@ -1148,6 +1148,16 @@ impl SetBuilder {
         }
     }
 
+    /// Stamps the idempotent producer's fields (the batch becomes magic 2 if it was not).
+    pub fn producer_state(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        if let SetInner::Messages(b) = &self.inner {
+            self.inner = SetInner::Batch(upgrade(b));
+        }
+        if let SetInner::Batch(b) = &mut self.inner {
+            b.producer_state(producer_id, producer_epoch, base_sequence);
+        }
+    }
+
     pub fn finish(self) -> Result<Vec<u8>> {
         match self.inner {
             SetInner::Messages(b) => b.finish(),

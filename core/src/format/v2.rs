@@ -194,6 +194,12 @@ impl BatchHeader {
     }
 }
 
+/// `sequence + n`, wrapping from `i32::MAX` to 0 as Kafka's sequences do.
+pub fn next_sequence(sequence: i32, n: i32) -> i32 {
+    let wrapped = i64::from(sequence) + i64::from(n);
+    (wrapped % (i64::from(i32::MAX) + 1)) as i32
+}
+
 /// The CRC-32C a batch should carry: over attributes to the end.
 pub fn compute_crc(entry: &[u8]) -> u32 {
     crc32c::crc32c(&entry[ATTRIBUTES_POS..])

@@ -47,6 +47,9 @@ struct State {
     /// ACL bindings, sorted, distinct.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     acls: Vec<AclBinding>,
+    /// The first idempotent producer id not handed out yet (absent in older files: 0).
+    #[serde(default)]
+    next_producer_id: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -161,6 +164,13 @@ impl EmbeddedRegistry {
 
     /// Persists `next` and only then makes it the current state.
     fn commit(&self, current: &mut State, next: State) -> Result<()> {
+        self.persist(current, next)?;
+        self.version.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// [`commit`](Self::commit) without telling subscribers (nothing they watch changed).
+    fn persist(&self, current: &mut State, next: State) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(&next).map_err(|e| Error::Remote {
             code: crate::ErrorCode::UnknownServerError,
             message: format!("cannot encode the registry state: {e}"),
@@ -170,7 +180,6 @@ impl EmbeddedRegistry {
             *self.acls.lock() = Arc::new(next.acls.clone());
         }
         *current = next;
-        self.version.send_modify(|v| *v += 1);
         Ok(())
     }
 }
@@ -418,6 +427,15 @@ impl Registry for EmbeddedRegistry {
         self.version.subscribe()
     }
 
+    fn allocate_producer_ids(&self, count: u32) -> Result<i64> {
+        let mut state = self.state.lock();
+        let first = state.next_producer_id;
+        let mut next = state.clone();
+        next.next_producer_id = super::producer_id_block_end(first, count)?;
+        self.persist(&mut state, next)?;
+        Ok(first)
+    }
+
     fn alter_isr(
         &self,
         topic: &str,
@@ -521,6 +539,18 @@ mod tests {
         assert!(r.delete_credential("alice").unwrap());
         assert!(!r.delete_credential("alice").unwrap());
         assert!(r.credential("alice").is_none());
+    }
+
+    #[test]
+    fn producer_id_blocks_never_repeat_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = EmbeddedRegistry::open(dir.path(), BrokerId(1)).unwrap();
+        assert_eq!(r.allocate_producer_ids(1000).unwrap(), 0);
+        assert_eq!(r.allocate_producer_ids(1000).unwrap(), 1000);
+        drop(r);
+        let r = EmbeddedRegistry::open(dir.path(), BrokerId(1)).unwrap();
+        assert_eq!(r.allocate_producer_ids(10).unwrap(), 2000);
+        assert!(r.allocate_producer_ids(0).is_err());
     }
 
     #[test]

@@ -1282,6 +1282,51 @@ impl Inner {
         Ok(resp.succeeded())
     }
 
+    /// Moves `producer_ids` forward by `count` with a write guarded by the key's revision
+    /// (retried on a conflict with another broker's allocation); returns the block's first id.
+    async fn allocate_producer_ids(&self, count: u32) -> Result<i64> {
+        let key = self.keys.producer_ids();
+        for _ in 0..REGISTRY_CAS_ATTEMPTS_MAX {
+            let mut client = self.client.clone();
+            let resp = self
+                .call("read the next producer id", client.get(key.clone(), None))
+                .await?;
+            let (first, guard) = match resp.kvs().first() {
+                Some(kv) => {
+                    let first = std::str::from_utf8(kv.value())
+                        .ok()
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .filter(|v| *v >= 0)
+                        .ok_or_else(|| Error::Remote {
+                            code: ErrorCode::UnknownServerError,
+                            message: format!("registry key {key} does not hold a producer id"),
+                        })?;
+                    let guard =
+                        Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision());
+                    (first, guard)
+                }
+                None => (
+                    0,
+                    Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                ),
+            };
+            let end = super::producer_id_block_end(first, count)?;
+            let put = TxnOp::put(key.clone(), end.to_string(), None);
+            let resp = self
+                .txn(
+                    "allocate producer ids",
+                    Txn::new().when([guard]).and_then([put]),
+                )
+                .await?;
+            if resp.succeeded() {
+                return Ok(first);
+            }
+        }
+        Err(Error::TimedOut(format!(
+            "producer id allocation kept conflicting with other brokers' ({REGISTRY_CAS_ATTEMPTS_MAX} attempts)"
+        )))
+    }
+
     /// Replaces the entries of some ACL patterns, each guarded by its key's revision and retried
     /// on a conflict; `change` maps a pattern's current entries to the new ones.
     async fn change_acls(
@@ -1616,6 +1661,10 @@ impl Registry for EtcdRegistry {
             self.inner
                 .alter(topic, partition, leader, leader_epoch, isr),
         )
+    }
+
+    fn allocate_producer_ids(&self, count: u32) -> Result<i64> {
+        self.block_on(self.inner.allocate_producer_ids(count))
     }
 
     fn credential(&self, user: &str) -> Option<ScramCredential> {

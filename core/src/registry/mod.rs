@@ -152,6 +152,12 @@ pub trait Registry: Send + Sync + fmt::Debug {
     fn add_acls(&self, acls: &[AclBinding]) -> Result<()>;
     /// Removes exactly these bindings; returns how many existed.
     fn remove_acls(&self, acls: &[AclBinding]) -> Result<usize>;
+    /// Hands out `count` idempotent producer ids never handed out before in this cluster (Kafka's
+    /// `AllocateProducerIds`, KIP-730): returns the first of the block `first..first + count`.
+    /// The allocation is durable before it returns (embedded: the state file; etcd: a guarded
+    /// write), so a restarted broker never hands out an id twice. A broker asks for a block and
+    /// serves `InitProducerId` from it.
+    fn allocate_producer_ids(&self, count: u32) -> Result<i64>;
     /// Whether partitions have replicas on other brokers (the etcd backend): the broker then runs
     /// replication. The embedded registry answers false.
     fn is_cluster(&self) -> bool {
@@ -160,6 +166,21 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// Leaves the registry on a graceful shutdown (etcd: revokes the lease, so the controller
     /// moves leadership away at once instead of after the session timeout).
     fn shutdown(&self) {}
+}
+
+/// The end of the producer id block starting at `first`; an error once ids run out (`i64::MAX`).
+pub(crate) fn producer_id_block_end(first: i64, count: u32) -> Result<i64> {
+    if first < 0 || count == 0 {
+        return Err(Error::InvalidRequest(format!(
+            "producer id block of {count} at {first}"
+        )));
+    }
+    first
+        .checked_add(i64::from(count))
+        .ok_or_else(|| Error::Remote {
+            code: crate::ErrorCode::UnknownServerError,
+            message: "the cluster has handed out every producer id".into(),
+        })
 }
 
 /// Places `partitions` partitions with `replication_factor` copies on `brokers` (sorted, distinct

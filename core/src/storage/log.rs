@@ -43,11 +43,13 @@ use parking_lot::{Mutex, RwLock};
 use super::checkpoint::{self, Checkpoint};
 use super::clock::Clock;
 use super::config::{FlushPolicy, LogConfig};
+use super::producer_state::{self, ProducerStateTable, SequenceCheck, next_sequence};
 use super::recovery;
 use super::segment::{Segment, SegmentConfig};
 use crate::error::{Error, Result};
-use crate::format::{self, AppendOptions, Entries};
-use crate::limits::MESSAGE_SET_BYTES_MAX;
+use crate::format::v2::{BatchHeader, NO_PRODUCER_ID};
+use crate::format::{self, AppendOptions, Entries, MAGIC_V2};
+use crate::limits::{MESSAGE_SET_BYTES_MAX, PRODUCER_STATE_REPLAY_BYTES};
 use crate::types::{FilePosition, Offset, TimestampMs};
 
 /// What an append did.
@@ -59,6 +61,9 @@ pub struct AppendInfo {
     /// The broker's time used for this append (always set, whatever the timestamp type).
     pub log_append_time: TimestampMs,
     pub max_timestamp: TimestampMs,
+    /// The set was an idempotent producer's retry of a batch already in the log: nothing was
+    /// appended, and the offsets (and `max_timestamp`) are the ones it got the first time.
+    pub duplicate: bool,
 }
 
 /// What a read returned.
@@ -78,6 +83,8 @@ struct Writer {
     scratch: Vec<u8>,
     /// The set's shallow entries: (offset, length, timestamp).
     entries: Vec<(Offset, u32, TimestampMs)>,
+    /// The idempotent producers' state (`producer_state`): checked and updated under this lock.
+    producers: ProducerStateTable,
 }
 
 /// One partition's log. All methods take `&self` and are safe to call from many threads:
@@ -162,7 +169,27 @@ impl PartitionLog {
             closed: AtomicBool::new(false),
         };
         log.check_invariants();
+        let producers = log.load_producer_state()?;
+        log.writer.lock().producers = producers;
         Ok(log)
+    }
+
+    /// The producer state at the log end: the newest snapshot at or below it, then every
+    /// idempotent batch after the snapshot read back from the log (the whole log without one).
+    fn load_producer_state(&self) -> Result<ProducerStateTable> {
+        let end = self.log_end_offset();
+        let (mut table, mut at) =
+            producer_state::load_snapshot(&self.dir, end, self.log_start_offset())?;
+        at = at.max(self.log_start_offset());
+        while at < end {
+            let read = self.read(at, PRODUCER_STATE_REPLAY_BYTES, end)?;
+            let Some(last) = last_offset_of(&read.bytes)? else {
+                break;
+            };
+            table.record_set(&read.bytes, at)?;
+            at = last.next();
+        }
+        Ok(table)
     }
 
     pub fn dir(&self) -> &Path {
@@ -246,6 +273,31 @@ impl PartitionLog {
         let mut w = self.writer.lock();
         self.check_writable()?;
         let now = self.clock.now_ms();
+        let idempotent = idempotent_batch(set)?;
+        if let Some(h) = &idempotent {
+            let last_sequence = next_sequence(h.base_sequence, h.last_offset_delta as i32);
+            let verdict = w.producers.check(
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                last_sequence,
+            )?;
+            if let SequenceCheck::Duplicate {
+                first_offset,
+                last_offset,
+                max_timestamp,
+            } = verdict
+            {
+                return Ok(AppendInfo {
+                    base_offset: first_offset,
+                    last_offset,
+                    message_count: last_offset.0 - first_offset.0 + 1,
+                    log_append_time: max_timestamp,
+                    max_timestamp,
+                    duplicate: true,
+                });
+            }
+        }
         let base = self.log_end_offset();
         let opts = AppendOptions {
             max_message_bytes: self.config.max_message_bytes,
@@ -263,6 +315,10 @@ impl PartitionLog {
                 .push((entry.last_offset(), entry.len() as u32, timestamp));
         }
         self.write_locked(&w, set, summary.last_offset, now)?;
+        if idempotent.is_some() {
+            // The batch now carries its offsets: remember them for a retry.
+            w.producers.record_set(set, base)?;
+        }
         drop(w);
         self.after_append(summary.last_offset, now)?;
         Ok(AppendInfo {
@@ -271,6 +327,7 @@ impl PartitionLog {
             message_count: summary.message_count,
             log_append_time: now,
             max_timestamp: summary.max_timestamp,
+            duplicate: false,
         })
     }
 
@@ -291,7 +348,9 @@ impl PartitionLog {
         let base = self.log_end_offset();
         let mut expected = base;
         let mut max_timestamp = TimestampMs::NONE;
-        let Writer { scratch, entries } = &mut *w;
+        let Writer {
+            scratch, entries, ..
+        } = &mut *w;
         entries.clear();
         for entry in Entries::new(set) {
             let entry = entry?;
@@ -329,6 +388,8 @@ impl PartitionLog {
         }
         let last_offset = Offset(expected.0 - 1);
         self.write_locked(&w, set, last_offset, now)?;
+        // A follower keeps the leader's producer state too, so a new leader rejects duplicates.
+        w.producers.record_set(set, base)?;
         drop(w);
         self.after_append(last_offset, now)?;
         Ok(AppendInfo {
@@ -337,6 +398,7 @@ impl PartitionLog {
             message_count: expected.0 - base.0,
             log_append_time: now,
             max_timestamp,
+            duplicate: false,
         })
     }
 
@@ -357,7 +419,7 @@ impl PartitionLog {
             self.config.segment_bytes,
             self.config.segment_ms,
         ) {
-            self.roll_locked(&active)?
+            self.roll_locked(&active, &w.producers)?
         } else {
             active
         };
@@ -388,7 +450,7 @@ impl PartitionLog {
     /// A reader racing the truncation may see an I/O error (it read past the cut) and retries.
     pub fn truncate_to(&self, target: Offset) -> Result<()> {
         self.check_writable()?;
-        let _w = self.writer.lock();
+        let mut w = self.writer.lock();
         // The offsets move down here, so nothing may move them up meanwhile: hold the locks of
         // everyone else who changes them (set_high_watermark, the group-commit fsync).
         let _hw = self.hw_lock.lock();
@@ -398,7 +460,7 @@ impl PartitionLog {
             return Ok(());
         }
         if target < self.log_start_offset() {
-            return self.truncate_fully_locked(target);
+            return self.truncate_fully_locked(target, &mut w.producers);
         }
         let segments = self.segments();
         // Keep the segments that start below the target (at least the first); the last kept
@@ -447,6 +509,9 @@ impl PartitionLog {
         self.lower_offsets_to(new_end);
         self.durable(checkpoint::sync_dir(&self.dir))?;
         self.write_checkpoint()?;
+        // The producer state of the cut log: its batches past the cut are forgotten, and those a
+        // retained window had pushed out come back (rebuilt from a snapshot and the log).
+        w.producers = self.load_producer_state()?;
         tracing::info!(dir = %self.dir.display(), target = target.0, log_end_offset = new_end.0, "truncated the log");
         Ok(())
     }
@@ -456,15 +521,19 @@ impl PartitionLog {
     /// All four offsets become `offset`.
     pub fn truncate_fully_and_start_at(&self, offset: Offset) -> Result<()> {
         self.check_writable()?;
-        let _w = self.writer.lock();
+        let mut w = self.writer.lock();
         let _hw = self.hw_lock.lock();
         let _flushing = self.flush_lock.lock();
         self.check_writable()?;
-        self.truncate_fully_locked(offset)
+        self.truncate_fully_locked(offset, &mut w.producers)
     }
 
     /// With the writer, high-watermark and flush locks held.
-    fn truncate_fully_locked(&self, offset: Offset) -> Result<()> {
+    fn truncate_fully_locked(
+        &self,
+        offset: Offset,
+        producers: &mut ProducerStateTable,
+    ) -> Result<()> {
         if offset > Offset::MAX {
             return Err(Error::InvalidArgument(format!(
                 "offset {offset} exceeds the largest offset"
@@ -478,6 +547,8 @@ impl PartitionLog {
         for segment in old.iter() {
             segment.delete_files()?;
         }
+        producer_state::delete_snapshots(&self.dir, |_| true)?;
+        *producers = ProducerStateTable::new();
         let segment = Arc::new(Segment::create(&self.dir, offset, self.segment_config)?);
         self.durable(checkpoint::sync_dir(&self.dir))?;
         *self.segments.write() = Arc::new(vec![segment]);
@@ -515,11 +586,17 @@ impl PartitionLog {
     /// writer lock held. Rolling always fsyncs the sealed segment, whatever the flush policy, so
     /// the recovery point can move to the new segment's base and only the active segment ever
     /// needs recovery.
-    fn roll_locked(&self, old: &Arc<Segment>) -> Result<Arc<Segment>> {
+    fn roll_locked(
+        &self,
+        old: &Arc<Segment>,
+        producers: &ProducerStateTable,
+    ) -> Result<Arc<Segment>> {
         let base = self.log_end_offset();
         debug_assert_eq!(base, old.next_offset());
         self.durable(old.sync())?;
         self.durable(old.seal())?;
+        // The producer state of everything below the new segment: recovery replays from here.
+        self.durable(producer_state::write_snapshot(&self.dir, base, producers))?;
         let segment = Arc::new(Segment::create(&self.dir, base, self.segment_config)?);
         // The new file's directory entry must be durable before data in it is reported durable.
         self.durable(checkpoint::sync_dir(&self.dir))?;
@@ -732,13 +809,13 @@ impl PartitionLog {
     /// the base of the active segment. Returns whether it rolled.
     pub fn roll(&self) -> Result<bool> {
         self.check_writable()?;
-        let _w = self.writer.lock();
+        let w = self.writer.lock();
         self.check_writable()?;
         let active = self.active();
         if active.size() == 0 {
             return Ok(false);
         }
-        self.roll_locked(&active)?;
+        self.roll_locked(&active, &w.producers)?;
         Ok(true)
     }
 
@@ -769,6 +846,7 @@ impl PartitionLog {
             tracing::info!(path = %segment.log_path().display(), why, "deleting a segment");
             segment.delete_files()?;
         }
+        producer_state::delete_snapshots(&self.dir, |o| o < new_start)?;
         self.check_invariants();
         Ok(count)
     }
@@ -779,11 +857,11 @@ impl PartitionLog {
         self.check_writable()?;
         let now = self.clock.now_ms();
         if self.active().is_due_for_roll(now, self.config.segment_ms) {
-            let _w = self.writer.lock();
+            let w = self.writer.lock();
             self.check_writable()?;
             let active = self.active();
             if active.is_due_for_roll(now, self.config.segment_ms) {
-                self.roll_locked(&active)?;
+                self.roll_locked(&active, &w.producers)?;
             }
         }
         if let FlushPolicy::Interval { ms } = self.config.flush
@@ -820,11 +898,17 @@ impl PartitionLog {
     /// Flushes and marks the log cleanly closed, so the next open skips recovery. Later appends
     /// fail with `Error::ShuttingDown`; reads keep working. Closing twice is harmless.
     pub fn close(&self) -> Result<()> {
-        let _w = self.writer.lock();
+        let w = self.writer.lock();
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
         self.flush()?;
+        // The state at the log end, so the next open reads no segment to rebuild it.
+        self.durable(producer_state::write_snapshot(
+            &self.dir,
+            self.log_end_offset(),
+            &w.producers,
+        ))?;
         self.durable(self.active().trim_indexes())?;
         self.closed.store(true, Ordering::Release);
         self.durable(checkpoint::write_clean_shutdown(&self.dir))?;
@@ -863,4 +947,38 @@ fn modified_ms(path: &Path) -> Option<i64> {
         .ok()?
         .as_millis();
     i64::try_from(ms).ok()
+}
+
+/// The header of a set's idempotent batch, `None` when the set has none. An idempotent batch
+/// must be the only entry of its set (Kafka's rule: one batch per partition in a produce
+/// request), so the verdict on the batch is the verdict on the whole append.
+fn idempotent_batch(set: &[u8]) -> Result<Option<BatchHeader>> {
+    let mut found = None;
+    let mut count = 0usize;
+    for entry in Entries::new(set) {
+        let entry = entry?;
+        count += 1;
+        if entry.magic() == MAGIC_V2 {
+            let h = BatchHeader::parse(entry.bytes)?;
+            if h.producer_id != NO_PRODUCER_ID {
+                found = Some(h);
+            }
+        }
+    }
+    match found {
+        Some(_) if count > 1 => Err(Error::InvalidRequest(format!(
+            "an idempotent producer's batch must be the only batch of its partition in a \
+             request (this set has {count})"
+        ))),
+        found => Ok(found),
+    }
+}
+
+/// The last offset of a set's last entry, `None` for an empty set.
+fn last_offset_of(set: &[u8]) -> Result<Option<Offset>> {
+    let mut last = None;
+    for entry in Entries::new(set) {
+        last = Some(entry?.last_offset());
+    }
+    Ok(last)
 }

@@ -21,8 +21,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::atomic_file::write_atomically;
 use crate::error::{Error, ErrorCode, Result};
+pub use crate::format::v2::next_sequence;
 use crate::format::v2::{BatchHeader, NO_PRODUCER_ID};
+use crate::format::{Entries, MAGIC_V2};
 use crate::limits::{PRODUCER_BATCHES_RETAINED, PRODUCER_STATE_PRODUCERS_MAX};
 use crate::types::{Offset, TimestampMs};
 
@@ -54,12 +60,6 @@ impl ProducerBatch {
     }
 }
 
-/// `sequence + n`, wrapping from `i32::MAX` to 0 as Kafka's sequences do.
-pub fn next_sequence(sequence: i32, n: i32) -> i32 {
-    let wrapped = i64::from(sequence) + i64::from(n);
-    (wrapped % (i64::from(i32::MAX) + 1)) as i32
-}
-
 /// The verdict on a batch a producer sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SequenceCheck {
@@ -69,6 +69,8 @@ pub enum SequenceCheck {
     Duplicate {
         first_offset: Offset,
         last_offset: Offset,
+        /// The batch's largest timestamp in the log (its append time on a LogAppendTime topic).
+        max_timestamp: TimestampMs,
     },
 }
 
@@ -146,6 +148,7 @@ impl ProducerStateTable {
             return Ok(SequenceCheck::Duplicate {
                 first_offset: b.first_offset,
                 last_offset: b.last_offset,
+                max_timestamp: b.max_timestamp,
             });
         }
         let expected = if producer_epoch > entry.epoch {
@@ -171,18 +174,19 @@ impl ProducerStateTable {
 
     /// Records a batch now in the log (leader after appending, follower, recovery). A newer
     /// epoch replaces the producer's batches; at most [`PRODUCER_BATCHES_RETAINED`] are kept.
-    /// Errors when a new producer would exceed [`PRODUCER_STATE_PRODUCERS_MAX`].
-    pub fn record(&mut self, b: &ProducerBatch) -> Result<()> {
+    /// A new producer beyond [`PRODUCER_STATE_PRODUCERS_MAX`] evicts the one that wrote least
+    /// recently (the lowest last offset: the same choice on every replica, since they hold the
+    /// same log); the evicted producer's next batch is accepted as a new producer's would be.
+    pub fn record(&mut self, b: &ProducerBatch) {
         if !self.producers.contains_key(&b.producer_id)
             && self.producers.len() >= PRODUCER_STATE_PRODUCERS_MAX
+            && let Some(oldest) = self
+                .producers
+                .iter()
+                .min_by_key(|(_, e)| e.batches.back().map(|b| b.last_offset))
+                .map(|(id, _)| *id)
         {
-            return Err(Error::ProducerState {
-                code: ErrorCode::InvalidRequest,
-                message: format!(
-                    "the partition already tracks {PRODUCER_STATE_PRODUCERS_MAX} idempotent \
-                     producers"
-                ),
-            });
+            self.producers.remove(&oldest);
         }
         let entry = self.producers.entry(b.producer_id).or_default();
         if b.producer_epoch > entry.epoch || entry.batches.is_empty() {
@@ -190,7 +194,7 @@ impl ProducerStateTable {
             entry.batches.clear();
         } else if b.producer_epoch < entry.epoch {
             // An older epoch's batch (a replay before a fencing one): nothing to remember.
-            return Ok(());
+            return;
         }
         entry.batches.push_back(BatchMeta {
             first_sequence: b.first_sequence,
@@ -201,6 +205,21 @@ impl ProducerStateTable {
         });
         while entry.batches.len() > PRODUCER_BATCHES_RETAINED {
             entry.batches.pop_front();
+        }
+    }
+
+    /// Records every idempotent batch of a message set as the log holds it (offsets assigned):
+    /// what a follower appends, or what recovery reads back. Entries ending below `from` are
+    /// skipped (a read returns the entry holding its start offset whole).
+    pub fn record_set(&mut self, set: &[u8], from: Offset) -> Result<()> {
+        for entry in Entries::new(set) {
+            let entry = entry?;
+            if entry.magic() != MAGIC_V2 || entry.last_offset() < from {
+                continue;
+            }
+            if let Some(b) = ProducerBatch::from_header(&BatchHeader::parse(entry.bytes)?) {
+                self.record(&b);
+            }
         }
         Ok(())
     }
@@ -297,6 +316,80 @@ impl ProducerStateTable {
     }
 }
 
+/// The suffix of snapshot files: `{offset:020}.snapshot` holds the state of every batch below
+/// `offset` (written when a segment rolls, at `offset` = the new segment's base, and on a clean
+/// close, at the log end).
+pub(crate) const SNAPSHOT_SUFFIX: &str = "snapshot";
+
+pub(crate) fn snapshot_path(dir: &Path, offset: Offset) -> PathBuf {
+    dir.join(format!("{:020}.{SNAPSHOT_SUFFIX}", offset.0))
+}
+
+/// The offsets of the snapshot files in `dir`, ascending.
+pub(crate) fn snapshot_offsets(dir: &Path) -> Result<Vec<Offset>> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("list partition directory", dir, e))?;
+    let mut offsets = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list partition directory", dir, e))?;
+        let name = entry.file_name();
+        let Some((stem, SNAPSHOT_SUFFIX)) = name.to_str().and_then(|n| n.split_once('.')) else {
+            continue;
+        };
+        if stem.len() == 20
+            && stem.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(offset) = stem.parse::<u64>()
+        {
+            offsets.push(Offset(offset));
+        }
+    }
+    offsets.sort_unstable();
+    Ok(offsets)
+}
+
+/// Writes `table` as the snapshot at `offset`, atomically and durably.
+pub(crate) fn write_snapshot(dir: &Path, offset: Offset, table: &ProducerStateTable) -> Result<()> {
+    write_atomically(&snapshot_path(dir, offset), &table.encode_snapshot())
+}
+
+/// Deletes the snapshot files whose offset `doomed` selects.
+pub(crate) fn delete_snapshots(dir: &Path, doomed: impl Fn(Offset) -> bool) -> Result<()> {
+    for offset in snapshot_offsets(dir)?.into_iter().filter(|o| doomed(*o)) {
+        let path = snapshot_path(dir, offset);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("delete producer state snapshot", &path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// The newest readable snapshot at or below `at_most` and its offset, or an empty table at
+/// `otherwise` when there is none. A damaged snapshot is deleted with a warning (the state is
+/// rebuilt from the log instead), and so is every snapshot above `at_most` (the log was cut
+/// below it).
+pub(crate) fn load_snapshot(
+    dir: &Path,
+    at_most: Offset,
+    otherwise: Offset,
+) -> Result<(ProducerStateTable, Offset)> {
+    delete_snapshots(dir, |o| o > at_most)?;
+    for offset in snapshot_offsets(dir)?.into_iter().rev() {
+        let path = snapshot_path(dir, offset);
+        let loaded = fs::read(&path)
+            .map_err(|e| Error::io("read producer state snapshot", &path, e))
+            .and_then(|bytes| ProducerStateTable::decode_snapshot(&bytes));
+        match loaded {
+            Ok(table) => return Ok((table, offset)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "removing an unreadable producer state snapshot; the state is rebuilt from the log");
+                delete_snapshots(dir, |o| o == offset)?;
+            }
+        }
+    }
+    Ok((ProducerStateTable::new(), otherwise))
+}
+
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SLPS";
 const SNAPSHOT_VERSION: u16 = 1;
 /// Magic, version, CRC.
@@ -358,15 +451,16 @@ mod tests {
     fn in_order_batches_append_and_a_retry_is_a_duplicate_with_the_first_offsets() {
         let mut t = ProducerStateTable::new();
         assert_eq!(t.check(7, 0, 0, 9).unwrap(), SequenceCheck::Append);
-        t.record(&batch(7, 0, 0, 10, 100)).unwrap();
+        t.record(&batch(7, 0, 0, 10, 100));
         assert_eq!(t.check(7, 0, 10, 14).unwrap(), SequenceCheck::Append);
-        t.record(&batch(7, 0, 10, 5, 110)).unwrap();
+        t.record(&batch(7, 0, 10, 5, 110));
         // The first batch again (its answer was lost): the offsets it got, nothing appended.
         assert_eq!(
             t.check(7, 0, 0, 9).unwrap(),
             SequenceCheck::Duplicate {
                 first_offset: Offset(100),
-                last_offset: Offset(109)
+                last_offset: Offset(109),
+                max_timestamp: TimestampMs(1_100),
             }
         );
         // A gap, a repeat that does not match a batch, a step back.
@@ -390,7 +484,7 @@ mod tests {
     fn only_the_last_five_batches_are_remembered() {
         let mut t = ProducerStateTable::new();
         for i in 0..7 {
-            t.record(&batch(1, 0, i * 2, 2, 10 * i as u64)).unwrap();
+            t.record(&batch(1, 0, i * 2, 2, 10 * i as u64));
         }
         // Batches 0 and 1 fell out of the window: their retry is out of order, not a duplicate.
         assert_eq!(
@@ -407,18 +501,18 @@ mod tests {
     #[test]
     fn epochs_fence_older_ones_and_a_new_epoch_starts_at_zero() {
         let mut t = ProducerStateTable::new();
-        t.record(&batch(3, 2, 0, 4, 0)).unwrap();
+        t.record(&batch(3, 2, 0, 4, 0));
         assert_eq!(code(t.check(3, 1, 4, 7)), ErrorCode::InvalidProducerEpoch);
         assert_eq!(
             code(t.check(3, 3, 4, 7)),
             ErrorCode::OutOfOrderSequenceNumber
         );
         assert_eq!(t.check(3, 3, 0, 3).unwrap(), SequenceCheck::Append);
-        t.record(&batch(3, 3, 0, 4, 4)).unwrap();
+        t.record(&batch(3, 3, 0, 4, 4));
         // The old epoch's batches are gone with it.
         assert_eq!(code(t.check(3, 2, 0, 3)), ErrorCode::InvalidProducerEpoch);
         // A replayed old-epoch batch (recovery) does not disturb the new epoch.
-        t.record(&batch(3, 2, 4, 1, 8)).unwrap();
+        t.record(&batch(3, 2, 4, 1, 8));
         assert_eq!(t.check(3, 3, 4, 4).unwrap(), SequenceCheck::Append);
     }
 
@@ -426,7 +520,7 @@ mod tests {
     fn unknown_producers_start_anywhere_and_sequences_wrap() {
         let mut t = ProducerStateTable::new();
         assert_eq!(t.check(9, 0, 500, 509).unwrap(), SequenceCheck::Append);
-        t.record(&batch(9, 0, i32::MAX - 1, 4, 0)).unwrap();
+        t.record(&batch(9, 0, i32::MAX - 1, 4, 0));
         assert_eq!(
             t.check(9, 0, 2, 3).unwrap(),
             SequenceCheck::Append,
@@ -442,9 +536,9 @@ mod tests {
     #[test]
     fn truncation_forgets_batches_at_or_after_the_offset() {
         let mut t = ProducerStateTable::new();
-        t.record(&batch(1, 0, 0, 5, 0)).unwrap();
-        t.record(&batch(1, 0, 5, 5, 5)).unwrap();
-        t.record(&batch(2, 0, 0, 5, 10)).unwrap();
+        t.record(&batch(1, 0, 0, 5, 0));
+        t.record(&batch(1, 0, 5, 5, 5));
+        t.record(&batch(2, 0, 0, 5, 10));
         t.truncate_to(Offset(5));
         assert_eq!(t.len(), 1, "producer 2 had only batches past 5");
         assert_eq!(t.check(1, 0, 5, 9).unwrap(), SequenceCheck::Append);
@@ -454,9 +548,9 @@ mod tests {
     fn snapshots_round_trip_and_damage_is_refused() {
         let mut t = ProducerStateTable::new();
         for i in 0..6 {
-            t.record(&batch(11, 1, i * 3, 3, 3 * i as u64)).unwrap();
+            t.record(&batch(11, 1, i * 3, 3, 3 * i as u64));
         }
-        t.record(&batch(12, 0, 0, 1, 100)).unwrap();
+        t.record(&batch(12, 0, 0, 1, 100));
         let bytes = t.encode_snapshot();
         assert_eq!(ProducerStateTable::decode_snapshot(&bytes).unwrap(), t);
         assert_eq!(

@@ -131,6 +131,8 @@ fn list_segments(dir: &Path) -> Result<BTreeMap<Offset, Files>> {
             LOG_SUFFIX => files.log = true,
             INDEX_SUFFIX => files.index = true,
             TIME_INDEX_SUFFIX => files.time_index = true,
+            // Producer state snapshots: read by the log after recovery (`producer_state`).
+            super::producer_state::SNAPSHOT_SUFFIX => {}
             _ => {
                 tracing::warn!(path = %entry.path().display(), "ignoring an unknown file in a partition directory")
             }

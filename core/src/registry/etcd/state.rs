@@ -80,6 +80,12 @@ impl Keys {
         format!("{}partitions/{topic}/{partition}", self.prefix)
     }
 
+    /// `producer_ids`: the first idempotent producer id not handed out yet (a decimal; absent:
+    /// 0). Outside the snapshot: only `allocate_producer_ids` reads it, from etcd.
+    pub(crate) fn producer_ids(&self) -> String {
+        format!("{}producer_ids", self.prefix)
+    }
+
     pub(crate) fn user(&self, name: &str) -> String {
         format!("{}users/{name}", self.prefix)
     }

@@ -245,6 +245,22 @@ class ConformanceTest {
         }
     }
 
+    /** `enable.idempotence` (issue #14): offsets dense and in order; Kafka's rules for it enforced
+     *  by the core, naming the key. */
+    @Test
+    fun idempotentProducer() {
+        val t = TestBroker.newTopic(1)
+        Producer("bootstrap.servers" to bootstrap, "enable.idempotence" to "true").use { p ->
+            val sent = p.sendBatchBlocking((0 until 500).map { rec(t, "v$it", partition = 0) }, Duration.ofSeconds(30))
+            assertEquals((0L until 500L).toList(), sent.map { it.getOrThrow().offset })
+        }
+        val bad = assertThrows<SluicewayArgumentException> {
+            Producer("bootstrap.servers" to bootstrap, "enable.idempotence" to "true", "acks" to "1")
+        }
+        assertEquals("INVALID_CONFIG", bad.code)
+        assertContains(bad.message!!, "enable.idempotence")
+    }
+
     @Test
     fun c11Compression() {
         val t = TestBroker.newTopic(5)
