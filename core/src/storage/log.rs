@@ -274,6 +274,16 @@ impl PartitionLog {
         self.check_writable()?;
         let now = self.clock.now_ms();
         let idempotent = idempotent_batch(set)?;
+        let base = self.log_end_offset();
+        let opts = AppendOptions {
+            max_message_bytes: self.config.max_message_bytes,
+            timestamp_type: self.config.timestamp_type,
+            now,
+            leader_epoch: i32::try_from(leader_epoch).unwrap_or(i32::MAX),
+        };
+        let summary = format::prepare_append(set, base, &opts, &mut w.scratch)?;
+        // Checked after validation (Kafka's order): a damaged retry is CORRUPT_MESSAGE, never a
+        // duplicate.
         if let Some(h) = &idempotent {
             let last_sequence = next_sequence(h.base_sequence, h.last_offset_delta as i32);
             let verdict = w.producers.check(
@@ -298,14 +308,6 @@ impl PartitionLog {
                 });
             }
         }
-        let base = self.log_end_offset();
-        let opts = AppendOptions {
-            max_message_bytes: self.config.max_message_bytes,
-            timestamp_type: self.config.timestamp_type,
-            now,
-            leader_epoch: i32::try_from(leader_epoch).unwrap_or(i32::MAX),
-        };
-        let summary = format::prepare_append(set, base, &opts, &mut w.scratch)?;
         w.entries.clear();
         for entry in Entries::new(set) {
             // prepare_append checked framing and layout of every entry.
