@@ -930,9 +930,13 @@ impl PartitionLog {
     }
 
     /// Flushes and marks the log cleanly closed, so the next open skips recovery. Later appends
-    /// fail with `Error::ShuttingDown`; reads keep working. Closing twice is harmless.
+    /// fail with `Error::ShuttingDown`; reads keep working. Closing twice is harmless; closing
+    /// an offline log is `Error::LogOffline`.
     pub fn close(&self) -> Result<()> {
         let w = self.writer.lock();
+        // An offline log never reports a clean close, not even when a first close got as far
+        // as marking it closed before its last fsync failed.
+        self.check_online()?;
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
