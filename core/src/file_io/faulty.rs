@@ -351,7 +351,7 @@ impl FaultyFile {
             Verdict::Fail(e) => {
                 if lose_pages && !s.crashed {
                     let durable = &s.inodes[self.inode];
-                    let len = self.file.len()?;
+                    let len = self.file.file_len()?;
                     let keep = (durable.len() as u64).min(len);
                     self.file.write_all_at(&durable[..keep as usize], 0)?;
                     let zeros = vec![0u8; usize::try_from(len - keep).map_err(io::Error::other)?];
@@ -361,7 +361,7 @@ impl FaultyFile {
             }
             Verdict::ShortWrite(_) | Verdict::Crash(_) => return Err(crashed()),
         }
-        let len = self.file.len()?;
+        let len = self.file.file_len()?;
         let mut contents = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
         self.file.read_exact_at(&mut contents, 0)?;
         s.inodes[self.inode] = contents;
@@ -401,9 +401,9 @@ impl DataFile for FaultyFile {
         self.file.set_len(len)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn file_len(&self) -> io::Result<u64> {
         self.state.lock().check_alive()?;
-        self.file.len()
+        self.file.file_len()
     }
 
     fn sync_data(&self) -> io::Result<()> {

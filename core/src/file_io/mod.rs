@@ -70,7 +70,8 @@ pub trait DataFile: Send + Sync + Debug {
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
     fn set_len(&self, len: u64) -> io::Result<()>;
-    fn len(&self) -> io::Result<u64>;
+    /// The file's length in bytes.
+    fn file_len(&self) -> io::Result<u64>;
     /// fsync of the data and of the metadata needed to read it back (its length).
     fn sync_data(&self) -> io::Result<()>;
     fn sync_all(&self) -> io::Result<()>;
@@ -156,7 +157,7 @@ impl DataFile for OsFile {
         self.0.set_len(len)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn file_len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
 

@@ -31,7 +31,10 @@
 //! read *before* the fsync. So N concurrent appenders cost about two fsyncs, not N.
 //!
 //! A failed fsync (or msync, or checkpoint write) puts the log offline for good: after EIO the
-//! kernel may have dropped the dirty pages, so a retry could succeed without the data.
+//! kernel may have dropped the dirty pages, so a retry could succeed without the data. A failed
+//! segment write refuses its set and cuts the file back to the published end (offline if even
+//! that fails). Both are tested through the file seam (`crate::file_io`,
+//! `core/tests/storage_faults.rs`).
 
 use std::fs;
 use std::path::{Path, PathBuf};

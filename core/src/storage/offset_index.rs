@@ -66,7 +66,9 @@ impl IndexFile {
         let file = fs
             .open(&path, OpenMode::OpenOrCreate)
             .map_err(|e| Error::io("open index", &path, e))?;
-        let len = file.len().map_err(|e| Error::io("stat index", &path, e))?;
+        let len = file
+            .file_len()
+            .map_err(|e| Error::io("stat index", &path, e))?;
         let entries = usize::try_from(len).unwrap_or(usize::MAX) / entry_bytes;
         let mut index = IndexFile {
             mmap: map(file.os_file(), &path)?,

@@ -313,7 +313,7 @@ impl Segment {
         let log_path = file_path(dir, base, LOG_SUFFIX);
         let log = Segment::open_log(&**fs, &log_path, false)?;
         let len = log
-            .len()
+            .file_len()
             .map_err(|e| Error::io("stat segment", &log_path, e))?;
         let Ok(size) = u32::try_from(len) else {
             return Ok(Err(format!(
@@ -417,7 +417,7 @@ impl Segment {
         let log_path = file_path(dir, base, LOG_SUFFIX);
         let log = Segment::open_log(&**fs, &log_path, false)?;
         let len = log
-            .len()
+            .file_len()
             .map_err(|e| Error::io("stat segment", &log_path, e))?;
         let mut state = SegmentState {
             offset_index: OffsetIndex::create(
@@ -529,7 +529,7 @@ impl Segment {
     /// The file's length on disk (may exceed the published size after a failed write).
     pub(crate) fn file_len(&self) -> Result<u64> {
         self.log
-            .len()
+            .file_len()
             .map_err(|e| Error::io("stat segment", &self.log_path, e))
     }
 
