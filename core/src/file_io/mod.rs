@@ -13,8 +13,9 @@
 //! - Bytes written through a memory map (the `.index`/`.timeindex` entries) go straight to the
 //!   page cache; the index tells its file when the map was flushed ([`DataFile::map_flushed`]),
 //!   which is where the test file system takes its durable snapshot and can fail the msync.
-//! - Listing a directory and `stat` (recovery's `read_dir`, retention's modification time) read
-//!   the OS directly: they change nothing, and the test file system keeps the real files current.
+//! - Listing a directory, `stat` (recovery's `read_dir`, retention's modification time) and
+//!   whole-file reads of the checkpoint and producer-state snapshots go to the OS directly: they
+//!   change nothing, and the test file system keeps the real files current.
 //! - Creating directories: treated as durable at once (the log fsyncs the parent after creating
 //!   its directory, but the test file system does not model directory entries of directories).
 
