@@ -105,13 +105,6 @@ impl v1::registry_server::Registry for Fake {
 
 #[tonic::async_trait]
 impl v1::log_server::Log for Fake {
-    async fn init_producer_id(
-        &self,
-        _: Request<v1::InitProducerIdRequest>,
-    ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
     async fn offset_for_leader_epoch(
         &self,
         _r: Request<v1::OffsetForLeaderEpochRequest>,
