@@ -168,7 +168,7 @@ fn the_state_survives_close_crash_and_lost_snapshots() {
         (160, 163, true)
     );
     drop(log);
-    // Every snapshot lost or damaged: rebuilt from the whole log.
+    // Every snapshot lost or damaged: rebuilt from the last two segments (Kafka's upgrade path).
     for e in std::fs::read_dir(&f.dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "snapshot") {

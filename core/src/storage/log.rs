@@ -194,11 +194,16 @@ impl PartitionLog {
     }
 
     /// The producer state at the log end: the newest snapshot at or below it, then every
-    /// idempotent batch after the snapshot read back from the log (the whole log without one).
+    /// idempotent batch after the snapshot read back from the log. Without a readable snapshot
+    /// (a log written before snapshots existed, or every one damaged) only the last two
+    /// segments are read, as Kafka does on that path: opening never scans a whole large log, and
+    /// a producer whose state is older is treated as new (accepted at any sequence).
     fn load_producer_state(&self) -> Result<ProducerStateTable> {
         let end = self.log_end_offset();
+        let segments = self.segments();
+        let fallback = segments[segments.len().saturating_sub(2)].base_offset();
         let (mut table, mut at) =
-            producer_state::load_snapshot(&*self.fs, &self.dir, end, self.log_start_offset())?;
+            producer_state::load_snapshot(&*self.fs, &self.dir, end, fallback)?;
         at = at.max(self.log_start_offset());
         while at < end {
             let read = self.read(at, PRODUCER_STATE_REPLAY_BYTES, end)?;
