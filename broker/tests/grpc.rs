@@ -475,7 +475,8 @@ async fn magic_2_batches_are_produced_and_fetched_beside_magic_1() {
     let base = 1_700_000_000_000i64;
     let batch = |first: i64, codec: Compression| {
         let mut rb = RecordBatchBuilder::new(codec);
-        rb.producer_state(77, 2, 10);
+        // Producer 77's sequences follow each other (a repeat would be answered as a duplicate).
+        rb.producer_state(77, 2, 10 + first as i32);
         for i in first..first + 3 {
             let v = format!("v{i}");
             rb.push(

@@ -279,7 +279,6 @@ async fn send_everything(
     while let Some(w) = window.pop_front() {
         settle(w).await;
     }
-    drop(settle);
     (acked, failed)
 }
 

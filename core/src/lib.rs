@@ -3,7 +3,7 @@
 //! Cargo features split it in two, so that a client links none of the broker's machinery
 //! (contents, users and crate counts: `docs/ARCHITECTURE.md`, "Cargo features"):
 //! - always: [`format`](mod@format), [`types`], [`limits`], [`error`], [`partitioner`],
-//!   [`atomic_file`], [`group::TopicPartition`] and [`group::assignor`],
+//!   [`atomic_file`], [`file_io`], [`group::TopicPartition`] and [`group::assignor`],
 //!   [`topic::validate_topic_name`] and the topic-config key names.
 //! - `client`: the `client` module without `client::bench` (tokio, tonic's `channel`,
 //!   `sluiceway-proto/client`). The broker and every language binding.
@@ -36,6 +36,8 @@
 //!   sends bindings).
 //! - `scram` (`server`) — SCRAM-SHA-256 stored credentials (PBKDF2-HMAC-SHA-256).
 //! - [`atomic_file`] — temp + fsync + rename + fsync-dir replacement of small state files.
+//! - [`file_io`] — the file seam under storage and atomic files: the `FileSystem` trait, the
+//!   real one, and (`server`) a fault-injecting one for tests.
 //! - [`types`] — newtypes for kinds of integers (`Offset`, `RelativeOffset`, `FilePosition`).
 //! - [`wire`] — the one conversion point between the wire contract (prost, tonic) and core's
 //!   types and errors, used by the broker and the client alike.
@@ -45,6 +47,7 @@ pub mod atomic_file;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod error;
+pub mod file_io;
 pub mod format;
 pub mod group;
 pub mod limits;

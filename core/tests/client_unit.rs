@@ -112,6 +112,13 @@ impl v1::log_server::Log for Fake {
         Err(Status::unimplemented("not scripted"))
     }
 
+    async fn init_producer_id(
+        &self,
+        _r: Request<v1::InitProducerIdRequest>,
+    ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn produce(
         &self,
         r: Request<v1::ProduceRequest>,

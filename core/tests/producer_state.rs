@@ -92,6 +92,11 @@ fn a_retried_batch_is_answered_with_its_first_offsets_and_written_once() {
     assert_eq!(append(&log, &b0).unwrap(), (0, 9, true));
     assert_eq!(append(&log, &b1).unwrap(), (13, 17, true));
     assert_eq!(log.log_end_offset(), Offset(18));
+    // A damaged retry is refused as damaged, never answered as a duplicate.
+    let mut bad = b1.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    assert_eq!(code(append(&log, &bad)), ErrorCode::CorruptMessage);
 
     // A gap in the sequence, a repeat that matches no batch, an older epoch.
     assert_eq!(
@@ -163,7 +168,7 @@ fn the_state_survives_close_crash_and_lost_snapshots() {
         (160, 163, true)
     );
     drop(log);
-    // Every snapshot lost or damaged: rebuilt from the whole log.
+    // Every snapshot lost or damaged: rebuilt from the last two segments (Kafka's upgrade path).
     for e in std::fs::read_dir(&f.dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "snapshot") {

@@ -15,3 +15,5 @@ mod producer_state;
 mod replication;
 #[cfg(feature = "server")]
 mod storage;
+#[cfg(feature = "server")]
+mod storage_faults;

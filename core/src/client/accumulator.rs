@@ -1285,6 +1285,74 @@ mod tests {
         assert!(acc.is_empty());
     }
 
+    /// The producer fields of a drained idempotent set (one batch).
+    fn stamp_of(d: &Drained) -> (i64, i16, i32, u32) {
+        let h = crate::format::v2::BatchHeader::parse(&d.set).unwrap();
+        assert_eq!(
+            h.batch_length as usize + 12,
+            d.set.len(),
+            "one batch per set"
+        );
+        (
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            h.record_count,
+        )
+    }
+
+    #[test]
+    fn idempotent_batches_are_stamped_once_and_a_lost_one_bumps_the_epoch() {
+        let now = Instant::now();
+        let per = record_size(None, Some(b"v"), &[]);
+        let mut acc = Accumulator::new(
+            (per * 3) as u32,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            Arc::default(),
+        )
+        .with_idempotence(42);
+        for _ in 0..9 {
+            let _ = acc.append(&tp(0), 1, None, Some(b"v"), &[], now, None);
+        }
+        // Three full batches queued: a drain takes one, however large the budget.
+        let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        assert_eq!((d.batches, stamp_of(&d)), (1, (42, 0, 0, 3)));
+        // A retriable failure: the same bytes go again, sequence and all.
+        acc.retry_or_fail(
+            &tp(0),
+            d.batch_id,
+            Error::Network("reset".into()),
+            now,
+            Duration::ZERO,
+            5,
+        );
+        let again = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        assert_eq!(again.set, d.set);
+        acc.complete(
+            &tp(0),
+            again.batch_id,
+            Ok(Delivered {
+                base_offset: Some(0),
+                log_append_time: None,
+            }),
+        );
+        let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        assert_eq!(stamp_of(&d), (42, 0, 3, 3));
+        // This batch fails for good: the next one starts the next epoch at sequence 0.
+        acc.complete(
+            &tp(0),
+            d.batch_id,
+            Err(Error::InvalidArgument("refused".into())),
+        );
+        let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        assert_eq!(stamp_of(&d), (42, 1, 0, 3));
+        // Other partitions keep their own numbering.
+        let _ = acc.append(&tp(1), 1, None, Some(b"v"), &[], now, None);
+        let d1 = acc.drain(&tp(1), 1 << 20, now, true).unwrap().unwrap();
+        assert_eq!(stamp_of(&d1), (42, 0, 0, 1));
+    }
+
     #[test]
     fn retries_zero_fails_on_first_error() {
         let now = Instant::now();

@@ -19,11 +19,12 @@
 //! removes it before changing anything, so its presence means "nothing happened since a clean
 //! close" and recovery can be skipped.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::Path;
 
-use crate::atomic_file::write_atomically;
+use crate::atomic_file::write_atomically_with;
 use crate::error::{Error, Result};
+use crate::file_io::{FileSystem, OpenMode};
 use crate::types::Offset;
 
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
@@ -44,14 +45,14 @@ fn body(c: &Checkpoint) -> String {
     )
 }
 
-pub(crate) use crate::atomic_file::sync_dir;
+pub(crate) use crate::atomic_file::sync_dir_with as sync_dir;
 
-pub(crate) fn write(dir: &Path, c: &Checkpoint) -> Result<()> {
+pub(crate) fn write(fs: &dyn FileSystem, dir: &Path, c: &Checkpoint) -> Result<()> {
     let mut text = body(c);
     let crc = crc32fast::hash(text.as_bytes());
     text.push_str(&format!("crc32 {crc:08x}\n"));
     // Writes `checkpoint.tmp`, fsyncs, renames, fsyncs the directory (recovery removes a leftover `*.tmp`).
-    write_atomically(&dir.join(CHECKPOINT_FILE), text.as_bytes())
+    write_atomically_with(fs, &dir.join(CHECKPOINT_FILE), text.as_bytes())
 }
 
 /// The checkpoint, or `None` when absent or unreadable (logged).
@@ -97,20 +98,22 @@ fn parse(text: &str) -> Option<Checkpoint> {
     round_trip.then_some(c)
 }
 
-pub(crate) fn write_clean_shutdown(dir: &Path) -> Result<()> {
+pub(crate) fn write_clean_shutdown(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     let path = dir.join(CLEAN_SHUTDOWN_FILE);
-    let f = File::create(&path).map_err(|e| Error::io("create clean-shutdown marker", &path, e))?;
+    let f = fs
+        .open(&path, OpenMode::Truncate)
+        .map_err(|e| Error::io("create clean-shutdown marker", &path, e))?;
     f.sync_all()
         .map_err(|e| Error::io("fsync clean-shutdown marker", &path, e))?;
-    sync_dir(dir)
+    sync_dir(fs, dir)
 }
 
 /// Removes the clean-shutdown marker (durably) and says whether it was there.
-pub(crate) fn take_clean_shutdown(dir: &Path) -> Result<bool> {
+pub(crate) fn take_clean_shutdown(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
     let path = dir.join(CLEAN_SHUTDOWN_FILE);
-    match fs::remove_file(&path) {
+    match fs.remove_file(&path) {
         Ok(()) => {
-            sync_dir(dir)?;
+            sync_dir(fs, dir)?;
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

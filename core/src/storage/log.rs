@@ -31,7 +31,10 @@
 //! read *before* the fsync. So N concurrent appenders cost about two fsyncs, not N.
 //!
 //! A failed fsync (or msync, or checkpoint write) puts the log offline for good: after EIO the
-//! kernel may have dropped the dirty pages, so a retry could succeed without the data.
+//! kernel may have dropped the dirty pages, so a retry could succeed without the data. A failed
+//! segment write refuses its set and cuts the file back to the published end (offline if even
+//! that fails). Both are tested through the file seam (`crate::file_io`,
+//! `core/tests/storage_faults.rs`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -47,6 +50,7 @@ use super::producer_state::{self, ProducerStateTable, SequenceCheck, next_sequen
 use super::recovery;
 use super::segment::{Segment, SegmentConfig};
 use crate::error::{Error, Result};
+use crate::file_io::{FileSystem, OsFileSystem};
 use crate::format::v2::{BatchHeader, NO_PRODUCER_ID};
 use crate::format::{self, AppendOptions, Entries, MAGIC_V2};
 use crate::limits::{MESSAGE_SET_BYTES_MAX, PRODUCER_STATE_REPLAY_BYTES};
@@ -94,6 +98,9 @@ struct Writer {
 #[derive(Debug)]
 pub struct PartitionLog {
     dir: PathBuf,
+    /// Every file operation goes through this seam (`crate::file_io`): the real file system, or
+    /// a fault-injecting one in tests.
+    fs: Arc<dyn FileSystem>,
     config: LogConfig,
     segment_config: SegmentConfig,
     clock: Arc<dyn Clock>,
@@ -129,13 +136,24 @@ impl PartitionLog {
         config: LogConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<PartitionLog> {
+        PartitionLog::open_with_file_system(dir, config, clock, OsFileSystem::shared())
+    }
+
+    /// [`open`](Self::open) with every file operation going through `fs` (tests put a
+    /// fault-injecting file system here: `crate::file_io::faulty`).
+    pub fn open_with_file_system(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<PartitionLog> {
         config.validate()?;
         let dir = dir.into();
         if !dir.is_dir() {
-            fs::create_dir_all(&dir)
+            fs.create_dir_all(&dir)
                 .map_err(|e| Error::io("create partition directory", &dir, e))?;
             if let Some(parent) = dir.parent() {
-                checkpoint::sync_dir(parent)?;
+                checkpoint::sync_dir(&*fs, parent)?;
             }
         }
         let segment_config = SegmentConfig {
@@ -143,7 +161,7 @@ impl PartitionLog {
             index_bytes_max: config.index_bytes_max,
         };
         let now = clock.now_ms();
-        let loaded = recovery::load(&dir, segment_config, now)?;
+        let loaded = recovery::load(&fs, &dir, segment_config, now)?;
         let log_end = loaded
             .segments
             .last()
@@ -151,6 +169,7 @@ impl PartitionLog {
             .next_offset();
         let log = PartitionLog {
             dir,
+            fs,
             config,
             segment_config,
             clock,
@@ -175,11 +194,16 @@ impl PartitionLog {
     }
 
     /// The producer state at the log end: the newest snapshot at or below it, then every
-    /// idempotent batch after the snapshot read back from the log (the whole log without one).
+    /// idempotent batch after the snapshot read back from the log. Without a readable snapshot
+    /// (a log written before snapshots existed, or every one damaged) only the last two
+    /// segments are read, as Kafka does on that path: opening never scans a whole large log, and
+    /// a producer whose state is older is treated as new (accepted at any sequence).
     fn load_producer_state(&self) -> Result<ProducerStateTable> {
         let end = self.log_end_offset();
+        let segments = self.segments();
+        let fallback = segments[segments.len().saturating_sub(2)].base_offset();
         let (mut table, mut at) =
-            producer_state::load_snapshot(&self.dir, end, self.log_start_offset())?;
+            producer_state::load_snapshot(&*self.fs, &self.dir, end, fallback)?;
         at = at.max(self.log_start_offset());
         while at < end {
             let read = self.read(at, PRODUCER_STATE_REPLAY_BYTES, end)?;
@@ -274,6 +298,16 @@ impl PartitionLog {
         self.check_writable()?;
         let now = self.clock.now_ms();
         let idempotent = idempotent_batch(set)?;
+        let base = self.log_end_offset();
+        let opts = AppendOptions {
+            max_message_bytes: self.config.max_message_bytes,
+            timestamp_type: self.config.timestamp_type,
+            now,
+            leader_epoch: i32::try_from(leader_epoch).unwrap_or(i32::MAX),
+        };
+        let summary = format::prepare_append(set, base, &opts, &mut w.scratch)?;
+        // Checked after validation (Kafka's order): a damaged retry is CORRUPT_MESSAGE, never a
+        // duplicate.
         if let Some(h) = &idempotent {
             let last_sequence = next_sequence(h.base_sequence, h.last_offset_delta as i32);
             let verdict = w.producers.check(
@@ -298,14 +332,6 @@ impl PartitionLog {
                 });
             }
         }
-        let base = self.log_end_offset();
-        let opts = AppendOptions {
-            max_message_bytes: self.config.max_message_bytes,
-            timestamp_type: self.config.timestamp_type,
-            now,
-            leader_epoch: i32::try_from(leader_epoch).unwrap_or(i32::MAX),
-        };
-        let summary = format::prepare_append(set, base, &opts, &mut w.scratch)?;
         w.entries.clear();
         for entry in Entries::new(set) {
             // prepare_append checked framing and layout of every entry.
@@ -423,7 +449,12 @@ impl PartitionLog {
         } else {
             active
         };
-        active.append(set, &w.entries, now)?;
+        if let Err(e) = active.append(set, &w.entries, now) {
+            // Nothing was published; cut off whatever part of the set landed. If even that
+            // fails, the log cannot vouch for its tail any more: offline, like a failed fsync.
+            self.durable(active.discard_unpublished())?;
+            return Err(e);
+        }
         self.log_end_offset
             .store(last_offset.0 + 1, Ordering::Release);
         self.check_invariants();
@@ -487,6 +518,7 @@ impl PartitionLog {
         // Rebuild the cut segment's indexes and running maximum from what is left: simple, and
         // truncation is rare (leadership changes).
         let (rebuilt, end) = Segment::recover(
+            &self.fs,
             &self.dir,
             last.base_offset(),
             self.segment_config,
@@ -507,7 +539,7 @@ impl PartitionLog {
             *list = Arc::new(next);
         }
         self.lower_offsets_to(new_end);
-        self.durable(checkpoint::sync_dir(&self.dir))?;
+        self.durable(checkpoint::sync_dir(&*self.fs, &self.dir))?;
         self.write_checkpoint()?;
         // The producer state of the cut log: its batches past the cut are forgotten, and those a
         // retained window had pushed out come back (rebuilt from a snapshot and the log).
@@ -547,10 +579,15 @@ impl PartitionLog {
         for segment in old.iter() {
             segment.delete_files()?;
         }
-        producer_state::delete_snapshots(&self.dir, |_| true)?;
+        producer_state::delete_snapshots(&*self.fs, &self.dir, |_| true)?;
         *producers = ProducerStateTable::new();
-        let segment = Arc::new(Segment::create(&self.dir, offset, self.segment_config)?);
-        self.durable(checkpoint::sync_dir(&self.dir))?;
+        let segment = Arc::new(Segment::create(
+            &self.fs,
+            &self.dir,
+            offset,
+            self.segment_config,
+        )?);
+        self.durable(checkpoint::sync_dir(&*self.fs, &self.dir))?;
         *self.segments.write() = Arc::new(vec![segment]);
         // Every writer of these offsets is locked out, so the order of the stores is free.
         self.log_end_offset.store(offset.0, Ordering::Release);
@@ -596,10 +633,17 @@ impl PartitionLog {
         self.durable(old.sync())?;
         self.durable(old.seal())?;
         // The producer state of everything below the new segment: recovery replays from here.
-        self.durable(producer_state::write_snapshot(&self.dir, base, producers))?;
-        let segment = Arc::new(Segment::create(&self.dir, base, self.segment_config)?);
+        self.durable(producer_state::write_snapshot(
+            &*self.fs, &self.dir, base, producers,
+        ))?;
+        let segment = Arc::new(Segment::create(
+            &self.fs,
+            &self.dir,
+            base,
+            self.segment_config,
+        )?);
         // The new file's directory entry must be durable before data in it is reported durable.
-        self.durable(checkpoint::sync_dir(&self.dir))?;
+        self.durable(checkpoint::sync_dir(&*self.fs, &self.dir))?;
         {
             let mut list = self.segments.write();
             let mut next = Vec::with_capacity(list.len() + 1);
@@ -846,7 +890,7 @@ impl PartitionLog {
             tracing::info!(path = %segment.log_path().display(), why, "deleting a segment");
             segment.delete_files()?;
         }
-        producer_state::delete_snapshots(&self.dir, |o| o < new_start)?;
+        producer_state::delete_snapshots(&*self.fs, &self.dir, |o| o < new_start)?;
         self.check_invariants();
         Ok(count)
     }
@@ -892,26 +936,31 @@ impl PartitionLog {
             high_watermark: self.high_watermark(),
             recovery_point: self.recovery_point(),
         };
-        self.durable(checkpoint::write(&self.dir, &c))
+        self.durable(checkpoint::write(&*self.fs, &self.dir, &c))
     }
 
     /// Flushes and marks the log cleanly closed, so the next open skips recovery. Later appends
-    /// fail with `Error::ShuttingDown`; reads keep working. Closing twice is harmless.
+    /// fail with `Error::ShuttingDown`; reads keep working. Closing twice is harmless; closing
+    /// an offline log is `Error::LogOffline`.
     pub fn close(&self) -> Result<()> {
         let w = self.writer.lock();
+        // An offline log never reports a clean close, not even when a first close got as far
+        // as marking it closed before its last fsync failed.
+        self.check_online()?;
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
         self.flush()?;
         // The state at the log end, so the next open reads no segment to rebuild it.
         self.durable(producer_state::write_snapshot(
+            &*self.fs,
             &self.dir,
             self.log_end_offset(),
             &w.producers,
         ))?;
         self.durable(self.active().trim_indexes())?;
         self.closed.store(true, Ordering::Release);
-        self.durable(checkpoint::write_clean_shutdown(&self.dir))?;
+        self.durable(checkpoint::write_clean_shutdown(&*self.fs, &self.dir))?;
         tracing::debug!(dir = %self.dir.display(), log_end_offset = self.log_end_offset().0, "closed the partition log");
         Ok(())
     }
@@ -920,10 +969,11 @@ impl PartitionLog {
     pub fn delete(self) -> Result<()> {
         let _w = self.writer.lock();
         self.closed.store(true, Ordering::Release);
-        fs::remove_dir_all(&self.dir)
+        self.fs
+            .remove_dir_all(&self.dir)
             .map_err(|e| Error::io("delete partition directory", &self.dir, e))?;
         if let Some(parent) = self.dir.parent() {
-            checkpoint::sync_dir(parent)?;
+            checkpoint::sync_dir(&*self.fs, parent)?;
         }
         Ok(())
     }

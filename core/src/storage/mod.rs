@@ -10,6 +10,9 @@
 //! - `checkpoint.rs` — the per-partition checkpoint file and the clean-shutdown marker.
 //! - [`LogConfig`] (`config.rs`) and [`Clock`] (`clock.rs`).
 //!
+//! Every file operation goes through the file seam, [`crate::file_io`]: the real file system by
+//! default, a fault-injecting one in tests ([`PartitionLog::open_with_file_system`]).
+//!
 //! File names inside a partition directory (a compatibility surface: only ever added to):
 //! `{base_offset:020}.log`, `{base_offset:020}.index`, `{base_offset:020}.timeindex`,
 //! `checkpoint` (and `checkpoint.tmp` while it is replaced), `clean-shutdown`.

@@ -15,12 +15,13 @@
 //! rebuilt from the `.log` after an unclean shutdown or whenever [`OffsetIndex::sanity_check`]
 //! fails. Not thread-safe: the segment holds it behind a lock.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapMut;
 
 use crate::error::{Error, Result};
+use crate::file_io::{DataFile, FileSystem, OpenMode};
 use crate::limits::OFFSET_INDEX_ENTRY_BYTES;
 use crate::types::{FilePosition, Offset, RelativeOffset};
 
@@ -44,7 +45,7 @@ pub(super) fn map(file: &File, path: &Path) -> Result<MmapMut> {
 #[derive(Debug)]
 pub(super) struct IndexFile {
     pub(super) path: PathBuf,
-    file: File,
+    file: Box<dyn DataFile>,
     pub(super) mmap: MmapMut,
     entry_bytes: usize,
     pub(super) entries: usize,
@@ -57,24 +58,20 @@ impl IndexFile {
     /// (a trimmed file). When `capacity_bytes` is `Some`, the file is then grown to that size so
     /// entries can be appended (the active segment).
     pub(super) fn open(
+        fs: &dyn FileSystem,
         path: PathBuf,
         entry_bytes: usize,
         capacity_bytes: Option<u32>,
     ) -> Result<IndexFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
+        let file = fs
+            .open(&path, OpenMode::OpenOrCreate)
             .map_err(|e| Error::io("open index", &path, e))?;
         let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat index", &path, e))?
-            .len();
+            .file_len()
+            .map_err(|e| Error::io("stat index", &path, e))?;
         let entries = usize::try_from(len).unwrap_or(usize::MAX) / entry_bytes;
         let mut index = IndexFile {
-            mmap: map(&file, &path)?,
+            mmap: map(file.os_file(), &path)?,
             path,
             file,
             entry_bytes,
@@ -94,23 +91,21 @@ impl IndexFile {
     /// there is unlinked first rather than truncated: a reader may still have it mapped (a
     /// segment replaced by truncation), and shrinking a mapped file would fault that reader.
     pub(super) fn create(
+        fs: &dyn FileSystem,
         path: PathBuf,
         entry_bytes: usize,
         capacity_bytes: u32,
     ) -> Result<IndexFile> {
-        match std::fs::remove_file(&path) {
+        match fs.remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("replace index", &path, e)),
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = fs
+            .open(&path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create index", &path, e))?;
         let mut index = IndexFile {
-            mmap: map(&file, &path)?,
+            mmap: map(file.os_file(), &path)?,
             path,
             file,
             entry_bytes,
@@ -129,7 +124,7 @@ impl IndexFile {
         self.file
             .set_len((capacity * self.entry_bytes) as u64)
             .map_err(|e| Error::io("resize index", &self.path, e))?;
-        self.mmap = map(&self.file, &self.path)?;
+        self.mmap = map(self.file.os_file(), &self.path)?;
         self.capacity = capacity;
         Ok(())
     }
@@ -149,6 +144,7 @@ impl IndexFile {
     pub(super) fn flush(&self) -> Result<()> {
         self.mmap
             .flush()
+            .and_then(|()| self.file.map_flushed())
             .map_err(|e| Error::io("flush index", &self.path, e))
     }
 
@@ -176,25 +172,27 @@ pub(crate) struct OffsetIndex {
 impl OffsetIndex {
     /// Opens an existing (trimmed) index, or creates an empty one; see [`IndexFile::open`].
     pub(crate) fn open(
+        fs: &dyn FileSystem,
         path: PathBuf,
         base_offset: Offset,
         capacity_bytes: Option<u32>,
     ) -> Result<OffsetIndex> {
         Ok(OffsetIndex {
             base_offset,
-            file: IndexFile::open(path, ENTRY, capacity_bytes)?,
+            file: IndexFile::open(fs, path, ENTRY, capacity_bytes)?,
         })
     }
 
     /// Creates a fresh, empty index (replacing any file there) with room for `capacity_bytes`.
     pub(crate) fn create(
+        fs: &dyn FileSystem,
         path: PathBuf,
         base_offset: Offset,
         capacity_bytes: u32,
     ) -> Result<OffsetIndex> {
         Ok(OffsetIndex {
             base_offset,
-            file: IndexFile::create(path, ENTRY, capacity_bytes)?,
+            file: IndexFile::create(fs, path, ENTRY, capacity_bytes)?,
         })
     }
 

@@ -24,8 +24,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::atomic_file::write_atomically;
+use crate::atomic_file::write_atomically_with;
 use crate::error::{Error, ErrorCode, Result};
+use crate::file_io::FileSystem;
 pub use crate::format::v2::next_sequence;
 use crate::format::v2::{BatchHeader, NO_PRODUCER_ID};
 use crate::format::{Entries, MAGIC_V2};
@@ -347,15 +348,24 @@ pub(crate) fn snapshot_offsets(dir: &Path) -> Result<Vec<Offset>> {
 }
 
 /// Writes `table` as the snapshot at `offset`, atomically and durably.
-pub(crate) fn write_snapshot(dir: &Path, offset: Offset, table: &ProducerStateTable) -> Result<()> {
-    write_atomically(&snapshot_path(dir, offset), &table.encode_snapshot())
+pub(crate) fn write_snapshot(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    offset: Offset,
+    table: &ProducerStateTable,
+) -> Result<()> {
+    write_atomically_with(fs, &snapshot_path(dir, offset), &table.encode_snapshot())
 }
 
 /// Deletes the snapshot files whose offset `doomed` selects.
-pub(crate) fn delete_snapshots(dir: &Path, doomed: impl Fn(Offset) -> bool) -> Result<()> {
+pub(crate) fn delete_snapshots(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    doomed: impl Fn(Offset) -> bool,
+) -> Result<()> {
     for offset in snapshot_offsets(dir)?.into_iter().filter(|o| doomed(*o)) {
         let path = snapshot_path(dir, offset);
-        match fs::remove_file(&path) {
+        match fs.remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("delete producer state snapshot", &path, e)),
@@ -369,11 +379,12 @@ pub(crate) fn delete_snapshots(dir: &Path, doomed: impl Fn(Offset) -> bool) -> R
 /// rebuilt from the log instead), and so is every snapshot above `at_most` (the log was cut
 /// below it).
 pub(crate) fn load_snapshot(
+    fs: &dyn FileSystem,
     dir: &Path,
     at_most: Offset,
     otherwise: Offset,
 ) -> Result<(ProducerStateTable, Offset)> {
-    delete_snapshots(dir, |o| o > at_most)?;
+    delete_snapshots(fs, dir, |o| o > at_most)?;
     for offset in snapshot_offsets(dir)?.into_iter().rev() {
         let path = snapshot_path(dir, offset);
         let loaded = fs::read(&path)
@@ -383,7 +394,7 @@ pub(crate) fn load_snapshot(
             Ok(table) => return Ok((table, offset)),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "removing an unreadable producer state snapshot; the state is rebuilt from the log");
-                delete_snapshots(dir, |o| o == offset)?;
+                delete_snapshots(fs, dir, |o| o == offset)?;
             }
         }
     }

@@ -45,7 +45,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,6 +54,7 @@ use super::segment::{
     plausible_header,
 };
 use crate::error::{Error, Result};
+use crate::file_io::{FileSystem, OpenMode};
 use crate::format::{Entry, MAGIC_POS};
 use crate::limits::{
     LOG_OVERHEAD_BYTES, MESSAGE_V0_HEADER_BYTES, SCAN_CHUNK_BYTES, WRAPPER_MESSAGES_MAX,
@@ -78,23 +78,23 @@ struct Files {
     time_index: bool,
 }
 
-fn remove(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
+fn remove(fs: &dyn FileSystem, path: &Path) -> Result<()> {
+    match fs.remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("remove", path, e)),
     }
 }
 
-fn remove_segment_files(dir: &Path, base: Offset) -> Result<()> {
+fn remove_segment_files(fs: &dyn FileSystem, dir: &Path, base: Offset) -> Result<()> {
     for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-        remove(&file_path(dir, base, suffix))?;
+        remove(fs, &file_path(dir, base, suffix))?;
     }
     Ok(())
 }
 
 /// Lists the directory's segments, removing temp files and orphaned index files.
-fn list_segments(dir: &Path) -> Result<BTreeMap<Offset, Files>> {
+fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<BTreeMap<Offset, Files>> {
     let mut found: BTreeMap<Offset, Files> = BTreeMap::new();
     let entries = fs::read_dir(dir).map_err(|e| Error::io("list partition directory", dir, e))?;
     for entry in entries {
@@ -114,7 +114,7 @@ fn list_segments(dir: &Path) -> Result<BTreeMap<Offset, Files>> {
         if name.ends_with(".tmp") {
             // A checkpoint (or other) replacement that crashed before its rename.
             tracing::info!(path = %entry.path().display(), "removing a leftover temporary file");
-            remove(&entry.path())?;
+            remove(fs, &entry.path())?;
             continue;
         }
         let parsed = name.split_once('.').and_then(|(stem, ext)| {
@@ -145,17 +145,22 @@ fn list_segments(dir: &Path) -> Result<BTreeMap<Offset, Files>> {
         .collect();
     for base in orphans {
         tracing::info!(dir = %dir.display(), base_offset = base.0, "removing index files without a log");
-        remove_segment_files(dir, base)?;
+        remove_segment_files(fs, dir, base)?;
         found.remove(&base);
     }
     Ok(found)
 }
 
 /// Loads (and if needed recovers) the partition in `dir`, which must exist.
-pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Result<Loaded> {
-    let clean = checkpoint::take_clean_shutdown(dir)?;
+pub(crate) fn load(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    config: SegmentConfig,
+    now: TimestampMs,
+) -> Result<Loaded> {
+    let clean = checkpoint::take_clean_shutdown(&**fs, dir)?;
     let saved = checkpoint::read(dir)?;
-    let found = list_segments(dir)?;
+    let found = list_segments(&**fs, dir)?;
     let mut bases: Vec<Offset> = found.keys().copied().collect();
 
     // Empty logs that are not last carry nothing (see the module docs).
@@ -167,7 +172,7 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
             .len();
         if len == 0 {
             tracing::warn!(path = %path.display(), "removing an empty segment that is not the last");
-            remove_segment_files(dir, bases[i])?;
+            remove_segment_files(&**fs, dir, bases[i])?;
             bases.remove(i);
         } else {
             i += 1;
@@ -176,15 +181,15 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
 
     if bases.is_empty() {
         let base = saved.map_or(Offset(0), |c| c.log_start_offset);
-        let segment = Segment::create(dir, base, config)?;
-        checkpoint::sync_dir(dir)?;
+        let segment = Segment::create(fs, dir, base, config)?;
+        checkpoint::sync_dir(&**fs, dir)?;
         let loaded = Loaded {
             segments: vec![Arc::new(segment)],
             log_start_offset: base,
             high_watermark: base,
             recovery_point: base,
         };
-        write_checkpoint(dir, &loaded)?;
+        write_checkpoint(&**fs, dir, &loaded)?;
         return Ok(loaded);
     }
 
@@ -193,7 +198,7 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
     let log_start = saved.map_or(bases[0], |c| c.log_start_offset.max(bases[0]));
     while bases.len() > 1 && bases[1] <= log_start {
         tracing::info!(dir = %dir.display(), base_offset = bases[0].0, "removing a segment below the log start offset");
-        remove_segment_files(dir, bases[0])?;
+        remove_segment_files(&**fs, dir, bases[0])?;
         bases.remove(0);
     }
 
@@ -213,7 +218,7 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
     for (i, &base) in bases.iter().enumerate().take(recover_from.min(bases.len())) {
         let files = found.get(&base).copied().unwrap_or_default();
         let opened = if files.index && files.time_index {
-            Segment::open_trusted(dir, base, config, bases.get(i + 1).copied(), now)?
+            Segment::open_trusted(fs, dir, base, config, bases.get(i + 1).copied(), now)?
         } else {
             Err("an index file is missing".to_owned())
         };
@@ -232,7 +237,7 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
 
     let mut i = from;
     while i < bases.len() {
-        let (segment, end) = Segment::recover(dir, bases[i], config, now)?;
+        let (segment, end) = Segment::recover(fs, dir, bases[i], config, now)?;
         match end {
             ScanEnd::Clean => {
                 if let Some(&next_base) = bases.get(i + 1) {
@@ -259,7 +264,7 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
             ScanEnd::Bad { position, reason } => {
                 let expected = segment.next_offset();
                 if let Some((path, at)) =
-                    find_valid_entry_after(dir, &bases[i..], position, expected)?
+                    find_valid_entry_after(&**fs, dir, &bases[i..], position, expected)?
                 {
                     return Err(Error::CorruptSegment {
                         path: segment.log_path().to_owned(),
@@ -281,7 +286,7 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
                 segment.truncate_file(position)?;
                 for &later in &bases[i + 1..] {
                     tracing::warn!(path = %file_path(dir, later, LOG_SUFFIX).display(), "removing a segment after a truncated tail");
-                    remove_segment_files(dir, later)?;
+                    remove_segment_files(&**fs, dir, later)?;
                 }
                 bases.truncate(i + 1);
                 segments.push(Arc::new(segment));
@@ -289,7 +294,7 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
             }
         }
     }
-    checkpoint::sync_dir(dir)?;
+    checkpoint::sync_dir(&**fs, dir)?;
 
     let last = segments.last().expect("at least one segment");
     let log_end = last.next_offset();
@@ -306,12 +311,13 @@ pub(crate) fn load(dir: &Path, config: SegmentConfig, now: TimestampMs) -> Resul
         // Trusted segments were flushed before their checkpoint; recovered ones were just synced.
         recovery_point: log_end,
     };
-    write_checkpoint(dir, &loaded)?;
+    write_checkpoint(&**fs, dir, &loaded)?;
     Ok(loaded)
 }
 
-fn write_checkpoint(dir: &Path, l: &Loaded) -> Result<()> {
+fn write_checkpoint(fs: &dyn FileSystem, dir: &Path, l: &Loaded) -> Result<()> {
     checkpoint::write(
+        fs,
         dir,
         &Checkpoint {
             log_start_offset: l.log_start_offset,
@@ -324,6 +330,7 @@ fn write_checkpoint(dir: &Path, l: &Loaded) -> Result<()> {
 /// Searches segment `bases[0]` after `bad_position`, then every later segment, for a valid entry
 /// (see the module docs). Returns where one was found.
 fn find_valid_entry_after(
+    fs: &dyn FileSystem,
     dir: &Path,
     bases: &[Offset],
     bad_position: u32,
@@ -351,7 +358,9 @@ fn find_valid_entry_after(
     let header = MAGIC_POS + 2;
     let mut buf = Vec::new();
     for (path, start, len) in ranges {
-        let file = fs::File::open(&path).map_err(|e| Error::io("open segment", &path, e))?;
+        let file = fs
+            .open(&path, OpenMode::Existing)
+            .map_err(|e| Error::io("open segment", &path, e))?;
         let mut p = start;
         while p + smallest <= len {
             let n = u64::from(SCAN_CHUNK_BYTES).min(len - p) as usize;

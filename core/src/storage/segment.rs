@@ -17,9 +17,8 @@
 //! trimmed to their entries, log fsynced). Positions are `u32`: `limits::SEGMENT_BYTES_MAX`
 //! plus one overshooting set still fits.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
@@ -27,6 +26,7 @@ use parking_lot::RwLock;
 use super::offset_index::OffsetIndex;
 use super::time_index::TimeIndex;
 use crate::error::{Error, Result};
+use crate::file_io::{DataFile, FileSystem, OpenMode};
 use crate::format::{Compression, Entry, MAGIC_POS, MAGIC_V0, MAGIC_V1, MAGIC_V2, SIZE_POS};
 use crate::limits::{
     LOG_OVERHEAD_BYTES, MESSAGE_BYTES_MAX, MESSAGE_V0_HEADER_BYTES, RECORD_BATCH_HEADER_BYTES,
@@ -69,7 +69,9 @@ struct SegmentState {
 pub(crate) struct Segment {
     base_offset: Offset,
     log_path: PathBuf,
-    log: File,
+    /// The `.log`, through the file seam (`crate::file_io`).
+    log: Box<dyn DataFile>,
+    fs: Arc<dyn FileSystem>,
     config: SegmentConfig,
     /// Published bytes of whole entries.
     size: AtomicU32,
@@ -129,7 +131,7 @@ pub(crate) fn validate_entry(
 /// Reads a file's entries sequentially through a buffer, so walking headers costs one read per
 /// [`SCAN_CHUNK_BYTES`] rather than one per entry.
 pub(crate) struct Scanner<'a> {
-    file: &'a File,
+    file: &'a dyn DataFile,
     path: &'a Path,
     /// Bytes of the file that may be read.
     end: u64,
@@ -147,7 +149,7 @@ impl std::fmt::Debug for Scanner<'_> {
 }
 
 impl<'a> Scanner<'a> {
-    pub(crate) fn new(file: &'a File, path: &'a Path, end: u64) -> Scanner<'a> {
+    pub(crate) fn new(file: &'a dyn DataFile, path: &'a Path, end: u64) -> Scanner<'a> {
         Scanner {
             file,
             path,
@@ -219,13 +221,13 @@ impl<'a> Scanner<'a> {
 }
 
 impl Segment {
-    fn open_log(path: &Path, create_new: bool) -> Result<File> {
-        let mut opts = OpenOptions::new();
-        opts.read(true).write(true);
-        if create_new {
-            opts.create_new(true);
-        }
-        opts.open(path).map_err(|e| {
+    fn open_log(fs: &dyn FileSystem, path: &Path, create_new: bool) -> Result<Box<dyn DataFile>> {
+        let mode = if create_new {
+            OpenMode::CreateNew
+        } else {
+            OpenMode::Existing
+        };
+        fs.open(path, mode).map_err(|e| {
             Error::io(
                 if create_new {
                     "create segment"
@@ -238,10 +240,12 @@ impl Segment {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn with_state(
+        fs: &Arc<dyn FileSystem>,
         dir: &Path,
         base: Offset,
-        log: File,
+        log: Box<dyn DataFile>,
         config: SegmentConfig,
         state: SegmentState,
         size: u32,
@@ -251,6 +255,7 @@ impl Segment {
             base_offset: base,
             log_path: file_path(dir, base, LOG_SUFFIX),
             log,
+            fs: Arc::clone(fs),
             config,
             size: AtomicU32::new(size),
             next_offset: AtomicU64::new(next.0),
@@ -260,15 +265,22 @@ impl Segment {
     }
 
     /// Creates a new, empty active segment (its `.log` must not exist yet).
-    pub(crate) fn create(dir: &Path, base: Offset, config: SegmentConfig) -> Result<Segment> {
-        let log = Segment::open_log(&file_path(dir, base, LOG_SUFFIX), true)?;
+    pub(crate) fn create(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        base: Offset,
+        config: SegmentConfig,
+    ) -> Result<Segment> {
+        let log = Segment::open_log(&**fs, &file_path(dir, base, LOG_SUFFIX), true)?;
         let state = SegmentState {
             offset_index: OffsetIndex::create(
+                &**fs,
                 file_path(dir, base, INDEX_SUFFIX),
                 base,
                 config.index_bytes_max,
             )?,
             time_index: TimeIndex::create(
+                &**fs,
                 file_path(dir, base, TIME_INDEX_SUFFIX),
                 base,
                 config.index_bytes_max,
@@ -279,7 +291,9 @@ impl Segment {
             rolling_base_ms: None,
             sealed: false,
         };
-        Ok(Segment::with_state(dir, base, log, config, state, 0, base))
+        Ok(Segment::with_state(
+            fs, dir, base, log, config, state, 0, base,
+        ))
     }
 
     /// Opens a segment whose files are trusted (it lies before the recovery point, or the log was
@@ -289,6 +303,7 @@ impl Segment {
     ///
     /// `Ok(Err(reason))` means the files cannot be trusted after all: recover the segment.
     pub(crate) fn open_trusted(
+        fs: &Arc<dyn FileSystem>,
         dir: &Path,
         base: Offset,
         config: SegmentConfig,
@@ -296,11 +311,10 @@ impl Segment {
         now: TimestampMs,
     ) -> Result<std::result::Result<Segment, String>> {
         let log_path = file_path(dir, base, LOG_SUFFIX);
-        let log = Segment::open_log(&log_path, false)?;
+        let log = Segment::open_log(&**fs, &log_path, false)?;
         let len = log
-            .metadata()
-            .map_err(|e| Error::io("stat segment", &log_path, e))?
-            .len();
+            .file_len()
+            .map_err(|e| Error::io("stat segment", &log_path, e))?;
         let Ok(size) = u32::try_from(len) else {
             return Ok(Err(format!(
                 "log of {len} bytes is larger than a segment can be"
@@ -308,8 +322,10 @@ impl Segment {
         };
         let active = next_base.is_none();
         let cap = active.then_some(config.index_bytes_max);
-        let offset_index = OffsetIndex::open(file_path(dir, base, INDEX_SUFFIX), base, None)?;
-        let time_index = TimeIndex::open(file_path(dir, base, TIME_INDEX_SUFFIX), base, None)?;
+        let offset_index =
+            OffsetIndex::open(&**fs, file_path(dir, base, INDEX_SUFFIX), base, None)?;
+        let time_index =
+            TimeIndex::open(&**fs, file_path(dir, base, TIME_INDEX_SUFFIX), base, None)?;
         let (max_ts, offset_of_max) = time_index.last_entry().unwrap_or((TimestampMs::NONE, base));
         let mut state = SegmentState {
             offset_index,
@@ -329,7 +345,7 @@ impl Segment {
                 // Check the last index entry points at an entry with its offset: one read that
                 // catches most damaged-but-plausible index files.
                 if state.offset_index.entries() > 0 {
-                    let mut scan = Scanner::new(&log, &log_path, len);
+                    let mut scan = Scanner::new(&*log, &log_path, len);
                     match scan.entry(index_pos.0)? {
                         Some(Ok(e)) if e.last_offset() == index_offset => {}
                         _ => {
@@ -342,7 +358,7 @@ impl Segment {
                 next
             }
             None => {
-                let mut scan = Scanner::new(&log, &log_path, len);
+                let mut scan = Scanner::new(&*log, &log_path, len);
                 let mut pos = index_pos.0;
                 let mut expected = if state.offset_index.entries() > 0 {
                     index_offset
@@ -384,7 +400,7 @@ impl Segment {
             state.time_index.grow(cap)?;
         }
         Ok(Ok(Segment::with_state(
-            dir, base, log, config, state, size, next,
+            fs, dir, base, log, config, state, size, next,
         )))
     }
 
@@ -392,24 +408,26 @@ impl Segment {
     /// layout, offsets) and writes fresh indexes. Stops at the first bad entry, leaving the
     /// segment's published state at the last valid entry (the file itself is not cut here).
     pub(crate) fn recover(
+        fs: &Arc<dyn FileSystem>,
         dir: &Path,
         base: Offset,
         config: SegmentConfig,
         now: TimestampMs,
     ) -> Result<(Segment, ScanEnd)> {
         let log_path = file_path(dir, base, LOG_SUFFIX);
-        let log = Segment::open_log(&log_path, false)?;
+        let log = Segment::open_log(&**fs, &log_path, false)?;
         let len = log
-            .metadata()
-            .map_err(|e| Error::io("stat segment", &log_path, e))?
-            .len();
+            .file_len()
+            .map_err(|e| Error::io("stat segment", &log_path, e))?;
         let mut state = SegmentState {
             offset_index: OffsetIndex::create(
+                &**fs,
                 file_path(dir, base, INDEX_SUFFIX),
                 base,
                 config.index_bytes_max,
             )?,
             time_index: TimeIndex::create(
+                &**fs,
                 file_path(dir, base, TIME_INDEX_SUFFIX),
                 base,
                 config.index_bytes_max,
@@ -422,7 +440,7 @@ impl Segment {
         };
         // Positions are u32: anything past that cannot be ours.
         let end = len.min(u64::from(u32::MAX));
-        let mut scan = Scanner::new(&log, &log_path, end);
+        let mut scan = Scanner::new(&*log, &log_path, end);
         let mut pos = 0u32;
         let mut expected = base;
         let outcome = loop {
@@ -454,7 +472,7 @@ impl Segment {
         };
         if len > u64::from(u32::MAX) && outcome == ScanEnd::Clean {
             return Ok((
-                Segment::with_state(dir, base, log, config, state, pos, expected),
+                Segment::with_state(fs, dir, base, log, config, state, pos, expected),
                 ScanEnd::Bad {
                     position: pos,
                     reason: format!("log of {len} bytes is larger than a segment can be"),
@@ -465,7 +483,7 @@ impl Segment {
             state.rolling_base_ms = Some(now.0);
         }
         Ok((
-            Segment::with_state(dir, base, log, config, state, pos, expected),
+            Segment::with_state(fs, dir, base, log, config, state, pos, expected),
             outcome,
         ))
     }
@@ -510,11 +528,9 @@ impl Segment {
 
     /// The file's length on disk (may exceed the published size after a failed write).
     pub(crate) fn file_len(&self) -> Result<u64> {
-        Ok(self
-            .log
-            .metadata()
-            .map_err(|e| Error::io("stat segment", &self.log_path, e))?
-            .len())
+        self.log
+            .file_len()
+            .map_err(|e| Error::io("stat segment", &self.log_path, e))
     }
 
     /// Whether appending `bytes` more bytes ending at `last_offset` needs a new segment first
@@ -562,7 +578,7 @@ impl Segment {
             .checked_add(len)
             .expect("a segment's positions fit a u32 (limits::SEGMENT_BYTES_MAX)");
         // A positional write at the published end: a failed (partial) write leaves bytes past
-        // the published size, which the next append overwrites and recovery would truncate.
+        // the published size, which the log then cuts off (`discard_unpublished`).
         self.log
             .write_all_at(set, u64::from(pos))
             .map_err(|e| Error::io("write segment", &self.log_path, e))?;
@@ -585,6 +601,16 @@ impl Segment {
         self.max_timestamp
             .store(state.max_timestamp.0, Ordering::Release);
         Ok(())
+    }
+
+    /// Cuts the `.log` back to the published size after a failed write. Part of the failed set
+    /// may have landed; left there, a shorter set appended next would leave whole stale entries
+    /// behind the new end, which recovery takes for valid data after damage (and refuses to
+    /// open).
+    pub(crate) fn discard_unpublished(&self) -> Result<()> {
+        self.log
+            .set_len(u64::from(self.size()))
+            .map_err(|e| Error::io("cut a failed write from segment", &self.log_path, e))
     }
 
     /// fsync the `.log` (data and the length that makes it readable).
@@ -629,9 +655,10 @@ impl Segment {
     /// zeroing it first: on the fetch path that memset cost as much as the read's own copy.
     pub(crate) fn read_at(&self, pos: u32, len: u32) -> Result<Vec<u8>> {
         let mut buf: Vec<u8> = Vec::with_capacity(len as usize);
-        pread_exact_uninit(&self.log, buf.spare_capacity_mut(), u64::from(pos))
+        self.log
+            .read_exact_uninit_at(buf.spare_capacity_mut(), u64::from(pos))
             .map_err(|e| Error::io("read segment", &self.log_path, e))?;
-        // SAFETY: `pread_exact_uninit` returned Ok, so it initialised all `len` bytes of the
+        // SAFETY: `read_exact_uninit_at` returned Ok, so it initialised all `len` bytes of the
         // spare capacity (which holds at least `len`).
         #[allow(unsafe_code)]
         unsafe {
@@ -660,7 +687,7 @@ impl Segment {
     }
 
     fn scan_for(&self, target: Offset, start: u32, size: u32) -> Result<Option<u32>> {
-        let mut scan = Scanner::new(&self.log, &self.log_path, u64::from(size));
+        let mut scan = Scanner::new(&*self.log, &self.log_path, u64::from(size));
         let mut pos = start;
         while let Some(entry) = scan.entry(pos)? {
             let entry = entry.map_err(|reason| self.corrupt(pos, reason))?;
@@ -752,7 +779,7 @@ impl Segment {
             }
         };
         let start = if start >= size { 0 } else { start };
-        let mut scan = Scanner::new(&self.log, &self.log_path, u64::from(size));
+        let mut scan = Scanner::new(&*self.log, &self.log_path, u64::from(size));
         let mut pos = start;
         while let Some(entry) = scan.entry(pos)? {
             let entry = entry.map_err(|reason| self.corrupt(pos, reason))?;
@@ -782,7 +809,7 @@ impl Segment {
         let dir = self.log_path.parent().unwrap_or(Path::new("."));
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             let path = file_path(dir, self.base_offset, suffix);
-            match fs::remove_file(&path) {
+            match self.fs.remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("delete segment file", &path, e)),
@@ -834,45 +861,4 @@ pub(crate) fn plausible_header(bytes: &[u8]) -> Option<(Offset, u32)> {
         _ => return None,
     }
     Some((offset, size))
-}
-
-/// `pread(2)` until `buf` is full: `read_exact_at` for memory not initialised yet (std's
-/// `read_buf_at` is unstable). Ok means every byte of `buf` was written. A read past the end of
-/// the file is `UnexpectedEof`, as with `read_exact_at`.
-fn pread_exact_uninit(
-    file: &File,
-    buf: &mut [std::mem::MaybeUninit<u8>],
-    mut offset: u64,
-) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut done = 0;
-    while done < buf.len() {
-        let rest = &mut buf[done..];
-        let at = libc::off_t::try_from(offset).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "offset past off_t")
-        })?;
-        // SAFETY: `rest` is valid for writes of `rest.len()` bytes (uninitialised memory may be
-        // written); the kernel writes at most that many and returns how many it wrote.
-        #[allow(unsafe_code)]
-        let n = unsafe { libc::pread(file.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) };
-        match n {
-            n if n > 0 => {
-                done += n as usize;
-                offset += n as u64;
-            }
-            0 => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "failed to fill whole buffer",
-                ));
-            }
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 use super::offset_index::IndexFile;
 use crate::error::Result;
+use crate::file_io::FileSystem;
 use crate::limits::TIME_INDEX_ENTRY_BYTES;
 use crate::types::{Offset, RelativeOffset, TimestampMs};
 
@@ -35,24 +36,26 @@ pub(crate) struct TimeIndex {
 
 impl TimeIndex {
     pub(crate) fn open(
+        fs: &dyn FileSystem,
         path: PathBuf,
         base_offset: Offset,
         capacity_bytes: Option<u32>,
     ) -> Result<TimeIndex> {
         Ok(TimeIndex {
             base_offset,
-            file: IndexFile::open(path, ENTRY, capacity_bytes)?,
+            file: IndexFile::open(fs, path, ENTRY, capacity_bytes)?,
         })
     }
 
     pub(crate) fn create(
+        fs: &dyn FileSystem,
         path: PathBuf,
         base_offset: Offset,
         capacity_bytes: u32,
     ) -> Result<TimeIndex> {
         Ok(TimeIndex {
             base_offset,
-            file: IndexFile::create(path, ENTRY, capacity_bytes)?,
+            file: IndexFile::create(fs, path, ENTRY, capacity_bytes)?,
         })
     }
 
