@@ -14,8 +14,8 @@ use sluiceway_core::client::{
 };
 use sluiceway_core::{Error, ErrorCode, Offset};
 
-use crate::client::{bounded, consumer_config, create, poll_n, producer, send_values, tps, value};
-use crate::support::TestBroker;
+use crate::client::{consumer_config, create, poll_n, producer, send_values, tps, value};
+use crate::support::{TEST_TIMEOUT, TestBroker, bounded, wait_until};
 
 fn records(topic: &str, n: u32) -> Vec<ProducerRecord> {
     (0..n)
@@ -227,7 +227,7 @@ fn a_client_from_before_fork_fails_clearly_in_the_child() {
 async fn a_batch_has_one_handle_and_flush_reports_failures() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "t", 2).await;
         let p = producer(&b, &[]).await;
         let mut batch = records("t", 3);
@@ -307,7 +307,7 @@ async fn admin_create_small(b: &TestBroker) {
 async fn c15_a_missing_topic_fails_a_whole_batch_with_one_lookup() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "t", 1).await;
         let p = producer(&b, &[("max.block.ms", "10000")]).await;
         let before = b.requests_handled("metadata").await;
@@ -340,7 +340,7 @@ async fn c15_a_missing_topic_fails_a_whole_batch_with_one_lookup() {
 async fn c16_a_closed_consumer_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "t", 1).await;
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(tps("t", 1)).unwrap();
@@ -365,7 +365,7 @@ async fn c16_a_closed_consumer_says_so() {
 async fn pause_resume_and_a_per_call_record_limit() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "pr", 2).await;
         let p = producer(&b, &[]).await;
         for part in 0..2 {
@@ -420,7 +420,7 @@ async fn pause_resume_and_a_per_call_record_limit() {
 async fn headers_round_trip_beside_records_without() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "hdr", 1).await;
         // Small batches, so the burst makes many of them, alternating magics.
         let p = producer(&b, &[("batch.size", "512"), ("linger.ms", "20")]).await;
@@ -493,7 +493,7 @@ fn group_member(b: &TestBroker, group: &str, auto_commit: bool) -> ConsumerConfi
 async fn c14_a_revoke_lets_the_member_commit_before_its_partitions_move() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "rb", 4).await;
         let p = producer(&b, &[]).await;
         send_values(&p, "rb", 0..400).await;
@@ -613,7 +613,7 @@ async fn c14_a_revoke_lets_the_member_commit_before_its_partitions_move() {
 async fn a_revoke_that_wakes_a_waiting_poll_is_acknowledged_by_the_next_poll() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "rw", 2).await;
         let p = producer(&b, &[]).await;
         send_values(&p, "rw", 0..40).await;
@@ -693,7 +693,7 @@ async fn a_revoke_that_wakes_a_waiting_poll_is_acknowledged_by_the_next_poll() {
 async fn poll_keeps_its_timeout_while_an_auto_commit_hangs() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "ac", 1).await;
         let p = producer(&b, &[]).await;
         send_values(&p, "ac", 0..10).await;
@@ -733,7 +733,7 @@ async fn poll_keeps_its_timeout_while_an_auto_commit_hangs() {
 async fn a_dropped_poll_loses_no_records() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "drop", 1).await;
         let p = producer(&b, &[]).await;
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
