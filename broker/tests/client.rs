@@ -14,7 +14,7 @@ use sluiceway_core::partitioner::partition_for_key;
 use sluiceway_core::{Error, ErrorCode, Offset};
 
 /// Every test is bounded ([`bounded`], [`TEST_TIMEOUT`]): a hang is a failure, not a stuck CI job.
-use crate::support::{TEST_TIMEOUT, TestBroker, bounded, now_ms, wait_until};
+use crate::support::{CONDITION_TIMEOUT, TEST_TIMEOUT, TestBroker, bounded, now_ms, wait_until};
 
 pub(crate) async fn admin(b: &TestBroker) -> Admin {
     Admin::new(AdminConfig::new(&b.addr)).await.expect("admin")
@@ -751,6 +751,8 @@ async fn clients_survive_a_broker_restart() {
             )
             .await
             .unwrap();
+        // The scenario, not a synchronisation: the broker stays down a while, so the sends
+        // fail and are retried (retry backoff 50 ms) before it is back.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let b2 = TestBroker::start_on(dir.path(), &addr, &[], &[]);
         let metas = deliver_all(pending).await;
@@ -1073,13 +1075,15 @@ async fn auto_commit_commits_positions_from_poll() {
             None,
             "nothing is committed before the interval passes"
         );
+        // The scenario, not a synchronisation: longer than the 10 ms auto-commit interval.
         tokio::time::sleep(Duration::from_millis(20)).await;
         // This poll starts the commit in the background (it does not wait for it).
         let _ = c.poll(Duration::from_secs(5)).await.unwrap();
         let want = Some(first.last().unwrap().offset.next());
-        while c.committed(&tp) != want {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until("the auto-commit is done", CONDITION_TIMEOUT, async || {
+            c.committed(&tp) == want
+        })
+        .await;
         // With auto commit off, nothing is written until commit().
         let c2 = Consumer::new(
             consumer_config(&b)
@@ -1102,7 +1106,7 @@ async fn auto_commit_commits_positions_from_poll() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_refreshes_on_a_timer() {
     let dir = tempfile::tempdir().unwrap();
-    let b = TestBroker::start(dir.path());
+    let b = TestBroker::start_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
     bounded(TEST_TIMEOUT, async {
         let a = admin(&b).await;
         a.create_topic(NewTopic::new("grow", 1)).await.unwrap();
@@ -1117,7 +1121,17 @@ async fn metadata_refreshes_on_a_timer() {
         assert_eq!(m.partition, 0);
         a.delete_topic("grow").await.unwrap();
         a.create_topic(NewTopic::new("grow", 6)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // No error tells the producer: only its timer can refresh the metadata. Wait until the
+        // broker has answered three more metadata requests: the producer's refreshes are
+        // sequential, so at least the second began after the re-creation and its answer was
+        // applied before the third was sent.
+        let before = b.requests_handled("metadata").await;
+        wait_until(
+            "the producer's timer refreshed the metadata",
+            CONDITION_TIMEOUT,
+            async || b.requests_handled("metadata").await >= before + 3,
+        )
+        .await;
         let m = p
             .send(ProducerRecord::new("grow", "x").key("hello"))
             .await

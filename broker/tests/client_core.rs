@@ -15,7 +15,8 @@ use sluiceway_core::client::{
 use sluiceway_core::{Error, ErrorCode, Offset};
 
 use crate::client::{consumer_config, create, poll_n, producer, send_values, tps, value};
-use crate::support::{TEST_TIMEOUT, TestBroker, bounded, wait_until};
+use crate::support::{CONDITION_TIMEOUT, TEST_TIMEOUT, TestBroker, bounded, wait_until};
+use sluiceway_testing::wait_until_blocking;
 
 fn records(topic: &str, n: u32) -> Vec<ProducerRecord> {
     (0..n)
@@ -71,13 +72,13 @@ fn clients_work_from_threads_without_a_runtime() {
     .expect("consumer without a runtime");
     consumer.assign(tps("plain", 2)).unwrap();
     let mut n = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while n < 301 && Instant::now() < deadline {
+    wait_until_blocking("301 records polled", CONDITION_TIMEOUT, || {
         n += consumer
             .poll_blocking(Duration::from_secs(1))
             .expect("poll_blocking")
             .len();
-    }
+        n >= 301
+    });
     assert_eq!(n, 301);
     consumer
         .seek_to_beginning_blocking(None)
@@ -554,30 +555,31 @@ async fn c14_a_revoke_lets_the_member_commit_before_its_partitions_move() {
 
         // Both members get their share; member 2 starts exactly at member 1's commits.
         let mut two_start = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
         let mut one_has = false;
-        while (two_start.is_empty() || !one_has) && Instant::now() < deadline {
-            for (c, is_one) in [(&one, true), (&two, false)] {
-                let batch = c
-                    .poll_batch(Duration::from_millis(200), None)
-                    .await
-                    .unwrap();
-                for e in batch.events {
-                    if let RebalanceEvent::Assigned(ps) = e {
-                        if is_one {
-                            one_has = !ps.is_empty();
-                        } else {
-                            two_start = ps;
+        wait_until(
+            "both members got partitions",
+            CONDITION_TIMEOUT,
+            async || {
+                for (c, is_one) in [(&one, true), (&two, false)] {
+                    let batch = c
+                        .poll_batch(Duration::from_millis(200), None)
+                        .await
+                        .unwrap();
+                    for e in batch.events {
+                        if let RebalanceEvent::Assigned(ps) = e {
+                            if is_one {
+                                one_has = !ps.is_empty();
+                            } else {
+                                two_start = ps;
+                            }
                         }
                     }
+                    read.extend(batch.records.iter().map(value));
                 }
-                read.extend(batch.records.iter().map(value));
-            }
-        }
-        assert!(
-            !two_start.is_empty() && one_has,
-            "both members got partitions"
-        );
+                !two_start.is_empty() && one_has
+            },
+        )
+        .await;
         for s in &two_start {
             let committed = positions
                 .iter()
@@ -709,6 +711,8 @@ async fn poll_keeps_its_timeout_while_an_auto_commit_hangs() {
             assert!(ok, "kill {sig}");
         };
         stop("-STOP");
+        // The scenario, not a synchronisation: longer than the 100 ms auto-commit interval,
+        // so the next poll finds an auto-commit due (and the stopped broker never answers it).
         tokio::time::sleep(Duration::from_millis(150)).await;
         for _ in 0..3 {
             // Each of these starts or finds an auto-commit the stopped broker never answers
@@ -743,6 +747,7 @@ async fn a_dropped_poll_loses_no_records() {
         let sender = async {
             for i in 0..20 {
                 send_values(&p, "drop", i * 10..(i + 1) * 10).await;
+                // The scenario's pace (records keep arriving while polls are abandoned).
                 tokio::time::sleep(Duration::from_millis(15)).await;
             }
         };

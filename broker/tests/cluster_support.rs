@@ -32,7 +32,7 @@ use sluiceway_testing::process::signal;
 // `partitions.rs`, which use some each.
 #[allow(unused_imports)]
 pub use sluiceway_testing::{
-    CONDITION_TIMEOUT, TestEtcd, bounded, free_port, wait_for, wait_until,
+    CONDITION_TIMEOUT, TestEtcd, bounded, free_port, wait_for, wait_reporting, wait_until,
 };
 
 /// Registry session (etcd lease) of the test brokers: a dead broker is noticed within ~2 s.
@@ -473,28 +473,19 @@ impl TestCluster {
 
     /// Waits until every partition of `topic` has a leader and the full replica set in sync.
     pub async fn wait_fully_replicated(&self, topic: &str) {
-        let mut last = None;
-        let ok = tokio::time::timeout(CONDITION_TIMEOUT, async {
-            loop {
-                if let Some(t) = self.metadata(topic).await {
-                    let done = !t.partitions.is_empty()
-                        && t.partitions
-                            .iter()
-                            .all(|p| p.leader_id >= 0 && p.isr.len() == p.replicas.len());
-                    last = Some(t);
-                    if done {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
+        wait_reporting(
+            &format!("every partition of {topic} has its whole replica set in sync"),
+            CONDITION_TIMEOUT,
+            async || {
+                let t = self.metadata(topic).await.ok_or(None)?;
+                let done = !t.partitions.is_empty()
+                    && t.partitions
+                        .iter()
+                        .all(|p| p.leader_id >= 0 && p.isr.len() == p.replicas.len());
+                if done { Ok(()) } else { Err(Some(t)) }
+            },
+        )
         .await;
-        assert!(
-            ok.is_ok(),
-            "timed out after {CONDITION_TIMEOUT:?} waiting until every partition of {topic} has \
-             its whole replica set in sync; last metadata: {last:?}"
-        );
     }
 
     /// Waits until `partition` has a leader other than `old_leader` at an epoch above

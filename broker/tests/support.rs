@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 /// `partitions` binary uses only some of them).
 #[allow(unused_imports)]
 pub use sluiceway_testing::{
-    CONDITION_TIMEOUT, TEST_TIMEOUT, TestBroker, bin, bounded, wait_for, wait_until,
+    CONDITION_TIMEOUT, TEST_TIMEOUT, TestBroker, bin, bounded, wait_for, wait_reporting, wait_until,
 };
 
 /// A raw gRPC [`Client`] on a [`TestBroker`] (the shared crate knows no gRPC: it does not depend

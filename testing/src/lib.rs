@@ -24,6 +24,6 @@ pub use broker::{TestBroker, bin};
 pub use etcd::TestEtcd;
 pub use process::{command_in, free_port, signal};
 pub use wait::{
-    CONDITION_TIMEOUT, TEST_TIMEOUT, bounded, wait_for, wait_for_blocking, wait_until,
-    wait_until_blocking,
+    CONDITION_TIMEOUT, TEST_TIMEOUT, bounded, wait_for, wait_for_blocking, wait_reporting,
+    wait_until, wait_until_blocking,
 };

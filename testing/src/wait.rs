@@ -33,15 +33,25 @@ pub async fn wait_for<T>(
     timeout: Duration,
     mut f: impl AsyncFnMut() -> Option<T>,
 ) -> T {
+    wait_reporting(what, timeout, async || f().await.ok_or(())).await
+}
+
+/// Waits until `f` returns `Ok` and returns its value; after `timeout` panics naming `what`
+/// and the last state `f` reported in its `Err` (what the test saw instead).
+pub async fn wait_reporting<T, S: std::fmt::Debug>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> Result<T, S>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = f().await {
-            return v;
+        match f().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting until {what}; last seen: {last:?}"
+            ),
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
