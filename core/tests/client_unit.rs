@@ -909,28 +909,25 @@ async fn heartbeat_errors_drive_commit_and_rejoin() {
         );
 
         group.0.lock().next_heartbeat = Some(v1::ErrorCode::IllegalGeneration);
-        wait_until("the second join", CONDITION_TIMEOUT, async || {
-            group.0.lock().joins.len() == 2
-        })
-        .await;
-        wait_until("a membership", CONDITION_TIMEOUT, async || {
-            c.group_membership().is_some()
-        })
-        .await;
+        // The consumer has joined `n` times in all and holds a membership again.
+        let rejoined = async |n: usize| {
+            wait_until(&format!("join number {n}"), CONDITION_TIMEOUT, async || {
+                group.0.lock().joins.len() == n
+            })
+            .await;
+            wait_until("a membership", CONDITION_TIMEOUT, async || {
+                c.group_membership().is_some()
+            })
+            .await;
+        };
+        rejoined(2).await;
         {
             let s = group.0.lock();
             assert_eq!(s.joins[1].0, "m1", "rejoined with its member id");
             assert_eq!(s.commits[0], ("m1".to_owned(), 1, vec![(0, 4)]));
         }
         group.0.lock().next_heartbeat = Some(v1::ErrorCode::UnknownMemberId);
-        wait_until("the third join", CONDITION_TIMEOUT, async || {
-            group.0.lock().joins.len() == 3
-        })
-        .await;
-        wait_until("a membership", CONDITION_TIMEOUT, async || {
-            c.group_membership().is_some()
-        })
-        .await;
+        rejoined(3).await;
         assert_eq!(
             group.0.lock().joins[2].0,
             "",
