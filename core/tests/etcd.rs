@@ -1,6 +1,7 @@
 //! The etcd registry against a real etcd (`/usr/bin/etcd`, Debian's etcd-server; scripts/setup.sh
 //! installs it). Each test starts its own etcd on free loopback ports with a temporary data
-//! directory ([`TestEtcd`] of the shared `sluiceway-testing` crate, killed on drop) and short sessions (2 s) so lease expiry is quick.
+//! directory ([`TestEtcd`] of the shared `sluiceway-testing` crate, killed on drop) and short
+//! sessions (2 s) so lease expiry is quick.
 //! Every wait polls with a deadline; nothing asserts how fast anything is.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -491,7 +492,7 @@ fn etcd_outage_reads_answer_writes_fail_retriably_and_the_watch_recovers() {
 
 #[test]
 fn etcd_producer_id_blocks_are_disjoint_across_brokers() {
-    let etcd = TestEtcd::start();
+    let etcd = TestEtcd::start_temp();
     let rt = runtime();
     let registries: Vec<Arc<EtcdRegistry>> = (1..=3).map(|id| broker(&rt, &etcd, id)).collect();
     // Every broker allocates at once, several times: guarded writes that conflict retry.
