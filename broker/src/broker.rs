@@ -910,6 +910,7 @@ impl Broker {
                 }
                 Poll::Pending
             });
+            let _waiting = crate::metrics::WaitingFetch::enter(&self.metrics.waiting_fetches);
             tokio::select! {
                 () = any_change => {}
                 () = tokio::time::sleep_until(deadline.into()) => {}
