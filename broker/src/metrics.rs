@@ -1,8 +1,8 @@
 //! Prometheus metrics: counters and latency histograms kept in atomics, rendered in the text
-//! exposition format (version 0.0.4) by a tiny HTTP/1.1 endpoint (`--metrics-listen`, off by
-//! default). Per-partition gauges (log end offset, high watermark, size; the in-sync replica
+//! exposition format (version 0.0.4) for the `--metrics-listen` endpoint (off by default). Per-partition gauges (log end offset, high watermark, size; the in-sync replica
 //! count and under-replicated flag of partitions this broker leads) are read at scrape time, so
-//! they cost nothing between scrapes. Replication counters: replica fetches sent and failed
+//! they cost nothing between scrapes. `sluiceway_waiting_fetches` counts fetches parked in their
+//! long poll now. Replication counters: replica fetches sent and failed
 //! (follower), served (leader), ISR shrinks and expansions written (leader).
 //!
 //! A leaf of the crate: it imports nothing from it. The counters live in [`Metrics`]; what is read
@@ -57,6 +57,24 @@ impl RequestMetrics {
     }
 }
 
+/// Counts one fetch in `sluiceway_waiting_fetches` while it lives (one wait of one long poll;
+/// an increment and a decrement per wait, nothing per message).
+#[derive(Debug)]
+pub struct WaitingFetch<'a>(&'a AtomicU64);
+
+impl<'a> WaitingFetch<'a> {
+    pub fn enter(gauge: &'a AtomicU64) -> WaitingFetch<'a> {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        WaitingFetch(gauge)
+    }
+}
+
+impl Drop for WaitingFetch<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The broker's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -71,6 +89,9 @@ pub struct Metrics {
     /// JoinGroup, apart because it waits for the rebalance.
     pub join_group: RequestMetrics,
     pub connections_open: AtomicU64,
+    /// Fetches parked in their long-poll wait now (consumers' and followers'): what a test
+    /// waits on to know a fetch is waiting, instead of sleeping.
+    pub waiting_fetches: AtomicU64,
     pub connections_accepted: AtomicU64,
     /// Follower side: fetches sent to leaders, failed ones, bytes appended from them.
     pub replica_fetches: AtomicU64,
@@ -188,9 +209,12 @@ pub fn render(m: &Metrics, snapshot: &Snapshot) -> String {
         "# HELP sluiceway_connections_open Client connections open now.\n# TYPE sluiceway_connections_open gauge\n\
          sluiceway_connections_open {}\n\
          # HELP sluiceway_connections_accepted_total Client connections accepted.\n# TYPE sluiceway_connections_accepted_total counter\n\
-         sluiceway_connections_accepted_total {}\n",
+         sluiceway_connections_accepted_total {}\n\
+         # HELP sluiceway_waiting_fetches Fetches waiting in their long poll now.\n# TYPE sluiceway_waiting_fetches gauge\n\
+         sluiceway_waiting_fetches {}\n",
         m.connections_open.load(Ordering::Relaxed),
-        m.connections_accepted.load(Ordering::Relaxed)
+        m.connections_accepted.load(Ordering::Relaxed),
+        m.waiting_fetches.load(Ordering::Relaxed)
     );
     let (groups, members) = (snapshot.groups, snapshot.group_members);
     let _ = write!(

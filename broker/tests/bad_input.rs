@@ -1,7 +1,5 @@
 //! Bad input: each answered with the right code and a message, while the broker keeps serving.
 
-use std::time::Duration;
-
 use sluiceway_core::ErrorCode;
 use sluiceway_core::limits::{FETCH_WAIT_MS_MAX, MESSAGE_SET_BYTES_MAX, REQUEST_BYTES_MAX};
 use sluiceway_proto::v1;
@@ -266,7 +264,7 @@ async fn bad_fetches_and_admin_requests_get_their_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_connections_opened_and_dropped() {
     let tmp = tempfile::tempdir().unwrap();
-    let b = TestBroker::start(tmp.path());
+    let b = TestBroker::start_with(tmp.path(), &["--metrics-listen", "127.0.0.1:0"]);
     let mut c = b.client().await;
     create_topic(&mut c, "t", 1, &[]).await;
     let addr: std::net::SocketAddr = b.addr.parse().unwrap();
@@ -284,7 +282,13 @@ async fn a_thousand_connections_opened_and_dropped() {
     let r = produce(&mut c, "t", 0, set_of(&["during"])).await;
     assert_eq!(code(r.error_code), ErrorCode::None);
     drop(conns);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The broker has closed them all (only `c`'s connection is left open).
+    b.wait_metric(
+        "sluiceway_connections_open",
+        "the dropped connections are closed",
+        |n| n <= 1.0,
+    )
+    .await;
     // After they are gone: a new client connects and is served.
     let mut fresh = b.client().await;
     let r = produce(&mut fresh, "t", 0, set_of(&["after"])).await;

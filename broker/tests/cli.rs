@@ -1,6 +1,7 @@
 //! The command line against a real broker: topics, produce, consume, errors.
 
-use crate::support::TestBroker;
+use crate::support::{BrokerClient, CONDITION_TIMEOUT, TestBroker};
+use sluiceway_testing::{wait_for_blocking, wait_until_blocking};
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -275,6 +276,14 @@ fn produce_then_consume_text_and_json() {
     );
 }
 
+/// Waits until the wall clock (milliseconds) reads later than `t`, and returns its reading.
+fn clock_after(t: i64) -> i64 {
+    wait_for_blocking("the clock moves on", CONDITION_TIMEOUT, || {
+        let now = crate::support::now_ms();
+        (now > t).then_some(now)
+    })
+}
+
 #[test]
 fn consume_from_time_and_latest() {
     let tmp = tempfile::tempdir().unwrap();
@@ -285,9 +294,10 @@ fn consume_from_time_and_latest() {
             .success()
     );
     assert!(b.run(&["produce", "t"], b"old\n").status.success());
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    let cut = crate::support::now_ms();
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // `cut` lies strictly between the two messages' timestamps: wait for the clock to move on
+    // past "old" (stamped before its produce returned), and past `cut` before "new".
+    let cut = clock_after(crate::support::now_ms());
+    clock_after(cut);
     assert!(b.run(&["produce", "t"], b"new\n").status.success());
     let o = b.run(
         &[
@@ -510,17 +520,12 @@ impl Running {
 
     /// Waits for the process to exit by itself (bounded: killed after two minutes).
     fn wait(mut self) -> (std::process::ExitStatus, Vec<String>, String) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("a consume process did not stop by itself");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
+        // On a timeout the panic drops `self`, whose `Drop` kills the process.
+        let status = wait_for_blocking(
+            "a consume process stops by itself",
+            std::time::Duration::from_secs(120),
+            || self.child.try_wait().unwrap(),
+        );
         self.reader.take().unwrap().join().unwrap();
         let mut err = String::new();
         use std::io::Read;
@@ -595,20 +600,14 @@ fn assert_split_exactly_once(a: Running, c: Running, all: &std::collections::BTr
 /// Polls `group describe G` until the group is Stable with `members` members (bounded).
 fn wait_for_stable_group(b: &TestBroker, group: &str, members: usize) {
     let want = format!("Members: {members}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let o = b.run(&["group", "describe", group], b"");
-        let text = stdout(&o);
-        if text.contains("State: Stable") && text.contains(&want) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "group {group} never became Stable with {members} members: {text}{}",
-            stderr(&o)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_until_blocking(
+        &format!("group {group} is Stable with {members} members"),
+        std::time::Duration::from_secs(60),
+        || {
+            let text = stdout(&b.run(&["group", "describe", group], b""));
+            text.contains("State: Stable") && text.contains(&want)
+        },
+    );
 }
 
 /// Two runs of the same `--offset-store` command with `--max-messages`: the second starts
@@ -787,11 +786,11 @@ fn a_killed_group_consumer_s_partitions_move_to_the_survivor() {
     wait_for_stable_group(&b, "g", 2);
     let before = produce_to_each(&b, "work", 4, 50, "before-");
     // Both have printed their share before one dies.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while victim.lines().len() + survivor.lines().len() < before.len() {
-        assert!(std::time::Instant::now() < deadline, "the members stalled");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until_blocking(
+        "both members printed what was produced before the kill",
+        std::time::Duration::from_secs(60),
+        || victim.lines().len() + survivor.lines().len() >= before.len(),
+    );
     let victim_lines = victim.lines();
     assert!(!victim_lines.is_empty(), "the victim owned partitions");
     victim.kill9();
@@ -1000,11 +999,11 @@ fn sigterm_commits_what_consume_printed() {
         &b,
         &["consume", "t", "--offset-store", store, "--from-beginning"],
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while run.lines().len() < first.len() {
-        assert!(std::time::Instant::now() < deadline, "consume stalled");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until_blocking(
+        "consume printed the first records",
+        std::time::Duration::from_secs(60),
+        || run.lines().len() >= first.len(),
+    );
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &run.child.id().to_string()])
         .status()
@@ -1075,6 +1074,8 @@ fn consume_timeout_does_not_count_time_blocked_on_a_slow_reader() {
     std::thread::spawn(move || {
         let mut lines = BufReader::new(out).lines();
         let mut got: Vec<String> = lines.by_ref().take(10).map(Result::unwrap).collect();
+        // The scenario, not a synchronisation: a reader that stalls for longer than the
+        // command's 1 s `--timeout-ms`, so that the pipe fills and the command blocks writing.
         std::thread::sleep(std::time::Duration::from_secs(3));
         got.extend(lines.map_while(Result::ok));
         let _ = tx.send(got);

@@ -13,10 +13,8 @@ use sluiceway_core::client::{
 use sluiceway_core::partitioner::partition_for_key;
 use sluiceway_core::{Error, ErrorCode, Offset};
 
-use crate::support::{TestBroker, now_ms};
-
-/// Every test is bounded: a hang is a failure, not a stuck CI job.
-const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Every test is bounded ([`bounded`], [`TEST_TIMEOUT`]): a hang is a failure, not a stuck CI job.
+use crate::support::{CONDITION_TIMEOUT, TEST_TIMEOUT, TestBroker, bounded, now_ms, wait_until};
 
 pub(crate) async fn admin(b: &TestBroker) -> Admin {
     Admin::new(AdminConfig::new(&b.addr)).await.expect("admin")
@@ -89,19 +87,13 @@ pub(crate) fn tps(topic: &str, n: u32) -> Vec<TopicPartition> {
     (0..n).map(|p| TopicPartition::new(topic, p)).collect()
 }
 
-pub(crate) async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(TEST_TIMEOUT, f)
-        .await
-        .expect("test timed out")
-}
-
 /// C1: 1,000 keyed values to 3 partitions, all read back once, in order within each partition;
 /// each key's partition is Kafka's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c1_round_trip_keeps_order_per_partition() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "t", 3).await;
         let p = producer(&b, &[]).await;
         let records = (0..1000)
@@ -156,7 +148,7 @@ async fn c1_round_trip_keeps_order_per_partition() {
 async fn c2_keys_map_to_kafka_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "keys", 6).await;
         let p = producer(&b, &[]).await;
         let want: &[(&str, u32)] = &[
@@ -201,7 +193,7 @@ async fn c2_keys_map_to_kafka_partitions() {
 async fn c3_explicit_partition() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "t", 3).await;
         let p = producer(&b, &[]).await;
         let m = p
@@ -227,7 +219,7 @@ async fn c3_explicit_partition() {
 async fn keyless_records_spread_over_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "spread", 4).await;
         let p = producer(&b, &[("batch.size", "1000")]).await;
         let records = (0..400)
@@ -251,7 +243,7 @@ async fn c5_c6_local_offsets_resume_then_replay() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("offsets");
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "log", 1).await;
         let p = producer(&b, &[]).await;
         send_values(&p, "log", 0..1000).await;
@@ -306,7 +298,7 @@ async fn corrupt_offset_store_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("offsets");
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         std::fs::create_dir_all(&store).unwrap();
         std::fs::write(
             store.join("standalone.offsets"),
@@ -326,7 +318,7 @@ async fn corrupt_offset_store_is_an_error() {
 async fn c7_seek_by_time_lands_on_the_501st() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "time", 1).await;
         let p = producer(&b, &[]).await;
         let t0 = now_ms() - 60_000;
@@ -363,7 +355,7 @@ async fn c7_seek_by_time_lands_on_the_501st() {
 async fn c10_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "t", 3).await;
         let p = producer(&b, &[]).await;
         // Send to a missing topic.
@@ -448,7 +440,7 @@ async fn c10_typed_errors() {
 async fn out_of_range_position_applies_auto_offset_reset() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "oor", 1).await;
         let p = producer(&b, &[]).await;
         send_values(&p, "oor", 0..5).await;
@@ -512,7 +504,7 @@ async fn one_partition_round_trip(
 async fn c11_every_codec_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         for codec in Compression::ALL {
             let values: Vec<String> = (0..50)
                 .map(|i| format!("{}-value-{i}-{}", codec.name(), "x".repeat(i)))
@@ -537,7 +529,7 @@ async fn c11_every_codec_round_trips() {
 async fn queued_batches_of_one_partition_share_a_request_for_every_codec() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let values: Vec<String> = (0..3000)
             .map(|i| format!("{i:05}-{}", "v".repeat(60)))
             .collect();
@@ -566,7 +558,7 @@ async fn queued_batches_of_one_partition_share_a_request_for_every_codec() {
 async fn c12_one_mib_value() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "big", 1).await;
         let big: Vec<u8> = (0..(1u32 << 20))
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -594,7 +586,7 @@ async fn c12_one_mib_value() {
 async fn c13_close_resolves_every_pending_send() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "t", 3).await;
         // A long linger: nothing is sent until close flushes.
         let p = producer(&b, &[("linger.ms", "60000")]).await;
@@ -661,7 +653,7 @@ fn dead_address() -> String {
 async fn one_dead_bootstrap_address_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let dead = dead_address();
         for servers in [format!("{dead},{}", b.addr), format!("{},{dead}", b.addr)] {
             let admin = Admin::new(
@@ -726,7 +718,7 @@ async fn clients_survive_a_broker_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = TestBroker::start(dir.path());
     let addr = b.addr.clone();
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "r", 2).await;
         let p = producer(
             &b,
@@ -759,6 +751,8 @@ async fn clients_survive_a_broker_restart() {
             )
             .await
             .unwrap();
+        // The scenario, not a synchronisation: the broker stays down a while, so the sends
+        // fail and are retried (retry backoff 50 ms) before it is back.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let b2 = TestBroker::start_on(dir.path(), &addr, &[], &[]);
         let metas = deliver_all(pending).await;
@@ -778,7 +772,7 @@ async fn clients_survive_a_broker_restart() {
 async fn admin_operations() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let a = admin(&b).await;
         let meta = a
             .create_topic(NewTopic::new("adm", 2).config("retention.ms", "3600000"))
@@ -839,7 +833,7 @@ async fn admin_operations() {
 async fn acks_zero_has_no_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "z", 1).await;
         let p = Producer::new(ProducerConfig::new(&b.addr).acks(Acks::None))
             .await
@@ -866,7 +860,7 @@ async fn acks_zero_has_no_offsets() {
 async fn send_batch_with_other_acks_and_codecs_through_one_producer() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         for version in ["1", "2"] {
             mixed_settings_round_trip(&b, version).await;
         }
@@ -943,7 +937,7 @@ async fn quickstart_example_runs() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
     let store = dir.path().join("quickstart-offsets");
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         quickstart::run(&b.addr, store.to_str().unwrap())
             .await
             .expect("first run");
@@ -968,7 +962,7 @@ async fn quickstart_example_runs() {
 async fn throughput_smoke() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "tp", 3).await;
         let p = producer(
             &b,
@@ -1016,7 +1010,7 @@ async fn throughput_smoke() {
 async fn full_buffer_blocks_then_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "buf", 1).await;
         let min = sluiceway_core::limits::PRODUCER_BUFFER_BYTES_MIN.to_string();
         let p = producer(
@@ -1061,7 +1055,7 @@ async fn auto_commit_commits_positions_from_poll() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("offsets");
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "ac", 1).await;
         let p = producer(&b, &[]).await;
         send_values(&p, "ac", 0..20).await;
@@ -1081,13 +1075,15 @@ async fn auto_commit_commits_positions_from_poll() {
             None,
             "nothing is committed before the interval passes"
         );
+        // The scenario, not a synchronisation: longer than the 10 ms auto-commit interval.
         tokio::time::sleep(Duration::from_millis(20)).await;
         // This poll starts the commit in the background (it does not wait for it).
         let _ = c.poll(Duration::from_secs(5)).await.unwrap();
         let want = Some(first.last().unwrap().offset.next());
-        while c.committed(&tp) != want {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until("the auto-commit is done", CONDITION_TIMEOUT, async || {
+            c.committed(&tp) == want
+        })
+        .await;
         // With auto commit off, nothing is written until commit().
         let c2 = Consumer::new(
             consumer_config(&b)
@@ -1110,8 +1106,8 @@ async fn auto_commit_commits_positions_from_poll() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_refreshes_on_a_timer() {
     let dir = tempfile::tempdir().unwrap();
-    let b = TestBroker::start(dir.path());
-    bounded(async {
+    let b = TestBroker::start_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    bounded(TEST_TIMEOUT, async {
         let a = admin(&b).await;
         a.create_topic(NewTopic::new("grow", 1)).await.unwrap();
         let p = producer(&b, &[("metadata.max.age.ms", "200")]).await;
@@ -1125,7 +1121,17 @@ async fn metadata_refreshes_on_a_timer() {
         assert_eq!(m.partition, 0);
         a.delete_topic("grow").await.unwrap();
         a.create_topic(NewTopic::new("grow", 6)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // No error tells the producer: only its timer can refresh the metadata. Wait until the
+        // broker has answered three more metadata requests: the producer's refreshes are
+        // sequential, so at least the second began after the re-creation and its answer was
+        // applied before the third was sent.
+        let before = b.requests_handled("metadata").await;
+        wait_until(
+            "the producer's timer refreshed the metadata",
+            CONDITION_TIMEOUT,
+            async || b.requests_handled("metadata").await >= before + 3,
+        )
+        .await;
         let m = p
             .send(ProducerRecord::new("grow", "x").key("hello"))
             .await
@@ -1143,7 +1149,7 @@ async fn metadata_refreshes_on_a_timer() {
 async fn record_metadata_timestamp_follows_the_topic_timestamp_type() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let a = admin(&b).await;
         a.create_topic(NewTopic::new("created", 1))
             .await

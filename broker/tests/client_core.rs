@@ -14,8 +14,9 @@ use sluiceway_core::client::{
 };
 use sluiceway_core::{Error, ErrorCode, Offset};
 
-use crate::client::{bounded, consumer_config, create, poll_n, producer, send_values, tps, value};
-use crate::support::TestBroker;
+use crate::client::{consumer_config, create, poll_n, producer, send_values, tps, value};
+use crate::support::{CONDITION_TIMEOUT, TEST_TIMEOUT, TestBroker, bounded, wait_until};
+use sluiceway_testing::wait_until_blocking;
 
 fn records(topic: &str, n: u32) -> Vec<ProducerRecord> {
     (0..n)
@@ -71,13 +72,13 @@ fn clients_work_from_threads_without_a_runtime() {
     .expect("consumer without a runtime");
     consumer.assign(tps("plain", 2)).unwrap();
     let mut n = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while n < 301 && Instant::now() < deadline {
+    wait_until_blocking("301 records polled", CONDITION_TIMEOUT, || {
         n += consumer
             .poll_blocking(Duration::from_secs(1))
             .expect("poll_blocking")
             .len();
-    }
+        n >= 301
+    });
     assert_eq!(n, 301);
     consumer
         .seek_to_beginning_blocking(None)
@@ -227,7 +228,7 @@ fn a_client_from_before_fork_fails_clearly_in_the_child() {
 async fn a_batch_has_one_handle_and_flush_reports_failures() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "t", 2).await;
         let p = producer(&b, &[]).await;
         let mut batch = records("t", 3);
@@ -307,7 +308,7 @@ async fn admin_create_small(b: &TestBroker) {
 async fn c15_a_missing_topic_fails_a_whole_batch_with_one_lookup() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "t", 1).await;
         let p = producer(&b, &[("max.block.ms", "10000")]).await;
         let before = b.requests_handled("metadata").await;
@@ -340,7 +341,7 @@ async fn c15_a_missing_topic_fails_a_whole_batch_with_one_lookup() {
 async fn c16_a_closed_consumer_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "t", 1).await;
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
         c.assign(tps("t", 1)).unwrap();
@@ -365,7 +366,7 @@ async fn c16_a_closed_consumer_says_so() {
 async fn pause_resume_and_a_per_call_record_limit() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "pr", 2).await;
         let p = producer(&b, &[]).await;
         for part in 0..2 {
@@ -420,7 +421,7 @@ async fn pause_resume_and_a_per_call_record_limit() {
 async fn headers_round_trip_beside_records_without() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "hdr", 1).await;
         // Small batches, so the burst makes many of them, alternating magics.
         let p = producer(&b, &[("batch.size", "512"), ("linger.ms", "20")]).await;
@@ -493,7 +494,7 @@ fn group_member(b: &TestBroker, group: &str, auto_commit: bool) -> ConsumerConfi
 async fn c14_a_revoke_lets_the_member_commit_before_its_partitions_move() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "rb", 4).await;
         let p = producer(&b, &[]).await;
         send_values(&p, "rb", 0..400).await;
@@ -554,30 +555,31 @@ async fn c14_a_revoke_lets_the_member_commit_before_its_partitions_move() {
 
         // Both members get their share; member 2 starts exactly at member 1's commits.
         let mut two_start = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
         let mut one_has = false;
-        while (two_start.is_empty() || !one_has) && Instant::now() < deadline {
-            for (c, is_one) in [(&one, true), (&two, false)] {
-                let batch = c
-                    .poll_batch(Duration::from_millis(200), None)
-                    .await
-                    .unwrap();
-                for e in batch.events {
-                    if let RebalanceEvent::Assigned(ps) = e {
-                        if is_one {
-                            one_has = !ps.is_empty();
-                        } else {
-                            two_start = ps;
+        wait_until(
+            "both members got partitions",
+            CONDITION_TIMEOUT,
+            async || {
+                for (c, is_one) in [(&one, true), (&two, false)] {
+                    let batch = c
+                        .poll_batch(Duration::from_millis(200), None)
+                        .await
+                        .unwrap();
+                    for e in batch.events {
+                        if let RebalanceEvent::Assigned(ps) = e {
+                            if is_one {
+                                one_has = !ps.is_empty();
+                            } else {
+                                two_start = ps;
+                            }
                         }
                     }
+                    read.extend(batch.records.iter().map(value));
                 }
-                read.extend(batch.records.iter().map(value));
-            }
-        }
-        assert!(
-            !two_start.is_empty() && one_has,
-            "both members got partitions"
-        );
+                !two_start.is_empty() && one_has
+            },
+        )
+        .await;
         for s in &two_start {
             let committed = positions
                 .iter()
@@ -613,7 +615,7 @@ async fn c14_a_revoke_lets_the_member_commit_before_its_partitions_move() {
 async fn a_revoke_that_wakes_a_waiting_poll_is_acknowledged_by_the_next_poll() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "rw", 2).await;
         let p = producer(&b, &[]).await;
         send_values(&p, "rw", 0..40).await;
@@ -693,7 +695,7 @@ async fn a_revoke_that_wakes_a_waiting_poll_is_acknowledged_by_the_next_poll() {
 async fn poll_keeps_its_timeout_while_an_auto_commit_hangs() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "ac", 1).await;
         let p = producer(&b, &[]).await;
         send_values(&p, "ac", 0..10).await;
@@ -709,6 +711,8 @@ async fn poll_keeps_its_timeout_while_an_auto_commit_hangs() {
             assert!(ok, "kill {sig}");
         };
         stop("-STOP");
+        // The scenario, not a synchronisation: longer than the 100 ms auto-commit interval,
+        // so the next poll finds an auto-commit due (and the stopped broker never answers it).
         tokio::time::sleep(Duration::from_millis(150)).await;
         for _ in 0..3 {
             // Each of these starts or finds an auto-commit the stopped broker never answers
@@ -733,7 +737,7 @@ async fn poll_keeps_its_timeout_while_an_auto_commit_hangs() {
 async fn a_dropped_poll_loses_no_records() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "drop", 1).await;
         let p = producer(&b, &[]).await;
         let c = Consumer::new(consumer_config(&b)).await.unwrap();
@@ -743,6 +747,7 @@ async fn a_dropped_poll_loses_no_records() {
         let sender = async {
             for i in 0..20 {
                 send_values(&p, "drop", i * 10..(i + 1) * 10).await;
+                // The scenario's pace (records keep arriving while polls are abandoned).
                 tokio::time::sleep(Duration::from_millis(15)).await;
             }
         };

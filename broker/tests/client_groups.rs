@@ -18,9 +18,7 @@ use sluiceway_core::client::{
 };
 use sluiceway_core::{ErrorCode, Offset};
 
-use crate::support::TestBroker;
-
-const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::support::{CONDITION_TIMEOUT, TEST_TIMEOUT, TestBroker, bounded, wait_for, wait_until};
 
 async fn create(b: &TestBroker, topic: &str, partitions: u32) {
     Admin::new(AdminConfig::new(&b.addr))
@@ -73,16 +71,20 @@ async fn member(b: &TestBroker, group: &str, topic: &str) -> Consumer {
 
 /// Waits until the members' assignments are non-empty, disjoint and cover `partitions`.
 async fn wait_split(members: &[&Consumer], partitions: u32) -> Vec<Vec<TopicPartition>> {
-    loop {
-        let a: Vec<Vec<TopicPartition>> = members.iter().map(|c| c.assignment()).collect();
-        let all: BTreeSet<&TopicPartition> = a.iter().flatten().collect();
-        let total: usize = a.iter().map(Vec::len).sum();
-        if a.iter().all(|x| !x.is_empty()) && total == all.len() && all.len() == partitions as usize
-        {
-            return a;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        &format!("{} members to split {partitions} partitions", members.len()),
+        TEST_TIMEOUT,
+        async || {
+            let a: Vec<Vec<TopicPartition>> = members.iter().map(|c| c.assignment()).collect();
+            let all: BTreeSet<&TopicPartition> = a.iter().flatten().collect();
+            let total: usize = a.iter().map(Vec::len).sum();
+            (a.iter().all(|x| !x.is_empty())
+                && total == all.len()
+                && all.len() == partitions as usize)
+                .then_some(a)
+        },
+    )
+    .await
 }
 
 /// Polls every member in turn until `n` records arrived between them; then keeps polling a
@@ -130,7 +132,7 @@ fn assert_exactly_once(got: &[BTreeMap<String, usize>], expected: &[String]) {
 /// them; a consumer in group `h` then reads every message again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c8_group_split_and_c9_broadcast() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(TEST_TIMEOUT, async {
         let tmp = tempfile::tempdir().unwrap();
         let b = TestBroker::start(tmp.path());
         create(&b, "c8", 4).await;
@@ -156,8 +158,7 @@ async fn c8_group_split_and_c9_broadcast() {
         assert_exactly_once(&got, &msgs);
         h.close(None).await.expect("close h");
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// `Admin` reports groups in plain types: the listing, a member with its partitions, a
@@ -165,7 +166,7 @@ async fn c8_group_split_and_c9_broadcast() {
 /// the coordinator does not know as `GroupState::Dead`, and the cluster with its controller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_lists_and_describes_groups_in_plain_types() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(TEST_TIMEOUT, async {
         let tmp = tempfile::tempdir().unwrap();
         let b = TestBroker::start(tmp.path());
         create(&b, "lag", 2).await;
@@ -258,15 +259,14 @@ async fn admin_lists_and_describes_groups_in_plain_types() {
         assert!(cluster.brokers[0].alive);
         c.close(None).await.expect("close");
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// Issue 4: three consumers in one group over six partitions receive every message exactly
 /// once between them in a clean run (including the rebalances while they join).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_over_six_partitions_get_every_message_once() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(TEST_TIMEOUT, async {
         let tmp = tempfile::tempdir().unwrap();
         let b = TestBroker::start(tmp.path());
         create(&b, "six", 6).await;
@@ -290,8 +290,7 @@ async fn three_members_over_six_partitions_get_every_message_once() {
             c.close(None).await.expect("close");
         }
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// A member dropped without `close` (its heartbeats stop) is removed after the session
@@ -299,7 +298,7 @@ async fn three_members_over_six_partitions_get_every_message_once() {
 /// loss, no repeat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_member_expires_and_survivor_continues_from_commits() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(TEST_TIMEOUT, async {
         let tmp = tempfile::tempdir().unwrap();
         let b = TestBroker::start(tmp.path());
         create(&b, "exp", 4).await;
@@ -328,8 +327,7 @@ async fn dropped_member_expires_and_survivor_continues_from_commits() {
         assert_exactly_once(&merged, &second);
         c1.close(None).await.expect("close");
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 fn merge(parts: &[Vec<BTreeMap<String, usize>>]) -> Vec<BTreeMap<String, usize>> {
@@ -348,7 +346,7 @@ fn merge(parts: &[Vec<BTreeMap<String, usize>>]) -> Vec<BTreeMap<String, usize>>
 /// store, `auto.offset.reset=earliest`) resume from the broker-committed offsets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_resume_from_broker_commits_after_a_full_restart() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(TEST_TIMEOUT, async {
         let tmp = tempfile::tempdir().unwrap();
         let b = TestBroker::start(tmp.path());
         create(&b, "rs", 3).await;
@@ -372,8 +370,7 @@ async fn members_resume_from_broker_commits_after_a_full_restart() {
         d1.close(None).await.unwrap();
         d2.close(None).await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// `close()` sends LeaveGroup: with a 30 s session the survivor gets every partition only
@@ -398,13 +395,13 @@ async fn close_leaves_the_group_and_it_rebalances_at_once() {
     let gen_before = c1.group_membership().expect("member").generation;
     c2.close(None).await.expect("close");
     assert!(c2.assignment().is_empty());
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while c1.assignment().len() < 4 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the leave rebalanced the group before any session could expire");
+    // Bounded well below the 30 s session: only the leave can have rebalanced the group.
+    wait_until(
+        "the leave rebalanced the group before any session could expire",
+        Duration::from_secs(10),
+        async || c1.assignment().len() == 4,
+    )
+    .await;
     let gen_after = c1.group_membership().expect("member").generation;
     assert!(gen_after > gen_before);
     c1.close(None).await.unwrap();
@@ -416,7 +413,7 @@ async fn close_leaves_the_group_and_it_rebalances_at_once() {
 /// now Kafka's 3 s. The wait is bounded at 10 s, below the old 15 s (no timing assertion).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_member_with_default_heartbeats_gets_partitions_within_seconds() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(TEST_TIMEOUT, async {
         let tmp = tempfile::tempdir().unwrap();
         let b = TestBroker::start(tmp.path());
         create(&b, "hb", 4).await;
@@ -463,8 +460,7 @@ async fn second_member_with_default_heartbeats_gets_partitions_within_seconds() 
         c2.close(None).await.expect("close c2");
         c1.close(None).await.expect("close c1");
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// API rules: `subscribe` needs `group.id`; assign and subscribe do not mix; a bad assignor
@@ -501,7 +497,7 @@ async fn subscribe_errors_are_typed() {
 /// timeout and the survivor takes over its partitions from its committed offsets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_killed_with_kill_9_is_replaced_from_committed_offsets() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(TEST_TIMEOUT, async {
         let tmp = tempfile::tempdir().unwrap();
         let b = TestBroker::start(tmp.path());
         create(&b, "k9", 4).await;
@@ -585,8 +581,7 @@ async fn member_killed_with_kill_9_is_replaced_from_committed_offsets() {
         assert_exactly_once(&merged, &second);
         c1.close(None).await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// The child process of `member_killed_with_kill_9_is_replaced_from_committed_offsets`; does
@@ -645,7 +640,7 @@ async fn child_group_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_produce_and_consume_report_figures() {
     use sluiceway_broker::bench::{BenchArgs, measure, summary};
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(TEST_TIMEOUT, async {
         let tmp = tempfile::tempdir().unwrap();
         let b = TestBroker::start(tmp.path());
         let args_for = |topic: &str, mode: &str, extra: &[&str]| {
@@ -844,8 +839,7 @@ async fn bench_produce_and_consume_report_figures() {
         }
         assert!(BenchArgs::parse_from(["produce", "--flush-policy", "never"]).is_err());
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// `close()` of a group member whose broker is gone returns (the final commit and the
@@ -858,13 +852,10 @@ async fn close_with_the_broker_gone_does_not_hang() {
     let config = group_config(&b, "gg").request_timeout(Duration::from_secs(5));
     let c = Consumer::new(config).await.unwrap();
     c.subscribe(["gone"]).await.unwrap();
-    tokio::time::timeout(TEST_TIMEOUT, async {
-        while c.assignment().len() < 2 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    wait_until("both partitions assigned", TEST_TIMEOUT, async || {
+        c.assignment().len() == 2
     })
-    .await
-    .expect("assigned");
+    .await;
     b.stop();
     let r = tokio::time::timeout(Duration::from_secs(30), c.close(None))
         .await
@@ -879,14 +870,15 @@ async fn close_with_the_broker_gone_does_not_hang() {
 /// subscription and is reported once by `poll`, typed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_join_is_reported_by_poll() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(TEST_TIMEOUT, async {
         let tmp = tempfile::tempdir().unwrap();
         let b = TestBroker::start(tmp.path());
         create(&b, "inc", 2).await;
         let c1 = member(&b, "gi", "inc").await;
-        while c1.assignment().is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until("c1 has partitions", CONDITION_TIMEOUT, async || {
+            !c1.assignment().is_empty()
+        })
+        .await;
         let other = group_config(&b, "gi").assignor(sluiceway_core::group::Assignor::RoundRobin);
         let c2 = Consumer::new(other).await.unwrap();
         c2.subscribe(["inc"]).await.unwrap();
@@ -901,6 +893,5 @@ async fn a_refused_join_is_reported_by_poll() {
         c2.close(None).await.unwrap();
         c1.close(None).await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

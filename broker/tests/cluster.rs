@@ -235,6 +235,7 @@ async fn produce_range(
             settle(window.pop_front().unwrap(), &ledger, &settled).await;
         }
         start = end;
+        // The pace above (the scenario's load shape), not a synchronisation.
         tokio::time::sleep(PAUSE).await;
     }
     while let Some(w) = window.pop_front() {
@@ -549,28 +550,31 @@ async fn min_insync_2_with_two_replicas_down_refuses_acks_all_and_loses_nothing_
 
         // acks=all is refused with NOT_ENOUGH_REPLICAS — and never acknowledged.
         let mut raw = cluster.client(leader).await;
-        let mut refused = false;
-        for i in 0..100 {
-            let r = raw_produce(&mut raw, TOPIC, -1, &format!("x-{i}"), 3000).await;
-            match r {
-                Ok(ErrorCode::NotEnoughReplicas) => {
-                    refused = true;
-                    break;
+        let mut i = 0;
+        wait_until(
+            "acks=all is refused with NOT_ENOUGH_REPLICAS",
+            CONDITION_TIMEOUT,
+            async || {
+                i += 1;
+                match raw_produce(&mut raw, TOPIC, -1, &format!("x-{i}"), 3000).await {
+                    Ok(ErrorCode::NotEnoughReplicas) => true,
+                    Ok(ErrorCode::None) => {
+                        panic!("acks=all acknowledged x-{i} with one replica in sync")
+                    }
+                    // The leader may still be applying the shrink: a timeout or
+                    // NOT_ENOUGH_REPLICAS_AFTER_APPEND is an error too, which is what matters.
+                    Ok(other) => {
+                        eprintln!("x-{i}: {other}");
+                        false
+                    }
+                    Err(s) => {
+                        eprintln!("x-{i}: {s:?}");
+                        false
+                    }
                 }
-                Ok(ErrorCode::None) => {
-                    panic!("acks=all acknowledged x-{i} with one replica in sync")
-                }
-                // The leader may still be applying the shrink: a timeout or
-                // NOT_ENOUGH_REPLICAS_AFTER_APPEND is an error too, which is what matters.
-                Ok(other) => eprintln!("x-{i}: {other}"),
-                Err(s) => eprintln!("x-{i}: {s:?}"),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert!(
-            refused,
-            "acks=all was never refused with NOT_ENOUGH_REPLICAS"
-        );
+            },
+        )
+        .await;
         // Through the client core, without retries: the typed error code.
         let p = producer(&cluster.broker(leader).addr, Acks::All, &[("retries", "0")]).await;
         let e = p
@@ -797,7 +801,8 @@ async fn etcd_down_for_seconds_does_not_stop_produce_and_fetch_on_existing_leade
 
         cluster.etcd.kill9();
         eprintln!("etcd killed; leaders {leaders:?}");
-        // Longer than the brokers' 2 s session: keep-alives and watches fail meanwhile.
+        // The scenario, not a synchronisation: an outage longer than the brokers' 2 s session,
+        // so keep-alives and watches fail meanwhile.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let during = tokio::time::timeout(CONDITION_TIMEOUT, async {
             let mut a = send_all(&all, TOPIC, &values("c", 0..200)).await;
@@ -1400,19 +1405,28 @@ async fn rolling_restart_with_sigterm_fails_no_send_and_loses_nothing() {
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Paced sending until the restarts are over (at most 100,000 records).
+        let settled = Arc::new(AtomicU64::new(0));
         let sender = tokio::spawn(produce_range(
             p.clone(),
             TOPIC,
             0..100_000,
             None,
             ledger.clone(),
-            Arc::new(AtomicU64::new(0)),
+            settled.clone(),
             Some(stop.clone()),
         ));
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The restarts begin once sends are being acknowledged.
+        wait_until(
+            "the first sends have settled",
+            CONDITION_TIMEOUT,
+            async || settled.load(Ordering::Relaxed) > 0,
+        )
+        .await;
         for id in 1..=3 {
             cluster.stop(id);
             eprintln!("broker {id} stopped with SIGTERM");
+            // The scenario, not a synchronisation: the broker stays down a moment while the
+            // sender goes on (its sends must wait for or fail over to the other brokers).
             tokio::time::sleep(Duration::from_millis(500)).await;
             cluster.restart(id);
             cluster.wait_fully_replicated(TOPIC).await;

@@ -9,12 +9,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::Client;
 use sluiceway_core::client::{
@@ -27,11 +25,15 @@ use sluiceway_core::types::Offset;
 use sluiceway_proto::v1;
 
 use crate::netns::{ETCD_CLIENT_PORT, ETCD_PEER_PORT, NetLab, Node};
-use crate::support::{TestBroker, command_in};
+use crate::support::TestBroker;
 
-/// How long a condition on the cluster (a failover, an ISR change, a restart) may take before the
-/// test fails. Generous: these are liveness bounds, never speed assertions.
-pub const CONDITION_TIMEOUT: Duration = Duration::from_secs(30);
+use sluiceway_testing::process::signal;
+// Shared with the core crate's tests (`testing/`); re-exported for `cluster.rs` and
+// `partitions.rs`, which use some each.
+#[allow(unused_imports)]
+pub use sluiceway_testing::{
+    CONDITION_TIMEOUT, TestEtcd, bounded, free_port, wait_for, wait_reporting, wait_until,
+};
 
 /// Registry session (etcd lease) of the test brokers: a dead broker is noticed within ~2 s.
 pub const SESSION_TIMEOUT_MS: u64 = 2000;
@@ -40,212 +42,6 @@ pub const REPLICA_LAG_TIME_MAX_MS: u64 = 2000;
 
 /// Bound on one metadata request to one broker (a stopped broker must not stall a wait).
 const METADATA_CALL_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bound on etcd becoming healthy after a (re)start.
-const ETCD_START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A loopback port nobody listens on now (the OS picks it; the listener is closed at once).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(ok.success(), "kill {sig} {pid} failed");
-}
-
-/// Waits until `f` returns true, polling every 100 ms; panics naming `what` after `timeout`.
-pub async fn wait_until(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until `f` returns `Some`, polling every 100 ms; panics naming `what` after `timeout`.
-pub async fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A real `etcd` (Debian's etcd-server) on free loopback ports over a data directory of its own;
-/// killed on drop.
-#[derive(Debug)]
-pub struct TestEtcd {
-    child: Option<Child>,
-    /// The address it listens on (127.0.0.1, or its address in a network namespace).
-    pub host: String,
-    /// Its network namespace, when it runs in one (`netns.rs`).
-    pub netns: Option<String>,
-    pub client_port: u16,
-    pub peer_port: u16,
-    pub data_dir: PathBuf,
-    pub log: PathBuf,
-}
-
-impl TestEtcd {
-    /// Starts etcd over `<root>/etcd` and waits until it reports healthy.
-    pub fn start(root: &Path) -> TestEtcd {
-        let client_port = free_port();
-        let mut peer_port = free_port();
-        while peer_port == client_port {
-            peer_port = free_port();
-        }
-        TestEtcd::start_in(root, None, "127.0.0.1", client_port, peer_port)
-    }
-
-    /// Starts etcd listening on `host`, inside network namespace `netns` when given (`host` is
-    /// then its address there).
-    pub fn start_in(
-        root: &Path,
-        netns: Option<&str>,
-        host: &str,
-        client_port: u16,
-        peer_port: u16,
-    ) -> TestEtcd {
-        let mut etcd = TestEtcd {
-            child: None,
-            host: host.to_owned(),
-            netns: netns.map(str::to_owned),
-            client_port,
-            peer_port,
-            data_dir: root.join("etcd"),
-            log: root.join("etcd.log"),
-        };
-        etcd.spawn();
-        etcd
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "etcd is already running");
-        let bin = std::env::var("SLUICEWAY_TEST_ETCD").unwrap_or_else(|_| "etcd".to_owned());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let client = format!("http://{}:{}", self.host, self.client_port);
-        let peer = format!("http://{}:{}", self.host, self.peer_port);
-        let child = command_in(self.netns.as_deref(), &bin)
-            .args(["--name", "sluiceway-test", "--data-dir"])
-            .arg(&self.data_dir)
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("sluiceway-test={peer}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {bin:?}: {e}. The cluster tests need a real etcd: run \
-                     scripts/setup.sh (installs Debian's etcd-server), or point \
-                     SLUICEWAY_TEST_ETCD at an etcd binary"
-                )
-            });
-        self.child = Some(child);
-        self.wait_healthy();
-    }
-
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + ETCD_START_TIMEOUT;
-        loop {
-            if self.healthy() {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "etcd exited with {status} before it was healthy; log:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd on port {} was not healthy within {ETCD_START_TIMEOUT:?}; log:\n{}",
-                self.client_port,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// `GET /health` answered `{"health":"true"}`.
-    pub fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect((self.host.as_str(), self.client_port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-        let req = format!(
-            "GET /health HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
-            self.client_port
-        );
-        if s.write_all(req.as_bytes()).is_err() {
-            return false;
-        }
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body.contains("\"health\":\"true\"")
-    }
-
-    /// `HOST:PORT` of the client endpoint.
-    pub fn endpoint(&self) -> String {
-        format!("{}:{}", self.host, self.client_port)
-    }
-
-    /// The broker's `--registry` value.
-    pub fn registry_url(&self) -> String {
-        format!("etcd://{}", self.endpoint())
-    }
-
-    /// SIGKILL.
-    pub fn kill9(&mut self) {
-        let mut child = self.child.take().expect("etcd is running");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    /// Starts etcd again on the same ports over the same data directory.
-    pub fn restart(&mut self) {
-        self.spawn();
-    }
-}
-
-impl Drop for TestEtcd {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// One broker of a [`TestCluster`]: its id, directory and address survive restarts.
 #[derive(Debug)]
@@ -677,28 +473,19 @@ impl TestCluster {
 
     /// Waits until every partition of `topic` has a leader and the full replica set in sync.
     pub async fn wait_fully_replicated(&self, topic: &str) {
-        let mut last = None;
-        let ok = tokio::time::timeout(CONDITION_TIMEOUT, async {
-            loop {
-                if let Some(t) = self.metadata(topic).await {
-                    let done = !t.partitions.is_empty()
-                        && t.partitions
-                            .iter()
-                            .all(|p| p.leader_id >= 0 && p.isr.len() == p.replicas.len());
-                    last = Some(t);
-                    if done {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
+        wait_reporting(
+            &format!("every partition of {topic} has its whole replica set in sync"),
+            CONDITION_TIMEOUT,
+            async || {
+                let t = self.metadata(topic).await.ok_or(None)?;
+                let done = !t.partitions.is_empty()
+                    && t.partitions
+                        .iter()
+                        .all(|p| p.leader_id >= 0 && p.isr.len() == p.replicas.len());
+                if done { Ok(()) } else { Err(Some(t)) }
+            },
+        )
         .await;
-        assert!(
-            ok.is_ok(),
-            "timed out after {CONDITION_TIMEOUT:?} waiting until every partition of {topic} has \
-             its whole replica set in sync; last metadata: {last:?}"
-        );
     }
 
     /// Waits until `partition` has a leader other than `old_leader` at an epoch above
@@ -794,12 +581,6 @@ impl ReplicaLog {
 }
 
 // ---- Workloads and checks shared by the cluster tests (`cluster.rs`, `partitions.rs`) ----
-
-pub async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
-    tokio::time::timeout(limit, f)
-        .await
-        .unwrap_or_else(|_| panic!("test timed out after {limit:?}"))
-}
 
 pub async fn admin(cluster: &TestCluster) -> Admin {
     Admin::new(AdminConfig::new(&cluster.bootstrap()))

@@ -1,9 +1,15 @@
 //! Restarts: every acknowledged message survives SIGTERM and `kill -9` (default flush policy).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use sluiceway_core::ErrorCode;
 use sluiceway_proto::v1;
 
 use crate::support::*;
+
+/// Acknowledged messages after which `kill -9` lands in the middle of the load.
+const KILL_AFTER_ACKED: usize = 200;
 
 async fn produce_batch(
     b: &TestBroker,
@@ -128,9 +134,11 @@ async fn kill_9_under_concurrent_load_keeps_every_acknowledged_message() {
     let mut c = b.client().await;
     create_topic(&mut c, "load", 4, &[]).await;
     // Four producers (one per partition) run until the broker dies; record what was acknowledged.
+    let acknowledged = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for p in 0..4u32 {
         let mut c = c.clone();
+        let acknowledged = acknowledged.clone();
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0.. {
@@ -144,21 +152,31 @@ async fn kill_9_under_concurrent_load_keeps_every_acknowledged_message() {
                     })
                     .await;
                 match r {
-                    Ok(resp) if resp.get_ref().results[0].error_code == 0 => acked.push((p, v)),
+                    Ok(resp) if resp.get_ref().results[0].error_code == 0 => {
+                        acked.push((p, v));
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
                     _ => break,
                 }
             }
             acked
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    // Kill it in the middle of the load: once every producer is running and some hundreds of
+    // messages are acknowledged (the kill then lands between or during writes, under load).
+    wait_until(
+        "the producers have messages acknowledged",
+        CONDITION_TIMEOUT,
+        async || acknowledged.load(Ordering::Relaxed) >= KILL_AFTER_ACKED,
+    )
+    .await;
     b.kill9();
     let mut acked = Vec::new();
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
     assert!(
-        acked.len() > 10,
+        acked.len() >= KILL_AFTER_ACKED,
         "only {} messages acknowledged before the kill",
         acked.len()
     );
@@ -190,7 +208,7 @@ async fn kill_9_under_concurrent_load_keeps_every_acknowledged_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_waiting_fetches_and_exits_promptly() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut b = TestBroker::start(tmp.path());
+    let mut b = TestBroker::start_with(tmp.path(), &["--metrics-listen", "127.0.0.1:0"]);
     let mut c = b.client().await;
     create_topic(&mut c, "w", 1, &[]).await;
     let mut waiter = c.clone();
@@ -206,7 +224,13 @@ async fn sigterm_answers_waiting_fetches_and_exits_promptly() {
             })
             .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The fetch is parked in its long poll before the signal (the broker shows it waiting).
+    b.wait_metric(
+        "sluiceway_waiting_fetches",
+        "the fetch waits in its long poll",
+        |n| n == 1.0,
+    )
+    .await;
     let started = std::time::Instant::now();
     let status = tokio::task::spawn_blocking(move || {
         let s = b.stop();
@@ -221,9 +245,13 @@ async fn sigterm_answers_waiting_fetches_and_exits_promptly() {
         "{:?}",
         started.elapsed()
     );
-    // The waiting fetch was answered (empty) or its connection closed; it did not hang.
-    match fetch.await.unwrap() {
-        Ok(resp) => assert!(resp.into_inner().results[0].message_set.is_empty()),
-        Err(status) => assert_ne!(status.code(), tonic::Code::Ok),
-    }
+    // The waiting fetch was answered before the broker exited: an empty answer without error
+    // (shutdown ends the long poll like max_wait would), not a dropped connection.
+    let resp = fetch
+        .await
+        .unwrap()
+        .unwrap_or_else(|status| panic!("the waiting fetch was not answered: {status:?}"))
+        .into_inner();
+    assert_eq!(code(resp.results[0].error_code), ErrorCode::None);
+    assert!(resp.results[0].message_set.is_empty());
 }

@@ -6,7 +6,7 @@
 //! a join answer, a described state), bounded by a generous deadline, never a fixed sleep.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluiceway_core::ErrorCode;
 use sluiceway_proto::v1;
@@ -79,6 +79,7 @@ fn spawn_member(
             let generation = r.generation;
             tx.send_replace(Some((id.clone(), generation, partitions(&r.assignment))));
             loop {
+                // The member's heartbeat cadence (the scenario), not a synchronisation.
                 tokio::time::sleep(HEARTBEAT_EVERY).await;
                 match heartbeat(&mut g, group, &id, generation).await {
                     ErrorCode::None => {}
@@ -112,8 +113,7 @@ async fn wait_stable(
     group: &str,
     members: &[&watch::Receiver<Joined>],
 ) -> (i32, Vec<Vec<(String, u32)>>) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    wait_reporting("the group settles", PATIENCE, async || {
         let d = describe(c, group).await;
         let answers: Vec<Joined> = members.iter().map(|m| m.borrow().clone()).collect();
         let ids: BTreeSet<String> = d.members.iter().map(|m| m.member_id.clone()).collect();
@@ -124,17 +124,15 @@ async fn wait_stable(
                     .is_some_and(|(id, g, _)| *g == d.generation && ids.contains(id))
             });
         if settled {
-            return (
+            Ok((
                 d.generation,
                 answers.into_iter().map(|a| a.unwrap().2).collect(),
-            );
+            ))
+        } else {
+            Err((d, answers))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the group did not settle: {d:?} {answers:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 fn assert_covers(assignments: &[Vec<(String, u32)>], topic: &str, n: u32) {
@@ -215,13 +213,10 @@ async fn a_silent_member_expires_and_its_partitions_move() {
         let mut g = crate::support::Client::connect(&addr).await.unwrap().group;
         join(&mut g, join_request("g", "", &["six"])).await
     });
-    let deadline = Instant::now() + PATIENCE;
-    while heartbeat(&mut a, "g", &ra.member_id, ra.generation).await
-        != ErrorCode::RebalanceInProgress
-    {
-        assert!(Instant::now() < deadline, "A never heard of the rebalance");
-        tokio::time::sleep(HEARTBEAT_EVERY).await;
-    }
+    wait_until("A hears of the rebalance", PATIENCE, async || {
+        heartbeat(&mut a, "g", &ra.member_id, ra.generation).await == ErrorCode::RebalanceInProgress
+    })
+    .await;
     let ra2 = join(&mut a, join_request("g", &ra.member_id, &["six"])).await;
     assert_eq!(ra2.member_id, ra.member_id);
     let rb = pending_b.await.unwrap();
@@ -234,16 +229,14 @@ async fn a_silent_member_expires_and_its_partitions_move() {
     );
     // B goes silent (no heartbeat, no leave). A keeps heartbeating and is told to rejoin once
     // B's session has expired.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    wait_until("B's session expires", PATIENCE, async || {
         match heartbeat(&mut a, "g", &ra2.member_id, ra2.generation).await {
-            ErrorCode::None => {}
-            ErrorCode::RebalanceInProgress => break,
+            ErrorCode::None => false,
+            ErrorCode::RebalanceInProgress => true,
             other => panic!("heartbeat: {other}"),
         }
-        assert!(Instant::now() < deadline, "B's session never expired");
-        tokio::time::sleep(HEARTBEAT_EVERY).await;
-    }
+    })
+    .await;
     let ra3 = join(&mut a, join_request("g", &ra2.member_id, &["six"])).await;
     assert!(ra3.generation > ra2.generation);
     assert_covers(&[partitions(&ra3.assignment)], "six", 6);
@@ -459,13 +452,15 @@ async fn stale_generations_and_unknown_members_are_fenced() {
         let mut g = crate::support::Client::connect(&addr).await.unwrap().group;
         join(&mut g, join_request("fence", "", &["t"])).await
     });
-    let deadline = Instant::now() + PATIENCE;
-    while heartbeat(&mut a, "fence", &r1.member_id, r1.generation).await
-        != ErrorCode::RebalanceInProgress
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the first member hears of the rebalance",
+        PATIENCE,
+        async || {
+            heartbeat(&mut a, "fence", &r1.member_id, r1.generation).await
+                == ErrorCode::RebalanceInProgress
+        },
+    )
+    .await;
     // During the rebalance the old generation may still commit (that is when members commit).
     assert_eq!(
         commit(&mut a, "fence", &r1.member_id, Some(r1.generation), one()).await,
@@ -803,17 +798,15 @@ async fn abandoned_joins_leave_and_shutdown_answers_pending_joins() {
         let mut g = crate::support::Client::connect(&addr).await.unwrap().group;
         join(&mut g, join_request("g", "", &["six"])).await
     });
-    let deadline = Instant::now() + PATIENCE;
-    while describe(&mut c, "g").await.members.len() < 2 {
-        assert!(Instant::now() < deadline, "B never joined");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("B joins", PATIENCE, async || {
+        describe(&mut c, "g").await.members.len() >= 2
+    })
+    .await;
     abandoned.abort();
-    let deadline = Instant::now() + PATIENCE;
-    while describe(&mut c, "g").await.members.len() > 1 {
-        assert!(Instant::now() < deadline, "the abandoned member stayed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the abandoned member is gone", PATIENCE, async || {
+        describe(&mut c, "g").await.members.len() <= 1
+    })
+    .await;
     // A's rejoin completes the rebalance alone, with everything.
     assert_eq!(
         heartbeat(&mut a, "g", &ra.member_id, ra.generation).await,
@@ -838,11 +831,10 @@ async fn abandoned_joins_leave_and_shutdown_answers_pending_joins() {
         let mut g = crate::support::Client::connect(&addr).await.unwrap().group;
         g.join_group(join_request("g", "", &["six"])).await
     });
-    let deadline = Instant::now() + PATIENCE;
-    while describe(&mut c, "g").await.members.len() < 2 {
-        assert!(Instant::now() < deadline, "the new member never joined");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the new member joins", PATIENCE, async || {
+        describe(&mut c, "g").await.members.len() >= 2
+    })
+    .await;
     assert!(b.stop().success());
     let err = pending.await.unwrap().unwrap_err();
     assert_eq!(status_code(&err), ErrorCode::ShuttingDown);

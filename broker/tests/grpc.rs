@@ -124,20 +124,23 @@ async fn produce_returns_the_append_time_only_for_log_append_time_topics() {
     assert_eq!(stamps, [r.log_append_time_ms]);
 }
 
+/// The broker's gauge of fetches parked in their long poll.
+const WAITING_FETCHES: &str = "sluiceway_waiting_fetches";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_wakes_on_new_data() {
     let tmp = tempfile::tempdir().unwrap();
-    let b = TestBroker::start(tmp.path());
+    let b = TestBroker::start_with(tmp.path(), &["--metrics-listen", "127.0.0.1:0"]);
     let mut c = b.client().await;
     create_topic(&mut c, "lp", 2, &[]).await;
     let mut waiter = c.clone();
-    let started = Instant::now();
     let fetch = tokio::spawn(async move {
         waiter
             .log
             .fetch(v1::FetchRequest {
                 replica_id: None,
-                max_wait_ms: 10_000,
+                // The longest wait the broker allows: the produce below must be what ends it.
+                max_wait_ms: sluiceway_core::limits::FETCH_WAIT_MS_MAX,
                 min_bytes: 1,
                 max_bytes: 0,
                 partitions: vec![fetch_partition("lp", 0, 0), fetch_partition("lp", 1, 0)],
@@ -146,7 +149,9 @@ async fn long_poll_wakes_on_new_data() {
             .unwrap()
             .into_inner()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The broker shows the fetch parked in its long poll (it read, found nothing, and waits).
+    b.wait_metric(WAITING_FETCHES, "the fetch waits for data", |n| n == 1.0)
+        .await;
     assert!(
         !fetch.is_finished(),
         "the fetch must wait while there is no data"
@@ -154,9 +159,9 @@ async fn long_poll_wakes_on_new_data() {
     let r = produce(&mut c, "lp", 1, set_of(&["wake up"])).await;
     assert_eq!(code(r.error_code), ErrorCode::None);
     let resp = fetch.await.unwrap();
-    let elapsed = started.elapsed();
-    // It returned because data arrived, with the data, not because max_wait passed.
-    assert!(elapsed < Duration::from_millis(10_000), "{elapsed:?}");
+    // It returned because data arrived, with the data: it was waiting before the produce and
+    // max_wait (the broker's longest) cannot have passed with the data unseen.
+    assert_eq!(b.metric(WAITING_FETCHES).await, Some(0.0));
     assert!(resp.results[0].message_set.is_empty());
     assert_eq!(
         records(&resp.results[1].message_set, 0),
@@ -250,7 +255,10 @@ async fn list_offsets_earliest_latest_and_by_timestamp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_brokers_and_topic_lifecycle() {
     let tmp = tempfile::tempdir().unwrap();
-    let b = TestBroker::start_with(tmp.path(), &["--broker-id", "3"]);
+    let b = TestBroker::start_with(
+        tmp.path(),
+        &["--broker-id", "3", "--metrics-listen", "127.0.0.1:0"],
+    );
     let mut c = b.client().await;
     create_topic(&mut c, "m", 2, &[("retention.ms", "-1")]).await;
     let brokers = c
@@ -324,7 +332,8 @@ async fn metadata_brokers_and_topic_lifecycle() {
             .unwrap()
             .into_inner()
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.wait_metric(WAITING_FETCHES, "the fetch waits for data", |n| n == 1.0)
+        .await;
     c.admin
         .delete_topic(v1::DeleteTopicRequest { name: "m".into() })
         .await
@@ -430,18 +439,22 @@ async fn the_periodic_task_enforces_retention() {
         spec: v1::OffsetSpec::Earliest as i32,
         timestamp_ms: 0,
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let resp = c
-            .log
-            .list_offsets(v1::ListOffsetsRequest {
-                partitions: vec![earliest.clone()],
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let start = resp.results[0].offset;
-        if start > 0 {
+    wait_until(
+        "retention moved the log start and data is readable from it",
+        CONDITION_TIMEOUT,
+        async || {
+            let resp = c
+                .log
+                .list_offsets(v1::ListOffsetsRequest {
+                    partitions: vec![earliest.clone()],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let start = resp.results[0].offset;
+            if start == 0 {
+                return false;
+            }
             // Fetching below the new log start is out of range; from it, data is there —
             // unless the next pass moved the start on meanwhile (regression: the test raced
             // the 100 ms retention task), then look the start up again.
@@ -449,16 +462,14 @@ async fn the_periodic_task_enforces_retention() {
             assert_eq!(code(r.error_code), ErrorCode::OffsetOutOfRange);
             let r = fetch_once(&mut c, "r", 0, start).await;
             if code(r.error_code) == ErrorCode::OffsetOutOfRange {
-                assert!(Instant::now() < deadline, "the log start never settled");
-                continue;
+                return false;
             }
             assert_eq!(code(r.error_code), ErrorCode::None, "{}", r.error_message);
             assert!(!r.message_set.is_empty(), "data from the log start {start}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "retention never ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            true
+        },
+    )
+    .await;
 }
 
 /// Magic 2 (Kafka RecordBatch v2) over the wire: a batch with headers and producer fields is

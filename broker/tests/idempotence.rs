@@ -18,12 +18,12 @@ use sluiceway_core::{Error, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::client::{bounded, consumer_config, create, poll_n, producer, value};
+use crate::client::{consumer_config, create, poll_n, producer, value};
 use crate::cluster_support::{
     Acked, TestCluster, assert_acked_present, assert_acks_distinct, compare_replicas,
     count_duplicates, create_rf3, high_watermarks, partition_state, read_up_to, values,
 };
-use crate::support::{TestBroker, fetch_once};
+use crate::support::{BrokerClient, TEST_TIMEOUT, TestBroker, bounded, fetch_once};
 
 /// Every batch an idempotent producer wrote: magic 2, one producer id, epoch 0, and per
 /// partition sequences that start at 0 and follow each other with no gap.
@@ -31,7 +31,7 @@ use crate::support::{TestBroker, fetch_once};
 async fn batches_carry_one_producer_id_and_gapless_sequences() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         create(&b, "idem", 2).await;
         let p = producer(
             &b,
@@ -101,7 +101,7 @@ async fn batches_carry_one_producer_id_and_gapless_sequences() {
 async fn idempotence_refuses_settings_that_would_break_it() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path());
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let refused = |pairs: &[(&str, &str)]| {
             let mut config = ProducerConfig::new(&b.addr);
             for (k, v) in pairs {
@@ -314,7 +314,7 @@ async fn leader_kill9_three_times_and_lost_answers_during_50k_idempotent_sends_w
     for (proxy, b) in proxies.iter().zip(&cluster.brokers) {
         *proxy.upstream.lock().unwrap() = b.addr.clone();
     }
-    crate::cluster_support::bounded(Duration::from_secs(900), async {
+    bounded(Duration::from_secs(900), async {
         create_rf3(&cluster, TOPIC, PARTITIONS, &[("min.insync.replicas", "2")]).await;
         let mut config = ProducerConfig::new(&cluster.bootstrap());
         for (k, v) in [

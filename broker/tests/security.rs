@@ -13,8 +13,8 @@ use sluiceway_core::client::{
 };
 use sluiceway_core::{Error, ErrorCode};
 
-use crate::client::{bounded, tps, value};
-use crate::support::TestBroker;
+use crate::client::{tps, value};
+use crate::support::{BrokerClient, TEST_TIMEOUT, TestBroker, bounded};
 
 /// A CA, its broker certificate (localhost, 127.0.0.1), and client certificates, as PEM files.
 pub struct Pki {
@@ -114,7 +114,7 @@ async fn tls_listener_refuses_plaintext_and_unknown_ca_clients() {
     let pki = Pki::new(dir.path(), "good");
     let rogue = Pki::new(dir.path(), "rogue");
     let b = TestBroker::start_with(dir.path(), &strs(&pki.broker_flags("SSL")));
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         // A plaintext client cannot talk to a TLS listener.
         let e = admin_with(&b.addr, &[])
             .await
@@ -267,7 +267,7 @@ async fn credentials_and_acls_guard_every_request() {
             "--authorizer",
         ],
     );
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         // No credentials, then a wrong password: SASL_AUTHENTICATION_FAILED, clearly.
         let e = admin_with(&b.addr, &[])
             .await
@@ -455,7 +455,7 @@ async fn secure_cluster_survives_a_leader_kill9_with_nothing_acknowledged_lost()
     let mut cluster =
         crate::cluster_support::TestCluster::start_secure(3, &strs(&flags), root_settings.clone())
             .await;
-    crate::cluster_support::bounded(Duration::from_secs(300), async {
+    bounded(Duration::from_secs(300), async {
         let bootstrap = cluster.bootstrap();
         let root = admin_with(&bootstrap, &root_settings).await.expect("admin");
         root.create_topic(
@@ -613,7 +613,7 @@ async fn client_certificate_common_name_is_the_principal() {
     let mut flags = pki.broker_flags("SSL");
     flags.extend(["--authorizer", "--super-users", "User:ops"].map(String::from));
     let b = TestBroker::start_with(dir.path(), &strs(&flags));
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let ops = ssl_settings(&pki.ca_pem, Some(&pki.issue("ops")));
         let root = admin_with(&b.addr, &ops).await.expect("super user");
         root.create_topic(NewTopic::new("certs", 1)).await.unwrap();

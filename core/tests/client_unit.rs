@@ -20,6 +20,7 @@ use sluiceway_core::format::{
 };
 use sluiceway_core::{Offset, TimestampMs};
 use sluiceway_proto::v1;
+use sluiceway_testing::{CONDITION_TIMEOUT, TEST_TIMEOUT, bounded, wait_until};
 use tonic::{Request, Response, Status};
 
 /// What the fake answers a produce with, per partition, one entry per Produce call (then NONE).
@@ -39,7 +40,8 @@ struct FakeState {
     script: VecDeque<Answer>,
     /// Codes answered to Fetch calls, one per call (then data).
     fetch_script: VecDeque<v1::ErrorCode>,
-    /// Fetch answers (of several partitions) to send with the last result missing.
+    /// Fetch answers to send with the last result missing (whatever partitions the fetch named,
+    /// so the scenario happens however the consumer groups its partitions into fetches).
     fetch_short_answers: u32,
     fetch_calls: u32,
     log: HashMap<u32, Vec<String>>,
@@ -173,7 +175,8 @@ impl v1::log_server::Log for Fake {
     ) -> Result<Response<v1::FetchResponse>, Status> {
         let (code, results) = self.fetch_now(r);
         if code == v1::ErrorCode::None && results.iter().all(|r| r.message_set.is_empty()) {
-            // A long poll with nothing to return: wait a little, as the broker would.
+            // A long poll with nothing to return: wait a little, as the broker would (the
+            // fake's behaviour, not a synchronisation of the test).
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(Response::new(v1::FetchResponse { results }))
@@ -228,7 +231,7 @@ impl Fake {
                 leader_epochs: Vec::new(),
             });
         }
-        if s.fetch_short_answers > 0 && results.len() > 1 {
+        if s.fetch_short_answers > 0 && !results.is_empty() {
             s.fetch_short_answers -= 1;
             results.pop();
         }
@@ -270,15 +273,9 @@ async fn producer(fake: &Fake, extra: &[(&str, &str)]) -> Producer {
         .unwrap()
 }
 
-async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(30), f)
-        .await
-        .expect("test timed out")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_leader_refreshes_metadata_and_retries() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let fake = start(
             1,
             vec![
@@ -303,14 +300,17 @@ async fn not_leader_refreshes_metadata_and_retries() {
         // The refresh NOT_LEADER asked for is rate-limited (CLIENT_METADATA_REFRESH_MS_MIN), so
         // on a fast run the retries can succeed before it goes out: wait for it (bounded by
         // the test's timeout) instead of expecting it before the delivery.
-        wait_until(|| fake.0.lock().metadata_calls >= 2).await;
+        wait_until("metadata fetched again", CONDITION_TIMEOUT, async || {
+            fake.0.lock().metadata_calls >= 2
+        })
+        .await;
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_retriable_code_fails_at_once_with_the_brokers_message() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let fake = start(1, vec![Answer::Code(v1::ErrorCode::MessageTooLarge)]).await;
         let p = producer(&fake, &[]).await;
         let e = p
@@ -328,7 +328,7 @@ async fn a_non_retriable_code_fails_at_once_with_the_brokers_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_zero_gives_up_on_the_first_retriable_error() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let fake = start(1, vec![Answer::Code(v1::ErrorCode::NotLeader)]).await;
         let p = producer(&fake, &[("retries", "0")]).await;
         let e = p
@@ -345,7 +345,7 @@ async fn retries_zero_gives_up_on_the_first_retriable_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_level_status_keeps_its_code_and_message() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let fake = start(
             2,
             vec![Answer::Status(
@@ -374,7 +374,7 @@ async fn a_request_level_status_keeps_its_code_and_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_batches_for_one_leader_go_in_one_request() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let fake = start(4, vec![]).await;
         let p = producer(&fake, &[("linger.ms", "100")]).await;
         let fs = p
@@ -402,7 +402,7 @@ async fn ready_batches_for_one_leader_go_in_one_request() {
 /// in flight: the later batches wait for the retried one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_within_a_partition_survives_retries() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let fake = start(
             1,
             vec![
@@ -443,7 +443,7 @@ async fn order_within_a_partition_survives_retries() {
 /// metadata) and keeps its position: every record arrives once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_retries_not_leader_fetches() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let fake = start(1, vec![]).await;
         fake.0
             .lock()
@@ -471,7 +471,10 @@ async fn consumer_retries_not_leader_fetches() {
         let fetch_calls = fake.0.lock().fetch_calls;
         assert!(fetch_calls >= 3, "{fetch_calls} fetches");
         // The refresh is rate-limited and may go out after the retried fetch succeeded.
-        wait_until(|| fake.0.lock().metadata_calls >= 2).await;
+        wait_until("metadata fetched again", CONDITION_TIMEOUT, async || {
+            fake.0.lock().metadata_calls >= 2
+        })
+        .await;
     })
     .await;
 }
@@ -481,7 +484,7 @@ async fn consumer_retries_not_leader_fetches() {
 /// every record of every partition arrives once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_answer_missing_a_partition_is_retried_not_trusted() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let fake = start(2, vec![]).await;
         for p in 0..2 {
             fake.0
@@ -871,19 +874,13 @@ async fn start_with_group(partitions: u32, committed: HashMap<u32, i64>) -> (Fak
     (fake, group)
 }
 
-async fn wait_until(mut f: impl FnMut() -> bool) {
-    while !f() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// The membership's reaction to each heartbeat error, against a scripted coordinator: a start
 /// at the broker-committed offset; ILLEGAL_GENERATION → commit in the old generation, rejoin
 /// with the same member id; UNKNOWN_MEMBER_ID → rejoin as a new member; `close` commits in the
 /// current generation and leaves. No record is returned twice across the rejoins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_errors_drive_commit_and_rejoin() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (fake, group) = start_with_group(1, HashMap::from([(0, 2)])).await;
         fake.0
             .lock()
@@ -913,16 +910,25 @@ async fn heartbeat_errors_drive_commit_and_rejoin() {
         );
 
         group.0.lock().next_heartbeat = Some(v1::ErrorCode::IllegalGeneration);
-        wait_until(|| group.0.lock().joins.len() == 2).await;
-        wait_until(|| c.group_membership().is_some()).await;
+        // The consumer has joined `n` times in all and holds a membership again.
+        let rejoined = async |n: usize| {
+            wait_until(&format!("join number {n}"), CONDITION_TIMEOUT, async || {
+                group.0.lock().joins.len() == n
+            })
+            .await;
+            wait_until("a membership", CONDITION_TIMEOUT, async || {
+                c.group_membership().is_some()
+            })
+            .await;
+        };
+        rejoined(2).await;
         {
             let s = group.0.lock();
             assert_eq!(s.joins[1].0, "m1", "rejoined with its member id");
             assert_eq!(s.commits[0], ("m1".to_owned(), 1, vec![(0, 4)]));
         }
         group.0.lock().next_heartbeat = Some(v1::ErrorCode::UnknownMemberId);
-        wait_until(|| group.0.lock().joins.len() == 3).await;
-        wait_until(|| c.group_membership().is_some()).await;
+        rejoined(3).await;
         assert_eq!(
             group.0.lock().joins[2].0,
             "",
@@ -962,7 +968,7 @@ fn interrupt_this_thread() -> bool {
 /// wait with INTERRUPTED soon after it fires, long before their timeouts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupt_check_ends_blocking_waits() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let fake = start(1, vec![]).await;
         let address = fake.0.lock().address.clone();
         sluiceway_core::client::set_interrupt_check(interrupt_this_thread);

@@ -1,136 +1,21 @@
 //! The etcd registry against a real etcd (`/usr/bin/etcd`, Debian's etcd-server; scripts/setup.sh
 //! installs it). Each test starts its own etcd on free loopback ports with a temporary data
-//! directory ([`TestEtcd`], killed on drop) and short sessions (2 s) so lease expiry is quick.
+//! directory ([`TestEtcd`] of the shared `sluiceway-testing` crate, killed on drop) and short
+//! sessions (2 s) so lease expiry is quick.
 //! Every wait polls with a deadline; nothing asserts how fast anything is.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use sluiceway_core::registry::{
     BrokerId, EtcdOptions, EtcdRegistry, EtcdSpec, NewTopic, Registry, TopicInfo,
 };
 use sluiceway_core::{Error, ErrorCode};
+use sluiceway_testing::{CONDITION_TIMEOUT, TestEtcd, wait_for_blocking};
 
-/// A real etcd process on free loopback ports; killed (and its data removed) on drop.
-pub struct TestEtcd {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn etcd_binary() -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = PathBuf::from(dir).join("etcd");
-        if p.is_file() {
-            return p;
-        }
-    }
-    let p = PathBuf::from("/usr/bin/etcd");
-    assert!(
-        p.is_file(),
-        "these tests need etcd (Debian package etcd-server); run scripts/setup.sh"
-    );
-    p
-}
-
-impl TestEtcd {
-    pub fn start() -> TestEtcd {
-        let mut etcd = TestEtcd {
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-            client_port: free_port(),
-            peer_port: free_port(),
-        };
-        etcd.spawn();
-        etcd
-    }
-
-    fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::File::create(self.dir.path().join("etcd.log")).unwrap();
-        let child = Command::new(etcd_binary())
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("default={peer}")])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        self.child = Some(child);
-        self.wait_healthy();
-    }
-
-    /// Polls etcd's `/health` until it reports a leader.
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-                let mut answer = String::new();
-                let _ = s.read_to_string(&mut answer);
-                if answer.contains("\"health\":\"true\"") {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "etcd exited with {status}: {}",
-                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "etcd did not become healthy");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn spec(&self) -> EtcdSpec {
-        EtcdSpec::parse(&format!("etcd://127.0.0.1:{}/test", self.client_port)).unwrap()
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    /// `kill -9`, keeping the data directory.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts again on the same ports and data.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for TestEtcd {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The registry spec of `etcd` (keys under `/test`).
+fn spec(etcd: &TestEtcd) -> EtcdSpec {
+    EtcdSpec::parse(&format!("etcd://{}/test", etcd.endpoint())).unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -154,23 +39,16 @@ fn options() -> EtcdOptions {
 /// Connects and registers broker `id` (address `127.0.0.1:<9000 + id>`).
 fn broker(rt: &tokio::runtime::Runtime, etcd: &TestEtcd, id: u32) -> Arc<EtcdRegistry> {
     let r = rt
-        .block_on(EtcdRegistry::connect(&etcd.spec(), BrokerId(id), options()))
+        .block_on(EtcdRegistry::connect(&spec(etcd), BrokerId(id), options()))
         .unwrap();
     r.register_broker(BrokerId(id), &format!("127.0.0.1:{}", 9000 + id))
         .unwrap();
     r
 }
 
-/// Polls `f` every 20 ms until it answers `Some`, or panics after 20 s naming `what`.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `f` until it answers `Some`, or panics naming `what` (the shared bounded wait).
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_blocking(what, CONDITION_TIMEOUT, f)
 }
 
 fn new_topic(name: &str, partitions: u32, replication_factor: u32) -> NewTopic {
@@ -214,7 +92,7 @@ fn code(e: &Error) -> ErrorCode {
 
 #[test]
 fn etcd_brokers_see_each_other_elect_one_controller_and_place_topics() {
-    let etcd = TestEtcd::start();
+    let etcd = TestEtcd::start_temp();
     let rt = runtime();
     let (b1, b2, b3) = (
         broker(&rt, &etcd, 1),
@@ -266,7 +144,7 @@ fn etcd_brokers_see_each_other_elect_one_controller_and_place_topics() {
     let big = b1.create_topic(&new_topic("big", 300, 2)).unwrap();
     assert_eq!(big.partitions.len(), 300);
     let stored = rt.block_on(async {
-        let mut c = etcd_client::Client::connect([etcd.endpoint()], None)
+        let mut c = etcd_client::Client::connect([etcd.url()], None)
             .await
             .unwrap();
         c.get(
@@ -306,7 +184,7 @@ fn partition(r: &EtcdRegistry, topic: &str, p: u32) -> sluiceway_core::registry:
 
 #[test]
 fn etcd_dead_leader_is_replaced_by_an_isr_member_and_the_deposed_leader_is_fenced() {
-    let etcd = TestEtcd::start();
+    let etcd = TestEtcd::start_temp();
     let rt = runtime();
     let mut brokers: BTreeMap<u32, Arc<EtcdRegistry>> =
         (1..=3).map(|id| (id, broker(&rt, &etcd, id))).collect();
@@ -455,7 +333,7 @@ fn etcd_dead_leader_is_replaced_by_an_isr_member_and_the_deposed_leader_is_fence
 
 #[test]
 fn etcd_controller_fails_over_on_shutdown_and_on_crash() {
-    let etcd = TestEtcd::start();
+    let etcd = TestEtcd::start_temp();
     let rt = runtime();
     let mut brokers: BTreeMap<u32, Arc<EtcdRegistry>> =
         (1..=3).map(|id| (id, broker(&rt, &etcd, id))).collect();
@@ -515,13 +393,13 @@ fn etcd_controller_fails_over_on_shutdown_and_on_crash() {
 
 #[test]
 fn etcd_reregistration_waits_for_the_old_lease_and_a_live_duplicate_is_refused() {
-    let etcd = TestEtcd::start();
+    let etcd = TestEtcd::start_temp();
     let rt = runtime();
     let old = broker(&rt, &etcd, 1);
     drop(old);
     // The earlier incarnation's lease has not expired yet: register_broker waits for it.
     let new = rt
-        .block_on(EtcdRegistry::connect(&etcd.spec(), BrokerId(1), options()))
+        .block_on(EtcdRegistry::connect(&spec(&etcd), BrokerId(1), options()))
         .unwrap();
     new.register_broker(BrokerId(1), "127.0.0.1:7777").unwrap();
     assert_eq!(new.brokers().unwrap()[0].address, "127.0.0.1:7777");
@@ -535,7 +413,7 @@ fn etcd_reregistration_waits_for_the_old_lease_and_a_live_duplicate_is_refused()
 
     // A second live broker with the same id is refused after session timeout + 5 s.
     let duplicate = rt
-        .block_on(EtcdRegistry::connect(&etcd.spec(), BrokerId(1), options()))
+        .block_on(EtcdRegistry::connect(&spec(&etcd), BrokerId(1), options()))
         .unwrap();
     match duplicate.register_broker(BrokerId(1), "127.0.0.1:8888") {
         Err(Error::InvalidConfig { key, reason }) => {
@@ -549,7 +427,7 @@ fn etcd_reregistration_waits_for_the_old_lease_and_a_live_duplicate_is_refused()
 
 #[test]
 fn etcd_lost_lease_registers_again() {
-    let etcd = TestEtcd::start();
+    let etcd = TestEtcd::start_temp();
     let rt = runtime();
     let b1 = broker(&rt, &etcd, 1);
     let b2 = broker(&rt, &etcd, 2);
@@ -557,7 +435,7 @@ fn etcd_lost_lease_registers_again() {
     // Revoke broker 1's lease behind its back (what etcd does when it hears nothing for a TTL).
     let lease_of_1 = |rt: &tokio::runtime::Runtime| {
         rt.block_on(async {
-            let mut c = etcd_client::Client::connect([etcd.endpoint()], None)
+            let mut c = etcd_client::Client::connect([etcd.url()], None)
                 .await
                 .unwrap();
             let r = c.get("/test/brokers/1", None).await.unwrap();
@@ -566,7 +444,7 @@ fn etcd_lost_lease_registers_again() {
     };
     let old_lease = lease_of_1(&rt).unwrap();
     rt.block_on(async {
-        let mut c = etcd_client::Client::connect([etcd.endpoint()], None)
+        let mut c = etcd_client::Client::connect([etcd.url()], None)
             .await
             .unwrap();
         c.lease_revoke(old_lease).await.unwrap();
@@ -582,11 +460,11 @@ fn etcd_lost_lease_registers_again() {
 
 #[test]
 fn etcd_outage_reads_answer_writes_fail_retriably_and_the_watch_recovers() {
-    let mut etcd = TestEtcd::start();
+    let mut etcd = TestEtcd::start_temp();
     let rt = runtime();
     let b1 = broker(&rt, &etcd, 1);
     let t = b1.create_topic(&new_topic("kept", 2, 1)).unwrap();
-    etcd.kill();
+    etcd.kill9();
     // Reads answer from the snapshot.
     assert_eq!(b1.topic("kept").unwrap().unwrap(), t);
     assert_eq!(broker_ids(&b1), [1]);
@@ -614,7 +492,7 @@ fn etcd_outage_reads_answer_writes_fail_retriably_and_the_watch_recovers() {
 
 #[test]
 fn etcd_producer_id_blocks_are_disjoint_across_brokers() {
-    let etcd = TestEtcd::start();
+    let etcd = TestEtcd::start_temp();
     let rt = runtime();
     let registries: Vec<Arc<EtcdRegistry>> = (1..=3).map(|id| broker(&rt, &etcd, id)).collect();
     // Every broker allocates at once, several times: guarded writes that conflict retry.

@@ -20,6 +20,7 @@ use tracing::debug;
 
 use super::{Broker, check_duplicates, check_partition_count};
 use crate::errors::{PartitionError, blocking, status, to_proto};
+use crate::metrics::WaitingFetch;
 use crate::replication::{IsrProposal, Partition};
 
 impl Broker {
@@ -129,6 +130,7 @@ impl Broker {
                 }
                 Poll::Pending
             });
+            let _waiting = WaitingFetch::enter(&self.metrics.waiting_fetches);
             tokio::select! {
                 () = any_change => {}
                 () = tokio::time::sleep_until(deadline.into()) => {}
