@@ -629,6 +629,7 @@ impl Broker {
                 base_offset: -1,
                 log_append_time_ms: -1,
                 log_start_offset: -1,
+                batch_base_offsets: Vec::new(),
             };
             match self.check_produce(&p, acks) {
                 Err((code, message)) => {
@@ -672,6 +673,8 @@ impl Broker {
                         r.log_append_time_ms = info.log_append_time.0;
                     }
                     r.log_start_offset = p.log.log_start_offset().0 as i64;
+                    r.batch_base_offsets =
+                        info.batch_base_offsets.iter().map(|o| o.0 as i64).collect();
                     appended.push((i, p, info.last_offset, leadership));
                 }
                 Ok((p, Err((code, message)))) => {
@@ -697,6 +700,7 @@ impl Broker {
                     r.base_offset = -1;
                     r.log_append_time_ms = -1;
                     r.log_start_offset = -1;
+                    r.batch_base_offsets.clear();
                 }
             }
         }
@@ -1123,12 +1127,15 @@ pub(crate) fn leader_append(
             p.advance_high_watermark(hw);
         }
     }
+    // An idempotent producer's retry: batches the log has are answered with their first
+    // offsets, not written again.
+    p.duplicate_batches.fetch_add(
+        u64::from(info.duplicate_batches),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     if info.duplicate {
-        // An idempotent producer's retry: answered with the first offsets, nothing written.
         debug!(topic = %p.topic, partition = p.partition, base_offset = info.base_offset.0,
-            "duplicate batch answered with its first offsets");
-        p.duplicate_batches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            "duplicate batches answered with their first offsets");
         return Ok((info, leadership));
     }
     p.publish_log_end();
