@@ -155,6 +155,7 @@ impl v1::log_server::Log for Fake {
                 base_offset: -1,
                 log_append_time_ms: -1,
                 log_start_offset: -1,
+                batch_base_offsets: Vec::new(),
             };
             if code == v1::ErrorCode::None {
                 let log = s.log.entry(p.partition).or_default();

@@ -120,15 +120,60 @@ fn a_retried_batch_is_answered_with_its_first_offsets_and_written_once() {
 }
 
 #[test]
-fn an_idempotent_batch_must_be_alone_in_its_set() {
+fn a_retry_of_several_batches_is_answered_per_batch_and_writes_only_the_new_ones() {
     let f = Fixture::new();
     let log = f.open();
-    let mut two = batch(1, 0, 0, 2);
-    two.extend_from_slice(&batch(1, 0, 2, 2));
-    let e = append(&log, &two).unwrap_err();
+    let (b0, b1, b2) = (batch(4, 0, 0, 2), batch(4, 0, 2, 3), batch(4, 0, 5, 2));
+    let set = |bs: &[&Vec<u8>]| {
+        bs.iter()
+            .flat_map(|b| b.iter().copied())
+            .collect::<Vec<u8>>()
+    };
+    let info = log.append_in_epoch(&mut set(&[&b0, &b1]), 1).unwrap();
+    assert_eq!((info.base_offset.0, info.last_offset.0), (0, 4));
+    assert!(
+        info.batch_base_offsets.is_empty(),
+        "consecutive: no per-batch offsets"
+    );
+    // Another producer writes between the first attempt and the retry.
+    append(&log, &batch(5, 0, 0, 3)).unwrap();
+    // The retry repeats both batches and brings a new one: only that one is written.
+    let info = log.append_in_epoch(&mut set(&[&b0, &b1, &b2]), 1).unwrap();
+    assert_eq!(
+        info.batch_base_offsets
+            .iter()
+            .map(|o| o.0)
+            .collect::<Vec<_>>(),
+        [0, 2, 8]
+    );
+    assert_eq!(
+        (info.base_offset.0, info.last_offset.0, info.duplicate),
+        (0, 9, false)
+    );
+    assert_eq!((info.message_count, info.duplicate_batches), (2, 2));
+    assert_eq!(log.log_end_offset(), Offset(10));
+    // All three again: all duplicates, each at its offsets, nothing written.
+    let info = log.append_in_epoch(&mut set(&[&b0, &b1, &b2]), 1).unwrap();
+    assert!(info.duplicate);
+    assert_eq!(
+        info.batch_base_offsets
+            .iter()
+            .map(|o| o.0)
+            .collect::<Vec<_>>(),
+        [0, 2, 8]
+    );
+    assert_eq!(log.log_end_offset(), Offset(10));
+    // A gap inside a set, and a set mixing producers or plain entries, are refused whole.
+    let e = log
+        .append_in_epoch(&mut set(&[&batch(4, 0, 7, 1), &batch(4, 0, 9, 1)]), 1)
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::OutOfOrderSequenceNumber);
+    let e = log
+        .append_in_epoch(&mut set(&[&batch(4, 0, 7, 1), &batch(6, 0, 0, 1)]), 1)
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidRequest);
-    assert!(e.to_string().contains("only batch"), "{e}");
-    assert_eq!(log.log_end_offset(), Offset(0));
+    assert!(e.to_string().contains("only that producer"), "{e}");
+    assert_eq!(log.log_end_offset(), Offset(10));
 }
 
 #[test]

@@ -62,6 +62,7 @@ impl Broker {
                 base_offset: -1,
                 log_append_time_ms: -1,
                 log_start_offset: -1,
+                batch_base_offsets: Vec::new(),
             };
             match self.check_produce(&p, acks) {
                 Err(PartitionError { code, message }) => {
@@ -105,6 +106,8 @@ impl Broker {
                         r.log_append_time_ms = info.log_append_time.0;
                     }
                     r.log_start_offset = p.log.log_start_offset().0 as i64;
+                    r.batch_base_offsets =
+                        info.batch_base_offsets.iter().map(|o| o.0 as i64).collect();
                     appended.push((i, p, info.last_offset, leadership));
                 }
                 Ok((p, Err(PartitionError { code, message }))) => {
@@ -136,6 +139,7 @@ impl Broker {
                     r.base_offset = -1;
                     r.log_append_time_ms = -1;
                     r.log_start_offset = -1;
+                    r.batch_base_offsets.clear();
                 }
             }
         }

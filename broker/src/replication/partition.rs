@@ -351,11 +351,13 @@ impl Partition {
                 self.advance_high_watermark(hw);
             }
         }
+        // An idempotent producer's retry: batches the log has are answered with their first
+        // offsets, not written again.
+        self.duplicate_batches
+            .fetch_add(u64::from(info.duplicate_batches), Ordering::Relaxed);
         if info.duplicate {
-            // An idempotent producer's retry: answered with the first offsets, nothing written.
             debug!(topic = %self.topic, partition = self.partition, base_offset = info.base_offset.0,
-                "duplicate batch answered with its first offsets");
-            self.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+                "duplicate batches answered with their first offsets");
             return Ok((info, leadership));
         }
         self.publish_log_end();

@@ -27,11 +27,13 @@
 //! - **Idempotence** (`enable.idempotence`): every batch is magic 2 and is stamped, when it is
 //!   built for its first send, with the producer id, the partition's epoch and the partition's
 //!   next sequence number; retries resend the same bytes, so the leader recognises a batch it
-//!   already has (an answer lost, a leader that changed) and answers with the first offsets. A
-//!   request then carries one batch per partition (Kafka's rule, so a retry is all duplicate
-//!   or all new), still one request per queue in flight. A stamped batch that fails for good
-//!   leaves a gap in the sequence: the partition's epoch is bumped and its sequence restarts at
-//!   0 (Kafka's KIP-360 bump for idempotent producers), so later batches are accepted.
+//!   already has (an answer lost, a leader that changed) and answers with the first offsets —
+//!   per batch: a retry may carry batches the log has followed by new ones, and the answer then
+//!   gives each batch's first offset. Still one request per queue in flight; the batches of a
+//!   request are retried or failed together. A stamped batch that fails for good leaves a gap
+//!   in the sequence: the partition's epoch is bumped and its sequence restarts at 0 (Kafka's
+//!   KIP-360 bump for idempotent producers), so later batches are accepted; batches already
+//!   built but never sent are renumbered in the new epoch.
 //! - Every batch has a deadline (`delivery.timeout.ms` from its creation); one that passes it
 //!   while not in flight fails with REQUEST_TIMED_OUT. So every future resolves.
 //!
@@ -716,10 +718,36 @@ impl Accumulator {
         self
     }
 
-    /// A stamped batch failed for good (see [`Idempotence::failed`]).
+    /// A stamped batch failed for good (see [`Idempotence::failed`]). Batches of the partition
+    /// built and stamped but never sent get the new epoch's sequences (their bytes are rewritten:
+    /// nothing of them can be in the log); batches sent before keep theirs (they may be).
     fn failed_for_good(&mut self, tp: &TopicPartition, stamp: Option<(i16, i32)>) {
-        if let (Some(i), Some(stamp)) = (&mut self.idempotence, stamp) {
-            i.failed(tp, stamp);
+        let (Some(i), Some(stamp)) = (&mut self.idempotence, stamp) else {
+            return;
+        };
+        let before = i.partitions.get(tp).map(|p| p.0);
+        i.failed(tp, stamp);
+        if i.partitions.get(tp).map(|p| p.0) == before {
+            return;
+        }
+        let producer_id = i.producer_id;
+        for q in self
+            .queues
+            .iter_mut()
+            .filter(|(k, _)| k.tp == *tp)
+            .map(|(_, q)| q)
+        {
+            for b in q.batches.iter_mut().skip(q.in_flight) {
+                if b.attempts > 0 || b.stamp.is_none() {
+                    continue;
+                }
+                let Some(set) = &b.set else { continue };
+                let (epoch, sequence) = i.stamp(tp, b.records);
+                let mut bytes = set.to_vec();
+                crate::format::v2::restamp(&mut bytes, producer_id, epoch, sequence);
+                b.set = Some(Bytes::from(bytes));
+                b.stamp = Some((epoch, sequence));
+            }
         }
     }
 
@@ -879,13 +907,7 @@ impl Accumulator {
         }
         let mut taken = 0usize;
         let mut bytes = 0usize;
-        // An idempotent request carries one batch per partition (see the module docs).
-        let most = if self.idempotence.is_some() {
-            1
-        } else {
-            usize::MAX
-        };
-        while taken < q.batches.len().min(most) {
+        while taken < q.batches.len() {
             let last = taken + 1 == q.batches.len();
             let b = &mut q.batches[taken];
             if taken > 0 {
@@ -974,18 +996,36 @@ impl Accumulator {
     /// batches are delivered — consecutive offsets from the set's base offset — or failed for
     /// good.
     pub(crate) fn complete(&mut self, key: &BatchKey, batch_id: u64, outcome: Result<Delivered>) {
+        self.complete_at(key, batch_id, outcome, &[]);
+    }
+
+    /// [`complete`](Self::complete) with each batch's first offset when the broker gave them
+    /// (`bases`, one per batch: an idempotent retry answered partly with earlier offsets);
+    /// otherwise (`bases` empty or of another length) the batches follow each other from the
+    /// base offset.
+    pub(crate) fn complete_at(
+        &mut self,
+        key: &BatchKey,
+        batch_id: u64,
+        outcome: Result<Delivered>,
+        bases: &[u64],
+    ) {
         let Some(q) = self.in_flight_front(key, batch_id) else {
             return;
         };
         let n = std::mem::take(&mut q.in_flight);
+        let bases = if bases.len() == n { bases } else { &[] };
         let mut next_base = outcome.as_ref().ok().and_then(|d| d.base_offset);
         let failed: Vec<_> = match &outcome {
             Err(_) => q.batches.iter().take(n).map(|b| b.stamp).collect(),
             Ok(_) => Vec::new(),
         };
-        for b in q.batches.drain(..n) {
+        for (i, b) in q.batches.drain(..n).enumerate() {
             let result = match &outcome {
                 Ok(d) => {
+                    if let (Some(&at), Some(_)) = (bases.get(i), next_base) {
+                        next_base = Some(at);
+                    }
                     let base = next_base;
                     next_base = next_base.map(|o| o + u64::from(b.records));
                     Ok(Delivered {
@@ -1017,15 +1057,26 @@ impl Accumulator {
         backoff: Duration,
         retries: u32,
     ) -> usize {
+        let idempotent = self.idempotence.is_some();
         let Some(q) = self.in_flight_front(key, batch_id) else {
             return 0;
         };
         let n = std::mem::take(&mut q.in_flight);
         let (mut i, mut kept) = (0, 0);
         let mut failed = Vec::new();
+        // An idempotent producer's batches of one request stay together: a later one retried
+        // after an earlier one failed for good would carry a sequence the gap makes out of order.
+        let front = q.batches.front();
+        let together = idempotent
+            && front.is_some_and(|b| b.attempts <= retries && now + backoff < b.deadline);
         for _ in 0..n {
             let b = &mut q.batches[i];
-            if b.attempts <= retries && now + backoff < b.deadline {
+            let keep = if idempotent {
+                together
+            } else {
+                b.attempts <= retries && now + backoff < b.deadline
+            };
+            if keep {
                 b.retry_at = Some(now + backoff);
                 i += 1;
                 kept += 1;
@@ -1111,7 +1162,7 @@ impl Accumulator {
 mod tests {
     use super::*;
     use crate::ErrorCode;
-    use crate::format::for_each_record;
+    use crate::format::{Entries, for_each_record};
 
     use crate::client::config::Acks;
     use crate::format::Compression;
@@ -1315,8 +1366,8 @@ mod tests {
         for _ in 0..9 {
             let _ = acc.append(&tp(0), 1, None, Some(b"v"), &[], now, None);
         }
-        // Three full batches queued: a drain takes one, however large the budget.
-        let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        // Three full batches queued: a budget of one batch takes one.
+        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
         assert_eq!((d.batches, stamp_of(&d)), (1, (42, 0, 0, 3)));
         // A retriable failure: the same bytes go again, sequence and all.
         acc.retry_or_fail(
@@ -1327,7 +1378,7 @@ mod tests {
             Duration::ZERO,
             5,
         );
-        let again = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        let again = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
         assert_eq!(again.set, d.set);
         acc.complete(
             &tp(0),
@@ -1337,7 +1388,7 @@ mod tests {
                 log_append_time: None,
             }),
         );
-        let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
         assert_eq!(stamp_of(&d), (42, 0, 3, 3));
         // This batch fails for good: the next one starts the next epoch at sequence 0.
         acc.complete(
@@ -1345,12 +1396,77 @@ mod tests {
             d.batch_id,
             Err(Error::InvalidArgument("refused".into())),
         );
-        let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
         assert_eq!(stamp_of(&d), (42, 1, 0, 3));
         // Other partitions keep their own numbering.
         let _ = acc.append(&tp(1), 1, None, Some(b"v"), &[], now, None);
         let d1 = acc.drain(&tp(1), 1 << 20, now, true).unwrap().unwrap();
         assert_eq!(stamp_of(&d1), (42, 0, 0, 1));
+    }
+
+    #[test]
+    fn idempotent_requests_carry_consecutive_batches_renumbered_after_a_bump() {
+        let now = Instant::now();
+        let per = record_size(None, Some(b"v"), &[]);
+        let mut acc = Accumulator::new(
+            (per * 3) as u32,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            Arc::default(),
+        )
+        .with_idempotence(7);
+        let futures: Vec<DeliveryFuture> = (0..9)
+            .map(|_| acc.append(&tp(0), 1, None, Some(b"v"), &[], now, None).0)
+            .collect();
+        // A budget of a batch and a half: the first goes, the second is built (numbered 3..5)
+        // but waits for the next request.
+        let one = acc.drain(&tp(0), 1, now, false).unwrap().unwrap().set.len();
+        acc.retry_or_fail(
+            &tp(0),
+            1,
+            Error::Network("x".into()),
+            now,
+            Duration::ZERO,
+            5,
+        );
+        let d = acc
+            .drain(&tp(0), one + one / 2, now, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!((d.batches, stamp_of(&d)), (1, (7, 0, 0, 3)));
+        // The first batch fails for good: the built, never sent second one is renumbered.
+        acc.complete(
+            &tp(0),
+            d.batch_id,
+            Err(Error::InvalidArgument("refused".into())),
+        );
+        let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        assert_eq!(d.batches, 2, "the rest in one request");
+        let stamps: Vec<_> = Entries::new(&d.set)
+            .map(|e| {
+                let h = crate::format::v2::BatchHeader::parse(e.unwrap().bytes).unwrap();
+                (h.producer_epoch, h.base_sequence)
+            })
+            .collect();
+        assert_eq!(stamps, [(1, 0), (1, 3)]);
+        for e in Entries::new(&d.set) {
+            e.unwrap().check_crc().expect("renumbered with a new CRC");
+        }
+        // The answer names each batch's offset (the first was already in the log).
+        acc.complete_at(
+            &tp(0),
+            d.batch_id,
+            Ok(Delivered {
+                base_offset: Some(40),
+                log_append_time: None,
+            }),
+            &[40, 90],
+        );
+        let offsets: Vec<Option<u64>> = futures[3..]
+            .iter()
+            .map(|f| f.try_result().unwrap().unwrap().offset.map(|o| o.0))
+            .collect();
+        assert_eq!(offsets, [40, 41, 42, 90, 91, 92].map(Some));
     }
 
     #[test]

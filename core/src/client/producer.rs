@@ -860,13 +860,16 @@ async fn send_request(inner: Arc<Inner>, address: String, acks: Acks, drained: V
                         // -1: a CreateTime topic (Kafka's convention).
                         let log_append_time =
                             (r.log_append_time_ms >= 0).then_some(r.log_append_time_ms);
-                        acc.complete(
+                        let bases: Vec<u64> =
+                            r.batch_base_offsets.iter().map(|o| *o as u64).collect();
+                        acc.complete_at(
                             &d.key,
                             d.batch_id,
                             Ok(Delivered {
                                 base_offset: base,
                                 log_append_time,
                             }),
+                            &bases,
                         );
                         continue;
                     }

@@ -206,6 +206,16 @@ pub fn compute_crc(entry: &[u8]) -> u32 {
 }
 
 /// Recomputes and stores the CRC of a batch whose covered bytes were changed.
+/// Sets a built batch's producer id, epoch and base sequence and recomputes its CRC (a batch
+/// the producer numbered but never sent gets the next epoch's numbers).
+pub fn restamp(entry: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    entry[PRODUCER_ID_POS..PRODUCER_ID_POS + 8].copy_from_slice(&producer_id.to_be_bytes());
+    entry[PRODUCER_EPOCH_POS..PRODUCER_EPOCH_POS + 2]
+        .copy_from_slice(&producer_epoch.to_be_bytes());
+    entry[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    rewrite_crc(entry);
+}
+
 pub fn rewrite_crc(entry: &mut [u8]) {
     let crc = compute_crc(entry);
     entry[CRC_POS..ATTRIBUTES_POS].copy_from_slice(&crc.to_be_bytes());

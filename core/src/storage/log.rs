@@ -57,7 +57,7 @@ use crate::limits::{MESSAGE_SET_BYTES_MAX, PRODUCER_STATE_REPLAY_BYTES};
 use crate::types::{FilePosition, Offset, TimestampMs};
 
 /// What an append did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppendInfo {
     pub base_offset: Offset,
     pub last_offset: Offset,
@@ -65,9 +65,14 @@ pub struct AppendInfo {
     /// The broker's time used for this append (always set, whatever the timestamp type).
     pub log_append_time: TimestampMs,
     pub max_timestamp: TimestampMs,
-    /// The set was an idempotent producer's retry of a batch already in the log: nothing was
-    /// appended, and the offsets (and `max_timestamp`) are the ones it got the first time.
+    /// The set was an idempotent producer's retry of batches all already in the log: nothing
+    /// was appended, and the offsets (and `max_timestamp`) are the ones they got the first time.
     pub duplicate: bool,
+    /// How many of the set's batches were answered as duplicates (a prefix of the set).
+    pub duplicate_batches: u32,
+    /// Each batch's first offset, in set order, when they are not consecutive from
+    /// `base_offset` (a retry answered partly with earlier offsets); empty otherwise.
+    pub batch_base_offsets: Vec<Offset>,
 }
 
 /// What a read returned.
@@ -297,7 +302,7 @@ impl PartitionLog {
         let mut w = self.writer.lock();
         self.check_writable()?;
         let now = self.clock.now_ms();
-        let idempotent = idempotent_batch(set)?;
+        let idempotent = idempotent_batches(set)?;
         let base = self.log_end_offset();
         let opts = AppendOptions {
             max_message_bytes: self.config.max_message_bytes,
@@ -305,33 +310,43 @@ impl PartitionLog {
             now,
             leader_epoch: i32::try_from(leader_epoch).unwrap_or(i32::MAX),
         };
-        let summary = format::prepare_append(set, base, &opts, &mut w.scratch)?;
-        // Checked after validation (Kafka's order): a damaged retry is CORRUPT_MESSAGE, never a
-        // duplicate.
-        if let Some(h) = &idempotent {
-            let last_sequence = next_sequence(h.base_sequence, h.last_offset_delta as i32);
-            let verdict = w.producers.check(
-                h.producer_id,
-                h.producer_epoch,
-                h.base_sequence,
-                last_sequence,
-            )?;
-            if let SequenceCheck::Duplicate {
-                first_offset,
-                last_offset,
-                max_timestamp,
-            } = verdict
-            {
+        let mut summary = format::prepare_append(set, base, &opts, &mut w.scratch)?;
+        // Sequences are checked after validation (Kafka's order): a damaged retry is
+        // CORRUPT_MESSAGE, never a duplicate. A retry may repeat batches the log has (its answer
+        // was lost) before new ones: those are answered with their first offsets and only the
+        // rest is appended.
+        let duplicates = check_sequences(&w.producers, &idempotent)?;
+        let mut batch_base_offsets = Vec::new();
+        let mut from = 0;
+        if !duplicates.is_empty() {
+            batch_base_offsets.extend(duplicates.iter().map(|d| d.0));
+            if duplicates.len() == idempotent.len() {
+                let first = duplicates[0].0;
+                let last = duplicates[duplicates.len() - 1].1;
+                let max_timestamp = duplicates
+                    .iter()
+                    .map(|d| d.2)
+                    .max()
+                    .unwrap_or(TimestampMs::NONE);
+                if batch_base_offsets.len() == 1 {
+                    batch_base_offsets.clear();
+                }
                 return Ok(AppendInfo {
-                    base_offset: first_offset,
-                    last_offset,
-                    message_count: last_offset.0 - first_offset.0 + 1,
+                    base_offset: first,
+                    last_offset: last,
+                    message_count: 0,
                     log_append_time: max_timestamp,
                     max_timestamp,
                     duplicate: true,
+                    duplicate_batches: duplicates.len() as u32,
+                    batch_base_offsets,
                 });
             }
+            // Offsets again, for the new batches only.
+            from = idempotent[duplicates.len()].0;
+            summary = format::prepare_append(&mut set[from..], base, &opts, &mut w.scratch)?;
         }
+        let set = &mut set[from..];
         w.entries.clear();
         for entry in Entries::new(set) {
             // prepare_append checked framing and layout of every entry.
@@ -339,21 +354,29 @@ impl PartitionLog {
             let timestamp = entry.info().expect("a validated entry parses").timestamp;
             w.entries
                 .push((entry.last_offset(), entry.len() as u32, timestamp));
+            if !batch_base_offsets.is_empty() {
+                batch_base_offsets.push(entry.offset());
+            }
         }
         self.write_locked(&w, set, summary.last_offset, now)?;
-        if idempotent.is_some() {
-            // The batch now carries its offsets: remember them for a retry.
+        if !idempotent.is_empty() {
+            // The batches now carry their offsets: remember them for a retry.
             w.producers.record_set(set, base)?;
         }
         drop(w);
         self.after_append(summary.last_offset, now)?;
         Ok(AppendInfo {
-            base_offset: summary.base_offset,
+            base_offset: batch_base_offsets
+                .first()
+                .copied()
+                .unwrap_or(summary.base_offset),
             last_offset: summary.last_offset,
             message_count: summary.message_count,
             log_append_time: now,
             max_timestamp: summary.max_timestamp,
             duplicate: false,
+            duplicate_batches: duplicates.len() as u32,
+            batch_base_offsets,
         })
     }
 
@@ -425,6 +448,8 @@ impl PartitionLog {
             log_append_time: now,
             max_timestamp,
             duplicate: false,
+            duplicate_batches: 0,
+            batch_base_offsets: Vec::new(),
         })
     }
 
@@ -999,29 +1024,78 @@ fn modified_ms(path: &Path) -> Option<i64> {
     i64::try_from(ms).ok()
 }
 
-/// The header of a set's idempotent batch, `None` when the set has none. An idempotent batch
-/// must be the only entry of its set (Kafka's rule: one batch per partition in a produce
-/// request), so the verdict on the batch is the verdict on the whole append.
-fn idempotent_batch(set: &[u8]) -> Result<Option<BatchHeader>> {
-    let mut found = None;
-    let mut count = 0usize;
-    for entry in Entries::new(set) {
+/// The position and header of each batch of a set from an idempotent producer; empty when the
+/// set has no idempotent batch. Such a set holds only magic 2 batches of that one producer id
+/// (as a Kafka producer's request holds one batch of it per partition).
+fn idempotent_batches(set: &[u8]) -> Result<Vec<(usize, BatchHeader)>> {
+    let mut batches = Vec::new();
+    let mut plain = 0usize;
+    let mut entries = Entries::new(set);
+    loop {
+        let position = entries.position();
+        let Some(entry) = entries.next() else { break };
         let entry = entry?;
-        count += 1;
         if entry.magic() == MAGIC_V2 {
             let h = BatchHeader::parse(entry.bytes)?;
             if h.producer_id != NO_PRODUCER_ID {
-                found = Some(h);
+                batches.push((position, h));
+                continue;
+            }
+        }
+        plain += 1;
+    }
+    if batches.is_empty() {
+        return Ok(batches);
+    }
+    let producer = batches[0].1.producer_id;
+    if plain > 0 || batches.iter().any(|(_, h)| h.producer_id != producer) {
+        return Err(Error::InvalidRequest(format!(
+            "a set with an idempotent producer's batch holds only that producer's batches \
+             (producer {producer}; this set also has {plain} other entries or other producers)"
+        )));
+    }
+    Ok(batches)
+}
+
+/// The leader's check of an idempotent set's batches, in order: the first ones may repeat
+/// batches already in the log (returned with their first and last offsets and max timestamp);
+/// the rest must be new, each following the one before (same epoch, the next sequence).
+/// Errors as [`ProducerStateTable::check`], or OUT_OF_ORDER_SEQUENCE_NUMBER for a gap inside
+/// the set.
+fn check_sequences(
+    table: &ProducerStateTable,
+    batches: &[(usize, BatchHeader)],
+) -> Result<Vec<(Offset, Offset, TimestampMs)>> {
+    let mut duplicates = Vec::new();
+    let mut previous: Option<(i16, i32)> = None;
+    for (_, h) in batches {
+        let last = next_sequence(h.base_sequence, h.last_offset_delta as i32);
+        match previous {
+            None => match table.check(h.producer_id, h.producer_epoch, h.base_sequence, last)? {
+                SequenceCheck::Duplicate {
+                    first_offset,
+                    last_offset,
+                    max_timestamp,
+                } => duplicates.push((first_offset, last_offset, max_timestamp)),
+                SequenceCheck::Append => previous = Some((h.producer_epoch, last)),
+            },
+            Some((epoch, before)) => {
+                let expected = next_sequence(before, 1);
+                if h.producer_epoch != epoch || h.base_sequence != expected {
+                    return Err(Error::ProducerState {
+                        code: crate::error::ErrorCode::OutOfOrderSequenceNumber,
+                        message: format!(
+                            "producer {} epoch {}: a batch of the set starts at sequence {}, \
+                             expected {expected} at epoch {epoch}",
+                            h.producer_id, h.producer_epoch, h.base_sequence
+                        ),
+                    });
+                }
+                previous = Some((epoch, last));
             }
         }
     }
-    match found {
-        Some(_) if count > 1 => Err(Error::InvalidRequest(format!(
-            "an idempotent producer's batch must be the only batch of its partition in a \
-             request (this set has {count})"
-        ))),
-        found => Ok(found),
-    }
+    Ok(duplicates)
 }
 
 /// The last offset of a set's last entry, `None` for an empty set.
