@@ -75,7 +75,10 @@ use sluiceway_core::limits::{
     FETCH_WAIT_MS_MAX, GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT,
     GROUP_INITIAL_REBALANCE_DELAY_MS_MAX, LEADER_REBALANCE_INTERVAL_MS_DEFAULT,
     LEADER_REBALANCE_INTERVAL_MS_MAX, LEADER_REBALANCE_INTERVAL_MS_MIN,
-    OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT, REPLICATION_FACTOR_MAX,
+    OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT, REGISTRY_SESSION_TIMEOUT_MS_DEFAULT,
+    REGISTRY_SESSION_TIMEOUT_MS_MAX, REGISTRY_SESSION_TIMEOUT_MS_MIN,
+    REPLICA_FETCH_WAIT_MAX_MS_DEFAULT, REPLICA_LAG_TIME_MAX_MS_DEFAULT,
+    REPLICA_LAG_TIME_MAX_MS_MAX, REPLICA_LAG_TIME_MAX_MS_MIN, REPLICATION_FACTOR_MAX,
 };
 use sluiceway_core::registry::BrokerId;
 use sluiceway_core::topic::{TopicConfig, parse_key_value};
@@ -84,23 +87,6 @@ use sluiceway_core::{Error, Result};
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:9292";
 pub const DATA_DIR_DEFAULT: &str = "./sluiceway-data";
 pub const REGISTRY_DEFAULT: &str = "embedded";
-/// etcd lease time: a broker that stops renewing is dead this long after its last renewal.
-pub const REGISTRY_SESSION_TIMEOUT_MS_DEFAULT: u64 = 6_000;
-/// The etcd backend rounds the lease up to whole seconds and needs at least 2 s (keep-alives
-/// go out every third of it).
-pub const REGISTRY_SESSION_TIMEOUT_MS_MIN: u64 = 2_000;
-pub const REGISTRY_SESSION_TIMEOUT_MS_MAX: u64 = 300_000;
-/// Kafka's `replica.lag.time.max.ms` default.
-pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 30_000;
-pub const REPLICA_LAG_TIME_MAX_MS_MIN: u64 = 100;
-pub const REPLICA_LAG_TIME_MAX_MS_MAX: u64 = 3_600_000;
-/// Kafka's `replica.fetch.wait.max.ms` default.
-pub const REPLICA_FETCH_WAIT_MAX_MS_DEFAULT: u32 = 500;
-// A follower's long poll must end within the lag time (checked for given values at load), and
-// the broker refuses longer waits than FETCH_WAIT_MS_MAX anyway.
-const _: () = assert!((REPLICA_FETCH_WAIT_MAX_MS_DEFAULT as u64) < REPLICA_LAG_TIME_MAX_MS_DEFAULT);
-const _: () = assert!(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT <= FETCH_WAIT_MS_MAX);
-
 /// `sluiceway broker` flags. Every value is optional here so that the merge can tell "given" from
 /// "defaulted".
 #[derive(Args, Debug, Clone, Default)]

@@ -1,38 +1,34 @@
-//! The Sluiceway broker and the `sluiceway` command line.
+//! The Sluiceway broker and the `sluiceway` command line, in one-way layers (each imports only
+//! the ones listed after it; docs/ARCHITECTURE.md has the map and the invariants):
 //!
-//! - [`config`] — flags + `SLUICEWAY_*` environment + TOML file → one validated `BrokerConfig`.
+//! - [`cli`] — the command line, one file per subcommand (`sluiceway broker` runs [`server`]).
+//! - [`server`] — binding, bounded connections, housekeeping, graceful shutdown; the tonic
+//!   services (Log, Admin, Registry, Group: thin wrappers over [`broker`]) and the metrics
+//!   endpoint.
+//! - [`security`] — TLS settings, request principals (mTLS / SASL), ACL checks, inter-broker
+//!   connections.
 //! - [`broker`] — the broker's state and request logic (produce, long-poll fetch, list offsets,
-//!   topic administration) over core's `PartitionLog` and `Registry`.
-//! - [`partition`] — one hosted partition: its log, leader-epoch history, replication role and
-//!   the high-watermark / log-end notifications.
-//! - [`roles`] — the role loop: hosting, leading and following partitions as the registry says.
-//! - [`replica`] — replication, leader side: replica fetches, OffsetForLeaderEpoch, the ISR.
-//! - [`fetcher`] — replication, follower side: one fetcher task per leader broker.
+//!   topic administration, metadata, FindCoordinator) and the role pass that ties
+//!   [`replication`] and [`groups`] together.
 //! - [`groups`] — the consumer-group coordinators (core's sans-IO `Coordinator`, driven by a
-//!   timer task) and `__consumer_offsets`.
-//! - [`coordination`] — in a cluster: `__consumer_offsets` as a replicated topic, which broker
-//!   coordinates which group (FindCoordinator), commits acknowledged once replicated.
-//! - [`service`] — the tonic services (Log, Admin, Registry, Group), thin wrappers over
-//!   [`broker`] and [`groups`].
-//! - [`security`] — TLS settings, request principals (mTLS / SASL), inter-broker connections.
-//! - [`server`] — binding, bounded connections, housekeeping, graceful shutdown.
-//! - [`metrics`] — Prometheus text endpoint.
-//! - [`errors`] — core errors ↔ gRPC statuses and proto codes.
-//! - [`cli`] — the command line.
+//!   timer task), `__consumer_offsets`, and in a cluster its replication (`coordination`).
+//! - [`replication`] — the hosted partitions (Kafka's `ReplicaManager`): logs, leader-epoch
+//!   histories, roles from the registry, the leader's side (ISR, OffsetForLeaderEpoch) and the
+//!   follower's fetchers.
+//! - Leaves: [`config`] (flags + `SLUICEWAY_*` environment + TOML file → one validated
+//!   `BrokerConfig`), [`metrics`] (counters and the Prometheus text format), [`errors`] (core
+//!   errors ↔ gRPC statuses, `PartitionError`, `blocking`), [`topics`] (internal topic names).
 
-pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;
-pub mod coordination;
 pub mod errors;
-pub mod fetcher;
 pub mod groups;
 pub mod metrics;
-pub mod partition;
-mod producer_ids;
-pub mod replica;
-pub mod roles;
+pub mod replication;
 pub mod security;
 pub mod server;
-pub mod service;
+pub mod topics;
+
+/// `sluiceway bench`, kept at its old path for the tests and benchmarks that call it.
+pub use cli::bench;

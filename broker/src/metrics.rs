@@ -1,28 +1,17 @@
 //! Prometheus metrics: counters and latency histograms kept in atomics, rendered in the text
-//! exposition format (version 0.0.4) by a tiny HTTP/1.1 endpoint (`--metrics-listen`, off by
-//! default). Per-partition gauges (log end offset, high watermark, size; the in-sync replica
+//! exposition format (version 0.0.4) for the `--metrics-listen` endpoint (off by default). Per-partition gauges (log end offset, high watermark, size; the in-sync replica
 //! count and under-replicated flag of partitions this broker leads) are read at scrape time, so
 //! they cost nothing between scrapes. `sluiceway_waiting_fetches` counts fetches parked in their
 //! long poll now. Replication counters: replica fetches sent and failed
 //! (follower), served (leader), ISR shrinks and expansions written (leader).
 //!
-//! The endpoint answers `GET /metrics` (and `GET /`) and closes the connection after each answer;
-//! it bounds connections, request size and time with `limits::METRICS_*`.
+//! A leaf of the crate: it imports nothing from it. The counters live in [`Metrics`]; what is read
+//! at scrape time comes in a [`Snapshot`] the broker builds, so rendering needs no broker. The
+//! HTTP endpoint that serves it is `crate::server`'s (`metrics_http.rs`).
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use sluiceway_core::limits::{
-    METRICS_CONNECTIONS_MAX, METRICS_REQUEST_BYTES_MAX, METRICS_REQUEST_TIMEOUT_MS,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tracing::debug;
-
-use crate::broker::Broker;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS_SECONDS: [f64; 14] = [
@@ -111,8 +100,40 @@ pub struct Metrics {
     /// Leader side: replica fetch reads served (a long poll may read more than once).
     pub replica_fetches_served: AtomicU64,
     /// Leader side: ISR changes written to the registry.
-    pub isr_shrinks: Arc<AtomicU64>,
-    pub isr_expands: Arc<AtomicU64>,
+    pub isr_shrinks: AtomicU64,
+    pub isr_expands: AtomicU64,
+}
+
+/// The gauges read at scrape time.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Consumer groups with members, and their members.
+    pub groups: usize,
+    pub group_members: usize,
+    pub group_rebalances: u64,
+    /// Bytes of the `__consumer_offsets` logs.
+    pub group_offsets_size_bytes: u64,
+    /// Every hosted partition, sorted by topic then partition.
+    pub partitions: Vec<PartitionSnapshot>,
+}
+
+/// One hosted partition's gauges and counters.
+#[derive(Debug, Default)]
+pub struct PartitionSnapshot {
+    pub topic: String,
+    pub partition: u32,
+    /// The in-sync replica count while this broker leads the partition.
+    pub isr_size: Option<u32>,
+    pub replica_count: u32,
+    pub log_end_offset: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub size_bytes: u64,
+    pub produced_messages: u64,
+    pub produced_bytes: u64,
+    pub fetched_bytes: u64,
+    pub duplicate_batches: u64,
+    pub replicated_bytes: u64,
 }
 
 fn escape(label: &str) -> String {
@@ -123,8 +144,7 @@ fn escape(label: &str) -> String {
 }
 
 /// Renders every metric in the Prometheus text format.
-pub fn render(broker: &Broker) -> String {
-    let m = &broker.metrics;
+pub fn render(m: &Metrics, snapshot: &Snapshot) -> String {
     let mut out = String::with_capacity(4096);
     let kinds: [(&str, &RequestMetrics); 8] = [
         ("produce", &m.produce),
@@ -196,7 +216,7 @@ pub fn render(broker: &Broker) -> String {
         m.connections_accepted.load(Ordering::Relaxed),
         m.waiting_fetches.load(Ordering::Relaxed)
     );
-    let (groups, members) = broker.groups.counts();
+    let (groups, members) = (snapshot.groups, snapshot.group_members);
     let _ = write!(
         out,
         "# HELP sluiceway_groups Consumer groups with members now.\n# TYPE sluiceway_groups gauge\n\
@@ -207,8 +227,7 @@ pub fn render(broker: &Broker) -> String {
          sluiceway_group_rebalances_total {}\n\
          # HELP sluiceway_group_offsets_size_bytes Bytes of the __consumer_offsets logs.\n# TYPE sluiceway_group_offsets_size_bytes gauge\n\
          sluiceway_group_offsets_size_bytes {}\n",
-        broker.groups.rebalances.load(Ordering::Relaxed),
-        broker.groups.offsets.size_bytes()
+        snapshot.group_rebalances, snapshot.group_offsets_size_bytes
     );
     let counters: [(&str, &str, u64); 6] = [
         (
@@ -248,7 +267,6 @@ pub fn render(broker: &Broker) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
         );
     }
-    let topics = broker.hosted_topics();
     // Leader-only gauges: only the leader knows the in-sync set.
     let _ = writeln!(
         out,
@@ -257,16 +275,18 @@ pub fn render(broker: &Broker) -> String {
          # HELP sluiceway_partition_under_replicated 1 when a partition this broker leads has fewer in-sync replicas than replicas.\n\
          # TYPE sluiceway_partition_under_replicated gauge"
     );
-    for (topic, t) in &topics {
-        for p in t.partitions.values() {
-            if let Some(isr) = p.isr_size() {
-                let labels = format!("topic=\"{}\",partition=\"{}\"", escape(topic), p.partition);
-                let _ = writeln!(
-                    out,
-                    "sluiceway_partition_isr_size{{{labels}}} {isr}\nsluiceway_partition_under_replicated{{{labels}}} {}",
-                    u8::from(isr < p.replica_count())
-                );
-            }
+    for p in &snapshot.partitions {
+        if let Some(isr) = p.isr_size {
+            let labels = format!(
+                "topic=\"{}\",partition=\"{}\"",
+                escape(&p.topic),
+                p.partition
+            );
+            let _ = writeln!(
+                out,
+                "sluiceway_partition_isr_size{{{labels}}} {isr}\nsluiceway_partition_under_replicated{{{labels}}} {}",
+                u8::from(isr < p.replica_count)
+            );
         }
     }
     let gauges: [(&str, &str, &str); 9] = [
@@ -318,83 +338,25 @@ pub fn render(broker: &Broker) -> String {
     ];
     for (name, kind, help) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (topic, t) in &topics {
-            for p in t.partitions.values() {
-                let v = match name {
-                    "sluiceway_partition_log_end_offset" => p.log.log_end_offset().0,
-                    "sluiceway_partition_high_watermark" => p.log.high_watermark().0,
-                    "sluiceway_partition_log_start_offset" => p.log.log_start_offset().0,
-                    "sluiceway_partition_size_bytes" => p.log.size_bytes(),
-                    "sluiceway_partition_produced_messages_total" => {
-                        p.produced_messages.load(Ordering::Relaxed)
-                    }
-                    "sluiceway_partition_produced_bytes_total" => {
-                        p.produced_bytes.load(Ordering::Relaxed)
-                    }
-                    "sluiceway_partition_fetched_bytes_total" => {
-                        p.fetched_bytes.load(Ordering::Relaxed)
-                    }
-                    "sluiceway_partition_duplicate_batches_total" => {
-                        p.duplicate_batches.load(Ordering::Relaxed)
-                    }
-                    _ => p.replicated_bytes.load(Ordering::Relaxed),
-                };
-                let _ = writeln!(
-                    out,
-                    "{name}{{topic=\"{}\",partition=\"{}\"}} {v}",
-                    escape(topic),
-                    p.partition
-                );
-            }
+        for p in &snapshot.partitions {
+            let v = match name {
+                "sluiceway_partition_log_end_offset" => p.log_end_offset,
+                "sluiceway_partition_high_watermark" => p.high_watermark,
+                "sluiceway_partition_log_start_offset" => p.log_start_offset,
+                "sluiceway_partition_size_bytes" => p.size_bytes,
+                "sluiceway_partition_produced_messages_total" => p.produced_messages,
+                "sluiceway_partition_produced_bytes_total" => p.produced_bytes,
+                "sluiceway_partition_fetched_bytes_total" => p.fetched_bytes,
+                "sluiceway_partition_duplicate_batches_total" => p.duplicate_batches,
+                _ => p.replicated_bytes,
+            };
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{}\",partition=\"{}\"}} {v}",
+                escape(&p.topic),
+                p.partition
+            );
         }
     }
     out
-}
-
-/// Serves the metrics endpoint until the task is dropped.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
-    let slots = Arc::new(Semaphore::new(METRICS_CONNECTIONS_MAX));
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let Ok((mut stream, peer)) = listener.accept().await else {
-            continue;
-        };
-        let broker = broker.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let r = tokio::time::timeout(Duration::from_millis(METRICS_REQUEST_TIMEOUT_MS), async {
-                let mut buf = Vec::with_capacity(1024);
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = stream.read(&mut chunk).await?;
-                    if n == 0 || buf.len() + n > METRICS_REQUEST_BYTES_MAX {
-                        return Ok(());
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
-                let line = String::from_utf8_lossy(line);
-                let mut parts = line.split_whitespace();
-                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                let (status, ctype, body) = match (method, path) {
-                    ("GET", "/metrics" | "/") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(&broker)),
-                    ("GET", _) => ("404 Not Found", "text/plain", "not found; try /metrics\n".to_owned()),
-                    _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_owned()),
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                stream.write_all(head.as_bytes()).await?;
-                stream.write_all(body.as_bytes()).await?;
-                stream.shutdown().await
-            })
-            .await;
-            if let Ok(Err(e)) = r {
-                debug!(%peer, error = %e, "metrics connection failed");
-            }
-        });
-    }
 }

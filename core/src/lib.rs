@@ -28,10 +28,10 @@
 //!   its embedded and etcd backends.
 //! - [`topic`] — topic-name validation (always) and topic configuration (Kafka's keys →
 //!   `LogConfig`, `server`).
-//! - [`partitioner`] — Kafka's murmur2 key partitioner and round-robin.
+//! - [`partitioner`] — the producer's partitioning: explicit, Kafka's murmur2 of the key, sticky.
 //! - `client` (`client`) — the one native client (producer, standalone consumer, local offset
-//!   store, admin) that every language binding wraps. With the registry, the only module that uses
-//!   tokio and tonic.
+//!   store, admin) that every language binding wraps. With the registry (tokio) and `wire`
+//!   (tonic's statuses), the only modules that use tokio and tonic.
 //! - [`acl`] — Kafka's ACL model and the authorization decision (always: the admin client
 //!   sends bindings).
 //! - `scram` (`server`) — SCRAM-SHA-256 stored credentials (PBKDF2-HMAC-SHA-256).

@@ -247,6 +247,73 @@ const _: () = assert!(CLI_BATCH_BYTES_MAX as u64 <= MESSAGE_SET_BYTES_MAX as u64
 // below PARTITIONS_PER_TOPIC_MAX have at most 5 digits.
 const _: () = assert!(PARTITIONS_PER_TOPIC_MAX < 100_000 && TOPIC_NAME_BYTES_MAX + 1 + 5 <= 255);
 
+/// How long an acks=all produce waits for the in-sync replicas when its `timeout_ms` is 0.
+pub const ACKS_ALL_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// How long CreateTopic / DeleteTopic in a cluster wait for the receiving broker to apply the
+/// change (so the next request to that broker sees it); the change is made either way.
+pub const ADMIN_APPLY_WAIT_MS: u64 = 5_000;
+/// Connections accepted (and past their first-bytes check) that may queue for the gRPC server
+/// before the accept loop waits; the connection slots ([`CONNECTIONS_MAX`]) bound them anyway.
+pub const SERVER_ACCEPTED_QUEUE_CONNECTIONS: usize = 64;
+/// Pause of the accept loop after a failed `accept` (out of file descriptors and the like), so
+/// it backs off instead of spinning.
+pub const SERVER_ACCEPT_RETRY_MS: u64 = 50;
+/// HTTP/2 keep-alive pings on a broker's connections: the interval, and how long an
+/// unanswered ping waits before the connection is closed.
+pub const SERVER_KEEPALIVE_INTERVAL_MS: u64 = 30_000;
+pub const SERVER_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
+/// How long one poll of `sluiceway consume` waits when `--timeout-ms` is not given (the loop
+/// then runs until a signal or `--max-messages`).
+pub const CLI_CONSUME_POLL_MS: u64 = 1_000;
+const _: () = assert!(ACKS_ALL_TIMEOUT_MS_DEFAULT <= PRODUCE_TIMEOUT_MS_MAX as u64);
+const _: () = assert!(SERVER_ACCEPTED_QUEUE_CONNECTIONS <= CONNECTIONS_MAX);
+const _: () = assert!(SERVER_KEEPALIVE_TIMEOUT_MS < SERVER_KEEPALIVE_INTERVAL_MS);
+
+// ---- Replication (the broker's `replication/`) ----
+
+/// `--replica-lag-time-max-ms` (Kafka's `replica.lag.time.max.ms`): how long an ISR follower
+/// may go without being caught up before the leader proposes it out; default and bounds.
+pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 30_000;
+pub const REPLICA_LAG_TIME_MAX_MS_MIN: u64 = 100;
+pub const REPLICA_LAG_TIME_MAX_MS_MAX: u64 = 3_600_000;
+/// `--replica-fetch-wait-max-ms` default (Kafka's `replica.fetch.wait.max.ms`): the long-poll
+/// wait of a follower's fetch. Below the lag time, so an idle caught-up follower stays in sync.
+pub const REPLICA_FETCH_WAIT_MAX_MS_DEFAULT: u32 = 500;
+/// The role loop re-applies the registry this often even without a change (retries logs that
+/// failed to open; cheap: reads come from the registry's in-memory snapshot).
+pub const ROLE_RECHECK_INTERVAL_MS: u64 = 5_000;
+/// Bounds of the ISR shrink check's period (Kafka checks every lag/2; bounded so a short lag
+/// time is honoured promptly without spinning, and a long one does not stall the check).
+pub const ISR_CHECK_INTERVAL_MS_MIN: u64 = 10;
+pub const ISR_CHECK_INTERVAL_MS_MAX: u64 = 1_000;
+/// Back-off of a follower's fetcher after a failed request to a leader: doubles from the
+/// minimum to the maximum.
+pub const REPLICA_BACKOFF_MS_MIN: u64 = 100;
+pub const REPLICA_BACKOFF_MS_MAX: u64 = 1_000;
+/// A partition the leader fenced (we are behind) waits for the next registry change, at most
+/// this long.
+pub const REPLICA_PAUSE_MS: u64 = 1_000;
+/// A partition the leader does not (yet) lead at our epoch retries after this long.
+pub const REPLICA_RETRY_MS: u64 = 200;
+/// Longest a fetcher with nothing to fetch sleeps before looking again (a role change wakes it
+/// earlier).
+pub const REPLICA_IDLE_WAIT_MS: u64 = 3_600_000;
+/// Kafka's `replica.fetch.max.bytes` (per partition) and `replica.fetch.response.max.bytes`.
+pub const REPLICA_FETCH_PARTITION_BYTES: u32 = 1 << 20;
+pub const REPLICA_FETCH_RESPONSE_BYTES: u32 = 10 << 20;
+/// Connecting to a leader gives up after this long (then backs off and retries).
+pub const REPLICA_CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// A follower's request deadline beyond its long-poll wait (and OffsetForLeaderEpoch's).
+pub const REPLICA_REQUEST_SLACK_MS: u64 = 10_000;
+const _: () = assert!(REPLICA_LAG_TIME_MAX_MS_MIN <= REPLICA_LAG_TIME_MAX_MS_DEFAULT);
+const _: () = assert!(REPLICA_LAG_TIME_MAX_MS_DEFAULT <= REPLICA_LAG_TIME_MAX_MS_MAX);
+const _: () = assert!((REPLICA_FETCH_WAIT_MAX_MS_DEFAULT as u64) < REPLICA_LAG_TIME_MAX_MS_DEFAULT);
+const _: () = assert!(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT <= FETCH_WAIT_MS_MAX);
+const _: () = assert!(ISR_CHECK_INTERVAL_MS_MIN <= ISR_CHECK_INTERVAL_MS_MAX);
+const _: () = assert!(REPLICA_FETCH_PARTITION_BYTES <= REPLICA_FETCH_RESPONSE_BYTES);
+const _: () = assert!(REPLICA_FETCH_RESPONSE_BYTES <= FETCH_BYTES_MAX);
+const _: () = assert!(REPLICA_BACKOFF_MS_MIN <= REPLICA_BACKOFF_MS_MAX);
+
 /// Most members one consumer group may hold (Kafka's `group.max.size`).
 pub const GROUP_MEMBERS_MAX: usize = 1000;
 /// Bounds on a member's `session.timeout.ms` (Kafka's `group.min/max.session.timeout.ms`; the

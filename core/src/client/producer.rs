@@ -1,11 +1,11 @@
 //! The producer: `send` puts a record into the [`Accumulator`] and returns a
 //! [`DeliveryFuture`]; one background sender task turns ready batches into Produce requests.
 //!
-//! - **Partition choice** ([`choose_partition`]): the record's explicit partition; else Kafka's
-//!   murmur2 of the key ([`crate::partitioner::partition_for_key`], so keys land where a Kafka
-//!   client puts them); else *sticky*: keyless records of a topic stick to one partition until
-//!   `batch.size` bytes or one `linger.ms` window went to it, then move to the next partition
-//!   round-robin — full batches, spread evenly.
+//! - **Partition choice** ([`Partitioner`], `crate::partitioner`): the record's explicit
+//!   partition; else Kafka's murmur2 of the key (so keys land where a Kafka client puts them);
+//!   else *sticky*: keyless records of a topic stick to one partition until `batch.size` bytes
+//!   or one `linger.ms` window went to it, then move to the next partition round-robin — full
+//!   batches, spread evenly.
 //! - **Sending**: ready batches are grouped by their partition's leader (and `acks`: records
 //!   sent with other settings through [`Producer::send_batch_with`] are batched apart) into ONE
 //!   multi-partition `Log.Produce` per broker and `acks` level (at most `max.in.flight.requests.per.connection` requests in
@@ -59,7 +59,7 @@ use crate::limits::{
     MESSAGE_BYTES_MAX, MESSAGE_SET_BYTES_MAX, PRODUCER_CLOSE_GRACE_MS, RECORD_HEADERS_MAX,
     REQUEST_PARTITIONS_MAX,
 };
-use crate::partitioner::partition_for_key;
+use crate::partitioner::{Partitioner, stateless_partition};
 use crate::wire::{TopicMetadata, code_from_proto, error_from_status, partition_error};
 
 /// One record to send.
@@ -118,64 +118,13 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Where keyless records of one topic currently go.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Sticky {
-    partition: u32,
-    bytes: usize,
-    since: Instant,
-}
-
-/// The partition for a record (see the module docs). `sticky` is the topic's keyless state.
-#[allow(clippy::too_many_arguments)] // All plain inputs of one pure decision; a struct would only rename them.
-pub(crate) fn choose_partition(
-    explicit: Option<u32>,
-    key: Option<&[u8]>,
-    partitions: u32,
-    size: usize,
-    sticky: &mut Option<Sticky>,
-    batch_size: usize,
-    linger: Duration,
-    now: Instant,
-) -> u32 {
-    if let Some(p) = explicit {
-        return p;
-    }
-    if let Some(k) = key {
-        return partition_for_key(k, partitions);
-    }
-    let s = match sticky {
-        Some(s)
-            if s.partition < partitions
-                && s.bytes + size <= batch_size.max(1)
-                && now < s.since + linger.max(Duration::from_millis(1)) =>
-        {
-            s
-        }
-        Some(s) => {
-            *s = Sticky {
-                partition: (s.partition + 1) % partitions,
-                bytes: 0,
-                since: now,
-            };
-            s
-        }
-        None => sticky.insert(Sticky {
-            partition: 0,
-            bytes: 0,
-            since: now,
-        }),
-    };
-    s.bytes += size;
-    s.partition
-}
-
 #[derive(Debug)]
 struct Inner {
     config: ProducerConfig,
     cluster: Arc<Cluster>,
     acc: Mutex<Accumulator>,
-    sticky: Mutex<HashMap<String, Option<Sticky>>>,
+    /// Partition choice, with the sticky state of keyless records per topic.
+    partitioner: Mutex<Partitioner>,
     buffer: Arc<Semaphore>,
     /// Wakes the sender: new batches, full batches, completions, flush, close.
     wake: Notify,
@@ -225,6 +174,7 @@ impl Producer {
         let cluster = Arc::new(Cluster::new(config.common.clone(), home.clone()));
         cluster.refresh(&[]).await?;
         let tally = Arc::new(FailureTally::default());
+        let partitioner = Partitioner::new(config.batch_size as usize, config.linger);
         let mut acc = Accumulator::new(
             config.batch_size,
             config.linger,
@@ -240,7 +190,7 @@ impl Producer {
             buffer: Arc::new(Semaphore::new(config.buffer_memory as usize)),
             cluster,
             config,
-            sticky: Mutex::new(HashMap::new()),
+            partitioner: Mutex::new(partitioner),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             flushing: AtomicUsize::new(0),
@@ -551,8 +501,8 @@ async fn enqueue_batch(
 }
 
 /// Queues a run of records for one topic at the cost of one: one metadata lookup, one clock
-/// read, one `buffer.memory` reservation and one hold of the sticky and accumulator locks for
-/// the whole run. Possible when the topic's metadata is cached and the buffer has room for all
+/// read, one `buffer.memory` reservation and one hold of the partitioner's and accumulator's
+/// locks for the whole run. Possible when the topic's metadata is cached and the buffer has room for all
 /// of it; otherwise returns false having taken nothing, and the caller goes record by record.
 /// A record that fails its own checks (too large, no such partition) gets its error in its
 /// slot; the others are queued.
@@ -589,7 +539,6 @@ fn append_run(
     };
     let now = Instant::now();
     let now_ms = now_ms();
-    let batch_size = inner.config.batch_size as usize;
     let mut key = BatchKey {
         tp: TopicPartition {
             topic: first.topic.clone(),
@@ -599,11 +548,8 @@ fn append_run(
     };
     let mut wake = false;
     {
-        let mut sticky = inner.sticky.lock();
-        let slot = match sticky.get_mut(&key.tp.topic) {
-            Some(s) => s,
-            None => sticky.entry(key.tp.topic.clone()).or_default(),
-        };
+        let mut partitioner = inner.partitioner.lock();
+        let mut topic_partitioner = partitioner.topic(&key.tp.topic);
         let mut acc = inner.acc.lock();
         for (r, check) in run.iter().zip(checks) {
             let (size, partitions) = match check {
@@ -619,18 +565,8 @@ fn append_run(
                 out.push(DeliveryFuture::failed(Error::Closed("producer")));
                 continue;
             }
-            let mut not_sticky = None;
-            let keyless = r.partition.is_none() && r.key.is_none();
-            key.tp.partition = choose_partition(
-                r.partition,
-                r.key.as_deref(),
-                partitions,
-                size,
-                if keyless { &mut *slot } else { &mut not_sticky },
-                batch_size,
-                inner.config.linger,
-                now,
-            );
+            key.tp.partition =
+                topic_partitioner.partition(r.partition, r.key.as_deref(), partitions, size, now);
             let ts = r.timestamp.unwrap_or(now_ms);
             let (future, w) = acc.append(
                 &key,
@@ -670,33 +606,13 @@ fn append(
         headers,
     } = record;
     let now = Instant::now();
-    let p = if partition.is_none() && k.is_none() {
-        let mut sticky = inner.sticky.lock();
-        let slot = match sticky.get_mut(&topic) {
-            Some(s) => s,
-            None => sticky.entry(topic.clone()).or_default(),
-        };
-        choose_partition(
-            None,
-            None,
-            partitions,
-            size,
-            slot,
-            inner.config.batch_size as usize,
-            inner.config.linger,
-            now,
-        )
-    } else {
-        choose_partition(
-            partition,
-            k.as_deref(),
-            partitions,
-            size,
-            &mut None,
-            0,
-            Duration::ZERO,
-            now,
-        )
+    let p = match stateless_partition(partition, k.as_deref(), partitions) {
+        Some(p) => p,
+        None => inner
+            .partitioner
+            .lock()
+            .topic(&topic)
+            .partition(None, None, partitions, size, now),
     };
     let ts = timestamp.unwrap_or_else(now_ms);
     let key = BatchKey {
@@ -1011,95 +927,4 @@ async fn send_request(inner: Arc<Inner>, address: String, acks: Acks, drained: V
         *n = n.saturating_sub(1);
     }
     inner.wake.notify_one();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn explicit_partition_wins_then_key_hash() {
-        let now = Instant::now();
-        let mut s = None;
-        assert_eq!(
-            choose_partition(Some(2), Some(b"a"), 6, 10, &mut s, 100, Duration::ZERO, now),
-            2
-        );
-        assert_eq!(
-            choose_partition(
-                None,
-                Some(b"hello"),
-                6,
-                10,
-                &mut s,
-                100,
-                Duration::ZERO,
-                now
-            ),
-            partition_for_key(b"hello", 6)
-        );
-        assert!(s.is_none(), "keyed records leave the sticky state alone");
-    }
-
-    #[test]
-    fn keyless_records_stick_for_a_batch_then_rotate_evenly() {
-        let now = Instant::now();
-        let mut s = None;
-        let linger = Duration::from_secs(10);
-        // Batches of 3 records of 10 bytes over 3 partitions.
-        let got: Vec<u32> = (0..18)
-            .map(|_| choose_partition(None, None, 3, 10, &mut s, 30, linger, now))
-            .collect();
-        assert_eq!(got, [0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0, 1, 1, 1, 2, 2, 2]);
-        // A new linger window moves on even when the batch is not full.
-        let later = now + linger;
-        assert_eq!(
-            choose_partition(None, None, 3, 10, &mut s, 30, linger, later),
-            0
-        );
-        assert_eq!(
-            choose_partition(None, None, 3, 10, &mut s, 30, linger, later),
-            0
-        );
-    }
-
-    /// Conformance C2's vectors: Kafka's default partitioner over 6 partitions, computed by an
-    /// independent (Python) transcription of Kafka's `Utils.murmur2` that reproduces Kafka's own
-    /// `UtilsTest` vectors: `(murmur2(key) & 0x7fffffff) % 6`.
-    #[test]
-    fn kafka_partition_vectors_for_c2() {
-        let want: &[(&str, u32)] = &[
-            ("a", 4),
-            ("b", 2),
-            ("hello", 3),
-            ("sluiceway", 4),
-            ("0", 2),
-            ("1", 3),
-            ("2", 2),
-            ("3", 5),
-            ("4", 1),
-            ("5", 0),
-            ("6", 4),
-            ("7", 3),
-            ("8", 3),
-            ("9", 5),
-        ];
-        let now = Instant::now();
-        for (k, p) in want {
-            assert_eq!(
-                choose_partition(
-                    None,
-                    Some(k.as_bytes()),
-                    6,
-                    1,
-                    &mut None,
-                    1,
-                    Duration::ZERO,
-                    now
-                ),
-                *p,
-                "key {k}"
-            );
-        }
-    }
 }

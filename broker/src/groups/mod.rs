@@ -28,8 +28,8 @@
 //!   was valid when it arrived — the same window Kafka has.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sluiceway_core::group::{
@@ -44,13 +44,17 @@ use sluiceway_core::limits::{
 };
 use sluiceway_core::storage::{Clock, LogConfig};
 use sluiceway_core::topic::validate_topic_name;
-use sluiceway_core::{Error, ErrorCode, Offset, Result, TimestampMs};
+use sluiceway_core::{ErrorCode, Offset, Result, TimestampMs};
 use sluiceway_proto::v1;
 use tokio::sync::{Notify, oneshot, watch};
 use tonic::Status;
 use tracing::{debug, info, warn};
 
-use crate::errors::{status, status_from_error, to_proto};
+use parking_lot::Mutex;
+
+use crate::errors::{blocking, status, status_from_error, to_proto};
+
+pub mod coordination;
 
 /// The answer a pending join gets.
 type JoinAnswer = std::result::Result<Joined, (ErrorCode, String)>;
@@ -100,10 +104,6 @@ pub struct Groups {
     pub rebalances: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Group ids: non-empty and bounded.
 pub(crate) fn check_group_id(group: &str) -> std::result::Result<(), Status> {
     if group.is_empty() {
@@ -149,19 +149,6 @@ fn committed(tp: &TopicPartition, c: Option<&OffsetCommit>) -> v1::CommittedOffs
         commit_timestamp_ms: c.map_or(-1, |c| c.commit_timestamp.0),
         error_code: 0,
         error_message: String::new(),
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> std::result::Result<T, Status> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(status_from_error(&e)),
-        Err(e) => Err(status(
-            ErrorCode::UnknownServerError,
-            format!("internal task failed: {e}"),
-        )),
     }
 }
 
@@ -277,7 +264,7 @@ impl Groups {
         if !self.offsets.unload(p) {
             return;
         }
-        let mut map = lock(&self.groups);
+        let mut map = self.groups.lock();
         let moved: Vec<String> = map
             .keys()
             .filter(|g| self.offsets.partition_of(g) == Some(p))
@@ -287,7 +274,7 @@ impl Groups {
             let Some(e) = map.remove(&group) else {
                 continue;
             };
-            let mut g = lock(&e);
+            let mut g = e.lock();
             g.removed = true;
             for (_, w) in g.waiters.drain() {
                 let _ = w.tx.send(Err((
@@ -317,7 +304,7 @@ impl Groups {
         group: &str,
         create: bool,
     ) -> std::result::Result<Option<Arc<Mutex<Entry>>>, Status> {
-        let mut map = lock(&self.groups);
+        let mut map = self.groups.lock();
         if let Some(e) = map.get(group) {
             return Ok(Some(e.clone()));
         }
@@ -356,7 +343,7 @@ impl Groups {
             let Some(e) = self.entry(group, create)? else {
                 return Ok(None);
             };
-            let mut g = lock(&e);
+            let mut g = e.lock();
             if g.removed {
                 continue;
             }
@@ -461,9 +448,9 @@ impl Groups {
     /// (after [`GroupOffsetStore::load`]): same generation, members and assignments, sessions
     /// starting now.
     fn restore_groups(&self, p: u32) {
-        let topic_partitions = lock(&self.topic_partitions).clone();
+        let topic_partitions = self.topic_partitions.lock().clone();
         let now = self.now_ms();
-        let mut map = lock(&self.groups);
+        let mut map = self.groups.lock();
         let mut restored = 0;
         for (group, snapshot) in self.offsets.group_snapshots(p) {
             if map.contains_key(&group) || snapshot.members.is_empty() {
@@ -503,16 +490,16 @@ impl Groups {
     }
 
     fn entries(&self) -> Vec<Arc<Mutex<Entry>>> {
-        lock(&self.groups).values().cloned().collect()
+        self.groups.lock().values().cloned().collect()
     }
 
     /// The hosted topics changed (created, deleted, resized): every coordinator learns the new
     /// partition counts; a group subscribed to a changed topic rebalances.
     pub fn topics_changed(&self, topic_partitions: BTreeMap<String, u32>) {
-        *lock(&self.topic_partitions) = topic_partitions.clone();
+        *self.topic_partitions.lock() = topic_partitions.clone();
         let now = self.now_ms();
         for e in self.entries() {
-            let mut g = lock(&e);
+            let mut g = e.lock();
             if g.removed {
                 continue;
             }
@@ -528,7 +515,7 @@ impl Groups {
         let entries = self.entries();
         let members = entries
             .iter()
-            .map(|e| lock(e).coordinator.members().len())
+            .map(|e| e.lock().coordinator.members().len())
             .sum();
         (entries.len(), members)
     }
@@ -540,7 +527,7 @@ impl Groups {
             let now = self.now_ms();
             let mut next: Option<u64> = None;
             for e in self.entries() {
-                let mut g = lock(&e);
+                let mut g = e.lock();
                 if g.removed {
                     continue;
                 }
@@ -574,9 +561,9 @@ impl Groups {
 
     /// Forgets the entries of groups without members and without pending joins.
     fn forget_empty(&self) {
-        let mut map = lock(&self.groups);
+        let mut map = self.groups.lock();
         map.retain(|_, e| match e.try_lock() {
-            Ok(mut g) => {
+            Some(mut g) => {
                 let empty = g.coordinator.state() == GroupState::Empty && g.waiters.is_empty();
                 if empty {
                     g.removed = true;
@@ -584,7 +571,7 @@ impl Groups {
                 !empty
             }
             // Busy: it is in use, so not forgettable now.
-            Err(_) => true,
+            None => true,
         });
     }
 
@@ -655,7 +642,7 @@ impl Groups {
             rebalance_timeout_ms,
             assignor,
         };
-        let topic_partitions = lock(&self.topic_partitions).clone();
+        let topic_partitions = self.topic_partitions.lock().clone();
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let now = self.now_ms();
@@ -899,7 +886,9 @@ impl Groups {
         if !valid.is_empty() {
             let offsets = self.offsets.clone();
             let group = req.group_id.clone();
-            blocking(move || offsets.commit(&group, &valid)).await?;
+            blocking(move || offsets.commit(&group, &valid))
+                .await
+                .map_err(|e| status_from_error(&e))?;
         }
         Ok(v1::CommitOffsetsResponse { results })
     }
@@ -931,7 +920,9 @@ impl Groups {
         }
         let offsets = self.offsets.clone();
         let group = req.group_id.clone();
-        let all = blocking(move || offsets.fetch(&group, None)).await?;
+        let all = blocking(move || offsets.fetch(&group, None))
+            .await
+            .map_err(|e| status_from_error(&e))?;
         if wanted.is_empty() {
             return Ok(v1::FetchOffsetsResponse {
                 offsets: all.iter().map(|(tp, c)| committed(tp, Some(c))).collect(),
@@ -957,7 +948,7 @@ impl Groups {
     pub async fn list(&self) -> std::result::Result<v1::ListGroupsResponse, Status> {
         let mut out: BTreeMap<String, v1::GroupListing> = BTreeMap::new();
         for e in self.entries() {
-            let g = lock(&e);
+            let g = e.lock();
             if g.removed {
                 continue;
             }
@@ -973,7 +964,10 @@ impl Groups {
             );
         }
         let offsets = self.offsets.clone();
-        for group in blocking(move || Ok(offsets.groups())).await? {
+        for group in blocking(move || Ok(offsets.groups()))
+            .await
+            .map_err(|e| status_from_error(&e))?
+        {
             out.entry(group.clone()).or_insert(v1::GroupListing {
                 group_id: group,
                 state: GroupState::Empty.name().to_owned(),
@@ -1026,7 +1020,9 @@ impl Groups {
             });
         let offsets = self.offsets.clone();
         let g = group.to_owned();
-        let all = blocking(move || offsets.fetch(&g, None)).await?;
+        let all = blocking(move || offsets.fetch(&g, None))
+            .await
+            .map_err(|e| status_from_error(&e))?;
         out.offsets = all.iter().map(|(tp, c)| committed(tp, Some(c))).collect();
         if out.members.is_empty() && out.offsets.is_empty() && out.generation == 0 {
             out.state = "Dead".to_owned();
@@ -1039,7 +1035,7 @@ impl Groups {
         let offsets = self.offsets.clone();
         let t = topic.to_owned();
         if let Err(e) = blocking(move || offsets.forget_topic(&t)).await {
-            warn!(topic, error = %e.message(), "forgetting the deleted topic's group offsets failed");
+            warn!(topic, error = %e, "forgetting the deleted topic's group offsets failed");
         }
     }
 
@@ -1055,22 +1051,5 @@ impl Groups {
         if let Err(e) = self.offsets.tick() {
             warn!(error = %e, "group offsets tick failed");
         }
-    }
-}
-
-/// Whether `name` is reserved for an internal topic: every name starting with `__` (Kafka's
-/// convention; today only `__consumer_offsets`). Such topics are not created by clients and not
-/// listed by ListTopics / GetMetadata.
-pub fn is_internal_topic(name: &str) -> bool {
-    name.starts_with("__")
-}
-
-/// The error for creating a reserved name.
-pub fn internal_topic_error(name: &str) -> Error {
-    Error::InvalidTopic {
-        name: name.to_owned(),
-        reason:
-            "names starting with \"__\" are reserved for internal topics such as __consumer_offsets"
-                .into(),
     }
 }

@@ -1,5 +1,5 @@
 //! The follower's side of replication: one fetcher task per source broker (a leader of some
-//! partition this broker follows), started by the role pass ([`Broker::ensure_fetchers`]) and
+//! partition this broker follows), started by the role pass ([`ReplicaManager::ensure_fetchers`]) and
 //! idle while it has nothing to fetch. Followers pull; leaders never push.
 //!
 //! Each round of a fetcher:
@@ -7,7 +7,7 @@
 //!    (OffsetForLeaderEpoch) where our latest epoch ends in its log, apply core's
 //!    `truncation_step` (truncate the log and the epoch history), and repeat while it says
 //!    `AskAgain`. A partition with no epoch history fetches from its log end without asking.
-//! 2. **Fetch** every truncated partition in one `Fetch` with `replica_id` = this broker, each at
+//! 2. **Fetch** every truncated partition in one `Fetch` with `replica_id` = this replicas, each at
 //!    our log end with the epoch we follow, as a long poll of `replica_fetch_wait_max_ms`.
 //!    The fetch is abandoned when a follower role changes meanwhile.
 //! 3. **Apply** each partition's answer on a blocking thread, under the append gate and only if
@@ -30,7 +30,10 @@ use std::time::{Duration, Instant};
 
 use sluiceway_core::client::security::AuthChannel;
 use sluiceway_core::limits::{
-    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, RESPONSE_BYTES_MAX,
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, REPLICA_BACKOFF_MS_MAX,
+    REPLICA_BACKOFF_MS_MIN, REPLICA_CONNECT_TIMEOUT_MS, REPLICA_FETCH_PARTITION_BYTES,
+    REPLICA_FETCH_RESPONSE_BYTES, REPLICA_IDLE_WAIT_MS, REPLICA_PAUSE_MS, REPLICA_REQUEST_SLACK_MS,
+    REPLICA_RETRY_MS, RESPONSE_BYTES_MAX,
 };
 use sluiceway_core::registry::BrokerId;
 use sluiceway_core::replication::{EpochEntry, TruncationStep, truncation_step};
@@ -38,35 +41,15 @@ use sluiceway_core::{ErrorCode, Offset};
 use sluiceway_proto::v1;
 use tracing::{debug, info, warn};
 
-use crate::broker::Broker;
+use super::{FollowerRole, Partition, ReplicaManager, Role};
 use crate::errors::from_proto;
-use crate::partition::{FollowerRole, Partition, Role};
-
-/// Back-off after a failed request to a leader: doubles from the minimum to the maximum.
-pub const REPLICA_BACKOFF_MS_MIN: u64 = 100;
-pub const REPLICA_BACKOFF_MS_MAX: u64 = 1_000;
-/// A partition the leader fenced (we are behind) waits for the next registry change, at most
-/// this long.
-pub const REPLICA_PAUSE_MS: u64 = 1_000;
-/// A partition the leader does not (yet) lead at our epoch retries after this long.
-pub const REPLICA_RETRY_MS: u64 = 200;
-/// Kafka's `replica.fetch.max.bytes` (per partition) and `replica.fetch.response.max.bytes`.
-pub const REPLICA_FETCH_PARTITION_BYTES: u32 = 1 << 20;
-pub const REPLICA_FETCH_RESPONSE_BYTES: u32 = 10 << 20;
-/// Connecting to a leader gives up after this long (then backs off and retries).
-pub const REPLICA_CONNECT_TIMEOUT_MS: u64 = 3_000;
-/// A fetch's deadline beyond its long-poll wait.
-pub const REPLICA_REQUEST_SLACK_MS: u64 = 10_000;
-const _: () = assert!(REPLICA_FETCH_PARTITION_BYTES <= REPLICA_FETCH_RESPONSE_BYTES);
-const _: () = assert!(REPLICA_FETCH_RESPONSE_BYTES <= sluiceway_core::limits::FETCH_BYTES_MAX);
-const _: () = assert!(REPLICA_BACKOFF_MS_MIN <= REPLICA_BACKOFF_MS_MAX);
 
 /// One followed partition as a fetcher round sees it.
 type Followed = (Arc<Partition>, FollowerRole);
 
-impl Broker {
+impl ReplicaManager {
     /// Starts a fetcher for every source broker a followed partition needs (module docs).
-    pub(crate) fn ensure_fetchers(self: &Arc<Self>) {
+    pub fn ensure_fetchers(self: &Arc<Self>) {
         if self.is_shutting_down() {
             return;
         }
@@ -78,7 +61,7 @@ impl Broker {
                 _ => None,
             })
             .collect();
-        let mut running = self.fetchers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self.fetchers.lock();
         for source in sources {
             if running.insert(source) {
                 info!(source = %source, "starting a replica fetcher");
@@ -122,11 +105,11 @@ fn pause(p: &Partition, f: &FollowerRole, ms: u64, why: &str) {
 
 /// The channel to `source`, (re)made when its registered address changed.
 fn channel(
-    broker: &Broker,
+    replicas: &ReplicaManager,
     source: BrokerId,
     conn: &mut Option<(String, AuthChannel)>,
 ) -> Result<AuthChannel, String> {
-    let address = broker
+    let address = replicas
         .registry
         .brokers()
         .map_err(|e| e.to_string())?
@@ -140,7 +123,7 @@ fn channel(
         return Ok(c.clone());
     }
     // TLS and credentials as the listener's settings say (`security::inter_broker_connector`).
-    let connector = broker
+    let connector = replicas
         .config
         .security
         .inter_broker_connector()
@@ -161,10 +144,10 @@ fn channel(
 }
 
 /// Fetches from `source` until shutdown (module docs).
-pub async fn run_fetcher(broker: Arc<Broker>, source: BrokerId) {
-    let me = broker.config.broker_id;
-    let mut roles = broker.follower_roles.subscribe();
-    let mut shutdown = broker.shutdown_receiver();
+pub async fn run_fetcher(replicas: Arc<ReplicaManager>, source: BrokerId) {
+    let me = replicas.config.broker_id;
+    let mut roles = replicas.follower_roles.subscribe();
+    let mut shutdown = replicas.shutdown_receiver();
     let mut backoff = REPLICA_BACKOFF_MS_MIN;
     let mut failing = false;
     let mut conn: Option<(String, AuthChannel)> = None;
@@ -177,7 +160,7 @@ pub async fn run_fetcher(broker: Arc<Broker>, source: BrokerId) {
         let mut to_truncate = Vec::new();
         let mut to_fetch = Vec::new();
         let mut wake: Option<Instant> = None;
-        for (p, mut f) in broker.followed_from(source) {
+        for (p, mut f) in replicas.followed_from(source) {
             if let Some(until) = f.paused_until {
                 if until > now {
                     wake = Some(wake.map_or(until, |w| w.min(until)));
@@ -198,7 +181,7 @@ pub async fn run_fetcher(broker: Arc<Broker>, source: BrokerId) {
             }
         }
         if to_truncate.is_empty() && to_fetch.is_empty() {
-            let until = wake.unwrap_or_else(|| now + Duration::from_secs(3600));
+            let until = wake.unwrap_or_else(|| now + Duration::from_millis(REPLICA_IDLE_WAIT_MS));
             tokio::select! {
                 r = roles.changed() => if r.is_err() { return },
                 () = tokio::time::sleep_until(until.into()) => {}
@@ -206,15 +189,15 @@ pub async fn run_fetcher(broker: Arc<Broker>, source: BrokerId) {
             }
             continue;
         }
-        let result = match channel(&broker, source, &mut conn) {
+        let result = match channel(&replicas, source, &mut conn) {
             Err(e) => Err(e),
             Ok(channel) => {
                 let mut client = v1::log_client::LogClient::new(channel)
                     .max_decoding_message_size(RESPONSE_BYTES_MAX as usize);
                 if !to_truncate.is_empty() {
-                    truncate(&broker, &mut client, me, to_truncate).await
+                    truncate(&replicas, &mut client, me, to_truncate).await
                 } else {
-                    let wait = broker.config.replica_fetch_wait_max_ms;
+                    let wait = replicas.config.replica_fetch_wait_max_ms;
                     let mut request = tonic::Request::new(v1::FetchRequest {
                         max_wait_ms: wait,
                         min_bytes: 1,
@@ -238,14 +221,14 @@ pub async fn run_fetcher(broker: Arc<Broker>, source: BrokerId) {
                         .iter()
                         .map(|(p, _)| p.log.log_end_offset())
                         .collect();
-                    broker
+                    replicas
                         .metrics
                         .replica_fetches
                         .fetch_add(1, Ordering::Relaxed);
                     tokio::select! {
                         r = client.fetch(request) => match r {
                             Ok(resp) => {
-                                let b = broker.clone();
+                                let b = replicas.clone();
                                 let results = resp.into_inner().results;
                                 let _ = tokio::task::spawn_blocking(move || {
                                     apply_fetched(&b, to_fetch, offsets, results)
@@ -271,7 +254,7 @@ pub async fn run_fetcher(broker: Arc<Broker>, source: BrokerId) {
                 backoff = REPLICA_BACKOFF_MS_MIN;
             }
             Err(e) => {
-                broker
+                replicas
                     .metrics
                     .replica_fetch_errors
                     .fetch_add(1, Ordering::Relaxed);
@@ -296,7 +279,7 @@ pub async fn run_fetcher(broker: Arc<Broker>, source: BrokerId) {
 
 /// One truncation round (module docs, step 1). Errors are transport failures.
 async fn truncate(
-    broker: &Arc<Broker>,
+    replicas: &Arc<ReplicaManager>,
     client: &mut v1::log_client::LogClient<AuthChannel>,
     me: BrokerId,
     parts: Vec<Followed>,
@@ -335,7 +318,7 @@ async fn truncate(
         .map_err(|s| format!("OffsetForLeaderEpoch failed: {}", s.message()))?
         .into_inner()
         .results;
-    let b = broker.clone();
+    let b = replicas.clone();
     let _ = tokio::task::spawn_blocking(move || {
         for ((p, f, requested), r) in ask.into_iter().zip(results) {
             if r.topic != *p.topic || r.partition != p.partition {
@@ -362,14 +345,14 @@ async fn truncate(
 /// Applies one OffsetForLeaderEpoch answer: truncates the log and the epoch history, and marks
 /// the partition ready to fetch when the step is `Done`.
 fn apply_truncation(
-    broker: &Broker,
+    replicas: &ReplicaManager,
     p: &Partition,
     f: &FollowerRole,
     requested: u32,
     answer: Option<EpochEntry>,
 ) {
     let _gate = p.append_gate();
-    if broker.is_shutting_down() || !update_follower(p, f, |_| {}) {
+    if replicas.is_shutting_down() || !update_follower(p, f, |_| {}) {
         return;
     }
     let step = {
@@ -406,7 +389,7 @@ fn apply_truncation(
 
 /// Applies one fetch answer (module docs, step 3). `offsets` are the fetch offsets sent.
 fn apply_fetched(
-    broker: &Broker,
+    replicas: &ReplicaManager,
     parts: Vec<Followed>,
     offsets: Vec<Offset>,
     results: Vec<v1::FetchPartitionResult>,
@@ -417,10 +400,10 @@ fn apply_fetched(
             continue;
         }
         match from_proto(r.error_code) {
-            ErrorCode::None => append_fetched(broker, &p, &f, fetch_offset, &r),
+            ErrorCode::None => append_fetched(replicas, &p, &f, fetch_offset, &r),
             ErrorCode::OffsetOutOfRange => {
                 let _gate = p.append_gate();
-                if broker.is_shutting_down()
+                if replicas.is_shutting_down()
                     || !update_follower(&p, &f, |_| {})
                     || p.log.log_end_offset() != fetch_offset
                 {
@@ -470,14 +453,14 @@ fn apply_fetched(
 
 /// Appends one partition's fetched data as a follower and takes the leader's HW.
 fn append_fetched(
-    broker: &Broker,
+    replicas: &ReplicaManager,
     p: &Partition,
     f: &FollowerRole,
     fetch_offset: Offset,
     r: &v1::FetchPartitionResult,
 ) {
     let _gate = p.append_gate();
-    if broker.is_shutting_down() {
+    if replicas.is_shutting_down() {
         return; // The logs are being closed.
     }
     match &*p.role() {
@@ -520,7 +503,7 @@ fn append_fetched(
         }
         let n = r.message_set.len() as u64;
         p.replicated_bytes.fetch_add(n, Ordering::Relaxed);
-        broker
+        replicas
             .metrics
             .replica_fetched_bytes
             .fetch_add(n, Ordering::Relaxed);

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use sluiceway_core::limits::PRODUCER_ID_BLOCK_SIZE;
 use sluiceway_core::registry::Registry;
+use sluiceway_proto::v1;
 use tonic::Status;
 
-use crate::errors::status_from_error;
+use super::Broker;
+use crate::errors::{blocking, status_from_error};
 
 #[derive(Debug)]
 pub(crate) struct ProducerIds {
@@ -32,16 +34,26 @@ impl ProducerIds {
         let mut block = self.block.lock().await;
         if block.0 == block.1 {
             let registry = self.registry.clone();
-            let first = tokio::task::spawn_blocking(move || {
-                registry.allocate_producer_ids(PRODUCER_ID_BLOCK_SIZE)
-            })
-            .await
-            .map_err(|e| Status::internal(format!("producer id allocation failed: {e}")))?
-            .map_err(|e| status_from_error(&e))?;
+            let first = blocking(move || registry.allocate_producer_ids(PRODUCER_ID_BLOCK_SIZE))
+                .await
+                .map_err(|e| status_from_error(&e))?;
             *block = (first, first + i64::from(PRODUCER_ID_BLOCK_SIZE));
         }
         let id = block.0;
         block.0 += 1;
         Ok(id)
+    }
+}
+
+impl Broker {
+    /// InitProducerId: a producer id never handed out before, at epoch 0.
+    pub async fn init_producer_id(&self) -> Result<v1::InitProducerIdResponse, Status> {
+        self.producer_ids
+            .next()
+            .await
+            .map(|producer_id| v1::InitProducerIdResponse {
+                producer_id,
+                producer_epoch: 0,
+            })
     }
 }

@@ -1,9 +1,11 @@
 //! Partition roles from the registry: which partitions this broker hosts, leads and follows.
 //!
-//! The role loop ([`run_role_loop`]) waits on `Registry::subscribe()` (and re-checks every
+//! The broker's role loop (`crate::broker`) waits on `Registry::subscribe()` (and re-checks every
 //! `ROLE_RECHECK_INTERVAL_MS`, so a partition whose log failed to open is retried) and applies
-//! the registry's snapshot in one pass ([`Broker::apply_registry`], serialized with
-//! CreateTopic / DeleteTopic by the admin lock):
+//! the registry's snapshot in one pass ([`ReplicaManager::apply_registry`], serialized with
+//! CreateTopic / DeleteTopic by the broker's admin lock). The pass returns what the layers
+//! above need to follow up on ([`Applied`]: the group coordinators' topic counts, deleted
+//! topics):
 //! - **Hosting**: every partition whose replicas include this broker gets its log and its
 //!   leader-epoch history opened (created when new). Topics that vanished from the registry are
 //!   deleted here (their logs closed, their directories removed). At the first pass in a
@@ -16,7 +18,7 @@
 //!   of the leader's (a write whose answer was lost), since adopting a smaller one from a stale
 //!   snapshot could let the HW pass data a real ISR member lacks.
 //! - **Follower** otherwise: `Follower { leader, epoch }`; a new leader or epoch means the
-//!   fetcher truncates by leader epochs again before fetching ([`crate::fetcher`]). A deposed
+//!   fetcher truncates by leader epochs again before fetching ([`super::fetcher`]). A deposed
 //!   leader becomes a follower: its pending acks=all waits answer NOT_LEADER (they watch the
 //!   leadership term) and nothing it appends later can be acknowledged.
 //! - No leader: [`Role::None`] (produce and fetch answer NOT_LEADER).
@@ -26,7 +28,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use sluiceway_core::registry::{PartitionInfo, TopicInfo};
 use sluiceway_core::replication::LeaderState;
@@ -35,18 +36,26 @@ use sluiceway_core::topic::{TopicConfig, validate_topic_name};
 use sluiceway_core::{Error, Result};
 use tracing::{info, warn};
 
-use crate::broker::{Broker, Topic, open_partition, remove_topic_data};
-use crate::groups::is_internal_topic;
-use crate::partition::{FollowerRole, Partition, Role};
+use super::{
+    FollowerRole, Partition, ReplicaManager, Role, Topic, open_partition, remove_topic_data,
+};
+use crate::topics::is_internal_topic;
 
-/// The role loop re-applies the registry this often even without a change (retries logs that
-/// failed to open; cheap: reads come from the registry's in-memory snapshot).
-pub const ROLE_RECHECK_INTERVAL_MS: u64 = 5_000;
+/// What a pass over the registry changed that the layers above follow up on.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The partition counts of the registry's topics changed, or hosted topics went away: the
+    /// group coordinators re-read [`ReplicaManager::topic_partition_counts`].
+    pub topics_changed: bool,
+    /// Topics that left the registry since the previous pass (their commits are tombstoned).
+    pub deleted: Vec<String>,
+}
 
-impl Broker {
-    /// Applies the registry's snapshot: hosting, roles, deletions (module docs). Blocking (file
-    /// I/O); the caller holds the admin lock. `first` marks the pass at start.
-    pub fn apply_registry(self: &Arc<Self>, first: bool) -> Result<()> {
+impl ReplicaManager {
+    /// Applies the registry's snapshot: hosting, roles, deletions (module docs), then starts
+    /// the fetchers the follower roles need. Blocking (file I/O); the caller holds the broker's
+    /// admin lock. `first` marks the pass at start.
+    pub fn apply_registry(self: &Arc<Self>, first: bool) -> Result<Applied> {
         let me = self.config.broker_id;
         let infos = self.registry.topics()?;
         let mut known = BTreeMap::new();
@@ -80,7 +89,7 @@ impl Broker {
             self.remove_unassigned_dirs(&infos);
         }
         let gone: Vec<(String, Arc<Topic>)> = {
-            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+            let mut topics = self.topics.write();
             let names: Vec<String> = topics
                 .keys()
                 .filter(|n| !mine_topics.contains(*n))
@@ -98,7 +107,7 @@ impl Broker {
             }
         }
         let (counts_changed, deleted) = {
-            let mut k = self.known.write().unwrap_or_else(|e| e.into_inner());
+            let mut k = self.known.write();
             let changed = *k != known;
             let deleted: Vec<String> = k
                 .keys()
@@ -108,31 +117,14 @@ impl Broker {
             *k = known;
             (changed, deleted)
         };
-        if counts_changed || !gone.is_empty() {
-            self.groups.topics_changed(self.topic_partition_counts());
-        }
-        if self.registry.is_cluster() {
-            self.sync_group_coordination();
-            // Every coordinator tombstones the commits of a deleted topic in the offsets
-            // partitions it leads (in the background: the appends wait for replicas).
-            if !first
-                && !deleted.is_empty()
-                && let Ok(rt) = tokio::runtime::Handle::try_current()
-            {
-                let groups = self.groups.clone();
-                rt.spawn(async move {
-                    for topic in deleted {
-                        groups.forget_topic(&topic).await;
-                    }
-                });
-            }
-        }
         if followers_changed {
             self.follower_roles.send_modify(|v| *v += 1);
         }
         self.ensure_fetchers();
-        self.applied.send_modify(|v| *v += 1);
-        Ok(())
+        Ok(Applied {
+            topics_changed: counts_changed || !gone.is_empty(),
+            deleted,
+        })
     }
 
     /// Opens the partitions of `info` assigned to this broker that are not open yet.
@@ -145,7 +137,7 @@ impl Broker {
         }
         let config = match &existing {
             Some(t) => t.config.clone(),
-            None => TopicConfig::parse(self.topic_defaults(), &info.configs)?,
+            None => TopicConfig::parse(&self.config.topic_defaults, &info.configs)?,
         };
         let mut partitions = existing
             .as_ref()
@@ -170,16 +162,13 @@ impl Broker {
             partition_count: info.partitions.len() as u32,
             partitions,
         });
-        self.topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(info.name.clone(), topic.clone());
+        self.topics.write().insert(info.name.clone(), topic.clone());
         Ok(topic)
     }
 
     /// Sets one partition's role from its registry state. Returns whether a follower role
     /// changed (the fetchers re-read their partitions then).
-    pub(crate) fn apply_role(&self, p: &Partition, state: &PartitionInfo) -> bool {
+    pub fn apply_role(&self, p: &Partition, state: &PartitionInfo) -> bool {
         let me = self.config.broker_id;
         let epoch = state.leader_epoch;
         p.set_replica_count(state.replicas.len() as u32);
@@ -314,29 +303,5 @@ impl Broker {
                 warn!(error = %Error::io("remove partition directory", entry.path(), e), "removal failed");
             }
         }
-    }
-}
-
-/// Applies the registry on every change (and every `ROLE_RECHECK_INTERVAL_MS`) until shutdown.
-pub async fn run_role_loop(broker: Arc<Broker>) {
-    let mut changes = broker.registry.subscribe();
-    let mut shutdown = broker.shutdown_receiver();
-    loop {
-        tokio::select! {
-            r = changes.changed() => if r.is_err() { return },
-            () = tokio::time::sleep(Duration::from_millis(ROLE_RECHECK_INTERVAL_MS)) => {}
-            _ = shutdown.changed() => return,
-        }
-        changes.borrow_and_update();
-        let admin = broker.admin_lock.lock().await;
-        let b = broker.clone();
-        match tokio::task::spawn_blocking(move || b.apply_registry(false)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(error = %e, "applying the registry failed; retrying on the next change")
-            }
-            Err(e) => warn!(error = %e, "the role pass failed"),
-        }
-        drop(admin);
     }
 }

@@ -1,24 +1,23 @@
-//! The gRPC services: thin wrappers that time each request, call [`Broker`] (or its
-//! [`Groups`](crate::groups::Groups)) and map errors.
+//! The gRPC services: thin wrappers that check ACLs, time each request, call [`Broker`] (or
+//! its [`Groups`](crate::groups::Groups)) and map errors. **Architecture Invariant**: no
+//! request logic here — a new RPC is a method on `Broker` (or `Groups`) plus a wrapper of this
+//! shape.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluiceway_core::ErrorCode;
-use sluiceway_core::registry::TopicInfo;
-use sluiceway_core::topic::{TopicConfig, validate_topic_name};
+use sluiceway_core::acl::{AclBinding, AclOperation, CLUSTER_RESOURCE_NAME, ResourceType};
+use sluiceway_core::scram::{ScramCredential, validate_username};
+use sluiceway_core::topic::validate_topic_name;
+use sluiceway_core::wire::{acl_from_proto, acl_to_proto};
 use sluiceway_proto::v1;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
-use crate::errors::{status, status_from_error, to_proto};
-use crate::groups::{check_group_id, is_internal_topic};
+use crate::errors::{blocking, status_from_error};
+use crate::groups::check_group_id;
 use crate::metrics::RequestMetrics;
 use crate::security::{Authorizer, Principal, principal_of};
-use sluiceway_core::acl::{AclBinding, AclOperation, CLUSTER_RESOURCE_NAME, ResourceType};
-use sluiceway_core::scram::{ScramCredential, validate_username};
-use sluiceway_core::wire::{acl_from_proto, acl_to_proto};
 
 /// Implements the Log, Admin, Registry and Group services over one broker.
 #[derive(Debug, Clone)]
@@ -35,19 +34,6 @@ fn timed<T>(
 ) -> Result<Response<T>, Status> {
     m.record(started, r.is_ok());
     r.map(Response::new)
-}
-
-fn brokers(b: &Broker) -> Result<Vec<v1::BrokerInfo>, Status> {
-    Ok(b.registry
-        .brokers()
-        .map_err(|e| status_from_error(&e))?
-        .into_iter()
-        .map(|i| v1::BrokerInfo {
-            broker_id: i.id.0 as i32,
-            address: i.address,
-            alive: i.alive,
-        })
-        .collect())
 }
 
 impl Service {
@@ -68,9 +54,8 @@ impl Service {
         + 'static,
     ) -> Result<T, Status> {
         let registry = self.broker.registry.clone();
-        tokio::task::spawn_blocking(move || f(registry.as_ref()))
+        blocking(move || f(registry.as_ref()))
             .await
-            .map_err(|e| status(ErrorCode::UnknownServerError, format!("registry task: {e}")))?
             .map_err(|e| status_from_error(&e))
     }
 }
@@ -81,10 +66,6 @@ fn acls_from_proto(acls: &[v1::AclBinding]) -> Result<Vec<AclBinding>, Status> {
         .map(acl_from_proto)
         .collect::<sluiceway_core::Result<Vec<_>>>()
         .map_err(|e| status_from_error(&e))
-}
-
-fn controller_id(b: &Broker) -> i32 {
-    b.registry.controller().map_or(-1, |c| c.0 as i32)
 }
 
 #[tonic::async_trait]
@@ -158,15 +139,7 @@ impl v1::log_server::Log for Service {
         let started = Instant::now();
         // Any principal the listener admitted may have an id: it grants nothing by itself (every
         // produce still needs Write on its topic), as Kafka decided in KIP-679.
-        let r =
-            self.broker
-                .producer_ids
-                .next()
-                .await
-                .map(|producer_id| v1::InitProducerIdResponse {
-                    producer_id,
-                    producer_epoch: 0,
-                });
+        let r = self.broker.init_producer_id().await;
         timed(&self.broker.metrics.init_producer_id, started, r)
     }
 
@@ -249,28 +222,12 @@ impl v1::admin_server::Admin for Service {
         let who = principal_of(&request);
         let r = self
             .broker
-            .registry
-            .topics()
-            .map_err(|e| status_from_error(&e))
-            .map(|topics| v1::ListTopicsResponse {
-                topics: topics
-                    .into_iter()
-                    .filter(|t| !is_internal_topic(&t.name))
-                    .filter(|t| {
-                        self.authz.allowed(
-                            &who,
-                            AclOperation::Describe,
-                            ResourceType::Topic,
-                            &t.name,
-                        )
-                    })
-                    .map(|t| v1::TopicListing {
-                        partitions: t.partitions.len() as u32,
-                        replication_factor: t.replication_factor,
-                        name: t.name,
-                    })
-                    .collect(),
-            });
+            .list_topics(|name| {
+                self.authz
+                    .allowed(&who, AclOperation::Describe, ResourceType::Topic, name)
+            })
+            .map(|topics| v1::ListTopicsResponse { topics })
+            .map_err(|e| status_from_error(&e));
         timed(&self.broker.metrics.admin, started, r)
     }
 
@@ -281,29 +238,13 @@ impl v1::admin_server::Admin for Service {
         let started = Instant::now();
         let who = principal_of(&request);
         let name = request.into_inner().name;
-        let r = (|| {
-            validate_topic_name(&name).map_err(|e| status_from_error(&e))?;
-            self.authz
-                .check(&who, AclOperation::Describe, ResourceType::Topic, &name)?;
-            let info: TopicInfo = self
-                .broker
-                .registry
-                .topic(&name)
-                .map_err(|e| status_from_error(&e))?
-                .ok_or_else(|| {
-                    status(
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("topic {name} does not exist"),
-                    )
-                })?;
-            let effective = TopicConfig::parse(self.broker.topic_defaults(), &info.configs)
-                .map_err(|e| status_from_error(&e))?;
-            Ok(v1::DescribeTopicResponse {
-                topic: Some(self.broker.topic_metadata(&info)),
-                configs: info.configs.clone().into_iter().collect::<HashMap<_, _>>(),
-                effective_configs: effective.to_map().into_iter().collect(),
+        let r = validate_topic_name(&name)
+            .map_err(|e| status_from_error(&e))
+            .and_then(|()| {
+                self.authz
+                    .check(&who, AclOperation::Describe, ResourceType::Topic, &name)
             })
-        })();
+            .and_then(|()| self.broker.describe_topic(&name));
         timed(&self.broker.metrics.admin, started, r)
     }
 
@@ -429,11 +370,10 @@ impl Service {
         self.check_cluster(&who, AclOperation::Alter)?;
         validate_username(&req.name).map_err(|e| status_from_error(&e))?;
         // PBKDF2 with a fresh salt, off the runtime's workers.
-        let credential = tokio::task::spawn_blocking(move || {
+        let credential = blocking(move || {
             ScramCredential::new(&req.password, req.iterations).map(|c| (req.name, c))
         })
         .await
-        .map_err(|e| status(ErrorCode::UnknownServerError, format!("hashing task: {e}")))?
         .map_err(|e| status_from_error(&e))?;
         let (name, credential) = credential;
         self.registry_call(move |r| r.put_credential(&name, &credential))
@@ -449,10 +389,14 @@ impl v1::registry_server::Registry for Service {
         _request: Request<v1::ListBrokersRequest>,
     ) -> Result<Response<v1::ListBrokersResponse>, Status> {
         let started = Instant::now();
-        let r = brokers(&self.broker).map(|brokers| v1::ListBrokersResponse {
-            brokers,
-            controller_id: controller_id(&self.broker),
-        });
+        let r = self
+            .broker
+            .brokers()
+            .map(|brokers| v1::ListBrokersResponse {
+                brokers,
+                controller_id: self.broker.controller_id(),
+            })
+            .map_err(|e| status_from_error(&e));
         timed(&self.broker.metrics.metadata, started, r)
     }
 
@@ -463,61 +407,22 @@ impl v1::registry_server::Registry for Service {
         let started = Instant::now();
         let who = principal_of(&request);
         let req = request.into_inner();
-        let describe = |name: &str| {
-            self.authz
-                .allowed(&who, AclOperation::Describe, ResourceType::Topic, name)
-        };
-        let r = (|| {
-            let b = &self.broker;
-            let topics = if req.topics.is_empty() {
-                b.registry
-                    .topics()
-                    .map_err(|e| status_from_error(&e))?
-                    .iter()
-                    .filter(|t| !is_internal_topic(&t.name) && describe(&t.name))
-                    .map(|t| b.topic_metadata(t))
-                    .collect()
-            } else {
-                let mut out = Vec::with_capacity(req.topics.len());
-                for name in &req.topics {
-                    let meta = match validate_topic_name(name) {
-                        Err(e) => error_topic(name, e.code(), e.to_string()),
-                        Ok(()) if !describe(name) => error_topic(
-                            name,
-                            ErrorCode::TopicAuthorizationFailed,
-                            format!("principal {who} is not authorized to Describe Topic {name:?}"),
-                        ),
-                        Ok(()) => {
-                            match b.registry.topic(name).map_err(|e| status_from_error(&e))? {
-                                Some(info) => b.topic_metadata(&info),
-                                None => error_topic(
-                                    name,
-                                    ErrorCode::UnknownTopicOrPartition,
-                                    format!("topic {name} does not exist"),
-                                ),
-                            }
-                        }
-                    };
-                    out.push(meta);
+        let r = self
+            .broker
+            .metadata(&req.topics, |name| {
+                if self
+                    .authz
+                    .allowed(&who, AclOperation::Describe, ResourceType::Topic, name)
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "principal {who} is not authorized to Describe Topic {name:?}"
+                    ))
                 }
-                out
-            };
-            Ok(v1::GetMetadataResponse {
-                brokers: brokers(b)?,
-                topics,
-                controller_id: controller_id(b),
             })
-        })();
+            .map_err(|e| status_from_error(&e));
         timed(&self.broker.metrics.metadata, started, r)
-    }
-}
-
-fn error_topic(name: &str, code: ErrorCode, message: String) -> v1::TopicMetadata {
-    v1::TopicMetadata {
-        name: name.to_owned(),
-        error_code: to_proto(code),
-        error_message: message,
-        partitions: Vec::new(),
     }
 }
 

@@ -1,5 +1,7 @@
 //! Running a broker: bind, serve gRPC with bounded connections, housekeeping tasks, metrics, and
-//! a graceful shutdown on SIGTERM / SIGINT.
+//! a graceful shutdown on SIGTERM / SIGINT. The top layer of the crate with `cli`: `service.rs`
+//! (the gRPC services, thin wrappers over [`Broker`]) and `metrics_http.rs` (the metrics
+//! endpoint) live here.
 //!
 //! Start order: open the registry (embedded: the file in the data directory; etcd: connect) →
 //! take the data directory → bind → register this broker with its advertised address (the bound
@@ -32,7 +34,9 @@ use sluiceway_core::error::error_chain;
 use sluiceway_core::limits::{
     CONNECTION_FIRST_BYTES_TIMEOUT_MS, CONNECTIONS_MAX, HTTP2_CONNECTION_WINDOW_BYTES,
     HTTP2_FRAME_BYTES_MAX, HTTP2_STREAM_WINDOW_BYTES, LOG_TICK_INTERVAL_MS, REQUEST_BYTES_MAX,
-    RESPONSE_BYTES_MAX, SHUTDOWN_GRACE_MS, STREAMS_PER_CONNECTION_MAX,
+    RESPONSE_BYTES_MAX, SERVER_ACCEPT_RETRY_MS, SERVER_ACCEPTED_QUEUE_CONNECTIONS,
+    SERVER_KEEPALIVE_INTERVAL_MS, SERVER_KEEPALIVE_TIMEOUT_MS, SHUTDOWN_GRACE_MS,
+    STREAMS_PER_CONNECTION_MAX,
 };
 use sluiceway_core::{Error, Result};
 use sluiceway_proto::v1;
@@ -44,11 +48,15 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::{debug, error, info, warn};
 
-use crate::broker::Broker;
+pub mod metrics_http;
+pub mod service;
+
+use crate::broker::{Broker, open_registry, run_role_loop};
 use crate::config::BrokerConfig;
-use crate::metrics;
+use crate::errors::blocking;
+use crate::replication::run_isr_timer;
 use crate::security::{Authenticate, Authorizer, RefusePlaintext};
-use crate::service::Service;
+use service::Service;
 
 /// An accepted connection holding its connection slot until dropped.
 #[derive(Debug)]
@@ -121,8 +129,8 @@ where
 {
     let mut builder = builder
         .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(Duration::from_millis(SERVER_KEEPALIVE_INTERVAL_MS)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(SERVER_KEEPALIVE_TIMEOUT_MS)))
         .tcp_nodelay(true)
         .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
@@ -179,7 +187,7 @@ async fn accept_loop(
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(SERVER_ACCEPT_RETRY_MS)).await;
                     continue;
                 }
             },
@@ -261,12 +269,10 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
     let listen = config.listen;
     let metrics_listen = config.metrics_listen;
     let retention_interval = Duration::from_millis(config.retention_check_interval_ms);
-    let registry = crate::broker::open_registry(&config).await?;
+    let registry = open_registry(&config).await?;
     let broker = {
         let (config, registry) = (config.clone(), registry.clone());
-        tokio::task::spawn_blocking(move || Broker::open(config, registry))
-            .await
-            .map_err(|e| crate::broker::internal(format!("opening the broker failed: {e}")))??
+        blocking(move || Broker::open(config, registry)).await?
     };
     let broker = Arc::new(broker);
     let listener = TcpListener::bind(listen)
@@ -281,18 +287,14 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
         .unwrap_or_else(|| bound.to_string());
     {
         let (b, a) = (broker.clone(), advertised.clone());
-        tokio::task::spawn_blocking(move || b.registry.register_broker(b.config.broker_id, &a))
-            .await
-            .map_err(|e| crate::broker::internal(format!("registering failed: {e}")))??;
+        blocking(move || b.registry.register_broker(b.config.broker_id, &a)).await?;
     }
     // Open the assigned partitions and take their roles before serving, so the first requests
     // find them.
     {
         let b = broker.clone();
         let admin = broker.admin_lock.lock().await;
-        tokio::task::spawn_blocking(move || b.apply_registry(true))
-            .await
-            .map_err(|e| crate::broker::internal(format!("applying the registry failed: {e}")))??;
+        blocking(move || b.apply_registry(true)).await?;
         drop(admin);
     }
 
@@ -306,7 +308,7 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
             .map_err(|e| Error::io("local address of", addr.to_string(), e))?;
         info!(address = %local, "metrics endpoint listening");
         println!("metrics on {local}");
-        background.push(tokio::spawn(metrics::serve(l, broker.clone())));
+        background.push(tokio::spawn(metrics_http::serve(l, broker.clone())));
     }
     {
         let b = broker.clone();
@@ -333,11 +335,11 @@ pub async fn run(config: BrokerConfig) -> Result<()> {
     background.push(tokio::spawn(
         broker.groups.clone().run_timer(broker.shutdown_receiver()),
     ));
-    background.push(tokio::spawn(crate::roles::run_role_loop(broker.clone())));
-    background.push(tokio::spawn(crate::replica::run_isr_timer(broker.clone())));
+    background.push(tokio::spawn(run_role_loop(broker.clone())));
+    background.push(tokio::spawn(run_isr_timer(broker.replicas.clone())));
 
-    let (tx, rx) = mpsc::channel(64);
-    let (plain_tx, plain_rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(SERVER_ACCEPTED_QUEUE_CONNECTIONS);
+    let (plain_tx, plain_rx) = mpsc::channel(SERVER_ACCEPTED_QUEUE_CONNECTIONS);
     let tls = broker.config.security.server_tls()?;
     let tls_on = tls.is_some();
     let plain_tx = tls_on.then_some(plain_tx);
