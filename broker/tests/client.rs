@@ -1,5 +1,5 @@
 //! The client core (`sluiceway_core::client`) against the real broker binary: the conformance
-//! scenarios (C1–C3, C5–C7, C10–C13 of `conformance.md`), fail-over between bootstrap
+//! scenarios (C1–C3, C5–C7, C10–C13 of `docs/CONFORMANCE.md`), fail-over between bootstrap
 //! addresses, and metadata refresh across a broker restart.
 
 use std::collections::{BTreeMap, HashMap};

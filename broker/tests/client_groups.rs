@@ -1,5 +1,5 @@
 //! Consumer groups through the client core (`Consumer::subscribe`) against the real broker:
-//! C8 (split) and C9 (broadcast) of `conformance.md`, issue 4's three members over six
+//! C8 (split) and C9 (broadcast) of `docs/CONFORMANCE.md`, issue 4's three members over six
 //! partitions, a member killed with `kill -9` (a separate process: this test binary re-run as
 //! the ignored test `child_group_member`), a member dropped without leaving, resuming from
 //! broker-committed offsets after every member restarted, and close → LeaveGroup → immediate

@@ -1,4 +1,4 @@
-// Conformance scenarios C1–C16 (../shared/conformance.md) against a real broker.
+// Conformance scenarios C1–C16 (docs/CONFORMANCE.md) against a real broker.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { readdirSync, readFileSync } from 'node:fs'

@@ -1,5 +1,5 @@
 """The Python binding against a real broker: conformance scenarios C1–C16
-(../shared/conformance.md) and the binding surface (errors, arguments, asyncio, Ctrl-C, fork)."""
+(docs/CONFORMANCE.md) and the binding surface (errors, arguments, asyncio, Ctrl-C, fork)."""
 
 from __future__ import annotations
 

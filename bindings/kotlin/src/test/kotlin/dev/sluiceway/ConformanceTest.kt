@@ -1,4 +1,4 @@
-// The conformance scenarios of ../shared/conformance.md (C1–C16 where the binding exposes them)
+// The conformance scenarios of docs/CONFORMANCE.md (C1–C16 where the binding exposes them)
 // and the Kotlin surface: suspend producer, Flows with rebalance events, typed exceptions.
 package dev.sluiceway
 
