@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use sluiceway_core::format::{Compression, RecordBatchBuilder};
-use sluiceway_core::storage::{Clock, FlushPolicy, LogConfig, ManualClock, PartitionLog};
+use sluiceway_core::storage::{
+    AppendInfo, Clock, FlushPolicy, LogConfig, ManualClock, PartitionLog,
+};
 use sluiceway_core::{Error, ErrorCode, Offset, TimestampMs};
 
 const T0: i64 = 1_700_000_000_000;
@@ -74,6 +76,11 @@ fn append(log: &PartitionLog, set: &[u8]) -> Result<(u64, u64, bool), Error> {
     Ok((info.base_offset.0, info.last_offset.0, info.duplicate))
 }
 
+/// Each batch's first offset as the append answered them.
+fn bases(info: &AppendInfo) -> Vec<u64> {
+    info.batch_base_offsets.iter().map(|o| o.0).collect()
+}
+
 fn code(r: Result<(u64, u64, bool), Error>) -> ErrorCode {
     r.unwrap_err().code()
 }
@@ -139,13 +146,7 @@ fn a_retry_of_several_batches_is_answered_per_batch_and_writes_only_the_new_ones
     append(&log, &batch(5, 0, 0, 3)).unwrap();
     // The retry repeats both batches and brings a new one: only that one is written.
     let info = log.append_in_epoch(&mut set(&[&b0, &b1, &b2]), 1).unwrap();
-    assert_eq!(
-        info.batch_base_offsets
-            .iter()
-            .map(|o| o.0)
-            .collect::<Vec<_>>(),
-        [0, 2, 8]
-    );
+    assert_eq!(bases(&info), [0, 2, 8]);
     assert_eq!(
         (info.base_offset.0, info.last_offset.0, info.duplicate),
         (0, 9, false)
@@ -155,13 +156,7 @@ fn a_retry_of_several_batches_is_answered_per_batch_and_writes_only_the_new_ones
     // All three again: all duplicates, each at its offsets, nothing written.
     let info = log.append_in_epoch(&mut set(&[&b0, &b1, &b2]), 1).unwrap();
     assert!(info.duplicate);
-    assert_eq!(
-        info.batch_base_offsets
-            .iter()
-            .map(|o| o.0)
-            .collect::<Vec<_>>(),
-        [0, 2, 8]
-    );
+    assert_eq!(bases(&info), [0, 2, 8]);
     assert_eq!(log.log_end_offset(), Offset(10));
     // A gap inside a set, and a set mixing producers or plain entries, are refused whole.
     let e = log

@@ -1336,6 +1336,18 @@ mod tests {
         assert!(acc.is_empty());
     }
 
+    /// An idempotent producer's accumulator whose batches hold three one-byte records.
+    fn idempotent_accumulator(producer_id: i64) -> Accumulator {
+        let per = record_size(None, Some(b"v"), &[]);
+        Accumulator::new(
+            (per * 3) as u32,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            Arc::default(),
+        )
+        .with_idempotence(producer_id)
+    }
+
     /// The producer fields of a drained idempotent set (one batch).
     fn stamp_of(d: &Drained) -> (i64, i16, i32, u32) {
         let h = crate::format::v2::BatchHeader::parse(&d.set).unwrap();
@@ -1355,14 +1367,7 @@ mod tests {
     #[test]
     fn idempotent_batches_are_stamped_once_and_a_lost_one_bumps_the_epoch() {
         let now = Instant::now();
-        let per = record_size(None, Some(b"v"), &[]);
-        let mut acc = Accumulator::new(
-            (per * 3) as u32,
-            Duration::ZERO,
-            Duration::from_secs(60),
-            Arc::default(),
-        )
-        .with_idempotence(42);
+        let mut acc = idempotent_accumulator(42);
         for _ in 0..9 {
             let _ = acc.append(&tp(0), 1, None, Some(b"v"), &[], now, None);
         }
@@ -1407,14 +1412,7 @@ mod tests {
     #[test]
     fn idempotent_requests_carry_consecutive_batches_renumbered_after_a_bump() {
         let now = Instant::now();
-        let per = record_size(None, Some(b"v"), &[]);
-        let mut acc = Accumulator::new(
-            (per * 3) as u32,
-            Duration::ZERO,
-            Duration::from_secs(60),
-            Arc::default(),
-        )
-        .with_idempotence(7);
+        let mut acc = idempotent_accumulator(7);
         let futures: Vec<DeliveryFuture> = (0..9)
             .map(|_| acc.append(&tp(0), 1, None, Some(b"v"), &[], now, None).0)
             .collect();
