@@ -12,7 +12,7 @@
 //! passes the clock reading, so tests drive it exactly. `group::offsets` uses [`murmur2`] too
 //! (a group's `__consumer_offsets` partition).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 /// Kafka's `Utils.murmur2` (MurmurHash2, 32-bit, seed `0x9747b28c`), bit for bit.
@@ -84,7 +84,7 @@ pub struct Partitioner {
     batch_bytes: usize,
     /// `linger.ms`: how long a sticky partition is kept at most.
     linger: Duration,
-    topics: HashMap<String, Option<Sticky>>,
+    topics: FxHashMap<String, Option<Sticky>>,
 }
 
 /// One topic's view of a [`Partitioner`] (see [`Partitioner::topic`]).
@@ -100,7 +100,7 @@ impl Partitioner {
         Partitioner {
             batch_bytes,
             linger,
-            topics: HashMap::new(),
+            topics: FxHashMap::default(),
         }
     }
 

@@ -47,6 +47,8 @@
 //! error), which `flush` and `close` report and reset.
 
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -626,8 +628,9 @@ pub(crate) struct Drained {
 /// Per-partition batching (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Accumulator {
-    queues: HashMap<BatchKey, PartitionQueue>,
-    topics: HashMap<String, Arc<str>>,
+    /// FxHash: looked up for every record (see `Cargo.toml` on `rustc-hash`).
+    queues: FxHashMap<BatchKey, PartitionQueue>,
+    topics: FxHashMap<String, Arc<str>>,
     batch_size: usize,
     linger: Duration,
     /// `message.format.version`: the magic batches are written in.
@@ -695,8 +698,8 @@ impl Accumulator {
         tally: Arc<FailureTally>,
     ) -> Accumulator {
         Accumulator {
-            queues: HashMap::new(),
-            topics: HashMap::new(),
+            queues: FxHashMap::default(),
+            topics: FxHashMap::default(),
             batch_size: batch_size as usize,
             linger,
             magic: MAGIC_V1,

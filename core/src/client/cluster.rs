@@ -103,7 +103,8 @@ pub(crate) fn needs_metadata_refresh(code: ErrorCode) -> bool {
 struct Cache {
     /// broker id → address, from the last answer.
     brokers: HashMap<i32, String>,
-    topics: HashMap<String, Arc<TopicMetadata>>,
+    /// FxHash: looked up for every record a producer sends (see `Cargo.toml` on `rustc-hash`).
+    topics: rustc_hash::FxHashMap<String, Arc<TopicMetadata>>,
     /// Topics asked about that the registry said do not exist, and when it said so (answered
     /// from cache for [`CLIENT_MISSING_TOPIC_TTL_MS`]).
     missing: HashMap<String, Instant>,
