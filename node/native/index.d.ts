@@ -33,7 +33,7 @@ export declare class NativeConsumer {
   unsubscribe(): Promise<void>
   /**
    * Records or rebalance events, waiting up to `timeoutMs` (absent: the core's
-   * `CONSUMER_POLL_TIMEOUT_MS_DEFAULT`) (core `poll_batch`).
+   * `CONSUMER_POLL_TIMEOUT_MS_DEFAULT`) (core `poll_columns`).
    */
   pollBatch(timeoutMs?: number | undefined | null, maxRecords?: number | undefined | null): Promise<JsPollBatch>
   /** Moves a partition's position. */

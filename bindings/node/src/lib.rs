@@ -28,15 +28,14 @@
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, Float64Array, Int32Array, Status, Uint8Array, Uint32Array};
 use napi_derive::napi;
 use sluiceway_core::client::{
-    Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, NewTopic,
-    OffsetSpec, PartitionOffset, Producer, ProducerConfig, ProducerRecord, RebalanceEvent,
+    Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetSpec,
+    PartitionOffset, Producer, ProducerConfig, ProducerRecord, RebalanceEvent, RecordColumns,
     RecordHeader, SendSettings, TimestampType, TopicMetadata, TopicPartition,
 };
 use sluiceway_core::limits::CONSUMER_POLL_TIMEOUT_MS_DEFAULT;
@@ -621,95 +620,43 @@ pub struct JsRecordBatch {
     pub header_value_lengths: Option<Int32Array>,
 }
 
-/// Appends `b` to `data` and its length (-1 for none) to `lengths`.
-fn push_bytes(data: &mut Vec<u8>, lengths: &mut Vec<i32>, b: &Option<Bytes>) {
-    match b {
-        Some(b) => {
-            data.extend_from_slice(b);
-            // A record's key or value is below MESSAGE_SET_BYTES_MAX, far below 2^31.
-            lengths.push(b.len() as i32);
-        }
-        None => lengths.push(-1),
-    }
-}
-
-fn record_batch(records: &[ConsumerRecord]) -> JsRecordBatch {
-    let n = records.len();
-    let mut topics: Vec<String> = Vec::new();
-    let mut topic_index = Vec::with_capacity(n);
-    let mut partitions = Vec::with_capacity(n);
+/// The core's poll columns as napi values: the byte buffers and length columns move as they
+/// are, offsets and timestamps become exact doubles (or text, see [`Exact`]).
+fn record_batch(c: RecordColumns) -> JsRecordBatch {
+    let n = c.len();
     let mut offsets = Exact::offsets(n);
-    let mut timestamps = Exact::timestamps(n);
-    let mut log_append_time = Vec::with_capacity(n);
-    let (mut keys, mut key_lengths) = (Vec::new(), Vec::with_capacity(n));
-    let value_bytes = records
-        .iter()
-        .map(|r| r.value.as_ref().map_or(0, Bytes::len))
-        .sum();
-    let (mut values, mut value_lengths) = (Vec::with_capacity(value_bytes), Vec::with_capacity(n));
-    // The topic of the previous record and its index: records come in runs of one partition,
-    // and a run's records share one `Arc<str>`, so most records cost a pointer comparison.
-    let mut last: Option<(&Arc<str>, usize)> = None;
-    for r in records {
-        let t = match last {
-            Some((topic, t)) if Arc::ptr_eq(topic, &r.topic) => t,
-            // A poll holds a handful of topics: a scan beats hashing.
-            _ => match topics.iter().position(|t| **t == *r.topic) {
-                Some(t) => t,
-                None => {
-                    topics.push(r.topic.to_string());
-                    topics.len() - 1
-                }
-            },
-        };
-        last = Some((&r.topic, t));
-        topic_index.push(t as u32);
-        partitions.push(r.partition);
-        offsets.push_offset(r.offset.0);
-        timestamps.push_timestamp(r.timestamp);
-        log_append_time.push(u8::from(r.timestamp_type == TimestampType::LogAppendTime));
-        push_bytes(&mut keys, &mut key_lengths, &r.key);
-        push_bytes(&mut values, &mut value_lengths, &r.value);
+    for &o in &c.offsets {
+        offsets.push_offset(o);
     }
+    let mut timestamps = Exact::timestamps(n);
+    for &t in &c.timestamps {
+        timestamps.push_timestamp(t);
+    }
+    let log_append_time: Vec<u8> = c
+        .timestamp_types
+        .iter()
+        .map(|&t| u8::from(t == TimestampType::LogAppendTime))
+        .collect();
     let (offsets, offsets_text) = offsets.finish();
     let (timestamps, timestamps_text) = timestamps.finish();
-    let (header_counts, header_keys, header_values, header_value_lengths) =
-        if records.iter().any(|r| !r.headers.is_empty()) {
-            let mut counts = Vec::with_capacity(n);
-            let (mut keys, mut values, mut lengths) = (Vec::new(), Vec::new(), Vec::new());
-            for r in records {
-                counts.push(r.headers.len() as u32);
-                for h in &r.headers {
-                    keys.push(h.key.clone());
-                    push_bytes(&mut values, &mut lengths, &h.value);
-                }
-            }
-            (
-                Some(counts.into()),
-                Some(keys),
-                Some(values.into()),
-                Some(lengths.into()),
-            )
-        } else {
-            (None, None, None, None)
-        };
+    let headers = !c.header_counts.is_empty();
     JsRecordBatch {
-        topics,
-        topic_index: topic_index.into(),
-        partitions: partitions.into(),
+        topics: c.topics.iter().map(|t| t.to_string()).collect(),
+        topic_index: c.topic_index.into(),
+        partitions: c.partitions.into(),
         offsets,
         offsets_text,
         timestamps,
         timestamps_text,
         log_append_time: log_append_time.into(),
-        keys: keys.into(),
-        key_lengths: key_lengths.into(),
-        values: values.into(),
-        value_lengths: value_lengths.into(),
-        header_counts,
-        header_keys,
-        header_values,
-        header_value_lengths,
+        keys: c.keys.into(),
+        key_lengths: c.key_lengths.into(),
+        values: c.values.into(),
+        value_lengths: c.value_lengths.into(),
+        header_counts: headers.then(|| c.header_counts.into()),
+        header_keys: headers.then_some(c.header_keys),
+        header_values: headers.then(|| c.header_values.into()),
+        header_value_lengths: headers.then(|| c.header_value_lengths.into()),
     }
 }
 
@@ -781,7 +728,7 @@ impl NativeConsumer {
     }
 
     /// Records or rebalance events, waiting up to `timeoutMs` (absent: the core's
-    /// `CONSUMER_POLL_TIMEOUT_MS_DEFAULT`) (core `poll_batch`).
+    /// `CONSUMER_POLL_TIMEOUT_MS_DEFAULT`) (core `poll_columns`).
     #[napi]
     pub async fn poll_batch(
         &self,
@@ -791,11 +738,11 @@ impl NativeConsumer {
         let timeout_ms = timeout_ms.unwrap_or(CONSUMER_POLL_TIMEOUT_MS_DEFAULT);
         let batch = self
             .inner
-            .poll_batch(Duration::from_millis(u64::from(timeout_ms)), max_records)
+            .poll_columns(Duration::from_millis(u64::from(timeout_ms)), max_records)
             .await
             .map_err(reject)?;
         Ok(JsPollBatch {
-            records: record_batch(&batch.records),
+            records: record_batch(batch.records),
             events: batch
                 .events
                 .into_iter()

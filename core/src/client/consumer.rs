@@ -13,7 +13,7 @@
 //!   most [`CONSUMER_BUFFER_BYTES_MAX`]) bytes are buffered, so `poll` usually returns without a
 //!   round trip; paused partitions are not fetched;
 //! - the fetcher reads only a fetched set's framing (its last offset: where the next fetch
-//!   starts); the `poll` that reaches the set deep-decodes it with [`for_each_record`] (CRCs
+//!   starts); the `poll` that reaches the set deep-decodes it into columns ([`DecodedSet`], CRCs
 //!   checked), so the next fetch is on the wire meanwhile. A compressed wrapper may start before
 //!   the fetch offset: records below it are skipped. A set that fails to decode stops its
 //!   partition there (later chunks go stale, `poll` reports the error, fetching restarts at the
@@ -71,9 +71,10 @@ use super::config::{ConsumerConfig, OffsetReset};
 use super::offset_store::{OffsetStore, STANDALONE_ID};
 use super::runtime::Home;
 
+mod columns;
 mod group;
 use crate::error::{Error, ErrorCode, Result};
-use crate::format::{Entries, TimestampType, for_each_record};
+use crate::format::{Entries, TimestampType};
 use crate::group::TopicPartition;
 use crate::limits::{
     CONSUMER_BUFFER_BYTES_MAX, CONSUMER_EVENTS_MAX, CONSUMER_MAX_POLL_RECORDS_MAX,
@@ -81,6 +82,8 @@ use crate::limits::{
 };
 use crate::types::Offset;
 use crate::wire::{code_from_proto, error_from_status, partition_error};
+pub use columns::RecordColumns;
+use columns::{DecodedSet, RecordSink};
 
 /// One record as `poll` returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +149,13 @@ pub struct PollBatch {
     pub events: Vec<RebalanceEvent>,
 }
 
+/// [`PollBatch`] with the records in columns: what [`Consumer::poll_columns`] returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollColumns {
+    pub records: RecordColumns,
+    pub events: Vec<RebalanceEvent>,
+}
+
 /// A group member's identity at the coordinator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupMembership {
@@ -172,19 +182,19 @@ struct PartState {
 #[derive(Debug)]
 struct Chunk {
     tp: TopicPartition,
+    topic: Arc<str>,
     epoch: u64,
     /// The fetched set, not decoded yet: the fetcher only reads its framing (to know where the
     /// next fetch starts) and the first poll that reaches it decodes it (CRCs, records), so the
     /// next fetch is on the wire while the application's thread decodes this one.
     pending: Option<PendingSet>,
-    records: VecDeque<ConsumerRecord>,
+    decoded: DecodedSet,
     bytes: usize,
 }
 
-/// A fetched set awaiting [`decode`]: records at or after `from`.
+/// A fetched set awaiting [`DecodedSet::decode`]: records at or after `from`.
 #[derive(Debug)]
 struct PendingSet {
-    topic: Arc<str>,
     set: Bytes,
     from: u64,
 }
@@ -562,12 +572,13 @@ impl Inner {
         });
     }
 
-    async fn poll_batch(
+    /// Records (into a new `S`) or rebalance events, for every public poll.
+    async fn poll_into<S: RecordSink>(
         self: &Arc<Self>,
         timeout: Duration,
         max_records: Option<u32>,
         keep_events: bool,
-    ) -> Result<PollBatch> {
+    ) -> Result<(S, Vec<RebalanceEvent>)> {
         let max = match max_records {
             None => self.config.max_poll_records,
             Some(n) if (1..=CONSUMER_MAX_POLL_RECORDS_MAX).contains(&n) => n,
@@ -600,10 +611,7 @@ impl Inner {
                         if revoked && let Some(r) = st.revoke.as_mut() {
                             r.delivered = true;
                         }
-                        return Ok(PollBatch {
-                            records: Vec::new(),
-                            events,
-                        });
+                        return Ok((S::default(), events));
                     }
                     // The caller does not take events: nothing to wait for.
                     self.ack_revoke(&mut st, false);
@@ -614,19 +622,17 @@ impl Inner {
                 if let Some(e) = st.parts.values_mut().find_map(|p| p.error.take()) {
                     return Err(e);
                 }
-                let records = drain_records(&mut st, max);
-                if !records.is_empty() {
+                let mut records = S::default();
+                drain_records(&mut st, max, &mut records);
+                if records.len() > 0 {
                     drop(st);
                     self.wake.notify_one();
-                    return Ok(PollBatch {
-                        records,
-                        events: Vec::new(),
-                    });
+                    return Ok((records, Vec::new()));
                 }
             }
             tokio::select! {
                 _ = &mut notified => {}
-                _ = tokio::time::sleep_until(deadline) => return Ok(PollBatch::default()),
+                _ = tokio::time::sleep_until(deadline) => return Ok((S::default(), Vec::new())),
             }
         }
     }
@@ -868,17 +874,17 @@ impl Consumer {
     /// corrupt record) is returned once, by the next poll.
     pub async fn poll(&self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         op!(async self, |inner| inner
-            .poll_batch(timeout, None, false)
+            .poll_into(timeout, None, false)
             .await
-            .map(|b| b.records))
+            .map(|(records, _)| records))
     }
 
     /// [`Consumer::poll`] for synchronous callers.
     pub fn poll_blocking(&self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         op!(blocking self, |inner| inner
-            .poll_batch(timeout, None, false)
+            .poll_into(timeout, None, false)
             .await
-            .map(|b| b.records))
+            .map(|(records, _)| records))
     }
 
     /// Returns records (at most `max_records`, default `max.poll.records`) or rebalance events
@@ -889,7 +895,23 @@ impl Consumer {
         timeout: Duration,
         max_records: Option<u32>,
     ) -> Result<PollBatch> {
-        op!(async self, |inner| inner.poll_batch(timeout, max_records, true).await)
+        op!(async self, |inner| inner
+            .poll_into(timeout, max_records, true)
+            .await
+            .map(|(records, events)| PollBatch { records, events }))
+    }
+
+    /// [`Consumer::poll_batch`] with the records in columns ([`RecordColumns`]): what a
+    /// binding hands across its language boundary, with no object per record.
+    pub async fn poll_columns(
+        &self,
+        timeout: Duration,
+        max_records: Option<u32>,
+    ) -> Result<PollColumns> {
+        op!(async self, |inner| inner
+            .poll_into(timeout, max_records, true)
+            .await
+            .map(|(records, events)| PollColumns { records, events }))
     }
 
     /// [`Consumer::poll_batch`] for synchronous callers.
@@ -898,7 +920,10 @@ impl Consumer {
         timeout: Duration,
         max_records: Option<u32>,
     ) -> Result<PollBatch> {
-        op!(blocking self, |inner| inner.poll_batch(timeout, max_records, true).await)
+        op!(blocking self, |inner| inner
+            .poll_into(timeout, max_records, true)
+            .await
+            .map(|(records, events)| PollBatch { records, events }))
     }
 
     /// Moves a partition's position: the next `poll` returns records from `offset` on.
@@ -1154,11 +1179,9 @@ impl Drop for Consumer {
     }
 }
 
-/// Takes up to `max` records from the buffer, advancing positions.
-fn drain_records(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
-    // Sized once: a poll of thousands of records would otherwise move them on every growth.
-    let buffered: usize = st.buffer.iter().map(|c| c.records.len()).sum();
-    let mut out = Vec::with_capacity(buffered.min(max));
+/// Moves up to `max` records (counting those already in `out`) from the buffer to `out`,
+/// advancing positions.
+fn drain_records(st: &mut State, max: usize, out: &mut impl RecordSink) {
     let State {
         parts,
         buffer,
@@ -1178,13 +1201,8 @@ fn drain_records(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
         };
         let p = parts.get_mut(&chunk.tp).expect("checked");
         if let Some(pending) = chunk.pending.take() {
-            match decode(
-                &pending.topic,
-                chunk.tp.partition,
-                &pending.set,
-                pending.from,
-            ) {
-                Ok(records) => chunk.records = records,
+            match DecodedSet::decode(pending.set, pending.from) {
+                Ok(decoded) => chunk.decoded = decoded,
                 Err(e) => {
                     // The partition stops before the damaged set: its later chunks become
                     // stale (no record past the damage is returned, so no gap), poll reports
@@ -1200,24 +1218,25 @@ fn drain_records(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
                 }
             }
         }
-        while out.len() < max {
-            let Some(r) = chunk.records.pop_front() else {
-                break;
-            };
-            // The fetcher only buffers records at or after the fetch offset, in order; a
-            // record below the position cannot be here, but dropping one keeps "no repeat" true.
-            if p.position.is_some_and(|pos| r.offset.0 < pos) {
-                continue;
-            }
-            p.position = Some(r.offset.0 + 1);
-            out.push(r);
+        let set = &mut chunk.decoded;
+        // The fetcher only buffers records at or after the fetch offset, in order; a record
+        // below the position cannot be here, but dropping one keeps "no repeat" true.
+        while let Some(offset) = set.next_offset()
+            && p.position.is_some_and(|pos| offset < pos)
+        {
+            set.advance(1);
         }
-        if chunk.records.is_empty() {
+        let n = set.remaining().min(max - out.len());
+        if n > 0 {
+            out.extend(&chunk.topic, chunk.tp.partition, set, n);
+            set.advance(n);
+            p.position = set.last_drained().map(|last| last + 1);
+        }
+        if set.remaining() == 0 {
             *buffered_bytes -= chunk.bytes;
             buffer.pop_front();
         }
     }
-    out
 }
 
 /// The committed offset (unless `by_policy`), else the `auto.offset.reset` answer.
@@ -1418,14 +1437,11 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
                                 *buffered_bytes += set.len();
                                 buffer.push_back(Chunk {
                                     tp: tp.clone(),
+                                    topic,
                                     epoch: *epoch,
                                     bytes: set.len(),
-                                    pending: Some(PendingSet {
-                                        topic,
-                                        set,
-                                        from: *off,
-                                    }),
-                                    records: VecDeque::new(),
+                                    pending: Some(PendingSet { set, from: *off }),
+                                    decoded: DecodedSet::default(),
                                 });
                             }
                             Ok(_) => {}
@@ -1488,52 +1504,6 @@ fn last_offset(set: &[u8]) -> Result<Option<u64>> {
     Ok(last)
 }
 
-/// Deep-decodes a fetched set into records at or after `from`. Uncompressed keys and values
-/// are zero-copy slices of `set`; records from a compressed wrapper are copied out of the
-/// decompression buffer.
-fn decode(
-    topic: &Arc<str>,
-    partition: u32,
-    set: &Bytes,
-    from: u64,
-) -> Result<VecDeque<ConsumerRecord>> {
-    let mut out = VecDeque::new();
-    let mut scratch = Vec::new();
-    let base = set.as_ptr() as usize;
-    let end = base + set.len();
-    let slice = |b: &[u8]| {
-        let p = b.as_ptr() as usize;
-        if p >= base && p + b.len() <= end {
-            set.slice_ref(b)
-        } else {
-            Bytes::copy_from_slice(b)
-        }
-    };
-    for_each_record(set, &mut scratch, |r| {
-        if r.offset.0 < from {
-            return;
-        }
-        out.push_back(ConsumerRecord {
-            topic: topic.clone(),
-            partition,
-            offset: r.offset,
-            timestamp: r.timestamp.0,
-            timestamp_type: r.timestamp_type,
-            key: r.key.map(slice),
-            value: r.value.map(slice),
-            headers: r
-                .headers
-                .iter()
-                .map(|h| RecordHeader {
-                    key: h.key.to_owned(),
-                    value: h.value.map(slice),
-                })
-                .collect(),
-        });
-    })?;
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1568,6 +1538,43 @@ mod tests {
         )
         .unwrap();
         Bytes::from(set)
+    }
+
+    /// `set` decoded from `from` and drained whole as `ConsumerRecord`s.
+    fn decode(
+        topic: &Arc<str>,
+        partition: u32,
+        set: &Bytes,
+        from: u64,
+    ) -> Result<Vec<ConsumerRecord>> {
+        let d = DecodedSet::decode(set.clone(), from)?;
+        let mut out = Vec::new();
+        RecordSink::extend(&mut out, topic, partition, &d, d.remaining());
+        Ok(out)
+    }
+
+    fn drain(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
+        let mut out = Vec::new();
+        drain_records(st, max, &mut out);
+        out
+    }
+
+    /// A buffered chunk of `set`, decoded (`pending: false`) or not.
+    fn chunk(tp: &TopicPartition, epoch: u64, set: Bytes, from: u64, pending: bool) -> Chunk {
+        let bytes = set.len();
+        let (pending, decoded) = if pending {
+            (Some(PendingSet { set, from }), DecodedSet::default())
+        } else {
+            (None, DecodedSet::decode(set, from).unwrap())
+        };
+        Chunk {
+            tp: tp.clone(),
+            topic: Arc::from(tp.topic.as_str()),
+            epoch,
+            pending,
+            decoded,
+            bytes,
+        }
     }
 
     #[test]
@@ -1631,9 +1638,108 @@ mod tests {
         assert!(got.iter().all(|r| r.headers.is_empty()));
     }
 
+    /// The columns `records` would give, built record by record (the reference for the
+    /// columnar drain).
+    fn columns_of(records: &[ConsumerRecord]) -> RecordColumns {
+        let mut c = RecordColumns::default();
+        let push = |data: &mut Vec<u8>, lengths: &mut Vec<i32>, b: &Option<Bytes>| match b {
+            Some(b) => {
+                data.extend_from_slice(b);
+                lengths.push(b.len() as i32);
+            }
+            None => lengths.push(-1),
+        };
+        for r in records {
+            let t = match c.topics.iter().position(|t| *t == r.topic) {
+                Some(t) => t,
+                None => {
+                    c.topics.push(r.topic.clone());
+                    c.topics.len() - 1
+                }
+            };
+            c.topic_index.push(t as u32);
+            c.partitions.push(r.partition);
+            c.offsets.push(r.offset.0);
+            c.timestamps.push(r.timestamp);
+            c.timestamp_types.push(r.timestamp_type);
+            push(&mut c.keys, &mut c.key_lengths, &r.key);
+            push(&mut c.values, &mut c.value_lengths, &r.value);
+        }
+        if records.iter().any(|r| !r.headers.is_empty()) {
+            for r in records {
+                c.header_counts.push(r.headers.len() as u32);
+                for h in &r.headers {
+                    c.header_keys.push(h.key.clone());
+                    push(&mut c.header_values, &mut c.header_value_lengths, &h.value);
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn columns_hold_what_records_hold_across_sets_topics_codecs_and_headers() {
+        use crate::format::{Header, RecordBatchBuilder};
+        let with_headers = |codec, base: u64, n: u8| {
+            let mut b = RecordBatchBuilder::new(codec);
+            for i in 0..n {
+                let key = [b'k', i];
+                let header_value = [i, 0];
+                b.push(
+                    TimestampMs(2000 + i64::from(i)),
+                    (i % 2 == 0).then_some(&key[..]),
+                    (i % 3 != 0).then_some(&[i; 7][..]),
+                    (0..i % 3).map(|j| Header {
+                        key: if j == 0 { "a" } else { "b" },
+                        value: (j == 0).then_some(&header_value[..]),
+                    }),
+                );
+            }
+            as_stored(b.finish().unwrap(), base)
+        };
+        for codec in Compression::ALL {
+            // Chunks of two topics, with and without headers, drained in polls of 1 to 100
+            // records: polls end inside sets and span several.
+            let plans: Vec<(TopicPartition, Bytes)> = vec![
+                (TopicPartition::new("a", 0), stored_set(codec, 0, 10)),
+                (TopicPartition::new("b", 3), with_headers(codec, 20, 9)),
+                (TopicPartition::new("a", 0), stored_set(codec, 10, 4)),
+                (TopicPartition::new("a", 1), with_headers(codec, 0, 5)),
+            ];
+            let state = || {
+                let mut st = State::default();
+                for (tp, set) in &plans {
+                    let from = if tp.topic == "b" { 22 } else { 0 };
+                    st.parts.entry(tp.clone()).or_insert(PartState {
+                        position: Some(from),
+                        epoch: 1,
+                        ..PartState::default()
+                    });
+                    st.buffered_bytes += set.len();
+                    st.buffer.push_back(chunk(tp, 1, set.clone(), from, true));
+                }
+                st
+            };
+            for max in [1, 2, 7, 100] {
+                let (mut by_records, mut by_columns) = (state(), state());
+                let mut total = 0;
+                loop {
+                    let records = drain(&mut by_records, max);
+                    let mut columns = RecordColumns::default();
+                    drain_records(&mut by_columns, max, &mut columns);
+                    assert_eq!(columns, columns_of(&records), "{codec:?} {max}");
+                    if records.is_empty() {
+                        break;
+                    }
+                    total += records.len();
+                }
+                assert_eq!(total, 10 + 7 + 4 + 5, "{codec:?} {max}");
+            }
+        }
+    }
+
     #[test]
     fn drained_records_advance_the_position_and_stale_epochs_are_dropped() {
-        let topic: Arc<str> = Arc::from("t");
         let tp = TopicPartition::new("t", 0);
         let mut st = State::default();
         st.parts.insert(
@@ -1645,30 +1751,24 @@ mod tests {
                 ..PartState::default()
             },
         );
-        let records = decode(&topic, 0, &stored_set(Compression::None, 0, 10), 0).unwrap();
+        let set = stored_set(Compression::None, 0, 10);
         st.buffer.push_back(Chunk {
-            tp: tp.clone(),
-            epoch: 0,
-            pending: None,
-            records: records.clone(),
             bytes: 5,
+            ..chunk(&tp, 0, set.clone(), 0, false)
         });
         st.buffer.push_back(Chunk {
-            tp: tp.clone(),
-            epoch: 1,
-            pending: None,
-            records,
             bytes: 7,
+            ..chunk(&tp, 1, set, 0, false)
         });
         st.buffered_bytes = 12;
-        let got = drain_records(&mut st, 4);
+        let got = drain(&mut st, 4);
         assert_eq!(
             got.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
             [0, 1, 2, 3]
         );
         assert_eq!(st.parts[&tp].position, Some(4));
         assert_eq!(st.buffered_bytes, 7, "the stale chunk was dropped");
-        let got = drain_records(&mut st, 100);
+        let got = drain(&mut st, 100);
         assert_eq!(got.len(), 6);
         assert_eq!(st.parts[&tp].position, Some(10));
         assert_eq!(st.buffered_bytes, 0);
@@ -1676,7 +1776,6 @@ mod tests {
 
     #[test]
     fn a_set_is_decoded_by_the_poll_that_reaches_it_and_damage_stops_the_partition_there() {
-        let topic: Arc<str> = Arc::from("t");
         let tp = TopicPartition::new("t", 0);
         let mut st = State::default();
         st.parts.insert(
@@ -1700,19 +1799,9 @@ mod tests {
             (10, stored_set(Compression::None, 10, 5)),
         ] {
             st.buffered_bytes += set.len();
-            st.buffer.push_back(Chunk {
-                tp: tp.clone(),
-                epoch: 1,
-                bytes: set.len(),
-                pending: Some(PendingSet {
-                    topic: topic.clone(),
-                    set,
-                    from: base,
-                }),
-                records: VecDeque::new(),
-            });
+            st.buffer.push_back(chunk(&tp, 1, set, base, true));
         }
-        let got = drain_records(&mut st, 100);
+        let got = drain(&mut st, 100);
         assert_eq!(
             got.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
             [0, 1, 2, 3, 4],
@@ -1758,17 +1847,18 @@ mod tests {
         let first_epoch = inner.state.lock().parts[&tp].epoch;
         {
             let mut st = inner.state.lock();
-            let topic: Arc<str> = Arc::from("t");
-            let records = decode(&topic, 0, &stored_set(Compression::None, 3, 4), 3).unwrap();
             st.buffer.push_back(Chunk {
-                tp: tp.clone(),
-                epoch: first_epoch,
-                pending: None,
-                records,
                 bytes: 9,
+                ..chunk(
+                    &tp,
+                    first_epoch,
+                    stored_set(Compression::None, 3, 4),
+                    3,
+                    false,
+                )
             });
             st.buffered_bytes = 9;
-            assert_eq!(drain_records(&mut st, 2).len(), 2);
+            assert_eq!(drain(&mut st, 2).len(), 2);
         }
         assert_eq!(inner.revoke_all(), vec![(tp.clone(), 5)]);
         {

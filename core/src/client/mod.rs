@@ -54,8 +54,8 @@ pub use config::{
     Acks, AdminConfig, CommonConfig, ConsumerConfig, OffsetReset, ProducerConfig, SendSettings,
 };
 pub use consumer::{
-    Consumer, ConsumerRecord, GroupMembership, PartitionOffset, PollBatch, RebalanceEvent,
-    RecordHeader,
+    Consumer, ConsumerRecord, GroupMembership, PartitionOffset, PollBatch, PollColumns,
+    RebalanceEvent, RecordColumns, RecordHeader,
 };
 pub use offset_store::OffsetStore;
 pub use producer::{Producer, ProducerRecord};
