@@ -36,7 +36,7 @@
 //!   or fills a batch.
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -112,10 +112,45 @@ impl ProducerRecord {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+/// The wall clock read through the monotonic one: a record's create time costs the `Instant`
+/// its send reads anyway, not a second clock read. The offset between the two clocks is
+/// re-read by [`WallClock::sync`], which the sender calls on every wake-up (per batch, at least
+/// every `metadata.max.age.ms`), so a stepped system clock shows in timestamps from the next
+/// batch on; between syncs the two clocks run at the same (NTP-slewed) rate.
+#[derive(Debug)]
+struct WallClock {
+    origin: Instant,
+    /// Wall-clock ns since the epoch minus ns since `origin`, at the last sync.
+    offset_ns: AtomicI64,
+}
+
+impl WallClock {
+    fn new() -> WallClock {
+        let clock = WallClock {
+            origin: Instant::now(),
+            offset_ns: AtomicI64::new(0),
+        };
+        clock.sync();
+        clock
+    }
+
+    fn sync(&self) {
+        let now = Instant::now();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        self.offset_ns
+            .store(wall - self.since_origin(now), Ordering::Relaxed);
+    }
+
+    fn since_origin(&self, now: Instant) -> i64 {
+        now.saturating_duration_since(self.origin).as_nanos() as i64
+    }
+
+    /// Ms since the epoch at `now`.
+    fn ms(&self, now: Instant) -> i64 {
+        (self.since_origin(now) + self.offset_ns.load(Ordering::Relaxed)).div_euclid(1_000_000)
+    }
 }
 
 #[derive(Debug)]
@@ -133,6 +168,8 @@ struct Inner {
     in_flight: Mutex<HashMap<String, u32>>,
     /// Failed records since the last `flush`/`close` report.
     tally: Arc<FailureTally>,
+    /// Create times of records sent without one.
+    wall: WallClock,
 }
 
 /// An asynchronous producer (see the module docs). Cheap to share behind an `Arc`; every
@@ -196,6 +233,7 @@ impl Producer {
             flushing: AtomicUsize::new(0),
             in_flight: Mutex::new(HashMap::new()),
             tally,
+            wall: WallClock::new(),
         });
         let sender = home.handle().spawn(sender_loop(inner.clone()));
         Ok(Producer {
@@ -538,7 +576,7 @@ fn append_run(
         return false;
     };
     let now = Instant::now();
-    let now_ms = now_ms();
+    let now_ms = inner.wall.ms(now);
     let mut key = BatchKey {
         tp: TopicPartition {
             topic: first.topic.clone(),
@@ -614,7 +652,7 @@ fn append(
             .topic(&topic)
             .partition(None, None, partitions, size, now),
     };
-    let ts = timestamp.unwrap_or_else(now_ms);
+    let ts = timestamp.unwrap_or_else(|| inner.wall.ms(now));
     let key = BatchKey {
         tp: TopicPartition {
             topic,
@@ -737,6 +775,7 @@ async fn sender_loop(inner: Arc<Inner>) {
         if inner.cluster.is_stale() {
             refresh_in_background(&inner);
         }
+        inner.wall.sync();
         let now = Instant::now();
         let mut requests: Vec<(String, Acks, Vec<Drained>)> = Vec::new();
         let mut wake_at: Option<Instant>;
@@ -927,4 +966,32 @@ async fn send_request(inner: Arc<Inner>, address: String, acks: Acks, drained: V
         *n = n.saturating_sub(1);
     }
     inner.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wall_clock_through_the_monotonic_one_reads_the_system_clock() {
+        let wall = WallClock::new();
+        let system_ms = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64
+        };
+        for _ in 0..3 {
+            let before = system_ms();
+            let ms = wall.ms(Instant::now());
+            let after = system_ms();
+            // Between two reads of the system clock, give or take the ms the sync truncated.
+            assert!(before - 1 <= ms && ms <= after + 1, "{before} <= {ms} <= {after}");
+            wall.sync();
+        }
+        // An instant before the clock's origin reads as the origin, never a negative span.
+        if let Some(earlier) = wall.origin.checked_sub(Duration::from_millis(5)) {
+            assert!(wall.ms(earlier) <= system_ms());
+        }
+    }
 }
