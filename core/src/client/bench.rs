@@ -21,7 +21,9 @@
 //!
 //! **Cost per message in the loops**: none of our own beyond the `send` call and one histogram
 //! record. The sender reads the clock once per chunk of up to [`CHUNK_MESSAGES_MAX`] messages,
-//! the rate limiter sleeps once per chunk of *due* messages (not per message), the in-flight
+//! the rate limiter sleeps once per chunk of *due* messages (not per message; the last 2 ms of
+//! a wait on a blocking-pool thread, as precise as the OS's sleep, since tokio's 1 ms timer
+//! would add its lateness to every latency), the in-flight
 //! window is acquired per chunk, and one completion task per producer waits for the chunks in
 //! sending order, reads the clock once per chunk and records the chunk's latencies (at a fixed
 //! rate one record per message, each from its own intended time, computed without a clock
@@ -66,6 +68,8 @@ pub const STAMP_BYTES: usize = 8;
 const LATENCY_US_MAX: u64 = 3_600_000_000;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// The part of a fixed-rate wait left to tokio's timer (1 ms wheel, may fire a tick late).
+const PACE_COARSE: Duration = Duration::from_millis(2);
 
 /// Which loop to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -454,6 +458,23 @@ fn stamped_values(
 }
 
 /// Sends a producer's share (see the module docs); a completion task records latencies.
+/// Waits until `at` with the precision of the OS's sleep (tens of µs) rather than tokio's 1 ms
+/// timer wheel: a fixed-rate run counts latency from each message's intended send time, so a
+/// generator that wakes up to a ms late would charge its own lateness to the system measured
+/// (Kafka's `E2eLatency.java` paces with `LockSupport.parkNanos`, as precise as this).
+async fn pace_until(at: Instant) {
+    if let Some(coarse) = at.checked_sub(PACE_COARSE)
+        && coarse > Instant::now()
+    {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(coarse)).await;
+    }
+    let rest = at.saturating_duration_since(Instant::now());
+    if !rest.is_zero() {
+        // A blocking-pool thread sleeps the rest; the runtime's workers stay free.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
+}
+
 async fn produce_worker(
     producer: Producer,
     plan: ProducerPlan,
@@ -526,7 +547,7 @@ async fn produce_worker(
                 let due = due.min(plan.messages);
                 if due <= sent {
                     let next = start + Duration::from_secs_f64(sent as f64 / r);
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+                    pace_until(next).await;
                     continue;
                 }
                 (due - sent).min(chunk_max)
