@@ -28,6 +28,7 @@
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -278,11 +279,12 @@ fn producer_records(c: JsRecordColumns) -> napi::Result<Vec<ProducerRecord>> {
         check_len("timestamps", t.len())?;
     }
     let mut headers = record_headers(&c, n)?.into_iter();
+    // Shared by the records: no allocation per record.
+    let topics: Vec<Arc<str>> = c.topics.iter().map(|t| Arc::from(t.as_str())).collect();
     let mut records = Vec::with_capacity(n);
     for (i, (value, key)) in values.into_iter().zip(keys).enumerate() {
         let t = c.topic_index.as_ref().map_or(0, |t| t[i] as usize);
-        let topic = c
-            .topics
+        let topic = topics
             .get(t)
             .ok_or_else(|| bad_argument(format!("topicIndex[{i}]: no topic {t}")))?;
         let timestamp = match c.timestamps.as_ref().and_then(|ts| ts[i].as_deref()) {

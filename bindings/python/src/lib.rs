@@ -501,7 +501,7 @@ impl PyProducerConfig {
 }
 
 fn record(
-    topic: String,
+    topic: Arc<str>,
     value: Option<&Bound<'_, PyAny>>,
     key: Option<&Bound<'_, PyAny>>,
     partition: Option<i64>,
@@ -546,12 +546,14 @@ fn batch(
             values.len()
         )));
     }
+    // One topic string shared by the records.
+    let topic: Arc<str> = topic.into();
     values
         .iter()
         .enumerate()
         .map(|(i, v)| {
             let key = keys.as_ref().map(|k| &k[i]);
-            record(topic.to_owned(), Some(v), key, None, None, None)
+            record(topic.clone(), Some(v), key, None, None, None)
         })
         .collect()
 }
@@ -590,7 +592,7 @@ impl PyProducer {
         timestamp: Option<i64>,
         headers: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyDelivery> {
-        let rec = record(topic, value, key, partition, timestamp, headers)?;
+        let rec = record(topic.into(), value, key, partition, timestamp, headers)?;
         let p = self.0.clone();
         let d = py.detach(move || p.send_blocking(rec));
         ok(py, d).map(|d| PyDelivery(Arc::new(d)))
@@ -638,7 +640,7 @@ impl PyProducer {
         timestamp: Option<i64>,
         headers: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let rec = record(topic, value, key, partition, timestamp, headers)?;
+        let rec = record(topic.into(), value, key, partition, timestamp, headers)?;
         let p = self.0.clone();
         bridge(py, async move { p.send(rec).await?.await }, metadata_one)
     }

@@ -248,7 +248,7 @@ pub struct ProducerRecord {
 
 fn to_record(r: ProducerRecord) -> Result<client::ProducerRecord> {
     Ok(client::ProducerRecord {
-        topic: r.topic,
+        topic: r.topic.into(),
         partition: r
             .partition
             .map(|p| to_partition(p, "partition"))

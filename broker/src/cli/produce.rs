@@ -121,6 +121,7 @@ pub(super) async fn produce(args: ProduceArgs) -> Result<ExitCode> {
     let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
     let mut refused = None;
     let mut first_chunk = true;
+    let topic: std::sync::Arc<str> = args.topic.as_str().into();
     'input: while let Some(first) = rx.recv().await {
         // Whatever lines are already waiting go in one call: piped input is sent in large
         // chunks, an interactive line at once (after `linger.ms`).
@@ -140,7 +141,7 @@ pub(super) async fn produce(args: ProduceArgs) -> Result<ExitCode> {
         for mut line in lines {
             line_no += 1;
             let mut record = ProducerRecord {
-                topic: args.topic.clone(),
+                topic: topic.clone(),
                 partition: args.partition,
                 headers: headers.clone(),
                 ..ProducerRecord::default()

@@ -640,6 +640,9 @@ pub(crate) struct Accumulator {
     tally: Arc<FailureTally>,
     /// `enable.idempotence`: the producer id and each partition's (epoch, next sequence).
     idempotence: Option<Idempotence>,
+    /// The key [`Accumulator::append_to`] looks queues up with, kept so that its topic's
+    /// `String` is rewritten in place rather than allocated per record.
+    scratch_key: Option<BatchKey>,
 }
 
 /// The idempotent producer's numbering (see the module docs).
@@ -707,6 +710,7 @@ impl Accumulator {
             next_id: 0,
             tally,
             idempotence: None,
+            scratch_key: None,
         }
     }
 
@@ -758,6 +762,36 @@ impl Accumulator {
     pub(crate) fn with_magic(mut self, magic: u8) -> Accumulator {
         self.magic = magic;
         self
+    }
+
+    /// [`Accumulator::append`] for the queue of (`topic`, `partition`, `settings`), without
+    /// building a [`BatchKey`] (and its topic's `String`) per record.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn append_to(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        settings: SendSettings,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[RecordHeader],
+        now: Instant,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> (DeliveryFuture, bool) {
+        let mut k = self.scratch_key.take().unwrap_or_else(|| BatchKey {
+            tp: TopicPartition::new(topic, partition),
+            settings,
+        });
+        if k.tp.topic != topic {
+            k.tp.topic.clear();
+            k.tp.topic.push_str(topic);
+        }
+        k.tp.partition = partition;
+        k.settings = settings;
+        let appended = self.append(&k, timestamp, key, value, headers, now, permit);
+        self.scratch_key = Some(k);
+        appended
     }
 
     /// Adds one record; returns its future, and whether the sender must be woken: the record

@@ -30,8 +30,8 @@
 //! read). A chunk's latency is when its last record was seen delivered, so a record finishing
 //! early in a chunk, or behind an older chunk on a slower partition, is counted late: the
 //! figures err high, never low. Stamped values (e2e) are cut from one buffer per chunk.
-//! What the client API itself costs per record (`ProducerRecord::topic` is a `String`, a
-//! delivery result carries the topic) is part of what is measured.
+//! What the client API itself costs per record (a delivery result carries the topic) is part
+//! of what is measured.
 //!
 //! Every run is bounded: by `messages` and/or `duration`; a consume run also stops after
 //! [`BENCH_IDLE_MS`] without a record (the topic ran dry) and an e2e run that long after the
@@ -413,7 +413,7 @@ fn share(total: u64, n: usize, i: usize) -> u64 {
 /// One producer's part of a run.
 #[derive(Clone, Debug)]
 struct ProducerPlan {
-    topic: String,
+    topic: Arc<str>,
     size: usize,
     in_flight: usize,
     messages: u64,
@@ -641,7 +641,7 @@ fn spawn_producers(
         .enumerate()
         .map(|(i, producer)| {
             let plan = ProducerPlan {
-                topic: options.topic.clone(),
+                topic: options.topic.as_str().into(),
                 size: options.size,
                 in_flight: options.in_flight,
                 messages: options

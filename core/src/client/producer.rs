@@ -65,7 +65,8 @@ use crate::wire::{TopicMetadata, code_from_proto, error_from_status, partition_e
 /// One record to send.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerRecord {
-    pub topic: String,
+    /// Shared, so that sending many records to one topic costs no allocation per record.
+    pub topic: Arc<str>,
     /// An explicit partition; `None` lets the partitioner choose (key hash, else sticky).
     pub partition: Option<u32>,
     pub key: Option<Bytes>,
@@ -80,7 +81,7 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     /// A keyless record.
-    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
+    pub fn new(topic: impl Into<Arc<str>>, value: impl Into<Bytes>) -> ProducerRecord {
         ProducerRecord {
             topic: topic.into(),
             value: Some(value.into()),
@@ -579,7 +580,7 @@ fn append_run(
     let now_ms = inner.wall.ms(now);
     let mut key = BatchKey {
         tp: TopicPartition {
-            topic: first.topic.clone(),
+            topic: first.topic.to_string(),
             partition: 0,
         },
         settings,
@@ -653,13 +654,6 @@ fn append(
             .partition(None, None, partitions, size, now),
     };
     let ts = timestamp.unwrap_or_else(|| inner.wall.ms(now));
-    let key = BatchKey {
-        tp: TopicPartition {
-            topic,
-            partition: p,
-        },
-        settings,
-    };
     let (future, wake) = {
         let mut acc = inner.acc.lock();
         // Checked again under the accumulator's lock: the sender exits only when it sees the
@@ -668,8 +662,10 @@ fn append(
         if inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed("producer"));
         }
-        acc.append(
-            &key,
+        acc.append_to(
+            &topic,
+            p,
+            settings,
             ts,
             k.as_deref(),
             value.as_deref(),
@@ -986,7 +982,10 @@ mod tests {
             let ms = wall.ms(Instant::now());
             let after = system_ms();
             // Between two reads of the system clock, give or take the ms the sync truncated.
-            assert!(before - 1 <= ms && ms <= after + 1, "{before} <= {ms} <= {after}");
+            assert!(
+                before - 1 <= ms && ms <= after + 1,
+                "{before} <= {ms} <= {after}"
+            );
             wall.sync();
         }
         // An instant before the clock's origin reads as the origin, never a negative span.
