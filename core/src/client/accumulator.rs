@@ -640,7 +640,7 @@ pub(crate) struct Accumulator {
     tally: Arc<FailureTally>,
     /// `enable.idempotence`: the producer id and each partition's (epoch, next sequence).
     idempotence: Option<Idempotence>,
-    /// The key [`Accumulator::append_to`] looks queues up with, kept so that its topic's
+    /// The key [`Accumulator::with_key`] looks queues up with, kept so that its topic's
     /// `String` is rewritten in place rather than allocated per record.
     scratch_key: Option<BatchKey>,
 }
@@ -764,21 +764,16 @@ impl Accumulator {
         self
     }
 
-    /// [`Accumulator::append`] for the queue of (`topic`, `partition`, `settings`), without
-    /// building a [`BatchKey`] (and its topic's `String`) per record.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn append_to(
+    /// Calls `f` with the key of the queue of (`topic`, `partition`, `settings`) without
+    /// building a [`BatchKey`] (and its topic's `String`) per record: the key is kept and its
+    /// topic rewritten in place.
+    pub(crate) fn with_key<R>(
         &mut self,
         topic: &str,
         partition: u32,
         settings: SendSettings,
-        timestamp: i64,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers: &[RecordHeader],
-        now: Instant,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> (DeliveryFuture, bool) {
+        f: impl FnOnce(&mut Accumulator, &BatchKey) -> R,
+    ) -> R {
         let mut k = self.scratch_key.take().unwrap_or_else(|| BatchKey {
             tp: TopicPartition::new(topic, partition),
             settings,
@@ -789,9 +784,9 @@ impl Accumulator {
         }
         k.tp.partition = partition;
         k.settings = settings;
-        let appended = self.append(&k, timestamp, key, value, headers, now, permit);
+        let out = f(self, &k);
         self.scratch_key = Some(k);
-        appended
+        out
     }
 
     /// Adds one record; returns its future, and whether the sender must be woken: the record

@@ -662,17 +662,17 @@ fn append(
         if inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed("producer"));
         }
-        acc.append_to(
-            &topic,
-            p,
-            settings,
-            ts,
-            k.as_deref(),
-            value.as_deref(),
-            &headers,
-            now,
-            Some(permit),
-        )
+        acc.with_key(&topic, p, settings, |acc, key| {
+            acc.append(
+                key,
+                ts,
+                k.as_deref(),
+                value.as_deref(),
+                &headers,
+                now,
+                Some(permit),
+            )
+        })
     };
     if wake {
         inner.wake.notify_one();
