@@ -320,11 +320,7 @@ mod tests {
     #[test]
     fn large_message_sets_are_frames_of_their_own_and_small_ones_are_copied() {
         let resp = response(&[1 << 20, 10, 300_000]);
-        let big: Vec<Bytes> = resp
-            .results
-            .iter()
-            .map(|r| r.message_set.clone())
-            .collect();
+        let big: Vec<Bytes> = resp.results.iter().map(|r| r.message_set.clone()).collect();
         let chunks = encode_response(resp).expect("encodes");
         // prefix+head, set 0, tail 0 + result 1 (with its small set) + head 2, set 2, tail 2.
         assert_eq!(chunks.len(), 5);
