@@ -204,7 +204,9 @@ pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 /// flight together. Credit, not memory: bytes are held only while a reader lags.
 pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 << 20;
 pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
-/// Largest HTTP/2 frame a broker accepts (the default 16 KiB cuts a 1 MiB request into 64).
+/// Largest HTTP/2 frame every broker, client and follower connection accepts. The default
+/// 16 KiB cuts a 1 MiB request or fetch answer into 64 frames, and the receiver then reads the
+/// socket in pieces of at most a frame: ~8 KB per `recv` on a consumer reading a backlog.
 pub const HTTP2_FRAME_BYTES_MAX: u32 = 256 << 10;
 /// Most produce, list-offsets and admin requests the broker works on at once, over all
 /// connections (acks=0 appends still running in the background count too).
