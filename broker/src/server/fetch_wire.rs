@@ -151,36 +151,28 @@ async fn read_request(body: Body) -> Result<v1::FetchRequest, Status> {
 /// `response` as gRPC frame chunks: the 5-byte prefix and every field as prost encodes them,
 /// with each message set of at least [`OWN_FRAME_BYTES_MIN`] its own chunk, not copied.
 fn encode_response(response: v1::FetchResponse) -> Result<VecDeque<Bytes>, Status> {
-    // Exhaustive destructuring: a field added to the proto must be added here too.
+    // Exhaustive: a field added to `FetchResponse` must be encoded here too.
     let v1::FetchResponse { results } = response;
     let mut encoded = Vec::with_capacity(results.len());
     let mut total = 0usize;
-    for r in results {
+    for mut head in results {
+        // Exhaustive: a field added to `FetchPartitionResult` must be placed below too.
         let v1::FetchPartitionResult {
-            topic,
-            partition,
-            error_code,
-            error_message,
-            high_watermark,
-            log_start_offset,
-            log_end_offset,
-            message_set,
-            leader_epochs,
-        } = r;
-        // Fields 1-7, and field 9 alone, as prost writes them (fields in number order).
-        let head = v1::FetchPartitionResult {
-            topic,
-            partition,
-            error_code,
-            error_message,
-            high_watermark,
-            log_start_offset,
-            log_end_offset,
-            message_set: Bytes::new(),
-            leader_epochs: Vec::new(),
-        };
+            topic: _,
+            partition: _,
+            error_code: _,
+            error_message: _,
+            high_watermark: _,
+            log_start_offset: _,
+            log_end_offset: _,
+            message_set: _,
+            leader_epochs: _,
+        } = &head;
+        // `head` keeps fields 1-7 and `tail` field 9 alone, each as prost writes them (fields
+        // in number order); the set (field 8) goes between them.
+        let message_set = std::mem::take(&mut head.message_set);
         let tail = v1::FetchPartitionResult {
-            leader_epochs,
+            leader_epochs: std::mem::take(&mut head.leader_epochs),
             ..Default::default()
         };
         let set_field = if message_set.is_empty() {
