@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use sluiceway_core::client::security::AuthChannel;
 use sluiceway_core::limits::{
-    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, REPLICA_BACKOFF_MS_MAX,
-    REPLICA_BACKOFF_MS_MIN, REPLICA_CONNECT_TIMEOUT_MS, REPLICA_FETCH_PARTITION_BYTES,
-    REPLICA_FETCH_RESPONSE_BYTES, REPLICA_IDLE_WAIT_MS, REPLICA_PAUSE_MS, REPLICA_REQUEST_SLACK_MS,
-    REPLICA_RETRY_MS, RESPONSE_BYTES_MAX,
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX, HTTP2_STREAM_WINDOW_BYTES,
+    REPLICA_BACKOFF_MS_MAX, REPLICA_BACKOFF_MS_MIN, REPLICA_CONNECT_TIMEOUT_MS,
+    REPLICA_FETCH_PARTITION_BYTES, REPLICA_FETCH_RESPONSE_BYTES, REPLICA_IDLE_WAIT_MS,
+    REPLICA_PAUSE_MS, REPLICA_REQUEST_SLACK_MS, REPLICA_RETRY_MS, RESPONSE_BYTES_MAX,
 };
 use sluiceway_core::registry::BrokerId;
 use sluiceway_core::replication::{EpochEntry, TruncationStep, truncation_step};
@@ -137,7 +137,8 @@ fn channel(
         .map_err(|e| format!("cannot connect to broker {source} at {address:?}: {e}"))?
         .tcp_nodelay(true)
         .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES);
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .max_frame_size(HTTP2_FRAME_BYTES_MAX);
     let c = connector.intercept(endpoint.connect_lazy());
     *conn = Some((address, c.clone()));
     Ok(c)

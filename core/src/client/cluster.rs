@@ -42,8 +42,8 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
 use crate::limits::{
     CLIENT_METADATA_REFRESH_MS_MIN, CLIENT_METADATA_TOPICS_MAX, CLIENT_MISSING_TOPIC_TTL_MS,
-    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, REQUEST_BYTES_MAX,
-    REQUEST_PARTITIONS_MAX, RESPONSE_BYTES_MAX,
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX, HTTP2_STREAM_WINDOW_BYTES,
+    REQUEST_BYTES_MAX, REQUEST_PARTITIONS_MAX, RESPONSE_BYTES_MAX,
 };
 use crate::types::Offset;
 use crate::wire::{TopicMetadata, code_from_proto, error_from_status, partition_error};
@@ -180,6 +180,7 @@ impl Cluster {
             .tcp_nodelay(true)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+            .max_frame_size(HTTP2_FRAME_BYTES_MAX)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();

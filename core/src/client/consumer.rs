@@ -81,7 +81,7 @@ use crate::limits::{
     REQUEST_PARTITIONS_MAX,
 };
 use crate::types::Offset;
-use crate::wire::{code_from_proto, error_from_status, partition_error};
+use crate::wire::{code_from_proto, partition_error};
 pub use columns::RecordColumns;
 use columns::{DecodedSet, RecordSink};
 
@@ -1383,14 +1383,8 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
             })
             .collect(),
     };
-    let result = match inner.cluster.log_client(&address) {
-        Ok(mut c) => c
-            .fetch(inner.cluster.request(request, max_wait))
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| error_from_status(&s)),
-        Err(e) => Err(e),
-    };
+    // Decoded from the HTTP/2 frames without tonic's copy (`fetch_call`).
+    let result = super::fetch_call::fetch(&inner.cluster, &address, request, max_wait).await;
     let now = Instant::now();
     let backoff = cfg.common.retry_backoff;
     // An answer that does not have one result per partition asked cannot be matched up: it

@@ -35,6 +35,7 @@ pub mod bench;
 mod cluster;
 pub mod config;
 mod consumer;
+mod fetch_call;
 pub mod offset_store;
 mod producer;
 mod runtime;

@@ -1,0 +1,313 @@
+//! The consumer's Fetch call without tonic's response decoding, so fetched message sets are not
+//! copied on the client.
+//!
+//! Why: tonic's client gathers a response's HTTP/2 DATA frames into one buffer before decoding
+//! it, a copy of every fetched byte (11 % of a consumer's CPU reading a 1 KiB backlog,
+//! docs/benchmarks.md "Consume path"). h2 hands each DATA frame over as a `Bytes` slice of the
+//! buffer it read the socket into, and the broker sends each message set as a DATA frame of its
+//! own (broker `server/fetch_wire.rs`), so here the response is decoded from the list of frames
+//! with [`Frames`], whose `copy_to_bytes` slices instead of copying when the bytes asked for lie
+//! in one frame, which a message set within one frame does. A set split across frames (a
+//! smaller frame size or flow-control window, or another server) is copied once, as before.
+//!
+//! **API Boundary**: the same gRPC call as the generated `LogClient::fetch` — the same path,
+//! headers, timeout, interceptor (credentials) and channel — and the same errors: a transport
+//! failure or a non-OK `grpc-status` becomes the `tonic::Status` tonic would give, mapped by
+//! `error_from_status`.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use sluiceway_proto::prost::Message as _;
+use sluiceway_proto::v1;
+use tonic::Status;
+use tonic::codegen::{Service as _, http};
+
+use super::cluster::Cluster;
+use crate::error::Result;
+use crate::limits::{REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX};
+use crate::wire::error_from_status;
+
+/// The Fetch method's path, as the generated client sends it.
+const FETCH_PATH: &str = "/sluiceway.v1.Log/Fetch";
+/// gRPC's length prefix: a compressed flag (1 byte) and the message length (4, big-endian).
+const GRPC_HEADER_BYTES: usize = 5;
+
+/// Sends `request` to the broker at `address` and decodes its answer; `extra` is added to the
+/// client's request timeout (the long poll's wait).
+pub(crate) async fn fetch(
+    cluster: &Cluster,
+    address: &str,
+    request: v1::FetchRequest,
+    extra: Duration,
+) -> Result<v1::FetchResponse> {
+    let mut channel = cluster.channel(address)?;
+    let len = request.encoded_len();
+    if len > REQUEST_BYTES_MAX as usize {
+        return Err(error_from_status(&Status::out_of_range(format!(
+            "Error, encoded message length too large: found {len} bytes, the limit is: \
+             {REQUEST_BYTES_MAX} bytes"
+        ))));
+    }
+    let mut body = BytesMut::with_capacity(GRPC_HEADER_BYTES + len);
+    body.put_u8(0);
+    body.put_u32(len as u32);
+    request.encode_raw(&mut body);
+    // The timeout travels as tonic writes it (`grpc-timeout`), with the interceptor's
+    // credentials added by the channel like on every other call.
+    let (metadata, extensions, ()) = cluster.request((), extra).into_parts();
+    let mut req = http::Request::new(tonic::body::Body::new(OneChunk(Some(body.freeze()))));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from_static(FETCH_PATH);
+    *req.extensions_mut() = extensions;
+    let headers = req.headers_mut();
+    *headers = metadata.into_headers();
+    headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    let call = async {
+        std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+        channel.call(req).await
+    };
+    let response = call
+        .await
+        .map_err(|e| error_from_status(&Status::from_error(e.into())))?;
+    decode_response(response)
+        .await
+        .map_err(|s| error_from_status(&s))
+}
+
+/// Reads the response's frames and trailers and decodes the message from the frames.
+async fn decode_response<B>(response: http::Response<B>) -> Result<v1::FetchResponse, Status>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = response.into_parts();
+    // A trailers-only answer (an error before any message) has the status in its headers.
+    if let Some(status) = Status::from_header_map(&parts.headers)
+        && status.code() != tonic::Code::Ok
+    {
+        return Err(status);
+    }
+    if parts.status != http::StatusCode::OK {
+        return Err(Status::unknown(format!(
+            "the broker answered HTTP status {} to a fetch",
+            parts.status
+        )));
+    }
+    let mut body = std::pin::pin!(body);
+    let mut frames = Frames::default();
+    let mut trailers = None;
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(|e| Status::from_error(e.into()))?;
+        match frame.into_data() {
+            Ok(data) => {
+                if frames.remaining() + data.len() > GRPC_HEADER_BYTES + RESPONSE_BYTES_MAX as usize
+                {
+                    return Err(too_large(frames.remaining() + data.len()));
+                }
+                frames.push(data);
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+            }
+        }
+    }
+    match trailers.as_ref().and_then(Status::from_header_map) {
+        Some(status) if status.code() == tonic::Code::Ok => {}
+        Some(status) => return Err(status),
+        None => {
+            return Err(Status::internal(
+                "the fetch answer ended without a grpc-status",
+            ));
+        }
+    }
+    if frames.remaining() < GRPC_HEADER_BYTES {
+        return Err(Status::internal("Missing response message."));
+    }
+    let compressed = frames.get_u8();
+    let len = frames.get_u32() as usize;
+    if compressed != 0 {
+        return Err(Status::internal(
+            "the fetch answer is compressed, which this client did not ask for",
+        ));
+    }
+    if len > RESPONSE_BYTES_MAX as usize {
+        return Err(too_large(len));
+    }
+    if len != frames.remaining() {
+        return Err(Status::internal(format!(
+            "the fetch answer's prefix gives {len} bytes but {} follow (one message expected)",
+            frames.remaining()
+        )));
+    }
+    v1::FetchResponse::decode(&mut frames)
+        .map_err(|e| Status::internal(format!("the fetch answer does not decode: {e}")))
+}
+
+/// Tonic's own error for a message above the decoding limit (`error_from_status` knows it).
+fn too_large(found: usize) -> Status {
+    Status::out_of_range(format!(
+        "Error, decoded message length too large: found {found} bytes, the limit is: \
+         {RESPONSE_BYTES_MAX} bytes"
+    ))
+}
+
+/// The DATA frames of a response, read as one buffer.
+#[derive(Debug, Default)]
+struct Frames {
+    chunks: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Frames {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.remaining += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+}
+
+impl Buf for Frames {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |c| &c[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.remaining, "advance past the end of the frames");
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let front = self
+                .chunks
+                .front_mut()
+                .expect("remaining counts the chunks");
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.chunks.pop_front();
+        }
+    }
+
+    /// A slice of the frame when the bytes lie in one (no copy), else a copy.
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        assert!(
+            len <= self.remaining,
+            "copy_to_bytes past the end of the frames"
+        );
+        if let Some(front) = self.chunks.front_mut()
+            && len <= front.len()
+        {
+            let out = front.split_to(len);
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+            self.remaining -= len;
+            return out;
+        }
+        let mut out = BytesMut::with_capacity(len);
+        out.put((&mut *self).take(len));
+        out.freeze()
+    }
+}
+
+/// A request body of one chunk.
+struct OneChunk(Option<Bytes>);
+
+impl http_body::Body for OneChunk {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(parts: &[&[u8]]) -> Frames {
+        let mut f = Frames::default();
+        for p in parts {
+            f.push(Bytes::copy_from_slice(p));
+        }
+        f
+    }
+
+    #[test]
+    fn bytes_within_one_frame_are_sliced_and_across_frames_copied() {
+        let mut f = frames(&[b"abcdef", b"", b"ghij", b"k"]);
+        assert_eq!(f.remaining(), 11);
+        let front_ptr = f.chunk().as_ptr();
+        let a = f.copy_to_bytes(3);
+        assert_eq!(&a[..], b"abc");
+        assert_eq!(a.as_ptr(), front_ptr, "a slice of the frame, not a copy");
+        assert_eq!(&f.copy_to_bytes(5)[..], b"defgh");
+        f.advance(1);
+        assert_eq!(f.chunk(), b"j");
+        assert_eq!(&f.copy_to_bytes(2)[..], b"jk");
+        assert_eq!(f.remaining(), 0);
+        assert!(f.chunk().is_empty());
+    }
+
+    #[test]
+    fn a_response_split_anywhere_decodes_to_the_same_message_with_its_set_uncopied() {
+        let resp = v1::FetchResponse {
+            results: vec![v1::FetchPartitionResult {
+                topic: "t".into(),
+                partition: 3,
+                high_watermark: 10,
+                log_end_offset: 10,
+                message_set: Bytes::from(vec![7u8; 100_000]),
+                leader_epochs: vec![v1::LeaderEpochEntry {
+                    epoch: 1,
+                    start_offset: 4,
+                }],
+                ..Default::default()
+            }],
+        };
+        let encoded = resp.encode_to_vec();
+        for cut in [1, 10, 50_000, encoded.len() - 1] {
+            let mut f = frames(&[&encoded[..cut], &encoded[cut..]]);
+            assert_eq!(v1::FetchResponse::decode(&mut f).expect("decodes"), resp);
+        }
+        // The set in a frame of its own, as the broker sends it: the decoded set points into it.
+        let set_at = encoded.len() - 100_000 - 6; // the leader-epoch entry (6 bytes) follows it
+        let mut f = Frames::default();
+        let whole = Bytes::from(encoded.clone());
+        f.push(whole.slice(..set_at));
+        f.push(whole.slice(set_at..set_at + 100_000));
+        f.push(whole.slice(set_at + 100_000..));
+        let got = v1::FetchResponse::decode(&mut f).expect("decodes");
+        assert_eq!(got, resp);
+        assert_eq!(
+            got.results[0].message_set.as_ptr(),
+            whole[set_at..].as_ptr(),
+            "not copied"
+        );
+    }
+}
