@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use sluiceway_proto::prost::Message as _;
+use sluiceway_proto::prost::Message;
 use sluiceway_proto::v1;
 use tonic::Status;
 use tonic::codegen::{Service as _, http};
@@ -42,24 +42,50 @@ pub(crate) async fn fetch(
     request: v1::FetchRequest,
     extra: Duration,
 ) -> Result<v1::FetchResponse> {
-    let mut channel = cluster.channel(address)?;
     let len = request.encoded_len();
+    check_request_len(len)?;
+    let mut body = BytesMut::with_capacity(GRPC_HEADER_BYTES + len);
+    body.put_u8(0);
+    body.put_u32(len as u32);
+    request.encode_raw(&mut body);
+    call(
+        cluster,
+        address,
+        FETCH_PATH,
+        Chunks::from(vec![body.freeze()]),
+        extra,
+    )
+    .await
+}
+
+/// Tonic's own error for a request above the encoding limit (`error_from_status` knows it).
+pub(super) fn check_request_len(len: usize) -> Result<()> {
     if len > REQUEST_BYTES_MAX as usize {
         return Err(error_from_status(&Status::out_of_range(format!(
             "Error, encoded message length too large: found {len} bytes, the limit is: \
              {REQUEST_BYTES_MAX} bytes"
         ))));
     }
-    let mut body = BytesMut::with_capacity(GRPC_HEADER_BYTES + len);
-    body.put_u8(0);
-    body.put_u32(len as u32);
-    request.encode_raw(&mut body);
+    Ok(())
+}
+
+/// One unary call of the Log service at `path` with a body already framed (gRPC's length
+/// prefix, then the protobuf message, in as many chunks as the caller chose), decoding the
+/// answer from h2's frames.
+pub(super) async fn call<M: Message + Default>(
+    cluster: &Cluster,
+    address: &str,
+    path: &'static str,
+    body: Chunks,
+    extra: Duration,
+) -> Result<M> {
+    let mut channel = cluster.channel(address)?;
     // The timeout travels as tonic writes it (`grpc-timeout`), with the interceptor's
     // credentials added by the channel like on every other call.
     let (metadata, extensions, ()) = cluster.request((), extra).into_parts();
-    let mut req = http::Request::new(tonic::body::Body::new(OneChunk(Some(body.freeze()))));
+    let mut req = http::Request::new(tonic::body::Body::new(body));
     *req.method_mut() = http::Method::POST;
-    *req.uri_mut() = http::Uri::from_static(FETCH_PATH);
+    *req.uri_mut() = http::Uri::from_static(path);
     *req.extensions_mut() = extensions;
     let headers = req.headers_mut();
     *headers = metadata.into_headers();
@@ -81,7 +107,7 @@ pub(crate) async fn fetch(
 }
 
 /// Reads the response's frames and trailers and decodes the message from the frames.
-async fn decode_response<B>(response: http::Response<B>) -> Result<v1::FetchResponse, Status>
+async fn decode_response<M: Message + Default, B>(response: http::Response<B>) -> Result<M, Status>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -95,7 +121,7 @@ where
     }
     if parts.status != http::StatusCode::OK {
         return Err(Status::unknown(format!(
-            "the broker answered HTTP status {} to a fetch",
+            "the broker answered HTTP status {}",
             parts.status
         )));
     }
@@ -124,7 +150,7 @@ where
         Some(status) => return Err(status),
         None => {
             return Err(Status::internal(
-                "the fetch answer ended without a grpc-status",
+                "the broker's answer ended without a grpc-status",
             ));
         }
     }
@@ -135,7 +161,7 @@ where
     let len = frames.get_u32() as usize;
     if compressed != 0 {
         return Err(Status::internal(
-            "the fetch answer is compressed, which this client did not ask for",
+            "the broker's answer is compressed, which this client did not ask for",
         ));
     }
     if len > RESPONSE_BYTES_MAX as usize {
@@ -143,12 +169,12 @@ where
     }
     if len != frames.remaining() {
         return Err(Status::internal(format!(
-            "the fetch answer's prefix gives {len} bytes but {} follow (one message expected)",
+            "the broker's answer's prefix gives {len} bytes but {} follow (one message expected)",
             frames.remaining()
         )));
     }
-    v1::FetchResponse::decode(&mut frames)
-        .map_err(|e| Status::internal(format!("the fetch answer does not decode: {e}")))
+    M::decode(&mut frames)
+        .map_err(|e| Status::internal(format!("the broker's answer does not decode: {e}")))
 }
 
 /// Tonic's own error for a message above the decoding limit (`error_from_status` knows it).
@@ -223,10 +249,24 @@ impl Buf for Frames {
     }
 }
 
-/// A request body of one chunk.
-struct OneChunk(Option<Bytes>);
+/// A request body: its chunks in order, each sent as it is (h2 writes large ones without
+/// copying them into its buffer).
+#[derive(Debug, Default)]
+pub(super) struct Chunks {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+}
 
-impl http_body::Body for OneChunk {
+impl From<Vec<Bytes>> for Chunks {
+    fn from(chunks: Vec<Bytes>) -> Chunks {
+        Chunks {
+            remaining: chunks.iter().map(|c| c.len() as u64).sum(),
+            chunks: chunks.into(),
+        }
+    }
+}
+
+impl http_body::Body for Chunks {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
@@ -234,15 +274,19 @@ impl http_body::Body for OneChunk {
         mut self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+        let next = self.chunks.pop_front();
+        if let Some(c) = &next {
+            self.remaining -= c.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|c| Ok(http_body::Frame::data(c))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_none()
+        self.chunks.is_empty()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
+        http_body::SizeHint::with_exact(self.remaining)
     }
 }
 

@@ -37,6 +37,7 @@ pub mod config;
 mod consumer;
 mod fetch_call;
 pub mod offset_store;
+mod produce_call;
 mod producer;
 mod runtime;
 pub mod security;

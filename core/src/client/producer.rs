@@ -60,7 +60,7 @@ use crate::limits::{
     REQUEST_PARTITIONS_MAX,
 };
 use crate::partitioner::{Partitioner, stateless_partition};
-use crate::wire::{TopicMetadata, code_from_proto, error_from_status, partition_error};
+use crate::wire::{TopicMetadata, code_from_proto, partition_error};
 
 /// One record to send.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -869,14 +869,8 @@ async fn send_request(inner: Arc<Inner>, address: String, acks: Acks, drained: V
             })
             .collect(),
     };
-    let result = match inner.cluster.log_client(&address) {
-        Ok(mut client) => client
-            .produce(inner.cluster.request(request, Duration::ZERO))
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| error_from_status(&s)),
-        Err(e) => Err(e),
-    };
+    // Written around the message sets, without tonic's copy of them (`produce_call`).
+    let result = super::produce_call::produce(&inner.cluster, &address, &request).await;
     let now = Instant::now();
     let backoff = inner.config.common.retry_backoff;
     let retries = inner.config.retries;
