@@ -16,6 +16,9 @@
 //! - Per-partition errors in responses ([`partition_error`]) and metadata
 //!   ([`TopicMetadata::from_proto`]).
 
+use std::collections::VecDeque;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluiceway_proto::v1;
 use tonic::{Code, Status};
 
@@ -249,9 +252,107 @@ pub fn acl_from_proto(a: &v1::AclBinding) -> Result<crate::acl::AclBinding> {
     Ok(b)
 }
 
+/// The DATA frames of an HTTP/2 body (a gRPC request or answer), read as one buffer: h2 hands
+/// each frame over as a `Bytes` slice of the buffer it read the socket into, so decoding a
+/// message from `Frames` gives its `bytes` fields (message sets) as slices of those frames, not
+/// copies, when a field lies within one frame (see `copy_to_bytes`). Tonic's decoder instead
+/// gathers the frames into one buffer first.
+#[derive(Debug, Default)]
+pub struct Frames {
+    chunks: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Frames {
+    /// Appends the next frame.
+    pub fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.remaining += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+}
+
+impl Buf for Frames {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |c| &c[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.remaining, "advance past the end of the frames");
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let front = self
+                .chunks
+                .front_mut()
+                .expect("remaining counts the chunks");
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.chunks.pop_front();
+        }
+    }
+
+    /// A slice of the frame when the bytes lie in one (no copy), else a copy.
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        assert!(
+            len <= self.remaining,
+            "copy_to_bytes past the end of the frames"
+        );
+        if let Some(front) = self.chunks.front_mut()
+            && len <= front.len()
+        {
+            let out = front.split_to(len);
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+            self.remaining -= len;
+            return out;
+        }
+        let mut out = BytesMut::with_capacity(len);
+        out.put((&mut *self).take(len));
+        out.freeze()
+    }
+}
+
+impl FromIterator<Bytes> for Frames {
+    fn from_iter<I: IntoIterator<Item = Bytes>>(frames: I) -> Frames {
+        let mut f = Frames::default();
+        for frame in frames {
+            f.push(frame);
+        }
+        f
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_within_one_frame_are_sliced_and_across_frames_copied() {
+        let mut f: Frames = [&b"abcdef"[..], b"", b"ghij", b"k"]
+            .into_iter()
+            .map(Bytes::from_static)
+            .collect();
+        assert_eq!(f.remaining(), 11);
+        let front_ptr = f.chunk().as_ptr();
+        let a = f.copy_to_bytes(3);
+        assert_eq!(&a[..], b"abc");
+        assert_eq!(a.as_ptr(), front_ptr, "a slice of the frame, not a copy");
+        assert_eq!(&f.copy_to_bytes(5)[..], b"defgh");
+        f.advance(1);
+        assert_eq!(f.chunk(), b"j");
+        assert_eq!(&f.copy_to_bytes(2)[..], b"jk");
+        assert_eq!(f.remaining(), 0);
+        assert!(f.chunk().is_empty());
+    }
 
     /// The proto enum and core's enum agree number for number and name for name.
     #[test]

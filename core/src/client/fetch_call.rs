@@ -27,7 +27,7 @@ use tonic::codegen::{Service as _, http};
 use super::cluster::Cluster;
 use crate::error::Result;
 use crate::limits::{REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX};
-use crate::wire::error_from_status;
+use crate::wire::{Frames, error_from_status};
 
 /// The Fetch method's path, as the generated client sends it.
 const FETCH_PATH: &str = "/sluiceway.v1.Log/Fetch";
@@ -185,70 +185,6 @@ fn too_large(found: usize) -> Status {
     ))
 }
 
-/// The DATA frames of a response, read as one buffer.
-#[derive(Debug, Default)]
-struct Frames {
-    chunks: VecDeque<Bytes>,
-    remaining: usize,
-}
-
-impl Frames {
-    fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.remaining += chunk.len();
-            self.chunks.push_back(chunk);
-        }
-    }
-}
-
-impl Buf for Frames {
-    fn remaining(&self) -> usize {
-        self.remaining
-    }
-
-    fn chunk(&self) -> &[u8] {
-        self.chunks.front().map_or(&[], |c| &c[..])
-    }
-
-    fn advance(&mut self, mut cnt: usize) {
-        assert!(cnt <= self.remaining, "advance past the end of the frames");
-        self.remaining -= cnt;
-        while cnt > 0 {
-            let front = self
-                .chunks
-                .front_mut()
-                .expect("remaining counts the chunks");
-            if cnt < front.len() {
-                front.advance(cnt);
-                return;
-            }
-            cnt -= front.len();
-            self.chunks.pop_front();
-        }
-    }
-
-    /// A slice of the frame when the bytes lie in one (no copy), else a copy.
-    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
-        assert!(
-            len <= self.remaining,
-            "copy_to_bytes past the end of the frames"
-        );
-        if let Some(front) = self.chunks.front_mut()
-            && len <= front.len()
-        {
-            let out = front.split_to(len);
-            if front.is_empty() {
-                self.chunks.pop_front();
-            }
-            self.remaining -= len;
-            return out;
-        }
-        let mut out = BytesMut::with_capacity(len);
-        out.put((&mut *self).take(len));
-        out.freeze()
-    }
-}
-
 /// A request body: its chunks in order, each sent as it is (h2 writes large ones without
 /// copying them into its buffer).
 #[derive(Debug, Default)]
@@ -294,30 +230,6 @@ impl http_body::Body for Chunks {
 mod tests {
     use super::*;
 
-    fn frames(parts: &[&[u8]]) -> Frames {
-        let mut f = Frames::default();
-        for p in parts {
-            f.push(Bytes::copy_from_slice(p));
-        }
-        f
-    }
-
-    #[test]
-    fn bytes_within_one_frame_are_sliced_and_across_frames_copied() {
-        let mut f = frames(&[b"abcdef", b"", b"ghij", b"k"]);
-        assert_eq!(f.remaining(), 11);
-        let front_ptr = f.chunk().as_ptr();
-        let a = f.copy_to_bytes(3);
-        assert_eq!(&a[..], b"abc");
-        assert_eq!(a.as_ptr(), front_ptr, "a slice of the frame, not a copy");
-        assert_eq!(&f.copy_to_bytes(5)[..], b"defgh");
-        f.advance(1);
-        assert_eq!(f.chunk(), b"j");
-        assert_eq!(&f.copy_to_bytes(2)[..], b"jk");
-        assert_eq!(f.remaining(), 0);
-        assert!(f.chunk().is_empty());
-    }
-
     #[test]
     fn a_response_split_anywhere_decodes_to_the_same_message_with_its_set_uncopied() {
         let resp = v1::FetchResponse {
@@ -336,7 +248,10 @@ mod tests {
         };
         let encoded = resp.encode_to_vec();
         for cut in [1, 10, 50_000, encoded.len() - 1] {
-            let mut f = frames(&[&encoded[..cut], &encoded[cut..]]);
+            let mut f: Frames = [&encoded[..cut], &encoded[cut..]]
+                .into_iter()
+                .map(Bytes::copy_from_slice)
+                .collect();
             assert_eq!(v1::FetchResponse::decode(&mut f).expect("decodes"), resp);
         }
         // The set in a frame of its own, as the broker sends it: the decoded set points into it.
