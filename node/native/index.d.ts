@@ -242,7 +242,7 @@ export interface JsPartitionOffset {
   offset?: string
 }
 
-/** What one `pollBatch` returns: records, or rebalance events. */
+/** What one `pollBatch` returns: records, or rebalance events. Only ever returned to JS. */
 export interface JsPollBatch {
   records: JsRecordBatch
   events: Array<JsRebalanceEvent>
@@ -260,7 +260,8 @@ export interface JsRebalanceEvent {
 /**
  * The records of one poll, in columns (record `i` at index `i`), for the same reason as
  * [`JsRecordColumns`]: a few napi values per poll, not an object, strings and an external
- * `Buffer` per record. TypeScript hands out keys and values as views of `keys`/`values`.
+ * `Buffer` per record. TypeScript hands out keys and values as views of `keys` and
+ * `valueBuffers`. Only ever returned to JS.
  */
 export interface JsRecordBatch {
   /** Record `i`'s topic is `topics[topicIndex[i]]`. */
@@ -278,8 +279,14 @@ export interface JsRecordBatch {
   /** The keys end to end: record `i`'s is the next `keyLengths[i]` bytes, null for -1. */
   keys: Buffer
   keyLengths: Int32Array
-  /** The values likewise. */
-  values: Buffer
+  /**
+   * Record `i`'s value is the `valueLengths[i]` bytes (null for -1, empty for 0) at
+   * `valueStarts[i]` of `valueBuffers[valueBuffer[i]]`: the fetched bytes themselves, not a
+   * copy (external `Buffer`s, one per run of records, never overlapping).
+   */
+  valueBuffers: Array<Buffer>
+  valueBuffer: Uint32Array
+  valueStarts: Uint32Array
   valueLengths: Int32Array
   /** Headers, as in [`JsRecordColumns`] (absent when no record of the poll has any). */
   headerCounts?: Uint32Array

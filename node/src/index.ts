@@ -189,7 +189,6 @@ function starts(lengths: Int32Array): Int32Array {
 /** One poll's records (the binding's columns), read by the messages made from them. */
 class PollRecords {
   private keyStarts?: Int32Array
-  private valueStarts?: Int32Array
   private readonly offsetCache: { split?: string[] } = {}
   private readonly timestampCache: { split?: string[] } = {}
 
@@ -205,8 +204,10 @@ class PollRecords {
   value(i: number): Buffer | null {
     const len = this.b.valueLengths[i]
     if (len < 0) return null
-    const at = (this.valueStarts ??= starts(this.b.valueLengths))[i]
-    return this.b.values.subarray(at, at + len)
+    if (len === 0) return Buffer.alloc(0)
+    // A view of the fetched bytes themselves (the binding hands them over without a copy).
+    const at = this.b.valueStarts[i]
+    return this.b.valueBuffers[this.b.valueBuffer[i]].subarray(at, at + len)
   }
 
   offset(i: number): string {

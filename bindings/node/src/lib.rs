@@ -32,7 +32,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{Buffer, Float64Array, Int32Array, Status, Uint8Array, Uint32Array};
+use napi::bindgen_prelude::{
+    Buffer, BufferSlice, Float64Array, Int32Array, JsValue, Status, ToNapiValue, TypeName,
+    Uint8Array, Uint32Array, ValueType,
+};
+use napi::{Env, sys};
 use napi_derive::napi;
 use sluiceway_core::client::{
     Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetSpec,
@@ -593,8 +597,9 @@ impl NativeProducer {
 
 /// The records of one poll, in columns (record `i` at index `i`), for the same reason as
 /// [`JsRecordColumns`]: a few napi values per poll, not an object, strings and an external
-/// `Buffer` per record. TypeScript hands out keys and values as views of `keys`/`values`.
-#[napi(object)]
+/// `Buffer` per record. TypeScript hands out keys and values as views of `keys` and
+/// `valueBuffers`. Only ever returned to JS.
+#[napi(object, object_from_js = false)]
 #[allow(missing_debug_implementations)] // napi's `Buffer` and typed arrays have no `Debug`.
 pub struct JsRecordBatch {
     /// Record `i`'s topic is `topics[topicIndex[i]]`.
@@ -612,14 +617,54 @@ pub struct JsRecordBatch {
     /// The keys end to end: record `i`'s is the next `keyLengths[i]` bytes, null for -1.
     pub keys: Buffer,
     pub key_lengths: Int32Array,
-    /// The values likewise.
-    pub values: Buffer,
+    /// Record `i`'s value is the `valueLengths[i]` bytes (null for -1, empty for 0) at
+    /// `valueStarts[i]` of `valueBuffers[valueBuffer[i]]`: the fetched bytes themselves, not a
+    /// copy (external `Buffer`s, one per run of records, never overlapping).
+    #[napi(ts_type = "Array<Buffer>")]
+    pub value_buffers: Vec<FetchedBytes>,
+    pub value_buffer: Uint32Array,
+    pub value_starts: Uint32Array,
     pub value_lengths: Int32Array,
     /// Headers, as in [`JsRecordColumns`] (absent when no record of the poll has any).
     pub header_counts: Option<Uint32Array>,
     pub header_keys: Option<Vec<String>>,
     pub header_values: Option<Buffer>,
     pub header_value_lengths: Option<Int32Array>,
+}
+
+/// Fetched bytes handed to JS without a copy: an external `Buffer` over them whose finalizer
+/// drops them (napi copies instead where a runtime refuses external buffers). JS may write into
+/// a consumed value as into any `Buffer`; the bytes are the record's alone once drained.
+#[derive(Debug)]
+pub struct FetchedBytes(Bytes);
+
+impl TypeName for FetchedBytes {
+    fn type_name() -> &'static str {
+        "Buffer"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ToNapiValue for FetchedBytes {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        let FetchedBytes(bytes) = val;
+        if bytes.is_empty() {
+            // No external buffer over no memory (napi refuses it); the core sends none anyway.
+            return unsafe { Buffer::to_napi_value(env, Vec::new().into()) };
+        }
+        let (data, len) = (bytes.as_ptr().cast_mut(), bytes.len());
+        // SAFETY: `data..data + len` stays valid while the finalizer's `bytes` lives, and no
+        // other external buffer starts at `data` (the core's buffers never overlap).
+        let slice = unsafe {
+            BufferSlice::from_external(&Env::from_raw(env), data, len, bytes, |_, bytes| {
+                drop(bytes)
+            })
+        }?;
+        Ok(slice.value().value)
+    }
 }
 
 /// The core's poll columns as napi values: the byte buffers and length columns move as they
@@ -653,7 +698,9 @@ fn record_batch(c: RecordColumns) -> JsRecordBatch {
         log_append_time: log_append_time.into(),
         keys: c.keys.into(),
         key_lengths: c.key_lengths.into(),
-        values: c.values.into(),
+        value_buffers: c.value_buffers.into_iter().map(FetchedBytes).collect(),
+        value_buffer: c.value_buffer.into(),
+        value_starts: c.value_starts.into(),
         value_lengths: c.value_lengths.into(),
         header_counts: headers.then(|| c.header_counts.into()),
         header_keys: headers.then_some(c.header_keys),
@@ -671,8 +718,8 @@ pub struct JsRebalanceEvent {
     pub partitions: Vec<JsPartitionOffset>,
 }
 
-/// What one `pollBatch` returns: records, or rebalance events.
-#[napi(object)]
+/// What one `pollBatch` returns: records, or rebalance events. Only ever returned to JS.
+#[napi(object, object_from_js = false)]
 #[allow(missing_debug_implementations)] // Holds records (napi `Buffer`s).
 pub struct JsPollBatch {
     pub records: JsRecordBatch,

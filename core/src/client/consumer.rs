@@ -1633,7 +1633,7 @@ mod tests {
     }
 
     /// The columns `records` would give, built record by record (the reference for the
-    /// columnar drain).
+    /// columnar drain), without the value views (see [`values_of`]).
     fn columns_of(records: &[ConsumerRecord]) -> RecordColumns {
         let mut c = RecordColumns::default();
         let push = |data: &mut Vec<u8>, lengths: &mut Vec<i32>, b: &Option<Bytes>| match b {
@@ -1657,7 +1657,8 @@ mod tests {
             c.timestamps.push(r.timestamp);
             c.timestamp_types.push(r.timestamp_type);
             push(&mut c.keys, &mut c.key_lengths, &r.key);
-            push(&mut c.values, &mut c.value_lengths, &r.value);
+            c.value_lengths
+                .push(r.value.as_ref().map_or(-1, |v| v.len() as i32));
         }
         if records.iter().any(|r| !r.headers.is_empty()) {
             for r in records {
@@ -1671,6 +1672,32 @@ mod tests {
         c
     }
 
+    /// Takes the value views out of `c`: each record's value, and the buffers' addresses.
+    fn values_of(c: &mut RecordColumns) -> (Vec<Option<Bytes>>, Vec<usize>) {
+        let values = (0..c.len())
+            .map(|i| match c.value_lengths[i] {
+                -1 => None,
+                0 => Some(Bytes::new()),
+                len => {
+                    let b = &c.value_buffers[c.value_buffer[i] as usize];
+                    let start = c.value_starts[i] as usize;
+                    Some(b.slice(start..start + len as usize))
+                }
+            })
+            .collect();
+        let addresses = c
+            .value_buffers
+            .iter()
+            .map(|b| b.as_ptr() as usize)
+            .collect();
+        (
+            c.value_buffers.clear(),
+            c.value_buffer.clear(),
+            c.value_starts.clear(),
+        );
+        (values, addresses)
+    }
+
     #[test]
     fn columns_hold_what_records_hold_across_sets_topics_codecs_and_headers() {
         use crate::format::{Header, RecordBatchBuilder};
@@ -1679,10 +1706,12 @@ mod tests {
             for i in 0..n {
                 let key = [b'k', i];
                 let header_value = [i, 0];
+                let seven = [i; 7];
                 b.push(
                     TimestampMs(2000 + i64::from(i)),
                     (i % 2 == 0).then_some(&key[..]),
-                    (i % 3 != 0).then_some(&[i; 7][..]),
+                    // Null, empty and 7-byte values.
+                    (i % 3 != 0).then_some(if i == 4 { &[][..] } else { &seven[..] }),
                     (0..i % 3).map(|j| Header {
                         key: if j == 0 { "a" } else { "b" },
                         value: (j == 0).then_some(&header_value[..]),
@@ -1717,11 +1746,22 @@ mod tests {
             for max in [1, 2, 7, 100] {
                 let (mut by_records, mut by_columns) = (state(), state());
                 let mut total = 0;
+                // Every value buffer handed out starts at its own address (they never overlap).
+                let mut addresses = std::collections::HashSet::new();
                 loop {
                     let records = drain(&mut by_records, max);
                     let mut columns = RecordColumns::default();
                     drain_records(&mut by_columns, max, &mut columns);
+                    let (values, buffers) = values_of(&mut columns);
                     assert_eq!(columns, columns_of(&records), "{codec:?} {max}");
+                    let want: Vec<_> = records.iter().map(|r| r.value.clone()).collect();
+                    assert_eq!(values, want, "{codec:?} {max}");
+                    for a in buffers {
+                        assert!(
+                            addresses.insert(a),
+                            "{codec:?} {max}: a buffer handed out twice"
+                        );
+                    }
                     if records.is_empty() {
                         break;
                     }

@@ -19,8 +19,10 @@ use crate::format::{TimestampType, for_each_record};
 use crate::types::Offset;
 
 /// The records of one poll in columns: record `i` is at index `i` of every per-record vector.
-/// Keys, values and header values are end to end in one buffer each, with their lengths (-1
-/// for null) beside them, so a binding hands them out as views of one buffer.
+/// Keys and header values are end to end in one buffer each, with their lengths (-1 for null)
+/// beside them, so a binding hands them out as views of one buffer. Values are not copied at
+/// all: they are views of the fetched bytes, which `value_buffers` holds (a binding hands each
+/// buffer to its language once, as kafkajs's values are views of its fetch response).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecordColumns {
     /// The poll's topics: record `i`'s is `topics[topic_index[i]]`.
@@ -34,8 +36,13 @@ pub struct RecordColumns {
     /// Record `i`'s key is the next `key_lengths[i]` bytes of `keys` (none for -1).
     pub keys: Vec<u8>,
     pub key_lengths: Vec<i32>,
-    /// Values, likewise.
-    pub values: Vec<u8>,
+    /// Record `i`'s value is `value_buffers[value_buffer[i]][value_starts[i]..]`, its first
+    /// `value_lengths[i]` bytes (none for -1, empty for 0: then the buffer and start are 0).
+    /// Buffers never overlap, within a poll or across polls: each covers the values of a run
+    /// of records, and a record is drained once.
+    pub value_buffers: Vec<Bytes>,
+    pub value_buffer: Vec<u32>,
+    pub value_starts: Vec<u32>,
     pub value_lengths: Vec<i32>,
     /// Record `i` has the next `header_counts[i]` headers; empty when no record of the poll
     /// has any (magic 0/1 records never do).
@@ -47,6 +54,53 @@ pub struct RecordColumns {
 }
 
 impl RecordColumns {
+    /// Appends the values of `records` of `set` as views: one buffer for those in the fetched
+    /// bytes and one for those inflated out of compressed wrappers, each the smallest slice
+    /// covering them, so the buffers of successive polls of one set are disjoint (each starts
+    /// at a different address: a language runtime may register a buffer's memory only once).
+    /// Empty values need no buffer.
+    fn push_values(&mut self, set: &DecodedSet, records: Range<usize>) {
+        let n = set.set.len() as u32;
+        let spans = &set.values[records];
+        // Per source (the fetched bytes, the inflated ones): the index of the buffer covering
+        // this run's values there, and its first byte.
+        let mut buffers: [Option<(u32, u32)>; 2] = [None, None];
+        for (k, buffer) in buffers.iter_mut().enumerate() {
+            let inflated = k == 1;
+            let mine = |s: &&Span| s.len != NULL && s.len > 0 && (s.start >= n) == inflated;
+            let lo = spans.iter().filter(mine).map(|s| s.start).min();
+            let hi = spans.iter().filter(mine).map(|s| s.start + s.len).max();
+            let (Some(lo), Some(hi)) = (lo, hi) else {
+                continue;
+            };
+            let (source, base) = match inflated {
+                false => (&set.set, 0),
+                true => (&set.inflated, n),
+            };
+            *buffer = Some((self.value_buffers.len() as u32, lo));
+            self.value_buffers
+                .push(source.slice((lo - base) as usize..(hi - base) as usize));
+        }
+        self.value_buffer.reserve(spans.len());
+        self.value_starts.reserve(spans.len());
+        self.value_lengths.reserve(spans.len());
+        for s in spans {
+            let (buffer, start, len) = match s.len {
+                NULL => (0, 0, -1),
+                0 => (0, 0, 0),
+                len => {
+                    let (index, lo) = buffers[usize::from(s.start >= n)]
+                        .expect("a buffer covers every non-empty value");
+                    // Spans are below 4 GiB and a record below MESSAGE_SET_BYTES_MAX < 2^31.
+                    (index, s.start - lo, len as i32)
+                }
+            };
+            self.value_buffer.push(buffer);
+            self.value_starts.push(start);
+            self.value_lengths.push(len);
+        }
+    }
+
     /// The number of records.
     pub fn len(&self) -> usize {
         self.offsets.len()
@@ -296,25 +350,14 @@ impl RecordSink for RecordColumns {
         self.timestamp_types
             .extend_from_slice(&set.timestamp_types[records.clone()]);
         self.key_lengths.reserve(n);
-        self.value_lengths.reserve(n);
-        let value_bytes: usize = set.values[records.clone()]
-            .iter()
-            .filter(|s| s.len != NULL)
-            .map(|s| s.len as usize)
-            .sum();
-        self.values.reserve(value_bytes);
         for i in records.clone() {
             push_bytes(
                 &mut self.keys,
                 &mut self.key_lengths,
                 set.bytes(set.keys[i]),
             );
-            push_bytes(
-                &mut self.values,
-                &mut self.value_lengths,
-                set.bytes(set.values[i]),
-            );
         }
+        self.push_values(set, records.clone());
         let counts = match set.header_counts.is_empty() {
             true => &[][..],
             false => &set.header_counts[records],
