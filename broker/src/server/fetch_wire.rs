@@ -95,16 +95,10 @@ impl TowerService<http::Request<Body>> for LogRoutes {
 
 /// Decodes the request as tonic would, runs `Log::fetch`, and answers with [`FetchBody`].
 async fn fetch(service: Service, req: http::Request<Body>) -> http::Response<Body> {
-    let (parts, body) = req.into_parts();
-    let message = match read_request(body).await {
-        Ok(m) => m,
+    let request = match tonic_request(req).await {
+        Ok(r) => r,
         Err(status) => return status.into_http(),
     };
-    let request = tonic::Request::from_parts(
-        MetadataMap::from_headers(parts.headers),
-        parts.extensions,
-        message,
-    );
     match Log::fetch(&service, request).await {
         Ok(response) => match encode_response(response.into_inner()) {
             Ok(chunks) => answer(chunks),
@@ -118,16 +112,10 @@ async fn fetch(service: Service, req: http::Request<Body>) -> http::Response<Bod
 /// came in rather than copies (tonic's decoder gathers the frames into one buffer first), runs
 /// `Log::produce`, and answers as tonic would.
 async fn produce(service: Service, req: http::Request<Body>) -> http::Response<Body> {
-    let (parts, body) = req.into_parts();
-    let message = match read_request(body).await {
-        Ok(m) => m,
+    let request = match tonic_request(req).await {
+        Ok(r) => r,
         Err(status) => return status.into_http(),
     };
-    let request = tonic::Request::from_parts(
-        MetadataMap::from_headers(parts.headers),
-        parts.extensions,
-        message,
-    );
     match Log::produce(&service, request).await {
         Ok(response) => {
             let response: v1::ProduceResponse = response.into_inner();
@@ -139,6 +127,20 @@ async fn produce(service: Service, req: http::Request<Body>) -> http::Response<B
         }
         Err(status) => status.into_http(),
     }
+}
+
+/// The request as the generated service would hand it over: metadata, extensions (the
+/// interceptor's), and the message read by [`read_request`].
+async fn tonic_request<M: Message + Default>(
+    req: http::Request<Body>,
+) -> Result<tonic::Request<M>, Status> {
+    let (parts, body) = req.into_parts();
+    let message = read_request(body).await?;
+    Ok(tonic::Request::from_parts(
+        MetadataMap::from_headers(parts.headers),
+        parts.extensions,
+        message,
+    ))
 }
 
 /// A successful answer of `chunks` (the framed message), then `grpc-status: 0`.

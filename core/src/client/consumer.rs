@@ -1690,11 +1690,9 @@ mod tests {
             .iter()
             .map(|b| b.as_ptr() as usize)
             .collect();
-        (
-            c.value_buffers.clear(),
-            c.value_buffer.clear(),
-            c.value_starts.clear(),
-        );
+        c.value_buffers.clear();
+        c.value_buffer.clear();
+        c.value_starts.clear();
         (values, addresses)
     }
 
