@@ -25,6 +25,10 @@
 //!   the core enters its client runtime for every call (`core/src/client/runtime.rs`), so
 //!   nothing runs on, or blocks, Node's event loop.
 
+/// The binding's Rust allocations only (see `Cargo.toml`); the host's are its own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::fmt::Write as _;

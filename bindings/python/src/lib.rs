@@ -16,6 +16,10 @@
 //!   thread per call) and completes an asyncio future through `loop.call_soon_threadsafe`;
 //!   cancelling the asyncio future aborts the task (core calls are cancel-safe).
 
+/// The binding's Rust allocations only (see `Cargo.toml`); the host's are its own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
