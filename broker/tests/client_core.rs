@@ -416,11 +416,13 @@ async fn pause_resume_and_a_per_call_record_limit() {
 /// Headers (issue #14): records with headers go in magic 2 batches, records without stay magic
 /// 1, both queued to one partition in one burst (the producer never joins batches of two magics
 /// into one request: the broker would refuse the set); every record and header reads back in
-/// order, and too many headers is the caller's error.
+/// order, a consumer caught up at the end of a magic 2 batch parks in its long poll (it once
+/// took the batch's first offset for its last and fetched the batch again and again), and too
+/// many headers is the caller's error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_round_trip_beside_records_without() {
     let dir = tempfile::tempdir().unwrap();
-    let b = TestBroker::start(dir.path());
+    let b = TestBroker::start_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
     bounded(TEST_TIMEOUT, async {
         create(&b, "hdr", 1).await;
         // Small batches, so the burst makes many of them, alternating magics.
@@ -462,6 +464,13 @@ async fn headers_round_trip_beside_records_without() {
                 assert!(headers.is_empty(), "record {i}");
             }
         }
+        // The last records (250..300) have headers: the log ends with magic 2 batches.
+        b.wait_metric(
+            "sluiceway_waiting_fetches",
+            "the caught-up consumer's fetch parked in its long poll",
+            |v| v >= 1.0,
+        )
+        .await;
         let mut r = ProducerRecord::new("hdr", "x");
         for i in 0..=sluiceway_core::limits::RECORD_HEADERS_MAX {
             r = r.header(format!("h{i}"), None);

@@ -1374,7 +1374,7 @@ async fn a_restarted_broker_leads_its_preferred_partitions_again() {
         wait_preferred_leaders(&cluster, TOPIC, &preferred).await;
         acked.extend(send_all(&p, TOPIC, &values("c", 0..300)).await);
         p.close(None).await.unwrap();
-        let hws = high_watermarks(&cluster, TOPIC, 3).await;
+        let hws = high_watermarks_covering(&cluster, TOPIC, 3, &acked).await;
         let log = read_up_to(&cluster.bootstrap(), TOPIC, &hws).await;
         assert_acked_present("after the preferred leader returned", &acked, &log);
         assert_acks_distinct(&acked);
@@ -1447,7 +1447,7 @@ async fn rolling_restart_with_sigterm_fails_no_send_and_loses_nothing() {
             &ledger.failed[..ledger.failed.len().min(5)]
         );
         assert_acks_distinct(&ledger.acked);
-        let hws = high_watermarks(&cluster, TOPIC, 3).await;
+        let hws = high_watermarks_covering(&cluster, TOPIC, 3, &ledger.acked).await;
         let log = read_up_to(&cluster.bootstrap(), TOPIC, &hws).await;
         assert_acked_present("after the rolling restart", &ledger.acked, &log);
         eprintln!(

@@ -673,6 +673,30 @@ pub async fn high_watermarks(cluster: &TestCluster, topic: &str, partitions: u32
         .collect()
 }
 
+/// The high watermarks once they cover every acknowledged offset. Right after leadership
+/// moves (a preferred leader returning), the new leader's high watermark can trail the old
+/// one's until its followers' next fetch, as in Kafka; an acknowledged record that stays
+/// above it is lost, and the wait fails.
+pub async fn high_watermarks_covering(
+    cluster: &TestCluster,
+    topic: &str,
+    partitions: u32,
+    acked: &[Acked],
+) -> Vec<u64> {
+    sluiceway_testing::wait_for(
+        "the high watermarks to cover every acknowledged offset",
+        crate::support::CONDITION_TIMEOUT,
+        async || {
+            let hws = high_watermarks(cluster, topic, partitions).await;
+            acked
+                .iter()
+                .all(|a| a.offset < hws[a.partition as usize])
+                .then_some(hws)
+        },
+    )
+    .await
+}
+
 pub fn consumer_config(bootstrap: &str) -> ConsumerConfig {
     ConsumerConfig::new(bootstrap)
         .auto_offset_reset(OffsetReset::Earliest)

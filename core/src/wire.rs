@@ -271,6 +271,21 @@ impl Frames {
             self.chunks.push_back(chunk);
         }
     }
+
+    /// Copies the first bytes into `dst` without consuming them; returns how many (all of
+    /// `dst` unless fewer remain).
+    pub fn peek(&self, dst: &mut [u8]) -> usize {
+        let mut n = 0;
+        for chunk in &self.chunks {
+            if n == dst.len() {
+                break;
+            }
+            let take = chunk.len().min(dst.len() - n);
+            dst[n..n + take].copy_from_slice(&chunk[..take]);
+            n += take;
+        }
+        n
+    }
 }
 
 impl Buf for Frames {
@@ -352,6 +367,36 @@ mod tests {
         assert_eq!(&f.copy_to_bytes(2)[..], b"jk");
         assert_eq!(f.remaining(), 0);
         assert!(f.chunk().is_empty());
+    }
+
+    /// A produced set that spans frames is gathered once: the broker's `Vec::from` (the buffer
+    /// the log assigns offsets in) takes that gathered buffer over rather than copying it again.
+    #[test]
+    fn a_value_gathered_across_frames_becomes_a_vec_without_another_copy() {
+        let mut f: Frames = [vec![1u8; 70_000], vec![2u8; 70_000]]
+            .into_iter()
+            .map(Bytes::from)
+            .collect();
+        let gathered = f.copy_to_bytes(140_000);
+        let at = gathered.as_ptr();
+        let v = Vec::from(gathered);
+        assert_eq!(v.as_ptr(), at, "the same buffer");
+        assert_eq!((v[69_999], v[70_000], v.len()), (1, 2, 140_000));
+    }
+
+    #[test]
+    fn peek_copies_the_first_bytes_across_frames_without_consuming() {
+        let f: Frames = [&b"ab"[..], b"cde"]
+            .into_iter()
+            .map(Bytes::from_static)
+            .collect();
+        let mut dst = [0u8; 4];
+        assert_eq!(f.peek(&mut dst), 4);
+        assert_eq!(&dst, b"abcd");
+        let mut big = [0u8; 9];
+        assert_eq!(f.peek(&mut big), 5);
+        assert_eq!(&big[..5], b"abcde");
+        assert_eq!(f.remaining(), 5);
     }
 
     /// The proto enum and core's enum agree number for number and name for name.

@@ -180,7 +180,11 @@ impl v1::log_server::Log for Fake {
             // fake's behaviour, not a synchronisation of the test).
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Response::new(v1::FetchResponse { results }))
+        // Without `next_offsets`, as a broker that does not send them: no pipelining.
+        Ok(Response::new(v1::FetchResponse {
+            results,
+            next_offsets: Vec::new(),
+        }))
     }
 
     async fn list_offsets(

@@ -109,7 +109,14 @@ impl Broker {
                 debug!(replica = %r, bytes, "served a replica fetch");
             }
             if bytes >= min_bytes || failed || Instant::now() >= deadline || *shutdown.borrow() {
-                return Ok(v1::FetchResponse { results });
+                let next_offsets = results
+                    .iter()
+                    .map(|r| next_offset(&r.message_set))
+                    .collect();
+                return Ok(v1::FetchResponse {
+                    results,
+                    next_offsets,
+                });
             }
             // Wait for any partition's watch to move, the deadline, or shutdown.
             let mut changes: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = receivers
@@ -238,6 +245,15 @@ struct ReplicaFetch {
 /// Reads every requested partition once. Returns the results, the bytes read, whether any
 /// partition failed (a failure answers the fetch at once, as Kafka does), and the ISR changes
 /// that replica fetches proposed.
+/// `FetchResponse.next_offsets` for one set: one past its last message, or -1 when it is
+/// empty (or its framing is damaged: the consumer's own check of the set reports that).
+fn next_offset(set: &[u8]) -> i64 {
+    match sluiceway_core::format::last_offset_of(set) {
+        Ok(Some(last)) => last.0 as i64 + 1,
+        Ok(None) | Err(_) => -1,
+    }
+}
+
 fn read_partitions(
     requests: &[v1::FetchPartition],
     resolved: &[Result<Arc<Partition>, PartitionError>],

@@ -14,10 +14,13 @@
 //! this large with vectored writes, not through its own buffer, so the only copy left in user
 //! space is the segment read itself.
 //!
-//! **API Boundary**: the bytes on the wire are exactly what prost would encode for the same
-//! `FetchResponse` (fields in field-number order, defaults left out); a test compares the two,
-//! and the destructuring below stops compiling when a field is added to the proto, so the
-//! encoder cannot silently drop it. The request side behaves as tonic's does for this service:
+//! **API Boundary**: the bytes on the wire are what prost would encode for the same
+//! `FetchResponse` (defaults left out), with one difference of order: `next_offsets` (field 2)
+//! comes first, before `results`, so a consumer knows where its next fetch of each partition
+//! starts from the answer's first frame (`core/src/client/fetch_call.rs` pipelines on it).
+//! Protobuf decoders accept fields in any order; a test checks that prost decodes the frames
+//! to the same message, and the destructuring below stops compiling when a field is added to
+//! the proto, so the encoder cannot silently drop it. The request side behaves as tonic's does for this service:
 //! no request compression, `REQUEST_BYTES_MAX`, and the same `Log::fetch` (ACLs, metrics,
 //! `Broker::fetch`) behind the same interceptor, which runs before this route.
 
@@ -200,9 +203,12 @@ async fn read_request<M: Message + Default>(body: Body) -> Result<M, Status> {
 /// with each message set of at least [`OWN_FRAME_BYTES_MIN`] its own chunk, not copied.
 fn encode_response(response: v1::FetchResponse) -> Result<VecDeque<Bytes>, Status> {
     // Exhaustive: a field added to `FetchResponse` must be encoded here too.
-    let v1::FetchResponse { results } = response;
+    let v1::FetchResponse {
+        results,
+        next_offsets,
+    } = response;
     let mut encoded = Vec::with_capacity(results.len());
-    let mut total = 0usize;
+    let mut total = prost::encoding::int64::encoded_len_packed(2, &next_offsets);
     for mut head in results {
         // Exhaustive: a field added to `FetchPartitionResult` must be placed below too.
         let v1::FetchPartitionResult {
@@ -244,6 +250,8 @@ fn encode_response(response: v1::FetchResponse) -> Result<VecDeque<Bytes>, Statu
     let mut buf = BytesMut::with_capacity(256);
     buf.put_u8(0);
     buf.put_u32(total as u32);
+    // First, so that it is in the answer's first frame (see the module docs).
+    prost::encoding::int64::encode_packed(2, &next_offsets, &mut buf);
     for (head, set, tail, inner) in encoded {
         prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut buf);
         prost::encoding::encode_varint(inner as u64, &mut buf);
@@ -332,13 +340,27 @@ mod tests {
                         .collect(),
                 })
                 .collect(),
+            next_offsets: sets
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| if n == 0 { -1 } else { 1000 * i as i64 + 7 })
+                .collect(),
         }
     }
 
-    /// The frames, concatenated, are the gRPC framing of prost's own encoding.
+    /// The frames, concatenated, are the gRPC framing of prost's own encoding with
+    /// `next_offsets` moved to the front: the same bytes, and prost decodes them to `resp`.
     fn assert_same_as_prost(resp: v1::FetchResponse) {
-        let want = resp.encode_to_vec();
-        let chunks = encode_response(resp).expect("encodes");
+        let mut want = Vec::new();
+        prost::encoding::int64::encode_packed(2, &resp.next_offsets, &mut want);
+        v1::FetchResponse {
+            next_offsets: Vec::new(),
+            ..resp.clone()
+        }
+        .encode(&mut want)
+        .expect("encodes");
+        assert_eq!(want.len(), resp.encoded_len());
+        let chunks = encode_response(resp.clone()).expect("encodes");
         let got: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
         assert_eq!(got[0], 0, "not compressed");
         assert_eq!(
@@ -346,11 +368,27 @@ mod tests {
             want.len()
         );
         assert_eq!(&got[GRPC_HEADER_BYTES..], &want[..]);
+        assert_eq!(
+            v1::FetchResponse::decode(&got[GRPC_HEADER_BYTES..]).expect("decodes"),
+            resp
+        );
+        if !resp.next_offsets.is_empty() {
+            assert_eq!(got[GRPC_HEADER_BYTES], 0x12, "field 2 first");
+            assert!(
+                chunks[0].len() > GRPC_HEADER_BYTES + 2,
+                "in the first frame"
+            );
+        }
     }
 
     #[test]
     fn fetch_responses_encode_byte_for_byte_as_prost_does() {
         assert_same_as_prost(v1::FetchResponse::default());
+        // An answer without `next_offsets` (the field is optional to readers).
+        assert_same_as_prost(v1::FetchResponse {
+            next_offsets: Vec::new(),
+            ..response(&[100, 5000])
+        });
         assert_same_as_prost(response(&[0]));
         assert_same_as_prost(response(&[100]));
         assert_same_as_prost(response(&[1 << 20]));
@@ -362,7 +400,7 @@ mod tests {
         let resp = response(&[1 << 20, 10, 300_000]);
         let big: Vec<Bytes> = resp.results.iter().map(|r| r.message_set.clone()).collect();
         let chunks = encode_response(resp).expect("encodes");
-        // prefix+head, set 0, tail 0 + result 1 (with its small set) + head 2, set 2, tail 2.
+        // prefix+next offsets+head 0, set 0, tail 0 + result 1 (with its small set) + head 2, set 2, tail 2.
         assert_eq!(chunks.len(), 5);
         assert_eq!(chunks[1].as_ptr(), big[0].as_ptr(), "not copied");
         assert_eq!(chunks[3].as_ptr(), big[2].as_ptr(), "not copied");

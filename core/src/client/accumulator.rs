@@ -622,7 +622,18 @@ pub(crate) struct Drained {
     /// How many batches, from the front, the set holds (the accumulator keeps the count).
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) batches: usize,
-    pub(crate) set: Bytes,
+    /// The batches' sets, in order: one message set when concatenated.
+    pub(crate) sets: Vec<Bytes>,
+    /// Their total length.
+    pub(crate) bytes: usize,
+}
+
+impl Drained {
+    /// The sets as one (tests read them so).
+    #[cfg(test)]
+    pub(crate) fn set(&self) -> Bytes {
+        Bytes::from(self.sets.concat())
+    }
 }
 
 /// Per-partition batching (see the module docs).
@@ -992,20 +1003,20 @@ impl Accumulator {
             return Ok(None);
         }
         q.in_flight = taken;
-        let set = if taken == 1 {
-            q.batches[0].set.clone().expect("built above")
-        } else {
-            let mut all = bytes::BytesMut::with_capacity(bytes);
-            for b in q.batches.iter().take(taken) {
-                all.extend_from_slice(b.set.as_ref().expect("built above"));
-            }
-            all.freeze()
-        };
+        // Not concatenated: the request carries them as consecutive chunks of one set field
+        // (`produce_call`), so a byte is not copied again on its way out.
+        let sets = q
+            .batches
+            .iter()
+            .take(taken)
+            .map(|b| b.set.clone().expect("built above"))
+            .collect();
         Ok(Some(Drained {
             key: key.clone(),
             batch_id: q.batches[0].id,
             batches: taken,
-            set,
+            sets,
+            bytes,
         }))
     }
 
@@ -1299,7 +1310,7 @@ mod tests {
         let d = acc.drain(&gz(0), 1, now, false).unwrap().unwrap();
         // The set is a gzip wrapper holding the batch's records.
         let mut n = 0;
-        for_each_record(&d.set, &mut Vec::new(), |_| n += 1).unwrap();
+        for_each_record(&d.set(), &mut Vec::new(), |_| n += 1).unwrap();
         assert_eq!(n, 1);
         assert!(
             acc.drain(&gz(0), 1, now, false).unwrap().is_none(),
@@ -1382,10 +1393,10 @@ mod tests {
 
     /// The producer fields of a drained idempotent set (one batch).
     fn stamp_of(d: &Drained) -> (i64, i16, i32, u32) {
-        let h = crate::format::v2::BatchHeader::parse(&d.set).unwrap();
+        let h = crate::format::v2::BatchHeader::parse(&d.set()).unwrap();
         assert_eq!(
             h.batch_length as usize + 12,
-            d.set.len(),
+            d.set().len(),
             "one batch per set"
         );
         (
@@ -1416,7 +1427,7 @@ mod tests {
             5,
         );
         let again = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
-        assert_eq!(again.set, d.set);
+        assert_eq!(again.set(), d.set());
         acc.complete(
             &tp(0),
             again.batch_id,
@@ -1450,7 +1461,12 @@ mod tests {
             .collect();
         // A budget of a batch and a half: the first goes, the second is built (numbered 3..5)
         // but waits for the next request.
-        let one = acc.drain(&tp(0), 1, now, false).unwrap().unwrap().set.len();
+        let one = acc
+            .drain(&tp(0), 1, now, false)
+            .unwrap()
+            .unwrap()
+            .set()
+            .len();
         acc.retry_or_fail(
             &tp(0),
             1,
@@ -1472,14 +1488,14 @@ mod tests {
         );
         let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
         assert_eq!(d.batches, 2, "the rest in one request");
-        let stamps: Vec<_> = Entries::new(&d.set)
+        let stamps: Vec<_> = Entries::new(&d.set())
             .map(|e| {
                 let h = crate::format::v2::BatchHeader::parse(e.unwrap().bytes).unwrap();
                 (h.producer_epoch, h.base_sequence)
             })
             .collect();
         assert_eq!(stamps, [(1, 0), (1, 3)]);
-        for e in Entries::new(&d.set) {
+        for e in Entries::new(&d.set()) {
             e.unwrap().check_crc().expect("renumbered with a new CRC");
         }
         // The answer names each batch's offset (the first was already in the log).
@@ -1583,9 +1599,9 @@ mod tests {
         let d_gz = acc.drain(&gz(0), 1 << 20, now, true).unwrap().unwrap();
         assert_eq!(d_gz.key, gz(0));
         // The gzip set is smaller (a run of equal bytes) and still decodes to the one record.
-        assert!(d_gz.set.len() < d_plain.set.len(), "{d_gz:?}");
+        assert!(d_gz.set().len() < d_plain.set().len(), "{d_gz:?}");
         let mut values = Vec::new();
-        for_each_record(&d_gz.set, &mut Vec::new(), |r| {
+        for_each_record(&d_gz.set(), &mut Vec::new(), |r| {
             values.push(r.value.map(<[u8]>::to_vec))
         })
         .unwrap();
@@ -1628,7 +1644,7 @@ mod tests {
         // The four closed batches, as four gzip wrappers in one set; the open one stays.
         assert_eq!(d.batches, 4);
         let mut wrappers = 0;
-        for_each_record(&d.set, &mut Vec::new(), |_| wrappers += 1).unwrap();
+        for_each_record(&d.set(), &mut Vec::new(), |_| wrappers += 1).unwrap();
         assert_eq!(wrappers, 4);
         assert!(acc.drain(&gz(0), 1 << 20, now, true).unwrap().is_none());
         acc.complete(&gz(0), d.batch_id, delivered_at(40));
@@ -1655,11 +1671,11 @@ mod tests {
         assert_eq!(one.batches, 1, "a front batch over the budget goes alone");
         acc.complete(&gz(0), one.batch_id, delivered_at(0));
         let two = acc
-            .drain(&gz(0), 2 * one.set.len(), now, false)
+            .drain(&gz(0), 2 * one.set().len(), now, false)
             .unwrap()
             .unwrap();
         assert!(
-            two.batches >= 2 && two.set.len() <= 2 * one.set.len(),
+            two.batches >= 2 && two.set().len() <= 2 * one.set().len(),
             "{two:?}"
         );
     }

@@ -74,7 +74,7 @@ use super::runtime::Home;
 mod columns;
 mod group;
 use crate::error::{Error, ErrorCode, Result};
-use crate::format::{Entries, TimestampType};
+use crate::format::TimestampType;
 use crate::group::TopicPartition;
 use crate::limits::{
     CONSUMER_BUFFER_BYTES_MAX, CONSUMER_EVENTS_MAX, CONSUMER_MAX_POLL_RECORDS_MAX,
@@ -168,8 +168,14 @@ struct PartState {
     position: Option<u64>,
     fetch_offset: Option<u64>,
     epoch: u64,
-    /// A fetch or a position lookup for this epoch is running.
+    /// A fetch or a position lookup for this epoch is running (and, for a fetch, its answer
+    /// has not yet told where the next one starts).
     busy: bool,
+    /// Fetches sent in this epoch, and how many of their answers were applied: answers are
+    /// applied in the order the fetches were sent (see [`fetch`]). Both restart at 0 with the
+    /// epoch.
+    issued: u64,
+    landed: u64,
     /// Ignore the committed offset when resolving (after OFFSET_OUT_OF_RANGE).
     reset_by_policy: bool,
     /// Not fetched and not returned until resumed.
@@ -177,6 +183,15 @@ struct PartState {
     retry_at: Option<Instant>,
     /// Reported by the next `poll`.
     error: Option<Error>,
+}
+
+impl PartState {
+    /// Moves the partition to `epoch`: fetches of the old one are ignored when they answer.
+    fn renew(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.issued = 0;
+        self.landed = 0;
+    }
 }
 
 #[derive(Debug)]
@@ -265,7 +280,7 @@ impl State {
     fn restart(&mut self, tp: &TopicPartition, position: Option<u64>) -> Result<()> {
         let epoch = self.new_epoch();
         let p = self.parts.get_mut(tp).ok_or_else(|| not_assigned(tp))?;
-        p.epoch = epoch;
+        p.renew(epoch);
         p.position = position;
         p.fetch_offset = position;
         p.busy = false;
@@ -285,6 +300,8 @@ struct Inner {
     state: Mutex<State>,
     /// Fetched data, errors or events arrived (wakes `poll`).
     data: Notify,
+    /// A fetch answer was applied (wakes later answers of the same partitions, `wait_turn`).
+    landed: Notify,
     /// Something for the fetcher to do (wakes the fetcher).
     wake: Notify,
     /// A delivered revoke was acknowledged (wakes the membership task).
@@ -825,6 +842,7 @@ impl Consumer {
             cluster,
             state: Mutex::new(State::default()),
             data: Notify::new(),
+            landed: Notify::new(),
             wake: Notify::new(),
             revoke_acked: Notify::new(),
             store: Mutex::new(store),
@@ -1208,7 +1226,7 @@ fn drain_records(st: &mut State, max: usize, out: &mut impl RecordSink) {
                     // stale (no record past the damage is returned, so no gap), poll reports
                     // the error, and fetching starts again at the position.
                     *next_epoch += 1;
-                    p.epoch = *next_epoch;
+                    p.renew(*next_epoch);
                     p.fetch_offset = p.position;
                     p.busy = false;
                     p.error = Some(e);
@@ -1283,7 +1301,7 @@ async fn fetcher_loop(inner: Arc<Inner>) {
         }
         let mut next_wake: Option<Instant> = None;
         let mut resolves = Vec::new();
-        let mut by_leader: HashMap<String, Vec<(TopicPartition, u64, u64)>> = HashMap::new();
+        let mut by_leader: HashMap<String, Vec<FetchPart>> = HashMap::new();
         {
             let mut st = inner.state.lock();
             if st.closed {
@@ -1309,10 +1327,13 @@ async fn fetcher_loop(inner: Arc<Inner>) {
                     Some(off) if room => match inner.cluster.cached_leader(tp) {
                         Some((address, _)) => {
                             p.busy = true;
-                            by_leader
-                                .entry(address)
-                                .or_default()
-                                .push((tp.clone(), off, p.epoch));
+                            p.issued += 1;
+                            by_leader.entry(address).or_default().push(FetchPart {
+                                tp: tp.clone(),
+                                offset: off,
+                                epoch: p.epoch,
+                                seq: p.issued,
+                            });
                         }
                         None => {
                             inner.cluster.request_refresh();
@@ -1364,7 +1385,28 @@ async fn fetcher_loop(inner: Arc<Inner>) {
     }
 }
 
-async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u64, u64)>) {
+/// One partition of a fetch: where it starts, under which epoch, and which fetch of that epoch
+/// it is ([`PartState::issued`]).
+#[derive(Debug)]
+struct FetchPart {
+    tp: TopicPartition,
+    offset: u64,
+    epoch: u64,
+    seq: u64,
+}
+
+/// One Fetch request to `address`, its answer applied to the partitions' state.
+///
+/// **Pipelining.** The answer's first frame says where each partition's next fetch starts
+/// (`next_offsets`); [`release_early`] then lets the fetcher send that fetch while this
+/// answer's sets are still arriving, so the broker reads the next range while this one is on
+/// the wire. So that answers are applied in the order their fetches were sent, an answer waits
+/// for the earlier fetches of its partitions to land first ([`wait_turn`]), and a fetch is
+/// released early only when none is outstanding before it: at most two per partition. When the
+/// answer does not bear its early offsets out (an error, a set that ends elsewhere), the
+/// partition moves to a new epoch, which drops the later fetch's answer, and starts again from
+/// what this answer really gave.
+async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<FetchPart>) {
     let cfg = &inner.config;
     let max_wait = cfg.fetch_max_wait;
     let request = v1::FetchRequest {
@@ -1374,17 +1416,20 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
         replica_id: None,
         partitions: parts
             .iter()
-            .map(|(tp, off, _)| v1::FetchPartition {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                fetch_offset: *off as i64,
+            .map(|f| v1::FetchPartition {
+                topic: f.tp.topic.clone(),
+                partition: f.tp.partition,
+                fetch_offset: f.offset as i64,
                 max_bytes: cfg.max_partition_fetch_bytes,
                 leader_epoch: None,
             })
             .collect(),
     };
     // Decoded from the HTTP/2 frames without tonic's copy (`fetch_call`).
-    let result = super::fetch_call::fetch(&inner.cluster, &address, request, max_wait).await;
+    let result = super::fetch_call::fetch(&inner.cluster, &address, request, max_wait, |next| {
+        release_early(&inner, &parts, next)
+    })
+    .await;
     let now = Instant::now();
     let backoff = cfg.common.retry_backoff;
     // An answer that does not have one result per partition asked cannot be matched up: it
@@ -1400,15 +1445,17 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
             )))
         }
     });
+    wait_turn(&inner, &parts).await;
     let mut st = inner.state.lock();
     match result {
         Ok(resp) => {
-            for ((tp, off, epoch), r) in parts.iter().zip(resp.results) {
+            let early = resp.next_offsets;
+            for (i, (f, r)) in parts.iter().zip(resp.results).enumerate() {
                 let topic = st
                     .topics
-                    .get(&tp.topic)
+                    .get(&f.tp.topic)
                     .cloned()
-                    .unwrap_or_else(|| Arc::from(tp.topic.as_str()));
+                    .unwrap_or_else(|| Arc::from(f.tp.topic.as_str()));
                 let State {
                     parts: states,
                     buffer,
@@ -1416,40 +1463,69 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
                     next_epoch,
                     ..
                 } = &mut *st;
-                let Some(p) = states.get_mut(tp).filter(|p| p.epoch == *epoch) else {
+                let Some(p) = states.get_mut(&f.tp).filter(|p| p.epoch == f.epoch) else {
                     continue;
                 };
-                p.busy = false;
+                p.landed = f.seq;
                 let code = code_from_proto(r.error_code);
-                match code {
-                    ErrorCode::None => {
-                        let set = r.message_set;
-                        // Only the framing here; `drain_records` decodes (see `Chunk`).
-                        match last_offset(&set) {
-                            Ok(Some(last)) if last >= *off => {
-                                p.fetch_offset = Some(last + 1);
-                                *buffered_bytes += set.len();
-                                buffer.push_back(Chunk {
-                                    tp: tp.clone(),
-                                    topic,
-                                    epoch: *epoch,
-                                    bytes: set.len(),
-                                    pending: Some(PendingSet { set, from: *off }),
-                                    decoded: DecodedSet::default(),
-                                });
-                            }
-                            Ok(_) => {}
-                            Err(e) => p.error = Some(e),
-                        }
+                let set = r.message_set;
+                // Only the framing here; `drain_records` decodes (see `Chunk`).
+                let last = if code == ErrorCode::None {
+                    last_offset(&set).map(|l| l.filter(|&l| l >= f.offset))
+                } else {
+                    Ok(None)
+                };
+                // The next fetch was sent from `early[i]`: it stands only if this answer
+                // ends just before it.
+                if p.issued > f.seq {
+                    let sent_from = early.get(i).copied().unwrap_or(-1);
+                    let ends_at = match &last {
+                        Ok(Some(l)) => *l as i64 + 1,
+                        _ => -2,
+                    };
+                    if ends_at != sent_from {
+                        *next_epoch += 1;
+                        p.renew(*next_epoch);
+                        p.fetch_offset = Some(f.offset);
                     }
+                }
+                // No later fetch was sent (or it was just voided): this answer sets where the
+                // next one starts (below, on success; else here, where this one started).
+                let owns_next = p.issued <= f.seq;
+                if owns_next {
+                    p.busy = false;
+                    p.fetch_offset = Some(f.offset);
+                }
+                match code {
+                    ErrorCode::None => match last {
+                        Ok(Some(last)) => {
+                            if owns_next {
+                                p.fetch_offset = Some(last + 1);
+                            }
+                            *buffered_bytes += set.len();
+                            buffer.push_back(Chunk {
+                                tp: f.tp.clone(),
+                                topic,
+                                epoch: p.epoch,
+                                bytes: set.len(),
+                                pending: Some(PendingSet {
+                                    set,
+                                    from: f.offset,
+                                }),
+                                decoded: DecodedSet::default(),
+                            });
+                        }
+                        Ok(None) => {}
+                        Err(e) => p.error = Some(e),
+                    },
                     ErrorCode::OffsetOutOfRange => match cfg.auto_offset_reset {
                         OffsetReset::Error => {
-                            p.error = Some(partition_error(r.error_code, &r.error_message, tp))
+                            p.error = Some(partition_error(r.error_code, &r.error_message, &f.tp))
                         }
                         OffsetReset::Earliest | OffsetReset::Latest => {
-                            tracing::info!(topic = %tp.topic, partition = tp.partition, offset = off, "offset out of range; applying auto.offset.reset");
+                            tracing::info!(topic = %f.tp.topic, partition = f.tp.partition, offset = f.offset, "offset out of range; applying auto.offset.reset");
                             *next_epoch += 1;
-                            p.epoch = *next_epoch;
+                            p.renew(*next_epoch);
                             p.position = None;
                             p.fetch_offset = None;
                             p.reset_by_policy = true;
@@ -1461,7 +1537,7 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
                         }
                         p.retry_at = Some(now + backoff);
                     }
-                    _ => p.error = Some(partition_error(r.error_code, &r.error_message, tp)),
+                    _ => p.error = Some(partition_error(r.error_code, &r.error_message, &f.tp)),
                 }
             }
         }
@@ -1470,8 +1546,20 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
             if retriable {
                 inner.cluster.request_refresh();
             }
-            for (tp, _, epoch) in &parts {
-                if let Some(p) = st.parts.get_mut(tp).filter(|p| p.epoch == *epoch) {
+            let State {
+                parts: states,
+                next_epoch,
+                ..
+            } = &mut *st;
+            for f in &parts {
+                if let Some(p) = states.get_mut(&f.tp).filter(|p| p.epoch == f.epoch) {
+                    p.landed = f.seq;
+                    if p.issued > f.seq {
+                        // The fetch sent from this answer's early offsets is void.
+                        *next_epoch += 1;
+                        p.renew(*next_epoch);
+                        p.fetch_offset = Some(f.offset);
+                    }
                     p.busy = false;
                     if retriable {
                         p.retry_at = Some(now + backoff);
@@ -1483,19 +1571,64 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<(TopicPartition, u
         }
     }
     drop(st);
+    inner.landed.notify_waiters();
     inner.data.notify_waiters();
     inner.wake.notify_one();
 }
 
-/// The offset of the last record of a fetched set from its framing alone (a compressed
-/// wrapper carries its last inner offset); `None` when it is empty. Framing errors are
-/// CORRUPT_MESSAGE; CRCs are checked later, by [`decode`].
-fn last_offset(set: &[u8]) -> Result<Option<u64>> {
-    let mut last = None;
-    for entry in Entries::new(set) {
-        last = Some(entry?.offset().0);
+/// Called with a fetch answer's `next_offsets` as soon as they arrive: a partition whose fetch
+/// this is (the latest sent, with none outstanding before it) and whose set has records gets
+/// its next fetch offset now, and the fetcher may send that fetch at once.
+fn release_early(inner: &Inner, parts: &[FetchPart], next: &[i64]) {
+    if next.len() != parts.len() {
+        return;
     }
-    Ok(last)
+    let mut released = false;
+    {
+        let mut st = inner.state.lock();
+        for (f, &n) in parts.iter().zip(next) {
+            let Some(p) = st.parts.get_mut(&f.tp).filter(|p| p.epoch == f.epoch) else {
+                continue;
+            };
+            if n > f.offset as i64 && p.busy && p.issued == f.seq && p.landed + 1 == f.seq {
+                p.fetch_offset = Some(n as u64);
+                p.busy = false;
+                released = true;
+            }
+        }
+    }
+    if released {
+        inner.wake.notify_one();
+    }
+}
+
+/// Waits until every earlier fetch of these partitions (same epoch) has landed.
+async fn wait_turn(inner: &Inner, parts: &[FetchPart]) {
+    loop {
+        let landed = inner.landed.notified();
+        let mut landed = std::pin::pin!(landed);
+        landed.as_mut().enable();
+        let ready = {
+            let st = inner.state.lock();
+            parts.iter().all(|f| {
+                st.parts
+                    .get(&f.tp)
+                    .filter(|p| p.epoch == f.epoch)
+                    .is_none_or(|p| p.landed + 1 >= f.seq)
+            })
+        };
+        if ready {
+            return;
+        }
+        landed.await;
+    }
+}
+
+/// The offset of the last record of a fetched set from its framing alone (a compressed
+/// wrapper carries its last inner offset, a magic 2 batch its last offset delta); `None` when
+/// it is empty. Framing errors are CORRUPT_MESSAGE; CRCs are checked later, by [`decode`].
+fn last_offset(set: &[u8]) -> Result<Option<u64>> {
+    Ok(crate::format::last_offset_of(set)?.map(|o| o.0))
 }
 
 #[cfg(test)]
@@ -1744,8 +1877,11 @@ mod tests {
             for max in [1, 2, 7, 100] {
                 let (mut by_records, mut by_columns) = (state(), state());
                 let mut total = 0;
-                // Every value buffer handed out starts at its own address (they never overlap).
+                // Every value buffer handed out starts at its own address (they never overlap)
+                // while the values handed out live, as a JS runtime holds them (once they are
+                // dropped, the allocator may give the address to a later buffer).
                 let mut addresses = std::collections::HashSet::new();
+                let mut alive = Vec::new();
                 loop {
                     let records = drain(&mut by_records, max);
                     let mut columns = RecordColumns::default();
@@ -1754,6 +1890,7 @@ mod tests {
                     assert_eq!(columns, columns_of(&records), "{codec:?} {max}");
                     let want: Vec<_> = records.iter().map(|r| r.value.clone()).collect();
                     assert_eq!(values, want, "{codec:?} {max}");
+                    alive.push(values);
                     for a in buffers {
                         assert!(
                             addresses.insert(a),
@@ -1859,6 +1996,7 @@ mod tests {
             config,
             state: Mutex::new(State::default()),
             data: Notify::new(),
+            landed: Notify::new(),
             wake: Notify::new(),
             revoke_acked: Notify::new(),
             store: Mutex::new(None),

@@ -10,6 +10,11 @@
 //! in one frame, which a message set within one frame does. A set split across frames (a
 //! smaller frame size or flow-control window, or another server) is copied once, as before.
 //!
+//! The broker also writes `FetchResponse.next_offsets` first, in the answer's first frame;
+//! [`fetch`] hands them to its caller as soon as they are in ([`peek_next_offsets`]), before
+//! the sets have arrived, so the consumer can send its next fetch of a partition while this
+//! answer is still on the wire (a pipelined fetch, `consumer.rs`).
+//!
 //! **API Boundary**: the same gRPC call as the generated `LogClient::fetch` — the same path,
 //! headers, timeout, interceptor (credentials) and channel — and the same errors: a transport
 //! failure or a non-OK `grpc-status` becomes the `tonic::Status` tonic would give, mapped by
@@ -19,7 +24,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use sluiceway_proto::prost::Message;
+use sluiceway_proto::prost::{self, Message};
 use sluiceway_proto::v1;
 use tonic::Status;
 use tonic::codegen::{Service as _, http};
@@ -35,12 +40,15 @@ const FETCH_PATH: &str = "/sluiceway.v1.Log/Fetch";
 const GRPC_HEADER_BYTES: usize = 5;
 
 /// Sends `request` to the broker at `address` and decodes its answer; `extra` is added to the
-/// client's request timeout (the long poll's wait).
+/// client's request timeout (the long poll's wait). `on_next_offsets` gets the answer's
+/// `next_offsets` as soon as its first bytes hold them (not called when it has none); the
+/// answer returned holds them too.
 pub(crate) async fn fetch(
     cluster: &Cluster,
     address: &str,
     request: v1::FetchRequest,
     extra: Duration,
+    on_next_offsets: impl FnOnce(&[i64]),
 ) -> Result<v1::FetchResponse> {
     let len = request.encoded_len();
     check_request_len(len)?;
@@ -48,14 +56,83 @@ pub(crate) async fn fetch(
     body.put_u8(0);
     body.put_u32(len as u32);
     request.encode_raw(&mut body);
-    call(
+    let mut on_next_offsets = Some(on_next_offsets);
+    let on_frame = |frames: &Frames| {
+        if on_next_offsets.is_some() {
+            match peek_next_offsets(frames) {
+                Peek::More => {}
+                Peek::Absent => on_next_offsets = None,
+                Peek::Found(offsets) => {
+                    if let Some(f) = on_next_offsets.take() {
+                        f(&offsets);
+                    }
+                }
+            }
+        }
+    };
+    call_with(
         cluster,
         address,
         FETCH_PATH,
         Chunks::from(vec![body.freeze()]),
         extra,
+        on_frame,
     )
     .await
+}
+
+/// What the first bytes of a Fetch answer say about `next_offsets`.
+#[derive(Debug, PartialEq)]
+enum Peek {
+    /// Not enough bytes yet.
+    More,
+    /// The answer does not start with them (a broker that does not send them).
+    Absent,
+    Found(Vec<i64>),
+}
+
+/// Reads `next_offsets` (field 2, packed) if the message starts with it, without consuming.
+fn peek_next_offsets(frames: &Frames) -> Peek {
+    // The gRPC prefix, the field's key and its length (a varint of at most 10 bytes).
+    let mut head = [0u8; GRPC_HEADER_BYTES + 11];
+    let n = frames.peek(&mut head);
+    if n <= GRPC_HEADER_BYTES {
+        return Peek::More;
+    }
+    // Field 2, length-delimited.
+    if head[GRPC_HEADER_BYTES] != 0x12 {
+        return Peek::Absent;
+    }
+    let mut len_bytes = &head[GRPC_HEADER_BYTES + 1..n];
+    let before = len_bytes.len();
+    let Ok(len) = prost::encoding::decode_varint(&mut len_bytes) else {
+        return if n < head.len() {
+            Peek::More
+        } else {
+            Peek::Absent
+        };
+    };
+    let start = GRPC_HEADER_BYTES + 1 + (before - len_bytes.len());
+    let Some(end) = usize::try_from(len).ok().and_then(|l| start.checked_add(l)) else {
+        return Peek::Absent;
+    };
+    if end > GRPC_HEADER_BYTES + RESPONSE_BYTES_MAX as usize {
+        return Peek::Absent;
+    }
+    if frames.remaining() < end {
+        return Peek::More;
+    }
+    let mut field = vec![0u8; end];
+    frames.peek(&mut field);
+    let mut packed = &field[start..];
+    let mut offsets = Vec::new();
+    while !packed.is_empty() {
+        match prost::encoding::decode_varint(&mut packed) {
+            Ok(v) => offsets.push(v as i64),
+            Err(_) => return Peek::Absent,
+        }
+    }
+    Peek::Found(offsets)
 }
 
 /// Tonic's own error for a request above the encoding limit (`error_from_status` knows it).
@@ -79,6 +156,18 @@ pub(super) async fn call<M: Message + Default>(
     body: Chunks,
     extra: Duration,
 ) -> Result<M> {
+    call_with(cluster, address, path, body, extra, |_| {}).await
+}
+
+/// [`call`], showing `on_frame` the answer's frames received so far after each one arrives.
+async fn call_with<M: Message + Default>(
+    cluster: &Cluster,
+    address: &str,
+    path: &'static str,
+    body: Chunks,
+    extra: Duration,
+    on_frame: impl FnMut(&Frames),
+) -> Result<M> {
     let mut channel = cluster.channel(address)?;
     // The timeout travels as tonic writes it (`grpc-timeout`), with the interceptor's
     // credentials added by the channel like on every other call.
@@ -101,13 +190,16 @@ pub(super) async fn call<M: Message + Default>(
     let response = call
         .await
         .map_err(|e| error_from_status(&Status::from_error(e.into())))?;
-    decode_response(response)
+    decode_response(response, on_frame)
         .await
         .map_err(|s| error_from_status(&s))
 }
 
 /// Reads the response's frames and trailers and decodes the message from the frames.
-async fn decode_response<M: Message + Default, B>(response: http::Response<B>) -> Result<M, Status>
+async fn decode_response<M: Message + Default, B>(
+    response: http::Response<B>,
+    mut on_frame: impl FnMut(&Frames),
+) -> Result<M, Status>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -137,6 +229,7 @@ where
                     return Err(too_large(frames.remaining() + data.len()));
                 }
                 frames.push(data);
+                on_frame(&frames);
             }
             Err(frame) => {
                 if let Ok(t) = frame.into_trailers() {
@@ -245,6 +338,7 @@ mod tests {
                 }],
                 ..Default::default()
             }],
+            next_offsets: Vec::new(),
         };
         let encoded = resp.encode_to_vec();
         for cut in [1, 10, 50_000, encoded.len() - 1] {
@@ -268,5 +362,66 @@ mod tests {
             whole[set_at..].as_ptr(),
             "not copied"
         );
+    }
+
+    /// gRPC framing of `resp` with `next_offsets` first, as the broker writes it.
+    fn broker_framing(resp: &v1::FetchResponse) -> Vec<u8> {
+        let mut msg = Vec::new();
+        prost::encoding::int64::encode_packed(2, &resp.next_offsets, &mut msg);
+        v1::FetchResponse {
+            next_offsets: Vec::new(),
+            ..resp.clone()
+        }
+        .encode(&mut msg)
+        .expect("encodes");
+        let mut out = vec![0u8];
+        out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        out.extend_from_slice(&msg);
+        out
+    }
+
+    #[test]
+    fn next_offsets_are_read_from_the_first_bytes_however_the_frames_split() {
+        let resp = v1::FetchResponse {
+            results: (0..3)
+                .map(|i| v1::FetchPartitionResult {
+                    topic: "t".into(),
+                    partition: i,
+                    message_set: Bytes::from(vec![1u8; 5000]),
+                    ..Default::default()
+                })
+                .collect(),
+            next_offsets: vec![1 << 40, -1, 300],
+        };
+        let framed = broker_framing(&resp);
+        // The field: key, length, 6 + 10 + 2 bytes of varints.
+        let field_end = GRPC_HEADER_BYTES + 2 + 18;
+        for cut in 1..field_end + 3 {
+            let mut f = Frames::default();
+            f.push(Bytes::copy_from_slice(&framed[..cut]));
+            let want = if cut < field_end {
+                Peek::More
+            } else {
+                Peek::Found(resp.next_offsets.clone())
+            };
+            assert_eq!(peek_next_offsets(&f), want, "cut at {cut}");
+            f.push(Bytes::copy_from_slice(&framed[cut..]));
+            assert_eq!(
+                peek_next_offsets(&f),
+                Peek::Found(resp.next_offsets.clone())
+            );
+            f.advance(GRPC_HEADER_BYTES);
+            assert_eq!(v1::FetchResponse::decode(&mut f).expect("decodes"), resp);
+        }
+        // An answer without them (prost's order puts `results` first; none at all here).
+        let mut f = Frames::default();
+        f.push(Bytes::from(broker_framing(&v1::FetchResponse {
+            next_offsets: Vec::new(),
+            ..resp.clone()
+        })));
+        assert_eq!(peek_next_offsets(&f), Peek::Absent);
+        let mut f = Frames::default();
+        f.push(Bytes::from_static(&[0, 0, 0, 0, 0]));
+        assert_eq!(peek_next_offsets(&f), Peek::More);
     }
 }

@@ -10,17 +10,22 @@
 //! chunk: below it a frame and an iovec cost more than the copy). The answer is decoded as
 //! [`fetch_call`](super::fetch_call) decodes every answer.
 //!
+//! The batches drained together for one partition are not concatenated into one set first:
+//! they are consecutive chunks of its `message_set` field ([`ProduceCall`]), which saves the
+//! producer a copy of every byte when more than one batch goes out (a busy partition sends up
+//! to `max.request.size` per round trip).
+//!
 //! **API Boundary**: the bytes on the wire are exactly what prost would encode for the same
-//! `ProduceRequest` (fields in field-number order, defaults left out, a test compares the two),
-//! and the destructuring below stops compiling when a field is added to the proto. Same path,
+//! `ProduceRequest` with each set concatenated (fields in field-number order, defaults left
+//! out, a test compares the two), and the destructuring below stops compiling when a field is
+//! added to the proto. Same path,
 //! headers, timeout, credentials, size limit and errors as the generated `LogClient::produce`.
 
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
-use sluiceway_proto::prost::Message;
+use bytes::{BufMut, Bytes, BytesMut};
 use sluiceway_proto::prost::encoding::{
-    WireType, encode_key, encode_varint, int32, string, uint32,
+    WireType, encode_key, encode_varint, encoded_len_varint, int32, key_len, uint32,
 };
 use sluiceway_proto::v1;
 
@@ -33,11 +38,89 @@ const PRODUCE_PATH: &str = "/sluiceway.v1.Log/Produce";
 /// Message sets shorter than this travel inside the neighbouring chunk rather than as their own.
 const OWN_CHUNK_BYTES_MIN: usize = 4 << 10;
 
+/// A Produce request as the producer has it: each partition's message set in the pieces it
+/// was built in (the batches drained together), which go out as consecutive chunks of the one
+/// `message_set` field rather than being concatenated first.
+#[derive(Debug)]
+pub(crate) struct ProduceCall<'a> {
+    pub(crate) acks: i32,
+    pub(crate) timeout_ms: u32,
+    pub(crate) partitions: Vec<PartitionSets<'a>>,
+}
+
+/// One partition of a [`ProduceCall`] (`leader_epoch` is never sent by the producer).
+#[derive(Debug)]
+pub(crate) struct PartitionSets<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: u32,
+    /// The message set, in order.
+    pub(crate) sets: &'a [Bytes],
+}
+
+impl PartitionSets<'_> {
+    fn set_len(&self) -> usize {
+        self.sets.iter().map(Bytes::len).sum()
+    }
+
+    /// The encoded length of the `ProducePartition` message.
+    fn encoded_len(&self) -> usize {
+        let mut n = 0;
+        if !self.topic.is_empty() {
+            n += key_len(1) + encoded_len_varint(self.topic.len() as u64) + self.topic.len();
+        }
+        if self.partition != 0 {
+            n += uint32::encoded_len(2, &self.partition);
+        }
+        let set = self.set_len();
+        if set != 0 {
+            n += key_len(3) + encoded_len_varint(set as u64) + set;
+        }
+        n
+    }
+}
+
+impl ProduceCall<'_> {
+    /// The encoded length of the `ProduceRequest` message.
+    fn encoded_len(&self) -> usize {
+        let mut n = 0;
+        if self.acks != 0 {
+            n += int32::encoded_len(1, &self.acks);
+        }
+        if self.timeout_ms != 0 {
+            n += uint32::encoded_len(2, &self.timeout_ms);
+        }
+        for p in &self.partitions {
+            let len = p.encoded_len();
+            n += key_len(3) + encoded_len_varint(len as u64) + len;
+        }
+        n
+    }
+}
+
+/// Stops compiling when a field is added to the request's proto: [`body`] must write it too
+/// (`leader_epoch` is for replicas; the producer leaves it out, as prost does `None`).
+#[allow(dead_code)]
+fn every_field_is_written(r: v1::ProduceRequest) {
+    let v1::ProduceRequest {
+        acks: _,
+        timeout_ms: _,
+        partitions,
+    } = r;
+    for p in partitions {
+        let v1::ProducePartition {
+            topic: _,
+            partition: _,
+            message_set: _,
+            leader_epoch: _,
+        } = p;
+    }
+}
+
 /// Sends `request` to the broker at `address` and decodes its answer.
 pub(crate) async fn produce(
     cluster: &Cluster,
     address: &str,
-    request: &v1::ProduceRequest,
+    request: &ProduceCall<'_>,
 ) -> Result<v1::ProduceResponse> {
     let len = request.encoded_len();
     check_request_len(len)?;
@@ -51,14 +134,16 @@ pub(crate) async fn produce(
     .await
 }
 
-/// The framed request (`len`: its encoded length) in chunks, every large set a chunk of its own.
-fn body(request: &v1::ProduceRequest, len: usize) -> Chunks {
-    let v1::ProduceRequest {
+/// The framed request (`len`: its encoded length) in chunks, every large piece of a set a
+/// chunk of its own.
+fn body(request: &ProduceCall<'_>, len: usize) -> Chunks {
+    let ProduceCall {
         acks,
         timeout_ms,
         partitions,
     } = request;
-    let mut chunks = Vec::with_capacity(2 * partitions.len() + 1);
+    let pieces: usize = partitions.iter().map(|p| p.sets.len()).sum();
+    let mut chunks = Vec::with_capacity(2 * pieces + 1);
     let mut head = BytesMut::with_capacity(64 + 32 * partitions.len());
     head.put_u8(0); // not compressed
     head.put_u32(len as u32);
@@ -69,32 +154,30 @@ fn body(request: &v1::ProduceRequest, len: usize) -> Chunks {
         uint32::encode(2, timeout_ms, &mut head);
     }
     for p in partitions {
-        let v1::ProducePartition {
-            topic,
-            partition,
-            message_set,
-            leader_epoch,
-        } = p;
         encode_key(3, WireType::LengthDelimited, &mut head);
         encode_varint(p.encoded_len() as u64, &mut head);
-        if !topic.is_empty() {
-            string::encode(1, topic, &mut head);
+        if !p.topic.is_empty() {
+            encode_key(1, WireType::LengthDelimited, &mut head);
+            encode_varint(p.topic.len() as u64, &mut head);
+            head.put_slice(p.topic.as_bytes());
         }
-        if *partition != 0 {
-            uint32::encode(2, partition, &mut head);
+        if p.partition != 0 {
+            uint32::encode(2, &p.partition, &mut head);
         }
-        if !message_set.is_empty() {
+        let set_len = p.set_len();
+        if set_len != 0 {
             encode_key(3, WireType::LengthDelimited, &mut head);
-            encode_varint(message_set.len() as u64, &mut head);
-            if message_set.len() >= OWN_CHUNK_BYTES_MIN {
-                chunks.push(head.split().freeze());
-                chunks.push(message_set.clone());
-            } else {
-                head.put_slice(message_set);
+            encode_varint(set_len as u64, &mut head);
+            for set in p.sets {
+                if set.len() >= OWN_CHUNK_BYTES_MIN {
+                    if !head.is_empty() {
+                        chunks.push(head.split().freeze());
+                    }
+                    chunks.push(set.clone());
+                } else {
+                    head.put_slice(set);
+                }
             }
-        }
-        if let Some(epoch) = leader_epoch {
-            int32::encode(4, epoch, &mut head);
         }
     }
     if !head.is_empty() {
@@ -105,8 +188,8 @@ fn body(request: &v1::ProduceRequest, len: usize) -> Chunks {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
     use http_body::Body as _;
+    use sluiceway_proto::prost::Message;
 
     use super::*;
 
@@ -125,35 +208,61 @@ mod tests {
     }
 
     #[test]
-    fn the_chunks_are_prosts_encoding_with_large_sets_sent_as_they_are() {
+    fn the_chunks_are_prosts_encoding_with_large_pieces_sent_as_they_are() {
         let large = Bytes::from(vec![7u8; 70_000]);
-        let partition = |topic: &str, partition, set: &Bytes, leader_epoch| v1::ProducePartition {
-            topic: topic.into(),
-            partition,
-            message_set: set.clone(),
-            leader_epoch,
-        };
-        let requests = [
-            v1::ProduceRequest::default(),
-            v1::ProduceRequest {
+        let other = Bytes::from(vec![9u8; 5_000]);
+        let small = Bytes::from_static(b"small set");
+        let pieces: [&[Bytes]; 5] = [
+            std::slice::from_ref(&large),
+            std::slice::from_ref(&small),
+            &[],
+            &[large.clone(), small.clone(), other.clone(), small.clone()],
+            &[small.clone(), other.clone()],
+        ];
+        let calls = [
+            ProduceCall {
+                acks: 0,
+                timeout_ms: 0,
+                partitions: Vec::new(),
+            },
+            ProduceCall {
                 acks: -1,
                 timeout_ms: 30_000,
-                partitions: vec![
-                    partition("a", 0, &large, None),
-                    partition("b", 3, &Bytes::from_static(b"small set"), Some(-1)),
-                    partition("", 0, &Bytes::new(), Some(0)),
-                    partition("c", 1, &large, Some(7)),
-                ],
+                partitions: [("a", 0), ("b", 3), ("", 0), ("c", 1), ("d", 2)]
+                    .into_iter()
+                    .zip(pieces)
+                    .map(|((topic, partition), sets)| PartitionSets {
+                        topic,
+                        partition,
+                        sets,
+                    })
+                    .collect(),
             },
         ];
-        for request in requests {
-            let len = request.encoded_len();
-            let got = chunks(body(&request, len));
+        for call in calls {
+            // What prost writes for the same request with each set concatenated.
+            let request = v1::ProduceRequest {
+                acks: call.acks,
+                timeout_ms: call.timeout_ms,
+                partitions: call
+                    .partitions
+                    .iter()
+                    .map(|p| v1::ProducePartition {
+                        topic: p.topic.into(),
+                        partition: p.partition,
+                        message_set: Bytes::from(p.sets.concat()),
+                        leader_epoch: None,
+                    })
+                    .collect(),
+            };
+            let len = call.encoded_len();
+            assert_eq!(len, request.encoded_len());
+            let got = chunks(body(&call, len));
             let mut want = vec![0u8];
             want.extend_from_slice(&(len as u32).to_be_bytes());
             want.extend_from_slice(&request.encode_to_vec());
-            assert_eq!(got.concat(), want, "{request:?}");
-            for set in request.partitions.iter().map(|p| &p.message_set) {
+            assert_eq!(got.concat(), want, "{call:?}");
+            for set in call.partitions.iter().flat_map(|p| p.sets) {
                 let sent_as_is = got.iter().any(|c| c.as_ptr() == set.as_ptr());
                 assert_eq!(sent_as_is, set.len() >= OWN_CHUNK_BYTES_MIN);
             }

@@ -41,7 +41,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use sluiceway_proto::v1;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -52,6 +51,7 @@ use super::accumulator::{
 use super::cluster::{Cluster, clone_error, is_connection_error, needs_metadata_refresh};
 use super::config::{Acks, ProducerConfig, SendSettings};
 use super::consumer::RecordHeader;
+use super::produce_call::{PartitionSets, ProduceCall};
 use super::runtime::Home;
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
@@ -826,7 +826,7 @@ async fn sender_loop(inner: Arc<Inner>) {
                         .min(MESSAGE_SET_BYTES_MAX as usize);
                     match acc.drain(&key, room, now, flushing) {
                         Ok(Some(d)) => {
-                            bytes += d.set.len();
+                            bytes += d.bytes;
                             drained.push(d);
                         }
                         Ok(None) => {}
@@ -855,17 +855,16 @@ async fn sender_loop(inner: Arc<Inner>) {
 }
 
 async fn send_request(inner: Arc<Inner>, address: String, acks: Acks, drained: Vec<Drained>) {
-    let request = v1::ProduceRequest {
+    let request = ProduceCall {
         acks: acks.as_i32(),
         timeout_ms: u32::try_from(inner.config.common.request_timeout.as_millis())
             .unwrap_or(u32::MAX),
         partitions: drained
             .iter()
-            .map(|d| v1::ProducePartition {
-                topic: d.key.tp.topic.clone(),
+            .map(|d| PartitionSets {
+                topic: &d.key.tp.topic,
                 partition: d.key.tp.partition,
-                message_set: d.set.clone(),
-                leader_epoch: None,
+                sets: &d.sets,
             })
             .collect(),
     };

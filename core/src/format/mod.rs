@@ -390,6 +390,17 @@ impl<'a> Message<'a> {
     }
 }
 
+/// The offset of the last message of a set's last entry (see [`Entry::last_offset`]) from its
+/// framing alone, `None` for an empty set. Framing errors are CORRUPT_MESSAGE; CRCs are not
+/// checked.
+pub fn last_offset_of(set: &[u8]) -> Result<Option<Offset>> {
+    let mut last = None;
+    for entry in Entries::new(set) {
+        last = Some(entry?.last_offset());
+    }
+    Ok(last)
+}
+
 /// Shallow iteration over the entries of a buffer. Checks framing only: that 12 bytes of
 /// overhead are there, that `size` is within [`MESSAGE_BYTES_MAX`] and at least a v0 header, and
 /// that `size` bytes follow. Stops after the first error.

@@ -212,7 +212,7 @@ impl PartitionLog {
         at = at.max(self.log_start_offset());
         while at < end {
             let read = self.read(at, PRODUCER_STATE_REPLAY_BYTES, end)?;
-            let Some(last) = last_offset_of(&read.bytes)? else {
+            let Some(last) = format::last_offset_of(&read.bytes)? else {
                 break;
             };
             table.record_set(&read.bytes, at)?;
@@ -1096,13 +1096,4 @@ fn check_sequences(
         }
     }
     Ok(duplicates)
-}
-
-/// The last offset of a set's last entry, `None` for an empty set.
-fn last_offset_of(set: &[u8]) -> Result<Option<Offset>> {
-    let mut last = None;
-    for entry in Entries::new(set) {
-        last = Some(entry?.last_offset());
-    }
-    Ok(last)
 }
