@@ -47,6 +47,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use super::runtime::PreciseSleep;
 use super::{
     Admin, AdminConfig, Consumer, ConsumerConfig, DeliveryFuture, NewTopic, OffsetReset, Producer,
     ProducerConfig, ProducerRecord, TopicPartition,
@@ -68,8 +69,6 @@ pub const STAMP_BYTES: usize = 8;
 const LATENCY_US_MAX: u64 = 3_600_000_000;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
-/// The part of a fixed-rate wait left to tokio's timer (1 ms wheel, may fire a tick late).
-const PACE_COARSE: Duration = Duration::from_millis(2);
 
 /// Which loop to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -459,20 +458,12 @@ fn stamped_values(
 
 /// Sends a producer's share (see the module docs); a completion task records latencies.
 /// Waits until `at` with the precision of the OS's sleep (tens of µs) rather than tokio's 1 ms
-/// timer wheel: a fixed-rate run counts latency from each message's intended send time, so a
-/// generator that wakes up to a ms late would charge its own lateness to the system measured
-/// (Kafka's `E2eLatency.java` paces with `LockSupport.parkNanos`, as precise as this).
+/// timer wheel ([`PreciseSleep`]): a fixed-rate run counts latency from each message's intended
+/// send time, so a generator that wakes up to a ms late would charge its own lateness to the
+/// system measured (Kafka's `E2eLatency.java` paces with `LockSupport.parkNanos`, as precise as
+/// this).
 async fn pace_until(at: Instant) {
-    if let Some(coarse) = at.checked_sub(PACE_COARSE)
-        && coarse > Instant::now()
-    {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(coarse)).await;
-    }
-    let rest = at.saturating_duration_since(Instant::now());
-    if !rest.is_zero() {
-        // A blocking-pool thread sleeps the rest; the runtime's workers stay free.
-        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
-    }
+    PreciseSleep::default().until(at).await;
 }
 
 async fn produce_worker(

@@ -52,7 +52,7 @@ use super::cluster::{Cluster, clone_error, is_connection_error, needs_metadata_r
 use super::config::{Acks, ProducerConfig, SendSettings};
 use super::consumer::RecordHeader;
 use super::produce_call::{PartitionSets, ProduceCall};
-use super::runtime::Home;
+use super::runtime::{Home, PreciseSleep};
 use crate::error::{Error, ErrorCode, Result};
 use crate::group::TopicPartition;
 use crate::limits::{
@@ -760,6 +760,8 @@ fn refresh_in_background(inner: &Arc<Inner>) {
 }
 
 async fn sender_loop(inner: Arc<Inner>) {
+    // Batches are sent at their linger deadline, not up to a timer tick after it.
+    let mut timer = PreciseSleep::default();
     let backoff = inner
         .config
         .common
@@ -849,7 +851,7 @@ async fn sender_loop(inner: Arc<Inner>) {
         let sleep_until = wake_at.unwrap_or(now + idle).max(now);
         tokio::select! {
             _ = inner.wake.notified() => {}
-            _ = tokio::time::sleep_until(sleep_until.into()) => {}
+            _ = timer.until(sleep_until) => {}
         }
     }
 }

@@ -276,3 +276,84 @@ impl<F: Future> Future for InRuntime<'_, F> {
         self.fut.as_mut().poll(cx)
     }
 }
+
+/// How much of a [`PreciseSleep`] is left to a blocking-pool thread: tokio's timer fires on the
+/// first 1 ms tick at or after a deadline (and its wake can add a little), so it sleeps to two
+/// ticks before and the OS sleeps the rest.
+const PRECISE_TAIL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// A sleep that ends at its deadline, to the OS's precision (tens of µs), rather than up to 1 ms
+/// after it as tokio's timer wheel does: the producer's `linger.ms` is an upper bound (Kafka:
+/// "up to"), and the benchmark's fixed-rate generator must not charge its own lateness to the
+/// system it measures. Cancel-safe and reusable across the `select!` of a loop: the blocking
+/// tail started for a deadline is awaited again, not started again, when the next call asks
+/// for the same deadline, so a loop woken many times before its deadline sleeps the tail on
+/// one thread.
+#[derive(Debug, Default)]
+pub(crate) struct PreciseSleep {
+    tail: Option<(std::time::Instant, tokio::task::JoinHandle<()>)>,
+}
+
+impl PreciseSleep {
+    pub(crate) async fn until(&mut self, at: std::time::Instant) {
+        if let Some(coarse) = at.checked_sub(PRECISE_TAIL)
+            && coarse > std::time::Instant::now()
+        {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(coarse)).await;
+        }
+        if self
+            .tail
+            .as_ref()
+            .is_none_or(|(deadline, _)| *deadline != at)
+        {
+            let rest = at.saturating_duration_since(std::time::Instant::now());
+            if rest.is_zero() {
+                self.tail = None;
+                return;
+            }
+            let sleep = tokio::task::spawn_blocking(move || std::thread::sleep(rest));
+            self.tail = Some((at, sleep));
+        }
+        if let Some((_, sleep)) = &mut self.tail {
+            let _ = sleep.await;
+        }
+        self.tail = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::task::Poll;
+    use std::time::{Duration, Instant};
+
+    use super::PreciseSleep;
+
+    /// Polls `f` once and drops it (cancels it); true when it was still pending.
+    async fn pending_once(f: impl Future) -> bool {
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx).is_pending())).await
+    }
+
+    /// Never returns before its deadline; a call cancelled in its blocking tail leaves the tail
+    /// running, and the next call for the same deadline awaits that one instead of another.
+    #[tokio::test]
+    async fn precise_sleep_reuses_its_tail_across_cancellations() {
+        let mut sleep = PreciseSleep::default();
+        let at = Instant::now() + Duration::from_millis(1);
+        let id = |s: &PreciseSleep| s.tail.as_ref().map(|(d, h)| (*d, h.id()));
+        // The deadline is < 2 ms away: the first pending point is inside the tail.
+        assert!(pending_once(sleep.until(at)).await, "the deadline is ahead");
+        let first = id(&sleep).expect("a tail is running");
+        assert_eq!(first.0, at);
+        if pending_once(sleep.until(at)).await {
+            assert_eq!(id(&sleep), Some(first), "the same tail, not a second one");
+        }
+        sleep.until(at).await;
+        assert!(Instant::now() >= at);
+        assert!(sleep.tail.is_none());
+        // A deadline already passed returns at once.
+        sleep.until(Instant::now()).await;
+        assert!(sleep.tail.is_none());
+    }
+}
