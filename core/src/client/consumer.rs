@@ -205,6 +205,12 @@ struct Chunk {
     pending: Option<PendingSet>,
     decoded: DecodedSet,
     bytes: usize,
+    /// Names the chunk to the decode-ahead task ([`Inner::decode_ahead`]).
+    id: u64,
+    /// The decode-ahead task has its set: a poll waits for it rather than pass it.
+    decoding: bool,
+    /// The decode-ahead task found the set damaged and left it to the poll (not retried).
+    decode_failed: bool,
 }
 
 /// A fetched set awaiting [`DecodedSet::decode`]: records at or after `from`.
@@ -234,6 +240,10 @@ struct State {
     auto_commit_running: bool,
     /// Source of partition epochs (see the module invariant).
     next_epoch: u64,
+    /// Source of chunk ids.
+    next_chunk_id: u64,
+    /// A decode-ahead task is running.
+    decoding_ahead: bool,
     /// A group membership failure or a failed background commit the next `poll` reports
     /// (once).
     group_error: Option<Error>,
@@ -513,6 +523,63 @@ impl Inner {
         Ok(Offset(p.position.unwrap_or(o)))
     }
 
+    /// The first buffered set not decoded yet, when the decoded records ahead of it are fewer
+    /// than `want` (what the next poll may take) and no decode-ahead task runs; it is marked as
+    /// being decoded.
+    fn next_to_decode(&self, st: &mut State, want: usize) -> Option<(u64, PendingSet)> {
+        if st.decoding_ahead {
+            return None;
+        }
+        let mut ready = 0usize;
+        for chunk in st.buffer.iter_mut() {
+            if ready >= want || chunk.decoding || chunk.decode_failed {
+                return None;
+            }
+            match chunk.pending.take() {
+                Some(set) => {
+                    chunk.decoding = true;
+                    st.decoding_ahead = true;
+                    return Some((chunk.id, set));
+                }
+                None => ready += chunk.decoded.remaining(),
+            }
+        }
+        None
+    }
+
+    /// Decodes buffered sets ahead of the application's polls, one at a time, until a poll's
+    /// worth (`want` records) is decoded ahead: the application's thread then finds records
+    /// ready instead of decoding them itself. Only a poll's worth, so what was decoded is still
+    /// in the CPU's caches when it is drained (decoding every buffered set as it arrived made a
+    /// Node consumer of 100 B records 35 % slower). A set that does not decode goes back as it
+    /// was: the poll that reaches it decodes it again and reports the error at its place.
+    async fn decode_ahead(self: Arc<Self>, mut job: (u64, PendingSet), want: usize) {
+        loop {
+            let (id, pending) = job;
+            let decoded = DecodedSet::decode(pending.set.clone(), pending.from);
+            let next = {
+                let mut st = self.state.lock();
+                if let Some(chunk) = st.buffer.iter_mut().find(|c| c.id == id) {
+                    chunk.decoding = false;
+                    match decoded {
+                        Ok(d) => chunk.decoded = d,
+                        Err(_) => {
+                            chunk.pending = Some(pending);
+                            chunk.decode_failed = true;
+                        }
+                    }
+                }
+                st.decoding_ahead = false;
+                self.next_to_decode(&mut st, want)
+            };
+            self.data.notify_waiters();
+            match next {
+                Some(j) => job = j,
+                None => return,
+            }
+        }
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.state.lock().closed {
             return Err(Error::Closed("consumer"));
@@ -642,8 +709,15 @@ impl Inner {
                 let mut records = S::default();
                 drain_records(&mut st, max, &mut records);
                 if records.len() > 0 {
+                    let decode = self.next_to_decode(&mut st, max);
                     drop(st);
                     self.wake.notify_one();
+                    if let Some(job) = decode {
+                        // The next poll's sets decode while the application handles these.
+                        self.home
+                            .handle()
+                            .spawn(self.clone().decode_ahead(job, max));
+                    }
                     return Ok((records, Vec::new()));
                 }
             }
@@ -1211,6 +1285,10 @@ fn drain_records(st: &mut State, max: usize, out: &mut impl RecordSink) {
         let Some(chunk) = buffer.front_mut() else {
             break;
         };
+        if chunk.decoding {
+            // The decode-ahead task has it; its end wakes the poll.
+            break;
+        }
         let live = parts.get(&chunk.tp).filter(|p| p.epoch == chunk.epoch);
         let Some(_) = live else {
             *buffered_bytes -= chunk.bytes;
@@ -1461,6 +1539,7 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<FetchPart>) {
                     buffer,
                     buffered_bytes,
                     next_epoch,
+                    next_chunk_id,
                     ..
                 } = &mut *st;
                 let Some(p) = states.get_mut(&f.tp).filter(|p| p.epoch == f.epoch) else {
@@ -1503,7 +1582,11 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<FetchPart>) {
                                 p.fetch_offset = Some(last + 1);
                             }
                             *buffered_bytes += set.len();
+                            *next_chunk_id += 1;
                             buffer.push_back(Chunk {
+                                id: *next_chunk_id,
+                                decoding: false,
+                                decode_failed: false,
                                 tp: f.tp.clone(),
                                 topic,
                                 epoch: p.epoch,
@@ -1701,6 +1784,9 @@ mod tests {
             pending,
             decoded,
             bytes,
+            id: 0,
+            decoding: false,
+            decode_failed: false,
         }
     }
 
@@ -1985,6 +2071,95 @@ mod tests {
         assert_ne!(p.epoch, 1, "the chunks behind the damage are stale");
         assert!(st.buffer.is_empty());
         assert_eq!(st.buffered_bytes, 0);
+    }
+
+    /// Decode-ahead: a poll's worth of sets decoded off the application's thread, a poll
+    /// stopping at the set being decoded, and a damaged set left for the poll to report at its
+    /// place (not retried by the task).
+    #[test]
+    fn sets_decoded_ahead_drain_as_those_decoded_by_the_poll() {
+        let tp = TopicPartition::new("t", 0);
+        let inner = Arc::new(bare_inner());
+        inner
+            .set_assignment(vec![tp.clone()], &HashMap::from([(tp.clone(), 0)]))
+            .unwrap();
+        let mut damaged = stored_set(Compression::None, 10, 5).to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x01;
+        let job = {
+            let mut st = inner.state.lock();
+            let epoch = st.parts[&tp].epoch;
+            for (id, (base, set)) in [
+                (0, stored_set(Compression::None, 0, 5)),
+                (5, stored_set(Compression::None, 5, 5)),
+                (10, Bytes::from(damaged)),
+                (15, stored_set(Compression::None, 15, 5)),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                st.buffered_bytes += set.len();
+                st.buffer.push_back(Chunk {
+                    id: id as u64 + 1,
+                    ..chunk(&tp, epoch, set, base, true)
+                });
+            }
+            let job = inner.next_to_decode(&mut st, 3).expect("the first set");
+            assert_eq!(job.0, 1);
+            assert!(
+                inner.next_to_decode(&mut st, 3).is_none(),
+                "one task at a time"
+            );
+            assert!(
+                drain(&mut st, 100).is_empty(),
+                "the poll waits for the set being decoded"
+            );
+            job
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // 5 records ahead cover a poll of 3: the task stops after the first set.
+        rt.block_on(inner.clone().decode_ahead(job, 3));
+        {
+            let mut st = inner.state.lock();
+            let pending: Vec<bool> = st.buffer.iter().map(|c| c.pending.is_some()).collect();
+            assert_eq!(pending, [false, true, true, true]);
+            assert!(!st.decoding_ahead);
+            let got = drain(&mut st, 4);
+            assert_eq!(
+                got.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+                [0, 1, 2, 3]
+            );
+            // One record left ahead, fewer than a poll of 100: the task goes on, through the
+            // second set, and stops at the damaged one, which it leaves as it came.
+            let job = inner.next_to_decode(&mut st, 100).expect("the second set");
+            drop(st);
+            rt.block_on(inner.clone().decode_ahead(job, 100));
+        }
+        let mut st = inner.state.lock();
+        let state: Vec<(bool, bool)> = st
+            .buffer
+            .iter()
+            .map(|c| (c.pending.is_some(), c.decode_failed))
+            .collect();
+        assert_eq!(
+            state,
+            [(false, false), (false, false), (true, true), (true, false)]
+        );
+        assert!(inner.next_to_decode(&mut st, 100).is_none(), "not retried");
+        let got = drain(&mut st, 100);
+        assert_eq!(
+            got.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+            (4..10).collect::<Vec<_>>(),
+            "nothing at or past the damage"
+        );
+        let p = &st.parts[&tp];
+        assert_eq!(p.position, Some(10));
+        assert_eq!(
+            p.error.as_ref().map(Error::code),
+            Some(ErrorCode::CorruptMessage)
+        );
     }
 
     fn bare_inner() -> Inner {
