@@ -244,6 +244,9 @@ struct State {
     next_chunk_id: u64,
     /// A decode-ahead task is running.
     decoding_ahead: bool,
+    /// How many records the last poll could take: what decode-ahead prepares for the next
+    /// (0 before the first poll: nothing is decoded ahead of an application that never polls).
+    decode_want: usize,
     /// A group membership failure or a failed background commit the next `poll` reports
     /// (once).
     group_error: Option<Error>,
@@ -707,6 +710,7 @@ impl Inner {
                     return Err(e);
                 }
                 let mut records = S::default();
+                st.decode_want = max;
                 drain_records(&mut st, max, &mut records);
                 if records.len() > 0 {
                     let decode = self.next_to_decode(&mut st, max);
@@ -1653,7 +1657,19 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<FetchPart>) {
             }
         }
     }
+    // Sets that arrived while the application was handling a poll's records are decoded now,
+    // not by the next poll (when fewer than a poll's worth are decoded ahead).
+    let want = st.decode_want;
+    let decode = (want > 0)
+        .then(|| inner.next_to_decode(&mut st, want))
+        .flatten();
     drop(st);
+    if let Some(job) = decode {
+        inner
+            .home
+            .handle()
+            .spawn(inner.clone().decode_ahead(job, want));
+    }
     inner.landed.notify_waiters();
     inner.data.notify_waiters();
     inner.wake.notify_one();
