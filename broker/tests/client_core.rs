@@ -112,6 +112,65 @@ fn plain<F: std::future::Future>(fut: F) -> F::Output {
     }
 }
 
+/// `poll_columns_now`, what a binding calls on its event-loop thread: from a plain thread with
+/// no runtime, it never waits, returns only what is fetched and decoded (or `None`), and
+/// together with the waiting poll hands every record over once, in order; a bad `max_records`
+/// and a closed consumer are the caller's errors.
+#[test]
+fn poll_columns_now_takes_what_is_ready_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        create(&b, "now", 1).await;
+        let p = producer(&b, &[("batch.size", "4096")]).await;
+        send_values(&p, "now", 0..3000).await;
+        p.close(None).await.unwrap();
+    });
+    assert!(tokio::runtime::Handle::try_current().is_err());
+    let c = Consumer::new_blocking(
+        ConsumerConfig::new(&b.addr)
+            .auto_offset_reset(OffsetReset::Earliest)
+            .max_partition_fetch_bytes(16 << 10),
+    )
+    .unwrap();
+    c.assign(tps("now", 1)).unwrap();
+    let e = c.poll_columns_now(Some(0)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+    let mut offsets: Vec<u64> = Vec::new();
+    let (mut at_once, mut waited) = (0, 0);
+    wait_until_blocking("3000 records taken", CONDITION_TIMEOUT, || {
+        let batch = match c.poll_columns_now(Some(100)).unwrap() {
+            Some(b) => {
+                at_once += 1;
+                b
+            }
+            None => {
+                waited += 1;
+                plain(c.poll_columns(Duration::from_secs(1), Some(100))).unwrap()
+            }
+        };
+        assert!(batch.records.len() <= 100);
+        offsets.extend(&batch.records.offsets);
+        offsets.len() >= 3000
+    });
+    assert_eq!(
+        offsets,
+        (0..3000).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+    assert!(
+        at_once > 0,
+        "{at_once} polls answered at once, {waited} waited"
+    );
+    assert!(
+        c.poll_columns_now(None).unwrap().is_none(),
+        "caught up: nothing ready"
+    );
+    c.close_blocking(None).unwrap();
+    let e = c.poll_columns_now(None).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Closed, "{e}");
+}
+
 /// The admin client's async methods work outside tokio, like the producer's and consumer's:
 /// each call is polled with the client runtime's context entered.
 #[test]

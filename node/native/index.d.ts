@@ -36,6 +36,12 @@ export declare class NativeConsumer {
    * `CONSUMER_POLL_TIMEOUT_MS_DEFAULT`) (core `poll_columns`).
    */
   pollBatch(timeoutMs?: number | undefined | null, maxRecords?: number | undefined | null): Promise<JsPollBatch>
+  /**
+   * What a poll can return without waiting (records already fetched and decoded, events,
+   * or an error), on the calling thread; `null` when `pollBatch` would have to wait (core
+   * `poll_columns_now`).
+   */
+  pollBatchNow(maxRecords?: number | undefined | null): JsPollBatch | null
   /** Moves a partition's position. */
   seek(partition: JsTopicPartition, offset: string): void
   /** To the first offset of `partitions` (absent: every assigned one). */

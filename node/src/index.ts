@@ -818,7 +818,7 @@ export class Consumer {
     const timeout = optUint('options.timeout', o.timeout)
     const max = optUint('options.maxRecords', o.maxRecords)
     const c = this.nc
-    const b = await call(() => c.pollBatch(timeout, max))
+    const b = await nextBatch(c, timeout, max)
     await this.dispatchEvents(b.events)
     return {
       messages: payloads(b.records),
@@ -857,7 +857,7 @@ export class Consumer {
   private async loop(c: native.NativeConsumer, options: RunOptions, wait: number | undefined): Promise<void> {
     try {
       while (!this.stopping) {
-        const b = await call(() => c.pollBatch(wait))
+        const b = await nextBatch(c, wait)
         if (this.stopping) break
         await this.dispatchEvents(b.events)
         if (options.eachBatch) {
@@ -877,7 +877,7 @@ export class Consumer {
   async *[Symbol.asyncIterator](): AsyncGenerator<EachMessagePayload> {
     const c = this.nc
     while (!this.stopping) {
-      const b = await call(() => c.pollBatch())
+      const b = await nextBatch(c)
       await this.dispatchEvents(b.events)
       yield* payloads(b.records)
     }
@@ -992,6 +992,19 @@ const errorsClosed = class extends SluicewayError {
 function optPartitions(argument: string, v: unknown): native.JsTopicPartition[] | undefined {
   if (v === undefined || v === null) return undefined
   return array(argument, v).map((p, i) => topicPartition(`${argument}[${i}]`, p))
+}
+
+/**
+ * The next poll: at once, on this thread, when the core has records fetched and decoded (or
+ * events, or an error) — no trip through the core's runtime and back — else the waiting poll.
+ * An answer taken at once still yields to the event loop before it is handled, so reading a
+ * long backlog never starves timers and I/O.
+ */
+async function nextBatch(c: native.NativeConsumer, timeout?: number, max?: number): Promise<native.JsPollBatch> {
+  const now = callSync(() => c.pollBatchNow(max))
+  if (now == null) return call(() => c.pollBatch(timeout, max))
+  await new Promise<void>((resolve) => setImmediate(resolve))
+  return now
 }
 
 /** A poll's records grouped per topic-partition (kafkajs's `eachBatch`), in poll order. */

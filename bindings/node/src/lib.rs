@@ -44,8 +44,8 @@ use napi::{Env, sys};
 use napi_derive::napi;
 use sluiceway_core::client::{
     Acks, Admin, AdminConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetSpec,
-    PartitionOffset, Producer, ProducerConfig, ProducerRecord, RebalanceEvent, RecordColumns,
-    RecordHeader, SendSettings, TimestampType, TopicMetadata, TopicPartition,
+    PartitionOffset, PollColumns, Producer, ProducerConfig, ProducerRecord, RebalanceEvent,
+    RecordColumns, RecordHeader, SendSettings, TimestampType, TopicMetadata, TopicPartition,
 };
 use sluiceway_core::limits::CONSUMER_POLL_TIMEOUT_MS_DEFAULT;
 use sluiceway_core::{Error, ErrorCode, Offset};
@@ -794,23 +794,19 @@ impl NativeConsumer {
             .poll_columns(Duration::from_millis(u64::from(timeout_ms)), max_records)
             .await
             .map_err(reject)?;
-        Ok(JsPollBatch {
-            records: record_batch(batch.records),
-            events: batch
-                .events
-                .into_iter()
-                .map(|e| {
-                    let (kind, partitions) = match e {
-                        RebalanceEvent::Revoked(ps) => ("revoked", ps),
-                        RebalanceEvent::Assigned(ps) => ("assigned", ps),
-                    };
-                    JsRebalanceEvent {
-                        kind: kind.to_owned(),
-                        partitions: partitions.into_iter().map(js_partition_offset).collect(),
-                    }
-                })
-                .collect(),
-        })
+        Ok(js_poll_batch(batch))
+    }
+
+    /// What a poll can return without waiting (records already fetched and decoded, events,
+    /// or an error), on the calling thread; `null` when `pollBatch` would have to wait (core
+    /// `poll_columns_now`).
+    #[napi]
+    pub fn poll_batch_now(&self, max_records: Option<u32>) -> napi::Result<Option<JsPollBatch>> {
+        Ok(self
+            .inner
+            .poll_columns_now(max_records)
+            .map_err(reject)?
+            .map(js_poll_batch))
     }
 
     /// Moves a partition's position.
@@ -1250,4 +1246,24 @@ pub fn compression_types() -> Vec<String> {
     .iter()
     .map(|c| c.name().to_owned())
     .collect()
+}
+
+fn js_poll_batch(batch: PollColumns) -> JsPollBatch {
+    JsPollBatch {
+        records: record_batch(batch.records),
+        events: batch
+            .events
+            .into_iter()
+            .map(|e| {
+                let (kind, partitions) = match e {
+                    RebalanceEvent::Revoked(ps) => ("revoked", ps),
+                    RebalanceEvent::Assigned(ps) => ("assigned", ps),
+                };
+                JsRebalanceEvent {
+                    kind: kind.to_owned(),
+                    partitions: partitions.into_iter().map(js_partition_offset).collect(),
+                }
+            })
+            .collect(),
+    }
 }

@@ -660,13 +660,9 @@ impl Inner {
     }
 
     /// Records (into a new `S`) or rebalance events, for every public poll.
-    async fn poll_into<S: RecordSink>(
-        self: &Arc<Self>,
-        timeout: Duration,
-        max_records: Option<u32>,
-        keep_events: bool,
-    ) -> Result<(S, Vec<RebalanceEvent>)> {
-        let max = match max_records {
+    /// `max_records` checked, else `max.poll.records`.
+    fn poll_max(&self, max_records: Option<u32>) -> Result<usize> {
+        Ok(match max_records {
             None => self.config.max_poll_records,
             Some(n) if (1..=CONSUMER_MAX_POLL_RECORDS_MAX).contains(&n) => n,
             Some(n) => {
@@ -674,56 +670,78 @@ impl Inner {
                     "max_records {n} is out of range; allowed: 1..={CONSUMER_MAX_POLL_RECORDS_MAX}"
                 )));
             }
-        } as usize;
+        } as usize)
+    }
+
+    /// What a poll can return at once, under the state lock: pending rebalance events, an
+    /// error, or up to `max` records; `None` when it would have to wait. `decoded_only`: stop
+    /// at a set not decoded yet instead of decoding it (a caller on an event-loop thread).
+    fn poll_now<S: RecordSink>(
+        self: &Arc<Self>,
+        max: usize,
+        keep_events: bool,
+        decoded_only: bool,
+    ) -> Result<Option<(S, Vec<RebalanceEvent>)>> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(Error::Closed("consumer"));
+        }
+        st.events_wanted |= keep_events;
+        // This poll acknowledges a revoke an earlier poll returned.
+        self.ack_revoke(&mut st, true);
+        if !st.events.is_empty() {
+            let events: Vec<_> = st.events.drain(..).collect();
+            let revoked = events
+                .iter()
+                .any(|e| matches!(e, RebalanceEvent::Revoked(_)));
+            if keep_events {
+                if revoked && let Some(r) = st.revoke.as_mut() {
+                    r.delivered = true;
+                }
+                return Ok(Some((S::default(), events)));
+            }
+            // The caller does not take events: nothing to wait for.
+            self.ack_revoke(&mut st, false);
+        }
+        if let Some(e) = st.group_error.take() {
+            return Err(e);
+        }
+        if let Some(e) = st.parts.values_mut().find_map(|p| p.error.take()) {
+            return Err(e);
+        }
+        let mut records = S::default();
+        st.decode_want = max;
+        drain_records(&mut st, max, &mut records, decoded_only);
+        if records.len() == 0 {
+            return Ok(None);
+        }
+        let decode = self.next_to_decode(&mut st, max);
+        drop(st);
+        self.wake.notify_one();
+        if let Some(job) = decode {
+            // The next poll's sets decode while the application handles these.
+            self.home
+                .handle()
+                .spawn(self.clone().decode_ahead(job, max));
+        }
+        Ok(Some((records, Vec::new())))
+    }
+
+    async fn poll_into<S: RecordSink>(
+        self: &Arc<Self>,
+        timeout: Duration,
+        max_records: Option<u32>,
+        keep_events: bool,
+    ) -> Result<(S, Vec<RebalanceEvent>)> {
+        let max = self.poll_max(max_records)?;
         let deadline = tokio::time::Instant::now() + timeout;
         self.maybe_auto_commit();
         loop {
             let notified = self.data.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut st = self.state.lock();
-                if st.closed {
-                    return Err(Error::Closed("consumer"));
-                }
-                st.events_wanted |= keep_events;
-                // This poll acknowledges a revoke an earlier poll returned.
-                self.ack_revoke(&mut st, true);
-                if !st.events.is_empty() {
-                    let events: Vec<_> = st.events.drain(..).collect();
-                    let revoked = events
-                        .iter()
-                        .any(|e| matches!(e, RebalanceEvent::Revoked(_)));
-                    if keep_events {
-                        if revoked && let Some(r) = st.revoke.as_mut() {
-                            r.delivered = true;
-                        }
-                        return Ok((S::default(), events));
-                    }
-                    // The caller does not take events: nothing to wait for.
-                    self.ack_revoke(&mut st, false);
-                }
-                if let Some(e) = st.group_error.take() {
-                    return Err(e);
-                }
-                if let Some(e) = st.parts.values_mut().find_map(|p| p.error.take()) {
-                    return Err(e);
-                }
-                let mut records = S::default();
-                st.decode_want = max;
-                drain_records(&mut st, max, &mut records);
-                if records.len() > 0 {
-                    let decode = self.next_to_decode(&mut st, max);
-                    drop(st);
-                    self.wake.notify_one();
-                    if let Some(job) = decode {
-                        // The next poll's sets decode while the application handles these.
-                        self.home
-                            .handle()
-                            .spawn(self.clone().decode_ahead(job, max));
-                    }
-                    return Ok((records, Vec::new()));
-                }
+            if let Some(answer) = self.poll_now(max, keep_events, false)? {
+                return Ok(answer);
             }
             tokio::select! {
                 _ = &mut notified => {}
@@ -1011,6 +1029,20 @@ impl Consumer {
     }
 
     /// [`Consumer::poll_batch`] for synchronous callers.
+    /// [`Consumer::poll_columns`] without waiting, for a binding's event-loop thread: pending
+    /// rebalance events, an error, or up to `max_records` records that are buffered and already
+    /// decoded (the decode-ahead task decodes them off this thread); `None` when a poll would
+    /// have to wait or decode. No runtime hop: a Node consumer reading a backlog gets most of
+    /// its polls this way.
+    pub fn poll_columns_now(&self, max_records: Option<u32>) -> Result<Option<PollColumns>> {
+        let max = self.inner.poll_max(max_records)?;
+        self.inner.maybe_auto_commit();
+        Ok(self
+            .inner
+            .poll_now(max, true, true)?
+            .map(|(records, events)| PollColumns { records, events }))
+    }
+
     pub fn poll_batch_blocking(
         &self,
         timeout: Duration,
@@ -1277,7 +1309,9 @@ impl Drop for Consumer {
 
 /// Moves up to `max` records (counting those already in `out`) from the buffer to `out`,
 /// advancing positions.
-fn drain_records(st: &mut State, max: usize, out: &mut impl RecordSink) {
+/// Moves up to `max` buffered records into `out`, in order, decoding sets as it reaches them
+/// (unless `decoded_only`: then it stops at a set not decoded yet).
+fn drain_records(st: &mut State, max: usize, out: &mut impl RecordSink, decoded_only: bool) {
     let State {
         parts,
         buffer,
@@ -1289,8 +1323,9 @@ fn drain_records(st: &mut State, max: usize, out: &mut impl RecordSink) {
         let Some(chunk) = buffer.front_mut() else {
             break;
         };
-        if chunk.decoding {
-            // The decode-ahead task has it; its end wakes the poll.
+        if chunk.decoding || (decoded_only && chunk.pending.is_some()) {
+            // The decode-ahead task has it (its end wakes the poll), or the caller does not
+            // decode.
             break;
         }
         let live = parts.get(&chunk.tp).filter(|p| p.epoch == chunk.epoch);
@@ -1781,7 +1816,7 @@ mod tests {
 
     fn drain(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
         let mut out = Vec::new();
-        drain_records(st, max, &mut out);
+        drain_records(st, max, &mut out, false);
         out
     }
 
@@ -1987,7 +2022,7 @@ mod tests {
                 loop {
                     let records = drain(&mut by_records, max);
                     let mut columns = RecordColumns::default();
-                    drain_records(&mut by_columns, max, &mut columns);
+                    drain_records(&mut by_columns, max, &mut columns, false);
                     let (values, buffers) = values_of(&mut columns);
                     assert_eq!(columns, columns_of(&records), "{codec:?} {max}");
                     let want: Vec<_> = records.iter().map(|r| r.value.clone()).collect();
