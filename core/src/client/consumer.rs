@@ -1548,7 +1548,6 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<FetchPart>) {
     })
     .await;
     let now = Instant::now();
-    let backoff = cfg.common.retry_backoff;
     // An answer that does not have one result per partition asked cannot be matched up: it
     // is treated like a failed request (retried), never zipped short.
     let result = result.and_then(|resp| {
@@ -1563,6 +1562,14 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<FetchPart>) {
         }
     });
     wait_turn(&inner, &parts).await;
+    land(&inner, &parts, result, now);
+}
+
+/// Applies a fetch's answer (or its failure) to the partitions it asked for, in its turn
+/// ([`wait_turn`]), and wakes whoever waits on it.
+fn land(inner: &Arc<Inner>, parts: &[FetchPart], result: Result<v1::FetchResponse>, now: Instant) {
+    let cfg = &inner.config;
+    let backoff = cfg.common.retry_backoff;
     let mut st = inner.state.lock();
     match result {
         Ok(resp) => {
@@ -1673,15 +1680,17 @@ async fn fetch(inner: Arc<Inner>, address: String, parts: Vec<FetchPart>) {
                 next_epoch,
                 ..
             } = &mut *st;
-            for f in &parts {
+            for f in parts {
                 if let Some(p) = states.get_mut(&f.tp).filter(|p| p.epoch == f.epoch) {
                     p.landed = f.seq;
                     if p.issued > f.seq {
                         // The fetch sent from this answer's early offsets is void.
                         *next_epoch += 1;
                         p.renew(*next_epoch);
-                        p.fetch_offset = Some(f.offset);
                     }
+                    // Fetching starts again where this fetch started, also when its early
+                    // offsets had moved the partition on without a fetch sent from there yet.
+                    p.fetch_offset = Some(f.offset);
                     p.busy = false;
                     if retriable {
                         p.retry_at = Some(now + backoff);
@@ -2211,6 +2220,86 @@ mod tests {
             p.error.as_ref().map(Error::code),
             Some(ErrorCode::CorruptMessage)
         );
+    }
+
+    /// A fetch released early (its answer's first frame gave the next offset) that then fails
+    /// or ends elsewhere: fetching starts again where it really ends, whether or not the next
+    /// fetch was already sent, so no record is skipped; one that ends as it said is kept.
+    #[test]
+    fn an_early_released_fetch_that_fails_or_ends_elsewhere_skips_nothing() {
+        let tp = TopicPartition::new("t", 0);
+        let answer = |set: Bytes, next: i64| {
+            Ok(v1::FetchResponse {
+                results: vec![v1::FetchPartitionResult {
+                    topic: "t".into(),
+                    message_set: set,
+                    ..Default::default()
+                }],
+                next_offsets: vec![next],
+            })
+        };
+        let failed = || Err(Error::Network("connection reset mid-answer".into()));
+        // `sent_next`: whether the fetcher already sent the fetch from the early offset.
+        for (sent_next, result, want_offset, want_records) in [
+            (false, failed(), 0, 0),
+            (true, failed(), 0, 0),
+            (false, answer(stored_set(Compression::None, 0, 5), 5), 5, 5),
+            (true, answer(stored_set(Compression::None, 0, 5), 5), 5, 5),
+            (true, answer(stored_set(Compression::None, 0, 3), 5), 3, 3),
+        ] {
+            let inner = Arc::new(bare_inner());
+            inner
+                .set_assignment(vec![tp.clone()], &HashMap::from([(tp.clone(), 0)]))
+                .unwrap();
+            let part = {
+                let mut st = inner.state.lock();
+                let p = st.parts.get_mut(&tp).unwrap();
+                p.busy = true;
+                p.issued = 1;
+                FetchPart {
+                    tp: tp.clone(),
+                    offset: 0,
+                    epoch: p.epoch,
+                    seq: 1,
+                }
+            };
+            let first_epoch = part.epoch;
+            release_early(&inner, std::slice::from_ref(&part), &[5]);
+            {
+                let mut st = inner.state.lock();
+                let p = st.parts.get_mut(&tp).unwrap();
+                assert_eq!((p.busy, p.fetch_offset), (false, Some(5)), "released");
+                if sent_next {
+                    p.busy = true;
+                    p.issued = 2;
+                }
+            }
+            let ok = result.is_ok();
+            land(&inner, std::slice::from_ref(&part), result, Instant::now());
+            let mut st = inner.state.lock();
+            let p = &st.parts[&tp];
+            let case = format!("sent_next {sent_next}, ok {ok}, want {want_offset}");
+            if sent_next && want_offset != 5 {
+                assert_ne!(p.epoch, first_epoch, "{case}: the early fetch is void");
+            }
+            if !sent_next || want_offset != 5 {
+                assert!(!p.busy, "{case}");
+                assert_eq!(p.fetch_offset, Some(want_offset), "{case}");
+            } else {
+                assert!(
+                    p.busy && p.epoch == first_epoch,
+                    "{case}: the early fetch stands"
+                );
+                assert_eq!(p.fetch_offset, Some(5), "{case}");
+            }
+            assert_eq!(p.retry_at.is_some(), !ok, "{case}");
+            let got = drain(&mut st, 100);
+            assert_eq!(
+                got.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+                (0..want_records).collect::<Vec<_>>(),
+                "{case}"
+            );
+        }
     }
 
     fn bare_inner() -> Inner {
