@@ -17,7 +17,11 @@
 // each `send` is its own request per partition leader. The consumer reads the topic back from
 // the beginning with `run({ eachBatch })` (Sluiceway: partitions assigned, no group; kafkajs: a
 // new group, as kafkajs has no assign) and its time runs from the first record to the last, so
-// a group join is not counted (it is printed as `first_record_s`). The handler only counts a
+// a group join is not counted (it is printed as `first_record_s`). The consumer runs in a new
+// Node process (this script again, `--mode consume --topic T`), as the Rust rows' `sluiceway
+// bench consume` does: in the process that has just produced, V8's heap is sized by the
+// producer's garbage and its collections cost the consumer 20-30 % (docs/benchmarks.md);
+// `--same-process` measures that case. The handler only counts a
 // batch's messages; with `--read` it also reads every message's value, key and offset (the
 // Sluiceway package makes those when read, kafkajs when it decodes a fetch), as a handler that
 // uses its records would. With `--sluiceway BIN` the
@@ -42,13 +46,17 @@ const { values: a } = parseArgs({
     sluiceway: { type: 'string' },
     'start-broker': { type: 'boolean', default: false },
     read: { type: 'boolean', default: false },
+    mode: { type: 'string', default: 'both' },
+    topic: { type: 'string' },
+    'same-process': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 })
 if (a.help) {
   console.log('node bench.mjs [--target sluiceway|kafka] [--bootstrap HOST:PORT] [--size B] [--messages N] [--partitions N]\n' +
-    '  [--batch N] [--window N] [--sluiceway BIN [--start-broker]] [--read] [--json]   (see the comment at the top of this file)')
+    '  [--batch N] [--window N] [--sluiceway BIN [--start-broker]] [--read] [--same-process] [--json]\n' +
+    '  [--mode both|consume --topic T]   (see the comment at the top of this file)')
   process.exit(0)
 }
 const positive = (name) => {
@@ -64,6 +72,9 @@ const window = positive('window')
 if (a.target !== 'sluiceway' && a.target !== 'kafka') throw new TypeError(`--target: expected sluiceway or kafka, got ${a.target}`)
 if (a.target === 'kafka' && (a.sluiceway || a['start-broker'])) throw new TypeError('--sluiceway and --start-broker go with --target sluiceway')
 if (a['start-broker'] && !a.sluiceway) throw new TypeError('--start-broker needs --sluiceway BIN')
+if (a.mode !== 'both' && a.mode !== 'consume') throw new TypeError(`--mode: expected both or consume, got ${a.mode}`)
+if ((a.mode === 'consume') !== (a.topic !== undefined)) throw new TypeError('--topic goes with --mode consume, and --mode consume needs --topic')
+if (a.mode === 'consume' && (a.sluiceway || a['start-broker'])) throw new TypeError('--mode consume reads a topic of a running broker: no --sluiceway or --start-broker')
 
 const run = promisify(execFile)
 const suffix = randomBytes(4).toString('hex')
@@ -132,6 +143,7 @@ async function consume(start) {
 async function sluiceway(bootstrap) {
   const { Sluiceway } = await import('../dist/index.js')
   const client = new Sluiceway({ brokers: [bootstrap], clientId: 'node-bench' })
+  if (a.mode === 'consume') return sluicewayConsume(client, a.topic)
   const admin = client.admin()
   const topic = `nodebench-${size}-${suffix}`
   await admin.createTopics({ topics: [{ topic, numPartitions: partitions }] })
@@ -141,14 +153,28 @@ async function sluiceway(bootstrap) {
   await producer.connect()
   report('node', 'produce', await produce((msgs) => producer.send({ topic, messages: msgs })))
   await producer.disconnect()
+  if (a['same-process']) await sluicewayConsume(client, topic)
+  else await consumeInNewProcess(bootstrap, topic)
+}
 
+async function sluicewayConsume(client, topic) {
   const consumer = client.consumer({ 'max.poll.records': 5000, 'enable.auto.commit': false })
   const { seconds, first_record_s } = await consume(async (seen) => {
     await consumer.assign({ partitions: Array.from({ length: partitions }, (_, p) => ({ topic, partition: p })), fromBeginning: true })
     await consumer.run({ eachBatch: async ({ batch: b }) => seen(b.messages) })
   })
   await consumer.disconnect()
-  report('node', 'consume', seconds, { first_record_s })
+  report('node', 'consume', seconds, { first_record_s, ...(a['same-process'] ? { same_process: true } : {}) })
+}
+
+/** This script again with `--mode consume`, in a new Node process; its report is printed as is. */
+async function consumeInNewProcess(bootstrap, topic) {
+  const args = [process.argv[1], '--mode', 'consume', '--topic', topic, '--target', a.target, '--bootstrap', bootstrap,
+    '--size', String(size), '--messages', String(messages), '--partitions', String(partitions)]
+  if (a.read) args.push('--read')
+  if (a.json) args.push('--json')
+  const { stdout } = await run(process.execPath, args, { maxBuffer: 1 << 20 })
+  process.stdout.write(stdout)
 }
 
 async function rust(bin, bootstrap) {
@@ -170,6 +196,7 @@ async function kafkajs(bootstrap) {
   // kafkajs is installed into node/bench/ (`npm ci --prefix node/bench`), not the package.
   const { Kafka, CompressionTypes, logLevel } = createRequire(import.meta.url)('kafkajs')
   const kafka = new Kafka({ brokers: [bootstrap], clientId: 'kafkajs-bench', logLevel: logLevel.NOTHING })
+  if (a.mode === 'consume') return kafkajsConsume(kafka, a.topic)
   const topic = `kafkajsbench-${size}-${suffix}`
   const admin = kafka.admin()
   await admin.connect()
@@ -180,7 +207,11 @@ async function kafkajs(bootstrap) {
   await producer.connect()
   report('kafkajs', 'produce', await produce((msgs) => producer.send({ topic, acks: 1, compression: CompressionTypes.None, messages: msgs })))
   await producer.disconnect()
+  if (a['same-process']) await kafkajsConsume(kafka, topic)
+  else await consumeInNewProcess(bootstrap, topic)
+}
 
+async function kafkajsConsume(kafka, topic) {
   const consumer = kafka.consumer({ groupId: `kafkajs-bench-${suffix}-${size}`, maxBytesPerPartition: 1 << 20, maxWaitTimeInMs: 100 })
   await consumer.connect()
   const { seconds, first_record_s } = await consume(async (seen) => {
@@ -188,7 +219,7 @@ async function kafkajs(bootstrap) {
     await consumer.run({ autoCommit: false, eachBatch: async ({ batch: b }) => seen(b.messages) })
   })
   await consumer.disconnect()
-  report('kafkajs', 'consume', seconds, { first_record_s })
+  report('kafkajs', 'consume', seconds, { first_record_s, ...(a['same-process'] ? { same_process: true } : {}) })
 }
 
 let broker = null
