@@ -141,6 +141,28 @@ done
 
 kafka_run() { "$KAFKA_SH" run "$@"; }
 
+# Before every measured row: what earlier rows (of either system) left dirty in the page cache
+# is written out first, so no row shares the disk with the writeback of another's data.
+settle() { sync; }
+
+# Deletes every topic of both single-node systems, once a workload's topics have been read.
+# A broker at steady state recycles its page cache (retention deletes old segments); one whose
+# data only grows soon writes into memory that this VM has handed back to its host (free page
+# reporting), where the first write of every page costs a host fault: 1M x 1 KiB produced into
+# an idle Sluiceway broker, run after run, fell from ~560 to ~260 MB/s once ~5 GB of new page
+# cache had been written, and stayed at ~550 MB/s when each run's topic was deleted after it
+# (docs/benchmarks.md). Without this, the late rows measured that, for both systems.
+drop_topics() {
+  kafka_run org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA1" --delete \
+    --topic '[a-zA-Z].*' >&2 2>/dev/null || true
+  local t
+  for t in $("$BIN" topic list --bootstrap "$SLW" | grep -v '^__'); do
+    "$BIN" topic delete --bootstrap "$SLW" "$t" >&2
+  done
+  sleep 1 # Kafka deletes the files after file.delete.delay.ms (bench/kafka.sh sets 0)
+  log "topics deleted; page cache now $(awk '/^Cached:/ {print int($2 / 1024)}' /proc/meminfo) MiB"
+}
+
 kafka_topic() { # BOOTSTRAP TOPIC PARTITIONS RF
   kafka_run org.apache.kafka.tools.TopicCommand --bootstrap-server "$1" --create --if-not-exists \
     --topic "$2" --partitions "$3" --replication-factor "$4" >&2
@@ -149,6 +171,7 @@ kafka_topic() { # BOOTSTRAP TOPIC PARTITIONS RF
 # kafka_produce WORKLOAD BOOTSTRAP TOPIC SIZE N ACKS
 kafka_produce() {
   local out
+  settle
   out="$(kafka_run org.apache.kafka.tools.ProducerPerformance --topic "$3" --num-records "$5" \
     --record-size "$4" --throughput -1 --command-property bootstrap.servers="$2" acks="$6" \
     linger.ms=$LINGER batch.size=$BATCH 2>&1 | tail -n1)"
@@ -169,6 +192,7 @@ EOF
 # kafka_consume WORKLOAD BOOTSTRAP TOPIC N SIZE
 kafka_consume() {
   local out
+  settle
   out="$(kafka_run org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$2" \
     --topic "$3" --num-records "$4" --timeout 60000 2>&1 | tail -n1)"
   record "$1" kafka "$("$PYTHON" - "$out" "$5" <<'EOF'
@@ -189,6 +213,7 @@ slw_bench() {
   local w="$1" s="$2" b="$3"
   shift 3
   local out
+  settle
   out="$("$BIN" bench "$@" --bootstrap "$b" --linger-ms $LINGER --batch-size $BATCH --json --quiet)"
   record "$w" "$s" "$out"
 }
@@ -218,12 +243,14 @@ run_produce "b" 100 6 "$N_100"
 log "(c) consume both backlogs"
 run_consume "c1" "a" 1024 "$N_1K"
 run_consume "c2" "b" 100 "$N_100"
+drop_topics
 
 # --------------------------------------------------------------- (d) e2e at a fixed rate
 log "(d) end to end, $E2E_N x $E2E_SIZE B at $E2E_RATE msg/s, 1 partition"
 LOG4J_TOOLS="$(dirname "$("$KAFKA_SH" fetch | tail -n1)")/log4j2-tools.properties"
 e2e_kafka() { # WORKLOAD BOOTSTRAP TOPIC RF ACKS
   local out
+  settle
   out="$(java -Xmx1g -Dlog4j2.configurationFile="$LOG4J_TOOLS" -cp "$("$KAFKA_SH" classpath)" \
     "$ROOT/bench/kafka/E2eLatency.java" "$2" "$3" "$E2E_N" "$E2E_RATE" "$E2E_SIZE" 1 "$4" "$5" \
     $LINGER $BATCH)"
@@ -234,6 +261,7 @@ slw_bench "d" sluiceway-os "$SLW" e2e --topic "d-$T-os" --partitions 1 --flush-p
   --size $E2E_SIZE --messages "$E2E_N" --rate "$E2E_RATE" --acks 1
 slw_bench "d" sluiceway-always "$SLW" e2e --topic "d-$T-always" --partitions 1 \
   --flush-policy always --size $E2E_SIZE --messages "$E2E_N" --rate "$E2E_RATE" --acks 1
+drop_topics
 
 # --------------------------------------------------------------- (f) language clients
 client_rows() { # CLIENT-NAME COMMAND...
@@ -246,6 +274,7 @@ client_rows() { # CLIENT-NAME COMMAND...
   fi
   for target in kafka sluiceway; do
     if [[ $target == kafka ]]; then b="$KAFKA1"; else b="$SLW"; fi
+    settle
     if ! out="$("$@" --target "$target" --bootstrap "$b" --size 1024 --messages "$CLIENT_N" \
       --json 2>"$WORK/$name-$target.err")"; then
       note "(f) $name against $target failed, rows skipped: $(tail -n1 "$WORK/$name-$target.err")"
@@ -263,12 +292,14 @@ client_rows() { # CLIENT-NAME COMMAND...
 if [[ -f "$PY_BENCH" ]]; then
   log "(f) Python: $PY_BENCH"
   client_rows python "$PYTHON" "$PY_BENCH"
+  drop_topics
 else
   note "(f) Python rows skipped: $PY_BENCH does not exist in this checkout"
 fi
 if [[ -f "$NODE_BENCH" ]]; then
   log "(f) Node: $NODE_BENCH"
   client_rows node "$NODE" "$NODE_BENCH"
+  drop_topics
 else
   note "(f) Node rows skipped: $NODE_BENCH does not exist in this checkout"
 fi

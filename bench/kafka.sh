@@ -201,6 +201,7 @@ transaction.state.log.replication.factor=$rf
 transaction.state.log.min.isr=$min_isr
 group.initial.rebalance.delay.ms=0
 log.retention.hours=1
+file.delete.delay.ms=0
 auto.create.topics.enable=true
 EOF
     cat >"$nd/log4j2.properties" <<EOF
