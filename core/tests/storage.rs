@@ -11,7 +11,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use sluiceway_core::format::{self, Compression, Entries, MAGIC_V1, MessageSetBuilder};
 use sluiceway_core::storage::{
-    Clock, FlushPolicy, LogConfig, ManualClock, PartitionLog, TimestampType,
+    Clock, FlushPolicy, LogConfig, ManualClock, PartitionLog, ReadResult, TimestampType,
 };
 use sluiceway_core::{Error, Offset, TimestampMs};
 
@@ -132,6 +132,7 @@ fn read_all(log: &PartitionLog, upper: Offset) -> Vec<(u64, i64, Vec<u8>)> {
     let mut next = log.log_start_offset();
     while next < upper {
         let r = log.read(next, 700, upper).unwrap();
+        assert_last_offset(&r);
         let recs: Vec<_> = records(&r.bytes)
             .into_iter()
             .filter(|r| r.0 >= next.0)
@@ -141,6 +142,12 @@ fn read_all(log: &PartitionLog, upper: Offset) -> Vec<(u64, i64, Vec<u8>)> {
         out.extend(recs);
     }
     out
+}
+
+/// A read's `last_offset` is what walking its bytes gives (the broker sends it as the next
+/// fetch offset, and the consumer checks it against the set).
+fn assert_last_offset(r: &ReadResult) {
+    assert_eq!(r.last_offset, format::last_offset_of(&r.bytes).unwrap());
 }
 
 fn expected(range: std::ops::Range<u64>) -> Vec<(u64, i64, Vec<u8>)> {
@@ -305,11 +312,18 @@ fn read_bounds_and_kip74() {
     log.set_high_watermark(Offset(99));
     assert_eq!(log.high_watermark(), Offset(10));
     // max_bytes cuts at whole entries.
-    let one = log.read(Offset(0), 1, Offset(10)).unwrap().bytes.len();
+    let one = log.read(Offset(0), 1, Offset(10)).unwrap();
+    assert_eq!(one.last_offset, Some(Offset(0)));
+    let one = one.bytes.len();
     let r = log
         .read(Offset(0), (2 * one + one / 2) as u32, Offset(10))
         .unwrap();
     assert_eq!(records(&r.bytes).len(), 2);
+    assert_eq!(r.last_offset, Some(Offset(1)));
+    assert_eq!(
+        log.read(Offset(10), 1000, Offset(10)).unwrap().last_offset,
+        None
+    );
 }
 
 #[test]
@@ -1529,6 +1543,14 @@ fn check_mixed(log: &PartitionLog, range: std::ops::Range<u64>, what: &str) {
     );
     for o in range.clone() {
         assert_eq!(first_offset(log, o), o, "{what}: seek to {o}");
+        // One byte asked: the entry holding `o` whole (KIP-74), a v2 header read cut short
+        // first and then again whole.
+        let one = log.read(Offset(o), 1, log.log_end_offset()).unwrap();
+        assert_last_offset(&one);
+        assert!(
+            one.last_offset >= Some(Offset(o)),
+            "{what}: one-byte read at {o}"
+        );
         assert_eq!(
             log.offset_for_timestamp(TimestampMs(ts(o))).unwrap(),
             Some(Offset(o)),

@@ -89,16 +89,17 @@ impl Broker {
                 id,
                 isr_eligible: self.registry.is_registered(id),
             });
-            let (results, bytes, failed, proposals) = tokio::task::spawn_blocking(move || {
-                read_partitions(&reqs, &resolved, response_max, follower, now_ms)
-            })
-            .await
-            .map_err(|e| {
-                status(
-                    ErrorCode::UnknownServerError,
-                    format!("fetch task failed: {e}"),
-                )
-            })?;
+            let (results, next_offsets, bytes, failed, proposals) =
+                tokio::task::spawn_blocking(move || {
+                    read_partitions(&reqs, &resolved, response_max, follower, now_ms)
+                })
+                .await
+                .map_err(|e| {
+                    status(
+                        ErrorCode::UnknownServerError,
+                        format!("fetch task failed: {e}"),
+                    )
+                })?;
             for proposal in proposals {
                 self.replicas.submit_isr(proposal);
             }
@@ -109,10 +110,6 @@ impl Broker {
                 debug!(replica = %r, bytes, "served a replica fetch");
             }
             if bytes >= min_bytes || failed || Instant::now() >= deadline || *shutdown.borrow() {
-                let next_offsets = results
-                    .iter()
-                    .map(|r| next_offset(&r.message_set))
-                    .collect();
                 return Ok(v1::FetchResponse {
                     results,
                     next_offsets,
@@ -242,30 +239,30 @@ struct ReplicaFetch {
     isr_eligible: bool,
 }
 
-/// Reads every requested partition once. Returns the results, the bytes read, whether any
-/// partition failed (a failure answers the fetch at once, as Kafka does), and the ISR changes
-/// that replica fetches proposed.
-/// `FetchResponse.next_offsets` for one set: one past its last message, or -1 when it is
-/// empty (or its framing is damaged: the consumer's own check of the set reports that).
-fn next_offset(set: &[u8]) -> i64 {
-    match sluiceway_core::format::last_offset_of(set) {
-        Ok(Some(last)) => last.0 as i64 + 1,
-        Ok(None) | Err(_) => -1,
-    }
-}
-
+/// Reads every requested partition once. Returns the results; their
+/// `FetchResponse.next_offsets` (one past a set's last message, from the log's read, which
+/// walks the entries anyway; -1 for an empty set or a failed partition); the bytes read;
+/// whether any partition failed (a failure answers the fetch at once, as Kafka does); and the
+/// ISR changes that replica fetches proposed.
 fn read_partitions(
     requests: &[v1::FetchPartition],
     resolved: &[Result<Arc<Partition>, PartitionError>],
     response_max: u32,
     replica: Option<ReplicaFetch>,
     now_ms: u64,
-) -> (Vec<v1::FetchPartitionResult>, u64, bool, Vec<IsrProposal>) {
+) -> (
+    Vec<v1::FetchPartitionResult>,
+    Vec<i64>,
+    u64,
+    bool,
+    Vec<IsrProposal>,
+) {
     let mut budget = response_max;
     let mut total = 0u64;
     let mut failed = false;
     let mut proposals = Vec::new();
     let mut results = Vec::with_capacity(requests.len());
+    let mut next_offsets = Vec::with_capacity(requests.len());
     for (req, part) in requests.iter().zip(resolved) {
         let mut r = v1::FetchPartitionResult {
             topic: req.topic.clone(),
@@ -323,27 +320,29 @@ fn read_partitions(
                         .map_err(PartitionError::from)?,
                 )
             };
-            let (mut hw, start, end, bytes) = match read {
+            let (mut hw, start, end, bytes, last) = match read {
                 None => (
                     p.log.high_watermark(),
                     p.log.log_start_offset(),
                     p.log.log_end_offset(),
                     Vec::new(),
+                    None,
                 ),
                 Some(read) => {
                     // The log returns at least one whole entry even above `max` (KIP-74). Only
                     // the first partition with data may overshoot that way, so the response
                     // stays bounded.
-                    let bytes = if total > 0 && read.bytes.len() > max as usize {
-                        Vec::new()
+                    let (bytes, last) = if total > 0 && read.bytes.len() > max as usize {
+                        (Vec::new(), None)
                     } else {
-                        read.bytes
+                        (read.bytes, read.last_offset)
                     };
                     (
                         read.high_watermark,
                         read.log_start_offset,
                         read.log_end_offset,
                         bytes,
+                        last,
                     )
                 }
             };
@@ -362,10 +361,11 @@ fn read_partitions(
                 hw = p.log.high_watermark();
                 epochs = p.epochs_covering(Offset(req.fetch_offset as u64), end);
             }
-            Ok((hw, start, end, bytes, epochs, p))
+            Ok((hw, start, end, bytes, last, epochs, p))
         });
         match outcome {
-            Ok((hw, start, end, bytes, epochs, p)) => {
+            Ok((hw, start, end, bytes, last, epochs, p)) => {
+                next_offsets.push(last.map_or(-1, |l| l.0 as i64 + 1));
                 r.high_watermark = hw.0 as i64;
                 r.log_start_offset = start.0 as i64;
                 r.log_end_offset = end.0 as i64;
@@ -382,6 +382,7 @@ fn read_partitions(
                 r.leader_epochs = epochs;
             }
             Err(PartitionError { code, message }) => {
+                next_offsets.push(-1);
                 failed = true;
                 r.error_code = to_proto(code);
                 r.error_message = message;
@@ -397,5 +398,5 @@ fn read_partitions(
         }
         results.push(r);
     }
-    (results, total, failed, proposals)
+    (results, next_offsets, total, failed, proposals)
 }

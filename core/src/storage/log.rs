@@ -80,6 +80,9 @@ pub struct AppendInfo {
 pub struct ReadResult {
     /// Whole entries only; may be empty.
     pub bytes: Vec<u8>,
+    /// The (last) offset of the last entry in `bytes`; `None` when it is empty. The next read
+    /// of this log starts after it.
+    pub last_offset: Option<Offset>,
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,
@@ -212,7 +215,7 @@ impl PartitionLog {
         at = at.max(self.log_start_offset());
         while at < end {
             let read = self.read(at, PRODUCER_STATE_REPLAY_BYTES, end)?;
-            let Some(last) = format::last_offset_of(&read.bytes)? else {
+            let Some(last) = read.last_offset else {
                 break;
             };
             table.record_set(&read.bytes, at)?;
@@ -729,15 +732,16 @@ impl PartitionLog {
         if offset < log_start_offset || offset > log_end_offset {
             return Err(out_of_range(log_start_offset));
         }
-        let result = |bytes: Vec<u8>| ReadResult {
+        let result = |(bytes, last_offset): (Vec<u8>, Option<Offset>)| ReadResult {
             bytes,
+            last_offset,
             high_watermark,
             log_start_offset,
             log_end_offset,
         };
         let upper = upper.min(log_end_offset);
         if offset >= upper {
-            return Ok(result(Vec::new()));
+            return Ok(result((Vec::new(), None)));
         }
         let segments = self.segments();
         if offset < segments[0].base_offset() {
@@ -753,7 +757,7 @@ impl PartitionLog {
                 ));
             }
         }
-        Ok(result(Vec::new()))
+        Ok(result((Vec::new(), None)))
     }
 
     /// The first offset whose message timestamp is ≥ `ts` (`None` if no such message). Segments

@@ -700,14 +700,16 @@ impl Segment {
     }
 
     /// Whole entries from `start` (an entry boundary): at least the first one (KIP-74), then as
-    /// many as fit `max_bytes`, none whose offset is ≥ `upper`, none past `size`.
+    /// many as fit `max_bytes`, none whose offset is ≥ `upper`, none past `size`; with the
+    /// (last) offset of the last entry returned (`None` when none is), which the walk that cuts
+    /// the read finds anyway.
     pub(crate) fn read_entries(
         &self,
         start: u32,
         max_bytes: u32,
         upper: Offset,
         size: u32,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<(Vec<u8>, Option<Offset>)> {
         // One read of what max_bytes could hold, then cut at the last whole entry that is
         // allowed. Only a first entry larger than max_bytes needs a second read.
         let want = max_bytes
@@ -715,6 +717,7 @@ impl Segment {
             .max(LOG_OVERHEAD_BYTES.min(size - start));
         let mut buf = self.read_at(start, want)?;
         let mut end = 0usize;
+        let mut last = None;
         loop {
             let rest = &buf[end..];
             if rest.len() < LOG_OVERHEAD_BYTES as usize {
@@ -750,9 +753,19 @@ impl Segment {
                     // KIP-74: the first entry is returned whole even when larger than max_bytes.
                     buf = self.read_at(start, total as u32)?;
                     end = total;
+                    // Its header may have been cut short above; now it is whole.
+                    last = Some(
+                        Entry {
+                            position: 0,
+                            bytes: &buf,
+                        }
+                        .last_offset(),
+                    );
                 }
                 break;
             }
+            // A whole entry: `offset` came from its full header.
+            last = Some(offset);
             end += total;
         }
         buf.truncate(end);
@@ -760,7 +773,7 @@ impl Segment {
         // what it receives — consumers in `for_each_record`, followers in `append_as_follower`
         // — and recovery checks from the last clean point. Checking here too cost the fetch
         // path about a tenth of the broker's CPU (a second CRC pass over every byte served).
-        Ok(buf)
+        Ok((buf, last))
     }
 
     /// The first offset at or after `start` whose timestamp is ≥ `target`, scanning below
