@@ -780,6 +780,64 @@ fn a_segment_that_does_not_follow_its_predecessor_is_an_error() {
     }
 }
 
+/// Replaces the checkpoint with one whose recovery point is `rp`.
+fn checkpoint_with_recovery_point(dir: &Path, rp: u64) {
+    let body = format!(
+        "sluiceway-checkpoint 1\nlog_start_offset 0\nhigh_watermark 0\nrecovery_point {rp}\n"
+    );
+    let crc = crc32fast::hash(body.as_bytes());
+    fs::write(dir.join("checkpoint"), format!("{body}crc32 {crc:08x}\n")).unwrap();
+}
+
+fn base_of(segment: &Path) -> u64 {
+    segment
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_sealed_segment_cut_short_above_the_recovery_point_ends_the_log_there() {
+    // A roll seals a segment without waiting for its fsync (`PartitionLog::roll_locked`); the
+    // checkpoint's recovery point covers it once that fsync is done. Before then a power loss
+    // can cut it short while the next segment exists: nothing after the cut was acknowledged
+    // as durable, so the log ends at the cut and later segments go, as after a torn tail. Once
+    // the recovery point covers the segment, the same cut is damage, and opening fails.
+    let f = crashed_log();
+    let logs = f.files("log");
+    assert!(logs.len() >= 3, "{} segments", logs.len());
+    let sealed = &logs[logs.len() - 2];
+    let next_base = base_of(&logs[logs.len() - 1]);
+    let (pos, offset, _) = *entries_of(sealed).last().unwrap();
+    // At an entry boundary (the segment ends cleanly, early) and inside the last entry (valid
+    // entries then follow only in the next segment).
+    for cut in [pos, pos + 13] {
+        let what = format!("cut at {cut}");
+        let (g, _) = cut_copy(&f, sealed, cut);
+        checkpoint_with_recovery_point(&g.dir, base_of(sealed));
+        let log = g.open();
+        assert_eq!(log.log_end_offset(), Offset(offset), "{what}");
+        assert_eq!(
+            read_all(&log, log.log_end_offset()),
+            expected(0..offset),
+            "{what}"
+        );
+        assert_eq!(g.files("log").len(), logs.len() - 1, "{what}");
+        log.append(&mut set(offset, 1)).unwrap();
+        drop(log);
+
+        let (h, _) = cut_copy(&f, sealed, cut);
+        checkpoint_with_recovery_point(&h.dir, next_base);
+        match h.try_open() {
+            Err(Error::CorruptSegment { .. }) => {}
+            other => panic!("{what}: {:?}", other.map(|l| l.log_end_offset())),
+        }
+    }
+}
+
 #[test]
 fn torn_segment_with_only_garbage_after_is_truncated_and_later_segments_removed() {
     let f = crashed_log();

@@ -30,6 +30,12 @@
 //! else it fsyncs everything published so far and raises the recovery point to the log end it
 //! read *before* the fsync. So N concurrent appenders cost about two fsyncs, not N.
 //!
+//! Rolling does not fsync the sealed segment under the writer lock: the appender (or `roll`,
+//! `tick`) that rolled does it once the lock is released (`flush_rolled`), and writes a
+//! checkpoint whose recovery point covers it; appends to the new segment go on meanwhile. Under
+//! `os`/`interval` a failure there takes the log offline without failing the append that
+//! triggered it (the set is already published, and those policies promise it no fsync).
+//!
 //! A failed fsync (or msync, or checkpoint write) puts the log offline for good: after EIO the
 //! kernel may have dropped the dirty pages, so a retry could succeed without the data. A failed
 //! segment write refuses its set and cuts the file back to the published end (offline if even
@@ -119,6 +125,8 @@ pub struct PartitionLog {
     high_watermark: AtomicU64,
     log_end_offset: AtomicU64,
     recovery_point: AtomicU64,
+    /// The recovery point in the checkpoint file (the last one written).
+    checkpointed_recovery_point: AtomicU64,
     /// Serializes the high watermark's movers (see `truncate_to`).
     hw_lock: Mutex<()>,
     flush_lock: Mutex<()>,
@@ -187,6 +195,7 @@ impl PartitionLog {
             high_watermark: AtomicU64::new(loaded.high_watermark.0),
             log_end_offset: AtomicU64::new(log_end.0),
             recovery_point: AtomicU64::new(loaded.recovery_point.0),
+            checkpointed_recovery_point: AtomicU64::new(loaded.recovery_point.0),
             hw_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),
             last_flush_ms: AtomicI64::new(now.0),
@@ -490,11 +499,25 @@ impl PartitionLog {
     }
 
     /// After the writer lock is released: what the flush policy asks of an append.
+    ///
+    /// Under `os` and `interval` (when no flush is due) that is only the fsync a roll left
+    /// ([`Self::flush_rolled`]). The append itself is done and published by then, and these
+    /// policies promise no fsync to it, so a failure there is not its error: it takes the log
+    /// offline (as a failed fsync always does) and the next operation reports that, as
+    /// Kafka's background flush does.
     fn after_append(&self, last_offset: Offset, now: TimestampMs) -> Result<()> {
         match self.config.flush {
-            FlushPolicy::Always => self.sync_to(last_offset.next()),
+            FlushPolicy::Always => {
+                self.sync_to(last_offset.next())?;
+                self.flush_rolled()
+            }
             FlushPolicy::Interval { ms } if self.flush_due(now, ms) => self.flush(),
-            FlushPolicy::Interval { .. } | FlushPolicy::Os => Ok(()),
+            FlushPolicy::Interval { .. } | FlushPolicy::Os => {
+                if let Err(e) = self.flush_rolled() {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "fsync of a rolled segment failed; the log is offline");
+                }
+                Ok(())
+            }
         }
     }
 
@@ -648,9 +671,12 @@ impl PartitionLog {
     }
 
     /// Seals `old` (the active segment) and starts a new one at the log end. Called with the
-    /// writer lock held. Rolling always fsyncs the sealed segment, whatever the flush policy, so
-    /// the recovery point can move to the new segment's base and only the active segment ever
-    /// needs recovery.
+    /// writer lock held. The sealed segment is fsynced whatever the flush policy, but not here:
+    /// the caller does it once it has released the writer lock ([`Self::flush_rolled`]), so
+    /// appends to the new segment do not wait for up to `segment.bytes` of writeback (Kafka
+    /// flushes a rolled segment in the background too). Until then the checkpoint's recovery
+    /// point stays below the new segment, and recovery after a crash walks the sealed one again
+    /// (and accepts that it lost an unsynced tail: see `recovery`).
     fn roll_locked(
         &self,
         old: &Arc<Segment>,
@@ -658,7 +684,6 @@ impl PartitionLog {
     ) -> Result<Arc<Segment>> {
         let base = self.log_end_offset();
         debug_assert_eq!(base, old.next_offset());
-        self.durable(old.sync())?;
         self.durable(old.seal())?;
         // The producer state of everything below the new segment: recovery replays from here.
         self.durable(producer_state::write_snapshot(
@@ -679,10 +704,34 @@ impl PartitionLog {
             next.push(Arc::clone(&segment));
             *list = Arc::new(next);
         }
-        self.recovery_point.fetch_max(base.0, Ordering::AcqRel);
         tracing::debug!(dir = %self.dir.display(), base_offset = base.0, "rolled a new segment");
         self.write_checkpoint()?;
         Ok(segment)
+    }
+
+    /// After the writer lock is released: once a roll has sealed a segment, fsyncs it (with
+    /// everything else published, unless an `always` append's fsync already did) and writes a
+    /// checkpoint whose recovery point covers it, so recovery treats damage in it as damage
+    /// again (see `recovery`). One caller does it; others that find it under way return at
+    /// once, so appends carry on meanwhile.
+    fn flush_rolled(&self) -> Result<()> {
+        let base = self.active().base_offset();
+        let checkpointed = || Offset(self.checkpointed_recovery_point.load(Ordering::Acquire));
+        if checkpointed() >= base {
+            return Ok(());
+        }
+        {
+            let Some(_flushing) = self.flush_lock.try_lock() else {
+                return Ok(());
+            };
+            if checkpointed() >= base {
+                return Ok(());
+            }
+            if self.recovery_point() < base {
+                self.sync_published()?;
+            }
+        }
+        self.write_checkpoint()
     }
 
     /// fsyncs every segment holding data above the recovery point, then raises the recovery
@@ -889,6 +938,8 @@ impl PartitionLog {
             return Ok(false);
         }
         self.roll_locked(&active, &w.producers)?;
+        drop(w);
+        self.flush_rolled()?;
         Ok(true)
     }
 
@@ -930,12 +981,15 @@ impl PartitionLog {
         self.check_writable()?;
         let now = self.clock.now_ms();
         if self.active().is_due_for_roll(now, self.config.segment_ms) {
-            let w = self.writer.lock();
-            self.check_writable()?;
-            let active = self.active();
-            if active.is_due_for_roll(now, self.config.segment_ms) {
-                self.roll_locked(&active, &w.producers)?;
+            {
+                let w = self.writer.lock();
+                self.check_writable()?;
+                let active = self.active();
+                if active.is_due_for_roll(now, self.config.segment_ms) {
+                    self.roll_locked(&active, &w.producers)?;
+                }
             }
+            self.flush_rolled()?;
         }
         if let FlushPolicy::Interval { ms } = self.config.flush
             && self.flush_due(now, ms)
@@ -965,7 +1019,10 @@ impl PartitionLog {
             high_watermark: self.high_watermark(),
             recovery_point: self.recovery_point(),
         };
-        self.durable(checkpoint::write(&*self.fs, &self.dir, &c))
+        self.durable(checkpoint::write(&*self.fs, &self.dir, &c))?;
+        self.checkpointed_recovery_point
+            .store(c.recovery_point.0, Ordering::Release);
+        Ok(())
     }
 
     /// Flushes and marks the log cleanly closed, so the next open skips recovery. Later appends

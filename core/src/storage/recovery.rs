@@ -30,6 +30,13 @@
 //! - One found: valid data follows the damage, so cutting at `P` would silently discard it.
 //!   `open` fails with `Error::CorruptSegment` naming `S` and `P`; an operator decides.
 //!
+//! One exception: when the next segment starts above the checkpoint's recovery point, `S` was
+//! sealed by a roll whose fsync (done after the writer lock, `PartitionLog::flush_rolled`) had
+//! not been checkpointed, so after a power loss it may end early. Every fsync syncs the
+//! segments in order, so nothing in a later segment was acknowledged as durable while `S` was
+//! not synced whole: only `S` is searched, and an early end of `S` (clean, with the next
+//! segment's base beyond it, or bad) is a torn tail.
+//!
 //! The search costs one header test per byte and a CRC only for the rare candidate that passes
 //! it; a random 32-bit CRC match (2^-32 per candidate) is the only way to mistake garbage for
 //! data, and then the log refuses to open rather than losing anything.
@@ -235,12 +242,31 @@ pub(crate) fn load(
         from = recover_from;
     }
 
+    // A segment followed by one starting above the checkpointed recovery point may have been
+    // sealed without its fsync having finished (a roll fsyncs after the writer lock, see
+    // `PartitionLog::roll_locked`); after a power loss it can end early. Nothing after such an
+    // early end was ever acknowledged as durable: every fsync syncs the segments in order, so
+    // an `always` append in a later segment was acknowledged only after this one was synced
+    // whole. So an early end there is a torn tail, even with valid entries in later segments.
+    let unsynced_seal = |next_base: Offset| saved.is_some_and(|c| next_base > c.recovery_point);
     let mut i = from;
     while i < bases.len() {
         let (segment, end) = Segment::recover(fs, dir, bases[i], config, now)?;
         match end {
             ScanEnd::Clean => {
                 if let Some(&next_base) = bases.get(i + 1) {
+                    if next_base != segment.next_offset() && unsynced_seal(next_base) {
+                        tracing::warn!(
+                            path = %segment.log_path().display(),
+                            ends_at = segment.next_offset().0,
+                            next_base = next_base.0,
+                            "a sealed segment lost the tail it had not fsynced; removing the segments after it"
+                        );
+                        remove_segments_after(&**fs, dir, &mut bases, i)?;
+                        segment.sync()?;
+                        segments.push(Arc::new(segment));
+                        break;
+                    }
                     if next_base != segment.next_offset() {
                         return Err(Error::CorruptSegment {
                             path: file_path(dir, next_base, LOG_SUFFIX),
@@ -263,8 +289,14 @@ pub(crate) fn load(
             }
             ScanEnd::Bad { position, reason } => {
                 let expected = segment.next_offset();
+                // Only this segment is searched when the next one starts above the recovery
+                // point (see `unsynced_seal`).
+                let search = match bases.get(i + 1) {
+                    Some(&next_base) if unsynced_seal(next_base) => &bases[i..=i],
+                    _ => &bases[i..],
+                };
                 if let Some((path, at)) =
-                    find_valid_entry_after(&**fs, dir, &bases[i..], position, expected)?
+                    find_valid_entry_after(&**fs, dir, search, position, expected)?
                 {
                     return Err(Error::CorruptSegment {
                         path: segment.log_path().to_owned(),
@@ -284,11 +316,7 @@ pub(crate) fn load(
                     "truncating a torn tail to the last valid entry"
                 );
                 segment.truncate_file(position)?;
-                for &later in &bases[i + 1..] {
-                    tracing::warn!(path = %file_path(dir, later, LOG_SUFFIX).display(), "removing a segment after a truncated tail");
-                    remove_segment_files(&**fs, dir, later)?;
-                }
-                bases.truncate(i + 1);
+                remove_segments_after(&**fs, dir, &mut bases, i)?;
                 segments.push(Arc::new(segment));
                 break;
             }
@@ -313,6 +341,21 @@ pub(crate) fn load(
     };
     write_checkpoint(&**fs, dir, &loaded)?;
     Ok(loaded)
+}
+
+/// Removes every segment after `bases[i]` (after a torn tail) and forgets them.
+fn remove_segments_after(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    bases: &mut Vec<Offset>,
+    i: usize,
+) -> Result<()> {
+    for &later in &bases[i + 1..] {
+        tracing::warn!(path = %file_path(dir, later, LOG_SUFFIX).display(), "removing a segment after a truncated tail");
+        remove_segment_files(fs, dir, later)?;
+    }
+    bases.truncate(i + 1);
+    Ok(())
 }
 
 fn write_checkpoint(fs: &dyn FileSystem, dir: &Path, l: &Loaded) -> Result<()> {
