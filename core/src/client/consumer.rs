@@ -1028,7 +1028,6 @@ impl Consumer {
             .map(|(records, events)| PollColumns { records, events }))
     }
 
-    /// [`Consumer::poll_batch`] for synchronous callers.
     /// [`Consumer::poll_columns`] without waiting, for a binding's event-loop thread: pending
     /// rebalance events, an error, or up to `max_records` records that are buffered and already
     /// decoded (the decode-ahead task decodes them off this thread); `None` when a poll would
@@ -1043,6 +1042,7 @@ impl Consumer {
             .map(|(records, events)| PollColumns { records, events }))
     }
 
+    /// [`Consumer::poll_batch`] for synchronous callers.
     pub fn poll_batch_blocking(
         &self,
         timeout: Duration,
@@ -1307,10 +1307,9 @@ impl Drop for Consumer {
     }
 }
 
-/// Moves up to `max` records (counting those already in `out`) from the buffer to `out`,
-/// advancing positions.
-/// Moves up to `max` buffered records into `out`, in order, decoding sets as it reaches them
-/// (unless `decoded_only`: then it stops at a set not decoded yet).
+/// Moves up to `max` records (counting those already in `out`) from the buffer to `out`, in
+/// order, advancing positions and decoding sets as it reaches them (unless `decoded_only`: then
+/// it stops at a set not decoded yet). It also stops at a set the decode-ahead task holds.
 fn drain_records(st: &mut State, max: usize, out: &mut impl RecordSink, decoded_only: bool) {
     let State {
         parts,
@@ -1769,7 +1768,8 @@ async fn wait_turn(inner: &Inner, parts: &[FetchPart]) {
 
 /// The offset of the last record of a fetched set from its framing alone (a compressed
 /// wrapper carries its last inner offset, a magic 2 batch its last offset delta); `None` when
-/// it is empty. Framing errors are CORRUPT_MESSAGE; CRCs are checked later, by [`decode`].
+/// it is empty. Framing errors are CORRUPT_MESSAGE; CRCs are checked later, by
+/// [`DecodedSet::decode`].
 fn last_offset(set: &[u8]) -> Result<Option<u64>> {
     Ok(crate::format::last_offset_of(set)?.map(|o| o.0))
 }
