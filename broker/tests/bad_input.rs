@@ -15,6 +15,7 @@ async fn produce_err(
         .produce(v1::ProduceRequest {
             acks: 1,
             timeout_ms: 0,
+            session: 0,
             partitions: vec![p],
         })
         .await
@@ -77,6 +78,7 @@ async fn bad_produce_requests_get_their_codes() {
         .produce(v1::ProduceRequest {
             acks: 1,
             timeout_ms: 0,
+            session: 0,
             partitions: huge,
         })
         .await
@@ -93,6 +95,7 @@ async fn bad_produce_requests_get_their_codes() {
         .produce(v1::ProduceRequest {
             acks: 1,
             timeout_ms: 0,
+            session: 0,
             partitions: vec![
                 produce_partition("nope", 0, set_of(&["a"])),
                 produce_partition("t", 7, set_of(&["a"])),
@@ -123,6 +126,7 @@ async fn bad_produce_requests_get_their_codes() {
         .produce(v1::ProduceRequest {
             acks: 2,
             timeout_ms: 0,
+            session: 0,
             partitions: vec![],
         })
         .await
@@ -137,6 +141,7 @@ async fn bad_produce_requests_get_their_codes() {
         .produce(v1::ProduceRequest {
             acks: 1,
             timeout_ms: 0,
+            session: 0,
             partitions: dup,
         })
         .await
@@ -149,6 +154,7 @@ async fn bad_produce_requests_get_their_codes() {
     let all = |acks| v1::ProduceRequest {
         acks,
         timeout_ms: 0,
+        session: 0,
         partitions: vec![produce_partition("strict", 0, set_of(&["a"]))],
     };
     let resp = c.log.produce(all(-1)).await.unwrap().into_inner();

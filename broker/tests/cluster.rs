@@ -51,6 +51,7 @@ async fn raw_produce(
         .produce(v1::ProduceRequest {
             acks,
             timeout_ms,
+            session: 0,
             partitions: vec![produce_partition(topic, 0, set_of(&[value]))],
         })
         .await
@@ -1010,6 +1011,7 @@ async fn consumers_never_read_above_the_high_watermark() {
             .produce(v1::ProduceRequest {
                 acks: 1,
                 timeout_ms: 5000,
+                session: 0,
                 partitions: vec![produce_partition(TOPIC, 0, set_of(&["hidden-0"]))],
             })
             .await
@@ -1484,6 +1486,7 @@ async fn produce_all(client: &mut crate::support::Client, topic: &str, set: Vec<
         .produce(v1::ProduceRequest {
             acks: -1,
             timeout_ms: 10_000,
+            session: 0,
             partitions: vec![produce_partition(topic, 0, set)],
         })
         .await

@@ -28,6 +28,7 @@ async fn produce_batch(
             .produce(v1::ProduceRequest {
                 acks: 1,
                 timeout_ms: 0,
+                session: 0,
                 partitions: vec![produce_partition(topic, p, set_of(&[&v]))],
             })
             .await
@@ -148,6 +149,7 @@ async fn kill_9_under_concurrent_load_keeps_every_acknowledged_message() {
                     .produce(v1::ProduceRequest {
                         acks: 1,
                         timeout_ms: 0,
+                        session: 0,
                         partitions: vec![produce_partition("load", p, set_of(&[&v]))],
                     })
                     .await;

@@ -38,6 +38,7 @@ async fn ten_thousand_messages_over_eight_partitions_in_order() {
             .produce(v1::ProduceRequest {
                 acks: -1,
                 timeout_ms: 0,
+                session: 0,
                 partitions,
             })
             .await
@@ -363,6 +364,7 @@ async fn acks_zero_is_answered_and_appended() {
         .produce(v1::ProduceRequest {
             acks: 0,
             timeout_ms: 0,
+            session: 0,
             partitions: vec![produce_partition("fire", 0, set_of(&["a", "b"]))],
         })
         .await
@@ -680,4 +682,102 @@ async fn producer_message_format_version_2_writes_record_batches() {
     ])
     .unwrap_err();
     assert!(err.to_string().contains("message.format.version"), "{err}");
+}
+
+/// A producer with several requests in flight to a partition names a session and numbers
+/// them: the leader appends them in that order whatever order they arrive in, and refuses
+/// (retriably) one sent behind a request that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_requests_to_a_partition_are_appended_in_the_order_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(tmp.path());
+    let mut c = b.client().await;
+    create_topic(&mut c, "ordered", 1, &[]).await;
+    // Request 1 arrives first; it waits for request 0, sent before it.
+    let log = c.log.clone();
+    let second = tokio::spawn(ordered(log, 1, 0, set_of(&["second"])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "request 1 was answered before request 0 came"
+    );
+    // A request without a session is not held up meanwhile.
+    assert_eq!(
+        produce(&mut c, "ordered", 0, set_of(&["unordered"]))
+            .await
+            .base_offset,
+        0
+    );
+    let first = ordered(c.log.clone(), 0, 0, set_of(&["first"])).await;
+    assert_eq!(
+        (code(first.error_code), first.base_offset),
+        (ErrorCode::None, 1)
+    );
+    let second = second.await.unwrap();
+    assert_eq!(
+        (code(second.error_code), second.base_offset),
+        (ErrorCode::None, 2)
+    );
+    // Request 2 fails (an empty set); request 3, sent while 2 was unanswered, is refused with a
+    // retriable code rather than appended ahead of 2's resend; request 4, sent after, goes.
+    let failed = ordered(c.log.clone(), 2, 2, Vec::new()).await;
+    assert_eq!(code(failed.error_code), ErrorCode::InvalidRequest);
+    let refused = ordered(c.log.clone(), 3, 2, set_of(&["behind the failed one"])).await;
+    assert_eq!(code(refused.error_code), ErrorCode::RequestTimedOut);
+    assert!(code(refused.error_code).is_retriable());
+    assert!(
+        refused.error_message.contains("earlier request"),
+        "{}",
+        refused.error_message
+    );
+    let resent = ordered(c.log.clone(), 4, 4, set_of(&["resent"])).await;
+    assert_eq!(
+        (code(resent.error_code), resent.base_offset),
+        (ErrorCode::None, 3)
+    );
+    // A request the producer says waits for a later one is malformed.
+    let bad = ordered(c.log.clone(), 5, 6, set_of(&["x"])).await;
+    assert_eq!(code(bad.error_code), ErrorCode::InvalidRequest);
+    assert!(
+        bad.error_message.contains("order_since"),
+        "{}",
+        bad.error_message
+    );
+    // A request whose predecessor never comes waits only until the request's timeout.
+    let started = Instant::now();
+    let lost = ordered(c.log.clone(), 9, 8, set_of(&["y"])).await;
+    assert_eq!(code(lost.error_code), ErrorCode::RequestTimedOut);
+    assert!(
+        lost.error_message.contains("timeout"),
+        "{}",
+        lost.error_message
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1_900));
+    let values: Vec<String> = fetch_all(&mut c, "ordered", 0, 0)
+        .await
+        .into_iter()
+        .map(|(_, v)| String::from_utf8(v).unwrap())
+        .collect();
+    assert_eq!(values, ["unordered", "first", "second", "resent"]);
+}
+
+/// Request `sequence` of session 42 to `ordered`-0 (`since`: the lowest still unanswered).
+async fn ordered(
+    mut log: v1::log_client::LogClient<tonic::transport::Channel>,
+    sequence: u64,
+    since: u64,
+    set: Vec<u8>,
+) -> v1::ProducePartitionResult {
+    let request = v1::ProduceRequest {
+        acks: 1,
+        timeout_ms: 2_000,
+        session: 42,
+        partitions: vec![v1::ProducePartition {
+            order_sequence: sequence,
+            order_since: since,
+            ..produce_partition("ordered", 0, set)
+        }],
+    };
+    let answer = log.produce(request).await.unwrap().into_inner();
+    answer.results.into_iter().next().unwrap()
 }

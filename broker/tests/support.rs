@@ -174,6 +174,8 @@ pub fn produce_partition(topic: &str, partition: u32, set: Vec<u8>) -> v1::Produ
         partition,
         message_set: set.into(),
         leader_epoch: None,
+        order_sequence: 0,
+        order_since: 0,
     }
 }
 
@@ -189,6 +191,7 @@ pub async fn produce(
         .produce(v1::ProduceRequest {
             acks: 1,
             timeout_ms: 0,
+            session: 0,
             partitions: vec![produce_partition(topic, partition, set)],
         })
         .await

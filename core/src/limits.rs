@@ -219,6 +219,9 @@ pub const IN_FLIGHT_REQUESTS_MAX: usize = 1024;
 pub const IN_FLIGHT_FETCHES_MAX: usize = 4096;
 /// How long a request may wait for an in-flight slot before REQUEST_TIMED_OUT.
 pub const IN_FLIGHT_WAIT_MS_MAX: u64 = 30_000;
+/// Producer sessions whose request order a partition's leader tracks
+/// (`ProduceRequest.session`); beyond it the least recently used one is forgotten.
+pub const PRODUCE_ORDER_SESSIONS_MAX: usize = 256;
 /// How long a graceful shutdown waits for in-flight requests before closing the logs anyway.
 pub const SHUTDOWN_GRACE_MS: u64 = 30_000;
 

@@ -45,6 +45,15 @@ struct FakeState {
     fetch_short_answers: u32,
     fetch_calls: u32,
     log: HashMap<u32, Vec<String>>,
+    /// How long a Produce call waits before it is answered (so the producer pipelines).
+    produce_delay: Duration,
+    /// Each Produce call's (partition, order_sequence, order_since), in order.
+    produce_order: Vec<(u32, u64, u64)>,
+    /// The broker's session rules (docs/FORMAT.md, "Pipelined produce requests"), per
+    /// (session, partition): the request handled next (a later one waits for it), and the
+    /// lowest failed one (a request sent behind it is refused).
+    next_order: HashMap<(u64, u32), u64>,
+    failed_order: HashMap<(u64, u32), u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,10 +134,38 @@ impl v1::log_server::Log for Fake {
         &self,
         r: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
-        let mut s = self.0.lock();
+        let delay = self.0.lock().produce_delay;
+        tokio::time::sleep(delay).await;
         let req = r.into_inner();
+        // Handled in the order the producer sent them, as the broker does.
+        let turns: Vec<_> = req
+            .partitions
+            .iter()
+            .map(|p| ((req.session, p.partition), p.order_sequence, p.order_since))
+            .collect();
+        loop {
+            let ready = {
+                let s = self.0.lock();
+                turns.iter().all(|(order, seq, since)| {
+                    *seq <= s.next_order.get(order).copied().unwrap_or(0).max(*since)
+                })
+            };
+            if req.session == 0 || ready {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut s = self.0.lock();
+        for (order, seq, _) in &turns {
+            let next = s.next_order.entry(*order).or_default();
+            *next = (*next).max(seq + 1);
+        }
         s.produce_calls
             .push(req.partitions.iter().map(|p| p.partition).collect());
+        for p in &req.partitions {
+            s.produce_order
+                .push((p.partition, p.order_sequence, p.order_since));
+        }
         let answer = s.script.pop_front();
         if let Some(Answer::Status(code, msg)) = answer {
             return Err(sluiceway_proto::status(
@@ -139,10 +176,26 @@ impl v1::log_server::Log for Fake {
         }
         let mut results = Vec::new();
         for p in req.partitions {
+            let order = (req.session, p.partition);
+            if s.failed_order
+                .get(&order)
+                .is_some_and(|f| p.order_since > *f)
+            {
+                s.failed_order.remove(&order);
+            }
+            let behind_failure = req.session != 0
+                && s.failed_order
+                    .get(&order)
+                    .is_some_and(|f| p.order_sequence > *f);
             let code = match &answer {
+                _ if behind_failure => v1::ErrorCode::RequestTimedOut,
                 Some(Answer::Code(c)) => *c,
                 _ => v1::ErrorCode::None,
             };
+            if code != v1::ErrorCode::None && req.session != 0 {
+                let f = s.failed_order.entry(order).or_insert(p.order_sequence);
+                *f = (*f).min(p.order_sequence);
+            }
             let mut r = v1::ProducePartitionResult {
                 topic: p.topic.clone(),
                 partition: p.partition,
@@ -403,8 +456,9 @@ async fn ready_batches_for_one_leader_go_in_one_request() {
     .await;
 }
 
-/// Order within a partition survives a retry of its first batch, with several requests allowed
-/// in flight: the later batches wait for the retried one.
+/// Order within a partition survives a retry of its first requests, with several in flight
+/// (answers are slow, so five go out before the first comes back): the leader refuses those
+/// sent behind a failed one, and the producer resends all of them in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_within_a_partition_survives_retries() {
     bounded(TEST_TIMEOUT, async {
@@ -416,6 +470,7 @@ async fn order_within_a_partition_survives_retries() {
             ],
         )
         .await;
+        fake.0.lock().produce_delay = Duration::from_millis(50);
         let p = producer(
             &fake,
             &[
@@ -432,6 +487,8 @@ async fn order_within_a_partition_survives_retries() {
                     .await
                     .unwrap(),
             );
+            // Spread out, so that the records go in several requests.
+            tokio::time::sleep(Duration::from_millis(3)).await;
         }
         let mut offsets = Vec::new();
         for f in fs {
@@ -440,6 +497,15 @@ async fn order_within_a_partition_survives_retries() {
         assert_eq!(offsets, (0..30).collect::<Vec<_>>());
         let log = fake.0.lock().log.get(&0).cloned().unwrap();
         assert_eq!(log, (0..30).map(|i| format!("v{i:02}")).collect::<Vec<_>>());
+        // Requests were pipelined: numbered in order, some sent while earlier ones were out.
+        let order = fake.0.lock().produce_order.clone();
+        let sequences: Vec<u64> = order.iter().map(|o| o.1).collect();
+        assert!(sequences.is_sorted(), "{order:?}");
+        assert!(order.iter().any(|(_, seq, since)| since < seq), "{order:?}");
+        assert!(
+            order.iter().all(|(_, seq, since)| since <= seq),
+            "{order:?}"
+        );
     })
     .await;
 }

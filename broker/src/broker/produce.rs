@@ -49,7 +49,19 @@ impl Broker {
             u64::from(req.timeout_ms)
         };
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        let permit = self.permit(&self.requests).await?;
+        let session = req.session;
+        let permit = match self.permit(&self.requests).await {
+            Ok(p) => p,
+            Err(e) => {
+                // Requests the producer pipelined behind this one must not be appended first.
+                for p in &req.partitions {
+                    if let Ok(partition) = self.replicas.led_partition(&p.topic, p.partition) {
+                        partition.produce_order.abandon(session, p.order_sequence);
+                    }
+                }
+                return Err(e);
+            }
+        };
         let acks = req.acks;
         let mut results = Vec::with_capacity(req.partitions.len());
         let mut pending = Vec::new();
@@ -66,17 +78,37 @@ impl Broker {
             };
             match self.check_produce(&p, acks) {
                 Err(PartitionError { code, message }) => {
+                    if let Ok(partition) = self.replicas.led_partition(&p.topic, p.partition) {
+                        partition.produce_order.abandon(session, p.order_sequence);
+                    }
                     result.error_code = to_proto(code);
                     result.error_message = message;
                 }
                 Ok(partition) => {
-                    // The one copy of a produced set: the log rewrites its offset fields in place.
-                    let mut set = Vec::from(p.message_set);
-                    let handle = tokio::task::spawn_blocking(move || {
-                        let r = partition.leader_append(&mut set, acks);
-                        (partition, r)
-                    });
-                    pending.push((i, handle));
+                    // A pipelining producer's earlier requests to the partition go first.
+                    let turn = partition
+                        .produce_order
+                        .turn(session, p.order_sequence, p.order_since, deadline, || {
+                            partition.name()
+                        })
+                        .await;
+                    match turn {
+                        Err(PartitionError { code, message }) => {
+                            result.error_code = to_proto(code);
+                            result.error_message = message;
+                        }
+                        Ok(turn) => {
+                            // The one copy of a produced set: the log rewrites its offset
+                            // fields in place.
+                            let mut set = Vec::from(p.message_set);
+                            let handle = tokio::task::spawn_blocking(move || {
+                                let r = partition.leader_append(&mut set, acks);
+                                turn.end(r.is_ok());
+                                (partition, r)
+                            });
+                            pending.push((i, handle));
+                        }
+                    }
                 }
             }
             results.push(result);

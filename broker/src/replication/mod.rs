@@ -20,6 +20,7 @@
 pub mod fetcher;
 pub mod leader;
 pub mod partition;
+pub mod produce_order;
 pub mod roles;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

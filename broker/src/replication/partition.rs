@@ -44,6 +44,7 @@ use sluiceway_proto::v1;
 use tokio::sync::watch;
 use tracing::debug;
 
+use super::produce_order::ProduceOrder;
 use crate::errors::PartitionError;
 
 /// An ISR change a replica fetch or the shrink timer produced: the partition, the leader epoch
@@ -106,6 +107,8 @@ pub struct Partition {
     pub replicated_bytes: AtomicU64,
     /// Idempotent producers' retries answered with their first offsets (nothing written).
     pub duplicate_batches: AtomicU64,
+    /// The order of pipelined producers' requests (`produce_order`).
+    pub produce_order: ProduceOrder,
 }
 
 impl Partition {
@@ -137,6 +140,7 @@ impl Partition {
             fetched_bytes: AtomicU64::new(0),
             replicated_bytes: AtomicU64::new(0),
             duplicate_batches: AtomicU64::new(0),
+            produce_order: ProduceOrder::default(),
         }
     }
 

@@ -15,22 +15,29 @@
 //! - A partition's front batch is *ready* when the producer is flushing or closing, when it is
 //!   full (its bytes reached `batch.size`, or a later batch exists), or when it is `linger.ms`
 //!   old — and it is not waiting out a retry backoff.
-//! - **Ordering:** at most one request per batch queue is in flight. It carries the partition's
-//!   front batches — the front one, and the batches queued behind it that are ready too, up to
-//!   the request's byte budget (`max.request.size`), concatenated into one message set — so a
-//!   busy partition moves many batches per round trip without a second request in flight.
-//!   Batches leave the queue only when acknowledged or failed for good; a retriable failure
-//!   puts them back at the front. So a partition's records reach the log in `send` order even
-//!   across retries (with acks ≠ 0, a retry after a lost answer may write a batch twice: there
-//!   is no idempotent producer yet). Records of one partition sent with *different* settings
-//!   are in different queues, so no order holds between them (as between two Kafka producers).
+//! - **Ordering:** up to `max.in.flight.requests.per.connection` requests per batch queue are
+//!   in flight (one for an idempotent producer; see below), all to one leader. Each carries
+//!   the queue's first batches not yet sent — the first, and the batches behind it that are
+//!   ready too, up to the request's byte budget (`max.request.size`), as one message set — so a
+//!   busy partition moves many batches per round trip. Each request is numbered per queue
+//!   (`order_sequence`, never reused) and says which of the queue's requests were still in
+//!   flight (`order_since`): the leader appends them in that order whatever order they arrive
+//!   in, and refuses one sent behind a request that failed there (docs/FORMAT.md, "Pipelined
+//!   produce requests"). Batches leave the queue only when acknowledged or failed for good; a
+//!   request that comes back to be resent *holds* the queue — no new request — until every
+//!   request sent after it is back, and then goes again first, in order. So a partition's
+//!   records reach the log in `send` order even across retries (with acks ≠ 0, a retry after a
+//!   lost answer may write a batch twice, after batches sent behind it, unless the producer is
+//!   idempotent). Records of one partition sent with *different* settings are in different
+//!   queues, so no order holds between them (as between two Kafka producers).
 //! - **Idempotence** (`enable.idempotence`): every batch is magic 2 and is stamped, when it is
 //!   built for its first send, with the producer id, the partition's epoch and the partition's
 //!   next sequence number; retries resend the same bytes, so the leader recognises a batch it
 //!   already has (an answer lost, a leader that changed) and answers with the first offsets —
 //!   per batch: a retry may carry batches the log has followed by new ones, and the answer then
-//!   gives each batch's first offset. Still one request per queue in flight; the batches of a
-//!   request are retried or failed together. A stamped batch that fails for good leaves a gap
+//!   gives each batch's first offset. One request per queue in flight (several would need the
+//!   epoch bump below to renumber batches already sent); the batches of a request are retried
+//!   or failed together. A stamped batch that fails for good leaves a gap
 //!   in the sequence: the partition's epoch is bumped and its sequence restarts at 0 (Kafka's
 //!   KIP-360 bump for idempotent producers), so later batches are accepted; batches already
 //!   built but never sent are renumbered in the new epoch.
@@ -583,6 +590,8 @@ pub(crate) struct Batch {
     retry_at: Option<Instant>,
     /// The (epoch, base sequence) an idempotent batch was stamped with when first built.
     stamp: Option<(i16, i32)>,
+    /// Part of a request in flight.
+    in_flight: bool,
     pub(crate) shared: Arc<BatchShared>,
     /// `buffer.memory` held by this batch's records, released when it completes.
     permit: Option<OwnedSemaphorePermit>,
@@ -591,8 +600,24 @@ pub(crate) struct Batch {
 #[derive(Debug, Default)]
 struct PartitionQueue {
     batches: VecDeque<Batch>,
-    /// How many front batches are in flight (in one request); 0 when none.
+    /// How many batches are in flight. Unless `held`, they are the queue's front.
     in_flight: usize,
+    /// The requests in flight, in the order they were sent.
+    requests: VecDeque<InFlight>,
+    /// A request came back to be sent again while later ones are still in flight: no new
+    /// request until those are back too, so that the resend goes first.
+    held: bool,
+    /// The leader the requests in flight went to: a new one goes there too, or waits.
+    leader: String,
+}
+
+/// A request of a batch queue in flight.
+#[derive(Debug)]
+struct InFlight {
+    /// Its first batch's id; its batches follow that one in the queue.
+    first_id: u64,
+    batches: usize,
+    order_sequence: u64,
 }
 
 /// What a batch queue is for: a partition, and the settings its records were sent with.
@@ -626,6 +651,10 @@ pub(crate) struct Drained {
     pub(crate) sets: Vec<Bytes>,
     /// Their total length.
     pub(crate) bytes: usize,
+    /// `ProducePartition.order_sequence` and `order_since`: the request's number among the
+    /// queue's requests, and the lowest number still in flight (its own when none is).
+    pub(crate) order_sequence: u64,
+    pub(crate) order_since: u64,
 }
 
 impl Drained {
@@ -654,6 +683,12 @@ pub(crate) struct Accumulator {
     /// The key [`Accumulator::with_key`] looks queues up with, kept so that its topic's
     /// `String` is rewritten in place rather than allocated per record.
     scratch_key: Option<BatchKey>,
+    /// Most requests in flight per batch queue (`max.in.flight.requests.per.connection`; 1
+    /// for an idempotent producer).
+    requests_max: usize,
+    /// Each queue's next `order_sequence`, kept when an empty queue is dropped: a leader
+    /// orders a producer's requests to a partition by it, so it never goes back.
+    order_sequences: FxHashMap<BatchKey, u64>,
 }
 
 /// The idempotent producer's numbering (see the module docs).
@@ -722,7 +757,18 @@ impl Accumulator {
             tally,
             idempotence: None,
             scratch_key: None,
+            requests_max: 1,
+            order_sequences: FxHashMap::default(),
         }
+    }
+
+    /// Lets up to `n` requests per batch queue be in flight (see the module docs); without
+    /// it, one. Not for an idempotent producer, which keeps one.
+    pub(crate) fn with_requests_in_flight(mut self, n: u32) -> Accumulator {
+        if self.idempotence.is_none() {
+            self.requests_max = n.max(1) as usize;
+        }
+        self
     }
 
     /// Makes this an idempotent producer's accumulator (`producer_id` from InitProducerId):
@@ -733,6 +779,7 @@ impl Accumulator {
             producer_id,
             partitions: HashMap::new(),
         });
+        self.requests_max = 1;
         self
     }
 
@@ -755,7 +802,7 @@ impl Accumulator {
             .filter(|(k, _)| k.tp == *tp)
             .map(|(_, q)| q)
         {
-            for b in q.batches.iter_mut().skip(q.in_flight) {
+            for b in q.batches.iter_mut().filter(|b| !b.in_flight) {
                 if b.attempts > 0 || b.stamp.is_none() {
                     continue;
                 }
@@ -850,6 +897,7 @@ impl Accumulator {
                 attempts: 0,
                 retry_at: None,
                 stamp: None,
+                in_flight: false,
                 shared: BatchShared::new(topic, tp.partition, self.tally.clone()),
                 permit: None,
             });
@@ -886,18 +934,21 @@ impl Accumulator {
         now: Instant,
         flushing: bool,
     ) -> (bool, Option<Instant>) {
-        let Some(front) = q.batches.front() else {
-            return (false, None);
-        };
-        if q.in_flight > 0 {
+        if q.held || q.requests.len() >= self.requests_max {
             return (false, None);
         }
+        // Not held: the batches in flight are the front ones.
+        let Some(front) = q.batches.get(q.in_flight) else {
+            return (false, None);
+        };
         if let Some(t) = front.retry_at
             && t > now
         {
             return (false, Some(t));
         }
-        let full = q.batches.len() > 1 || front.bytes >= self.batch_size || front.builder.is_none();
+        let full = q.batches.len() > q.in_flight + 1
+            || front.bytes >= self.batch_size
+            || front.builder.is_none();
         let linger_end = front.created + self.linger;
         if flushing || full || now >= linger_end {
             (true, None)
@@ -916,13 +967,10 @@ impl Accumulator {
             if r {
                 ready.push(key.clone());
             }
-            for w in wake.into_iter().chain(
-                q.batches
-                    .iter()
-                    .filter(|_| q.in_flight == 0)
-                    .map(|b| b.deadline)
-                    .take(1),
-            ) {
+            for w in wake
+                .into_iter()
+                .chain(q.batches.iter().find(|b| !b.in_flight).map(|b| b.deadline))
+            {
                 next = Some(next.map_or(w, |n| n.min(w)));
             }
         }
@@ -930,30 +978,37 @@ impl Accumulator {
         (ready, next)
     }
 
-    /// Takes the partition's front batches for sending as one message set and marks the
-    /// partition in flight: the front batch (the caller checked it is ready), then each batch
-    /// behind it that is ready as well (closed by a later batch, full, lingered long enough, or
-    /// `flushing`) while the set stays within `max_bytes` (a front batch larger than that goes
-    /// alone). Each batch is built (compressed) on first use and kept for retries.
+    /// Takes the partition's first batches not in flight for sending to `leader` as one
+    /// message set, a request in flight: the first one (the caller checked it is ready), then
+    /// each batch behind it that is ready as well (closed by a later batch, full, lingered long
+    /// enough, or `flushing`) while the set stays within `max_bytes` (a first batch larger
+    /// than that goes alone). Each batch is built (compressed) on first use and kept for
+    /// retries. `None` when the queue may not send now: as many requests in flight as allowed,
+    /// a resend waiting for those in flight, or requests in flight to another leader.
     pub(crate) fn drain(
         &mut self,
         key: &BatchKey,
         max_bytes: usize,
         now: Instant,
         flushing: bool,
+        leader: &str,
     ) -> Result<Option<Drained>> {
         let Some(q) = self.queues.get_mut(key) else {
             return Ok(None);
         };
-        if q.in_flight > 0 {
+        if q.held
+            || q.requests.len() >= self.requests_max
+            || (!q.requests.is_empty() && q.leader != leader)
+        {
             return Ok(None);
         }
-        let mut taken = 0usize;
+        let start = q.in_flight;
+        let mut taken = start;
         let mut bytes = 0usize;
         while taken < q.batches.len() {
             let last = taken + 1 == q.batches.len();
             let b = &mut q.batches[taken];
-            if taken > 0 {
+            if taken > start {
                 let ready = (!last
                     || flushing
                     || b.bytes >= self.batch_size
@@ -983,40 +1038,64 @@ impl Accumulator {
             // One magic per request: the broker refuses a set that mixes them, and a batch
             // whose records carry headers is magic 2 while its neighbours may be magic 1.
             let magic_of = |b: &Batch| b.set.as_ref().and_then(|s| s.get(MAGIC_POS).copied());
-            if taken > 0 && magic_of(&q.batches[taken]) != magic_of(&q.batches[0]) {
+            if taken > start && magic_of(&q.batches[taken]) != magic_of(&q.batches[start]) {
                 break;
             }
             let b = &mut q.batches[taken];
             let size = b.set.as_ref().map_or(0, Bytes::len);
-            if taken > 0 && bytes + size > max_bytes {
+            if taken > start && bytes + size > max_bytes {
                 break; // Built now, sent next time.
             }
             b.attempts += 1;
             b.retry_at = None;
+            b.in_flight = true;
             bytes += size;
             taken += 1;
         }
-        if taken == 0 {
+        let n = taken - start;
+        if n == 0 {
             if q.batches.is_empty() {
                 self.queues.remove(key);
             }
             return Ok(None);
         }
-        q.in_flight = taken;
+        let first_id = q.batches[start].id;
+        let order_sequence = match self.order_sequences.get_mut(key) {
+            Some(next) => std::mem::replace(next, *next + 1),
+            None => {
+                self.order_sequences.insert(key.clone(), 1);
+                0
+            }
+        };
+        let order_since = q
+            .requests
+            .front()
+            .map_or(order_sequence, |r| r.order_sequence);
+        q.requests.push_back(InFlight {
+            first_id,
+            batches: n,
+            order_sequence,
+        });
+        q.in_flight += n;
+        if q.leader != leader {
+            q.leader.clear();
+            q.leader.push_str(leader);
+        }
         // Not concatenated: the request carries them as consecutive chunks of one set field
         // (`produce_call`), so a byte is not copied again on its way out.
         let sets = q
             .batches
-            .iter()
-            .take(taken)
+            .range(start..taken)
             .map(|b| b.set.clone().expect("built above"))
             .collect();
         Ok(Some(Drained {
             key: key.clone(),
-            batch_id: q.batches[0].id,
-            batches: taken,
+            batch_id: first_id,
+            batches: n,
             sets,
             bytes,
+            order_sequence,
+            order_since,
         }))
     }
 
@@ -1028,11 +1107,28 @@ impl Accumulator {
             .map_or(0, |b| b.set.as_ref().map_or(b.bytes, Bytes::len))
     }
 
-    /// The partition's queue when `batch_id` is its in-flight front batch.
-    fn in_flight_front(&mut self, key: &BatchKey, batch_id: u64) -> Option<&mut PartitionQueue> {
-        self.queues
-            .get_mut(key)
-            .filter(|q| q.in_flight > 0 && q.batches.front().is_some_and(|b| b.id == batch_id))
+    /// Ends the request in flight whose first batch is `batch_id`: the queue, and where its
+    /// batches are in it (first index, count), no longer in flight. `None` for a request not
+    /// in flight (a stale completion).
+    fn request_back(
+        &mut self,
+        key: &BatchKey,
+        batch_id: u64,
+    ) -> Option<(&mut PartitionQueue, usize, usize)> {
+        let q = self.queues.get_mut(key)?;
+        let r = q.requests.iter().position(|r| r.first_id == batch_id)?;
+        let n = q.requests.remove(r).expect("position found").batches;
+        // Batch ids grow along the queue.
+        let start = q.batches.partition_point(|b| b.id < batch_id);
+        debug_assert!(q.batches.get(start).is_some_and(|b| b.id == batch_id));
+        for b in q.batches.range_mut(start..start + n) {
+            b.in_flight = false;
+        }
+        q.in_flight -= n;
+        if q.requests.is_empty() {
+            q.held = false;
+        }
+        Some((q, start, n))
     }
 
     /// The in-flight request of a partition (whose first batch is `batch_id`) finished: its
@@ -1053,17 +1149,16 @@ impl Accumulator {
         outcome: Result<Delivered>,
         bases: &[u64],
     ) {
-        let Some(q) = self.in_flight_front(key, batch_id) else {
+        let Some((q, start, n)) = self.request_back(key, batch_id) else {
             return;
         };
-        let n = std::mem::take(&mut q.in_flight);
         let bases = if bases.len() == n { bases } else { &[] };
         let mut next_base = outcome.as_ref().ok().and_then(|d| d.base_offset);
         let failed: Vec<_> = match &outcome {
-            Err(_) => q.batches.iter().take(n).map(|b| b.stamp).collect(),
+            Err(_) => q.batches.range(start..start + n).map(|b| b.stamp).collect(),
             Ok(_) => Vec::new(),
         };
-        for (i, b) in q.batches.drain(..n).enumerate() {
+        for (i, b) in q.batches.drain(start..start + n).enumerate() {
             let result = match &outcome {
                 Ok(d) => {
                     if let (Some(&at), Some(_)) = (bases.get(i), next_base) {
@@ -1101,15 +1196,14 @@ impl Accumulator {
         retries: u32,
     ) -> usize {
         let idempotent = self.idempotence.is_some();
-        let Some(q) = self.in_flight_front(key, batch_id) else {
+        let Some((q, start, n)) = self.request_back(key, batch_id) else {
             return 0;
         };
-        let n = std::mem::take(&mut q.in_flight);
-        let (mut i, mut kept) = (0, 0);
+        let (mut i, mut kept) = (start, 0);
         let mut failed = Vec::new();
         // An idempotent producer's batches of one request stay together: a later one retried
         // after an earlier one failed for good would carry a sequence the gap makes out of order.
-        let front = q.batches.front();
+        let front = q.batches.get(start);
         let together = idempotent
             && front.is_some_and(|b| b.attempts <= retries && now + backoff < b.deadline);
         for _ in 0..n {
@@ -1132,6 +1226,11 @@ impl Accumulator {
                 failed.push(b.stamp);
             }
         }
+        // Requests still in flight were sent after this one: it goes again before anything
+        // else once they are back.
+        if kept > 0 && !q.requests.is_empty() {
+            q.held = true;
+        }
         if q.batches.is_empty() {
             self.queues.remove(key);
         }
@@ -1146,10 +1245,9 @@ impl Accumulator {
         let mut n = 0;
         let mut failed = Vec::new();
         self.queues.retain(|BatchKey { tp, .. }, q| {
-            let skip = q.in_flight;
-            let mut i = skip;
+            let mut i = 0;
             while i < q.batches.len() {
-                if q.batches[i].deadline <= now {
+                if !q.batches[i].in_flight && q.batches[i].deadline <= now {
                     let b = q.batches.remove(i).expect("index checked");
                     b.shared.resolve(
                         Err(Error::TimedOut(format!(
@@ -1307,13 +1405,13 @@ mod tests {
                     .0
             })
             .collect();
-        let d = acc.drain(&gz(0), 1, now, false).unwrap().unwrap();
+        let d = acc.drain(&gz(0), 1, now, false, "b").unwrap().unwrap();
         // The set is a gzip wrapper holding the batch's records.
         let mut n = 0;
         for_each_record(&d.set(), &mut Vec::new(), |_| n += 1).unwrap();
         assert_eq!(n, 1);
         assert!(
-            acc.drain(&gz(0), 1, now, false).unwrap().is_none(),
+            acc.drain(&gz(0), 1, now, false, "b").unwrap().is_none(),
             "front already in flight"
         );
         assert!(acc.ready(now, true).0.is_empty());
@@ -1340,7 +1438,7 @@ mod tests {
             Arc::default(),
         );
         let mut f = acc.append(&tp(0), 1, None, Some(b"v"), &[], now, None).0;
-        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, now, false, "b").unwrap().unwrap();
         let err = || Error::Remote {
             code: ErrorCode::NotLeader,
             message: "moved".into(),
@@ -1360,7 +1458,7 @@ mod tests {
         assert!(ready.is_empty());
         assert_eq!(next, Some(now + Duration::from_millis(100)));
         let later = now + Duration::from_millis(450);
-        let d = acc.drain(&tp(0), 1, later, false).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, later, false, "b").unwrap().unwrap();
         assert_eq!(
             0,
             acc.retry_or_fail(
@@ -1415,7 +1513,7 @@ mod tests {
             let _ = acc.append(&tp(0), 1, None, Some(b"v"), &[], now, None);
         }
         // Three full batches queued: a budget of one batch takes one.
-        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, now, false, "b").unwrap().unwrap();
         assert_eq!((d.batches, stamp_of(&d)), (1, (42, 0, 0, 3)));
         // A retriable failure: the same bytes go again, sequence and all.
         acc.retry_or_fail(
@@ -1426,7 +1524,7 @@ mod tests {
             Duration::ZERO,
             5,
         );
-        let again = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
+        let again = acc.drain(&tp(0), 1, now, false, "b").unwrap().unwrap();
         assert_eq!(again.set(), d.set());
         acc.complete(
             &tp(0),
@@ -1436,7 +1534,7 @@ mod tests {
                 log_append_time: None,
             }),
         );
-        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, now, false, "b").unwrap().unwrap();
         assert_eq!(stamp_of(&d), (42, 0, 3, 3));
         // This batch fails for good: the next one starts the next epoch at sequence 0.
         acc.complete(
@@ -1444,11 +1542,11 @@ mod tests {
             d.batch_id,
             Err(Error::InvalidArgument("refused".into())),
         );
-        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, now, false, "b").unwrap().unwrap();
         assert_eq!(stamp_of(&d), (42, 1, 0, 3));
         // Other partitions keep their own numbering.
         let _ = acc.append(&tp(1), 1, None, Some(b"v"), &[], now, None);
-        let d1 = acc.drain(&tp(1), 1 << 20, now, true).unwrap().unwrap();
+        let d1 = acc.drain(&tp(1), 1 << 20, now, true, "b").unwrap().unwrap();
         assert_eq!(stamp_of(&d1), (42, 0, 0, 1));
     }
 
@@ -1462,7 +1560,7 @@ mod tests {
         // A budget of a batch and a half: the first goes, the second is built (numbered 3..5)
         // but waits for the next request.
         let one = acc
-            .drain(&tp(0), 1, now, false)
+            .drain(&tp(0), 1, now, false, "b")
             .unwrap()
             .unwrap()
             .set()
@@ -1476,7 +1574,7 @@ mod tests {
             5,
         );
         let d = acc
-            .drain(&tp(0), one + one / 2, now, false)
+            .drain(&tp(0), one + one / 2, now, false, "b")
             .unwrap()
             .unwrap();
         assert_eq!((d.batches, stamp_of(&d)), (1, (7, 0, 0, 3)));
@@ -1486,7 +1584,10 @@ mod tests {
             d.batch_id,
             Err(Error::InvalidArgument("refused".into())),
         );
-        let d = acc.drain(&tp(0), 1 << 20, now, false).unwrap().unwrap();
+        let d = acc
+            .drain(&tp(0), 1 << 20, now, false, "b")
+            .unwrap()
+            .unwrap();
         assert_eq!(d.batches, 2, "the rest in one request");
         let stamps: Vec<_> = Entries::new(&d.set())
             .map(|e| {
@@ -1525,7 +1626,7 @@ mod tests {
             Arc::default(),
         );
         let _f = acc.append(&tp(0), 1, None, Some(b"v"), &[], now, None).0;
-        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, now, false, "b").unwrap().unwrap();
         let err = Error::Network("reset".into());
         assert_eq!(
             0,
@@ -1548,7 +1649,7 @@ mod tests {
         let mut f2 = acc
             .append(&tp(0), 1, None, Some(b"second"), &[], now, None)
             .0;
-        let d = acc.drain(&tp(0), 1, now, false).unwrap().unwrap();
+        let d = acc.drain(&tp(0), 1, now, false, "b").unwrap().unwrap();
         assert_eq!(
             acc.expire(now + Duration::from_millis(60)),
             1,
@@ -1595,8 +1696,8 @@ mod tests {
         assert_eq!(acc.batch_count(&acks0), 1);
         // Each queue is ready on its own, in one order: partition, acks (wire value), codec.
         assert_eq!(acc.ready(now, true).0, [tp(0), gz(0), acks0.clone()]);
-        let d_plain = acc.drain(&tp(0), 1 << 20, now, true).unwrap().unwrap();
-        let d_gz = acc.drain(&gz(0), 1 << 20, now, true).unwrap().unwrap();
+        let d_plain = acc.drain(&tp(0), 1 << 20, now, true, "b").unwrap().unwrap();
+        let d_gz = acc.drain(&gz(0), 1 << 20, now, true, "b").unwrap().unwrap();
         assert_eq!(d_gz.key, gz(0));
         // The gzip set is smaller (a run of equal bytes) and still decodes to the one record.
         assert!(d_gz.set().len() < d_plain.set().len(), "{d_gz:?}");
@@ -1640,13 +1741,20 @@ mod tests {
             })
             .collect();
         assert_eq!(acc.batch_count(&gz(0)), 5);
-        let d = acc.drain(&gz(0), 1 << 20, now, false).unwrap().unwrap();
+        let d = acc
+            .drain(&gz(0), 1 << 20, now, false, "b")
+            .unwrap()
+            .unwrap();
         // The four closed batches, as four gzip wrappers in one set; the open one stays.
         assert_eq!(d.batches, 4);
         let mut wrappers = 0;
         for_each_record(&d.set(), &mut Vec::new(), |_| wrappers += 1).unwrap();
         assert_eq!(wrappers, 4);
-        assert!(acc.drain(&gz(0), 1 << 20, now, true).unwrap().is_none());
+        assert!(
+            acc.drain(&gz(0), 1 << 20, now, true, "b")
+                .unwrap()
+                .is_none()
+        );
         acc.complete(&gz(0), d.batch_id, delivered_at(40));
         for (i, f) in futs.iter_mut().take(4).enumerate() {
             match poll_now(f) {
@@ -1656,7 +1764,7 @@ mod tests {
         }
         assert!(poll_now(&mut futs[4]).is_pending());
         // Flushing takes the open batch too.
-        let d = acc.drain(&gz(0), 1 << 20, now, true).unwrap().unwrap();
+        let d = acc.drain(&gz(0), 1 << 20, now, true, "b").unwrap().unwrap();
         assert_eq!(d.batches, 1);
     }
 
@@ -1667,11 +1775,11 @@ mod tests {
         for i in 0..6 {
             let _ = acc.append(&gz(0), 1, None, Some(&[i as u8; 60]), &[], now, None);
         }
-        let one = acc.drain(&gz(0), 1, now, false).unwrap().unwrap();
+        let one = acc.drain(&gz(0), 1, now, false, "b").unwrap().unwrap();
         assert_eq!(one.batches, 1, "a front batch over the budget goes alone");
         acc.complete(&gz(0), one.batch_id, delivered_at(0));
         let two = acc
-            .drain(&gz(0), 2 * one.set().len(), now, false)
+            .drain(&gz(0), 2 * one.set().len(), now, false, "b")
             .unwrap()
             .unwrap();
         assert!(
@@ -1690,7 +1798,10 @@ mod tests {
                     .0
             })
             .collect();
-        let d = acc.drain(&gz(0), 1 << 20, now, false).unwrap().unwrap();
+        let d = acc
+            .drain(&gz(0), 1 << 20, now, false, "b")
+            .unwrap()
+            .unwrap();
         assert_eq!(d.batches, 3);
         let err = Error::Network("reset".into());
         let backoff = Duration::from_millis(100);
@@ -1699,7 +1810,7 @@ mod tests {
             3
         );
         assert!(
-            acc.drain(&gz(0), 1 << 20, now, false)
+            acc.drain(&gz(0), 1 << 20, now, false, "b")
                 .unwrap()
                 .is_some_and(|d| d.batches == 1),
             "the front is drained by the sender only once ready; drain itself takes it"
@@ -1718,7 +1829,10 @@ mod tests {
             ),
             1
         );
-        let d = acc.drain(&gz(0), 1 << 20, later, false).unwrap().unwrap();
+        let d = acc
+            .drain(&gz(0), 1 << 20, later, false, "b")
+            .unwrap()
+            .unwrap();
         assert_eq!(d.batches, 3);
         acc.complete(&gz(0), d.batch_id, delivered_at(7));
         for (i, f) in futs.iter_mut().enumerate() {
@@ -1727,6 +1841,179 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    /// The first byte of each record's value in `d`'s set, in order.
+    fn values_of(d: &Drained) -> Vec<u8> {
+        let mut out = Vec::new();
+        for_each_record(&d.set(), &mut Vec::new(), |r| out.push(r.value.unwrap()[0])).unwrap();
+        out
+    }
+
+    /// An accumulator of one-record batches (60-byte values), up to three requests per queue.
+    fn pipelined(
+        now: Instant,
+    ) -> (
+        Accumulator,
+        impl FnMut(&mut Accumulator, u8) -> DeliveryFuture,
+    ) {
+        let acc = Accumulator::new(100, Duration::ZERO, Duration::from_secs(60), Arc::default())
+            .with_requests_in_flight(3);
+        let append = move |acc: &mut Accumulator, v: u8| {
+            acc.append(&tp(0), 1, None, Some(&[v; 60]), &[], now, None)
+                .0
+        };
+        (acc, append)
+    }
+
+    #[test]
+    fn requests_of_a_queue_pipeline_up_to_the_limit_to_one_leader_and_complete_in_any_order() {
+        let now = Instant::now();
+        let (mut acc, mut append) = pipelined(now);
+        let mut futs = Vec::new();
+        let mut sent = Vec::new();
+        for v in 0..3 {
+            futs.push(append(&mut acc, v));
+            assert_eq!(
+                acc.ready(now, false).0,
+                [tp(0)],
+                "a new batch is ready beside those in flight"
+            );
+            let d = acc
+                .drain(&tp(0), 1 << 20, now, false, "b")
+                .unwrap()
+                .unwrap();
+            assert_eq!(values_of(&d), [v]);
+            assert_eq!((d.order_sequence, d.order_since), (u64::from(v), 0));
+            sent.push(d);
+        }
+        futs.push(append(&mut acc, 3));
+        assert!(
+            acc.ready(now, false).0.is_empty(),
+            "three in flight: the limit"
+        );
+        assert!(
+            acc.drain(&tp(0), 1 << 20, now, false, "b")
+                .unwrap()
+                .is_none()
+        );
+        // The second answer comes first: its record is delivered, the first is still pending.
+        acc.complete(&tp(0), sent[1].batch_id, delivered_at(11));
+        assert!(
+            matches!(poll_now(&mut futs[1]), Poll::Ready(Ok(m)) if m.offset == Some(Offset(11)))
+        );
+        assert!(poll_now(&mut futs[0]).is_pending());
+        // Another leader (metadata changed) waits until the requests in flight are back.
+        assert!(
+            acc.drain(&tp(0), 1 << 20, now, false, "c")
+                .unwrap()
+                .is_none()
+        );
+        let d3 = acc
+            .drain(&tp(0), 1 << 20, now, false, "b")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (values_of(&d3), d3.order_sequence, d3.order_since),
+            (vec![3], 3, 0)
+        );
+        acc.complete(&tp(0), sent[0].batch_id, delivered_at(10));
+        acc.complete(&tp(0), sent[2].batch_id, delivered_at(12));
+        futs.push(append(&mut acc, 4));
+        // Only request 3 is in flight now: the next one says so.
+        let d4 = acc
+            .drain(&tp(0), 1 << 20, now, false, "b")
+            .unwrap()
+            .unwrap();
+        assert_eq!((d4.order_sequence, d4.order_since), (4, 3));
+        acc.complete(&tp(0), d3.batch_id, delivered_at(13));
+        acc.complete(&tp(0), d4.batch_id, delivered_at(14));
+        for (i, f) in futs.iter_mut().enumerate() {
+            assert!(
+                matches!(poll_now(f), Poll::Ready(Ok(m)) if m.offset == Some(Offset(10 + i as u64)))
+            );
+        }
+        assert!(acc.is_empty());
+        // With every request back, the next may go to another leader.
+        drop(append(&mut acc, 5));
+        let d = acc
+            .drain(&tp(0), 1 << 20, now, false, "c")
+            .unwrap()
+            .unwrap();
+        assert_eq!((d.order_sequence, d.order_since), (5, 5));
+    }
+
+    #[test]
+    fn a_request_to_resend_waits_for_those_in_flight_then_goes_first_in_order() {
+        let now = Instant::now();
+        let backoff = Duration::from_millis(10);
+        let (mut acc, mut append) = pipelined(now);
+        let mut futs = Vec::new();
+        let mut sent = Vec::new();
+        for v in 0..3 {
+            futs.push(append(&mut acc, v));
+            sent.push(
+                acc.drain(&tp(0), 1 << 20, now, false, "b")
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        let retry = |acc: &mut Accumulator, d: &Drained| {
+            acc.retry_or_fail(
+                &tp(0),
+                d.batch_id,
+                Error::Network("reset".into()),
+                now,
+                backoff,
+                5,
+            )
+        };
+        // The second request fails while the others are in flight: nothing new goes out, not
+        // even after the backoff, until they are back.
+        assert_eq!(retry(&mut acc, &sent[1]), 1);
+        futs.push(append(&mut acc, 3));
+        let later = now + backoff;
+        assert!(acc.ready(later, false).0.is_empty());
+        assert!(
+            acc.drain(&tp(0), 1 << 20, later, false, "b")
+                .unwrap()
+                .is_none()
+        );
+        // The third fails too (its leader refused it behind the failed one); the first was
+        // appended.
+        assert_eq!(retry(&mut acc, &sent[2]), 1);
+        assert!(
+            acc.ready(later, false).0.is_empty(),
+            "the first is still in flight"
+        );
+        acc.complete(&tp(0), sent[0].batch_id, delivered_at(20));
+        // All back: the two failed ones go again, first, in order, then the new record, each
+        // numbered after everything sent before and waiting for nothing.
+        assert_eq!(acc.ready(later, false).0, [tp(0)]);
+        let d = acc
+            .drain(&tp(0), 1 << 20, later, false, "b")
+            .unwrap()
+            .unwrap();
+        assert_eq!(values_of(&d), [1, 2, 3]);
+        assert_eq!((d.order_sequence, d.order_since), (3, 3));
+        acc.complete(&tp(0), d.batch_id, delivered_at(21));
+        for (i, f) in futs.iter_mut().enumerate() {
+            assert!(
+                matches!(poll_now(f), Poll::Ready(Ok(m)) if m.offset == Some(Offset(20 + i as u64)))
+            );
+        }
+    }
+
+    #[test]
+    fn an_idempotent_producer_keeps_one_request_per_partition_in_flight() {
+        let now = Instant::now();
+        let mut acc = idempotent_accumulator(5).with_requests_in_flight(5);
+        for v in 0..2 {
+            drop(acc.append(&tp(0), 1, None, Some(&[v; 60]), &[], now, None));
+        }
+        assert!(acc.drain(&tp(0), 100, now, false, "b").unwrap().is_some());
+        assert!(acc.ready(now, false).0.is_empty());
+        assert!(acc.drain(&tp(0), 100, now, false, "b").unwrap().is_none());
     }
 
     #[test]
@@ -1742,8 +2029,8 @@ mod tests {
         futs.extend((0..3).map(|_| acc.append(&gz(1), 1, None, Some(b"b"), &[], now, None).0));
         let batch = BatchDelivery::new(futs);
         assert!(batch.try_failures().is_none(), "pending");
-        let d0 = acc.drain(&gz(0), 1 << 20, now, true).unwrap().unwrap();
-        let d1 = acc.drain(&gz(1), 1 << 20, now, true).unwrap().unwrap();
+        let d0 = acc.drain(&gz(0), 1 << 20, now, true, "b").unwrap().unwrap();
+        let d1 = acc.drain(&gz(1), 1 << 20, now, true, "b").unwrap().unwrap();
         acc.complete(&gz(0), d0.batch_id, delivered_at(0));
         acc.complete(&gz(1), d1.batch_id, Err(Error::Network("reset".into())));
         let f = batch.try_failures().expect("all resolved");

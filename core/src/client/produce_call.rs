@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use sluiceway_proto::prost::encoding::{
-    WireType, encode_key, encode_varint, encoded_len_varint, int32, key_len, uint32,
+    WireType, encode_key, encode_varint, encoded_len_varint, int32, key_len, uint32, uint64,
 };
 use sluiceway_proto::v1;
 
@@ -46,6 +46,9 @@ pub(crate) struct ProduceCall<'a> {
     pub(crate) acks: i32,
     pub(crate) timeout_ms: u32,
     pub(crate) partitions: Vec<PartitionSets<'a>>,
+    /// The producer's session (`ProduceRequest.session`), which orders its requests per
+    /// partition; 0 for none.
+    pub(crate) session: u64,
 }
 
 /// One partition of a [`ProduceCall`] (`leader_epoch` is never sent by the producer).
@@ -55,6 +58,9 @@ pub(crate) struct PartitionSets<'a> {
     pub(crate) partition: u32,
     /// The message set, in order.
     pub(crate) sets: &'a [Bytes],
+    /// `ProducePartition.order_sequence` and `order_since` (see the proto).
+    pub(crate) order_sequence: u64,
+    pub(crate) order_since: u64,
 }
 
 impl PartitionSets<'_> {
@@ -75,6 +81,12 @@ impl PartitionSets<'_> {
         if set != 0 {
             n += key_len(3) + encoded_len_varint(set as u64) + set;
         }
+        if self.order_sequence != 0 {
+            n += uint64::encoded_len(5, &self.order_sequence);
+        }
+        if self.order_since != 0 {
+            n += uint64::encoded_len(6, &self.order_since);
+        }
         n
     }
 }
@@ -93,6 +105,9 @@ impl ProduceCall<'_> {
             let len = p.encoded_len();
             n += key_len(3) + encoded_len_varint(len as u64) + len;
         }
+        if self.session != 0 {
+            n += uint64::encoded_len(4, &self.session);
+        }
         n
     }
 }
@@ -105,6 +120,7 @@ fn every_field_is_written(r: v1::ProduceRequest) {
         acks: _,
         timeout_ms: _,
         partitions,
+        session: _,
     } = r;
     for p in partitions {
         let v1::ProducePartition {
@@ -112,6 +128,8 @@ fn every_field_is_written(r: v1::ProduceRequest) {
             partition: _,
             message_set: _,
             leader_epoch: _,
+            order_sequence: _,
+            order_since: _,
         } = p;
     }
 }
@@ -141,6 +159,7 @@ fn body(request: &ProduceCall<'_>, len: usize) -> Chunks {
         acks,
         timeout_ms,
         partitions,
+        session,
     } = request;
     let pieces: usize = partitions.iter().map(|p| p.sets.len()).sum();
     let mut chunks = Vec::with_capacity(2 * pieces + 1);
@@ -179,6 +198,15 @@ fn body(request: &ProduceCall<'_>, len: usize) -> Chunks {
                 }
             }
         }
+        if p.order_sequence != 0 {
+            uint64::encode(5, &p.order_sequence, &mut head);
+        }
+        if p.order_since != 0 {
+            uint64::encode(6, &p.order_since, &mut head);
+        }
+    }
+    if *session != 0 {
+        uint64::encode(4, session, &mut head);
     }
     if !head.is_empty() {
         chunks.push(head.freeze());
@@ -224,6 +252,7 @@ mod tests {
                 acks: 0,
                 timeout_ms: 0,
                 partitions: Vec::new(),
+                session: 0,
             },
             ProduceCall {
                 acks: -1,
@@ -231,12 +260,16 @@ mod tests {
                 partitions: [("a", 0), ("b", 3), ("", 0), ("c", 1), ("d", 2)]
                     .into_iter()
                     .zip(pieces)
-                    .map(|((topic, partition), sets)| PartitionSets {
+                    .enumerate()
+                    .map(|(i, ((topic, partition), sets))| PartitionSets {
                         topic,
                         partition,
                         sets,
+                        order_sequence: [0, 7, 300, 1 << 40, 0][i],
+                        order_since: [0, 5, 300, 0, 9][i],
                     })
                     .collect(),
+                session: 0x9e37_79b9_7f4a_7c15,
             },
         ];
         for call in calls {
@@ -244,6 +277,7 @@ mod tests {
             let request = v1::ProduceRequest {
                 acks: call.acks,
                 timeout_ms: call.timeout_ms,
+                session: call.session,
                 partitions: call
                     .partitions
                     .iter()
@@ -252,6 +286,8 @@ mod tests {
                         partition: p.partition,
                         message_set: Bytes::from(p.sets.concat()),
                         leader_epoch: None,
+                        order_sequence: p.order_sequence,
+                        order_since: p.order_since,
                     })
                     .collect(),
             };

@@ -17,9 +17,11 @@
 //!   connection errors, …) refreshes metadata when the code calls for it and retries after
 //!   `retry.backoff.ms`, while `retries` and `delivery.timeout.ms` allow; anything else fails
 //!   the batch with the broker's code and message.
-//! - **Ordering**: at most one request per partition and send settings is in flight (see
-//!   `accumulator`), so order within a partition holds across retries, whatever
-//!   `max.in.flight…` says, among records sent with the same `acks` and codec.
+//! - **Ordering**: up to `max.in.flight.requests.per.connection` requests per partition and
+//!   send settings are in flight (one when idempotent), numbered in the producer's session so
+//!   the leader appends them in the order sent; a failed one is resent before anything newer
+//!   (see `accumulator`). So order within a partition holds across retries among records sent
+//!   with the same `acks` and codec.
 //! - **Back-pressure**: queued and in-flight record bytes are bounded by `buffer.memory`. `send`
 //!   *waits* for room up to `max.block.ms` and then fails with REQUEST_TIMED_OUT; it also waits
 //!   for the topic's metadata (an unknown topic fails at once with UNKNOWN_TOPIC_OR_PARTITION
@@ -171,6 +173,9 @@ struct Inner {
     tally: Arc<FailureTally>,
     /// Create times of records sent without one.
     wall: WallClock,
+    /// `ProduceRequest.session`: random, so a leader keeps this producer's requests to a
+    /// partition in the order they were sent (several may be in flight).
+    session: u64,
 }
 
 /// An asynchronous producer (see the module docs). Cheap to share behind an `Arc`; every
@@ -219,7 +224,8 @@ impl Producer {
             config.delivery_timeout,
             tally.clone(),
         )
-        .with_magic(config.message_format_version);
+        .with_magic(config.message_format_version)
+        .with_requests_in_flight(config.max_in_flight);
         if config.enable_idempotence {
             acc = acc.with_idempotence(cluster.init_producer_id().await?);
         }
@@ -235,6 +241,7 @@ impl Producer {
             in_flight: Mutex::new(HashMap::new()),
             tally,
             wall: WallClock::new(),
+            session: random_session(),
         });
         let sender = home.handle().spawn(sender_loop(inner.clone()));
         Ok(Producer {
@@ -754,6 +761,19 @@ async fn close(
     report(inner, 0)
 }
 
+/// A random non-zero session id: std's per-process random hash keys over the clock.
+fn random_session() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
 fn refresh_in_background(inner: &Arc<Inner>) {
     let wake = inner.clone();
     inner.cluster.spawn_refresh(move || wake.wake.notify_one());
@@ -826,7 +846,7 @@ async fn sender_loop(inner: Arc<Inner>) {
                     let room = budget
                         .saturating_sub(bytes)
                         .min(MESSAGE_SET_BYTES_MAX as usize);
-                    match acc.drain(&key, room, now, flushing) {
+                    match acc.drain(&key, room, now, flushing, &address) {
                         Ok(Some(d)) => {
                             bytes += d.bytes;
                             drained.push(d);
@@ -867,8 +887,11 @@ async fn send_request(inner: Arc<Inner>, address: String, acks: Acks, drained: V
                 topic: &d.key.tp.topic,
                 partition: d.key.tp.partition,
                 sets: &d.sets,
+                order_sequence: d.order_sequence,
+                order_since: d.order_since,
             })
             .collect(),
+        session: inner.session,
     };
     // Written around the message sets, without tonic's copy of them (`produce_call`).
     let result = super::produce_call::produce(&inner.cluster, &address, &request).await;
