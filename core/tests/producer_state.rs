@@ -254,3 +254,24 @@ fn truncation_forgets_the_cut_batches_and_a_follower_keeps_the_leaders_state() {
         "no state left"
     );
 }
+
+/// The broker remembers a producer's last 5 batches per partition (Kafka's rule), so a retry
+/// is recognised only when it holds at most that many: a producer's retry of 8 batches already
+/// appended is refused as out of order. The client core therefore sends an idempotent
+/// producer's partition at most 5 batches per request (`accumulator`).
+#[test]
+fn a_retry_of_more_batches_than_retained_is_out_of_order() {
+    let f = Fixture::new();
+    let log = f.open();
+    let set = |from: i32, n: i32| -> Vec<u8> {
+        (from..from + n).flat_map(|i| batch(7, 0, i, 1)).collect()
+    };
+    assert_eq!(append(&log, &set(0, 8)).unwrap(), (0, 7, false));
+    assert_eq!(
+        code(append(&log, &set(0, 8))),
+        ErrorCode::OutOfOrderSequenceNumber
+    );
+    // Five, the last ones: answered as duplicates.
+    assert_eq!(append(&log, &set(3, 5)).unwrap(), (3, 7, true));
+    assert_eq!(log.log_end_offset(), Offset(8));
+}
