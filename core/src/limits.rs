@@ -566,8 +566,10 @@ pub const CONSUMER_EVENTS_MAX: usize = 64;
 
 // ---- The idempotent producer's state on the broker (`storage/producer_state.rs`) ----
 
-/// Batches remembered per producer for duplicate detection (Kafka's `NUM_BATCHES_TO_RETAIN`:
-/// a producer has at most this many requests in flight per partition).
+/// Runs of batches remembered per producer for duplicate detection (Kafka's
+/// `NUM_BATCHES_TO_RETAIN`, of batches: a Kafka producer has at most this many requests in
+/// flight per partition, one batch each; a run is the batches one of ours sends together,
+/// `storage/producer_state.rs`).
 pub const PRODUCER_BATCHES_RETAINED: usize = 5;
 /// Producer ids a broker takes from the registry at once (Kafka's KIP-730 block size): one
 /// registry write per this many `InitProducerId` requests.

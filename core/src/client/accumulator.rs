@@ -36,10 +36,9 @@
 //!   already has (an answer lost, a leader that changed) and answers with the first offsets —
 //!   per batch: a retry may carry batches the log has followed by new ones, and the answer then
 //!   gives each batch's first offset. One request per queue in flight (several would need the
-//!   epoch bump below to renumber batches already sent), of at most
-//!   [`PRODUCER_BATCHES_RETAINED`] batches: the leader recognises a retry only among the
-//!   producer's last that many batches of the partition. The batches of a request are retried
-//!   or failed together. A stamped batch that fails for good leaves a gap
+//!   epoch bump below to renumber batches already sent). The leader appends a request's
+//!   batches back to back and remembers them as one run, so a retry of all of them is
+//!   recognised (docs/FORMAT.md). The batches of a request are retried or failed together. A stamped batch that fails for good leaves a gap
 //!   in the sequence: the partition's epoch is bumped and its sequence restarts at 0 (Kafka's
 //!   KIP-360 bump for idempotent producers), so later batches are accepted; batches already
 //!   built but never sent are renumbered in the new epoch.
@@ -76,7 +75,7 @@ use crate::error::{Error, Result};
 use crate::format::v2::Header;
 use crate::format::{MAGIC_POS, MAGIC_V1, SetBuilder, message_size};
 use crate::group::TopicPartition;
-use crate::limits::{LOG_OVERHEAD_BYTES, PRODUCER_BATCHES_RETAINED};
+use crate::limits::LOG_OVERHEAD_BYTES;
 use crate::types::{Offset, TimestampMs};
 
 /// Where a delivered record landed.
@@ -1010,16 +1009,6 @@ impl Accumulator {
         while taken < q.batches.len() {
             let last = taken + 1 == q.batches.len();
             let b = &mut q.batches[taken];
-            // An idempotent producer's retry is recognised by the leader only among the
-            // producer's last PRODUCER_BATCHES_RETAINED batches of the partition.
-            let batches_max = if self.idempotence.is_some() {
-                PRODUCER_BATCHES_RETAINED
-            } else {
-                usize::MAX
-            };
-            if taken > start && taken - start >= batches_max {
-                break;
-            }
             if taken > start {
                 let ready = (!last
                     || flushing
@@ -2026,20 +2015,6 @@ mod tests {
         assert!(acc.drain(&tp(0), 100, now, false, "b").unwrap().is_some());
         assert!(acc.ready(now, false).0.is_empty());
         assert!(acc.drain(&tp(0), 100, now, false, "b").unwrap().is_none());
-    }
-
-    #[test]
-    fn an_idempotent_request_holds_at_most_the_batches_a_leader_remembers() {
-        let now = Instant::now();
-        let mut acc = idempotent_accumulator(5);
-        for v in 0..8 {
-            drop(acc.append(&tp(0), 1, None, Some(&[v; 60]), &[], now, None));
-        }
-        let d = acc.drain(&tp(0), 1 << 20, now, true, "b").unwrap().unwrap();
-        assert_eq!(d.batches, PRODUCER_BATCHES_RETAINED);
-        acc.complete(&tp(0), d.batch_id, delivered_at(0));
-        let d = acc.drain(&tp(0), 1 << 20, now, true, "b").unwrap().unwrap();
-        assert_eq!(d.batches, 3);
     }
 
     #[test]

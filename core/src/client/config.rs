@@ -22,7 +22,7 @@
 //! | `buffer.memory` | ✓ | | | 33554432 |
 //! | `max.block.ms` | ✓ | | | 60000 |
 //! | `message.format.version` | ✓ | | | `1` (`1`: the notes' magic 1; `2`: Kafka's RecordBatch v2) |
-//! | `enable.idempotence` | ✓ | | | `false` (`true`: each batch carries a producer id and sequence, so a retry is never written twice; needs `acks=all`, `max.in.flight.requests.per.connection` ≤ 5, `retries` ≥ 1; batches are magic 2, one request per partition in flight, of at most 5 batches per partition) |
+//! | `enable.idempotence` | ✓ | | | `false` (`true`: each batch carries a producer id and sequence, so a retry is never written twice; needs `acks=all`, `max.in.flight.requests.per.connection` ≤ 5, `retries` ≥ 1; batches are magic 2, one request per partition in flight) |
 //! | `max.request.size` | ✓ | | | 1048576 (bytes of message sets in one Produce request; one partition's queued batches go out together up to it, a single larger batch alone) |
 //! | `group.id` | | ✓ | | none (needed by `subscribe`; the local store then uses the id `standalone`) |
 //! | `auto.offset.reset` | | ✓ | | `latest` (`earliest`, `latest`, `none` = `error`) |

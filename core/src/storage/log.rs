@@ -227,7 +227,7 @@ impl PartitionLog {
             let Some(last) = read.last_offset else {
                 break;
             };
-            table.record_set(&read.bytes, at)?;
+            table.record_set(&read.bytes, at, self.create_time())?;
             at = last.next();
         }
         Ok(table)
@@ -239,6 +239,12 @@ impl PartitionLog {
 
     pub fn config(&self) -> LogConfig {
         self.config.clone()
+    }
+
+    /// The topic's timestamps are create times (its duplicate answers carry no append time):
+    /// the producer state joins consecutive batches into runs whatever their timestamps.
+    fn create_time(&self) -> bool {
+        self.config.timestamp_type != format::TimestampType::LogAppendTime
     }
 
     fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
@@ -373,7 +379,7 @@ impl PartitionLog {
         self.write_locked(&w, set, summary.last_offset, now)?;
         if !idempotent.is_empty() {
             // The batches now carry their offsets: remember them for a retry.
-            w.producers.record_set(set, base)?;
+            w.producers.record_set(set, base, self.create_time())?;
         }
         drop(w);
         self.after_append(summary.last_offset, now)?;
@@ -450,7 +456,7 @@ impl PartitionLog {
         let last_offset = Offset(expected.0 - 1);
         self.write_locked(&w, set, last_offset, now)?;
         // A follower keeps the leader's producer state too, so a new leader rejects duplicates.
-        w.producers.record_set(set, base)?;
+        w.producers.record_set(set, base, self.create_time())?;
         drop(w);
         self.after_append(last_offset, now)?;
         Ok(AppendInfo {

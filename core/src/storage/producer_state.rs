@@ -1,7 +1,15 @@
 //! The idempotent producer's state of one partition (Kafka's `ProducerStateManager`): for each
-//! producer id, its epoch and the metadata of its last [`PRODUCER_BATCHES_RETAINED`] batches
-//! (sequence range and offsets), so a retried batch is recognised and answered with the offsets
-//! it got the first time instead of being written twice.
+//! producer id, its epoch and the metadata of its last [`PRODUCER_BATCHES_RETAINED`] runs of
+//! batches (sequence range and offsets), so a retried batch is recognised and answered with the
+//! offsets it got the first time instead of being written twice.
+//!
+//! A *run* is one batch, or consecutive batches of the producer that the log holds back to back
+//! (the next sequence at the next offset, nothing of another producer between): Kafka keeps 5
+//! batches because its producers send one batch per partition per request, and ours send up to
+//! `max.request.size` of batches in one, which a retry repeats whole. Within a run a batch's
+//! offsets follow from its sequences, so any batch of the last 5 runs is recognised. On a
+//! `LogAppendTime` topic, whose duplicate answers carry the batch's append time, only batches
+//! with the same timestamp (one append) join a run.
 //!
 //! Pure state, no I/O: the log feeds it every magic 2 batch carrying a producer id — the leader
 //! after [`ProducerStateTable::check`] accepted it, a follower and recovery as they append or
@@ -10,9 +18,9 @@
 //!
 //! Rules (Kafka's `ProducerAppendInfo.checkSequence`, idempotence without transactions):
 //! - an epoch **older** than the producer's current one is fenced: INVALID_PRODUCER_EPOCH;
-//! - a batch whose epoch and sequence range equal one of the retained batches is a
-//!   **duplicate**: [`SequenceCheck::Duplicate`] with that batch's offsets (the broker answers
-//!   success with them, as Kafka answers DUPLICATE_SEQUENCE_NUMBER);
+//! - a batch whose epoch matches and whose sequence range lies within one of the retained runs
+//!   is a **duplicate**: [`SequenceCheck::Duplicate`] with that batch's offsets (the broker
+//!   answers success with them, as Kafka answers DUPLICATE_SEQUENCE_NUMBER);
 //! - a **newer** epoch must start at sequence 0;
 //! - within an epoch the first sequence must follow the last one (wrapping from `i32::MAX` to
 //!   0); anything else is OUT_OF_ORDER_SEQUENCE_NUMBER;
@@ -32,6 +40,20 @@ use crate::format::v2::{BatchHeader, NO_PRODUCER_ID};
 use crate::format::{Entries, MAGIC_V2};
 use crate::limits::{PRODUCER_BATCHES_RETAINED, PRODUCER_STATE_PRODUCERS_MAX};
 use crate::types::{Offset, TimestampMs};
+
+/// How many sequence numbers from `from` to `to` (`to` after `from`, wrapping past `i32::MAX`
+/// as sequences do).
+fn sequences_between(from: i32, to: i32) -> u64 {
+    if to >= from {
+        (to - from) as u64
+    } else {
+        (i64::from(i32::MAX) - i64::from(from) + 1 + i64::from(to)) as u64
+    }
+}
+
+/// Records in one run at most: well below the 2^31 sequences, so positions within a run are
+/// unambiguous across the wrap.
+const PRODUCER_RUN_RECORDS_MAX: u64 = 1 << 30;
 
 /// What the log knows of one idempotent batch: who wrote it, its sequence range, where it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,14 +163,19 @@ impl ProducerStateTable {
             });
         }
         if producer_epoch == entry.epoch
-            && let Some(b) = entry
-                .batches
-                .iter()
-                .find(|b| b.first_sequence == first_sequence && b.last_sequence == last_sequence)
+            && let Some((b, skip)) = entry.batches.iter().find_map(|b| {
+                let skip = sequences_between(b.first_sequence, first_sequence);
+                let inside = skip + sequences_between(first_sequence, last_sequence)
+                    <= sequences_between(b.first_sequence, b.last_sequence);
+                inside.then_some((b, skip))
+            })
         {
+            let first_offset = Offset(b.first_offset.0 + skip);
             return Ok(SequenceCheck::Duplicate {
-                first_offset: b.first_offset,
-                last_offset: b.last_offset,
+                first_offset,
+                last_offset: Offset(
+                    first_offset.0 + sequences_between(first_sequence, last_sequence),
+                ),
                 max_timestamp: b.max_timestamp,
             });
         }
@@ -173,12 +200,15 @@ impl ProducerStateTable {
         Ok(SequenceCheck::Append)
     }
 
-    /// Records a batch now in the log (leader after appending, follower, recovery). A newer
-    /// epoch replaces the producer's batches; at most [`PRODUCER_BATCHES_RETAINED`] are kept.
+    /// Records a batch now in the log (leader after appending, follower, recovery): it extends
+    /// the producer's last run when it follows it in sequence and offset (and, unless
+    /// `create_time` — the topic's timestamps are create times — has its timestamp), otherwise
+    /// starts a run. A newer epoch replaces the producer's runs; at most
+    /// [`PRODUCER_BATCHES_RETAINED`] are kept.
     /// A new producer beyond [`PRODUCER_STATE_PRODUCERS_MAX`] evicts the one that wrote least
     /// recently (the lowest last offset: the same choice on every replica, since they hold the
     /// same log); the evicted producer's next batch is accepted as a new producer's would be.
-    pub fn record(&mut self, b: &ProducerBatch) {
+    pub fn record(&mut self, b: &ProducerBatch, create_time: bool) {
         if !self.producers.contains_key(&b.producer_id)
             && self.producers.len() >= PRODUCER_STATE_PRODUCERS_MAX
             && let Some(oldest) = self
@@ -197,6 +227,17 @@ impl ProducerStateTable {
             // An older epoch's batch (a replay before a fencing one): nothing to remember.
             return;
         }
+        if let Some(run) = entry.batches.back_mut()
+            && b.first_sequence == next_sequence(run.last_sequence, 1)
+            && b.first_offset.0 == run.last_offset.0 + 1
+            && (create_time || b.max_timestamp == run.max_timestamp)
+            && b.last_offset.0 - run.first_offset.0 < PRODUCER_RUN_RECORDS_MAX
+        {
+            run.last_sequence = b.last_sequence;
+            run.last_offset = b.last_offset;
+            run.max_timestamp = run.max_timestamp.max(b.max_timestamp);
+            return;
+        }
         entry.batches.push_back(BatchMeta {
             first_sequence: b.first_sequence,
             last_sequence: b.last_sequence,
@@ -211,26 +252,35 @@ impl ProducerStateTable {
 
     /// Records every idempotent batch of a message set as the log holds it (offsets assigned):
     /// what a follower appends, or what recovery reads back. Entries ending below `from` are
-    /// skipped (a read returns the entry holding its start offset whole).
-    pub fn record_set(&mut self, set: &[u8], from: Offset) -> Result<()> {
+    /// skipped (a read returns the entry holding its start offset whole). `create_time` as in
+    /// [`ProducerStateTable::record`].
+    pub fn record_set(&mut self, set: &[u8], from: Offset, create_time: bool) -> Result<()> {
         for entry in Entries::new(set) {
             let entry = entry?;
             if entry.magic() != MAGIC_V2 || entry.last_offset() < from {
                 continue;
             }
             if let Some(b) = ProducerBatch::from_header(&BatchHeader::parse(entry.bytes)?) {
-                self.record(&b);
+                self.record(&b, create_time);
             }
         }
         Ok(())
     }
 
-    /// Forgets every batch at or after `offset` (the log was truncated there); producers left
-    /// without batches are dropped. What was forgotten beyond the retained window cannot come
-    /// back: rebuild from a snapshot below `offset` and the log instead when that matters.
+    /// Forgets every batch at or after `offset` (the log was truncated there; a run across it
+    /// keeps its part below); producers left without batches are dropped. What was forgotten
+    /// beyond the retained window cannot come back: rebuild from a snapshot below `offset` and
+    /// the log instead when that matters.
     pub fn truncate_to(&mut self, offset: Offset) {
         self.producers.retain(|_, e| {
-            e.batches.retain(|b| b.last_offset < offset);
+            e.batches.retain_mut(|b| {
+                if b.first_offset < offset && offset <= b.last_offset {
+                    let kept = offset.0 - 1 - b.first_offset.0;
+                    b.last_offset = Offset(offset.0 - 1);
+                    b.last_sequence = next_sequence(b.first_sequence, kept as i32);
+                }
+                b.last_offset < offset
+            });
             !e.batches.is_empty()
         });
     }
@@ -462,9 +512,9 @@ mod tests {
     fn in_order_batches_append_and_a_retry_is_a_duplicate_with_the_first_offsets() {
         let mut t = ProducerStateTable::new();
         assert_eq!(t.check(7, 0, 0, 9).unwrap(), SequenceCheck::Append);
-        t.record(&batch(7, 0, 0, 10, 100));
+        t.record(&batch(7, 0, 0, 10, 100), false);
         assert_eq!(t.check(7, 0, 10, 14).unwrap(), SequenceCheck::Append);
-        t.record(&batch(7, 0, 10, 5, 110));
+        t.record(&batch(7, 0, 10, 5, 110), false);
         // The first batch again (its answer was lost): the offsets it got, nothing appended.
         assert_eq!(
             t.check(7, 0, 0, 9).unwrap(),
@@ -474,17 +524,26 @@ mod tests {
                 max_timestamp: TimestampMs(1_100),
             }
         );
-        // A gap, a repeat that does not match a batch, a step back.
+        // Their timestamps differ (`create_time` false: append times), so they are two runs.
+        assert_eq!(
+            t.check(7, 0, 10, 14).unwrap(),
+            SequenceCheck::Duplicate {
+                first_offset: Offset(110),
+                last_offset: Offset(114),
+                max_timestamp: TimestampMs(1_110),
+            }
+        );
+        // A gap, a repeat running past what the log holds, a step back into a new range.
         assert_eq!(
             code(t.check(7, 0, 16, 20)),
             ErrorCode::OutOfOrderSequenceNumber
         );
         assert_eq!(
-            code(t.check(7, 0, 12, 14)),
+            code(t.check(7, 0, 12, 16)),
             ErrorCode::OutOfOrderSequenceNumber
         );
         assert_eq!(
-            code(t.check(7, 0, 5, 9)),
+            code(t.check(7, 0, 14, 15)),
             ErrorCode::OutOfOrderSequenceNumber
         );
         let e = t.check(7, 0, 16, 20).unwrap_err().to_string();
@@ -492,10 +551,72 @@ mod tests {
     }
 
     #[test]
+    fn batches_back_to_back_form_one_run_so_a_retry_of_many_is_recognised() {
+        let mut t = ProducerStateTable::new();
+        // A request's 8 batches, appended together, and another producer's batch after them.
+        for i in 0..8 {
+            t.record(&batch(4, 0, i * 3, 3, 30 + i as u64 * 3), true);
+        }
+        t.record(&batch(5, 0, 0, 1, 54), true);
+        // Then 4 more runs of producer 4 (another producer's records between each).
+        for i in 0..4u64 {
+            t.record(&batch(4, 0, 24 + i as i32, 1, 60 + 2 * i), true);
+            t.record(&batch(5, 0, 1 + i as i32, 1, 61 + 2 * i), true);
+        }
+        // The first run is still one of the last five: each of its batches has its offsets.
+        for i in 0..8 {
+            assert_eq!(
+                t.check(4, 0, i * 3, i * 3 + 2).unwrap(),
+                SequenceCheck::Duplicate {
+                    first_offset: Offset(30 + i as u64 * 3),
+                    last_offset: Offset(32 + i as u64 * 3),
+                    max_timestamp: TimestampMs(1_051),
+                }
+            );
+        }
+        // One more run pushes it out.
+        t.record(&batch(4, 0, 28, 1, 70), true);
+        assert_eq!(
+            code(t.check(4, 0, 0, 2)),
+            ErrorCode::OutOfOrderSequenceNumber
+        );
+        // Truncation drops the runs at or after the cut.
+        t.truncate_to(Offset(63));
+        assert!(matches!(
+            t.check(4, 0, 25, 25),
+            Ok(SequenceCheck::Duplicate { .. })
+        ));
+        assert_eq!(t.check(4, 0, 26, 26).unwrap(), SequenceCheck::Append);
+        // A run across the sequence wrap.
+        let mut t = ProducerStateTable::new();
+        t.record(&batch(6, 0, i32::MAX - 1, 2, 0), true);
+        t.record(&batch(6, 0, 0, 3, 2), true);
+        assert_eq!(
+            t.check(6, 0, 1, 2).unwrap(),
+            SequenceCheck::Duplicate {
+                first_offset: Offset(3),
+                last_offset: Offset(4),
+                max_timestamp: TimestampMs(1_002),
+            }
+        );
+        assert_eq!(t.check(6, 0, 3, 3).unwrap(), SequenceCheck::Append);
+        // Truncation inside a run keeps the part below the cut.
+        t.truncate_to(Offset(3));
+        assert!(matches!(
+            t.check(6, 0, 0, 0),
+            Ok(SequenceCheck::Duplicate {
+                first_offset: Offset(2),
+                ..
+            })
+        ));
+        assert_eq!(t.check(6, 0, 1, 1).unwrap(), SequenceCheck::Append);
+    }
+
+    #[test]
     fn only_the_last_five_batches_are_remembered() {
         let mut t = ProducerStateTable::new();
         for i in 0..7 {
-            t.record(&batch(1, 0, i * 2, 2, 10 * i as u64));
+            t.record(&batch(1, 0, i * 2, 2, 10 * i as u64), false);
         }
         // Batches 0 and 1 fell out of the window: their retry is out of order, not a duplicate.
         assert_eq!(
@@ -512,18 +633,18 @@ mod tests {
     #[test]
     fn epochs_fence_older_ones_and_a_new_epoch_starts_at_zero() {
         let mut t = ProducerStateTable::new();
-        t.record(&batch(3, 2, 0, 4, 0));
+        t.record(&batch(3, 2, 0, 4, 0), false);
         assert_eq!(code(t.check(3, 1, 4, 7)), ErrorCode::InvalidProducerEpoch);
         assert_eq!(
             code(t.check(3, 3, 4, 7)),
             ErrorCode::OutOfOrderSequenceNumber
         );
         assert_eq!(t.check(3, 3, 0, 3).unwrap(), SequenceCheck::Append);
-        t.record(&batch(3, 3, 0, 4, 4));
+        t.record(&batch(3, 3, 0, 4, 4), false);
         // The old epoch's batches are gone with it.
         assert_eq!(code(t.check(3, 2, 0, 3)), ErrorCode::InvalidProducerEpoch);
         // A replayed old-epoch batch (recovery) does not disturb the new epoch.
-        t.record(&batch(3, 2, 4, 1, 8));
+        t.record(&batch(3, 2, 4, 1, 8), false);
         assert_eq!(t.check(3, 3, 4, 4).unwrap(), SequenceCheck::Append);
     }
 
@@ -531,7 +652,7 @@ mod tests {
     fn unknown_producers_start_anywhere_and_sequences_wrap() {
         let mut t = ProducerStateTable::new();
         assert_eq!(t.check(9, 0, 500, 509).unwrap(), SequenceCheck::Append);
-        t.record(&batch(9, 0, i32::MAX - 1, 4, 0));
+        t.record(&batch(9, 0, i32::MAX - 1, 4, 0), false);
         assert_eq!(
             t.check(9, 0, 2, 3).unwrap(),
             SequenceCheck::Append,
@@ -547,9 +668,9 @@ mod tests {
     #[test]
     fn truncation_forgets_batches_at_or_after_the_offset() {
         let mut t = ProducerStateTable::new();
-        t.record(&batch(1, 0, 0, 5, 0));
-        t.record(&batch(1, 0, 5, 5, 5));
-        t.record(&batch(2, 0, 0, 5, 10));
+        t.record(&batch(1, 0, 0, 5, 0), false);
+        t.record(&batch(1, 0, 5, 5, 5), false);
+        t.record(&batch(2, 0, 0, 5, 10), false);
         t.truncate_to(Offset(5));
         assert_eq!(t.len(), 1, "producer 2 had only batches past 5");
         assert_eq!(t.check(1, 0, 5, 9).unwrap(), SequenceCheck::Append);
@@ -559,9 +680,9 @@ mod tests {
     fn snapshots_round_trip_and_damage_is_refused() {
         let mut t = ProducerStateTable::new();
         for i in 0..6 {
-            t.record(&batch(11, 1, i * 3, 3, 3 * i as u64));
+            t.record(&batch(11, 1, i * 3, 3, 3 * i as u64), false);
         }
-        t.record(&batch(12, 0, 0, 1, 100));
+        t.record(&batch(12, 0, 0, 1, 100), false);
         let bytes = t.encode_snapshot();
         assert_eq!(ProducerStateTable::decode_snapshot(&bytes).unwrap(), t);
         assert_eq!(
