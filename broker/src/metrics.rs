@@ -134,6 +134,10 @@ pub struct PartitionSnapshot {
     pub fetched_bytes: u64,
     pub duplicate_batches: u64,
     pub replicated_bytes: u64,
+    /// Pipelined produce requests that waited for an earlier one of their producer, and that
+    /// were refused (`replication::produce_order`).
+    pub produce_order_waits: u64,
+    pub produce_order_refusals: u64,
 }
 
 fn escape(label: &str) -> String {
@@ -289,7 +293,7 @@ pub fn render(m: &Metrics, snapshot: &Snapshot) -> String {
             );
         }
     }
-    let gauges: [(&str, &str, &str); 9] = [
+    let gauges: [(&str, &str, &str); 11] = [
         (
             "sluiceway_partition_log_end_offset",
             "gauge",
@@ -335,6 +339,16 @@ pub fn render(m: &Metrics, snapshot: &Snapshot) -> String {
             "counter",
             "Message-set bytes served to followers (leader) or appended from the leader (follower).",
         ),
+        (
+            "sluiceway_partition_produce_order_waits_total",
+            "counter",
+            "Pipelined produce requests that waited for an earlier request of their producer.",
+        ),
+        (
+            "sluiceway_partition_produce_order_refusals_total",
+            "counter",
+            "Pipelined produce requests refused: sent behind one that failed, or their earlier requests not handled in time.",
+        ),
     ];
     for (name, kind, help) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -348,6 +362,8 @@ pub fn render(m: &Metrics, snapshot: &Snapshot) -> String {
                 "sluiceway_partition_produced_bytes_total" => p.produced_bytes,
                 "sluiceway_partition_fetched_bytes_total" => p.fetched_bytes,
                 "sluiceway_partition_duplicate_batches_total" => p.duplicate_batches,
+                "sluiceway_partition_produce_order_waits_total" => p.produce_order_waits,
+                "sluiceway_partition_produce_order_refusals_total" => p.produce_order_refusals,
                 _ => p.replicated_bytes,
             };
             let _ = writeln!(

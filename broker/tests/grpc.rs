@@ -690,7 +690,7 @@ async fn producer_message_format_version_2_writes_record_batches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_requests_to_a_partition_are_appended_in_the_order_sent() {
     let tmp = tempfile::tempdir().unwrap();
-    let b = TestBroker::start(tmp.path());
+    let b = TestBroker::start_with(tmp.path(), &["--metrics-listen", "127.0.0.1:0"]);
     let mut c = b.client().await;
     create_topic(&mut c, "ordered", 1, &[]).await;
     // Request 1 arrives first; it waits for request 0, sent before it.
@@ -759,6 +759,15 @@ async fn a_sessions_requests_to_a_partition_are_appended_in_the_order_sent() {
         .map(|(_, v)| String::from_utf8(v).unwrap())
         .collect();
     assert_eq!(values, ["unordered", "first", "second", "resent"]);
+    // Operators see it: request 1 and the lost one waited; the one behind the failure and the
+    // lost one were refused.
+    let body = b.metrics().await;
+    for want in [
+        "sluiceway_partition_produce_order_waits_total{topic=\"ordered\",partition=\"0\"} 2",
+        "sluiceway_partition_produce_order_refusals_total{topic=\"ordered\",partition=\"0\"} 2",
+    ] {
+        assert!(body.contains(want), "missing {want:?} in\n{body}");
+    }
 }
 
 /// Request `sequence` of session 42 to `ordered`-0 (`since`: the lowest still unanswered).

@@ -310,6 +310,8 @@ impl Broker {
                     replicated_bytes: p
                         .replicated_bytes
                         .load(std::sync::atomic::Ordering::Relaxed),
+                    produce_order_waits: p.produce_order.counts().0,
+                    produce_order_refusals: p.produce_order.counts().1,
                 });
             }
         }

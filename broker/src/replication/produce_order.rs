@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -51,6 +52,10 @@ struct State {
     sessions: Mutex<(HashMap<u64, Session>, u64)>,
     /// Woken whenever a turn ends.
     turned: Notify,
+    /// Requests that waited for an earlier one, and requests refused (behind a failure, or
+    /// their predecessors not handled in time): the broker's metrics.
+    waited: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// A request's turn at the partition: end it with [`Turn::end`] once its append finished;
@@ -93,6 +98,7 @@ impl ProduceOrder {
                 ),
             ));
         }
+        let mut waited = false;
         loop {
             // Registered before looking, so a turn ending in between still wakes this one.
             let turned = self.state.turned.notified();
@@ -125,6 +131,7 @@ impl ProduceOrder {
                     if since > f {
                         s.failed = None;
                     } else if sequence > f {
+                        self.state.refused.fetch_add(1, Ordering::Relaxed);
                         return Err(PartitionError::new(
                             ErrorCode::RequestTimedOut,
                             format!(
@@ -144,10 +151,15 @@ impl ProduceOrder {
                     });
                 }
             }
+            if !waited {
+                waited = true;
+                self.state.waited.fetch_add(1, Ordering::Relaxed);
+            }
             if tokio::time::timeout_at(deadline.into(), turned)
                 .await
                 .is_err()
             {
+                self.state.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(PartitionError::new(
                     ErrorCode::RequestTimedOut,
                     format!(
@@ -158,6 +170,15 @@ impl ProduceOrder {
                 ));
             }
         }
+    }
+
+    /// How many requests waited for an earlier one of their session, and how many were
+    /// refused (behind a failed one, or their predecessors not handled before the deadline).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.state.waited.load(Ordering::Relaxed),
+            self.state.refused.load(Ordering::Relaxed),
+        )
     }
 
     /// Request `sequence` of `session` will not be appended (refused before its turn): the
@@ -244,6 +265,7 @@ mod tests {
             .unwrap()
             .end(true);
         second.await.unwrap();
+        assert_eq!(order.counts(), (1, 0), "one request waited");
         // A request whose predecessors were all answered (`since` = itself) goes at once.
         order
             .turn(7, 5, 5, soon(100), || "t-0".into())
