@@ -718,13 +718,16 @@ async fn a_sessions_requests_to_a_partition_are_appended_in_the_order_sent() {
         (code(second.error_code), second.base_offset),
         (ErrorCode::None, 2)
     );
-    // Request 2 fails (an empty set); request 3, sent while 2 was unanswered, is refused with a
-    // retriable code rather than appended ahead of 2's resend; request 4, sent after, goes.
+    // Request 2 fails (an empty set); request 3, sent while 2 was unanswered, is refused (out of
+    // order: the producer sends it again) rather than appended ahead of 2's resend; request 4,
+    // sent after, goes.
     let failed = ordered(c.log.clone(), 2, 2, Vec::new()).await;
     assert_eq!(code(failed.error_code), ErrorCode::InvalidRequest);
     let refused = ordered(c.log.clone(), 3, 2, set_of(&["behind the failed one"])).await;
-    assert_eq!(code(refused.error_code), ErrorCode::RequestTimedOut);
-    assert!(code(refused.error_code).is_retriable());
+    assert_eq!(
+        code(refused.error_code),
+        ErrorCode::OutOfOrderSequenceNumber
+    );
     assert!(
         refused.error_message.contains("earlier request"),
         "{}",
@@ -746,7 +749,7 @@ async fn a_sessions_requests_to_a_partition_are_appended_in_the_order_sent() {
     // A request whose predecessor never comes waits only until the request's timeout.
     let started = Instant::now();
     let lost = ordered(c.log.clone(), 9, 8, set_of(&["y"])).await;
-    assert_eq!(code(lost.error_code), ErrorCode::RequestTimedOut);
+    assert_eq!(code(lost.error_code), ErrorCode::OutOfOrderSequenceNumber);
     assert!(
         lost.error_message.contains("timeout"),
         "{}",

@@ -188,7 +188,7 @@ impl v1::log_server::Log for Fake {
                     .get(&order)
                     .is_some_and(|f| p.order_sequence > *f);
             let code = match &answer {
-                _ if behind_failure => v1::ErrorCode::RequestTimedOut,
+                _ if behind_failure => v1::ErrorCode::OutOfOrderSequenceNumber,
                 Some(Answer::Code(c)) => *c,
                 _ => v1::ErrorCode::None,
             };

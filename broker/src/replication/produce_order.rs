@@ -7,8 +7,10 @@
 //! producer) and numbers its requests per partition (`order_sequence`), telling the leader
 //! which earlier ones were still unanswered when it sent each (`order_since`); see the
 //! `ProducePartition` fields in `log.proto`. [`ProduceOrder::turn`] makes a request wait until
-//! those earlier ones were handled here, and refuses it (retriable: the producer resends in
-//! order) when one of them failed, so a retry can never put a set behind one sent after it.
+//! those earlier ones were handled here, and refuses it with OUT_OF_ORDER_SEQUENCE_NUMBER
+//! (nothing appended; the producer sends it again, in order, as a Kafka producer retries a
+//! batch refused behind a failed one) when one of them failed, so a retry can never put a set
+//! behind one sent after it.
 //!
 //! State per session is one number and the lowest failed request, for at most
 //! [`PRODUCE_ORDER_SESSIONS_MAX`] sessions per partition (the least recently used one is
@@ -71,8 +73,8 @@ pub struct Turn {
 impl ProduceOrder {
     /// Waits until request `sequence` of `session` may be appended (`since`: the lowest
     /// request unanswered when it was sent). Session 0 (no ordering) goes at once. Fails with
-    /// REQUEST_TIMED_OUT when one of the earlier requests failed here, or when they were not
-    /// all handled by `deadline`.
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER when one of the earlier requests failed here, or when they
+    /// were not all handled by `deadline`.
     pub async fn turn(
         &self,
         session: u64,
@@ -133,7 +135,7 @@ impl ProduceOrder {
                     } else if sequence > f {
                         self.state.refused.fetch_add(1, Ordering::Relaxed);
                         return Err(PartitionError::new(
-                            ErrorCode::RequestTimedOut,
+                            ErrorCode::OutOfOrderSequenceNumber,
                             format!(
                                 "not appended to {}: an earlier request of this producer to \
                                  it failed, so this one would land out of order (the producer \
@@ -161,7 +163,7 @@ impl ProduceOrder {
             {
                 self.state.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(PartitionError::new(
-                    ErrorCode::RequestTimedOut,
+                    ErrorCode::OutOfOrderSequenceNumber,
                     format!(
                         "not appended to {}: this producer's earlier requests to it were not \
                          handled before the request's timeout",
@@ -286,7 +288,7 @@ mod tests {
             .turn(1, 1, 0, soon(100), || "t-0".into())
             .await
             .unwrap_err();
-        assert_eq!(e.code, ErrorCode::RequestTimedOut, "{}", e.message);
+        assert_eq!(e.code, ErrorCode::OutOfOrderSequenceNumber, "{}", e.message);
         assert!(e.message.contains("earlier request"), "{}", e.message);
         // A turn dropped without ending counts as failed too.
         drop(
@@ -321,7 +323,7 @@ mod tests {
             .turn(1, 2, 1, soon(50), || "t-0".into())
             .await
             .unwrap_err();
-        assert_eq!(e.code, ErrorCode::RequestTimedOut);
+        assert_eq!(e.code, ErrorCode::OutOfOrderSequenceNumber);
         assert!(e.message.contains("timeout"), "{}", e.message);
         let e = order
             .turn(1, 2, 3, soon(50), || "t-0".into())

@@ -16,7 +16,7 @@
 //!   full (its bytes reached `batch.size`, or a later batch exists), or when it is `linger.ms`
 //!   old — and it is not waiting out a retry backoff.
 //! - **Ordering:** up to `max.in.flight.requests.per.connection` requests per batch queue are
-//!   in flight (one for an idempotent producer; see below), all to one leader. Each carries
+//!   in flight, all to one leader. Each carries
 //!   the queue's first batches not yet sent — the first, and the batches behind it that are
 //!   ready too, up to the request's byte budget (`max.request.size`), as one message set — so a
 //!   busy partition moves many batches per round trip. Each request is numbered per queue
@@ -35,13 +35,16 @@
 //!   next sequence number; retries resend the same bytes, so the leader recognises a batch it
 //!   already has (an answer lost, a leader that changed) and answers with the first offsets —
 //!   per batch: a retry may carry batches the log has followed by new ones, and the answer then
-//!   gives each batch's first offset. One request per queue in flight (several would need the
-//!   epoch bump below to renumber batches already sent). The leader appends a request's
-//!   batches back to back and remembers them as one run, so a retry of all of them is
-//!   recognised (docs/FORMAT.md). The batches of a request are retried or failed together. A stamped batch that fails for good leaves a gap
-//!   in the sequence: the partition's epoch is bumped and its sequence restarts at 0 (Kafka's
-//!   KIP-360 bump for idempotent producers), so later batches are accepted; batches already
-//!   built but never sent are renumbered in the new epoch.
+//!   gives each batch's first offset. The leader appends a request's batches back to back and
+//!   remembers them as one run, so a retry of all of them is recognised (docs/FORMAT.md). The
+//!   batches of a request are retried or failed together. A stamped batch that fails for good
+//!   leaves a gap in the sequence: the partition's epoch is bumped and its sequence restarts
+//!   at 0 (Kafka's KIP-360 bump for idempotent producers), so later batches are accepted. The
+//!   batches numbered in the old epoch are then renumbered in the new one, in queue order —
+//!   at once, or, when requests of the queue are in flight, once they are all back (the
+//!   queue is held until then; those refused behind the failed one come back unappended). A
+//!   batch an earlier attempt of which may be in the log (its answer was lost) is not
+//!   renumbered but fails: under a new number it could be written twice.
 //! - Every batch has a deadline (`delivery.timeout.ms` from its creation); one that passes it
 //!   while not in flight fails with REQUEST_TIMED_OUT. So every future resolves.
 //!
@@ -71,7 +74,7 @@ use super::cluster::clone_error;
 use super::config::SendSettings;
 use super::consumer::RecordHeader;
 use super::runtime::current_pid;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::format::v2::Header;
 use crate::format::{MAGIC_POS, MAGIC_V1, SetBuilder, message_size};
 use crate::group::TopicPartition;
@@ -593,6 +596,9 @@ pub(crate) struct Batch {
     stamp: Option<(i16, i32)>,
     /// Part of a request in flight.
     in_flight: bool,
+    /// An attempt ended without telling whether the leader appended it (a lost answer, a
+    /// timeout): after an idempotent epoch bump it cannot be sent again under a new number.
+    maybe_in_log: bool,
     pub(crate) shared: Arc<BatchShared>,
     /// `buffer.memory` held by this batch's records, released when it completes.
     permit: Option<OwnedSemaphorePermit>,
@@ -610,6 +616,10 @@ struct PartitionQueue {
     held: bool,
     /// The leader the requests in flight went to: a new one goes there too, or waits.
     leader: String,
+    /// An idempotent producer's epoch was bumped while requests of this queue were in flight:
+    /// once they are all back (`held` until then), the batches numbered in the old epoch are
+    /// renumbered before anything is sent ([`renumber`]).
+    renumber: bool,
 }
 
 /// A request of a batch queue in flight.
@@ -684,8 +694,7 @@ pub(crate) struct Accumulator {
     /// The key [`Accumulator::with_key`] looks queues up with, kept so that its topic's
     /// `String` is rewritten in place rather than allocated per record.
     scratch_key: Option<BatchKey>,
-    /// Most requests in flight per batch queue (`max.in.flight.requests.per.connection`; 1
-    /// for an idempotent producer).
+    /// Most requests in flight per batch queue (`max.in.flight.requests.per.connection`).
     requests_max: usize,
     /// Each queue's next `order_sequence`, kept when an empty queue is dropped: a leader
     /// orders a producer's requests to a partition by it, so it never goes back.
@@ -720,6 +729,49 @@ impl Idempotence {
             *epoch = epoch.checked_add(1).unwrap_or(0);
             *next = 0;
         }
+    }
+}
+
+/// Gives the queue's batches numbered in an epoch older than the partition's the new epoch's
+/// next sequences, in queue order (their bytes are rewritten). One whose earlier attempt may
+/// have reached the log fails instead: under a new number it could be written twice. None is
+/// in flight.
+fn renumber(i: &mut Idempotence, tp: &TopicPartition, q: &mut PartitionQueue) {
+    q.renumber = false;
+    let current = i.partitions.get(tp).map(|p| p.0);
+    let producer_id = i.producer_id;
+    let mut k = 0;
+    while k < q.batches.len() {
+        let b = &mut q.batches[k];
+        let stale = b.stamp.is_some_and(|(epoch, _)| Some(epoch) != current);
+        if !stale {
+            k += 1;
+            continue;
+        }
+        if b.maybe_in_log {
+            let b = q.batches.remove(k).expect("index checked");
+            b.shared.resolve(
+                Err(Error::Remote {
+                    code: ErrorCode::OutOfOrderSequenceNumber,
+                    message: format!(
+                        "not sent again: an earlier batch of {}-{} failed for good, and this \
+                         one, sent before that, may already be in the log (its answer was \
+                         lost); under the producer's new epoch it could be written twice",
+                        tp.topic, tp.partition
+                    ),
+                }),
+                b.records,
+            );
+            continue;
+        }
+        if let Some(set) = &b.set {
+            let (epoch, sequence) = i.stamp(tp, b.records);
+            let mut bytes = set.to_vec();
+            crate::format::v2::restamp(&mut bytes, producer_id, epoch, sequence);
+            b.set = Some(Bytes::from(bytes));
+            b.stamp = Some((epoch, sequence));
+        }
+        k += 1;
     }
 }
 
@@ -764,11 +816,9 @@ impl Accumulator {
     }
 
     /// Lets up to `n` requests per batch queue be in flight (see the module docs); without
-    /// it, one. Not for an idempotent producer, which keeps one.
+    /// it, one.
     pub(crate) fn with_requests_in_flight(mut self, n: u32) -> Accumulator {
-        if self.idempotence.is_none() {
-            self.requests_max = n.max(1) as usize;
-        }
+        self.requests_max = n.max(1) as usize;
         self
     }
 
@@ -780,13 +830,13 @@ impl Accumulator {
             producer_id,
             partitions: HashMap::new(),
         });
-        self.requests_max = 1;
         self
     }
 
-    /// A stamped batch failed for good (see [`Idempotence::failed`]). Batches of the partition
-    /// built and stamped but never sent get the new epoch's sequences (their bytes are rewritten:
-    /// nothing of them can be in the log); batches sent before keep theirs (they may be).
+    /// A stamped batch failed for good (see [`Idempotence::failed`]): the partition's batches
+    /// numbered in the old epoch are renumbered ([`renumber`]) — now, or once the queue's
+    /// requests in flight are all back (the queue is held until then, so they are renumbered
+    /// in order, ahead of the batches behind them).
     fn failed_for_good(&mut self, tp: &TopicPartition, stamp: Option<(i16, i32)>) {
         let (Some(i), Some(stamp)) = (&mut self.idempotence, stamp) else {
             return;
@@ -796,23 +846,17 @@ impl Accumulator {
         if i.partitions.get(tp).map(|p| p.0) == before {
             return;
         }
-        let producer_id = i.producer_id;
         for q in self
             .queues
             .iter_mut()
             .filter(|(k, _)| k.tp == *tp)
             .map(|(_, q)| q)
         {
-            for b in q.batches.iter_mut().filter(|b| !b.in_flight) {
-                if b.attempts > 0 || b.stamp.is_none() {
-                    continue;
-                }
-                let Some(set) = &b.set else { continue };
-                let (epoch, sequence) = i.stamp(tp, b.records);
-                let mut bytes = set.to_vec();
-                crate::format::v2::restamp(&mut bytes, producer_id, epoch, sequence);
-                b.set = Some(Bytes::from(bytes));
-                b.stamp = Some((epoch, sequence));
+            if q.requests.is_empty() {
+                renumber(i, tp, q);
+            } else {
+                q.held = true;
+                q.renumber = true;
             }
         }
     }
@@ -899,6 +943,7 @@ impl Accumulator {
                 retry_at: None,
                 stamp: None,
                 in_flight: false,
+                maybe_in_log: false,
                 shared: BatchShared::new(topic, tp.partition, self.tally.clone()),
                 permit: None,
             });
@@ -1002,6 +1047,11 @@ impl Accumulator {
             || (!q.requests.is_empty() && q.leader != leader)
         {
             return Ok(None);
+        }
+        if q.renumber
+            && let Some(i) = &mut self.idempotence
+        {
+            renumber(i, &key.tp, q);
         }
         let start = q.in_flight;
         let mut taken = start;
@@ -1186,7 +1236,9 @@ impl Accumulator {
 
     /// The in-flight request of a partition failed with a retriable error: its batches go back
     /// with a backoff, except those out of retries or past their delivery deadline, which fail.
-    /// Returns how many will retry.
+    /// `maybe_appended`: the failure does not say the leader left them out (a lost answer, a
+    /// timeout), so after an epoch bump they are not renumbered. Returns how many will retry.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn retry_or_fail(
         &mut self,
         key: &BatchKey,
@@ -1195,6 +1247,7 @@ impl Accumulator {
         now: Instant,
         backoff: Duration,
         retries: u32,
+        maybe_appended: bool,
     ) -> usize {
         let idempotent = self.idempotence.is_some();
         let Some((q, start, n)) = self.request_back(key, batch_id) else {
@@ -1216,6 +1269,7 @@ impl Accumulator {
             };
             if keep {
                 b.retry_at = Some(now + backoff);
+                b.maybe_in_log |= maybe_appended;
                 i += 1;
                 kept += 1;
             } else {
@@ -1452,7 +1506,8 @@ mod tests {
                 err(),
                 now,
                 Duration::from_millis(100),
-                10
+                10,
+                true
             )
         );
         let (ready, next) = acc.ready(now, false);
@@ -1468,7 +1523,8 @@ mod tests {
                 err(),
                 later,
                 Duration::from_millis(100),
-                10
+                10,
+                true
             )
         );
         match poll_now(&mut f) {
@@ -1524,6 +1580,7 @@ mod tests {
             now,
             Duration::ZERO,
             5,
+            true,
         );
         let again = acc.drain(&tp(0), 1, now, false, "b").unwrap().unwrap();
         assert_eq!(again.set(), d.set());
@@ -1573,6 +1630,7 @@ mod tests {
             now,
             Duration::ZERO,
             5,
+            true,
         );
         let d = acc
             .drain(&tp(0), one + one / 2, now, false, "b")
@@ -1631,7 +1689,7 @@ mod tests {
         let err = Error::Network("reset".into());
         assert_eq!(
             0,
-            acc.retry_or_fail(&tp(0), d.batch_id, err, now, Duration::ZERO, 0)
+            acc.retry_or_fail(&tp(0), d.batch_id, err, now, Duration::ZERO, 0, true)
         );
     }
 
@@ -1807,7 +1865,7 @@ mod tests {
         let err = Error::Network("reset".into());
         let backoff = Duration::from_millis(100);
         assert_eq!(
-            acc.retry_or_fail(&gz(0), d.batch_id, err, now, backoff, 5),
+            acc.retry_or_fail(&gz(0), d.batch_id, err, now, backoff, 5, true),
             3
         );
         assert!(
@@ -1826,7 +1884,8 @@ mod tests {
                 Error::Network("again".into()),
                 now,
                 backoff,
-                5
+                5,
+                true
             ),
             1
         );
@@ -1967,6 +2026,7 @@ mod tests {
                 now,
                 backoff,
                 5,
+                true,
             )
         };
         // The second request fails while the others are in flight: nothing new goes out, not
@@ -2006,15 +2066,80 @@ mod tests {
     }
 
     #[test]
-    fn an_idempotent_producer_keeps_one_request_per_partition_in_flight() {
+    fn an_idempotent_producer_pipelines_and_renumbers_in_order_after_a_bump_in_flight() {
         let now = Instant::now();
-        let mut acc = idempotent_accumulator(5).with_requests_in_flight(5);
-        for v in 0..2 {
-            drop(acc.append(&tp(0), 1, None, Some(&[v; 60]), &[], now, None));
+        let backoff = Duration::from_millis(10);
+        let mut acc = idempotent_accumulator(5).with_requests_in_flight(3);
+        let mut futs: Vec<_> = (0..4)
+            .map(|v| {
+                acc.append(&tp(0), 1, None, Some(&[v; 60]), &[], now, None)
+                    .0
+            })
+            .collect();
+        let sent: Vec<Drained> = (0..3)
+            .map(|_| acc.drain(&tp(0), 100, now, false, "b").unwrap().unwrap())
+            .collect();
+        let stamps: Vec<_> = sent.iter().map(stamp_of).collect();
+        assert_eq!(stamps, [(5, 0, 0, 1), (5, 0, 1, 1), (5, 0, 2, 1)]);
+        assert!(
+            acc.drain(&tp(0), 100, now, false, "b").unwrap().is_none(),
+            "three in flight"
+        );
+        // Request 1's answer is lost (it may be in the log); request 0 fails for good, which
+        // bumps the epoch while request 2 is still out; request 2 comes back refused behind
+        // them (not appended).
+        let lost = Error::Network("reset".into());
+        assert_eq!(
+            acc.retry_or_fail(&tp(0), sent[1].batch_id, lost, now, backoff, 5, true),
+            1
+        );
+        acc.complete(
+            &tp(0),
+            sent[0].batch_id,
+            Err(Error::Remote {
+                code: ErrorCode::CorruptMessage,
+                message: "damaged".into(),
+            }),
+        );
+        let later = now + backoff;
+        assert!(
+            acc.ready(later, false).0.is_empty(),
+            "held until request 2 is back"
+        );
+        let refused = Error::Remote {
+            code: ErrorCode::OutOfOrderSequenceNumber,
+            message: "behind a failed request".into(),
+        };
+        assert_eq!(
+            acc.retry_or_fail(&tp(0), sent[2].batch_id, refused, now, backoff, 5, false),
+            1
+        );
+        // Now renumbered in the new epoch, in queue order: request 1's batch fails (under a new
+        // number it could be written twice), request 2's and the unsent one go as 0 and 1.
+        assert_eq!(acc.ready(later, false).0, [tp(0)]);
+        let d = acc.drain(&tp(0), 100, later, false, "b").unwrap().unwrap();
+        assert_eq!((stamp_of(&d), values_of(&d)), ((5, 1, 0, 1), vec![2]));
+        let e = acc.drain(&tp(0), 100, later, false, "b").unwrap().unwrap();
+        assert_eq!((stamp_of(&e), values_of(&e)), ((5, 1, 1, 1), vec![3]));
+        acc.complete(&tp(0), d.batch_id, delivered_at(40));
+        acc.complete(&tp(0), e.batch_id, delivered_at(41));
+        assert!(
+            matches!(poll_now(&mut futs[0]), Poll::Ready(Err(e)) if e.code() == ErrorCode::CorruptMessage)
+        );
+        match poll_now(&mut futs[1]) {
+            Poll::Ready(Err(e)) => {
+                assert_eq!(e.code(), ErrorCode::OutOfOrderSequenceNumber);
+                assert!(e.to_string().contains("written twice"), "{e}");
+            }
+            other => panic!("{other:?}"),
         }
-        assert!(acc.drain(&tp(0), 100, now, false, "b").unwrap().is_some());
-        assert!(acc.ready(now, false).0.is_empty());
-        assert!(acc.drain(&tp(0), 100, now, false, "b").unwrap().is_none());
+        assert!(
+            matches!(poll_now(&mut futs[2]), Poll::Ready(Ok(m)) if m.offset == Some(Offset(40)))
+        );
+        assert!(
+            matches!(poll_now(&mut futs[3]), Poll::Ready(Ok(m)) if m.offset == Some(Offset(41)))
+        );
+        assert!(acc.is_empty());
     }
 
     #[test]

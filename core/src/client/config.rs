@@ -18,11 +18,11 @@
 //! | `compression.type` | ✓ | | | `none` (`none`, `gzip`, `snappy`, `lz4`, `zstd`) |
 //! | `retries` | ✓ | | | 2147483647 (bounded by `delivery.timeout.ms`) |
 //! | `delivery.timeout.ms` | ✓ | | | 120000 |
-//! | `max.in.flight.requests.per.connection` | ✓ | | | 5 (per broker, and per partition: the leader appends a partition's requests in the order sent, and a failed one is resent before later ones, so order holds even above 1, unlike Kafka without idempotence; an idempotent producer keeps one per partition) |
+//! | `max.in.flight.requests.per.connection` | ✓ | | | 5 (per broker, and per partition: the leader appends a partition's requests in the order sent, and a failed one is resent before later ones, so order holds even above 1, unlike Kafka without idempotence) |
 //! | `buffer.memory` | ✓ | | | 33554432 |
 //! | `max.block.ms` | ✓ | | | 60000 |
 //! | `message.format.version` | ✓ | | | `1` (`1`: the notes' magic 1; `2`: Kafka's RecordBatch v2) |
-//! | `enable.idempotence` | ✓ | | | `false` (`true`: each batch carries a producer id and sequence, so a retry is never written twice; needs `acks=all`, `max.in.flight.requests.per.connection` ≤ 5, `retries` ≥ 1; batches are magic 2, one request per partition in flight) |
+//! | `enable.idempotence` | ✓ | | | `false` (`true`: each batch carries a producer id and sequence, so a retry is never written twice; needs `acks=all`, `max.in.flight.requests.per.connection` ≤ 5, `retries` ≥ 1; batches are magic 2) |
 //! | `max.request.size` | ✓ | | | 1048576 (bytes of message sets in one Produce request; one partition's queued batches go out together up to it, a single larger batch alone) |
 //! | `group.id` | | ✓ | | none (needed by `subscribe`; the local store then uses the id `standalone`) |
 //! | `auto.offset.reset` | | ✓ | | `latest` (`earliest`, `latest`, `none` = `error`) |

@@ -18,7 +18,7 @@
 //!   `retry.backoff.ms`, while `retries` and `delivery.timeout.ms` allow; anything else fails
 //!   the batch with the broker's code and message.
 //! - **Ordering**: up to `max.in.flight.requests.per.connection` requests per partition and
-//!   send settings are in flight (one when idempotent), numbered in the producer's session so
+//!   send settings are in flight, numbered in the producer's session so
 //!   the leader appends them in the order sent; a failed one is resent before anything newer
 //!   (see `accumulator`). So order within a partition holds across retries among records sent
 //!   with the same `acks` and codec.
@@ -930,8 +930,22 @@ async fn send_request(inner: Arc<Inner>, address: String, acks: Acks, drained: V
                     if needs_metadata_refresh(code) {
                         inner.cluster.request_refresh();
                     }
-                    if code.is_retriable() {
-                        acc.retry_or_fail(&d.key, d.batch_id, err, now, backoff, retries);
+                    // Refused because an earlier request of the partition, still unanswered
+                    // when this one was sent, failed or had not come (docs/FORMAT.md,
+                    // "Pipelined produce requests"): not appended, to be sent again in order.
+                    let refused_in_order = code == ErrorCode::OutOfOrderSequenceNumber
+                        && d.order_since < d.order_sequence;
+                    if refused_in_order || code.is_retriable() {
+                        let maybe_appended = !refused_in_order;
+                        acc.retry_or_fail(
+                            &d.key,
+                            d.batch_id,
+                            err,
+                            now,
+                            backoff,
+                            retries,
+                            maybe_appended,
+                        );
                     } else {
                         acc.complete(&d.key, d.batch_id, Err(err));
                     }
@@ -968,6 +982,7 @@ async fn send_request(inner: Arc<Inner>, address: String, acks: Acks, drained: V
                             now,
                             backoff,
                             retries,
+                            true,
                         );
                     } else {
                         acc.complete(&d.key, d.batch_id, Err(clone_error(&e)));
