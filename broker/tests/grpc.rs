@@ -756,18 +756,38 @@ async fn a_sessions_requests_to_a_partition_are_appended_in_the_order_sent() {
         lost.error_message
     );
     assert!(started.elapsed() >= Duration::from_millis(1_900));
+    // A request refused as a whole (a bad acks) counts as failed for the ones behind it.
+    let bad_acks = v1::ProduceRequest {
+        acks: 7,
+        timeout_ms: 2_000,
+        session: 42,
+        partitions: vec![v1::ProducePartition {
+            order_sequence: 10,
+            order_since: 10,
+            ..produce_partition("ordered", 0, set_of(&["z"]))
+        }],
+    };
+    let e = c.log.clone().produce(bad_acks).await.unwrap_err();
+    assert_eq!(status_code(&e), ErrorCode::InvalidRequiredAcks);
+    let behind = ordered(c.log.clone(), 11, 10, set_of(&["z"])).await;
+    assert_eq!(code(behind.error_code), ErrorCode::OutOfOrderSequenceNumber);
+    assert!(
+        behind.error_message.contains("earlier request"),
+        "{}",
+        behind.error_message
+    );
     let values: Vec<String> = fetch_all(&mut c, "ordered", 0, 0)
         .await
         .into_iter()
         .map(|(_, v)| String::from_utf8(v).unwrap())
         .collect();
     assert_eq!(values, ["unordered", "first", "second", "resent"]);
-    // Operators see it: request 1 and the lost one waited; the one behind the failure and the
+    // Operators see it: request 1 and the lost one waited; the two behind failures and the
     // lost one were refused.
     let body = b.metrics().await;
     for want in [
         "sluiceway_partition_produce_order_waits_total{topic=\"ordered\",partition=\"0\"} 2",
-        "sluiceway_partition_produce_order_refusals_total{topic=\"ordered\",partition=\"0\"} 2",
+        "sluiceway_partition_produce_order_refusals_total{topic=\"ordered\",partition=\"0\"} 3",
     ] {
         assert!(body.contains(want), "missing {want:?} in\n{body}");
     }

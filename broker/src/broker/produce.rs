@@ -22,42 +22,23 @@ impl Broker {
         &self,
         req: v1::ProduceRequest,
     ) -> Result<v1::ProduceResponse, tonic::Status> {
-        if !matches!(req.acks, -1..=1) {
-            return Err(status(
-                ErrorCode::InvalidRequiredAcks,
-                format!("acks {} is not one of -1 (all), 0, 1", req.acks),
-            ));
-        }
-        check_partition_count(req.partitions.len())?;
-        if req.timeout_ms > PRODUCE_TIMEOUT_MS_MAX {
-            return Err(status(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "timeout_ms {} exceeds the limit of {PRODUCE_TIMEOUT_MS_MAX}",
-                    req.timeout_ms
-                ),
-            ));
-        }
-        check_duplicates(
-            req.partitions
-                .iter()
-                .map(|p| (p.topic.as_str(), p.partition)),
-        )?;
+        let session = req.session;
         let timeout_ms = if req.timeout_ms == 0 {
             ACKS_ALL_TIMEOUT_MS_DEFAULT
         } else {
             u64::from(req.timeout_ms)
         };
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        let session = req.session;
-        let permit = match self.permit(&self.requests).await {
+        let checked = match check_request(&req) {
+            Ok(()) => self.permit(&self.requests).await,
+            Err(e) => Err(e),
+        };
+        let permit = match checked {
             Ok(p) => p,
             Err(e) => {
                 // Requests the producer pipelined behind this one must not be appended first.
                 for p in &req.partitions {
-                    if let Ok(partition) = self.replicas.led_partition(&p.topic, p.partition) {
-                        partition.produce_order.abandon(session, p.order_sequence);
-                    }
+                    self.abandon_turn(session, p);
                 }
                 return Err(e);
             }
@@ -78,9 +59,7 @@ impl Broker {
             };
             match self.check_produce(&p, acks) {
                 Err(PartitionError { code, message }) => {
-                    if let Ok(partition) = self.replicas.led_partition(&p.topic, p.partition) {
-                        partition.produce_order.abandon(session, p.order_sequence);
-                    }
+                    self.abandon_turn(session, &p);
                     result.error_code = to_proto(code);
                     result.error_message = message;
                 }
@@ -179,6 +158,16 @@ impl Broker {
         Ok(v1::ProduceResponse { results })
     }
 
+    /// A request of `session` to `p` refused before its turn: the ones pipelined behind it
+    /// are refused too rather than appended ahead of its resend (`produce_order`).
+    fn abandon_turn(&self, session: u64, p: &v1::ProducePartition) {
+        if session != 0
+            && let Ok(partition) = self.replicas.led_partition(&p.topic, p.partition)
+        {
+            partition.produce_order.abandon(session, p.order_sequence);
+        }
+    }
+
     fn check_produce(
         &self,
         p: &v1::ProducePartition,
@@ -212,4 +201,29 @@ impl Broker {
         }
         Ok(partition)
     }
+}
+
+/// The request-level checks: `acks`, partition count, timeout, each partition once.
+fn check_request(req: &v1::ProduceRequest) -> Result<(), tonic::Status> {
+    if !matches!(req.acks, -1..=1) {
+        return Err(status(
+            ErrorCode::InvalidRequiredAcks,
+            format!("acks {} is not one of -1 (all), 0, 1", req.acks),
+        ));
+    }
+    check_partition_count(req.partitions.len())?;
+    if req.timeout_ms > PRODUCE_TIMEOUT_MS_MAX {
+        return Err(status(
+            ErrorCode::InvalidRequest,
+            format!(
+                "timeout_ms {} exceeds the limit of {PRODUCE_TIMEOUT_MS_MAX}",
+                req.timeout_ms
+            ),
+        ));
+    }
+    check_duplicates(
+        req.partitions
+            .iter()
+            .map(|p| (p.topic.as_str(), p.partition)),
+    )
 }
