@@ -14,7 +14,7 @@
 # Workloads: (a) produce 1 KiB to 1 partition, max throughput; (b) produce 100 B to 6
 # partitions; (c) consume each backlog; (d) end-to-end latency at a fixed rate below saturation
 # (p50/p99/p99.9 from each message's intended send time; Kafka: bench/kafka/E2eLatency.java,
-# Sluiceway: `sluiceway bench e2e --rate`); (e) RF 3 acks=all produce 1 KiB; (f) the Python and
+# Sluiceway: `sluiceway bench e2e --rate`), then again as (d0) with linger.ms=0 on both; (e) RF 3 acks=all produce 1 KiB; (f) the Python and
 # Node producers against both, when python/bench/bench.py and node/bench/bench.mjs exist and
 # run (else a note says why they were skipped).
 #
@@ -209,12 +209,13 @@ EOF
 }
 
 # slw_bench WORKLOAD SYSTEM BOOTSTRAP ARGS...: `sluiceway bench ... --json`
-slw_bench() {
+slw_bench() { # WORKLOAD SYSTEM BOOTSTRAP BENCH-ARGS... (linger: $SLW_LINGER, else $LINGER)
   local w="$1" s="$2" b="$3"
   shift 3
   local out
   settle
-  out="$("$BIN" bench "$@" --bootstrap "$b" --linger-ms $LINGER --batch-size $BATCH --json --quiet)"
+  out="$("$BIN" bench "$@" --bootstrap "$b" --linger-ms "${SLW_LINGER:-$LINGER}" --batch-size $BATCH \
+    --json --quiet)"
   record "$w" "$s" "$out"
 }
 
@@ -246,22 +247,31 @@ run_consume "c2" "b" 100 "$N_100"
 drop_topics
 
 # --------------------------------------------------------------- (d) e2e at a fixed rate
-log "(d) end to end, $E2E_N x $E2E_SIZE B at $E2E_RATE msg/s, 1 partition"
+# Twice: (d) with the linger of the other rows (5 ms), where every record waits up to the linger
+# by definition, and (d0) with linger.ms=0 on both sides, the latency-tuned setting, which shows
+# what each system adds itself.
 LOG4J_TOOLS="$(dirname "$("$KAFKA_SH" fetch | tail -n1)")/log4j2-tools.properties"
-e2e_kafka() { # WORKLOAD BOOTSTRAP TOPIC RF ACKS
+e2e_kafka() { # WORKLOAD BOOTSTRAP TOPIC RF ACKS LINGER_MS
   local out
   settle
   out="$(java -Xmx1g -Dlog4j2.configurationFile="$LOG4J_TOOLS" -cp "$("$KAFKA_SH" classpath)" \
     "$ROOT/bench/kafka/E2eLatency.java" "$2" "$3" "$E2E_N" "$E2E_RATE" "$E2E_SIZE" 1 "$4" "$5" \
-    $LINGER $BATCH)"
+    "$6" $BATCH)"
   record "$1" kafka "$out"
 }
-e2e_kafka "d" "$KAFKA1" "d-$T" 1 1
-slw_bench "d" sluiceway-os "$SLW" e2e --topic "d-$T-os" --partitions 1 --flush-policy os \
-  --size $E2E_SIZE --messages "$E2E_N" --rate "$E2E_RATE" --acks 1
-slw_bench "d" sluiceway-always "$SLW" e2e --topic "d-$T-always" --partitions 1 \
-  --flush-policy always --size $E2E_SIZE --messages "$E2E_N" --rate "$E2E_RATE" --acks 1
-drop_topics
+e2e_rows() { # WORKLOAD LINGER_MS
+  local w="$1" linger="$2"
+  log "($w) end to end, $E2E_N x $E2E_SIZE B at $E2E_RATE msg/s, 1 partition, linger.ms=$linger"
+  e2e_kafka "$w" "$KAFKA1" "$w-$T" 1 1 "$linger"
+  SLW_LINGER="$linger" slw_bench "$w" sluiceway-os "$SLW" e2e --topic "$w-$T-os" --partitions 1 \
+    --flush-policy os --size $E2E_SIZE --messages "$E2E_N" --rate "$E2E_RATE" --acks 1
+  SLW_LINGER="$linger" slw_bench "$w" sluiceway-always "$SLW" e2e --topic "$w-$T-always" \
+    --partitions 1 --flush-policy always --size $E2E_SIZE --messages "$E2E_N" --rate "$E2E_RATE" \
+    --acks 1
+  drop_topics
+}
+e2e_rows "d" "$LINGER"
+e2e_rows "d0" 0
 
 # --------------------------------------------------------------- (f) language clients
 client_rows() { # CLIENT-NAME COMMAND...
@@ -364,16 +374,17 @@ desc = {
     "c1": ("consume the (a) backlog (1 KiB)", "read path (Kafka: fetch only, no group join)"),
     "c2": ("consume the (b) backlog (100 B)", "read path (Kafka: fetch only, no group join)"),
     "d": ("end to end 1 KiB, 1 partition, fixed rate, p50 / p99 / p99.9", "as (a); latency from intended send time"),
+    "d0": ("the same with linger.ms=0 on both sides", "as (d)"),
     "e": ("produce 1 KiB, RF 3, acks=all, 3 brokers", "3 replicas; Kafka & os: page cache; always: fsync on every replica"),
 }
 print(f"| workload ({sys.argv[3]}) | Kafka 4.3.2 | Sluiceway `os` | ratio | Sluiceway `always` | ratio | durability |")
 print("|---|---|---|---|---|---|---|")
-order = ["a", "b", "c1", "c2", "d", "e"] + sorted(w for w in by if w.startswith("f-"))
+order = ["a", "b", "c1", "c2", "d", "d0", "e"] + sorted(w for w in by if w.startswith("f-"))
 for w in order:
     if w not in by:
         continue
     k, so, sa = (by[w].get(x) for x in ("kafka", "sluiceway-os", "sluiceway-always"))
-    latency = w == "d"
+    latency = w in ("d", "d0")
     cell = lat if latency else tput
     if w.startswith("f-"):
         anyr = k or sa
@@ -384,7 +395,7 @@ for w in order:
     d = desc.get(w, (w, ""))
     print(f"| {d[0]} | {cell(k)} | {cell(so)} | {ratio(k, so, latency)} | {cell(sa)} | {ratio(k, sa, latency)} | {d[1]} |")
 print()
-print("Ratios: Sluiceway ÷ Kafka in messages/s (for the latency row: Kafka's p99 ÷ Sluiceway's p99); above 1× Sluiceway is ahead.")
+print("Ratios: Sluiceway ÷ Kafka in messages/s (for the latency rows: Kafka's p99 ÷ Sluiceway's p99); above 1× Sluiceway is ahead.")
 for l in notes:
     print(f"- {l}")
 EOF
