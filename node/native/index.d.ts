@@ -312,10 +312,13 @@ export interface JsRecordColumns {
   topicIndex?: Uint32Array
   /** Record `i`'s partition, or -1 to let the partitioner choose (absent: -1 for all). */
   partitions?: Int32Array
-  /** The values end to end: record `i`'s is the next `valueLengths[i]` bytes, null for -1. */
+  /**
+   * The values end to end: record `i`'s is the next `valueLengths[i]` bytes, null for -1.
+   * A `Buffer` made for this call that nothing else writes: the records share its memory.
+   */
   values: Buffer
   valueLengths: Int32Array
-  /** The keys likewise (absent: no record has a key). */
+  /** The keys likewise (absent: no record has a key), also made for this call. */
   keys?: Buffer
   keyLengths?: Int32Array
   /** Record `i`'s create time, ms since the epoch as a decimal string; null or absent: now. */

@@ -14,8 +14,8 @@
 //! - The per-record paths cross in columns, so the boundary costs a few napi calls per call,
 //!   not several per record (each `Buffer` read from JS is a reference that must be released on
 //!   Node's thread; each one made is an external buffer with a finalizer): a `send` passes
-//!   [`JsRecordColumns`] (values end to end in one `Buffer`, copied once, lengths in an
-//!   `Int32Array`) and gets [`JsDeliveries`] (typed arrays); a poll returns a
+//!   [`JsRecordColumns`] (values end to end in one `Buffer` that the records share, lengths in
+//!   an `Int32Array`) and gets [`JsDeliveries`] (typed arrays); a poll returns a
 //!   [`JsRecordBatch`] (keys and values end to end in two `Buffer`s, which TypeScript hands
 //!   out as views).
 //! - A core `Error` rejects with the reason `sluiceway:<CODE_NAME>:<0|1 retriable>:<message and
@@ -212,9 +212,10 @@ pub struct JsRecordColumns {
     /// Record `i`'s partition, or -1 to let the partitioner choose (absent: -1 for all).
     pub partitions: Option<Int32Array>,
     /// The values end to end: record `i`'s is the next `valueLengths[i]` bytes, null for -1.
+    /// A `Buffer` made for this call that nothing else writes: the records share its memory.
     pub values: Buffer,
     pub value_lengths: Int32Array,
-    /// The keys likewise (absent: no record has a key).
+    /// The keys likewise (absent: no record has a key), also made for this call.
     pub keys: Option<Buffer>,
     pub key_lengths: Option<Int32Array>,
     /// Record `i`'s create time, ms since the epoch as a decimal string; null or absent: now.
@@ -228,9 +229,8 @@ pub struct JsRecordColumns {
     pub header_value_lengths: Option<Int32Array>,
 }
 
-/// Cuts `data` into one piece per length (-1: null), all sharing one copy of the bytes.
-fn split(argument: &str, data: &[u8], lengths: &[i32]) -> napi::Result<Vec<Option<Bytes>>> {
-    let all = Bytes::copy_from_slice(data);
+/// Cuts `all` into one piece per length (-1: null), all sharing its bytes.
+fn split(argument: &str, all: Bytes, lengths: &[i32]) -> napi::Result<Vec<Option<Bytes>>> {
     let mut at = 0usize;
     let mut out = Vec::with_capacity(lengths.len());
     for &len in lengths {
@@ -266,9 +266,13 @@ fn producer_records(c: JsRecordColumns) -> napi::Result<Vec<ProducerRecord>> {
             )))
         }
     };
-    let values = split("values", &c.values, &c.value_lengths)?;
-    let keys = match (&c.keys, &c.key_lengths) {
-        (Some(k), Some(l)) => split("keys", k, l)?,
+    let mut headers = record_headers(&c, n)?.into_iter();
+    // The values and keys `Buffer`s were made for this call and nothing else writes them, so
+    // the records share their memory instead of a copy (napi releases each `Buffer` on Node's
+    // thread once the core has dropped the last record made from it).
+    let values = split("values", Bytes::from_owner(c.values), &c.value_lengths)?;
+    let keys = match (c.keys, &c.key_lengths) {
+        (Some(k), Some(l)) => split("keys", Bytes::from_owner(k), l)?,
         (None, None) => vec![None; n],
         _ => {
             return Err(bad_argument(
@@ -286,7 +290,6 @@ fn producer_records(c: JsRecordColumns) -> napi::Result<Vec<ProducerRecord>> {
     if let Some(t) = &c.timestamps {
         check_len("timestamps", t.len())?;
     }
-    let mut headers = record_headers(&c, n)?.into_iter();
     // Shared by the records: no allocation per record.
     let topics: Vec<Arc<str>> = c.topics.iter().map(|t| Arc::from(t.as_str())).collect();
     let mut records = Vec::with_capacity(n);
@@ -336,7 +339,8 @@ fn record_headers(c: &JsRecordColumns, n: usize) -> napi::Result<Vec<Vec<RecordH
             counts.len()
         )));
     }
-    let values = split("headerValues", values, lengths)?;
+    // Header values are few: a copy, so `c` keeps its `Buffer`.
+    let values = split("headerValues", Bytes::copy_from_slice(values), lengths)?;
     let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
     if total != keys.len() as u64 || values.len() != keys.len() {
         return Err(bad_argument(format!(
