@@ -58,6 +58,44 @@ test('a batch of 10,000 crosses in one send and reads back with eachBatch', asyn
   await consumer.disconnect()
 })
 
+test('the values and keys of many sends in flight at once read back byte for byte', async () => {
+  // A send's values cross in one Buffer that its records share until the core has batched
+  // them: with 40 sends in flight, their own Buffers overwritten and garbage made meanwhile,
+  // every byte must still come back.
+  await admin.createTopics({ topics: [{ topic: 'shared', numPartitions: 3 }] })
+  const producer = client.producer({ 'linger.ms': 20 })
+  const sends = []
+  const expected = new Map()
+  for (let s = 0; s < 40; s++) {
+    const messages = Array.from({ length: 100 }, (_, i) => {
+      const value = Buffer.alloc(64 + ((s * 100 + i) % 700))
+      for (let b = 0; b < value.length; b++) value[b] = (s * 31 + i * 7 + b) & 0xff
+      const key = `k${s}-${i}`
+      expected.set(key, Buffer.from(value))
+      return { key, value }
+    })
+    sends.push(producer.send({ topic: 'shared', messages }))
+    for (const m of messages) m.value.fill(0)
+    Array.from({ length: 2000 }, (_, i) => ({ i, s: 'garbage' + i }))
+  }
+  const results = await Promise.all(sends)
+  assert.equal(results.flat().length, 4000)
+  await producer.disconnect()
+  const consumer = client.consumer({ 'max.poll.records': 500 })
+  await consumer.assign({ partitions: [0, 1, 2].map((partition) => ({ topic: 'shared', partition })), fromBeginning: true })
+  const got = await collect(consumer, 4000, 30000)
+  assert.equal(got.length, 4000)
+  for (const { message } of got) {
+    const key = message.key.toString()
+    const want = expected.get(key)
+    assert.ok(want, `unexpected key ${key}`)
+    assert.ok(message.value.equals(want), `value of ${key} differs`)
+    expected.delete(key)
+  }
+  assert.equal(expected.size, 0)
+  await consumer.disconnect()
+})
+
 test('per-send acks (0, 1, -1) and every codec through one producer, read back whole and in order', async () => {
   await admin.createTopics({ topics: [{ topic: 'persend', numPartitions: 1 }] })
   const producer = client.producer({ acks: 1, compression: CompressionTypes.GZIP })
