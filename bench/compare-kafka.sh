@@ -14,9 +14,10 @@
 # Workloads: (a) produce 1 KiB to 1 partition, max throughput; (b) produce 100 B to 6
 # partitions; (c) consume each backlog; (d) end-to-end latency at a fixed rate below saturation
 # (p50/p99/p99.9 from each message's intended send time; Kafka: bench/kafka/E2eLatency.java,
-# Sluiceway: `sluiceway bench e2e --rate`), then again as (d0) with linger.ms=0 on both; (e) RF 3 acks=all produce 1 KiB; (f) the Python and
-# Node producers against both, when python/bench/bench.py and node/bench/bench.mjs exist and
-# run (else a note says why they were skipped).
+# Sluiceway: `sluiceway bench e2e --rate`), then again as (d0) with linger.ms=0 on both sides;
+# (e) RF 3 acks=all produce 1 KiB; (f) the Python and Node producers against both, when
+# python/bench/bench.py and node/bench/bench.mjs exist and run (else a note says why they were
+# skipped).
 #
 # Kafka's figures come from its own tools: ProducerPerformance (records/s) and
 # ConsumerPerformance (fetch.nMsg.sec, which excludes the group join). MB/s is 10^6 bytes/s of
