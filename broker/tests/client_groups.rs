@@ -682,6 +682,7 @@ async fn bench_produce_and_consume_report_figures() {
         assert_eq!(json["size"], 100);
         assert_eq!(json["messages"], 500);
         assert_eq!(json["acks"], "1");
+        assert!(json["check_crcs"].is_null(), "a consumer setting: {json}");
         assert_eq!(
             (json["producers"].clone(), json["consumers"].clone()),
             (1.into(), 0.into())
@@ -713,6 +714,15 @@ async fn bench_produce_and_consume_report_figures() {
         assert!(r.p50_us <= r.max_us);
         let text = summary(&consume, &r);
         assert!(text.starts_with("consume: 500 msgs"), "{text}");
+        // check.crcs=false reads the same, and says so.
+        let unchecked = args(
+            "consume",
+            &["--messages", "500", "--no-check-crcs", "--json"],
+        );
+        let r = measure(&unchecked, |_| {}).await.expect("bench consume");
+        assert_eq!((r.messages, r.bytes), (500, 50_000));
+        let json: serde_json::Value = serde_json::from_str(&summary(&unchecked, &r)).expect("json");
+        assert_eq!(json["check_crcs"], false);
 
         // Bounded by time only (and compressed, acks=all), from two producers.
         let timed = args(

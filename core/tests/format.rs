@@ -9,9 +9,10 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use sluiceway_core::format::compression::{self, Compression};
 use sluiceway_core::format::{
-    AppendOptions, Attributes, BatchHeader, CRC_POS, Entries, Header, MAGIC_POS, MAGIC_V0,
+    AppendOptions, Attributes, BatchHeader, CRC_POS, Crcs, Entries, Header, MAGIC_POS, MAGIC_V0,
     MAGIC_V1, MessageSetBuilder, OFFSET_POS, Record, RecordBatchBuilder, SIZE_POS, SetSummary,
-    TIMESTAMP_POS, TimestampType, for_each_record, prepare_append, write_entry,
+    TIMESTAMP_POS, TimestampType, for_each_record, for_each_record_with, prepare_append,
+    write_entry,
 };
 use sluiceway_core::limits::{DECOMPRESSED_BYTES_MAX, MESSAGE_BYTES_DEFAULT, MESSAGE_BYTES_MAX};
 use sluiceway_core::{Error, Offset, TimestampMs};
@@ -1059,6 +1060,41 @@ fn wrong_crc_is_refused_at_its_entry() {
     set[OFFSET_POS + 7] = 99;
     assert!(records(&set).is_ok());
     let _ = last;
+}
+
+#[test]
+fn with_crcs_skipped_a_changed_value_byte_passes_and_bad_framing_still_fails() {
+    let skipping = |set: &[u8]| -> Result<Vec<Rec>, Error> {
+        let mut out = Vec::new();
+        for_each_record_with(set, Crcs::Skip, &mut Vec::new(), |r| out.push(Rec::from(r)))?;
+        Ok(out)
+    };
+    // Magic 1: the last byte of the second entry's value ("two" → "twn").
+    let mut set = three_v1();
+    append(&mut set, 0).unwrap();
+    let third = Entries::new(&set).nth(2).unwrap().unwrap().position;
+    set[third - 1] ^= 0x01;
+    assert!(records(&set).is_err(), "checked: a CRC mismatch");
+    let got = skipping(&set).unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[1].value.as_deref(), Some(&b"twn"[..]));
+    // Magic 2: a changed byte in the records section, which the batch's CRC covers.
+    let mut b = RecordBatchBuilder::new(Compression::None);
+    b.push(TimestampMs(1), None, Some(b"alpha"), []);
+    b.push(TimestampMs(2), None, Some(b"beta"), []);
+    let mut set = b.finish().unwrap();
+    append(&mut set, 10).unwrap();
+    let at = set.len() - 2; // the last value's last byte ("beta" → "bet`"); then headerCount
+    set[at] ^= 0x01;
+    assert!(records(&set).is_err(), "checked: a CRC mismatch");
+    let got = skipping(&set).unwrap();
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), [10, 11]);
+    assert_eq!(got[1].value.as_deref(), Some(&b"bet`"[..]));
+    // Framing is still checked: a set cut inside its last entry fails either way.
+    let mut cut = three_v1();
+    cut.truncate(cut.len() - 2);
+    assert!(skipping(&cut).is_err());
+    assert!(records(&cut).is_err());
 }
 
 #[test]

@@ -24,7 +24,8 @@
 // `--same-process` measures that case. The handler only counts a
 // batch's messages; with `--read` it also reads every message's value, key and offset (the
 // Sluiceway package makes those when read, kafkajs when it decodes a fetch), as a handler that
-// uses its records would. With `--sluiceway BIN` the
+// uses its records would. `--no-check-crcs` sets Kafka's `check.crcs=false` on the Sluiceway
+// consumers, Node's and the Rust client's (kafkajs checks no CRC either way). With `--sluiceway BIN` the
 // Rust client runs the same workload (`BIN bench produce|consume`); `--start-broker` starts a
 // broker from BIN in a temp dir for the run and stops it after.
 import { parseArgs } from 'node:util'
@@ -46,6 +47,7 @@ const { values: a } = parseArgs({
     sluiceway: { type: 'string' },
     'start-broker': { type: 'boolean', default: false },
     read: { type: 'boolean', default: false },
+    'no-check-crcs': { type: 'boolean', default: false },
     mode: { type: 'string', default: 'both' },
     topic: { type: 'string' },
     'same-process': { type: 'boolean', default: false },
@@ -55,7 +57,7 @@ const { values: a } = parseArgs({
 })
 if (a.help) {
   console.log('node bench.mjs [--target sluiceway|kafka] [--bootstrap HOST:PORT] [--size B] [--messages N] [--partitions N]\n' +
-    '  [--batch N] [--window N] [--sluiceway BIN [--start-broker]] [--read] [--same-process] [--json]\n' +
+    '  [--batch N] [--window N] [--sluiceway BIN [--start-broker]] [--read] [--no-check-crcs] [--same-process] [--json]\n' +
     '  [--mode both|consume --topic T]   (see the comment at the top of this file)')
   process.exit(0)
 }
@@ -75,6 +77,7 @@ if (a['start-broker'] && !a.sluiceway) throw new TypeError('--start-broker needs
 if (a.mode !== 'both' && a.mode !== 'consume') throw new TypeError(`--mode: expected both or consume, got ${a.mode}`)
 if ((a.mode === 'consume') !== (a.topic !== undefined)) throw new TypeError('--topic goes with --mode consume, and --mode consume needs --topic')
 if (a.mode === 'consume' && (a.sluiceway || a['start-broker'])) throw new TypeError('--mode consume reads a topic of a running broker: no --sluiceway or --start-broker')
+if (a['no-check-crcs'] && a.target === 'kafka') throw new TypeError('--no-check-crcs goes with --target sluiceway (kafkajs checks no CRC)')
 
 const run = promisify(execFile)
 const suffix = randomBytes(4).toString('hex')
@@ -91,6 +94,7 @@ function report(client, mode, seconds, extra = {}) {
     // `sluiceway bench consume` (the Rust rows) always reads each record's value length and
     // timestamp (for its latency histogram): `--read` is not its to change.
     ...(mode === 'consume' && a.read && client !== 'rust' ? { read: true } : {}),
+    ...(mode === 'consume' && a['no-check-crcs'] ? { check_crcs: false } : {}),
     mb_per_sec: Number(((messages * size) / 1e6 / seconds).toFixed(1)),
     ...extra,
   }
@@ -158,7 +162,7 @@ async function sluiceway(bootstrap) {
 }
 
 async function sluicewayConsume(client, topic) {
-  const consumer = client.consumer({ 'max.poll.records': 5000, 'enable.auto.commit': false })
+  const consumer = client.consumer({ 'max.poll.records': 5000, 'enable.auto.commit': false, 'check.crcs': !a['no-check-crcs'] })
   const { seconds, first_record_s } = await consume(async (seen) => {
     await consumer.assign({ partitions: Array.from({ length: partitions }, (_, p) => ({ topic, partition: p })), fromBeginning: true })
     await consumer.run({ eachBatch: async ({ batch: b }) => seen(b.messages) })
@@ -172,6 +176,7 @@ async function consumeInNewProcess(bootstrap, topic) {
   const args = [process.argv[1], '--mode', 'consume', '--topic', topic, '--target', a.target, '--bootstrap', bootstrap,
     '--size', String(size), '--messages', String(messages), '--partitions', String(partitions)]
   if (a.read) args.push('--read')
+  if (a['no-check-crcs']) args.push('--no-check-crcs')
   if (a.json) args.push('--json')
   const { stdout } = await run(process.execPath, args, { maxBuffer: 1 << 20 })
   process.stdout.write(stdout)
@@ -182,7 +187,7 @@ async function rust(bin, bootstrap) {
   const common = ['--bootstrap', bootstrap, '--topic', topic, '--messages', String(messages), '--format', 'json', '--quiet']
   const modes = {
     produce: ['--size', String(size), '--partitions', String(partitions), '--acks', '1', '--linger-ms', '5', '--batch-size', '65536', '--compression', 'none'],
-    consume: [],
+    consume: a['no-check-crcs'] ? ['--no-check-crcs'] : [],
   }
   for (const [mode, extra] of Object.entries(modes)) {
     const { stdout } = await run(bin, ['bench', mode, ...common, ...extra], { maxBuffer: 1 << 20 })

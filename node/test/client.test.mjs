@@ -96,6 +96,26 @@ test('the values and keys of many sends in flight at once read back byte for byt
   await consumer.disconnect()
 })
 
+test("Kafka's check.crcs passes through: false reads every codec back whole; a bad value is INVALID_CONFIG", async () => {
+  await admin.createTopics({ topics: [{ topic: 'nocrc', numPartitions: 1 }] })
+  const producer = client.producer({ acks: 1 })
+  const want = []
+  for (const compression of Object.values(CompressionTypes)) {
+    const messages = Array.from({ length: 10 }, (_, i) => ({ key: `${compression}-${i}`, value: `v-${compression}-${i}` }))
+    await producer.send({ topic: 'nocrc', compression, messages })
+    want.push(...messages.map((m) => m.value))
+  }
+  await producer.disconnect()
+  const consumer = client.consumer({ 'check.crcs': false })
+  await consumer.assign({ partitions: [{ topic: 'nocrc', partition: 0 }], fromBeginning: true })
+  const got = await collect(consumer, want.length)
+  assert.deepEqual(got.map(({ message }) => message.value.toString()), want)
+  await consumer.disconnect()
+  // The native consumer (and so the config check) comes with the first assign or subscribe.
+  const refused = client.consumer({ 'check.crcs': 'sometimes' })
+  await assert.rejects(refused.assign({ partitions: [{ topic: 'nocrc', partition: 0 }] }), (e) => e instanceof SluicewayError && e.code === 'INVALID_CONFIG' && /check\.crcs/.test(e.message))
+})
+
 test('per-send acks (0, 1, -1) and every codec through one producer, read back whole and in order', async () => {
   await admin.createTopics({ topics: [{ topic: 'persend', numPartitions: 1 }] })
   const producer = client.producer({ acks: 1, compression: CompressionTypes.GZIP })

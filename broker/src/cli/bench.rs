@@ -128,6 +128,9 @@ pub struct BenchArgs {
     /// Sends outstanding at once, per producer (produce, e2e).
     #[arg(long = "in-flight", default_value_t = 10_000)]
     pub in_flight: usize,
+    /// check.crcs=false: the consumers do not check fetched sets' CRCs (consume, e2e).
+    #[arg(long = "no-check-crcs")]
+    pub no_check_crcs: bool,
     /// Summary format.
     #[arg(long, value_enum, default_value_t = BenchFormat::Text)]
     pub format: BenchFormat,
@@ -183,6 +186,9 @@ impl BenchArgs {
         }
         if !consumes && self.consumers.is_some() {
             return Err(invalid("--consumers applies to consume and e2e"));
+        }
+        if !consumes && self.no_check_crcs {
+            return Err(invalid("--no-check-crcs applies to consume and e2e"));
         }
         Ok(())
     }
@@ -251,6 +257,7 @@ impl BenchArgs {
         c.set("client.id", "sluiceway-bench")?;
         c.set("enable.auto.commit", "false")?;
         c.set("fetch.max.wait.ms", "100")?;
+        c.set("check.crcs", &(!self.no_check_crcs).to_string())?;
         c.validate()?;
         Ok(c)
     }
@@ -331,6 +338,7 @@ pub fn summary(args: &BenchArgs, r: &BenchReport) -> String {
         }
         BenchFormat::Json => {
             let produces = args.mode != BenchMode::Consume;
+            let consumes = args.mode != BenchMode::Produce;
             serde_json::json!({
                 "client": "rust",
                 "target": "sluiceway",
@@ -359,6 +367,7 @@ pub fn summary(args: &BenchArgs, r: &BenchReport) -> String {
                 "message_format_version": produces.then(|| args.message_format_version.clone()),
                 "enable_idempotence": produces.then_some(args.enable_idempotence),
                 "in_flight": produces.then_some(args.in_flight),
+                "check_crcs": consumes.then_some(!args.no_check_crcs),
                 "flush_policy": r.flush_policy,
                 "replication_factor": r.replication_factor,
             })

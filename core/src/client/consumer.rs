@@ -74,7 +74,7 @@ use super::runtime::Home;
 mod columns;
 mod group;
 use crate::error::{Error, ErrorCode, Result};
-use crate::format::TimestampType;
+use crate::format::{Crcs, TimestampType};
 use crate::group::TopicPartition;
 use crate::limits::{
     CONSUMER_BUFFER_BYTES_MAX, CONSUMER_EVENTS_MAX, CONSUMER_MAX_POLL_RECORDS_MAX,
@@ -213,11 +213,13 @@ struct Chunk {
     decode_failed: bool,
 }
 
-/// A fetched set awaiting [`DecodedSet::decode`]: records at or after `from`.
+/// A fetched set awaiting [`DecodedSet::decode`]: records at or after `from`, CRCs checked as
+/// `check.crcs` says.
 #[derive(Debug)]
 struct PendingSet {
     set: Bytes,
     from: u64,
+    crcs: Crcs,
 }
 
 /// A revoke handed to the application and not yet acknowledged by its next poll.
@@ -559,7 +561,7 @@ impl Inner {
     async fn decode_ahead(self: Arc<Self>, mut job: (u64, PendingSet), want: usize) {
         loop {
             let (id, pending) = job;
-            let decoded = DecodedSet::decode(pending.set.clone(), pending.from);
+            let decoded = DecodedSet::decode(pending.set.clone(), pending.from, pending.crcs);
             let next = {
                 let mut st = self.state.lock();
                 if let Some(chunk) = st.buffer.iter_mut().find(|c| c.id == id) {
@@ -1335,7 +1337,7 @@ fn drain_records(st: &mut State, max: usize, out: &mut impl RecordSink, decoded_
         };
         let p = parts.get_mut(&chunk.tp).expect("checked");
         if let Some(pending) = chunk.pending.take() {
-            match DecodedSet::decode(pending.set, pending.from) {
+            match DecodedSet::decode(pending.set, pending.from, pending.crcs) {
                 Ok(decoded) => chunk.decoded = decoded,
                 Err(e) => {
                     // The partition stops before the damaged set: its later chunks become
@@ -1639,6 +1641,11 @@ fn land(inner: &Arc<Inner>, parts: &[FetchPart], result: Result<v1::FetchRespons
                                 pending: Some(PendingSet {
                                     set,
                                     from: f.offset,
+                                    crcs: if cfg.check_crcs {
+                                        Crcs::Check
+                                    } else {
+                                        Crcs::Skip
+                                    },
                                 }),
                                 decoded: DecodedSet::default(),
                             });
@@ -1817,10 +1824,25 @@ mod tests {
         set: &Bytes,
         from: u64,
     ) -> Result<Vec<ConsumerRecord>> {
-        let d = DecodedSet::decode(set.clone(), from)?;
+        let d = DecodedSet::decode(set.clone(), from, Crcs::Check)?;
         let mut out = Vec::new();
         RecordSink::extend(&mut out, topic, partition, &d, d.remaining());
         Ok(out)
+    }
+
+    /// A state with `tp` alone: read from 0, fetched up to `fetch_offset`, epoch 1.
+    fn one_partition(tp: &TopicPartition, fetch_offset: u64) -> State {
+        let mut st = State::default();
+        st.parts.insert(
+            tp.clone(),
+            PartState {
+                position: Some(0),
+                fetch_offset: Some(fetch_offset),
+                epoch: 1,
+                ..PartState::default()
+            },
+        );
+        st
     }
 
     fn drain(st: &mut State, max: usize) -> Vec<ConsumerRecord> {
@@ -1833,9 +1855,16 @@ mod tests {
     fn chunk(tp: &TopicPartition, epoch: u64, set: Bytes, from: u64, pending: bool) -> Chunk {
         let bytes = set.len();
         let (pending, decoded) = if pending {
-            (Some(PendingSet { set, from }), DecodedSet::default())
+            (
+                Some(PendingSet {
+                    set,
+                    from,
+                    crcs: Crcs::Check,
+                }),
+                DecodedSet::default(),
+            )
         } else {
-            (None, DecodedSet::decode(set, from).unwrap())
+            (None, DecodedSet::decode(set, from, Crcs::Check).unwrap())
         };
         Chunk {
             tp: tp.clone(),
@@ -2056,16 +2085,7 @@ mod tests {
     #[test]
     fn drained_records_advance_the_position_and_stale_epochs_are_dropped() {
         let tp = TopicPartition::new("t", 0);
-        let mut st = State::default();
-        st.parts.insert(
-            tp.clone(),
-            PartState {
-                position: Some(0),
-                fetch_offset: Some(10),
-                epoch: 1,
-                ..PartState::default()
-            },
-        );
+        let mut st = one_partition(&tp, 10);
         let set = stored_set(Compression::None, 0, 10);
         st.buffer.push_back(Chunk {
             bytes: 5,
@@ -2092,16 +2112,7 @@ mod tests {
     #[test]
     fn a_set_is_decoded_by_the_poll_that_reaches_it_and_damage_stops_the_partition_there() {
         let tp = TopicPartition::new("t", 0);
-        let mut st = State::default();
-        st.parts.insert(
-            tp.clone(),
-            PartState {
-                position: Some(0),
-                fetch_offset: Some(15),
-                epoch: 1,
-                ..PartState::default()
-            },
-        );
+        let mut st = one_partition(&tp, 15);
         st.next_epoch = 1; // epoch 1 came from the counter
         let mut damaged = stored_set(Compression::None, 5, 5).to_vec();
         let last = damaged.len() - 1;
@@ -2131,6 +2142,33 @@ mod tests {
         assert_ne!(p.epoch, 1, "the chunks behind the damage are stale");
         assert!(st.buffer.is_empty());
         assert_eq!(st.buffered_bytes, 0);
+    }
+
+    /// `check.crcs=false`: the same damaged set's records are returned as they are, the changed
+    /// byte included, and the partition goes on past it.
+    #[test]
+    fn with_crcs_skipped_a_damaged_value_is_returned_as_it_is() {
+        let tp = TopicPartition::new("t", 0);
+        let mut st = one_partition(&tp, 10);
+        let mut damaged = stored_set(Compression::None, 0, 5).to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x01; // "v4" → "v5"
+        let damaged = Bytes::from(damaged);
+        for (base, set) in [(0, damaged), (5, stored_set(Compression::None, 5, 5))] {
+            st.buffered_bytes += set.len();
+            let mut c = chunk(&tp, 1, set, base, true);
+            c.pending.as_mut().expect("pending").crcs = Crcs::Skip;
+            st.buffer.push_back(c);
+        }
+        let got = drain(&mut st, 100);
+        assert_eq!(
+            got.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
+        assert_eq!(got[4].value.as_deref(), Some(&b"v5"[..]));
+        let p = &st.parts[&tp];
+        assert!(p.error.is_none());
+        assert_eq!(p.position, Some(10));
     }
 
     /// Decode-ahead: a poll's worth of sets decoded off the application's thread, a poll

@@ -766,8 +766,14 @@ fn check_producer_entry(
                 "a compressed wrapper has a null value",
             ));
         };
-        let inner = decompress_and_check(msg.attributes.compression, msg.magic, value, scratch)
-            .map_err(at)?;
+        let inner = decompress_and_check(
+            msg.attributes.compression,
+            msg.magic,
+            value,
+            Crcs::Check,
+            scratch,
+        )
+        .map_err(at)?;
         if inner.log_append_time {
             return Err(log_append_time_from_producer(position));
         }
@@ -816,12 +822,13 @@ struct InnerSummary {
     log_append_time: bool,
 }
 
-/// Decompresses a wrapper's value into `scratch` and checks its inner entries. Errors carry
-/// position 0 (the wrapper) and name the inner byte in their reason.
+/// Decompresses a wrapper's value into `scratch` and checks its inner entries (their CRCs as
+/// `crcs` says). Errors carry position 0 (the wrapper) and name the inner byte in their reason.
 fn decompress_and_check(
     codec: Compression,
     magic: u8,
     value: &[u8],
+    crcs: Crcs,
     scratch: &mut Vec<u8>,
 ) -> Result<InnerSummary> {
     compression::decompress(codec, value, scratch)?;
@@ -847,7 +854,9 @@ fn decompress_and_check(
                 inner.magic()
             )));
         }
-        inner.check_crc().map_err(inner_error)?;
+        if crcs == Crcs::Check {
+            inner.check_crc().map_err(inner_error)?;
+        }
         let m = inner.message().map_err(inner_error)?;
         if m.attributes.compression != Compression::None {
             return Err(inner_at("nested compression inside a wrapper".into()));
@@ -896,18 +905,38 @@ pub struct Record<'a> {
     pub headers: Headers<'a>,
 }
 
+/// Whether [`for_each_record_with`] checks CRCs: a consumer's `check.crcs`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Crcs {
+    /// Every entry's CRC, and every inner message's in a compressed wrapper.
+    #[default]
+    Check,
+    /// None. The framing (lengths, magic, offsets, varints, decompression) is still checked,
+    /// so a truncated or misframed set still fails; a changed byte inside a key or value does
+    /// not. Kafka's consumer with `check.crcs=false`.
+    Skip,
+}
+
 /// Visits every logical message of a set in offset order, decompressing wrappers into
 /// `scratch`. Every CRC is checked. Used by consumers and by tests; the broker never calls it on
 /// the fetch path. Stops at the first error.
-pub fn for_each_record(
+pub fn for_each_record(set: &[u8], scratch: &mut Vec<u8>, f: impl FnMut(Record<'_>)) -> Result<()> {
+    for_each_record_with(set, Crcs::Check, scratch, f)
+}
+
+/// [`for_each_record`], checking CRCs or not as `crcs` says.
+pub fn for_each_record_with(
     set: &[u8],
+    crcs: Crcs,
     scratch: &mut Vec<u8>,
     mut f: impl FnMut(Record<'_>),
 ) -> Result<()> {
     for entry in Entries::new(set) {
         let entry = entry?;
         check_magic(&entry)?;
-        entry.check_crc()?;
+        if crcs == Crcs::Check {
+            entry.check_crc()?;
+        }
         if entry.magic() == MAGIC_V2 {
             for_each_batch_record(&entry, scratch, &mut f)?;
             continue;
@@ -926,7 +955,7 @@ pub fn for_each_record(
                 let value = msg.value.ok_or_else(|| {
                     Error::corrupt(entry.position, "compressed wrapper has a null value")
                 })?;
-                let count = decompress_and_check(codec, msg.magic, value, scratch)
+                let count = decompress_and_check(codec, msg.magic, value, crcs, scratch)
                     .map_err(|e| shift(e, entry.position))?
                     .count;
                 let first = msg.offset.0.checked_sub(count - 1).ok_or_else(|| {

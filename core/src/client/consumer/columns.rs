@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::{ConsumerRecord, RecordHeader};
 use crate::error::{Error, Result};
-use crate::format::{TimestampType, for_each_record};
+use crate::format::{Crcs, TimestampType, for_each_record_with};
 use crate::types::Offset;
 
 /// The records of one poll in columns: record `i` is at index `i` of every per-record vector.
@@ -142,8 +142,8 @@ pub(super) struct DecodedSet {
 }
 
 impl DecodedSet {
-    /// Decodes `set` (every CRC checked) keeping records at or after `from`.
-    pub(super) fn decode(set: Bytes, from: u64) -> Result<DecodedSet> {
+    /// Decodes `set` (CRCs checked as `crcs` says) keeping records at or after `from`.
+    pub(super) fn decode(set: Bytes, from: u64, crcs: Crcs) -> Result<DecodedSet> {
         let mut d = DecodedSet::default();
         let mut inflated = Vec::new();
         let mut scratch = Vec::new();
@@ -176,7 +176,7 @@ impl DecodedSet {
                 }
             }
         };
-        for_each_record(&set, &mut scratch, |r| {
+        for_each_record_with(&set, crcs, &mut scratch, |r| {
             if r.offset.0 < from {
                 return;
             }
