@@ -243,6 +243,22 @@ def test_c11_compression(bootstrap: str, topic: str, codec: str) -> None:
         assert [r.value for r in consume(c, 50)] == values
 
 
+def test_check_crcs_false_reads_every_codec_and_a_bad_value_is_refused(bootstrap: str, topic: str) -> None:
+    values = []
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"]:
+        with sluiceway.Producer(bootstrap_servers=bootstrap, compression_type=codec) as p:
+            batch = [f"{codec}-{i}".encode() for i in range(10)]
+            for v in batch:
+                p.send(topic, v, partition=0)
+            p.flush(30)
+        values += batch
+    with sluiceway.Consumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", check_crcs=False) as c:
+        c.assign([(topic, 0)])
+        assert [r.value for r in consume(c, 50)] == values
+    with pytest.raises(errors.InvalidConfigError, match="check.crcs"):
+        sluiceway.Consumer(bootstrap_servers=bootstrap, check_crcs="sometimes")
+
+
 def test_c12_large_value(bootstrap: str, topic: str) -> None:
     value = os.urandom(1 << 20)
     with sluiceway.Producer(bootstrap_servers=bootstrap) as p:
