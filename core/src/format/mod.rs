@@ -918,8 +918,9 @@ pub enum Crcs {
 }
 
 /// Visits every logical message of a set in offset order, decompressing wrappers into
-/// `scratch`. Every CRC is checked. Used by consumers and by tests; the broker never calls it on
-/// the fetch path. Stops at the first error.
+/// `scratch`. Every CRC is checked. Used where the broker reads stored records back and by
+/// tests (consumers use [`for_each_record_with`]); the broker never calls it on the fetch path.
+/// Stops at the first error.
 pub fn for_each_record(set: &[u8], scratch: &mut Vec<u8>, f: impl FnMut(Record<'_>)) -> Result<()> {
     for_each_record_with(set, Crcs::Check, scratch, f)
 }
