@@ -1,6 +1,7 @@
 //! The client core (`sluiceway_core::client`) against the real broker binary: the conformance
 //! scenarios (C1–C3, C5–C7, C10–C13 of `docs/CONFORMANCE.md`), fail-over between bootstrap
-//! addresses, and metadata refresh across a broker restart.
+//! addresses, metadata refresh across a broker restart, and `check.crcs` against a byte changed
+//! on the broker's disk.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -309,6 +310,61 @@ async fn corrupt_offset_store_is_an_error() {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("corrupt offset store"), "{e}");
+    })
+    .await;
+}
+
+/// `check.crcs`, end to end: a value byte changed on the broker's disk after the write (the
+/// broker serves fetches without checking CRCs, as Kafka's does) is CORRUPT_MESSAGE for a
+/// consumer that checks, with nothing at or past it returned, and is read as it is by one with
+/// `check.crcs=false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_byte_changed_on_disk_is_refused_unless_check_crcs_is_false() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path());
+    bounded(TEST_TIMEOUT, async {
+        create(&b, "crc", 1).await;
+        let p = producer(&b, &[]).await;
+        send_values(&p, "crc", 0..3).await;
+        p.close(None).await.unwrap();
+        // Magic 1 (the default): the segment ends with the last record's value, "v2".
+        let log = b.data_dir.join("crc-0").join("00000000000000000000.log");
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&log)
+            .unwrap();
+        let end = f.seek(SeekFrom::End(-1)).unwrap();
+        let mut last = [0u8];
+        f.read_exact(&mut last).unwrap();
+        assert_eq!(last[0], b'2', "the last value's last byte");
+        f.seek(SeekFrom::Start(end)).unwrap();
+        f.write_all(b"3").unwrap();
+        drop(f);
+        let tp = TopicPartition::new("crc", 0);
+
+        let checked = Consumer::new(consumer_config(&b)).await.unwrap();
+        checked.assign(vec![tp.clone()]).unwrap();
+        let mut before = Vec::new();
+        let e = loop {
+            match checked.poll(Duration::from_secs(5)).await {
+                Ok(records) => before.extend(records),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.code(), ErrorCode::CorruptMessage, "{e}");
+        assert!(before.iter().all(|r| r.offset.0 < 2), "{before:?}");
+
+        let unchecked = Consumer::new(consumer_config(&b).check_crcs(false))
+            .await
+            .unwrap();
+        unchecked.assign(vec![tp]).unwrap();
+        let got = poll_n(&unchecked, 3).await;
+        assert_eq!(
+            got.iter().map(value).collect::<Vec<_>>(),
+            ["v0", "v1", "v3"]
+        );
     })
     .await;
 }
